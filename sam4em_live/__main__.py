@@ -1,0 +1,3 @@
+from sam4em_live.cli import main
+
+main()

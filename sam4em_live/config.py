@@ -1,0 +1,208 @@
+"""Service configuration: frozen pydantic models read from ``configs/*.toml``.
+
+Every model forbids unknown keys, so a typo or a wrong unit suffix
+(``pixel_size_um``) is an error naming the offending key. Units live in the
+field names. CLI flags override file values through `with_overrides`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+
+class FrozenModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+class ZmqSourceConfig(FrozenModel):
+    kind: Literal["zmq"] = "zmq"
+    endpoint: str = "tcp://127.0.0.1:5555"
+    socket: Literal["sub", "pull"] = "sub"
+    mode: Literal["connect", "bind"] = "connect"
+    rcvhwm_frames: PositiveInt = 64
+    # Max size of a msgpack header part; larger headers are rejected unparsed.
+    max_header_bytes: PositiveInt = 65536
+
+
+class ReplaySourceConfig(FrozenModel):
+    kind: Literal["replay"] = "replay"
+    path: Path
+    # Playback rate: None = the recording's own rate (metadata or calibration.fps).
+    fps: PositiveFloat | None = None
+    as_fast_as_possible: bool = False
+    loop: bool = False
+
+
+class SimulatorSourceConfig(FrozenModel):
+    kind: Literal["simulator"] = "simulator"
+    preset: str = "demo"
+    seed: int = 0
+    frames: PositiveInt | None = None  # None = endless
+    fps: PositiveFloat | None = None  # None = preset's rate
+    as_fast_as_possible: bool = False
+
+
+SourceConfig = Annotated[
+    Union[ZmqSourceConfig, ReplaySourceConfig, SimulatorSourceConfig], Field(discriminator="kind")
+]
+
+
+class CalibrationConfig(FrozenModel):
+    """Overrides for the source's calibration (None = take the source's)."""
+
+    pixel_size_nm: PositiveFloat | None = None
+    fps: PositiveFloat | None = None
+
+
+class PipelineConfig(FrozenModel):
+    # latest: live view, drop the oldest queued frames (counted).
+    # every-frame: never drop; frames beyond the memory queue spill to disk.
+    backpressure: Literal["latest", "every-frame"] = "latest"
+    queue_frames: PositiveInt = 8
+    spill_dir: Path | None = None  # None = a temporary directory
+    status_interval_s: PositiveFloat = 1.0
+    intensity_weighted_centroid: bool = False
+
+
+class SegmenterConfig(FrozenModel):
+    backend: str = "embedded"
+    # Backend-specific options, validated by the backend's own model.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PublisherConfig(FrozenModel):
+    enabled: bool = True
+    endpoint: str = "tcp://127.0.0.1:5556"
+    sndhwm_messages: PositiveInt = 1000
+    include_masks: bool = True
+    preview_fps: PositiveFloat = 10.0
+    preview_max_edge_px: PositiveInt = 512
+
+
+class RecorderConfig(FrozenModel):
+    enabled: bool = True
+    out_dir: Path = Path("runs")
+    write_masks: bool = True
+    queue_frames: PositiveInt = 4096
+
+
+class StatsConfig(FrozenModel):
+    window_frames: PositiveInt = 1024
+    max_lag_frames: PositiveInt = 100
+    publish_every_frames: PositiveInt = 10
+
+
+class ControlConfig(FrozenModel):
+    enabled: bool = True
+    endpoint: str = "tcp://127.0.0.1:5557"
+    # Binding beyond loopback needs CURVE keys (see `sam4em-live keys`) unless insecure.
+    curve_keys_dir: Path | None = None
+    insecure: bool = False
+    # Requests larger than this get a "too_large" error reply (docs/control.md).
+    max_message_bytes: PositiveInt = 65536
+
+
+class HookSpec(FrozenModel):
+    target: str  # dotted path "package.module:Class" or an entry-point name
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SafetyConfig(FrozenModel):
+    """Limits every hook command passes through (`sam4em_live.hooks.safety.CommandGate`)."""
+
+    # Hardware commands (stage, beam, recording) are only logged, whatever the adapter.
+    dry_run: bool = False
+    max_stage_step_nm: PositiveFloat = 500.0
+    max_stage_moves_per_s: PositiveFloat = 2.0
+    allowed_commands: tuple[str, ...] = (
+        "move_stage", "blank_beam", "unblank_beam", "start_recording",
+        "stop_recording", "add_prompt", "remove_prompt", "annotate",
+    )
+
+
+class HooksConfig(FrozenModel):
+    hooks: tuple[HookSpec, ...] = ()
+    queue_results: PositiveInt = 1
+    queue_events: PositiveInt = 256
+    hang_timeout_s: PositiveFloat = 2.0
+    edge_margin_px: PositiveInt = 32
+    lost_after_frames: PositiveInt = 3
+    # processing_slow when processed fps < slow_ratio x camera fps over a status interval.
+    slow_ratio: PositiveFloat = 0.9
+    # alpha_change when a particle's anomalous exponent moves by more than this; None = off.
+    alpha_change: PositiveFloat | None = 0.3
+    # Adapter hooks act on: "dry-run" logs only; "simulated" moves the simulator's field of view.
+    microscope: Literal["dry-run", "simulated"] = "dry-run"
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+
+
+class ServiceConfig(FrozenModel):
+    source: SourceConfig = Field(default_factory=ZmqSourceConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    segmenter: SegmenterConfig = Field(default_factory=SegmenterConfig)
+    publisher: PublisherConfig = Field(default_factory=PublisherConfig)
+    recorder: RecorderConfig = Field(default_factory=RecorderConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
+    prompts: Path | None = None  # prompts file applied at start
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ServiceConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        return cls.from_mapping(data, where=str(path))
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], where: str = "config") -> ServiceConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {format_validation_error(exc)}") from None
+
+    def with_overrides(self, overrides: dict[str, Any]) -> ServiceConfig:
+        """Return a copy with dotted-key overrides (``{"source.fps": 40}``); None values are ignored."""
+        data = self.model_dump(mode="python")
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return ServiceConfig.from_mapping(data, where="overrides")
+
+    def to_jsonable(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the dotted key (``recorder.out_dirr: extra ...``)."""
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{key}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_options(model: type[FrozenModel], options: dict[str, Any], where: str) -> Any:
+    """Validate backend/hook options with their own model, raising `ConfigError` naming keys."""
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {format_validation_error(exc)}") from None

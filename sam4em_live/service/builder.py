@@ -1,0 +1,175 @@
+"""Composition root: build sources, sinks and the service from a `ServiceConfig`.
+
+Everything optional (recorder, publisher, control channel, hooks) is created
+here and nowhere else, so the CLI commands, the demo and the tests assemble
+the same service the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from sam4em_live.config import ServiceConfig
+from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.segment.base import ParticleEdit
+from sam4em_live.segment.prompts_file import load_prompts
+from sam4em_live.segment.registry import create_segmenter
+from sam4em_live.service.service import Service
+from sam4em_live.sinks.base import Sink
+from sam4em_live.sources.base import FrameSource, SourceCounters
+
+log = logging.getLogger(__name__)
+
+
+class CalibratedSource:
+    """Wraps a source so user-given calibration (CLI flags, config) wins over metadata."""
+
+    def __init__(self, inner: FrameSource, override: Calibration) -> None:
+        self.inner = inner
+        self.override = override
+
+    @property
+    def counters(self) -> SourceCounters:
+        return self.inner.counters
+
+    @property
+    def series(self) -> SeriesInfo | None:
+        series = self.inner.series
+        if series is None:
+            return None
+        return dataclasses.replace(series, calibration=series.calibration.merged(self.override))
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def next_frame(self, timeout_s: float) -> Frame | None:
+        frame = self.inner.next_frame(timeout_s)
+        if frame is None:
+            return None
+        return dataclasses.replace(frame, calibration=frame.calibration.merged(self.override))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # Source-specific extras (e.g. the simulator's move_stage) stay reachable.
+        return getattr(self.inner, name)
+
+
+def build_source(config: ServiceConfig, stop_at_series_end: bool = False) -> FrameSource:
+    src = config.source
+    if src.kind == "zmq":
+        from sam4em_live.sources.zmq_source import ZmqFrameSource
+
+        source: FrameSource = ZmqFrameSource.from_config(src, stop_at_series_end=stop_at_series_end)
+    elif src.kind == "replay":
+        from sam4em_live.sources.replay import open_replay
+
+        source = open_replay(src)
+    else:
+        from sam4em_live.sources.simulated import SimulatedSource
+
+        source = SimulatedSource(src.preset, seed=src.seed, n_frames=src.frames, fps=src.fps,
+                                 as_fast_as_possible=src.as_fast_as_possible)
+    override = Calibration(pixel_size_nm=config.calibration.pixel_size_nm, fps=config.calibration.fps)
+    if override == Calibration():
+        return source
+    return CalibratedSource(source, override)
+
+
+@dataclass
+class BuiltService:
+    """The assembled service and its optional parts (None when disabled)."""
+
+    service: Service
+    publisher: Any = None
+    recorder: Any = None
+    control: Any = None
+    hooks: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return getattr(self.recorder, "run_dir", None)
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+
+
+def build_service(
+    config: ServiceConfig,
+    source: FrameSource | None = None,
+    edits: Sequence[ParticleEdit] = (),
+    run_id: str | None = None,
+    max_frames: int | None = None,
+    extra_sinks: Sequence[Sink] = (),
+    stop_at_series_end: bool = False,
+) -> BuiltService:
+    """Assemble a service from ``config``; ``source`` overrides ``config.source``."""
+    source = source or build_source(config, stop_at_series_end)
+    if config.prompts is not None:
+        edits = [*load_prompts(config.prompts), *edits]
+    segmenter = create_segmenter(config.segmenter.backend, config.segmenter.options)
+    sinks: list[Sink] = []
+    built = BuiltService(service=None)  # type: ignore[arg-type]
+    if config.publisher.enabled:
+        from sam4em_live.sinks.publisher import ResultsPublisher
+
+        built.publisher = ResultsPublisher(config.publisher)
+        sinks.append(built.publisher)
+    if config.recorder.enabled:
+        from sam4em_live.sinks.recorder import Recorder
+
+        built.recorder = Recorder(config.recorder.out_dir, write_masks=config.recorder.write_masks,
+                                  queue_frames=config.recorder.queue_frames)
+        sinks.append(built.recorder)
+    built.hooks = _build_hooks(config)
+    if built.hooks is not None:
+        sinks.append(built.hooks)
+    sinks.extend(extra_sinks)
+    service = Service(
+        config, source, segmenter, sinks, edits=edits, stats=_build_stats(config, source),
+        events=_build_events(config), run_id=run_id, max_frames=max_frames,
+    )
+    built.service = service
+    if built.hooks is not None and hasattr(built.hooks, "bind"):
+        built.hooks.bind(service=service, source=source)
+    if config.control.enabled:
+        built.control = _build_control(config, service)
+    return built
+
+
+def _build_stats(config: ServiceConfig, source: FrameSource) -> Any:
+    from sam4em_live.stats.rolling import RollingTrackStats
+
+    cal = config.calibration
+    return RollingTrackStats(config.stats.window_frames, config.stats.max_lag_frames, cal.fps, cal.pixel_size_nm)
+
+
+def _build_events(config: ServiceConfig) -> Any:
+    try:
+        from sam4em_live.hooks.events import EventDetector
+    except ImportError:
+        return None
+    return EventDetector.from_config(config.hooks)
+
+
+def _build_hooks(config: ServiceConfig) -> Any:
+    if not config.hooks.hooks:
+        return None
+    from sam4em_live.hooks.runner import HookRunner
+
+    return HookRunner.from_config(config.hooks)
+
+
+def _build_control(config: ServiceConfig, service: Service) -> Any:
+    from sam4em_live.control.server import ControlServer
+
+    server = ControlServer.from_config(config.control, service)
+    server.start()
+    return server

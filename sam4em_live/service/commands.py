@@ -1,0 +1,150 @@
+"""CLI commands of the service: serve, track, camera, demo."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sam4em_live.config import ConfigError, ServiceConfig
+from sam4em_live.segment.base import PromptError
+from sam4em_live.service.runs import run_demo, run_track
+
+log = logging.getLogger(__name__)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def serve(
+    config: Path = typer.Option(..., "--config", "-c", help="Service config TOML (see configs/)."),
+    backend: Optional[str] = typer.Option(None, help="Override segmenter.backend."),
+    prompts: Optional[Path] = typer.Option(None, help="Prompts file applied from the start."),
+    out: Optional[Path] = typer.Option(None, help="Override recorder.out_dir."),
+    pixel_size_nm: Optional[float] = typer.Option(None, help="Override pixel size (nm)."),
+    fps: Optional[float] = typer.Option(None, help="Override frame rate (frames/s)."),
+) -> None:
+    """Live: frames in over ZeroMQ, results out, recording on. Ctrl-C stops cleanly."""
+    from sam4em_live.service.builder import build_service
+
+    try:
+        cfg = ServiceConfig.from_file(config).with_overrides({
+            "segmenter.backend": backend, "prompts": prompts, "recorder.out_dir": out,
+            "calibration.pixel_size_nm": pixel_size_nm, "calibration.fps": fps,
+        })
+        built = build_service(cfg)
+    except (ConfigError, PromptError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    built.service.start()
+    typer.echo(f"serving: run {built.service.run_id}; results on "
+               f"{getattr(built.publisher, 'endpoint', '-')}; control on {getattr(built.control, 'endpoint', '-')}")
+    try:
+        while not stop.wait(0.2):
+            if built.service.wait(0):
+                break
+    finally:
+        built.service.stop()
+        built.close()
+    if built.run_dir is not None:
+        typer.echo(f"run directory: {built.run_dir}")
+    if getattr(built.service, "error", None) is not None:
+        _fail(f"service failed: {built.service.error}")
+
+
+def track(
+    input: Path = typer.Argument(..., help="TIFF/OME-TIFF stack or folder of JPEG/PNG frames."),
+    prompts: Path = typer.Option(..., help="Prompts JSON file."),
+    out: Path = typer.Option(..., help="Run directory to create (must not exist)."),
+    backend: Optional[str] = typer.Option(None, help="Segmenter backend (default: embedded)."),
+    fps: Optional[float] = typer.Option(None, help="Frame rate (frames/s) if not in metadata."),
+    pixel_size_nm: Optional[float] = typer.Option(None, help="Pixel size (nm) if not in metadata."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Optional config TOML for other settings."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Offline: run the same pipeline over a recording, every frame, as fast as possible."""
+    try:
+        run_dir = run_track(input, prompts, out, backend=backend, fps=fps, pixel_size_nm=pixel_size_nm,
+                            config_path=config, progress=progress)
+    except (ConfigError, PromptError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"run directory: {run_dir}")
+
+
+def camera(
+    input: Optional[Path] = typer.Argument(None, help="Recording to publish (TIFF or JPEG folder)."),
+    preset: Optional[str] = typer.Option(None, help="Publish simulated LPTEM frames of this preset instead."),
+    endpoint: str = typer.Option("tcp://127.0.0.1:5555", help="Where to bind the PUB socket."),
+    fps: Optional[float] = typer.Option(None, help="Frames per second (default: recording/preset rate)."),
+    frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
+    loop: bool = typer.Option(False, help="Loop the recording."),
+    seed: int = typer.Option(0, help="Simulator seed."),
+) -> None:
+    """Stand-in detector: publish a recording or simulated frames over ZeroMQ (protocol v1)."""
+    from sam4em_live.config import ReplaySourceConfig
+    from sam4em_live.sources.camera import FramePublisher, pump
+
+    if (input is None) == (preset is None):
+        _fail("give either a recording INPUT or --preset NAME")
+    try:
+        if input is not None:
+            from sam4em_live.sources.replay import open_replay
+
+            source = open_replay(ReplaySourceConfig(path=input, fps=fps, loop=loop))
+        else:
+            from sam4em_live.sources.simulated import SimulatedSource
+
+            source = SimulatedSource(preset, seed=seed, n_frames=frames, fps=fps)
+        publisher = FramePublisher(endpoint)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _fail(str(exc))
+        return
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    typer.echo(f"camera publishing on {publisher.endpoint}")
+    sent = pump(source, publisher, stop, max_frames=frames, series_start_delay_s=0.5)
+    publisher.close()
+    typer.echo(f"sent {sent} frames")
+
+
+def demo(
+    seconds: float = typer.Option(20.0, help="How long to stream."),
+    backend: Optional[str] = typer.Option(None, help="Segmenter backend (default: embedded)."),
+    out: Path = typer.Option(Path("runs"), help="Where the run directory is created."),
+    preset: str = typer.Option("demo", help="Simulator preset streamed by the stand-in camera."),
+    fps: Optional[float] = typer.Option(None, help="Camera frame rate (default: the preset's)."),
+    seed: int = typer.Option(0, help="Simulator seed."),
+) -> None:
+    """The main job: stand-in camera → service → recorder on loopback, printing live status."""
+    try:
+        run_dir = run_demo(seconds=seconds, backend=backend, out=out, preset=preset, fps=fps, seed=seed,
+                           echo=typer.echo)
+    except (ConfigError, PromptError, ValueError, KeyError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"run directory: {run_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(track)
+    app.command()(camera)
+    app.command()(demo)

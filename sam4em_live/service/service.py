@@ -1,0 +1,336 @@
+"""The streaming service: ingest thread → FrameQueue → worker → sinks.
+
+`Service.run()` blocks until the source ends or `stop()` is called; `start()`
+runs it on a thread. Errors from the ingest thread are carried back to the
+worker and re-raised from `run()` after teardown, which always runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Sequence
+
+import numpy as np
+
+from sam4em_live.config import ServiceConfig
+from sam4em_live.frames import Frame, SeriesInfo
+from sam4em_live.results import FrameResult
+from sam4em_live.segment.base import ParticleEdit, PromptError, Segmenter
+from sam4em_live.service.frame_queue import FrameQueue
+from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
+from sam4em_live.service.state import ServiceState, StatusSnapshot, check_transition
+from sam4em_live.sinks.base import RunInfo, Sink
+from sam4em_live.sources.base import EndOfStream, FrameSource
+from sam4em_live.versions import package_versions
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05  # every wait is at most this long, so stop() is honoured within ~100 ms
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class Service:
+    """Owns the threads and the state machine; implements `ServiceControl`."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        source: FrameSource,
+        segmenter: Segmenter,
+        sinks: Sequence[Sink] = (),
+        edits: Sequence[ParticleEdit] = (),
+        stats: StatsStage | None = None,
+        events: EventStage | None = None,
+        run_id: str | None = None,
+        max_frames: int | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.segmenter = segmenter
+        self.sinks = list(sinks)
+        self.run_id = run_id or new_run_id()
+        self.max_frames = max_frames
+        self.schedule = PromptSchedule(edits)
+        self.processor = FrameProcessor(
+            segmenter, stats, events, config.stats.publish_every_frames,
+            config.pipeline.intensity_weighted_centroid,
+        )
+        self.queue = FrameQueue(config.pipeline.backpressure, config.pipeline.queue_frames, config.pipeline.spill_dir)
+        self._state = ServiceState.IDLE
+        self._state_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._ingest_done = threading.Event()
+        self._ingest_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._sinks_open = False
+        self._sink_errors = 0
+        self._seg_errors = 0
+        self._processed = 0
+        self._status = StatusSnapshot(ServiceState.IDLE, run_id=self.run_id)
+        self._meter = _IntervalMeter()
+        self._annotations: list[tuple[float, str]] = []
+        self.last_result: FrameResult | None = None
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def state(self) -> ServiceState:
+        return self._state
+
+    def _set_state(self, new: ServiceState) -> None:
+        with self._state_lock:
+            check_transition(self._state, new)
+            log.info("service %s -> %s", self._state.value, new.value)
+            self._state = new
+
+    # ---------------------------------------------------------------- running
+
+    def start(self) -> threading.Thread:
+        """Run in a background thread (errors are kept in ``self.error``)."""
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException as exc:  # noqa: BLE001 - carried to the owner
+                self.error = exc
+
+        self._thread = threading.Thread(target=target, name="sam4em-service", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait for a `start()`ed service to finish; True if it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def run(self) -> StatusSnapshot:
+        self._set_state(ServiceState.STARTING)
+        ingest = threading.Thread(target=self._ingest_loop, name="sam4em-ingest", daemon=True)
+        try:
+            self.source.open()
+            ingest.start()
+            self._set_state(ServiceState.STREAMING)
+            self._worker_loop()
+            if self._ingest_error is not None:
+                raise self._ingest_error
+        except BaseException as exc:
+            self._status = self._snapshot(error=f"{type(exc).__name__}: {exc}")
+            self._set_state(ServiceState.ERRORED)
+            log.exception("service failed")
+            self._teardown(ingest)
+            raise
+        self._set_state(ServiceState.STOPPING)
+        self._teardown(ingest)
+        return self._status
+
+    def _ingest_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self.source.next_frame(POLL_S)
+                except EndOfStream:
+                    break
+                if frame is not None:
+                    self._meter.received_total += 1  # single writer: this thread
+                    self.queue.put(frame)
+        except BaseException as exc:  # noqa: BLE001 - carried back to the worker
+            self._ingest_error = exc
+        finally:
+            self._ingest_done.set()
+
+    def _worker_loop(self) -> None:
+        next_status = time.monotonic() + self.config.pipeline.status_interval_s
+        while not self._stop.is_set():
+            if self._ingest_error is not None:
+                return
+            now = time.monotonic()
+            if now >= next_status:
+                self._publish_status()
+                next_status = now + self.config.pipeline.status_interval_s
+            if self._paused.is_set():
+                self._stop.wait(POLL_S)
+                continue
+            frame = self.queue.get(POLL_S)
+            if frame is None:
+                if self._ingest_done.is_set() and len(self.queue) == 0:
+                    return
+                continue
+            self._handle(frame)
+            if self.max_frames is not None and self._processed >= self.max_frames:
+                return
+
+    def _handle(self, frame: Frame) -> None:
+        if not self._sinks_open:
+            self._open_sinks(frame)
+        edits = self.schedule.due(frame.index)
+        try:
+            result = self.processor.process(frame, edits, self._status)
+        except Exception:
+            self._seg_errors += 1
+            log.exception("segmentation failed on frame %d; continuing", frame.index)
+            return
+        for sink in self.sinks:
+            try:
+                sink.consume(result)
+            except Exception:
+                self._sink_errors += 1
+                log.exception("sink %s failed on frame %d; continuing", type(sink).__name__, frame.index)
+        self._processed += 1
+        self.last_result = result
+        self._meter.record(result, time.time() - frame.timestamp_s)
+
+    def _open_sinks(self, frame: Frame) -> None:
+        series = self.source.series or SeriesInfo(frame.series_id, frame.shape, frame.pixels.dtype.str, frame.calibration)
+        run = RunInfo(self.run_id, series, self.segmenter.describe(), self.config.to_jsonable(), package_versions())
+        opened: list[Sink] = []
+        for sink in self.sinks:
+            try:
+                sink.open(run)
+                opened.append(sink)
+            except Exception:
+                # A sink that cannot open (disk full, port taken) must not stop tracking.
+                self._sink_errors += 1
+                log.exception("sink %s failed to open; running without it", type(sink).__name__)
+        self.sinks = opened
+        self._sinks_open = True
+
+    def _teardown(self, ingest: threading.Thread) -> None:
+        self._stop.set()
+        if ingest.is_alive():
+            ingest.join(5.0)
+        self._status = self._snapshot(error=self._status.error)
+        for sink in self.sinks:
+            try:
+                if self._sinks_open:
+                    sink.on_status(self._status.as_dict())
+                sink.close()
+            except Exception:
+                log.exception("sink %s failed to close", type(sink).__name__)
+        for closer in (self.segmenter.close, self.source.close, self.queue.close):
+            try:
+                closer()
+            except Exception:
+                log.exception("teardown step failed")
+        self._set_state(ServiceState.STOPPED)
+
+    # ---------------------------------------------------------------- status
+
+    def _publish_status(self) -> None:
+        self._status = self._snapshot()
+        s = self._status
+        log.info(
+            "%s: cam %.1f fps, proc %.1f fps, latency p50 %.1f / p99 %.1f ms, queue %d, dropped %d, gaps %d, rejected %d",
+            s.state.value, s.camera_fps, s.processed_fps, s.latency_ms_p50, s.latency_ms_p99,
+            s.queue_depth, s.frames_dropped, s.frames_gap, s.messages_rejected,
+        )
+        status = s.as_dict()
+        for sink in self.sinks:
+            try:
+                sink.on_status(status)
+            except Exception:
+                self._sink_errors += 1
+                log.exception("sink %s failed on status", type(sink).__name__)
+
+    def _snapshot(self, error: str | None = None) -> StatusSnapshot:
+        counters = self.source.counters
+        backend = self.segmenter.describe() if self._sinks_open else {}
+        rates = self._meter.roll()
+        return StatusSnapshot(
+            state=self._state, run_id=self.run_id,
+            series_id=self.source.series.series_id if self.source.series else None,
+            backend=backend.get("backend"), random_weights=bool(backend.get("random_weights", False)),
+            frames_received=self._meter.received_total, frames_processed=self._processed,
+            frames_dropped=self.queue.dropped, frames_spilled=self.queue.spilled, frames_gap=counters.gaps,
+            messages_rejected=counters.rejected, rejected_by_reason=dict(counters.rejected_by_reason),
+            segmentation_errors=self._seg_errors, sink_errors=self._sink_errors,
+            queue_depth=len(self.queue), paused=self._paused.is_set(), error=error,
+            particles=tuple(self.segmenter.particles()), wall_time_s=time.time(), **rates,
+        )
+
+    # ---------------------------------------------------------------- ServiceControl
+
+    def submit_edit(self, edit: ParticleEdit) -> None:
+        if edit.particle < 1:
+            raise PromptError(f"particle id must be >= 1, got {edit.particle}")
+        self.schedule.add(edit)
+
+    def pause(self) -> None:
+        self._paused.set()
+        if self._state is ServiceState.STREAMING:
+            self._set_state(ServiceState.PAUSED)
+
+    def resume(self) -> None:
+        self._paused.clear()
+        if self._state is ServiceState.PAUSED:
+            self._set_state(ServiceState.STREAMING)
+
+    def status(self) -> StatusSnapshot:
+        return self._status
+
+    def describe_config(self) -> dict[str, Any]:
+        return self.config.to_jsonable()
+
+    def particles(self) -> list[dict[str, Any]]:
+        last = dict(self.processor.last_measurements)
+        out = []
+        for pid in self.segmenter.particles():
+            m = last.get(pid)
+            out.append({"id": pid, "present": bool(m and m.present), "frame": m.frame if m else None,
+                        "x": m.x if m and m.present else None, "y": m.y if m and m.present else None,
+                        "angle_deg": m.angle_deg if m and m.present else None})
+        return out
+
+    def annotate(self, text: str) -> None:
+        frame = self.last_result.index if self.last_result else None
+        for sink in self.sinks:
+            annotate = getattr(sink, "annotate", None)
+            if annotate is not None:
+                annotate(text, frame)
+
+
+class _IntervalMeter:
+    """Counts and latencies over the current status interval (worker thread + ingest counter)."""
+
+    def __init__(self) -> None:
+        self.received_total = 0
+        self._received_at_roll = 0
+        self._processed = 0
+        self._latencies: list[float] = []
+        self._stage_sums: dict[str, float] = {}
+        self._t0 = time.monotonic()
+
+    def record(self, result: FrameResult, latency_s: float) -> None:
+        self._processed += 1
+        self._latencies.append(latency_s * 1e3)
+        for stage, ms in result.timings_ms.items():
+            self._stage_sums[stage] = self._stage_sums.get(stage, 0.0) + ms
+
+    def roll(self) -> dict[str, Any]:
+        now = time.monotonic()
+        dt = max(now - self._t0, 1e-9)
+        total = self.received_total
+        received, self._received_at_roll = total - self._received_at_roll, total
+        lat = np.asarray(self._latencies) if self._latencies else np.zeros(1)
+        n = max(self._processed, 1)
+        out = {
+            "camera_fps": received / dt, "processed_fps": self._processed / dt,
+            "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p99": float(np.percentile(lat, 99)),
+            "latency_ms_max": float(lat.max()), "stage_ms": {k: v / n for k, v in self._stage_sums.items()},
+        }
+        self._processed, self._latencies, self._stage_sums, self._t0 = 0, [], {}, now
+        return out

@@ -1,0 +1,123 @@
+"""Results schema v1: what the service publishes (see docs/results.md).
+
+Every message is multipart ``[topic, msgpack map]`` with an optional third
+part (the preview pixels). Topics: ``result``, ``status``, ``event``,
+``preview``. Masks travel as a bbox plus a row-major run-length encoding of
+the crop, starting with a run of background (so ``counts[0]`` may be 0).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+
+from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.results import FrameResult, ServiceEvent
+from sam4em_live.segment.base import ParticleMask
+from sam4em_live.wire import RejectedMessage, unpack_header
+
+SCHEMA_ID = "sam4em-live.results"
+SCHEMA_VERSION = 1
+TOPIC_RESULT = b"result"
+TOPIC_STATUS = b"status"
+TOPIC_EVENT = b"event"
+TOPIC_PREVIEW = b"preview"
+TOPICS = (TOPIC_RESULT, TOPIC_STATUS, TOPIC_EVENT, TOPIC_PREVIEW)
+RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: these masks are NOT segmentation (untrained model, for tests/benchmarks only)"
+
+
+def rle_encode(crop: np.ndarray) -> list[int]:
+    """Row-major run lengths of a boolean array, starting with background."""
+    flat = np.ascontiguousarray(crop, dtype=bool).ravel()
+    if flat.size == 0:
+        return []
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], change, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
+def rle_decode(counts: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of `rle_encode`; raises ValueError if the counts do not fill ``shape``."""
+    total = shape[0] * shape[1]
+    if sum(counts) != total or any(c < 0 for c in counts):
+        raise ValueError(f"RLE counts sum {sum(counts)} != {total}")
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True
+    return np.repeat(values, counts).reshape(shape)
+
+
+def _num(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def particle_entry(m: ParticleMeasurement, mask: ParticleMask, include_mask: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": m.particle, "present": m.present, "score": float(m.score),
+        "x": _num(m.x), "y": _num(m.y), "angle_deg": _num(m.angle_deg), "area_px": m.area_px,
+        "major_axis_px": _num(m.major_axis_px), "minor_axis_px": _num(m.minor_axis_px), "split": m.split,
+    }
+    if mask.predicted_iou is not None:
+        entry["predicted_iou"] = float(mask.predicted_iou)
+    if mask.object_score_logit is not None:
+        entry["object_score_logit"] = float(mask.object_score_logit)
+    if mask.present and mask.bbox is not None:
+        entry["bbox"] = list(mask.bbox)
+        if include_mask and mask.crop is not None:
+            entry["mask_rle"] = rle_encode(mask.crop)
+    return entry
+
+
+def event_entry(event: ServiceEvent) -> dict[str, Any]:
+    return {"kind": event.kind, "frame": event.frame, "particle": event.particle, "detail": dict(event.detail)}
+
+
+def result_message(result: FrameResult, run_id: str, backend: dict[str, Any], include_masks: bool) -> dict[str, Any]:
+    frame = result.frame
+    msg: dict[str, Any] = {
+        "schema": SCHEMA_ID, "version": SCHEMA_VERSION, "type": "result",
+        "run_id": run_id, "series_id": frame.series_id, "frame": frame.index,
+        "timestamp_s": frame.timestamp_s, "processed_s": result.processed_s,
+        "shape": list(frame.shape), "calibration": frame.calibration.as_dict(),
+        "backend": backend.get("backend"), "random_weights": bool(backend.get("random_weights", False)),
+        "particles": [particle_entry(m, k, include_masks) for m, k in zip(result.measurements, result.masks)],
+        "stats": {str(pid): dict(s) for pid, s in result.stats.items()},
+        "events": [event_entry(e) for e in result.events],
+        "timings_ms": dict(result.timings_ms),
+    }
+    if msg["random_weights"]:
+        msg["WARNING"] = RANDOM_WEIGHTS_WARNING
+    return msg
+
+
+def pack(topic: bytes, body: dict[str, Any]) -> list[bytes]:
+    body.setdefault("schema", SCHEMA_ID)
+    body.setdefault("version", SCHEMA_VERSION)
+    return [topic, msgpack.packb(body, use_bin_type=True)]
+
+
+def decode_message(parts: Sequence[Any], max_bytes: int = 64 * 1024 * 1024) -> tuple[bytes, dict[str, Any], Any]:
+    """Validate and unpack a published message: ``(topic, body, payload or None)``.
+
+    Raises `RejectedMessage` for anything that is not schema v1.
+    """
+    if len(parts) not in (2, 3):
+        raise RejectedMessage("part_count", f"{len(parts)} parts")
+    topic = bytes(parts[0].buffer if hasattr(parts[0], "buffer") else parts[0])
+    if topic not in TOPICS:
+        raise RejectedMessage("bad_topic", repr(topic[:32]))
+    body = unpack_header(parts[1].buffer if hasattr(parts[1], "buffer") else parts[1], max_bytes)
+    if body.get("schema") != SCHEMA_ID or body.get("version") != SCHEMA_VERSION:
+        raise RejectedMessage("unknown_version", f"{body.get('schema')!r} v{body.get('version')!r}")
+    payload = parts[2] if len(parts) == 3 else None
+    return topic, body, payload
+
+
+def preview_pixels(body: dict[str, Any], payload: Any) -> np.ndarray:
+    """Decode the pixels of a preview message (shape/dtype from its body)."""
+    buffer = payload.buffer if hasattr(payload, "buffer") else payload
+    shape = tuple(body["preview_shape"])
+    return np.frombuffer(buffer, dtype=np.dtype(body["preview_dtype"])).reshape(shape)

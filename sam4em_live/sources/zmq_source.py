@@ -1,0 +1,125 @@
+"""ZeroMQ frame source (SUB or PULL, connect or bind) speaking wire protocol v1."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import zmq
+
+from sam4em_live.config import ZmqSourceConfig
+from sam4em_live.frames import Frame, SeriesInfo
+from sam4em_live.sources.base import EndOfStream, SourceCounters
+from sam4em_live.wire import FrameDecoder, RejectedMessage, SeriesEnd, SeriesStart
+
+log = logging.getLogger(__name__)
+
+#: Log the first N rejects of each reason, then one in every _LOG_EVERY.
+_LOG_FIRST = 5
+_LOG_EVERY = 1000
+
+
+class ZmqFrameSource:
+    """Receive frames from a detector (or `sam4em-live camera`) over ZeroMQ.
+
+    Never blocks longer than the ``timeout_s`` given to `next_frame` (it polls),
+    so the ingest thread can check its stop event. When connecting, ZeroMQ
+    reconnects by itself if the publisher restarts (retry every 100 ms up to
+    1 s); a restarted publisher starts a new series, which resets the
+    index checks. Malformed messages are rejected, counted by reason, logged,
+    and skipped.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        socket_kind: str = "sub",
+        mode: str = "connect",
+        rcvhwm_frames: int = 64,
+        max_header_bytes: int = 65536,
+        stop_at_series_end: bool = False,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if socket_kind not in ("sub", "pull") or mode not in ("connect", "bind"):
+            raise ValueError(f"bad socket kind/mode {socket_kind!r}/{mode!r}")
+        self.endpoint = endpoint
+        self.socket_kind = socket_kind
+        self.mode = mode
+        self.rcvhwm_frames = rcvhwm_frames
+        self.stop_at_series_end = stop_at_series_end
+        self.counters = SourceCounters()
+        self._decoder = FrameDecoder(max_header_bytes=max_header_bytes)
+        self._context = context or zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+        self._poller = zmq.Poller()
+
+    @classmethod
+    def from_config(cls, config: ZmqSourceConfig, **kw: object) -> ZmqFrameSource:
+        return cls(config.endpoint, config.socket, config.mode, config.rcvhwm_frames, config.max_header_bytes, **kw)  # type: ignore[arg-type]
+
+    @property
+    def series(self) -> SeriesInfo | None:
+        return self._decoder.series
+
+    def open(self) -> None:
+        sock = self._context.socket(zmq.SUB if self.socket_kind == "sub" else zmq.PULL)
+        sock.setsockopt(zmq.RCVHWM, self.rcvhwm_frames)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        # Heartbeats notice a dead peer on a half-open TCP connection.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        if self.socket_kind == "sub":
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        if self.mode == "bind":
+            sock.bind(self.endpoint)
+            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        else:
+            sock.connect(self.endpoint)
+        self._socket = sock
+        self._poller.register(sock, zmq.POLLIN)
+        log.info("frame source %s %s %s", self.socket_kind.upper(), self.mode, self.endpoint)
+
+    def next_frame(self, timeout_s: float) -> Frame | None:
+        if self._socket is None:
+            raise RuntimeError("open() the source first")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._poller.poll(remaining_ms):
+                return None
+            parts = self._socket.recv_multipart(copy=False, flags=zmq.NOBLOCK)
+            item = self._decode(parts)
+            if isinstance(item, Frame):
+                return item
+            if time.monotonic() >= deadline:
+                return None
+
+    def _decode(self, parts: list[zmq.Frame]) -> Frame | SeriesStart | SeriesEnd | None:
+        try:
+            item = self._decoder.decode(parts)
+        except RejectedMessage as exc:
+            self.counters.reject(exc.reason)
+            n = self.counters.rejected_by_reason[exc.reason]
+            if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
+                log.warning("rejected message #%d (%s): %s", n, exc.reason, exc.detail)
+            return None
+        if isinstance(item, SeriesStart):
+            self.counters.series_started += 1
+            log.info("series %s started: %s %s", item.series.series_id, item.series.shape, item.series.dtype)
+        elif isinstance(item, SeriesEnd):
+            self.counters.series_ended += 1
+            log.info("series %s ended (%s frames)", item.series_id, item.n_frames)
+            if self.stop_at_series_end:
+                raise EndOfStream(item.series_id)
+        else:
+            self.counters.frames += 1
+            self.counters.gaps = self._decoder.gaps
+        return item
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._poller.unregister(self._socket)
+            self._socket.close(linger=0)
+            self._socket = None
