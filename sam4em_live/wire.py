@@ -125,12 +125,11 @@ def unpack_header(data: bytes | memoryview, max_bytes: int) -> dict[str, Any]:
             raw=False,
             strict_map_key=True,
             ext_hook=_refuse_ext,
-            max_buffer_size=max_bytes,
             max_str_len=max_bytes,
             max_bin_len=max_bytes,
             max_array_len=4096,
             max_map_len=512,
-            max_ext_len=0,
+            max_ext_len=64,  # small: ext_hook refuses every ext type anyway
         )
     except RejectedMessage:
         raise

@@ -85,7 +85,7 @@ def parse_request(payload: bytes, max_bytes: int) -> Request:
     if len(payload) > max_bytes:
         raise RequestError("too_large", f"request is {len(payload)} bytes; the limit is {max_bytes}")
     try:
-        message = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_buffer_size=max_bytes)
+        message = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise RequestError("malformed", f"request is not a msgpack message: {exc}") from None
     if not isinstance(message, dict):

@@ -89,11 +89,13 @@ class ThresholdSegmenter:
         background = float(np.median(border))
         cy, cx = int(round(y)) - y0, int(round(x)) - x0
         inner = window[max(0, cy - 2): cy + 3, max(0, cx - 2): cx + 3]
-        level = float(inner.mean()) if prompt.box is None else float(np.percentile(window, 10))
-        if not level < background:
+        level = float(inner.mean()) if prompt.box is None else float(np.percentile(window, 1))
+        # Contrast must stand clear of the (smoothed) background noise, or there is nothing to follow.
+        noise = float(border.std())
+        if not background - level > 4 * noise:
             raise PromptError(
-                f"particle {prompt.particle}: no dark particle at the prompt (local level {level:.1f} "
-                f">= background {background:.1f})"
+                f"particle {prompt.particle}: no dark particle at the prompt (local level {level:.1f}, "
+                f"background {background:.1f} +- {noise:.1f})"
             )
         track = _Track(x, y, area=0.0, background=background, particle_level=level, size_px=radius)
         mask = self._segment(window, track, x - x0, y - y0)

@@ -98,7 +98,7 @@ class BuiltService:
 
     def close(self) -> None:
         if self.control is not None:
-            self.control.close()
+            self.control.stop()
 
 
 def build_service(
@@ -152,10 +152,8 @@ def _build_stats(config: ServiceConfig, source: FrameSource) -> Any:
 
 
 def _build_events(config: ServiceConfig) -> Any:
-    try:
-        from sam4em_live.hooks.events import EventDetector
-    except ImportError:
-        return None
+    from sam4em_live.hooks.events import EventDetector
+
     return EventDetector.from_config(config.hooks)
 
 

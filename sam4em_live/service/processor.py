@@ -63,8 +63,8 @@ class StatsStage(Protocol):
 class EventStage(Protocol):
     """Event detection (implemented by `sam4em_live.hooks.events.EventDetector`)."""
 
-    def update(self, frame_index: int, shape: tuple[int, int],
-               measurements: Sequence[ParticleMeasurement], status: Any) -> list[ServiceEvent]: ...
+    def update(self, frame_index: int, shape: tuple[int, int], measurements: Sequence[ParticleMeasurement],
+               status: Any, stats: dict[int, dict[str, Any]] | None = None) -> list[ServiceEvent]: ...
 
 
 class FrameProcessor:
@@ -105,7 +105,7 @@ class FrameProcessor:
                 stats = self.stats.snapshot()
         t3 = time.perf_counter()
         if self.events is not None:
-            events.extend(self.events.update(frame.index, frame.shape, measurements, status))
+            events.extend(self.events.update(frame.index, frame.shape, measurements, status, stats))
         t4 = time.perf_counter()
         self.last_measurements = {m.particle: m for m in measurements}
         return FrameResult(

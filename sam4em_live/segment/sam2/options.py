@@ -61,7 +61,7 @@ class Sam2Options(BaseModel):
     memory_temporal_stride_for_eval: PositiveInt | None = None
     # Conditioning (prompted/corrected) frames kept per particle: the first is pinned,
     # then the most recent ones. Exact against Meta's predictor while no particle has more.
-    max_cond_frames: int = Field(default=8, ge=1)
+    max_cond_frames: int = Field(default=8, ge=2)
     # Robust intensity window of each raw frame, in percent (low, high).
     normalize_percentiles: tuple[float, float] = (0.5, 99.5)
     # Every n-th pixel along each axis is used to estimate the percentiles (speed).
@@ -72,6 +72,9 @@ class Sam2Options(BaseModel):
     non_overlap_masks: bool = False
     # Meta's `clear_non_cond_mem_around_input`, applied per particle on its new conditioning frames.
     clear_non_cond_mem_around_input: bool = False
+    # Run tracked particles as one batch (faster). False = one at a time: each particle's
+    # results are then bit-for-bit independent of the others (batched GEMMs round differently).
+    batch_particles: bool = True
     # Record per-stage timings (adds device synchronisation on CUDA; for benchmarks).
     profile: bool = False
 

@@ -1,0 +1,35 @@
+# Set-up and common jobs. Every target creates or reuses the virtual environment in .venv/.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sam4em-installed
+
+.PHONY: setup demo test test-fast lint bench clean-venv
+
+setup: $(STAMP)
+
+# Order matters on a CPU machine: torch 2.13.0 (CPU wheel, on local disk) goes in first, so nothing later
+# can pull a multi-GB CUDA build; sam2 goes in without build isolation, without its CUDA extension and
+# without its torchvision requirement (its video path does not need torchvision).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation sam2==1.1.0
+	$(BIN)/python -m pip install --quiet -e ".[sam2,test,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sam4em-live demo
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check sam4em_live tests tools
+
+clean-venv:
+	rm -rf $(VENV)

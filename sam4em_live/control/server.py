@@ -1,0 +1,246 @@
+"""The control server: a ZeroMQ REP socket that feeds validated requests to a `ServiceControl`.
+
+Security model (docs/control.md): the server binds loopback by default. A
+non-loopback bind needs CURVE keys (``curve_keys_dir``); only clients whose
+public key is in ``authorized_clients/`` complete the handshake, others never
+get a reply. ``insecure=True`` allows a plain non-loopback bind and logs a
+loud warning. Every request is validated by `schema.parse_request`; a bad
+request gets an error reply and the server carries on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from sam4em_live.config import ControlConfig
+from sam4em_live.control import schema
+from sam4em_live.control.keys import load_server_keys
+from sam4em_live.segment.base import PromptError
+from sam4em_live.service.state import ServiceControl
+
+logger = logging.getLogger(__name__)
+
+POLL_MS = 100
+#: Messages above this multiple of the limit are dropped by libzmq (connection closed) unread.
+HARD_LIMIT_FACTOR = 4
+
+
+class ControlSecurityError(RuntimeError):
+    """A bind that the security policy refuses (non-loopback without keys or --insecure)."""
+
+
+@dataclass(slots=True)
+class ControlCounters:
+    requests: int = 0
+    errors: int = 0
+    errors_by_code: dict[str, int] = field(default_factory=dict)
+
+    def error(self, code: str) -> None:
+        self.errors += 1
+        self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ``ipc://``/``inproc://`` and ``tcp://`` on 127.0.0.0/8, ::1 or localhost."""
+    parts = urlsplit(endpoint)
+    if parts.scheme in ("ipc", "inproc"):
+        return True
+    host = (parts.hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: assume reachable from outside
+
+
+class ControlServer:
+    """Serve control requests on ``endpoint`` from a thread.
+
+    ``start()`` binds at once (errors are raised to the caller) and returns the
+    bound endpoint (``tcp://127.0.0.1:0`` picks a free port). The thread polls
+    its stop event every 100 ms; ``stop()`` joins it and closes the socket.
+    """
+
+    def __init__(
+        self,
+        control: ServiceControl,
+        endpoint: str = "tcp://127.0.0.1:5557",
+        *,
+        curve_keys_dir: Path | None = None,
+        insecure: bool = False,
+        max_message_bytes: int = 65536,
+    ) -> None:
+        self._control = control
+        self._requested_endpoint = endpoint
+        self._keys_dir = curve_keys_dir
+        self._insecure = insecure
+        self._max_bytes = max_message_bytes
+        self._context: zmq.Context | None = None
+        self._socket: zmq.Socket | None = None
+        self._auth: ThreadAuthenticator | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.endpoint: str | None = None
+        self.counters = ControlCounters()
+
+    @classmethod
+    def from_config(cls, config: ControlConfig, control: ServiceControl) -> ControlServer:
+        return cls(
+            control,
+            config.endpoint,
+            curve_keys_dir=config.curve_keys_dir,
+            insecure=config.insecure,
+            max_message_bytes=config.max_message_bytes,
+        )
+
+    @property
+    def secure(self) -> bool:
+        return self._keys_dir is not None
+
+    def start(self) -> str:
+        self._check_policy()
+        self._context = zmq.Context()
+        try:
+            self._socket = self._bind()
+        except Exception:
+            self._teardown()
+            raise
+        self._thread = threading.Thread(target=self._serve, name="control-server", daemon=True)
+        self._thread.start()
+        logger.info("control channel on %s (%s)", self.endpoint, "CURVE" if self.secure else "plain")
+        return self.endpoint or ""
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                logger.error("control server thread did not stop within 5 s")
+            self._thread = None
+        else:
+            self._teardown()
+
+    close = stop  # the builder's teardown calls close()
+
+    def __enter__(self) -> ControlServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _check_policy(self) -> None:
+        if is_loopback_endpoint(self._requested_endpoint) or self.secure:
+            return
+        if not self._insecure:
+            raise ControlSecurityError(
+                f"refusing to bind the control channel to {self._requested_endpoint} without CURVE keys: "
+                "anyone on the network could steer the service. Make keys with `sam4em-live keys --out DIR` "
+                "and set control.curve_keys_dir, or pass --insecure on a trusted network."
+            )
+        logger.warning(
+            "INSECURE CONTROL CHANNEL: %s is bound without encryption or authentication; "
+            "anyone who can reach it can pause the service and edit prompts",
+            self._requested_endpoint,
+        )
+
+    def _bind(self) -> zmq.Socket:
+        assert self._context is not None
+        sock = self._context.socket(zmq.REP)
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes * HARD_LIMIT_FACTOR)
+        if ":" in (urlsplit(self._requested_endpoint).hostname or ""):
+            sock.ipv6 = True
+        if self._keys_dir is not None:
+            keys = load_server_keys(self._keys_dir)
+            self._auth = ThreadAuthenticator(self._context)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(keys.authorized_dir))
+            sock.curve_secretkey = keys.secret
+            sock.curve_publickey = keys.public
+            sock.curve_server = True
+        try:
+            sock.bind(self._requested_endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise OSError(f"cannot bind control channel to {self._requested_endpoint}: {exc}") from None
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return sock
+
+    def _serve(self) -> None:
+        assert self._socket is not None
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(POLL_MS):
+                    continue
+                parts = self._socket.recv_multipart(zmq.NOBLOCK)
+                self._socket.send(self.handle(parts))
+        except Exception:  # a socket failure ends the channel, never the service
+            logger.exception("control server stopped after a socket error")
+        finally:
+            self._teardown()
+
+    def handle(self, parts: list[bytes]) -> bytes:
+        """Answer one raw request (a list of frames); never raises."""
+        self.counters.requests += 1
+        try:
+            if len(parts) != 1:
+                raise schema.RequestError("malformed", f"expected one message part, got {len(parts)}")
+            request = schema.parse_request(parts[0], self._max_bytes)
+            return schema.encode_ok(self._dispatch(request))
+        except schema.RequestError as exc:
+            self.counters.error(exc.code)
+            logger.info("control request refused (%s): %s", exc.code, exc)
+            return schema.encode_error(exc.code, str(exc))
+        except PromptError as exc:
+            self.counters.error("invalid_prompt")
+            return schema.encode_error("invalid_prompt", str(exc))
+        except Exception as exc:  # the service failed; report it, keep serving
+            self.counters.error("internal")
+            logger.exception("control request failed")
+            return schema.encode_error("internal", f"{type(exc).__name__}: {exc}")
+
+    def _dispatch(self, request: schema.Request) -> Any:
+        control = self._control
+        op = request.op
+        if op == "ping":
+            return {"pong": True, "schema": schema.SCHEMA_VERSION}
+        if request.edit is not None:
+            control.submit_edit(request.edit)
+            return {"queued": True, "particle": request.edit.particle}
+        if op == "annotate":
+            control.annotate(request.text or "")
+            return {"annotated": True}
+        if op in ("pause", "resume"):
+            control.pause() if op == "pause" else control.resume()
+            return {"paused": op == "pause"}
+        if op == "status":
+            return control.status().as_dict()
+        if op == "config":
+            return control.describe_config()
+        if op == "particles":
+            return control.particles()
+        raise schema.RequestError("unknown_op", f"unknown op {op!r}")  # pragma: no cover - schema guards
+
+    def _teardown(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None

@@ -1,0 +1,82 @@
+"""CLI: ``sam4em-live monitor --connect tcp://HOST:PORT [--control ...] [--snapshot PATH.png --after S]``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+log = logging.getLogger(__name__)
+
+
+def run_monitor(connect: str, control: str | None = None, snapshot: Path | None = None, after_s: float = 5.0,
+                levels: tuple[float, float] | None = None, tail_frames: int = 200,
+                control_timeout_s: float = 2.0) -> int:
+    """Open the dashboard; with ``snapshot``, render it after ``after_s`` seconds, save and return.
+
+    Returns the number of results received (so scripts can tell an empty snapshot).
+    """
+    if snapshot is not None:
+        # Headless: no display needed for reports and CI.
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtCore, QtWidgets
+
+    from sam4em_live.monitor.subscriber import ResultsSubscriber
+    from sam4em_live.monitor.window import MonitorWindow
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    subscriber = ResultsSubscriber(connect)
+    sink = None
+    if control is not None:
+        from sam4em_live.control.client import ControlClient
+
+        sink = ControlClient(control, timeout_s=control_timeout_s)
+    subscriber.start()
+    window = MonitorWindow(subscriber, sink, levels=levels, tail_frames=tail_frames, source_name=connect)
+    window.resize(1400, 820)
+    window.show()
+    if snapshot is not None:
+        def take_snapshot() -> None:
+            window.refresh()  # include everything received up to now
+            window.snapshot(str(snapshot))
+            app.quit()
+
+        QtCore.QTimer.singleShot(int(after_s * 1000), take_snapshot)
+    try:
+        app.exec()
+    finally:
+        window.shutdown()
+        if sink is not None:
+            sink.close()
+    return window.model.results_received
+
+
+def monitor(
+    connect: str = typer.Option("tcp://127.0.0.1:5556", "--connect", help="The service's results endpoint."),
+    control: Optional[str] = typer.Option(None, "--control", help="The service's control endpoint (enables prompts)."),
+    snapshot: Optional[Path] = typer.Option(None, "--snapshot", help="Render the dashboard to this PNG and exit."),
+    after: float = typer.Option(5.0, "--after", min=0.0, help="Seconds to collect before the snapshot."),
+    levels: Optional[tuple[float, float]] = typer.Option(
+        None, "--levels", help="Fixed display levels LOW HIGH (raw pixel values); default: from the first frame."),
+    tail_frames: int = typer.Option(200, "--tail-frames", min=1, help="Trajectory tail length (frames)."),
+) -> None:
+    """Live dashboard: frame with masks, ids and tails, rolling tMSD, service status; prompts by mouse."""
+    if snapshot is not None and snapshot.suffix.lower() != ".png":
+        typer.secho("error: --snapshot must be a .png path", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if levels is not None and levels[1] <= levels[0]:
+        typer.secho("error: --levels needs LOW < HIGH", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    received = run_monitor(connect, control, snapshot, after, levels, tail_frames)
+    if snapshot is not None:
+        typer.echo(f"snapshot written to {snapshot} ({received} results received)")
+        if received == 0:
+            typer.secho(f"warning: no results received from {connect}", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(3)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(monitor)

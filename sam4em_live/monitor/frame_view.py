@@ -1,0 +1,180 @@
+"""The live frame: grey preview, mask overlays, ids, tails and prompt gestures.
+
+All items live in full-frame pixel coordinates (x = column, y = row, origin at
+the centre of the top-left pixel, y down). The decimated preview and the
+overlay share one rectangle scaled by the preview ``step``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from sam4em_live.monitor.imaging import ContrastLut, age_colours, paint_mask, particle_colour
+from sam4em_live.monitor.model import DashboardModel
+
+MASK_ALPHA = 120
+SELECTED_ALPHA = 190
+AGE_STEPS = 64
+
+
+class PromptViewBox(pg.ViewBox):
+    """Left click → ``sigClicked(x, y, negative)``; left drag → ``sigBoxDrawn(x0, y0, x1, y1)``.
+
+    Zoom with the wheel, pan with the middle button (right drag zooms), as in pyqtgraph.
+    """
+
+    sigClicked = QtCore.Signal(float, float, bool)
+    sigBoxDrawn = QtCore.Signal(float, float, float, float)
+
+    def __init__(self) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+        self._band = QtWidgets.QGraphicsRectItem()
+        self._band.setPen(pg.mkPen((255, 255, 255), width=1, style=QtCore.Qt.PenStyle.DashLine, cosmetic=True))
+        self._band.setZValue(1e6)
+        self._band.hide()
+        self.addItem(self._band, ignoreBounds=True)
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt naming
+        if ev.button() != QtCore.Qt.MouseButton.LeftButton:
+            super().mouseClickEvent(ev)
+            return
+        ev.accept()
+        point = self.mapSceneToView(ev.scenePos())
+        modifiers = ev.modifiers()
+        negative = bool(modifiers & (QtCore.Qt.KeyboardModifier.ShiftModifier
+                                     | QtCore.Qt.KeyboardModifier.ControlModifier))
+        self.sigClicked.emit(point.x(), point.y(), negative)
+
+    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt naming
+        if ev.button() != QtCore.Qt.MouseButton.LeftButton:
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        start = self.mapSceneToView(ev.buttonDownScenePos())
+        end = self.mapSceneToView(ev.scenePos())
+        if ev.isFinish():
+            self._band.hide()
+            self.sigBoxDrawn.emit(start.x(), start.y(), end.x(), end.y())
+            return
+        self._band.setRect(QtCore.QRectF(start, end).normalized())
+        self._band.show()
+
+
+class FrameView(pg.GraphicsView):
+    """Draws a `DashboardModel`; `render` is cheap enough to call at ~25 Hz."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.view_box = PromptViewBox()
+        self.setCentralItem(self.view_box)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.overlay_item = pg.ImageItem(axisOrder="row-major")
+        self.overlay_item.setZValue(10)
+        self.tail_points = pg.ScatterPlotItem(size=3, pen=None, pxMode=True)
+        self.tail_points.setZValue(20)
+        self.selection_ring = pg.ScatterPlotItem(size=26, pen=pg.mkPen((255, 255, 255), width=2),
+                                                 brush=None, symbol="o", pxMode=True)
+        self.selection_ring.setZValue(30)
+        for item in (self.image_item, self.overlay_item, self.tail_points, self.selection_ring):
+            self.view_box.addItem(item)
+        self._age_brushes = [pg.mkBrush(*c) for c in age_colours(AGE_STEPS)]
+        self._labels: dict[int, pg.TextItem] = {}
+        self._lines: dict[int, pg.PlotCurveItem] = {}
+        self._shown_preview: object = None
+        self._shown_overlay: tuple = ()
+        self._shown_grid: tuple[tuple[int, int], int] | None = None
+        self._lut_version = -1
+
+    # ---------------------------------------------------------------- rendering
+
+    def render(self, model: DashboardModel, lut: ContrastLut, lut_version: int, selected: int | None) -> None:
+        shape = model.full_shape
+        if shape is None:
+            return
+        step = model.display_step
+        if self._shown_grid != (shape, step):
+            self._set_grid(shape, step)
+        preview = model.preview
+        if preview is not None and (preview is not self._shown_preview or lut_version != self._lut_version):
+            self.image_item.setImage(lut.apply(preview.pixels), autoLevels=False, levels=(0, 255))
+            self._shown_preview, self._lut_version = preview, lut_version
+        frame = int(model.result.get("frame", -1)) if model.result else -1
+        overlay_key = (frame, selected, step, id(model.result))
+        if overlay_key != self._shown_overlay:
+            self._draw_overlay(model, shape, step, selected)
+            self._shown_overlay = overlay_key
+        self._draw_tails(model)
+        self._draw_labels(model, selected)
+
+    def _set_grid(self, shape: tuple[int, int], step: int) -> None:
+        rows, cols = shape
+        grid_rows, grid_cols = -(-rows // step), -(-cols // step)
+        # Preview pixel (r, c) samples full pixel (r*step, c*step): its square is centred there.
+        rect = QtCore.QRectF(-0.5 * step, -0.5 * step, grid_cols * step, grid_rows * step)
+        self.image_item.setRect(rect)
+        self.overlay_item.setRect(rect)
+        if self._shown_grid is None or self._shown_grid[0] != shape:
+            self.view_box.setRange(xRange=(-0.5, cols - 0.5), yRange=(-0.5, rows - 0.5), padding=0.0)
+        self._shown_grid = (shape, step)
+
+    def _draw_overlay(self, model: DashboardModel, shape: tuple[int, int], step: int, selected: int | None) -> None:
+        rows, cols = -(-shape[0] // step), -(-shape[1] // step)
+        overlay = np.zeros((rows, cols, 4), dtype=np.uint8)
+        for view in model.particles.values():
+            if view.present and view.mask is not None and view.bbox is not None:
+                alpha = SELECTED_ALPHA if view.particle == selected else MASK_ALPHA
+                paint_mask(overlay, view.mask, view.bbox, step, (*particle_colour(view.particle), alpha))
+        self.overlay_item.setImage(overlay, autoLevels=False, levels=(0, 255))
+
+    def _draw_tails(self, model: DashboardModel) -> None:
+        spots_xy, spots_brush = [], []
+        last = model.last_frame
+        span = max(model.tail_frames, 1)
+        for pid, tail in model.tails.items():
+            frames, xy = tail.arrays()
+            line = self._lines.get(pid)
+            if line is None:
+                colour = particle_colour(pid)
+                line = self._lines[pid] = pg.PlotCurveItem(pen=pg.mkPen((*colour, 110), width=1))
+                line.setZValue(15)
+                self.view_box.addItem(line)
+            line.setData(xy[:, 0], xy[:, 1]) if len(xy) else line.setData([], [])
+            if len(xy):
+                fresh = 1.0 - np.clip((last - frames) / span, 0.0, 1.0)
+                index = (fresh * (AGE_STEPS - 1)).astype(int)
+                spots_xy.append(xy)
+                spots_brush.extend(self._age_brushes[i] for i in index)
+        for pid in [p for p in self._lines if p not in model.tails]:
+            self.view_box.removeItem(self._lines.pop(pid))
+        if spots_xy:
+            xy = np.concatenate(spots_xy)
+            self.tail_points.setData(x=xy[:, 0], y=xy[:, 1], brush=spots_brush)
+        else:
+            self.tail_points.setData(x=[], y=[])
+
+    def _draw_labels(self, model: DashboardModel, selected: int | None) -> None:
+        ring = []
+        for pid, view in model.particles.items():
+            label = self._labels.get(pid)
+            if label is None:
+                label = self._labels[pid] = pg.TextItem(f"#{pid}", color=particle_colour(pid), anchor=(0, 1))
+                label.setZValue(40)
+                self.view_box.addItem(label)
+            visible = view.present and view.x is not None and view.y is not None
+            label.setVisible(visible)
+            if visible:
+                label.setPos(view.x + 3, view.y - 3)
+                if pid == selected:
+                    ring.append((view.x, view.y))
+        for pid in [p for p in self._labels if p not in model.particles]:
+            self.view_box.removeItem(self._labels.pop(pid))
+        self.selection_ring.setData(pos=ring) if ring else self.selection_ring.setData(x=[], y=[])
+
+    # ---------------------------------------------------------------- geometry for tests and reports
+
+    def widget_point(self, x: float, y: float) -> QtCore.QPoint:
+        """Viewport pixel showing full-frame point (x, y)."""
+        scene = self.view_box.mapViewToScene(QtCore.QPointF(x, y))
+        return self.mapFromScene(scene)

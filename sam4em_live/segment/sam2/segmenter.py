@@ -1,0 +1,173 @@
+"""`Sam2Segmenter`: the `Segmenter` protocol over `StreamingSam2` (prompts, pre/post-processing, devices)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from sam4em_live.frames import Frame
+from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, RemoveParticle
+from sam4em_live.segment.sam2.engine import PointPrompt, StageTimer, StepResult, StreamingSam2
+from sam4em_live.segment.sam2.model import build_model, resolve_device
+from sam4em_live.segment.sam2.options import Sam2Options
+from sam4em_live.segment.sam2.preprocess import FramePreprocessor, logits_to_frame
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+class Sam2Segmenter:
+    """SAM 2 on a live stream with bounded, exact per-particle memory (see docs/sam2_backend.md).
+
+    Edits passed to `track` take effect on that frame, in order: a `Prompt`
+    for a new particle adds it, for an existing particle it is a correction
+    (a new conditioning frame for that particle only; the last prompt for a
+    particle in one frame wins); `RemoveParticle` drops the particle's memory.
+    """
+
+    def __init__(self, options: Sam2Options) -> None:
+        import torch
+
+        self.options = options
+        self.device = resolve_device(options.device)
+        if self.device.type == "cuda" and options.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.model = build_model(options, self.device)
+        if options.compile:
+            compile_model(self.model)
+        self.timer = StageTimer(options.profile, self.device.type)
+        self.engine = StreamingSam2(
+            self.model, options.max_cond_frames, fill_hole_area_px=_hole_filling(options.fill_hole_area_px),
+            clear_non_cond_mem_around_input=options.clear_non_cond_mem_around_input,
+            batch_particles=options.batch_particles, timer=self.timer,
+        )
+        self.image_size = int(self.model.image_size)
+        self.preprocess = FramePreprocessor(
+            self.image_size, self.device, options.normalize_percentiles, options.percentile_subsample
+        )
+        self.shape: tuple[int, int] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "sam2",
+            "model": self.options.model,
+            "checkpoint": None if self.options.checkpoint is None else str(self.options.checkpoint),
+            "random_weights": self.options.random_weights,
+            "seed": self.options.seed if self.options.random_weights else None,
+            "device": str(self.device),
+            "dtype": self._autocast_dtype_name(),
+            "image_size_px": self.image_size,
+            "memory_temporal_stride_for_eval": int(self.model.memory_temporal_stride_for_eval),
+            "num_maskmem": int(self.model.num_maskmem),
+            "max_obj_ptrs_in_encoder": int(self.model.max_obj_ptrs_in_encoder),
+            "max_cond_frames": self.options.max_cond_frames,
+            "compile": self.options.compile,
+            "batch_particles": self.options.batch_particles,
+        }
+
+    def particles(self) -> list[int]:
+        return self.engine.particles()
+
+    def close(self) -> None:
+        self.engine.banks.clear()
+
+    def track(self, frame: Frame, edits: Sequence[ParticleEdit] = ()) -> list[ParticleMask]:
+        import torch
+
+        shape = self._check_shape(frame)
+        with torch.inference_mode(), self._autocast():
+            with self.timer.stage("preprocess"):
+                image = self.preprocess(frame.pixels)
+            result = self.step(image, edits, shape)
+            with self.timer.stage("postprocess"):
+                return self.to_masks(result, shape)
+
+    def step(self, image: torch.Tensor, edits: Sequence[ParticleEdit], shape: tuple[int, int]) -> StepResult:
+        """Apply ``edits`` and run the model loop on an already preprocessed (1, 3, S, S) image."""
+        prompts: dict[int, PointPrompt] = {}
+        for edit in edits:
+            if isinstance(edit, RemoveParticle):
+                prompts.pop(edit.particle, None)
+                if not self.engine.remove(edit.particle):
+                    log.info("remove: particle %d is not tracked; ignored", edit.particle)
+            else:
+                prompts[edit.particle] = self.point_prompt(edit, shape)
+        return self.engine.step(image, prompts)
+
+    def point_prompt(self, prompt: Prompt, shape: tuple[int, int]) -> PointPrompt:
+        """Frame pixels -> model-input pixels, exactly as ``add_new_points_or_box`` scales them."""
+        import torch
+
+        coords = [list(p) for p in prompt.points]
+        labels = list(prompt.labels)
+        if prompt.box is not None:  # SAM 2 takes a box as two leading points labelled 2 and 3
+            x0, y0, x1, y1 = prompt.box
+            coords = [[x0, y0], [x1, y1], *coords]
+            labels = [2, 3, *labels]
+        points = torch.tensor(coords, dtype=torch.float32).reshape(1, -1, 2)
+        rows, cols = shape
+        points = points / torch.tensor([cols, rows]) * self.image_size
+        return PointPrompt(points.to(self.device), torch.tensor([labels], dtype=torch.int32, device=self.device))
+
+    def to_masks(self, result: StepResult, shape: tuple[int, int]) -> list[ParticleMask]:
+        """Logits -> one `ParticleMask` per particle at the frame's resolution."""
+        if not result.particles:
+            return []
+        logits = logits_to_frame(result.low_res_logits, shape)
+        if self.options.non_overlap_masks:
+            logits = self.model._apply_non_overlapping_constraints(logits)
+        masks = (logits[:, 0] > 0).cpu().numpy()
+        scores = result.object_score_logits[:, 0].float().cpu().numpy()
+        ious = result.predicted_iou.float().cpu().numpy()
+        return [
+            ParticleMask.from_full(
+                particle, masks[i], float(1.0 / (1.0 + np.exp(-scores[i]))),
+                predicted_iou=float(ious[i]), object_score_logit=float(scores[i]),
+            )
+            for i, particle in enumerate(result.particles)
+        ]
+
+    def _check_shape(self, frame: Frame) -> tuple[int, int]:
+        if frame.pixels.ndim != 2:
+            raise ValueError(f"frame {frame.index}: expected a 2-D frame, got shape {frame.pixels.shape}")
+        shape = frame.shape
+        if self.shape is None:
+            self.shape = shape
+        elif shape != self.shape:
+            raise ValueError(f"frame {frame.index}: shape {shape} differs from the stream's {self.shape}")
+        return shape
+
+    def _autocast_dtype_name(self) -> str:
+        return "bfloat16" if self.device.type == "cuda" and self.options.dtype == "bfloat16" else "float32"
+
+    def _autocast(self) -> Any:
+        import torch
+
+        if self._autocast_dtype_name() == "bfloat16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+
+def compile_model(model: Any) -> None:
+    """`torch.compile` the heavy modules (as sam2's VOS predictor does; batch sizes vary, so dynamic)."""
+    import torch
+
+    model.image_encoder.forward = torch.compile(model.image_encoder.forward, dynamic=False)
+    model.memory_attention.forward = torch.compile(model.memory_attention.forward, dynamic=True)
+    model.memory_encoder.forward = torch.compile(model.memory_encoder.forward, dynamic=True)
+    model.sam_mask_decoder.forward = torch.compile(model.sam_mask_decoder.forward, dynamic=True)
+
+
+def _hole_filling(area_px: int) -> int:
+    """Meta's hole filling needs sam2's CUDA extension; without it Meta skips it too (with a warning)."""
+    if area_px > 0 and importlib.util.find_spec("sam2._C") is None:
+        log.info("sam2 CUDA extension not built: mask hole filling off (as in Meta's predictor)")
+        return 0
+    return area_px

@@ -1,0 +1,157 @@
+"""End-to-end pipeline speed: ZeroMQ in → segmentation → measurement → publish → record.
+
+A sender process plays a pre-rendered simulated clip (default preset
+`multi-1024`: 1024x1024 uint16, 4 particles) forwards then backwards
+(ping-pong, so trajectories stay continuous) over tcp loopback at a fixed rate
+(``--rate``) or as fast as the service takes them (``--rate 0``, PUSH/PULL so
+nothing is lost upstream). The service runs exactly as `serve` builds it, with
+the results publisher and the recorder on. Latency is acquisition timestamp →
+result published and recorded, per frame, over the whole run.
+
+Prints a summary and a final JSON line: fps, latency p50/p90/p99/max (ms).
+
+    python tools/bench_pipeline.py [--backend embedded] [--frames 2000] [--rate 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import zmq
+
+from sam4em_live.config import ServiceConfig
+from sam4em_live.results import FrameResult
+from sam4em_live.service.builder import build_service
+from sam4em_live.sinks.base import RunInfo
+from sam4em_live.wire import encode_frame, encode_series_end
+
+
+def _render(preset: str, n: int, seed: int) -> tuple[np.ndarray, list[Any]]:
+    from sam4em_live.sim.presets import get_preset
+    from sam4em_live.sim.video import make_prompts, simulate_video
+
+    video = simulate_video(get_preset(preset), n, seed)
+    return np.ascontiguousarray(video.frames), make_prompts(video, frames=(0,), kind="point")
+
+
+def _sender(endpoint: str, clip: np.ndarray, n_frames: int, rate: float, ready: Any) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, 16)
+    sock.connect(endpoint)
+    order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
+    ready.wait()
+    t0 = time.perf_counter()
+    for i in range(n_frames):
+        if rate > 0:
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        frame = clip[order[i % len(order)]]
+        sock.send_multipart(encode_frame(frame, "bench", i, time.time()), copy=False)
+    sock.send_multipart(encode_series_end("bench", n_frames))
+    sock.close(linger=-1)
+    ctx.term()
+
+
+class _LatencySink:
+    """Records acquisition → (published + recorded) latency of every frame; last in the sink list."""
+
+    def __init__(self) -> None:
+        self.latencies_ms: list[float] = []
+        self.first_s = self.last_s = 0.0
+        self.stage_ms: dict[str, list[float]] = {}
+
+    def open(self, run: RunInfo) -> None:
+        pass
+
+    def consume(self, result: FrameResult) -> None:
+        now = time.time()
+        if not self.latencies_ms:
+            self.first_s = time.perf_counter()
+        self.last_s = time.perf_counter()
+        self.latencies_ms.append((now - result.frame.timestamp_s) * 1e3)
+        for k, v in result.timings_ms.items():
+            self.stage_ms.setdefault(k, []).append(v)
+
+    def on_status(self, status: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="embedded")
+    parser.add_argument("--preset", default="multi-1024")
+    parser.add_argument("--clip", type=int, default=150, help="frames rendered (played ping-pong)")
+    parser.add_argument("--frames", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=0.0, help="camera fps; 0 = as fast as accepted")
+    parser.add_argument("--policy", default="every-frame", choices=["latest", "every-frame"])
+    parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    clip, prompts = _render(args.preset, args.clip, args.seed)
+    out = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    cfg = ServiceConfig.from_mapping({
+        "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
+        "segmenter": {"backend": args.backend},
+        "pipeline": {"backpressure": args.policy, "queue_frames": 64},
+        "publisher": {"endpoint": "tcp://127.0.0.1:0"},
+        "recorder": {"enabled": not args.no_record, "out_dir": str(out)},
+        "control": {"enabled": False},
+    })
+    latency = _LatencySink()
+    built = build_service(cfg, edits=prompts, extra_sinks=[latency], stop_at_series_end=True)
+    source = built.service.source
+    built.service.start()
+    while getattr(source, "_socket", None) is None:  # wait until the PULL socket is bound
+        time.sleep(0.01)
+    ready = mp.Event()
+    sender = mp.Process(target=_sender, args=(source.endpoint, clip, args.frames, args.rate, ready))
+    sender.start()
+    ready.set()
+    sender.join()
+    built.service.wait(120)
+    built.service.stop()
+    built.close()
+    status = built.service.status()
+    lat = np.asarray(latency.latencies_ms)
+    n = len(lat)
+    fps = (n - 1) / (latency.last_s - latency.first_s) if n > 1 else 0.0
+    stages = {k: round(float(np.mean(v)), 3) for k, v in latency.stage_ms.items()}
+    summary = {
+        "benchmark": "pipeline", "backend": args.backend, "preset": args.preset,
+        "frame": f"{clip.shape[2]}x{clip.shape[1]} {clip.dtype}", "particles": len(prompts),
+        "camera_rate_fps": args.rate or "max", "policy": args.policy, "recording": not args.no_record,
+        "frames_sent": args.frames, "frames_processed": n, "frames_dropped": status.frames_dropped,
+        "fps": round(fps, 1),
+        "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
+        "latency_ms_p90": round(float(np.percentile(lat, 90)), 2),
+        "latency_ms_p99": round(float(np.percentile(lat, 99)), 2),
+        "latency_ms_max": round(float(lat.max()), 2), "stage_ms_mean": stages,
+        "present_fraction": _present_fraction(built.run_dir, n, len(prompts)),
+    }
+    print(f"processed {n} frames at {fps:.1f} fps; latency p50 {summary['latency_ms_p50']} ms, "
+          f"p99 {summary['latency_ms_p99']} ms; stages {stages}")
+    print(json.dumps(summary))
+
+
+def _present_fraction(run_dir: Path | None, n_frames: int, n_particles: int) -> float | None:
+    if run_dir is None or not (run_dir / "trajectories.csv").exists() or n_frames == 0:
+        return None
+    rows = sum(1 for _ in open(run_dir / "trajectories.csv")) - 1
+    return round(rows / (n_frames * n_particles), 4)
+
+
+if __name__ == "__main__":
+    main()
