@@ -22,6 +22,10 @@ app = typer.Typer(
 # Each module defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES: tuple[str, ...] = (
     "sam4em_live.service.commands",
+    "sam4em_live.control.commands",
+    "sam4em_live.monitor.commands",
+    "sam4em_live.sim.commands",
+    "sam4em_live.analysis.commands",
 )
 
 for _module in COMMAND_MODULES:

@@ -11,7 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    ValidationError,
+)
 
 
 class FrozenModel(BaseModel):
@@ -50,8 +59,20 @@ class SimulatorSourceConfig(FrozenModel):
     as_fast_as_possible: bool = False
 
 
+def _source_kind(value: Any) -> str:
+    # `kind` may be omitted: a source table without it is a ZeroMQ source (the live default).
+    if isinstance(value, dict):
+        return str(value.get("kind", "zmq"))
+    return str(getattr(value, "kind", "zmq"))
+
+
 SourceConfig = Annotated[
-    Union[ZmqSourceConfig, ReplaySourceConfig, SimulatorSourceConfig], Field(discriminator="kind")
+    Union[
+        Annotated[ZmqSourceConfig, Tag("zmq")],
+        Annotated[ReplaySourceConfig, Tag("replay")],
+        Annotated[SimulatorSourceConfig, Tag("simulator")],
+    ],
+    Discriminator(_source_kind),
 ]
 
 
@@ -137,8 +158,8 @@ class HooksConfig(FrozenModel):
     lost_after_frames: PositiveInt = 3
     # processing_slow when processed fps < slow_ratio x camera fps over a status interval.
     slow_ratio: PositiveFloat = 0.9
-    # alpha_change when a particle's anomalous exponent moves by more than this; None = off.
-    alpha_change: PositiveFloat | None = 0.3
+    # alpha_change when a particle's anomalous exponent moves by more than this; 0 = off.
+    alpha_change: float = Field(0.3, ge=0.0)
     # Adapter hooks act on: "dry-run" logs only; "simulated" moves the simulator's field of view.
     microscope: Literal["dry-run", "simulated"] = "dry-run"
     safety: SafetyConfig = Field(default_factory=SafetyConfig)

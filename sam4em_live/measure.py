@@ -9,8 +9,17 @@ Conventions (used by every module, documented in docs/conventions.md):
   origin at the top-left -- folded into (-90, 90]. It is an axis, not a
   direction: 90 and -90 are the same orientation. Unwrap over time with
   `sam4em_live.stats` for rotational analysis.
-- Axis lengths are those of the ellipse with the same second moments
-  (4 * sqrt(eigenvalue)), as in scikit-image's ``regionprops``.
+- Axis lengths are the full lengths (2 a, 2 b) of the ellipse with the same
+  second moments as the union of the mask's pixel squares: 4 * sqrt(eigenvalue)
+  of the covariance of pixel centres plus 1/12 px^2 per axis (the variance of a
+  unit square), so a single pixel has a size. scikit-image's ``regionprops``
+  treats pixels as points (no 1/12): ours = 4 * sqrt(its_eigenvalue + 1/12).
+- ``eccentricity`` = sqrt(1 - minor^2 / major^2): 0 for a disc, -> 1 for a line.
+  The angle of a near-round mask (small eccentricity) is dominated by pixel
+  noise; analyses of rotation should filter on it.
+- A mask with several 8-connected components keeps only the largest
+  (``split=True`` flags it); an empty or absent mask gives ``present=False``
+  with NaN geometry, and the particle has no trajectory row on that frame.
 """
 
 from __future__ import annotations
@@ -66,6 +75,8 @@ def measure_mask(
     """
     if not mask.present or mask.crop is None or mask.bbox is None or not mask.crop.any():
         return ParticleMeasurement(mask.particle, frame_index, False, score=mask.score)
+    if intensity_weighted and pixels is None:
+        raise ValueError("intensity_weighted centroid needs the frame pixels")
     crop, split = largest_component(mask.crop)
     x0, y0, _, _ = mask.bbox
     rows, cols = np.nonzero(crop)
@@ -106,3 +117,29 @@ def measure_mask(
         score=mask.score,
         split=split,
     )
+
+
+def measure_label_image(labels: np.ndarray, frame_index: int, pixels: np.ndarray | None = None,
+                        intensity_weighted: bool = False, particles: list[int] | None = None,
+                        ) -> list[ParticleMeasurement]:
+    """Measure every particle of a label image (value = particle id, 0 = background).
+
+    ``particles`` lists ids to report even when absent from this frame (they
+    come back with ``present=False``); by default the ids present are measured.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"label image must be 2-D, got shape {labels.shape}")
+    objects = ndimage.find_objects(labels.astype(np.int64, copy=False))
+    present = [i + 1 for i, sl in enumerate(objects) if sl is not None]
+    wanted = present if particles is None else particles
+    out = []
+    for pid in wanted:
+        sl = objects[pid - 1] if 0 < pid <= len(objects) else None
+        if sl is None:
+            out.append(ParticleMeasurement(pid, frame_index, False))
+            continue
+        bbox = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+        mask = ParticleMask(pid, True, 1.0, bbox, labels[sl] == pid)
+        out.append(measure_mask(mask, frame_index, pixels, intensity_weighted))
+    return out

@@ -4,12 +4,38 @@ Columns follow trackpy (``frame, particle, x, y``) plus our measurements. A
 particle absent from a frame has no row (gaps are real gaps, not NaN rows).
 ``t_s`` is time since the first frame of the series (from ``fps`` when known,
 else from timestamps); ``x_nm``/``y_nm`` appear only when ``pixel_size_nm`` is known.
+
+Readers (`load_trajectories` dispatches on what the path is):
+
+- our run directory: ``trajectories.csv`` (or ``.parquet``) + ``run.json`` (calibration);
+- a table file (CSV/Parquet) in our/trackpy's layout or SAM-EM's
+  (``frame, particle_id, x, y, angle``);
+- a SAM-EM output folder (``npz/######.npz`` with ``obj_ids`` and ``masks``,
+  plus ``index.jsonl``), re-measured with `measure_mask`;
+- SAM4EM's ``masks.npy`` (frames x objects x H x W), re-measured likewise.
+
+Writers: `write_trajectories` (CSV or Parquet) and `to_samem_layout` (SAM-EM's
+CSV layout, with the angle converted to SAM-EM's convention).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
 from sam4em_live.frames import Calibration
-from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.measure import ParticleMeasurement, measure_mask
+from sam4em_live.segment.base import ParticleMask
+
+logger = logging.getLogger(__name__)
 
 BASE_COLUMNS: tuple[str, ...] = (
     "frame", "particle", "x", "y", "angle", "area",
@@ -41,3 +67,290 @@ def measurement_row(m: ParticleMeasurement, calibration: Calibration, t_s: float
         row["x_nm"] = m.x * calibration.pixel_size_nm
         row["y_nm"] = m.y * calibration.pixel_size_nm
     return row
+
+
+# ---------------------------------------------------------------------------
+# Tables: build, validate, add units, read and write.
+# ---------------------------------------------------------------------------
+
+#: Columns every trajectory table must have (trackpy's names).
+REQUIRED_COLUMNS: tuple[str, ...] = ("frame", "particle", "x", "y")
+
+#: SAM-EM's trajectory CSV layout (its particle-tracking tab writes exactly these).
+SAMEM_COLUMNS: tuple[str, ...] = ("frame", "particle_id", "x", "y", "angle")
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """A trajectory table with the calibration it came with.
+
+    ``table`` has at least `REQUIRED_COLUMNS` (frame int, particle int, x/y px
+    float), sorted by (particle, frame), one row per particle per frame where
+    it was found. ``calibration`` holds what the source knew (``None`` fields
+    are unknown); ``source`` says where it came from, for reports.
+    """
+
+    table: pd.DataFrame
+    calibration: Calibration
+    source: str
+
+
+def table_from_measurements(measurements: Iterable[ParticleMeasurement], calibration: Calibration,
+                            frame_times_s: Mapping[int, float] | None = None) -> pd.DataFrame:
+    """Trajectory table of the present measurements (absent ones make no row).
+
+    ``t_s`` comes from ``frame_times_s`` (frame -> seconds since the series
+    start) when given, else from ``calibration.fps``.
+    """
+    rows = []
+    for m in measurements:
+        if not m.present:
+            continue
+        t_s = frame_times_s.get(m.frame) if frame_times_s is not None else (
+            m.frame / calibration.fps if calibration.fps else None)
+        rows.append(measurement_row(m, calibration, t_s))
+    have_time = frame_times_s is not None or bool(calibration.fps)
+    columns = trajectory_columns(calibration, have_time)
+    table = pd.DataFrame(rows, columns=columns)
+    return normalize_table(table)
+
+
+def normalize_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Validate and tidy a trajectory table: required columns, dtypes, order, no duplicates.
+
+    Accepts SAM-EM's ``particle_id`` for ``particle``. Rows with non-finite x
+    or y are dropped (they are not positions). Raises ``ValueError`` naming the
+    problem (missing columns, non-numeric values, a particle twice on a frame).
+    """
+    if "particle" not in table.columns and "particle_id" in table.columns:
+        table = table.rename(columns={"particle_id": "particle"})
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"trajectory table lacks column(s) {missing}; has {list(table.columns)}")
+    table = table.copy()
+    try:
+        for col in ("x", "y"):
+            table[col] = pd.to_numeric(table[col], errors="raise").astype(np.float64)
+        for col in ("frame", "particle"):
+            values = pd.to_numeric(table[col], errors="raise")
+            if values.isna().any() or not np.all(np.mod(values, 1) == 0):
+                raise ValueError(f"column {col!r} must hold integers")
+            table[col] = values.astype(np.int64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad trajectory table: {exc}") from exc
+    table = table[np.isfinite(table["x"]) & np.isfinite(table["y"])]
+    dup = table.duplicated(["particle", "frame"])
+    if dup.any():
+        first = table[dup].iloc[0]
+        raise ValueError(f"particle {first['particle']} appears twice on frame {first['frame']}")
+    return table.sort_values(["particle", "frame"], kind="stable").reset_index(drop=True)
+
+
+def with_units(table: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
+    """Add or overwrite ``x_nm, y_nm`` (pixel size known) and ``t_s`` (fps known, unless timestamps exist).
+
+    Per-frame timestamps already in ``t_s`` win over ``fps`` (they are what
+    the detector measured); ``t_s`` is only computed where it is missing.
+    """
+    table = table.copy()
+    if calibration.pixel_size_nm is not None:
+        table["x_nm"] = table["x"] * calibration.pixel_size_nm
+        table["y_nm"] = table["y"] * calibration.pixel_size_nm
+    if calibration.fps and (TIME_COLUMN not in table.columns or table[TIME_COLUMN].isna().all()):
+        table[TIME_COLUMN] = table["frame"] / calibration.fps
+    return table
+
+
+def fps_from_times(table: pd.DataFrame) -> float | None:
+    """Frame rate implied by per-frame ``t_s`` (median s per frame over consecutive rows), or None."""
+    if TIME_COLUMN not in table.columns:
+        return None
+    per_frame = table[["frame", TIME_COLUMN]].dropna().drop_duplicates("frame").sort_values("frame")
+    df = np.diff(per_frame["frame"].to_numpy())
+    dt = np.diff(per_frame[TIME_COLUMN].to_numpy(dtype=np.float64))
+    ok = (df > 0) & (dt > 0)
+    if not ok.any():
+        return None
+    return float(1.0 / np.median(dt[ok] / df[ok]))
+
+
+def write_trajectories(table: pd.DataFrame, path: Path) -> Path:
+    """Write a table as CSV (``.csv``) or Parquet (``.parquet``); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        table.to_parquet(path, index=False)
+    elif path.suffix == ".csv":
+        table.to_csv(path, index=False)
+    else:
+        raise ValueError(f"unsupported trajectory file type {path.suffix!r} (use .csv or .parquet)")
+    return path
+
+
+def samem_angle_from_ours(angle_deg: np.ndarray | pd.Series) -> np.ndarray:
+    """Our axis angle (from +x towards +y) -> SAM-EM's (skimage ``orientation`` in degrees).
+
+    SAM-EM writes ``degrees(regionprops.orientation)``: the angle between the
+    row axis and the major axis, in [-90, 90]. The two are related by
+    ``samem = 90 - ours`` folded back into (-90, 90].
+    """
+    return _fold_axis(90.0 - np.asarray(angle_deg, dtype=np.float64))
+
+
+def _fold_axis(angle_deg: np.ndarray) -> np.ndarray:
+    folded = np.mod(angle_deg + 90.0, 180.0) - 90.0  # [-90, 90)
+    return np.where(folded == -90.0, 90.0, folded)
+
+
+def to_samem_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """Table in SAM-EM's CSV layout ``frame, particle_id, x, y, angle`` (angle in SAM-EM's convention)."""
+    angle = table["angle"] if "angle" in table.columns else pd.Series(np.nan, index=table.index)
+    out = pd.DataFrame({"frame": table["frame"], "particle_id": table["particle"], "x": table["x"],
+                        "y": table["y"], "angle": samem_angle_from_ours(angle)})
+    return out.sort_values(["particle_id", "frame"], kind="stable").reset_index(drop=True)
+
+
+def from_samem_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """SAM-EM CSV (``frame, particle_id, x, y, angle``) -> our columns, angle in our convention.
+
+    SAM-EM writes one row per connected component, so a split mask gives a
+    particle two rows on one frame; those are rejected with a clear error
+    (re-read the SAM-EM ``npz`` folder instead: we keep the largest component).
+    """
+    out = table.rename(columns={"particle_id": "particle"})
+    if "angle" in out.columns:
+        out["angle"] = _fold_axis(90.0 - pd.to_numeric(out["angle"]).to_numpy(dtype=np.float64))
+    try:
+        return normalize_table(out)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (SAM-EM writes one row per mask component; read its npz/ folder "
+                         "instead, which keeps the largest component)") from exc
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet trajectory table (ours, trackpy's or SAM-EM's layout)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        raw = pd.read_parquet(path)
+    elif path.suffix == ".csv":
+        raw = pd.read_csv(path)
+    else:
+        raise ValueError(f"unsupported trajectory file {path} (use .csv or .parquet)")
+    if "particle_id" in raw.columns and "particle" not in raw.columns:
+        return from_samem_layout(raw)
+    return normalize_table(raw)
+
+
+def calibration_from_run_json(data: Mapping[str, Any]) -> Calibration:
+    """Calibration recorded in a run's ``run.json``.
+
+    Looks, in order, at ``calibration``, ``series.calibration`` and
+    top-level ``pixel_size_nm``/``fps``; the first place that has a field wins.
+    """
+    places: list[Mapping[str, Any]] = []
+    for candidate in (data.get("calibration"), (data.get("series") or {}).get("calibration"), data):
+        if isinstance(candidate, Mapping):
+            places.append(candidate)
+    merged = Calibration()
+    for place in reversed(places):
+        merged = merged.merged(Calibration.from_mapping(place))
+    return merged
+
+
+def read_run_dir(run_dir: Path) -> Trajectories:
+    """Read one of our run directories: ``trajectories.csv`` (or ``.parquet``) and ``run.json``."""
+    run_dir = Path(run_dir)
+    table_path = next((run_dir / n for n in ("trajectories.csv", "trajectories.parquet")
+                       if (run_dir / n).is_file()), None)
+    if table_path is None:
+        raise FileNotFoundError(f"{run_dir} has no trajectories.csv or trajectories.parquet")
+    calibration = Calibration()
+    run_json = run_dir / "run.json"
+    if run_json.is_file():
+        try:
+            calibration = calibration_from_run_json(json.loads(run_json.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, ValueError, TypeError) as exc:
+            logger.warning("ignoring unreadable %s: %s", run_json, exc)
+    return Trajectories(read_table_file(table_path), calibration, str(table_path))
+
+
+def _samem_index(folder: Path) -> dict[int, Path]:
+    """frame -> npz path from SAM-EM's ``index.jsonl`` (later lines win: SAM-EM appends on re-runs)."""
+    index = folder / "index.jsonl"
+    frames: dict[int, Path] = {}
+    if index.is_file():
+        for number, line in enumerate(index.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                frames[int(record["frame_idx"])] = folder / str(record["npz"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{index}:{number}: not a SAM-EM index record ({exc})") from exc
+        return frames
+    for npz in sorted((folder / "npz").glob("*.npz")):
+        digits = re.findall(r"\d+", npz.stem)
+        if not digits:
+            raise ValueError(f"cannot tell the frame index of {npz} (no index.jsonl, no digits in the name)")
+        frames[int(digits[-1])] = npz
+    return frames
+
+
+def read_samem_run(folder: Path, calibration: Calibration = Calibration()) -> Trajectories:
+    """Re-measure a SAM-EM output folder (``npz/######.npz`` + ``index.jsonl``).
+
+    Each npz holds ``obj_ids`` (K,) and ``masks`` (K, H, W) uint8/bool, as
+    SAM-EM's ``MaskComponent.propagate`` writes them. Every mask goes through
+    `measure_mask` (largest component kept and flagged, empty = absent).
+    """
+    folder = Path(folder)
+    frames = _samem_index(folder)
+    if not frames:
+        raise FileNotFoundError(f"{folder} has no SAM-EM index.jsonl or npz/ files")
+    measurements = []
+    for frame, npz_path in sorted(frames.items()):
+        with np.load(npz_path) as data:
+            if "masks" not in data or "obj_ids" not in data:
+                raise ValueError(f"{npz_path}: expected arrays 'obj_ids' and 'masks', found {list(data.keys())}")
+            masks = np.asarray(data["masks"])
+            ids = np.asarray(data["obj_ids"]).ravel()
+        masks = masks.reshape((-1,) + masks.shape[-2:]) if masks.ndim >= 2 else masks
+        if masks.shape[0] != ids.size:
+            raise ValueError(f"{npz_path}: {ids.size} obj_ids but {masks.shape[0]} masks")
+        for pid, mask in zip(ids.tolist(), masks):
+            measurements.append(measure_mask(ParticleMask.from_full(int(pid), mask > 0, 1.0), frame))
+    return Trajectories(table_from_measurements(measurements, calibration), calibration, str(folder))
+
+
+def read_sam4em_masks(path: Path, calibration: Calibration = Calibration()) -> Trajectories:
+    """Measure SAM4EM's ``masks.npy``: (frames, objects, H, W), object k is particle k + 1.
+
+    A singleton axis after ``objects`` (SAM 2's (1, H, W) per object) is
+    accepted. Frames are numbered from 0. The array is memory-mapped.
+    """
+    stack = np.load(Path(path), mmap_mode="r")
+    if stack.ndim == 5 and stack.shape[2] == 1:
+        stack = stack[:, :, 0]
+    if stack.ndim != 4:
+        raise ValueError(f"{path}: expected (frames, objects, H, W), got shape {stack.shape}")
+    measurements = [
+        measure_mask(ParticleMask.from_full(obj + 1, np.asarray(stack[frame, obj]) > 0, 1.0), frame)
+        for frame in range(stack.shape[0]) for obj in range(stack.shape[1])
+    ]
+    return Trajectories(table_from_measurements(measurements, calibration), calibration, str(path))
+
+
+def load_trajectories(path: Path) -> Trajectories:
+    """Open whatever ``path`` is: a run directory, a SAM-EM folder, SAM4EM ``masks.npy`` or a table file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"not found: {path}")
+    if path.is_dir():
+        if any((path / n).is_file() for n in ("trajectories.csv", "trajectories.parquet")):
+            return read_run_dir(path)
+        if (path / "index.jsonl").is_file() or (path / "npz").is_dir():
+            return read_samem_run(path)
+        raise ValueError(f"{path} is neither a run directory (trajectories.csv) nor a SAM-EM folder (index.jsonl)")
+    if path.suffix == ".npy":
+        return read_sam4em_masks(path)
+    return Trajectories(read_table_file(path), Calibration(), str(path))

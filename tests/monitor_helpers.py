@@ -11,7 +11,7 @@ import numpy as np
 from sam4em_live.config import PublisherConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.measure import measure_mask
-from sam4em_live.results import FrameResult
+from sam4em_live.results import FrameResult, ServiceEvent
 from sam4em_live.segment.base import ParticleMask
 from sam4em_live.sinks.base import RunInfo
 from sam4em_live.sinks.publisher import ResultsPublisher
@@ -22,7 +22,7 @@ BACKGROUND, PARTICLE_LEVEL = 1000, 600
 
 
 def synthetic_result(index: int, positions: dict[int, tuple[float, float]], shape=SHAPE,
-                     stats: dict | None = None, seed: int = 0) -> FrameResult:
+                     stats: dict | None = None, seed: int = 0, events: tuple = ()) -> FrameResult:
     """Dark disks at ``positions`` (pid → (x, y) px) on a noisy bright uint16 frame, with true masks."""
     rng = np.random.default_rng(seed + index)
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -34,13 +34,13 @@ def synthetic_result(index: int, positions: dict[int, tuple[float, float]], shap
         masks.append(ParticleMask.from_full(pid, disk, 0.9))
     frame = Frame("syn", index, time.time(), pixels.astype(np.uint16), Calibration(pixel_size_nm=2.0, fps=50.0))
     measurements = tuple(measure_mask(m, index) for m in masks)
-    return FrameResult(frame, tuple(masks), measurements, stats or {}, processed_s=time.time())
+    return FrameResult(frame, tuple(masks), measurements, stats or {}, events, processed_s=time.time())
 
 
 def open_publisher(run_id: str = "run-a", endpoint: str = "tcp://127.0.0.1:0", random_weights: bool = True,
-                   preview_max_edge_px: int = 128) -> ResultsPublisher:
+                   preview_max_edge_px: int = 128, context=None) -> ResultsPublisher:
     config = PublisherConfig(endpoint=endpoint, preview_fps=1000.0, preview_max_edge_px=preview_max_edge_px)
-    publisher = ResultsPublisher(config)
+    publisher = ResultsPublisher(config, context)
     backend = {"backend": "synthetic-test", "random_weights": random_weights}
     publisher.open(RunInfo(run_id, SeriesInfo("syn", SHAPE, "<u2"), backend, {}))
     return publisher
@@ -64,7 +64,8 @@ class Streamer:
     def _run(self) -> None:
         while not self._stop.wait(1.0 / self.fps):
             positions = self.positions(self.sent) if callable(self.positions) else self.positions
-            self.publisher.consume(synthetic_result(self.sent, positions, stats=self.stats))
+            events = (ServiceEvent("near_edge", self.sent, 2, {"reason": "synthetic"}),) if self.sent % 25 == 5 else ()
+            self.publisher.consume(synthetic_result(self.sent, positions, stats=self.stats, events=events))
             if self.sent % 10 == 0:
                 self.publisher.on_status({"state": "streaming", "camera_fps": self.fps,
                                           "processed_fps": self.fps, "queue_depth": 1, "frames_dropped": 0})

@@ -13,7 +13,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sam4em_live.control import ControlClient, ControlError, ControlSecurityError, ControlServer, ControlTimeout
+from sam4em_live.control import (
+    ControlClient,
+    ControlError,
+    ControlSecurityError,
+    ControlServer,
+    ControlTimeout,
+)
 from sam4em_live.control import commands as control_commands
 from sam4em_live.control.keys import generate_keys, load_client_keys
 from sam4em_live.control.schema import MAX_POINTS_PER_PROMPT, encode_request
@@ -238,6 +244,7 @@ def test_curve_accepts_authorized_and_refuses_others(keys, control: RecordingCon
             with pytest.raises(ControlTimeout):
                 impostor.pause()
         assert control.paused is False
+        assert server.counters.refused_handshakes >= 2  # the plain client and the impostor, both logged
         with ControlClient.from_keys_dir(endpoint, keys / "keys", timeout_s=3.0) as good:
             good.pause()
         assert control.paused is True

@@ -11,9 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sam4em_live.config import ConfigError, HookSpec, HooksConfig, SafetyConfig
+from sam4em_live.config import ConfigError, HooksConfig, HookSpec, SafetyConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
-from sam4em_live.hooks import Command, CommandGate, DryRunMicroscope, HookContext, HookRunner, SimulatedMicroscope
+from sam4em_live.hooks import (
+    Command,
+    CommandGate,
+    DryRunMicroscope,
+    HookContext,
+    HookRunner,
+    SimulatedMicroscope,
+)
 from sam4em_live.hooks.api import MicroscopeHandle
 from sam4em_live.hooks.examples import KeepCentred, StopWhenLost
 from sam4em_live.hooks.loading import LoadedHook, load_hook
@@ -162,7 +169,7 @@ def test_load_by_entry_point_and_path() -> None:
 @pytest.mark.parametrize(
     "target, options, message",
     [
-        ("keep-centred", {"edge_margin_pix": 3}, "hooks.hooks[0].options: edge_margin_pix"),
+        ("keep-centred", {"edge_margin_pix": 3}, r"hooks\.hooks\[0\]\.options: edge_margin_pix: Extra"),
         ("keep-centred", {"edge_margin_px": -1}, "edge_margin_px"),
         ("no-such-hook", {}, "known: keep-centred, stop-when-lost"),
         ("no_such_module:Hook", {}, "cannot import"),

@@ -120,7 +120,9 @@ def test_alpha_change_optional() -> None:
     change = det.update(2, SHAPE, m, stats={1: {"alpha": 0.6}})
     assert kinds(change) == ["alpha_change"] and change[0].detail == {"alpha": 0.6, "previous_alpha": 1.0}
     assert det.update(3, SHAPE, m, stats={1: {"alpha": math.nan}}) == []
-    off = EventDetector(alpha_change=None)
+    assert det.update(4, SHAPE, m, stats={1: {"alpha": 1.5, "alpha_err": 0.5}}) == []  # too uncertain
+    assert kinds(det.update(5, SHAPE, m, stats={1: {"alpha": 1.5, "alpha_err": 0.1}})) == ["alpha_change"]
+    off = EventDetector(alpha_change=0.0)
     off.update(0, SHAPE, m, stats={1: {"alpha": 1.0}})
     assert off.update(1, SHAPE, m, stats={1: {"alpha": 0.1}}) == []
 

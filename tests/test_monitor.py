@@ -15,7 +15,7 @@ from sam4em_live.monitor.prompts import check_edit, interpret_box, interpret_cli
 from sam4em_live.monitor.subscriber import ResultsSubscriber
 from sam4em_live.segment.base import Prompt, RemoveParticle
 from sam4em_live.sinks.results_schema import pack
-from tests.monitor_helpers import SHAPE, Streamer, hue_of, open_publisher, synthetic_result
+from tests.monitor_helpers import SHAPE, hue_of, open_publisher, synthetic_result
 
 pytestmark = pytest.mark.qt
 
@@ -131,18 +131,21 @@ def test_subscriber_coalesces_results_and_keeps_only_the_latest_preview():
     subscriber.start()
     try:
         _joined(publisher, subscriber)
+        time.sleep(0.1)
+        base = subscriber.messages_received
         for i in range(40):
             publisher.consume(synthetic_result(i, {1: (50.0 + i, 60.0)}))
-        received = []
-        assert _wait(lambda: received.append(subscriber.take()) or sum(u.results_received for u in received) >= 40)
-        points = [p for u in received for p in u.points]
-        assert [p.frame for p in points] == list(range(40))  # every position kept for the tails
-        assert points[7].positions[1] == pytest.approx((57.0, 60.0), abs=1e-6)
-        latest = [u.latest_result for u in received if u.latest_result][-1]
-        assert latest["frame"] == 39
-        previews = [u.preview for u in received if u.preview is not None]
-        assert previews and previews[-1].frame == 39 and previews[-1].step == 2
-        assert previews[-1].pixels.shape == (128, 128)
+            time.sleep(0.002)  # > 1 / preview_fps: every result gets its preview
+        assert _wait(lambda: subscriber.messages_received >= base + 80)  # 40 results + 40 previews
+        time.sleep(0.1)
+        update = subscriber.take()  # the GUI was busy: one take for everything
+        assert update.results_received == 40
+        assert [p.frame for p in update.points] == list(range(40))  # every position kept for the tails
+        assert update.points[7].positions[1] == pytest.approx((57.0, 60.0), abs=1e-6)
+        assert update.latest_result["frame"] == 39
+        assert update.preview.frame == 39 and update.preview.step == 2  # only the newest preview is kept
+        assert update.preview.pixels.shape == (128, 128)
+        assert subscriber.take().latest_result is None  # handed over exactly once
     finally:
         subscriber.stop()
         publisher.close()
@@ -178,9 +181,11 @@ def _rebind(run_id, endpoint, timeout_s=3.0):
     """Bind a new publisher on the same endpoint (the old socket's port is released asynchronously)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        context = zmq.Context()  # own context: destroying it closes the socket of a failed bind
         try:
-            return open_publisher(run_id, endpoint=endpoint)
+            return open_publisher(run_id, endpoint=endpoint, context=context), context
         except zmq.ZMQError:
+            context.destroy(linger=0)
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
@@ -202,7 +207,7 @@ def test_reconnects_after_a_service_restart_and_resets_tails():
             first.consume(synthetic_result(i, {1: (50.0 + i, 60.0)}))
         assert apply_until(lambda: 1 in model.tails and len(model.tails[1].xy) == 5)
         first.close()
-        second = _rebind("run-b", endpoint)  # same port: the service restarted
+        second, context = _rebind("run-b", endpoint)  # same port: the service restarted
         try:
             _joined(second, subscriber)
             second.consume(synthetic_result(0, {1: (100.0, 100.0)}))
@@ -210,5 +215,6 @@ def test_reconnects_after_a_service_restart_and_resets_tails():
             assert len(model.tails[1].xy) == 1 and model.tails[1].xy[0] == pytest.approx((100.0, 100.0))
         finally:
             second.close()
+            context.destroy(linger=0)
     finally:
         subscriber.stop()

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from sam2_helpers import make_segmenter, meta_inference_state, meta_predictor, synthetic_frames  # noqa: E402
+from tests.sam2_helpers import make_segmenter, meta_inference_state, meta_predictor, synthetic_frames  # noqa: E402
 
 from sam4em_live.segment.base import Prompt  # noqa: E402
 from sam4em_live.segment.sam2.preprocess import logits_to_frame  # noqa: E402

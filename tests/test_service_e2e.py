@@ -32,7 +32,7 @@ def _config(tmp_path, endpoint, **over):
         "publisher": {"endpoint": "tcp://127.0.0.1:0", "preview_fps": 1000.0},
         "control": {"enabled": False},
         "calibration": {"pixel_size_nm": 2.0, "fps": 50.0},
-        "pipeline": {"status_interval_s": 0.2},
+        "pipeline": {"status_interval_s": 0.2, "backpressure": "every-frame"},
     }
     for key, value in over.items():
         data.setdefault(key, {}).update(value)
@@ -77,7 +77,8 @@ def _publish(pub, frames, fps=200.0, series="cam"):
 def test_camera_to_service_to_subscriber_and_recorder(tmp_path):
     frames, truth = disk_video(n_frames=40)
     camera = FramePublisher("tcp://127.0.0.1:0")
-    built = build_service(_config(tmp_path, camera.endpoint), edits=PROMPTS, stop_at_series_end=True)
+    cfg = _config(tmp_path, camera.endpoint, pipeline={"backpressure": "every-frame"})
+    built = build_service(cfg, edits=PROMPTS, stop_at_series_end=True)
     collector = _Collector(built.publisher.endpoint)
     built.service.start()
     time.sleep(0.5)  # let SUB sockets join
@@ -138,7 +139,7 @@ class _ListSource:
 
 
 def test_stop_mid_run_leaves_readable_files(tmp_path):
-    frames, _ = disk_video(n_frames=400)
+    frames, _ = disk_video(n_frames=400, velocity=(0.05, 0.02))
     cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"enabled": False})
     built = build_service(cfg, source=_ListSource(frames, delay_s=0.005), edits=PROMPTS)
     built.service.start()
@@ -150,6 +151,7 @@ def test_stop_mid_run_leaves_readable_files(tmp_path):
     assert 0 < n < 400
     table = pd.read_csv(built.run_dir / "trajectories.csv")
     assert table.frame.max() == n - 1 and len(table) == 2 * n
+    np.testing.assert_allclose(table.t_s, table.frame / 50.0)  # config calibration wins
     assert tifffile.imread(built.run_dir / "masks.tif").shape[0] == n
 
 
@@ -175,7 +177,7 @@ def test_bad_prompt_is_reported_not_fatal(tmp_path):
 
 @pytest.mark.parametrize("policy", ["latest", "every-frame"])
 def test_pause_and_resume(tmp_path, policy):
-    frames, _ = disk_video(n_frames=200)
+    frames, _ = disk_video(n_frames=200, velocity=(0.05, 0.02))
     cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"enabled": False}, pipeline={"backpressure": policy})
     built = build_service(cfg, source=_ListSource(frames, delay_s=0.003), edits=PROMPTS)
     built.service.start()
@@ -192,3 +194,17 @@ def test_pause_and_resume(tmp_path, policy):
     assert processed > n_paused
     if policy == "every-frame":
         assert processed == 200
+
+
+def test_backend_prompt_rejection_drops_only_that_edit(tmp_path):
+    """A prompt the backend cannot seed (on background) is reported; the other particles still start."""
+    frames, _ = disk_video(n_frames=6)
+    cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"enabled": False})
+    on_background = Prompt(3, 0, ((110.0, 10.0),), (1,))
+    built = build_service(cfg, source=_ListSource(frames), edits=[PROMPTS[0], on_background, PROMPTS[1]])
+    status = built.service.run()
+    assert status.frames_processed == 6 and status.segmentation_errors == 0
+    assert status.particles == (1, 2)
+    table = pd.read_csv(built.run_dir / "trajectories.csv")
+    assert len(table) == 12
+    assert "no dark particle" in (built.run_dir / "events.jsonl").read_text()

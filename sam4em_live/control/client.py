@@ -17,8 +17,9 @@ Not thread-safe: use one client per thread.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import zmq
 

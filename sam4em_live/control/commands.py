@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,8 +17,8 @@ def register(app: typer.Typer) -> None:
 
 
 def keys(
-    out: Path = typer.Option(..., "--out", help="Directory for the key files (created if missing)."),
-    client: list[str] = typer.Option(["client"], "--client", help="Client name; repeat for several clients."),
+    out: Path = typer.Option(..., "--out", help="Directory for the key files (created if missing)."),  # noqa: B008
+    client: list[str] = typer.Option(["client"], "--client", help="Client name; repeat for several clients."),  # noqa: B008
     force: bool = typer.Option(False, "--force", help="Replace existing keys."),
 ) -> None:
     """Generate CURVE keys for a control channel bound beyond loopback.
@@ -39,9 +38,9 @@ def keys(
 
 def ctl(
     op: str = typer.Argument(..., help="ping | status | config | particles | pause | resume | annotate"),
-    text: Optional[str] = typer.Argument(None, help="Text for annotate."),
+    text: str | None = typer.Argument(None, help="Text for annotate."),
     endpoint: str = typer.Option("tcp://127.0.0.1:5557", "--endpoint", help="Control endpoint."),
-    keys_dir: Optional[Path] = typer.Option(None, "--keys", help="CURVE keys directory (client side)."),
+    keys_dir: Path | None = typer.Option(None, "--keys", help="CURVE keys directory (client side)."),  # noqa: B008
     client: str = typer.Option("client", "--client", help="Client key name in --keys."),
     timeout_s: float = typer.Option(2.0, "--timeout-s", help="Reply timeout in seconds."),
 ) -> None:

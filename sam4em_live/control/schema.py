@@ -12,8 +12,9 @@ y = row, origin at the centre of the top-left pixel.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import msgpack
 

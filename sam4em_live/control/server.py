@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from sam4em_live.config import ControlConfig
 from sam4em_live.control import schema
@@ -42,6 +43,7 @@ class ControlSecurityError(RuntimeError):
 class ControlCounters:
     requests: int = 0
     errors: int = 0
+    refused_handshakes: int = 0  # CURVE clients without an authorized key (or no keys at all)
     errors_by_code: dict[str, int] = field(default_factory=dict)
 
     def error(self, code: str) -> None:
@@ -87,6 +89,7 @@ class ControlServer:
         self._max_bytes = max_message_bytes
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
         self._auth: ThreadAuthenticator | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -175,18 +178,27 @@ class ControlServer:
             sock.close(linger=0)
             raise OSError(f"cannot bind control channel to {self._requested_endpoint}: {exc}") from None
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self._keys_dir is not None:  # watch handshakes so refused clients show in logs and counters
+            self._monitor = sock.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            )
         return sock
 
     def _serve(self) -> None:
         assert self._socket is not None
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if not poller.poll(POLL_MS):
-                    continue
-                parts = self._socket.recv_multipart(zmq.NOBLOCK)
-                self._socket.send(self.handle(parts))
+                ready = dict(poller.poll(POLL_MS))
+                if self._monitor is not None and self._monitor in ready:
+                    self._note_handshake(recv_monitor_message(self._monitor, zmq.NOBLOCK))
+                if self._socket in ready:
+                    parts = self._socket.recv_multipart(zmq.NOBLOCK)
+                    self._socket.send(self.handle(parts))
         except Exception:  # a socket failure ends the channel, never the service
             logger.exception("control server stopped after a socket error")
         finally:
@@ -234,7 +246,17 @@ class ControlServer:
             return control.particles()
         raise schema.RequestError("unknown_op", f"unknown op {op!r}")  # pragma: no cover - schema guards
 
+    def _note_handshake(self, event: dict[str, Any]) -> None:
+        self.counters.refused_handshakes += 1
+        count = self.counters.refused_handshakes
+        if count <= 5 or count % 100 == 0:  # a refused client retries every ~100 ms: do not flood the log
+            logger.warning("control channel refused a client handshake (%s; %d so far): missing, wrong or "
+                           "unauthorized CURVE key", getattr(event.get("event"), "name", event.get("event")), count)
+
     def _teardown(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None

@@ -20,9 +20,10 @@ Hooks run on their own thread, never on the pipeline thread.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from sam4em_live.frames import Calibration
 from sam4em_live.hooks.safety import Command, CommandGate, CommandOutcome

@@ -1,6 +1,6 @@
 """Event detection: a pure per-frame stage turning measurements into `ServiceEvent`s.
 
-Events (``kind``, see docs/events.md) are edge-triggered -- raised once when a
+Events (``kind``, see docs/hooks.md) are edge-triggered -- raised once when a
 condition starts, not on every frame it holds:
 
 - ``frame_gap``: frame indices were skipped upstream (``missing`` frames).
@@ -12,7 +12,7 @@ condition starts, not on every frame it holds:
   camera fps over a status interval, frames dropped by backpressure, or the
   queue growing over two intervals; then back to normal.
 - ``alpha_change``: a particle's anomalous exponent (stats key ``alpha``) moved
-  by more than ``alpha_change`` since the last event (optional).
+  by more than ``alpha_change`` since the last event (optional; 0 = off).
 
 Pixel coordinates: x = column, y = row, origin at the centre of the top-left
 pixel, so the image spans [-0.5, columns - 0.5] x [-0.5, rows - 0.5].
@@ -21,8 +21,9 @@ pixel, so the image spans [-0.5, columns - 0.5] x [-0.5, rows - 0.5].
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sam4em_live.config import HooksConfig
 from sam4em_live.measure import ParticleMeasurement
@@ -59,7 +60,7 @@ class EventDetector:
         edge_margin_px: float = 32,
         lost_after_frames: int = 3,
         slow_ratio: float = 0.9,
-        alpha_change: float | None = 0.3,
+        alpha_change: float = 0.3,
     ) -> None:
         self.edge_margin_px = edge_margin_px
         self.lost_after_frames = lost_after_frames
@@ -102,7 +103,7 @@ class EventDetector:
         for gone in set(self._particles) - seen:  # removed by the user: forget it
             del self._particles[gone]
         events += self._status_events(frame_index, status)
-        if stats and self.alpha_change is not None:
+        if stats and self.alpha_change > 0:
             events += self._alpha_events(frame_index, stats)
         return events
 
@@ -179,9 +180,12 @@ class EventDetector:
             state = self._particles.get(particle)
             if state is None or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
                 continue
+            error = values.get("alpha_err")
+            if isinstance(error, (int, float)) and not error <= self.alpha_change:
+                continue  # the fit is too uncertain to call a change (early in a track, noisy MSD)
             if state.alpha_ref is None:
                 state.alpha_ref = float(alpha)
-            elif abs(alpha - state.alpha_ref) > self.alpha_change:  # type: ignore[operator]
+            elif abs(alpha - state.alpha_ref) > self.alpha_change:
                 events.append(ServiceEvent("alpha_change", frame_index, particle,
                                            {"alpha": float(alpha), "previous_alpha": state.alpha_ref}))
                 state.alpha_ref = float(alpha)

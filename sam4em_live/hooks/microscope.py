@@ -155,4 +155,4 @@ class SimulatedMicroscope(_ServiceCommands):
         self.stage.move_stage(dx_nm, dy_nm)
         x, y = self.stage_offset_nm
         self.stage_offset_nm = (x + dx_nm, y + dy_nm)
-        logger.info("simulated microscope: stage moved by (%.1f, %.1f) nm", dx_nm, dy_nm)
+        logger.debug("simulated microscope: stage moved by (%.1f, %.1f) nm", dx_nm, dy_nm)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sam4em_live.config import ConfigError, HooksConfig, SafetyConfig
 from sam4em_live.frames import Calibration

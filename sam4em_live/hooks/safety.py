@@ -16,8 +16,9 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from sam4em_live.config import SafetyConfig
 from sam4em_live.hooks.microscope import COMMAND_NAMES, HARDWARE_COMMANDS, DryRunMicroscope, Microscope

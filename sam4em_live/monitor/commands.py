@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -55,13 +55,15 @@ def run_monitor(connect: str, control: str | None = None, snapshot: Path | None 
 
 
 def monitor(
-    connect: str = typer.Option("tcp://127.0.0.1:5556", "--connect", help="The service's results endpoint."),
-    control: Optional[str] = typer.Option(None, "--control", help="The service's control endpoint (enables prompts)."),
-    snapshot: Optional[Path] = typer.Option(None, "--snapshot", help="Render the dashboard to this PNG and exit."),
-    after: float = typer.Option(5.0, "--after", min=0.0, help="Seconds to collect before the snapshot."),
-    levels: Optional[tuple[float, float]] = typer.Option(
-        None, "--levels", help="Fixed display levels LOW HIGH (raw pixel values); default: from the first frame."),
-    tail_frames: int = typer.Option(200, "--tail-frames", min=1, help="Trajectory tail length (frames)."),
+    connect: Annotated[str, typer.Option("--connect", help="The service's results endpoint.")] = "tcp://127.0.0.1:5556",
+    control: Annotated[str | None, typer.Option(
+        "--control", help="The service's control endpoint (enables prompts).")] = None,
+    snapshot: Annotated[Path | None, typer.Option(
+        "--snapshot", help="Render the dashboard to this PNG after --after seconds and exit (headless).")] = None,
+    after: Annotated[float, typer.Option("--after", min=0.0, help="Seconds to collect before the snapshot.")] = 5.0,
+    levels: Annotated[tuple[float, float] | None, typer.Option(
+        "--levels", help="Fixed display levels LOW HIGH (raw pixel values); default: from the first frame.")] = None,
+    tail_frames: Annotated[int, typer.Option("--tail-frames", min=1, help="Trajectory tail length (frames).")] = 200,
 ) -> None:
     """Live dashboard: frame with masks, ids and tails, rolling tMSD, service status; prompts by mouse."""
     if snapshot is not None and snapshot.suffix.lower() != ".png":

@@ -62,6 +62,13 @@ class PromptViewBox(pg.ViewBox):
         self._band.show()
 
 
+class PassiveScatter(pg.ScatterPlotItem):
+    """Scatter that lets clicks through to the view box (a click on a tail dot is a click on the image)."""
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt naming
+        ev.ignore()
+
+
 class FrameView(pg.GraphicsView):
     """Draws a `DashboardModel`; `render` is cheap enough to call at ~25 Hz."""
 
@@ -72,9 +79,9 @@ class FrameView(pg.GraphicsView):
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.overlay_item = pg.ImageItem(axisOrder="row-major")
         self.overlay_item.setZValue(10)
-        self.tail_points = pg.ScatterPlotItem(size=3, pen=None, pxMode=True)
+        self.tail_points = PassiveScatter(size=3, pen=None, pxMode=True)
         self.tail_points.setZValue(20)
-        self.selection_ring = pg.ScatterPlotItem(size=26, pen=pg.mkPen((255, 255, 255), width=2),
+        self.selection_ring = PassiveScatter(size=26, pen=pg.mkPen((255, 255, 255), width=2),
                                                  brush=None, symbol="o", pxMode=True)
         self.selection_ring.setZValue(30)
         for item in (self.image_item, self.overlay_item, self.tail_points, self.selection_ring):
@@ -86,6 +93,8 @@ class FrameView(pg.GraphicsView):
         self._shown_overlay: tuple = ()
         self._shown_grid: tuple[tuple[int, int], int] | None = None
         self._lut_version = -1
+        self._rect = QtCore.QRectF()
+        self._rect_applied: set[int] = set()
 
     # ---------------------------------------------------------------- rendering
 
@@ -98,7 +107,7 @@ class FrameView(pg.GraphicsView):
             self._set_grid(shape, step)
         preview = model.preview
         if preview is not None and (preview is not self._shown_preview or lut_version != self._lut_version):
-            self.image_item.setImage(lut.apply(preview.pixels), autoLevels=False, levels=(0, 255))
+            self._show(self.image_item, lut.apply(preview.pixels))
             self._shown_preview, self._lut_version = preview, lut_version
         frame = int(model.result.get("frame", -1)) if model.result else -1
         overlay_key = (frame, selected, step, id(model.result))
@@ -112,9 +121,8 @@ class FrameView(pg.GraphicsView):
         rows, cols = shape
         grid_rows, grid_cols = -(-rows // step), -(-cols // step)
         # Preview pixel (r, c) samples full pixel (r*step, c*step): its square is centred there.
-        rect = QtCore.QRectF(-0.5 * step, -0.5 * step, grid_cols * step, grid_rows * step)
-        self.image_item.setRect(rect)
-        self.overlay_item.setRect(rect)
+        self._rect = QtCore.QRectF(-0.5 * step, -0.5 * step, grid_cols * step, grid_rows * step)
+        self._rect_applied = set()
         if self._shown_grid is None or self._shown_grid[0] != shape:
             self.view_box.setRange(xRange=(-0.5, cols - 0.5), yRange=(-0.5, rows - 0.5), padding=0.0)
         self._shown_grid = (shape, step)
@@ -126,7 +134,14 @@ class FrameView(pg.GraphicsView):
             if view.present and view.mask is not None and view.bbox is not None:
                 alpha = SELECTED_ALPHA if view.particle == selected else MASK_ALPHA
                 paint_mask(overlay, view.mask, view.bbox, step, (*particle_colour(view.particle), alpha))
-        self.overlay_item.setImage(overlay, autoLevels=False, levels=(0, 255))
+        self._show(self.overlay_item, overlay)
+
+    def _show(self, item: pg.ImageItem, image: np.ndarray) -> None:
+        item.setImage(image, autoLevels=False, levels=(0, 255))
+        if id(item) not in self._rect_applied:
+            # setRect scales by the current image size, so it must follow the first image on a new grid.
+            item.setRect(self._rect)
+            self._rect_applied.add(id(item))
 
     def _draw_tails(self, model: DashboardModel) -> None:
         spots_xy, spots_brush = [], []
@@ -159,7 +174,8 @@ class FrameView(pg.GraphicsView):
         for pid, view in model.particles.items():
             label = self._labels.get(pid)
             if label is None:
-                label = self._labels[pid] = pg.TextItem(f"#{pid}", color=particle_colour(pid), anchor=(0, 1))
+                label = self._labels[pid] = pg.TextItem(f"#{pid}", color=particle_colour(pid), anchor=(0, 1),
+                                                         fill=(0, 0, 0, 140))
                 label.setZValue(40)
                 self.view_box.addItem(label)
             visible = view.present and view.x is not None and view.y is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -80,7 +80,7 @@ class ContrastLut:
 def particle_colour(particle: int) -> tuple[int, int, int]:
     """A stable, well-separated RGB colour for a particle id (golden-angle hues)."""
     hue = (particle * 0.6180339887498949) % 1.0
-    red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.7, 1.0)  # light enough to read on dark
     return (int(red * 255), int(green * 255), int(blue * 255))
 
 

@@ -18,6 +18,8 @@ class MsdPanel(QtWidgets.QWidget):
         self.plot.setLogMode(x=True, y=True)
         self.plot.showGrid(x=True, y=True, alpha=0.3)
         self.plot.setTitle("rolling tMSD")
+        for axis in ("bottom", "left"):
+            self.plot.getAxis(axis).enableAutoSIPrefix(False)  # units are in the label; no "(x0.001)"
         self.alpha_label = QtWidgets.QLabel("no statistics yet")
         self.alpha_label.setWordWrap(True)
         layout = QtWidgets.QVBoxLayout(self)
@@ -48,7 +50,7 @@ class MsdPanel(QtWidgets.QWidget):
             item.setData(curve.lag, curve.msd)
             self._set_units(curve.lag_unit, curve.msd_unit)
             alpha = "–" if curve.alpha is None else f"{curve.alpha:.2f}"
-            hex_colour = "#%02x%02x%02x" % particle_colour(pid)
+            hex_colour = "#{:02x}{:02x}{:02x}".format(*particle_colour(pid))
             lines.append(f"<span style='color:{hex_colour}'>■</span> #{pid}: α = {alpha}")
         for pid in [p for p in self._curves if p not in stats]:
             self.plot.removeItem(self._curves.pop(pid))

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sam4em_live.segment.base import ParticleEdit, Prompt, PromptError, RemoveParticle, validate_edit
 

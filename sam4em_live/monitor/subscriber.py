@@ -185,12 +185,10 @@ class ResultsSubscriber:
             return
         point = _track_point(body) if topic == TOPIC_RESULT else None
         with self._lock:
+            if topic != TOPIC_STATUS or self._run_id is None:
+                self._check_run(body.get("run_id"))  # may replace self._pending
             pending = self._pending
             pending.last_message_s = time.monotonic()
-            if topic != TOPIC_STATUS:
-                self._check_run(body.get("run_id"))
-            elif body.get("run_id") and self._run_id is None:
-                self._check_run(body.get("run_id"))
             if topic == TOPIC_RESULT and point is not None:
                 pending.latest_result = body
                 pending.results_received += 1

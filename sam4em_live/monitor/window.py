@@ -126,6 +126,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
             "click: point prompt (new / selected particle) · click a mask: select · "
             "shift/ctrl-click: negative point · drag: box · Esc: deselect")
         self.message_label.setWordWrap(True)
+        self.events_label = QtWidgets.QLabel("")
+        self.events_label.setWordWrap(True)
         levels = QtWidgets.QHBoxLayout()
         levels.addWidget(QtWidgets.QLabel("levels"))
         levels.addWidget(self.low_spin)
@@ -140,6 +142,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         layout.addLayout(buttons)
         layout.addWidget(self.selected_label)
         layout.addWidget(self.message_label)
+        layout.addWidget(self.events_label)
         self._sync_spins()
         return panel
 
@@ -166,6 +169,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
             self._levels_pending_auto = False
             self.set_levels(*auto_levels(self.model.preview.pixels))
         self._collect_outcomes()
+        if update.events:
+            self.events_label.setText("events: " + " · ".join(_describe_event(e) for e in list(self.model.events)[-3:]))
         if not self.paused:
             self.frame_view.render(self.model, self.lut, self.lut_version, self.selected)
             self.msd_panel.render(self.model.stats, self.model.stats_version)
@@ -177,6 +182,9 @@ class MonitorWindow(QtWidgets.QMainWindow):
     def status_text(self, update: FeedUpdate) -> str:
         s = self.model.status
         parts = []
+        error = getattr(self.feed, "error", None)
+        if error is not None:
+            parts.append(f"RECEIVER FAILED: {error}")
         if update.last_message_s == 0.0:
             parts.append(f"waiting for {self.source_name or 'the service'}…")
         elif time.monotonic() - update.last_message_s > STALE_AFTER_S:
@@ -214,7 +222,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
             self.lut_version += 1
 
     def _sync_spins(self) -> None:
-        for spin, value in zip((self.low_spin, self.high_spin), self.lut.levels):
+        for spin, value in zip((self.low_spin, self.high_spin), self.lut.levels, strict=True):
             spin.blockSignals(True)
             spin.setValue(value)
             spin.blockSignals(False)
@@ -298,3 +306,10 @@ class MonitorWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt naming
         self.shutdown()
         super().closeEvent(event)
+
+
+def _describe_event(event: dict) -> str:
+    particle = event.get("particle")
+    who = f" #{particle}" if particle is not None else ""
+    reason = (event.get("detail") or {}).get("reason")
+    return f"frame {event.get('frame')}: {event.get('kind')}{who}" + (f" ({reason})" if reason else "")

@@ -19,7 +19,15 @@ from sam4em_live.frames import Frame
 
 
 class PromptError(ValueError):
-    """A prompt that cannot be applied (outside the image, empty box, bad labels...)."""
+    """A prompt that cannot be applied (outside the image, empty box, nothing to seed...).
+
+    ``particle`` names the particle whose edit failed, when known, so the
+    pipeline can drop just that edit and segment the frame without it.
+    """
+
+    def __init__(self, message: str, particle: int | None = None) -> None:
+        super().__init__(message)
+        self.particle = particle
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +152,13 @@ class Segmenter(Protocol):
       order. ``edits`` are already validated and anchored to this frame; they
       take effect before this frame is segmented (adds, corrections, removals).
       Returns one `ParticleMask` per tracked particle (absent ones included).
-      May raise any exception for a frame it cannot process; the pipeline logs
-      and counts it and carries on with the next frame.
+      If an edit cannot be applied (e.g. nothing to seed at the point), raise
+      `PromptError` with ``particle`` set: the pipeline reports it and calls
+      ``track`` again for the same frame without that particle's edits, so
+      applying an edit must be idempotent (re-applying the same prompt on
+      the same frame gives the same state). Any other exception means the
+      frame could not be processed; the pipeline logs and counts it and
+      carries on with the next frame.
     - ``describe()`` returns JSON-able backend and model identity for
       ``run.json`` and results messages. It must include ``"backend"`` and
       ``"random_weights"`` (True whenever outputs are not from trained weights).

@@ -95,12 +95,13 @@ class ThresholdSegmenter:
         if not background - level > 4 * noise:
             raise PromptError(
                 f"particle {prompt.particle}: no dark particle at the prompt (local level {level:.1f}, "
-                f"background {background:.1f} +- {noise:.1f})"
+                f"background {background:.1f} +- {noise:.1f})",
+                prompt.particle,
             )
         track = _Track(x, y, area=0.0, background=background, particle_level=level, size_px=radius)
         mask = self._segment(window, track, x - x0, y - y0)
         if mask is None:
-            raise PromptError(f"particle {prompt.particle}: nothing segmentable at the prompt")
+            raise PromptError(f"particle {prompt.particle}: nothing segmentable at the prompt", prompt.particle)
         track.area = float(mask.sum())
         rows, cols = np.nonzero(mask)
         track.x, track.y = float(cols.mean()) + x0, float(rows.mean()) + y0

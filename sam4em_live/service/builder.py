@@ -75,6 +75,11 @@ def build_source(config: ServiceConfig, stop_at_series_end: bool = False) -> Fra
 
         source = SimulatedSource(src.preset, seed=src.seed, n_frames=src.frames, fps=src.fps,
                                  as_fast_as_possible=src.as_fast_as_possible)
+    return source
+
+
+def with_calibration(config: ServiceConfig, source: FrameSource) -> FrameSource:
+    """Apply the config's calibration overrides (if any) to every frame of ``source``."""
     override = Calibration(pixel_size_nm=config.calibration.pixel_size_nm, fps=config.calibration.fps)
     if override == Calibration():
         return source
@@ -111,7 +116,7 @@ def build_service(
     stop_at_series_end: bool = False,
 ) -> BuiltService:
     """Assemble a service from ``config``; ``source`` overrides ``config.source``."""
-    source = source or build_source(config, stop_at_series_end)
+    source = with_calibration(config, source or build_source(config, stop_at_series_end))
     if config.prompts is not None:
         edits = [*load_prompts(config.prompts), *edits]
     segmenter = create_segmenter(config.segmenter.backend, config.segmenter.options)

@@ -120,7 +120,7 @@ def camera(
     stop = threading.Event()
     _stop_on_signals(stop)
     typer.echo(f"camera publishing on {publisher.endpoint}")
-    sent = pump(source, publisher, stop, max_frames=frames, series_start_delay_s=0.5)
+    sent = pump(source, publisher, stop, max_frames=frames, series_start_delay_s=1.0)
     publisher.close()
     typer.echo(f"sent {sent} frames")
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol, Sequence
 from sam4em_live.frames import Frame
 from sam4em_live.measure import ParticleMeasurement, measure_mask
 from sam4em_live.results import FrameResult, ServiceEvent
-from sam4em_live.segment.base import ParticleEdit, PromptError, RemoveParticle, Segmenter, validate_edit
+from sam4em_live.segment.base import ParticleEdit, ParticleMask, PromptError, RemoveParticle, Segmenter, validate_edit
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class FrameProcessor:
     def process(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None) -> FrameResult:
         t0 = time.perf_counter()
         valid, events = self._validate(frame, edits)
-        masks = self.segmenter.track(frame, valid)
+        masks = self._track(frame, valid, events)
         t1 = time.perf_counter()
         measurements = tuple(
             measure_mask(m, frame.index, frame.pixels, self.intensity_weighted_centroid) for m in masks
@@ -121,6 +121,24 @@ class FrameProcessor:
             processed_s=time.time(),
         )
 
+    def _track(self, frame: Frame, edits: list[ParticleEdit], events: list[ServiceEvent]) -> list[ParticleMask]:
+        """Segment; an edit the backend rejects is reported and the frame re-run without it."""
+        while True:
+            try:
+                return self.segmenter.track(frame, edits)
+            except PromptError as exc:
+                rejected = [e for e in edits if exc.particle is None or e.particle == exc.particle]
+                if not rejected:
+                    raise
+                edits = [e for e in edits if e not in rejected]
+                for edit in rejected:
+                    self._reject(frame, edit, exc, events)
+
+    def _reject(self, frame: Frame, edit: ParticleEdit, exc: Exception, events: list[ServiceEvent]) -> None:
+        self.prompt_errors += 1
+        log.warning("prompt for particle %d rejected at frame %d: %s", edit.particle, frame.index, exc)
+        events.append(ServiceEvent("prompt_rejected", frame.index, edit.particle, {"reason": str(exc)}))
+
     def _validate(self, frame: Frame, edits: Sequence[ParticleEdit]) -> tuple[list[ParticleEdit], list[ServiceEvent]]:
         valid: list[ParticleEdit] = []
         events: list[ServiceEvent] = []
@@ -128,9 +146,7 @@ class FrameProcessor:
             try:
                 validate_edit(edit, frame.shape)
             except PromptError as exc:
-                self.prompt_errors += 1
-                log.warning("prompt rejected at frame %d: %s", frame.index, exc)
-                events.append(ServiceEvent("prompt_rejected", frame.index, edit.particle, {"reason": str(exc)}))
+                self._reject(frame, edit, exc, events)
                 continue
             valid.append(edit)
         return valid, events

@@ -87,18 +87,6 @@ def apply_mtf(image: np.ndarray, response: np.ndarray) -> np.ndarray:
     return sfft.irfft2(spectrum, s=image.shape, workers=1)
 
 
-def shot_noise(mean_electrons: np.ndarray, model: str, rng: np.random.Generator) -> np.ndarray:
-    """Electron counts (float32) drawn around ``mean_electrons``."""
-    if model == "poisson":
-        return rng.poisson(mean_electrons).astype(np.float32)
-    if model == "gaussian":
-        noise = rng.standard_normal(mean_electrons.shape, dtype=np.float32)
-        noise *= np.sqrt(np.maximum(mean_electrons, 0.0, dtype=np.float32))
-        noise += mean_electrons
-        return noise
-    return np.asarray(mean_electrons, dtype=np.float32).copy()
-
-
 def gradient_map(imaging: ImagingSpec) -> np.ndarray | None:
     """Linear multiplicative background ramp with mean 1 and relative peak-to-peak ``gradient_fraction``."""
     if imaging.gradient_fraction <= 0:
@@ -128,7 +116,7 @@ def frame_contrast(pixels: np.ndarray, labels: np.ndarray, guard_px: int = CONTR
         grown = ndimage.binary_dilation(footprint[y0:y1, x0:x1], iterations=guard_px) if guard_px else footprint[y0:y1, x0:x1]
         background[y0:y1, x0:x1] = ~grown
     values = np.asarray(pixels, dtype=np.float64)
-    bg = values[background]
+    bg = values[background] if footprint.any() else values.ravel()
     mu_bg, sigma_bg = float(bg.mean()), float(bg.std())
     snr = mu_bg / sigma_bg if sigma_bg > 0 else math.inf
     if not footprint.any() or sigma_bg == 0:

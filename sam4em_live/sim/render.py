@@ -14,9 +14,9 @@ from sam4em_live.sim.optics import (
     frame_contrast,
     gradient_map,
     mtf_response,
-    shot_noise,
     transmission,
 )
+from sam4em_live.sim.noise import shot_noise
 from sam4em_live.sim.shapes import ThicknessPatch, render_thickness
 from sam4em_live.sim.spec import SimulationSpec
 
@@ -135,7 +135,11 @@ class FrameRenderer:
         if self.imaging.dose_jitter_fraction > 0:
             dose = max(1.0 + self.imaging.dose_jitter_fraction * rng.standard_normal(), 0.05)
         exposure_patches = [self.patches(poses) for poses in exposure_poses]
-        electrons = shot_noise(self.mean_electrons(exposure_patches, dose), self.imaging.shot_noise, rng)
+        mean = self.mean_electrons(exposure_patches, dose)
+        # Without a gradient, pixels outside the particles' windows all expect the same dose.
+        uniform = None if self.gradient is not None else float(np.float32(self.background_e * dose))
+        box = _patches_box(exposure_patches)
+        electrons = shot_noise(mean, self.imaging.shot_noise, rng, uniform, box)
         if self.mtf is not None:
             electrons = apply_mtf(electrons, self.mtf)
         if self.imaging.read_noise_e > 0:
@@ -193,3 +197,12 @@ def _union(box: tuple[slice, slice] | None, sl: tuple[slice, slice]) -> tuple[sl
         return sl
     return (slice(min(box[0].start, sl[0].start), max(box[0].stop, sl[0].stop)),
             slice(min(box[1].start, sl[1].start), max(box[1].stop, sl[1].stop)))
+
+
+def _patches_box(exposure_patches: list[list[ThicknessPatch | None]]) -> tuple[slice, slice] | None:
+    box = None
+    for patches in exposure_patches:
+        for patch in patches:
+            if patch is not None:
+                box = _union(box, patch.slices)
+    return box

@@ -113,7 +113,8 @@ def render_thickness(
     Returns ``None`` when the window lies entirely outside the frame.
     """
     rows, cols = frame_shape
-    reach_px = (particle.bounding_radius_nm + defocus_disk_radius_nm) / pixel_size_nm + 1.5
+    offset_nm = footprint_centroid_offset_nm(particle)
+    reach_px = (particle.bounding_radius_nm + abs(offset_nm) + defocus_disk_radius_nm) / pixel_size_nm + 1.5
     x0, x1 = max(math.floor(x_px - reach_px), 0), min(math.ceil(x_px + reach_px) + 1, cols)
     y0, y1 = max(math.floor(y_px - reach_px), 0), min(math.ceil(y_px + reach_px) + 1, rows)
     if x0 >= x1 or y0 >= y1:
@@ -122,7 +123,7 @@ def render_thickness(
     c, s = math.cos(theta), math.sin(theta)
     dx = (np.arange(x0, x1, dtype=np.float64) - x_px) * pixel_size_nm
     dy = (np.arange(y0, y1, dtype=np.float64) - y_px) * pixel_size_nm
-    u = dx[None, :] * c + dy[:, None] * s + footprint_centroid_offset_nm(particle)
+    u = dx[None, :] * c + dy[:, None] * s + offset_nm
     v = -dx[None, :] * s + dy[:, None] * c
     thickness = thickness_body(particle, u, v).astype(np.float32)
     if defocus_disk_radius_nm > 0:

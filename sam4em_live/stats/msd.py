@@ -15,9 +15,8 @@ the batch functions here and by the live `RollingTrackStats`, so the two agree.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -97,24 +96,6 @@ def lag_pair_sums(frames: np.ndarray, values: np.ndarray, max_lag: int) -> tuple
     return sums, counts
 
 
-def lag_pair_sums_exact(frames: np.ndarray, values: np.ndarray,
-                        max_lag: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """As `lag_pair_sums`, but each sum as a double-double: (rounded sum, residual, counts).
-
-    ``rounded + residual`` carries the exact sum to about 1e-32 relative; the
-    rolling statistics need that when they later subtract large terms again.
-    """
-    sums = np.zeros(max_lag + 1, dtype=np.float64)
-    residuals = np.zeros(max_lag + 1, dtype=np.float64)
-    counts = np.zeros(max_lag + 1, dtype=np.int64)
-    for lag, sq in squared_displacements(frames, values, max_lag):
-        terms = sq.tolist()
-        sums[lag] = math.fsum(terms)
-        residuals[lag] = math.fsum(terms + [-sums[lag]])
-        counts[lag] = sq.size
-    return sums, residuals, counts
-
-
 def default_max_lag(frames: np.ndarray) -> int:
     """Largest lag we report by default: a quarter of the track's frame span (at least 1).
 
@@ -189,7 +170,7 @@ def ensemble_msd(tracks: Iterable[TrackMsd], weighting: str = "pairs") -> TrackM
     return TrackMsd(np.arange(1, length + 1, dtype=np.int64), msd, pairs)
 
 
-def independent_measurements(n_positions: int, lags: np.ndarray) -> np.ndarray:
+def independent_measurements(n_positions, lags) -> np.ndarray:
     """Effective number of independent tMSD measurements at each lag (Qian et al. 1991, Eq. B4).
 
     For a gap-free track of ``n_positions`` positions (N) and lag m (frames)::
@@ -197,7 +178,7 @@ def independent_measurements(n_positions: int, lags: np.ndarray) -> np.ndarray:
         m <= N/2:  6 m (N - m)^2 / (4 N m^2 - 5 m^3 + 2 N - m)
         m >  N/2:  1 / (1 + ((N - m)^3 + 5 m - 4 (N - m)^2 m - N) / (6 (N - m) m^2))
     """
-    n = float(n_positions)
+    n = np.asarray(n_positions, dtype=np.float64)
     m = np.asarray(lags, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         short = 6 * m * (n - m) ** 2 / (4 * n * m**2 - 5 * m**3 + 2 * n - m)

@@ -1,0 +1,1 @@
+"""Offline analysis of trajectories: statistics tables and figures (``sam4em-live analyze``)."""

@@ -1,0 +1,43 @@
+"""Options of the embedded backend: the ``[segmenter.options]`` table when ``backend = "embedded"``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from sam4em_live.config import FrozenModel
+
+
+class EmbeddedOptions(FrozenModel):
+    """Validated options of the embedded (template-matching) backend.
+
+    Distances are pixels, angles degrees. Defaults suit 1 nm/px LPTEM videos of
+    10-100 px particles at 80 fps; see docs/embedded_backend.md for why.
+    """
+
+    # Largest per-frame displacement searched around the motion prediction.
+    search_radius_px: float = Field(48.0, ge=4, le=256)
+    # Half-size of the window analysed around a point prompt (a box sets its own window).
+    seed_window_radius_px: int = Field(96, ge=16, le=512)
+    # Gaussian scale used to denoise the prompt frame before thresholding it.
+    seed_smoothing_px: float = Field(2.0, gt=0, le=16)
+    # The particle must stand this many noise standard deviations out of the smoothed background.
+    seed_min_snr: float = Field(5.0, gt=0)
+    polarity: Literal["auto", "dark", "bright"] = "auto"
+    # Boundary = this fraction of the particle's peak contrast in the learned appearance.
+    edge_fraction: float = Field(0.3, gt=0, lt=1)
+    coarse_angle_step_deg: float = Field(10.0, ge=1, le=45)
+    fine_angle_step_deg: float = Field(2.5, gt=0, le=10)
+    # Horizon of the exponential appearance memory (frames): slow shape change is followed.
+    memory_frames: PositiveInt = 40
+    appearance_update_interval_frames: PositiveInt = 1
+    # Present only if the match stands this many noise sigmas out ...
+    min_detection_z: float = Field(6.0, gt=0)
+    # ... and its contrast is at least this fraction of the particle's learned contrast.
+    presence_fraction: float = Field(0.45, gt=0, lt=1)
+    # While a particle is lost, look for it over the whole frame (at low resolution) this often.
+    reacquire_interval_frames: PositiveInt = 4
+    # Heavy-tailed motion prior: scale of the Cauchy-like step penalty.
+    step_prior_scale_px: float = Field(6.0, gt=0)
+    turn_prior_sigma_deg: float = Field(30.0, gt=0)

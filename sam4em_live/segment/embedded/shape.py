@@ -1,0 +1,255 @@
+"""Bounded appearance memory of one rigid particle, in its own body frame.
+
+The memory is one exponential average of the particle's relative contrast,
+sampled on a square grid that moves and turns with the particle (body frame:
+u along the pose angle, v across; grid index (r, c) <-> v = r - half,
+u = c - half). Every accepted frame is warped into this frame and averaged in,
+so the noise of the memory falls as 1/sqrt(frames) up to ``memory_frames``,
+after which it follows slow real change (etching, growth) with that horizon.
+The mask (where the averaged contrast exceeds ``edge_fraction`` of its peak)
+and the rotated matching templates are derived from it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage
+
+from sam4em_live.segment.embedded.options import EmbeddedOptions
+
+#: Frames of memory before the learned appearance replaces the prompt's mask as the template.
+MIN_FRAMES_FOR_LEARNED_SHAPE = 3
+#: A refreshed mask whose area changes by more than this factor is rejected (bad frames).
+MAX_AREA_CHANGE = 1.6
+#: Rotations tried to detect shape symmetry (degrees) and the IoU that counts as symmetric.
+SYMMETRY_CANDIDATES_DEG = (90.0, 120.0, 180.0)
+SYMMETRY_IOU = 0.85
+
+
+def body_offsets(half: int) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) body coordinates of the (2 half + 1)² grid, each of shape (S, S)."""
+    axis = np.arange(-half, half + 1, dtype=np.float32)
+    return np.broadcast_to(axis[None, :], (axis.size, axis.size)), np.broadcast_to(axis[:, None], (axis.size, axis.size))
+
+
+def frame_to_body(dx: np.ndarray, dy: np.ndarray, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Body (u, v) of frame offsets (dx, dy) from the particle centre."""
+    t = math.radians(angle_deg)
+    c, s = np.float32(math.cos(t)), np.float32(math.sin(t))
+    return dx * c + dy * s, dy * c - dx * s
+
+
+class ShapeMemory:
+    """Appearance, mask and matching templates of one particle (body frame, full resolution)."""
+
+    def __init__(self, appearance: np.ndarray, mask: np.ndarray, options: EmbeddedOptions) -> None:
+        self.options = options
+        self.half = appearance.shape[0] // 2
+        self.appearance = appearance.astype(np.float32)
+        self.mask = mask.astype(bool)
+        self.n_obs = 1
+        self._u, self._v = body_offsets(self.half)
+        radius = self._mask_radius()
+        # Pyramid levels fixed for the memory's life so window shapes (and FFT plans) stay fixed.
+        self.coarse_factor = int(np.clip(round(radius / 8.0), 1, 6))
+        self.fine_factor = max(1, self.coarse_factor // 2)
+        self.refresh()
+
+    # ------------------------------------------------------------------ derived shape
+
+    @property
+    def area_px(self) -> int:
+        return int(self.mask.sum())
+
+    def _mask_radius(self) -> float:
+        if not self.mask.any():
+            return 1.0
+        return float(np.sqrt((self._u[self.mask] ** 2 + self._v[self.mask] ** 2).max())) + 1.0
+
+    def refresh(self) -> tuple[float, float]:
+        """Re-derive mask, template and symmetry from the memory.
+
+        Returns the (u, v) offset (pixels, body frame) by which the particle's
+        centre moved in the grid; the memory is re-centred, so the caller adds
+        this offset to its pose.
+        """
+        if self.n_obs >= MIN_FRAMES_FOR_LEARNED_SHAPE:
+            self._derive_mask()
+        shift = self._recentre()
+        self.radius_px = self._mask_radius()
+        self.support_px = min(self.half - 1.0, self.radius_px + max(3.0, 0.25 * self.radius_px))
+        self._build_template()
+        self.period_deg = self._symmetry_period()
+        self._coarse: dict[int, tuple[np.ndarray, ...]] = {}
+        self._fine: dict[int, tuple[np.ndarray, float, float]] = {}
+        self._mask_soft = self.mask.astype(np.float32)
+        self._prepare_plane_fit()
+        return shift
+
+    def _smoothed(self) -> np.ndarray:
+        n_eff = min(self.n_obs, self.options.memory_frames)
+        sigma = max(0.8, 1.5 * self.options.seed_smoothing_px / math.sqrt(n_eff))
+        return ndimage.gaussian_filter(self.appearance, sigma)
+
+    def _derive_mask(self) -> None:
+        smooth = self._smoothed()
+        peak = float(np.percentile(smooth[self.mask], 90)) if self.mask.any() else 0.0
+        if peak <= 0:
+            return
+        labels, count = ndimage.label(smooth > self.options.edge_fraction * peak)
+        if count == 0:
+            return
+        overlap = np.bincount(labels[self.mask], minlength=count + 1)
+        overlap[0] = 0
+        candidate = ndimage.binary_fill_holes(labels == int(np.argmax(overlap)))
+        ratio = candidate.sum() / max(self.mask.sum(), 1)
+        if 1 / MAX_AREA_CHANGE < ratio < MAX_AREA_CHANGE:
+            self.mask = candidate
+        self.peak_contrast = peak
+
+    def _recentre(self) -> tuple[float, float]:
+        if not self.mask.any():
+            return 0.0, 0.0
+        du, dv = float(self._u[self.mask].mean()), float(self._v[self.mask].mean())
+        if math.hypot(du, dv) < 0.5:
+            return 0.0, 0.0
+        self.appearance = ndimage.shift(self.appearance, (-dv, -du), order=1, mode="constant", cval=0.0)
+        self.mask = ndimage.shift(self.mask.astype(np.float32), (-dv, -du), order=1) > 0.5
+        return du, dv
+
+    def _build_template(self) -> None:
+        """Matching template in the body frame: learned contrast profile once known, else the mask."""
+        if self.n_obs >= MIN_FRAMES_FOR_LEARNED_SHAPE:
+            smooth = self._smoothed()
+            peak = float(np.percentile(smooth[self.mask], 90))
+            near = ndimage.binary_dilation(self.mask, iterations=2)
+            body = np.where(near, np.clip(smooth / max(peak, 1e-6), 0.0, 1.5), 0.0)
+        else:
+            body = ndimage.gaussian_filter(self.mask.astype(np.float32), 1.0)
+        self._template_body = body.astype(np.float32)
+
+    def _symmetry_period(self) -> float:
+        """Smallest rotation (degrees) mapping the mask onto itself; 360 if none."""
+        area = max(self.mask.sum(), 1)
+        for period in SYMMETRY_CANDIDATES_DEG:
+            u, v = frame_to_body(self._u, self._v, period)
+            turned = ndimage.map_coordinates(self._mask_soft_tmp(), [v + self.half, u + self.half], order=1) > 0.5
+            if (turned & self.mask).sum() / max((turned | self.mask).sum(), area) >= SYMMETRY_IOU:
+                return period
+        return 360.0
+
+    def _mask_soft_tmp(self) -> np.ndarray:
+        return self.mask.astype(np.float32)
+
+    def _prepare_plane_fit(self) -> None:
+        """Background ring (outside the dilated mask, inside the grid's disc) for plane removal."""
+        ring = ~ndimage.binary_dilation(self.mask, iterations=3)
+        ring &= (self._u**2 + self._v**2) <= (self.half - 1) ** 2
+        self._ring_index = np.flatnonzero(ring)
+        design = np.stack([np.ones(self._ring_index.size, np.float32), self._u.ravel()[self._ring_index],
+                           self._v.ravel()[self._ring_index]], axis=1)
+        self._ring_pinv = np.linalg.pinv(design).astype(np.float32)
+
+    # ------------------------------------------------------------------ templates
+
+    def _sample_rotated(self, angles_deg: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+        """Templates (K, t, t) at ``factor`` x coarser sampling, and the disc support (t, t)."""
+        cells = int(math.ceil(self.support_px / factor))
+        axis = np.arange(-cells, cells + 1, dtype=np.float32) * factor
+        dx, dy = axis[None, :], axis[:, None]
+        support = (dx**2 + dy**2) <= (self.support_px + 0.5 * factor) ** 2
+        t = np.radians(np.asarray(angles_deg, dtype=np.float32))[:, None, None]
+        c, s = np.cos(t), np.sin(t)
+        u = dx * c + dy * s + self.half
+        v = dy * c - dx * s + self.half
+        body = self._template_body
+        if factor > 1:  # match the block-mean of the data
+            body = ndimage.gaussian_filter(body, 0.29 * factor)
+        sampled = ndimage.map_coordinates(body, [v, u], order=1, cval=0.0)
+        return sampled.astype(np.float32), support
+
+    @staticmethod
+    def _zero_mean(templates: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        flat = templates.reshape(templates.shape[0], -1)
+        keep = support.ravel()
+        mean = flat[:, keep].mean(axis=1, keepdims=True)
+        zm = np.where(keep[None, :], flat - mean, 0.0).astype(np.float32)
+        norms = np.sqrt((zm * zm).sum(axis=1))
+        gains = (zm * flat).sum(axis=1)
+        return zm, norms, gains
+
+    def coarse_angles(self) -> np.ndarray:
+        step = self.options.coarse_angle_step_deg
+        count = max(1, int(round(self.period_deg / step)))
+        return np.arange(count, dtype=np.float32) * np.float32(self.period_deg / count)
+
+    def coarse_bank(self, window_cells: int) -> tuple[np.ndarray, ...]:
+        """(angles, conj spectra (K, N, N//2+1), norms, size) for an N x N coarse window."""
+        if window_cells not in self._coarse:
+            angles = self.coarse_angles()
+            templates, support = self._sample_rotated(angles, self.coarse_factor)
+            zm, norms, _ = self._zero_mean(templates, support)
+            size = templates.shape[-1]
+            padded = np.zeros((angles.size, window_cells, window_cells), np.float32)
+            padded[:, :size, :size] = zm.reshape(-1, size, size)
+            spectra = np.conj(sfft.rfft2(padded, workers=1)).astype(np.complex64)
+            self._coarse[window_cells] = (angles, spectra, norms.astype(np.float32), np.array(size))
+        return self._coarse[window_cells]
+
+    def fine_step_deg(self) -> float:
+        count = max(1, int(round(self.period_deg / self.options.fine_angle_step_deg)))
+        return self.period_deg / count
+
+    def fine_bank(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Zero-mean templates (A, t*t), norms, gains and t for fine angle ``indices`` (cached)."""
+        step = self.fine_step_deg()
+        count = int(round(self.period_deg / step))
+        wrapped = [int(i) % count for i in indices]
+        missing = sorted({i for i in wrapped if i not in self._fine})
+        if missing:
+            templates, support = self._sample_rotated(np.asarray(missing, np.float32) * step, self.fine_factor)
+            zm, norms, gains = self._zero_mean(templates, support)
+            self._fine_size = templates.shape[-1]
+            for k, i in enumerate(missing):
+                self._fine[i] = (zm[k], float(norms[k]), float(gains[k]))
+        rows = [self._fine[i] for i in wrapped]
+        return (np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32),
+                np.array([r[2] for r in rows], np.float32), self._fine_size)
+
+    # ------------------------------------------------------------------ frames <-> body
+
+    def observe(self, darkness: np.ndarray, x_win: float, y_win: float, angle_deg: float) -> np.ndarray:
+        """Warp a window's contrast into the body frame at a pose (window pixel coordinates)."""
+        t = math.radians(angle_deg)
+        c, s = np.float32(math.cos(t)), np.float32(math.sin(t))
+        cols = x_win + self._u * c - self._v * s
+        rows = y_win + self._u * s + self._v * c
+        body = ndimage.map_coordinates(darkness, [rows, cols], order=1, cval=0.0)
+        # Remove the local background plane (gradients) measured on the ring around the particle.
+        coeffs = self._ring_pinv @ body.ravel()[self._ring_index]
+        body -= coeffs[0] + coeffs[1] * self._u + coeffs[2] * self._v
+        return body
+
+    def update(self, observation: np.ndarray) -> None:
+        """Fold one aligned observation into the exponential memory."""
+        self.n_obs += 1
+        weight = 1.0 / min(self.n_obs, self.options.memory_frames)
+        self.appearance += np.float32(weight) * (observation - self.appearance)
+
+    def rasterize(self, x: float, y: float, angle_deg: float, shape: tuple[int, int]
+                  ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+        """Mask at a pose as (bbox x0, y0, x1, y1 half-open, crop) clipped to ``shape``; None if outside."""
+        reach = self.radius_px + 1.0
+        rows, cols = shape
+        x0, x1 = max(int(math.floor(x - reach)), 0), min(int(math.ceil(x + reach)) + 1, cols)
+        y0, y1 = max(int(math.floor(y - reach)), 0), min(int(math.ceil(y + reach)) + 1, rows)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        dx = np.arange(x0, x1, dtype=np.float32) - np.float32(x)
+        dy = np.arange(y0, y1, dtype=np.float32) - np.float32(y)
+        u, v = frame_to_body(dx[None, :], dy[:, None], angle_deg)
+        crop = ndimage.map_coordinates(self._mask_soft, [v + self.half, u + self.half], order=1, cval=0.0) > 0.5
+        return (x0, y0, x1, y1), crop

@@ -1,0 +1,138 @@
+"""``run.json``: what a recorded run is, written atomically (see docs/recording.md).
+
+The manifest is rewritten whole (temporary file + ``os.replace``) so a reader
+never sees half a file: after a crash it holds the last complete snapshot,
+with ``"status": "running"`` telling that the run did not close cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam4em_live.sinks.base import RunInfo
+from sam4em_live.versions import package_versions
+
+MANIFEST_FORMAT = "sam4em-live run"
+MANIFEST_VERSION = 1
+RANDOM_WEIGHTS_WARNING = "random weights — outputs are not segmentation"
+
+#: Status fields copied from the latest service status into ``counts``.
+STATUS_COUNTS = (
+    "frames_received", "frames_processed", "frames_dropped", "frames_spilled", "frames_gap",
+    "messages_rejected", "rejected_by_reason", "segmentation_errors", "sink_errors",
+)
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+def jsonable(value: Any) -> Any:
+    """A strict-JSON copy of ``value``: numpy scalars unwrapped, NaN/inf -> None, paths -> str."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def json_line(value: Any) -> str:
+    return json.dumps(jsonable(value), allow_nan=False, ensure_ascii=False) + "\n"
+
+
+class FrameRanges:
+    """Frame indices kept as inclusive ranges ``[[first, last], ...]`` in append order."""
+
+    def __init__(self) -> None:
+        self.ranges: list[list[int]] = []
+
+    def append(self, index: int) -> None:
+        if self.ranges and index == self.ranges[-1][1] + 1:
+            self.ranges[-1][1] = index
+        else:
+            self.ranges.append([index, index])
+
+    def __len__(self) -> int:
+        return sum(last - first + 1 for first, last in self.ranges)
+
+
+def expand_ranges(ranges: Iterable[Iterable[int]]) -> list[int]:
+    """Frame indices from ``mask_frames`` ranges (page ``k`` of masks.tif is frame ``result[k]``)."""
+    out: list[int] = []
+    for first, last in ranges:
+        out.extend(range(first, last + 1))
+    return out
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(jsonable(data), fh, indent=2, allow_nan=False, ensure_ascii=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def build_manifest(
+    run: RunInfo,
+    status: str,
+    created_utc: str,
+    files: Mapping[str, str | None],
+    columns: list[str],
+    counters: Mapping[str, Any],
+    mask_frames: FrameRanges,
+    latest_status: Mapping[str, Any] | None,
+    closed_utc: str | None = None,
+) -> dict[str, Any]:
+    """The ``run.json`` document (field meanings in docs/recording.md)."""
+    manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION}
+    if run.backend.get("random_weights") is True:
+        manifest["WARNING"] = RANDOM_WEIGHTS_WARNING
+    series = run.series
+    latest = dict(latest_status or {})
+    manifest.update({
+        "run_id": run.run_id,
+        "status": status,
+        "created_utc": created_utc,
+        "closed_utc": closed_utc,
+        "series": {
+            "series_id": series.series_id, "shape": list(series.shape), "dtype": series.dtype,
+            "calibration": series.calibration.as_dict(), "metadata": dict(series.metadata),
+        },
+        "backend": dict(run.backend),
+        "config": dict(run.config),
+        "versions": {**package_versions(), **run.versions},
+        "files": dict(files),
+        "trajectory_columns": columns,
+        "counts": {**{k: latest[k] for k in STATUS_COUNTS if k in latest}, **counters},
+        "mask_frames": mask_frames.ranges,
+        "mask_frames_encoding": "inclusive [first, last] frame-index ranges; page k of masks.tif "
+                                "is the k-th frame listed",
+        "last_status": latest or None,
+    })
+    return manifest

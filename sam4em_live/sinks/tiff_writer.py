@@ -1,0 +1,131 @@
+"""The recorder's ``masks.tif``: a uint16 label stack written one page per frame.
+
+Each page is a (rows, columns) uint16 image whose value is the particle id
+(0 = background), deflate-compressed (most of a page is zero), with the frame
+index in the page's ImageDescription as JSON (``{"frame": 17}``). The file is
+BigTIFF (no 4 GiB limit) without a shaped/ImageJ description, so every page
+belongs to one uniform series and any TIFF reader (tifffile, napari, Fiji via
+Bio-Formats) sees a (pages, rows, columns) stack.
+
+Crash safety: the writer only pushes bytes to the OS in `LabelStackWriter.flush`
+(called at least once a second) and its buffer is large enough that tifffile's
+writes in between stay in memory. If the process dies, the pages flushed so far
+are readable; `read_label_stack` skips a last page whose data never reached
+the disk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from sam4em_live.segment.base import ParticleMask
+
+log = logging.getLogger(__name__)
+
+#: Deflate (zlib) level for mask pages. Level 6 compresses mostly-zero label pages as fast as
+#: level 1 or faster (measured by tools/bench_recorder.py) and smaller.
+MASK_COMPRESSION_LEVEL = 6
+_BUFFER_BYTES = 8 << 20
+MAX_LABEL = int(np.iinfo(np.uint16).max)
+
+
+def draw_labels(shape: tuple[int, int], masks: Sequence[ParticleMask], out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Paint present masks into a uint16 label image (value = particle id).
+
+    Where masks overlap the later particle in ``masks`` wins. Returns the
+    image and the number of masks that could not be drawn (id above 65535,
+    crop not matching its bbox, bbox outside the frame).
+    """
+    labels = np.zeros(shape, dtype=np.uint16) if out is None else out
+    if out is not None:
+        labels.fill(0)
+    skipped = 0
+    for mask in masks:
+        if not mask.present or mask.crop is None or mask.bbox is None:
+            continue
+        x0, y0, x1, y1 = mask.bbox
+        inside = 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]
+        if not (1 <= mask.particle <= MAX_LABEL) or not inside or mask.crop.shape != (y1 - y0, x1 - x0):
+            skipped += 1
+            continue
+        labels[y0:y1, x0:x1][mask.crop] = mask.particle
+    return labels, skipped
+
+
+class LabelStackWriter:
+    """Append uint16 label pages to a BigTIFF file (see module docstring)."""
+
+    def __init__(self, path: Path, compression_level: int = MASK_COMPRESSION_LEVEL) -> None:
+        self.path = path
+        self.compression_level = compression_level
+        self.pages = 0
+        # "xb": never overwrite an existing file.
+        self._fh: io.BufferedRandom | None = open(path, "xb+", buffering=_BUFFER_BYTES)  # noqa: SIM115
+        try:
+            self._tiff: tifffile.TiffWriter | None = tifffile.TiffWriter(self._fh, bigtiff=True)
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def append(self, labels: np.ndarray, frame_index: int) -> None:
+        if self._tiff is None:
+            raise ValueError(f"{self.path}: label stack already closed")
+        self._tiff.write(
+            labels, photometric="minisblack", compression="zlib",
+            compressionargs={"level": self.compression_level},
+            description=json.dumps({"frame": int(frame_index)}), metadata=None,
+        )
+        self.pages += 1
+
+    def flush(self, fsync: bool = False) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            if fsync:
+                os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        tiff, self._tiff = self._tiff, None
+        fh, self._fh = self._fh, None
+        try:
+            if tiff is not None:
+                tiff.close()
+        finally:
+            if fh is not None:
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
+
+
+def read_label_stack(path: str | Path) -> tuple[np.ndarray, list[int]]:
+    """Read a ``masks.tif`` (even one cut short by a crash): (pages, rows, columns) uint16 and frame indices.
+
+    Pages whose data lies (partly) beyond the end of the file, or that fail
+    to decode, end the read: everything before them is returned.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    pages: list[np.ndarray] = []
+    frames: list[int] = []
+    with tifffile.TiffFile(path) as tif:
+        for page in tif.pages:
+            counts, offsets = page.databytecounts, page.dataoffsets
+            if not counts or min(counts) == 0 or max(o + c for o, c in zip(offsets, counts, strict=True)) > size:
+                log.warning("%s: page %d is incomplete (written when the process stopped); ignored", path, len(pages))
+                break
+            try:
+                pages.append(page.asarray())
+                frames.append(int(json.loads(page.description)["frame"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("%s: page %d unreadable (%s); stopping there", path, len(pages), exc)
+                break
+    if not pages:
+        return np.zeros((0, 0, 0), dtype=np.uint16), []
+    return np.stack(pages), frames

@@ -1,0 +1,212 @@
+"""Replay a recording (TIFF / OME-TIFF stack or a folder of JPEG/PNG frames) as a timed stream.
+
+Three pacing modes: the recording's own frame rate (``fps`` given, else the
+rate in the file's metadata), a chosen rate, or as fast as possible. Pacing
+uses monotonic deadlines, so a slow consumer never makes the replay drift and
+`ReplaySource.next_frame` never sleeps past its timeout. With ``loop`` the
+recording starts again at its end while the frame index keeps counting up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from sam4em_live.config import ReplaySourceConfig
+from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.sources.base import EndOfStream, SourceCounters
+from sam4em_live.sources.replay_readers import IMAGE_SUFFIXES, FrameReader, ImageFolderReader, ReplayError
+
+__all__ = ["ReplayError", "ReplaySource", "open_reader", "open_replay"]
+
+log = logging.getLogger(__name__)
+
+TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
+
+#: When emission falls this many frame intervals behind schedule, the schedule restarts
+#: from now instead of bursting frames to catch up (a camera does not burst either).
+_MAX_LAG_FRAMES = 2
+
+
+def open_reader(path: Path) -> FrameReader:
+    """Open a TIFF stack or a JPEG/PNG folder, raising `ReplayError` naming ``path`` if impossible."""
+    path = Path(path)
+    if not path.exists():
+        raise ReplayError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return ImageFolderReader(path)
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        from sam4em_live.sources.tiff_io import TiffStackReader
+
+        return TiffStackReader(path)
+    if suffix in IMAGE_SUFFIXES:
+        raise ReplayError(f"{path}: a single image; replay a folder of numbered frames (000000.jpeg, ...) instead")
+    raise ReplayError(f"{path}: unsupported recording type {suffix or '(no suffix)'!r}; "
+                      "expected a .tif/.tiff stack or a folder of .jpeg/.png frames")
+
+
+class ReplaySource:
+    """A `FrameSource` replaying a recording.
+
+    Parameters
+    ----------
+    path
+        TIFF / OME-TIFF stack, or folder of numbered JPEG/PNG frames.
+    fps
+        Playback rate in frames per second; None = the recording's own rate
+        (``calibration_override.fps``, else the file metadata). Playback rate
+        does not change the calibration: frames carry the acquisition ``fps``.
+    as_fast_as_possible
+        Ignore timing and emit frames as soon as they are read.
+    loop
+        Start again at the end; indices keep increasing
+        (``index = loops_completed * n_frames + position``).
+    calibration_override
+        Fields that are set win over the file's metadata.
+    """
+
+    def __init__(self, path: str | Path, fps: float | None = None, as_fast_as_possible: bool = False,
+                 loop: bool = False, calibration_override: Calibration | None = None) -> None:
+        if fps is not None and not fps > 0:
+            raise ReplayError(f"{path}: playback fps must be > 0, got {fps}")
+        self.path = Path(path)
+        self.playback_fps = fps
+        self.as_fast_as_possible = as_fast_as_possible
+        self.loop = loop
+        self.calibration_override = calibration_override or Calibration()
+        self.counters = SourceCounters()
+        self.late_restarts = 0  # times emission fell behind and the schedule restarted
+        self._reader: FrameReader | None = None
+        self._series: SeriesInfo | None = None
+        self._interval_s = 0.0
+        self._next_index = 0
+        self._pending: Frame | None = None
+        self._due: float | None = None
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, config: ReplaySourceConfig, calibration_override: Calibration | None = None) -> ReplaySource:
+        return cls(config.path, config.fps, config.as_fast_as_possible, config.loop, calibration_override)
+
+    @property
+    def series(self) -> SeriesInfo | None:
+        return self._series
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between emitted frames (0 = as fast as possible); known after `open`."""
+        return self._interval_s
+
+    def open(self) -> None:
+        """Open and check the recording; idempotent (`open_replay` opens early to fail early)."""
+        if self._reader is not None:
+            return
+        if self._closed:
+            raise ReplayError(f"{self.path}: replay source already closed")
+        reader = open_reader(self.path)
+        try:
+            calibration = reader.calibration.merged(self.calibration_override)
+            self._interval_s = self._resolve_interval(calibration)
+        except BaseException:
+            reader.close()
+            raise
+        self._reader = reader
+        metadata = {"source": "replay", "path": str(self.path.resolve()), "n_frames": reader.n_frames,
+                    "loop": self.loop, "loops_completed": 0,
+                    "playback_fps": None if self._interval_s == 0 else 1.0 / self._interval_s, **reader.metadata}
+        series_id = f"{self.path.stem}-{uuid.uuid4().hex[:8]}"
+        self._series = SeriesInfo(series_id, reader.shape, reader.dtype, calibration, metadata)
+        self.counters.series_started += 1
+        log.info("replaying %s: %d frames %dx%d %s, %s", self.path, reader.n_frames, reader.shape[1],
+                 reader.shape[0], reader.dtype,
+                 "as fast as possible" if self._interval_s == 0 else f"{1 / self._interval_s:.3g} fps")
+
+    def _resolve_interval(self, calibration: Calibration) -> float:
+        if self.as_fast_as_possible:
+            return 0.0
+        fps = self.playback_fps or calibration.fps
+        if fps is None:
+            raise ReplayError(f"{self.path}: the recording has no frame rate in its metadata; "
+                              "pass --fps F (playback rate) or replay as fast as possible")
+        return 1.0 / fps
+
+    def next_frame(self, timeout_s: float) -> Frame | None:
+        """The next frame when it is due, else None after at most ``timeout_s``; `EndOfStream` at the end.
+
+        The frame is read (decoded) before waiting, so decoding overlaps the
+        wait; only the decode of one frame can extend the call past its due time.
+        """
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        if self._pending is None:
+            self._pending = self._read_next()
+        now = time.monotonic()
+        if self._due is None:
+            self._due = now
+        if self._due > now:
+            time.sleep(max(0.0, min(self._due, deadline) - now))
+            now = time.monotonic()
+            if self._due > now:
+                return None
+        frame = dataclasses.replace(self._pending, timestamp_s=time.time())
+        self._pending = None
+        self._schedule_next(now)
+        self.counters.frames += 1
+        return frame
+
+    def _schedule_next(self, now: float) -> None:
+        assert self._due is not None
+        self._due += self._interval_s
+        if self._interval_s and now - self._due > _MAX_LAG_FRAMES * self._interval_s:
+            self.late_restarts += 1
+            if self.late_restarts in (1, 10, 100) or self.late_restarts % 1000 == 0:
+                log.warning("%s: replay is %d x behind its %.3g fps schedule (reading is too slow); "
+                            "restarting the schedule from now", self.path, self.late_restarts, 1 / self._interval_s)
+            self._due = now
+
+    def _read_next(self) -> Frame:
+        reader, series = self._reader, self._series
+        if reader is None or series is None:
+            if self._closed:
+                raise EndOfStream(f"{self.path}: replay source closed")
+            raise RuntimeError("ReplaySource.open() must be called before next_frame()")
+        n = reader.n_frames
+        loops, position = divmod(self._next_index, n)
+        if loops > 0 and not self.loop:
+            if self.counters.series_ended < self.counters.series_started:
+                self.counters.series_ended += 1
+            raise EndOfStream(f"{self.path}: end of recording after {n} frames")
+        if position == 0 and loops > 0:
+            metadata = {**series.metadata, "loops_completed": loops}
+            self._series = dataclasses.replace(series, metadata=metadata)
+            log.info("%s: looping (%d loops completed)", self.path, loops)
+        pixels = reader.read(position)
+        frame = Frame(series.series_id, self._next_index, 0.0, _read_only(pixels), series.calibration)
+        self._next_index += 1
+        return frame
+
+    def close(self) -> None:
+        self._closed = True
+        reader, self._reader = self._reader, None
+        self._pending = None
+        if reader is not None:
+            reader.close()
+
+
+def _read_only(pixels: np.ndarray) -> np.ndarray:
+    # Frames may be sent zero-copy by the stand-in camera: nobody may write into them.
+    if pixels.flags.writeable:
+        pixels.flags.writeable = False
+    return pixels
+
+
+def open_replay(config: ReplaySourceConfig, calibration_override: Calibration | None = None) -> ReplaySource:
+    """Build and open a `ReplaySource` from its config, so bad paths fail here with a clear `ReplayError`."""
+    source = ReplaySource.from_config(config, calibration_override)
+    source.open()
+    return source

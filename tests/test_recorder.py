@@ -1,0 +1,286 @@
+"""The recorder sink: run directory contents, atomic manifest, crash safety (real files, real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.measure import measure_mask
+from sam4em_live.results import FrameResult, ServiceEvent
+from sam4em_live.segment.base import ParticleMask
+from sam4em_live.sinks.base import RunInfo, Sink
+from sam4em_live.sinks.recorder import Recorder, RecorderError
+from sam4em_live.sinks.run_manifest import RANDOM_WEIGHTS_WARNING, expand_ranges
+from sam4em_live.sinks.tiff_writer import read_label_stack
+
+SHAPE = (48, 64)
+
+
+def disk(centre_xy: tuple[float, float], radius: float, shape=SHAPE) -> np.ndarray:
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return (cols - centre_xy[0]) ** 2 + (rows - centre_xy[1]) ** 2 <= radius**2
+
+
+def make_result(index: int, calibration: Calibration, timestamp_s: float | None = None,
+                events: tuple[ServiceEvent, ...] = ()) -> FrameResult:
+    """Particle 1 moves right one pixel per frame (40-frame cycle); particle 2 is present on even frames only."""
+    masks = [ParticleMask.from_full(1, disk((10 + index % 40, 12), 4), score=0.9)]
+    masks.append(ParticleMask.from_full(2, disk((40, 30), 6), score=0.7) if index % 2 == 0
+                 else ParticleMask.absent(2, score=0.1))
+    measurements = tuple(measure_mask(m, index) for m in masks)
+    frame = Frame("series-1", index, time.time() if timestamp_s is None else timestamp_s,
+                  np.zeros(SHAPE, np.uint16), calibration)
+    return FrameResult(frame, tuple(masks), measurements, events=events, processed_s=time.time())
+
+
+def run_info(run_id: str = "run-1", calibration: Calibration | None = None, random_weights: bool = False) -> RunInfo:
+    series = SeriesInfo("series-1", SHAPE, "<u2", calibration or Calibration(), {"source": "test"})
+    return RunInfo(run_id, series, {"backend": "threshold", "random_weights": random_weights},
+                   {"pipeline": {"backpressure": "every-frame"}}, {"sam4em-live": "test"})
+
+
+def record(tmp_path: Path, indices, calibration: Calibration, **kw) -> Recorder:
+    recorder = Recorder(tmp_path / "runs", **kw)
+    recorder.open(run_info(calibration=calibration))
+    for i in indices:
+        recorder.consume(make_result(i, calibration))
+    recorder.close()
+    return recorder
+
+
+def test_trajectories_csv_calibrated(tmp_path):
+    calibration = Calibration(pixel_size_nm=2.0, fps=50.0)
+    recorder = record(tmp_path, range(6), calibration)
+    assert isinstance(recorder, Sink)
+    table = pd.read_csv(recorder.run_dir / "trajectories.csv")
+    assert list(table.columns) == ["frame", "particle", "x", "y", "angle", "area", "major_axis", "minor_axis",
+                                   "eccentricity", "score", "split", "t_s", "x_nm", "y_nm"]
+    # One row per present particle: particle 1 on 6 frames, particle 2 on frames 0, 2, 4 only.
+    assert len(table) == 9 and recorder.counters["particle_rows"] == 9
+    assert table.loc[table.particle == 2, "frame"].tolist() == [0, 2, 4]
+    for i in range(6):
+        expected = measure_mask(make_result(i, calibration).masks[0], i)
+        row = table[(table.frame == i) & (table.particle == 1)].iloc[0]
+        assert row.x == pytest.approx(expected.x) and row.y == pytest.approx(expected.y)
+        assert row.area == expected.area_px and row.score == pytest.approx(0.9)
+        assert row.t_s == pytest.approx(i / 50.0)
+        assert row.x_nm == pytest.approx(expected.x * 2.0) and row.y_nm == pytest.approx(expected.y * 2.0)
+
+
+def test_trajectories_csv_uncalibrated_times_from_timestamps(tmp_path):
+    recorder = Recorder(tmp_path)
+    recorder.open(run_info())
+    for i, ts in enumerate([1000.0, 1000.5, 1001.25]):
+        recorder.consume(make_result(i, Calibration(), timestamp_s=ts))
+    recorder.close()
+    table = pd.read_csv(recorder.run_dir / "trajectories.csv")
+    assert "x_nm" not in table.columns
+    assert table.loc[table.particle == 1, "t_s"].tolist() == pytest.approx([0.0, 0.5, 1.25])
+
+
+def test_masks_tif_pages_labels_and_frame_indices(tmp_path):
+    indices = [0, 1, 2, 3, 4, 7, 8, 9]  # a gap (frames 5, 6 dropped upstream)
+    recorder = record(tmp_path, indices, Calibration())
+    labels, frames = read_label_stack(recorder.run_dir / "masks.tif")
+    assert labels.shape == (len(indices), *SHAPE) and labels.dtype == np.uint16
+    assert frames == indices
+    for page, i in zip(labels, indices, strict=True):
+        result = make_result(i, Calibration())
+        expected = np.zeros(SHAPE, np.uint16)
+        for mask in result.masks:
+            expected[mask.to_full(SHAPE)] = mask.particle
+        np.testing.assert_array_equal(page, expected)
+    manifest = json.loads((recorder.run_dir / "run.json").read_text())
+    assert manifest["mask_frames"] == [[0, 4], [7, 9]]
+    assert expand_ranges(manifest["mask_frames"]) == indices
+
+
+def test_no_masks_when_disabled(tmp_path):
+    recorder = record(tmp_path, range(3), Calibration(), write_masks=False)
+    assert not (recorder.run_dir / "masks.tif").exists()
+    assert json.loads((recorder.run_dir / "run.json").read_text())["files"]["masks"] is None
+
+
+def test_run_json_lifecycle_and_contents(tmp_path):
+    calibration = Calibration(pixel_size_nm=1.5, fps=80.0)
+    recorder = Recorder(tmp_path)
+    recorder.open(run_info(calibration=calibration, random_weights=True))
+    manifest = json.loads((recorder.run_dir / "run.json").read_text())
+    assert manifest["status"] == "running" and manifest["closed_utc"] is None
+    assert manifest["WARNING"] == RANDOM_WEIGHTS_WARNING
+    for i in range(4):
+        recorder.consume(make_result(i, calibration, events=(ServiceEvent("particle_lost", i, 2, {"x": math.nan}),)))
+    recorder.on_status({"state": "streaming", "frames_dropped": 3, "frames_gap": 2, "messages_rejected": 1,
+                        "latency_ms_p50": float("inf")})
+    recorder.annotate("beam blanked", 3)
+    recorder.close()
+    manifest = json.loads((recorder.run_dir / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["closed_utc"]
+    assert manifest["run_id"] == "run-1" and manifest["config"] == {"pipeline": {"backpressure": "every-frame"}}
+    assert manifest["series"]["calibration"]["pixel_size_nm"] == 1.5 and manifest["series"]["shape"] == list(SHAPE)
+    assert manifest["backend"]["backend"] == "threshold"
+    assert {"python", "numpy", "sam4em-live"} <= set(manifest["versions"])
+    counts = manifest["counts"]
+    assert counts["frames_recorded"] == 4 and counts["particle_rows"] == 6 and counts["events"] == 4
+    assert (counts["frames_dropped"], counts["frames_gap"], counts["messages_rejected"]) == (3, 2, 1)
+    assert manifest["last_status"]["latency_ms_p50"] is None  # strict JSON: inf -> null
+    events = [json.loads(line) for line in (recorder.run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["frame"] for e in events] == [0, 1, 2, 3] and events[0]["detail"] == {"x": None}
+    notes = [json.loads(line) for line in (recorder.run_dir / "annotations.jsonl").read_text().splitlines()]
+    assert notes[0]["text"] == "beam blanked" and notes[0]["frame"] == 3
+    assert len((recorder.run_dir / "status.jsonl").read_text().splitlines()) == 1
+    assert not list(recorder.run_dir.glob("*.tmp"))
+
+
+def test_no_warning_for_trained_weights_and_aborted_status(tmp_path):
+    recorder = Recorder(tmp_path)
+    recorder.open(run_info(random_weights=False))
+    recorder.on_status({"state": "errored", "error": "RuntimeError: boom"})
+    recorder.close()
+    manifest = json.loads((recorder.run_dir / "run.json").read_text())
+    assert "WARNING" not in manifest and manifest["status"] == "aborted"
+
+
+def test_run_json_always_parseable_while_rewritten(tmp_path):
+    recorder = Recorder(tmp_path)
+    recorder.open(run_info())
+    path = recorder.run_dir / "run.json"
+    stop = threading.Event()
+    reads, failures = [0], []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                json.loads(path.read_text())
+                reads[0] += 1
+            except (json.JSONDecodeError, FileNotFoundError) as exc:
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(30):
+        recorder.consume(make_result(i, Calibration()))
+        recorder.on_status({"state": "streaming", "frames_processed": i})
+    recorder.close()
+    stop.set()
+    thread.join()
+    assert failures == [] and reads[0] > 0
+    assert json.loads(path.read_text())["counts"]["status_snapshots"] == 30
+
+
+def test_existing_run_dir_is_never_overwritten(tmp_path):
+    (tmp_path / "run-1").mkdir()
+    (tmp_path / "run-1" / "trajectories.csv").write_text("precious\n")
+    recorder = Recorder(tmp_path)
+    with pytest.raises(RecorderError, match="already exists"):
+        recorder.open(run_info("run-1"))
+    recorder.close()
+    recorder.close()
+    assert (tmp_path / "run-1" / "trajectories.csv").read_text() == "precious\n"
+    assert recorder.run_dir is None
+
+
+def test_close_idempotent_consume_fast_and_annotate_from_threads(tmp_path):
+    recorder = Recorder(tmp_path)
+    recorder.open(run_info())
+    durations = []
+    for i in range(50):
+        result = make_result(i, Calibration())
+        t0 = time.perf_counter()
+        recorder.consume(result)
+        durations.append(time.perf_counter() - t0)
+    threads = [threading.Thread(target=lambda k=k: [recorder.annotate(f"note {k}-{j}") for j in range(20)])
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recorder.close()
+    recorder.close()
+    assert np.median(durations) < 1e-3  # queued, not written, on the pipeline thread
+    notes = (recorder.run_dir / "annotations.jsonl").read_text().splitlines()
+    assert sorted(json.loads(n)["text"] for n in notes) == sorted(f"note {k}-{j}" for k in range(4) for j in range(20))
+    assert recorder.counters["frames_recorded"] == 50
+
+
+def test_full_queue_waits_instead_of_losing_results(tmp_path, monkeypatch):
+    recorder = Recorder(tmp_path, queue_frames=2)
+    slow_write = recorder._write_result
+
+    def slower(record):  # a disk slower than the pipeline
+        time.sleep(0.01)
+        slow_write(record)
+
+    monkeypatch.setattr(recorder, "_write_result", slower)
+    recorder.open(run_info())
+    for i in range(20):
+        recorder.consume(make_result(i, Calibration()))
+    recorder.close()
+    assert recorder.counters["recorder_backpressure"] > 0 and recorder.counters["results_lost"] == 0
+    assert recorder.counters["frames_recorded"] == 20
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from test_recorder import make_result, run_info
+    from sam4em_live.frames import Calibration
+    from sam4em_live.sinks.recorder import Recorder
+
+    cal = Calibration(pixel_size_nm=2.0, fps=100.0)
+    recorder = Recorder(Path({root!r}))
+    recorder.open(run_info(calibration=cal))
+    for i in range(40):
+        recorder.consume(make_result(i, cal))
+    time.sleep(1.6)  # longer than the flush interval: frames 0..39 must be on disk now
+    print("flushed 40", flush=True)
+    i = 40
+    while True:  # keep writing until killed
+        recorder.consume(make_result(i, cal))
+        i += 1
+        time.sleep(0.002)
+""")
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_mid_run_leaves_readable_files(tmp_path):
+    script = CHILD.format(tests=str(Path(__file__).parent), root=str(tmp_path))
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout.readline().strip() == "flushed 40"
+            time.sleep(1.5)  # at least one periodic flush while frames keep coming
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+    assert child.returncode == -signal.SIGKILL
+    run_dir = tmp_path / "run-1"
+    table = pd.read_csv(run_dir / "trajectories.csv")
+    frames_in_csv = sorted(set(table.frame))
+    assert len(frames_in_csv) > 40 and frames_in_csv[:40] == list(range(40))
+    assert frames_in_csv == list(range(len(frames_in_csv)))  # no holes, no half rows
+    assert table.notna().all().all()
+    calibration = Calibration(pixel_size_nm=2.0, fps=100.0)
+    for i in range(0, len(frames_in_csv), 7):
+        expected = measure_mask(make_result(i, calibration).masks[0], i)
+        assert table[(table.frame == i) & (table.particle == 1)].x.iloc[0] == pytest.approx(expected.x)
+    labels, frames = read_label_stack(run_dir / "masks.tif")
+    print(f"after SIGKILL: {len(frames_in_csv)} frames in the CSV, {len(frames)} mask pages")
+    assert len(frames) >= 40 and frames == list(range(len(frames)))
+    for page, i in zip(labels, frames, strict=True):
+        assert page[12, 10 + i % 40] == 1 and (page[30, 40] == 2) == (i % 2 == 0)
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["status"] == "running"  # killed: never finalised, and says so
