@@ -14,7 +14,7 @@ from sam4em_live.segment.base import ParticleMask
 class ServiceEvent:
     """Something the service noticed (particle lost, near edge, frame gap, slow...).
 
-    ``kind`` is a short snake_case name (see docs/events.md); ``detail`` is JSON-able.
+    ``kind`` is a short snake_case name (see docs/hooks.md); ``detail`` is JSON-able.
     """
 
     kind: str

@@ -296,7 +296,7 @@ def _samem_index(folder: Path) -> dict[int, Path]:
     return frames
 
 
-def read_samem_run(folder: Path, calibration: Calibration = Calibration()) -> Trajectories:
+def read_samem_run(folder: Path, calibration: Calibration | None = None) -> Trajectories:
     """Re-measure a SAM-EM output folder (``npz/######.npz`` + ``index.jsonl``).
 
     Each npz holds ``obj_ids`` (K,) and ``masks`` (K, H, W) uint8/bool, as
@@ -304,6 +304,7 @@ def read_samem_run(folder: Path, calibration: Calibration = Calibration()) -> Tr
     `measure_mask` (largest component kept and flagged, empty = absent).
     """
     folder = Path(folder)
+    calibration = calibration or Calibration()
     frames = _samem_index(folder)
     if not frames:
         raise FileNotFoundError(f"{folder} has no SAM-EM index.jsonl or npz/ files")
@@ -317,17 +318,18 @@ def read_samem_run(folder: Path, calibration: Calibration = Calibration()) -> Tr
         masks = masks.reshape((-1,) + masks.shape[-2:]) if masks.ndim >= 2 else masks
         if masks.shape[0] != ids.size:
             raise ValueError(f"{npz_path}: {ids.size} obj_ids but {masks.shape[0]} masks")
-        for pid, mask in zip(ids.tolist(), masks):
+        for pid, mask in zip(ids.tolist(), masks, strict=True):
             measurements.append(measure_mask(ParticleMask.from_full(int(pid), mask > 0, 1.0), frame))
     return Trajectories(table_from_measurements(measurements, calibration), calibration, str(folder))
 
 
-def read_sam4em_masks(path: Path, calibration: Calibration = Calibration()) -> Trajectories:
+def read_sam4em_masks(path: Path, calibration: Calibration | None = None) -> Trajectories:
     """Measure SAM4EM's ``masks.npy``: (frames, objects, H, W), object k is particle k + 1.
 
     A singleton axis after ``objects`` (SAM 2's (1, H, W) per object) is
     accepted. Frames are numbered from 0. The array is memory-mapped.
     """
+    calibration = calibration or Calibration()
     stack = np.load(Path(path), mmap_mode="r")
     if stack.ndim == 5 and stack.shape[2] == 1:
         stack = stack[:, :, 0]

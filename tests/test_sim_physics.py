@@ -54,7 +54,7 @@ def test_poisson_counts_have_the_expected_mean_and_variance() -> None:
     assert np.all(counts == np.round(counts))
     mean = np.full((64, 64), 9.0, dtype=np.float32)
     mean[10:20, 10:20] = 4.0
-    mixed = shot_noise(mean, "poisson", rng, uniform_level=9.0, varying_box=(slice(10, 20), slice(10, 20)))
+    mixed = shot_noise(mean, "poisson", rng, uniform_level=9.0, varying_boxes=[(slice(10, 20), slice(10, 20))])
     assert mixed[10:20, 10:20].mean() < 6.0 < mixed[30:, 30:].mean()
 
 

@@ -26,14 +26,14 @@ def _stream(rng: np.random.Generator, n_frames: int, particles: int, p_absent: f
         yield frame, [
             ParticleMeasurement(pid + 1, frame, bool(ok), float(x), float(y)) if ok
             else ParticleMeasurement(pid + 1, frame, False)
-            for pid, ((x, y), ok) in enumerate(zip(pos, present))
+            for pid, ((x, y), ok) in enumerate(zip(pos, present, strict=True))
         ]
 
 
 def _batch_over_window(history: dict[int, list[tuple[int, float, float]]], pid: int, latest: int,
                        window: int, max_lag: int):
     rows = [r for r in history[pid] if r[0] > latest - window]
-    f, x, y = (np.array(c) for c in zip(*rows))
+    f, x, y = (np.array(c) for c in zip(*rows, strict=True))
     return tmsd(f, x, y, max_lag=max_lag)
 
 

@@ -80,7 +80,7 @@ def compute(loaded: Trajectories, calibration: Calibration, max_lag: int | None 
         raise ValueError(f"{loaded.source}: no trajectory rows to analyse")
     tracks = [(f, xy) for _, f, xy in iter_tracks(table)]
     pids = [pid for pid, _, _ in iter_tracks(table)]
-    msds = {pid: tmsd(f, xy[:, 0], xy[:, 1], max_lag=max_lag) for pid, (f, xy) in zip(pids, tracks)}
+    msds = {pid: tmsd(f, xy[:, 0], xy[:, 1], max_lag=max_lag) for pid, (f, xy) in zip(pids, tracks, strict=True)}
     fits = {pid: fit_msd(m.lag_frames, m.msd, m.n, points=fit_points) for pid, m in msds.items()}
     ens = ensemble_msd(msds.values())
     measured = ens.measured()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
+from typing import Annotated
 
 import typer
-
-log = logging.getLogger(__name__)
 
 
 def _parse_lags(text: str) -> tuple[int, ...]:
@@ -20,23 +18,33 @@ def _parse_lags(text: str) -> tuple[int, ...]:
     return lags
 
 
+def _default_out(source: Path) -> Path:
+    return source.with_name(source.stem + "_analysis") if source.is_file() else source / "analysis"
+
+
 def analyze_command(
-    source: Path = typer.Argument(..., help="Run directory, trajectories CSV/Parquet, SAM-EM folder or SAM4EM masks.npy."),
-    fps: float | None = typer.Option(None, "--fps", help="Frame rate (frames/s); overrides run.json."),
-    pixel_size_nm: float | None = typer.Option(None, "--pixel-size-nm", help="Pixel size (nm); overrides run.json."),
-    out: Path | None = typer.Option(None, "--out", help="Output folder (default: SOURCE_analysis next to the input)."),
-    max_lag: int | None = typer.Option(None, "--max-lag", min=1, help="Largest lag in frames (default: span/4)."),
-    fit_lags: int | None = typer.Option(None, "--fit-lags", min=3, help="Number of first lags fitted (default: 10%, >= 4)."),
-    pdf_lags: str = typer.Option("1,10", "--pdf-lags", help="Lags (frames) of the displacement distributions."),
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="Write PNG and PDF figures."),
-    samem_csv: bool = typer.Option(False, "--samem-csv", help="Also write trajectories in SAM-EM's CSV layout."),
+    source: Annotated[Path, typer.Argument(
+        help="Run directory, trajectories CSV/Parquet, SAM-EM folder or SAM4EM masks.npy.")],
+    fps: Annotated[float | None, typer.Option("--fps", help="Frame rate (frames/s); overrides run.json.")] = None,
+    pixel_size_nm: Annotated[float | None, typer.Option(
+        "--pixel-size-nm", help="Pixel size (nm); overrides run.json.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder (default: RUN_DIR/analysis, or FILE_analysis next to a file).")] = None,
+    max_lag: Annotated[int | None, typer.Option(
+        "--max-lag", min=1, help="Largest lag in frames (default: a quarter of each track's span).")] = None,
+    fit_lags: Annotated[int | None, typer.Option(
+        "--fit-lags", min=3, help="Number of first lags fitted (default: 10 % of them, at least 4).")] = None,
+    pdf_lags: Annotated[str, typer.Option(
+        "--pdf-lags", help="Lags (frames) of the displacement distributions, comma-separated.")] = "1,10",
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write PNG and PDF figures.")] = True,
+    samem_csv: Annotated[bool, typer.Option(
+        "--samem-csv", help="Also write the trajectories in SAM-EM's CSV layout.")] = False,
 ) -> None:
     """Statistics table (D, alpha, +- per particle) and figures from recorded trajectories."""
     from sam4em_live.analysis.analyze import analyze
 
     lags = _parse_lags(pdf_lags)
-    out_dir = out if out is not None else source.with_name(source.stem + "_analysis") if source.is_file() \
-        else source / "analysis"
+    out_dir = out if out is not None else _default_out(source)
     try:
         result = analyze(source, out_dir, fps, pixel_size_nm, max_lag, fit_lags, lags, figures, samem_csv)
     except (FileNotFoundError, ValueError) as exc:
@@ -47,7 +55,8 @@ def analyze_command(
                f"(pixel size {cal.pixel_size_nm or 'unknown'} nm, fps {cal.fps or 'unknown'})")
     ens = result.ensemble_fit
     if ens.n_points:
-        typer.echo(f"ensemble: D = {ens.D:.4g} ± {ens.D_err:.2g} px²/frame^α, α = {ens.alpha:.3f} ± {ens.alpha_err:.3f}")
+        typer.echo(f"ensemble: D = {ens.D:.4g} ± {ens.D_err:.2g} px²/frame^α, "
+                   f"α = {ens.alpha:.3f} ± {ens.alpha_err:.3f}")
     typer.echo(f"wrote {len(result.files)} files to {out_dir}")
 
 

@@ -78,7 +78,7 @@ def msd_figure(result: AnalysisResult, units: _Units) -> Figure:
     ax = fig.add_subplot()
     colours = [f"C{i % 10}" for i in range(len(result.msds))]
     area = units.length**2
-    for colour, (pid, m) in zip(colours, result.msds.items()):
+    for colour, (pid, m) in zip(colours, result.msds.items(), strict=True):
         m = m.measured()
         if m.lag_frames.size == 0:
             continue

@@ -38,17 +38,23 @@ def serve(
     out: Optional[Path] = typer.Option(None, help="Override recorder.out_dir."),
     pixel_size_nm: Optional[float] = typer.Option(None, help="Override pixel size (nm)."),
     fps: Optional[float] = typer.Option(None, help="Override frame rate (frames/s)."),
+    control_endpoint: Optional[str] = typer.Option(None, help="Override control.endpoint."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Allow a control channel beyond loopback WITHOUT CURVE keys (logged loudly)."
+    ),
 ) -> None:
     """Live: frames in over ZeroMQ, results out, recording on. Ctrl-C stops cleanly."""
+    from sam4em_live.control.server import ControlSecurityError
     from sam4em_live.service.builder import build_service
 
     try:
         cfg = ServiceConfig.from_file(config).with_overrides({
             "segmenter.backend": backend, "prompts": prompts, "recorder.out_dir": out,
             "calibration.pixel_size_nm": pixel_size_nm, "calibration.fps": fps,
+            "control.endpoint": control_endpoint, "control.insecure": True if insecure else None,
         })
         built = build_service(cfg)
-    except (ConfigError, PromptError, FileNotFoundError) as exc:
+    except (ConfigError, PromptError, FileNotFoundError, ControlSecurityError) as exc:
         _fail(str(exc))
         return
     stop = threading.Event()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -55,21 +56,22 @@ def shot_noise(
     model: str,
     rng: np.random.Generator,
     uniform_level: float | None = None,
-    varying_box: tuple[slice, slice] | None = None,
+    varying_boxes: Sequence[tuple[slice, slice]] = (),
 ) -> np.ndarray:
     """Electron counts (float32) drawn around ``mean_electrons``.
 
-    With ``uniform_level`` given, every pixel outside ``varying_box`` must have
+    With ``uniform_level`` given, every pixel outside ``varying_boxes`` must have
     exactly that expectation; those pixels are then sampled from a table
-    (exact, much faster). ``model``: "poisson", "gaussian" (N(λ, λ), fast
-    approximation) or "none".
+    (exact, much faster). Pixels inside the boxes are redrawn from their own
+    expectation (a pixel in two boxes is simply redrawn; still exact).
+    ``model``: "poisson", "gaussian" (N(λ, λ), fast approximation) or "none".
     """
     if model == "poisson":
         if uniform_level is None:
             return rng.poisson(mean_electrons).astype(np.float32)
         counts = poisson_uniform(uniform_level, mean_electrons.shape, rng)
-        if varying_box is not None:
-            counts[varying_box] = rng.poisson(mean_electrons[varying_box])
+        for box in varying_boxes:
+            counts[box] = rng.poisson(mean_electrons[box])
         return counts
     if model == "gaussian":
         noise = rng.standard_normal(mean_electrons.shape, dtype=np.float32)

@@ -138,8 +138,8 @@ class FrameRenderer:
         mean = self.mean_electrons(exposure_patches, dose)
         # Without a gradient, pixels outside the particles' windows all expect the same dose.
         uniform = None if self.gradient is not None else float(np.float32(self.background_e * dose))
-        box = _patches_box(exposure_patches)
-        electrons = shot_noise(mean, self.imaging.shot_noise, rng, uniform, box)
+        boxes = [p.slices for patches in exposure_patches for p in patches if p is not None]
+        electrons = shot_noise(mean, self.imaging.shot_noise, rng, uniform, boxes)
         if self.mtf is not None:
             electrons = apply_mtf(electrons, self.mtf)
         if self.imaging.read_noise_e > 0:
@@ -198,11 +198,3 @@ def _union(box: tuple[slice, slice] | None, sl: tuple[slice, slice]) -> tuple[sl
     return (slice(min(box[0].start, sl[0].start), max(box[0].stop, sl[0].stop)),
             slice(min(box[1].start, sl[1].start), max(box[1].stop, sl[1].stop)))
 
-
-def _patches_box(exposure_patches: list[list[ThicknessPatch | None]]) -> tuple[slice, slice] | None:
-    box = None
-    for patches in exposure_patches:
-        for patch in patches:
-            if patch is not None:
-                box = _union(box, patch.slices)
-    return box

@@ -1,0 +1,115 @@
+"""One tracked particle: pose, motion, presence and its appearance memory."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import fft as sfft
+
+from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.search import MotionPrior, PoseEstimate
+from sam4em_live.segment.embedded.shape import ShapeMemory
+
+#: Exponential weight of the running contrast / z references and of the velocity estimate.
+REFERENCE_WEIGHT = 0.1
+VELOCITY_WEIGHT = 0.5
+#: Fraction of the last velocity kept in the prediction (heavy-tailed hops have little persistence).
+VELOCITY_DAMPING = 0.5
+#: Refresh the derived shape every this many observations (more often while the memory is young).
+REFRESH_EVERY_YOUNG, REFRESH_EVERY = 2, 8
+YOUNG_MEMORY_FRAMES = 16
+
+
+@dataclass
+class TrackedParticle:
+    """State of one particle between frames (frame pixels, degrees)."""
+
+    particle: int
+    memory: ShapeMemory
+    polarity: float
+    x: float
+    y: float
+    angle_deg: float
+    amplitude_ref: float
+    z_ref: float
+    present: bool = True
+    frames_lost: int = 0
+    last_z: float = 0.0
+    velocity: tuple[float, float] = (0.0, 0.0)
+    frames_since_update: int = 0
+    window_cells: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.window_cells = self._window_cells(self.memory.options.search_radius_px)
+
+    def _window_cells(self, search_radius_px: float) -> int:
+        reach = search_radius_px + self.memory.half
+        cells = 2 * int(math.ceil(reach / self.memory.coarse_factor)) + 1
+        return int(sfft.next_fast_len(cells, real=True))
+
+    def window_origin(self, x: float, y: float) -> tuple[int, int, int]:
+        """Top-left (x0, y0) and edge (pixels) of the search window centred on (x, y)."""
+        f = self.memory.coarse_factor
+        edge = self.window_cells * f
+        offset = (self.window_cells - 1) / 2 * f + (f - 1) / 2
+        return int(round(x - offset)), int(round(y - offset)), edge
+
+    def prior(self, options: EmbeddedOptions, reacquire: bool = False) -> MotionPrior:
+        if reacquire:
+            return MotionPrior(self.x, self.y, self.angle_deg, math.inf, options.step_prior_scale_px,
+                               options.turn_prior_sigma_deg, 0.0)
+        vx, vy = self.velocity
+        return MotionPrior(
+            self.x + VELOCITY_DAMPING * vx, self.y + VELOCITY_DAMPING * vy, self.angle_deg,
+            options.search_radius_px, options.step_prior_scale_px, options.turn_prior_sigma_deg,
+            1.0 / max(self.z_ref, 1.0),
+        )
+
+    def visible_amplitude(self, estimate: PoseEstimate, visible_fraction: float) -> float:
+        return estimate.amplitude / max(visible_fraction, 0.25)
+
+    def is_detection(self, estimate: PoseEstimate, visible_fraction: float, options: EmbeddedOptions,
+                     strict: bool = False) -> bool:
+        """Whether a match is the particle: clear of noise and about as contrasted as learned."""
+        tighten = 1.3 if strict else 1.0
+        return (estimate.z >= options.min_detection_z * tighten
+                and self.visible_amplitude(estimate, visible_fraction)
+                >= min(0.95, options.presence_fraction * tighten) * self.amplitude_ref)
+
+    def confidence(self, estimate: PoseEstimate, visible_fraction: float, options: EmbeddedOptions) -> float:
+        contrast = self.visible_amplitude(estimate, visible_fraction) / max(self.amplitude_ref, 1e-9)
+        evidence = estimate.z / (2 * options.min_detection_z)
+        return float(np.clip(min(contrast, evidence), 0.0, 1.0))
+
+    def accept(self, estimate: PoseEstimate) -> None:
+        """Move to a detected pose and update motion and references."""
+        if self.present:
+            vx, vy = self.velocity
+            self.velocity = (vx + VELOCITY_WEIGHT * (estimate.x - self.x - vx),
+                             vy + VELOCITY_WEIGHT * (estimate.y - self.y - vy))
+        else:
+            self.velocity = (0.0, 0.0)
+        self.x, self.y, self.angle_deg = estimate.x, estimate.y, estimate.angle_deg
+        self.present, self.frames_lost, self.last_z = True, 0, estimate.z
+
+    def learn_references(self, estimate: PoseEstimate) -> None:
+        self.amplitude_ref += REFERENCE_WEIGHT * (estimate.amplitude - self.amplitude_ref)
+        self.z_ref += REFERENCE_WEIGHT * (estimate.z - self.z_ref)
+
+    def lose(self) -> None:
+        self.present, self.velocity, self.last_z = False, (0.0, 0.0), 0.0
+        self.frames_lost += 1
+
+    def learn_shape(self, darkness: np.ndarray, x_win: float, y_win: float) -> None:
+        """Fold this frame's aligned appearance into memory; re-derive the shape when due."""
+        self.memory.update(self.memory.observe(darkness, x_win, y_win, self.angle_deg))
+        self.frames_since_update += 1
+        due = REFRESH_EVERY_YOUNG if self.memory.n_obs < YOUNG_MEMORY_FRAMES else REFRESH_EVERY
+        if self.frames_since_update >= due:
+            self.frames_since_update = 0
+            du, dv = self.memory.refresh()
+            t = math.radians(self.angle_deg)
+            self.x += du * math.cos(t) - dv * math.sin(t)
+            self.y += du * math.sin(t) + dv * math.cos(t)
