@@ -93,6 +93,10 @@ class Trajectories:
     table: pd.DataFrame
     calibration: Calibration
     source: str
+    warnings: tuple[str, ...] = ()  # e.g. the run was segmented with random weights
+
+
+RANDOM_WEIGHTS_WARNING = "random weights — outputs are not segmentation"
 
 
 def table_from_measurements(measurements: Iterable[ParticleMeasurement], calibration: Calibration,
@@ -171,7 +175,23 @@ def fps_from_times(table: pd.DataFrame) -> float | None:
     ok = (df > 0) & (dt > 0)
     if not ok.any():
         return None
-    return float(1.0 / np.median(dt[ok] / df[ok]))
+    return float(f"{1.0 / np.median(dt[ok] / df[ok]):.12g}")  # drop float noise of summed timestamps
+
+
+def pixel_size_from_columns(table: pd.DataFrame) -> float | None:
+    """Pixel size implied by ``x_nm / x`` when the table carries both consistently, else None."""
+    if "x_nm" not in table.columns:
+        return None
+    x = table["x"].to_numpy(dtype=np.float64)
+    x_nm = pd.to_numeric(table["x_nm"], errors="coerce").to_numpy(dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(x_nm) & (np.abs(x) > 1e-9)
+    if not ok.any():
+        return None
+    ratio = x_nm[ok] / x[ok]
+    size = float(np.median(ratio))
+    if not (size > 0 and np.allclose(ratio, size, rtol=1e-6)):
+        return None
+    return float(f"{size:.12g}")
 
 
 def write_trajectories(table: pd.DataFrame, path: Path) -> Path:
@@ -265,13 +285,25 @@ def read_run_dir(run_dir: Path) -> Trajectories:
     if table_path is None:
         raise FileNotFoundError(f"{run_dir} has no trajectories.csv or trajectories.parquet")
     calibration = Calibration()
+    warnings: list[str] = []
     run_json = run_dir / "run.json"
     if run_json.is_file():
         try:
-            calibration = calibration_from_run_json(json.loads(run_json.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, ValueError, TypeError) as exc:
+            manifest = json.loads(run_json.read_text(encoding="utf-8"))
+            calibration = calibration_from_run_json(manifest)
+            warnings = run_warnings(manifest)
+        except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
             logger.warning("ignoring unreadable %s: %s", run_json, exc)
-    return Trajectories(read_table_file(table_path), calibration, str(table_path))
+    return Trajectories(read_table_file(table_path), calibration, str(table_path), tuple(warnings))
+
+
+def run_warnings(manifest: Mapping[str, Any]) -> list[str]:
+    """Warnings a run's ``run.json`` carries (random weights must never pass silently)."""
+    warnings = [str(manifest["WARNING"])] if manifest.get("WARNING") else []
+    backend = manifest.get("backend")
+    if isinstance(backend, Mapping) and backend.get("random_weights") and RANDOM_WEIGHTS_WARNING not in warnings:
+        warnings.append(RANDOM_WEIGHTS_WARNING)
+    return warnings
 
 
 def _samem_index(folder: Path) -> dict[int, Path]:

@@ -67,13 +67,28 @@ def test_cli_flags_override_and_timestamps_give_fps(tmp_path):
     table = write_run(tmp_path / "run", 0.2, {}, n_steps=120, particles=2, t_s=0.01)
     csv = tmp_path / "run" / "trajectories.csv"
     result = analyze(csv, tmp_path / "a", figures=False)
-    assert result.calibration.fps == pytest.approx(100.0)  # from t_s
+    assert result.calibration.fps == 100.0  # from t_s
     assert result.calibration.pixel_size_nm is None and "D_nm2_per_s" not in result.summary.columns
+    with_nm = table.assign(x_nm=table.x * 0.25, y_nm=table.y * 0.25)
+    with_nm.to_csv(tmp_path / "nm.csv", index=False)
+    assert analyze(tmp_path / "nm.csv", tmp_path / "c", figures=False).calibration.pixel_size_nm == 0.25
     result = analyze(csv, tmp_path / "b", fps=25.0, pixel_size_nm=0.5, figures=False, samem_csv=True)
     assert result.calibration.fps == 25.0
     samem = pd.read_csv(tmp_path / "b" / "trajectories_samem.csv")
     assert list(samem.columns) == ["frame", "particle_id", "x", "y", "angle"] and len(samem) == len(table)
     assert not (tmp_path / "b" / "tmsd.png").exists()
+
+
+def test_random_weight_runs_are_labelled_loudly(tmp_path):
+    write_run(tmp_path / "run", 0.3, {}, n_steps=60, particles=1)
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    manifest["backend"] = {"backend": "sam2", "random_weights": True}
+    (tmp_path / "run" / "run.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "run"), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    assert "WARNING: random weights" in result.output
+    doc = json.loads((tmp_path / "run" / "analysis" / "stats.json").read_text())
+    assert "random weights" in doc["WARNING"]
 
 
 def test_cli_errors_are_clear(tmp_path):

@@ -10,6 +10,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtTest import QTest
 
 from sam4em_live.monitor.imaging import particle_colour
+from sam4em_live.monitor.qt_runtime import check_qt_bindings
 from sam4em_live.monitor.subscriber import ResultsSubscriber
 from sam4em_live.monitor.window import MonitorWindow
 from sam4em_live.segment.base import Prompt, RemoveParticle
@@ -148,3 +149,17 @@ def test_gestures_become_prompts(dashboard, qtbot):
     assert (name, pid) == ("add_prompt", 4)
     np.testing.assert_allclose(box, (20.0, 30.0, 60.0, 70.0), atol=1.0)
     assert window.edits_sent[2] == RemoveParticle(2) and isinstance(window.edits_sent[0], Prompt)
+
+
+def test_a_long_display_session_keeps_reference_counts_stable(dashboard):
+    """Hundreds of display updates must not drain None/True/False (broken bindings abort the monitor)."""
+    import sys
+
+    window, _, _ = dashboard
+    check_qt_bindings()
+    before = [sys.getrefcount(v) for v in (None, True, False)]
+    for _ in range(300):
+        window.refresh()
+        window.frame_view.viewport().repaint()
+    after = [sys.getrefcount(v) for v in (None, True, False)]
+    assert all(a - b > -100 for a, b in zip(before, after, strict=True)), (before, after)

@@ -128,6 +128,18 @@ def test_big_endian_tiff_is_sent_little_endian(tmp_path):
     np.testing.assert_array_equal(frames[2].pixels, data[2])
 
 
+def test_write_tiff_stack_streams_an_iterable(tmp_path):
+    data = stack(5, dtype=np.float32)
+    path = write_tiff_stack(tmp_path / "gen.tif", (f for f in data), fps=25.0, n_frames=5)
+    source, frames = replay_all(path)
+    np.testing.assert_array_equal(np.stack([f.pixels for f in frames]), data)
+    assert source.series.dtype == "<f4" and source.series.calibration.fps == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="expected 4"):
+        write_tiff_stack(tmp_path / "short.tif", iter(data[:3]), n_frames=4)
+    with pytest.raises(ValueError, match="2-D"):
+        write_tiff_stack(tmp_path / "bad.tif", np.zeros((2, 3, 4, 5), np.uint16))
+
+
 # ------------------------------------------------------------------ pacing, looping
 
 
@@ -171,9 +183,10 @@ def test_no_frame_rate_anywhere_is_a_clear_error(tmp_path):
         ReplaySource(path).open()
 
 
-def test_loop_continues_indices(tmp_path):
+@pytest.mark.parametrize("compression", [None, "zlib"])  # memory-mapped, and read ahead on a thread
+def test_loop_continues_indices(tmp_path, compression):
     data = stack(3)
-    path = write_tiff_stack(tmp_path / "rec.tif", data)
+    path = write_tiff_stack(tmp_path / "rec.tif", data, compression=compression)
     source = ReplaySource(path, as_fast_as_possible=True, loop=True)
     source.open()
     frames = drain(source, limit=8)
@@ -244,6 +257,19 @@ def test_colour_frames_use_luminance_and_log_once(tmp_path, caplog):
         _, frames = replay_all(folder)
     assert int(frames[0].pixels[0, 0]) == round(0.299 * 200)
     assert sum("luminance" in r.message for r in caplog.records) == 1
+
+
+def test_unreadable_frame_is_skipped_and_counted(tmp_path):
+    folder = tmp_path / "frames"
+    write_frames(folder, {f"{i:06d}.png": 10 * i for i in range(4)}, rgb=False)
+    (folder / "000002.png").write_bytes((folder / "000002.png").read_bytes()[:60])  # truncated file
+    source = ReplaySource(folder, as_fast_as_possible=True)
+    source.open()
+    frames = drain(source)
+    source.close()
+    assert [f.index for f in frames] == [0, 1, 3]  # the index of the bad frame stays empty
+    assert int(frames[2].pixels[5, 5]) == 30
+    assert source.counters.rejected_by_reason == {"unreadable_frame": 1}
 
 
 # ------------------------------------------------------------------ errors

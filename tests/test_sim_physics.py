@@ -144,3 +144,49 @@ def test_frame_contrast_definitions() -> None:
     assert cnr == pytest.approx(1.5, abs=0.1)
     assert snr == pytest.approx(25.0, rel=0.05)
     assert math.isnan(frame_contrast(pixels, np.zeros_like(labels))[0])
+
+
+def _noiseless(**imaging: object) -> ImagingSpec:
+    return NOISELESS.model_copy(update=imaging)
+
+
+def test_motion_blur_averages_transmission_over_the_exposure() -> None:
+    from sam4em_live.sim.spec import MotionSpec
+
+    moving = ParticleSpec(shape="sphere", width_nm=20.0, mean_free_path_nm=50.0, motion=MotionSpec(
+        kind="waypoints", waypoints=((0, 40.0, 48.0), (1, 60.0, 48.0))))
+    cell = LiquidCellSpec(water_thickness_nm=0.0)
+    sharp = simulate_video(SimulationSpec(imaging=NOISELESS, cell=cell, particles=(moving,)), 1, 0).frames[0]
+    blurred_spec = SimulationSpec(imaging=_noiseless(motion_blur_substeps=8), cell=cell, particles=(moving,))
+    blurred = simulate_video(blurred_spec, 1, 0)
+    bg = _expected_background(NOISELESS, cell)
+    # Same total missing signal, spread along the path; truth stays at the start-of-exposure pose.
+    assert (bg - blurred.frames[0]).sum() == pytest.approx((bg - sharp).sum(), rel=0.02)
+    assert blurred.frames[0][48, 40] > sharp[48, 40] and blurred.frames[0][48, 55] < bg - 1e-3
+    assert blurred.gt_table.loc[0, "x"] == 40.0
+
+
+def test_defocus_spreads_thickness_but_keeps_sharp_masks() -> None:
+    sphere = ParticleSpec(shape="sphere", width_nm=20.0, start_xy_px=(64.0, 48.0))
+    cell = LiquidCellSpec(water_thickness_nm=0.0)
+    focused = simulate_video(SimulationSpec(imaging=NOISELESS, cell=cell, particles=(sphere,)), 1, 0)
+    defocused = simulate_video(
+        SimulationSpec(imaging=_noiseless(defocus_disk_radius_nm=4.0), cell=cell, particles=(sphere,)), 1, 0)
+    np.testing.assert_array_equal(focused.gt_labels, defocused.gt_labels)
+    assert defocused.frames[0][48, 64] > focused.frames[0][48, 64]  # centre less dark
+    assert defocused.frames[0][48, 76] < focused.frames[0][48, 76]  # just outside the rim darker
+
+
+def test_detector_options_quantise_add_noise_and_vary() -> None:
+    rod = ParticleSpec(shape="rod", start_xy_px=(64.0, 48.0))
+    spec8 = SimulationSpec(imaging=ImagingSpec(shape_px=(96, 128), output_dtype="uint8", read_noise_e=2.0,
+                                               dose_jitter_fraction=0.1, gradient_fraction=0.2),
+                           particles=(rod,))
+    video = simulate_video(spec8, 6, seed=2)
+    assert video.frames.dtype == np.uint8
+    means = video.frames.reshape(6, -1).mean(axis=1)
+    assert 90 < np.median(means) < 170 and means.std() > 2  # background ≈ 128, dose jitters
+    left, right = video.frames[:, :, :20].mean(), video.frames[:, :, -20:].mean()
+    assert right > left * 1.1  # gradient along +x
+    with pytest.raises(ValueError, match="exposure"):
+        ImagingSpec(fps=100.0, exposure_s=0.02)

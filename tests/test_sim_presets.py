@@ -26,7 +26,7 @@ def test_sam4em_presets_hit_published_cnr(name: str, target_cnr: float) -> None:
 def test_every_preset_renders_and_has_truth() -> None:
     assert {"sam4em-5nm", "sam4em-50nm", "sam4em-150nm", "multi-1024", "demo", "crossing",
             "leave-reenter"} <= set(PRESETS)
-    for name, spec in PRESETS.items():
+    for spec in PRESETS.values():
         video = simulate_video(spec, 2, seed=0)
         rows, cols = spec.imaging.shape_px
         assert video.frames.shape == (2, rows, cols) and video.gt_labels.dtype == np.uint16

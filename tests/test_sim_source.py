@@ -35,7 +35,7 @@ def test_fast_source_matches_the_clip_and_ends() -> None:
     frames = _drain(source)
     video = simulate_video(get_preset("crossing"), 5, seed=3)
     assert [f.index for f in frames] == list(range(5))
-    for f, expected in zip(frames, video.frames):
+    for f, expected in zip(frames, video.frames, strict=True):
         np.testing.assert_array_equal(f.pixels, expected)
     series = source.series
     assert series is not None and series.metadata["simulated"] is True

@@ -37,24 +37,25 @@ def _batch_over_window(history: dict[int, list[tuple[int, float, float]]], pid: 
     return tmsd(f, x, y, max_lag=max_lag)
 
 
-@pytest.mark.parametrize("window,max_lag,p_absent,p_dropped", [
-    (64, 10, 0.0, 0.0),
-    (50, 20, 0.2, 0.05),
-    (30, 29, 0.5, 0.2),
-    (16, 40, 0.1, 0.3),  # max_lag above the window is capped at window - 1
+@pytest.mark.parametrize("window,max_lag,p_absent,p_dropped,n_frames,check_every", [
+    (64, 10, 0.0, 0.0, 1500, 7),
+    (50, 20, 0.2, 0.05, 1500, 7),
+    (30, 29, 0.5, 0.2, 1500, 7),
+    (16, 40, 0.1, 0.3, 1500, 7),  # max_lag above the window is capped at window - 1
+    (300, 100, 0.1, 0.02, 3300, 31),  # the service's max lag over 11 window turnovers
 ])
-def test_rolling_equals_batch_over_long_stream(window, max_lag, p_absent, p_dropped):
+def test_rolling_equals_batch_over_long_stream(window, max_lag, p_absent, p_dropped, n_frames, check_every):
     rng = np.random.default_rng(window * 1000 + max_lag)
     stats = RollingTrackStats(window, max_lag, fps=None, pixel_size_nm=None)
     history: dict[int, list[tuple[int, float, float]]] = {}
     effective_lag = min(max_lag, window - 1)
     checked = 0
-    for frame, ms in _stream(rng, 1500, 3, p_absent, p_dropped):
+    for frame, ms in _stream(rng, n_frames, 3, p_absent, p_dropped):
         stats.update(frame, ms)
         for m in ms:
             if m.present:
                 history.setdefault(m.particle, []).append((frame, m.x, m.y))
-        if frame % 7 and frame < 1400:
+        if frame % check_every and frame < n_frames - 20:
             continue
         for pid in stats.particles():
             live = stats.msd(pid)
@@ -63,7 +64,8 @@ def test_rolling_equals_batch_over_long_stream(window, max_lag, p_absent, p_drop
             np.testing.assert_array_equal(live.n, batch.n)
             np.testing.assert_allclose(live.msd, batch.msd, rtol=1e-9, atol=0, equal_nan=True)
             checked += 1
-    assert checked > 100
+    assert checked > 150
+    assert max(f for f, _, _ in history[1]) > 10 * window
 
 
 def test_gaps_make_no_pairs_and_lags_are_frame_differences():
@@ -105,9 +107,14 @@ def test_remove_forget_and_order():
     stats.remove(2)
     stats.remove(42)  # unknown: no error
     assert stats.particles() == [1]
-    with pytest.raises(ValueError, match="not after"):
-        stats.update(0, [])
+    stats.update(0, [ParticleMeasurement(3, 0, True, 0.0, 0.0)])  # repeated frame: ignored
+    assert stats.particles() == [1]
     stats.update(10, [])  # frame 0 leaves the window: particle 1 is forgotten
     assert stats.particles() == []
+    stats.update(11, [ParticleMeasurement(1, 11, True, 0.0, 0.0), ParticleMeasurement(1, 11, True, 5.0, 0.0)])
+    stats.update(12, [ParticleMeasurement(1, 12, True, 1.0, 0.0)])
+    assert stats.msd(1).n[0] == 1 and stats.msd(1).msd[0] == 1.0  # duplicate on frame 11: first kept
+    stats.update(3, [ParticleMeasurement(2, 3, True, 0.0, 0.0)])  # index went back: new series
+    assert stats.particles() == [2]
     with pytest.raises(ValueError):
         RollingTrackStats(1, 1, None, None)

@@ -2,7 +2,8 @@
 
 `analyze` loads trajectories (run directory, table file, SAM-EM folder or
 SAM4EM ``masks.npy``), resolves the calibration (explicit arguments > the
-run's ``run.json`` > frame rate implied by per-frame ``t_s``), computes
+run's ``run.json`` > frame rate implied by per-frame ``t_s`` and pixel size
+implied by ``x_nm / x``), computes
 per-particle and ensemble statistics with `sam4em_live.stats`, and writes:
 
 - ``stats.csv`` / ``stats.json``: one row per particle (D, alpha, +-, see
@@ -33,6 +34,7 @@ from sam4em_live.trajectories import (
     Trajectories,
     fps_from_times,
     load_trajectories,
+    pixel_size_from_columns,
     to_samem_layout,
     with_units,
 )
@@ -58,17 +60,23 @@ class AnalysisResult:
     ensemble_fit_linear: MsdFit
     velocity: VelocityAutocorrelation
     distributions: list[DisplacementDistribution]
+    warnings: tuple[str, ...] = ()
     files: list[Path] = field(default_factory=list)
 
 
 def resolve_calibration(loaded: Trajectories, fps: float | None, pixel_size_nm: float | None) -> Calibration:
-    """Explicit values win over the source's; fps falls back to the one implied by ``t_s``."""
+    """Explicit values win over the source's; then what the table implies (``t_s``, ``x_nm / x``)."""
     calibration = loaded.calibration.merged(Calibration(pixel_size_nm=pixel_size_nm, fps=fps))
     if calibration.fps is None:
         implied = fps_from_times(loaded.table)
         if implied is not None:
-            logger.info("fps %.4g taken from the per-frame timestamps (t_s)", implied)
+            logger.info("fps %.6g taken from the per-frame timestamps (t_s)", implied)
             calibration = calibration.merged(Calibration(fps=implied))
+    if calibration.pixel_size_nm is None:
+        implied = pixel_size_from_columns(loaded.table)
+        if implied is not None:
+            logger.info("pixel size %.6g nm taken from the x_nm column", implied)
+            calibration = calibration.merged(Calibration(pixel_size_nm=implied))
     return calibration
 
 
@@ -99,6 +107,7 @@ def compute(loaded: Trajectories, calibration: Calibration, max_lag: int | None 
         ensemble_fit=fit_msd(measured.lag_frames, measured.msd, measured.n, points=fit_points),
         ensemble_fit_linear=fit_msd_linear(measured.lag_frames, measured.msd, measured.n, points=fit_points),
         velocity=velocity_autocorrelation(tracks, cv_lags), distributions=distributions,
+        warnings=loaded.warnings,
     )
 
 
@@ -120,6 +129,7 @@ def stats_document(result: AnalysisResult) -> dict[str, Any]:
     """The JSON written to ``stats.json``."""
     ens = result.ensemble.measured()
     return _jsonable({
+        **({"WARNING": "; ".join(result.warnings)} if result.warnings else {}),
         "source": result.source,
         "calibration": result.calibration.as_dict(),
         "units": {"position": "px", "lag": "frames", "D_px2_per_frame": "px^2/frame^alpha",

@@ -50,6 +50,8 @@ def analyze_command(
     except (FileNotFoundError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+    for warning in result.warnings:
+        typer.secho(f"WARNING: {warning}", fg=typer.colors.RED, err=True)
     cal = result.calibration
     typer.echo(f"{len(result.summary)} particles from {result.source} "
                f"(pixel size {cal.pixel_size_nm or 'unknown'} nm, fps {cal.fps or 'unknown'})")

@@ -148,5 +148,8 @@ def draw_all(result: AnalysisResult, out_dir: Path) -> list[Path]:
     paths: list[Path] = []
     for stem, draw in (("trajectories", trajectories_figure), ("tmsd", msd_figure),
                        ("displacements", displacement_figure), ("velocity_autocorrelation", velocity_figure)):
-        paths.extend(_save(draw(result, units), Path(out_dir), stem))
+        fig = draw(result, units)
+        if result.warnings:  # e.g. random weights: stamped on every figure
+            fig.suptitle("WARNING: " + "; ".join(result.warnings), color="red", fontsize=10, y=1.02)
+        paths.extend(_save(fig, Path(out_dir), stem))
     return paths

@@ -72,7 +72,13 @@ def monitor(
     if levels is not None and levels[1] <= levels[0]:
         typer.secho("error: --levels needs LOW < HIGH", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    received = run_monitor(connect, control, snapshot, after, levels, tail_frames)
+    from sam4em_live.monitor.qt_runtime import BrokenQtBindings
+
+    try:
+        received = run_monitor(connect, control, snapshot, after, levels, tail_frames)
+    except BrokenQtBindings as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     if snapshot is not None:
         typer.echo(f"snapshot written to {snapshot} ({received} results received)")
         if received == 0:

@@ -28,6 +28,7 @@ from sam4em_live.monitor.prompts import (
     interpret_click,
     interpret_remove,
 )
+from sam4em_live.monitor.qt_runtime import check_qt_bindings
 from sam4em_live.monitor.subscriber import FeedUpdate
 from sam4em_live.segment.base import ParticleEdit
 from sam4em_live.sinks.results_schema import RANDOM_WEIGHTS_WARNING
@@ -59,6 +60,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
 
     def __init__(self, feed: Feed, prompt_sink: PromptSink | None = None, levels: tuple[float, float] | None = None,
                  display_hz: float = 25.0, tail_frames: int = 200, source_name: str = "") -> None:
+        check_qt_bindings()
         super().__init__()
         self.feed = feed
         self.source_name = source_name

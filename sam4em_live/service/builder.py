@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
@@ -138,7 +138,7 @@ def build_service(
         sinks.append(built.hooks)
     sinks.extend(extra_sinks)
     service = Service(
-        config, source, segmenter, sinks, edits=edits, stats=_build_stats(config, source),
+        config, source, segmenter, sinks, edits=edits, stats_factory=_stats_factory(config),
         events=_build_events(config), run_id=run_id, max_frames=max_frames,
     )
     built.service = service
@@ -149,11 +149,14 @@ def build_service(
     return built
 
 
-def _build_stats(config: ServiceConfig, source: FrameSource) -> Any:
+def _stats_factory(config: ServiceConfig) -> Callable[[Calibration], Any]:
     from sam4em_live.stats.rolling import RollingTrackStats
 
-    cal = config.calibration
-    return RollingTrackStats(config.stats.window_frames, config.stats.max_lag_frames, cal.fps, cal.pixel_size_nm)
+    def make(calibration: Calibration) -> RollingTrackStats:
+        return RollingTrackStats(config.stats.window_frames, config.stats.max_lag_frames,
+                                 calibration.fps, calibration.pixel_size_nm)
+
+    return make
 
 
 def _build_events(config: ServiceConfig) -> Any:

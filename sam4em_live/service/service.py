@@ -11,12 +11,12 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from sam4em_live.config import ServiceConfig
-from sam4em_live.frames import Frame, SeriesInfo
+from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.results import FrameResult
 from sam4em_live.segment.base import ParticleEdit, PromptError, Segmenter
 from sam4em_live.service.frame_queue import FrameQueue
@@ -45,7 +45,7 @@ class Service:
         segmenter: Segmenter,
         sinks: Sequence[Sink] = (),
         edits: Sequence[ParticleEdit] = (),
-        stats: StatsStage | None = None,
+        stats_factory: Callable[[Calibration], StatsStage] | None = None,
         events: EventStage | None = None,
         run_id: str | None = None,
         max_frames: int | None = None,
@@ -57,8 +57,10 @@ class Service:
         self.run_id = run_id or new_run_id()
         self.max_frames = max_frames
         self.schedule = PromptSchedule(edits)
+        # Statistics need the series calibration (fps, pixel size), known only at the first frame.
+        self._stats_factory = stats_factory
         self.processor = FrameProcessor(
-            segmenter, stats, events, config.stats.publish_every_frames,
+            segmenter, None, events, config.stats.publish_every_frames,
             config.pipeline.intensity_weighted_centroid,
         )
         self.queue = FrameQueue(config.pipeline.backpressure, config.pipeline.queue_frames, config.pipeline.spill_dir)
@@ -196,6 +198,8 @@ class Service:
 
     def _open_sinks(self, frame: Frame) -> None:
         series = self.source.series or SeriesInfo(frame.series_id, frame.shape, frame.pixels.dtype.str, frame.calibration)
+        if self._stats_factory is not None:
+            self.processor.stats = self._stats_factory(series.calibration.merged(frame.calibration))
         run = RunInfo(self.run_id, series, self.segmenter.describe(), self.config.to_jsonable(), package_versions())
         opened: list[Sink] = []
         for sink in self.sinks:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,9 +17,9 @@ def simulate(
     preset: str = typer.Option("sam4em-50nm", help="Preset name (see --list)."),
     frames: int = typer.Option(250, min=1, help="Number of frames."),
     seed: int = typer.Option(0, help="Random seed (same seed, same clip)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (created)."),
+    out: Path | None = typer.Option(None, help="Output folder (created)."),
     jpeg: bool = typer.Option(False, "--jpeg", help="Also write 8-bit JPEG frames to OUT/jpeg/."),
-    spec: Optional[Path] = typer.Option(None, help="JSON SimulationSpec file instead of a preset."),
+    spec: Path | None = typer.Option(None, help="JSON SimulationSpec file instead of a preset."),
     list_presets: bool = typer.Option(False, "--list", help="List presets and exit."),
 ) -> None:
     """Simulate an LPTEM video with exact ground truth (masks, trajectories, prompts, CNR)."""
@@ -58,7 +57,7 @@ def _median(values: object) -> float:
 def evaluate(
     pred: Path = typer.Option(..., help="Run directory with masks.tif (and run.json, trajectories.csv)."),
     gt: Path = typer.Option(..., help="Ground-truth folder written by `sam4em-live simulate`."),
-    out: Optional[Path] = typer.Option(None, help="JSON report path (default PRED/evaluation.json)."),
+    out: Path | None = typer.Option(None, help="JSON report path (default PRED/evaluation.json)."),
 ) -> None:
     """Score a recorded run against simulated ground truth: J, F, J&F, centroid error, misses, id switches."""
     from sam4em_live.evaluate.rundir import EvaluationInputError, evaluate_directories

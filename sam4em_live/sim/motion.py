@@ -14,8 +14,8 @@ position zero), in pixels, x = column, y = row.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -147,14 +147,14 @@ class ParticleTrajectory:
             steps = translation_steps_nm(self.motion, self.dt_s, self.block_frames, self.rng) / self.pixel_size_nm
             turns = rot_sigma_deg * self.rng.standard_normal(self.block_frames)
             turns += self.motion.angular_velocity_deg_per_s * self.dt_s
-            for (dx, dy), turn in zip(steps, turns):
+            for (dx, dy), turn in zip(steps, turns, strict=True):
                 yield self._pose(frame)
                 self._advance(float(dx), float(dy), float(turn))
                 frame += 1
 
     def _pose(self, frame: int) -> Pose | None:
         if self.motion.kind == "waypoints":
-            wf, wx, wy = (np.asarray(c, dtype=np.float64) for c in zip(*self.motion.waypoints))
+            wf, wx, wy = (np.asarray(c, dtype=np.float64) for c in zip(*self.motion.waypoints, strict=True))
             return Pose(float(np.interp(frame, wf, wx)), float(np.interp(frame, wf, wy)), self.angle)
         if self.csv_track is not None:
             row = self.csv_track.get(frame)

@@ -2,53 +2,67 @@
 
 ``numpy``'s Poisson sampler costs ~60 ns per pixel, too slow for 1024² frames
 at video rate. Most pixels of a frame share one expectation (the particle-free
-background), and for a single λ exact sampling is a table look-up: Walker's
-alias method over the Poisson pmf (support cut where the tail mass is below
-double precision). Pixels near particles, where λ varies, use numpy's sampler.
+background), and for a single λ exact sampling is a table look-up: inversion
+of the Poisson CDF (support cut where the tail mass is below double precision)
+through a guide table indexed by the top bits of a random word. Pixels near
+particles, where λ varies, use numpy's sampler.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
 
+#: Bits of each 64-bit random word used to pick a bucket of the inverse-CDF guide table.
+GUIDE_BITS = 16
+
 
 @lru_cache(maxsize=32)
-def poisson_alias_table(lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Walker/Vose alias table (acceptance probability, alias) for Poisson(``lam``)."""
+def poisson_guide_table(lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse-CDF guide table for Poisson(``lam``): (outcome per bucket or -1, CDF).
+
+    Bucket ``b`` holds the uniforms u in [b, b+1) / 2**GUIDE_BITS. Where the CDF
+    has no step inside a bucket its outcome is fixed; the few buckets containing
+    a step (about one per support value) are resolved with the full-precision u.
+    """
     k_max = int(math.ceil(lam + 12.0 * math.sqrt(lam) + 12.0))
-    pmf = stats.poisson.pmf(np.arange(k_max + 1), lam)
-    pmf /= pmf.sum()
-    size = pmf.size
-    scaled = pmf * size
-    accept = np.ones(size)
-    alias = np.arange(size)
-    small = [i for i in range(size) if scaled[i] < 1.0]
-    large = [i for i in range(size) if scaled[i] >= 1.0]
-    while small and large:
-        s, g = small.pop(), large.pop()
-        accept[s] = scaled[s]
-        alias[s] = g
-        scaled[g] -= 1.0 - scaled[s]
-        (small if scaled[g] < 1.0 else large).append(g)
-    accept.setflags(write=False)
-    alias.setflags(write=False)
-    return accept, alias
+    cdf = np.cumsum(stats.poisson.pmf(np.arange(k_max + 1), lam))
+    cdf /= cdf[-1]
+    cdf[-1] = 1.0
+    edges = np.arange(2**GUIDE_BITS + 1, dtype=np.float64) / 2**GUIDE_BITS
+    # k(u) = #{cdf <= u}; constant on a bucket iff its value at the low edge equals its limit at the high edge.
+    low = np.searchsorted(cdf, edges[:-1], side="right")
+    high = np.searchsorted(cdf, edges[1:], side="left")
+    guide = np.where(low == high, low, -1).astype(np.int32)
+    guide.setflags(write=False)
+    cdf.setflags(write=False)
+    return guide, cdf
 
 
 def poisson_uniform(lam: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Exact Poisson(``lam``) counts of ``shape`` as float32, by the alias method."""
-    accept, alias = poisson_alias_table(float(lam))
-    scaled = rng.random(shape)
-    scaled *= accept.size
-    column = scaled.astype(np.intp)
-    scaled -= column  # the fractional part is a second uniform variate
-    out = np.where(scaled < accept[column], column, alias[column])
-    return out.astype(np.float32)
+    """Exact Poisson(``lam``) counts of ``shape`` as float32 (inverse CDF with a guide table).
+
+    Each pixel uses one 64-bit random word: its top bits pick the bucket and, in
+    the rare ambiguous buckets, its top 53 bits are the uniform compared with the CDF.
+    """
+    guide, cdf = poisson_guide_table(float(lam))
+    out = np.empty(math.prod(shape), dtype=np.float32)
+    for start in range(0, out.size, _CHUNK):  # chunks keep the random words in cache
+        words = rng.bit_generator.random_raw(min(_CHUNK, out.size - start))
+        counts = guide[words >> np.uint64(64 - GUIDE_BITS)]
+        ambiguous = np.flatnonzero(counts < 0)
+        if ambiguous.size:
+            uniforms = (words[ambiguous] >> np.uint64(11)).astype(np.float64) * 2.0**-53
+            counts[ambiguous] = np.searchsorted(cdf, uniforms, side="right")
+        out[start : start + words.size] = counts
+    return out.reshape(shape)
+
+
+_CHUNK = 1 << 18
 
 
 def shot_noise(

@@ -116,14 +116,18 @@ def frame_contrast(pixels: np.ndarray, labels: np.ndarray, guard_px: int = CONTR
     footprint = labels > 0
     particle_mean = math.nan
     if footprint.any():
-        rows = np.flatnonzero(footprint.any(axis=1))
-        cols = np.flatnonzero(footprint.any(axis=0))
-        y0, y1 = max(rows[0] - guard_px, 0), min(rows[-1] + guard_px + 1, labels.shape[0])
-        x0, x1 = max(cols[0] - guard_px, 0), min(cols[-1] + guard_px + 1, labels.shape[1])
-        near = footprint[y0:y1, x0:x1]
-        if guard_px:
-            near = ndimage.binary_dilation(near, iterations=guard_px)
-        excluded = dev[y0:y1, x0:x1][near].astype(np.float64)
+        excluded_mask = np.zeros(labels.shape, dtype=bool)
+        for sl in ndimage.find_objects(labels):
+            if sl is None:
+                continue
+            # Grow each particle's box by the guard and dilate only there (particles may be far apart).
+            box = tuple(slice(max(s.start - guard_px, 0), s.stop + guard_px) for s in sl)
+            near = footprint[box]
+            excluded_mask[box] |= ndimage.binary_dilation(near, iterations=guard_px) if guard_px else near
+        rows = np.flatnonzero(excluded_mask.any(axis=1))
+        cols = np.flatnonzero(excluded_mask.any(axis=0))
+        region = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        excluded = dev[region][excluded_mask[region]].astype(np.float64)
         count -= excluded.size
         total -= float(excluded.sum())
         total_sq -= float(excluded @ excluded)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sam4em_live.sim.motion import Pose, fold_angle_deg
+from sam4em_live.sim.noise import shot_noise
 from sam4em_live.sim.optics import (
     apply_mtf,
     background_electrons,
@@ -16,7 +17,6 @@ from sam4em_live.sim.optics import (
     mtf_response,
     transmission,
 )
-from sam4em_live.sim.noise import shot_noise
 from sam4em_live.sim.shapes import ThicknessPatch, render_thickness
 from sam4em_live.sim.spec import SimulationSpec
 
@@ -72,7 +72,7 @@ class FrameRenderer:
     def patches(self, poses: list[Pose | None]) -> list[ThicknessPatch | None]:
         """Thickness patches in frame coordinates (``None`` for absent / out-of-field particles)."""
         out: list[ThicknessPatch | None] = []
-        for particle, pose in zip(self.spec.particles, poses):
+        for particle, pose in zip(self.spec.particles, poses, strict=True):
             if pose is None:
                 out.append(None)
                 continue
@@ -119,7 +119,7 @@ class FrameRenderer:
         shape = (box[0].stop - box[0].start, box[1].stop - box[1].start)
         depth = np.zeros(shape, dtype=np.float32)
         thick = np.zeros(shape, dtype=np.float32)
-        for particle, patch in zip(self.spec.particles, patches):
+        for particle, patch in zip(self.spec.particles, patches, strict=True):
             if patch is None:
                 continue
             rows, cols = patch.thickness_nm.shape
@@ -166,7 +166,7 @@ class FrameRenderer:
         labels = np.zeros(self.shape, dtype=np.uint16)
         rows: list[dict[str, float]] = []
         patches = self.patches(poses) if patches is None else patches
-        for pid, (particle, pose, patch) in enumerate(zip(self.spec.particles, poses, patches), 1):
+        for pid, (particle, pose, patch) in enumerate(zip(self.spec.particles, poses, patches, strict=True), 1):
             if patch is None or pose is None:
                 continue
             footprint = patch.footprint if self.imaging.defocus_disk_radius_nm == 0 else self._sharp(pid - 1, pose)

@@ -154,7 +154,11 @@ class SimulationSpec(_Frozen):
 
     @classmethod
     def from_file(cls, path: str) -> SimulationSpec:
-        """Read a spec from JSON (as written in ``meta.json['spec']``)."""
+        """Read a spec from a JSON file: a bare spec, or a simulation's ``meta.json`` (its ``spec`` key)."""
+        import json
         from pathlib import Path
 
-        return cls.model_validate_json(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
+        if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+            data = data["spec"]
+        return cls.model_validate(data)

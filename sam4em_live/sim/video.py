@@ -8,8 +8,9 @@ and a stream with the same spec and seed are identical frame for frame.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,7 @@ class SimulationRun:
         block = (n_frames + 2) if n_frames is not None else DEFAULT_BLOCK_FRAMES
         self._tracks = [
             iter(ParticleTrajectory(p, spec.imaging, np.random.default_rng(s), block_frames=block))
-            for p, s in zip(spec.particles, seeds[1:])
+            for p, s in zip(spec.particles, seeds[1:], strict=True)
         ]
         self._noise_rng = np.random.default_rng(seeds[0])
         self._index = 0
@@ -85,7 +86,7 @@ class SimulationRun:
                 a if a is None or b is None else Pose(
                     a.x_px + w * (b.x_px - a.x_px), a.y_px + w * (b.y_px - a.y_px),
                     a.angle_deg + w * (b.angle_deg - a.angle_deg))
-                for a, b in zip(start, end)
+                for a, b in zip(start, end, strict=True)
             ])
         return out
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import queue
 import threading
 import time
@@ -144,6 +145,11 @@ class Recorder:
 
     def consume(self, result: FrameResult) -> None:
         """Queue a result for writing; returns at once unless the queue is full (see policy)."""
+        if self._closed:
+            self.counters["results_lost"] += 1
+            if self.counters["results_lost"] == 1:
+                log.error("recorder already closed; results after close() are not recorded")
+            return
         record = _ResultRecord(result.frame.index, result.frame.timestamp_s, result.processed_s,
                                tuple(result.measurements), tuple(result.masks) if self.write_masks else (),
                                tuple(result.events))
@@ -219,8 +225,9 @@ class Recorder:
         next_flush = time.monotonic() + FLUSH_INTERVAL_S
         dirty = False
         while True:
+            timeout = min(_POLL_S, max(0.0, next_flush - time.monotonic())) if dirty else _POLL_S
             try:
-                item = self._queue.get(timeout=max(0.0, min(_POLL_S, next_flush - time.monotonic())))
+                item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
             if item is _STOP:
@@ -326,10 +333,13 @@ class Recorder:
         masks, self._masks = self._masks, None
         for fh in files.values():
             try:
-                fh.close()
+                fh.flush()
+                os.fsync(fh.fileno())
             except OSError:
                 self.counters["write_errors"] += 1
-                log.exception("recorder: closing %s failed", fh.name)
+                log.exception("recorder: flushing %s failed", fh.name)
+            finally:
+                fh.close()
         if masks is not None:
             try:
                 masks.close()

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,11 @@ TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 #: from now instead of bursting frames to catch up (a camera does not burst either).
 _MAX_LAG_FRAMES = 2
 
+#: Frames decoded ahead of time for readers that decode (JPEG, compressed TIFF); memory-mapped
+#: stacks need no read-ahead.
+PREFETCH_FRAMES = 4
+_POLL_S = 0.1
+
 
 def open_reader(path: Path) -> FrameReader:
     """Open a TIFF stack or a JPEG/PNG folder, raising `ReplayError` naming ``path`` if impossible."""
@@ -49,6 +57,53 @@ def open_reader(path: Path) -> FrameReader:
         raise ReplayError(f"{path}: a single image; replay a folder of numbered frames (000000.jpeg, ...) instead")
     raise ReplayError(f"{path}: unsupported recording type {suffix or '(no suffix)'!r}; "
                       "expected a .tif/.tiff stack or a folder of .jpeg/.png frames")
+
+
+class FramePrefetcher:
+    """Calls ``read`` on its own thread and keeps up to ``depth`` results ready.
+
+    Decoding (Pillow, zlib; both release the GIL) then overlaps the consumer,
+    and `get` never waits longer than its timeout. An exception from ``read``
+    (including `EndOfStream`) is handed to the consumer in order and ends the thread.
+    """
+
+    def __init__(self, read: Callable[[], Frame], depth: int, name: str) -> None:
+        self._read = read
+        self._queue: queue.Queue[Frame | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            item: Frame | BaseException
+            try:
+                item = self._read()
+            except BaseException as exc:  # noqa: BLE001 - carried to the consumer
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=_POLL_S)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def get(self, timeout_s: float) -> Frame | None:
+        """The next frame, None if none is ready within ``timeout_s``; re-raises the reader's exception."""
+        try:
+            item = self._queue.get(timeout=max(timeout_s, 0.0)) if timeout_s > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            self._queue.put_nowait(item)  # keep raising it on later calls
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
 
 
 class ReplaySource:
@@ -89,6 +144,8 @@ class ReplaySource:
         self._pending: Frame | None = None
         self._due: float | None = None
         self._closed = False
+        self._prefetcher: FramePrefetcher | None = None
+        self._loops_emitted = 0
 
     @classmethod
     def from_config(cls, config: ReplaySourceConfig, calibration_override: Calibration | None = None) -> ReplaySource:
@@ -139,12 +196,14 @@ class ReplaySource:
     def next_frame(self, timeout_s: float) -> Frame | None:
         """The next frame when it is due, else None after at most ``timeout_s``; `EndOfStream` at the end.
 
-        The frame is read (decoded) before waiting, so decoding overlaps the
-        wait; only the decode of one frame can extend the call past its due time.
+        Decoding readers run on a read-ahead thread (`FramePrefetcher`);
+        memory-mapped stacks are read in place (a view, no decoding).
         """
         deadline = time.monotonic() + max(timeout_s, 0.0)
         if self._pending is None:
-            self._pending = self._read_next()
+            self._pending = self._next_read(timeout_s)
+            if self._pending is None:
+                return None
         now = time.monotonic()
         if self._due is None:
             self._due = now
@@ -156,8 +215,26 @@ class ReplaySource:
         frame = dataclasses.replace(self._pending, timestamp_s=time.time())
         self._pending = None
         self._schedule_next(now)
+        self._note_loops(frame.index)
         self.counters.frames += 1
         return frame
+
+    def _next_read(self, timeout_s: float) -> Frame | None:
+        reader = self._reader
+        if reader is None or reader.metadata.get("memory_mapped"):
+            return self._read_next()
+        if self._prefetcher is None:
+            self._prefetcher = FramePrefetcher(self._read_next, PREFETCH_FRAMES, f"replay-read-{self.path.name}")
+        return self._prefetcher.get(timeout_s)
+
+    def _note_loops(self, index: int) -> None:
+        series = self._series
+        n = series.metadata["n_frames"] if series else 0
+        if series is None or not n or index // n <= self._loops_emitted:
+            return
+        self._loops_emitted = index // n
+        self._series = dataclasses.replace(series, metadata={**series.metadata, "loops_completed": self._loops_emitted})
+        log.info("%s: looping (%d loops completed)", self.path, self._loops_emitted)
 
     def _schedule_next(self, now: float) -> None:
         assert self._due is not None
@@ -170,28 +247,40 @@ class ReplaySource:
             self._due = now
 
     def _read_next(self) -> Frame:
+        """Read the frame at ``_next_index`` (on the read-ahead thread for decoding readers).
+
+        A frame that cannot be decoded is counted (``rejected``, reason
+        ``unreadable_frame``), logged and skipped: its index stays empty.
+        """
         reader, series = self._reader, self._series
         if reader is None or series is None:
             if self._closed:
                 raise EndOfStream(f"{self.path}: replay source closed")
             raise RuntimeError("ReplaySource.open() must be called before next_frame()")
         n = reader.n_frames
-        loops, position = divmod(self._next_index, n)
-        if loops > 0 and not self.loop:
-            if self.counters.series_ended < self.counters.series_started:
-                self.counters.series_ended += 1
-            raise EndOfStream(f"{self.path}: end of recording after {n} frames")
-        if position == 0 and loops > 0:
-            metadata = {**series.metadata, "loops_completed": loops}
-            self._series = dataclasses.replace(series, metadata=metadata)
-            log.info("%s: looping (%d loops completed)", self.path, loops)
-        pixels = reader.read(position)
-        frame = Frame(series.series_id, self._next_index, 0.0, _read_only(pixels), series.calibration)
-        self._next_index += 1
-        return frame
+        for _ in range(n):
+            loops, position = divmod(self._next_index, n)
+            if loops > 0 and not self.loop:
+                if self.counters.series_ended < self.counters.series_started:
+                    self.counters.series_ended += 1
+                raise EndOfStream(f"{self.path}: end of recording after {n} frames")
+            index = self._next_index
+            self._next_index += 1
+            try:
+                pixels = reader.read(position)
+            except ReplayError as exc:
+                self.counters.reject("unreadable_frame")
+                if self.counters.rejected <= 5 or self.counters.rejected % 1000 == 0:
+                    log.warning("skipping frame %d: %s", index, exc)
+                continue
+            return Frame(series.series_id, index, 0.0, _read_only(pixels), series.calibration)
+        raise ReplayError(f"{self.path}: {n} frames in a row could not be read")
 
     def close(self) -> None:
         self._closed = True
+        prefetcher, self._prefetcher = self._prefetcher, None
+        if prefetcher is not None:
+            prefetcher.close()  # before closing the reader it may be using
         reader, self._reader = self._reader, None
         self._pending = None
         if reader is not None:

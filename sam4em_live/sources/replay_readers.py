@@ -136,7 +136,7 @@ class ImageFolderReader:
             try:
                 with Image.open(p) as im:
                     sizes.setdefault((im.height, im.width), p.name)
-            except OSError as exc:
+            except (OSError, SyntaxError, ValueError) as exc:  # Pillow raises all three for bad files
                 raise ReplayError(f"{p}: not a readable image ({exc})") from None
             if len(sizes) > 1:
                 raise ReplayError(f"{folder}: mixed frame sizes: " + ", ".join(
@@ -158,7 +158,7 @@ class ImageFolderReader:
                 if im.mode == "P":
                     im = im.convert("RGB")
                 pixels = np.asarray(im)
-        except OSError as exc:
+        except (OSError, SyntaxError, ValueError) as exc:
             raise ReplayError(f"{path}: cannot decode image ({exc})") from None
         if pixels.ndim == 3 and pixels.shape[-1] == 2:  # grey + alpha
             pixels = pixels[..., 0]

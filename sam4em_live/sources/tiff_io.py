@@ -208,8 +208,11 @@ class TiffStackReader:
             pixels = np.asarray(self._stack[i])
         else:
             order, target = self._page_layout  # type: ignore[misc]
-            page = self._tif.series[0].pages[i]
-            pixels = np.reshape(page.asarray().transpose(order), target[1:])
+            try:
+                page = self._tif.series[0].pages[i]
+                pixels = np.reshape(page.asarray().transpose(order), target[1:])
+            except Exception as exc:  # tifffile/imagecodecs raise many types for corrupt pages
+                raise ReplayError(f"{self.path}: page {i} cannot be decoded ({type(exc).__name__}: {exc})") from None
         grey = self._grey(pixels)
         if grey.dtype != self._wire:
             grey = grey.astype(self._wire)
@@ -263,26 +266,31 @@ def write_tiff_stack(
         count, pages = n_frames, _chain_first(first, pages)
     if first.ndim != 2:
         raise ValueError(f"each frame must be 2-D, got shape {first.shape}")
-    shape = (count, *first.shape)
     use_ome = ome or first.dtype not in (np.uint8, np.uint16, np.float32)
-    options: dict[str, Any] = {"shape": shape, "dtype": first.dtype, "compression": compression,
-                               "photometric": "minisblack"}
+    metadata, options = _calibration_tags(use_ome, pixel_size_nm, fps)
+    options.update(shape=(count, *first.shape), dtype=first.dtype, compression=compression, photometric="minisblack")
+    with tifffile.TiffWriter(path, ome=use_ome, imagej=not use_ome, bigtiff=use_ome) as writer:
+        writer.write(_checked(pages, first.shape, first.dtype, count), metadata=metadata, **options)
+    return path
+
+
+def _calibration_tags(use_ome: bool, pixel_size_nm: float | None, fps: float | None) -> tuple[dict, dict]:
+    """(metadata, extra write options) carrying the calibration in OME or ImageJ form."""
+    metadata: dict[str, Any] = {"axes": "TYX"}
+    options: dict[str, Any] = {}
     if use_ome:
-        metadata: dict[str, Any] = {"axes": "TYX"}
         if pixel_size_nm is not None:
             metadata.update(PhysicalSizeX=pixel_size_nm, PhysicalSizeXUnit="nm",
                             PhysicalSizeY=pixel_size_nm, PhysicalSizeYUnit="nm")
         if fps is not None:
             metadata.update(TimeIncrement=1.0 / fps, TimeIncrementUnit="s")
-    else:
-        metadata = {"axes": "TYX", "unit": "nm"} if pixel_size_nm is not None else {"axes": "TYX"}
-        if fps is not None:
-            metadata.update(finterval=1.0 / fps, tunit="s")
-        if pixel_size_nm is not None:
-            options["resolution"] = (1.0 / pixel_size_nm, 1.0 / pixel_size_nm)
-    with tifffile.TiffWriter(path, ome=use_ome, imagej=not use_ome, bigtiff=use_ome) as writer:
-        writer.write(_checked(pages, first.shape, first.dtype, count), metadata=metadata, **options)
-    return path
+        return metadata, options
+    if pixel_size_nm is not None:
+        metadata["unit"] = "nm"
+        options["resolution"] = (1.0 / pixel_size_nm, 1.0 / pixel_size_nm)
+    if fps is not None:
+        metadata.update(finterval=1.0 / fps, tunit="s")
+    return metadata, options
 
 
 def _chain_first(first: np.ndarray, rest: Iterable[np.ndarray]) -> Iterable[np.ndarray]:

@@ -23,6 +23,7 @@ A particle whose buffer empties (unseen for a whole window) is forgotten.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -33,16 +34,19 @@ from sam4em_live.measure import ParticleMeasurement
 from sam4em_live.stats.fit import fit_msd, fit_msd_linear, to_physical
 from sam4em_live.stats.msd import TrackMsd, msd_from_sums
 
+logger = logging.getLogger(__name__)
+
 # Marks an empty ring slot; no real frame index (or frame - lag) can equal it.
 _EMPTY = np.iinfo(np.int64).min
 
 
 def _squared_norms(d: np.ndarray) -> np.ndarray:
-    """Row-wise |d|^2 with separate multiply and add ufuncs.
+    """Row-wise |d|^2, the same expression the batch path uses.
 
     The value subtracted when a pair leaves must be bit-identical to the one
-    added when it entered; ``einsum`` may pick kernels (FMA, other orders) that
-    depend on the array size, so it is avoided here.
+    added when it entered (d and -d square alike; a two-term sum does not
+    depend on order). ``einsum`` is avoided: it may pick kernels (FMA, other
+    orders) that depend on the array size.
     """
     return (d * d).sum(axis=1)
 
@@ -179,10 +183,18 @@ class RollingTrackStats:
     def update(self, frame_index: int, measurements: Sequence[ParticleMeasurement]) -> None:
         """Add one frame's measurements; absent or non-finite ones are gaps.
 
-        Frame indices must increase; ``ValueError`` otherwise (nothing is changed).
+        Frame indices increase within a series. A repeated index is ignored
+        (logged); an index that goes back means a new series: every particle's
+        window is reset (logged) rather than mixing two series. A particle
+        listed twice on one frame keeps its first measurement.
         """
         if self._latest_frame is not None and frame_index <= self._latest_frame:
-            raise ValueError(f"frame {frame_index} is not after frame {self._latest_frame}")
+            if frame_index == self._latest_frame:
+                logger.warning("rolling stats: frame %d given twice; ignoring the repeat", frame_index)
+                return
+            logger.warning("rolling stats: frame index went back from %d to %d; new series, windows reset",
+                           self._latest_frame, frame_index)
+            self._tracks.clear()
         self._latest_frame = frame_index
         last_leaving = frame_index - self.window_frames
         for pid in list(self._tracks):
@@ -198,6 +210,8 @@ class RollingTrackStats:
                 track = self._tracks[m.particle] = _TrackWindow(self.window_frames, self.max_lag_frames)
                 # Stagger refreshes so particles added together do not all pay on one frame.
                 track.updates_since_exact = (m.particle * 7919) % self._refresh_stride
+            elif track.newest == frame_index:
+                continue  # the same particle twice on one frame: keep the first
             track.add(frame_index, m.x, m.y)
             track.updates_since_exact += 1
             if track.updates_since_exact >= self._refresh_stride:

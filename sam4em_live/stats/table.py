@@ -61,7 +61,9 @@ def particle_summary(table: pd.DataFrame, fps: float | None = None, pixel_size_n
     pixel size also ``D_nm2_per_s, D_err_nm2_per_s`` (nm^2/s^alpha) and
     ``D1_nm2_per_s, D1_err_nm2_per_s``; with an ``angle`` column
     ``Drot_deg2_per_frame, Drot_err_deg2_per_frame`` (alpha = 1 fit of the
-    rotational MSD, 2 D_r tau + offset) and, with fps, ``Drot_deg2_per_s``.
+    rotational MSD, 2 D_r tau + offset) and, with fps, ``Drot_deg2_per_s``;
+    with an ``eccentricity`` column also ``eccentricity_median`` (the angle,
+    hence Drot, is meaningless for near-round particles).
     """
     rows = []
     angles = table.set_index(["particle", "frame"])["angle"] if "angle" in table.columns else None
@@ -82,6 +84,8 @@ def particle_summary(table: pd.DataFrame, fps: float | None = None, pixel_size_n
                 row.update({"D_nm2_per_s": d, "D_err_nm2_per_s": d_err, "D1_nm2_per_s": d1, "D1_err_nm2_per_s": d1_err})
         if angles is not None:
             row.update(_rotation_columns(angles.loc[pid], max_lag, fit_points, fps))
+            if "eccentricity" in table.columns:  # near 0: the angle is pixel noise, so is Drot
+                row["eccentricity_median"] = float(table.loc[table["particle"] == pid, "eccentricity"].median())
         rows.append(row)
     return pd.DataFrame(rows)
 

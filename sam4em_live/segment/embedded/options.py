@@ -26,7 +26,9 @@ class EmbeddedOptions(FrozenModel):
     seed_min_snr: float = Field(5.0, gt=0)
     polarity: Literal["auto", "dark", "bright"] = "auto"
     # Boundary = this fraction of the particle's peak contrast in the learned appearance.
-    edge_fraction: float = Field(0.3, gt=0, lt=1)
+    edge_fraction: float = Field(0.25, gt=0, lt=1)
+    # Smallest smoothing of the learned appearance before its boundary is taken (memory noise).
+    mask_smoothing_px: float = Field(2.5, ge=0.5, le=8)
     coarse_angle_step_deg: float = Field(10.0, ge=1, le=45)
     fine_angle_step_deg: float = Field(2.5, gt=0, le=10)
     # Horizon of the exponential appearance memory (frames): slow shape change is followed.

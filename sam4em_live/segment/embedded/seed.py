@@ -27,6 +27,8 @@ from sam4em_live.segment.embedded.window import Window, frame_window
 POINT_REACH_PX = 4
 #: Fraction of the prompt's level used to find the particle's region before the edge threshold.
 REGION_FRACTION = 0.5
+#: Multiples of ``seed_smoothing_px`` tried in turn until the particle clears the noise.
+SMOOTHING_SCALES = (1.0, 1.5, 2.25, 3.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +124,22 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
     cx, cy, radius = _prompt_centre(prompt, options)
     x0, y0 = int(math.floor(cx)) - radius, int(math.floor(cy)) - radius
     window = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
-    smooth = ndimage.gaussian_filter(window.darkness, options.seed_smoothing_px)
-    box = _box_region(prompt, smooth.shape, x0, y0)
-    level, seed_rc = _prompt_level(smooth, prompt, x0, y0, box)
+    box = _box_region(prompt, window.darkness.shape, x0, y0)
+    where = f"particle {prompt.particle} at ({cx:.1f}, {cy:.1f})"
+    # Smallest smoothing at which the particle clears the noise: sharper edges when contrast allows.
+    for scale in SMOOTHING_SCALES:
+        smooth = ndimage.gaussian_filter(window.darkness, options.seed_smoothing_px * scale)
+        level, seed_rc = _prompt_level(smooth, prompt, x0, y0, box)
+        background = smooth[window.valid]
+        noise = max(1.4826 * float(np.median(np.abs(background - np.median(background)))), 1e-9)
+        if abs(level) > options.seed_min_snr * noise:
+            break
     polarity = {"dark": 1.0, "bright": -1.0}.get(options.polarity, 1.0 if level >= 0 else -1.0)
     if polarity < 0:
         window = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=-1.0)
         smooth = -smooth
         level = -level
-    noise = 1.4826 * float(np.median(np.abs(smooth[window.valid] - np.median(smooth[window.valid]))))
-    where = f"particle {prompt.particle} at ({cx:.1f}, {cy:.1f})"
-    if not level > options.seed_min_snr * max(noise, 1e-9):
+    if not level > options.seed_min_snr * noise:
         raise PromptError(
             f"{where}: no particle found (smoothed contrast {level:.3f} is below "
             f"{options.seed_min_snr:g} x the background noise {noise:.3f}); click on the particle or draw a box"

@@ -91,7 +91,7 @@ class ShapeMemory:
 
     def _smoothed(self) -> np.ndarray:
         n_eff = min(self.n_obs, self.options.memory_frames)
-        sigma = max(0.8, 1.5 * self.options.seed_smoothing_px / math.sqrt(n_eff))
+        sigma = max(self.options.mask_smoothing_px, 1.5 * self.options.seed_smoothing_px / math.sqrt(n_eff))
         return ndimage.gaussian_filter(self.appearance, sigma)
 
     def _derive_mask(self) -> None:

@@ -36,6 +36,7 @@ def frame_window(
     width: int,
     polarity: float,
     claimed: np.ndarray | None = None,
+    background: float | None = None,
 ) -> Window:
     """Extract a ``height`` x ``width`` window at (x0, y0) as relative contrast.
 
@@ -61,9 +62,9 @@ def frame_window(
             valid[ya - y0 : yb - y0, xa - x0 : xb - x0] &= raw < top
     if claimed is not None:
         valid &= ~claimed
-    if valid.all():
+    if background is None and valid.all():
         background = float(inner.mean())
-    else:
+    elif background is None:
         background = float(out[valid].mean()) if valid.any() else 1.0
     if not np.isfinite(background) or abs(background) < 1e-6:
         background = 1.0
@@ -77,22 +78,74 @@ def frame_window(
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over non-overlapping ``factor`` x ``factor`` blocks (shape must divide)."""
+    """Mean over non-overlapping ``factor`` x ``factor`` blocks, float32 (shape must divide).
+
+    Strided slice additions: an order of magnitude faster than reshape-and-reduce
+    over a short last axis, and they convert integer pixels on the fly.
+    """
     if factor == 1:
-        return image
-    rows, cols = image.shape
-    summed = image.reshape(rows, cols // factor, factor).sum(axis=2)
-    summed = summed.reshape(rows // factor, factor, cols // factor).sum(axis=1)
-    summed *= np.float32(1.0 / (factor * factor))
-    return summed
+        return image.astype(np.float32, copy=False)
+    rows = image[0::factor].astype(np.float32)
+    for i in range(1, factor):
+        rows += image[i::factor]
+    out = rows[:, 0::factor].copy()
+    for j in range(1, factor):
+        out += rows[:, j::factor]
+    out *= np.float32(1.0 / (factor * factor))
+    return out
+
+
+def coarse_darkness(pixels: np.ndarray, x0: int, y0: int, edge: int, factor: int,
+                    polarity: float) -> tuple[np.ndarray, float] | None:
+    """Fast path: block-mean relative contrast of an in-frame, unsaturated window, and its background.
+
+    Returns None when the window leaves the frame or holds saturated pixels
+    (the caller then uses `frame_window`, which handles both).
+    """
+    rows, cols = pixels.shape
+    if x0 < 0 or y0 < 0 or x0 + edge > cols or y0 + edge > rows:
+        return None
+    raw = pixels[y0 : y0 + edge, x0 : x0 + edge]
+    if raw.dtype.kind in "ui" and raw.max() >= np.iinfo(raw.dtype).max:
+        return None
+    coarse = block_mean(raw, factor)
+    background = float(coarse.mean())
+    if not np.isfinite(background) or abs(background) < 1e-6:
+        return None
+    coarse *= np.float32(-polarity / background)
+    coarse += np.float32(polarity)
+    np.clip(coarse, -1.0, 1.0, out=coarse)
+    return coarse, background
+
+
+def bilinear(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Sample ``padded`` (an image with a 1-pixel zero border) at (rows, cols) of the unpadded image.
+
+    Points outside read as 0. Several times faster than ``ndimage.map_coordinates``
+    on the few thousand points per call used here.
+    """
+    height, width = padded.shape
+    r = np.clip(rows + 1.0, 0.0, height - 1.001)
+    c = np.clip(cols + 1.0, 0.0, width - 1.001)
+    r0 = r.astype(np.int32)
+    c0 = c.astype(np.int32)
+    fr = r - r0
+    fc = c - c0
+    index = r0 * width + c0
+    flat = padded.ravel()
+    top_left, top_right = flat[index], flat[index + 1]
+    bottom_left, bottom_right = flat[index + width], flat[index + width + 1]
+    top = top_left + fc * (top_right - top_left)
+    bottom = bottom_left + fc * (bottom_right - bottom_left)
+    return top + fr * (bottom - top)
 
 
 def robust_noise(image: np.ndarray) -> float:
-    """Per-pixel noise std from the MAD of horizontal neighbour differences.
+    """Per-pixel noise std from the MAD of horizontal neighbour differences (every other row).
 
     Differences cancel smooth background and particle interiors; only edges
     (a small fraction of pixels) are outliers, which the median ignores.
     """
-    diff = np.diff(image, axis=1).ravel()
+    diff = image[::2, 1:] - image[::2, :-1]
     mad = float(np.median(np.abs(diff)))
     return max(mad * 1.4826 / np.sqrt(2.0), 1e-6)

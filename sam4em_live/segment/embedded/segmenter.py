@@ -1,0 +1,216 @@
+"""``embedded``: prompt-seeded, template-matching particle tracker (CPU, no trained weights).
+
+Per frame, for each particle (most confident first): predict its position,
+take a window of the frame around the prediction, find the best translation x
+rotation of its learned template (coarse-to-fine matched filtering, see
+`search`), decide presence, rasterise the template mask at that pose, and fold
+the aligned window into the particle's appearance memory. Pixels given to a
+particle are withheld from the particles searched after it, so two particles
+passing close do not collapse onto one. Lost particles are looked for around
+their last position every frame and, every ``reacquire_interval_frames``,
+over the whole frame at low resolution (`reacquire`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from sam4em_live.frames import Frame
+from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, RemoveParticle
+from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.reacquire import candidate_positions
+from sam4em_live.segment.embedded.search import PoseEstimate, search_pose
+from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
+from sam4em_live.segment.embedded.shape import ShapeMemory
+from sam4em_live.segment.embedded.tracker import TrackedParticle
+from sam4em_live.segment.embedded.window import Window, frame_window
+
+logger = logging.getLogger(__name__)
+
+#: A correction keeps the learned memory if the memory, placed at the prompt, overlaps the prompt's segmentation this much.
+CORRECTION_KEEP_IOU = 0.5
+#: Skip appearance learning unless the match is at least this fraction of the particle's typical z.
+LEARN_MIN_Z_FRACTION = 0.6
+#: Appearance is learned only from fully visible, unclaimed particles.
+LEARN_MIN_VISIBLE = 0.98
+#: Candidates verified per lost particle in a full-frame re-acquisition pass.
+REACQUIRE_CANDIDATES = 4
+
+Claim = tuple[tuple[int, int, int, int], np.ndarray]
+
+
+class EmbeddedSegmenter:
+    """The default CPU backend; see docs/embedded_backend.md."""
+
+    def __init__(self, options: EmbeddedOptions | None = None) -> None:
+        self.options = options or EmbeddedOptions()
+        self._tracks: dict[int, TrackedParticle] = {}
+        self._frames_seen = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "embedded", "random_weights": False, "model": "prompt-seeded template matching",
+                "options": self.options.model_dump()}
+
+    def particles(self) -> list[int]:
+        return sorted(self._tracks)
+
+    def close(self) -> None:
+        self._tracks.clear()
+
+    # ------------------------------------------------------------------ frame loop
+
+    def track(self, frame: Frame, edits: Sequence[ParticleEdit] = ()) -> list[ParticleMask]:
+        pixels = frame.pixels
+        if pixels.ndim != 2:
+            raise ValueError(f"embedded backend needs a 2-D frame, got shape {pixels.shape}")
+        results: dict[int, ParticleMask] = {}
+        claims: list[Claim] = []
+        for edit in edits:
+            if isinstance(edit, RemoveParticle):
+                self._tracks.pop(edit.particle, None)
+                results.pop(edit.particle, None)
+            else:
+                results[edit.particle] = self._apply_prompt(pixels, edit, claims)
+        pending = [t for t in self._tracks.values() if t.particle not in results]
+        present = sorted((t for t in pending if t.present), key=lambda t: -t.last_z)
+        for track in present:
+            results[track.particle] = self._follow(pixels, track, claims)
+        lost = [t for t in pending if not t.present]
+        for track in lost:
+            results[track.particle] = self._follow(pixels, track, claims, strict=True)
+        still_lost = [t for t in lost if not t.present]
+        if still_lost and self._frames_seen % self.options.reacquire_interval_frames == 0:
+            for track in still_lost:
+                found = self._reacquire(pixels, track, claims)
+                if found is not None:
+                    results[track.particle] = found
+        self._frames_seen += 1
+        return [results[pid] for pid in sorted(self._tracks) if pid in results]
+
+    # ------------------------------------------------------------------ prompts
+
+    def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, claims: list[Claim]) -> ParticleMask:
+        seed = seed_particle(pixels, prompt, self.options)
+        existing = self._tracks.get(prompt.particle)
+        if existing is not None and self._keep_memory(pixels, existing, seed):
+            track = existing
+            logger.debug("particle %d: correction re-anchored, learned shape kept", prompt.particle)
+        else:
+            appearance, mask = body_from_seed(seed)
+            memory = ShapeMemory(appearance, mask, self.options)
+            track = TrackedParticle(prompt.particle, memory, seed.polarity, seed.x, seed.y, seed.angle_deg,
+                                    amplitude_ref=seed.contrast, z_ref=2 * self.options.min_detection_z)
+            self._tracks[prompt.particle] = track
+        return self._emit(pixels, track, 1.0, claims)
+
+    def _keep_memory(self, pixels: np.ndarray, track: TrackedParticle, seed: Seed) -> bool:
+        """Re-anchor ``track`` at the prompt; True if its learned shape agrees with the prompt's segmentation."""
+        track.x, track.y, track.present = seed.x, seed.y, True
+        track.velocity = (0.0, 0.0)
+        estimate, _ = self._search(pixels, track, [], radius_px=max(4.0, 0.5 * seed.radius_px))
+        if estimate is None:
+            return False
+        placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
+        if placed is None:
+            return False
+        seed_full = np.zeros(pixels.shape, dtype=bool)
+        _paste(seed_full, seed.window.x0, seed.window.y0, seed.mask)
+        (x0, y0, x1, y1), crop = placed
+        region = seed_full[y0:y1, x0:x1]
+        inter = int((region & crop).sum())
+        union = int(seed.mask.sum()) + int(crop.sum()) - inter
+        if inter / max(union, 1) < CORRECTION_KEEP_IOU:
+            return False
+        track.accept(estimate)
+        return True
+
+    # ------------------------------------------------------------------ following
+
+    def _search(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
+                radius_px: float | None = None, centre: tuple[float, float] | None = None
+                ) -> tuple[PoseEstimate | None, Window]:
+        prior = track.prior(self.options, reacquire=centre is not None)
+        if radius_px is not None:
+            prior = type(prior)(prior.x, prior.y, prior.angle_deg, radius_px, prior.step_scale_px,
+                                prior.turn_sigma_deg, prior.weight)
+        cx, cy = centre if centre is not None else (prior.x, prior.y)
+        x0, y0, edge = track.window_origin(cx, cy)
+        window = frame_window(pixels, x0, y0, edge, edge, track.polarity, _claimed(claims, x0, y0, edge))
+        return search_pose(window, track.memory, prior), window
+
+    def _follow(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
+                strict: bool = False) -> ParticleMask:
+        estimate, window = self._search(pixels, track, claims)
+        return self._conclude(pixels, track, estimate, window, claims, strict)
+
+    def _conclude(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate | None,
+                  window: Window, claims: list[Claim], strict: bool) -> ParticleMask:
+        if estimate is None:
+            track.lose()
+            return ParticleMask.absent(track.particle)
+        placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
+        visible = 0.0 if placed is None else _unclaimed_area(placed, claims) / max(track.memory.area_px, 1)
+        if placed is None or not track.is_detection(estimate, visible, self.options, strict):
+            track.lose()
+            return ParticleMask.absent(track.particle, track.confidence(estimate, visible, self.options))
+        track.accept(estimate)
+        if visible >= LEARN_MIN_VISIBLE and estimate.z >= LEARN_MIN_Z_FRACTION * track.z_ref:
+            track.learn_references(estimate)
+            if self._frames_seen % self.options.appearance_update_interval_frames == 0:
+                track.learn_shape(window.darkness, track.x - window.x0, track.y - window.y0)
+        return self._emit(pixels, track, track.confidence(estimate, visible, self.options), claims)
+
+    def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Claim]) -> ParticleMask:
+        placed = track.memory.rasterize(track.x, track.y, track.angle_deg, pixels.shape)
+        if placed is None or not placed[1].any():
+            track.lose()
+            return ParticleMask.absent(track.particle, score)
+        claims.append(placed)
+        bbox, crop = placed
+        extras = {"x": track.x, "y": track.y, "angle_deg": track.angle_deg, "z": track.last_z}
+        return ParticleMask(track.particle, True, score, bbox, crop, extras=extras)
+
+    def _reacquire(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim]) -> ParticleMask | None:
+        """Look for a lost particle over the whole frame; None if not found."""
+        candidates = candidate_positions(pixels, track, claims, REACQUIRE_CANDIDATES)
+        for cx, cy in candidates:
+            estimate, window = self._search(pixels, track, claims, centre=(cx, cy))
+            if estimate is None:
+                continue
+            placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
+            visible = 0.0 if placed is None else _unclaimed_area(placed, claims) / max(track.memory.area_px, 1)
+            if placed is not None and track.is_detection(estimate, visible, self.options, strict=True):
+                track.frames_lost = 0
+                return self._conclude(pixels, track, estimate, window, claims, strict=True)
+        return None
+
+
+def _paste(full: np.ndarray, x0: int, y0: int, crop: np.ndarray) -> None:
+    rows, cols = full.shape
+    ya, yb = max(y0, 0), min(y0 + crop.shape[0], rows)
+    xa, xb = max(x0, 0), min(x0 + crop.shape[1], cols)
+    if ya < yb and xa < xb:
+        full[ya:yb, xa:xb] |= crop[ya - y0 : yb - y0, xa - x0 : xb - x0]
+
+
+def _claimed(claims: list[Claim], x0: int, y0: int, edge: int) -> np.ndarray | None:
+    """Pixels of the window at (x0, y0) already given to other particles this frame (None: none)."""
+    out: np.ndarray | None = None
+    for (bx0, by0, bx1, by1), crop in claims:
+        if bx1 <= x0 or by1 <= y0 or bx0 >= x0 + edge or by0 >= y0 + edge:
+            continue
+        if out is None:
+            out = np.zeros((edge, edge), dtype=bool)
+        _paste(out, bx0 - x0, by0 - y0, crop)
+    return out
+
+
+def _unclaimed_area(placed: Claim, claims: list[Claim]) -> int:
+    (x0, y0, x1, y1), crop = placed
+    taken = _claimed(claims, x0, y0, max(x1 - x0, y1 - y0))
+    if taken is None:
+        return int(crop.sum())
+    return int((crop & ~taken[: y1 - y0, : x1 - x0]).sum())
