@@ -63,3 +63,14 @@ def meta_inference_state(images, shape: tuple[int, int]) -> dict[str, Any]:
         "obj_id_to_idx": OrderedDict(), "obj_idx_to_id": OrderedDict(), "obj_ids": [],
         "output_dict_per_obj": {}, "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
     }
+
+
+def one_torch_thread():
+    """Generator for a module fixture: one intra-op thread (the shared 2-core CI box is oversubscribed
+    otherwise, which makes torch several times slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -162,4 +162,4 @@ def test_a_long_display_session_keeps_reference_counts_stable(dashboard):
         window.refresh()
         window.frame_view.viewport().repaint()
     after = [sys.getrefcount(v) for v in (None, True, False)]
-    assert all(a - b > -100 for a, b in zip(before, after, strict=True)), (before, after)
+    assert all(later - earlier > -100 for earlier, later in zip(before, after, strict=True)), (before, after)

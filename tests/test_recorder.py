@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.measure import measure_mask
@@ -106,6 +107,27 @@ def test_masks_tif_pages_labels_and_frame_indices(tmp_path):
     manifest = json.loads((recorder.run_dir / "run.json").read_text())
     assert manifest["mask_frames"] == [[0, 4], [7, 9]]
     assert expand_ranges(manifest["mask_frames"]) == indices
+
+
+@pytest.mark.parametrize("keep", ["all_but_1_byte", "half_of_last_data", "part_of_last_ifd"])
+def test_truncated_masks_tif_reads_complete_pages(tmp_path, keep):
+    """What a crash while writing the last page leaves: the pages before it read back intact."""
+    recorder = record(tmp_path, range(6), Calibration())
+    path = recorder.run_dir / "masks.tif"
+    with tifffile.TiffFile(path) as tif:
+        last = tif.pages[-1]
+        cut_at = {"all_but_1_byte": path.stat().st_size - 1,
+                  "half_of_last_data": last.dataoffsets[0] + last.databytecounts[0] // 2,
+                  "part_of_last_ifd": last.offset + 10}[keep]
+    with open(path, "r+b") as fh:
+        fh.truncate(cut_at)
+    labels, frames = read_label_stack(path)
+    assert frames == [0, 1, 2, 3, 4]
+    for page, i in zip(labels, frames, strict=True):
+        expected = np.zeros(SHAPE, np.uint16)
+        for mask in make_result(i, Calibration()).masks:
+            expected[mask.to_full(SHAPE)] = mask.particle
+        np.testing.assert_array_equal(page, expected)
 
 
 def test_no_masks_when_disabled(tmp_path):

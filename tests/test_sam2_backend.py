@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from tests.sam2_helpers import TINY, make_segmenter, synthetic_frames  # noqa: E402
+from tests.sam2_helpers import one_torch_thread, TINY, make_segmenter, synthetic_frames  # noqa: E402
 
 from sam4em_live.frames import Frame  # noqa: E402
 from sam4em_live.segment.base import Prompt, RemoveParticle, Segmenter  # noqa: E402
@@ -26,6 +26,11 @@ P1 = Prompt(1, 0, ((70.0, 60.0),), (1,))
 P2 = Prompt(2, 0, ((170.0, 140.0),), (1,), box=(150.0, 120.0, 190.0, 160.0))
 P3 = Prompt(3, 5, ((120.0, 100.0),), (1,))
 P1_CORRECTION = Prompt(1, 5, ((76.0, 64.0), (20.0, 20.0)), (1, 0))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")

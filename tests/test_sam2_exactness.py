@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from tests.sam2_helpers import make_segmenter, meta_inference_state, meta_predictor, synthetic_frames  # noqa: E402
+from tests.sam2_helpers import one_torch_thread, make_segmenter, meta_inference_state, meta_predictor, synthetic_frames  # noqa: E402
 
 from sam4em_live.segment.base import Prompt  # noqa: E402
 from sam4em_live.segment.sam2.preprocess import logits_to_frame  # noqa: E402
@@ -31,6 +31,11 @@ FIRST = [
     Prompt(2, 0, ((170.0, 140.0),), (1,), box=(150.0, 120.0, 190.0, 160.0)),
 ]
 CORRECTION = Prompt(1, SECOND_PROMPT, ((88.0, 72.0), (20.0, 20.0)), (1, 0))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    yield from one_torch_thread()
 
 
 def run_ours(segmenter, images, shape):

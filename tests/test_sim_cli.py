@@ -86,3 +86,22 @@ def test_simulate_from_a_written_spec_reproduces_the_clip(tmp_path) -> None:
     broken.write_text('{"imaging": {"pixel_size_um": 1}}')
     refused = runner.invoke(app, ["simulate", "--spec", str(broken), "--out", str(tmp_path / "c")])
     assert refused.exit_code == 2 and "pixel_size_um" in refused.output
+
+
+def test_streamed_folder_equals_the_in_memory_clip(tmp_path) -> None:
+    from sam4em_live.sim.outputs import simulate_to_folder, write_simulation
+    from sam4em_live.sim.presets import get_preset
+    from sam4em_live.sim.video import simulate_video
+
+    spec = get_preset("crossing")
+    simulate_to_folder(spec, 8, 2, tmp_path / "streamed")
+    write_simulation(simulate_video(spec, 8, 2), tmp_path / "memory")
+    for name in ("video.tif", "gt_masks.tif"):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "streamed" / name),
+                                      tifffile.imread(tmp_path / "memory" / name))
+    for name in ("gt_trajectories.csv", "prompts_point_box.json"):
+        assert (tmp_path / "streamed" / name).read_text() == (tmp_path / "memory" / name).read_text()
+    streamed = json.loads((tmp_path / "streamed" / "meta.json").read_text())
+    memory = json.loads((tmp_path / "memory" / "meta.json").read_text())
+    assert streamed["cnr"] == memory["cnr"] and streamed["spec"] == memory["spec"]
+    assert not list((tmp_path / "streamed").glob(".*scratch*"))

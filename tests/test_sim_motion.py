@@ -114,3 +114,12 @@ def test_csv_trajectory_drives_positions_and_absence(tmp_path) -> None:
         pd.DataFrame({"frame": [0, 0], "particle": [1, 2], "x": [1.0, 2.0], "y": [1.0, 2.0]}).to_csv(bad, index=False)
         ParticleTrajectory(ParticleSpec(motion=MotionSpec(kind="csv", csv_path=str(bad))), IMAGING,
                            np.random.default_rng(0))
+
+
+def test_endless_trajectories_continue_across_blocks() -> None:
+    particle = ParticleSpec(shape="sphere", width_nm=10.0, start_xy_px=(256.0, 256.0),
+                            motion=MotionSpec(kind="fbm", diffusion_nm2_per_s=400.0, alpha=0.7))
+    track = iter(ParticleTrajectory(particle, IMAGING, np.random.default_rng(0), block_frames=4))
+    xy = np.array([(p.x_px, p.y_px) for p in (next(track) for _ in range(13))])
+    steps = np.hypot(*np.diff(xy, axis=0).T)
+    assert np.all(steps > 0) and np.all(steps < 10)  # no jumps or stalls at block boundaries (4, 8, 12)

@@ -190,3 +190,14 @@ def test_detector_options_quantise_add_noise_and_vary() -> None:
     assert right > left * 1.1  # gradient along +x
     with pytest.raises(ValueError, match="exposure"):
         ImagingSpec(fps=100.0, exposure_s=0.02)
+
+
+def test_background_noise_is_poisson_coloured_by_the_mtf() -> None:
+    imaging = ImagingSpec(shape_px=(256, 256), output_dtype="float32")
+    cell = LiquidCellSpec(water_thickness_nm=50.0)
+    video = simulate_video(SimulationSpec(imaging=imaging, cell=cell, particles=()), 3, seed=5)
+    lam = _expected_background(imaging, cell)
+    assert video.frames.mean() == pytest.approx(lam, rel=0.003)
+    expected_std = math.sqrt(lam) * mtf_noise_factor((256, 256), 0.2658, 1.535)
+    assert video.frames.std() == pytest.approx(expected_std, rel=0.02)
+    assert np.median(video.snr) == pytest.approx(lam / expected_std, rel=0.02)

@@ -54,7 +54,8 @@ def test_paced_source_keeps_its_rate_and_polls() -> None:
     frames = _drain(source)
     elapsed = time.monotonic() - start
     assert len(frames) == 6 and elapsed >= 5 / 50.0 * 0.9
-    assert frames[0].calibration.fps == 50.0
+    assert frames[0].calibration.fps == 80.0  # physical rate of the simulated motion, not playback
+    assert source.series.metadata["playback_fps"] == 50.0
     slow = SimulatedSource("leave-reenter", fps=2.0)
     slow.open()
     assert slow.next_frame(0.05) is not None  # first frame is due at once
@@ -89,3 +90,13 @@ def test_bad_arguments_are_refused() -> None:
         SimulatedSource("demo", fps=0)
     with pytest.raises(ValueError, match="preset"):
         SimulatedSource("nope")
+
+
+def test_contrast_is_measured_only_on_request() -> None:
+    plain = SimulatedSource("crossing", n_frames=1, as_fast_as_possible=True)
+    measured = SimulatedSource("crossing", n_frames=1, as_fast_as_possible=True, measure_contrast=True)
+    for source in (plain, measured):
+        source.open()
+        source.next_frame(0.1)
+    assert np.isnan(plain.last_truth.cnr)
+    assert measured.last_truth.cnr > 1.0  # crossing preset: 10x dose

@@ -118,3 +118,26 @@ def test_remove_forget_and_order():
     assert stats.particles() == [2]
     with pytest.raises(ValueError):
         RollingTrackStats(1, 1, None, None)
+
+
+def test_many_particles_grow_storage_and_reuse_rows():
+    """More particles than the initial capacity, removals and re-additions: still equal to batch."""
+    rng = np.random.default_rng(9)
+    window, max_lag = 40, 12
+    stats = RollingTrackStats(window, max_lag, fps=None, pixel_size_nm=None)
+    history: dict[int, list[tuple[int, float, float]]] = {}
+    for frame, ms in _stream(rng, 300, 20, 0.3, 0.0):
+        if frame == 150:
+            for pid in range(1, 21, 2):
+                stats.remove(pid)
+                history[pid] = []  # removed particles start afresh
+        stats.update(frame, ms)
+        for m in ms:
+            if m.present:
+                history.setdefault(m.particle, []).append((frame, m.x, m.y))
+    assert stats.particles() == list(range(1, 21))
+    for pid in stats.particles():
+        batch = _batch_over_window(history, pid, frame, window, max_lag)
+        live = stats.msd(pid)
+        np.testing.assert_array_equal(live.n, batch.n)
+        np.testing.assert_allclose(live.msd, batch.msd, rtol=1e-9, equal_nan=True)

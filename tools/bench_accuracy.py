@@ -52,7 +52,11 @@ def run_via_pipeline(gt: Path, prompts: Path, out: Path, backend: str) -> Evalua
     if out.exists():
         shutil.rmtree(out)
     run_dir = run_track(gt / "video.tif", prompts, out, backend=backend, progress=False)
-    return evaluate_directories(run_dir, gt)
+    report = evaluate_directories(run_dir, gt)
+    events = Path(run_dir) / "events.jsonl"
+    lines = events.read_text().splitlines() if events.is_file() else []
+    report.extras["prompts_rejected"] = sum(json.loads(line).get("kind") == "prompt_rejected" for line in lines)
+    return report
 
 
 def run_direct(gt: Path, prompts: Path, backend: str, options: dict[str, Any]) -> EvaluationReport:
@@ -67,14 +71,16 @@ def run_direct(gt: Path, prompts: Path, backend: str, options: dict[str, Any]) -
     calibration = get_preset(meta["preset"]).imaging
     pred = np.zeros_like(gt_labels)
     segmenter = create_segmenter(backend, options)
-    failed = 0
+    failed = rejected = 0
     try:
         for i, pixels in enumerate(frames):
             frame = Frame("bench", i, time.time(), pixels)
+            anchored = [e for e in edits if e.frame == i]
             try:
-                masks = segmenter.track(frame, [e for e in edits if e.frame == i])
+                masks = segmenter.track(frame, anchored)
             except Exception as exc:  # noqa: BLE001 - like the pipeline: count, report, carry on
                 failed += 1
+                rejected += len(anchored)
                 print(f"# frame {i}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 continue
             for mask in masks:
@@ -86,6 +92,7 @@ def run_direct(gt: Path, prompts: Path, backend: str, options: dict[str, Any]) -
     del calibration
     report = evaluate_run(pred, gt_labels, None, gt_table)
     report.extras["segmentation_errors"] = failed
+    report.extras["prompts_rejected"] = rejected
     return report
 
 
@@ -113,7 +120,7 @@ def bench_one(gt: Path, kind: str, args: argparse.Namespace, work: Path) -> dict
             "frames_scored": s["frames"],
             "J": s["J"], "F": s["F"], "J&F": s["J&F"], "centroid_error_px_median": s["centroid_error_px_median"],
             "missed_frames": s["missed_frames"], "identity_switches": s["identity_switches"],
-            "fps_end_to_end": n_frames / elapsed}
+            "prompts_rejected": s.get("prompts_rejected", 0), "fps_end_to_end": n_frames / elapsed}
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, describe: str) -> str:
@@ -122,14 +129,19 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, describe: str
         f"Backend: {describe}. Simulated SAM4EM-like clips ({args.frames} frames, seed {args.seed}), prompts on "
         f"frames {PROMPT_FRAMES[0]} and {PROMPT_FRAMES[1]}; J, F, J&F in % (DAVIS, boundary tolerance 6 px). "
         f"fps is end to end on a shared {platform.machine()} machine (simulation cached, evaluation included).\n",
-        "| preset | prompt | mode | J | F | J&F | centroid err. median (px) | missed | id switches | fps |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | prompt | mode | J | F | J&F | centroid err. median (px) | missed frames | id switches "
+        "| prompts rejected | fps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['preset']} | {r['prompt']} | {r['mode']} | {r['J']:.1f} | {r['F']:.1f} | "
-                     f"{r['J&F']:.1f} | {r['centroid_error_px_median']:.2f} | {r['missed_frames']} | "
-                     f"{r['identity_switches']} | {r['fps_end_to_end']:.1f} |")
+                     f"{r['J&F']:.1f} | {_num(r['centroid_error_px_median'])} | {r['missed_frames']} | "
+                     f"{r['identity_switches']} | {r['prompts_rejected']} | {r['fps_end_to_end']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{value:.2f}"
 
 
 def describe_backend(name: str, options: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,19 +113,49 @@ def evaluate_run(
     frames = list(range(len(gt_labels))) if frame_indices is None else [int(f) for f in frame_indices]
     if len(frames) != len(gt_labels):
         raise ValueError(f"{len(frames)} frame indices for {len(gt_labels)} frames")
-    shape = (int(gt_labels.shape[1]), int(gt_labels.shape[2]))
-    tol = boundary_tolerance_px(shape)
-    gt_ids = [int(v) for v in np.unique(gt_labels) if v != 0]
-    pred_ids = [int(v) for v in np.unique(pred_labels) if v != 0]
-    ids = sorted(set(gt_ids) | set(pred_ids))
+    pages = ((frame, pred_labels[t], gt_labels[t]) for t, frame in enumerate(frames))
+    return evaluate_pages(pages, pred_table, gt_table)
+
+
+def evaluate_pages(
+    pages: Iterable[tuple[int, np.ndarray, np.ndarray]],
+    pred_table: pd.DataFrame | None = None,
+    gt_table: pd.DataFrame | None = None,
+) -> EvaluationReport:
+    """Like `evaluate_run`, from ``(frame_index, pred_2d, gt_2d)`` triples read one at a time
+    (long runs never need both stacks in memory)."""
     pred_xy = _table_centroids(pred_table)
     gt_xy = _table_centroids(gt_table)
     rows: list[dict[str, Any]] = []
-    for t, frame in enumerate(frames):
-        rows.extend(_score_frame(frame, pred_labels[t], gt_labels[t], ids, tol, pred_xy, gt_xy))
+    gt_ids: set[int] = set()
+    shape: tuple[int, int] | None = None
+    n_frames = 0
+    for frame, pred, gt in pages:
+        pred, gt = np.asarray(pred), np.asarray(gt)
+        if shape is None:
+            shape = (int(gt.shape[0]), int(gt.shape[1]))
+        if pred.shape != shape or gt.shape != shape:
+            raise ValueError(f"frame {frame}: label shapes {pred.shape} / {gt.shape}, expected {shape}")
+        frame_gt_ids = _ids(gt)
+        gt_ids.update(frame_gt_ids)
+        ids = sorted(set(frame_gt_ids) | set(_ids(pred)))
+        rows.extend(_score_frame(int(frame), pred, gt, ids, boundary_tolerance_px(shape), pred_xy, gt_xy))
+        n_frames += 1
+    if shape is None:
+        raise ValueError("nothing to evaluate: no frames")
     per_frame = pd.DataFrame(rows, columns=list(PER_FRAME_COLUMNS))
-    per_particle = _per_particle(per_frame, gt_ids)
-    return EvaluationReport(per_particle, per_frame, len(frames), shape, tol)
+    per_particle = _per_particle(per_frame, sorted(gt_ids))
+    return EvaluationReport(per_particle, per_frame, n_frames, shape, boundary_tolerance_px(shape))
+
+
+def _ids(labels: np.ndarray) -> list[int]:
+    """Non-zero label values present (bincount: faster than np.unique on label images)."""
+    if labels.size == 0:
+        return []
+    if labels.min() < 0:
+        raise ValueError("label images must not hold negative values")
+    present = np.flatnonzero(np.bincount(labels.ravel()))
+    return [int(v) for v in present if v != 0]
 
 
 def _table_centroids(table: pd.DataFrame | None) -> dict[tuple[int, int], tuple[float, float]]:

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from sam4em_live.evaluate.metrics import EvaluationReport, evaluate_run
+from sam4em_live.evaluate.metrics import EvaluationReport, evaluate_pages
 
 
 class EvaluationInputError(ValueError):
@@ -26,7 +25,11 @@ class EvaluationInputError(ValueError):
 
 @dataclass(frozen=True)
 class RecordedRun:
-    labels: np.ndarray  # (N, H, W)
+    """What a run directory says about its masks (pages are read lazily)."""
+
+    masks_path: Path
+    pages: int
+    page_shape: tuple[int, int]
     frames: list[int]  # frame index of each page
     table: pd.DataFrame | None
     info: dict[str, Any]
@@ -39,17 +42,20 @@ def load_run(run_dir: str | Path) -> RecordedRun:
     masks_path = run / "masks.tif"
     if not masks_path.is_file():
         raise EvaluationInputError(f"{run}: no masks.tif (was the run recorded with masks?)")
-    labels = tifffile.imread(masks_path)
-    labels = labels[None] if labels.ndim == 2 else labels
+    with tifffile.TiffFile(masks_path) as tif:
+        pages = len(tif.pages)
+        page_shape = tuple(int(v) for v in tif.pages.first.shape[:2])
     info: dict[str, Any] = {}
     if (run / "run.json").is_file():
         info = json.loads((run / "run.json").read_text())
     table = pd.read_csv(run / "trajectories.csv") if (run / "trajectories.csv").is_file() else None
-    frames = _mask_frames(info.get("mask_frames"), len(labels), run)
-    if len(frames) != len(labels):
+    if table is not None and not {"frame", "particle", "x", "y"} <= set(table.columns):
+        table = None  # an empty or foreign table: fall back to mask centroids
+    frames = _mask_frames(info.get("mask_frames"), pages, run)
+    if len(frames) != pages:
         raise EvaluationInputError(
-            f"{run}: run.json mask_frames lists {len(frames)} frames but masks.tif has {len(labels)} pages")
-    return RecordedRun(labels, frames, table, info)
+            f"{run}: run.json mask_frames lists {len(frames)} frames but masks.tif has {pages} pages")
+    return RecordedRun(masks_path, pages, page_shape, frames, table, info)  # type: ignore[arg-type]
 
 
 def _mask_frames(raw: Any, pages: int, run: Path) -> list[int]:
@@ -70,25 +76,31 @@ def _mask_frames(raw: Any, pages: int, run: Path) -> list[int]:
 
 
 def evaluate_directories(run_dir: str | Path, gt_dir: str | Path) -> EvaluationReport:
-    """Evaluate a recorded run against a folder written by `sam4em-live simulate`."""
-    from sam4em_live.sim.outputs import read_ground_truth
+    """Evaluate a recorded run against a folder written by `sam4em-live simulate`, page by page."""
+    import tifffile
 
     run = load_run(run_dir)
-    try:
-        gt_labels, gt_table, meta = read_ground_truth(gt_dir)
-    except FileNotFoundError as exc:
-        raise EvaluationInputError(str(exc)) from None
-    if run.labels.shape[1:] != gt_labels.shape[1:]:
-        raise EvaluationInputError(
-            f"frame shape differs: run masks {run.labels.shape[1:]} vs ground truth {gt_labels.shape[1:]}")
-    beyond = [f for f in run.frames if not 0 <= f < len(gt_labels)]
-    if beyond:
-        raise EvaluationInputError(
-            f"run has frames {beyond[:5]}... beyond the {len(gt_labels)} ground-truth frames")
-    report = evaluate_run(run.labels, gt_labels[run.frames], run.table, gt_table, frame_indices=run.frames)
+    gt = Path(gt_dir)
+    for name in ("gt_masks.tif", "gt_trajectories.csv"):
+        if not (gt / name).is_file():
+            raise EvaluationInputError(f"{gt}: missing {name} (not a folder written by `sam4em-live simulate`?)")
+    gt_table = pd.read_csv(gt / "gt_trajectories.csv")
+    meta = json.loads((gt / "meta.json").read_text()) if (gt / "meta.json").is_file() else {}
+    with tifffile.TiffFile(run.masks_path) as pred_tif, tifffile.TiffFile(gt / "gt_masks.tif") as gt_tif:
+        gt_pages = len(gt_tif.pages)
+        gt_shape = tuple(int(v) for v in gt_tif.pages.first.shape[:2])
+        if run.page_shape != gt_shape:
+            raise EvaluationInputError(f"frame shape differs: run masks {run.page_shape} vs ground truth {gt_shape}")
+        beyond = [f for f in run.frames if not 0 <= f < gt_pages]
+        if beyond:
+            raise EvaluationInputError(f"run has frames {beyond[:5]}... beyond the {gt_pages} ground-truth frames")
+        pages = ((f, pred_tif.pages[k].asarray(), gt_tif.pages[f].asarray()) for k, f in enumerate(run.frames))
+        report = evaluate_pages(pages, run.table, gt_table)
+    backend = run.info.get("backend")
     report.extras.update({
-        "gt_frames": int(len(gt_labels)), "frames_not_processed": int(len(gt_labels) - len(set(run.frames))),
-        "preset": meta.get("preset"), "backend": (run.info.get("segmenter") or {}).get("backend")
-        if isinstance(run.info.get("segmenter"), dict) else run.info.get("backend"),
+        "gt_frames": gt_pages, "frames_not_processed": gt_pages - len(set(run.frames)),
+        "preset": meta.get("preset"),
+        "backend": backend.get("backend") if isinstance(backend, dict) else backend,
+        "random_weights": backend.get("random_weights") if isinstance(backend, dict) else None,
     })
     return report

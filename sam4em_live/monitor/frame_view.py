@@ -14,9 +14,9 @@ from PySide6 import QtCore, QtWidgets
 from sam4em_live.monitor.imaging import ContrastLut, age_colours, paint_mask, particle_colour
 from sam4em_live.monitor.model import DashboardModel
 
-MASK_ALPHA = 120
+MASK_ALPHA = 100  # the particle stays visible under its mask
 SELECTED_ALPHA = 190
-AGE_STEPS = 64
+AGE_BINS = 8  # tail colour steps from old (violet) to new (yellow)
 
 
 class PromptViewBox(pg.ViewBox):
@@ -63,7 +63,7 @@ class PromptViewBox(pg.ViewBox):
 
 
 class PassiveScatter(pg.ScatterPlotItem):
-    """Scatter that lets clicks through to the view box (a click on a tail dot is a click on the image)."""
+    """Scatter that lets clicks through to the view box (a click on the ring is a click on the image)."""
 
     def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt naming
         ev.ignore()
@@ -79,16 +79,17 @@ class FrameView(pg.GraphicsView):
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.overlay_item = pg.ImageItem(axisOrder="row-major")
         self.overlay_item.setZValue(10)
-        self.tail_points = PassiveScatter(size=3, pen=None, pxMode=True)
-        self.tail_points.setZValue(20)
         self.selection_ring = PassiveScatter(size=26, pen=pg.mkPen((255, 255, 255), width=2),
                                                  brush=None, symbol="o", pxMode=True)
         self.selection_ring.setZValue(30)
-        for item in (self.image_item, self.overlay_item, self.tail_points, self.selection_ring):
+        self._age_curves = [pg.PlotCurveItem(pen=pg.mkPen(tuple(colour), width=2), connect="finite")
+                            for colour in age_colours(AGE_BINS)]
+        for curve in self._age_curves:
+            curve.setZValue(20)
+            self.view_box.addItem(curve)
+        for item in (self.image_item, self.overlay_item, self.selection_ring):
             self.view_box.addItem(item)
-        self._age_brushes = [pg.mkBrush(*c) for c in age_colours(AGE_STEPS)]
         self._labels: dict[int, pg.TextItem] = {}
-        self._lines: dict[int, pg.PlotCurveItem] = {}
         self._shown_preview: object = None
         self._shown_overlay: tuple = ()
         self._shown_grid: tuple[tuple[int, int], int] | None = None
@@ -144,38 +145,33 @@ class FrameView(pg.GraphicsView):
             self._rect_applied.add(id(item))
 
     def _draw_tails(self, model: DashboardModel) -> None:
-        spots_xy, spots_brush = [], []
-        last = model.last_frame
+        """Tails as line segments coloured by age: one curve per age bin for all particles (cheap to update)."""
         span = max(model.tail_frames, 1)
-        for pid, tail in model.tails.items():
+        pieces: list[list[np.ndarray]] = [[] for _ in range(AGE_BINS)]
+        for tail in model.tails.values():
             frames, xy = tail.arrays()
-            line = self._lines.get(pid)
-            if line is None:
-                colour = particle_colour(pid)
-                line = self._lines[pid] = pg.PlotCurveItem(pen=pg.mkPen((*colour, 110), width=1))
-                line.setZValue(15)
-                self.view_box.addItem(line)
-            line.setData(xy[:, 0], xy[:, 1]) if len(xy) else line.setData([], [])
-            if len(xy):
-                fresh = 1.0 - np.clip((last - frames) / span, 0.0, 1.0)
-                index = (fresh * (AGE_STEPS - 1)).astype(int)
-                spots_xy.append(xy)
-                spots_brush.extend(self._age_brushes[i] for i in index)
-        for pid in [p for p in self._lines if p not in model.tails]:
-            self.view_box.removeItem(self._lines.pop(pid))
-        if spots_xy:
-            xy = np.concatenate(spots_xy)
-            self.tail_points.setData(x=xy[:, 0], y=xy[:, 1], brush=spots_brush)
-        else:
-            self.tail_points.setData(x=[], y=[])
+            if len(xy) < 2:
+                continue
+            fresh = 1.0 - np.clip((model.last_frame - frames[1:]) / span, 0.0, 1.0)
+            age_bin = np.minimum((fresh * AGE_BINS).astype(int), AGE_BINS - 1)
+            # Each segment i -> i+1 as [start, end, NaN] so one curve draws disjoint segments.
+            segments = np.stack([xy[:-1], xy[1:], np.full_like(xy[1:], np.nan)], axis=1)
+            for k in np.unique(age_bin):
+                pieces[k].append(segments[age_bin == k].reshape(-1, 2))
+        for curve, parts in zip(self._age_curves, pieces, strict=True):
+            if parts:
+                xy = np.concatenate(parts)
+                curve.setData(xy[:, 0], xy[:, 1])
+            else:
+                curve.setData([], [])
 
     def _draw_labels(self, model: DashboardModel, selected: int | None) -> None:
         ring = []
         for pid, view in model.particles.items():
             label = self._labels.get(pid)
             if label is None:
-                label = self._labels[pid] = pg.TextItem(f"#{pid}", color=particle_colour(pid), anchor=(0, 1),
-                                                         fill=(0, 0, 0, 140))
+                label = self._labels[pid] = pg.TextItem(f"#{pid}", color=(0, 0, 0), anchor=(0, 1),
+                                                         fill=(*particle_colour(pid), 220))
                 label.setZValue(40)
                 self.view_box.addItem(label)
             visible = view.present and view.x is not None and view.y is not None

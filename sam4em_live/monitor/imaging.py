@@ -109,7 +109,7 @@ def paint_mask(
     ``overlay[r, c]`` stands for full-frame pixel ``(r * step, c * step)`` (the
     preview's sampling), so mask pixels are sampled on the same grid.
     """
-    x0, y0, x1, y1 = (int(v) for v in bbox)
+    x0, y0 = int(bbox[0]), int(bbox[1])  # the crop's shape gives the far edges
     row0, col0 = -(-y0 // step), -(-x0 // step)  # first preview row/column inside the bbox
     sub = crop[row0 * step - y0 :: step, col0 * step - x0 :: step]
     rows = min(sub.shape[0], overlay.shape[0] - row0)

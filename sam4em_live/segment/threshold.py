@@ -25,7 +25,7 @@ from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, PromptE
 
 
 class ThresholdOptions(FrozenModel):
-    smoothing_sigma_px: float = 2.0
+    smoothing_sigma_px: float = 3.0
     search_radius_px: int = 48
     default_prompt_radius_px: int = 24
     min_area_ratio: float = 0.3
@@ -88,11 +88,12 @@ class ThresholdSegmenter:
         border = np.concatenate([window[0], window[-1], window[:, 0], window[:, -1]])
         background = float(np.median(border))
         cy, cx = int(round(y)) - y0, int(round(x)) - x0
-        inner = window[max(0, cy - 2): cy + 3, max(0, cx - 2): cx + 3]
-        level = float(inner.mean()) if prompt.box is None else float(np.percentile(window, 1))
+        # A click lands anywhere on the particle: take its darkest part near the click as the level.
+        inner = window[max(0, cy - 8): cy + 9, max(0, cx - 8): cx + 9]
+        level = float(np.percentile(inner if prompt.box is None else window, 1))
         # Contrast must stand clear of the (smoothed) background noise, or there is nothing to follow.
         noise = float(border.std())
-        if not background - level > 4 * noise:
+        if not background - level > 3 * noise:
             raise PromptError(
                 f"particle {prompt.particle}: no dark particle at the prompt (local level {level:.1f}, "
                 f"background {background:.1f} +- {noise:.1f})",

@@ -60,6 +60,10 @@ class CalibratedSource:
         return getattr(self.inner, name)
 
 
+def _override(config: ServiceConfig) -> Calibration:
+    return Calibration(pixel_size_nm=config.calibration.pixel_size_nm, fps=config.calibration.fps)
+
+
 def build_source(config: ServiceConfig, stop_at_series_end: bool = False) -> FrameSource:
     src = config.source
     if src.kind == "zmq":
@@ -69,7 +73,8 @@ def build_source(config: ServiceConfig, stop_at_series_end: bool = False) -> Fra
     elif src.kind == "replay":
         from sam4em_live.sources.replay import open_replay
 
-        source = open_replay(src)
+        # The replay paces itself, so it needs a user-given fps before it opens.
+        source = open_replay(src, calibration_override=_override(config))
     else:
         from sam4em_live.sources.simulated import SimulatedSource
 
@@ -80,7 +85,7 @@ def build_source(config: ServiceConfig, stop_at_series_end: bool = False) -> Fra
 
 def with_calibration(config: ServiceConfig, source: FrameSource) -> FrameSource:
     """Apply the config's calibration overrides (if any) to every frame of ``source``."""
-    override = Calibration(pixel_size_nm=config.calibration.pixel_size_nm, fps=config.calibration.fps)
+    override = _override(config)
     if override == Calibration():
         return source
     return CalibratedSource(source, override)

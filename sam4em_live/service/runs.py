@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
-
 from sam4em_live.config import ServiceConfig
 from sam4em_live.results import FrameResult
 from sam4em_live.segment.base import Prompt
@@ -73,26 +71,16 @@ class StatusEcho:
 
 
 def probe_frames(path: Path) -> tuple[tuple[int, int], int]:
-    """(shape, number of frames) of a recording without loading it."""
-    if not path.exists():
+    """(shape, number of frames) of a recording, read the way replay reads it."""
+    from sam4em_live.sources.replay import open_reader
+
+    if not Path(path).exists():
         raise FileNotFoundError(f"input not found: {path}")
-    if path.is_dir():
-        from PIL import Image
-
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        if not files:
-            raise ValueError(f"{path}: no JPEG/PNG frames")
-        with Image.open(files[0]) as im:
-            return (im.height, im.width), len(files)
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        shape = tif.series[0].shape
-        frames = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-        if len(shape) >= 3 and shape[-1] in (3, 4) and tif.series[0].axes.endswith("S"):
-            shape = shape[:-1]
-            frames = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-        return (int(shape[-2]), int(shape[-1])), frames
+    reader = open_reader(Path(path))
+    try:
+        return tuple(reader.shape), reader.n_frames  # type: ignore[return-value]
+    finally:
+        reader.close()
 
 
 def run_track(

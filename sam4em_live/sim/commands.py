@@ -23,10 +23,9 @@ def simulate(
     list_presets: bool = typer.Option(False, "--list", help="List presets and exit."),
 ) -> None:
     """Simulate an LPTEM video with exact ground truth (masks, trajectories, prompts, CNR)."""
-    from sam4em_live.sim.outputs import write_simulation
+    from sam4em_live.sim.outputs import simulate_to_folder
     from sam4em_live.sim.presets import PRESETS, get_preset
     from sam4em_live.sim.spec import SimulationSpec
-    from sam4em_live.sim.video import simulate_video
 
     if list_presets:
         for name, p in PRESETS.items():
@@ -40,18 +39,14 @@ def simulate(
     except (ValueError, OSError) as exc:
         _fail(str(exc))
         return
-    video = simulate_video(chosen, frames, seed)
-    write_simulation(video, out, jpeg=jpeg)
+    meta = simulate_to_folder(chosen, frames, seed, out, jpeg=jpeg)
+    cnr, snr = meta["cnr_summary"]["median"], meta["snr_summary"]["median"]
     typer.echo(f"wrote {frames} frames of {chosen.name} (seed {seed}) to {out}; "
-               f"CNR median {_median(video.cnr):.3f}, SNR median {_median(video.snr):.2f}")
+               f"CNR median {_fmt(cnr, 3)}, SNR median {_fmt(snr, 2)}")
 
 
-def _median(values: object) -> float:
-    import numpy as np
-
-    arr = np.asarray(values, dtype=float)
-    arr = arr[np.isfinite(arr)]
-    return float(np.median(arr)) if arr.size else float("nan")
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def evaluate(

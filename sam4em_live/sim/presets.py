@@ -78,9 +78,9 @@ def _demo() -> SimulationSpec:
                 boundary="reflect", boundary_margin_px=40.0)
     return SimulationSpec(
         name="demo",
-        description="Live demo: 512², 50 fps, four particles wandering but staying in view",
-        imaging=ImagingSpec(shape_px=(512, 512), fps=fps, exposure_s=1 / fps, dose_rate_e_per_A2s=35.0,
-                            ),
+        description="Live demo: 512², 50 fps, four particles wandering but staying in view; 4x the SAM4EM "
+                    "dose so they are visible by eye",
+        imaging=ImagingSpec(shape_px=(512, 512), fps=fps, exposure_s=1 / fps, dose_rate_e_per_A2s=140.0),
         cell=LiquidCellSpec(water_thickness_nm=50.0),
         particles=(
             ParticleSpec(shape="rod", start_xy_px=(150.0, 150.0),

@@ -30,6 +30,7 @@ UINT8_BACKGROUND_LEVEL = 128.0
 class RenderedFrame:
     """One simulated frame with its exact ground truth.
 
+    ``cnr``/``snr`` are NaN when the renderer was asked to skip them.
     ``truth`` has one dict per particle at least partly in the field: ``particle``,
     ``x``, ``y`` (footprint centroid in frame pixels, may lie outside the frame
     when the particle is cut by the edge), ``angle`` (degrees, folded to (-90, 90];
@@ -129,8 +130,13 @@ class FrameRenderer:
             depth[sl] += patch.thickness_nm / np.float32(particle.mean_free_path_nm)
         return box, transmission(depth, thick, self.spec.cell).astype(np.float32)
 
-    def render(self, index: int, exposure_poses: list[list[Pose | None]], rng: np.random.Generator) -> RenderedFrame:
-        """Render frame ``index``; ``exposure_poses[0]`` are the poses at the start of the exposure."""
+    def render(
+        self, index: int, exposure_poses: list[list[Pose | None]], rng: np.random.Generator, contrast: bool = True
+    ) -> RenderedFrame:
+        """Render frame ``index``; ``exposure_poses[0]`` are the poses at the start of the exposure.
+
+        ``contrast=False`` skips the CNR/SNR statistics (NaN), saving time when streaming.
+        """
         dose = 1.0
         if self.imaging.dose_jitter_fraction > 0:
             dose = max(1.0 + self.imaging.dose_jitter_fraction * rng.standard_normal(), 0.05)
@@ -146,7 +152,7 @@ class FrameRenderer:
             electrons += self.imaging.read_noise_e * rng.standard_normal(self.shape, dtype=np.float32)
         pixels = self._to_detector_units(electrons)
         labels, truth = self.ground_truth(exposure_poses[0], exposure_patches[0])
-        cnr, snr = frame_contrast(pixels, labels)
+        cnr, snr = frame_contrast(pixels, labels) if contrast else (math.nan, math.nan)
         return RenderedFrame(index, pixels, labels, truth, cnr, snr)
 
     def _to_detector_units(self, electrons: np.ndarray) -> np.ndarray:

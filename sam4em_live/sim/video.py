@@ -37,11 +37,15 @@ class SimulationRun:
     ``next_frame(stage_offset_px)`` renders the next frame with the field of view
     shifted by the stage offset (pixels, cell coordinates): a particle at cell
     position p appears at p − offset. Returns ``None`` once ``n_frames`` are made.
+    ``contrast=False`` skips the per-frame CNR/SNR (NaN) to save time when streaming.
     Not thread-safe: one caller renders; the offset is passed in per frame.
     """
 
-    def __init__(self, spec: SimulationSpec, seed: int = 0, n_frames: int | None = None) -> None:
+    def __init__(
+        self, spec: SimulationSpec, seed: int = 0, n_frames: int | None = None, contrast: bool = True
+    ) -> None:
         self.spec = spec
+        self.contrast = contrast
         self.seed = int(seed)
         self.n_frames = n_frames
         self.renderer = FrameRenderer(spec)
@@ -69,7 +73,7 @@ class SimulationRun:
         ox, oy = stage_offset_px
         shifted = [[None if p is None else Pose(p.x_px - ox, p.y_px - oy, p.angle_deg) for p in poses]
                    for poses in exposure]
-        frame = self.renderer.render(self._index, shifted, self._noise_rng)
+        frame = self.renderer.render(self._index, shifted, self._noise_rng, self.contrast)
         self._index += 1
         return frame
 
@@ -154,15 +158,22 @@ def make_prompts(
     visible mask — cut by the edge or hidden by another particle — the nearest
     mask pixel); the box is the tight box around the mask's pixel edges.
     """
+    return prompts_from_truth(video.gt_labels, video.gt_table, frames, kind)
+
+
+def prompts_from_truth(
+    gt_labels: np.ndarray, gt_table: pd.DataFrame, frames: Sequence[int] = (0, 125), kind: PromptKind = "point"
+) -> list[Prompt]:
+    """`make_prompts` from a label stack (any array-like indexable by frame) and its truth table."""
     if kind not in ("point", "box", "point+box"):
         raise ValueError(f"kind must be 'point', 'box' or 'point+box', got {kind!r}")
     prompts: list[Prompt] = []
     for f in frames:
-        if not 0 <= f < video.n_frames:
+        if not 0 <= f < len(gt_labels):
             continue
-        rows = video.gt_table[video.gt_table["frame"] == f]
+        rows = gt_table[gt_table["frame"] == f]
         for row in rows.itertuples(index=False):
-            mask = video.gt_labels[f] == row.particle
+            mask = np.asarray(gt_labels[f]) == row.particle
             if not mask.any():
                 continue
             points: tuple[tuple[float, float], ...] = ()

@@ -40,7 +40,11 @@ class ResultsPublisher:
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, config.sndhwm_messages)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.bind(config.endpoint)
+        try:
+            self._socket.bind(config.endpoint)
+        except zmq.ZMQError:
+            self._socket.close()
+            raise
         self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._run: RunInfo | None = None
         self._next_preview_s = 0.0

@@ -138,7 +138,14 @@ def read_label_stack(path: str | Path) -> tuple[np.ndarray, list[int]]:
     pages: list[np.ndarray] = []
     frames: list[int] = []
     with tifffile.TiffFile(path) as tif:
-        for page in tif.pages:
+        while True:
+            try:
+                page = tif.pages[len(pages)]
+            except IndexError:
+                break
+            except tifffile.TiffFileError as exc:  # the last IFD itself was cut short
+                log.warning("%s: page %d has a damaged header (%s); stopping there", path, len(pages), exc)
+                break
             counts, offsets = page.databytecounts, page.dataoffsets
             if not counts or min(counts) == 0 or max(o + c for o, c in zip(offsets, counts, strict=True)) > size:
                 log.warning("%s: page %d is incomplete (written when the process stopped); ignored", path, len(pages))

@@ -82,9 +82,11 @@ class GreyReducer:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.ndim == 2:
             return pixels
+        if pixels.shape[-1] <= 2:  # grey, or grey + alpha
+            return pixels[..., 0]
         colour = pixels[..., :3]  # an alpha channel carries no image information
         first = colour[..., 0]
-        if colour.shape[-1] == 1 or all(np.array_equal(first, colour[..., c]) for c in range(1, colour.shape[-1])):
+        if all(np.array_equal(first, colour[..., c]) for c in range(1, colour.shape[-1])):
             return first
         if self.luminance_frames == 0:
             log.warning("%s: colour channels differ; replaying BT.601 luminance of the RGB frames", self.path)
@@ -160,8 +162,6 @@ class ImageFolderReader:
                 pixels = np.asarray(im)
         except (OSError, SyntaxError, ValueError) as exc:
             raise ReplayError(f"{path}: cannot decode image ({exc})") from None
-        if pixels.ndim == 3 and pixels.shape[-1] == 2:  # grey + alpha
-            pixels = pixels[..., 0]
         pixels = self._grey(pixels)
         if pixels.shape != self.shape:
             raise ReplayError(f"{path}: frame is {pixels.shape[1]}x{pixels.shape[0]}, "

@@ -33,10 +33,15 @@ class SimulatedSource:
     n_frames
         Frames before `EndOfStream`; ``None`` streams forever.
     fps
-        Emission rate (frames/s); ``None`` = the spec's ``imaging.fps``. The
-        calibration keeps the spec's physical fps only when this is ``None``.
+        Emission (playback) rate in frames/s; ``None`` = the spec's ``imaging.fps``.
+        The frames' calibration always carries the spec's physical fps — the
+        motion was simulated with that frame interval — so statistics in
+        seconds stay right when playback is slowed down or sped up.
     as_fast_as_possible
         Emit each frame as soon as it is rendered.
+    measure_contrast
+        Compute each frame's CNR/SNR (kept in `last_truth`); off by default because it costs
+        several ms per 1024² frame.
     """
 
     def __init__(
@@ -46,6 +51,7 @@ class SimulatedSource:
         n_frames: int | None = None,
         fps: float | None = None,
         as_fast_as_possible: bool = False,
+        measure_contrast: bool = False,
     ) -> None:
         self.spec = get_preset(spec_or_preset) if isinstance(spec_or_preset, str) else spec_or_preset
         if fps is not None and fps <= 0:
@@ -56,6 +62,7 @@ class SimulatedSource:
         self.n_frames = n_frames
         self.fps = float(fps) if fps is not None else float(self.spec.imaging.fps)
         self.as_fast_as_possible = as_fast_as_possible
+        self.measure_contrast = measure_contrast
         self.counters = SourceCounters()
         self._stage = StageOffset()
         self._run: SimulationRun | None = None
@@ -64,10 +71,7 @@ class SimulatedSource:
         self._next_due_s = 0.0
         self._truth_lock = threading.Lock()
         self._last_truth: RenderedFrame | None = None
-        calibration = calibration_of(self.spec)
-        if fps is not None:
-            calibration = calibration.merged(type(calibration)(fps=self.fps))
-        self.calibration = calibration
+        self.calibration = calibration_of(self.spec)
 
     @property
     def series(self) -> SeriesInfo | None:
@@ -89,12 +93,13 @@ class SimulatedSource:
             return self._last_truth
 
     def open(self) -> None:
-        self._run = SimulationRun(self.spec, self.seed, self.n_frames)
+        self._run = SimulationRun(self.spec, self.seed, self.n_frames, contrast=self.measure_contrast)
         rows, cols = self._run.renderer.shape
         dtype = {"uint16": "<u2", "uint8": "|u1", "float32": "<f4"}[self.spec.imaging.output_dtype]
         metadata = {
             "source": "simulator", "simulated": True, "preset": self.spec.name, "seed": self.seed,
             "description": self.spec.description, "particles": len(self.spec.particles),
+            "playback_fps": None if self.as_fast_as_possible else self.fps,
         }
         series_id = f"sim-{self.spec.name}-s{self.seed}-{uuid.uuid4().hex[:8]}"
         self._series = SeriesInfo(series_id, (rows, cols), dtype, self.calibration, metadata)

@@ -41,6 +41,8 @@ _TIME_S: dict[str, float] = {
     "ns": 1e-9, "us": 1e-6, "microsecond": 1e-6, "ms": 1e-3, "msec": 1e-3, "millisecond": 1e-3,
     "s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0,
 }
+# ImageJ hyperstacks are classic TIFF (< 4 GiB); larger stacks are written as OME BigTIFF.
+_IMAGEJ_MAX_BYTES = 2**32 - 2**25
 # TIFF ResolutionUnit codes we trust as physical (3 = cm; 4, 5 = tifffile's mm and µm extensions).
 _RESUNIT_NM: dict[int, float] = {3: 1e7, 4: 1e6, 5: 1e3}
 
@@ -246,8 +248,8 @@ def write_tiff_stack(
         Calibration to store (None = leave out).
     ome
         Write OME-TIFF (BigTIFF) instead of an ImageJ hyperstack. ImageJ files
-        only hold uint8, uint16 and float32; other pixel types are written as
-        OME-TIFF automatically.
+        only hold uint8, uint16 and float32 and stay below 4 GiB; other pixel
+        types and larger stacks are written as OME-TIFF automatically.
     compression
         tifffile compression name (e.g. ``"zlib"``); None writes uncompressed
         files, which replay memory-maps.
@@ -260,13 +262,16 @@ def write_tiff_stack(
         first, count, pages = stack[0], stack.shape[0], iter(stack)
     else:
         if n_frames is None:
-            n_frames = len(frames)  # type: ignore[arg-type]
+            if not hasattr(frames, "__len__"):
+                raise ValueError("pass n_frames when frames is an iterator")
+            n_frames = len(frames)
         pages = iter(frames)
         first = np.asarray(next(pages))
         count, pages = n_frames, _chain_first(first, pages)
     if first.ndim != 2:
         raise ValueError(f"each frame must be 2-D, got shape {first.shape}")
-    use_ome = ome or first.dtype not in (np.uint8, np.uint16, np.float32)
+    imagej_ok = first.dtype in (np.uint8, np.uint16, np.float32) and count * first.nbytes < _IMAGEJ_MAX_BYTES
+    use_ome = ome or not imagej_ok
     metadata, options = _calibration_tags(use_ome, pixel_size_nm, fps)
     options.update(shape=(count, *first.shape), dtype=first.dtype, compression=compression, photometric="minisblack")
     with tifffile.TiffWriter(path, ome=use_ome, imagej=not use_ome, bigtiff=use_ome) as writer:

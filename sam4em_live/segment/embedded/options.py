@@ -23,23 +23,27 @@ class EmbeddedOptions(FrozenModel):
     # Gaussian scale used to denoise the prompt frame before thresholding it.
     seed_smoothing_px: float = Field(2.0, gt=0, le=16)
     # The particle must stand this many noise standard deviations out of the smoothed background.
-    seed_min_snr: float = Field(5.0, gt=0)
+    seed_min_snr: float = Field(4.0, gt=0)
     polarity: Literal["auto", "dark", "bright"] = "auto"
     # Boundary = this fraction of the particle's peak contrast in the learned appearance.
     edge_fraction: float = Field(0.25, gt=0, lt=1)
     # Smallest smoothing of the learned appearance before its boundary is taken (memory noise).
     mask_smoothing_px: float = Field(2.5, ge=0.5, le=8)
     coarse_angle_step_deg: float = Field(10.0, ge=1, le=45)
-    fine_angle_step_deg: float = Field(2.5, gt=0, le=10)
+    fine_angle_step_deg: float = Field(5.0, gt=0, le=10)
     # Horizon of the exponential appearance memory (frames): slow shape change is followed.
     memory_frames: PositiveInt = 40
-    appearance_update_interval_frames: PositiveInt = 1
+    # Once the memory is full, fold in every n-th frame only (cost; the memory still follows slow change).
+    appearance_update_interval_frames: PositiveInt = 4
     # Present only if the match stands this many noise sigmas out ...
     min_detection_z: float = Field(6.0, gt=0)
     # ... and its contrast is at least this fraction of the particle's learned contrast.
     presence_fraction: float = Field(0.45, gt=0, lt=1)
     # While a particle is lost, look for it over the whole frame (at low resolution) this often.
     reacquire_interval_frames: PositiveInt = 4
-    # Heavy-tailed motion prior: scale of the Cauchy-like step penalty.
+    # Motion prior, in match z units: weight * log(1 + step² / scale²) (heavy-tailed) ...
     step_prior_scale_px: float = Field(6.0, gt=0)
+    step_prior_weight_z: float = Field(0.65, ge=0)
+    # ... plus weight * turn² / (2 sigma²).
     turn_prior_sigma_deg: float = Field(30.0, gt=0)
+    turn_prior_weight_z: float = Field(1.0, ge=0)

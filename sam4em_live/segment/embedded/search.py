@@ -3,8 +3,8 @@
 1. Coarse: the window is block-averaged ``coarse_factor`` x and correlated (FFT)
    with the zero-mean template at every ``coarse_angle_step_deg`` over the
    shape's symmetry period. Scores are in noise sigmas (z); a heavy-tailed
-   step prior and a Gaussian turn prior, divided by the particle's typical z,
-   break near-ties (crossings) without overriding clear evidence.
+   step prior and a Gaussian turn prior (a few z at most) keep identities when
+   similar particles pass close, without overriding clear evidence.
 2. Fine: around the coarse optimum, direct dot products at ``fine_factor`` x
    sampling with templates every ``fine_angle_step_deg``; a parabola through
    the neighbours gives sub-cell position and angle.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -27,8 +28,9 @@ from sam4em_live.segment.embedded.window import Window, block_mean, robust_noise
 class MotionPrior:
     """Where the particle is expected (frame pixels, degrees) and how strongly to believe it.
 
-    ``weight`` scales the prior's negative log-likelihood into z units
-    (1 / the particle's typical z); 0 disables the prior (re-acquisition).
+    Penalties are in match z units: ``step_weight * log(1 + d² / step_scale²)``
+    (Cauchy-like, so 40 px hops stay affordable) plus
+    ``turn_weight * Δθ² / (2 turn_sigma²)``. Weights 0 disable the prior (re-acquisition).
     """
 
     x: float
@@ -37,7 +39,8 @@ class MotionPrior:
     radius_px: float
     step_scale_px: float
     turn_sigma_deg: float
-    weight: float
+    step_weight: float
+    turn_weight: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,35 +63,58 @@ def _prior_penalty(xs: np.ndarray, ys: np.ndarray, angles: np.ndarray, prior: Mo
                    period: float) -> np.ndarray:
     """Negative log prior (z units) on a grid: angles (A,) x positions (P,), returns (A, P)."""
     dist2 = (xs - prior.x) ** 2 + (ys - prior.y) ** 2
-    pos = prior.weight * np.log1p(dist2 / prior.step_scale_px**2)
+    pos = prior.step_weight * np.log1p(dist2 / prior.step_scale_px**2)
     pos = np.where(dist2 <= prior.radius_px**2, pos, np.inf)
     if period <= 0:
         ang = np.zeros(angles.shape, np.float32)
     else:
-        ang = prior.weight * _angle_gap(angles, prior.angle_deg, period) ** 2 / (2 * prior.turn_sigma_deg**2)
+        ang = prior.turn_weight * _angle_gap(angles, prior.angle_deg, period) ** 2 / (2 * prior.turn_sigma_deg**2)
     return (ang[:, None] + pos[None, :]).astype(np.float32)
 
 
-def coarse_search(window: Window, memory: ShapeMemory, prior: MotionPrior) -> tuple[float, float, float] | None:
-    """Best (x, y, angle) on the coarse grid, or None if no position lies within the prior's radius."""
+#: Floor on the visible fraction of template energy (avoids dividing by ~0 far outside the frame).
+MIN_VISIBLE_ENERGY = 0.05
+
+
+def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, prior: MotionPrior,
+                  valid: np.ndarray | None = None) -> tuple[float, float, float] | None:
+    """Best (x, y, angle) on the coarse grid, or None if no position lies within the prior's radius.
+
+    ``coarse`` is the block-mean contrast of the square window whose top-left
+    full-resolution pixel is (x0, y0). ``valid`` (block-mean of the in-frame,
+    unclaimed indicator) makes the match a masked one: z is normalised by the
+    template energy over valid pixels only, so a particle half out of the
+    frame is found where it is, not pulled inside.
+    """
     factor = memory.coarse_factor
-    coarse = block_mean(window.darkness, factor)
     cells = coarse.shape[0]
-    angles, spectra, norms, size = memory.coarse_bank(cells)
+    angles, spectra, norms, size, energy_spectra = memory.coarse_bank(cells)
     size = int(size)
-    sigma = robust_noise(coarse)
+    sigma = memory.noise_level(factor, robust_noise(coarse, valid))
     corr = sfft.irfft2(spectra * sfft.rfft2(coarse, workers=1)[None], s=(cells, cells), workers=1)
-    valid = cells - size + 1
-    z = corr[:, :valid, :valid] / (sigma * norms[:, None, None])
-    centre = np.arange(valid, dtype=np.float32) * factor + ((size - 1) / 2 * factor + (factor - 1) / 2)
-    xs = np.broadcast_to(window.x0 + centre[None, :], (valid, valid)).ravel()
-    ys = np.broadcast_to(window.y0 + centre[:, None], (valid, valid)).ravel()
+    n_valid = cells - size + 1
+    if valid is None:
+        z = corr[:, :n_valid, :n_valid] / (sigma * norms[:, None, None])
+    else:
+        energy = sfft.irfft2(energy_spectra * sfft.rfft2(valid, workers=1)[None], s=(cells, cells), workers=1)
+        floor = (MIN_VISIBLE_ENERGY * norms**2)[:, None, None]
+        z = corr[:, :n_valid, :n_valid] / (sigma * np.sqrt(np.maximum(energy[:, :n_valid, :n_valid], floor)))
+    valid = n_valid
+    grid_x, grid_y = _grid(valid, factor, (size - 1) / 2 * factor + (factor - 1) / 2)
+    xs, ys = grid_x + np.float32(x0), grid_y + np.float32(y0)
     objective = z.reshape(angles.size, -1) - _prior_penalty(xs, ys, angles, prior, memory.period_deg)
     best = int(np.argmax(objective))
     k, p = divmod(best, valid * valid)
     if not np.isfinite(objective.flat[best]):
         return None
     return float(xs[p]), float(ys[p]), float(angles[k])
+
+
+@lru_cache(maxsize=64)
+def _grid(cells: int, factor: int, offset: float) -> tuple[np.ndarray, np.ndarray]:
+    """Raveled (x, y) of a cells x cells grid with spacing ``factor`` starting at ``offset``."""
+    axis = np.arange(cells, dtype=np.float32) * factor + np.float32(offset)
+    return np.tile(axis, cells), np.repeat(axis, cells)
 
 
 def _parabola(m: float, c: float, p: float) -> float:
@@ -99,12 +125,25 @@ def _parabola(m: float, c: float, p: float) -> float:
     return float(np.clip(0.5 * (m - p) / denom, -0.5, 0.5))
 
 
+def fine_window_extent(memory: ShapeMemory, x: float, y: float) -> tuple[int, int, int]:
+    """Top-left (x0, y0) and edge of the full-resolution window `fine_search` needs around (x, y)."""
+    factor = memory.fine_factor
+    reach = max(1, memory.coarse_factor // factor)
+    cells = 2 * (int(math.ceil(memory.support_px / factor)) + reach + 1) + 1
+    offset = (cells - 1) / 2 * factor + (factor - 1) / 2
+    return int(round(x - offset)), int(round(y - offset)), cells * factor
+
+
 def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, float],
                 prior: MotionPrior) -> PoseEstimate:
-    """Refine a coarse pose by direct matching at the fine level, with sub-cell interpolation."""
+    """Refine a coarse pose by direct matching at the fine level, with sub-cell interpolation.
+
+    ``window`` is the full-resolution contrast at `fine_window_extent` of the start.
+    """
     factor = memory.fine_factor
     fine = block_mean(window.darkness, factor)
-    sigma = robust_noise(fine)
+    fine_valid = None if window.valid.all() else block_mean(window.valid, factor)
+    sigma = memory.noise_level(factor, robust_noise(fine, fine_valid))
     step = memory.fine_step_deg()
     span = int(math.ceil(memory.options.coarse_angle_step_deg / 2 / step)) if memory.period_deg > 0 else 0
     centre_index = int(round(start[2] / step)) if step > 0 else 0
@@ -112,7 +151,7 @@ def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, 
     templates, norms, gains, size = memory.fine_bank(indices)
     half = (size - 1) // 2
     offset = (factor - 1) / 2
-    reach = memory.coarse_factor // factor + 1
+    reach = max(1, memory.coarse_factor // factor)
     cx = int(round((start[0] - window.x0 - offset) / factor))
     cy = int(round((start[1] - window.y0 - offset) / factor))
     limit = fine.shape[0] - size
@@ -122,7 +161,14 @@ def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, 
     patches = views[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].reshape(-1, size * size)
     scores = patches @ templates.T  # (positions, angles)
     n_rows, n_cols = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-    z = (scores / (sigma * norms[None, :])).T  # (angles, positions)
+    if window.valid.all():
+        energy = np.broadcast_to(norms[None, :] ** 2, scores.shape)
+    else:  # masked match: template energy over in-frame, unclaimed pixels only
+        valid_views = sliding_window_view(fine_valid, (size, size))
+        valid_patches = valid_views[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].reshape(-1, size * size)
+        energy = np.maximum(valid_patches @ (templates**2).T, MIN_VISIBLE_ENERGY * norms[None, :] ** 2)
+    z = (scores / (sigma * np.sqrt(energy))).T  # (angles, positions)
+    gains = energy * (gains / norms**2)[None, :]  # gain over the visible part
     grid_x = window.x0 + (np.arange(cols[0], cols[-1] + 1) + half) * factor + offset
     grid_y = window.y0 + (np.arange(rows[0], rows[-1] + 1) + half) * factor + offset
     xs = np.broadcast_to(grid_x[None, :], (n_rows, n_cols)).ravel().astype(np.float32)
@@ -140,13 +186,7 @@ def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, 
         y=float(grid_y[r] + dy * factor),
         angle_deg=float(angle_values[a] + da * step),
         z=float(z[a, p]),
-        amplitude=float(scores[p, a] / max(gains[a], 1e-9)),
+        amplitude=float(scores[p, a] / max(gains[p, a], 1e-9)),
     )
 
 
-def search_pose(window: Window, memory: ShapeMemory, prior: MotionPrior) -> PoseEstimate | None:
-    """Coarse-to-fine pose of ``memory``'s particle in ``window`` (None: nothing within reach)."""
-    start = coarse_search(window, memory, prior)
-    if start is None:
-        return None
-    return fine_search(window, memory, start, prior)

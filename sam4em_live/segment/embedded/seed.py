@@ -27,8 +27,10 @@ from sam4em_live.segment.embedded.window import Window, frame_window
 POINT_REACH_PX = 4
 #: Fraction of the prompt's level used to find the particle's region before the edge threshold.
 REGION_FRACTION = 0.5
+#: Growth from the core to the edge threshold is limited to this fraction of the core's radius (point prompts).
+GROWTH_FRACTION = 0.3
 #: Multiples of ``seed_smoothing_px`` tried in turn until the particle clears the noise.
-SMOOTHING_SCALES = (1.0, 1.5, 2.25, 3.4)
+SMOOTHING_SCALES = (1.0, 1.5, 2.25, 3.4, 5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +70,20 @@ def _box_region(prompt: Prompt, shape: tuple[int, int], x0: int, y0: int) -> np.
     return inside_y[:, None] & inside_x[None, :]
 
 
-def _prompt_level(smooth: np.ndarray, prompt: Prompt, x0: int, y0: int,
-                  box: np.ndarray | None) -> tuple[float, tuple[int, int]]:
-    """Signed smoothed contrast at the prompt and the pixel (row, col) where it was read."""
+def _prompt_level(smooth: np.ndarray, prompt: Prompt, x0: int, y0: int) -> tuple[float, tuple[int, int]]:
+    """Signed smoothed contrast at the prompt and the pixel (row, col) where it was read.
+
+    Read as the strongest value within `POINT_REACH_PX` of each positive point
+    (of the box centre when there is none), so a click near the particle's rim still finds it.
+    """
     best: tuple[float, tuple[int, int]] | None = None
     rows, cols = smooth.shape
-    for (x, y), label in zip(prompt.points, prompt.labels):
+    points, labels = prompt.points, prompt.labels
+    if 1 not in labels and prompt.box is not None:
+        # Box only: the centre of a box drawn around a convex particle lies on it.
+        bx0, by0, bx1, by1 = prompt.box
+        points, labels = (((bx0 + bx1) / 2, (by0 + by1) / 2),), (1,)
+    for (x, y), label in zip(points, labels):
         if label != 1:
             continue
         r, c = int(round(y)) - y0, int(round(x)) - x0
@@ -85,14 +95,6 @@ def _prompt_level(smooth: np.ndarray, prompt: Prompt, x0: int, y0: int,
         value = float(patch[pr, pc])
         if best is None or abs(value) > abs(best[0]):
             best = (value, (ra + pr, ca + pc))
-    if best is None and box is not None:
-        # Box only: the strongest smoothed contrast inside the box's central half.
-        core = ndimage.binary_erosion(box, iterations=max(1, int(0.25 * min(box.sum(0).max(), box.sum(1).max()))))
-        region = core if core.any() else box
-        values = np.where(region, np.abs(smooth), -np.inf)
-        k = int(np.argmax(values))
-        pr, pc = divmod(k, smooth.shape[1])
-        best = (float(smooth[pr, pc]), (pr, pc))
     assert best is not None  # validate_edit guarantees a positive point or a box
     return best
 
@@ -129,7 +131,7 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
     # Smallest smoothing at which the particle clears the noise: sharper edges when contrast allows.
     for scale in SMOOTHING_SCALES:
         smooth = ndimage.gaussian_filter(window.darkness, options.seed_smoothing_px * scale)
-        level, seed_rc = _prompt_level(smooth, prompt, x0, y0, box)
+        level, seed_rc = _prompt_level(smooth, prompt, x0, y0)
         background = smooth[window.valid]
         noise = max(1.4826 * float(np.median(np.abs(background - np.median(background)))), 1e-9)
         if abs(level) > options.seed_min_snr * noise:
@@ -152,9 +154,12 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
     if core is None:
         raise PromptError(f"{where}: nothing segmentable at the prompt")
     peak = float(np.percentile(smooth[core], 90))
-    grown = (smooth > options.edge_fraction * peak) & ndimage.binary_dilation(core, iterations=3)
+    grown = smooth > options.edge_fraction * peak
     if box is not None:
         grown &= box
+    else:  # keep away from neighbours: grow at most a fraction of the core's size
+        reach = max(3, int(round(GROWTH_FRACTION * math.sqrt(core.sum() / math.pi))))
+        grown &= ndimage.binary_dilation(core, iterations=reach)
     mask = _component_at(grown | core, seed_rc)
     assert mask is not None
     mask = ndimage.binary_fill_holes(mask)

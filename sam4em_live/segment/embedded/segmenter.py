@@ -14,19 +14,20 @@ over the whole frame at low resolution (`reacquire`).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from sam4em_live.frames import Frame
-from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, RemoveParticle
+from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.reacquire import candidate_positions
-from sam4em_live.segment.embedded.search import PoseEstimate, search_pose
+from sam4em_live.segment.embedded.search import PoseEstimate, coarse_search, fine_search, fine_window_extent
 from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
 from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.tracker import TrackedParticle
-from sam4em_live.segment.embedded.window import Window, frame_window
+from sam4em_live.segment.embedded.window import block_mean, coarse_darkness, frame_window
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ CORRECTION_KEEP_IOU = 0.5
 LEARN_MIN_Z_FRACTION = 0.6
 #: Appearance is learned only from fully visible, unclaimed particles.
 LEARN_MIN_VISIBLE = 0.98
+#: Two masks overlapping this much (IoU) are one particle claimed twice.
+CONFLICT_IOU = 0.6
 #: Candidates verified per lost particle in a full-frame re-acquisition pass.
 REACQUIRE_CANDIDATES = 4
 
@@ -68,16 +71,15 @@ class EmbeddedSegmenter:
             raise ValueError(f"embedded backend needs a 2-D frame, got shape {pixels.shape}")
         results: dict[int, ParticleMask] = {}
         claims: list[Claim] = []
+        seeds = self._seed_all(pixels, edits)  # raises before any state changes
         for edit in edits:
             if isinstance(edit, RemoveParticle):
                 self._tracks.pop(edit.particle, None)
                 results.pop(edit.particle, None)
             else:
-                results[edit.particle] = self._apply_prompt(pixels, edit, claims)
+                results[edit.particle] = self._apply_prompt(pixels, edit, seeds[id(edit)], claims)
         pending = [t for t in self._tracks.values() if t.particle not in results]
-        present = sorted((t for t in pending if t.present), key=lambda t: -t.last_z)
-        for track in present:
-            results[track.particle] = self._follow(pixels, track, claims)
+        self._follow_jointly(pixels, [t for t in pending if t.present], claims, results)
         lost = [t for t in pending if not t.present]
         for track in lost:
             results[track.particle] = self._follow(pixels, track, claims, strict=True)
@@ -92,8 +94,17 @@ class EmbeddedSegmenter:
 
     # ------------------------------------------------------------------ prompts
 
-    def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, claims: list[Claim]) -> ParticleMask:
-        seed = seed_particle(pixels, prompt, self.options)
+    def _seed_all(self, pixels: np.ndarray, edits: Sequence[ParticleEdit]) -> dict[int, Seed]:
+        """Segment every prompt of this frame first, so a bad prompt raises `PromptError` and changes nothing."""
+        seeds: dict[int, Seed] = {}
+        for edit in edits:
+            validate_edit(edit, (int(pixels.shape[0]), int(pixels.shape[1])))
+            if isinstance(edit, Prompt):
+                seeds[id(edit)] = seed_particle(pixels, edit, self.options)
+        return seeds
+
+    def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, claims: list[Claim]) -> ParticleMask:
+        """Start a particle, or correct one: keep its learned shape if it agrees with the prompt, else re-learn."""
         existing = self._tracks.get(prompt.particle)
         if existing is not None and self._keep_memory(pixels, existing, seed):
             track = existing
@@ -118,7 +129,7 @@ class EmbeddedSegmenter:
             return False
         seed_full = np.zeros(pixels.shape, dtype=bool)
         _paste(seed_full, seed.window.x0, seed.window.y0, seed.mask)
-        (x0, y0, x1, y1), crop = placed
+        (x0, y0, x1, y1), crop, _ = placed
         region = seed_full[y0:y1, x0:x1]
         inter = int((region & crop).sum())
         union = int(seed.mask.sum()) + int(crop.sum()) - inter
@@ -131,40 +142,86 @@ class EmbeddedSegmenter:
 
     def _search(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
                 radius_px: float | None = None, centre: tuple[float, float] | None = None
-                ) -> tuple[PoseEstimate | None, Window]:
+                ) -> tuple[PoseEstimate | None, float]:
+        """Coarse-to-fine pose search near the prediction (or ``centre``); returns (estimate, background)."""
         prior = track.prior(self.options, reacquire=centre is not None)
         if radius_px is not None:
-            prior = type(prior)(prior.x, prior.y, prior.angle_deg, radius_px, prior.step_scale_px,
-                                prior.turn_sigma_deg, prior.weight)
+            prior = replace(prior, radius_px=radius_px)
         cx, cy = centre if centre is not None else (prior.x, prior.y)
         x0, y0, edge = track.window_origin(cx, cy)
-        window = frame_window(pixels, x0, y0, edge, edge, track.polarity, _claimed(claims, x0, y0, edge))
-        return search_pose(window, track.memory, prior), window
+        factor = track.memory.coarse_factor
+        claimed = _claimed(claims, x0, y0, edge)
+        fast = None if claimed is not None else coarse_darkness(pixels, x0, y0, edge, factor, track.polarity)
+        if fast is None:  # window leaves the frame, saturated pixels, or other particles nearby
+            window = frame_window(pixels, x0, y0, edge, edge, track.polarity, claimed)
+            coarse, background = block_mean(window.darkness, factor), window.background
+            valid = None if window.valid.all() else block_mean(window.valid, factor)
+        else:
+            (coarse, background), valid = fast, None
+        start = coarse_search(coarse, x0, y0, track.memory, prior, valid)
+        if start is None:
+            return None, background
+        fx0, fy0, fedge = fine_window_extent(track.memory, start[0], start[1])
+        fine = frame_window(pixels, fx0, fy0, fedge, fedge, track.polarity,
+                            _claimed(claims, fx0, fy0, fedge), background)
+        return fine_search(fine, track.memory, start, prior), background
+
+    def _follow_jointly(self, pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Claim],
+                        results: dict[int, ParticleMask]) -> None:
+        """Search every particle independently, then settle them best match first.
+
+        A particle whose independent best pose lands on one already settled
+        this frame (mask IoU >= CONFLICT_IOU: two tracks on one particle) is
+        searched again with those pixels withheld.
+        """
+        found = {t.particle: self._search(pixels, t, claims) for t in tracks}
+        order = sorted(tracks, key=lambda t: -(found[t.particle][0].z if found[t.particle][0] else -np.inf))
+        for track in order:
+            estimate, background = found[track.particle]
+            if estimate is not None and claims and _conflicts(track, estimate, pixels.shape, claims):
+                estimate, background = self._search(pixels, track, claims)
+            results[track.particle] = self._conclude(pixels, track, estimate, background, claims, strict=False)
 
     def _follow(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
                 strict: bool = False) -> ParticleMask:
-        estimate, window = self._search(pixels, track, claims)
-        return self._conclude(pixels, track, estimate, window, claims, strict)
+        estimate, background = self._search(pixels, track, claims)
+        return self._conclude(pixels, track, estimate, background, claims, strict)
 
     def _conclude(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate | None,
-                  window: Window, claims: list[Claim], strict: bool) -> ParticleMask:
+                  background: float, claims: list[Claim], strict: bool) -> ParticleMask:
         if estimate is None:
             track.lose()
             return ParticleMask.absent(track.particle)
         placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
-        visible = 0.0 if placed is None else _unclaimed_area(placed, claims) / max(track.memory.area_px, 1)
+        visible = 0.0 if placed is None else _unclaimed_area(placed[:2], claims) / max(placed[2], 1)
         if placed is None or not track.is_detection(estimate, visible, self.options, strict):
             track.lose()
             return ParticleMask.absent(track.particle, track.confidence(estimate, visible, self.options))
         track.accept(estimate)
         if visible >= LEARN_MIN_VISIBLE and estimate.z >= LEARN_MIN_Z_FRACTION * track.z_ref:
             track.learn_references(estimate)
-            if self._frames_seen % self.options.appearance_update_interval_frames == 0:
-                track.learn_shape(window.darkness, track.x - window.x0, track.y - window.y0)
-        return self._emit(pixels, track, track.confidence(estimate, visible, self.options), claims)
+            if self._learning_due(track):
+                self._learn(pixels, track, background, claims)
+        return self._emit(pixels, track, track.confidence(estimate, visible, self.options), claims, placed[:2])
 
-    def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Claim]) -> ParticleMask:
-        placed = track.memory.rasterize(track.x, track.y, track.angle_deg, pixels.shape)
+    def _learning_due(self, track: TrackedParticle) -> bool:
+        """Learn every frame while the memory fills, then every ``appearance_update_interval_frames``."""
+        if track.memory.n_obs < self.options.memory_frames:
+            return True
+        return self._frames_seen % self.options.appearance_update_interval_frames == 0
+
+    def _learn(self, pixels: np.ndarray, track: TrackedParticle, background: float, claims: list[Claim]) -> None:
+        half = track.memory.half + 1
+        x0, y0 = int(round(track.x)) - half, int(round(track.y)) - half
+        window = frame_window(pixels, x0, y0, 2 * half + 1, 2 * half + 1, track.polarity,
+                              _claimed(claims, x0, y0, 2 * half + 1), background)
+        track.learn_shape(window.darkness, track.x - x0, track.y - y0)
+
+    def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Claim],
+              placed: Claim | None = None) -> ParticleMask:
+        if placed is None:
+            raster = track.memory.rasterize(track.x, track.y, track.angle_deg, pixels.shape)
+            placed = None if raster is None else raster[:2]
         if placed is None or not placed[1].any():
             track.lose()
             return ParticleMask.absent(track.particle, score)
@@ -177,14 +234,14 @@ class EmbeddedSegmenter:
         """Look for a lost particle over the whole frame; None if not found."""
         candidates = candidate_positions(pixels, track, claims, REACQUIRE_CANDIDATES)
         for cx, cy in candidates:
-            estimate, window = self._search(pixels, track, claims, centre=(cx, cy))
+            estimate, background = self._search(pixels, track, claims, centre=(cx, cy))
             if estimate is None:
                 continue
             placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
-            visible = 0.0 if placed is None else _unclaimed_area(placed, claims) / max(track.memory.area_px, 1)
+            visible = 0.0 if placed is None else _unclaimed_area(placed[:2], claims) / max(placed[2], 1)
             if placed is not None and track.is_detection(estimate, visible, self.options, strict=True):
                 track.frames_lost = 0
-                return self._conclude(pixels, track, estimate, window, claims, strict=True)
+                return self._conclude(pixels, track, estimate, background, claims, strict=True)
         return None
 
 
@@ -206,6 +263,24 @@ def _claimed(claims: list[Claim], x0: int, y0: int, edge: int) -> np.ndarray | N
             out = np.zeros((edge, edge), dtype=bool)
         _paste(out, bx0 - x0, by0 - y0, crop)
     return out
+
+
+def _conflicts(track: TrackedParticle, estimate: PoseEstimate, shape: tuple[int, int], claims: list[Claim]) -> bool:
+    """Whether the pose's mask is mostly one already claimed (IoU with any claim >= CONFLICT_IOU)."""
+    placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, shape)
+    if placed is None:
+        return False
+    (x0, y0, x1, y1), crop, _ = placed
+    area = int(crop.sum())
+    for (bx0, by0, bx1, by1), other in claims:
+        if bx1 <= x0 or by1 <= y0 or bx0 >= x1 or by0 >= y1:
+            continue
+        taken = np.zeros(crop.shape, dtype=bool)
+        _paste(taken, bx0 - x0, by0 - y0, other)
+        inter = int((taken & crop).sum())
+        if inter / max(area + int(other.sum()) - inter, 1) >= CONFLICT_IOU:
+            return True
+    return False
 
 
 def _unclaimed_area(placed: Claim, claims: list[Claim]) -> int:

@@ -19,6 +19,7 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.window import bilinear
 
 #: Frames of memory before the learned appearance replaces the prompt's mask as the template.
 MIN_FRAMES_FOR_LEARNED_SHAPE = 3
@@ -50,7 +51,9 @@ class ShapeMemory:
         self.half = appearance.shape[0] // 2
         self.appearance = appearance.astype(np.float32)
         self.mask = mask.astype(bool)
+        self._level: np.ndarray | None = None
         self.n_obs = 1
+        self._noise: dict[int, float] = {}
         self._u, self._v = body_offsets(self.half)
         radius = self._mask_radius()
         # Pyramid levels fixed for the memory's life so window shapes (and FFT plans) stay fixed.
@@ -82,10 +85,12 @@ class ShapeMemory:
         self.radius_px = self._mask_radius()
         self.support_px = min(self.half - 1.0, self.radius_px + max(3.0, 0.25 * self.radius_px))
         self._build_template()
-        self.period_deg = self._symmetry_period()
+        if self.n_obs <= self.options.memory_frames or not hasattr(self, "period_deg"):
+            self.period_deg = self._symmetry_period()  # settled once the memory is full
         self._coarse: dict[int, tuple[np.ndarray, ...]] = {}
         self._fine: dict[int, tuple[np.ndarray, float, float]] = {}
-        self._mask_soft = self.mask.astype(np.float32)
+        self._mask_fine = self._supersampled_mask()
+        self._bodies: dict[int, np.ndarray] = {}
         self._prepare_plane_fit()
         return shift
 
@@ -108,6 +113,9 @@ class ShapeMemory:
         ratio = candidate.sum() / max(self.mask.sum(), 1)
         if 1 / MAX_AREA_CHANGE < ratio < MAX_AREA_CHANGE:
             self.mask = candidate
+            # Signed level (> 0 inside) for sub-pixel boundaries when rasterising.
+            level = smooth - np.float32(self.options.edge_fraction * peak)
+            self._level = np.where(candidate, np.maximum(level, 1e-6), np.minimum(level, -1e-6)).astype(np.float32)
         self.peak_contrast = peak
 
     def _recentre(self) -> tuple[float, float]:
@@ -118,6 +126,8 @@ class ShapeMemory:
             return 0.0, 0.0
         self.appearance = ndimage.shift(self.appearance, (-dv, -du), order=1, mode="constant", cval=0.0)
         self.mask = ndimage.shift(self.mask.astype(np.float32), (-dv, -du), order=1) > 0.5
+        if self._level is not None:
+            self._level = ndimage.shift(self._level, (-dv, -du), order=1, mode="nearest")
         return du, dv
 
     def _build_template(self) -> None:
@@ -136,13 +146,28 @@ class ShapeMemory:
         area = max(self.mask.sum(), 1)
         for period in SYMMETRY_CANDIDATES_DEG:
             u, v = frame_to_body(self._u, self._v, period)
-            turned = ndimage.map_coordinates(self._mask_soft_tmp(), [v + self.half, u + self.half], order=1) > 0.5
+            turned = bilinear(np.pad(self.mask.astype(np.float32), 1), v + self.half, u + self.half) > 0.5
             if (turned & self.mask).sum() / max((turned | self.mask).sum(), area) >= SYMMETRY_IOU:
                 return period
         return 360.0
 
-    def _mask_soft_tmp(self) -> np.ndarray:
-        return self.mask.astype(np.float32)
+    def _supersampled_mask(self) -> np.ndarray:
+        """The mask on a grid twice as fine (bilinear > 0.5), so rasterising can use nearest lookup.
+
+        Index 2 k + 1 is body pixel k; even indices are the midpoints between pixels.
+        """
+        level = self._level
+        if level is None or level.shape != self.mask.shape:
+            level = ndimage.gaussian_filter(self.mask.astype(np.float32), 0.7) - np.float32(0.5)
+            level = np.where(self.mask, np.maximum(level, 1e-6), np.minimum(level, -1e-6))
+        padded = np.pad(level, 1, constant_values=-1.0)
+        rows = np.empty((2 * padded.shape[0] - 1, padded.shape[1]), np.float32)
+        rows[0::2] = padded
+        rows[1::2] = 0.5 * (padded[:-1] + padded[1:])
+        fine = np.empty((rows.shape[0], 2 * padded.shape[1] - 1), np.float32)
+        fine[:, 0::2] = rows
+        fine[:, 1::2] = 0.5 * (rows[:, :-1] + rows[:, 1:])
+        return fine[1:-1, 1:-1] > 0
 
     def _prepare_plane_fit(self) -> None:
         """Background ring (outside the dilated mask, inside the grid's disc) for plane removal."""
@@ -151,7 +176,8 @@ class ShapeMemory:
         self._ring_index = np.flatnonzero(ring)
         design = np.stack([np.ones(self._ring_index.size, np.float32), self._u.ravel()[self._ring_index],
                            self._v.ravel()[self._ring_index]], axis=1)
-        self._ring_pinv = np.linalg.pinv(design).astype(np.float32)
+        normal = design.T @ design
+        self._ring_pinv = (np.linalg.inv(normal) @ design.T).astype(np.float32)
 
     # ------------------------------------------------------------------ templates
 
@@ -165,10 +191,12 @@ class ShapeMemory:
         c, s = np.cos(t), np.sin(t)
         u = dx * c + dy * s + self.half
         v = dy * c - dx * s + self.half
-        body = self._template_body
-        if factor > 1:  # match the block-mean of the data
-            body = ndimage.gaussian_filter(body, 0.29 * factor)
-        sampled = ndimage.map_coordinates(body, [v, u], order=1, cval=0.0)
+        if factor not in self._bodies:
+            body = self._template_body
+            if factor > 1:  # match the block-mean of the data
+                body = ndimage.gaussian_filter(body, 0.29 * factor)
+            self._bodies[factor] = np.pad(body, 1)
+        sampled = bilinear(self._bodies[factor], v, u)
         return sampled.astype(np.float32), support
 
     @staticmethod
@@ -187,16 +215,18 @@ class ShapeMemory:
         return np.arange(count, dtype=np.float32) * np.float32(self.period_deg / count)
 
     def coarse_bank(self, window_cells: int) -> tuple[np.ndarray, ...]:
-        """(angles, conj spectra (K, N, N//2+1), norms, size) for an N x N coarse window."""
+        """(angles, conj spectra (K, N, N//2+1), norms, size, conj spectra of the squared templates)."""
         if window_cells not in self._coarse:
             angles = self.coarse_angles()
             templates, support = self._sample_rotated(angles, self.coarse_factor)
             zm, norms, _ = self._zero_mean(templates, support)
             size = templates.shape[-1]
-            padded = np.zeros((angles.size, window_cells, window_cells), np.float32)
-            padded[:, :size, :size] = zm.reshape(-1, size, size)
+            padded = np.zeros((2 * angles.size, window_cells, window_cells), np.float32)
+            padded[: angles.size, :size, :size] = zm.reshape(-1, size, size)
+            padded[angles.size :, :size, :size] = zm.reshape(-1, size, size) ** 2
             spectra = np.conj(sfft.rfft2(padded, workers=1)).astype(np.complex64)
-            self._coarse[window_cells] = (angles, spectra, norms.astype(np.float32), np.array(size))
+            self._coarse[window_cells] = (angles, spectra[: angles.size], norms.astype(np.float32),
+                                          np.array(size), spectra[angles.size :])
         return self._coarse[window_cells]
 
     def fine_step_deg(self) -> float:
@@ -219,6 +249,13 @@ class ShapeMemory:
         return (np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32),
                 np.array([r[2] for r in rows], np.float32), self._fine_size)
 
+    def noise_level(self, factor: int, measured: float | None) -> float:
+        """Noise std at a pyramid level: this frame's estimate, remembered for windows too clipped to measure."""
+        if measured is not None:
+            self._noise[factor] = measured
+            return measured
+        return self._noise.get(factor, 1.0)
+
     # ------------------------------------------------------------------ frames <-> body
 
     def observe(self, darkness: np.ndarray, x_win: float, y_win: float, angle_deg: float) -> np.ndarray:
@@ -227,7 +264,7 @@ class ShapeMemory:
         c, s = np.float32(math.cos(t)), np.float32(math.sin(t))
         cols = x_win + self._u * c - self._v * s
         rows = y_win + self._u * s + self._v * c
-        body = ndimage.map_coordinates(darkness, [rows, cols], order=1, cval=0.0)
+        body = bilinear(np.pad(darkness, 1), rows, cols)
         # Remove the local background plane (gradients) measured on the ring around the particle.
         coeffs = self._ring_pinv @ body.ravel()[self._ring_index]
         body -= coeffs[0] + coeffs[1] * self._u + coeffs[2] * self._v
@@ -240,16 +277,26 @@ class ShapeMemory:
         self.appearance += np.float32(weight) * (observation - self.appearance)
 
     def rasterize(self, x: float, y: float, angle_deg: float, shape: tuple[int, int]
-                  ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
-        """Mask at a pose as (bbox x0, y0, x1, y1 half-open, crop) clipped to ``shape``; None if outside."""
+                  ) -> tuple[tuple[int, int, int, int], np.ndarray, int] | None:
+        """Mask at a pose: (bbox x0, y0, x1, y1 half-open, crop) clipped to ``shape``, and the unclipped area.
+
+        None if the mask lies entirely outside the frame.
+        """
         reach = self.radius_px + 1.0
         rows, cols = shape
-        x0, x1 = max(int(math.floor(x - reach)), 0), min(int(math.ceil(x + reach)) + 1, cols)
-        y0, y1 = max(int(math.floor(y - reach)), 0), min(int(math.ceil(y + reach)) + 1, rows)
+        ux0, ux1 = int(math.floor(x - reach)), int(math.ceil(x + reach)) + 1
+        uy0, uy1 = int(math.floor(y - reach)), int(math.ceil(y + reach)) + 1
+        x0, x1, y0, y1 = max(ux0, 0), min(ux1, cols), max(uy0, 0), min(uy1, rows)
         if x0 >= x1 or y0 >= y1:
             return None
-        dx = np.arange(x0, x1, dtype=np.float32) - np.float32(x)
-        dy = np.arange(y0, y1, dtype=np.float32) - np.float32(y)
+        dx = np.arange(ux0, ux1, dtype=np.float32) - np.float32(x)
+        dy = np.arange(uy0, uy1, dtype=np.float32) - np.float32(y)
         u, v = frame_to_body(dx[None, :], dy[:, None], angle_deg)
-        crop = ndimage.map_coordinates(self._mask_soft, [v + self.half, u + self.half], order=1, cval=0.0) > 0.5
-        return (x0, y0, x1, y1), crop
+        # Nearest lookup in the 2x mask (index 2 k + 1 is body pixel k): quarter-pixel boundaries, cheap.
+        last = self._mask_fine.shape[0] - 1
+        r = np.rint(2 * (v + self.half) + 1).astype(np.int32)
+        c = np.rint(2 * (u + self.half) + 1).astype(np.int32)
+        inside = (r >= 0) & (r <= last) & (c >= 0) & (c <= last)
+        full = self._mask_fine[np.clip(r, 0, last), np.clip(c, 0, last)] & inside
+        crop = full[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0]
+        return (x0, y0, x1, y1), crop, int(full.sum())

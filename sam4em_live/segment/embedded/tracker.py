@@ -59,16 +59,17 @@ class TrackedParticle:
     def prior(self, options: EmbeddedOptions, reacquire: bool = False) -> MotionPrior:
         if reacquire:
             return MotionPrior(self.x, self.y, self.angle_deg, math.inf, options.step_prior_scale_px,
-                               options.turn_prior_sigma_deg, 0.0)
+                               options.turn_prior_sigma_deg, 0.0, 0.0)
         vx, vy = self.velocity
         return MotionPrior(
             self.x + VELOCITY_DAMPING * vx, self.y + VELOCITY_DAMPING * vy, self.angle_deg,
             options.search_radius_px, options.step_prior_scale_px, options.turn_prior_sigma_deg,
-            1.0 / max(self.z_ref, 1.0),
+            options.step_prior_weight_z, options.turn_prior_weight_z,
         )
 
     def visible_amplitude(self, estimate: PoseEstimate, visible_fraction: float) -> float:
-        return estimate.amplitude / max(visible_fraction, 0.25)
+        """Contrast of the visible part (the masked match already normalises by visibility)."""
+        return estimate.amplitude if visible_fraction > 0 else 0.0
 
     def is_detection(self, estimate: PoseEstimate, visible_fraction: float, options: EmbeddedOptions,
                      strict: bool = False) -> bool:
@@ -106,7 +107,10 @@ class TrackedParticle:
         """Fold this frame's aligned appearance into memory; re-derive the shape when due."""
         self.memory.update(self.memory.observe(darkness, x_win, y_win, self.angle_deg))
         self.frames_since_update += 1
-        due = REFRESH_EVERY_YOUNG if self.memory.n_obs < YOUNG_MEMORY_FRAMES else REFRESH_EVERY
+        if self.memory.n_obs < YOUNG_MEMORY_FRAMES:
+            due = REFRESH_EVERY_YOUNG
+        else:
+            due = REFRESH_EVERY if self.memory.n_obs < self.memory.options.memory_frames else 4 * REFRESH_EVERY
         if self.frames_since_update >= due:
             self.frames_since_update = 0
             du, dv = self.memory.refresh()

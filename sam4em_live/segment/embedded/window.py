@@ -7,6 +7,7 @@ frame is never filtered or converted as a whole on the tracking path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -53,11 +54,13 @@ def frame_window(
         out.fill(0.0)
         return Window(x0, y0, out, valid, 1.0)
     raw = pixels[ya:yb, xa:xb]
+    if raw.shape != out.shape:
+        out.fill(0.0)  # outside the frame; set to background below
     inner = out[ya - y0 : yb - y0, xa - x0 : xb - x0]
     inner[...] = raw
     valid[ya - y0 : yb - y0, xa - x0 : xb - x0] = True
     if raw.dtype.kind in "ui":
-        top = np.iinfo(raw.dtype).max
+        top = _dtype_max(raw.dtype)
         if raw.max() >= top:  # saturated detector pixels carry no information
             valid[ya - y0 : yb - y0, xa - x0 : xb - x0] &= raw < top
     if claimed is not None:
@@ -75,6 +78,11 @@ def frame_window(
     if not valid.all():
         out[~valid] = 0.0
     return Window(x0, y0, out, valid, background)
+
+
+@lru_cache(maxsize=16)
+def _dtype_max(dtype: np.dtype) -> int:
+    return int(np.iinfo(dtype).max)
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
@@ -106,7 +114,7 @@ def coarse_darkness(pixels: np.ndarray, x0: int, y0: int, edge: int, factor: int
     if x0 < 0 or y0 < 0 or x0 + edge > cols or y0 + edge > rows:
         return None
     raw = pixels[y0 : y0 + edge, x0 : x0 + edge]
-    if raw.dtype.kind in "ui" and raw.max() >= np.iinfo(raw.dtype).max:
+    if raw.dtype.kind in "ui" and raw.max() >= _dtype_max(raw.dtype):
         return None
     coarse = block_mean(raw, factor)
     background = float(coarse.mean())
@@ -140,12 +148,23 @@ def bilinear(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     return top + fr * (bottom - top)
 
 
-def robust_noise(image: np.ndarray) -> float:
+#: Fewest valid neighbour differences for a noise estimate.
+MIN_NOISE_SAMPLES = 64
+
+
+def robust_noise(image: np.ndarray, valid: np.ndarray | None = None) -> float | None:
     """Per-pixel noise std from the MAD of horizontal neighbour differences (every other row).
 
     Differences cancel smooth background and particle interiors; only edges
-    (a small fraction of pixels) are outliers, which the median ignores.
+    (a small fraction of pixels) are outliers, which the median ignores. With
+    ``valid`` (fraction of valid pixels per cell) only fully valid pairs count;
+    None if too few remain.
     """
     diff = image[::2, 1:] - image[::2, :-1]
+    if valid is not None:
+        both = (valid[::2, 1:] > 0.999) & (valid[::2, :-1] > 0.999)
+        if both.sum() < MIN_NOISE_SAMPLES:
+            return None
+        diff = diff[both]
     mad = float(np.median(np.abs(diff)))
     return max(mad * 1.4826 / np.sqrt(2.0), 1e-6)
