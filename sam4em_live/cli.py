@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sam4em_live.monitor.commands",
     "sam4em_live.sim.commands",
     "sam4em_live.analysis.commands",
+    "sam4em_live.segment.sam2.commands",
 )
 
 for _module in COMMAND_MODULES:

@@ -10,14 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from tests.sam2_helpers import one_torch_thread, TINY, make_segmenter, synthetic_frames  # noqa: E402
-
 from sam4em_live.frames import Frame  # noqa: E402
 from sam4em_live.segment.base import Prompt, RemoveParticle, Segmenter  # noqa: E402
 from sam4em_live.segment.registry import create_segmenter  # noqa: E402
 from sam4em_live.segment.sam2.model import CheckpointError  # noqa: E402
 from sam4em_live.segment.sam2.options import WEIGHTS_URL, Sam2Options  # noqa: E402
 from sam4em_live.segment.sam2.preprocess import SAM2_MEAN, SAM2_STD, logits_to_frame  # noqa: E402
+from tests.sam2_helpers import TINY, make_segmenter, one_torch_thread, synthetic_frames  # noqa: E402
 
 pytestmark = pytest.mark.sam2
 
@@ -92,7 +91,7 @@ def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path, clip):
     assert loaded.describe()["random_weights"] is False and loaded.describe()["checkpoint"] == str(path)
     schedule = {0: [P1, P2]}
     expected, got = run(reference, frames[:4], schedule), run(loaded, frames[:4], schedule)
-    for a, b in zip(expected, got):
+    for a, b in zip(expected, got, strict=True):
         assert all(torch.equal(a[p], b[p]) for p in (1, 2))
     # A differently seeded model really differs, so the comparison above could fail.
     other = run(make_segmenter(image_size_px=SIZE, seed=4), frames[:1], schedule)
@@ -154,7 +153,7 @@ def test_track_returns_particle_masks_at_frame_resolution(clip):
     frames, shape = clip
     segmenter, twin = make_segmenter(image_size_px=SIZE), make_segmenter(image_size_px=SIZE)
     logits = run(twin, frames[:3], {0: [P1, P2]})
-    for frame, expected in zip(frames[:3], logits):
+    for frame, expected in zip(frames[:3], logits, strict=True):
         masks = segmenter.track(frame, [P1, P2] if frame.index == 0 else [])
         assert [m.particle for m in masks] == [1, 2]
         for m in masks:
@@ -172,7 +171,7 @@ def test_new_particle_mid_stream_leaves_others_bit_identical(clip):
     added = run(segmenter, frames, {0: [P1, P2], 5: [P3]})
     assert segmenter.particles() == [1, 2, 3]
     assert [sorted(f) for f in added] == [[1, 2]] * 5 + [[1, 2, 3]] * 5
-    for a, b in zip(base, added):
+    for a, b in zip(base, added, strict=True):
         assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
 
 
@@ -183,7 +182,7 @@ def test_removal_leaves_others_bit_identical(clip):
     removed = run(segmenter, frames, {0: [P1, P2], 5: [RemoveParticle(2, 5), RemoveParticle(7, 5)]})
     assert segmenter.particles() == [1]
     assert [sorted(f) for f in removed] == [[1, 2]] * 5 + [[1]] * 5
-    for a, b in zip(base, removed):
+    for a, b in zip(base, removed, strict=True):
         assert torch.equal(a[1], b[1])
 
 
@@ -193,7 +192,7 @@ def test_correction_is_a_new_conditioning_frame_for_that_particle_only(clip):
     segmenter = make_segmenter(image_size_px=SIZE, batch_particles=False)
     corrected = run(segmenter, frames, {0: [P1, P2], 5: [P1_CORRECTION]})
     assert list(segmenter.engine.banks[1].cond) == [0, 5] and list(segmenter.engine.banks[2].cond) == [0]
-    for i, (a, b) in enumerate(zip(base, corrected)):
+    for i, (a, b) in enumerate(zip(base, corrected, strict=True)):
         assert torch.equal(a[2], b[2])
         assert torch.equal(a[1], b[1]) == (i < 5)
     # On its frame the correction is SAM on that frame alone (an initial conditioning frame).
@@ -206,7 +205,7 @@ def test_batched_particles_match_one_at_a_time_closely(clip):
     schedule = {0: [P1, P2], 3: [P3], 5: [P1_CORRECTION], 7: [RemoveParticle(2)]}
     single = run(make_segmenter(image_size_px=SIZE, batch_particles=False), frames, schedule)
     batched = run(make_segmenter(image_size_px=SIZE, batch_particles=True), frames, schedule)
-    for a, b in zip(single, batched):
+    for a, b in zip(single, batched, strict=True):
         assert sorted(a) == sorted(b)
         for p in a:
             assert ((a[p] - b[p]).abs().max() / a[p].abs().max()).item() <= 1e-5
@@ -218,3 +217,49 @@ def test_remove_and_prompt_in_one_frame_restarts_the_particle(clip):
     run(segmenter, frames[:6], {0: [P1, P2], 4: [RemoveParticle(2), Prompt(2, 4, ((30.0, 30.0),), (1,))]})
     assert list(segmenter.engine.banks[2].cond) == [4]
     assert max(segmenter.engine.banks[2].non_cond) == 5 and min(segmenter.engine.banks[2].non_cond) == 5
+
+
+def test_frames_before_any_prompt_are_cheap_and_empty(clip):
+    frames, _ = clip
+    segmenter = make_segmenter(image_size_px=SIZE)
+    calls = []
+    encode = segmenter.model.forward_image
+    segmenter.model.forward_image = lambda image: calls.append(1) or encode(image)
+    assert segmenter.track(frames[0], []) == [] and calls == []
+    masks = segmenter.track(frames[1], [P1.at_frame(1)])
+    assert [m.particle for m in masks] == [1] and calls == [1]
+    assert list(segmenter.engine.banks[1].cond) == [1]
+
+
+def test_sam2_check_command(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from sam4em_live.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["sam2-check", "--random-weights", "--device", "cpu", "--image-size", "128",
+                                 "--frames", "1"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["backend"] == "sam2" and info["random_weights"] is True and len(info["ms_per_frame"]) == 1
+    missing = runner.invoke(app, ["sam2-check", "--checkpoint", str(tmp_path / "sam2.1_hiera_tiny.pt")])
+    assert missing.exit_code == 2 and WEIGHTS_URL in missing.output
+
+
+def test_model_yaml_path_builds_the_same_model(tmp_path):
+    import shutil
+    from importlib.util import find_spec
+
+    packaged = find_spec("sam2").submodule_search_locations[0] + "/configs/sam2.1/sam2.1_hiera_t.yaml"
+    custom = tmp_path / "sam-em_finetune.yaml"
+    shutil.copy(packaged, custom)
+    named, from_path = make_segmenter(image_size_px=SIZE), make_segmenter(image_size_px=SIZE, model=str(custom))
+    assert from_path.describe()["model"] == str(custom)
+    for (key, a), (_, b) in zip(named.model.state_dict().items(), from_path.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), key
+    assert from_path.model.image_size == SIZE and from_path.model.binarize_mask_from_pts_for_mem_enc
+    assert from_path.model.sam_mask_decoder.dynamic_multimask_via_stability
+    with pytest.raises(FileNotFoundError, match="neither a known name"):
+        make_segmenter(model=str(tmp_path / "missing.yaml"))

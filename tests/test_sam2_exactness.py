@@ -13,10 +13,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from tests.sam2_helpers import one_torch_thread, make_segmenter, meta_inference_state, meta_predictor, synthetic_frames  # noqa: E402
-
 from sam4em_live.segment.base import Prompt  # noqa: E402
 from sam4em_live.segment.sam2.preprocess import logits_to_frame  # noqa: E402
+from tests.sam2_helpers import (  # noqa: E402
+    make_segmenter,
+    meta_inference_state,
+    meta_predictor,
+    one_torch_thread,
+    synthetic_frames,
+)
 
 pytestmark = [
     pytest.mark.sam2,
@@ -61,12 +66,12 @@ def run_meta(predictor, images, shape):
     for prompt in FIRST:
         add_meta_prompt(predictor, state, prompt)
     out = {}
-    for frame, ids, masks in predictor.propagate_in_video(state, 0, SECOND_PROMPT - 1):
+    for frame, _, masks in predictor.propagate_in_video(state, 0, SECOND_PROMPT - 1):
         out[frame] = masks
     add_meta_prompt(predictor, state, CORRECTION)
-    for frame, ids, masks in predictor.propagate_in_video(state, SECOND_PROMPT):
+    for frame, _, masks in predictor.propagate_in_video(state, SECOND_PROMPT):
         out[frame] = masks
-    assert ids == [1, 2] and sorted(out) == list(range(images.shape[0]))
+    assert state["obj_ids"] == [1, 2] and sorted(out) == list(range(images.shape[0]))
     return torch.stack([out[i] for i in range(images.shape[0])])
 
 

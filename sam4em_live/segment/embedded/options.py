@@ -21,7 +21,7 @@ class EmbeddedOptions(FrozenModel):
     # Half-size of the window analysed around a point prompt (a box sets its own window).
     seed_window_radius_px: int = Field(96, ge=16, le=512)
     # Gaussian scale used to denoise the prompt frame before thresholding it.
-    seed_smoothing_px: float = Field(2.0, gt=0, le=16)
+    seed_smoothing_px: float = Field(4.0, gt=0, le=16)
     # The particle must stand this many noise standard deviations out of the smoothed background.
     seed_min_snr: float = Field(4.0, gt=0)
     polarity: Literal["auto", "dark", "bright"] = "auto"
@@ -39,7 +39,7 @@ class EmbeddedOptions(FrozenModel):
     min_detection_z: float = Field(6.0, gt=0)
     # ... and its contrast is at least this fraction of the particle's learned contrast.
     presence_fraction: float = Field(0.45, gt=0, lt=1)
-    # While a particle is lost, look for it over the whole frame (at low resolution) this often.
+    # While particles are lost, look for one of them (in turn) over the whole frame, at low resolution, this often.
     reacquire_interval_frames: PositiveInt = 4
     # Motion prior, in match z units: weight * log(1 + step² / scale²) (heavy-tailed) ...
     step_prior_scale_px: float = Field(6.0, gt=0)

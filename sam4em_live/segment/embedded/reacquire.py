@@ -1,7 +1,7 @@
 """Where a lost particle might be: blob candidates on a low-resolution copy of the whole frame.
 
 Run only while some particle is lost, and only every ``reacquire_interval_frames``:
-the frame is block-averaged (2x the particle's coarse factor), divided by a
+the frame is block-averaged (2x the particle's coarse factor, strided sums), divided by a
 heavily smoothed copy of itself (removes background gradients), smoothed at
 the particle's scale and its strongest local contrast maxima away from other
 particles are returned. Each candidate is then verified by the full pose search.
@@ -13,14 +13,14 @@ import numpy as np
 from scipy import ndimage
 
 from sam4em_live.segment.embedded.tracker import TrackedParticle
+from sam4em_live.segment.embedded.window import block_mean
 
 Claim = tuple[tuple[int, int, int, int], np.ndarray]
 
 
-def _block_sum(pixels: np.ndarray, factor: int) -> np.ndarray:
+def _block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
     rows, cols = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
-    summed = pixels[:rows, :cols].reshape(rows, cols // factor, factor).sum(axis=2, dtype=np.float32)
-    return summed.reshape(rows // factor, factor, cols // factor).sum(axis=1)
+    return block_mean(pixels[:rows, :cols], factor)
 
 
 def candidate_positions(pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
@@ -28,7 +28,7 @@ def candidate_positions(pixels: np.ndarray, track: TrackedParticle, claims: list
     """Up to ``count`` (x, y) frame positions, strongest first, not on claimed particles."""
     factor = max(2, 2 * track.memory.coarse_factor)
     scale = track.memory.radius_px / factor
-    coarse = _block_sum(pixels, factor)
+    coarse = _block_mean(pixels, factor)
     if min(coarse.shape) < 3:
         return []
     background = ndimage.gaussian_filter(coarse, max(3.0 * scale, 2.0), mode="nearest")

@@ -90,7 +90,7 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
     cells = coarse.shape[0]
     angles, spectra, norms, size, energy_spectra = memory.coarse_bank(cells)
     size = int(size)
-    sigma = memory.noise_level(factor, robust_noise(coarse, valid))
+    sigma = memory.noise_level(factor, lambda: robust_noise(coarse, valid))
     corr = sfft.irfft2(spectra * sfft.rfft2(coarse, workers=1)[None], s=(cells, cells), workers=1)
     n_valid = cells - size + 1
     if valid is None:
@@ -125,10 +125,15 @@ def _parabola(m: float, c: float, p: float) -> float:
     return float(np.clip(0.5 * (m - p) / denom, -0.5, 0.5))
 
 
+def _fine_reach(memory: ShapeMemory) -> int:
+    """Fine cells searched either side of the coarse optimum: half a coarse cell plus one for the parabola."""
+    return max(1, math.ceil(memory.coarse_factor / (2 * memory.fine_factor))) + 1
+
+
 def fine_window_extent(memory: ShapeMemory, x: float, y: float) -> tuple[int, int, int]:
     """Top-left (x0, y0) and edge of the full-resolution window `fine_search` needs around (x, y)."""
     factor = memory.fine_factor
-    reach = max(1, memory.coarse_factor // factor)
+    reach = _fine_reach(memory)
     cells = 2 * (int(math.ceil(memory.support_px / factor)) + reach + 1) + 1
     offset = (cells - 1) / 2 * factor + (factor - 1) / 2
     return int(round(x - offset)), int(round(y - offset)), cells * factor
@@ -143,7 +148,7 @@ def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, 
     factor = memory.fine_factor
     fine = block_mean(window.darkness, factor)
     fine_valid = None if window.valid.all() else block_mean(window.valid, factor)
-    sigma = memory.noise_level(factor, robust_noise(fine, fine_valid))
+    sigma = memory.noise_level(factor, lambda: robust_noise(fine, fine_valid))
     step = memory.fine_step_deg()
     span = int(math.ceil(memory.options.coarse_angle_step_deg / 2 / step)) if memory.period_deg > 0 else 0
     centre_index = int(round(start[2] / step)) if step > 0 else 0
@@ -151,7 +156,7 @@ def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, 
     templates, norms, gains, size = memory.fine_bank(indices)
     half = (size - 1) // 2
     offset = (factor - 1) / 2
-    reach = max(1, memory.coarse_factor // factor)
+    reach = _fine_reach(memory)
     cx = int(round((start[0] - window.x0 - offset) / factor))
     cy = int(round((start[1] - window.y0 - offset) / factor))
     limit = fine.shape[0] - size

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from sam4em_live.segment.base import Prompt, PromptError
+from sam4em_live.segment.embedded.ellipse import matched_ellipse
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.shape import body_offsets
 from sam4em_live.segment.embedded.window import Window, frame_window
@@ -48,7 +49,7 @@ class Seed:
 
 
 def _prompt_centre(prompt: Prompt, options: EmbeddedOptions) -> tuple[float, float, int]:
-    positives = [p for p, label in zip(prompt.points, prompt.labels) if label == 1]
+    positives = [p for p, label in zip(prompt.points, prompt.labels, strict=False) if label == 1]
     if prompt.box is not None:
         x0, y0, x1, y1 = prompt.box
         radius = int(math.ceil(0.75 * max(x1 - x0, y1 - y0))) + 16
@@ -83,7 +84,7 @@ def _prompt_level(smooth: np.ndarray, prompt: Prompt, x0: int, y0: int) -> tuple
         # Box only: the centre of a box drawn around a convex particle lies on it.
         bx0, by0, bx1, by1 = prompt.box
         points, labels = (((bx0 + bx1) / 2, (by0 + by1) / 2),), (1,)
-    for (x, y), label in zip(points, labels):
+    for (x, y), label in zip(points, labels, strict=False):
         if label != 1:
             continue
         r, c = int(round(y)) - y0, int(round(x)) - x0
@@ -102,7 +103,7 @@ def _prompt_level(smooth: np.ndarray, prompt: Prompt, x0: int, y0: int) -> tuple
 def _exclude_negatives(region: np.ndarray, prompt: Prompt, x0: int, y0: int, seed_rc: tuple[int, int]) -> None:
     """Cut a disc around each negative point (radius: half its distance to the seed pixel)."""
     rows, cols = np.ogrid[: region.shape[0], : region.shape[1]]
-    for (x, y), label in zip(prompt.points, prompt.labels):
+    for (x, y), label in zip(prompt.points, prompt.labels, strict=False):
         if label != 0:
             continue
         r, c = y - y0, x - x0
@@ -125,7 +126,7 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
     """Segment the particle at ``prompt`` on this frame; raise `PromptError` if there is none."""
     cx, cy, radius = _prompt_centre(prompt, options)
     x0, y0 = int(math.floor(cx)) - radius, int(math.floor(cy)) - radius
-    window = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
+    window = _flattened(frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0))
     box = _box_region(prompt, window.darkness.shape, x0, y0)
     where = f"particle {prompt.particle} at ({cx:.1f}, {cy:.1f})"
     # Smallest smoothing at which the particle clears the noise: sharper edges when contrast allows.
@@ -138,7 +139,7 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
             break
     polarity = {"dark": 1.0, "bright": -1.0}.get(options.polarity, 1.0 if level >= 0 else -1.0)
     if polarity < 0:
-        window = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=-1.0)
+        window = _flattened(frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=-1.0))
         smooth = -smooth
         level = -level
     if not level > options.seed_min_snr * noise:
@@ -170,7 +171,22 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
         )
     if mask.sum() < 6:
         raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)")
-    return _seed_from_mask(window, mask, polarity, peak)
+    return _seed_from_mask(window, matched_ellipse(window.darkness, mask, box), polarity, peak)
+
+
+def _flattened(window: Window) -> Window:
+    """Remove a background plane (strong illumination gradients) fitted over the window's valid pixels."""
+    rows, cols = np.nonzero(window.valid[::2, ::2])
+    values = window.darkness[::2, ::2][rows, cols]
+    design = np.stack([np.ones(rows.size), 2.0 * rows, 2.0 * cols], axis=1)
+    coeffs = np.linalg.lstsq(design, values, rcond=None)[0]
+    # Refit without the particle (the strongest 10 % of the residual) so it does not tilt the plane.
+    keep = (values - design @ coeffs) < np.percentile(values - design @ coeffs, 90)
+    coeffs = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+    r, c = np.mgrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
+    plane = (coeffs[0] + coeffs[1] * r + coeffs[2] * c).astype(np.float32)
+    flat = np.where(window.valid, window.darkness - plane, 0.0).astype(np.float32)
+    return Window(window.x0, window.y0, flat, window.valid, window.background)
 
 
 def _seed_from_mask(window: Window, mask: np.ndarray, polarity: float, contrast: float) -> Seed:

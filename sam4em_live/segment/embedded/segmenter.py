@@ -14,8 +14,9 @@ over the whole frame at low resolution (`reacquire`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from sam4em_live.segment.embedded.window import block_mean, coarse_darkness, fra
 
 logger = logging.getLogger(__name__)
 
-#: A correction keeps the learned memory if the memory, placed at the prompt, overlaps the prompt's segmentation this much.
+#: A kept memory, placed at the prompt, must overlap the prompt's own segmentation at least this much (IoU).
 CORRECTION_KEEP_IOU = 0.5
 #: Skip appearance learning unless the match is at least this fraction of the particle's typical z.
 LEARN_MIN_Z_FRACTION = 0.6
@@ -52,6 +53,7 @@ class EmbeddedSegmenter:
         self.options = options or EmbeddedOptions()
         self._tracks: dict[int, TrackedParticle] = {}
         self._frames_seen = 0
+        self._reacquire_turn = 0
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "embedded", "random_weights": False, "model": "prompt-seeded template matching",
@@ -83,12 +85,14 @@ class EmbeddedSegmenter:
         lost = [t for t in pending if not t.present]
         for track in lost:
             results[track.particle] = self._follow(pixels, track, claims, strict=True)
-        still_lost = [t for t in lost if not t.present]
+        still_lost = sorted((t for t in lost if not t.present), key=lambda t: t.particle)
         if still_lost and self._frames_seen % self.options.reacquire_interval_frames == 0:
-            for track in still_lost:
-                found = self._reacquire(pixels, track, claims)
-                if found is not None:
-                    results[track.particle] = found
+            # One lost particle per pass, in turn, so a pass costs one low-resolution frame scan.
+            track = still_lost[self._reacquire_turn % len(still_lost)]
+            self._reacquire_turn += 1
+            found = self._reacquire(pixels, track, claims)
+            if found is not None:
+                results[track.particle] = found
         self._frames_seen += 1
         return [results[pid] for pid in sorted(self._tracks) if pid in results]
 
@@ -104,37 +108,46 @@ class EmbeddedSegmenter:
         return seeds
 
     def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, claims: list[Claim]) -> ParticleMask:
-        """Start a particle, or correct one: keep its learned shape if it agrees with the prompt, else re-learn."""
+        """Start a particle, or correct one (re-anchor it, keeping its learned shape when that fits the prompt)."""
+        appearance, mask = body_from_seed(seed)
+        fresh = TrackedParticle(prompt.particle, ShapeMemory(appearance, mask, self.options), seed.polarity,
+                                seed.x, seed.y, seed.angle_deg, amplitude_ref=seed.contrast,
+                                z_ref=2 * self.options.min_detection_z)
+        self._calibrate(pixels, fresh)
         existing = self._tracks.get(prompt.particle)
         if existing is not None and self._keep_memory(pixels, existing, seed):
-            track = existing
             logger.debug("particle %d: correction re-anchored, learned shape kept", prompt.particle)
+            track = existing
         else:
-            appearance, mask = body_from_seed(seed)
-            memory = ShapeMemory(appearance, mask, self.options)
-            track = TrackedParticle(prompt.particle, memory, seed.polarity, seed.x, seed.y, seed.angle_deg,
-                                    amplitude_ref=seed.contrast, z_ref=2 * self.options.min_detection_z)
-            self._tracks[prompt.particle] = track
+            track = self._tracks[prompt.particle] = fresh
         return self._emit(pixels, track, 1.0, claims)
 
+    def _calibrate(self, pixels: np.ndarray, track: TrackedParticle) -> None:
+        """Take the contrast and z references from matching the new template on its own prompt frame."""
+        estimate, _ = self._search(pixels, track, [], radius_px=_anchor_radius(track, 0.0))
+        if estimate is not None and estimate.amplitude > 0:
+            track.amplitude_ref, track.z_ref, track.last_z = estimate.amplitude, estimate.z, estimate.z
+
     def _keep_memory(self, pixels: np.ndarray, track: TrackedParticle, seed: Seed) -> bool:
-        """Re-anchor ``track`` at the prompt; True if its learned shape agrees with the prompt's segmentation."""
-        track.x, track.y, track.present = seed.x, seed.y, True
-        track.velocity = (0.0, 0.0)
-        estimate, _ = self._search(pixels, track, [], radius_px=max(4.0, 0.5 * seed.radius_px))
+        """Re-anchor ``track`` at the prompt if its learned shape, matched there, overlaps the prompt's own
+        segmentation (IoU >= CORRECTION_KEEP_IOU): a correction usually shows where the same particle is,
+        and averaged memory beats a one-frame segmentation. Otherwise the shape is re-learned from the prompt.
+        """
+        estimate, _ = self._search(pixels, replace_position(track, seed), [],
+                                   radius_px=_anchor_radius(track, 0.5 * seed.radius_px))
         if estimate is None:
             return False
         placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
         if placed is None:
             return False
+        (x0, y0, x1, y1), crop, _ = placed
         seed_full = np.zeros(pixels.shape, dtype=bool)
         _paste(seed_full, seed.window.x0, seed.window.y0, seed.mask)
-        (x0, y0, x1, y1), crop, _ = placed
-        region = seed_full[y0:y1, x0:x1]
-        inter = int((region & crop).sum())
+        inter = int((seed_full[y0:y1, x0:x1] & crop).sum())
         union = int(seed.mask.sum()) + int(crop.sum()) - inter
         if inter / max(union, 1) < CORRECTION_KEEP_IOU:
             return False
+        track.present, track.velocity = True, (0.0, 0.0)
         track.accept(estimate)
         return True
 
@@ -178,9 +191,14 @@ class EmbeddedSegmenter:
         order = sorted(tracks, key=lambda t: -(found[t.particle][0].z if found[t.particle][0] else -np.inf))
         for track in order:
             estimate, background = found[track.particle]
-            if estimate is not None and claims and _conflicts(track, estimate, pixels.shape, claims):
-                estimate, background = self._search(pixels, track, claims)
-            results[track.particle] = self._conclude(pixels, track, estimate, background, claims, strict=False)
+            placed = None
+            if estimate is not None:
+                placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
+                if placed is not None and claims and _conflicts(placed, claims):
+                    estimate, background = self._search(pixels, track, claims)
+                    placed = None
+            results[track.particle] = self._conclude(pixels, track, estimate, background, claims, strict=False,
+                                                     placed=placed)
 
     def _follow(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
                 strict: bool = False) -> ParticleMask:
@@ -188,11 +206,13 @@ class EmbeddedSegmenter:
         return self._conclude(pixels, track, estimate, background, claims, strict)
 
     def _conclude(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate | None,
-                  background: float, claims: list[Claim], strict: bool) -> ParticleMask:
+                  background: float, claims: list[Claim], strict: bool,
+                  placed: tuple[tuple[int, int, int, int], np.ndarray, int] | None = None) -> ParticleMask:
         if estimate is None:
             track.lose()
             return ParticleMask.absent(track.particle)
-        placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
+        if placed is None:
+            placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
         visible = 0.0 if placed is None else _unclaimed_area(placed[:2], claims) / max(placed[2], 1)
         if placed is None or not track.is_detection(estimate, visible, self.options, strict):
             track.lose()
@@ -245,6 +265,17 @@ class EmbeddedSegmenter:
         return None
 
 
+def _anchor_radius(track: TrackedParticle, wanted_px: float) -> float:
+    """Search radius around a prompt: at least one coarse cell, so the coarse grid has a candidate."""
+    return max(4.0, 1.5 * track.memory.coarse_factor, wanted_px)
+
+
+def replace_position(track: TrackedParticle, seed: Seed) -> TrackedParticle:
+    """``track`` moved to the seed's position (searched from there, motion forgotten)."""
+    track.x, track.y, track.velocity = seed.x, seed.y, (0.0, 0.0)
+    return track
+
+
 def _paste(full: np.ndarray, x0: int, y0: int, crop: np.ndarray) -> None:
     rows, cols = full.shape
     ya, yb = max(y0, 0), min(y0 + crop.shape[0], rows)
@@ -265,11 +296,8 @@ def _claimed(claims: list[Claim], x0: int, y0: int, edge: int) -> np.ndarray | N
     return out
 
 
-def _conflicts(track: TrackedParticle, estimate: PoseEstimate, shape: tuple[int, int], claims: list[Claim]) -> bool:
-    """Whether the pose's mask is mostly one already claimed (IoU with any claim >= CONFLICT_IOU)."""
-    placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, shape)
-    if placed is None:
-        return False
+def _conflicts(placed: tuple[tuple[int, int, int, int], np.ndarray, int], claims: list[Claim]) -> bool:
+    """Whether a placed mask is mostly one already claimed (IoU with any claim >= CONFLICT_IOU)."""
     (x0, y0, x1, y1), crop, _ = placed
     area = int(crop.sum())
     for (bx0, by0, bx1, by1), other in claims:

@@ -13,6 +13,7 @@ and the rotated matching templates are derived from it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy import fft as sfft
@@ -21,13 +22,23 @@ from scipy import ndimage
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.window import bilinear
 
+#: Noise std per pyramid level is re-measured every this many searches.
+NOISE_REMEASURE_CALLS = 8
+#: Coarse cells across a particle's radius (sets the coarse block size) ...
+COARSE_CELLS_PER_RADIUS = 6.0
+#: ... and the fine level never averages more than this many pixels per side (sub-pixel precision).
+MAX_FINE_FACTOR = 2
 #: Frames of memory before the learned appearance replaces the prompt's mask as the template.
 MIN_FRAMES_FOR_LEARNED_SHAPE = 3
-#: A refreshed mask whose area changes by more than this factor is rejected (bad frames).
-MAX_AREA_CHANGE = 1.6
+#: A refreshed mask whose area changes by more than this factor is rejected (bad frames) ...
+MAX_AREA_CHANGE = 1.25
+#: ... and a refreshed mask may move its boundary by at most this many pixels (no runaway growth).
+MAX_BOUNDARY_STEP_PX = 2
 #: Rotations tried to detect shape symmetry (degrees) and the IoU that counts as symmetric.
 SYMMETRY_CANDIDATES_DEG = (90.0, 120.0, 180.0)
 SYMMETRY_IOU = 0.85
+#: A mask unchanged (IoU >= SYMMETRY_IOU) by this odd rotation is treated as isotropic (discs).
+ISOTROPY_TEST_DEG = (37.0,)
 
 
 def body_offsets(half: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,11 +65,12 @@ class ShapeMemory:
         self._level: np.ndarray | None = None
         self.n_obs = 1
         self._noise: dict[int, float] = {}
+        self._noise_calls: dict[int, int] = {}
         self._u, self._v = body_offsets(self.half)
         radius = self._mask_radius()
         # Pyramid levels fixed for the memory's life so window shapes (and FFT plans) stay fixed.
-        self.coarse_factor = int(np.clip(round(radius / 8.0), 1, 6))
-        self.fine_factor = max(1, self.coarse_factor // 2)
+        self.coarse_factor = int(np.clip(math.ceil(radius / COARSE_CELLS_PER_RADIUS), 1, 8))
+        self.fine_factor = int(np.clip(self.coarse_factor // 2, 1, MAX_FINE_FACTOR))
         self.refresh()
 
     # ------------------------------------------------------------------ derived shape
@@ -95,28 +107,40 @@ class ShapeMemory:
         return shift
 
     def _smoothed(self) -> np.ndarray:
-        n_eff = min(self.n_obs, self.options.memory_frames)
-        sigma = max(self.options.mask_smoothing_px, 1.5 * self.options.seed_smoothing_px / math.sqrt(n_eff))
-        return ndimage.gaussian_filter(self.appearance, sigma)
+        return ndimage.gaussian_filter(self.appearance, self.options.mask_smoothing_px)
 
     def _derive_mask(self) -> None:
+        """New mask: the memory's ``edge_fraction`` contour, moving at most a little per refresh.
+
+        The boundary may move by `MAX_BOUNDARY_STEP_PX` and the area by a factor
+        `MAX_AREA_CHANGE` per refresh (the threshold is shifted to respect it), so
+        a bad seed converges over a few refreshes and a few bad frames cannot
+        swing the shape.
+        """
         smooth = self._smoothed()
         peak = float(np.percentile(smooth[self.mask], 90)) if self.mask.any() else 0.0
         if peak <= 0:
             return
-        labels, count = ndimage.label(smooth > self.options.edge_fraction * peak)
+        reach = ndimage.binary_dilation(self.mask, iterations=MAX_BOUNDARY_STEP_PX)
+        threshold = self.options.edge_fraction * peak
+        old_area = int(self.mask.sum())
+        area = int((reach & (smooth > threshold)).sum())
+        target = int(np.clip(area, old_area / MAX_AREA_CHANGE, old_area * MAX_AREA_CHANGE))
+        if target != area:  # clamp the change: the threshold giving the target area inside the reach
+            values = np.sort(smooth[reach])[::-1]
+            threshold = float(values[min(max(target, 1), values.size) - 1])
+        labels, count = ndimage.label(reach & (smooth >= threshold))
         if count == 0:
             return
         overlap = np.bincount(labels[self.mask], minlength=count + 1)
         overlap[0] = 0
         candidate = ndimage.binary_fill_holes(labels == int(np.argmax(overlap)))
-        ratio = candidate.sum() / max(self.mask.sum(), 1)
-        if 1 / MAX_AREA_CHANGE < ratio < MAX_AREA_CHANGE:
-            self.mask = candidate
-            # Signed level (> 0 inside) for sub-pixel boundaries when rasterising.
-            level = smooth - np.float32(self.options.edge_fraction * peak)
-            self._level = np.where(candidate, np.maximum(level, 1e-6), np.minimum(level, -1e-6)).astype(np.float32)
-        self.peak_contrast = peak
+        if candidate.sum() < 6:
+            return
+        self.mask = candidate
+        # Signed level (> 0 inside) for sub-pixel boundaries when rasterising.
+        level = smooth - np.float32(threshold)
+        self._level = np.where(candidate, np.maximum(level, 1e-6), np.minimum(level, -1e-6)).astype(np.float32)
 
     def _recentre(self) -> tuple[float, float]:
         if not self.mask.any():
@@ -142,13 +166,13 @@ class ShapeMemory:
         self._template_body = body.astype(np.float32)
 
     def _symmetry_period(self) -> float:
-        """Smallest rotation (degrees) mapping the mask onto itself; 360 if none."""
+        """Smallest rotation (degrees) mapping the mask onto itself; 0 if isotropic, 360 if none."""
         area = max(self.mask.sum(), 1)
-        for period in SYMMETRY_CANDIDATES_DEG:
+        for period in (*ISOTROPY_TEST_DEG, *SYMMETRY_CANDIDATES_DEG):
             u, v = frame_to_body(self._u, self._v, period)
             turned = bilinear(np.pad(self.mask.astype(np.float32), 1), v + self.half, u + self.half) > 0.5
             if (turned & self.mask).sum() / max((turned | self.mask).sum(), area) >= SYMMETRY_IOU:
-                return period
+                return 0.0 if period in ISOTROPY_TEST_DEG else period
         return 360.0
 
     def _supersampled_mask(self) -> np.ndarray:
@@ -211,6 +235,8 @@ class ShapeMemory:
 
     def coarse_angles(self) -> np.ndarray:
         step = self.options.coarse_angle_step_deg
+        if self.period_deg <= 0:  # isotropic: orientation carries no information
+            return np.zeros(1, dtype=np.float32)
         count = max(1, int(round(self.period_deg / step)))
         return np.arange(count, dtype=np.float32) * np.float32(self.period_deg / count)
 
@@ -230,13 +256,16 @@ class ShapeMemory:
         return self._coarse[window_cells]
 
     def fine_step_deg(self) -> float:
+        """Spacing of the fine angle grid (360 for an isotropic shape: one angle)."""
+        if self.period_deg <= 0:
+            return 360.0
         count = max(1, int(round(self.period_deg / self.options.fine_angle_step_deg)))
         return self.period_deg / count
 
     def fine_bank(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Zero-mean templates (A, t*t), norms, gains and t for fine angle ``indices`` (cached)."""
         step = self.fine_step_deg()
-        count = int(round(self.period_deg / step))
+        count = max(1, int(round(self.period_deg / step)))
         wrapped = [int(i) % count for i in indices]
         missing = sorted({i for i in wrapped if i not in self._fine})
         if missing:
@@ -249,11 +278,19 @@ class ShapeMemory:
         return (np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32),
                 np.array([r[2] for r in rows], np.float32), self._fine_size)
 
-    def noise_level(self, factor: int, measured: float | None) -> float:
-        """Noise std at a pyramid level: this frame's estimate, remembered for windows too clipped to measure."""
-        if measured is not None:
-            self._noise[factor] = measured
-            return measured
+    def noise_level(self, factor: int, measure: Callable[[], float | None]) -> float:
+        """Noise std at a pyramid level, re-measured every `NOISE_REMEASURE_CALLS` calls (it is stationary).
+
+        A window too clipped to measure keeps the last value.
+        """
+        calls = self._noise_calls.get(factor, 0)
+        self._noise_calls[factor] = calls + 1
+        if calls % NOISE_REMEASURE_CALLS == 0 or factor not in self._noise:
+            measured = measure()
+            if measured is not None:
+                self._noise[factor] = measured
+            elif factor not in self._noise:
+                self._noise_calls[factor] = 0  # try again next call
         return self._noise.get(factor, 1.0)
 
     # ------------------------------------------------------------------ frames <-> body
@@ -297,6 +334,8 @@ class ShapeMemory:
         r = np.rint(2 * (v + self.half) + 1).astype(np.int32)
         c = np.rint(2 * (u + self.half) + 1).astype(np.int32)
         inside = (r >= 0) & (r <= last) & (c >= 0) & (c <= last)
-        full = self._mask_fine[np.clip(r, 0, last), np.clip(c, 0, last)] & inside
+        np.minimum(np.maximum(r, 0, out=r), last, out=r)  # (np.clip on ints is slow: dtype limits lookups)
+        np.minimum(np.maximum(c, 0, out=c), last, out=c)
+        full = self._mask_fine[r, c] & inside
         crop = full[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0]
         return (x0, y0, x1, y1), crop, int(full.sum())

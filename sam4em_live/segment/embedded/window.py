@@ -133,8 +133,8 @@ def bilinear(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     on the few thousand points per call used here.
     """
     height, width = padded.shape
-    r = np.clip(rows + 1.0, 0.0, height - 1.001)
-    c = np.clip(cols + 1.0, 0.0, width - 1.001)
+    r = np.minimum(np.maximum(rows + np.float32(1.0), np.float32(0.0)), np.float32(height - 1.001))
+    c = np.minimum(np.maximum(cols + np.float32(1.0), np.float32(0.0)), np.float32(width - 1.001))
     r0 = r.astype(np.int32)
     c0 = c.astype(np.int32)
     fr = r - r0

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sam4em_live.segment.sam2.memory import MemoryEntry, MemoryWindow, ParticleBank, batched_output_dict
 
@@ -107,6 +108,9 @@ class StreamingSam2:
         """Segment the next frame. ``image`` is (1, 3, S, S) normalised; ``prompts`` apply to this frame."""
         frame = self.next_frame
         model = self.model
+        if not prompts and not self.banks:  # nothing to track: skip the image encoder
+            self.next_frame += 1
+            return self._collect(frame, {})
         with self.timer.stage("image_encoder"):
             backbone = model.forward_image(image)
             _, feats, pos, sizes = model._prepare_backbone_features(backbone)
@@ -184,7 +188,8 @@ class StreamingSam2:
         total = len(order)
         all_feats = [f.expand(-1, total, -1) for f in feats]
         high_res_feats = [
-            f.permute(1, 2, 0).view(total, f.size(2), *s) for f, s in zip(all_feats[:-1], sizes[:-1])
+            f.permute(1, 2, 0).view(total, f.size(2), *s)
+            for f, s in zip(all_feats[:-1], sizes[:-1], strict=True)
         ]
         with self.timer.stage("decoder"):
             pix = pix_parts[0] if len(pix_parts) == 1 else torch.cat(pix_parts, dim=0)

@@ -70,6 +70,8 @@ class FramePreprocessor:
             raise ValueError(f"the sam2 backend needs single-channel 2-D frames, got shape {pixels.shape}")
         if not pixels.flags.writeable:  # a read-only network buffer: torch needs a writable array
             pixels = pixels.copy()
+        if self.device.type == "mps" and pixels.dtype.kind == "u" and pixels.dtype.itemsize > 1:
+            pixels = pixels.astype(np.float32)  # MPS has no uint16/uint32 tensors
         raw = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).float()
         sample = raw[:: self.subsample, :: self.subsample]
         lo, hi = percentiles_of(sample, self.percentiles)
