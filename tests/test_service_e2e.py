@@ -208,3 +208,22 @@ def test_backend_prompt_rejection_drops_only_that_edit(tmp_path):
     table = pd.read_csv(built.run_dir / "trajectories.csv")
     assert len(table) == 12
     assert "no dark particle" in (built.run_dir / "events.jsonl").read_text()
+
+
+def test_absent_subscriber_never_slows_and_sink_counters_are_reported(tmp_path):
+    """A subscriber that connects and never reads: the pipeline still processes every frame."""
+    frames, _ = disk_video(n_frames=300, velocity=(0.05, 0.02))
+    cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"sndhwm_messages": 5})
+    built = build_service(cfg, source=_ListSource(frames), edits=PROMPTS)
+    stuck = zmq.Context.instance().socket(zmq.SUB)
+    stuck.setsockopt(zmq.SUBSCRIBE, b"")
+    stuck.setsockopt(zmq.RCVHWM, 1)
+    stuck.connect(built.publisher.endpoint)
+    try:
+        status = built.service.run()
+    finally:
+        stuck.close(linger=0)
+    assert status.frames_processed == 300
+    pub = status.sinks["ResultsPublisher"]
+    assert pub["sent"] + pub["dropped"] >= 300
+    assert status.sinks["Recorder"]["results_lost"] == 0

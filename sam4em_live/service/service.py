@@ -263,8 +263,20 @@ class Service:
             messages_rejected=counters.rejected, rejected_by_reason=dict(counters.rejected_by_reason),
             segmentation_errors=self._seg_errors, sink_errors=self._sink_errors,
             queue_depth=len(self.queue), paused=self._paused.is_set(), error=error,
-            particles=tuple(self.segmenter.particles()), wall_time_s=time.time(), **rates,
+            particles=tuple(self.segmenter.particles()), sinks=self._sink_counters(),
+            wall_time_s=time.time(), **rates,
         )
+
+    def _sink_counters(self) -> dict[str, dict[str, Any]]:
+        """Each sink's own counters (``counters`` attribute or method), keyed by sink class name."""
+        out: dict[str, dict[str, Any]] = {}
+        for sink in self.sinks:
+            counters = getattr(sink, "counters", None)
+            if callable(counters):
+                counters = counters()
+            if isinstance(counters, dict):
+                out[type(sink).__name__] = dict(counters)
+        return out
 
     # ---------------------------------------------------------------- ServiceControl
 

@@ -79,6 +79,7 @@ class StatusSnapshot:
     latency_ms_max: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)  # mean per stage over the interval
     particles: tuple[int, ...] = ()
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-sink counters (drops, errors, hooks)
     paused: bool = False
     error: str | None = None
     wall_time_s: float = 0.0

@@ -55,6 +55,10 @@ class ResultsPublisher:
     def open(self, run: RunInfo) -> None:
         self._run = run
 
+    def counters(self) -> dict[str, int]:
+        """Messages sent, and dropped because no subscriber could take them (HWM)."""
+        return {"sent": self.sent, "dropped": self.dropped}
+
     def consume(self, result: FrameResult) -> None:
         run = self._run
         run_id = run.run_id if run else ""

@@ -1,14 +1,17 @@
 """``embedded``: prompt-seeded, template-matching particle tracker (CPU, no trained weights).
 
-Per frame, for each particle (most confident first): predict its position,
-take a window of the frame around the prediction, find the best translation x
-rotation of its learned template (coarse-to-fine matched filtering, see
-`search`), decide presence, rasterise the template mask at that pose, and fold
-the aligned window into the particle's appearance memory. Pixels given to a
-particle are withheld from the particles searched after it, so two particles
-passing close do not collapse onto one. Lost particles are looked for around
-their last position every frame and, every ``reacquire_interval_frames``,
-over the whole frame at low resolution (`reacquire`).
+Per frame: edits first (all prompts are seeded before any state changes, so a
+bad prompt raises `PromptError` and changes nothing). Then, for each particle,
+predict its position, take a window of the frame around the prediction and find
+the best translation x rotation of its learned template (coarse-to-fine matched
+filtering, see `search`). Particles are settled best match first; one whose
+best pose lands on a particle already settled is searched again with those
+pixels withheld, so two particles passing close do not collapse onto one.
+Presence is decided, the template mask is rasterised at the pose, and the
+aligned window is folded into the particle's appearance memory (`shape`). Lost
+particles are looked for around their last position every frame and, every
+``reacquire_interval_frames``, one of them over the whole frame at low
+resolution (`reacquire`).
 """
 
 from __future__ import annotations
