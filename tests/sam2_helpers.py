@@ -1,4 +1,4 @@
-"""Shared pieces of the SAM 2 backend tests: a seeded random-init segmenter and Meta's predictor on the same weights."""
+"""Shared pieces of the SAM 2 tests: seeded random-init segmenters, Meta's predictor on their weights."""
 
 from __future__ import annotations
 

@@ -255,10 +255,13 @@ def test_model_yaml_path_builds_the_same_model(tmp_path):
     packaged = find_spec("sam2").submodule_search_locations[0] + "/configs/sam2.1/sam2.1_hiera_t.yaml"
     custom = tmp_path / "sam-em_finetune.yaml"
     shutil.copy(packaged, custom)
-    named, from_path = make_segmenter(image_size_px=SIZE), make_segmenter(image_size_px=SIZE, model=str(custom))
+    named = make_segmenter(image_size_px=SIZE)
+    from_path = make_segmenter(image_size_px=SIZE, model=str(custom))
     assert from_path.describe()["model"] == str(custom)
-    for (key, a), (_, b) in zip(named.model.state_dict().items(), from_path.model.state_dict().items(), strict=True):
-        assert torch.equal(a, b), key
+    expected, built = named.model.state_dict(), from_path.model.state_dict()
+    assert list(expected) == list(built)
+    for key, value in expected.items():
+        assert torch.equal(value, built[key]), key
     assert from_path.model.image_size == SIZE and from_path.model.binarize_mask_from_pts_for_mem_enc
     assert from_path.model.sam_mask_decoder.dynamic_multimask_via_stability
     with pytest.raises(FileNotFoundError, match="neither a known name"):

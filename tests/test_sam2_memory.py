@@ -34,7 +34,9 @@ def sam2_reads(n: int, num_maskmem: int, stride: int, max_ptrs: int) -> tuple[se
     return {t for t in spatial if t >= 0}, {t for t in pointers if t >= 0}
 
 
-@pytest.mark.parametrize("num_maskmem,stride,max_ptrs", [(7, 1, 16), (7, 3, 16), (7, 4, 8), (3, 2, 16), (2, 1, 4)])
+@pytest.mark.parametrize(
+    "num_maskmem,stride,max_ptrs", [(7, 1, 16), (7, 3, 16), (7, 4, 8), (3, 2, 16), (2, 1, 4)]
+)
 def test_window_keeps_exactly_what_later_frames_read(num_maskmem, stride, max_ptrs):
     window = MemoryWindow(num_maskmem, stride, max_ptrs, True, 8)
     for last in range(0, 120):
@@ -95,7 +97,9 @@ def test_two_thousand_frames_retained_tensors_stop_growing():
     samples, banks = [], []
     with torch.inference_mode():
         for i, image in zip(range(2000), itertools.cycle(images)):
-            edits = [Prompt(1, i, ((20.0, 20.0),), (1,)), Prompt(2, i, ((45.0, 40.0),), (1,))] if i == 0 else []
+            edits = []
+            if i == 0:
+                edits = [Prompt(1, 0, ((20.0, 20.0),), (1,)), Prompt(2, 0, ((45.0, 40.0),), (1,))]
             if i % 150 == 75:  # regular corrections: conditioning frames must stay capped too
                 edits = [Prompt(1, i, ((22.0, 21.0),), (1,))]
             segmenter.step(image, edits, (64, 64))

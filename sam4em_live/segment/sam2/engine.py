@@ -142,7 +142,8 @@ class StreamingSam2:
         low_res = self._fill_holes(low_res)
         with self.timer.stage("memory_encoder"):
             # Meta re-encodes the stored (hole-filled) low-res mask, upsampled, binarised.
-            high_res = F.interpolate(low_res, size=(model.image_size,) * 2, mode="bilinear", align_corners=False)
+            size = (model.image_size, model.image_size)
+            high_res = F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)
             maskmem, maskmem_pos = model._encode_new_memory(feats, sizes, high_res, score, True)
         self._cache_pos_enc(maskmem_pos)
         bank = self.banks.get(particle)
@@ -176,11 +177,12 @@ class StreamingSam2:
 
         model = self.model
         order = [p for members in groups for p in members]
+        pos_enc = self._maskmem_pos_enc or []
+        output_dicts = [batched_output_dict([self.banks[p] for p in members], pos_enc) for members in groups]
         pix_parts = []
         with self.timer.stage("memory_attention"):
-            for members in groups:
+            for members, output_dict in zip(groups, output_dicts, strict=True):
                 n = len(members)
-                output_dict = batched_output_dict([self.banks[p] for p in members], self._maskmem_pos_enc or [])
                 pix_parts.append(model._prepare_memory_conditioned_features(
                     frame, False, [feats[-1].expand(-1, n, -1)], [pos[-1].expand(-1, n, -1)],
                     sizes[-1:], output_dict, ENDLESS_FRAMES,

@@ -115,7 +115,8 @@ class Sam2Segmenter:
         points = torch.tensor(coords, dtype=torch.float32).reshape(1, -1, 2)
         rows, cols = shape
         points = points / torch.tensor([cols, rows]) * self.image_size
-        return PointPrompt(points.to(self.device), torch.tensor([labels], dtype=torch.int32, device=self.device))
+        labels_t = torch.tensor([labels], dtype=torch.int32, device=self.device)
+        return PointPrompt(points.to(self.device), labels_t)
 
     def to_masks(self, result: StepResult, shape: tuple[int, int]) -> list[ParticleMask]:
         """Logits -> one `ParticleMask` per particle at the frame's resolution."""
