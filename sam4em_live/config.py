@@ -91,6 +91,9 @@ class PipelineConfig(FrozenModel):
     spill_dir: Path | None = None  # None = a temporary directory
     status_interval_s: PositiveFloat = 1.0
     intensity_weighted_centroid: bool = False
+    # CPython GIL switch interval while the service runs (s): short, so the ingest thread gets the
+    # GIL promptly from a busy worker. CPython's default is 0.005.
+    gil_switch_interval_s: PositiveFloat = 0.0005
 
 
 class SegmenterConfig(FrozenModel):

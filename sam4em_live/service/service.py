@@ -8,6 +8,7 @@ worker and re-raised from `run()` after teardown, which always runs.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -122,6 +123,16 @@ class Service:
 
     def run(self) -> StatusSnapshot:
         self._set_state(ServiceState.STARTING)
+        # The ingest thread hands off the GIL at every receive; with CPython's default 5 ms switch
+        # interval a busy worker makes each hand-off wait up to 5 ms and ingest falls behind the camera.
+        previous_switch_s = sys.getswitchinterval()
+        sys.setswitchinterval(self.config.pipeline.gil_switch_interval_s)
+        try:
+            return self._run()
+        finally:
+            sys.setswitchinterval(previous_switch_s)
+
+    def _run(self) -> StatusSnapshot:
         ingest = threading.Thread(target=self._ingest_loop, name="sam4em-ingest", daemon=True)
         try:
             self.source.open()

@@ -39,7 +39,8 @@ from sam4em_live.results import FrameResult, ServiceEvent
 from sam4em_live.segment.base import ParticleMask
 from sam4em_live.sinks.base import RunInfo
 from sam4em_live.sinks.run_manifest import FrameRanges, build_manifest, json_line, utc_now, write_json_atomic
-from sam4em_live.sinks.tiff_writer import LabelStackWriter, draw_labels
+from sam4em_live.sinks.mask_process import MaskWriterProcess
+from sam4em_live.sinks.tiff_writer import MASK_COMPRESSION_LEVEL
 from sam4em_live.trajectories import measurement_row, trajectory_columns
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Recorder:
         self._files: dict[str, TextIO] = {}
         self._csv_buffer = io.StringIO()
         self._csv = csv.writer(self._csv_buffer, lineterminator="\n")
-        self._masks: LabelStackWriter | None = None
+        self._masks: MaskWriterProcess | None = None
         self._mask_frames = FrameRanges()
         self._columns: list[str] = []
         self._first_timestamp_s: float | None = None
@@ -141,7 +142,7 @@ class Recorder:
         self._csv.writerow(self._columns)
         self._flush_csv()
         if self.write_masks:
-            self._masks = LabelStackWriter(run_dir / "masks.tif")
+            self._masks = MaskWriterProcess(run_dir / "masks.tif", MASK_COMPRESSION_LEVEL)
 
     def consume(self, result: FrameResult) -> None:
         """Queue a result for writing; returns at once unless the queue is full (see policy)."""
@@ -279,9 +280,7 @@ class Recorder:
                                               "detail": event.detail, "wall_time_s": record.processed_s})
             self.counters["events"] += 1
         if self._masks is not None:
-            labels, skipped = draw_labels(run.series.shape, record.masks)
-            self.counters["masks_not_drawn"] += skipped
-            self._masks.append(labels, record.index)
+            self._masks.append_masks(run.series.shape, record.masks, record.index)
             self._mask_frames.append(record.index)
             self.counters["mask_pages"] += 1
         self.counters["frames_recorded"] += 1
@@ -343,6 +342,7 @@ class Recorder:
         if masks is not None:
             try:
                 masks.close()
+                self.counters["masks_not_drawn"] += masks.skipped
             except OSError:
                 self.counters["write_errors"] += 1
                 log.exception("recorder: closing masks.tif failed")

@@ -1,0 +1,116 @@
+"""Writing ``masks.tif`` in a child process.
+
+Building and appending a 1024² TIFF page costs about 1 ms of mostly
+pure-Python work (tifffile's page writer) per frame. In the service process
+that work holds the GIL and slows the segmenter by about 2 ms per frame, so
+the label stack is written by a child process instead; the recorder's writer
+thread only sends it the mask crops (a few kB per frame over a local pipe).
+
+Protocol over the pipe (parent → child): ``("page", frame_index, shape,
+[(particle, bbox, crop_shape, crop_bytes), ...])``, ``("flush",)``,
+``("close",)``. The child answers ``("opened", None)`` or ``("error", message)``
+once after start, and ``("closed", pages, skipped)`` at close. If the parent
+dies, the child sees end-of-file, closes the file cleanly and exits, so
+everything sent so far is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from sam4em_live.segment.base import ParticleMask
+
+log = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 30.0
+
+
+def _child_main(conn: Connection, path: str, compression_level: int) -> None:
+    from sam4em_live.sinks.tiff_writer import LabelStackWriter, draw_labels
+
+    try:
+        writer = LabelStackWriter(Path(path), compression_level)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("opened", None))
+    skipped = 0
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:  # parent died: keep what we have
+                break
+            if message[0] == "page":
+                _, frame_index, shape, crops = message
+                masks = [ParticleMask(pid, True, 1.0, bbox, np.frombuffer(data, bool).reshape(crop_shape))
+                         for pid, bbox, crop_shape, data in crops]
+                labels, n_skipped = draw_labels(tuple(shape), masks)
+                skipped += n_skipped
+                writer.append(labels, frame_index)
+            elif message[0] == "flush":
+                writer.flush()
+            elif message[0] == "close":
+                break
+    finally:
+        writer.close()
+    try:
+        conn.send(("closed", writer.pages, skipped))
+    except (BrokenPipeError, OSError):
+        pass
+
+
+class MaskWriterProcess:
+    """Append label pages to ``path`` from a child process (same calls as `LabelStackWriter`)."""
+
+    def __init__(self, path: Path, compression_level: int = 1) -> None:
+        self.path = path
+        context = mp.get_context("spawn")  # never fork a process that holds ZeroMQ and threads
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(target=_child_main, args=(child_conn, str(path), compression_level),
+                                        name="sam4em-masks", daemon=True)
+        self._process.start()
+        child_conn.close()
+        if not self._conn.poll(_START_TIMEOUT_S):
+            self._process.kill()
+            raise OSError(f"{path}: mask writer process did not start")
+        kind, detail = self._conn.recv()
+        if kind != "opened":
+            self._process.join(5)
+            raise OSError(f"{path}: {detail}")
+        self.pages = 0
+        self.skipped = 0
+
+    def append_masks(self, shape: tuple[int, int], masks: Sequence[ParticleMask], frame_index: int) -> None:
+        crops = [(m.particle, tuple(m.bbox), m.crop.shape, np.ascontiguousarray(m.crop, bool).tobytes())
+                 for m in masks if m.present and m.crop is not None and m.bbox is not None]
+        self._conn.send(("page", int(frame_index), tuple(shape), crops))
+        self.pages += 1
+
+    def flush(self, fsync: bool = False) -> None:
+        self._conn.send(("flush",))
+
+    def close(self) -> None:
+        """Finish the file and wait for the child; raises OSError if it failed."""
+        try:
+            self._conn.send(("close",))
+            if self._conn.poll(_START_TIMEOUT_S):
+                _, pages, self.skipped = self._conn.recv()
+                if pages != self.pages:
+                    raise OSError(f"{self.path}: child wrote {pages} pages of {self.pages}")
+        except (BrokenPipeError, EOFError) as exc:
+            raise OSError(f"{self.path}: mask writer process died ({exc})") from None
+        finally:
+            self._conn.close()
+            self._process.join(10)
+
+    def __del__(self) -> None:  # pragma: no cover - safety net only
+        process: Any = getattr(self, "_process", None)
+        if process is not None and process.is_alive():
+            process.kill()
