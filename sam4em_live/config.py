@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -67,11 +67,7 @@ def _source_kind(value: Any) -> str:
 
 
 SourceConfig = Annotated[
-    Union[
-        Annotated[ZmqSourceConfig, Tag("zmq")],
-        Annotated[ReplaySourceConfig, Tag("replay")],
-        Annotated[SimulatorSourceConfig, Tag("simulator")],
-    ],
+    Annotated[ZmqSourceConfig, Tag("zmq")] | Annotated[ReplaySourceConfig, Tag("replay")] | Annotated[SimulatorSourceConfig, Tag("simulator")],
     Discriminator(_source_kind),
 ]
 

@@ -7,8 +7,9 @@ origin at the centre of the top-left pixel. Physical units are carried explicitl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

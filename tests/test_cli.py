@@ -145,3 +145,30 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_track_sam2_missing_checkpoint_says_where_to_get_weights(tmp_path):
+    frames, _ = disk_video(n_frames=2)
+    tifffile.imwrite(tmp_path / "clip.tif", frames, photometric="minisblack")
+    result = runner.invoke(app, ["track", str(tmp_path / "clip.tif"), "--prompts", str(_prompts(tmp_path, GOOD)),
+                                 "--out", str(tmp_path / "run"), "--backend", "sam2", "--device", "cpu",
+                                 "--checkpoint", str(tmp_path / "sam2.1_hiera_tiny.pt"), "--no-progress"])
+    assert result.exit_code == 2
+    assert "github.com/facebookresearch/sam2" in result.output
+
+
+@pytest.mark.sam2
+def test_track_sam2_random_weights_is_labelled_loudly(tmp_path):
+    """The real sam2 backend through the real pipeline; its untrained output is flagged everywhere."""
+    frames, _ = disk_video(n_frames=3)
+    tifffile.imwrite(tmp_path / "clip.tif", frames, photometric="minisblack")
+    cfg = tmp_path / "sam2.toml"
+    cfg.write_text("[segmenter.options]\nimage_size_px = 64\n")
+    result = runner.invoke(app, ["track", str(tmp_path / "clip.tif"), "--prompts", str(_prompts(tmp_path, GOOD)),
+                                 "--out", str(tmp_path / "run"), "--backend", "sam2", "--random-weights",
+                                 "--device", "cpu", "--config", str(cfg), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["backend"]["backend"] == "sam2" and run["backend"]["random_weights"] is True
+    assert "random weights" in run["WARNING"].lower()
+    assert tifffile.imread(tmp_path / "run" / "masks.tif").shape[0] == 3

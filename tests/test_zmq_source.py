@@ -47,7 +47,7 @@ def test_frames_arrive_intact(pub_and_source, shape, dtype):
         pub.send_frame(px, "s", i, 100.0 + i)
     frames = _receive(src, 5)
     assert [f.index for f in frames] == list(range(5))
-    for f, px in zip(frames, sent):
+    for f, px in zip(frames, sent, strict=False):
         np.testing.assert_array_equal(f.pixels, px)
     assert src.series.shape == shape and src.counters.series_started == 1
 

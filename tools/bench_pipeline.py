@@ -20,8 +20,9 @@ import json
 import multiprocessing as mp
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import zmq

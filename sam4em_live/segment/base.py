@@ -10,8 +10,9 @@ guess which frame index a prompt belongs to.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def validate_edit(edit: ParticleEdit, shape: tuple[int, int]) -> None:
         raise PromptError(
             f"particle {edit.particle}: {len(edit.points)} points but {len(edit.labels)} labels"
         )
-    for (x, y), label in zip(edit.points, edit.labels):
+    for (x, y), label in zip(edit.points, edit.labels, strict=False):
         if label not in (0, 1):
             raise PromptError(f"particle {edit.particle}: label must be 0 or 1, got {label!r}")
         if not (math.isfinite(x) and math.isfinite(y)) or not (-0.5 <= x < cols - 0.5 and -0.5 <= y < rows - 0.5):

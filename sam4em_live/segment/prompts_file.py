@@ -15,8 +15,9 @@ Pixel coordinates, x = column, y = row. Points and box may be combined.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sam4em_live.segment.base import ParticleEdit, Prompt, PromptError, RemoveParticle, validate_edit
 

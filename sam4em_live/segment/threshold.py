@@ -13,8 +13,9 @@ the other backends are unavailable.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -81,7 +82,7 @@ class ThresholdSegmenter:
             x, y = (bx0 + bx1) / 2, (by0 + by1) / 2
             radius = max(bx1 - bx0, by1 - by0) * 0.75 + 4
         else:
-            positives = [p for p, lab in zip(prompt.points, prompt.labels) if lab == 1]
+            positives = [p for p, lab in zip(prompt.points, prompt.labels, strict=False) if lab == 1]
             x, y = np.mean(positives, axis=0)
             radius = self.options.default_prompt_radius_px * 1.5
         window, x0, y0 = self._window(pixels, x, y, radius)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
@@ -120,13 +121,29 @@ def build_service(
     extra_sinks: Sequence[Sink] = (),
     stop_at_series_end: bool = False,
 ) -> BuiltService:
-    """Assemble a service from ``config``; ``source`` overrides ``config.source``."""
-    source = with_calibration(config, source or build_source(config, stop_at_series_end))
+    """Assemble a service from ``config``; ``source`` overrides ``config.source``.
+
+    If any part fails to build (bad prompts file, missing checkpoint, port in
+    use), the parts already built are closed before the error propagates.
+    """
     if config.prompts is not None:
         edits = [*load_prompts(config.prompts), *edits]
+    source = with_calibration(config, source or build_source(config, stop_at_series_end))
+    built = BuiltService(service=None)  # type: ignore[arg-type]
+    try:
+        return _assemble(config, source, built, edits, run_id, max_frames, extra_sinks)
+    except BaseException:
+        for closer in (getattr(built.publisher, "close", None), getattr(built.control, "stop", None),
+                       source.close):
+            if closer is not None:
+                closer()
+        raise
+
+
+def _assemble(config: ServiceConfig, source: FrameSource, built: BuiltService, edits: Sequence[ParticleEdit],
+              run_id: str | None, max_frames: int | None, extra_sinks: Sequence[Sink]) -> BuiltService:
     segmenter = create_segmenter(config.segmenter.backend, config.segmenter.options)
     sinks: list[Sink] = []
-    built = BuiltService(service=None)  # type: ignore[arg-type]
     if config.publisher.enabled:
         from sam4em_live.sinks.publisher import ResultsPublisher
 

@@ -6,7 +6,6 @@ import logging
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,6 +14,22 @@ from sam4em_live.segment.base import PromptError
 from sam4em_live.service.runs import run_demo, run_track
 
 log = logging.getLogger(__name__)
+
+
+_MODEL_HELP = "SAM 2 model: sam2.1_hiera_t/_s/_b+/_l or a YAML config path (backend sam2)."
+_CHECKPOINT_HELP = "SAM 2 checkpoint .pt (official: https://github.com/facebookresearch/sam2#model-description)."
+_RANDOM_HELP = "SAM 2 with random weights: tests/benchmarks ONLY, outputs are not segmentation."
+
+
+def _sam2_overrides(model: str | None, checkpoint: Path | None, random_weights: bool,
+                    device: str | None) -> dict[str, object]:
+    """CLI flags of the sam2 backend as dotted config overrides (None = keep the config's)."""
+    return {
+        "segmenter.options.model": model,
+        "segmenter.options.checkpoint": str(checkpoint) if checkpoint else None,
+        "segmenter.options.random_weights": True if random_weights else None,
+        "segmenter.options.device": device,
+    }
 
 
 def _fail(message: str) -> None:
@@ -33,15 +48,19 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 def serve(
     config: Path = typer.Option(..., "--config", "-c", help="Service config TOML (see configs/)."),
-    backend: Optional[str] = typer.Option(None, help="Override segmenter.backend."),
-    prompts: Optional[Path] = typer.Option(None, help="Prompts file applied from the start."),
-    out: Optional[Path] = typer.Option(None, help="Override recorder.out_dir."),
-    pixel_size_nm: Optional[float] = typer.Option(None, help="Override pixel size (nm)."),
-    fps: Optional[float] = typer.Option(None, help="Override frame rate (frames/s)."),
-    control_endpoint: Optional[str] = typer.Option(None, help="Override control.endpoint."),
+    backend: str | None = typer.Option(None, help="Override segmenter.backend."),
+    prompts: Path | None = typer.Option(None, help="Prompts file applied from the start."),
+    out: Path | None = typer.Option(None, help="Override recorder.out_dir."),
+    pixel_size_nm: float | None = typer.Option(None, help="Override pixel size (nm)."),
+    fps: float | None = typer.Option(None, help="Override frame rate (frames/s)."),
+    control_endpoint: str | None = typer.Option(None, help="Override control.endpoint."),
     insecure: bool = typer.Option(
         False, "--insecure", help="Allow a control channel beyond loopback WITHOUT CURVE keys (logged loudly)."
     ),
+    model: str | None = typer.Option(None, help=_MODEL_HELP),
+    checkpoint: Path | None = typer.Option(None, help=_CHECKPOINT_HELP),
+    random_weights: bool = typer.Option(False, "--random-weights", help=_RANDOM_HELP),
+    device: str | None = typer.Option(None, help="SAM 2 device: auto, cuda, mps, cpu."),
 ) -> None:
     """Live: frames in over ZeroMQ, results out, recording on. Ctrl-C stops cleanly."""
     from sam4em_live.control.server import ControlSecurityError
@@ -52,9 +71,10 @@ def serve(
             "segmenter.backend": backend, "prompts": prompts, "recorder.out_dir": out,
             "calibration.pixel_size_nm": pixel_size_nm, "calibration.fps": fps,
             "control.endpoint": control_endpoint, "control.insecure": True if insecure else None,
+            **_sam2_overrides(model, checkpoint, random_weights, device),
         })
         built = build_service(cfg)
-    except (ConfigError, PromptError, FileNotFoundError, ControlSecurityError) as exc:
+    except (ConfigError, PromptError, FileNotFoundError, ValueError, ControlSecurityError) as exc:
         _fail(str(exc))
         return
     stop = threading.Event()
@@ -79,16 +99,21 @@ def track(
     input: Path = typer.Argument(..., help="TIFF/OME-TIFF stack or folder of JPEG/PNG frames."),
     prompts: Path = typer.Option(..., help="Prompts JSON file."),
     out: Path = typer.Option(..., help="Run directory to create (must not exist)."),
-    backend: Optional[str] = typer.Option(None, help="Segmenter backend (default: embedded)."),
-    fps: Optional[float] = typer.Option(None, help="Frame rate (frames/s) if not in metadata."),
-    pixel_size_nm: Optional[float] = typer.Option(None, help="Pixel size (nm) if not in metadata."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Optional config TOML for other settings."),
+    backend: str | None = typer.Option(None, help="Segmenter backend (default: embedded)."),
+    fps: float | None = typer.Option(None, help="Frame rate (frames/s) if not in metadata."),
+    pixel_size_nm: float | None = typer.Option(None, help="Pixel size (nm) if not in metadata."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Optional config TOML for other settings."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    model: str | None = typer.Option(None, help=_MODEL_HELP),
+    checkpoint: Path | None = typer.Option(None, help=_CHECKPOINT_HELP),
+    random_weights: bool = typer.Option(False, "--random-weights", help=_RANDOM_HELP),
+    device: str | None = typer.Option(None, help="SAM 2 device: auto, cuda, mps, cpu."),
 ) -> None:
     """Offline: run the same pipeline over a recording, every frame, as fast as possible."""
     try:
         run_dir = run_track(input, prompts, out, backend=backend, fps=fps, pixel_size_nm=pixel_size_nm,
-                            config_path=config, progress=progress)
+                            config_path=config, progress=progress,
+                            overrides=_sam2_overrides(model, checkpoint, random_weights, device))
     except (ConfigError, PromptError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -96,11 +121,11 @@ def track(
 
 
 def camera(
-    input: Optional[Path] = typer.Argument(None, help="Recording to publish (TIFF or JPEG folder)."),
-    preset: Optional[str] = typer.Option(None, help="Publish simulated LPTEM frames of this preset instead."),
+    input: Path | None = typer.Argument(None, help="Recording to publish (TIFF or JPEG folder)."),
+    preset: str | None = typer.Option(None, help="Publish simulated LPTEM frames of this preset instead."),
     endpoint: str = typer.Option("tcp://127.0.0.1:5555", help="Where to bind the PUB socket."),
-    fps: Optional[float] = typer.Option(None, help="Frames per second (default: recording/preset rate)."),
-    frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
+    fps: float | None = typer.Option(None, help="Frames per second (default: recording/preset rate)."),
+    frames: int | None = typer.Option(None, help="Stop after this many frames."),
     loop: bool = typer.Option(False, help="Loop the recording."),
     seed: int = typer.Option(0, help="Simulator seed."),
 ) -> None:
@@ -133,10 +158,10 @@ def camera(
 
 def demo(
     seconds: float = typer.Option(20.0, help="How long to stream."),
-    backend: Optional[str] = typer.Option(None, help="Segmenter backend (default: embedded)."),
+    backend: str | None = typer.Option(None, help="Segmenter backend (default: embedded)."),
     out: Path = typer.Option(Path("runs"), help="Where the run directory is created."),
     preset: str = typer.Option("demo", help="Simulator preset streamed by the stand-in camera."),
-    fps: Optional[float] = typer.Option(None, help="Camera frame rate (default: the preset's)."),
+    fps: float | None = typer.Option(None, help="Camera frame rate (default: the preset's)."),
     seed: int = typer.Option(0, help="Simulator seed."),
 ) -> None:
     """The main job: stand-in camera → service → recorder on loopback, printing live status."""

@@ -9,12 +9,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from sam4em_live.frames import Frame
 from sam4em_live.measure import ParticleMeasurement, measure_mask
 from sam4em_live.results import FrameResult, ServiceEvent
-from sam4em_live.segment.base import ParticleEdit, ParticleMask, PromptError, RemoveParticle, Segmenter, validate_edit
+from sam4em_live.segment.base import (
+    ParticleEdit,
+    ParticleMask,
+    PromptError,
+    RemoveParticle,
+    Segmenter,
+    validate_edit,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.results import FrameResult
@@ -86,6 +87,7 @@ def probe_frames(path: Path) -> tuple[tuple[int, int], int]:
 def run_track(
     input: Path, prompts: Path, out: Path, backend: str | None = None, fps: float | None = None,
     pixel_size_nm: float | None = None, config_path: Path | None = None, progress: bool = True,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Path:
     """Track a recording offline (every frame, as fast as possible); returns the run directory."""
     from sam4em_live.service.builder import build_service
@@ -106,6 +108,7 @@ def run_track(
         "control.enabled": False,
         "calibration.pixel_size_nm": pixel_size_nm,
         "calibration.fps": fps,
+        **(overrides or {}),
     })
     out.parent.mkdir(parents=True, exist_ok=True)
     built = build_service(cfg, edits=edits, run_id=out.name, extra_sinks=[ProgressSink(n_frames, progress)])

@@ -11,13 +11,13 @@ States and legal transitions::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from sam4em_live.segment.base import ParticleEdit
 
 
-class ServiceState(str, Enum):
+class ServiceState(StrEnum):
     IDLE = "idle"
     STARTING = "starting"
     STREAMING = "streaming"

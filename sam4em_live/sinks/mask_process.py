@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -38,8 +38,8 @@ from sam4em_live.measure import ParticleMeasurement
 from sam4em_live.results import FrameResult, ServiceEvent
 from sam4em_live.segment.base import ParticleMask
 from sam4em_live.sinks.base import RunInfo
-from sam4em_live.sinks.run_manifest import FrameRanges, build_manifest, json_line, utc_now, write_json_atomic
 from sam4em_live.sinks.mask_process import MaskWriterProcess
+from sam4em_live.sinks.run_manifest import FrameRanges, build_manifest, json_line, utc_now, write_json_atomic
 from sam4em_live.sinks.tiff_writer import MASK_COMPRESSION_LEVEL
 from sam4em_live.trajectories import measurement_row, trajectory_columns
 

@@ -9,7 +9,8 @@ the crop, starting with a run of background (so ``counts[0]`` may be 0).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -83,7 +84,7 @@ def result_message(result: FrameResult, run_id: str, backend: dict[str, Any], in
         "timestamp_s": frame.timestamp_s, "processed_s": result.processed_s,
         "shape": list(frame.shape), "calibration": frame.calibration.as_dict(),
         "backend": backend.get("backend"), "random_weights": bool(backend.get("random_weights", False)),
-        "particles": [particle_entry(m, k, include_masks) for m, k in zip(result.measurements, result.masks)],
+        "particles": [particle_entry(m, k, include_masks) for m, k in zip(result.measurements, result.masks, strict=False)],
         "stats": {str(pid): dict(s) for pid, s in result.stats.items()},
         "events": [event_entry(e) for e in result.events],
         "timings_ms": dict(result.timings_ms),

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sam4em_live.config import ConfigError
 from sam4em_live.segment.sam2.options import OFFICIAL_CHECKPOINTS, WEIGHTS_URL, Sam2Options
 
 if TYPE_CHECKING:
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing or does not fit the model config."""
+class CheckpointError(ConfigError):
+    """A checkpoint that is missing or does not fit the model config (a configuration error)."""
 
 
 def model_overrides(options: Sam2Options) -> dict[str, Any]:
