@@ -32,9 +32,13 @@ log = logging.getLogger(__name__)
 _START_TIMEOUT_S = 30.0
 
 
-def _child_main(conn: Connection, path: str, compression_level: int) -> None:
+def _child_main(conn: Connection) -> None:
     from sam4em_live.sinks.tiff_writer import LabelStackWriter, draw_labels
 
+    try:
+        _, path, compression_level = conn.recv()  # ("open", path, level)
+    except EOFError:
+        return
     try:
         writer = LabelStackWriter(Path(path), compression_level)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
@@ -68,16 +72,25 @@ def _child_main(conn: Connection, path: str, compression_level: int) -> None:
 
 
 class MaskWriterProcess:
-    """Append label pages to ``path`` from a child process (same calls as `LabelStackWriter`)."""
+    """Append label pages to a file from a child process (same calls as `LabelStackWriter`).
 
-    def __init__(self, path: Path, compression_level: int = 1) -> None:
-        self.path = path
+    The child is started at construction (spawning takes ~0.3 s) so that
+    `open`, called when the first frame arrives, costs only a round trip.
+    """
+
+    def __init__(self) -> None:
         context = mp.get_context("spawn")  # never fork a process that holds ZeroMQ and threads
         self._conn, child_conn = context.Pipe()
-        self._process = context.Process(target=_child_main, args=(child_conn, str(path), compression_level),
-                                        name="sam4em-masks", daemon=True)
+        self._process = context.Process(target=_child_main, args=(child_conn,), name="sam4em-masks", daemon=True)
         self._process.start()
         child_conn.close()
+        self.path: Path | None = None
+        self.pages = 0
+        self.skipped = 0
+
+    def open(self, path: Path, compression_level: int = 1) -> None:
+        self.path = path
+        self._conn.send(("open", str(path), compression_level))
         if not self._conn.poll(_START_TIMEOUT_S):
             self._process.kill()
             raise OSError(f"{path}: mask writer process did not start")
@@ -85,8 +98,6 @@ class MaskWriterProcess:
         if kind != "opened":
             self._process.join(5)
             raise OSError(f"{path}: {detail}")
-        self.pages = 0
-        self.skipped = 0
 
     def append_masks(self, shape: tuple[int, int], masks: Sequence[ParticleMask], frame_index: int) -> None:
         crops = [(m.particle, tuple(m.bbox), m.crop.shape, np.ascontiguousarray(m.crop, bool).tobytes())
@@ -98,7 +109,13 @@ class MaskWriterProcess:
         self._conn.send(("flush",))
 
     def close(self) -> None:
-        """Finish the file and wait for the child; raises OSError if it failed."""
+        """Finish the file and wait for the child; raises OSError if it failed. Idempotent."""
+        if self._conn.closed:
+            return
+        if self.path is None:  # never opened: just let the child go
+            self._conn.close()
+            self._process.join(10)
+            return
         try:
             self._conn.send(("close",))
             if self._conn.poll(_START_TIMEOUT_S):

@@ -96,6 +96,8 @@ class Recorder:
         self._csv_buffer = io.StringIO()
         self._csv = csv.writer(self._csv_buffer, lineterminator="\n")
         self._masks: MaskWriterProcess | None = None
+        # Started now, not at the first frame: spawning the child takes ~0.3 s.
+        self._mask_writer = MaskWriterProcess() if write_masks else None
         self._mask_frames = FrameRanges()
         self._columns: list[str] = []
         self._first_timestamp_s: float | None = None
@@ -141,8 +143,9 @@ class Recorder:
             self._files[name] = open(run_dir / name, "x", encoding="utf-8", newline="")  # noqa: SIM115
         self._csv.writerow(self._columns)
         self._flush_csv()
-        if self.write_masks:
-            self._masks = MaskWriterProcess(run_dir / "masks.tif", MASK_COMPRESSION_LEVEL)
+        if self._mask_writer is not None:
+            self._mask_writer.open(run_dir / "masks.tif", MASK_COMPRESSION_LEVEL)
+            self._masks = self._mask_writer
 
     def consume(self, result: FrameResult) -> None:
         """Queue a result for writing; returns at once unless the queue is full (see policy)."""
@@ -203,6 +206,8 @@ class Recorder:
             self._closed = True
         thread = self._thread
         if thread is None:
+            if self._mask_writer is not None:  # never opened (or open failed): let the child go
+                self._guarded(self._mask_writer.close)
             if self._queue.qsize():
                 log.warning("recorder closed before it opened; %d queued items not recorded", self._queue.qsize())
             return
