@@ -93,11 +93,12 @@ class _LatencySink:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="embedded")
+    parser.add_argument("--options", default="{}", help="segmenter options as JSON")
     parser.add_argument("--preset", default="multi-1024")
     parser.add_argument("--clip", type=int, default=150, help="frames rendered (played ping-pong)")
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=0.0, help="camera fps; 0 = as fast as accepted")
-    parser.add_argument("--policy", default="every-frame", choices=["latest", "every-frame"])
+    parser.add_argument("--policy", default="latest", choices=["latest", "every-frame"])
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--no-masks", action="store_true", help="record trajectories but not masks.tif")
     parser.add_argument("--switch-interval-s", type=float, default=0.0005, help="pipeline.gil_switch_interval_s")
@@ -110,7 +111,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     cfg = ServiceConfig.from_mapping({
         "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
-        "segmenter": {"backend": args.backend},
+        "segmenter": {"backend": args.backend, "options": json.loads(args.options)},
         "pipeline": {"backpressure": args.policy, "queue_frames": 64 if args.policy == "every-frame" else 8,
                      "gil_switch_interval_s": args.switch_interval_s},
         "publisher": {"endpoint": "tcp://127.0.0.1:0"},
