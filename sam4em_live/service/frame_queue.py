@@ -54,7 +54,6 @@ class FrameQueue:
         self._spilled_pending = 0
         self.dropped = 0
         self.spilled = 0
-        self.max_depth = 0
 
     def put(self, frame: Frame) -> None:
         """Enqueue without blocking, applying the backpressure policy."""
@@ -68,12 +67,10 @@ class FrameQueue:
                     self._items.append(self._spill(frame))
                     self.spilled += 1
                     self._spilled_pending += 1
-                    self._note_depth()
                     self._cond.notify()
                     return
             self._items.append(frame)
             self._in_memory += 1
-            self._note_depth()
             self._cond.notify()
 
     def get(self, timeout_s: float) -> Frame | None:
@@ -99,12 +96,10 @@ class FrameQueue:
         with self._cond:
             self._items.clear()
             self._in_memory = 0
+            self._spilled_pending = 0
             if self._spill_file is not None:
                 self._spill_file.close()
                 self._spill_file = None
-
-    def _note_depth(self) -> None:
-        self.max_depth = max(self.max_depth, len(self._items))
 
     def _spill(self, frame: Frame) -> _Spilled:
         if self._spill_file is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -100,8 +99,3 @@ def pump(source: FrameSource, publisher: FramePublisher, stop: threading.Event,
         source.close()
     log.info("camera sent %d frames (%d refused)", sent, publisher.frames_refused)
     return sent
-
-
-def wait_for_subscribers(delay_s: float = 0.3) -> None:
-    """PUB/SUB 'slow joiner': give connects time to complete before sending."""
-    time.sleep(delay_s)
