@@ -51,9 +51,12 @@ class ParticleMeasurement:
     split: bool = False  # the mask had several components; the largest was kept
 
 
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
 def largest_component(crop: np.ndarray) -> tuple[np.ndarray, bool]:
     """Keep the largest 8-connected component; return (mask, was_split)."""
-    labels, count = ndimage.label(crop, structure=np.ones((3, 3), dtype=bool))
+    labels, count = ndimage.label(crop, structure=_EIGHT_CONNECTED)
     if count <= 1:
         return crop, False
     sizes = np.bincount(labels.ravel())
@@ -81,14 +84,15 @@ def measure_mask(
     x0, y0, _, _ = mask.bbox
     rows, cols = np.nonzero(crop)
     area = int(rows.size)
-    yc = rows.mean()
-    xc = cols.mean()
+    yc = float(rows.sum()) / area
+    xc = float(cols.sum()) / area
     dy = rows - yc
     dx = cols - xc
-    # Second central moments (with the 1/12 of a unit pixel so single pixels have size).
-    mxx = float(np.mean(dx * dx)) + 1 / 12
-    myy = float(np.mean(dy * dy)) + 1 / 12
-    mxy = float(np.mean(dx * dy))
+    # Second central moments (with the 1/12 of a unit pixel so single pixels have size); dot products
+    # because this runs for every particle on every frame.
+    mxx = float(dx @ dx) / area + 1 / 12
+    myy = float(dy @ dy) / area + 1 / 12
+    mxy = float(dx @ dy) / area
     common = math.sqrt(((mxx - myy) / 2) ** 2 + mxy**2)
     lam1 = (mxx + myy) / 2 + common
     lam2 = max((mxx + myy) / 2 - common, 0.0)
