@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=0.0, help="camera fps; 0 = as fast as accepted")
     parser.add_argument("--policy", default="latest", choices=["latest", "every-frame"])
+    parser.add_argument("--queue-frames", type=int, default=8, help="pipeline.queue_frames")
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--no-masks", action="store_true", help="record trajectories but not masks.tif")
     parser.add_argument("--switch-interval-s", type=float, default=0.0005, help="pipeline.gil_switch_interval_s")
@@ -112,7 +113,7 @@ def main() -> None:
     cfg = ServiceConfig.from_mapping({
         "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
         "segmenter": {"backend": args.backend, "options": json.loads(args.options)},
-        "pipeline": {"backpressure": args.policy, "queue_frames": 64 if args.policy == "every-frame" else 8,
+        "pipeline": {"backpressure": args.policy, "queue_frames": args.queue_frames,
                      "gil_switch_interval_s": args.switch_interval_s},
         "publisher": {"endpoint": "tcp://127.0.0.1:0"},
         "recorder": {"enabled": not args.no_record, "out_dir": str(out), "write_masks": not args.no_masks},
