@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-import zmq
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.control import ControlClient
@@ -20,9 +19,9 @@ from sam4em_live.frames import Frame
 from sam4em_live.hooks.microscope import SimulatedMicroscope
 from sam4em_live.segment.base import Prompt
 from sam4em_live.service.builder import build_service
-from sam4em_live.sinks.results_schema import decode_message
 from sam4em_live.sources.camera import FramePublisher, pump
 from sam4em_live.sources.simulated import SimulatedSource
+from tests.loopback import ResultsCollector
 
 FRAMES, FPS = 70, 25.0
 PROMPT = Prompt(1, 0, ((128.0, 128.0),), (1,))
@@ -55,32 +54,7 @@ def simulator() -> TruthTap:
     return TruthTap(SimulatedSource("leave-reenter", seed=0, n_frames=FRAMES, fps=FPS))
 
 
-class Subscriber:
-    def __init__(self, endpoint: str) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(endpoint)
-        self.bodies: list[tuple[bytes, dict]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            if self.sock.poll(50):
-                topic, body, _ = decode_message(self.sock.recv_multipart())
-                self.bodies.append((topic, body))
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(2)
-        self.sock.close(linger=0)
-
-    def of(self, topic: bytes) -> list[dict]:
-        return [b for t, b in self.bodies if t == topic]
-
-
-def run_over_sockets(with_hook: bool) -> tuple[TruthTap, Subscriber, object, list[dict]]:
+def run_over_sockets(with_hook: bool) -> tuple[TruthTap, ResultsCollector, object, list[dict]]:
     """Camera thread → PUSH/PULL loopback → service; results and events read back over PUB/SUB."""
     tap = simulator()
     camera = FramePublisher("tcp://127.0.0.1:0", socket_kind="push")
@@ -96,7 +70,7 @@ def run_over_sockets(with_hook: bool) -> tuple[TruthTap, Subscriber, object, lis
     built = build_service(cfg, edits=[PROMPT], stop_at_series_end=True)
     if built.hooks is not None:  # the frames come over a socket: bind the stage of the simulator itself
         built.hooks.bind(service=built.service, microscope=SimulatedMicroscope(tap, built.service))
-    subscriber = Subscriber(built.publisher.endpoint)
+    subscriber = ResultsCollector(built.publisher.endpoint)
     built.service.start()
     stop = threading.Event()
     camera_thread = threading.Thread(target=pump, args=(tap, camera, stop), kwargs={"series_start_delay_s": 0.4})

@@ -9,40 +9,15 @@ import pytest
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.control import ControlClient, ControlError
-from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.frames import Calibration
 from sam4em_live.hooks.api import HookContext
 from sam4em_live.segment.base import Prompt
 from sam4em_live.service.builder import build_service
-from sam4em_live.sources.base import EndOfStream, SourceCounters
+from sam4em_live.sources.array_source import ArraySource
 from tests.conftest import disk_video
 
 PROMPTS = [Prompt(1, 0, ((30.0, 40.0),), (1,)), Prompt(2, 0, box=(60.0, 50.0, 80.0, 70.0))]
 CAL = Calibration(pixel_size_nm=2.0, fps=50.0)
-
-
-class ArraySource:
-    """Frames from an array, as fast as asked (or paced), then EndOfStream."""
-
-    def __init__(self, frames, delay_s: float = 0.0) -> None:
-        self.frames, self.delay_s, self.i = frames, delay_s, 0
-        self.counters = SourceCounters()
-        self.series = SeriesInfo("arr", frames.shape[1:], frames.dtype.str, CAL)
-
-    def open(self) -> None:
-        pass
-
-    def next_frame(self, timeout_s: float) -> Frame | None:
-        if self.i >= len(self.frames):
-            raise EndOfStream
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        frame = Frame("arr", self.i, time.time(), self.frames[self.i], CAL)
-        self.i += 1
-        self.counters.frames += 1
-        return frame
-
-    def close(self) -> None:
-        pass
 
 
 # Hooks named by dotted path in the configs below.
@@ -116,7 +91,7 @@ class ResultLog:
 
 
 def run_to_end(cfg: ServiceConfig, frames, log: ResultLog | None = None) -> tuple[float, object]:
-    built = build_service(cfg, source=ArraySource(frames), edits=PROMPTS, extra_sinks=[log] if log else ())
+    built = build_service(cfg, source=ArraySource(frames, CAL), edits=PROMPTS, extra_sinks=[log] if log else ())
     t0 = time.perf_counter()
     built.service.run()
     elapsed = time.perf_counter() - t0
@@ -147,7 +122,7 @@ def test_events_from_the_pipeline_reach_hooks(tmp_path) -> None:
     SEEN.clear()
     # One particle drifting out through the right edge (x = 128 - 0.5 at frame ~27).
     frames, truth = disk_video(n_frames=60, centres=((100.0, 48.0),), velocity=(1.0, 0.0))
-    built = build_service(config(tmp_path, hooks=("EventLog",)), source=ArraySource(frames),
+    built = build_service(config(tmp_path, hooks=("EventLog",)), source=ArraySource(frames, CAL),
                           edits=[Prompt(1, 0, ((100.0, 48.0),), (1,))])
     built.service.run()
     built.close()
@@ -163,7 +138,7 @@ def live(tmp_path):
     frames, _ = disk_video(n_frames=2000)
     cfg = config(tmp_path, control={"enabled": True, "endpoint": "tcp://127.0.0.1:0"},
                  pipeline={"backpressure": "latest", "status_interval_s": 0.1})
-    built = build_service(cfg, source=ArraySource(frames, delay_s=0.01), edits=PROMPTS[:1])
+    built = build_service(cfg, source=ArraySource(frames, CAL, delay_s=0.01), edits=PROMPTS[:1])
     built.service.start()
     client = ControlClient(built.control.endpoint, timeout_s=3.0)
     yield built, client

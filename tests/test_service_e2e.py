@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -12,14 +11,15 @@ import tifffile
 import zmq
 
 from sam4em_live.config import ServiceConfig
-from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.frames import Calibration, SeriesInfo
 from sam4em_live.segment.base import Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.state import ServiceState
-from sam4em_live.sinks.results_schema import decode_message, rle_decode
-from sam4em_live.sources.base import EndOfStream, SourceCounters
+from sam4em_live.sinks.results_schema import rle_decode
+from sam4em_live.sources.array_source import ArraySource
 from sam4em_live.sources.camera import FramePublisher
 from tests.conftest import disk_video
+from tests.loopback import ResultsCollector
 
 PROMPTS = [Prompt(1, 0, ((30.0, 40.0),), (1,)), Prompt(2, 0, box=(60.0, 50.0, 80.0, 70.0))]
 
@@ -39,33 +39,6 @@ def _config(tmp_path, endpoint, **over):
     return ServiceConfig.from_mapping(data)
 
 
-class _Collector:
-    """A results subscriber on its own thread (what a user script or the monitor does)."""
-
-    def __init__(self, endpoint):
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(endpoint)
-        self.messages: list[tuple[bytes, dict]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop.is_set():
-            if self.sock.poll(50):
-                topic, body, _ = decode_message(self.sock.recv_multipart())
-                self.messages.append((topic, body))
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(2)
-        self.sock.close(linger=0)
-
-    def of(self, topic):
-        return [b for t, b in self.messages if t == topic]
-
-
 def _publish(pub, frames, fps=200.0, series="cam"):
     pub.send_series_start(SeriesInfo(series, frames.shape[1:], frames.dtype.str, Calibration(fps=50.0)))
     for i, px in enumerate(frames):
@@ -79,7 +52,7 @@ def test_camera_to_service_to_subscriber_and_recorder(tmp_path):
     camera = FramePublisher("tcp://127.0.0.1:0")
     cfg = _config(tmp_path, camera.endpoint, pipeline={"backpressure": "every-frame"})
     built = build_service(cfg, edits=PROMPTS, stop_at_series_end=True)
-    collector = _Collector(built.publisher.endpoint)
+    collector = ResultsCollector(built.publisher.endpoint)
     built.service.start()
     time.sleep(0.5)  # let SUB sockets join
     _publish(camera, frames)
@@ -114,34 +87,10 @@ def test_camera_to_service_to_subscriber_and_recorder(tmp_path):
     assert abs(xs.mean() - truth[10, 1, 0]) < 0.5
 
 
-class _ListSource:
-    """An in-process finite source (real frames, no sockets) for pipeline-only tests."""
-
-    def __init__(self, frames, delay_s=0.0):
-        self.frames, self.delay_s, self.i = frames, delay_s, 0
-        self.counters = SourceCounters()
-        self.series = SeriesInfo("list", frames.shape[1:], frames.dtype.str)
-
-    def open(self):
-        pass
-
-    def next_frame(self, timeout_s):
-        if self.i >= len(self.frames):
-            raise EndOfStream
-        time.sleep(self.delay_s)
-        frame = Frame("list", self.i, time.time(), self.frames[self.i])
-        self.i += 1
-        self.counters.frames += 1
-        return frame
-
-    def close(self):
-        pass
-
-
 def test_stop_mid_run_leaves_readable_files(tmp_path):
     frames, _ = disk_video(n_frames=400, velocity=(0.05, 0.02))
     cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"enabled": False})
-    built = build_service(cfg, source=_ListSource(frames, delay_s=0.005), edits=PROMPTS)
+    built = build_service(cfg, source=ArraySource(frames, delay_s=0.005), edits=PROMPTS)
     built.service.start()
     time.sleep(0.6)
     t0 = time.monotonic()
@@ -159,7 +108,7 @@ def test_every_frame_policy_processes_all_frames_even_when_slow(tmp_path):
     frames, _ = disk_video(n_frames=60)
     cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"enabled": False},
                   pipeline={"backpressure": "every-frame", "queue_frames": 2})
-    built = build_service(cfg, source=_ListSource(frames), edits=PROMPTS)
+    built = build_service(cfg, source=ArraySource(frames), edits=PROMPTS)
     status = built.service.run()
     assert status.frames_processed == 60 and status.frames_dropped == 0 and status.frames_spilled > 0
 
@@ -168,7 +117,7 @@ def test_bad_prompt_is_reported_not_fatal(tmp_path):
     frames, _ = disk_video(n_frames=10)
     cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"enabled": False})
     bad = Prompt(3, 2, ((500.0, 5.0),), (1,))
-    built = build_service(cfg, source=_ListSource(frames), edits=[*PROMPTS, bad])
+    built = build_service(cfg, source=ArraySource(frames), edits=[*PROMPTS, bad])
     status = built.service.run()
     assert status.frames_processed == 10 and built.service.processor.prompt_errors == 1
     events = (built.run_dir / "events.jsonl").read_text()
@@ -179,7 +128,7 @@ def test_bad_prompt_is_reported_not_fatal(tmp_path):
 def test_pause_and_resume(tmp_path, policy):
     frames, _ = disk_video(n_frames=200, velocity=(0.05, 0.02))
     cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"enabled": False}, pipeline={"backpressure": policy})
-    built = build_service(cfg, source=_ListSource(frames, delay_s=0.003), edits=PROMPTS)
+    built = build_service(cfg, source=ArraySource(frames, delay_s=0.003), edits=PROMPTS)
     built.service.start()
     time.sleep(0.2)
     built.service.pause()
@@ -201,7 +150,7 @@ def test_backend_prompt_rejection_drops_only_that_edit(tmp_path):
     frames, _ = disk_video(n_frames=6)
     cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"enabled": False})
     on_background = Prompt(3, 0, ((110.0, 10.0),), (1,))
-    built = build_service(cfg, source=_ListSource(frames), edits=[PROMPTS[0], on_background, PROMPTS[1]])
+    built = build_service(cfg, source=ArraySource(frames), edits=[PROMPTS[0], on_background, PROMPTS[1]])
     status = built.service.run()
     assert status.frames_processed == 6 and status.segmentation_errors == 0
     assert status.particles == (1, 2)
@@ -214,7 +163,7 @@ def test_absent_subscriber_never_slows_and_sink_counters_are_reported(tmp_path):
     """A subscriber that connects and never reads: the pipeline still processes every frame."""
     frames, _ = disk_video(n_frames=300, velocity=(0.05, 0.02))
     cfg = _config(tmp_path, "tcp://127.0.0.1:0", publisher={"sndhwm_messages": 5})
-    built = build_service(cfg, source=_ListSource(frames), edits=PROMPTS)
+    built = build_service(cfg, source=ArraySource(frames), edits=PROMPTS)
     stuck = zmq.Context.instance().socket(zmq.SUB)
     stuck.setsockopt(zmq.SUBSCRIBE, b"")
     stuck.setsockopt(zmq.RCVHWM, 1)

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from sam4em_live.config import ServiceConfig
-from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.frames import Calibration
 from sam4em_live.segment.base import Prompt
 from sam4em_live.service.builder import build_service
-from sam4em_live.sources.base import EndOfStream, SourceCounters
+from sam4em_live.sources.array_source import ArraySource
 
 CAL = Calibration(pixel_size_nm=2.0, fps=80.0)
 _RELEASE = threading.Event()
@@ -47,27 +47,6 @@ class CrashingHook:
 class HangingHook:
     def on_result(self, ctx: Any) -> None:
         _RELEASE.wait(60)
-
-
-class MemorySource:
-    def __init__(self, frames: np.ndarray) -> None:
-        self.frames, self.i = frames, 0
-        self.counters = SourceCounters()
-        self.series = SeriesInfo("bench", frames.shape[1:], frames.dtype.str, CAL)
-
-    def open(self) -> None:
-        pass
-
-    def next_frame(self, timeout_s: float) -> Frame | None:
-        if self.i >= len(self.frames):
-            raise EndOfStream
-        frame = Frame("bench", self.i, time.time(), self.frames[self.i], CAL)
-        self.i += 1
-        self.counters.frames += 1
-        return frame
-
-    def close(self) -> None:
-        pass
 
 
 class Timing:
@@ -112,7 +91,7 @@ def run_case(frames: np.ndarray, hooks: list[str]) -> dict[str, float]:
     })
     prompts = [Prompt(1, 0, ((0.3 * size, 0.4 * size),), (1,)), Prompt(2, 0, ((0.6 * size, 0.6 * size),), (1,))]
     timing = Timing()
-    built = build_service(cfg, source=MemorySource(frames), edits=prompts, extra_sinks=[timing])
+    built = build_service(cfg, source=ArraySource(frames, CAL), edits=prompts, extra_sinks=[timing])
     consume_s: list[float] = []
     if built.hooks is not None:
         inner = built.hooks.consume
