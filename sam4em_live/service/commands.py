@@ -91,7 +91,7 @@ def serve(
         built.close()
     if built.run_dir is not None:
         typer.echo(f"run directory: {built.run_dir}")
-    if getattr(built.service, "error", None) is not None:
+    if built.service.error is not None:
         _fail(f"service failed: {built.service.error}")
 
 

@@ -167,6 +167,6 @@ def run_demo(
     status = built.service.status()
     echo(f"demo done: {status.frames_processed} frames processed, {status.frames_dropped} dropped, "
          f"{status.frames_gap} missing upstream, particles {list(status.particles)}")
-    if getattr(built.service, "error", None) is not None:
+    if built.service.error is not None:
         raise RuntimeError(f"service failed: {built.service.error}")
     return built.run_dir

@@ -81,6 +81,7 @@ class Service:
         self._meter = _IntervalMeter()
         self._annotations: list[tuple[float, str]] = []
         self.last_result: FrameResult | None = None
+        self.error: BaseException | None = None  # what ended a `start()`ed run, if it failed
 
     # ---------------------------------------------------------------- state
 
@@ -98,7 +99,6 @@ class Service:
 
     def start(self) -> threading.Thread:
         """Run in a background thread (errors are kept in ``self.error``)."""
-        self.error: BaseException | None = None
 
         def target() -> None:
             try:
