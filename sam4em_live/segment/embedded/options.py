@@ -18,6 +18,9 @@ class EmbeddedOptions(FrozenModel):
 
     # Largest per-frame displacement searched around the motion prediction.
     search_radius_px: float = Field(48.0, ge=4, le=256)
+    # First look only this far from the prediction (most steps are small; a smaller window is cheaper) and
+    # search the full radius only when that finds no clear, interior match. 0 = always the full radius.
+    near_search_radius_px: float = Field(16.0, ge=0, le=256)
     # Half-size of the window analysed around a point prompt (a box sets its own window).
     seed_window_radius_px: int = Field(96, ge=16, le=512)
     # Gaussian scale used to denoise the prompt frame before thresholding it.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 from scipy import fft as sfft
 
 from sam4em_live.segment.embedded.shape import ShapeMemory
@@ -54,22 +54,9 @@ class PoseEstimate:
     amplitude: float
 
 
-def _angle_gap(angles: np.ndarray, reference: float, period: float) -> np.ndarray:
-    gap = np.mod(angles - reference + period / 2, period) - period / 2
-    return np.abs(gap)
-
-
-def _prior_penalty(xs: np.ndarray, ys: np.ndarray, angles: np.ndarray, prior: MotionPrior,
-                   period: float) -> np.ndarray:
-    """Negative log prior (z units) on a grid: angles (A,) x positions (P,), returns (A, P)."""
-    dist2 = (xs - prior.x) ** 2 + (ys - prior.y) ** 2
-    pos = prior.step_weight * np.log1p(dist2 / prior.step_scale_px**2)
-    pos = np.where(dist2 <= prior.radius_px**2, pos, np.inf)
-    if period <= 0:
-        ang = np.zeros(angles.shape, np.float32)
-    else:
-        ang = prior.turn_weight * _angle_gap(angles, prior.angle_deg, period) ** 2 / (2 * prior.turn_sigma_deg**2)
-    return (ang[:, None] + pos[None, :]).astype(np.float32)
+def _angle_gap(angle: float, reference: float, period: float) -> float:
+    """Absolute difference of two angles (degrees) modulo ``period``."""
+    return abs((angle - reference + period / 2) % period - period / 2)
 
 
 #: Floor on the visible fraction of template energy (avoids dividing by ~0 far outside the frame).
@@ -99,35 +86,48 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
         energy = sfft.irfft2(energy_spectra * sfft.rfft2(valid, workers=1)[None], s=(cells, cells), workers=1)
         floor = (MIN_VISIBLE_ENERGY * norms**2)[:, None, None]
         z = corr[:, :n_valid, :n_valid] / (sigma * np.sqrt(np.maximum(energy[:, :n_valid, :n_valid], floor)))
-    valid = n_valid
-    grid_x, grid_y = _grid(valid, factor, (size - 1) / 2 * factor + (factor - 1) / 2)
-    xs, ys = grid_x + np.float32(x0), grid_y + np.float32(y0)
-    objective = z.reshape(angles.size, -1) - _prior_penalty(xs, ys, angles, prior, memory.period_deg)
+    axis = _axis(n_valid, factor, (size - 1) / 2 * factor + (factor - 1) / 2)
+    grid_x, grid_y = axis + np.float32(x0), axis + np.float32(y0)
+    objective = z.reshape(angles.size, -1) - _prior_penalty(grid_x, grid_y, angles, prior, memory.period_deg)
     best = int(np.argmax(objective))
-    k, p = divmod(best, valid * valid)
-    if not np.isfinite(objective.flat[best]):
+    k, p = divmod(best, n_valid * n_valid)
+    if not math.isfinite(float(objective.flat[best])):
         return None
-    return float(xs[p]), float(ys[p]), float(angles[k])
+    r, c = divmod(p, n_valid)
+    # Sub-cell position from the objective's curvature, so the fine level can start close and search less.
+    surface = objective[k].reshape(n_valid, n_valid)
+    dx = _parabola(*surface[r, c - 1 : c + 2].tolist()) if 0 < c < n_valid - 1 else 0.0
+    dy = _parabola(*surface[r - 1 : r + 2, c].tolist()) if 0 < r < n_valid - 1 else 0.0
+    return float(grid_x[c]) + dx * factor, float(grid_y[r]) + dy * factor, float(angles[k])
 
 
 @lru_cache(maxsize=64)
-def _grid(cells: int, factor: int, offset: float) -> tuple[np.ndarray, np.ndarray]:
-    """Raveled (x, y) of a cells x cells grid with spacing ``factor`` starting at ``offset``."""
+def _axis(cells: int, factor: int, offset: float) -> np.ndarray:
+    """Pixel coordinates of ``cells`` grid cells with spacing ``factor`` starting at ``offset`` (read-only)."""
     axis = np.arange(cells, dtype=np.float32) * factor + np.float32(offset)
-    return np.tile(axis, cells), np.repeat(axis, cells)
+    axis.flags.writeable = False
+    return axis
 
 
 def _parabola(m: float, c: float, p: float) -> float:
     """Vertex offset of the parabola through (-1, m), (0, c), (1, p), clipped to +-0.5."""
     denom = m - 2 * c + p
-    if not np.isfinite(denom) or denom >= 0:
+    if not math.isfinite(denom) or denom >= 0:
         return 0.0
-    return float(np.clip(0.5 * (m - p) / denom, -0.5, 0.5))
+    return min(max(0.5 * (m - p) / denom, -0.5), 0.5)
 
 
 def _fine_reach(memory: ShapeMemory) -> int:
     """Fine cells searched either side of the coarse optimum: half a coarse cell plus one for the parabola."""
     return max(1, math.ceil(memory.coarse_factor / (2 * memory.fine_factor))) + 1
+
+
+def _first_fine_reach(memory: ShapeMemory) -> int:
+    """Fine cells searched first: a quarter coarse cell (the coarse parabola's precision) plus one.
+
+    If the optimum lands on the rim of that square the full `_fine_reach` square is searched.
+    """
+    return min(max(1, math.ceil(memory.coarse_factor / (4 * memory.fine_factor))) + 1, _fine_reach(memory))
 
 
 def fine_window_extent(memory: ShapeMemory, x: float, y: float) -> tuple[int, int, int]:
@@ -144,54 +144,81 @@ def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, 
     """Refine a coarse pose by direct matching at the fine level, with sub-cell interpolation.
 
     ``window`` is the full-resolution contrast at `fine_window_extent` of the start.
+    Positions x angles are a few dozen by a few: the cost is in call overhead, so
+    index ranges are Python ints and the prior is built separably.
     """
     factor = memory.fine_factor
     fine = block_mean(window.darkness, factor)
-    fine_valid = None if window.valid.all() else block_mean(window.valid, factor)
+    all_valid = bool(window.valid.all())
+    fine_valid = None if all_valid else block_mean(window.valid, factor)
     sigma = memory.noise_level(factor, lambda: robust_noise(fine, fine_valid))
     step = memory.fine_step_deg()
     span = int(math.ceil(memory.options.coarse_angle_step_deg / 2 / step)) if memory.period_deg > 0 else 0
     centre_index = int(round(start[2] / step)) if step > 0 else 0
-    indices = np.arange(centre_index - span, centre_index + span + 1)
-    templates, norms, gains, size = memory.fine_bank(indices)
+    templates, norms, gains, size, angle_values = memory.fine_bank(centre_index, span)
     half = (size - 1) // 2
     offset = (factor - 1) / 2
-    reach = _fine_reach(memory)
     cx = int(round((start[0] - window.x0 - offset) / factor))
     cy = int(round((start[1] - window.y0 - offset) / factor))
     limit = fine.shape[0] - size
-    cols = np.clip(np.arange(cx - reach, cx + reach + 1) - half, 0, limit)
-    rows = np.clip(np.arange(cy - reach, cy + reach + 1) - half, 0, limit)
-    views = sliding_window_view(fine, (size, size))
-    patches = views[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].reshape(-1, size * size)
-    scores = patches @ templates.T  # (positions, angles)
-    n_rows, n_cols = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-    if window.valid.all():
-        energy = np.broadcast_to(norms[None, :] ** 2, scores.shape)
-    else:  # masked match: template energy over in-frame, unclaimed pixels only
-        valid_views = sliding_window_view(fine_valid, (size, size))
-        valid_patches = valid_views[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].reshape(-1, size * size)
-        energy = np.maximum(valid_patches @ (templates**2).T, MIN_VISIBLE_ENERGY * norms[None, :] ** 2)
-    z = (scores / (sigma * np.sqrt(energy))).T  # (angles, positions)
-    gains = energy * (gains / norms**2)[None, :]  # gain over the visible part
-    grid_x = window.x0 + (np.arange(cols[0], cols[-1] + 1) + half) * factor + offset
-    grid_y = window.y0 + (np.arange(rows[0], rows[-1] + 1) + half) * factor + offset
-    xs = np.broadcast_to(grid_x[None, :], (n_rows, n_cols)).ravel().astype(np.float32)
-    ys = np.broadcast_to(grid_y[:, None], (n_rows, n_cols)).ravel().astype(np.float32)
-    angle_values = (indices * step).astype(np.float32)
-    objective = z - _prior_penalty(xs, ys, angle_values, prior, memory.period_deg)
-    a, p = np.unravel_index(int(np.argmax(objective)), objective.shape)
-    r, c = divmod(int(p), n_cols)
+    first, full = _first_fine_reach(memory), _fine_reach(memory)
+    for reach in (first, full) if first < full else (full,):
+        c0, c1 = (min(max(v - half, 0), limit) for v in (cx - reach, cx + reach))
+        r0, r1 = (min(max(v - half, 0), limit) for v in (cy - reach, cy + reach))
+        n_rows, n_cols = r1 - r0 + 1, c1 - c0 + 1
+        patches = _patches(fine, r0, c0, n_rows, n_cols, size)
+        scores = patches @ templates.T  # (positions, angles)
+        if all_valid:
+            energy = norms**2
+            z = (scores / (sigma * np.sqrt(energy))).T  # (angles, positions)
+        else:  # masked match: template energy over in-frame, unclaimed pixels only
+            valid_patches = _patches(fine_valid, r0, c0, n_rows, n_cols, size)
+            energy = np.maximum(valid_patches @ (templates**2).T, MIN_VISIBLE_ENERGY * norms[None, :] ** 2)
+            z = (scores / (sigma * np.sqrt(energy))).T
+            visible_gains = (energy * (gains / norms**2)[None, :]).T  # gain over the visible part, (A, P)
+        grid_x = (np.arange(c0, c1 + 1, dtype=np.float32) + np.float32(half)) * factor + np.float32(window.x0 + offset)
+        grid_y = (np.arange(r0, r1 + 1, dtype=np.float32) + np.float32(half)) * factor + np.float32(window.y0 + offset)
+        objective = z - _prior_penalty(grid_x, grid_y, angle_values, prior, memory.period_deg)
+        best = int(np.argmax(objective))
+        a, p = divmod(best, n_rows * n_cols)
+        r, c = divmod(p, n_cols)
+        if 0 < r < n_rows - 1 and 0 < c < n_cols - 1:
+            break  # interior optimum: the parabola has its neighbours
     surface = objective[a].reshape(n_rows, n_cols)
-    dx = _parabola(surface[r, c - 1], surface[r, c], surface[r, c + 1]) if 0 < c < n_cols - 1 else 0.0
-    dy = _parabola(surface[r - 1, c], surface[r, c], surface[r + 1, c]) if 0 < r < n_rows - 1 else 0.0
-    da = _parabola(objective[a - 1, p], objective[a, p], objective[a + 1, p]) if 0 < a < len(indices) - 1 else 0.0
+    dx = _parabola(*surface[r, c - 1 : c + 2].tolist()) if 0 < c < n_cols - 1 else 0.0
+    dy = _parabola(*surface[r - 1 : r + 2, c].tolist()) if 0 < r < n_rows - 1 else 0.0
+    da = _parabola(*objective[a - 1 : a + 2, p].tolist()) if 0 < a < len(angle_values) - 1 else 0.0
     return PoseEstimate(
-        x=float(grid_x[c] + dx * factor),
-        y=float(grid_y[r] + dy * factor),
-        angle_deg=float(angle_values[a] + da * step),
+        x=float(grid_x[c]) + dx * factor,
+        y=float(grid_y[r]) + dy * factor,
+        angle_deg=float(angle_values[a]) + da * step,
         z=float(z[a, p]),
-        amplitude=float(scores[p, a] / max(gains[p, a], 1e-9)),
+        amplitude=float(scores[p, a]) / max(float(gains[a] if all_valid else visible_gains[a, p]), 1e-9),
     )
 
 
+def _patches(image: np.ndarray, r0: int, c0: int, n_rows: int, n_cols: int, size: int) -> np.ndarray:
+    """(n_rows * n_cols, size²) copy of the size x size patches with top-left corners in the given ranges."""
+    block = image[r0 : r0 + n_rows + size - 1, c0 : c0 + n_cols + size - 1]
+    s0, s1 = block.strides
+    views = as_strided(block, (n_rows, n_cols, size, size), (s0, s1, s0, s1), writeable=False)
+    return views.reshape(n_rows * n_cols, size * size)
+
+
+def _prior_penalty(grid_x: np.ndarray, grid_y: np.ndarray, angles: np.ndarray, prior: MotionPrior,
+                   period: float) -> np.ndarray:
+    """Negative log prior (z units) on angles (A,) x the grid ``grid_y`` (rows) x ``grid_x`` (cols): (A, rows * cols).
+
+    Built separably (squared offsets per axis, then one outer sum): the grid is regular,
+    and the arrays are small enough that the number of numpy calls is the cost.
+    """
+    dist2 = np.add.outer(np.square(grid_y - np.float32(prior.y)), np.square(grid_x - np.float32(prior.x)))
+    pos = np.log1p(dist2 * np.float32(1.0 / prior.step_scale_px**2))
+    pos *= np.float32(prior.step_weight)
+    if math.isfinite(prior.radius_px):
+        pos[dist2 > np.float32(prior.radius_px**2)] = np.inf
+    if period <= 0:
+        return pos.reshape(1, -1)
+    scale = prior.turn_weight / (2 * prior.turn_sigma_deg**2)
+    turn = [scale * _angle_gap(a, prior.angle_deg, period) ** 2 for a in angles.tolist()]
+    return np.add.outer(np.asarray(turn, np.float32), pos.ravel())

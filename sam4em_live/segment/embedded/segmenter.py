@@ -17,6 +17,7 @@ resolution (`reacquire`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -27,7 +28,13 @@ from sam4em_live.frames import Frame
 from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.reacquire import candidate_positions
-from sam4em_live.segment.embedded.search import PoseEstimate, coarse_search, fine_search, fine_window_extent
+from sam4em_live.segment.embedded.search import (
+    MotionPrior,
+    PoseEstimate,
+    coarse_search,
+    fine_search,
+    fine_window_extent,
+)
 from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
 from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.tracker import TrackedParticle
@@ -45,6 +52,8 @@ LEARN_MIN_VISIBLE = 0.98
 CONFLICT_IOU = 0.6
 #: Candidates verified per lost particle in a full-frame re-acquisition pass.
 REACQUIRE_CANDIDATES = 4
+#: A near-window match is kept (no full-radius search) if its z is at least this fraction of the typical z.
+NEAR_ACCEPT_Z_FRACTION = 0.7
 
 Claim = tuple[tuple[int, int, int, int], np.ndarray]
 
@@ -159,12 +168,31 @@ class EmbeddedSegmenter:
     def _search(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
                 radius_px: float | None = None, centre: tuple[float, float] | None = None
                 ) -> tuple[PoseEstimate | None, float]:
-        """Coarse-to-fine pose search near the prediction (or ``centre``); returns (estimate, background)."""
+        """Coarse-to-fine pose search near the prediction (or ``centre``); returns (estimate, background).
+
+        A present particle is first searched within ``near_search_radius_px``; that
+        answer stands if it is clear (z >= NEAR_ACCEPT_Z_FRACTION of the particle's
+        typical z) and interior (not on the near window's rim, where the best
+        match may lie further out). Otherwise the full radius is searched.
+        """
         prior = track.prior(self.options, reacquire=centre is not None)
         if radius_px is not None:
             prior = replace(prior, radius_px=radius_px)
-        cx, cy = centre if centre is not None else (prior.x, prior.y)
-        x0, y0, edge = track.window_origin(cx, cy)
+        near_px = self.options.near_search_radius_px
+        if centre is None and radius_px is None and track.present and 0 < near_px < prior.radius_px:
+            near = self._search_window(pixels, track, claims, replace(prior, radius_px=near_px), prior, near=True)
+            estimate = near[0]
+            if (estimate is not None and estimate.z >= NEAR_ACCEPT_Z_FRACTION * track.z_ref
+                    and math.hypot(estimate.x - prior.x, estimate.y - prior.y)
+                    <= near_px - track.memory.coarse_factor):
+                return near
+        return self._search_window(pixels, track, claims, prior, prior, centre=centre)
+
+    def _search_window(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
+                       coarse_prior: MotionPrior, fine_prior: MotionPrior, near: bool = False,
+                       centre: tuple[float, float] | None = None) -> tuple[PoseEstimate | None, float]:
+        cx, cy = centre if centre is not None else (coarse_prior.x, coarse_prior.y)
+        x0, y0, edge = track.window_origin(cx, cy, near=near)
         factor = track.memory.coarse_factor
         claimed = _claimed(claims, x0, y0, edge)
         fast = None if claimed is not None else coarse_darkness(pixels, x0, y0, edge, factor, track.polarity)
@@ -174,13 +202,13 @@ class EmbeddedSegmenter:
             valid = None if window.valid.all() else block_mean(window.valid, factor)
         else:
             (coarse, background), valid = fast, None
-        start = coarse_search(coarse, x0, y0, track.memory, prior, valid)
+        start = coarse_search(coarse, x0, y0, track.memory, coarse_prior, valid)
         if start is None:
             return None, background
         fx0, fy0, fedge = fine_window_extent(track.memory, start[0], start[1])
         fine = frame_window(pixels, fx0, fy0, fedge, fedge, track.polarity,
                             _claimed(claims, fx0, fy0, fedge), background)
-        return fine_search(fine, track.memory, start, prior), background
+        return fine_search(fine, track.memory, start, fine_prior), background
 
     def _follow_jointly(self, pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Claim],
                         results: dict[int, ParticleMask]) -> None:

@@ -101,7 +101,8 @@ class ShapeMemory:
             self.period_deg = self._symmetry_period()  # settled once the memory is full
         self._coarse: dict[int, tuple[np.ndarray, ...]] = {}
         self._fine: dict[int, tuple[np.ndarray, float, float]] = {}
-        self._mask_fine = self._supersampled_mask()
+        self._fine_stacks: dict[tuple[int, int], tuple] = {}
+        self._mask_lookup = self._rasterize_lookup()
         self._bodies: dict[int, np.ndarray] = {}
         self._prepare_plane_fit()
         return shift
@@ -193,6 +194,18 @@ class ShapeMemory:
         fine[:, 1::2] = 0.5 * (rows[:, :-1] + rows[:, 1:])
         return fine[1:-1, 1:-1] > 0
 
+    def _rasterize_lookup(self) -> tuple[np.ndarray, float]:
+        """The supersampled mask padded so that `rasterize` never indexes outside it, and its centre index.
+
+        `rasterize` looks up pixels within ``radius_px + 2`` of the centre along x and y,
+        i.e. body offsets up to sqrt(2) times that: 2 sqrt(2) (radius + 2) lookup cells.
+        """
+        fine = self._supersampled_mask()
+        centre = 2 * self.half + 1  # index 2 k + 1 is body pixel k; body pixel `half` is the centre
+        need = int(math.ceil(2 * math.sqrt(2) * (self.radius_px + 2))) + 2
+        margin = max(0, need - centre, need - (fine.shape[0] - 1 - centre))
+        return np.pad(fine, margin), float(centre + margin)
+
     def _prepare_plane_fit(self) -> None:
         """Background ring (outside the dilated mask, inside the grid's disc) for plane removal."""
         ring = ~ndimage.binary_dilation(self.mask, iterations=3)
@@ -262,10 +275,19 @@ class ShapeMemory:
         count = max(1, int(round(self.period_deg / self.options.fine_angle_step_deg)))
         return self.period_deg / count
 
-    def fine_bank(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Zero-mean templates (A, t*t), norms, gains and t for fine angle ``indices`` (cached)."""
+    def fine_bank(self, centre_index: int, span: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+        """Fine templates at angle indices ``centre_index - span .. centre_index + span`` (cached per centre).
+
+        Returns zero-mean templates (A, t*t), their norms and gains (A,), t, and the
+        angles (A,) in degrees (unwrapped, so they lie around ``centre_index * step``).
+        """
+        key = (centre_index, span)
+        stack = self._fine_stacks.get(key)
+        if stack is not None:
+            return stack
         step = self.fine_step_deg()
         count = max(1, int(round(self.period_deg / step)))
+        indices = np.arange(centre_index - span, centre_index + span + 1)
         wrapped = [int(i) % count for i in indices]
         missing = sorted({i for i in wrapped if i not in self._fine})
         if missing:
@@ -275,8 +297,10 @@ class ShapeMemory:
             for k, i in enumerate(missing):
                 self._fine[i] = (zm[k], float(norms[k]), float(gains[k]))
         rows = [self._fine[i] for i in wrapped]
-        return (np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32),
-                np.array([r[2] for r in rows], np.float32), self._fine_size)
+        stack = (np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32),
+                 np.array([r[2] for r in rows], np.float32), self._fine_size, (indices * step).astype(np.float32))
+        self._fine_stacks[key] = stack
+        return stack
 
     def noise_level(self, factor: int, measure: Callable[[], float | None]) -> float:
         """Noise std at a pyramid level, re-measured every `NOISE_REMEASURE_CALLS` calls (it is stationary).
@@ -326,16 +350,18 @@ class ShapeMemory:
         x0, x1, y0, y1 = max(ux0, 0), min(ux1, cols), max(uy0, 0), min(uy1, rows)
         if x0 >= x1 or y0 >= y1:
             return None
+        t = math.radians(angle_deg)
+        c2, s2 = np.float32(2 * math.cos(t)), np.float32(2 * math.sin(t))
         dx = np.arange(ux0, ux1, dtype=np.float32) - np.float32(x)
         dy = np.arange(uy0, uy1, dtype=np.float32) - np.float32(y)
-        u, v = frame_to_body(dx[None, :], dy[:, None], angle_deg)
-        # Nearest lookup in the 2x mask (index 2 k + 1 is body pixel k): quarter-pixel boundaries, cheap.
-        last = self._mask_fine.shape[0] - 1
-        r = np.rint(2 * (v + self.half) + 1).astype(np.int32)
-        c = np.rint(2 * (u + self.half) + 1).astype(np.int32)
-        inside = (r >= 0) & (r <= last) & (c >= 0) & (c <= last)
-        np.minimum(np.maximum(r, 0, out=r), last, out=r)  # (np.clip on ints is slow: dtype limits lookups)
-        np.minimum(np.maximum(c, 0, out=c), last, out=c)
-        full = self._mask_fine[r, c] & inside
+        # Nearest lookup in the 2x mask: index = 2 * (body coordinate) + centre, body u = dx c + dy s and
+        # v = dy c - dx s. Rows and columns of the index are outer sums; the lookup table's margin keeps
+        # every index of the bounding box in range, so there is no clipping.
+        lookup, centre = self._mask_lookup
+        width = lookup.shape[1]
+        index = np.rint(c2 * dy[:, None] + (centre - s2 * dx)[None, :]).astype(np.int32)  # lookup row
+        index *= width
+        index += np.rint(s2 * dy[:, None] + (centre + c2 * dx)[None, :]).astype(np.int32)  # + lookup column
+        full = lookup.ravel().take(index)
         crop = full[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0]
         return (x0, y0, x1, y1), crop, int(full.sum())

@@ -40,20 +40,24 @@ class TrackedParticle:
     velocity: tuple[float, float] = (0.0, 0.0)
     frames_since_update: int = 0
     window_cells: int = field(init=False)
+    near_window_cells: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.window_cells = self._window_cells(self.memory.options.search_radius_px)
+        options = self.memory.options
+        self.window_cells = self._window_cells(options.search_radius_px)
+        self.near_window_cells = self._window_cells(min(options.near_search_radius_px, options.search_radius_px))
 
     def _window_cells(self, search_radius_px: float) -> int:
         reach = search_radius_px + self.memory.half
         cells = 2 * int(math.ceil(reach / self.memory.coarse_factor)) + 1
         return int(sfft.next_fast_len(cells, real=True))
 
-    def window_origin(self, x: float, y: float) -> tuple[int, int, int]:
-        """Top-left (x0, y0) and edge (pixels) of the search window centred on (x, y)."""
+    def window_origin(self, x: float, y: float, near: bool = False) -> tuple[int, int, int]:
+        """Top-left (x0, y0) and edge (pixels) of the (full or near) search window centred on (x, y)."""
         f = self.memory.coarse_factor
-        edge = self.window_cells * f
-        offset = (self.window_cells - 1) / 2 * f + (f - 1) / 2
+        cells = self.near_window_cells if near else self.window_cells
+        edge = cells * f
+        offset = (cells - 1) / 2 * f + (f - 1) / 2
         return int(round(x - offset)), int(round(y - offset)), edge
 
     def prior(self, options: EmbeddedOptions, reacquire: bool = False) -> MotionPrior:
