@@ -256,10 +256,15 @@ class EmbeddedSegmenter:
         return self._emit(pixels, track, track.confidence(estimate, visible, self.options), claims, placed[:2])
 
     def _learning_due(self, track: TrackedParticle) -> bool:
-        """Learn every frame while the memory fills, then every ``appearance_update_interval_frames``."""
+        """Learn every frame while the memory fills, then every ``appearance_update_interval_frames``.
+
+        Each particle learns on its own phase of the interval (offset by its id), so the
+        learning (and the shape refreshes it triggers) of several particles is spread
+        over frames instead of landing on the same one: a flat per-frame cost, not spikes.
+        """
         if track.memory.n_obs < self.options.memory_frames:
             return True
-        return self._frames_seen % self.options.appearance_update_interval_frames == 0
+        return (self._frames_seen + track.particle) % self.options.appearance_update_interval_frames == 0
 
     def _learn(self, pixels: np.ndarray, track: TrackedParticle, background: float, claims: list[Claim]) -> None:
         half = track.memory.half + 1
