@@ -96,6 +96,13 @@ class SegmenterConfig(FrozenModel):
     backend: str = "embedded"
     # Backend-specific options, validated by the backend's own model.
     options: dict[str, Any] = Field(default_factory=dict)
+    # Run the backend in its own process (frames through shared memory): it then has a GIL of its own and
+    # segments frame N+1 while the service measures, records and publishes frame N. Worth it with spare
+    # cores (or a GPU backend); on a CPU-bound 2-core machine the extra copy and hand-offs cost more than
+    # they give (docs/benchmarks.md), hence off by default.
+    own_process: bool = False
+    # Frames the backend process may hold at once (2 = one segmenting, one waiting).
+    process_depth: int = Field(2, ge=1, le=8)
 
 
 class PublisherConfig(FrozenModel):

@@ -174,3 +174,24 @@ class Segmenter(Protocol):
     def particles(self) -> list[int]: ...
 
     def close(self) -> None: ...
+
+
+def track_with_retries(segmenter: Segmenter, frame: Frame, edits: Sequence[ParticleEdit]
+                       ) -> tuple[list[ParticleMask], list[tuple[ParticleEdit, str]]]:
+    """``segmenter.track`` with the `PromptError` contract applied: returns (masks, rejected edits with reasons).
+
+    An edit the backend rejects is dropped (all of that particle's edits on this
+    frame; every edit if the error names no particle) and the frame is tracked
+    again without it. A `PromptError` naming no remaining edit is re-raised.
+    """
+    remaining = list(edits)
+    rejected: list[tuple[ParticleEdit, str]] = []
+    while True:
+        try:
+            return segmenter.track(frame, remaining), rejected
+        except PromptError as exc:
+            dropped = [e for e in remaining if exc.particle is None or e.particle == exc.particle]
+            if not dropped:
+                raise
+            remaining = [e for e in remaining if e not in dropped]
+            rejected.extend((e, str(exc)) for e in dropped)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam4em_live.config import ServiceConfig
+from sam4em_live.config import ConfigError, ServiceConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
-from sam4em_live.segment.base import ParticleEdit
+from sam4em_live.segment.base import ParticleEdit, Segmenter
+from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
 from sam4em_live.segment.prompts_file import load_prompts
 from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.service.service import Service
@@ -134,15 +135,29 @@ def build_service(
         return _assemble(config, source, built, edits, run_id, max_frames, extra_sinks)
     except BaseException:
         for closer in (getattr(built.publisher, "close", None), getattr(built.control, "stop", None),
-                       source.close):
+                       getattr(built.extras.get("segmenter"), "close", None), source.close):
             if closer is not None:
                 closer()
         raise
 
 
+def _build_segmenter(config: ServiceConfig) -> Segmenter | SegmenterProcess:
+    """The configured backend, in its own process unless ``segmenter.own_process`` is false."""
+    seg = config.segmenter
+    if not seg.own_process:
+        return create_segmenter(seg.backend, seg.options)
+    try:
+        return SegmenterProcess(seg.backend, seg.options, depth=seg.process_depth)
+    except SegmenterProcessError as exc:
+        # Bad options, unknown backends and missing checkpoints come back as the backend's own errors;
+        # this is the child failing in some other way (crash while importing or building).
+        raise ConfigError(str(exc)) from exc
+
+
 def _assemble(config: ServiceConfig, source: FrameSource, built: BuiltService, edits: Sequence[ParticleEdit],
               run_id: str | None, max_frames: int | None, extra_sinks: Sequence[Sink]) -> BuiltService:
-    segmenter = create_segmenter(config.segmenter.backend, config.segmenter.options)
+    segmenter = _build_segmenter(config)
+    built.extras["segmenter"] = segmenter  # closed by build_service if a later part fails
     sinks: list[Sink] = []
     if config.publisher.enabled:
         from sam4em_live.sinks.publisher import ResultsPublisher

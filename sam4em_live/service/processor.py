@@ -6,6 +6,7 @@ by the offline ``track`` command (which simply feeds it every frame).
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -21,8 +22,10 @@ from sam4em_live.segment.base import (
     PromptError,
     RemoveParticle,
     Segmenter,
+    track_with_retries,
     validate_edit,
 )
+from sam4em_live.segment.process_host import SegmenterProcess
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,22 @@ class EventStage(Protocol):
                status: Any, stats: dict[int, dict[str, Any]] | None = None) -> list[ServiceEvent]: ...
 
 
+class SegmentationFailed(RuntimeError):
+    """The backend could not segment a frame (the frame is skipped; the stream goes on)."""
+
+
 class FrameProcessor:
-    """Runs the per-frame stages and times each of them (milliseconds)."""
+    """Runs the per-frame stages and times each of them (milliseconds).
+
+    `process` runs one frame start to finish. The service uses `submit` and
+    `collect` instead: with an in-process segmenter they are `process` and a
+    hand-back (``depth`` 1); with a `SegmenterProcess` the frame is segmented in
+    the child while this thread finishes earlier frames (``depth`` frames in flight).
+    """
 
     def __init__(
         self,
-        segmenter: Segmenter,
+        segmenter: Segmenter | SegmenterProcess,
         stats: StatsStage | None = None,
         events: EventStage | None = None,
         stats_every_frames: int = 10,
@@ -93,19 +106,71 @@ class FrameProcessor:
         self.intensity_weighted_centroid = intensity_weighted_centroid
         self.prompt_errors = 0
         self.last_measurements: dict[int, ParticleMeasurement] = {}
+        self._host = segmenter if isinstance(segmenter, SegmenterProcess) else None
+        self._done: collections.deque[FrameResult] = collections.deque()
+        self._pending: collections.deque[tuple[list[ServiceEvent], list[int]]] = collections.deque()
+
+    # ---------------------------------------------------------------- pipelined use (the service)
+
+    @property
+    def depth(self) -> int:
+        """Frames that may be in flight at once."""
+        return self._host.depth if self._host is not None else 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._done) + (self._host.in_flight if self._host is not None else 0)
+
+    def submit(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None) -> None:
+        """Start a frame (in-process: run it now). Raises if the frame cannot be processed."""
+        if self._host is None:
+            self._done.append(self.process(frame, edits, status))
+            return
+        valid, events = self._validate(frame, edits)
+        self._host.submit(frame, valid)
+        self._pending.append((events, _removed(valid)))
+
+    def collect(self, timeout_s: float | None = None, status: Any = None) -> FrameResult | None:
+        """The oldest frame's result; None if not ready within ``timeout_s``.
+
+        Raises `SegmentationFailed` if the backend failed on that frame (it is then done with).
+        """
+        if self._done:
+            return self._done.popleft()
+        assert self._host is not None, "collect() with nothing submitted"
+        outcome = self._host.collect(timeout_s)
+        if outcome is None:
+            return None
+        events, removed = self._pending.popleft()
+        if outcome.error is not None:
+            raise SegmentationFailed(f"frame {outcome.frame.index}: {outcome.error}")
+        for edit, reason in outcome.rejected:
+            self._reject(outcome.frame, edit, reason, events)
+        return self._finish(outcome.frame, outcome.masks, events, removed, outcome.segment_ms, status)
+
+    # ---------------------------------------------------------------- one frame, start to finish
 
     def process(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None) -> FrameResult:
+        if self._host is not None:
+            raise RuntimeError("process() needs an in-process segmenter; use submit()/collect()")
         t0 = time.perf_counter()
         valid, events = self._validate(frame, edits)
-        masks = self._track(frame, valid, events)
+        masks, rejected = track_with_retries(self.segmenter, frame, valid)  # type: ignore[arg-type]
+        for edit, reason in rejected:
+            self._reject(frame, edit, reason, events)
+        return self._finish(frame, masks, events, _removed(valid), (time.perf_counter() - t0) * 1e3, status)
+
+    def _finish(self, frame: Frame, masks: Sequence[ParticleMask], events: list[ServiceEvent],
+                removed: Sequence[int], segment_ms: float, status: Any) -> FrameResult:
+        """Measurement, statistics and events of a segmented frame."""
         t1 = time.perf_counter()
         measurements = tuple(
             measure_mask(m, frame.index, frame.pixels, self.intensity_weighted_centroid) for m in masks
         )
         t2 = time.perf_counter()
-        for edit in valid:
-            if isinstance(edit, RemoveParticle) and self.stats is not None:
-                self.stats.remove(edit.particle)
+        if self.stats is not None:
+            for particle in removed:
+                self.stats.remove(particle)
         stats: dict[int, dict[str, Any]] = {}
         if self.stats is not None:
             self.stats.update(frame.index, measurements)
@@ -123,29 +188,16 @@ class FrameProcessor:
             stats=stats,
             events=tuple(events),
             timings_ms={
-                "segment": (t1 - t0) * 1e3, "measure": (t2 - t1) * 1e3,
+                "segment": segment_ms, "measure": (t2 - t1) * 1e3,
                 "stats": (t3 - t2) * 1e3, "events": (t4 - t3) * 1e3,
             },
             processed_s=time.time(),
         )
 
-    def _track(self, frame: Frame, edits: list[ParticleEdit], events: list[ServiceEvent]) -> list[ParticleMask]:
-        """Segment; an edit the backend rejects is reported and the frame re-run without it."""
-        while True:
-            try:
-                return self.segmenter.track(frame, edits)
-            except PromptError as exc:
-                rejected = [e for e in edits if exc.particle is None or e.particle == exc.particle]
-                if not rejected:
-                    raise
-                edits = [e for e in edits if e not in rejected]
-                for edit in rejected:
-                    self._reject(frame, edit, exc, events)
-
-    def _reject(self, frame: Frame, edit: ParticleEdit, exc: Exception, events: list[ServiceEvent]) -> None:
+    def _reject(self, frame: Frame, edit: ParticleEdit, reason: str | Exception, events: list[ServiceEvent]) -> None:
         self.prompt_errors += 1
-        log.warning("prompt for particle %d rejected at frame %d: %s", edit.particle, frame.index, exc)
-        events.append(ServiceEvent("prompt_rejected", frame.index, edit.particle, {"reason": str(exc)}))
+        log.warning("prompt for particle %d rejected at frame %d: %s", edit.particle, frame.index, reason)
+        events.append(ServiceEvent("prompt_rejected", frame.index, edit.particle, {"reason": str(reason)}))
 
     def _validate(self, frame: Frame, edits: Sequence[ParticleEdit]) -> tuple[list[ParticleEdit], list[ServiceEvent]]:
         valid: list[ParticleEdit] = []
@@ -158,3 +210,7 @@ class FrameProcessor:
                 continue
             valid.append(edit)
         return valid, events
+
+
+def _removed(edits: Sequence[ParticleEdit]) -> list[int]:
+    return [e.particle for e in edits if isinstance(e, RemoveParticle)]

@@ -22,6 +22,7 @@ from sam4em_live.config import ServiceConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.results import FrameResult
 from sam4em_live.segment.base import ParticleEdit, PromptError, Segmenter
+from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
 from sam4em_live.service.frame_queue import FrameQueue
 from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
 from sam4em_live.service.state import ServiceState, StatusSnapshot, check_transition
@@ -32,6 +33,8 @@ from sam4em_live.versions import package_versions
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # every wait is at most this long, so stop() is honoured within ~100 ms
+#: Longest wait for one frame from a segmentation process before the run is failed (sam2 on CPU is slow).
+COLLECT_TIMEOUT_S = 300.0
 
 
 def new_run_id() -> str:
@@ -45,7 +48,7 @@ class Service:
         self,
         config: ServiceConfig,
         source: FrameSource,
-        segmenter: Segmenter,
+        segmenter: Segmenter | SegmenterProcess,
         sinks: Sequence[Sink] = (),
         edits: Sequence[ParticleEdit] = (),
         stats_factory: Callable[[Calibration], StatsStage] | None = None,
@@ -78,6 +81,7 @@ class Service:
         self._sink_errors = 0
         self._seg_errors = 0
         self._processed = 0
+        self._submitted = 0
         self._status = StatusSnapshot(ServiceState.IDLE, run_id=self.run_id)
         self._meter = _IntervalMeter()
         self._annotations: list[tuple[float, str]] = []
@@ -170,44 +174,78 @@ class Service:
 
     def _worker_loop(self) -> None:
         next_status = time.monotonic() + self.config.pipeline.status_interval_s
-        while not self._stop.is_set():
-            if self._ingest_error is not None:
-                return
-            now = time.monotonic()
-            if now >= next_status:
-                self._publish_status()
-                next_status = now + self.config.pipeline.status_interval_s
-            if self._paused.is_set():
-                self._stop.wait(POLL_S)
-                continue
-            frame = self.queue.get(POLL_S)
-            if frame is None:
-                if self._ingest_done.is_set() and len(self.queue) == 0:
+        try:
+            while not self._stop.is_set():
+                if self._ingest_error is not None:
                     return
-                continue
-            self._handle(frame)
-            if self.max_frames is not None and self._processed >= self.max_frames:
-                return
+                now = time.monotonic()
+                if now >= next_status:
+                    self._publish_status()
+                    next_status = now + self.config.pipeline.status_interval_s
+                if self._paused.is_set():
+                    self._finish_in_flight()
+                    self._stop.wait(POLL_S)
+                    continue
+                # With frames in flight (a segmentation process), only take a frame that is already waiting.
+                frame = self.queue.get(0.0 if self.processor.in_flight else POLL_S)
+                if frame is not None:
+                    self._submit(frame)
+                # Finish the oldest frame unless the next can overlap with it: a backend in its own process
+                # segments frame N+1 while this thread measures, records and publishes frame N.
+                while self.processor.in_flight and (frame is None or self.processor.in_flight >= self.processor.depth):
+                    self._collect()
+                if frame is None and not self.processor.in_flight:
+                    if self._ingest_done.is_set() and len(self.queue) == 0:
+                        return
+                if self.max_frames is not None and self._submitted >= self.max_frames:
+                    return
+        finally:
+            self._finish_in_flight()  # frames already segmenting are delivered, never lost
 
-    def _handle(self, frame: Frame) -> None:
+    def _submit(self, frame: Frame) -> None:
         if not self._sinks_open:
             self._open_sinks(frame)
         edits = self.schedule.due(frame.index)
+        self._submitted += 1
         try:
-            result = self.processor.process(frame, edits, self._status)
+            self.processor.submit(frame, edits, self._status)
+        except SegmenterProcessError:
+            raise
         except Exception:
             self._seg_errors += 1
             log.exception("segmentation failed on frame %d; continuing", frame.index)
+
+    def _collect(self) -> None:
+        """Wait for the oldest frame in flight and deliver it to the sinks."""
+        deadline = time.monotonic() + COLLECT_TIMEOUT_S
+        try:
+            result = self.processor.collect(POLL_S, self._status)
+            while result is None:
+                if time.monotonic() > deadline:
+                    raise SegmenterProcessError(f"no segmentation result in {COLLECT_TIMEOUT_S:.0f} s")
+                result = self.processor.collect(POLL_S, self._status)
+        except SegmenterProcessError:
+            raise
+        except Exception:
+            self._seg_errors += 1
+            log.exception("segmentation failed; continuing")
             return
+        self._deliver(result)
+
+    def _finish_in_flight(self) -> None:
+        while self.processor.in_flight:
+            self._collect()
+
+    def _deliver(self, result: FrameResult) -> None:
         for sink in self.sinks:
             try:
                 sink.consume(result)
             except Exception:
                 self._sink_errors += 1
-                log.exception("sink %s failed on frame %d; continuing", type(sink).__name__, frame.index)
+                log.exception("sink %s failed on frame %d; continuing", type(sink).__name__, result.index)
         self._processed += 1
         self.last_result = result
-        self._meter.record(result, time.time() - frame.timestamp_s)
+        self._meter.record(result, time.time() - result.frame.timestamp_s)
 
     def _open_sinks(self, frame: Frame) -> None:
         series = self.source.series or SeriesInfo(frame.series_id, frame.shape, frame.pixels.dtype.str, frame.calibration)

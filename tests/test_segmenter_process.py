@@ -1,0 +1,107 @@
+"""A backend in its own process (`SegmenterProcess`): same masks as in process, edits, errors, the service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sam4em_live.config import ConfigError, ServiceConfig
+from sam4em_live.frames import Frame
+from sam4em_live.segment.base import Prompt, RemoveParticle
+from sam4em_live.segment.embedded import create
+from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
+from sam4em_live.service.builder import build_service
+from sam4em_live.sim.video import make_prompts
+from sam4em_live.sources.array_source import ArraySource
+from tests.embedded_helpers import preset_video
+
+
+@pytest.fixture(scope="module")
+def clip():
+    video = preset_video("crossing", 24, seed=1)
+    return video.frames, make_prompts(video, frames=(0,))
+
+
+def _same(a, b) -> bool:
+    return (a.particle == b.particle and a.present == b.present and a.bbox == b.bbox and a.score == b.score
+            and (a.crop is None if b.crop is None else np.array_equal(a.crop, b.crop)))
+
+
+def test_masks_equal_the_in_process_backend_with_edits_and_a_rejected_prompt(clip) -> None:
+    frames, prompts = clip
+    rows, cols = frames.shape[1:]
+    bad = Prompt(9, 5, ((cols + 50.0, 5.0),), (1,))  # outside the frame: rejected, the rest goes on
+    edits = {0: list(prompts), 5: [bad], 12: [RemoveParticle(prompts[0].particle, 12)]}
+    host = SegmenterProcess("embedded", {}, depth=2)
+    local = create({})
+    try:
+        assert host.describe()["backend"] == "embedded" and host.describe()["process"] is True
+        outcomes = []
+        for i, pixels in enumerate(frames):  # two frames in flight at a time
+            host.submit(Frame("clip", i, time.time(), pixels), edits.get(i, []))
+            if host.in_flight == host.depth:
+                outcomes.append(host.collect(None))
+        while host.in_flight:
+            outcomes.append(host.collect(None))
+        assert [o.frame.index for o in outcomes] == list(range(len(frames)))
+        for o in outcomes:
+            assert o.error is None
+            frame_edits = [e for e in edits.get(o.frame.index, []) if e is not bad]
+            expected = local.track(o.frame, frame_edits)
+            assert len(expected) == len(o.masks) and all(_same(a, b) for a, b in zip(o.masks, expected, strict=True))
+            assert [(e.particle, r) for e, r in o.rejected] == ([(9, o.rejected[0][1])] if o.frame.index == 5 else [])
+        assert "outside" in outcomes[5].rejected[0][1]
+        assert host.particles() == [prompts[1].particle]  # particle 1 was removed at frame 12
+    finally:
+        host.close()
+
+
+def test_bad_options_raise_the_backends_own_error() -> None:
+    with pytest.raises(ConfigError, match="bogus"):
+        SegmenterProcess("embedded", {"bogus": 1})
+    with pytest.raises(ConfigError, match="unknown backend"):
+        SegmenterProcess("no-such-backend", {})
+
+
+def test_a_dead_segmentation_process_is_reported_clearly(clip) -> None:
+    frames, prompts = clip
+    host = SegmenterProcess("embedded", {})
+    try:
+        host.submit(Frame("clip", 0, time.time(), frames[0]), prompts)
+        assert host.collect(None).error is None
+        os.kill(host._process.pid, signal.SIGKILL)
+        host._process.join(5)
+        with pytest.raises(SegmenterProcessError, match="gone|died|closed"):
+            host.submit(Frame("clip", 1, time.time(), frames[1]), [])
+            host.collect(None)
+    finally:
+        host.close()
+
+
+def _run_service(tmp_path, frames, prompts, own_process: bool) -> pd.DataFrame:
+    cfg = ServiceConfig.from_mapping({
+        "segmenter": {"backend": "embedded", "own_process": own_process},
+        "recorder": {"out_dir": str(tmp_path / ("own" if own_process else "in"))},
+        "publisher": {"enabled": False}, "control": {"enabled": False},
+        "pipeline": {"backpressure": "every-frame"},
+    })
+    built = build_service(cfg, source=ArraySource(frames), edits=prompts)
+    status = built.service.run()
+    built.close()
+    assert status.frames_processed == len(frames) and status.segmentation_errors == 0
+    assert built.run_dir is not None
+    return pd.read_csv(built.run_dir / "trajectories.csv")
+
+
+def test_service_with_the_backend_in_its_own_process_records_the_same_trajectories(tmp_path, clip) -> None:
+    frames, prompts = clip
+    own = _run_service(tmp_path, frames, prompts, own_process=True)
+    inside = _run_service(tmp_path, frames, prompts, own_process=False)
+    assert len(own) == len(inside) == len(frames) * len(prompts)
+    clock = [c for c in own if "time" in c or c == "t_s"]  # wall-clock stamps of this run
+    pd.testing.assert_frame_equal(own.drop(columns=clock), inside.drop(columns=clock))
