@@ -90,6 +90,9 @@ class PipelineConfig(FrozenModel):
     # CPython GIL switch interval while the service runs (s): short, so the ingest thread gets the
     # GIL promptly from a busy worker. CPython's default is 0.005.
     gil_switch_interval_s: PositiveFloat = 0.0005
+    # Pin the worker thread to this CPU and the service's other threads and processes to the others
+    # (Linux; see sam4em_live/service/affinity.py). None: let the OS schedule.
+    worker_cpu: int | None = Field(None, ge=0)
 
 
 class SegmenterConfig(FrozenModel):

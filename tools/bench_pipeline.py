@@ -68,6 +68,7 @@ class _LatencySink:
 
     def __init__(self) -> None:
         self.latencies_ms: list[float] = []
+        self.indices: list[int] = []
         self.first_s = self.last_s = 0.0
         self.stage_ms: dict[str, list[float]] = {}
 
@@ -80,6 +81,7 @@ class _LatencySink:
             self.first_s = time.perf_counter()
         self.last_s = time.perf_counter()
         self.latencies_ms.append((now - result.frame.timestamp_s) * 1e3)
+        self.indices.append(result.frame.index)
         for k, v in result.timings_ms.items():
             self.stage_ms.setdefault(k, []).append(v)
 
@@ -104,6 +106,9 @@ def main() -> None:
     parser.add_argument("--no-masks", action="store_true", help="record trajectories but not masks.tif")
     parser.add_argument("--switch-interval-s", type=float, default=0.0005, help="pipeline.gil_switch_interval_s")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker-cpu", type=int, default=None,
+                        help="pipeline.worker_cpu: pin the worker to this CPU, the rest (sender included) off it")
+    parser.add_argument("--own-process", action="store_true", help="segmenter.own_process: backend in a child")
     parser.add_argument("--warmup-frames", type=int, default=100,
                         help="first processed frames (prompt seeding, start-up) left out of the percentiles")
     args = parser.parse_args()
@@ -112,9 +117,10 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     cfg = ServiceConfig.from_mapping({
         "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
-        "segmenter": {"backend": args.backend, "options": json.loads(args.options)},
+        "segmenter": {"backend": args.backend, "options": json.loads(args.options),
+                      "own_process": args.own_process},
         "pipeline": {"backpressure": args.policy, "queue_frames": args.queue_frames,
-                     "gil_switch_interval_s": args.switch_interval_s},
+                     "gil_switch_interval_s": args.switch_interval_s, "worker_cpu": args.worker_cpu},
         "publisher": {"endpoint": "tcp://127.0.0.1:0"},
         "recorder": {"enabled": not args.no_record, "out_dir": str(out), "write_masks": not args.no_masks},
         "control": {"enabled": False},
@@ -144,6 +150,8 @@ def main() -> None:
         "frame": f"{clip.shape[2]}x{clip.shape[1]} {clip.dtype}", "particles": len(prompts),
         "camera_rate_fps": args.rate or "max", "policy": args.policy, "recording": not args.no_record,
         "frames_sent": args.frames, "frames_processed": n, "frames_dropped": status.frames_dropped,
+        "frames_dropped_after_warmup": _dropped_after(latency.indices, args.warmup_frames, args.frames),
+        "worker_cpu": args.worker_cpu, "own_process": args.own_process,
         "fps": round(fps, 1),
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
         "latency_ms_p90": round(float(np.percentile(lat, 90)), 2),
@@ -155,6 +163,14 @@ def main() -> None:
     print(f"processed {n} frames at {fps:.1f} fps; latency p50 {summary['latency_ms_p50']} ms, "
           f"p99 {summary['latency_ms_p99']} ms; stages {stages}")
     print(json.dumps(summary))
+
+
+def _dropped_after(indices: list[int], warmup: int, n_sent: int) -> int:
+    """Frames sent after the warm-up's last processed frame that were never processed."""
+    if len(indices) <= warmup:
+        return 0
+    after = indices[warmup:]
+    return (n_sent - 1 - indices[warmup - 1] if warmup else n_sent) - len(after)
 
 
 def _present_fraction(run_dir: Path | None, n_frames: int, n_particles: int) -> float | None:

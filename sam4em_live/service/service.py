@@ -23,6 +23,7 @@ from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.results import FrameResult
 from sam4em_live.segment.base import ParticleEdit, PromptError, Segmenter
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
+from sam4em_live.service.affinity import isolate_current_thread, release_all
 from sam4em_live.service.frame_queue import FrameQueue
 from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
 from sam4em_live.service.state import ServiceState, StatusSnapshot, check_transition
@@ -82,6 +83,7 @@ class Service:
         self._seg_errors = 0
         self._processed = 0
         self._submitted = 0
+        self._cpus_before_pinning: set[int] | None = None
         self._status = StatusSnapshot(ServiceState.IDLE, run_id=self.run_id)
         self._meter = _IntervalMeter()
         self._annotations: list[tuple[float, str]] = []
@@ -268,6 +270,8 @@ class Service:
         # (a 37 ms pause measured at 200 fps; see docs/benchmarks.md).
         gc.collect()
         gc.freeze()
+        if self.config.pipeline.worker_cpu is not None:  # after the sinks have started their threads
+            self._cpus_before_pinning = isolate_current_thread(self.config.pipeline.worker_cpu)
 
     def _teardown(self, ingest: threading.Thread) -> None:
         self._stop.set()
@@ -288,6 +292,8 @@ class Service:
                 log.exception("teardown step failed")
         if self._sinks_open:
             gc.unfreeze()  # the run's objects may now be collected normally
+        if self._cpus_before_pinning is not None:
+            release_all(self._cpus_before_pinning)
         self._set_state(ServiceState.STOPPED)
 
     # ---------------------------------------------------------------- status
