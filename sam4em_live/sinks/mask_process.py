@@ -33,7 +33,7 @@ _START_TIMEOUT_S = 30.0
 
 
 def _child_main(conn: Connection) -> None:
-    from sam4em_live.sinks.tiff_writer import LabelStackWriter, draw_labels
+    from sam4em_live.sinks.tiff_writer import LabelStackWriter
 
     try:
         _, path, compression_level = conn.recv()  # ("open", path, level)
@@ -56,9 +56,7 @@ def _child_main(conn: Connection) -> None:
                 _, frame_index, shape, crops = message
                 masks = [ParticleMask(pid, True, 1.0, bbox, np.frombuffer(data, bool).reshape(crop_shape))
                          for pid, bbox, crop_shape, data in crops]
-                labels, n_skipped = draw_labels(tuple(shape), masks)
-                skipped += n_skipped
-                writer.append(labels, frame_index)
+                skipped += writer.append_masks(tuple(shape), masks, frame_index)
             elif message[0] == "flush":
                 writer.flush()
             elif message[0] == "close":

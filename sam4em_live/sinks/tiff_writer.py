@@ -54,6 +54,16 @@ def draw_labels(shape: tuple[int, int], masks: Sequence[ParticleMask], out: np.n
     labels = np.zeros(shape, dtype=np.uint16) if out is None else out
     if out is not None:
         labels.fill(0)
+    drawable, skipped = _drawable(shape, masks)
+    for mask in drawable:
+        x0, y0, x1, y1 = mask.bbox  # type: ignore[misc]
+        labels[y0:y1, x0:x1][mask.crop] = mask.particle
+    return labels, skipped
+
+
+def _drawable(shape: tuple[int, int], masks: Sequence[ParticleMask]) -> tuple[list[ParticleMask], int]:
+    """Present masks that can be painted, in order, and how many present ones cannot."""
+    drawable: list[ParticleMask] = []
     skipped = 0
     for mask in masks:
         if not mask.present or mask.crop is None or mask.bbox is None:
@@ -63,8 +73,8 @@ def draw_labels(shape: tuple[int, int], masks: Sequence[ParticleMask], out: np.n
         if not (1 <= mask.particle <= MAX_LABEL) or not inside or mask.crop.shape != (y1 - y0, x1 - x0):
             skipped += 1
             continue
-        labels[y0:y1, x0:x1][mask.crop] = mask.particle
-    return labels, skipped
+        drawable.append(mask)
+    return drawable, skipped
 
 
 class LabelStackWriter:
@@ -94,6 +104,47 @@ class LabelStackWriter:
             description=json.dumps({"frame": int(frame_index)}), metadata=None,
         )
         self.pages += 1
+
+    def append_masks(self, shape: tuple[int, int], masks: Sequence[ParticleMask], frame_index: int) -> int:
+        """Append the page `draw_labels` would paint, building only the tiles that masks touch.
+
+        Same bytes as ``append(draw_labels(shape, masks)[0], frame_index)`` without
+        painting (and scanning) a whole frame. Returns the number of masks skipped.
+        """
+        if self._tiff is None:
+            raise ValueError(f"{self.path}: label stack already closed")
+        drawable, skipped = _drawable(shape, masks)
+        touched: dict[tuple[int, int], list[ParticleMask]] = {}
+        for mask in drawable:
+            x0, y0, x1, y1 = mask.bbox  # type: ignore[misc]
+            for ty in range(y0 // TILE_PX, (y1 - 1) // TILE_PX + 1):
+                for tx in range(x0 // TILE_PX, (x1 - 1) // TILE_PX + 1):
+                    touched.setdefault((ty, tx), []).append(mask)
+        self._tiff.write(
+            self._sparse_tiles(shape, touched), shape=shape, dtype=np.uint16, tile=(TILE_PX, TILE_PX),
+            photometric="minisblack", compression="zlib",
+            description=json.dumps({"frame": int(frame_index)}), metadata=None,
+        )
+        self.pages += 1
+        return skipped
+
+    def _sparse_tiles(self, shape: tuple[int, int], touched: dict[tuple[int, int], list[ParticleMask]]
+                      ) -> Iterator[bytes]:
+        tile = np.zeros((TILE_PX, TILE_PX), np.uint16)
+        for ty in range(-(-shape[0] // TILE_PX)):
+            for tx in range(-(-shape[1] // TILE_PX)):
+                masks = touched.get((ty, tx))
+                if not masks:
+                    yield self._empty_tile
+                    continue
+                tile.fill(0)
+                top, left = ty * TILE_PX, tx * TILE_PX
+                for mask in masks:  # later masks win, as in draw_labels
+                    x0, y0, x1, y1 = mask.bbox  # type: ignore[misc]
+                    ya, yb, xa, xb = max(y0, top), min(y1, top + TILE_PX), max(x0, left), min(x1, left + TILE_PX)
+                    crop = mask.crop[ya - y0 : yb - y0, xa - x0 : xb - x0]  # type: ignore[index]
+                    tile[ya - top : yb - top, xa - left : xb - left][crop] = mask.particle
+                yield self._empty_tile if not tile.any() else imagecodecs.zlib_encode(tile, level=self.compression_level)
 
     def _encoded_tiles(self, labels: np.ndarray) -> Iterator[bytes]:
         """Deflate-encoded tiles in TIFF order (row-major); empty tiles reuse cached bytes."""
