@@ -306,3 +306,27 @@ def test_sigkill_mid_run_leaves_readable_files(tmp_path):
         assert page[12, 10 + i % 40] == 1 and (page[30, 40] == 2) == (i % 2 == 0)
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["status"] == "running"  # killed: never finalised, and says so
+
+
+def test_sparse_tile_pages_are_byte_identical_to_painted_pages(tmp_path) -> None:
+    from sam4em_live.sinks.tiff_writer import LabelStackWriter, draw_labels, read_label_stack
+
+    rng = np.random.default_rng(3)
+    shape = (300, 330)  # not a multiple of the tile size: padded edge tiles
+    painted, sparse = LabelStackWriter(tmp_path / "a.tif"), LabelStackWriter(tmp_path / "b.tif")
+    for index in range(6):
+        masks = []
+        for pid in (1, 2, 3):  # overlapping boxes: the later particle wins in both
+            h, w = (int(v) for v in rng.integers(10, 140, 2))
+            y0, x0 = int(rng.integers(0, shape[0] - h)), int(rng.integers(0, shape[1] - w))
+            masks.append(ParticleMask(pid, True, 1.0, (x0, y0, x0 + w, y0 + h), rng.random((h, w)) > 0.4))
+        masks.append(ParticleMask(4, True, 1.0, (2, 2, 9, 9), np.zeros((7, 7), bool)))  # empty crop
+        masks.append(ParticleMask(5, True, 1.0, (320, 290, 340, 310), np.ones((20, 20), bool)))  # outside: skipped
+        labels, skipped = draw_labels(shape, masks)
+        painted.append(labels, index)
+        assert sparse.append_masks(shape, masks, index) == skipped == 1
+    painted.close()
+    sparse.close()
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
+    stack, frames = read_label_stack(tmp_path / "b.tif")
+    assert frames == list(range(6)) and stack.shape == (6, *shape) and set(np.unique(stack)) >= {0, 1, 2, 3}
