@@ -37,8 +37,15 @@ MAX_BOUNDARY_STEP_PX = 2
 #: Rotations tried to detect shape symmetry (degrees) and the IoU that counts as symmetric.
 SYMMETRY_CANDIDATES_DEG = (90.0, 120.0, 180.0)
 SYMMETRY_IOU = 0.85
-#: A mask unchanged (IoU >= SYMMETRY_IOU) by this odd rotation is treated as isotropic (discs).
+#: A mask unchanged (IoU >= SYMMETRY_IOU) by this odd rotation is treated as isotropic (discs) ...
 ISOTROPY_TEST_DEG = (37.0,)
+#: ... and so is one with round second moments (axis ratio <= LUMPY_DISC_MAX_AXIS_RATIO) that the odd
+#: rotation maps onto itself (IoU >= LUMPY_DISC_MIN_IOU) within LUMPY_DISC_MARGIN as well as the best
+#: symmetric rotation does: a noisy disc, not a rod or a cube (the margin allows for quarter and half
+#: turns being exact on the pixel grid while odd ones are interpolated).
+LUMPY_DISC_MAX_AXIS_RATIO = 1.25
+LUMPY_DISC_MIN_IOU = 0.7
+LUMPY_DISC_MARGIN = 0.08
 
 
 def body_offsets(half: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,14 +174,33 @@ class ShapeMemory:
         self._template_body = body.astype(np.float32)
 
     def _symmetry_period(self) -> float:
-        """Smallest rotation (degrees) mapping the mask onto itself; 0 if isotropic, 360 if none."""
+        """Smallest rotation (degrees) mapping the mask onto itself; 0 if isotropic, 360 if none.
+
+        A small particle's learned mask is a lumpy disc: no rotation maps it onto
+        itself exactly, but an odd one does as well as any symmetric one does, so
+        it counts as isotropic (one template angle instead of a full turn of them).
+        """
         area = max(self.mask.sum(), 1)
+        ious = {}
         for period in (*ISOTROPY_TEST_DEG, *SYMMETRY_CANDIDATES_DEG):
             u, v = frame_to_body(self._u, self._v, period)
             turned = bilinear(np.pad(self.mask.astype(np.float32), 1), v + self.half, u + self.half) > 0.5
-            if (turned & self.mask).sum() / max((turned | self.mask).sum(), area) >= SYMMETRY_IOU:
-                return 0.0 if period in ISOTROPY_TEST_DEG else period
-        return 360.0
+            ious[period] = (turned & self.mask).sum() / max((turned | self.mask).sum(), area)
+        odd = min(ious[p] for p in ISOTROPY_TEST_DEG)
+        best_symmetric = max(ious[p] for p in SYMMETRY_CANDIDATES_DEG)
+        lumpy_disc = (odd >= LUMPY_DISC_MIN_IOU and odd >= best_symmetric - LUMPY_DISC_MARGIN
+                      and self._axis_ratio() <= LUMPY_DISC_MAX_AXIS_RATIO)
+        if odd >= SYMMETRY_IOU or lumpy_disc:
+            return 0.0
+        return next((p for p in SYMMETRY_CANDIDATES_DEG if ious[p] >= SYMMETRY_IOU), 360.0)
+
+    def _axis_ratio(self) -> float:
+        """Major / minor axis of the mask's second moments (1 for a disc or a square)."""
+        u, v = self._u[self.mask], self._v[self.mask]
+        if u.size < 3:
+            return 1.0
+        eig = np.linalg.eigvalsh(np.cov(np.stack([u, v])))
+        return float(np.sqrt(max(eig[1], 1e-9) / max(eig[0], 1e-9)))
 
     def _supersampled_mask(self) -> np.ndarray:
         """The mask on a grid twice as fine (bilinear > 0.5), so rasterising can use nearest lookup.
