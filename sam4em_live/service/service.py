@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from sam4em_live.config import ServiceConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.results import FrameResult
@@ -25,6 +23,7 @@ from sam4em_live.segment.base import ParticleEdit, PromptError, Segmenter
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
 from sam4em_live.service.affinity import isolate_current_thread, release_all
 from sam4em_live.service.frame_queue import FrameQueue
+from sam4em_live.service.meter import IntervalMeter
 from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
 from sam4em_live.service.state import ServiceState, StatusSnapshot, check_transition
 from sam4em_live.sinks.base import RunInfo, Sink
@@ -85,7 +84,7 @@ class Service:
         self._submitted = 0
         self._cpus_before_pinning: set[int] | None = None
         self._status = StatusSnapshot(ServiceState.IDLE, run_id=self.run_id)
-        self._meter = _IntervalMeter()
+        self._meter = IntervalMeter()
         self._annotations: list[tuple[float, str]] = []
         self.last_result: FrameResult | None = None
         self.error: BaseException | None = None  # what ended a `start()`ed run, if it failed
@@ -381,36 +380,3 @@ class Service:
             annotate = getattr(sink, "annotate", None)
             if annotate is not None:
                 annotate(text, frame)
-
-
-class _IntervalMeter:
-    """Counts and latencies over the current status interval (worker thread + ingest counter)."""
-
-    def __init__(self) -> None:
-        self.received_total = 0
-        self._received_at_roll = 0
-        self._processed = 0
-        self._latencies: list[float] = []
-        self._stage_sums: dict[str, float] = {}
-        self._t0 = time.monotonic()
-
-    def record(self, result: FrameResult, latency_s: float) -> None:
-        self._processed += 1
-        self._latencies.append(latency_s * 1e3)
-        for stage, ms in result.timings_ms.items():
-            self._stage_sums[stage] = self._stage_sums.get(stage, 0.0) + ms
-
-    def roll(self) -> dict[str, Any]:
-        now = time.monotonic()
-        dt = max(now - self._t0, 1e-9)
-        total = self.received_total
-        received, self._received_at_roll = total - self._received_at_roll, total
-        lat = np.asarray(self._latencies) if self._latencies else np.zeros(1)
-        n = max(self._processed, 1)
-        out = {
-            "camera_fps": received / dt, "processed_fps": self._processed / dt,
-            "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p99": float(np.percentile(lat, 99)),
-            "latency_ms_max": float(lat.max()), "stage_ms": {k: v / n for k, v in self._stage_sums.items()},
-        }
-        self._processed, self._latencies, self._stage_sums, self._t0 = 0, [], {}, now
-        return out
