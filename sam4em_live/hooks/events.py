@@ -44,9 +44,12 @@ class _ParticleState:
 def edge_distance(x: float, y: float, shape: tuple[int, int]) -> tuple[float, str]:
     """Distance (px) from a centroid to the nearest image border, and which border."""
     rows, cols = shape
-    distances = {"left": x + 0.5, "right": cols - 0.5 - x, "top": y + 0.5, "bottom": rows - 0.5 - y}
-    edge = min(distances, key=distances.__getitem__)
-    return distances[edge], edge
+    # Plain comparisons (called per particle per frame); ties go to the first of left, right, top, bottom.
+    distance, edge = x + 0.5, "left"
+    for candidate, name in ((cols - 0.5 - x, "right"), (y + 0.5, "top"), (rows - 0.5 - y, "bottom")):
+        if candidate < distance:
+            distance, edge = candidate, name
+    return distance, edge
 
 
 class EventDetector:

@@ -35,9 +35,14 @@ def rle_encode(crop: np.ndarray) -> list[int]:
     flat = np.ascontiguousarray(crop, dtype=bool).ravel()
     if flat.size == 0:
         return []
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
+    # Run ends: every index whose successor differs, framed by -1 and the last index. Filled in place
+    # (no concatenate/diff wrappers) because this runs for every particle of every published frame.
+    change = (flat[1:] != flat[:-1]).nonzero()[0]
+    ends = np.empty(change.size + 2, dtype=np.intp)
+    ends[0] = -1
+    ends[1:-1] = change
+    ends[-1] = flat.size - 1
+    runs = (ends[1:] - ends[:-1]).tolist()
     return [0, *runs] if flat[0] else runs
 
 
@@ -52,6 +57,8 @@ def rle_decode(counts: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
 
 
 def _num(value: float) -> float | None:
+    if type(value) is float:  # the usual case, five times per particle per frame
+        return value if value == value else None
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 

@@ -27,10 +27,31 @@ from sam4em_live.stats.msd import TrackMsd, msd_from_sums
 #: Marks an empty slot; no frame index (or frame +- lag) can equal it.
 EMPTY = np.iinfo(np.int64).min
 
+#: Rows of the storage: an index array, or a slice when they are consecutive (the usual case).
+Rows = np.ndarray | slice
+
+
+def _as_index(rows: np.ndarray) -> Rows:
+    """``rows`` as a slice when they are ascending and consecutive: views instead of fancy-index copies."""
+    listed = rows.tolist()
+    if not listed:
+        return rows
+    first = listed[0]
+    if listed == list(range(first, first + len(listed))):
+        return slice(first, first + len(listed))
+    return rows
+
 
 def squared_norms(d: np.ndarray) -> np.ndarray:
-    """|d|^2 over the last axis: the expression the batch tMSD uses too (no einsum/FMA kernels)."""
-    return (d * d).sum(axis=-1)
+    """|d|^2 over the last axis (x, y): ``x*x + y*y``, no einsum/FMA kernels.
+
+    Bit-identical to ``(d * d).sum(axis=-1)`` (a two-term sum is one addition)
+    but about 3x faster: numpy reductions over a length-2 axis are slow.
+    """
+    if d.shape[-1] != 2:
+        return (d * d).sum(axis=-1)
+    x, y = d[..., 0], d[..., 1]
+    return x * x + y * y
 
 
 class ParticleRings:
@@ -40,6 +61,7 @@ class ParticleRings:
         self.window = window
         self.max_lag = max_lag
         self.taus = np.arange(1, max_lag + 1, dtype=np.int64)
+        self._minus_taus = -self.taus
         self.rows: dict[int, int] = {}  # particle -> row
         self._free: list[int] = []
         self._allocate(capacity)
@@ -86,7 +108,7 @@ class ParticleRings:
         self.seen[row] = 0
         self._free.append(row)
 
-    def _accumulate(self, rows: np.ndarray, values: np.ndarray) -> None:
+    def _accumulate(self, rows: Rows, values: np.ndarray) -> None:
         """Neumaier-compensated ``sums[rows, 1:] += values`` (values (r, max_lag); zeros are exact no-ops)."""
         old = self.sums[rows, 1:]
         new = old + values
@@ -95,22 +117,24 @@ class ParticleRings:
 
     def _pair_terms(self, rows: np.ndarray, frame: int, xy: np.ndarray, direction: int) -> tuple[np.ndarray, np.ndarray]:
         """Squared displacements between ``xy`` at ``frame`` and the held frames ``frame + direction*lag``."""
-        partners = frame + direction * self.taus
-        slots = partners % self.window
-        held = self.frames[rows[:, None], slots[None, :]] == partners[None, :]
-        d = self.xy[rows[:, None], slots[None, :]] - xy[:, None, :]
+        partners = frame + (self.taus if direction > 0 else self._minus_taus)
+        # Flat gathers (`take`) cost about half as much as 2-D fancy indexing at this size.
+        flat = (rows * self.window)[:, None] + partners % self.window
+        held = self.frames.reshape(-1).take(flat) == partners
+        d = self.xy.reshape(-1, 2).take(flat, axis=0) - xy[:, None, :]
         return np.where(held, squared_norms(d), 0.0), held
 
     def add(self, rows: np.ndarray, frame: int, xy: np.ndarray) -> None:
         """Add positions ``xy`` (r, 2) of ``rows`` at ``frame`` and their pairs with earlier frames."""
         terms, held = self._pair_terms(rows, frame, xy, -1)
-        self._accumulate(rows, terms)
-        self.counts[rows, 1:] += held
+        index = _as_index(rows)
+        self._accumulate(index, terms)
+        self.counts[index, 1:] += held
         slot = frame % self.window
-        self.frames[rows, slot] = frame
-        self.xy[rows, slot] = xy
-        self.held[rows] += 1
-        self.seen[rows] += 1
+        self.frames[index, slot] = frame
+        self.xy[index, slot] = xy
+        self.held[index] += 1
+        self.seen[index] += 1
 
     def evict(self, frame: int) -> None:
         """Remove every position at ``frame`` and its pairs with later frames."""
@@ -118,11 +142,12 @@ class ParticleRings:
         rows = np.flatnonzero(self.frames[:, slot] == frame)
         if rows.size == 0:
             return
-        terms, held = self._pair_terms(rows, frame, self.xy[rows, slot], +1)
-        self._accumulate(rows, -terms)
-        self.counts[rows, 1:] -= held
-        self.frames[rows, slot] = EMPTY
-        self.held[rows] -= 1
+        index = _as_index(rows)
+        terms, held = self._pair_terms(rows, frame, self.xy[index, slot], +1)
+        self._accumulate(index, -terms)
+        self.counts[index, 1:] -= held
+        self.frames[index, slot] = EMPTY
+        self.held[index] -= 1
 
     def clear_all_positions(self) -> None:
         """Every position leaves at once (the stream jumped by more than a window)."""
