@@ -93,6 +93,9 @@ class PipelineConfig(FrozenModel):
     # Pin the worker thread to this CPU and the service's other threads and processes to the others
     # (Linux; see sam4em_live/service/affinity.py). None: let the OS schedule.
     worker_cpu: int | None = Field(None, ge=0)
+    # Let glibc recycle large freed buffers (received frames) instead of unmapping each one: no page
+    # faults and TLB shoot-downs per frame (sam4em_live/service/realtime.py). No effect off glibc.
+    recycle_frame_buffers: bool = True
 
 
 class SegmenterConfig(FrozenModel):

@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--worker-cpu", type=int, default=None,
                         help="pipeline.worker_cpu: pin the worker to this CPU, the rest (sender included) off it")
     parser.add_argument("--own-process", action="store_true", help="segmenter.own_process: backend in a child")
+    parser.add_argument("--no-recycle", action="store_true", help="pipeline.recycle_frame_buffers = false")
     parser.add_argument("--warmup-frames", type=int, default=100,
                         help="first processed frames (prompt seeding, start-up) left out of the percentiles")
     args = parser.parse_args()
@@ -120,7 +121,8 @@ def main() -> None:
         "segmenter": {"backend": args.backend, "options": json.loads(args.options),
                       "own_process": args.own_process},
         "pipeline": {"backpressure": args.policy, "queue_frames": args.queue_frames,
-                     "gil_switch_interval_s": args.switch_interval_s, "worker_cpu": args.worker_cpu},
+                     "gil_switch_interval_s": args.switch_interval_s, "worker_cpu": args.worker_cpu,
+                     "recycle_frame_buffers": not args.no_recycle},
         "publisher": {"endpoint": "tcp://127.0.0.1:0"},
         "recorder": {"enabled": not args.no_record, "out_dir": str(out), "write_masks": not args.no_masks},
         "control": {"enabled": False},
@@ -151,7 +153,7 @@ def main() -> None:
         "camera_rate_fps": args.rate or "max", "policy": args.policy, "recording": not args.no_record,
         "frames_sent": args.frames, "frames_processed": n, "frames_dropped": status.frames_dropped,
         "frames_dropped_after_warmup": _dropped_after(latency.indices, args.warmup_frames, args.frames),
-        "worker_cpu": args.worker_cpu, "own_process": args.own_process,
+        "worker_cpu": args.worker_cpu, "own_process": args.own_process, "recycle_frame_buffers": not args.no_recycle,
         "fps": round(fps, 1),
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
         "latency_ms_p90": round(float(np.percentile(lat, 90)), 2),

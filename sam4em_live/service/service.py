@@ -21,10 +21,10 @@ from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.results import FrameResult
 from sam4em_live.segment.base import ParticleEdit, PromptError, Segmenter
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
-from sam4em_live.service.affinity import isolate_current_thread, release_all
 from sam4em_live.service.frame_queue import FrameQueue
 from sam4em_live.service.meter import IntervalMeter
 from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
+from sam4em_live.service.realtime import isolate_current_thread, recycle_large_buffers, release_all
 from sam4em_live.service.state import ServiceState, StatusSnapshot, check_transition
 from sam4em_live.sinks.base import RunInfo, Sink
 from sam4em_live.sources.base import EndOfStream, FrameSource
@@ -141,6 +141,13 @@ class Service:
 
     def _run(self) -> StatusSnapshot:
         ingest = threading.Thread(target=self._ingest_loop, name="sam4em-ingest", daemon=True)
+        if self.config.pipeline.recycle_frame_buffers:
+            recycle_large_buffers()
+        # Everything alive now (modules, model, sources, sinks) lives as long as the run. Freezing it takes it
+        # out of the cyclic collector's full passes, which otherwise walk it all and stall the worker mid-stream
+        # (a 37 ms pause measured at 200 fps; see docs/benchmarks.md). Done before frames arrive.
+        gc.collect()
+        gc.freeze()
         try:
             self.source.open()
             ingest.start()
@@ -264,11 +271,7 @@ class Service:
                 log.exception("sink %s failed to open; running without it", type(sink).__name__)
         self.sinks = opened
         self._sinks_open = True
-        # Everything alive now (modules, model, sinks) lives as long as the run. Freezing it takes it out of
-        # the cyclic collector's full passes, which otherwise walk it all and stall the worker mid-stream
-        # (a 37 ms pause measured at 200 fps; see docs/benchmarks.md).
-        gc.collect()
-        gc.freeze()
+        gc.freeze()  # and what the sinks and the first frame's prompts just built (no collection: cheap)
         if self.config.pipeline.worker_cpu is not None:  # after the sinks have started their threads
             self._cpus_before_pinning = isolate_current_thread(self.config.pipeline.worker_cpu)
 
@@ -289,8 +292,7 @@ class Service:
                 closer()
             except Exception:
                 log.exception("teardown step failed")
-        if self._sinks_open:
-            gc.unfreeze()  # the run's objects may now be collected normally
+        gc.unfreeze()  # the run's objects may now be collected normally
         if self._cpus_before_pinning is not None:
             release_all(self._cpus_before_pinning)
         self._set_state(ServiceState.STOPPED)

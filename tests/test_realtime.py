@@ -1,4 +1,4 @@
-"""``pipeline.worker_cpu``: the worker thread alone on its CPU during a run, everything restored after."""
+"""Real-time measures: the worker alone on its CPU during a run (restored after), resident frame buffers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from sam4em_live.service.builder import build_service
 from sam4em_live.sources.array_source import ArraySource
 from tests.conftest import disk_video
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
-                                reason="needs Linux CPU affinity and at least 2 CPUs")
+needs_two_cpus = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                                    reason="needs Linux CPU affinity and at least 2 CPUs")
 
 
 class _AffinityProbe:
@@ -40,6 +40,7 @@ class _AffinityProbe:
         pass
 
 
+@needs_two_cpus
 def test_worker_pinned_alone_then_released(tmp_path) -> None:
     before = os.sched_getaffinity(0)
     cpu = max(before)
@@ -58,3 +59,12 @@ def test_worker_pinned_alone_then_released(tmp_path) -> None:
     assert probe.worker == {cpu}
     assert probe.others and all(cpu not in cpus for cpus in probe.others.values())
     assert os.sched_getaffinity(0) == before  # released at teardown
+
+
+@pytest.mark.skipif(not os.path.exists("/lib/x86_64-linux-gnu/libc.so.6") and not os.path.exists("/lib64/libc.so.6"),
+                    reason="glibc only")
+def test_large_buffers_are_recycled_on_glibc() -> None:
+    from sam4em_live.service.realtime import recycle_large_buffers
+
+    assert recycle_large_buffers() is True
+    assert ServiceConfig().pipeline.recycle_frame_buffers is True

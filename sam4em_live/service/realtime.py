@@ -1,14 +1,23 @@
-"""Giving the pipeline worker a CPU of its own (Linux).
+"""Real-time measures for the service process: a CPU for the worker, frame buffers kept resident.
 
-On a small machine the worker thread competes for cores with the ingest and
+**A CPU of its own (Linux).** On a small machine the worker thread competes for cores with the ingest and
 recorder threads, ZeroMQ's I/O threads, the mask-writer process and, in a
 bench, the frame sender. Pinning the worker to one CPU and moving everything
 else of the service off it keeps the worker's caches warm and stops it being
 preempted by its own helpers: a standard real-time arrangement.
+
+**Resident frame buffers (glibc).** Every received frame is a fresh multi-megabyte
+buffer. By default glibc serves such sizes with ``mmap`` and returns them with
+``munmap``, so each frame costs hundreds of page faults (the kernel zeroing
+pages) and a TLB shoot-down that interrupts every thread of the process, the
+worker included. Raising the mmap and trim thresholds makes glibc recycle the
+buffers from its heap instead (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -60,3 +69,29 @@ def _set(pid: int, cpus: set[int]) -> None:
         os.sched_setaffinity(pid, cpus)
     except OSError:  # a thread that just ended
         pass
+
+
+#: glibc mallopt parameters and the values used: buffers up to 256 MiB from the heap, kept up to 1 GiB.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_BYTES = 256 << 20
+_TRIM_THRESHOLD_BYTES = 1 << 30
+
+
+def recycle_large_buffers() -> bool:
+    """Make glibc keep large freed buffers for reuse instead of unmapping them (process-wide).
+
+    Returns False where the C library is not glibc (nothing changed).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        log.info("pipeline.recycle_frame_buffers: not glibc; left to the allocator")
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES) == 1
+    if not ok:
+        log.warning("pipeline.recycle_frame_buffers: mallopt refused the thresholds")
+    return ok
