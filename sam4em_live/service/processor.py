@@ -70,6 +70,8 @@ class StatsStage(Protocol):
 
     def remove(self, particle: int) -> None: ...
 
+    def particles(self) -> list[int]: ...
+
 
 class EventStage(Protocol):
     """Event detection (implemented by `sam4em_live.hooks.events.EventDetector`)."""
@@ -107,6 +109,7 @@ class FrameProcessor:
         self.prompt_errors = 0
         self.last_measurements: dict[int, ParticleMeasurement] = {}
         self._host = segmenter if isinstance(segmenter, SegmenterProcess) else None
+        self._stats_cache: dict[int, dict[str, Any]] = {}
         self._done: collections.deque[FrameResult] = collections.deque()
         self._pending: collections.deque[tuple[list[ServiceEvent], list[int]]] = collections.deque()
 
@@ -174,8 +177,7 @@ class FrameProcessor:
         stats: dict[int, dict[str, Any]] = {}
         if self.stats is not None:
             self.stats.update(frame.index, measurements)
-            if frame.index % self.stats_every_frames == 0:
-                stats = self.stats.snapshot()
+            stats = self._spread_snapshot(self.stats, frame.index)
         t3 = time.perf_counter()
         if self.events is not None:
             events.extend(self.events.update(frame.index, frame.shape, measurements, status, stats))
@@ -193,6 +195,29 @@ class FrameProcessor:
             },
             processed_s=time.time(),
         )
+
+    def _spread_snapshot(self, stats: StatsStage, index: int) -> dict[int, dict[str, Any]]:
+        """Statistics of every particle on publishing frames (``index % stats_every_frames == 0``), else {}.
+
+        Each particle's snapshot (tMSD fits: ~0.4 ms) is taken on its own frame of
+        the interval, so no frame pays for all of them at once (1.8 ms every tenth
+        frame for 4 particles, measured); a published snapshot is at most one
+        interval old (its ``frames_seen`` says how old).
+        """
+        every = self.stats_every_frames
+        particles = stats.particles()
+        phase = index % every
+        for j, pid in enumerate(particles):
+            if (j * every) // len(particles) == phase:
+                self._stats_cache.update(stats.snapshot(pid))
+        if phase != 0:
+            return {}
+        for pid in set(self._stats_cache) - set(particles):
+            del self._stats_cache[pid]
+        for pid in particles:
+            if pid not in self._stats_cache:  # new since its turn came
+                self._stats_cache.update(stats.snapshot(pid))
+        return {pid: self._stats_cache[pid] for pid in particles if pid in self._stats_cache}
 
     def _reject(self, frame: Frame, edit: ParticleEdit, reason: str | Exception, events: list[ServiceEvent]) -> None:
         self.prompt_errors += 1

@@ -1,0 +1,51 @@
+"""Rolling statistics published every n frames, each particle's share computed on its own frame."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sam4em_live.frames import Frame
+from sam4em_live.segment.embedded import create
+from sam4em_live.service.processor import FrameProcessor
+from sam4em_live.sim.video import make_prompts
+from sam4em_live.stats.rolling import RollingTrackStats
+from tests.embedded_helpers import preset_video
+
+
+class _CountingStats(RollingTrackStats):
+    def __init__(self) -> None:
+        super().__init__(window_frames=256, max_lag_frames=20, fps=50.0, pixel_size_nm=1.0)
+        self.calls: list[tuple[int, int | None]] = []
+        self.frame = -1
+
+    def snapshot(self, particle=None):
+        self.calls.append((self.frame, particle))
+        return super().snapshot(particle)
+
+
+def test_snapshot_work_is_spread_and_published_every_n_frames() -> None:
+    video = preset_video("demo", 31, seed=2)
+    prompts = make_prompts(video, frames=(0,))
+    stats = _CountingStats()
+    processor = FrameProcessor(create({}), stats=stats, stats_every_frames=10)
+    published = {}
+    for i, pixels in enumerate(video.frames):
+        stats.frame = i
+        result = processor.process(Frame("demo", i, time.time(), pixels), [p for p in prompts if p.frame == i])
+        assert bool(result.stats) == (i % 10 == 0), i
+        if result.stats:
+            published[i] = result.stats
+    particles = sorted(p.particle for p in prompts)
+    assert len(particles) == 4
+    for start in (10, 20):  # a full interval: one snapshot per particle, each on a different frame
+        calls = [(f, pid) for f, pid in stats.calls if start - 9 <= f <= start]
+        assert sorted(pid for _, pid in calls) == particles
+        assert len({f for f, _ in calls}) == len(particles)
+    # What is published is each particle's statistics as of its own frame in the last interval.
+    fresh_at_30 = stats.snapshot()
+    for pid in particles:
+        seen = published[30][pid]["frames_seen"]
+        assert 30 - 9 <= seen - 1 <= 30 and published[30][pid]["n"][0] <= fresh_at_30[pid]["n"][0]
+    assert np.isfinite(published[30][particles[0]]["msd_px2"][0])
