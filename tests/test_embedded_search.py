@@ -77,3 +77,24 @@ def test_a_long_hop_is_found_beyond_the_near_window(near_px: float, monkeypatch)
         assert (10, False) in followed
     else:
         assert not any(near for _, near in followed)
+
+
+def test_live_backlog_defers_learning_at_most_three_times_in_a_row(monkeypatch) -> None:
+    frames = _disc_clip([(100.0 + i, 128.0) for i in range(30)])
+    segmenter = create({"memory_frames": 4, "appearance_update_interval_frames": 1})
+    learned: list[int] = []
+    learn = EmbeddedSegmenter._learn
+
+    def spy(self, *args, **kwargs):
+        learned.append(frame_index)
+        return learn(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddedSegmenter, "_learn", spy)
+    for frame_index, pixels in enumerate(frames):
+        segmenter.note_backlog(5 if frame_index >= 10 else 0)  # behind from frame 10 on
+        edits = [Prompt(1, 0, ((100.0, 128.0),), (1,))] if frame_index == 0 else []
+        (mask,) = segmenter.track(Frame("lag", frame_index, time.time(), pixels), edits)
+        assert mask.present
+    assert all(i in learned for i in range(1, 10))  # not behind: every due frame
+    behind = [i for i in learned if i >= 10]
+    assert behind and all(b - a == 4 for a, b in zip(behind, behind[1:], strict=False))  # 3 skipped, then one

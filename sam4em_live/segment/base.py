@@ -165,6 +165,10 @@ class Segmenter(Protocol):
       ``"random_weights"`` (True whenever outputs are not from trained weights).
     - ``particles()`` lists the ids currently tracked.
     - ``close()`` releases resources; called once at teardown.
+
+    Optional: ``note_backlog(frames_waiting: int)``, called before each live
+    frame with the number of frames queued behind it; a backend may defer
+    non-essential work while the pipeline is behind (see `BacklogAware`).
     """
 
     def describe(self) -> dict[str, Any]: ...
@@ -174,6 +178,17 @@ class Segmenter(Protocol):
     def particles(self) -> list[int]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BacklogAware(Protocol):
+    """A segmenter that can defer non-essential work while frames queue up (live mode only).
+
+    Offline and ``every-frame`` runs never call it, so their results do not
+    depend on timing.
+    """
+
+    def note_backlog(self, frames_waiting: int) -> None: ...
 
 
 def track_with_retries(segmenter: Segmenter, frame: Frame, edits: Sequence[ParticleEdit]

@@ -17,6 +17,7 @@ from sam4em_live.frames import Frame
 from sam4em_live.measure import ParticleMeasurement, measure_mask
 from sam4em_live.results import FrameResult, ServiceEvent
 from sam4em_live.segment.base import (
+    BacklogAware,
     ParticleEdit,
     ParticleMask,
     PromptError,
@@ -110,6 +111,8 @@ class FrameProcessor:
         self.last_measurements: dict[int, ParticleMeasurement] = {}
         self._host = segmenter if isinstance(segmenter, SegmenterProcess) else None
         self._stats_cache: dict[int, dict[str, Any]] = {}
+        #: Frames queued behind the one being processed (live mode; None: not reported, e.g. offline).
+        self.backlog: int | None = None
         self._done: collections.deque[FrameResult] = collections.deque()
         self._pending: collections.deque[tuple[list[ServiceEvent], list[int]]] = collections.deque()
 
@@ -158,6 +161,8 @@ class FrameProcessor:
             raise RuntimeError("process() needs an in-process segmenter; use submit()/collect()")
         t0 = time.perf_counter()
         valid, events = self._validate(frame, edits)
+        if self.backlog is not None and isinstance(self.segmenter, BacklogAware):
+            self.segmenter.note_backlog(self.backlog)
         masks, rejected = track_with_retries(self.segmenter, frame, valid)  # type: ignore[arg-type]
         for edit, reason in rejected:
             self._reject(frame, edit, reason, events)

@@ -83,6 +83,9 @@ class Service:
         self._processed = 0
         self._submitted = 0
         self._cpus_before_pinning: set[int] | None = None
+        # Backends may defer non-essential work while frames queue up, but only in live mode: every-frame
+        # (offline, replay) results must not depend on timing.
+        self._shed_load = config.pipeline.backpressure == "latest"
         self._status = StatusSnapshot(ServiceState.IDLE, run_id=self.run_id)
         self._meter = IntervalMeter()
         self._annotations: list[tuple[float, str]] = []
@@ -215,6 +218,8 @@ class Service:
             self._open_sinks(frame)
         edits = self.schedule.due(frame.index)
         self._submitted += 1
+        if self._shed_load:
+            self.processor.backlog = len(self.queue)
         try:
             self.processor.submit(frame, edits, self._status)
         except SegmenterProcessError:

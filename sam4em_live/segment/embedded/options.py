@@ -38,6 +38,9 @@ class EmbeddedOptions(FrozenModel):
     memory_frames: PositiveInt = 40
     # Once the memory is full, fold in every n-th frame only (cost; the memory still follows slow change).
     appearance_update_interval_frames: PositiveInt = 4
+    # Live mode: while at least this many frames wait behind the current one, skip a due appearance update
+    # (at most 3 in a row per particle) so the pipeline catches up sooner. 0 = never defer.
+    defer_learning_backlog_frames: int = Field(2, ge=0)
     # Present only if the match stands this many noise sigmas out ...
     min_detection_z: float = Field(6.0, gt=0)
     # ... and its contrast is at least this fraction of the particle's learned contrast.

@@ -52,6 +52,8 @@ LEARN_MIN_VISIBLE = 0.98
 CONFLICT_IOU = 0.6
 #: Candidates verified per lost particle in a full-frame re-acquisition pass.
 REACQUIRE_CANDIDATES = 4
+#: While the pipeline is behind, a particle's due appearance update is skipped at most this many times in a row.
+MAX_DEFERRED_LEARNING = 3
 #: A near-window match is kept (no full-radius search) if its z is at least this fraction of the typical z.
 NEAR_ACCEPT_Z_FRACTION = 0.7
 
@@ -66,6 +68,7 @@ class EmbeddedSegmenter:
         self._tracks: dict[int, TrackedParticle] = {}
         self._frames_seen = 0
         self._reacquire_turn = 0
+        self._behind = False  # set by note_backlog (live mode only)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "embedded", "random_weights": False, "model": "prompt-seeded template matching",
@@ -264,7 +267,18 @@ class EmbeddedSegmenter:
         """
         if track.memory.n_obs < self.options.memory_frames:
             return True
-        return (self._frames_seen + track.particle) % self.options.appearance_update_interval_frames == 0
+        if (self._frames_seen + track.particle) % self.options.appearance_update_interval_frames != 0:
+            return False
+        if self._behind and track.learning_deferred < MAX_DEFERRED_LEARNING:
+            track.learning_deferred += 1  # the memory is full: one update less changes little
+            return False
+        track.learning_deferred = 0
+        return True
+
+    def note_backlog(self, frames_waiting: int) -> None:
+        """Live mode: defer due appearance updates while ``defer_learning_backlog_frames`` frames wait."""
+        limit = self.options.defer_learning_backlog_frames
+        self._behind = limit > 0 and frames_waiting >= limit
 
     def _learn(self, pixels: np.ndarray, track: TrackedParticle, background: float, claims: list[Claim]) -> None:
         half = track.memory.half + 1

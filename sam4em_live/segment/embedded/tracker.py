@@ -39,6 +39,7 @@ class TrackedParticle:
     last_z: float = 0.0
     velocity: tuple[float, float] = (0.0, 0.0)
     frames_since_update: int = 0
+    learning_deferred: int = 0
     window_cells: int = field(init=False)
     near_window_cells: int = field(init=False)
 
