@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -30,10 +31,17 @@ from sam4em_live.segment.base import ParticleMask
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 30.0
+#: Niceness added to the mask-writer process (lower priority than the service).
+MASK_WRITER_NICE = 5
 
 
 def _child_main(conn: Connection) -> None:
     from sam4em_live.sinks.tiff_writer import LabelStackWriter
+
+    # Writing masks can lag a little (the pipe and the recorder's queue buffer it); segmentation cannot.
+    # A lower CPU priority lets the service's worker win when the cores are contended.
+    if hasattr(os, "nice"):
+        os.nice(MASK_WRITER_NICE)
 
     try:
         _, path, compression_level = conn.recv()  # ("open", path, level)
