@@ -15,6 +15,8 @@ from sam4em_live.segment.embedded.shape import ShapeMemory
 #: Exponential weight of the running contrast / z references and of the velocity estimate.
 REFERENCE_WEIGHT = 0.1
 VELOCITY_WEIGHT = 0.5
+#: Contrast threshold factor for a particle that was present in the previous frame (hysteresis).
+PRESENCE_HOLD = 0.8
 #: Fraction of the last velocity kept in the prediction (heavy-tailed hops have little persistence).
 VELOCITY_DAMPING = 0.5
 #: Refresh the derived shape every this many observations (more often while the memory is young).
@@ -78,11 +80,17 @@ class TrackedParticle:
 
     def is_detection(self, estimate: PoseEstimate, visible_fraction: float, options: EmbeddedOptions,
                      strict: bool = False) -> bool:
-        """Whether a match is the particle: clear of noise and about as contrasted as learned."""
+        """Whether a match is the particle: clear of noise and about as contrasted as learned.
+
+        Hysteresis: a particle present in the previous frame keeps being present down to
+        `PRESENCE_HOLD` of the contrast threshold (a single noisy frame of a small, faint
+        particle does not flicker it off); appearing or re-appearing needs the full threshold.
+        """
         tighten = 1.3 if strict else 1.0
+        hold = PRESENCE_HOLD if self.present and not strict else 1.0
         return (estimate.z >= options.min_detection_z * tighten
                 and self.visible_amplitude(estimate, visible_fraction)
-                >= min(0.95, options.presence_fraction * tighten) * self.amplitude_ref)
+                >= min(0.95, options.presence_fraction * tighten) * hold * self.amplitude_ref)
 
     def confidence(self, estimate: PoseEstimate, visible_fraction: float, options: EmbeddedOptions) -> float:
         contrast = self.visible_amplitude(estimate, visible_fraction) / max(self.amplitude_ref, 1e-9)
