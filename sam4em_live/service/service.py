@@ -148,13 +148,15 @@ class Service:
             recycle_large_buffers()
         # Everything alive now (modules, model, sources, sinks) lives as long as the run. Freezing it takes it
         # out of the cyclic collector's full passes, which otherwise walk it all and stall the worker mid-stream
-        # (a 37 ms pause measured at 200 fps; see docs/benchmarks.md). Done before frames arrive.
-        gc.collect()
+        # (a 37 ms pause measured at 200 fps; see docs/benchmarks.md). No collection first: in a large process
+        # that alone can take a second; garbage frozen now is collected after the run (gc.unfreeze).
         gc.freeze()
         try:
             self.source.open()
             ingest.start()
             self._set_state(ServiceState.STREAMING)
+            if self._paused.is_set():  # pause() arrived while starting
+                self._set_state(ServiceState.PAUSED)
             self._worker_loop()
             if self._ingest_error is not None:
                 raise self._ingest_error
