@@ -28,6 +28,8 @@ from sam4em_live.segment.embedded.window import Window, frame_window
 POINT_REACH_PX = 4
 #: Fraction of the prompt's level used to find the particle's region before the edge threshold.
 REGION_FRACTION = 0.5
+#: A box-prompted seed stays within the box as drawn plus this margin (pixels).
+BOX_SEED_MARGIN_PX = 2.0
 #: Growth from the core to the edge threshold is limited to this fraction of the core's radius (point prompts).
 GROWTH_FRACTION = 0.3
 #: Multiples of ``seed_smoothing_px`` tried in turn until the particle clears the noise.
@@ -58,12 +60,13 @@ def _prompt_centre(prompt: Prompt, options: EmbeddedOptions) -> tuple[float, flo
     return float(cx), float(cy), options.seed_window_radius_px
 
 
-def _box_region(prompt: Prompt, shape: tuple[int, int], x0: int, y0: int) -> np.ndarray | None:
-    """The box, loosened by 15 % + 3 px (boxes are drawn roughly), on the window."""
+def _box_region(prompt: Prompt, shape: tuple[int, int], x0: int, y0: int,
+                fraction: float = 0.15, margin_px: float = 3.0) -> np.ndarray | None:
+    """The box, loosened by ``fraction`` of its size + ``margin_px`` (boxes are drawn roughly), on the window."""
     if prompt.box is None:
         return None
     bx0, by0, bx1, by1 = prompt.box
-    pad_x, pad_y = 0.15 * (bx1 - bx0) + 3, 0.15 * (by1 - by0) + 3
+    pad_x, pad_y = fraction * (bx1 - bx0) + margin_px, fraction * (by1 - by0) + margin_px
     cols = np.arange(shape[1]) + x0
     rows = np.arange(shape[0]) + y0
     inside_x = (cols >= bx0 - pad_x) & (cols <= bx1 + pad_x)
@@ -171,7 +174,15 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
         )
     if mask.sum() < 6:
         raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)")
-    return _seed_from_mask(window, matched_ellipse(window.darkness, mask, box), polarity, peak)
+    ellipse = matched_ellipse(window.darkness, mask, box)
+    if box is not None:
+        # The loosened box lets a roughly drawn box find the whole particle, but at CNR < 1 the ellipse fit can
+        # swell into that slack (a 30 nm sphere in a tight box came out at twice its area): the seed keeps to
+        # the box as drawn, plus BOX_SEED_MARGIN_PX. The memory then learns the true outline.
+        tight = _box_region(prompt, window.darkness.shape, x0, y0, fraction=0.0, margin_px=BOX_SEED_MARGIN_PX)
+        if (ellipse & tight).sum() >= 6:
+            ellipse &= tight
+    return _seed_from_mask(window, ellipse, polarity, peak)
 
 
 def _flattened(window: Window) -> Window:
