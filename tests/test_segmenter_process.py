@@ -16,6 +16,7 @@ from sam4em_live.segment.base import Prompt, RemoveParticle
 from sam4em_live.segment.embedded import create
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
 from sam4em_live.service.builder import build_service
+from sam4em_live.service.processor import FrameProcessor
 from sam4em_live.sim.video import make_prompts
 from sam4em_live.sources.array_source import ArraySource
 from tests.embedded_helpers import preset_video
@@ -105,3 +106,23 @@ def test_service_with_the_backend_in_its_own_process_records_the_same_trajectori
     assert len(own) == len(inside) == len(frames) * len(prompts)
     clock = [c for c in own if "time" in c or c == "t_s"]  # wall-clock stamps of this run
     pd.testing.assert_frame_equal(own.drop(columns=clock), inside.drop(columns=clock))
+
+
+def test_a_larger_frame_waits_for_the_frames_in_flight_then_gets_a_new_ring(clip) -> None:
+    frames, prompts = clip
+    processor = FrameProcessor(SegmenterProcess("embedded", {}, depth=2))
+    try:
+        small = Frame("clip", 0, time.time(), frames[0])
+        processor.submit(small, prompts)
+        assert processor.can_take(Frame("clip", 1, time.time(), frames[1]))  # same size: overlaps
+        bigger = np.pad(frames[1], ((0, 16), (0, 16)), mode="edge")  # a new series with larger frames
+        big = Frame("big", 0, time.time(), bigger)
+        assert not processor.can_take(big)
+        first = processor.collect(None)
+        assert first.index == 0 and first.masks
+        assert processor.can_take(big)
+        processor.submit(big, [Prompt(7, 0, prompts[0].points, prompts[0].labels)])
+        second = processor.collect(None)
+        assert second.frame.shape == bigger.shape and [m.particle for m in second.masks if m.present]
+    finally:
+        processor.segmenter.close()

@@ -154,6 +154,13 @@ class SegmenterProcess:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    def fits(self, frame: Frame) -> bool:
+        """Whether ``frame`` can be submitted now: a free slot, and room in the ring or nothing in flight
+        (a larger frame needs a new ring, made only once every frame in flight is collected)."""
+        if len(self._pending) >= self.depth:
+            return False
+        return not self._pending or (self._ring is not None and frame.pixels.nbytes <= self._slot_bytes)
+
     def submit(self, frame: Frame, edits: Sequence[ParticleEdit] = ()) -> None:
         """Copy the frame into a free slot and start it (raises if ``depth`` frames are in flight)."""
         if len(self._pending) >= self.depth:

@@ -127,6 +127,10 @@ class FrameProcessor:
     def in_flight(self) -> int:
         return len(self._done) + (self._host.in_flight if self._host is not None else 0)
 
+    def can_take(self, frame: Frame) -> bool:
+        """Whether `submit` can start ``frame`` without collecting first (always, in process)."""
+        return self._host is None or self._host.fits(frame)
+
     def submit(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None) -> None:
         """Start a frame (in-process: run it now). Raises if the frame cannot be processed."""
         if self._host is None:

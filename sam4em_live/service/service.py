@@ -222,6 +222,8 @@ class Service:
         self._submitted += 1
         if self._shed_load:
             self.processor.backlog = len(self.queue)
+        if not self.processor.can_take(frame):  # e.g. a larger frame (new series) for a segmentation process
+            self._finish_in_flight()
         try:
             self.processor.submit(frame, edits, self._status)
         except SegmenterProcessError:
