@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -180,10 +179,10 @@ class EmbeddedSegmenter:
         """
         prior = track.prior(self.options, reacquire=centre is not None)
         if radius_px is not None:
-            prior = replace(prior, radius_px=radius_px)
+            prior = prior.within(radius_px)
         near_px = self.options.near_search_radius_px
         if centre is None and radius_px is None and track.present and 0 < near_px < prior.radius_px:
-            near = self._search_window(pixels, track, claims, replace(prior, radius_px=near_px), prior, near=True)
+            near = self._search_window(pixels, track, claims, prior.within(near_px), prior, near=True)
             estimate = near[0]
             if (estimate is not None and estimate.z >= NEAR_ACCEPT_Z_FRACTION * track.z_ref
                     and math.hypot(estimate.x - prior.x, estimate.y - prior.y)
@@ -281,7 +280,7 @@ class EmbeddedSegmenter:
         self._behind = limit > 0 and frames_waiting >= limit
 
     def _learn(self, pixels: np.ndarray, track: TrackedParticle, background: float, claims: list[Claim]) -> None:
-        half = track.memory.half + 1
+        half = track.memory.observe_reach_px(track.angle_deg)  # the whole turned grid: no bounds checks
         x0, y0 = int(round(track.x)) - half, int(round(track.y)) - half
         window = frame_window(pixels, x0, y0, 2 * half + 1, 2 * half + 1, track.polarity,
                               _claimed(claims, x0, y0, 2 * half + 1), background)

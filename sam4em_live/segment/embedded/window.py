@@ -148,6 +148,36 @@ def bilinear(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     return top + fr * (bottom - top)
 
 
+def bilinear_inside(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Sample ``image`` at (rows, cols), all of which lie in [0, height - 1) x [0, width - 1).
+
+    The caller guarantees the range, so there is no clipping or padding: about half
+    the work of `bilinear` on the few thousand points of an appearance update.
+    """
+    width = image.shape[1]
+    r0 = rows.astype(np.int32)  # floor: coordinates are >= 0
+    c0 = cols.astype(np.int32)
+    fr = np.subtract(rows, r0, dtype=np.float32)  # float32 throughout (int32 - float32 would promote)
+    fc = np.subtract(cols, c0, dtype=np.float32)
+    r0 *= width
+    r0 += c0  # flat index of the top-left neighbour
+    flat = image.ravel()
+    top = flat.take(r0)
+    top_right = flat[1:].take(r0)
+    bottom = flat[width:].take(r0)
+    bottom_right = flat[width + 1 :].take(r0)
+    top_right -= top
+    top_right *= fc
+    top += top_right
+    bottom_right -= bottom
+    bottom_right *= fc
+    bottom += bottom_right
+    bottom -= top
+    bottom *= fr
+    top += bottom
+    return top
+
+
 #: Fewest valid neighbour differences for a noise estimate.
 MIN_NOISE_SAMPLES = 64
 

@@ -1,0 +1,136 @@
+"""The embedded backend's fast paths give the results of the straightforward library calls they replace."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import as_strided
+from scipy import fft as sfft
+from scipy import ndimage
+
+from sam4em_live.segment.embedded import search
+from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes, percentile_linear
+from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.raster import rasterize_mask
+from sam4em_live.segment.embedded.shape import ShapeMemory
+from sam4em_live.segment.embedded.window import bilinear, bilinear_inside
+
+
+def _blobs(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return ndimage.gaussian_filter(rng.random(shape), 2.0) > rng.uniform(0.45, 0.55)
+
+
+def test_morphology_equals_scipy_and_numpy() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        mask = _blobs(rng, (int(rng.integers(4, 90)), int(rng.integers(4, 90))))
+        for iterations in (1, 2, 3):
+            assert np.array_equal(dilate_cross(mask, iterations), ndimage.binary_dilation(mask, iterations=iterations))
+        assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False  # a hole
+    assert fill_holes(ring)[4, 4] and not fill_holes(np.zeros((5, 5), bool)).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_percentile_linear_equals_numpy_exactly(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        values = rng.normal(size=int(rng.integers(1, 500))).astype(dtype)
+        for q in (0, 10, 37.3, 50, 90, 100):
+            assert percentile_linear(values, q) == float(np.percentile(values, q))
+
+
+def test_bilinear_inside_matches_padded_bilinear() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.random((40, 50)).astype(np.float32)
+    rows = rng.uniform(0, 38.99, (30, 30)).astype(np.float32)
+    cols = rng.uniform(0, 48.99, (30, 30)).astype(np.float32)
+    fast = bilinear_inside(image, rows, cols)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, bilinear(np.pad(image, 1), rows, cols), rtol=0, atol=2e-6)
+
+
+def test_observe_on_a_large_window_matches_the_padded_path() -> None:
+    rng = np.random.default_rng(2)
+    half = 20
+    v, u = np.mgrid[-half : half + 1, -half : half + 1]
+    mask = (u / 12.0) ** 2 + (v / 5.0) ** 2 <= 1
+    memory = ShapeMemory(np.where(mask, 0.3, 0.0).astype(np.float32), mask, EmbeddedOptions())
+    for angle in (0.0, 33.0, 45.0, 128.0):
+        reach = memory.observe_reach_px(angle)
+        window = rng.random((2 * reach + 1, 2 * reach + 1)).astype(np.float32)
+        x, y = reach + 0.37, reach - 0.21
+        fast = memory.observe(window, x, y, angle)
+        t = math.radians(angle)
+        c, s = np.float32(math.cos(t)), np.float32(math.sin(t))
+        uu, vv = memory._u, memory._v
+        reference = bilinear(np.pad(window, 1), y + uu * s + vv * c, x + uu * c - vv * s)
+        coeffs = memory._ring_pinv @ reference.ravel()[memory._ring_index]
+        reference = reference - (coeffs[0] + coeffs[1] * uu + coeffs[2] * vv)
+        np.testing.assert_allclose(fast, reference, rtol=0, atol=1e-5)
+        # A window too small for the turned grid takes the bounds-checked path (zeros outside), no error.
+        small = memory.observe(window[: 2 * half, : 2 * half], half + 0.2, half - 0.3, angle)
+        assert small.shape == fast.shape and np.isfinite(small).all()
+
+
+def test_direct_pocketfft_equals_public_scipy_fft() -> None:
+    rng = np.random.default_rng(5)
+    for cells in (24, 25, 32, 54):
+        image = rng.random((cells, cells)).astype(np.float32)
+        spectra = rng.random((3, cells, cells // 2 + 1)).astype(np.float32) + 1j
+        spectra = spectra.astype(np.complex64)
+        assert np.array_equal(search._rfft2(image), sfft.rfft2(image, workers=1))
+        assert np.array_equal(search._irfft2(spectra, cells), sfft.irfft2(spectra, s=(cells, cells), workers=1))
+
+
+def test_patches_view_equals_as_strided() -> None:
+    rng = np.random.default_rng(4)
+    image = rng.random((60, 61)).astype(np.float32)
+    block = image[3 : 3 + 5 + 36, 4 : 4 + 6 + 36]
+    reference = as_strided(block, (5, 6, 37, 37), block.strides * 2).reshape(30, -1)
+    assert np.array_equal(search._patches(image, 3, 4, 5, 6, 37), reference)
+    not_contiguous = image[:, 1:]
+    block = not_contiguous[2 : 2 + 4 + 9, 1 : 1 + 4 + 9]
+    reference = as_strided(block, (4, 4, 10, 10), block.strides * 2).reshape(16, -1)
+    assert np.array_equal(search._patches(not_contiguous, 2, 1, 4, 4, 10), reference)
+
+
+def test_prior_penalty_radius_and_turn() -> None:
+    prior = search.MotionPrior(10.0, 20.0, 30.0, 5.0, 6.0, 30.0, 0.65, 1.0)
+    grid_x = np.arange(0, 21, dtype=np.float32)
+    grid_y = np.arange(10, 31, dtype=np.float32)
+    angles = np.arange(18, dtype=np.float32) * 10
+    penalty = search._prior_penalty(grid_x, grid_y, angles, prior, 180.0).reshape(18, 21, 21)
+    dist2 = (grid_y[:, None] - 20.0) ** 2 + (grid_x[None, :] - 10.0) ** 2
+    assert np.isinf(penalty[:, dist2 > 25]).all() and np.isfinite(penalty[:, dist2 <= 25]).all()
+    turn = [1.0 / (2 * 30.0**2) * search._angle_gap(float(a), 30.0, 180.0) ** 2 for a in angles]
+    centre = penalty[:, 10, 10]  # on the predicted position: the turn term alone
+    np.testing.assert_allclose(centre, turn, rtol=1e-5, atol=1e-6)
+    inside = search._prior_penalty(grid_x[8:12], grid_y[8:12], angles[:3], prior.within(100.0), 180.0)
+    assert np.isfinite(inside).all()  # a grid wholly inside the radius skips the mask
+
+
+def test_rasterize_mask_matches_rint_lookup() -> None:
+    half = 25
+    v, u = np.mgrid[-half : half + 1, -half : half + 1]
+    mask = (u / 15.0) ** 2 + (v / 6.0) ** 2 <= 1
+    memory = ShapeMemory(np.where(mask, 0.3, 0.0).astype(np.float32), mask, EmbeddedOptions())
+    table, centre = memory._mask_lookup
+    for x, y, angle in ((100.3, 50.8, 17.0), (3.2, 4.9, 95.0), (140.0, 60.0, 0.0)):
+        placed = rasterize_mask(memory._mask_lookup, memory.radius_px, x, y, angle, (120, 150))
+        assert placed is not None
+        (x0, y0, x1, y1), crop, area = placed
+        t = math.radians(angle)
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx, dy = xx - np.float32(x), yy - np.float32(y)
+        row = np.rint(2 * np.cos(t) * dy - 2 * np.sin(t) * dx + centre).astype(int)
+        col = np.rint(2 * np.sin(t) * dy + 2 * np.cos(t) * dx + centre).astype(int)
+        expected = table[row, col]
+        assert (crop != expected).sum() <= 2  # rounding ties only
+        assert abs(area - mask.sum()) <= 0.1 * mask.sum()  # the unclipped area is the particle's
+        inside = x0 > 0 and y0 > 0 and x1 < 150 and y1 < 120
+        assert (crop.sum() == area) if inside else (0 < crop.sum() < area)
