@@ -71,6 +71,7 @@ class _LatencySink:
         self.indices: list[int] = []
         self.first_s = self.last_s = 0.0
         self.stage_ms: dict[str, list[float]] = {}
+        self.done_s: list[float] = []
 
     def open(self, run: RunInfo) -> None:
         pass
@@ -81,6 +82,7 @@ class _LatencySink:
             self.first_s = time.perf_counter()
         self.last_s = time.perf_counter()
         self.latencies_ms.append((now - result.frame.timestamp_s) * 1e3)
+        self.done_s.append(now)
         self.indices.append(result.frame.index)
         for k, v in result.timings_ms.items():
             self.stage_ms.setdefault(k, []).append(v)
@@ -110,6 +112,8 @@ def main() -> None:
                         help="pipeline.worker_cpu: pin the worker to this CPU, the rest (sender included) off it")
     parser.add_argument("--own-process", action="store_true", help="segmenter.own_process: backend in a child")
     parser.add_argument("--no-recycle", action="store_true", help="pipeline.recycle_frame_buffers = false")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="write per-frame index, acquisition time, latency and stage times (CSV) here")
     parser.add_argument("--warmup-frames", type=int, default=100,
                         help="first processed frames (prompt seeding, start-up) left out of the percentiles")
     args = parser.parse_args()
@@ -162,9 +166,23 @@ def main() -> None:
         "warmup_latency_ms_max": round(float(all_lat[: args.warmup_frames].max()), 2), "stage_ms_mean": stages,
         "present_fraction": _present_fraction(built.run_dir, n, len(prompts)),
     }
+    if args.dump is not None:
+        _dump(args.dump, latency)
     print(f"processed {n} frames at {fps:.1f} fps; latency p50 {summary['latency_ms_p50']} ms, "
           f"p99 {summary['latency_ms_p99']} ms; stages {stages}")
     print(json.dumps(summary))
+
+
+def _dump(path: Path, latency: _LatencySink) -> None:
+    """Per-frame CSV for spike analysis: index, done time (s, relative), latency and stage times (ms)."""
+    stages = sorted(latency.stage_ms)
+    t0 = latency.done_s[0] if latency.done_s else 0.0
+    with open(path, "w") as fh:
+        fh.write(",".join(["index", "done_s", "latency_ms", *stages]) + "\n")
+        for i, index in enumerate(latency.indices):
+            row = [str(index), f"{latency.done_s[i] - t0:.4f}", f"{latency.latencies_ms[i]:.3f}"]
+            row += [f"{latency.stage_ms[k][i]:.3f}" for k in stages]
+            fh.write(",".join(row) + "\n")
 
 
 def _dropped_after(indices: list[int], warmup: int, n_sent: int) -> int:
