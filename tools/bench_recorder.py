@@ -2,17 +2,25 @@
 
 Prints one line per measurement and a final JSON line. Usage::
 
-    python tools/bench_recorder.py [--frames 300] [--edge 1024] [--particles 5]
+    python tools/bench_recorder.py [--frames 300] [--edge 1024] [--particles 5] [--repeats 5]
+                                   [--compare-with /tmp/old_tiff_writer.py] [--child-pages 2000]
 
 Measured on the writer thread's own work: drawing the uint16 label page from
-mask crops, deflate-compressing and appending it (``LabelStackWriter``), and
-the whole `Recorder` (CSV rows + masks + manifest) from `consume` to `close`.
+mask crops, deflate-compressing and appending it (``LabelStackWriter.append``),
+the sparse path the mask-writer process uses (``append_masks``: CPU time of the
+calling thread per page, the figure that competes with the service), and the
+whole `Recorder` (CSV rows + masks + manifest) from `consume` to `close`.
+``--child-pages`` also times the mask-writer child process per page (its
+rusage), the CPU the recorder costs the service machine. ``--compare-with`` times ``append_masks`` of another copy of
+``sam4em_live/sinks/tiff_writer.py`` (e.g. the previous version) the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +32,7 @@ from sam4em_live.measure import measure_mask
 from sam4em_live.results import FrameResult
 from sam4em_live.segment.base import ParticleMask
 from sam4em_live.sinks.base import RunInfo
+from sam4em_live.sinks.mask_process import MaskWriterProcess
 from sam4em_live.sinks.recorder import Recorder
 from sam4em_live.sinks.tiff_writer import LabelStackWriter, draw_labels
 
@@ -58,6 +67,63 @@ def bench_pages(out: Path, edge: int, n_frames: int, n_particles: int, level: in
             "bytes_per_page": size / n_frames}
 
 
+def bench_append_masks(out: Path, writer_class: type, edge: int, n_frames: int, n_particles: int,
+                       repeats: int) -> dict[str, float]:
+    """Thread CPU time per ``append_masks`` page (median of the per-repeat medians) and file bytes per page."""
+    masks = [particle_masks(edge, n_particles, i) for i in range(n_frames)]
+    medians, bytes_per_page = [], 0.0
+    for repeat in range(repeats):
+        path = out / f"sparse-{writer_class.__module__}-{repeat}.tif"
+        writer = writer_class(path)
+        cpu_s = []
+        for i, page_masks in enumerate(masks):
+            t0 = time.thread_time()
+            writer.append_masks((edge, edge), page_masks, i)
+            cpu_s.append(time.thread_time() - t0)
+            if i % 100 == 99:  # the recorder flushes about once a second
+                writer.flush()
+        writer.close()
+        medians.append(float(np.median(cpu_s)))
+        bytes_per_page = path.stat().st_size / n_frames
+    return {"append_masks_cpu_ms_median": 1e3 * float(np.median(medians)),
+            "append_masks_cpu_ms_repeats": [round(1e3 * m, 4) for m in medians], "bytes_per_page": bytes_per_page}
+
+
+def bench_mask_process(out: Path, edge: int, n_frames: int, n_particles: int, repeats: int) -> dict[str, float]:
+    """CPU time of the mask-writer child process per page, as the service runs it (pipe, unpack, append_masks).
+
+    From the children's rusage around a run of ``n_frames`` pages minus a run of
+    none (the process start-up), median over ``repeats``.
+    """
+    masks = [particle_masks(edge, n_particles, i) for i in range(100)]
+
+    def child_cpu_s(n_pages: int, name: str) -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        writer = MaskWriterProcess()
+        writer.open(out / f"child-{name}.tif")
+        for i in range(n_pages):
+            writer.append_masks((edge, edge), masks[i % len(masks)], i)
+            if i % 100 == 99:
+                writer.flush()
+        writer.close()  # joins (reaps) the child, so its CPU time is in RUSAGE_CHILDREN
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+    per_page = [(child_cpu_s(n_frames, f"{r}-full") - child_cpu_s(0, f"{r}-empty")) / n_frames for r in range(repeats)]
+    return {"child_cpu_ms_per_page_median": 1e3 * float(np.median(per_page)),
+            "child_cpu_ms_per_page_repeats": [round(1e3 * p, 4) for p in per_page]}
+
+
+def load_writer_class(path: str) -> type:
+    """`LabelStackWriter` from another copy of tiff_writer.py (to compare versions)."""
+    spec = importlib.util.spec_from_file_location("tiff_writer_compared", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LabelStackWriter
+
+
 def bench_recorder(out: Path, edge: int, n_frames: int, n_particles: int) -> dict[str, float]:
     cal = Calibration(pixel_size_nm=1.0, fps=80.0)
     series = SeriesInfo("bench", (edge, edge), "<u2", cal)
@@ -86,6 +152,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--edge", type=int, default=1024)
     parser.add_argument("--particles", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of the append_masks timing")
+    parser.add_argument("--compare-with", default=None, help="another tiff_writer.py whose append_masks to time too")
+    parser.add_argument("--child-pages", type=int, default=2000,
+                        help="pages sent to the mask-writer child process to time its CPU per page (0: skip)")
     args = parser.parse_args()
     summary: dict[str, object] = {"edge_px": args.edge, "frames": args.frames, "particles": args.particles}
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +167,20 @@ def main() -> None:
                   f"(p95 {row['write_ms_p95']:.2f}) per {args.edge}² page, {row['bytes_per_page'] / 1024:.1f} KiB/page")
             levels.append(row)
         summary["pages"] = levels
+        writers = {"current": LabelStackWriter}
+        if args.compare_with:
+            writers["compared"] = load_writer_class(args.compare_with)
+        for name, writer_class in writers.items():
+            row = bench_append_masks(out, writer_class, args.edge, args.frames, args.particles, args.repeats)
+            print(f"append_masks ({name}): {row['append_masks_cpu_ms_median']:.3f} ms CPU per {args.edge}² page "
+                  f"with {args.particles} particles (repeats {row['append_masks_cpu_ms_repeats']}), "
+                  f"{row['bytes_per_page'] / 1024:.1f} KiB/page")
+            summary[f"append_masks_{name}"] = row
+        if args.child_pages:
+            row = bench_mask_process(out, args.edge, args.child_pages, args.particles, repeats=3)
+            print(f"mask-writer child process: {row['child_cpu_ms_per_page_median']:.3f} ms CPU per page "
+                  f"(repeats {row['child_cpu_ms_per_page_repeats']})")
+            summary["mask_process"] = row
         rec = bench_recorder(out, args.edge, args.frames, args.particles)
         print(f"Recorder end to end: {rec['recorder_frames_per_s']:.0f} frames/s written; consume() median "
               f"{rec['consume_us_median']:.1f} µs, max {rec['consume_us_max']:.0f} µs")

@@ -8,24 +8,26 @@ belongs to one uniform series and any TIFF reader (tifffile, napari, Fiji via
 Bio-Formats) sees a (pages, rows, columns) stack.
 
 Speed: most of a label page is background, so the writer compresses only the
-tiles that contain a particle and reuses the pre-compressed bytes of an empty
-tile for the rest (about 5x faster than compressing whole 1024² pages; figures
-in docs/benchmarks.md, from tools/bench_recorder.py).
+tiles that contain a particle (with zlib-ng, about twice as fast as zlib) and
+points all other tiles at one shared compressed empty tile. The pages are
+written by `sam4em_live.sinks.bigtiff_pages` rather than tifffile, whose
+per-page and per-tile Python cost was most of the ~1 ms per 1024² page
+(figures in docs/benchmarks.md, from tools/bench_recorder.py). Files written
+earlier by tifffile read the same way.
 
 Crash safety: the writer only pushes bytes to the OS in `LabelStackWriter.flush`
-(called at least once a second) and its buffer is large enough that tifffile's
-writes in between stay in memory. If the process dies, the pages flushed so far
-are readable; `read_label_stack` skips a last page whose data never reached
-the disk.
+(called at least once a second; or when 8 MiB are pending), and links each page
+into the file only after its bytes are written. If the process dies, the pages
+flushed so far are readable; `read_label_stack` also skips a last page that was
+cut short (a file truncated at any byte gives every complete page before the cut).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import os
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import imagecodecs
@@ -33,15 +35,23 @@ import numpy as np
 import tifffile
 
 from sam4em_live.segment.base import ParticleMask
+from sam4em_live.sinks.bigtiff_pages import BigTiffPageWriter
 
 log = logging.getLogger(__name__)
 
-#: Deflate (zlib) level for mask tiles: 1 is the fastest (CPU is scarcer than disk here; pages are
-#: ~13 KiB at level 1 vs ~5 KiB at level 6 for five particles, see tools/bench_recorder.py).
+#: Deflate (zlib) level for mask tiles: 1 is the fastest. CPU is scarcer than disk here: with zlib-ng, level 1
+#: takes ~8 us per 128² tile vs ~13 us at level 2, for ~6 KiB vs ~3 KiB per 1024² page with four particles
+#: (tools/bench_recorder.py; the older zlib writer wrote ~13 KiB per page at level 1).
 MASK_COMPRESSION_LEVEL = 1
 TILE_PX = 128
-_BUFFER_BYTES = 8 << 20
 MAX_LABEL = int(np.iinfo(np.uint16).max)
+
+
+def _deflate_encoder(level: int) -> Callable[[np.ndarray], bytes]:
+    """A function compressing a tile to a zlib stream (TIFF compression 8): zlib-ng if imagecodecs has it."""
+    if imagecodecs.ZLIBNG.available:
+        return lambda tile: imagecodecs.zlibng_encode(tile, level=level)
+    return lambda tile: zlib.compress(tile.tobytes(), level)
 
 
 def draw_labels(shape: tuple[int, int], masks: Sequence[ParticleMask], out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
@@ -78,117 +88,131 @@ def _drawable(shape: tuple[int, int], masks: Sequence[ParticleMask]) -> tuple[li
 
 
 class LabelStackWriter:
-    """Append uint16 label pages to a BigTIFF file (see module docstring)."""
+    """Append uint16 label pages to a new BigTIFF file (see module docstring).
+
+    Parameters
+    ----------
+    path
+        The file to create; an existing file is never overwritten.
+    compression_level
+        Deflate level, 1 (fastest) to 9.
+    """
 
     def __init__(self, path: Path, compression_level: int = MASK_COMPRESSION_LEVEL) -> None:
         self.path = path
         self.compression_level = compression_level
-        self.pages = 0
-        self._empty_tile = imagecodecs.zlib_encode(np.zeros((TILE_PX, TILE_PX), np.uint16), level=compression_level)
+        self._encode = _deflate_encoder(compression_level)
+        self._empty_tile = self._encode(np.zeros((TILE_PX, TILE_PX), np.uint16))
+        self._canvas = np.zeros((0, 0), np.uint16)
         # "xb": never overwrite an existing file.
-        self._fh: io.BufferedRandom | None = open(path, "xb+", buffering=_BUFFER_BYTES)  # noqa: SIM115
-        try:
-            self._tiff: tifffile.TiffWriter | None = tifffile.TiffWriter(self._fh, bigtiff=True)
-        except BaseException:
-            self._fh.close()
-            raise
+        fh = open(path, "xb+")  # noqa: SIM115 - owned and closed by the page writer
+        self._pages = BigTiffPageWriter(fh, self._empty_tile, TILE_PX)
+
+    @property
+    def pages(self) -> int:
+        """Pages appended so far (still valid after `close`)."""
+        return self._pages.pages
+
+    def _page_writer(self) -> BigTiffPageWriter:
+        if self._pages.closed:
+            raise ValueError(f"{self.path}: label stack already closed")
+        return self._pages
 
     def append(self, labels: np.ndarray, frame_index: int) -> None:
-        if self._tiff is None:
-            raise ValueError(f"{self.path}: label stack already closed")
+        """Append a whole (rows, columns) uint16 label image as the page of ``frame_index``."""
+        writer = self._page_writer()
         if labels.dtype != np.uint16 or labels.ndim != 2:
             raise ValueError(f"label pages must be 2-D uint16, got {labels.ndim}-D {labels.dtype}")
-        self._tiff.write(
-            self._encoded_tiles(labels), shape=labels.shape, dtype=np.uint16, tile=(TILE_PX, TILE_PX),
-            photometric="minisblack", compression="zlib",
-            description=json.dumps({"frame": int(frame_index)}), metadata=None,
-        )
-        self.pages += 1
+        rows, cols = labels.shape
+        tiles_across = -(-cols // TILE_PX)
+        tiles: dict[int, bytes] = {}
+        for y in range(0, rows, TILE_PX):
+            for x in range(0, cols, TILE_PX):
+                tile = labels[y : y + TILE_PX, x : x + TILE_PX]
+                if tile.any():  # empty tiles are the shared one
+                    padded = np.zeros((TILE_PX, TILE_PX), np.uint16)  # edge tiles are padded to full size
+                    padded[: tile.shape[0], : tile.shape[1]] = tile
+                    tiles[(y // TILE_PX) * tiles_across + x // TILE_PX] = self._encode(padded)
+        writer.append_page((rows, cols), tiles, _description(frame_index))
 
     def append_masks(self, shape: tuple[int, int], masks: Sequence[ParticleMask], frame_index: int) -> int:
-        """Append the page `draw_labels` would paint, building only the tiles that masks touch.
+        """Append the page `draw_labels` would paint, compressing only the tiles that masks touch.
 
         Same bytes as ``append(draw_labels(shape, masks)[0], frame_index)`` without
         painting (and scanning) a whole frame. Returns the number of masks skipped.
         """
-        if self._tiff is None:
-            raise ValueError(f"{self.path}: label stack already closed")
+        writer = self._page_writer()
         drawable, skipped = _drawable(shape, masks)
-        touched: dict[tuple[int, int], list[ParticleMask]] = {}
-        for mask in drawable:
-            x0, y0, x1, y1 = mask.bbox  # type: ignore[misc]
-            for ty in range(y0 // TILE_PX, (y1 - 1) // TILE_PX + 1):
-                for tx in range(x0 // TILE_PX, (x1 - 1) // TILE_PX + 1):
-                    touched.setdefault((ty, tx), []).append(mask)
-        self._tiff.write(
-            self._sparse_tiles(shape, touched), shape=shape, dtype=np.uint16, tile=(TILE_PX, TILE_PX),
-            photometric="minisblack", compression="zlib",
-            description=json.dumps({"frame": int(frame_index)}), metadata=None,
-        )
-        self.pages += 1
+        canvas = self._zeroed_canvas(shape)
+        tiles_across = canvas.shape[1] // TILE_PX
+        touched: set[int] = set()
+        tiles: dict[int, bytes] = {}
+        try:
+            for mask in drawable:  # painted in order: later masks win, as in draw_labels
+                x0, y0, x1, y1 = mask.bbox  # type: ignore[misc]
+                np.copyto(canvas[y0:y1, x0:x1], mask.particle, where=mask.crop)
+                first, last = x0 // TILE_PX, (x1 - 1) // TILE_PX
+                for ty in range(y0 // TILE_PX, (y1 - 1) // TILE_PX + 1):
+                    touched.update(range(ty * tiles_across + first, ty * tiles_across + last + 1))
+            for index in touched:
+                top, left = (TILE_PX * i for i in divmod(index, tiles_across))
+                data = self._encode(np.ascontiguousarray(canvas[top : top + TILE_PX, left : left + TILE_PX]))
+                # A box can touch a tile its mask does not reach: an all-zero tile compresses to exactly
+                # the shared empty tile's bytes (same encoder, same level), which is cheaper to test than the pixels.
+                if data != self._empty_tile:
+                    tiles[index] = data
+        finally:
+            for mask in drawable:  # back to background for the next page
+                x0, y0, x1, y1 = mask.bbox  # type: ignore[misc]
+                canvas[y0:y1, x0:x1] = 0
+        writer.append_page((int(shape[0]), int(shape[1])), tiles, _description(frame_index))
         return skipped
 
-    def _sparse_tiles(self, shape: tuple[int, int], touched: dict[tuple[int, int], list[ParticleMask]]
-                      ) -> Iterator[bytes]:
-        tile = np.zeros((TILE_PX, TILE_PX), np.uint16)
-        for ty in range(-(-shape[0] // TILE_PX)):
-            for tx in range(-(-shape[1] // TILE_PX)):
-                masks = touched.get((ty, tx))
-                if not masks:
-                    yield self._empty_tile
-                    continue
-                tile.fill(0)
-                top, left = ty * TILE_PX, tx * TILE_PX
-                for mask in masks:  # later masks win, as in draw_labels
-                    x0, y0, x1, y1 = mask.bbox  # type: ignore[misc]
-                    ya, yb, xa, xb = max(y0, top), min(y1, top + TILE_PX), max(x0, left), min(x1, left + TILE_PX)
-                    crop = mask.crop[ya - y0 : yb - y0, xa - x0 : xb - x0]  # type: ignore[index]
-                    tile[ya - top : yb - top, xa - left : xb - left][crop] = mask.particle
-                yield self._empty_tile if not tile.any() else imagecodecs.zlib_encode(tile, level=self.compression_level)
-
-    def _encoded_tiles(self, labels: np.ndarray) -> Iterator[bytes]:
-        """Deflate-encoded tiles in TIFF order (row-major); empty tiles reuse cached bytes."""
-        rows, cols = labels.shape
-        for y in range(0, rows, TILE_PX):
-            for x in range(0, cols, TILE_PX):
-                tile = labels[y : y + TILE_PX, x : x + TILE_PX]
-                if not tile.any():
-                    yield self._empty_tile
-                    continue
-                if tile.shape != (TILE_PX, TILE_PX):  # edge tiles are padded to full size
-                    tile = np.pad(tile, ((0, TILE_PX - tile.shape[0]), (0, TILE_PX - tile.shape[1])))
-                yield imagecodecs.zlib_encode(np.ascontiguousarray(tile), level=self.compression_level)
+    def _zeroed_canvas(self, shape: tuple[int, int]) -> np.ndarray:
+        """An all-zero uint16 page padded to whole tiles, kept between pages (callers zero what they paint)."""
+        padded = (-(-shape[0] // TILE_PX) * TILE_PX, -(-shape[1] // TILE_PX) * TILE_PX)
+        if self._canvas.shape != padded:
+            self._canvas = np.zeros(padded, np.uint16)
+        return self._canvas
 
     def flush(self, fsync: bool = False) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            if fsync:
-                os.fsync(self._fh.fileno())
+        """Push the pages appended so far to the OS (and to the disk with ``fsync``)."""
+        self._pages.flush(fsync)
 
     def close(self) -> None:
-        tiff, self._tiff = self._tiff, None
-        fh, self._fh = self._fh, None
-        try:
-            if tiff is not None:
-                tiff.close()
-        finally:
-            if fh is not None:
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
+        """Write everything, fsync and close the file. Idempotent."""
+        self._pages.close()
+
+
+def _description(frame_index: int) -> str:
+    return json.dumps({"frame": int(frame_index)})
 
 
 def read_label_stack(path: str | Path) -> tuple[np.ndarray, list[int]]:
     """Read a ``masks.tif`` (even one cut short by a crash): (pages, rows, columns) uint16 and frame indices.
 
-    Pages whose data lies (partly) beyond the end of the file, or that fail
-    to decode, end the read: everything before them is returned.
+    A page counts only if all its bytes are in the file: its IFD (up to and
+    including the next-IFD offset), the values its tags point at, and its tile
+    data (shared tiles included). The first page that is incomplete or fails
+    to decode ends the read: everything before it is returned. Reads files
+    written by this module and the earlier tifffile-written ones alike.
     """
     path = Path(path)
     size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if not _BIGTIFF_HEADER.startswith(fh.read(len(_BIGTIFF_HEADER))):
+            raise ValueError(f"{path}: not a little-endian BigTIFF label stack")
     pages: list[np.ndarray] = []
     frames: list[int] = []
-    with tifffile.TiffFile(path) as tif:
+    try:
+        tif = tifffile.TiffFile(path) if size >= _BIGTIFF_HEADER_BYTES else None
+    except tifffile.TiffFileError as exc:  # tifffile reads the first IFD on open: it was cut short
+        log.warning("%s: first page has a damaged header (%s)", path, exc)
+        tif = None
+    if tif is None:
+        log.warning("%s: cut short (%d bytes) before its first page was complete", path, size)
+        return np.zeros((0, 0, 0), dtype=np.uint16), []
+    with tif:
         while True:
             try:
                 page = tif.pages[len(pages)]
@@ -197,8 +221,7 @@ def read_label_stack(path: str | Path) -> tuple[np.ndarray, list[int]]:
             except tifffile.TiffFileError as exc:  # the last IFD itself was cut short
                 log.warning("%s: page %d has a damaged header (%s); stopping there", path, len(pages), exc)
                 break
-            counts, offsets = page.databytecounts, page.dataoffsets
-            if not counts or min(counts) == 0 or max(o + c for o, c in zip(offsets, counts, strict=True)) > size:
+            if not _page_is_complete(tif, page, size):
                 log.warning("%s: page %d is incomplete (written when the process stopped); ignored", path, len(pages))
                 break
             try:
@@ -210,3 +233,17 @@ def read_label_stack(path: str | Path) -> tuple[np.ndarray, list[int]]:
     if not pages:
         return np.zeros((0, 0, 0), dtype=np.uint16), []
     return np.stack(pages), frames
+
+
+_BIGTIFF_HEADER = b"II+\x00\x08\x00\x00\x00"  # the first 8 of its 16 bytes; then the first IFD's offset
+_BIGTIFF_HEADER_BYTES = 16
+
+
+def _page_is_complete(tif: tifffile.TiffFile, page: tifffile.TiffPage, size: int) -> bool:
+    """Whether every byte of ``page`` (IFD, tag values, tile data) lies within the first ``size`` bytes."""
+    ifd_end = page.offset + tif.tiff.tagnosize + len(page.tags) * tif.tiff.tagsize + tif.tiff.offsetsize
+    values_end = max(tag.valueoffset + tag.valuebytecount for tag in page.tags.values())
+    counts, offsets = page.databytecounts, page.dataoffsets
+    if not counts or min(counts) == 0 or len(counts) != len(offsets):
+        return False
+    return max(ifd_end, values_end, max(o + c for o, c in zip(offsets, counts, strict=True))) <= size
