@@ -6,9 +6,9 @@ Python holding the GIL. In the service process that would slow the segmenter,
 so the label stack is written by a child process instead; the recorder's writer
 thread only sends it the mask crops (a few kB per frame over a local pipe).
 
-Protocol over the pipe (parent → child): ``("page", frame_index, shape,
-[(particle, bbox, crop_shape, crop_bytes), ...])``, ``("flush",)``,
-``("close",)``. The child answers ``("opened", None)`` or ``("error", message)``
+Protocol over the pipe (parent → child): ``("pages", [(frame_index, shape,
+[(particle, bbox, crop_shape, crop_bytes), ...]), ...])`` (pages are sent in
+batches, see `MaskWriterProcess.push`), ``("flush",)``, ``("close",)``. The child answers ``("opened", None)`` or ``("error", message)``
 once after start, and ``("closed", pages, skipped)`` at close. If the parent
 dies, the child sees end-of-file, closes the file cleanly and exits, so
 everything sent so far is on disk.
@@ -31,6 +31,8 @@ from sam4em_live.segment.base import ParticleMask
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 30.0
+#: Pages held back for one message at most (the recorder pushes after every batch of results anyway).
+MAX_PAGES_PER_MESSAGE = 32
 #: Niceness added to the mask-writer process (lower priority than the service).
 MASK_WRITER_NICE = 5
 
@@ -60,11 +62,11 @@ def _child_main(conn: Connection) -> None:
                 message = conn.recv()
             except EOFError:  # parent died: keep what we have
                 break
-            if message[0] == "page":
-                _, frame_index, shape, crops = message
-                masks = [ParticleMask(pid, True, 1.0, bbox, np.frombuffer(data, bool).reshape(crop_shape))
-                         for pid, bbox, crop_shape, data in crops]
-                skipped += writer.append_masks(tuple(shape), masks, frame_index)
+            if message[0] == "pages":
+                for frame_index, shape, crops in message[1]:
+                    masks = [ParticleMask(pid, True, 1.0, bbox, np.frombuffer(data, bool).reshape(crop_shape))
+                             for pid, bbox, crop_shape, data in crops]
+                    skipped += writer.append_masks(tuple(shape), masks, frame_index)
             elif message[0] == "flush":
                 writer.flush()
             elif message[0] == "close":
@@ -93,6 +95,7 @@ class MaskWriterProcess:
         self.path: Path | None = None
         self.pages = 0
         self.skipped = 0
+        self._pending: list[tuple[int, tuple[int, int], list[Any]]] = []
 
     def open(self, path: Path, compression_level: int = 1) -> None:
         self.path = path
@@ -108,10 +111,19 @@ class MaskWriterProcess:
     def append_masks(self, shape: tuple[int, int], masks: Sequence[ParticleMask], frame_index: int) -> None:
         crops = [(m.particle, tuple(m.bbox), m.crop.shape, np.ascontiguousarray(m.crop, bool).tobytes())
                  for m in masks if m.present and m.crop is not None and m.bbox is not None]
-        self._conn.send(("page", int(frame_index), tuple(shape), crops))
+        self._pending.append((int(frame_index), tuple(shape), crops))
         self.pages += 1
+        if len(self._pending) >= MAX_PAGES_PER_MESSAGE:
+            self.push()
+
+    def push(self) -> None:
+        """Send the pages appended since the last push in one message (one pickle, one wake-up of the child)."""
+        if self._pending:
+            pages, self._pending = self._pending, []
+            self._conn.send(("pages", pages))
 
     def flush(self, fsync: bool = False) -> None:
+        self.push()
         self._conn.send(("flush",))
 
     def close(self) -> None:
@@ -123,6 +135,7 @@ class MaskWriterProcess:
             self._process.join(10)
             return
         try:
+            self.push()
             self._conn.send(("close",))
             if self._conn.poll(_START_TIMEOUT_S):
                 _, pages, self.skipped = self._conn.recv()

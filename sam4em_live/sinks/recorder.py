@@ -244,6 +244,8 @@ class Recorder:
                 self._handle(item)
                 dirty = True
                 if self._queue.empty():
+                    if self._masks is not None:
+                        self._guarded(self._masks.push)  # the batch's pages to the child in one message
                     # Let results gather: this thread then takes the GIL (which the segmenting worker
                     # needs) once per batch instead of once per frame. Flushing and closing are unaffected.
                     time.sleep(BATCH_WAIT_S)
