@@ -134,3 +134,19 @@ def test_rasterize_mask_matches_rint_lookup() -> None:
         assert abs(area - mask.sum()) <= 0.1 * mask.sum()  # the unclipped area is the particle's
         inside = x0 > 0 and y0 > 0 and x1 < 150 and y1 < 120
         assert (crop.sum() == area) if inside else (0 < crop.sum() < area)
+
+
+def test_matched_ellipse_keeps_inside_the_bounds_of_a_box_prompt() -> None:
+    from sam4em_live.segment.embedded.ellipse import matched_ellipse
+
+    rng = np.random.default_rng(11)
+    rows, cols = np.mgrid[0:80, 0:80]
+    disc = (rows - 40.0) ** 2 + (cols - 40.0) ** 2 <= 12.0**2
+    darkness = (0.08 * disc + rng.normal(0, 0.15, disc.shape)).astype(np.float32)  # CNR ~0.5
+    loose = (np.abs(rows - 40) <= 19) & (np.abs(cols - 40) <= 19)  # the loosened box
+    seed_region = loose & ((rows - 40.0) ** 2 + (cols - 40.0) ** 2 <= 17.0**2)  # a too-large first region
+    bounds = (40 - 12.5 - 2, 40 - 12.5 - 2, 40 + 12.5 + 2, 40 + 12.5 + 2)  # the tight box + 2 px
+    ellipse = matched_ellipse(darkness, seed_region, loose, bounds)
+    r, c = np.nonzero(ellipse)
+    assert c.min() >= bounds[0] and c.max() <= bounds[2] and r.min() >= bounds[1] and r.max() <= bounds[3]
+    assert ellipse.sum() >= 0.6 * disc.sum()

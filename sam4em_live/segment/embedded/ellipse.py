@@ -15,10 +15,19 @@ import numpy as np
 
 #: Relative semi-axis sizes tried first.
 ELLIPSE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.45)
+#: ... and, inside a box prompt's bounds (the region found in a loose box can be larger), smaller ones too.
+BOUNDED_SCALES = (0.5, 0.6, 0.7)
 
 
-def matched_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | None) -> np.ndarray:
+def matched_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | None,
+                    bounds: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """The ellipse that best matches the raw contrast, started from ``mask``'s moments.
+
+    ``box`` (bool, like ``mask``) limits the pixels the match looks at; ``bounds``
+    (x0, y0, x1, y1 in ``mask`` pixel coordinates) limits the ellipses tried to
+    those that fit inside it -- a box prompt as drawn. Without it the fit of a small
+    faint disc swells into the slack of the looser ``box``: inside a box, an ellipse
+    covering most of it leaves few background pixels, and its noisy z can win.
 
     A single frame at CNR < 1 gives a ragged thresholded region; an ellipse
     whose size, orientation and centre are refined by matched filtering
@@ -47,12 +56,15 @@ def matched_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | No
         return np.sqrt((u / p[3]) ** 2 + (v / p[4]) ** 2)
 
     def z(p: list[float]) -> float:
+        if bounds is not None and not _fits(p, bounds):
+            return -math.inf
         inside = np.clip((1.0 - radius(p)) * p[4] + 0.5, 0.0, 1.0)
         inside -= inside.mean()
         return float(inside @ values) / max(float(np.linalg.norm(inside)), 1e-9)
 
+    scales = ELLIPSE_SCALES if bounds is None else BOUNDED_SCALES + ELLIPSE_SCALES
     best = max(([*params[:3], max(params[3] * sa, 1.0), max(params[4] * sb, 1.0)]
-                for sa in ELLIPSE_SCALES for sb in ELLIPSE_SCALES), key=z)
+                for sa in scales for sb in scales), key=z)
     for _ in range(2):
         turns = [[*best[:2], best[2] + math.radians(d), *best[3:]] for d in range(-24, 25, 6)]
         best = max(turns, key=z)
@@ -65,3 +77,12 @@ def matched_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | No
     gx, gy = gx_all.astype(np.float32), gy_all.astype(np.float32)
     ellipse[r0:r1, c0:c1] = radius(best) <= 1.0
     return ellipse if ellipse.sum() >= 6 else mask
+
+
+def _fits(p: list[float], bounds: tuple[float, float, float, float]) -> bool:
+    """Whether the ellipse (xc, yc, angle rad, semi-axes a, b) lies inside ``bounds`` (x0, y0, x1, y1)."""
+    c, s_ = math.cos(p[2]), math.sin(p[2])
+    half_width = math.hypot(p[3] * c, p[4] * s_)  # the rotated ellipse's axis-aligned half extents
+    half_height = math.hypot(p[3] * s_, p[4] * c)
+    return (p[0] - half_width >= bounds[0] and p[0] + half_width <= bounds[2]
+            and p[1] - half_height >= bounds[1] and p[1] + half_height <= bounds[3])

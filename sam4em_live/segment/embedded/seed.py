@@ -174,7 +174,12 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
         )
     if mask.sum() < 6:
         raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)")
-    ellipse = matched_ellipse(window.darkness, mask, box)
+    bounds = None
+    if prompt.box is not None:  # ellipses must fit the box as drawn (+ margin), in window coordinates
+        bx0, by0, bx1, by1 = prompt.box
+        m = BOX_SEED_MARGIN_PX
+        bounds = (bx0 - x0 - m, by0 - y0 - m, bx1 - x0 + m, by1 - y0 + m)
+    ellipse = matched_ellipse(window.darkness, mask, box, bounds)
     if box is not None:
         # The loosened box lets a roughly drawn box find the whole particle, but at CNR < 1 the ellipse fit can
         # swell into that slack (a 30 nm sphere in a tight box came out at twice its area): the seed keeps to
