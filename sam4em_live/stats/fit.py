@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -90,23 +91,72 @@ def _select(lags, msd, n, points: int | None, lag_frames) -> tuple[np.ndarray, .
     return lags[:k], frames[:k], msd[:k], n[:k]
 
 
+#: Memos of `_effective_counts` and of the alpha-grid bases (`_grid`): the live statistics fit the
+#: same lags with the same pair counts frame after frame (a full window), so these repeat. Each memo
+#: is cleared when it holds `_MEMO_ENTRIES`; grids are kept only for fits of up to `_MEMO_MAX_LAGS`
+#: lags (a grid entry is 2 x 250 x lags floats: at most 8 MiB in all).
+_MEMO_ENTRIES = 64
+_MEMO_MAX_LAGS = 32
+_n_eff_memo: dict[bytes, np.ndarray] = {}
+_basis_memo: dict[tuple[bytes, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _remember(memo: dict, key, value):
+    """Store ``value`` (made read-only: it is shared) under ``key``; returns it."""
+    for array in value if isinstance(value, tuple) else (value,):
+        array.flags.writeable = False
+    if len(memo) >= _MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+def _effective_counts(lag_frames: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """N_eff per lag (Qian et al. Eq. B4 with track length n + lag; the pair count where undefined)."""
+    key = lag_frames.tobytes() + n.tobytes()
+    found = _n_eff_memo.get(key)
+    if found is not None:
+        return found
+    with np.errstate(all="ignore"):
+        n_eff = independent_measurements(n + lag_frames, lag_frames)
+    n_eff = np.where(np.isfinite(n_eff) & (n_eff > 0), n_eff, n)
+    return _remember(_n_eff_memo, key, n_eff)
+
+
 def _weights(lag_frames: np.ndarray, msd: np.ndarray, n: np.ndarray) -> np.ndarray | None:
     """Inverse variances ``N_eff / MSD^2`` (see module docstring); None if MSD is all zero."""
     scale = np.abs(msd)
     if not np.any(scale > 0):
         return None
     floor = 1e-12 * float(scale.max())
-    with np.errstate(all="ignore"):
-        n_eff = independent_measurements(n + lag_frames, lag_frames)
-    n_eff = np.where(np.isfinite(n_eff) & (n_eff > 0), n_eff, n)
-    return n_eff / np.maximum(scale, floor) ** 2
+    return _effective_counts(lag_frames, n) / np.maximum(scale, floor) ** 2
 
 
-def _solve_linear(basis: np.ndarray, y: np.ndarray, w: np.ndarray, with_offset: bool):
-    """Weighted LSQ of y = a*basis + c for each row of ``basis`` (G, K); returns a, c, rss."""
-    sw, sy = w.sum(), (w * y).sum()
-    sb, sbb, sby = basis @ w, (basis * basis) @ w, basis @ (w * y)
-    syy = (w * y * y).sum()
+class _Weighted(NamedTuple):
+    """Fit data with the weighted sums that every solve for it needs (computed once per fit)."""
+
+    y: np.ndarray
+    w: np.ndarray
+    wy: np.ndarray  # w * y
+    sw: float  # sum of w
+    sy: float  # sum of w * y
+    syy: float  # sum of w * y * y
+
+    @classmethod
+    def of(cls, y: np.ndarray, w: np.ndarray) -> _Weighted:
+        wy = w * y
+        return cls(y, w, wy, w.sum(), wy.sum(), (wy * y).sum())
+
+
+def _solve_linear(basis: np.ndarray, data: _Weighted, with_offset: bool, basis_squared: np.ndarray | None = None):
+    """Weighted LSQ of y = a*basis + c for each row of ``basis`` (G, K); returns a, c, rss.
+
+    ``basis_squared`` is ``basis * basis`` when the caller has it already.
+    """
+    sw, sy, syy = data.sw, data.sy, data.syy
+    if basis_squared is None:
+        basis_squared = basis * basis
+    sb, sbb, sby = basis @ data.w, basis_squared @ data.w, basis @ data.wy
     if not with_offset:
         a = sby / sbb
         return a, np.zeros_like(a), syy - a * sby
@@ -127,21 +177,40 @@ def _covariance(jac: np.ndarray, w: np.ndarray, rss: float) -> np.ndarray:
     return inv * max(1.0, rss / dof)
 
 
-def _rss_on_grid(alphas: np.ndarray, log_lag: np.ndarray, y: np.ndarray, w: np.ndarray,
-                 with_offset: bool) -> np.ndarray:
+def _grid(log_lag: np.ndarray, coarse_best: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(alphas, basis ``lag**alpha`` (G, K), basis squared): the coarse grid, or the fine grid around a coarse point."""
+    key = (log_lag.tobytes(), -1 if coarse_best is None else coarse_best)
+    found = _basis_memo.get(key)
+    if found is not None:
+        return found
+    if coarse_best is None:
+        alphas = _ALPHA_GRID
+    else:
+        step = _ALPHA_GRID[1] - _ALPHA_GRID[0]
+        alphas = np.linspace(_ALPHA_GRID[coarse_best] - step, _ALPHA_GRID[coarse_best] + step, 41)
+        alphas = alphas[(alphas >= ALPHA_BOUNDS[0]) & (alphas <= ALPHA_BOUNDS[1])]
     with np.errstate(all="ignore"):
-        rss = _solve_linear(np.exp(alphas[:, None] * log_lag[None, :]), y, w, with_offset)[2]
-    return np.where(np.isfinite(rss), rss, np.inf)
+        basis = np.exp(alphas[:, None] * log_lag[None, :])
+    found = (alphas, basis, basis * basis)
+    return _remember(_basis_memo, key, found) if log_lag.size <= _MEMO_MAX_LAGS else found
 
 
-def _best_alpha(log_lag: np.ndarray, y: np.ndarray, w: np.ndarray, with_offset: bool) -> float:
+def _rss_on_grid(log_lag: np.ndarray, data: _Weighted, with_offset: bool,
+                 coarse_best: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas, profiled residual per alpha; inf where not finite) on a grid of `_grid`.
+
+    Call inside ``np.errstate(all="ignore")``: hopeless alphas overflow.
+    """
+    alphas, basis, basis_squared = _grid(log_lag, coarse_best)
+    rss = _solve_linear(basis, data, with_offset, basis_squared)[2]
+    return alphas, np.where(np.isfinite(rss), rss, np.inf)
+
+
+def _best_alpha(log_lag: np.ndarray, data: _Weighted, with_offset: bool) -> float:
     """Alpha minimising the profiled residual: coarse grid, fine grid, then a parabola through the best 3."""
-    coarse = _rss_on_grid(_ALPHA_GRID, log_lag, y, w, with_offset)
-    best = int(np.argmin(coarse))
-    step = _ALPHA_GRID[1] - _ALPHA_GRID[0]
-    fine_alphas = np.linspace(_ALPHA_GRID[best] - step, _ALPHA_GRID[best] + step, 41)
-    fine_alphas = fine_alphas[(fine_alphas >= ALPHA_BOUNDS[0]) & (fine_alphas <= ALPHA_BOUNDS[1])]
-    fine = _rss_on_grid(fine_alphas, log_lag, y, w, with_offset)
+    with np.errstate(all="ignore"):
+        _, coarse = _rss_on_grid(log_lag, data, with_offset)
+        fine_alphas, fine = _rss_on_grid(log_lag, data, with_offset, int(np.argmin(coarse)))
     k = int(np.argmin(fine))
     if 0 < k < fine.size - 1 and np.all(np.isfinite(fine[k - 1 : k + 2])):
         r0, r1, r2 = fine[k - 1 : k + 2]
@@ -165,14 +234,39 @@ def fit_msd(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int |
     lag_frames : the lags in frames when ``lags`` are in other units (for the weights).
     """
     lag, frames, y, cnt = _select(lags, msd, n, points, lag_frames)
-    need = 4 if with_offset else 3
-    w = _weights(frames, y, cnt) if lag.size >= need else None
-    if w is None:
+    w = _weights(frames, y, cnt) if lag.size >= (4 if with_offset else 3) else None
+    return _fit_anomalous(lag, None if w is None else _Weighted.of(y, w), dims, with_offset)
+
+
+def fit_msd_linear(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int | None = None,
+                   lag_frames=None) -> MsdFit:
+    """Fit the normal-diffusion model ``MSD = 2*dims*D*lag + offset`` (alpha fixed at 1); see `fit_msd`."""
+    lag, frames, y, cnt = _select(lags, msd, n, points, lag_frames)
+    w = _weights(frames, y, cnt) if lag.size >= (3 if with_offset else 2) else None
+    return _fit_linear(lag, None if w is None else _Weighted.of(y, w), dims, with_offset)
+
+
+def fit_msd_both(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int | None = None,
+                 lag_frames=None) -> tuple[MsdFit, MsdFit]:
+    """``(fit_msd(...), fit_msd_linear(...))`` with the same arguments, selecting and weighting the points once.
+
+    Equal, float for float, to the two calls (the live statistics take both on every snapshot).
+    """
+    lag, frames, y, cnt = _select(lags, msd, n, points, lag_frames)
+    w = _weights(frames, y, cnt) if lag.size >= (3 if with_offset else 2) else None
+    data = None if w is None else _Weighted.of(y, w)
+    anomalous_data = data if lag.size >= (4 if with_offset else 3) else None
+    return _fit_anomalous(lag, anomalous_data, dims, with_offset), _fit_linear(lag, data, dims, with_offset)
+
+
+def _fit_anomalous(lag: np.ndarray, data: _Weighted | None, dims: int, with_offset: bool) -> MsdFit:
+    if data is None:
         return _nan_fit("anomalous", int(lag.size), lag)
+    w = data.w
     log_lag = np.log(lag)
-    alpha = _best_alpha(log_lag, y, w, with_offset)
+    alpha = _best_alpha(log_lag, data, with_offset)
     basis = np.exp(alpha * log_lag)
-    a, c, rss = (float(v[0]) for v in _solve_linear(basis[None, :], y, w, with_offset))
+    a, c, rss = (float(v[0]) for v in _solve_linear(basis[None, :], data, with_offset))
     scale = 2.0 * dims
     cols = [basis * scale, a * basis * log_lag] + ([np.ones_like(lag)] if with_offset else [])
     cov = _covariance(np.column_stack(cols), w, rss)
@@ -182,15 +276,11 @@ def fit_msd(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int |
                   "anomalous", float(cov[0, 1]))
 
 
-def fit_msd_linear(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int | None = None,
-                   lag_frames=None) -> MsdFit:
-    """Fit the normal-diffusion model ``MSD = 2*dims*D*lag + offset`` (alpha fixed at 1); see `fit_msd`."""
-    lag, frames, y, cnt = _select(lags, msd, n, points, lag_frames)
-    need = 3 if with_offset else 2
-    w = _weights(frames, y, cnt) if lag.size >= need else None
-    if w is None:
+def _fit_linear(lag: np.ndarray, data: _Weighted | None, dims: int, with_offset: bool) -> MsdFit:
+    if data is None:
         return _nan_fit("linear", int(lag.size), lag)
-    a, c, rss = (float(v[0]) for v in _solve_linear(lag[None, :], y, w, with_offset))
+    w = data.w
+    a, c, rss = (float(v[0]) for v in _solve_linear(lag[None, :], data, with_offset))
     scale = 2.0 * dims
     cols = [lag * scale] + ([np.ones_like(lag)] if with_offset else [])
     cov = _covariance(np.column_stack(cols), w, rss)

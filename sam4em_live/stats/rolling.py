@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from sam4em_live.measure import ParticleMeasurement
-from sam4em_live.stats.fit import fit_msd, fit_msd_linear, to_physical
+from sam4em_live.stats.fit import fit_msd_both, to_physical
 from sam4em_live.stats.msd import TrackMsd
 from sam4em_live.stats.ring import ParticleRings
 
@@ -151,8 +151,7 @@ class RollingTrackStats:
     def _particle_snapshot(self, particle: int) -> dict[str, Any]:
         m = self._rings.msd(particle).measured()
         row = self._rings.rows[particle]
-        fit = fit_msd(m.lag_frames, m.msd, m.n)
-        lin = fit_msd_linear(m.lag_frames, m.msd, m.n)
+        fit, lin = fit_msd_both(m.lag_frames, m.msd, m.n)
         px2 = self.pixel_size_nm**2 if self.pixel_size_nm is not None else None
         out: dict[str, Any] = {
             "lag_frames": m.lag_frames.tolist(),
