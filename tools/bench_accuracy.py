@@ -46,12 +46,13 @@ def ground_truth_dir(work: Path, preset: str, frames: int, seed: int) -> Path:
     return folder
 
 
-def run_via_pipeline(gt: Path, prompts: Path, out: Path, backend: str) -> EvaluationReport:
+def run_via_pipeline(gt: Path, prompts: Path, out: Path, backend: str, options: dict[str, Any]) -> EvaluationReport:
     from sam4em_live.service.runs import run_track
 
     if out.exists():
         shutil.rmtree(out)
-    run_dir = run_track(gt / "video.tif", prompts, out, backend=backend, progress=False)
+    run_dir = run_track(gt / "video.tif", prompts, out, backend=backend, progress=False,
+                        overrides={"segmenter.options": options} if options else None)
     report = evaluate_directories(run_dir, gt)
     events = Path(run_dir) / "events.jsonl"
     lines = events.read_text().splitlines() if events.is_file() else []
@@ -105,7 +106,7 @@ def bench_one(gt: Path, kind: str, args: argparse.Namespace, work: Path) -> dict
     if args.mode in ("auto", "track"):
         try:
             report = run_via_pipeline(gt, prompts, work / "runs" / f"{gt.name}-{args.backend}-{kind.replace('+', '_')}",
-                                      args.backend)
+                                      args.backend, json.loads(args.options))
             mode = "track"
         except Exception as exc:  # noqa: BLE001 - fall back to the direct loop and say why
             if args.mode == "track":
