@@ -143,7 +143,7 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
     return float(grid_x[c]) + dx * factor, float(grid_y[r]) + dy * factor, float(angles[k])
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _axis(cells: int, factor: int, offset: float) -> np.ndarray:
     """Pixel coordinates of ``cells`` grid cells with spacing ``factor`` starting at ``offset`` (read-only)."""
     axis = np.arange(cells, dtype=np.float32) * factor + np.float32(offset)
@@ -211,15 +211,14 @@ def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, 
         patches = _patches(fine, r0, c0, n_rows, n_cols, size)
         scores = patches @ templates.T  # (positions, angles)
         if all_valid:
-            energy = norms**2
-            z = (scores / (sigma * np.sqrt(energy))).T  # (angles, positions)
+            z = (scores / (sigma * norms)).T  # (angles, positions); the template energy is norms²
         else:  # masked match: template energy over in-frame, unclaimed pixels only
             valid_patches = _patches(fine_valid, r0, c0, n_rows, n_cols, size)
             energy = np.maximum(valid_patches @ (templates**2).T, MIN_VISIBLE_ENERGY * norms[None, :] ** 2)
             z = (scores / (sigma * np.sqrt(energy))).T
             visible_gains = (energy * (gains / norms**2)[None, :]).T  # gain over the visible part, (A, P)
-        grid_x = (np.arange(c0, c1 + 1, dtype=np.float32) + np.float32(half)) * factor + np.float32(window.x0 + offset)
-        grid_y = (np.arange(r0, r1 + 1, dtype=np.float32) + np.float32(half)) * factor + np.float32(window.y0 + offset)
+        grid_x = _axis(n_cols, factor, (c0 + half) * factor + offset) + np.float32(window.x0)
+        grid_y = _axis(n_rows, factor, (r0 + half) * factor + offset) + np.float32(window.y0)
         objective = z - _prior_penalty(grid_x, grid_y, angle_values, prior, memory.period_deg)
         best = int(np.argmax(objective))
         a, p = divmod(best, n_rows * n_cols)
