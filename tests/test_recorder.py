@@ -330,3 +330,24 @@ def test_sparse_tile_pages_are_byte_identical_to_painted_pages(tmp_path) -> None
     assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
     stack, frames = read_label_stack(tmp_path / "b.tif")
     assert frames == list(range(6)) and stack.shape == (6, *shape) and set(np.unique(stack)) >= {0, 1, 2, 3}
+
+
+def test_a_dead_mask_writer_costs_the_masks_only(tmp_path: Path) -> None:
+    """masks.tif is opened on the writer thread; if its child process is gone the run is still recorded."""
+    calibration = Calibration(pixel_size_nm=1.0, fps=80.0)
+    recorder = Recorder(tmp_path / "runs")
+    child = recorder._mask_writer._process  # a real child process, killed as a crash would
+    child.kill()
+    child.join(10)
+    recorder.open(run_info(calibration=calibration))  # returns: the pipeline is not held up by the child
+    for i in range(12):
+        recorder.consume(make_result(i, calibration))
+    recorder.close()
+    run_dir = recorder.run_dir
+    assert run_dir is not None
+    rows = pd.read_csv(run_dir / "trajectories.csv")
+    assert len(rows) == 12 + 6  # particle 1 every frame, particle 2 on even frames
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["files"]["masks"] is None
+    assert manifest["counts"]["write_errors"] >= 1 and manifest["counts"]["frames_recorded"] == 12
+    assert manifest["status"] == "complete"

@@ -146,6 +146,7 @@ class Service:
         ingest = threading.Thread(target=self._ingest_loop, name="sam4em-ingest", daemon=True)
         if self.config.pipeline.recycle_frame_buffers:
             recycle_large_buffers()
+        package_versions()  # read now (~30 ms of package metadata), not when the first frame opens the sinks
         # Everything alive now (modules, model, sources, sinks) lives as long as the run. Freezing it takes it
         # out of the cyclic collector's full passes, which otherwise walk it all and stall the worker mid-stream
         # (a 37 ms pause measured at 200 fps; see docs/benchmarks.md). No collection first: in a large process

@@ -97,7 +97,8 @@ class Recorder:
         self._files: dict[str, TextIO] = {}
         self._csv_buffer = io.StringIO()
         self._csv = csv.writer(self._csv_buffer, lineterminator="\n")
-        self._masks: MaskWriterProcess | None = None
+        self._masks: MaskWriterProcess | None = None  # set once the writer thread has opened masks.tif
+        self._masks_failed = False
         # Started now, not at the first frame: spawning the child takes ~0.3 s.
         self._mask_writer = MaskWriterProcess() if write_masks else None
         self._mask_frames = FrameRanges()
@@ -145,9 +146,6 @@ class Recorder:
             self._files[name] = open(run_dir / name, "x", encoding="utf-8", newline="")  # noqa: SIM115
         self._csv.writerow(self._columns)
         self._flush_csv()
-        if self._mask_writer is not None:
-            self._mask_writer.open(run_dir / "masks.tif", MASK_COMPRESSION_LEVEL)
-            self._masks = self._mask_writer
 
     def consume(self, result: FrameResult) -> None:
         """Queue a result for writing; returns at once unless the queue is full (see policy)."""
@@ -229,7 +227,27 @@ class Recorder:
 
     # ------------------------------------------------------------- writer thread
 
+    def _open_masks(self) -> None:
+        """Open masks.tif in the writer child, here on the writer thread, not in `open`.
+
+        The child is spawned with the recorder but may still be starting (~0.3-0.5 s) when the
+        first frame arrives; waiting for it in `open` held up the first frame (and, at a camera
+        rate, dropped the frames behind it). Results queue meanwhile. If the child cannot open
+        the file, the run is recorded without masks (counted in ``write_errors``; run.json
+        then lists no masks file) instead of not at all.
+        """
+        assert self._mask_writer is not None and self._run_dir is not None
+        try:
+            self._mask_writer.open(self._run_dir / "masks.tif", MASK_COMPRESSION_LEVEL)
+            self._masks = self._mask_writer
+        except OSError:
+            self.counters["write_errors"] += 1
+            self._masks_failed = True
+            log.exception("recorder: masks.tif cannot be written; recording the run without it")
+
     def _writer_loop(self) -> None:
+        if self._mask_writer is not None:
+            self._open_masks()
         next_flush = time.monotonic() + FLUSH_INTERVAL_S
         dirty = False
         while True:
@@ -325,7 +343,8 @@ class Recorder:
 
     def _write_manifest(self, status: str, closed_utc: str | None = None) -> None:
         assert self._run is not None and self._run_dir is not None
-        files = {"trajectories": "trajectories.csv", "masks": "masks.tif" if self.write_masks else None,
+        files = {"trajectories": "trajectories.csv",
+                 "masks": "masks.tif" if self.write_masks and not self._masks_failed else None,
                  "events": "events.jsonl", "status": "status.jsonl", "annotations": "annotations.jsonl"}
         manifest = build_manifest(self._run, status, self._created_utc, files, self._columns, self.counters,
                                   self._mask_frames, self._latest_status, closed_utc)
