@@ -52,9 +52,6 @@ class ParticleMeasurement:
 
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-#: Below this crop size (pixels) `ndimage.label` is cheaper than `_ragged_rows_connected` (measured: the
-#: test costs ~22 us whatever the size, labelling ~5 us + ~4 ns per pixel).
-_RAGGED_CHECK_MIN_PX = 3000
 #: More breaks than this between consecutive runs are not bridged one by one (`_breaks_bridged`).
 _MAX_BRIDGED_BREAKS = 8
 
@@ -69,11 +66,6 @@ def largest_component(crop: np.ndarray) -> tuple[np.ndarray, bool]:
     return labels == int(np.argmax(sizes)), True
 
 
-def _runs_touch(first_a: np.ndarray, last_a: np.ndarray, first_b: np.ndarray, last_b: np.ndarray) -> np.ndarray:
-    """Whether runs a and b (pairwise, on adjacent rows) are 8-connected."""
-    return np.maximum(first_a, first_b) <= np.minimum(last_a, last_b) + 1
-
-
 def _is_one_component(crop: np.ndarray, flat_index: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> bool:
     """Cheap sufficient test that a non-empty crop is one 8-connected piece.
 
@@ -81,8 +73,7 @@ def _is_one_component(crop: np.ndarray, flat_index: np.ndarray, rows: np.ndarray
     `_pixel_indices`). Works on the runs of pixels along rows: accepted are
     one run per row with consecutive runs touching (mostly convex masks) and,
     for ragged outlines, a few breaks in that chain bridged by neighbouring
-    runs (`_breaks_bridged`), or chained longest runs per row that every other
-    run touches (`_ragged_rows_connected`). About fifteen small array operations, a
+    runs (`_breaks_bridged`). About fifteen small array operations, a
     fraction of a labelling (`ndimage.label`): this runs for every particle on
     every frame. False means "not shown", and the caller labels the crop.
     """
@@ -107,11 +98,7 @@ def _is_one_component(crop: np.ndarray, flat_index: np.ndarray, rows: np.ndarray
     pair_pixels = bounds[2:] - bounds[:-2]
     if int(slack.min()) >= 0 and bool((slack <= pair_pixels).all()):
         return True
-    if _breaks_bridged(((slack < 0) | (slack > pair_pixels)).nonzero()[0], bounds, rows, cols):
-        return True
-    if crop.size < _RAGGED_CHECK_MIN_PX:
-        return False  # labelling a small crop costs less than the ragged test
-    return _ragged_rows_connected(ends, rows, cols, crop.shape[1])
+    return _breaks_bridged(((slack < 0) | (slack > pair_pixels)).nonzero()[0], bounds, rows, cols)
 
 
 def _breaks_bridged(broken: np.ndarray, bounds: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> bool:
@@ -121,7 +108,7 @@ def _breaks_bridged(broken: np.ndarray, bounds: np.ndarray, rows: np.ndarray, co
     (``broken`` lists them), every other pair is 8-connected. The runs between breaks therefore form
     connected pieces, and a break is bridged when run i - 1 (same piece as run i) touches run i + 1,
     or run i touches run i + 2 (same piece as run i + 1). All bridged: one 8-connected component.
-    A few breaks are checked one by one (scalar work); many go to the caller's slower tests.
+    A few breaks are checked one by one (scalar work); more are left to the caller's labelling.
     """
     if broken.size > _MAX_BRIDGED_BREAKS:
         return False
@@ -143,38 +130,6 @@ def _breaks_bridged(broken: np.ndarray, bounds: np.ndarray, rows: np.ndarray, co
             continue
         return False
     return True
-
-
-def _ragged_rows_connected(ends: np.ndarray, rows: np.ndarray, cols: np.ndarray, width: int) -> bool:
-    """Rows with several runs: the longest runs must chain and every other run touch a neighbouring longest run.
-
-    ``ends`` are the positions (in pixel order) of the last pixel of every run but the last; ``width``
-    that of the crop.
-    """
-    first_row = int(rows[0])
-    span = int(rows[-1]) - first_row + 1
-    starts = np.empty_like(ends, shape=ends.size + 1)
-    starts[0] = 0
-    starts[1:] = ends + 1
-    row = rows[starts] - first_row
-    first = cols[starts]
-    last = np.empty_like(first)
-    last[:-1] = cols[ends]
-    last[-1] = cols[-1]
-    runs_per_row = np.bincount(row, minlength=span)
-    if not runs_per_row.all():
-        return False  # an empty row inside the span: the pieces above and below are apart
-    # Longest run of each row (the first of equal ones): sort by row, then length descending.
-    order = np.argsort(row * width + (first - last), kind="stable")
-    main = order[np.cumsum(runs_per_row) - runs_per_row]
-    main_first, main_last = first[main], last[main]
-    if not _runs_touch(main_first[1:], main_last[1:], main_first[:-1], main_last[:-1]).all():
-        return False
-    # Every run touches the longest run of the row above or below (or is that run: it touches itself).
-    above = np.maximum(row - 1, 0)
-    below = np.minimum(row + 1, span - 1)
-    return bool((_runs_touch(first, last, main_first[above], main_last[above])
-                 | _runs_touch(first, last, main_first[below], main_last[below])).all())
 
 
 def _pixel_indices(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
