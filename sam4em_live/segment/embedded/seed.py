@@ -174,16 +174,17 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
         )
     if mask.sum() < 6:
         raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)")
+    # The loosened box lets a roughly drawn box find the whole particle, but at CNR < 1 the ellipse fit can
+    # swell into that slack (a 30 nm sphere in a tight box came out at 1.3x its area, elongated): the seed
+    # keeps to the box as drawn plus BOX_SEED_MARGIN_PX. Only ellipses that fit it are tried; if none does
+    # (the fit then keeps its first shape), that shape is clipped to it. The memory learns the true outline.
     bounds = None
-    if prompt.box is not None:  # ellipses must fit the box as drawn (+ margin), in window coordinates
+    if prompt.box is not None:  # in window coordinates
         bx0, by0, bx1, by1 = prompt.box
         m = BOX_SEED_MARGIN_PX
         bounds = (bx0 - x0 - m, by0 - y0 - m, bx1 - x0 + m, by1 - y0 + m)
     ellipse = matched_ellipse(window.darkness, mask, box, bounds)
     if box is not None:
-        # The loosened box lets a roughly drawn box find the whole particle, but at CNR < 1 the ellipse fit can
-        # swell into that slack (a 30 nm sphere in a tight box came out at twice its area): the seed keeps to
-        # the box as drawn, plus BOX_SEED_MARGIN_PX. The memory then learns the true outline.
         tight = _box_region(prompt, window.darkness.shape, x0, y0, fraction=0.0, margin_px=BOX_SEED_MARGIN_PX)
         if (ellipse & tight).sum() >= 6:
             ellipse &= tight
