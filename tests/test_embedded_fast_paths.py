@@ -150,3 +150,14 @@ def test_matched_ellipse_keeps_inside_the_bounds_of_a_box_prompt() -> None:
     r, c = np.nonzero(ellipse)
     assert c.min() >= bounds[0] and c.max() <= bounds[2] and r.min() >= bounds[1] and r.max() <= bounds[3]
     assert ellipse.sum() >= 0.6 * disc.sum()
+
+
+def test_matched_ellipse_with_bounds_nothing_fits_returns_the_region() -> None:
+    from sam4em_live.segment.embedded.ellipse import matched_ellipse
+
+    rng = np.random.default_rng(12)
+    rows, cols = np.mgrid[0:60, 0:60]
+    region = (rows - 30.0) ** 2 + (cols - 30.0) ** 2 <= 10.0**2
+    darkness = (0.1 * region + rng.normal(0, 0.1, region.shape)).astype(np.float32)
+    tiny = (29.0, 29.0, 30.5, 30.5)  # smaller than any candidate ellipse (semi-axes >= 1 px)
+    assert np.array_equal(matched_ellipse(darkness, region, None, tiny), region)

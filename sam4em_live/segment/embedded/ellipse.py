@@ -65,6 +65,8 @@ def matched_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | No
     scales = ELLIPSE_SCALES if bounds is None else BOUNDED_SCALES + ELLIPSE_SCALES
     best = max(([*params[:3], max(params[3] * sa, 1.0), max(params[4] * sb, 1.0)]
                 for sa in scales for sb in scales), key=z)
+    if not math.isfinite(z(best)):  # no candidate fits the bounds: keep the thresholded region
+        return mask
     for _ in range(2):
         turns = [[*best[:2], best[2] + math.radians(d), *best[3:]] for d in range(-24, 25, 6)]
         best = max(turns, key=z)

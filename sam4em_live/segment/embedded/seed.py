@@ -176,8 +176,8 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
         raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)")
     # The loosened box lets a roughly drawn box find the whole particle, but at CNR < 1 the ellipse fit can
     # swell into that slack (a 30 nm sphere in a tight box came out at 1.3x its area, elongated): the seed
-    # keeps to the box as drawn plus BOX_SEED_MARGIN_PX. Only ellipses that fit it are tried; if none does
-    # (the fit then keeps its first shape), that shape is clipped to it. The memory learns the true outline.
+    # keeps to the box as drawn plus BOX_SEED_MARGIN_PX. Only ellipses that fit it are tried; if none does,
+    # the thresholded region is used, clipped to it. The memory learns the true outline.
     bounds = None
     if prompt.box is not None:  # in window coordinates
         bx0, by0, bx1, by1 = prompt.box
