@@ -77,7 +77,7 @@ class ShapeMemory:
         self._noise_calls: dict[int, int] = {}
         self._u, self._v = body_offsets(self.half)
         self._axis = np.arange(-self.half, self.half + 1, dtype=np.float32)
-        radius = self._level_radius()
+        radius = self._mask_radius()
         # Pyramid levels fixed for the memory's life so window shapes (and FFT plans) stay fixed.
         self.coarse_factor = int(np.clip(math.ceil(radius / COARSE_CELLS_PER_RADIUS), 1, 8))
         self.fine_factor = int(np.clip(self.coarse_factor // 2, 1, MAX_FINE_FACTOR))
@@ -93,18 +93,6 @@ class ShapeMemory:
         if not self.mask.any():
             return 1.0
         return float(np.sqrt((self._u[self.mask] ** 2 + self._v[self.mask] ** 2).max())) + 1.0
-
-    def _level_radius(self) -> float:
-        """The radius that sets the pyramid levels: the mask's reach, or its area-equivalent radius if it is round.
-
-        A round seed's reach is set by its most protruding pixels (a ragged outline at CNR < 1, or the
-        corners of a box-clipped ellipse as seeds once were). Stray pixels must not pick a coarser level
-        (a 2x2-averaged fine level): a faint sphere's matches there fall below the detection threshold
-        far more often (the 30 nm sphere of `multi-1024` on ~8 % of frames, measured).
-        """
-        if self.mask.any() and self._axis_ratio() <= LUMPY_DISC_MAX_AXIS_RATIO:
-            return min(self._mask_radius(), math.sqrt(self.mask.sum() / math.pi) + 0.5)
-        return self._mask_radius()
 
     def refresh(self) -> tuple[float, float]:
         """Re-derive mask, template and symmetry from the memory.
