@@ -15,7 +15,13 @@ from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes, pe
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.raster import rasterize_mask
 from sam4em_live.segment.embedded.shape import ShapeMemory
-from sam4em_live.segment.embedded.window import bilinear, bilinear_inside
+from sam4em_live.segment.embedded.window import (
+    bilinear,
+    bilinear_inside,
+    block_darkness,
+    block_mean,
+    frame_window,
+)
 
 
 def _blobs(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -161,3 +167,82 @@ def test_matched_ellipse_with_bounds_nothing_fits_returns_the_region() -> None:
     darkness = (0.1 * region + rng.normal(0, 0.1, region.shape)).astype(np.float32)
     tiny = (29.0, 29.0, 30.5, 30.5)  # smaller than any candidate ellipse (semi-axes >= 1 px)
     assert np.array_equal(matched_ellipse(darkness, region, None, tiny), region)
+
+
+def test_block_darkness_is_the_block_mean_of_the_window_contrast() -> None:
+    rng = np.random.default_rng(5)
+    pixels = rng.poisson(800.0, (120, 140)).astype(np.uint16)
+    for polarity in (1.0, -1.0):
+        for background in (None, 812.5):
+            fast = block_darkness(pixels, 14, 22, 60, 3, polarity, background)
+            assert fast is not None
+            level, used = fast
+            window = frame_window(pixels, 14, 22, 60, 60, polarity, None, background)
+            assert used == pytest.approx(window.background if background is None else background, rel=1e-6)
+            np.testing.assert_allclose(level, block_mean(window.darkness, 3), rtol=0, atol=2e-6)
+    assert block_darkness(pixels, -1, 0, 60, 3, 1.0) is None  # leaves the frame
+    assert block_darkness(pixels, 90, 70, 60, 3, 1.0) is None
+    saturated = pixels.copy()
+    saturated[40, 40] = np.iinfo(np.uint16).max
+    assert block_darkness(saturated, 14, 22, 60, 3, 1.0) is None  # frame_window's path masks it
+
+
+def test_block_darkness_clipping_pixels_equals_frame_window_at_low_dose() -> None:
+    # A few counts per pixel: many pixels exceed twice the background, where the contrast clips at -1.
+    rng = np.random.default_rng(6)
+    pixels = rng.poisson(6.0, (100, 100)).astype(np.uint16)
+    background = 4.0  # below the mean: a sixth of the pixels exceed twice it
+    for polarity in (1.0, -1.0):
+        level, _ = block_darkness(pixels, 10, 8, 80, 2, polarity, background, clip_pixels=True)
+        window = frame_window(pixels, 10, 8, 80, 80, polarity, None, background)
+        assert (np.abs(window.darkness) == 1.0).mean() > 0.05  # the clip is exercised
+        np.testing.assert_allclose(level, block_mean(window.darkness, 2), rtol=0, atol=2e-6)
+        unclipped, _ = block_darkness(pixels, 10, 8, 80, 2, polarity, background)
+        assert not np.allclose(unclipped, level, atol=1e-3)  # clipping per block is not the same thing
+    floats = pixels.astype(np.float32)
+    assert block_darkness(floats, 10, 8, 80, 2, 1.0, background, clip_pixels=True) is None  # may be negative
+
+
+def _rod_memory() -> ShapeMemory:
+    half = 30
+    v, u = np.mgrid[-half : half + 1, -half : half + 1]
+    rod = (np.abs(u) <= 22) & (np.abs(v) <= 6)
+    return ShapeMemory(np.where(rod, 0.3, 0.0).astype(np.float32), rod, EmbeddedOptions())
+
+
+def test_coarse_bank_turning_keeps_the_angles_within_the_turn() -> None:
+    memory = _rod_memory()
+    assert memory.period_deg == 180.0
+    cells = 32
+    full = memory.coarse_bank(cells)
+    for centre, turn in ((0.0, 45.0), (175.0, 45.0), (93.0, 20.0)):
+        angles, spectra, norms, size, energy = memory.coarse_bank_turning(cells, centre, turn)
+        gaps = np.abs((angles - centre + 90.0) % 180.0 - 90.0)
+        assert gaps.max() <= turn + 5.0 + 1e-6  # the bank's own 10-degree grid, centred on the nearest angle
+        assert angles.size == 2 * int(turn // 10.0) + 1 < full[0].size
+        for k, angle in enumerate(angles.tolist()):  # each kept angle brings its own spectra and norm
+            j = int(np.flatnonzero(full[0] == angle)[0])
+            assert np.array_equal(spectra[k], full[1][j]) and norms[k] == full[2][j]
+            assert np.array_equal(energy[k], full[4][j])
+        assert int(size) == int(full[3])
+    assert memory.coarse_bank_turning(cells, 30.0, 180.0) is full  # nothing left out: the bank itself
+
+
+def test_near_coarse_search_tries_only_turns_within_the_limit() -> None:
+    memory = _rod_memory()
+    rng = np.random.default_rng(9)
+    # The rod at 60 degrees in a noisy coarse window; the prior says 0 degrees.
+    factor, cells = memory.coarse_factor, 32
+    edge = cells * factor
+    yy, xx = np.mgrid[0:edge, 0:edge] - (edge - 1) / 2
+    t = np.radians(60.0)
+    u, v = xx * np.cos(t) + yy * np.sin(t), yy * np.cos(t) - xx * np.sin(t)
+    image = np.where((np.abs(u) <= 22) & (np.abs(v) <= 6), 0.3, 0.0) + rng.normal(0, 0.05, (edge, edge))
+    coarse = block_mean(image.astype(np.float32), factor)
+    centre = (edge - 1) / 2
+    prior = search.MotionPrior(centre, centre, 0.0, 16.0, 6.0, 30.0, 0.65, 1.0)
+    unrestricted = search.coarse_search(coarse, 0, 0, memory, prior)
+    restricted = search.coarse_search(coarse, 0, 0, memory, prior, max_turn_deg=45.0)
+    assert unrestricted is not None and restricted is not None
+    assert abs(unrestricted[2] - 60.0) <= 10.0  # the evidence wins over the turn prior
+    assert abs((restricted[2] + 90.0) % 180.0 - 90.0) <= 45.0 + 5.0  # never beyond the limit (+ half a step)

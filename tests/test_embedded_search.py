@@ -98,3 +98,24 @@ def test_live_backlog_defers_learning_at_most_three_times_in_a_row(monkeypatch) 
     assert all(i in learned for i in range(1, 10))  # not behind: every due frame
     behind = [i for i in learned if i >= 10]
     assert behind and all(b - a == 4 for a, b in zip(behind, behind[1:], strict=False))  # 3 skipped, then one
+
+
+def test_presence_hysteresis_on_z_and_contrast() -> None:
+    from sam4em_live.segment.embedded.search import PoseEstimate
+    from sam4em_live.segment.embedded.tracker import PRESENCE_HOLD, Z_HOLD, TrackedParticle
+
+    options = EmbeddedOptions()
+    disc = np.hypot(*_grid(20)) <= 10
+    track = TrackedParticle(1, _memory(disc), 1.0, 50.0, 50.0, 0.0, amplitude_ref=0.1, z_ref=9.0)
+    z_between = options.min_detection_z * (Z_HOLD + 1.0) / 2  # below the threshold, above the held one
+    amplitude_between = 0.1 * options.presence_fraction * (PRESENCE_HOLD + 1.0) / 2
+    faint = PoseEstimate(50.0, 50.0, 0.0, z_between, 0.1)
+    weak = PoseEstimate(50.0, 50.0, 0.0, 9.0, amplitude_between)
+    lost = PoseEstimate(50.0, 50.0, 0.0, options.min_detection_z * Z_HOLD * 0.95, 0.1)
+    assert track.present
+    assert track.is_detection(faint, 1.0, options) and track.is_detection(weak, 1.0, options)  # held
+    assert not track.is_detection(lost, 1.0, options)  # below the held z threshold too
+    assert not track.is_detection(faint, 1.0, options, strict=True)  # re-acquisition needs the full thresholds
+    track.lose()
+    assert not track.is_detection(faint, 1.0, options) and not track.is_detection(weak, 1.0, options)
+    assert track.is_detection(PoseEstimate(50.0, 50.0, 0.0, 9.0, 0.1), 1.0, options)

@@ -86,6 +86,24 @@ class MotionPrior:
 
 
 @dataclass(frozen=True, slots=True)
+class FineLevel:
+    """Block-mean contrast of the fine-level window whose top-left frame pixel is (x0, y0).
+
+    ``valid`` is the block mean of the in-frame, unclaimed indicator, or None where every pixel is.
+    """
+
+    x0: int
+    y0: int
+    contrast: np.ndarray
+    valid: np.ndarray | None
+
+    @staticmethod
+    def of(window: Window, factor: int) -> FineLevel:
+        valid = None if window.valid.all() else block_mean(window.valid, factor)
+        return FineLevel(window.x0, window.y0, block_mean(window.darkness, factor), valid)
+
+
+@dataclass(frozen=True, slots=True)
 class PoseEstimate:
     """Best pose (frame pixels, degrees), its match z-score and contrast amplitude."""
 
@@ -106,18 +124,24 @@ MIN_VISIBLE_ENERGY = 0.05
 
 
 def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, prior: MotionPrior,
-                  valid: np.ndarray | None = None) -> tuple[float, float, float] | None:
+                  valid: np.ndarray | None = None, max_turn_deg: float | None = None
+                  ) -> tuple[float, float, float] | None:
     """Best (x, y, angle) on the coarse grid, or None if no position lies within the prior's radius.
 
     ``coarse`` is the block-mean contrast of the square window whose top-left
     full-resolution pixel is (x0, y0). ``valid`` (block-mean of the in-frame,
     unclaimed indicator) makes the match a masked one: z is normalised by the
     template energy over valid pixels only, so a particle half out of the
-    frame is found where it is, not pulled inside.
+    frame is found where it is, not pulled inside. ``max_turn_deg`` limits the
+    orientations tried to those within that turn of the prior's angle.
     """
     factor = memory.coarse_factor
     cells = coarse.shape[0]
-    angles, spectra, norms, size, energy_spectra = memory.coarse_bank(cells)
+    if max_turn_deg is None:
+        angles, spectra, norms, size, energy_spectra = memory.coarse_bank(cells)
+    else:
+        angles, spectra, norms, size, energy_spectra = memory.coarse_bank_turning(cells, prior.angle_deg,
+                                                                                  max_turn_deg)
     size = int(size)
     sigma = memory.noise_level(factor, lambda: robust_noise(coarse, valid))
     corr = _irfft2(spectra * _rfft2(coarse)[None], cells)
@@ -181,18 +205,17 @@ def fine_window_extent(memory: ShapeMemory, x: float, y: float) -> tuple[int, in
     return int(round(x - offset)), int(round(y - offset)), cells * factor
 
 
-def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, float],
+def fine_search(level: FineLevel, memory: ShapeMemory, start: tuple[float, float, float],
                 prior: MotionPrior) -> PoseEstimate:
     """Refine a coarse pose by direct matching at the fine level, with sub-cell interpolation.
 
-    ``window`` is the full-resolution contrast at `fine_window_extent` of the start.
+    ``level`` is the fine-level contrast at `fine_window_extent` of the start.
     Positions x angles are a few dozen by a few: the cost is in call overhead, so
     index ranges are Python ints and the prior is built separably.
     """
     factor = memory.fine_factor
-    fine = block_mean(window.darkness, factor)
-    all_valid = bool(window.valid.all())
-    fine_valid = None if all_valid else block_mean(window.valid, factor)
+    fine, fine_valid = level.contrast, level.valid
+    all_valid = fine_valid is None
     sigma = memory.noise_level(factor, lambda: robust_noise(fine, fine_valid))
     step = memory.fine_step_deg()
     span = int(math.ceil(memory.options.coarse_angle_step_deg / 2 / step)) if memory.period_deg > 0 else 0
@@ -200,8 +223,8 @@ def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, 
     templates, norms, gains, size, angle_values = memory.fine_bank(centre_index, span)
     half = (size - 1) // 2
     offset = (factor - 1) / 2
-    cx = int(round((start[0] - window.x0 - offset) / factor))
-    cy = int(round((start[1] - window.y0 - offset) / factor))
+    cx = int(round((start[0] - level.x0 - offset) / factor))
+    cy = int(round((start[1] - level.y0 - offset) / factor))
     limit = fine.shape[0] - size
     first, full = _first_fine_reach(memory), _fine_reach(memory)
     for reach in (first, full) if first < full else (full,):
@@ -217,8 +240,8 @@ def fine_search(window: Window, memory: ShapeMemory, start: tuple[float, float, 
             energy = np.maximum(valid_patches @ (templates**2).T, MIN_VISIBLE_ENERGY * norms[None, :] ** 2)
             z = (scores / (sigma * np.sqrt(energy))).T
             visible_gains = (energy * (gains / norms**2)[None, :]).T  # gain over the visible part, (A, P)
-        grid_x = _axis(n_cols, factor, (c0 + half) * factor + offset) + np.float32(window.x0)
-        grid_y = _axis(n_rows, factor, (r0 + half) * factor + offset) + np.float32(window.y0)
+        grid_x = _axis(n_cols, factor, (c0 + half) * factor + offset) + np.float32(level.x0)
+        grid_y = _axis(n_rows, factor, (r0 + half) * factor + offset) + np.float32(level.y0)
         objective = z - _prior_penalty(grid_x, grid_y, angle_values, prior, memory.period_deg)
         best = int(np.argmax(objective))
         a, p = divmod(best, n_rows * n_cols)

@@ -28,6 +28,7 @@ from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, RemoveP
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.reacquire import candidate_positions
 from sam4em_live.segment.embedded.search import (
+    FineLevel,
     MotionPrior,
     PoseEstimate,
     coarse_search,
@@ -37,7 +38,7 @@ from sam4em_live.segment.embedded.search import (
 from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
 from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.tracker import TrackedParticle
-from sam4em_live.segment.embedded.window import block_mean, coarse_darkness, frame_window
+from sam4em_live.segment.embedded.window import block_darkness, block_mean, frame_window
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ REACQUIRE_CANDIDATES = 4
 MAX_DEFERRED_LEARNING = 3
 #: A near-window match is kept (no full-radius search) if its z is at least this fraction of the typical z.
 NEAR_ACCEPT_Z_FRACTION = 0.7
+#: The near search tries only orientations within this turn of the last one; the full search, which a
+#: larger turn falls back to (its near match is weak), tries all. Turns are ~5-17 degrees a frame.
+NEAR_MAX_TURN_DEG = 45.0
 
 Claim = tuple[tuple[int, int, int, int], np.ndarray]
 
@@ -197,20 +201,28 @@ class EmbeddedSegmenter:
         x0, y0, edge = track.window_origin(cx, cy, near=near)
         factor = track.memory.coarse_factor
         claimed = _claimed(claims, x0, y0, edge)
-        fast = None if claimed is not None else coarse_darkness(pixels, x0, y0, edge, factor, track.polarity)
+        fast = None if claimed is not None else block_darkness(pixels, x0, y0, edge, factor, track.polarity)
         if fast is None:  # window leaves the frame, saturated pixels, or other particles nearby
             window = frame_window(pixels, x0, y0, edge, edge, track.polarity, claimed)
             coarse, background = block_mean(window.darkness, factor), window.background
             valid = None if window.valid.all() else block_mean(window.valid, factor)
         else:
             (coarse, background), valid = fast, None
-        start = coarse_search(coarse, x0, y0, track.memory, coarse_prior, valid)
+        start = coarse_search(coarse, x0, y0, track.memory, coarse_prior, valid,
+                              max_turn_deg=NEAR_MAX_TURN_DEG if near else None)
         if start is None:
             return None, background
         fx0, fy0, fedge = fine_window_extent(track.memory, start[0], start[1])
-        fine = frame_window(pixels, fx0, fy0, fedge, fedge, track.polarity,
-                            _claimed(claims, fx0, fy0, fedge), background)
-        return fine_search(fine, track.memory, start, fine_prior), background
+        fine_factor = track.memory.fine_factor
+        claimed = _claimed(claims, fx0, fy0, fedge)
+        fast = None if claimed is not None else block_darkness(pixels, fx0, fy0, fedge, fine_factor,
+                                                                track.polarity, background, clip_pixels=True)
+        if fast is None:
+            level = FineLevel.of(frame_window(pixels, fx0, fy0, fedge, fedge, track.polarity, claimed, background),
+                                 fine_factor)
+        else:
+            level = FineLevel(fx0, fy0, fast[0], None)
+        return fine_search(level, track.memory, start, fine_prior), background
 
     def _follow_jointly(self, pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Claim],
                         results: dict[int, ParticleMask]) -> None:

@@ -111,6 +111,7 @@ class ShapeMemory:
         if self.n_obs <= self.options.memory_frames or not hasattr(self, "period_deg"):
             self.period_deg = self._symmetry_period()  # settled once the memory is full
         self._coarse: dict[int, tuple[np.ndarray, ...]] = {}
+        self._coarse_turns: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
         self._fine: dict[int, tuple[np.ndarray, float, float]] = {}
         self._fine_stacks: dict[tuple[int, int], tuple] = {}
         self._mask_lookup = self._rasterize_lookup()
@@ -278,6 +279,29 @@ class ShapeMemory:
             self._coarse[window_cells] = (angles, spectra[: angles.size], norms.astype(np.float32),
                                           np.array(size), spectra[angles.size :])
         return self._coarse[window_cells]
+
+    def coarse_bank_turning(self, window_cells: int, angle_deg: float, max_turn_deg: float
+                            ) -> tuple[np.ndarray, ...]:
+        """`coarse_bank` restricted to the angles within ``max_turn_deg`` of ``angle_deg`` (cached per centre).
+
+        The whole bank when the shape is isotropic or the restriction would keep every angle.
+        """
+        bank = self.coarse_bank(window_cells)
+        angles = bank[0]
+        count = angles.size
+        step = self.period_deg / count if self.period_deg > 0 else 0.0
+        reach = int(max_turn_deg // step) if step > 0 else count
+        if 2 * reach + 1 >= count:
+            return bank
+        centre = int(round(angle_deg / step)) % count
+        key = (window_cells, centre, reach)
+        subset = self._coarse_turns.get(key)
+        if subset is None:
+            index = np.arange(centre - reach, centre + reach + 1) % count
+            subset = (angles[index], np.ascontiguousarray(bank[1][index]), bank[2][index], bank[3],
+                      np.ascontiguousarray(bank[4][index]))
+            self._coarse_turns[key] = subset
+        return subset
 
     def fine_step_deg(self) -> float:
         """Spacing of the fine angle grid (360 for an isotropic shape: one angle)."""

@@ -15,8 +15,10 @@ from sam4em_live.segment.embedded.shape import ShapeMemory
 #: Exponential weight of the running contrast / z references and of the velocity estimate.
 REFERENCE_WEIGHT = 0.1
 VELOCITY_WEIGHT = 0.5
-#: Contrast threshold factor for a particle that was present in the previous frame (hysteresis).
+#: Contrast and z threshold factors for a particle that was present in the previous frame (hysteresis).
+#: 0.7 x the default 6 z is still above the best pure-noise match in a search window (~3.5 z).
 PRESENCE_HOLD = 0.8
+Z_HOLD = 0.7
 #: Fraction of the last velocity kept in the prediction (heavy-tailed hops have little persistence).
 VELOCITY_DAMPING = 0.5
 #: Refresh the derived shape every this many observations (more often while the memory is young).
@@ -83,12 +85,14 @@ class TrackedParticle:
         """Whether a match is the particle: clear of noise and about as contrasted as learned.
 
         Hysteresis: a particle present in the previous frame keeps being present down to
-        `PRESENCE_HOLD` of the contrast threshold (a single noisy frame of a small, faint
-        particle does not flicker it off); appearing or re-appearing needs the full threshold.
+        `PRESENCE_HOLD` of the contrast threshold and `Z_HOLD` of the z threshold (a single
+        noisy frame of a small, faint particle does not flicker it off); appearing or
+        re-appearing needs the full thresholds.
         """
         tighten = 1.3 if strict else 1.0
-        hold = PRESENCE_HOLD if self.present and not strict else 1.0
-        return (estimate.z >= options.min_detection_z * tighten
+        holding = self.present and not strict
+        hold = PRESENCE_HOLD if holding else 1.0
+        return (estimate.z >= options.min_detection_z * tighten * (Z_HOLD if holding else 1.0)
                 and self.visible_amplitude(estimate, visible_fraction)
                 >= min(0.95, options.presence_fraction * tighten) * hold * self.amplitude_ref)
 

@@ -103,12 +103,18 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     return out
 
 
-def coarse_darkness(pixels: np.ndarray, x0: int, y0: int, edge: int, factor: int,
-                    polarity: float) -> tuple[np.ndarray, float] | None:
+def block_darkness(pixels: np.ndarray, x0: int, y0: int, edge: int, factor: int, polarity: float,
+                   background: float | None = None, clip_pixels: bool = False) -> tuple[np.ndarray, float] | None:
     """Fast path: block-mean relative contrast of an in-frame, unsaturated window, and its background.
 
-    Returns None when the window leaves the frame or holds saturated pixels
-    (the caller then uses `frame_window`, which handles both).
+    The contrast is affine in the intensity, so the raw pixels are block-averaged first and
+    only the ``factor``² times smaller result is converted. ``background`` defaults to the
+    window's mean. With ``clip_pixels`` the result equals the block mean of `frame_window`'s
+    contrast (to float rounding): its per-pixel clip of the contrast to [-1, 1] is, for
+    pixels >= 0, a clip of the intensity to 2 x background, applied before averaging. Without
+    it the clip applies to the block means (the coarse level: cheaper, and a block mean
+    rarely reaches the bounds). Returns None when the window leaves the frame or holds
+    saturated pixels (the caller then uses `frame_window`, which handles both).
     """
     rows, cols = pixels.shape
     if x0 < 0 or y0 < 0 or x0 + edge > cols or y0 + edge > rows:
@@ -116,14 +122,19 @@ def coarse_darkness(pixels: np.ndarray, x0: int, y0: int, edge: int, factor: int
     raw = pixels[y0 : y0 + edge, x0 : x0 + edge]
     if raw.dtype.kind in "ui" and raw.max() >= _dtype_max(raw.dtype):
         return None
-    coarse = block_mean(raw, factor)
-    background = float(coarse.mean())
+    if clip_pixels:
+        if background is None or raw.dtype.kind not in "ui":  # float data may hold negative values
+            return None
+        raw = np.minimum(raw, np.float32(2.0 * background), dtype=np.float32)
+    level = block_mean(raw, factor)
+    if background is None:
+        background = float(level.mean())
     if not np.isfinite(background) or abs(background) < 1e-6:
         return None
-    coarse *= np.float32(-polarity / background)
-    coarse += np.float32(polarity)
-    np.clip(coarse, -1.0, 1.0, out=coarse)
-    return coarse, background
+    level *= np.float32(-polarity / background)
+    level += np.float32(polarity)
+    np.clip(level, -1.0, 1.0, out=level)
+    return level, background
 
 
 def bilinear(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
