@@ -49,3 +49,27 @@ def test_snapshot_work_is_spread_and_published_every_n_frames() -> None:
         seen = published[30][pid]["frames_seen"]
         assert 30 - 9 <= seen - 1 <= 30 and published[30][pid]["n"][0] <= fresh_at_30[pid]["n"][0]
     assert np.isfinite(published[30][particles[0]]["msd_px2"][0])
+
+
+def test_snapshots_are_put_off_one_turn_at_most_while_behind() -> None:
+    video = preset_video("demo", 61, seed=2)
+    prompts = make_prompts(video, frames=(0,))
+    stats = _CountingStats()
+    processor = FrameProcessor(create({}), stats=stats, stats_every_frames=10)
+    published = {}
+    for i, pixels in enumerate(video.frames):
+        stats.frame = i
+        processor.backlog = 5 if i >= 21 else 0  # live, and behind from frame 21 on
+        result = processor.process(Frame("demo", i, time.time(), pixels), [p for p in prompts if p.frame == i])
+        assert bool(result.stats) == (i % 10 == 0), i  # still published on time
+        if result.stats:
+            published[i] = result.stats
+    particles = sorted(p.particle for p in prompts)
+    before = [(f, pid) for f, pid in stats.calls if 11 <= f <= 20]
+    assert sorted(pid for _, pid in before) == particles  # not behind: every turn taken
+    for start in (30, 40, 50, 60):  # behind: each particle skips one turn, then takes the next
+        taken = sorted(pid for f, pid in stats.calls if start - 9 <= f <= start)
+        assert taken == (particles if start in (40, 60) else []), (start, taken)
+    for pid in particles:  # what is published is never more than two intervals old
+        assert 60 - 20 < published[60][pid]["frames_seen"] <= 61
+        assert 50 - 20 < published[50][pid]["frames_seen"] <= 41

@@ -81,6 +81,10 @@ class EventStage(Protocol):
                status: Any, stats: dict[int, dict[str, Any]] | None = None) -> list[ServiceEvent]: ...
 
 
+#: Live mode: while at least this many frames wait, a particle's statistics snapshot may be put off one turn.
+BACKLOG_DEFER_FRAMES = 2
+
+
 class SegmentationFailed(RuntimeError):
     """The backend could not segment a frame (the frame is skipped; the stream goes on)."""
 
@@ -111,6 +115,7 @@ class FrameProcessor:
         self.last_measurements: dict[int, ParticleMeasurement] = {}
         self._host = segmenter if isinstance(segmenter, SegmenterProcess) else None
         self._stats_cache: dict[int, dict[str, Any]] = {}
+        self._snapshots_deferred: set[int] = set()
         #: Frames queued behind the one being processed (live mode; None: not reported, e.g. offline).
         self.backlog: int | None = None
         self._done: collections.deque[FrameResult] = collections.deque()
@@ -211,18 +216,27 @@ class FrameProcessor:
         Each particle's snapshot (tMSD fits: ~0.4 ms) is taken on its own frame of
         the interval, so no frame pays for all of them at once (1.8 ms every tenth
         frame for 4 particles, measured); a published snapshot is at most one
-        interval old (its ``frames_seen`` says how old).
+        interval old (its ``frames_seen`` says how old). Live, while
+        `BACKLOG_DEFER_FRAMES` frames wait, a particle's turn is skipped (never
+        twice in a row) so the pipeline catches up sooner: that snapshot is then
+        at most two intervals old.
         """
         every = self.stats_every_frames
         particles = stats.particles()
         phase = index % every
+        behind = self.backlog is not None and self.backlog >= BACKLOG_DEFER_FRAMES
         for j, pid in enumerate(particles):
             if (j * every) // len(particles) == phase:
+                if behind and pid in self._stats_cache and pid not in self._snapshots_deferred:
+                    self._snapshots_deferred.add(pid)
+                    continue
+                self._snapshots_deferred.discard(pid)
                 self._stats_cache.update(stats.snapshot(pid))
         if phase != 0:
             return {}
         for pid in set(self._stats_cache) - set(particles):
             del self._stats_cache[pid]
+            self._snapshots_deferred.discard(pid)
         for pid in particles:
             if pid not in self._stats_cache:  # new since its turn came
                 self._stats_cache.update(stats.snapshot(pid))
