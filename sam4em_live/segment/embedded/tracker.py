@@ -16,9 +16,8 @@ from sam4em_live.segment.embedded.shape import ShapeMemory
 REFERENCE_WEIGHT = 0.1
 VELOCITY_WEIGHT = 0.5
 #: Contrast and z threshold factors for a particle that was present in the previous frame (hysteresis).
-#: 0.7 x the default 6 z is still above the best pure-noise match in a search window (~3.5 z).
 PRESENCE_HOLD = 0.8
-Z_HOLD = 0.7
+Z_HOLD = 0.7  # 0.7 x the default 6 z is still above the best pure-noise match in a search window (~3.5 z)
 #: Fraction of the last velocity kept in the prediction (heavy-tailed hops have little persistence).
 VELOCITY_DAMPING = 0.5
 #: Refresh the derived shape every this many observations (more often while the memory is young).
