@@ -21,7 +21,7 @@ from numpy.lib.stride_tricks import as_strided
 from scipy import fft as sfft
 
 from sam4em_live.segment.embedded.shape import ShapeMemory
-from sam4em_live.segment.embedded.window import Window, block_mean, robust_noise
+from sam4em_live.segment.embedded.window import robust_noise
 
 
 def _public_rfft2(image: np.ndarray) -> np.ndarray:
@@ -96,11 +96,6 @@ class FineLevel:
     y0: int
     contrast: np.ndarray
     valid: np.ndarray | None
-
-    @staticmethod
-    def of(window: Window, factor: int) -> FineLevel:
-        valid = None if window.valid.all() else block_mean(window.valid, factor)
-        return FineLevel(window.x0, window.y0, block_mean(window.darkness, factor), valid)
 
 
 @dataclass(frozen=True, slots=True)

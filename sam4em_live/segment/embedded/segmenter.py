@@ -199,29 +199,15 @@ class EmbeddedSegmenter:
                        centre: tuple[float, float] | None = None) -> tuple[PoseEstimate | None, float]:
         cx, cy = centre if centre is not None else (coarse_prior.x, coarse_prior.y)
         x0, y0, edge = track.window_origin(cx, cy, near=near)
-        factor = track.memory.coarse_factor
-        claimed = _claimed(claims, x0, y0, edge)
-        fast = None if claimed is not None else block_darkness(pixels, x0, y0, edge, factor, track.polarity)
-        if fast is None:  # window leaves the frame, saturated pixels, or other particles nearby
-            window = frame_window(pixels, x0, y0, edge, edge, track.polarity, claimed)
-            coarse, background = block_mean(window.darkness, factor), window.background
-            valid = None if window.valid.all() else block_mean(window.valid, factor)
-        else:
-            (coarse, background), valid = fast, None
+        coarse, valid, background = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
         start = coarse_search(coarse, x0, y0, track.memory, coarse_prior, valid,
                               max_turn_deg=NEAR_MAX_TURN_DEG if near else None)
         if start is None:
             return None, background
         fx0, fy0, fedge = fine_window_extent(track.memory, start[0], start[1])
-        fine_factor = track.memory.fine_factor
-        claimed = _claimed(claims, fx0, fy0, fedge)
-        fast = None if claimed is not None else block_darkness(pixels, fx0, fy0, fedge, fine_factor,
-                                                                track.polarity, background, clip_pixels=True)
-        if fast is None:
-            level = FineLevel.of(frame_window(pixels, fx0, fy0, fedge, fedge, track.polarity, claimed, background),
-                                 fine_factor)
-        else:
-            level = FineLevel(fx0, fy0, fast[0], None)
+        fine, fine_valid, _ = _block_level(pixels, track, claims, fx0, fy0, fedge, track.memory.fine_factor,
+                                           background, clip_pixels=True)
+        level = FineLevel(fx0, fy0, fine, fine_valid)
         return fine_search(level, track.memory, start, fine_prior), background
 
     def _follow_jointly(self, pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Claim],
@@ -324,6 +310,24 @@ class EmbeddedSegmenter:
                 track.frames_lost = 0
                 return self._conclude(pixels, track, estimate, background, claims, strict=True)
         return None
+
+
+def _block_level(pixels: np.ndarray, track: TrackedParticle, claims: list[Claim], x0: int, y0: int, edge: int,
+                 factor: int, background: float | None = None, clip_pixels: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Block-mean contrast of the window at (x0, y0), its valid fraction (None: all valid) and background.
+
+    Straight from the raw pixels (`block_darkness`) unless the window leaves the frame, holds
+    saturated pixels or pixels claimed by other particles; then through `frame_window`.
+    """
+    claimed = _claimed(claims, x0, y0, edge)
+    if claimed is None:
+        fast = block_darkness(pixels, x0, y0, edge, factor, track.polarity, background, clip_pixels)
+        if fast is not None:
+            return fast[0], None, fast[1]
+    window = frame_window(pixels, x0, y0, edge, edge, track.polarity, claimed, background)
+    valid = None if window.valid.all() else block_mean(window.valid, factor)
+    return block_mean(window.darkness, factor), valid, window.background
 
 
 def _anchor_radius(track: TrackedParticle, wanted_px: float) -> float:
