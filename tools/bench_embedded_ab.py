@@ -11,6 +11,10 @@ the code's effect. It also counts the frames whose masks differ.
 
     python tools/bench_embedded_ab.py --rev HEAD~1 --frames 600
 
+The start-up (the prompt frame, and the frames while the appearance memory fills) is
+compared with ``--warmup 0 --frames 60 --repeats 10``: fresh segmenters for each repeat,
+and the prompt frame's time is reported on its own as well.
+
 Prints a line per version and, last, one JSON line.
 """
 
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--options", default="{}", help="JSON options for both segmenters")
+    parser.add_argument("--repeats", type=int, default=1, help="runs over the clip, each with fresh segmenters")
     args = parser.parse_args(argv)
 
     video = simulate_video(get_preset(args.preset), args.warmup + args.frames, args.seed)
@@ -87,37 +92,43 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         extract_revision(args.rev, Path(tmp))
         sys.path.insert(0, tmp)
-        versions = {}
-        for label, name in ((args.rev, RENAMED), ("working tree", "sam4em_live")):
-            create, frame_type, prompt_type = _load(name)
-            own_prompts = [prompt_type(**{f.name: getattr(p, f.name) for f in dataclasses.fields(p)})
-                           for p in prompts]
-            versions[label] = (create(options), frame_type, own_prompts)
-        times: dict[str, list[float]] = {label: [] for label in versions}
+        loaded = {label: _load(name) for label, name in ((args.rev, RENAMED), ("working tree", "sam4em_live"))}
+        labels = list(loaded)
+        times: dict[str, list[float]] = {label: [] for label in labels}
+        prompt_times: dict[str, list[float]] = {label: [] for label in labels}
         differing = 0
-        labels = list(versions)
-        for i, pixels in enumerate(video.frames):
-            masks = {}
-            for label in labels if i % 2 == 0 else labels[::-1]:  # alternate who goes first
-                segmenter, frame_type, own_prompts = versions[label]
-                edits = [p for p in own_prompts if p.frame == i]
-                start = time.perf_counter()
-                masks[label] = segmenter.track(frame_type("ab", i, 0.0, pixels), edits)
-                if i >= args.warmup:
-                    times[label].append((time.perf_counter() - start) * 1e3)
-            a, b = (masks[label] for label in labels)
-            if len(a) != len(b) or not all(_same(x, y) for x, y in zip(a, b, strict=True)):
-                differing += 1
+        for _ in range(args.repeats):
+            versions = {}
+            for label, (create, frame_type, prompt_type) in loaded.items():
+                own_prompts = [prompt_type(**{f.name: getattr(p, f.name) for f in dataclasses.fields(p)})
+                               for p in prompts]
+                versions[label] = (create(options), frame_type, own_prompts)
+            for i, pixels in enumerate(video.frames):
+                masks = {}
+                for label in labels if i % 2 == 0 else labels[::-1]:  # alternate who goes first
+                    segmenter, frame_type, own_prompts = versions[label]
+                    edits = [p for p in own_prompts if p.frame == i]
+                    start = time.perf_counter()
+                    masks[label] = segmenter.track(frame_type("ab", i, 0.0, pixels), edits)
+                    elapsed_ms = (time.perf_counter() - start) * 1e3
+                    if i >= args.warmup:
+                        times[label].append(elapsed_ms)
+                    if edits:
+                        prompt_times[label].append(elapsed_ms)
+                a, b = (masks[label] for label in labels)
+                if len(a) != len(b) or not all(_same(x, y) for x, y in zip(a, b, strict=True)):
+                    differing += 1
     summary: dict[str, Any] = {"benchmark": "embedded_ab", "preset": args.preset, "frames_timed": args.frames,
-                               "rev": args.rev, "frames_with_different_masks": differing}
+                               "repeats": args.repeats, "rev": args.rev, "frames_with_different_masks": differing}
     for label, values in times.items():
         t = np.asarray(values)
         key = "rev" if label == args.rev else "tree"
         summary[f"{key}_mean_ms"] = round(float(t.mean()), 3)
         summary[f"{key}_median_ms"] = round(float(np.median(t)), 3)
         summary[f"{key}_p99_ms"] = round(float(np.percentile(t, 99)), 3)
+        summary[f"{key}_prompt_frame_ms"] = round(float(np.mean(prompt_times[label])), 3)
         print(f"# {label:>12}: mean {t.mean():.3f} ms, median {np.median(t):.3f} ms, "
-              f"p99 {np.percentile(t, 99):.3f} ms per frame")
+              f"p99 {np.percentile(t, 99):.3f} ms per frame; prompt frame {np.mean(prompt_times[label]):.1f} ms")
     summary["mean_ratio_tree_over_rev"] = round(summary["tree_mean_ms"] / summary["rev_mean_ms"], 3)
     print(f"# working tree / {args.rev}: {summary['mean_ratio_tree_over_rev']} (mean); "
           f"{differing} frames with different masks")
