@@ -21,6 +21,7 @@ from sam4em_live.segment.embedded.window import (
     block_darkness,
     block_mean,
     frame_window,
+    zero_padded,
 )
 
 
@@ -39,6 +40,33 @@ def test_morphology_equals_scipy_and_numpy() -> None:
     ring[2:7, 2:7] = True
     ring[4, 4] = False  # a hole
     assert fill_holes(ring)[4, 4] and not fill_holes(np.zeros((5, 5), bool)).any()
+
+
+def test_zero_padded_equals_np_pad() -> None:
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64, bool):
+        image = (rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) * 5).astype(dtype)
+        for width in (1, 3):
+            out = zero_padded(image, width)
+            assert out.dtype == image.dtype and np.array_equal(out, np.pad(image, width))
+
+
+def test_symmetry_period_samples_all_rotations_as_one_at_a_time() -> None:
+    """The batched symmetry test gives the IoUs of one `frame_to_body` + `bilinear` per rotation, exactly."""
+    from sam4em_live.segment.embedded import shape as shape_module
+
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        memory = _rod_memory()
+        memory.mask = ndimage.gaussian_filter(rng.random(memory.mask.shape), 3.0) > 0.5
+        area = max(memory.mask.sum(), 1)
+        padded = np.pad(memory.mask.astype(np.float32), 1)
+        expected = {}
+        for period in (*shape_module.ISOTROPY_TEST_DEG, *shape_module.SYMMETRY_CANDIDATES_DEG):
+            u, v = shape_module.frame_to_body(memory._u, memory._v, period)
+            turned = bilinear(padded, v + memory.half, u + memory.half) > 0.5
+            expected[period] = (turned & memory.mask).sum() / max((turned | memory.mask).sum(), area)
+        assert memory._rotation_ious() == expected
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -22,7 +22,7 @@ from scipy import ndimage
 from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes, percentile_linear
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.raster import mask_lookup, rasterize_mask
-from sam4em_live.segment.embedded.window import bilinear, bilinear_inside
+from sam4em_live.segment.embedded.window import bilinear, bilinear_inside, zero_padded
 
 #: Noise std per pyramid level is re-measured every this many searches.
 NOISE_REMEASURE_CALLS = 8
@@ -189,12 +189,7 @@ class ShapeMemory:
         itself exactly, but an odd one does as well as any symmetric one does, so
         it counts as isotropic (one template angle instead of a full turn of them).
         """
-        area = max(self.mask.sum(), 1)
-        ious = {}
-        for period in (*ISOTROPY_TEST_DEG, *SYMMETRY_CANDIDATES_DEG):
-            u, v = frame_to_body(self._u, self._v, period)
-            turned = bilinear(np.pad(self.mask.astype(np.float32), 1), v + self.half, u + self.half) > 0.5
-            ious[period] = (turned & self.mask).sum() / max((turned | self.mask).sum(), area)
+        ious = self._rotation_ious()  # the same numbers as one `frame_to_body` + `bilinear` per rotation
         odd = min(ious[p] for p in ISOTROPY_TEST_DEG)
         best_symmetric = max(ious[p] for p in SYMMETRY_CANDIDATES_DEG)
         lumpy_disc = (odd >= LUMPY_DISC_MIN_IOU and odd >= best_symmetric - LUMPY_DISC_MARGIN
@@ -202,6 +197,17 @@ class ShapeMemory:
         if odd >= SYMMETRY_IOU or lumpy_disc:
             return 0.0
         return next((p for p in SYMMETRY_CANDIDATES_DEG if ious[p] >= SYMMETRY_IOU), 360.0)
+
+    def _rotation_ious(self) -> dict[float, float]:
+        """IoU of the mask with itself turned by each tested rotation (degrees); one sampling for all."""
+        area = max(self.mask.sum(), 1)
+        periods = (*ISOTROPY_TEST_DEG, *SYMMETRY_CANDIDATES_DEG)
+        c = np.array([math.cos(math.radians(p)) for p in periods], np.float32)[:, None, None]
+        s = np.array([math.sin(math.radians(p)) for p in periods], np.float32)[:, None, None]
+        u, v = self._u * c + self._v * s, self._v * c - self._u * s
+        turned = bilinear(zero_padded(self.mask.astype(np.float32)), v + self.half, u + self.half) > 0.5
+        return {period: (one & self.mask).sum() / max((one | self.mask).sum(), area)
+                for period, one in zip(periods, turned, strict=True)}
 
     def _axis_ratio(self) -> float:
         """Major / minor axis of the mask's second moments (1 for a disc or a square)."""
@@ -244,7 +250,7 @@ class ShapeMemory:
             body = self._template_body
             if factor > 1:  # match the block-mean of the data
                 body = ndimage.gaussian_filter(body, 0.29 * factor)
-            self._bodies[factor] = np.pad(body, 1)
+            self._bodies[factor] = zero_padded(body)
         sampled = bilinear(self._bodies[factor], v, u)
         return sampled.astype(np.float32), support
 
@@ -376,7 +382,7 @@ class ShapeMemory:
         if min(x_win, y_win) - reach >= 0 and x_win + reach < width - 1 and y_win + reach < height - 1:
             body = bilinear_inside(darkness, rows, cols)
         else:
-            body = bilinear(np.pad(darkness, 1), rows, cols)
+            body = bilinear(zero_padded(darkness), rows, cols)
         # Remove the local background plane (gradients) measured on the ring around the particle.
         coeffs = self._ring_pinv @ body.ravel()[self._ring_index]
         body -= np.add.outer(coeffs[0] + coeffs[2] * axis, coeffs[1] * axis)
