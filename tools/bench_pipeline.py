@@ -35,12 +35,20 @@ from sam4em_live.sinks.base import RunInfo
 from sam4em_live.wire import encode_frame, encode_series_end
 
 
-def _render(preset: str, n: int, seed: int) -> tuple[np.ndarray, list[Any]]:
+def _render(preset: str, n: int, seed: int, late_frame: int | None = None) -> tuple[np.ndarray, list[Any]]:
+    """The clip and point prompts on frame 0; with ``late_frame`` the last particle's prompt is on that frame."""
     from sam4em_live.sim.presets import get_preset
     from sam4em_live.sim.video import make_prompts, simulate_video
 
     video = simulate_video(get_preset(preset), n, seed)
-    return np.ascontiguousarray(video.frames), make_prompts(video, frames=(0,), kind="point")
+    prompts = make_prompts(video, frames=(0,), kind="point")
+    if late_frame is not None:
+        if not 0 < late_frame < n:
+            raise SystemExit(f"--late-prompt-frame must lie inside the clip (1..{n - 1}), got {late_frame}")
+        last = max(p.particle for p in prompts)
+        late = [p for p in make_prompts(video, frames=(late_frame,), kind="point") if p.particle == last]
+        prompts = [p for p in prompts if p.particle != last] + late
+    return np.ascontiguousarray(video.frames), prompts
 
 
 def _sender(endpoint: str, clip: np.ndarray, n_frames: int, rate: float, ready: Any) -> None:
@@ -112,13 +120,16 @@ def main() -> None:
                         help="pipeline.worker_cpu: pin the worker to this CPU, the rest (sender included) off it")
     parser.add_argument("--own-process", action="store_true", help="segmenter.own_process: backend in a child")
     parser.add_argument("--no-recycle", action="store_true", help="pipeline.recycle_frame_buffers = false")
+    parser.add_argument("--late-prompt-frame", type=int, default=None,
+                        help="prompt the last particle on this frame (< --clip) instead of frame 0: "
+                             "the cost of adding a particle mid-stream")
     parser.add_argument("--dump", type=Path, default=None,
                         help="write per-frame index, acquisition time, latency and stage times (CSV) here")
     parser.add_argument("--warmup-frames", type=int, default=100,
                         help="first processed frames (prompt seeding, start-up) left out of the percentiles")
     args = parser.parse_args()
 
-    clip, prompts = _render(args.preset, args.clip, args.seed)
+    clip, prompts = _render(args.preset, args.clip, args.seed, args.late_prompt_frame)
     out = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     cfg = ServiceConfig.from_mapping({
         "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
@@ -170,6 +181,8 @@ def main() -> None:
         "warmup_latency_ms_max": round(float(all_lat[: args.warmup_frames].max()), 2), "stage_ms_mean": stages,
         "present_fraction": _present_fraction(built.run_dir, n, len(prompts)),
     }
+    if args.late_prompt_frame is not None:
+        summary["late_prompt"] = _late_prompt(latency, args.late_prompt_frame)
     if args.dump is not None:
         _dump(args.dump, latency)
     print(f"processed {n} frames at {fps:.1f} fps ({fps_steady:.1f} after the warm-up); latency p50 {summary['latency_ms_p50']} ms, "
@@ -187,6 +200,15 @@ def _dump(path: Path, latency: _LatencySink) -> None:
             row = [str(index), f"{latency.done_s[i] - t0:.4f}", f"{latency.latencies_ms[i]:.3f}"]
             row += [f"{latency.stage_ms[k][i]:.3f}" for k in stages]
             fh.write(",".join(row) + "\n")
+
+
+def _late_prompt(latency: _LatencySink, frame: int, span: int = 100) -> dict[str, Any]:
+    """What adding a particle on ``frame`` cost: frames not processed and the worst latency over ``span`` frames."""
+    window = [(i, lat) for i, lat in zip(latency.indices, latency.latencies_ms, strict=True) if frame <= i < frame + span]
+    before = [lat for i, lat in zip(latency.indices, latency.latencies_ms, strict=True) if frame - span <= i < frame]
+    return {"frame": frame, "span_frames": span, "frames_lost": span - len(window),
+            "latency_ms_max": round(max((lat for _, lat in window), default=float("nan")), 2),
+            "latency_ms_max_before": round(max(before, default=float("nan")), 2)}
 
 
 def _dropped_after(indices: list[int], warmup: int, n_sent: int) -> int:
