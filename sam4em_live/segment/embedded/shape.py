@@ -13,7 +13,7 @@ and the rotated matching templates are derived from it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import fft as sfft
@@ -56,10 +56,12 @@ def body_offsets(half: int) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(axis[None, :], (axis.size, axis.size)), np.broadcast_to(axis[:, None], (axis.size, axis.size))
 
 
-def frame_to_body(dx: np.ndarray, dy: np.ndarray, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """Body (u, v) of frame offsets (dx, dy) from the particle centre."""
-    t = math.radians(angle_deg)
-    c, s = np.float32(math.cos(t)), np.float32(math.sin(t))
+def frame_to_body(dx: np.ndarray, dy: np.ndarray, angles_deg: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Body (u, v) of frame offsets (dx, dy) from the particle centre at each pose angle: (A, *dx.shape) each."""
+    turns = [math.radians(a) for a in angles_deg]
+    axes = (len(turns),) + (1,) * dx.ndim
+    c = np.array([math.cos(t) for t in turns], np.float32).reshape(axes)
+    s = np.array([math.sin(t) for t in turns], np.float32).reshape(axes)
     return dx * c + dy * s, dy * c - dx * s
 
 
@@ -189,7 +191,7 @@ class ShapeMemory:
         itself exactly, but an odd one does as well as any symmetric one does, so
         it counts as isotropic (one template angle instead of a full turn of them).
         """
-        ious = self._rotation_ious()  # the same numbers as one `frame_to_body` + `bilinear` per rotation
+        ious = self._rotation_ious()
         odd = min(ious[p] for p in ISOTROPY_TEST_DEG)
         best_symmetric = max(ious[p] for p in SYMMETRY_CANDIDATES_DEG)
         lumpy_disc = (odd >= LUMPY_DISC_MIN_IOU and odd >= best_symmetric - LUMPY_DISC_MARGIN
@@ -202,9 +204,7 @@ class ShapeMemory:
         """IoU of the mask with itself turned by each tested rotation (degrees); one sampling for all."""
         area = max(self.mask.sum(), 1)
         periods = (*ISOTROPY_TEST_DEG, *SYMMETRY_CANDIDATES_DEG)
-        c = np.array([math.cos(math.radians(p)) for p in periods], np.float32)[:, None, None]
-        s = np.array([math.sin(math.radians(p)) for p in periods], np.float32)[:, None, None]
-        u, v = self._u * c + self._v * s, self._v * c - self._u * s
+        u, v = frame_to_body(self._u, self._v, periods)
         turned = bilinear(zero_padded(self.mask.astype(np.float32)), v + self.half, u + self.half) > 0.5
         return {period: (one & self.mask).sum() / max((one | self.mask).sum(), area)
                 for period, one in zip(periods, turned, strict=True)}

@@ -140,7 +140,7 @@ def block_darkness(pixels: np.ndarray, x0: int, y0: int, edge: int, factor: int,
 def zero_padded(image: np.ndarray, width: int = 1) -> np.ndarray:
     """``np.pad(image, width)`` (zeros all round): the same array at a tenth of `np.pad`'s ~40 us a call."""
     out = np.zeros((image.shape[0] + 2 * width, image.shape[1] + 2 * width), dtype=image.dtype)
-    out[width:-width, width:-width] = image
+    out[width : width + image.shape[0], width : width + image.shape[1]] = image
     return out
 
 
