@@ -47,6 +47,8 @@ def _render(preset: str, n: int, seed: int, late_frame: int | None = None) -> tu
             raise SystemExit(f"--late-prompt-frame must lie inside the clip (1..{n - 1}), got {late_frame}")
         last = max(p.particle for p in prompts)
         late = [p for p in make_prompts(video, frames=(late_frame,), kind="point") if p.particle == last]
+        if not late:
+            raise SystemExit(f"particle {last} is not in the field on frame {late_frame}: choose another frame")
         prompts = [p for p in prompts if p.particle != last] + late
     return np.ascontiguousarray(video.frames), prompts
 
