@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sam4em_live.control.commands",
     "sam4em_live.monitor.commands",
     "sam4em_live.sim.commands",
+    "sam4em_live.evaluate.commands",
     "sam4em_live.analysis.commands",
     "sam4em_live.segment.sam2.commands",
 )

@@ -25,31 +25,11 @@ Conventions (used by every module, documented in docs/conventions.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.segment.base import ParticleMask
-
-
-@dataclass(frozen=True, slots=True)
-class ParticleMeasurement:
-    """Geometry of one particle on one frame (pixels, degrees)."""
-
-    particle: int
-    frame: int
-    present: bool
-    x: float = math.nan
-    y: float = math.nan
-    angle_deg: float = math.nan
-    area_px: int = 0
-    major_axis_px: float = math.nan
-    minor_axis_px: float = math.nan
-    eccentricity: float = math.nan
-    score: float = 0.0
-    split: bool = False  # the mask had several components; the largest was kept
-
+from sam4em_live.particles import ParticleMask, ParticleMeasurement
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 #: More breaks than this between consecutive runs are not bridged one by one (`_breaks_bridged`).

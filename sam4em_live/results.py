@@ -1,4 +1,4 @@
-"""What the pipeline produces per frame, handed to every sink."""
+"""What the pipeline produces: the run's identity and, per frame, everything known about it; handed to every sink."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sam4em_live.frames import Frame
-from sam4em_live.measure import ParticleMeasurement
-from sam4em_live.segment.base import ParticleMask
+from sam4em_live.frames import Frame, SeriesInfo
+from sam4em_live.particles import ParticleMask, ParticleMeasurement
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +46,14 @@ class FrameResult:
     @property
     def index(self) -> int:
         return self.frame.index
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """Identity of a run, given to sinks when it opens."""
+
+    run_id: str
+    series: SeriesInfo
+    backend: Mapping[str, Any]  # Segmenter.describe()
+    config: Mapping[str, Any]  # the validated service config, JSON-able
+    versions: Mapping[str, str] = field(default_factory=dict)

@@ -9,7 +9,7 @@ import numpy as np
 
 from sam4em_live.evaluate.metrics import evaluate_run
 from sam4em_live.frames import Frame
-from sam4em_live.segment.base import ParticleEdit, ParticleMask
+from sam4em_live.particles import ParticleEdit, ParticleMask
 from sam4em_live.segment.embedded import create
 from sam4em_live.sim.presets import get_preset
 from sam4em_live.sim.spec import SimulationSpec

@@ -11,9 +11,8 @@ import numpy as np
 from sam4em_live.config import PublisherConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.measure import measure_mask
-from sam4em_live.results import FrameResult, ServiceEvent
-from sam4em_live.segment.base import ParticleMask
-from sam4em_live.sinks.base import RunInfo
+from sam4em_live.particles import ParticleMask
+from sam4em_live.results import FrameResult, RunInfo, ServiceEvent
 from sam4em_live.sinks.publisher import ResultsPublisher
 
 SHAPE = (256, 256)

@@ -24,8 +24,8 @@ from sam4em_live.control import commands as control_commands
 from sam4em_live.control.keys import generate_keys, load_client_keys
 from sam4em_live.control.schema import MAX_POINTS_PER_PROMPT, encode_request
 from sam4em_live.control.server import is_loopback_endpoint
-from sam4em_live.segment.base import ParticleEdit, Prompt, PromptError, RemoveParticle
-from sam4em_live.service.state import ServiceState, StatusSnapshot
+from sam4em_live.control_api import ServiceState, StatusSnapshot
+from sam4em_live.particles import ParticleEdit, Prompt, PromptError, RemoveParticle
 
 LOOPBACK = "tcp://127.0.0.1:0"
 

@@ -7,7 +7,8 @@ import pytest
 
 from sam4em_live.config import ConfigError
 from sam4em_live.frames import Frame
-from sam4em_live.segment.base import Prompt, PromptError, RemoveParticle, Segmenter
+from sam4em_live.particles import Prompt, PromptError, RemoveParticle
+from sam4em_live.segment.base import Segmenter
 from sam4em_live.segment.embedded import EmbeddedSegmenter, create
 from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.sim.video import make_prompts, mask_box

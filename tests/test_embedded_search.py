@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sam4em_live.frames import Frame
-from sam4em_live.segment.base import Prompt
+from sam4em_live.particles import Prompt
 from sam4em_live.segment.embedded import create
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.segmenter import EmbeddedSegmenter

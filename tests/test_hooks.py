@@ -24,10 +24,9 @@ from sam4em_live.hooks import (
 from sam4em_live.hooks.api import MicroscopeHandle
 from sam4em_live.hooks.examples import KeepCentred, StopWhenLost
 from sam4em_live.hooks.loading import LoadedHook, load_hook
-from sam4em_live.measure import ParticleMeasurement
-from sam4em_live.results import FrameResult, ServiceEvent
-from sam4em_live.segment.base import Prompt
-from sam4em_live.sinks.base import RunInfo, Sink
+from sam4em_live.particles import ParticleMeasurement, Prompt
+from sam4em_live.results import FrameResult, RunInfo, ServiceEvent
+from sam4em_live.sinks.base import Sink
 
 SHAPE = (64, 96)
 CAL = Calibration(pixel_size_nm=2.0, fps=80.0)

@@ -17,10 +17,10 @@ from sam4em_live.config import ServiceConfig
 from sam4em_live.control import ControlClient
 from sam4em_live.frames import Frame
 from sam4em_live.hooks.microscope import SimulatedMicroscope
-from sam4em_live.segment.base import Prompt
+from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
+from sam4em_live.sim.source import SimulatedSource
 from sam4em_live.sources.camera import FramePublisher, pump
-from sam4em_live.sources.simulated import SimulatedSource
 from tests.loopback import ResultsCollector
 
 FRAMES, FPS = 70, 25.0

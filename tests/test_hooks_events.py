@@ -7,9 +7,9 @@ import math
 import pytest
 
 from sam4em_live.config import HooksConfig
+from sam4em_live.control_api import ServiceState, StatusSnapshot
 from sam4em_live.hooks.events import EventDetector, edge_distance
-from sam4em_live.measure import ParticleMeasurement
-from sam4em_live.service.state import ServiceState, StatusSnapshot
+from sam4em_live.particles import ParticleMeasurement
 
 SHAPE = (100, 200)  # rows, columns
 

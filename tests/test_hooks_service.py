@@ -11,7 +11,7 @@ from sam4em_live.config import ServiceConfig
 from sam4em_live.control import ControlClient, ControlError
 from sam4em_live.frames import Calibration
 from sam4em_live.hooks.api import HookContext
-from sam4em_live.segment.base import Prompt
+from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.sources.array_source import ArraySource
 from tests.conftest import disk_video

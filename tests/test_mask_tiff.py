@@ -15,8 +15,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from sam4em_live.segment.base import ParticleMask
-from sam4em_live.sinks.tiff_writer import TILE_PX, LabelStackWriter, draw_labels, read_label_stack
+from sam4em_live.io.mask_tiff import TILE_PX, LabelStackWriter, draw_labels, read_label_stack
+from sam4em_live.particles import ParticleMask
 
 
 def random_masks(rng: np.random.Generator, shape: tuple[int, int]) -> list[ParticleMask]:
@@ -228,7 +228,7 @@ def test_zlib_fallback_without_zlib_ng_reads_the_same(tmp_path, monkeypatch):
 
 
 def test_pages_past_the_pending_limit_are_written_out_before_flush(tmp_path, monkeypatch):
-    from sam4em_live.sinks import bigtiff_pages
+    from sam4em_live.io import bigtiff_pages
 
     monkeypatch.setattr(bigtiff_pages, "MAX_PENDING_BYTES", 2000)  # about every other page at this size
     path = tmp_path / "masks.tif"
@@ -240,7 +240,7 @@ def test_pages_past_the_pending_limit_are_written_out_before_flush(tmp_path, mon
 
 def test_page_writer_stores_short_values_in_the_entry(tmp_path):
     """TIFF requires values of <= 8 bytes inside the IFD entry: a short description, one tile's offset."""
-    from sam4em_live.sinks.bigtiff_pages import BigTiffPageWriter
+    from sam4em_live.io.bigtiff_pages import BigTiffPageWriter
 
     tile = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16)
     writer = BigTiffPageWriter(open(tmp_path / "a.tif", "xb+"), imagecodecs.zlib_encode(np.zeros_like(tile)), 16)

@@ -9,7 +9,7 @@ import pytest
 from skimage.measure import regionprops
 
 from sam4em_live.measure import measure_label_image, measure_mask
-from sam4em_live.segment.base import ParticleMask
+from sam4em_live.particles import ParticleMask
 
 
 def ellipse_mask(shape, cx, cy, semi_major, semi_minor, angle_deg):

@@ -13,7 +13,7 @@ from sam4em_live.monitor.imaging import ContrastLut, auto_levels, paint_mask, pa
 from sam4em_live.monitor.model import DashboardModel, msd_curve
 from sam4em_live.monitor.prompts import check_edit, interpret_box, interpret_click, interpret_remove
 from sam4em_live.monitor.subscriber import ResultsSubscriber
-from sam4em_live.segment.base import Prompt, RemoveParticle
+from sam4em_live.particles import Prompt, RemoveParticle
 from sam4em_live.sinks.results_schema import pack
 from tests.monitor_helpers import SHAPE, hue_of, open_publisher, synthetic_result
 

@@ -21,7 +21,7 @@ from sam4em_live.frames import Calibration, SeriesInfo
 from sam4em_live.monitor.imaging import particle_colour
 from sam4em_live.monitor.subscriber import ResultsSubscriber
 from sam4em_live.monitor.window import MonitorWindow
-from sam4em_live.segment.base import Prompt
+from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.sources.camera import FramePublisher
 from tests.monitor_helpers import hue_of

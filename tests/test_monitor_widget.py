@@ -13,7 +13,7 @@ from sam4em_live.monitor.imaging import particle_colour
 from sam4em_live.monitor.qt_runtime import check_qt_bindings
 from sam4em_live.monitor.subscriber import ResultsSubscriber
 from sam4em_live.monitor.window import MonitorWindow
-from sam4em_live.segment.base import Prompt, RemoveParticle
+from sam4em_live.particles import Prompt, RemoveParticle
 from tests.monitor_helpers import RADIUS_PX, Streamer, hue_of, open_publisher
 
 pytestmark = pytest.mark.qt

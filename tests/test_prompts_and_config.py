@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sam4em_live.config import ConfigError, ServiceConfig
-from sam4em_live.segment.base import Prompt, PromptError, RemoveParticle, validate_edit
-from sam4em_live.segment.prompts_file import load_prompts, save_prompts
+from sam4em_live.io.prompts_file import load_prompts, save_prompts
+from sam4em_live.particles import Prompt, PromptError, RemoveParticle, validate_edit
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sam4em_live.config import ServiceConfig
-from sam4em_live.segment.base import Prompt
+from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.sources.array_source import ArraySource
 from tests.conftest import disk_video

@@ -19,13 +19,13 @@ import pytest
 import tifffile
 
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.io.mask_tiff import read_label_stack
+from sam4em_live.io.run_manifest import RANDOM_WEIGHTS_WARNING, expand_ranges
 from sam4em_live.measure import measure_mask
-from sam4em_live.results import FrameResult, ServiceEvent
-from sam4em_live.segment.base import ParticleMask
-from sam4em_live.sinks.base import RunInfo, Sink
+from sam4em_live.particles import ParticleMask
+from sam4em_live.results import FrameResult, RunInfo, ServiceEvent
+from sam4em_live.sinks.base import Sink
 from sam4em_live.sinks.recorder import Recorder, RecorderError
-from sam4em_live.sinks.run_manifest import RANDOM_WEIGHTS_WARNING, expand_ranges
-from sam4em_live.sinks.tiff_writer import read_label_stack
 
 SHAPE = (48, 64)
 
@@ -309,7 +309,7 @@ def test_sigkill_mid_run_leaves_readable_files(tmp_path):
 
 
 def test_sparse_tile_pages_are_byte_identical_to_painted_pages(tmp_path) -> None:
-    from sam4em_live.sinks.tiff_writer import LabelStackWriter, draw_labels, read_label_stack
+    from sam4em_live.io.mask_tiff import LabelStackWriter, draw_labels, read_label_stack
 
     rng = np.random.default_rng(3)
     shape = (300, 330)  # not a multiple of the tile size: padded edge tiles

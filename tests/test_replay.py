@@ -13,9 +13,9 @@ from PIL import Image
 
 from sam4em_live.config import ReplaySourceConfig
 from sam4em_live.frames import Calibration
+from sam4em_live.io.tiff_io import write_tiff_stack
 from sam4em_live.sources.base import EndOfStream, FrameSource
 from sam4em_live.sources.replay import ReplayError, ReplaySource, open_replay
-from sam4em_live.sources.tiff_io import write_tiff_stack
 
 
 def stack(n: int = 6, shape: tuple[int, int] = (24, 32), dtype=np.uint16, seed: int = 0) -> np.ndarray:

@@ -7,8 +7,8 @@ import pytest
 
 from sam4em_live.frames import Calibration, Frame
 from sam4em_live.measure import measure_mask
+from sam4em_live.particles import ParticleMask
 from sam4em_live.results import FrameResult, ServiceEvent
-from sam4em_live.segment.base import ParticleMask
 from sam4em_live.sinks.results_schema import (
     RANDOM_WEIGHTS_WARNING,
     TOPIC_RESULT,

@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
 from sam4em_live.frames import Frame  # noqa: E402
-from sam4em_live.segment.base import Prompt, RemoveParticle, Segmenter  # noqa: E402
+from sam4em_live.particles import Prompt, RemoveParticle  # noqa: E402
+from sam4em_live.segment.base import Segmenter  # noqa: E402
 from sam4em_live.segment.registry import create_segmenter  # noqa: E402
 from sam4em_live.segment.sam2.model import CheckpointError  # noqa: E402
 from sam4em_live.segment.sam2.options import WEIGHTS_URL, Sam2Options  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from sam4em_live.segment.base import Prompt  # noqa: E402
+from sam4em_live.particles import Prompt  # noqa: E402
 from sam4em_live.segment.sam2.preprocess import logits_to_frame  # noqa: E402
 from tests.sam2_helpers import (  # noqa: E402
     make_segmenter,

@@ -68,7 +68,7 @@ def test_conditioning_frames_pin_the_first_and_keep_the_latest():
 def test_two_thousand_frames_retained_tensors_stop_growing():
     torch = pytest.importorskip("torch")
     pytest.importorskip("sam2")
-    from sam4em_live.segment.base import Prompt
+    from sam4em_live.particles import Prompt
     from tests.sam2_helpers import make_segmenter, synthetic_frames
 
     segmenter = make_segmenter(image_size_px=64, memory_temporal_stride_for_eval=2, max_cond_frames=3)

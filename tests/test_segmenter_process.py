@@ -12,7 +12,7 @@ import pytest
 
 from sam4em_live.config import ConfigError, ServiceConfig
 from sam4em_live.frames import Frame
-from sam4em_live.segment.base import Prompt, RemoveParticle
+from sam4em_live.particles import Prompt, RemoveParticle
 from sam4em_live.segment.embedded import create
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
 from sam4em_live.service.builder import build_service

@@ -11,10 +11,10 @@ import tifffile
 import zmq
 
 from sam4em_live.config import ServiceConfig
+from sam4em_live.control_api import ServiceState
 from sam4em_live.frames import Calibration, SeriesInfo
-from sam4em_live.segment.base import Prompt
+from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
-from sam4em_live.service.state import ServiceState
 from sam4em_live.sinks.results_schema import rle_decode
 from sam4em_live.sources.array_source import ArraySource
 from sam4em_live.sources.camera import FramePublisher

@@ -11,8 +11,8 @@ import tifffile
 from typer.testing import CliRunner
 
 from sam4em_live.cli import app
-from sam4em_live.segment.prompts_file import load_prompts
-from sam4em_live.sources.tiff_io import read_tiff_calibration
+from sam4em_live.io.prompts_file import load_prompts
+from sam4em_live.io.tiff_io import read_tiff_calibration
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sam4em_live.measure import measure_mask
-from sam4em_live.segment.base import ParticleMask
+from sam4em_live.particles import ParticleMask
 from sam4em_live.sim.noise import poisson_uniform, shot_noise
 from sam4em_live.sim.optics import apply_mtf, frame_contrast, mtf_noise_factor, mtf_response
 from sam4em_live.sim.render import FrameRenderer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sam4em_live.segment.base import validate_edit
+from sam4em_live.particles import validate_edit
 from sam4em_live.sim.presets import PRESETS, get_preset
 from sam4em_live.sim.video import iter_frames, make_prompts, simulate_video
 

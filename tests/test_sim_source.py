@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from sam4em_live.sim.presets import get_preset
+from sam4em_live.sim.source import SimulatedSource
 from sam4em_live.sim.video import simulate_video
 from sam4em_live.sources.base import EndOfStream, FrameSource
-from sam4em_live.sources.simulated import SimulatedSource
 
 
 def _drain(source: SimulatedSource, limit: int = 1000) -> list:

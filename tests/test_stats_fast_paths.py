@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import pytest
 
-from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.particles import ParticleMeasurement
 from sam4em_live.stats import fit as fit_module
 from sam4em_live.stats.fit import (
     ALPHA_BOUNDS,

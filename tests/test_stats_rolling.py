@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.particles import ParticleMeasurement
 from sam4em_live.stats.msd import tmsd
 from sam4em_live.stats.rolling import RollingTrackStats
 

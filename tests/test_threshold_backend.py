@@ -7,7 +7,7 @@ import pytest
 
 from sam4em_live.frames import Frame
 from sam4em_live.measure import measure_mask
-from sam4em_live.segment.base import Prompt, PromptError, RemoveParticle
+from sam4em_live.particles import Prompt, PromptError, RemoveParticle
 from sam4em_live.segment.registry import create_segmenter
 from tests.conftest import disk_video
 

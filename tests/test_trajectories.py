@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sam4em_live.analysis.loading import load_trajectories
 from sam4em_live.frames import Calibration
-from sam4em_live.measure import ParticleMeasurement
-from sam4em_live.trajectories import (
+from sam4em_live.io.trajectories import (
     REQUIRED_COLUMNS,
     fps_from_times,
     from_samem_layout,
-    load_trajectories,
     normalize_table,
     read_run_dir,
     samem_angle_from_ours,
@@ -24,6 +23,7 @@ from sam4em_live.trajectories import (
     with_units,
     write_trajectories,
 )
+from sam4em_live.particles import ParticleMeasurement
 
 
 def disc(shape, cx, cy, r):

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 import sam4em_live.measure as measure_module
 from sam4em_live.measure import measure_mask
-from sam4em_live.segment.base import ParticleMask
+from sam4em_live.particles import ParticleMask
 from sam4em_live.sinks.results_schema import rle_decode, rle_encode
 from sam4em_live.stats.ring import squared_norms
 
@@ -93,7 +93,7 @@ def _reference_measure(mask: ParticleMask, frame_index: int, pixels, weighted: b
     """The plain measurement (session 2's code without fast paths): nonzero, always label, dot-product moments."""
     import math
 
-    from sam4em_live.measure import ParticleMeasurement
+    from sam4em_live.particles import ParticleMeasurement
 
     if not mask.present or mask.crop is None or mask.bbox is None:
         return ParticleMeasurement(mask.particle, frame_index, False, score=mask.score)

@@ -29,7 +29,7 @@ import numpy as np
 from sam4em_live.evaluate.metrics import EvaluationReport, evaluate_run
 from sam4em_live.evaluate.rundir import evaluate_directories
 from sam4em_live.frames import Frame
-from sam4em_live.segment.prompts_file import load_prompts
+from sam4em_live.io.prompts_file import load_prompts
 from sam4em_live.sim.outputs import PROMPT_FILES, read_ground_truth, write_simulation
 from sam4em_live.sim.presets import get_preset
 from sam4em_live.sim.video import simulate_video

@@ -27,8 +27,8 @@ import numpy as np
 def _results(n_particles: int, size: int, n_distinct: int = 8):
     from sam4em_live.frames import Calibration, Frame
     from sam4em_live.measure import measure_mask
+    from sam4em_live.particles import ParticleMask
     from sam4em_live.results import FrameResult
-    from sam4em_live.segment.base import ParticleMask
 
     rng = np.random.default_rng(0)
     rows, cols = np.mgrid[0:size, 0:size]
@@ -56,7 +56,7 @@ def _publisher(endpoint_out, ready, seconds: float, fps: float, n_particles: int
                preview_fps: float, sent_out) -> None:
     from sam4em_live.config import PublisherConfig
     from sam4em_live.frames import SeriesInfo
-    from sam4em_live.sinks.base import RunInfo
+    from sam4em_live.results import RunInfo
     from sam4em_live.sinks.publisher import ResultsPublisher
 
     templates = _results(n_particles, size)

@@ -29,9 +29,8 @@ import numpy as np
 import zmq
 
 from sam4em_live.config import ServiceConfig
-from sam4em_live.results import FrameResult
+from sam4em_live.results import FrameResult, RunInfo
 from sam4em_live.service.builder import build_service
-from sam4em_live.sinks.base import RunInfo
 from sam4em_live.wire import encode_frame, encode_series_end
 
 

@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.io.mask_tiff import LabelStackWriter, draw_labels
 from sam4em_live.measure import measure_mask
-from sam4em_live.results import FrameResult
-from sam4em_live.segment.base import ParticleMask
-from sam4em_live.sinks.base import RunInfo
+from sam4em_live.particles import ParticleMask
+from sam4em_live.results import FrameResult, RunInfo
 from sam4em_live.sinks.mask_process import MaskWriterProcess
 from sam4em_live.sinks.recorder import Recorder
-from sam4em_live.sinks.tiff_writer import LabelStackWriter, draw_labels
 
 
 def particle_masks(edge: int, n_particles: int, index: int, radius: int = 40) -> list[ParticleMask]:

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from sam4em_live.io.tiff_io import write_tiff_stack
 from sam4em_live.sources.base import EndOfStream
 from sam4em_live.sources.replay import ReplaySource
-from sam4em_live.sources.tiff_io import write_tiff_stack
 
 
 def replay_fps(path: Path) -> tuple[float, bool]:

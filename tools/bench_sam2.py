@@ -66,7 +66,7 @@ def bench_case(args: argparse.Namespace, size: int, particles: int) -> dict[str,
     import torch
 
     from sam4em_live.frames import Frame
-    from sam4em_live.segment.base import Prompt
+    from sam4em_live.particles import Prompt
     from sam4em_live.segment.sam2 import create
     from sam4em_live.segment.sam2.memory import batched_output_dict
 
@@ -132,7 +132,7 @@ def streaming_overhead(args, segmenter, frames, batched_output_dict, torch) -> d
 def rss_run(args: argparse.Namespace) -> dict[str, Any]:
     """Long stream at a small size: process RSS sampled every 100 frames."""
     from sam4em_live.frames import Frame
-    from sam4em_live.segment.base import Prompt
+    from sam4em_live.particles import Prompt
     from sam4em_live.segment.sam2 import create
 
     segmenter = create({"model": args.model, "random_weights": True, "device": args.device,

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.particles import ParticleMeasurement
 from sam4em_live.stats.fit import fit_msd
 from sam4em_live.stats.msd import tmsd
 from sam4em_live.stats.rolling import RollingTrackStats

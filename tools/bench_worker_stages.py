@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
-from sam4em_live.segment.base import ParticleMask
+from sam4em_live.particles import ParticleMask
 
 WORKER_STAGES = ("measure", "stats_update", "stats_snapshot", "events", "publish", "record_consume")
 
@@ -54,8 +54,7 @@ def _one_pass(frames: np.ndarray, masks: list, n: int, warmup: int, calibration:
     from sam4em_live.config import PublisherConfig
     from sam4em_live.hooks.events import EventDetector
     from sam4em_live.measure import measure_mask
-    from sam4em_live.results import FrameResult
-    from sam4em_live.sinks.base import RunInfo
+    from sam4em_live.results import FrameResult, RunInfo
     from sam4em_live.sinks.publisher import ResultsPublisher
     from sam4em_live.stats.rolling import RollingTrackStats
 

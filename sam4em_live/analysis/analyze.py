@@ -17,51 +17,31 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from sam4em_live.analysis.loading import load_trajectories
+from sam4em_live.analysis.result import AnalysisResult
 from sam4em_live.frames import Calibration
-from sam4em_live.stats.displacements import DisplacementDistribution, displacement_distribution, displacements
-from sam4em_live.stats.fit import MsdFit, fit_msd, fit_msd_linear
-from sam4em_live.stats.msd import TrackMsd, ensemble_msd, tmsd
-from sam4em_live.stats.table import iter_tracks, msd_long_table, particle_summary, summary_records
-from sam4em_live.stats.velocity import VelocityAutocorrelation, velocity_autocorrelation
-from sam4em_live.trajectories import (
+from sam4em_live.io.trajectories import (
     Trajectories,
     fps_from_times,
-    load_trajectories,
     pixel_size_from_columns,
     to_samem_layout,
     with_units,
 )
+from sam4em_live.stats.displacements import displacement_distribution, displacements
+from sam4em_live.stats.fit import fit_msd, fit_msd_linear
+from sam4em_live.stats.msd import ensemble_msd, tmsd
+from sam4em_live.stats.table import iter_tracks, msd_long_table, particle_summary, summary_records
+from sam4em_live.stats.velocity import velocity_autocorrelation
 
 logger = logging.getLogger(__name__)
 
 #: Default lags (frames) of the displacement distributions.
 DEFAULT_PDF_LAGS: tuple[int, ...] = (1, 10)
-
-
-@dataclass
-class AnalysisResult:
-    """Everything `analyze` computed (units: px, frames; see ``calibration`` for nm and s)."""
-
-    source: str
-    calibration: Calibration
-    table: pd.DataFrame
-    summary: pd.DataFrame
-    msds: dict[int, TrackMsd]
-    fits: dict[int, MsdFit]
-    ensemble: TrackMsd
-    ensemble_fit: MsdFit
-    ensemble_fit_linear: MsdFit
-    velocity: VelocityAutocorrelation
-    distributions: list[DisplacementDistribution]
-    warnings: tuple[str, ...] = ()
-    files: list[Path] = field(default_factory=list)
 
 
 def resolve_calibration(loaded: Trajectories, fps: float | None, pixel_size_nm: float | None) -> Calibration:

@@ -1,7 +1,7 @@
 """Figures of an analysis (SAM4EM paper Fig. 1c-d style), drawn from computed results only.
 
 Nothing here computes statistics: every number comes from
-`sam4em_live.analysis.analyze.AnalysisResult`. Figures are built on
+`sam4em_live.analysis.result.AnalysisResult`. Figures are built on
 ``matplotlib.figure.Figure`` directly (no pyplot, no global backend change)
 and saved as PNG and PDF. Axes are in nm and s when the calibration is known,
 else px and frames; image orientation: y (row) grows downwards.
@@ -17,7 +17,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from sam4em_live.analysis.analyze import AnalysisResult
+    from sam4em_live.analysis.result import AnalysisResult
 
 FORMATS: tuple[str, ...] = ("png", "pdf")
 

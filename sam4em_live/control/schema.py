@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from sam4em_live.segment.base import ParticleEdit, Prompt, RemoveParticle
+from sam4em_live.particles import ParticleEdit, Prompt, RemoveParticle
 
 SCHEMA_VERSION = 1
 

@@ -25,8 +25,8 @@ from zmq.utils.monitor import recv_monitor_message
 from sam4em_live.config import ControlConfig
 from sam4em_live.control import schema
 from sam4em_live.control.keys import load_server_keys
-from sam4em_live.segment.base import PromptError
-from sam4em_live.service.state import ServiceControl
+from sam4em_live.control_api import ServiceControl
+from sam4em_live.particles import PromptError
 
 logger = logging.getLogger(__name__)
 

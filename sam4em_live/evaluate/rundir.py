@@ -67,7 +67,7 @@ def _mask_frames(raw: Any, pages: int, run: Path) -> list[int]:
         raise EvaluationInputError(f"{run}: run.json mask_frames must be a list, got {type(raw).__name__}")
     try:
         if all(isinstance(item, list) for item in raw):
-            from sam4em_live.sinks.run_manifest import expand_ranges
+            from sam4em_live.io.run_manifest import expand_ranges
 
             return expand_ranges(raw)
         return [int(f) for f in raw]

@@ -27,9 +27,8 @@ from typing import Any, Protocol
 
 from sam4em_live.frames import Calibration
 from sam4em_live.hooks.safety import Command, CommandGate, CommandOutcome
-from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.particles import ParticleMeasurement, Prompt
 from sam4em_live.results import ServiceEvent
-from sam4em_live.segment.base import Prompt
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 from sam4em_live.config import HooksConfig
-from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.particles import ParticleMeasurement
 from sam4em_live.results import ServiceEvent
 
 

@@ -16,7 +16,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from sam4em_live.config import FrozenModel
 from sam4em_live.hooks.api import HookContext
-from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.particles import ParticleMeasurement
 
 logger = logging.getLogger(__name__)
 

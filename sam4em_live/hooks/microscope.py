@@ -20,8 +20,8 @@ import logging
 import threading
 from typing import Any, Protocol, runtime_checkable
 
-from sam4em_live.segment.base import Prompt, RemoveParticle
-from sam4em_live.service.state import ServiceControl
+from sam4em_live.control_api import ServiceControl
+from sam4em_live.particles import Prompt, RemoveParticle
 
 logger = logging.getLogger(__name__)
 

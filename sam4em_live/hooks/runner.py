@@ -16,15 +16,14 @@ from types import MappingProxyType
 from typing import Any
 
 from sam4em_live.config import ConfigError, HooksConfig, SafetyConfig
+from sam4em_live.control_api import ServiceControl
 from sam4em_live.frames import Calibration
 from sam4em_live.hooks.api import HookContext
 from sam4em_live.hooks.loading import LoadedHook, load_hook
 from sam4em_live.hooks.microscope import DryRunMicroscope, Microscope, SimulatedMicroscope
 from sam4em_live.hooks.safety import CommandGate
 from sam4em_live.hooks.worker import HookWorker
-from sam4em_live.results import FrameResult
-from sam4em_live.service.state import ServiceControl
-from sam4em_live.sinks.base import RunInfo
+from sam4em_live.results import FrameResult, RunInfo
 
 logger = logging.getLogger(__name__)
 

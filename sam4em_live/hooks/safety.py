@@ -22,7 +22,7 @@ from typing import Any
 
 from sam4em_live.config import SafetyConfig
 from sam4em_live.hooks.microscope import COMMAND_NAMES, HARDWARE_COMMANDS, DryRunMicroscope, Microscope
-from sam4em_live.segment.base import Prompt
+from sam4em_live.particles import Prompt
 
 logger = logging.getLogger(__name__)
 

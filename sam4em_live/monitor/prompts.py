@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from sam4em_live.segment.base import ParticleEdit, Prompt, PromptError, RemoveParticle, validate_edit
+from sam4em_live.particles import ParticleEdit, Prompt, PromptError, RemoveParticle, validate_edit
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from sam4em_live.monitor.prompts import (
 )
 from sam4em_live.monitor.qt_runtime import check_qt_bindings
 from sam4em_live.monitor.subscriber import FeedUpdate
-from sam4em_live.segment.base import ParticleEdit
+from sam4em_live.particles import ParticleEdit
 from sam4em_live.sinks.results_schema import RANDOM_WEIGHTS_WARNING
 
 log = logging.getLogger(__name__)

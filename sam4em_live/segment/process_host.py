@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from sam4em_live.frames import Calibration, Frame
-from sam4em_live.segment.base import ParticleEdit, ParticleMask, track_with_retries
+from sam4em_live.particles import ParticleEdit, ParticleMask
+from sam4em_live.segment.base import track_with_retries
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from sam4em_live.config import FrozenModel, parse_options
 from sam4em_live.frames import Frame
-from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, PromptError, RemoveParticle
+from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, PromptError, RemoveParticle
 
 
 class ThresholdOptions(FrozenModel):

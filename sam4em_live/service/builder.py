@@ -16,9 +16,10 @@ from typing import Any
 
 from sam4em_live.config import ConfigError, ServiceConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
-from sam4em_live.segment.base import ParticleEdit, Segmenter
+from sam4em_live.io.prompts_file import load_prompts
+from sam4em_live.particles import ParticleEdit
+from sam4em_live.segment.base import Segmenter
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
-from sam4em_live.segment.prompts_file import load_prompts
 from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.service.service import Service
 from sam4em_live.sinks.base import Sink
@@ -78,7 +79,7 @@ def build_source(config: ServiceConfig, stop_at_series_end: bool = False) -> Fra
         # The replay paces itself, so it needs a user-given fps before it opens.
         source = open_replay(src, calibration_override=_override(config))
     else:
-        from sam4em_live.sources.simulated import SimulatedSource
+        from sam4em_live.sim.source import SimulatedSource
 
         source = SimulatedSource(src.preset, seed=src.seed, n_frames=src.frames, fps=src.fps,
                                  as_fast_as_possible=src.as_fast_as_possible)

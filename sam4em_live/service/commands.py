@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from sam4em_live.config import ConfigError, ServiceConfig
-from sam4em_live.segment.base import PromptError
+from sam4em_live.particles import PromptError
 from sam4em_live.service.runs import run_demo, run_track
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def camera(
 
             source = open_replay(ReplaySourceConfig(path=input, fps=fps, loop=loop))
         else:
-            from sam4em_live.sources.simulated import SimulatedSource
+            from sam4em_live.sim.source import SimulatedSource
 
             source = SimulatedSource(preset, seed=seed, n_frames=frames, fps=fps)
         publisher = FramePublisher(endpoint)

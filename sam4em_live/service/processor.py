@@ -14,18 +14,17 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sam4em_live.frames import Frame
-from sam4em_live.measure import ParticleMeasurement, measure_mask
-from sam4em_live.results import FrameResult, ServiceEvent
-from sam4em_live.segment.base import (
-    BacklogAware,
+from sam4em_live.measure import measure_mask
+from sam4em_live.particles import (
     ParticleEdit,
     ParticleMask,
+    ParticleMeasurement,
     PromptError,
     RemoveParticle,
-    Segmenter,
-    track_with_retries,
     validate_edit,
 )
+from sam4em_live.results import FrameResult, ServiceEvent
+from sam4em_live.segment.base import BacklogAware, Segmenter, track_with_retries
 from sam4em_live.segment.process_host import SegmenterProcess
 
 log = logging.getLogger(__name__)

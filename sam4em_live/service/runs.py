@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from sam4em_live.config import ServiceConfig
-from sam4em_live.results import FrameResult
-from sam4em_live.segment.base import Prompt
-from sam4em_live.segment.prompts_file import load_prompts
-from sam4em_live.sinks.base import RunInfo
+from sam4em_live.io.prompts_file import load_prompts
+from sam4em_live.particles import Prompt
+from sam4em_live.results import FrameResult, RunInfo
 from sam4em_live.sources.base import FrameSource
 
 
@@ -134,8 +133,8 @@ def run_demo(
 ) -> Path | None:
     """Stand-in camera (simulator) → ZeroMQ → service → publisher + recorder, on loopback."""
     from sam4em_live.service.builder import build_service
+    from sam4em_live.sim.source import SimulatedSource
     from sam4em_live.sources.camera import FramePublisher, pump
-    from sam4em_live.sources.simulated import SimulatedSource
 
     camera_source: FrameSource = SimulatedSource(preset, seed=seed, fps=fps)
     publisher = FramePublisher("tcp://127.0.0.1:0")

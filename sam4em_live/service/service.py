@@ -17,16 +17,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sam4em_live.config import ServiceConfig
+from sam4em_live.control_api import ServiceState, StatusSnapshot
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
-from sam4em_live.results import FrameResult
-from sam4em_live.segment.base import ParticleEdit, PromptError, Segmenter
+from sam4em_live.particles import ParticleEdit, PromptError
+from sam4em_live.results import FrameResult, RunInfo
+from sam4em_live.segment.base import Segmenter
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
 from sam4em_live.service.frame_queue import FrameQueue
 from sam4em_live.service.meter import IntervalMeter
 from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
 from sam4em_live.service.realtime import isolate_current_thread, recycle_large_buffers, release_all
-from sam4em_live.service.state import ServiceState, StatusSnapshot, check_transition
-from sam4em_live.sinks.base import RunInfo, Sink
+from sam4em_live.service.state import check_transition
+from sam4em_live.sinks.base import Sink
 from sam4em_live.sources.base import EndOfStream, FrameSource
 from sam4em_live.versions import package_versions
 

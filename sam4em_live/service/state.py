@@ -1,4 +1,4 @@
-"""Service state machine, status snapshot, and the control seam.
+"""Service state machine: the legal transitions between `ServiceState`s.
 
 States and legal transitions::
 
@@ -10,22 +10,7 @@ States and legal transitions::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
-
-from sam4em_live.segment.base import ParticleEdit
-
-
-class ServiceState(StrEnum):
-    IDLE = "idle"
-    STARTING = "starting"
-    STREAMING = "streaming"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    ERRORED = "errored"
-
+from sam4em_live.control_api import ServiceState
 
 _ALLOWED: dict[ServiceState, frozenset[ServiceState]] = {
     ServiceState.IDLE: frozenset({ServiceState.STARTING, ServiceState.STOPPING}),
@@ -47,80 +32,3 @@ def check_transition(current: ServiceState, new: ServiceState) -> None:
         return
     if new not in _ALLOWED[current]:
         raise IllegalTransition(f"cannot go from {current.value} to {new.value}")
-
-
-@dataclass(frozen=True, slots=True)
-class StatusSnapshot:
-    """A frozen picture of the service, published about once a second.
-
-    Rates are per second over the last status interval; latency is from the
-    frame's acquisition timestamp to its result being published (ms).
-    """
-
-    state: ServiceState
-    run_id: str | None = None
-    series_id: str | None = None
-    backend: str | None = None
-    random_weights: bool = False
-    frames_received: int = 0
-    frames_processed: int = 0
-    frames_dropped: int = 0  # dropped by our own backpressure policy
-    frames_spilled: int = 0  # written to the disk spill (every-frame policy)
-    frames_gap: int = 0  # missing indices upstream (dropped before us)
-    messages_rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    segmentation_errors: int = 0
-    sink_errors: int = 0
-    queue_depth: int = 0
-    camera_fps: float = 0.0
-    processed_fps: float = 0.0
-    latency_ms_p50: float = 0.0
-    latency_ms_p99: float = 0.0
-    latency_ms_max: float = 0.0
-    stage_ms: dict[str, float] = field(default_factory=dict)  # mean per stage over the interval
-    particles: tuple[int, ...] = ()
-    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-sink counters (drops, errors, hooks)
-    paused: bool = False
-    error: str | None = None
-    wall_time_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        data["particles"] = list(self.particles)
-        return data
-
-
-@runtime_checkable
-class ServiceControl(Protocol):
-    """What the control channel (and hooks) may ask of a running service.
-
-    All methods are thread-safe and return quickly; none blocks on the pipeline.
-
-    - ``submit_edit(edit)`` queues a prompt/removal. ``edit.frame`` None means
-      the next frame processed; edits are validated against the frame shape at
-      that frame boundary (invalid ones are logged, counted and reported in
-      status, never applied). Raises `PromptError` at once for edits that are
-      invalid regardless of shape.
-    - ``pause()`` / ``resume()`` stop/restart processing; while paused the
-      ingest keeps running under the backpressure policy.
-    - ``status()`` returns the latest `StatusSnapshot`.
-    - ``describe_config()`` returns the validated config as JSON-able data.
-    - ``particles()`` returns one JSON-able dict per tracked particle with its
-      last measurement.
-    - ``annotate(text)`` adds a timestamped note to the run (``annotations.jsonl``).
-    """
-
-    def submit_edit(self, edit: ParticleEdit) -> None: ...
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
-
-    def status(self) -> StatusSnapshot: ...
-
-    def describe_config(self) -> dict[str, Any]: ...
-
-    def particles(self) -> list[dict[str, Any]]: ...
-
-    def annotate(self, text: str) -> None: ...

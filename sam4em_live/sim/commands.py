@@ -1,8 +1,7 @@
-"""CLI commands: ``simulate`` (write a simulated clip with ground truth) and ``evaluate`` (J&F of a run)."""
+"""CLI command ``simulate``: write a simulated clip with ground truth."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -49,27 +48,5 @@ def _fmt(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def evaluate(
-    pred: Path = typer.Option(..., help="Run directory with masks.tif (and run.json, trajectories.csv)."),
-    gt: Path = typer.Option(..., help="Ground-truth folder written by `sam4em-live simulate`."),
-    out: Path | None = typer.Option(None, help="JSON report path (default PRED/evaluation.json)."),
-) -> None:
-    """Score a recorded run against simulated ground truth: J, F, J&F, centroid error, misses, id switches."""
-    from sam4em_live.evaluate.rundir import EvaluationInputError, evaluate_directories
-
-    try:
-        report = evaluate_directories(pred, gt)
-    except (EvaluationInputError, FileNotFoundError) as exc:
-        _fail(str(exc))
-        return
-    typer.echo(report.table())
-    target = out or (pred / "evaluation.json")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(report.to_json() + "\n")
-    typer.echo(f"report: {target}")
-    typer.echo(json.dumps({k: v for k, v in json.loads(report.to_json())["summary"].items()}))
-
-
 def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate)
-    app.command("evaluate")(evaluate)

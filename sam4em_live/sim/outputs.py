@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sam4em_live.segment.prompts_file import save_prompts
+from sam4em_live.io.prompts_file import save_prompts
 from sam4em_live.sim.optics import background_electrons, mtf_noise_factor
 from sam4em_live.sim.spec import SimulationSpec
 from sam4em_live.sim.video import (
@@ -93,7 +93,7 @@ def _write_truth_files(
     out: Path, spec: SimulationSpec, seed: int, gt_labels: Any, gt_table: pd.DataFrame,
     cnr: np.ndarray, snr: np.ndarray, prompt_frames: Sequence[int], extra_meta: dict[str, Any],
 ) -> None:
-    from sam4em_live.sources.tiff_io import write_tiff_stack
+    from sam4em_live.io.tiff_io import write_tiff_stack
 
     cal = calibration_of(spec)
     write_tiff_stack(out / "gt_masks.tif", gt_labels, pixel_size_nm=cal.pixel_size_nm, fps=cal.fps,
@@ -113,7 +113,7 @@ def write_simulation(
     prompt_frames: Sequence[int] = DEFAULT_PROMPT_FRAMES,
 ) -> Path:
     """Write an in-memory ``video`` into ``out_dir`` (created; files of the same names are replaced)."""
-    from sam4em_live.sources.tiff_io import write_tiff_stack
+    from sam4em_live.io.tiff_io import write_tiff_stack
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def simulate_to_folder(
     Frames stream into ``video.tif``; labels go to a temporary memory-mapped
     array (removed afterwards) before being compressed into ``gt_masks.tif``.
     """
-    from sam4em_live.sources.tiff_io import write_tiff_stack
+    from sam4em_live.io.tiff_io import write_tiff_stack
 
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sam4em_live.frames import Calibration
-from sam4em_live.segment.base import Prompt
+from sam4em_live.particles import Prompt
 from sam4em_live.sim.motion import DEFAULT_BLOCK_FRAMES, ParticleTrajectory, Pose
 from sam4em_live.sim.render import FrameRenderer, RenderedFrame
 from sam4em_live.sim.spec import SimulationSpec

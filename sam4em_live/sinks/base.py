@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from sam4em_live.frames import SeriesInfo
-from sam4em_live.results import FrameResult
-
-
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """Identity of a run, given to sinks when it opens."""
-
-    run_id: str
-    series: SeriesInfo
-    backend: Mapping[str, Any]  # Segmenter.describe()
-    config: Mapping[str, Any]  # the validated service config, JSON-able
-    versions: Mapping[str, str] = field(default_factory=dict)
+from sam4em_live.results import FrameResult, RunInfo
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sam4em_live.segment.base import ParticleMask
+from sam4em_live.particles import ParticleMask
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ MASK_WRITER_NICE = 5
 
 
 def _child_main(conn: Connection) -> None:
-    from sam4em_live.sinks.tiff_writer import LabelStackWriter
+    from sam4em_live.io.mask_tiff import LabelStackWriter
 
     # Writing masks can lag a little (the pipe and the recorder's queue buffer it); segmentation cannot.
     # A lower CPU priority lets the service's worker win when the cores are contended.

@@ -17,8 +17,7 @@ import numpy as np
 import zmq
 
 from sam4em_live.config import PublisherConfig
-from sam4em_live.results import FrameResult
-from sam4em_live.sinks.base import RunInfo
+from sam4em_live.results import FrameResult, RunInfo
 from sam4em_live.sinks.results_schema import (
     SCHEMA_ID,
     SCHEMA_VERSION,

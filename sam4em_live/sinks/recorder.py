@@ -34,14 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from sam4em_live.measure import ParticleMeasurement
-from sam4em_live.results import FrameResult, ServiceEvent
-from sam4em_live.segment.base import ParticleMask
-from sam4em_live.sinks.base import RunInfo
+from sam4em_live.io.mask_tiff import MASK_COMPRESSION_LEVEL
+from sam4em_live.io.run_manifest import FrameRanges, build_manifest, json_line, utc_now, write_json_atomic
+from sam4em_live.io.trajectories import measurement_row, trajectory_columns
+from sam4em_live.particles import ParticleMask, ParticleMeasurement
+from sam4em_live.results import FrameResult, RunInfo, ServiceEvent
 from sam4em_live.sinks.mask_process import MaskWriterProcess
-from sam4em_live.sinks.run_manifest import FrameRanges, build_manifest, json_line, utc_now, write_json_atomic
-from sam4em_live.sinks.tiff_writer import MASK_COMPRESSION_LEVEL
-from sam4em_live.trajectories import measurement_row, trajectory_columns
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.particles import ParticleMask, ParticleMeasurement
 from sam4em_live.results import FrameResult, ServiceEvent
-from sam4em_live.segment.base import ParticleMask
 from sam4em_live.wire import RejectedMessage, unpack_header
 
 SCHEMA_ID = "sam4em-live.results"

@@ -22,8 +22,8 @@ import numpy as np
 
 from sam4em_live.config import ReplaySourceConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.io.frame_readers import IMAGE_SUFFIXES, FrameReader, ImageFolderReader, ReplayError
 from sam4em_live.sources.base import EndOfStream, SourceCounters
-from sam4em_live.sources.replay_readers import IMAGE_SUFFIXES, FrameReader, ImageFolderReader, ReplayError
 
 __all__ = ["ReplayError", "ReplaySource", "open_reader", "open_replay"]
 
@@ -50,7 +50,7 @@ def open_reader(path: Path) -> FrameReader:
         return ImageFolderReader(path)
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
-        from sam4em_live.sources.tiff_io import TiffStackReader
+        from sam4em_live.io.tiff_io import TiffStackReader
 
         return TiffStackReader(path)
     if suffix in IMAGE_SUFFIXES:

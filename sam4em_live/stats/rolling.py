@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from sam4em_live.measure import ParticleMeasurement
+from sam4em_live.particles import ParticleMeasurement
 from sam4em_live.stats.fit import fit_msd_both, to_physical
 from sam4em_live.stats.msd import TrackMsd
 from sam4em_live.stats.ring import ParticleRings

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.segment.base import Prompt, PromptError
+from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.segment.embedded.ellipse import matched_ellipse
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.shape import body_offsets

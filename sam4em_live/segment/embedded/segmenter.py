@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from sam4em_live.frames import Frame
-from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
+from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.reacquire import candidate_positions
 from sam4em_live.segment.embedded.search import (

@@ -24,7 +24,7 @@ def sam2_check(
     from pydantic import ValidationError
 
     from sam4em_live.frames import Frame
-    from sam4em_live.segment.base import Prompt
+    from sam4em_live.particles import Prompt
     from sam4em_live.segment.sam2 import create
     from sam4em_live.segment.sam2.model import CheckpointError
 

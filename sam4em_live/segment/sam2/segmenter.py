@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sam4em_live.frames import Frame
-from sam4em_live.segment.base import ParticleEdit, ParticleMask, Prompt, RemoveParticle
+from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle
 from sam4em_live.segment.sam2.engine import PointPrompt, StageTimer, StepResult, StreamingSam2
 from sam4em_live.segment.sam2.model import build_model, resolve_device
 from sam4em_live.segment.sam2.options import Sam2Options

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sam4em_live.sinks.base import RunInfo
+from sam4em_live.results import RunInfo
 from sam4em_live.versions import package_versions
 
 MANIFEST_FORMAT = "sam4em-live run"

@@ -3,7 +3,7 @@
 A reader opens one recording, checks it once (2-D grey frames of one size),
 and then hands out frame ``i`` as a 2-D array in a wire dtype (see
 `sam4em_live.frames.SUPPORTED_DTYPES`). TIFF stacks live in
-`sam4em_live.sources.tiff_io`; this module holds the error type, the grey
+`sam4em_live.io.tiff_io`; this module holds the error type, the grey
 reduction and the image-folder reader (SAM4EM's ``000000.jpeg`` layout).
 """
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sam4em_live.segment.base import ParticleEdit, Prompt, PromptError, RemoveParticle, validate_edit
+from sam4em_live.particles import ParticleEdit, Prompt, PromptError, RemoveParticle, validate_edit
 
 _KEYS = {"frame", "particle", "points", "labels", "box", "remove"}
 

@@ -10,7 +10,7 @@ Bio-Formats) sees a (pages, rows, columns) stack.
 Speed: most of a label page is background, so the writer compresses only the
 tiles that contain a particle (with zlib-ng, about twice as fast as zlib) and
 points all other tiles at one shared compressed empty tile. The pages are
-written by `sam4em_live.sinks.bigtiff_pages` rather than tifffile, whose
+written by `sam4em_live.io.bigtiff_pages` rather than tifffile, whose
 per-page and per-tile Python cost was most of the ~1 ms per 1024² page
 (figures in docs/benchmarks.md, from tools/bench_recorder.py). Files written
 earlier by tifffile read the same way.
@@ -34,8 +34,8 @@ import imagecodecs
 import numpy as np
 import tifffile
 
-from sam4em_live.segment.base import ParticleMask
-from sam4em_live.sinks.bigtiff_pages import BigTiffPageWriter
+from sam4em_live.io.bigtiff_pages import BigTiffPageWriter
+from sam4em_live.particles import ParticleMask
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import numpy as np
 import tifffile
 
 from sam4em_live.frames import Calibration
-from sam4em_live.sources.replay_readers import GreyReducer, ReplayError, wire_dtype
+from sam4em_live.io.frame_readers import GreyReducer, ReplayError, wire_dtype
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,7 @@ import numpy as np
 import pandas as pd
 
 from sam4em_live.frames import Calibration
-from sam4em_live.measure import ParticleMeasurement, measure_mask
-from sam4em_live.segment.base import ParticleMask
+from sam4em_live.particles import ParticleMeasurement
 
 logger = logging.getLogger(__name__)
 
@@ -304,87 +302,3 @@ def run_warnings(manifest: Mapping[str, Any]) -> list[str]:
     if isinstance(backend, Mapping) and backend.get("random_weights") and RANDOM_WEIGHTS_WARNING not in warnings:
         warnings.append(RANDOM_WEIGHTS_WARNING)
     return warnings
-
-
-def _samem_index(folder: Path) -> dict[int, Path]:
-    """frame -> npz path from SAM-EM's ``index.jsonl`` (later lines win: SAM-EM appends on re-runs)."""
-    index = folder / "index.jsonl"
-    frames: dict[int, Path] = {}
-    if index.is_file():
-        for number, line in enumerate(index.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                frames[int(record["frame_idx"])] = folder / str(record["npz"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{index}:{number}: not a SAM-EM index record ({exc})") from exc
-        return frames
-    for npz in sorted((folder / "npz").glob("*.npz")):
-        digits = re.findall(r"\d+", npz.stem)
-        if not digits:
-            raise ValueError(f"cannot tell the frame index of {npz} (no index.jsonl, no digits in the name)")
-        frames[int(digits[-1])] = npz
-    return frames
-
-
-def read_samem_run(folder: Path, calibration: Calibration | None = None) -> Trajectories:
-    """Re-measure a SAM-EM output folder (``npz/######.npz`` + ``index.jsonl``).
-
-    Each npz holds ``obj_ids`` (K,) and ``masks`` (K, H, W) uint8/bool, as
-    SAM-EM's ``MaskComponent.propagate`` writes them. Every mask goes through
-    `measure_mask` (largest component kept and flagged, empty = absent).
-    """
-    folder = Path(folder)
-    calibration = calibration or Calibration()
-    frames = _samem_index(folder)
-    if not frames:
-        raise FileNotFoundError(f"{folder} has no SAM-EM index.jsonl or npz/ files")
-    measurements = []
-    for frame, npz_path in sorted(frames.items()):
-        with np.load(npz_path) as data:
-            if "masks" not in data or "obj_ids" not in data:
-                raise ValueError(f"{npz_path}: expected arrays 'obj_ids' and 'masks', found {list(data.keys())}")
-            masks = np.asarray(data["masks"])
-            ids = np.asarray(data["obj_ids"]).ravel()
-        masks = masks.reshape((-1,) + masks.shape[-2:]) if masks.ndim >= 2 else masks
-        if masks.shape[0] != ids.size:
-            raise ValueError(f"{npz_path}: {ids.size} obj_ids but {masks.shape[0]} masks")
-        for pid, mask in zip(ids.tolist(), masks, strict=True):
-            measurements.append(measure_mask(ParticleMask.from_full(int(pid), mask > 0, 1.0), frame))
-    return Trajectories(table_from_measurements(measurements, calibration), calibration, str(folder))
-
-
-def read_sam4em_masks(path: Path, calibration: Calibration | None = None) -> Trajectories:
-    """Measure SAM4EM's ``masks.npy``: (frames, objects, H, W), object k is particle k + 1.
-
-    A singleton axis after ``objects`` (SAM 2's (1, H, W) per object) is
-    accepted. Frames are numbered from 0. The array is memory-mapped.
-    """
-    calibration = calibration or Calibration()
-    stack = np.load(Path(path), mmap_mode="r")
-    if stack.ndim == 5 and stack.shape[2] == 1:
-        stack = stack[:, :, 0]
-    if stack.ndim != 4:
-        raise ValueError(f"{path}: expected (frames, objects, H, W), got shape {stack.shape}")
-    measurements = [
-        measure_mask(ParticleMask.from_full(obj + 1, np.asarray(stack[frame, obj]) > 0, 1.0), frame)
-        for frame in range(stack.shape[0]) for obj in range(stack.shape[1])
-    ]
-    return Trajectories(table_from_measurements(measurements, calibration), calibration, str(path))
-
-
-def load_trajectories(path: Path) -> Trajectories:
-    """Open whatever ``path`` is: a run directory, a SAM-EM folder, SAM4EM ``masks.npy`` or a table file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"not found: {path}")
-    if path.is_dir():
-        if any((path / n).is_file() for n in ("trajectories.csv", "trajectories.parquet")):
-            return read_run_dir(path)
-        if (path / "index.jsonl").is_file() or (path / "npz").is_dir():
-            return read_samem_run(path)
-        raise ValueError(f"{path} is neither a run directory (trajectories.csv) nor a SAM-EM folder (index.jsonl)")
-    if path.suffix == ".npy":
-        return read_sam4em_masks(path)
-    return Trajectories(read_table_file(path), Calibration(), str(path))
