@@ -23,7 +23,7 @@ from sam4em_live.particles import (
     RemoveParticle,
     validate_edit,
 )
-from sam4em_live.results import FrameResult, ServiceEvent
+from sam4em_live.results import FrameResult, ParticleStatistics, ServiceEvent
 from sam4em_live.segment.base import BacklogAware, Segmenter, track_with_retries
 from sam4em_live.segment.process_host import SegmenterProcess
 
@@ -66,7 +66,7 @@ class StatsStage(Protocol):
 
     def update(self, frame_index: int, measurements: Sequence[ParticleMeasurement]) -> None: ...
 
-    def snapshot(self, particle: int | None = None) -> dict[int, dict[str, Any]]: ...
+    def snapshot(self, particle: int | None = None) -> dict[int, ParticleStatistics]: ...
 
     def remove(self, particle: int) -> None: ...
 
@@ -77,7 +77,7 @@ class EventStage(Protocol):
     """Event detection (implemented by `sam4em_live.hooks.events.EventDetector`)."""
 
     def update(self, frame_index: int, shape: tuple[int, int], measurements: Sequence[ParticleMeasurement],
-               status: Any, stats: dict[int, dict[str, Any]] | None = None) -> list[ServiceEvent]: ...
+               status: Any, stats: dict[int, ParticleStatistics] | None = None) -> list[ServiceEvent]: ...
 
 
 #: Live mode: while at least this many frames wait, a particle's statistics snapshot may be put off one turn.
@@ -113,7 +113,7 @@ class FrameProcessor:
         self.prompt_errors = 0
         self.last_measurements: dict[int, ParticleMeasurement] = {}
         self._host = segmenter if isinstance(segmenter, SegmenterProcess) else None
-        self._stats_cache: dict[int, dict[str, Any]] = {}
+        self._stats_cache: dict[int, ParticleStatistics] = {}
         self._snapshots_deferred: set[int] = set()
         #: Frames queued behind the one being processed (live mode; None: not reported, e.g. offline).
         self.backlog: int | None = None
@@ -187,7 +187,7 @@ class FrameProcessor:
         if self.stats is not None:
             for particle in removed:
                 self.stats.remove(particle)
-        stats: dict[int, dict[str, Any]] = {}
+        stats: dict[int, ParticleStatistics] = {}
         if self.stats is not None:
             self.stats.update(frame.index, measurements)
             stats = self._spread_snapshot(self.stats, frame.index)
@@ -209,7 +209,7 @@ class FrameProcessor:
             processed_s=time.time(),
         )
 
-    def _spread_snapshot(self, stats: StatsStage, index: int) -> dict[int, dict[str, Any]]:
+    def _spread_snapshot(self, stats: StatsStage, index: int) -> dict[int, ParticleStatistics]:
         """Statistics of every particle on publishing frames (``index % stats_every_frames == 0``), else {}.
 
         Each particle's snapshot (tMSD fits: ~0.4 ms) is taken on its own frame of
