@@ -10,6 +10,7 @@ from sam4em_live.config import HooksConfig
 from sam4em_live.control_api import ServiceState, StatusSnapshot
 from sam4em_live.hooks.events import EventDetector, edge_distance
 from sam4em_live.particles import ParticleMeasurement
+from sam4em_live.results import ParticleStatistics
 
 SHAPE = (100, 200)  # rows, columns
 
@@ -20,6 +21,12 @@ def here(particle: int, frame: int, x: float, y: float) -> ParticleMeasurement:
 
 def gone(particle: int, frame: int) -> ParticleMeasurement:
     return ParticleMeasurement(particle, frame, False)
+
+
+def fitted(alpha: float | None, alpha_err: float | None = None) -> ParticleStatistics:
+    """A statistics record with only the fit's exponent filled in."""
+    return ParticleStatistics(lag_frames=(1,), lag_s=None, msd_px2=(1.0,), msd_nm2=None, n=(1,), fit_lags=1,
+                              window_frames=10, frames_seen=1, frames_in_window=1, alpha=alpha, alpha_err=alpha_err)
 
 
 def kinds(events) -> list[str]:
@@ -115,16 +122,17 @@ def test_idle_camera_is_not_slow() -> None:
 def test_alpha_change_optional() -> None:
     det = EventDetector(alpha_change=0.3)
     m = [here(1, 0, 100.0, 50.0)]
-    assert det.update(0, SHAPE, m, stats={1: {"alpha": 1.0}}) == []
-    assert det.update(1, SHAPE, m, stats={1: {"alpha": 1.2}}) == []
-    change = det.update(2, SHAPE, m, stats={1: {"alpha": 0.6}})
+    assert det.update(0, SHAPE, m, stats={1: fitted(1.0)}) == []
+    assert det.update(1, SHAPE, m, stats={1: fitted(1.2)}) == []
+    change = det.update(2, SHAPE, m, stats={1: fitted(0.6)})
     assert kinds(change) == ["alpha_change"] and change[0].detail == {"alpha": 0.6, "previous_alpha": 1.0}
-    assert det.update(3, SHAPE, m, stats={1: {"alpha": math.nan}}) == []
-    assert det.update(4, SHAPE, m, stats={1: {"alpha": 1.5, "alpha_err": 0.5}}) == []  # too uncertain
-    assert kinds(det.update(5, SHAPE, m, stats={1: {"alpha": 1.5, "alpha_err": 0.1}})) == ["alpha_change"]
+    assert det.update(3, SHAPE, m, stats={1: fitted(math.nan)}) == []
+    assert det.update(4, SHAPE, m, stats={1: fitted(None)}) == []  # the fit was undeterminable
+    assert det.update(5, SHAPE, m, stats={1: fitted(1.5, 0.5)}) == []  # too uncertain
+    assert kinds(det.update(6, SHAPE, m, stats={1: fitted(1.5, 0.1)})) == ["alpha_change"]
     off = EventDetector(alpha_change=0.0)
-    off.update(0, SHAPE, m, stats={1: {"alpha": 1.0}})
-    assert off.update(1, SHAPE, m, stats={1: {"alpha": 0.1}}) == []
+    off.update(0, SHAPE, m, stats={1: fitted(1.0)})
+    assert off.update(1, SHAPE, m, stats={1: fitted(0.1)}) == []
 
 
 def test_from_config() -> None:

@@ -14,14 +14,16 @@ from sam4em_live.monitor.qt_runtime import check_qt_bindings
 from sam4em_live.monitor.subscriber import ResultsSubscriber
 from sam4em_live.monitor.window import MonitorWindow
 from sam4em_live.particles import Prompt, RemoveParticle
+from sam4em_live.results import ParticleStatistics
 from tests.monitor_helpers import RADIUS_PX, Streamer, hue_of, open_publisher
 
 pytestmark = pytest.mark.qt
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 POSITIONS = {1: (80.0, 90.0), 2: (180.0, 150.0)}
-STATS = {1: {"lag_frames": [1, 2, 4, 8], "lag_s": [0.02, 0.04, 0.08, 0.16], "msd_px2": [1.0, 2.1, 3.9, 8.2],
-             "msd_nm2": [4.0, 8.4, 15.6, 32.8], "alpha": 0.98}}
+STATS = {1: ParticleStatistics(lag_frames=(1, 2, 4, 8), lag_s=(0.02, 0.04, 0.08, 0.16), msd_px2=(1.0, 2.1, 3.9, 8.2),
+                               msd_nm2=(4.0, 8.4, 15.6, 32.8), n=(9, 8, 6, 2), fit_lags=4, window_frames=10,
+                               frames_seen=10, frames_in_window=10, alpha=0.98)}
 
 
 class RecordingSink:
@@ -80,7 +82,7 @@ def test_overlays_are_drawn_at_the_particles_in_their_colours(dashboard, qtbot):
     qtbot.waitUntil(lambda: "near_edge #2 (synthetic)" in window.events_label.text(), timeout=3000)
     assert "camera 50.0 fps" in window.status_label.text()
     curve = window.msd_panel._curves[1].getData()
-    np.testing.assert_allclose(10 ** np.asarray(curve[1]), STATS[1]["msd_nm2"], rtol=1e-6)  # nm² preferred
+    np.testing.assert_allclose(10 ** np.asarray(curve[1]), STATS[1].msd_nm2, rtol=1e-6)  # nm² preferred
     assert "α = 0.98" in window.msd_panel.alpha_label.text()
 
 

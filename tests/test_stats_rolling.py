@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sam4em_live.particles import ParticleMeasurement
+from sam4em_live.sinks.results_schema import statistics_entry
 from sam4em_live.stats.msd import tmsd
 from sam4em_live.stats.rolling import RollingTrackStats
 
@@ -79,26 +80,26 @@ def test_gaps_make_no_pairs_and_lags_are_frame_differences():
     np.testing.assert_allclose(m.msd[:3], [1.0, 9.0, 16.0])
 
 
-def test_snapshot_is_json_and_calibrated_units():
+def test_snapshot_is_json_at_the_wire_and_calibrated_units():
     rng = np.random.default_rng(3)
     stats = RollingTrackStats(200, 30, fps=50.0, pixel_size_nm=2.0)
     xy = np.cumsum(rng.normal(0, 1.0, size=(200, 2)), axis=0)
     for f, (x, y) in enumerate(xy):
         stats.update(f, [ParticleMeasurement(7, f, True, float(x), float(y))])
     snap = stats.snapshot()
-    json.dumps(snap, allow_nan=False)
+    json.dumps({pid: statistics_entry(record) for pid, record in snap.items()}, allow_nan=False)
     s = snap[7]
-    assert s["frames_seen"] == 200 and s["frames_in_window"] == 200 and s["window_frames"] == 200
-    np.testing.assert_allclose(s["lag_s"], np.array(s["lag_frames"]) / 50.0)
-    np.testing.assert_allclose(s["msd_nm2"], np.array(s["msd_px2"]) * 4.0)
+    assert s.frames_seen == 200 and s.frames_in_window == 200 and s.window_frames == 200
+    np.testing.assert_allclose(s.lag_s, np.array(s.lag_frames) / 50.0)
+    np.testing.assert_allclose(s.msd_nm2, np.array(s.msd_px2) * 4.0)
     # D in nm^2/s^alpha = D_px2_per_frame * p^2 * fps^alpha.
-    assert s["D_nm2_per_s"] == pytest.approx(s["D_px2_per_frame"] * 4.0 * 50.0 ** s["alpha"], rel=1e-12)
+    assert s.D_nm2_per_s == pytest.approx(s.D_px2_per_frame * 4.0 * 50.0 ** s.alpha, rel=1e-12)
     # Unit-step 2-D walk: 4 D = 2 px^2/frame.
-    assert s["D_linear_px2_per_frame"] == pytest.approx(0.5, rel=0.3)
+    assert s.D_linear_px2_per_frame == pytest.approx(0.5, rel=0.3)
     assert stats.snapshot(particle=99) == {}
     uncalibrated = RollingTrackStats(200, 30, fps=None, pixel_size_nm=None)
     uncalibrated.update(0, [ParticleMeasurement(7, 0, True, 1.0, 1.0)])
-    assert uncalibrated.snapshot()[7]["lag_s"] is None and uncalibrated.snapshot()[7]["D_nm2_per_s"] is None
+    assert uncalibrated.snapshot()[7].lag_s is None and uncalibrated.snapshot()[7].D_nm2_per_s is None
 
 
 def test_remove_forget_and_order():

@@ -46,9 +46,9 @@ def test_snapshot_work_is_spread_and_published_every_n_frames() -> None:
     # What is published is each particle's statistics as of its own frame in the last interval.
     fresh_at_30 = stats.snapshot()
     for pid in particles:
-        seen = published[30][pid]["frames_seen"]
-        assert 30 - 9 <= seen - 1 <= 30 and published[30][pid]["n"][0] <= fresh_at_30[pid]["n"][0]
-    assert np.isfinite(published[30][particles[0]]["msd_px2"][0])
+        seen = published[30][pid].frames_seen
+        assert 30 - 9 <= seen - 1 <= 30 and published[30][pid].n[0] <= fresh_at_30[pid].n[0]
+    assert np.isfinite(published[30][particles[0]].msd_px2[0])
 
 
 def test_snapshots_are_put_off_one_turn_at_most_while_behind() -> None:
@@ -71,5 +71,5 @@ def test_snapshots_are_put_off_one_turn_at_most_while_behind() -> None:
         taken = sorted(pid for f, pid in stats.calls if start - 9 <= f <= start)
         assert taken == (particles if start in (40, 60) else []), (start, taken)
     for pid in particles:  # what is published is never more than two intervals old
-        assert 60 - 20 < published[60][pid]["frames_seen"] <= 61
-        assert 50 - 20 < published[50][pid]["frames_seen"] <= 41
+        assert 60 - 20 < published[60][pid].frames_seen <= 61
+        assert 50 - 20 < published[50][pid].frames_seen <= 41

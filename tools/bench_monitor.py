@@ -47,9 +47,14 @@ def _results(n_particles: int, size: int, n_distinct: int = 8):
 
 
 def _stats(n_particles: int) -> dict:
-    lags = list(range(1, 101))
-    return {pid: {"lag_frames": lags, "lag_s": [lag / 80 for lag in lags], "msd_px2": [0.5 * lag for lag in lags],
-                  "msd_nm2": [0.5 * lag for lag in lags], "alpha": 1.0} for pid in range(1, n_particles + 1)}
+    from sam4em_live.results import ParticleStatistics
+
+    lags = tuple(range(1, 101))
+    record = ParticleStatistics(lag_frames=lags, lag_s=tuple(lag / 80 for lag in lags),
+                                msd_px2=tuple(0.5 * lag for lag in lags), msd_nm2=tuple(0.5 * lag for lag in lags),
+                                n=tuple(1000 - lag for lag in lags), fit_lags=10, window_frames=1000,
+                                frames_seen=1000, frames_in_window=1000, alpha=1.0)
+    return dict.fromkeys(range(1, n_particles + 1), record)
 
 
 def _publisher(endpoint_out, ready, seconds: float, fps: float, n_particles: int, size: int,

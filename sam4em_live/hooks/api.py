@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from sam4em_live.frames import Calibration
 from sam4em_live.hooks.safety import Command, CommandGate, CommandOutcome
 from sam4em_live.particles import ParticleMeasurement, Prompt
-from sam4em_live.results import ServiceEvent
+from sam4em_live.results import ParticleStatistics, ServiceEvent
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
@@ -111,7 +111,7 @@ class HookContext:
     shape : (rows, columns) of the frame, pixels
     calibration : pixel_size_nm / fps of the series (fields may be None: unknown)
     measurements : one `ParticleMeasurement` per tracked particle (x = column, y = row, px)
-    stats : latest rolling statistics per particle id (from the statistics stage)
+    stats : latest `ParticleStatistics` per particle id (from the statistics stage; read its attributes)
     events : the frame's `ServiceEvent`s; ``event`` is the one an ``on_event`` call is about
     status : latest service status snapshot (``StatusSnapshot.as_dict()``)
     coalesced : results skipped for this hook since its previous ``on_result`` (it was busy)
@@ -126,7 +126,7 @@ class HookContext:
     shape: tuple[int, int] | None = None
     calibration: Calibration = field(default_factory=Calibration)
     measurements: tuple[ParticleMeasurement, ...] = ()
-    stats: Mapping[int, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
+    stats: Mapping[int, ParticleStatistics] = field(default_factory=lambda: _EMPTY)
     events: tuple[ServiceEvent, ...] = ()
     event: ServiceEvent | None = None
     status: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)

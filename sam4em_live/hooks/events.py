@@ -11,8 +11,8 @@ condition starts, not on every frame it holds:
 - ``processing_slow`` / ``processing_recovered``: processed fps below ``slow_ratio`` x
   camera fps over a status interval, frames dropped by backpressure, or the
   queue growing over two intervals; then back to normal.
-- ``alpha_change``: a particle's anomalous exponent (stats key ``alpha``) moved
-  by more than ``alpha_change`` since the last event (optional; 0 = off).
+- ``alpha_change``: a particle's anomalous exponent (`ParticleStatistics.alpha`)
+  moved by more than ``alpha_change`` since the last event (optional; 0 = off).
 
 Pixel coordinates: x = column, y = row, origin at the centre of the top-left
 pixel, so the image spans [-0.5, columns - 0.5] x [-0.5, rows - 0.5].
@@ -27,7 +27,7 @@ from typing import Any
 
 from sam4em_live.config import HooksConfig
 from sam4em_live.particles import ParticleMeasurement
-from sam4em_live.results import ServiceEvent
+from sam4em_live.results import ParticleStatistics, ServiceEvent
 
 
 @dataclass(slots=True)
@@ -86,13 +86,13 @@ class EventDetector:
         shape: tuple[int, int],
         measurements: Sequence[ParticleMeasurement],
         status: Any = None,
-        stats: Mapping[int, Mapping[str, Any]] | None = None,
+        stats: Mapping[int, ParticleStatistics] | None = None,
     ) -> list[ServiceEvent]:
         """Return the events of one frame.
 
         ``status`` is the latest `StatusSnapshot` (or its ``as_dict()``, or None);
         it is only examined when it is a new snapshot. ``stats`` maps particle id
-        to rolling statistics (only needed for ``alpha_change``).
+        to its `ParticleStatistics` (only needed for ``alpha_change``).
         """
         events = self._frame_events(frame_index)
         seen: set[int] = set()
@@ -176,22 +176,21 @@ class EventDetector:
                   "frames_dropped": dropped, "queue_growing": growing}
         return [ServiceEvent("processing_slow" if slow else "processing_recovered", frame_index, None, detail)]
 
-    def _alpha_events(self, frame_index: int, stats: Mapping[int, Mapping[str, Any]]) -> list[ServiceEvent]:
+    def _alpha_events(self, frame_index: int, stats: Mapping[int, ParticleStatistics]) -> list[ServiceEvent]:
         events = []
         for particle, values in stats.items():
-            alpha = values.get("alpha") if isinstance(values, Mapping) else None
+            alpha, error = values.alpha, values.alpha_err
             state = self._particles.get(particle)
-            if state is None or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+            if state is None or alpha is None or not math.isfinite(alpha):
                 continue
-            error = values.get("alpha_err")
-            if isinstance(error, (int, float)) and not error <= self.alpha_change:
+            if error is not None and not error <= self.alpha_change:
                 continue  # the fit is too uncertain to call a change (early in a track, noisy MSD)
             if state.alpha_ref is None:
-                state.alpha_ref = float(alpha)
+                state.alpha_ref = alpha
             elif abs(alpha - state.alpha_ref) > self.alpha_change:
                 events.append(ServiceEvent("alpha_change", frame_index, particle,
-                                           {"alpha": float(alpha), "previous_alpha": state.alpha_ref}))
-                state.alpha_ref = float(alpha)
+                                           {"alpha": alpha, "previous_alpha": state.alpha_ref}))
+                state.alpha_ref = alpha
         return events
 
 

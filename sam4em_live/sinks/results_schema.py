@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 
 from sam4em_live.particles import ParticleMask, ParticleMeasurement
-from sam4em_live.results import FrameResult, ServiceEvent
+from sam4em_live.results import FrameResult, ParticleStatistics, ServiceEvent
 from sam4em_live.wire import RejectedMessage, unpack_header
 
 SCHEMA_ID = "sam4em-live.results"
@@ -78,6 +78,34 @@ def particle_entry(m: ParticleMeasurement, mask: ParticleMask, include_mask: boo
     return entry
 
 
+def statistics_entry(stats: ParticleStatistics) -> dict[str, Any]:
+    """A particle's ``stats`` entry: the record's fields as keys, in the schema's order (docs/results.md).
+
+    Written out field by field (not ``dataclasses.asdict``, which deep-copies) so the
+    message keeps its key order and the record can grow without changing the schema.
+    """
+    return {
+        "lag_frames": list(stats.lag_frames),
+        "lag_s": None if stats.lag_s is None else list(stats.lag_s),
+        "msd_px2": list(stats.msd_px2),
+        "msd_nm2": None if stats.msd_nm2 is None else list(stats.msd_nm2),
+        "n": list(stats.n),
+        "D_px2_per_frame": stats.D_px2_per_frame,
+        "D_err": stats.D_err,
+        "alpha": stats.alpha,
+        "alpha_err": stats.alpha_err,
+        "offset_px2": stats.offset_px2,
+        "D_linear_px2_per_frame": stats.D_linear_px2_per_frame,
+        "D_linear_err": stats.D_linear_err,
+        "fit_lags": stats.fit_lags,
+        "window_frames": stats.window_frames,
+        "frames_seen": stats.frames_seen,
+        "frames_in_window": stats.frames_in_window,
+        "D_nm2_per_s": stats.D_nm2_per_s,
+        "D_nm2_per_s_err": stats.D_nm2_per_s_err,
+    }
+
+
 def event_entry(event: ServiceEvent) -> dict[str, Any]:
     return {"kind": event.kind, "frame": event.frame, "particle": event.particle, "detail": dict(event.detail)}
 
@@ -91,7 +119,7 @@ def result_message(result: FrameResult, run_id: str, backend: dict[str, Any], in
         "shape": list(frame.shape), "calibration": frame.calibration.as_dict(),
         "backend": backend.get("backend"), "random_weights": bool(backend.get("random_weights", False)),
         "particles": [particle_entry(m, k, include_masks) for m, k in zip(result.measurements, result.masks, strict=False)],
-        "stats": {str(pid): dict(s) for pid, s in result.stats.items()},
+        "stats": {str(pid): statistics_entry(s) for pid, s in result.stats.items()},
         "events": [event_entry(e) for e in result.events],
         "timings_ms": dict(result.timings_ms),
     }

@@ -28,11 +28,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from sam4em_live.particles import ParticleMeasurement
+from sam4em_live.results import ParticleStatistics
 from sam4em_live.stats.fit import fit_msd_both, to_physical
 from sam4em_live.stats.msd import TrackMsd
 from sam4em_live.stats.ring import ParticleRings
@@ -132,53 +132,47 @@ class RollingTrackStats:
         """The window's tMSD of one particle (all lags 1..max_lag, NaN where no pairs)."""
         return self._rings.msd(particle)
 
-    def snapshot(self, particle: int | None = None) -> dict[int, dict[str, Any]]:
-        """JSON-able statistics per particle (only lags with at least one pair).
+    def snapshot(self, particle: int | None = None) -> dict[int, ParticleStatistics]:
+        """`ParticleStatistics` per particle (all particles, or the one asked for if tracked).
 
-        Keys: ``lag_frames``, ``lag_s`` (None without fps), ``msd_px2``,
-        ``msd_nm2`` (None without pixel size), ``n``; fit of
-        ``MSD = 4 D tau^alpha + offset`` over `fit_point_count` lags:
-        ``D_px2_per_frame`` (px^2/frame^alpha), ``D_err`` (same units),
-        ``alpha``, ``alpha_err``, ``offset_px2``; ``D_nm2_per_s`` and
-        ``D_nm2_per_s_err`` (nm^2/s^alpha) when both fps and pixel size are
-        known; the alpha = 1 fit ``D_linear_px2_per_frame``,
-        ``D_linear_err``; ``window_frames``, ``frames_seen`` (positions
-        ever received), ``frames_in_window``. Undeterminable values are None.
+        The tMSD covers only lags with at least one pair; the fits are
+        ``MSD = 4 D tau^alpha + offset`` over `fit_point_count` lags and the
+        alpha = 1 fit; physical units need fps and pixel size. Undeterminable
+        values are None (see `ParticleStatistics`).
         """
         wanted = self.particles() if particle is None else [particle] if particle in self._rings.rows else []
         return {pid: self._particle_snapshot(pid) for pid in wanted}
 
-    def _particle_snapshot(self, particle: int) -> dict[str, Any]:
+    def _particle_snapshot(self, particle: int) -> ParticleStatistics:
         m = self._rings.msd(particle).measured()
         row = self._rings.rows[particle]
         fit, lin = fit_msd_both(m.lag_frames, m.msd, m.n)
         px2 = self.pixel_size_nm**2 if self.pixel_size_nm is not None else None
-        out: dict[str, Any] = {
-            "lag_frames": m.lag_frames.tolist(),
-            "lag_s": (m.lag_frames / self.fps).tolist() if self.fps else None,
-            "msd_px2": m.msd.tolist(),
-            "msd_nm2": (m.msd * px2).tolist() if px2 is not None else None,
-            "n": m.n.tolist(),
-            "D_px2_per_frame": _finite(fit.D),
-            "D_err": _finite(fit.D_err),
-            "alpha": _finite(fit.alpha),
-            "alpha_err": _finite(fit.alpha_err),
-            "offset_px2": _finite(fit.offset),
-            "D_linear_px2_per_frame": _finite(lin.D),
-            "D_linear_err": _finite(lin.D_err),
-            "fit_lags": fit.n_points,
-            "window_frames": self.window_frames,
-            "frames_seen": int(self._rings.seen[row]),
-            "frames_in_window": int(self._rings.held[row]),
-        }
         if self.fps and self.pixel_size_nm is not None:
             d_phys, d_phys_err = to_physical(fit, self.pixel_size_nm, self.fps)
-            out["D_nm2_per_s"] = _finite(d_phys)
-            out["D_nm2_per_s_err"] = _finite(d_phys_err)
+            d_nm2_per_s, d_nm2_per_s_err = _finite(d_phys), _finite(d_phys_err)
         else:
-            out["D_nm2_per_s"] = None
-            out["D_nm2_per_s_err"] = None
-        return out
+            d_nm2_per_s = d_nm2_per_s_err = None
+        return ParticleStatistics(
+            lag_frames=tuple(m.lag_frames.tolist()),
+            lag_s=tuple((m.lag_frames / self.fps).tolist()) if self.fps else None,
+            msd_px2=tuple(m.msd.tolist()),
+            msd_nm2=tuple((m.msd * px2).tolist()) if px2 is not None else None,
+            n=tuple(m.n.tolist()),
+            fit_lags=fit.n_points,
+            window_frames=self.window_frames,
+            frames_seen=int(self._rings.seen[row]),
+            frames_in_window=int(self._rings.held[row]),
+            D_px2_per_frame=_finite(fit.D),
+            D_err=_finite(fit.D_err),
+            alpha=_finite(fit.alpha),
+            alpha_err=_finite(fit.alpha_err),
+            offset_px2=_finite(fit.offset),
+            D_linear_px2_per_frame=_finite(lin.D),
+            D_linear_err=_finite(lin.D_err),
+            D_nm2_per_s=d_nm2_per_s,
+            D_nm2_per_s_err=d_nm2_per_s_err,
+        )
 
 
 def _finite(value: float) -> float | None:
