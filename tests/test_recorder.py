@@ -240,14 +240,15 @@ def test_close_idempotent_consume_fast_and_annotate_from_threads(tmp_path):
 
 def test_full_queue_waits_instead_of_losing_results(tmp_path, monkeypatch):
     recorder = Recorder(tmp_path, queue_frames=2)
-    slow_write = recorder._write_result
-
-    def slower(record):  # a disk slower than the pipeline
-        time.sleep(0.01)
-        slow_write(record)
-
-    monkeypatch.setattr(recorder, "_write_result", slower)
     recorder.open(run_info())
+    run_writer = recorder._run_writer
+    slow_write = run_writer.write_result
+
+    def slower(message):  # a disk slower than the pipeline
+        time.sleep(0.01)
+        slow_write(message)
+
+    monkeypatch.setattr(run_writer, "write_result", slower)
     for i in range(20):
         recorder.consume(make_result(i, Calibration()))
     recorder.close()
@@ -336,7 +337,7 @@ def test_a_dead_mask_writer_costs_the_masks_only(tmp_path: Path) -> None:
     """masks.tif is opened on the writer thread; if its child process is gone the run is still recorded."""
     calibration = Calibration(pixel_size_nm=1.0, fps=80.0)
     recorder = Recorder(tmp_path / "runs")
-    child = recorder._mask_writer._process  # a real child process, killed as a crash would
+    child = recorder._mask_process._process  # a real child process, killed as a crash would
     child.kill()
     child.join(10)
     recorder.open(run_info(calibration=calibration))  # returns: the pipeline is not held up by the child

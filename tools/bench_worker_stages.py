@@ -92,7 +92,8 @@ def _one_pass(frames: np.ndarray, masks: list, n: int, warmup: int, calibration:
 
 
 def _record_costs(run: Any, results: list) -> dict[str, float]:
-    from sam4em_live.sinks.recorder import Recorder, _ResultRecord
+    from sam4em_live.sinks.recorder import Recorder
+    from sam4em_live.sinks.recorder.messages import ResultMessage
 
     clock = time.thread_time
     with tempfile.TemporaryDirectory() as out:
@@ -108,7 +109,8 @@ def _record_costs(run: Any, results: list) -> dict[str, float]:
         writer.open(run)
         t0 = clock()
         for r in results:  # the writer thread's work, run here so that its CPU time can be read
-            writer._write_result(_ResultRecord(r.index, r.frame.timestamp_s, 0.0, r.measurements, r.masks, ()))
+            message = ResultMessage(r.index, r.frame.timestamp_s, 0.0, r.measurements, r.masks, ())
+            writer._run_writer.write_result(message)
         written = clock() - t0
         writer.close()
     return {"record_consume": consume, "writer_thread_per_result": written}

@@ -1,0 +1,9 @@
+"""The recorder sink (`Recorder`): a run directory per run, written on a background thread.
+
+``sink`` (the `Sink`), ``messages`` (what is queued), ``writer_thread`` (bounded queue, backpressure
+policy, batching), ``run_writer`` (message type -> files), ``files`` (one writer per file).
+"""
+
+from sam4em_live.sinks.recorder.sink import Recorder, RecorderError
+
+__all__ = ["Recorder", "RecorderError"]

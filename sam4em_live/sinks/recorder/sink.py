@@ -1,0 +1,150 @@
+"""The recorder sink: one run directory per run, written by its own thread.
+
+Layout (details and field meanings in docs/recording.md)::
+
+    <out_dir_root>/<run_id>/
+        run.json            manifest, rewritten atomically (status running/complete/aborted)
+        trajectories.csv    one row per present particle per frame (trackpy columns + ours)
+        masks.tif           uint16 label stack, one page per processed frame
+        events.jsonl        service events, one JSON object per line
+        status.jsonl        status snapshots (about one a second)
+        annotations.jsonl   notes from the control channel
+
+The parts: `Recorder` (this module) turns sink calls into typed messages (`messages`); a
+`writer_thread.WriterThread` queues them (bounded; its docstring states the backpressure policy:
+results are never dropped, status snapshots are skipped when the queue is full) and hands each to
+`run_writer.RunDirectoryWriter`, which drives one writer per file (`files`). Files are flushed at
+least once a second, so a crash loses at most about a second of results and every file stays readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sam4em_live.io.run_manifest import utc_now
+from sam4em_live.results import FrameResult, RunInfo
+from sam4em_live.sinks.mask_process import MaskWriterProcess
+from sam4em_live.sinks.recorder.files import MaskPagesWriter
+from sam4em_live.sinks.recorder.messages import (
+    AnnotationMessage,
+    RecorderCounts,
+    ResultMessage,
+    StatusMessage,
+)
+from sam4em_live.sinks.recorder.run_writer import MASKS, RunDirectoryWriter
+from sam4em_live.sinks.recorder.writer_thread import WriterThread
+
+log = logging.getLogger(__name__)
+
+
+class RecorderError(RuntimeError):
+    """The run directory cannot be created (it exists, or the disk refuses)."""
+
+
+class Recorder:
+    """A `Sink` that records a run directory (see module docstring).
+
+    Parameters
+    ----------
+    out_dir_root
+        Parent folder; the run goes to ``out_dir_root / run.run_id`` which must not exist.
+    write_masks
+        Write ``masks.tif``.
+    queue_frames
+        Capacity of the writer queue in results (each holds measurements and
+        mask crops only, a few kB).
+    """
+
+    def __init__(self, out_dir_root: str | Path, write_masks: bool = True, queue_frames: int = 4096) -> None:
+        self.out_dir_root = Path(out_dir_root)
+        self.write_masks = write_masks
+        self._counts = RecorderCounts()
+        self._writer_thread = WriterThread(queue_frames, self._counts)
+        self._run_writer: RunDirectoryWriter | None = None
+        self._close_lock = threading.Lock()
+        self._closed = False
+        # Started now, not at the first frame: spawning the child takes ~0.3 s.
+        self._mask_process = MaskWriterProcess() if write_masks else None
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run directory (None until `open` succeeded)."""
+        return self._run_writer.run_dir if self._run_writer is not None else None
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """A snapshot of the recorder's counters (`messages.RecorderCounts`; run.json ``counts``)."""
+        return self._counts.as_dict()
+
+    # ------------------------------------------------------------- pipeline thread
+
+    def open(self, run: RunInfo) -> None:
+        """Create the run directory and its files, write run.json, start the writer thread."""
+        if self._run_writer is not None or self._closed:
+            raise RecorderError("Recorder.open() called twice or after close()")
+        run_dir = self.out_dir_root / run.run_id
+        try:
+            self.out_dir_root.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir()
+        except FileExistsError:
+            raise RecorderError(f"run directory {run_dir} already exists; refusing to overwrite it "
+                                "(choose another run id / output folder)") from None
+        except OSError as exc:
+            raise RecorderError(f"cannot create run directory {run_dir}: {exc}") from None
+        masks = MaskPagesWriter(self._mask_process, run_dir / MASKS) if self._mask_process is not None else None
+        self._run_writer = RunDirectoryWriter(run, run_dir, self._counts, masks)
+        self._writer_thread.start(self._run_writer)
+        log.info("recording run %s to %s", run.run_id, run_dir)
+
+    def consume(self, result: FrameResult) -> None:
+        """Queue a result for writing; returns at once unless the queue is full (see the policy)."""
+        if self._closed:
+            self._counts.results_lost += 1
+            if self._counts.results_lost == 1:
+                log.error("recorder already closed; results after close() are not recorded")
+            return
+        self._writer_thread.submit(ResultMessage.of(result, self.write_masks))
+
+    def on_status(self, status: Mapping[str, Any]) -> None:
+        """Record a status snapshot (status.jsonl, run.json counts); skipped if the queue is full."""
+        self._writer_thread.submit(StatusMessage(dict(status)))
+
+    def annotate(self, text: str, frame: int | None = None) -> None:
+        """Add a timestamped note to annotations.jsonl (thread-safe; any thread)."""
+        if not isinstance(text, str):
+            raise TypeError(f"annotation text must be a string, got {type(text).__name__}")
+        if self._closed:
+            log.warning("recorder closed; annotation %r not recorded", text)
+            return
+        self._writer_thread.submit(AnnotationMessage(utc_now(), time.time(), frame, text))
+
+    def close(self) -> None:
+        """Drain the queue, flush and close every file, finalise run.json. Safe to call twice."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        run_writer = self._run_writer
+        if run_writer is None or not self._writer_thread.started:
+            self._release_unused_mask_process()
+            if self._writer_thread.queued:
+                log.warning("recorder closed before it opened; %d queued items not recorded",
+                            self._writer_thread.queued)
+            return
+        self._writer_thread.close()
+        if not run_writer.finished:  # the writer thread died without finalising
+            run_writer.finish()
+
+    def _release_unused_mask_process(self) -> None:
+        if self._mask_process is None:
+            return
+        try:
+            self._mask_process.close()
+        except OSError:
+            self._counts.write_errors += 1
+            log.exception("recorder: stopping the mask writer failed")
