@@ -6,6 +6,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,14 +15,23 @@ import pytest
 from sam4em_live.config import ConfigError, HooksConfig, HookSpec, SafetyConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.hooks import (
+    AddPrompt,
+    Annotate,
+    BlankBeam,
     Command,
     CommandGate,
     DryRunMicroscope,
     HookContext,
     HookRunner,
+    MoveStage,
+    RemovePrompt,
     SimulatedMicroscope,
+    StartRecording,
+    StopRecording,
+    UnblankBeam,
 )
 from sam4em_live.hooks.api import MicroscopeHandle
+from sam4em_live.hooks.commands import COMMAND_NAMES, COMMAND_TYPES
 from sam4em_live.hooks.examples import KeepCentred, StopWhenLost
 from sam4em_live.hooks.loading import LoadedHook, load_hook
 from sam4em_live.particles import ParticleMeasurement, Prompt
@@ -32,6 +42,10 @@ SHAPE = (64, 96)
 CAL = Calibration(pixel_size_nm=2.0, fps=80.0)
 
 
+#: A move by this many nm (y) jams the `Stage`: the adapter raises, as real hardware can.
+JAM_NM = 13.0
+
+
 class Stage:
     """A tiny stage model: the image shows world - offset / pixel size (image content moves by -d/px)."""
 
@@ -40,6 +54,8 @@ class Stage:
         self.moves: list[tuple[float, float]] = []
 
     def move_stage(self, dx_nm: float, dy_nm: float) -> None:
+        if dy_nm == JAM_NM:
+            raise RuntimeError("stage jammed")
         self.offset_nm += (dx_nm, dy_nm)
         self.moves.append((dx_nm, dy_nm))
 
@@ -69,18 +85,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@dataclass(frozen=True)
+class SelfDestruct:
+    """Looks like a command (it has a name) but is none of `sam4em_live.hooks.commands`."""
+
+    name = "self_destruct"
+
+
 @pytest.mark.parametrize(
     "command, status, reason",
     [
-        (Command("move_stage", {"dx_nm": 300.0, "dy_nm": 400.0}), "done", None),
-        (Command("move_stage", {"dx_nm": 300.0, "dy_nm": 401.0}), "refused", "max_stage_step_nm"),
-        (Command("move_stage", {"dx_nm": math.nan, "dy_nm": 0.0}), "refused", "finite"),
-        (Command("move_stage", {"dx_nm": "1", "dy_nm": 0.0}), "refused", "finite"),
-        (Command("blank_beam"), "done", None),
-        (Command("start_recording"), "refused", "allowed_commands"),
-        (Command("self_destruct"), "refused", "unknown command"),
-        (Command("add_prompt", {"prompt": "not a prompt"}), "refused", "Prompt"),
-        (Command("blank_beam", {"power": 3}), "failed", "TypeError"),
+        (MoveStage(300.0, 400.0), "done", None),
+        (MoveStage(300.0, 401.0), "refused", "max_stage_step_nm"),
+        (MoveStage(math.nan, 0.0), "refused", "finite"),
+        (MoveStage("1", 0.0), "refused", "finite"),  # type: ignore[arg-type]  # hooks are unchecked user code
+        (BlankBeam(), "done", None),
+        (StartRecording(), "refused", "allowed_commands"),
+        (SelfDestruct(), "refused", "unknown command 'self_destruct'"),
+        (AddPrompt("not a prompt"), "refused", "Prompt"),  # type: ignore[arg-type]
+        (MoveStage(0.0, JAM_NM), "failed", "RuntimeError: stage jammed"),
     ],
 )
 def test_gate_limits(command: Command, status: str, reason: str | None, clock: FakeClock) -> None:
@@ -97,7 +120,7 @@ def test_gate_limits(command: Command, status: str, reason: str | None, clock: F
 def test_gate_rate_limit(clock: FakeClock) -> None:
     stage = Stage()
     gate = CommandGate(SimulatedMicroscope(stage), SafetyConfig(max_stage_moves_per_s=2.0), clock=clock)
-    move = Command("move_stage", {"dx_nm": 10.0, "dy_nm": 0.0})
+    move = MoveStage(10.0, 0.0)
     statuses = []
     for t in (0.0, 0.2, 0.49, 0.5, 0.6, 1.01):
         clock.t = t
@@ -109,11 +132,40 @@ def test_gate_rate_limit(clock: FakeClock) -> None:
 def test_dry_run_switch_keeps_the_stage_still(clock: FakeClock) -> None:
     stage = Stage()
     gate = CommandGate(SimulatedMicroscope(stage), SafetyConfig(dry_run=True), clock=clock)
-    assert gate.submit(Command("move_stage", {"dx_nm": 10.0, "dy_nm": 5.0})).status == "dry_run"
-    assert gate.submit(Command("stop_recording")).status == "dry_run"
+    assert gate.submit(MoveStage(10.0, 5.0)).status == "dry_run"
+    assert gate.submit(StopRecording()).status == "dry_run"
     assert stage.moves == []
     assert gate.dry_run_microscope.stage_offset_nm == (10.0, 5.0)
     assert [name for name, _ in gate.dry_run_microscope.history] == ["move_stage", "stop_recording"]
+
+
+def test_a_failed_move_does_not_use_up_the_rate_limit(clock: FakeClock) -> None:
+    stage = Stage()
+    gate = CommandGate(SimulatedMicroscope(stage), SafetyConfig(max_stage_moves_per_s=2.0), clock=clock)
+    assert gate.submit(MoveStage(0.0, JAM_NM)).status == "failed"
+    clock.t = 0.1
+    assert gate.submit(MoveStage(1.0, 0.0)).status == "done" and stage.moves == [(1.0, 0.0)]
+
+
+def test_each_command_reaches_the_adapter_method_of_its_name(clock: FakeClock) -> None:
+    """Dispatch is by type; the record's ``name`` is the adapter method and the string in logs and config."""
+    control = RecordingControl()
+    micro = DryRunMicroscope(control)  # type: ignore[arg-type]
+    gate = CommandGate(micro, SafetyConfig(allowed_commands=tuple(sorted(COMMAND_NAMES))), clock=clock)
+    prompt = Prompt(4, points=((1.0, 2.0),), labels=(1,))
+    commands: list[Command] = [MoveStage(3.0, -4.0), BlankBeam(), UnblankBeam(), StartRecording(), StopRecording(),
+                               AddPrompt(prompt), RemovePrompt(4), Annotate("note")]
+    assert {type(c) for c in commands} == set(COMMAND_TYPES)  # a new command type needs a row here
+    outcomes = [gate.submit(c, hook="all") for c in commands]
+    assert [o.status for o in outcomes] == ["done"] * len(commands)
+    assert [o.command for o in outcomes] == commands
+    assert micro.history == [
+        ("move_stage", {"dx_nm": 3.0, "dy_nm": -4.0}), ("blank_beam", {}), ("unblank_beam", {}),
+        ("start_recording", {}), ("stop_recording", {}), ("add_prompt", {"particle": 4}),
+        ("remove_prompt", {"particle": 4}), ("annotate", {"text": "note"}),
+    ]
+    assert [c.name for c in commands] == [name for name, _ in micro.history]
+    assert micro.stage_offset_nm == (3.0, -4.0) and control.notes == ["note"] and control.edits[0] == prompt
 
 
 def test_unknown_allowed_command_is_a_config_error() -> None:
@@ -267,7 +319,7 @@ def test_bad_hooks_do_not_stall_consume(caplog) -> None:
     durations = drive(runner, 400, events_every=50)
     time.sleep(0.5)  # past the hang timeout
     runner.on_status({"processed_fps": 80.0})
-    counters = runner.counters()["hooks"]
+    counters = runner.hook_status()["hooks"]
     hanging.release.set()
     runner.close()
 
@@ -295,7 +347,7 @@ def test_close_does_not_wait_forever_for_a_hung_hook() -> None:
     t0 = time.monotonic()
     runner.close()
     assert time.monotonic() - t0 < 1.0
-    assert runner.counters()["hooks"]["hang"]["hung"] is True
+    assert runner.hook_status()["hooks"]["hang"]["hung"] is True
     hanging.release.set()
 
 
@@ -309,7 +361,7 @@ class CommandingHook:
         self.seen.append(tuple(o.status for o in ctx.outcomes))
         if ctx.frame_index == 0:
             ctx.microscope.move_stage(1e6, 0.0)
-            return [Command("move_stage", {"dx_nm": 5.0, "dy_nm": 0.0})]
+            return [MoveStage(5.0, 0.0)]
         return None
 
 
@@ -322,7 +374,7 @@ def test_outcomes_are_reported_to_the_hook() -> None:
     runner.close()
     assert hook.seen == [(), ("refused", "done")]
     assert stage.moves == [(5.0, 0.0)]
-    assert runner.counters()["commands"]["refused"] == 1
+    assert runner.counters["commands.refused"] == 1
 
 
 # -- example hooks --------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ Each method gets one frozen `HookContext`; new fields may be added later, so
 hooks read the fields they need by name. Commands go through
 ``ctx.microscope`` (a `MicroscopeHandle`), which checks the safety limits and
 returns a `CommandOutcome`; outcomes are also listed in the next context's
-``outcomes``. A method may instead return a `Command` or a list of them.
+``outcomes``. A method may instead return a `Command` (a record from
+`sam4em_live.hooks.commands`, e.g. ``MoveStage(dx_nm, dy_nm)``) or a list of them.
 Hooks run on their own thread, never on the pipeline thread.
 """
 
@@ -26,7 +27,18 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from sam4em_live.frames import Calibration
-from sam4em_live.hooks.safety import Command, CommandGate, CommandOutcome
+from sam4em_live.hooks.commands import (
+    AddPrompt,
+    Annotate,
+    BlankBeam,
+    Command,
+    MoveStage,
+    RemovePrompt,
+    StartRecording,
+    StopRecording,
+    UnblankBeam,
+)
+from sam4em_live.hooks.safety import CommandGate, CommandOutcome
 from sam4em_live.particles import ParticleMeasurement, Prompt
 from sam4em_live.results import ParticleStatistics, ServiceEvent
 
@@ -70,28 +82,28 @@ class MicroscopeHandle:
         return outcome
 
     def move_stage(self, dx_nm: float, dy_nm: float) -> CommandOutcome:
-        return self.submit(Command("move_stage", {"dx_nm": dx_nm, "dy_nm": dy_nm}))
+        return self.submit(MoveStage(dx_nm, dy_nm))
 
     def blank_beam(self) -> CommandOutcome:
-        return self.submit(Command("blank_beam"))
+        return self.submit(BlankBeam())
 
     def unblank_beam(self) -> CommandOutcome:
-        return self.submit(Command("unblank_beam"))
+        return self.submit(UnblankBeam())
 
     def start_recording(self) -> CommandOutcome:
-        return self.submit(Command("start_recording"))
+        return self.submit(StartRecording())
 
     def stop_recording(self) -> CommandOutcome:
-        return self.submit(Command("stop_recording"))
+        return self.submit(StopRecording())
 
     def add_prompt(self, prompt: Prompt) -> CommandOutcome:
-        return self.submit(Command("add_prompt", {"prompt": prompt}))
+        return self.submit(AddPrompt(prompt))
 
     def remove_prompt(self, particle: int) -> CommandOutcome:
-        return self.submit(Command("remove_prompt", {"particle": particle}))
+        return self.submit(RemovePrompt(particle))
 
     def annotate(self, text: str) -> CommandOutcome:
-        return self.submit(Command("annotate", {"text": text}))
+        return self.submit(Annotate(text))
 
     def take_outcomes(self) -> tuple[CommandOutcome, ...]:
         """Outcomes since the last call (the runner puts them in the next context)."""

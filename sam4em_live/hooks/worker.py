@@ -17,7 +17,8 @@ from collections import deque
 from typing import Any
 
 from sam4em_live.hooks.api import HookContext, MicroscopeHandle
-from sam4em_live.hooks.safety import Command, CommandGate
+from sam4em_live.hooks.commands import COMMAND_TYPES
+from sam4em_live.hooks.safety import CommandGate
 
 logger = logging.getLogger(__name__)
 
@@ -156,10 +157,11 @@ class HookWorker:
     def _submit_returned(self, returned: Any) -> None:
         if returned is None:
             return
-        commands = [returned] if isinstance(returned, Command) else list(returned)
+        commands = [returned] if isinstance(returned, COMMAND_TYPES) else list(returned)
         for command in commands:
-            if not isinstance(command, Command):
-                raise TypeError(f"hooks may return Command objects only, got {type(command).__name__}")
+            if not isinstance(command, COMMAND_TYPES):
+                raise TypeError(f"hooks may return commands (sam4em_live.hooks.commands) only, "
+                                f"got {type(command).__name__}")
             self.handle.submit(command)
 
     def _count_error(self, method: str, ctx: HookContext) -> None:
