@@ -8,6 +8,7 @@ import numpy as np
 
 from sam4em_live.frames import Frame
 from sam4em_live.segment.embedded import create
+from sam4em_live.segment.stage import InProcessSegmentStage
 from sam4em_live.service.processor import FrameProcessor
 from sam4em_live.sim.video import make_prompts
 from sam4em_live.stats.rolling import RollingTrackStats
@@ -29,7 +30,7 @@ def test_snapshot_work_is_spread_and_published_every_n_frames() -> None:
     video = preset_video("demo", 31, seed=2)
     prompts = make_prompts(video, frames=(0,))
     stats = _CountingStats()
-    processor = FrameProcessor(create({}), stats=stats, stats_every_frames=10)
+    processor = FrameProcessor(InProcessSegmentStage(create({})), stats=stats, stats_every_frames=10)
     published = {}
     for i, pixels in enumerate(video.frames):
         stats.frame = i
@@ -55,12 +56,13 @@ def test_snapshots_are_put_off_one_turn_at_most_while_behind() -> None:
     video = preset_video("demo", 61, seed=2)
     prompts = make_prompts(video, frames=(0,))
     stats = _CountingStats()
-    processor = FrameProcessor(create({}), stats=stats, stats_every_frames=10)
+    processor = FrameProcessor(InProcessSegmentStage(create({})), stats=stats, stats_every_frames=10)
     published = {}
     for i, pixels in enumerate(video.frames):
         stats.frame = i
-        processor.backlog = 5 if i >= 21 else 0  # live, and behind from frame 21 on
-        result = processor.process(Frame("demo", i, time.time(), pixels), [p for p in prompts if p.frame == i])
+        backlog = 5 if i >= 21 else 0  # live, and behind from frame 21 on
+        result = processor.process(Frame("demo", i, time.time(), pixels), [p for p in prompts if p.frame == i],
+                                   backlog=backlog)
         assert bool(result.stats) == (i % 10 == 0), i  # still published on time
         if result.stats:
             published[i] = result.stats

@@ -10,7 +10,7 @@ guess which frame index a prompt belongs to.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask, PromptError
@@ -64,16 +64,25 @@ class BacklogAware(Protocol):
     def note_backlog(self, frames_waiting: int) -> None: ...
 
 
+class RejectedEdit(NamedTuple):
+    """An edit the backend refused for a frame (`PromptError`), and the backend's reason."""
+
+    edit: ParticleEdit
+    reason: str
+
+
 def track_with_retries(segmenter: Segmenter, frame: Frame, edits: Sequence[ParticleEdit]
-                       ) -> tuple[list[ParticleMask], list[tuple[ParticleEdit, str]]]:
-    """``segmenter.track`` with the `PromptError` contract applied: returns (masks, rejected edits with reasons).
+                       ) -> tuple[list[ParticleMask], list[RejectedEdit]]:
+    """``segmenter.track`` with the `PromptError` contract applied: returns (masks, rejected edits).
 
     An edit the backend rejects is dropped (all of that particle's edits on this
     frame; every edit if the error names no particle) and the frame is tracked
     again without it. A `PromptError` naming no remaining edit is re-raised.
+    Both segment stages (in process and in a child process) call this, so the
+    contract is applied in one place.
     """
     remaining = list(edits)
-    rejected: list[tuple[ParticleEdit, str]] = []
+    rejected: list[RejectedEdit] = []
     while True:
         try:
             return segmenter.track(frame, remaining), rejected
@@ -82,4 +91,4 @@ def track_with_retries(segmenter: Segmenter, frame: Frame, edits: Sequence[Parti
             if not dropped:
                 raise
             remaining = [e for e in remaining if e not in dropped]
-            rejected.extend((e, str(exc)) for e in dropped)
+            rejected.extend(RejectedEdit(e, str(exc)) for e in dropped)

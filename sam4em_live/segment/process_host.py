@@ -11,13 +11,14 @@ Frames travel through a ring of ``depth`` slots in a memory-mapped file under
 frame, no pickling of pixels. Everything else (frame metadata, edits, masks)
 goes over a pipe. Protocol, parent → child: ``("ring", path, slots,
 slot_bytes)``, ``("frame", slot, series_id, index, timestamp_s, shape, dtype,
-calibration, edits)``, ``("close",)``; child → parent: ``("ready",
+calibration, edits, backlog)``, ``("close",)``; child → parent: ``("ready",
 describe)`` or ``("failed", message)`` once at start, then per frame
 ``("result", index, masks, rejected, error, segment_ms, particles)``.
 
-The child applies each frame's edits with `track_with_retries`: an edit the
-backend rejects is reported with the result and the frame is segmented
-without it, as the in-process pipeline does.
+`SegmenterProcess` is the child-process `SegmentStage`. The child applies each
+frame's edits with `track_with_retries`, as `InProcessSegmentStage` does: an
+edit the backend rejects is reported with the result and the frame is
+segmented without it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -37,7 +37,8 @@ import numpy as np
 
 from sam4em_live.frames import Calibration, Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask
-from sam4em_live.segment.base import track_with_retries
+from sam4em_live.segment.base import BacklogAware, RejectedEdit, Segmenter, track_with_retries
+from sam4em_live.segment.stage import SegmentationFailed, SegmentOutcome, SegmentStageError
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,8 @@ START_TIMEOUT_S = 300.0
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
-class SegmenterProcessError(RuntimeError):
+class SegmenterProcessError(SegmentStageError):
     """The segmentation process could not start, or died."""
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentOutcome:
-    """One frame back from the child: masks, rejected edits (with reasons) or an error."""
-
-    frame: Frame
-    masks: list[ParticleMask]
-    rejected: list[tuple[ParticleEdit, str]]
-    error: str | None
-    segment_ms: float
 
 
 def _child_main(conn: Connection, backend: str, options: dict[str, Any]) -> None:
@@ -92,14 +82,16 @@ def _child_main(conn: Connection, backend: str, options: dict[str, Any]) -> None
         segmenter.close()
 
 
-def _segment_one(segmenter: Any, ring: np.ndarray, message: tuple) -> tuple:
-    _, slot, series_id, index, timestamp_s, shape, dtype, calibration, edits = message
+def _segment_one(segmenter: Segmenter, ring: np.ndarray, message: tuple) -> tuple:
+    _, slot, series_id, index, timestamp_s, shape, dtype, calibration, edits, backlog = message
     count = int(np.prod(shape)) * np.dtype(dtype).itemsize
     pixels = ring[slot, :count].view(dtype).reshape(shape)
     frame = Frame(series_id, index, timestamp_s, pixels, Calibration(**calibration))
+    if backlog is not None and isinstance(segmenter, BacklogAware):
+        segmenter.note_backlog(backlog)
     start = time.perf_counter()
     masks: list[ParticleMask] = []
-    rejected: list[tuple[ParticleEdit, str]] = []
+    rejected: list[RejectedEdit] = []
     error = None
     try:
         masks, rejected = track_with_retries(segmenter, frame, edits)
@@ -110,18 +102,20 @@ def _segment_one(segmenter: Any, ring: np.ndarray, message: tuple) -> tuple:
 
 
 class SegmenterProcess:
-    """A backend (``backend``, ``options`` as in ``[segmenter]``) running in a child process.
+    """The `SegmentStage` whose backend (``backend``, ``options`` as in ``[segmenter]``) runs in a child process.
 
     ``submit`` hands a frame over and returns at once; ``collect`` returns the
     oldest submitted frame's outcome. At most ``depth`` frames are in flight.
-    Used by the service's worker thread only.
+    Used by the service's worker thread only. The constructor returns once the
+    child has built the backend (or raises the backend's own error, or
+    `SegmenterProcessError`).
     """
 
     def __init__(self, backend: str, options: dict[str, Any] | None = None, depth: int = 2,
                  start_timeout_s: float = START_TIMEOUT_S) -> None:
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        self.depth = depth
+        self._depth = depth
         ctx = mp.get_context("spawn")  # never fork a process that runs ZeroMQ and threads
         self._conn, child_conn = ctx.Pipe()
         self._process = ctx.Process(target=_child_main, args=(child_conn, backend, dict(options or {})),
@@ -133,6 +127,7 @@ class SegmenterProcess:
         self._slot_bytes = 0
         self._ring: np.ndarray | None = None
         self._particles: list[int] = []
+        self._backlog: int | None = None  # goes to the child with the next frame
         self._closed = False
         reply = self._receive(start_timeout_s, "start")
         if reply[0] != "ready":
@@ -143,7 +138,7 @@ class SegmenterProcess:
             raise SegmenterProcessError(f"segmenter {backend!r} failed to start: {reply[1]}")
         self._describe: dict[str, Any] = dict(reply[1], process=True)
 
-    # ---------------------------------------------------------------- Segmenter-like surface
+    # ---------------------------------------------------------------- SegmentStage
 
     def describe(self) -> dict[str, Any]:
         return dict(self._describe)
@@ -152,19 +147,26 @@ class SegmenterProcess:
         return list(self._particles)
 
     @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    def note_backlog(self, frames_waiting: int) -> None:
+        self._backlog = frames_waiting
 
     def fits(self, frame: Frame) -> bool:
         """Whether ``frame`` can be submitted now: a free slot, and room in the ring or nothing in flight
         (a larger frame needs a new ring, made only once every frame in flight is collected)."""
-        if len(self._pending) >= self.depth:
+        if len(self._pending) >= self._depth:
             return False
         return not self._pending or (self._ring is not None and frame.pixels.nbytes <= self._slot_bytes)
 
     def submit(self, frame: Frame, edits: Sequence[ParticleEdit] = ()) -> None:
         """Copy the frame into a free slot and start it (raises if ``depth`` frames are in flight)."""
-        if len(self._pending) >= self.depth:
+        if len(self._pending) >= self._depth:
             raise RuntimeError("segmenter process: too many frames in flight; collect first")
         pixels = np.ascontiguousarray(frame.pixels)
         if self._ring is None or pixels.nbytes > self._slot_bytes:
@@ -174,11 +176,15 @@ class SegmenterProcess:
         np.copyto(self._ring[slot, : pixels.nbytes], pixels.reshape(-1).view(np.uint8))
         calibration = frame.calibration.as_dict()
         self._send(("frame", slot, frame.series_id, frame.index, frame.timestamp_s, pixels.shape,
-                    pixels.dtype.str, calibration, list(edits)))
+                    pixels.dtype.str, calibration, list(edits), self._backlog))
+        self._backlog = None
         self._pending.append((frame, slot))
 
     def collect(self, timeout_s: float | None = None) -> SegmentOutcome | None:
-        """Outcome of the oldest frame in flight; None if it is not ready within ``timeout_s``."""
+        """Outcome of the oldest frame in flight; None if it is not ready within ``timeout_s``.
+
+        Raises `SegmentationFailed` if the backend failed on that frame, `SegmenterProcessError` if the child died.
+        """
         if not self._pending:
             raise RuntimeError("segmenter process: nothing in flight")
         if timeout_s is not None and not self._conn.poll(timeout_s):
@@ -191,7 +197,9 @@ class SegmenterProcess:
         if index != frame.index:
             raise SegmenterProcessError(f"segmentation process answered frame {index}, expected {frame.index}")
         self._particles = list(particles)
-        return SegmentOutcome(frame, masks, rejected, error, segment_ms)
+        if error is not None:
+            raise SegmentationFailed(index, error)
+        return SegmentOutcome(frame, tuple(masks), tuple(rejected), segment_ms)
 
     def close(self) -> None:
         if self._closed:
@@ -217,15 +225,15 @@ class SegmenterProcess:
             raise RuntimeError("segmenter process: frame size changed with frames in flight; collect first")
         fd, path = tempfile.mkstemp(prefix="sam4em-frames-", dir=_SHM_DIR)
         try:
-            os.ftruncate(fd, self.depth * frame_bytes)
-            self._ring = np.memmap(path, dtype=np.uint8, mode="r+", shape=(self.depth, frame_bytes))
-            self._send(("ring", path, self.depth, frame_bytes))
+            os.ftruncate(fd, self._depth * frame_bytes)
+            self._ring = np.memmap(path, dtype=np.uint8, mode="r+", shape=(self._depth, frame_bytes))
+            self._send(("ring", path, self._depth, frame_bytes))
             self._receive(30.0, "ring")
         finally:
             os.close(fd)
             os.unlink(path)  # both sides have it mapped; nothing is left behind if either dies
         self._slot_bytes = frame_bytes
-        self._free_slots = list(range(self.depth))
+        self._free_slots = list(range(self._depth))
 
     def _send(self, message: tuple) -> None:
         try:

@@ -18,9 +18,9 @@ from sam4em_live.config import ConfigError, ServiceConfig
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.io.prompts_file import load_prompts
 from sam4em_live.particles import ParticleEdit
-from sam4em_live.segment.base import Segmenter
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
 from sam4em_live.segment.registry import create_segmenter
+from sam4em_live.segment.stage import InProcessSegmentStage, SegmentStage
 from sam4em_live.service.service import Service
 from sam4em_live.sinks.base import Sink
 from sam4em_live.sources.base import FrameSource, SourceCounters
@@ -142,11 +142,11 @@ def build_service(
         raise
 
 
-def _build_segmenter(config: ServiceConfig) -> Segmenter | SegmenterProcess:
-    """The configured backend, in its own process unless ``segmenter.own_process`` is false."""
+def _build_segmenter(config: ServiceConfig) -> SegmentStage:
+    """The configured backend as a segment stage: in this process, or in a child if ``segmenter.own_process``."""
     seg = config.segmenter
     if not seg.own_process:
-        return create_segmenter(seg.backend, seg.options)
+        return InProcessSegmentStage(create_segmenter(seg.backend, seg.options))
     try:
         return SegmenterProcess(seg.backend, seg.options, depth=seg.process_depth)
     except SegmenterProcessError as exc:

@@ -1,7 +1,10 @@
-"""One frame through the pipeline: prompts → segmentation → measurement → statistics → events.
+"""Frames through the pipeline: prompts → segment stage → measurement → statistics → events.
 
 `FrameProcessor` is the single implementation used by the live service and
-by the offline ``track`` command (which simply feeds it every frame).
+by the offline ``track`` command (which simply feeds it every frame). Where
+the backend runs (this thread or a child process) is the `SegmentStage`'s
+business; the processor validates edits, hands them to the stage, and turns
+each segmented frame into a `FrameResult`.
 """
 
 from __future__ import annotations
@@ -11,21 +14,19 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sam4em_live.frames import Frame
 from sam4em_live.measure import measure_mask
 from sam4em_live.particles import (
     ParticleEdit,
-    ParticleMask,
     ParticleMeasurement,
     PromptError,
     RemoveParticle,
     validate_edit,
 )
 from sam4em_live.results import FrameResult, ParticleStatistics, ServiceEvent
-from sam4em_live.segment.base import BacklogAware, Segmenter, track_with_retries
-from sam4em_live.segment.process_host import SegmenterProcess
+from sam4em_live.segment.stage import SegmentationFailed, SegmentOutcome, SegmentStage
 
 log = logging.getLogger(__name__)
 
@@ -84,132 +85,130 @@ class EventStage(Protocol):
 BACKLOG_DEFER_FRAMES = 2
 
 
-class SegmentationFailed(RuntimeError):
-    """The backend could not segment a frame (the frame is skipped; the stream goes on)."""
+class _PendingFrame(NamedTuple):
+    """What the processor keeps of a frame while the stage segments it."""
+
+    events: list[ServiceEvent]  # prompt rejections so far; the frame's events are added when it is finished
+    removed: list[int]  # particles removed by this frame's edits (their statistics go)
+    backlog: int | None  # frames waiting behind it (live mode), or None
 
 
 class FrameProcessor:
-    """Runs the per-frame stages and times each of them (milliseconds).
+    """Hands frames to a `SegmentStage`, then measures, runs statistics and emits events (timed, milliseconds).
 
-    `process` runs one frame start to finish. The service uses `submit` and
-    `collect` instead: with an in-process segmenter they are `process` and a
-    hand-back (``depth`` 1); with a `SegmenterProcess` the frame is segmented in
-    the child while this thread finishes earlier frames (``depth`` frames in flight).
+    `submit` validates a frame's edits and starts it on the stage; `collect`
+    finishes the oldest frame in flight and returns its `FrameResult`. Frames
+    are collected in submission order, up to ``stage.depth`` in flight (the
+    caller asks the stage: ``fits``, ``in_flight``). `process` is both at once
+    for callers that go one frame at a time. Used from one thread only.
     """
 
     def __init__(
         self,
-        segmenter: Segmenter | SegmenterProcess,
+        stage: SegmentStage,
         stats: StatsStage | None = None,
         events: EventStage | None = None,
         stats_every_frames: int = 10,
         intensity_weighted_centroid: bool = False,
     ) -> None:
-        self.segmenter = segmenter
-        self.stats = stats
-        self.events = events
-        self.stats_every_frames = stats_every_frames
-        self.intensity_weighted_centroid = intensity_weighted_centroid
-        self.prompt_errors = 0
-        self.last_measurements: dict[int, ParticleMeasurement] = {}
-        self._host = segmenter if isinstance(segmenter, SegmenterProcess) else None
+        self._stage = stage
+        self._stats = stats
+        self._events = events
+        self._stats_every_frames = stats_every_frames
+        self._intensity_weighted_centroid = intensity_weighted_centroid
+        self._prompt_errors = 0
+        self._last_measurements: dict[int, ParticleMeasurement] = {}
         self._stats_cache: dict[int, ParticleStatistics] = {}
         self._snapshots_deferred: set[int] = set()
-        #: Frames queued behind the one being processed (live mode; None: not reported, e.g. offline).
-        self.backlog: int | None = None
-        self._done: collections.deque[FrameResult] = collections.deque()
-        self._pending: collections.deque[tuple[list[ServiceEvent], list[int]]] = collections.deque()
-
-    # ---------------------------------------------------------------- pipelined use (the service)
+        self._pending: collections.deque[_PendingFrame] = collections.deque()
 
     @property
-    def depth(self) -> int:
-        """Frames that may be in flight at once."""
-        return self._host.depth if self._host is not None else 1
+    def prompt_errors(self) -> int:
+        """Edits rejected so far (invalid for the frame, or refused by the backend)."""
+        return self._prompt_errors
 
     @property
-    def in_flight(self) -> int:
-        return len(self._done) + (self._host.in_flight if self._host is not None else 0)
+    def last_measurements(self) -> dict[int, ParticleMeasurement]:
+        """The last finished frame's measurements by particle id (replaced, never mutated: safe to read)."""
+        return self._last_measurements
 
-    def can_take(self, frame: Frame) -> bool:
-        """Whether `submit` can start ``frame`` without collecting first (always, in process)."""
-        return self._host is None or self._host.fits(frame)
+    def submit(self, frame: Frame, edits: Sequence[ParticleEdit], backlog: int | None = None) -> None:
+        """Validate ``edits`` against ``frame`` and start it on the stage (only while ``stage.fits(frame)``).
 
-    def submit(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None) -> None:
-        """Start a frame (in-process: run it now). Raises if the frame cannot be processed."""
-        if self._host is None:
-            self._done.append(self.process(frame, edits, status))
-            return
+        ``backlog``: in live mode, the frames waiting behind this one; the backend
+        may defer work and a statistics snapshot may be put off while behind.
+        None (every-frame and offline runs) keeps results independent of timing.
+        Raises what the stage's ``submit`` raises.
+        """
         valid, events = self._validate(frame, edits)
-        self._host.submit(frame, valid)
-        self._pending.append((events, _removed(valid)))
+        if backlog is not None:
+            self._stage.note_backlog(backlog)
+        self._stage.submit(frame, valid)
+        self._pending.append(_PendingFrame(events, _removed(valid), backlog))
 
     def collect(self, timeout_s: float | None = None, status: Any = None) -> FrameResult | None:
-        """The oldest frame's result; None if not ready within ``timeout_s``.
+        """The oldest frame's result; None if the stage has not segmented it within ``timeout_s``.
 
-        Raises `SegmentationFailed` if the backend failed on that frame (it is then done with).
+        ``status`` goes to the event stage. Raises `SegmentationFailed` if the
+        backend failed on that frame (it is then done with), and what the stage
+        raises when it is gone.
         """
-        if self._done:
-            return self._done.popleft()
-        assert self._host is not None, "collect() with nothing submitted"
-        outcome = self._host.collect(timeout_s)
+        try:
+            outcome = self._stage.collect(timeout_s)
+        except SegmentationFailed:
+            self._pending.popleft()
+            raise
         if outcome is None:
             return None
-        events, removed = self._pending.popleft()
-        if outcome.error is not None:
-            raise SegmentationFailed(f"frame {outcome.frame.index}: {outcome.error}")
+        pending = self._pending.popleft()
         for edit, reason in outcome.rejected:
-            self._reject(outcome.frame, edit, reason, events)
-        return self._finish(outcome.frame, outcome.masks, events, removed, outcome.segment_ms, status)
+            self._reject(outcome.frame, edit, reason, pending.events)
+        return self._finish(outcome, pending, status)
 
-    # ---------------------------------------------------------------- one frame, start to finish
+    def process(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None,
+                backlog: int | None = None) -> FrameResult:
+        """One frame start to finish: `submit` then `collect` (nothing else may be in flight)."""
+        if self._pending:
+            raise RuntimeError("process() with frames in flight; collect them first")
+        self.submit(frame, edits, backlog)
+        result = self.collect(None, status)
+        assert result is not None  # collect(None) waits for the frame
+        return result
 
-    def process(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None) -> FrameResult:
-        if self._host is not None:
-            raise RuntimeError("process() needs an in-process segmenter; use submit()/collect()")
-        t0 = time.perf_counter()
-        valid, events = self._validate(frame, edits)
-        if self.backlog is not None and isinstance(self.segmenter, BacklogAware):
-            self.segmenter.note_backlog(self.backlog)
-        masks, rejected = track_with_retries(self.segmenter, frame, valid)  # type: ignore[arg-type]
-        for edit, reason in rejected:
-            self._reject(frame, edit, reason, events)
-        return self._finish(frame, masks, events, _removed(valid), (time.perf_counter() - t0) * 1e3, status)
-
-    def _finish(self, frame: Frame, masks: Sequence[ParticleMask], events: list[ServiceEvent],
-                removed: Sequence[int], segment_ms: float, status: Any) -> FrameResult:
+    def _finish(self, outcome: SegmentOutcome, pending: _PendingFrame, status: Any) -> FrameResult:
         """Measurement, statistics and events of a segmented frame."""
+        frame = outcome.frame
         t1 = time.perf_counter()
         measurements = tuple(
-            measure_mask(m, frame.index, frame.pixels, self.intensity_weighted_centroid) for m in masks
+            measure_mask(m, frame.index, frame.pixels, self._intensity_weighted_centroid) for m in outcome.masks
         )
         t2 = time.perf_counter()
-        if self.stats is not None:
-            for particle in removed:
-                self.stats.remove(particle)
         stats: dict[int, ParticleStatistics] = {}
-        if self.stats is not None:
-            self.stats.update(frame.index, measurements)
-            stats = self._spread_snapshot(self.stats, frame.index)
+        if self._stats is not None:
+            for particle in pending.removed:
+                self._stats.remove(particle)
+            self._stats.update(frame.index, measurements)
+            stats = self._spread_snapshot(self._stats, frame.index, pending.backlog)
         t3 = time.perf_counter()
-        if self.events is not None:
-            events.extend(self.events.update(frame.index, frame.shape, measurements, status, stats))
+        events = pending.events
+        if self._events is not None:
+            events.extend(self._events.update(frame.index, frame.shape, measurements, status, stats))
         t4 = time.perf_counter()
-        self.last_measurements = {m.particle: m for m in measurements}
+        self._last_measurements = {m.particle: m for m in measurements}
         return FrameResult(
             frame=frame,
-            masks=tuple(masks),
+            masks=outcome.masks,
             measurements=measurements,
             stats=stats,
             events=tuple(events),
             timings_ms={
-                "segment": segment_ms, "measure": (t2 - t1) * 1e3,
+                "segment": outcome.segment_ms, "measure": (t2 - t1) * 1e3,
                 "stats": (t3 - t2) * 1e3, "events": (t4 - t3) * 1e3,
             },
             processed_s=time.time(),
         )
 
-    def _spread_snapshot(self, stats: StatsStage, index: int) -> dict[int, ParticleStatistics]:
+    def _spread_snapshot(self, stats: StatsStage, index: int, backlog: int | None) -> dict[int, ParticleStatistics]:
         """Statistics of every particle on publishing frames (``index % stats_every_frames == 0``), else {}.
 
         Each particle's snapshot (tMSD fits: ~0.4 ms) is taken on its own frame of
@@ -220,10 +219,10 @@ class FrameProcessor:
         twice in a row) so the pipeline catches up sooner: that snapshot is then
         at most two intervals old.
         """
-        every = self.stats_every_frames
+        every = self._stats_every_frames
         particles = stats.particles()
         phase = index % every
-        behind = self.backlog is not None and self.backlog >= BACKLOG_DEFER_FRAMES
+        behind = backlog is not None and backlog >= BACKLOG_DEFER_FRAMES
         for j, pid in enumerate(particles):
             if (j * every) // len(particles) == phase:
                 if behind and pid in self._stats_cache and pid not in self._snapshots_deferred:
@@ -242,7 +241,7 @@ class FrameProcessor:
         return {pid: self._stats_cache[pid] for pid in particles if pid in self._stats_cache}
 
     def _reject(self, frame: Frame, edit: ParticleEdit, reason: str | Exception, events: list[ServiceEvent]) -> None:
-        self.prompt_errors += 1
+        self._prompt_errors += 1
         log.warning("prompt for particle %d rejected at frame %d: %s", edit.particle, frame.index, reason)
         events.append(ServiceEvent("prompt_rejected", frame.index, edit.particle, {"reason": str(reason)}))
 

@@ -21,8 +21,7 @@ from sam4em_live.control_api import ServiceState, StatusSnapshot
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.particles import ParticleEdit, PromptError
 from sam4em_live.results import FrameResult, RunInfo
-from sam4em_live.segment.base import Segmenter
-from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
+from sam4em_live.segment.stage import SegmentStage, SegmentStageError
 from sam4em_live.service.frame_queue import FrameQueue
 from sam4em_live.service.meter import IntervalMeter
 from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
@@ -50,7 +49,7 @@ class Service:
         self,
         config: ServiceConfig,
         source: FrameSource,
-        segmenter: Segmenter | SegmenterProcess,
+        stage: SegmentStage,
         sinks: Sequence[Sink] = (),
         edits: Sequence[ParticleEdit] = (),
         stats_factory: Callable[[Calibration], StatsStage] | None = None,
@@ -60,17 +59,16 @@ class Service:
     ) -> None:
         self.config = config
         self.source = source
-        self.segmenter = segmenter
+        self.stage = stage
         self.sinks = list(sinks)
         self.run_id = run_id or new_run_id()
         self.max_frames = max_frames
         self.schedule = PromptSchedule(edits)
-        # Statistics need the series calibration (fps, pixel size), known only at the first frame.
+        # Statistics need the series calibration (fps, pixel size), known only at the first frame:
+        # the processor that owns them is built then (`_new_processor`).
         self._stats_factory = stats_factory
-        self.processor = FrameProcessor(
-            segmenter, None, events, config.stats.publish_every_frames,
-            config.pipeline.intensity_weighted_centroid,
-        )
+        self._events = events
+        self.processor: FrameProcessor | None = None
         self.queue = FrameQueue(config.pipeline.backpressure, config.pipeline.queue_frames, config.pipeline.spill_dir)
         self._state = ServiceState.IDLE
         self._state_lock = threading.Lock()
@@ -203,14 +201,14 @@ class Service:
                     self._stop.wait(POLL_S)
                     continue
                 # With frames in flight (a segmentation process), only take a frame that is already waiting.
-                frame = self.queue.get(0.0 if self.processor.in_flight else POLL_S)
+                frame = self.queue.get(0.0 if self.stage.in_flight else POLL_S)
                 if frame is not None:
                     self._submit(frame)
                 # Finish the oldest frame unless the next can overlap with it: a backend in its own process
                 # segments frame N+1 while this thread measures, records and publishes frame N.
-                while self.processor.in_flight and (frame is None or self.processor.in_flight >= self.processor.depth):
+                while self.stage.in_flight and (frame is None or self.stage.in_flight >= self.stage.depth):
                     self._collect()
-                if frame is None and not self.processor.in_flight:
+                if frame is None and not self.stage.in_flight:
                     if self._ingest_done.is_set() and len(self.queue) == 0:
                         return
                 if self.max_frames is not None and self._submitted >= self.max_frames:
@@ -221,15 +219,16 @@ class Service:
     def _submit(self, frame: Frame) -> None:
         if not self._sinks_open:
             self._open_sinks(frame)
+        processor = self.processor
+        assert processor is not None  # built with the sinks at the first frame
         edits = self.schedule.due(frame.index)
         self._submitted += 1
-        if self._shed_load:
-            self.processor.backlog = len(self.queue)
-        if not self.processor.can_take(frame):  # e.g. a larger frame (new series) for a segmentation process
+        backlog = len(self.queue) if self._shed_load else None
+        if not self.stage.fits(frame):  # e.g. a larger frame (new series) for a segmentation process
             self._finish_in_flight()
         try:
-            self.processor.submit(frame, edits, self._status)
-        except SegmenterProcessError:
+            processor.submit(frame, edits, backlog)
+        except SegmentStageError:
             raise
         except Exception:
             self._seg_errors += 1
@@ -237,14 +236,16 @@ class Service:
 
     def _collect(self) -> None:
         """Wait for the oldest frame in flight and deliver it to the sinks."""
+        processor = self.processor
+        assert processor is not None  # something was submitted
         deadline = time.monotonic() + COLLECT_TIMEOUT_S
         try:
-            result = self.processor.collect(POLL_S, self._status)
+            result = processor.collect(POLL_S, self._status)
             while result is None:
                 if time.monotonic() > deadline:
-                    raise SegmenterProcessError(f"no segmentation result in {COLLECT_TIMEOUT_S:.0f} s")
-                result = self.processor.collect(POLL_S, self._status)
-        except SegmenterProcessError:
+                    raise SegmentStageError(f"no segmentation result in {COLLECT_TIMEOUT_S:.0f} s")
+                result = processor.collect(POLL_S, self._status)
+        except SegmentStageError:
             raise
         except Exception:
             self._seg_errors += 1
@@ -253,7 +254,7 @@ class Service:
         self._deliver(result)
 
     def _finish_in_flight(self) -> None:
-        while self.processor.in_flight:
+        while self.stage.in_flight:
             self._collect()
 
     def _deliver(self, result: FrameResult) -> None:
@@ -267,11 +268,16 @@ class Service:
         self.last_result = result
         self._meter.record(result, time.time() - result.frame.timestamp_s)
 
+    def _new_processor(self, calibration: Calibration) -> FrameProcessor:
+        """The run's processor, built at its first frame: the statistics need the series calibration."""
+        stats = self._stats_factory(calibration) if self._stats_factory is not None else None
+        return FrameProcessor(self.stage, stats, self._events, self.config.stats.publish_every_frames,
+                              self.config.pipeline.intensity_weighted_centroid)
+
     def _open_sinks(self, frame: Frame) -> None:
         series = self.source.series or SeriesInfo(frame.series_id, frame.shape, frame.pixels.dtype.str, frame.calibration)
-        if self._stats_factory is not None:
-            self.processor.stats = self._stats_factory(series.calibration.merged(frame.calibration))
-        run = RunInfo(self.run_id, series, self.segmenter.describe(), self.config.to_jsonable(), package_versions())
+        self.processor = self._new_processor(series.calibration.merged(frame.calibration))
+        run = RunInfo(self.run_id, series, self.stage.describe(), self.config.to_jsonable(), package_versions())
         opened: list[Sink] = []
         for sink in self.sinks:
             try:
@@ -299,7 +305,7 @@ class Service:
                 sink.close()
             except Exception:
                 log.exception("sink %s failed to close", type(sink).__name__)
-        for closer in (self.segmenter.close, self.source.close, self.queue.close):
+        for closer in (self.stage.close, self.source.close, self.queue.close):
             try:
                 closer()
             except Exception:
@@ -329,7 +335,7 @@ class Service:
 
     def _snapshot(self, error: str | None = None) -> StatusSnapshot:
         counters = self.source.counters
-        backend = self.segmenter.describe() if self._sinks_open else {}
+        backend = self.stage.describe() if self._sinks_open else {}
         rates = self._meter.roll()
         return StatusSnapshot(
             state=self._state, run_id=self.run_id,
@@ -340,7 +346,7 @@ class Service:
             messages_rejected=counters.rejected, rejected_by_reason=dict(counters.rejected_by_reason),
             segmentation_errors=self._seg_errors, sink_errors=self._sink_errors,
             queue_depth=len(self.queue), paused=self._paused.is_set(), error=error,
-            particles=tuple(self.segmenter.particles()), sinks=self._sink_counters(),
+            particles=tuple(self.stage.particles()), sinks=self._sink_counters(),
             wall_time_s=time.time(), **rates,
         )
 
@@ -379,9 +385,10 @@ class Service:
         return self.config.to_jsonable()
 
     def particles(self) -> list[dict[str, Any]]:
-        last = dict(self.processor.last_measurements)
+        processor = self.processor
+        last = dict(processor.last_measurements) if processor is not None else {}
         out = []
-        for pid in self.segmenter.particles():
+        for pid in self.stage.particles():
             m = last.get(pid)
             out.append({"id": pid, "present": bool(m and m.present), "frame": m.frame if m else None,
                         "x": m.x if m and m.present else None, "y": m.y if m and m.present else None,

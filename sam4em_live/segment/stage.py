@@ -1,0 +1,151 @@
+"""The segment stage seam: frames and their edits in, one outcome per frame out, in submission order.
+
+The pipeline worker never calls a `Segmenter` itself: it talks to a `SegmentStage`,
+which decides where the backend runs. `InProcessSegmentStage` (here) runs it on
+the worker thread, one frame at a time; `SegmenterProcess`
+(`sam4em_live.segment.process_host`) runs it in a child process fed through shared
+memory, with up to ``depth`` frames in flight. Both apply the `PromptError`
+contract with `track_with_retries`, so an edit the backend refuses comes back as a
+`RejectedEdit` in the outcome and the rest of the frame's edits still apply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from sam4em_live.frames import Frame
+from sam4em_live.particles import ParticleEdit, ParticleMask
+from sam4em_live.segment.base import BacklogAware, RejectedEdit, Segmenter, track_with_retries
+
+
+class SegmentationFailed(RuntimeError):
+    """The backend could not segment frame ``frame_index`` (that frame is skipped; the stream goes on)."""
+
+    def __init__(self, frame_index: int, reason: str) -> None:
+        super().__init__(f"frame {frame_index}: {reason}")
+        self.frame_index = frame_index
+
+
+class SegmentStageError(RuntimeError):
+    """The stage itself can no longer segment (e.g. its process died): the run cannot go on."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentOutcome:
+    """One segmented frame: a mask per tracked particle, the edits the backend refused, its time.
+
+    ``masks`` has one entry per tracked particle (absent ones included);
+    ``rejected`` lists the edits dropped under the `PromptError` contract with the
+    backend's reason; ``segment_ms`` is the backend's own time on the frame
+    (milliseconds, wherever it ran).
+    """
+
+    frame: Frame
+    masks: tuple[ParticleMask, ...]
+    rejected: tuple[RejectedEdit, ...]
+    segment_ms: float
+
+
+@runtime_checkable
+class SegmentStage(Protocol):
+    """Where and how the backend runs; used by the pipeline worker thread only (never concurrently).
+
+    - ``submit(frame, edits)`` starts a frame; ``edits`` are validated and anchored
+      to it. Call only while ``fits(frame)``. Raises `SegmentStageError` if the
+      stage is gone; never raises for a frame the backend fails on (``collect``
+      reports that).
+    - ``collect(timeout_s)`` returns the oldest submitted frame's `SegmentOutcome`,
+      or None if it is not ready within ``timeout_s`` (None: wait as long as it
+      takes). Raises `SegmentationFailed` if the backend failed on that frame
+      (it is then done with), `SegmentStageError` if the stage is gone,
+      ``RuntimeError`` if nothing is in flight.
+    - ``depth``: frames that may be in flight at once; ``in_flight``: submitted,
+      not yet collected. ``fits(frame)``: whether ``submit`` can take ``frame``
+      now without a collect first.
+    - ``note_backlog(frames_waiting)``: live mode only, before a frame's ``submit``:
+      how many frames wait behind it; passed on to a `BacklogAware` backend.
+    - ``describe()`` and ``particles()``: the backend's, as in `Segmenter`
+      (``particles`` as of the last collected frame).
+    - ``close()`` releases the backend (and its process); called once at teardown.
+    """
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def fits(self, frame: Frame) -> bool: ...
+
+    def submit(self, frame: Frame, edits: Sequence[ParticleEdit]) -> None: ...
+
+    def collect(self, timeout_s: float | None = None) -> SegmentOutcome | None: ...
+
+    def note_backlog(self, frames_waiting: int) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def particles(self) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessSegmentStage:
+    """The backend on the caller's thread: ``submit`` segments the frame, ``collect`` hands it back (depth 1).
+
+    Nothing overlaps, so results are exactly those of calling the backend frame by frame.
+    """
+
+    depth = 1
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        self._segmenter = segmenter
+        # Checked once: a runtime Protocol check per frame costs more than the call it guards.
+        self._backlog_aware: BacklogAware | None = segmenter if isinstance(segmenter, BacklogAware) else None
+        self._frame: Frame | None = None  # submitted, not yet collected
+        self._outcome: SegmentOutcome | None = None
+        self._failure: Exception | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self._frame is None else 1
+
+    def fits(self, frame: Frame) -> bool:
+        return self._frame is None
+
+    def note_backlog(self, frames_waiting: int) -> None:
+        if self._backlog_aware is not None:
+            self._backlog_aware.note_backlog(frames_waiting)
+
+    def submit(self, frame: Frame, edits: Sequence[ParticleEdit]) -> None:
+        if self._frame is not None:
+            raise RuntimeError("in-process segment stage: a frame is in flight; collect first")
+        self._frame = frame
+        start = time.perf_counter()
+        try:
+            masks, rejected = track_with_retries(self._segmenter, frame, edits)
+        except Exception as exc:  # noqa: BLE001 - this frame failed; collect() reports it, the stream goes on
+            self._failure = exc
+            return
+        self._outcome = SegmentOutcome(frame, tuple(masks), tuple(rejected), (time.perf_counter() - start) * 1e3)
+
+    def collect(self, timeout_s: float | None = None) -> SegmentOutcome | None:
+        frame, outcome, failure = self._frame, self._outcome, self._failure
+        if frame is None:
+            raise RuntimeError("in-process segment stage: nothing in flight")
+        self._frame = self._outcome = self._failure = None
+        if failure is not None:
+            raise SegmentationFailed(frame.index, f"{type(failure).__name__}: {failure}") from failure
+        return outcome
+
+    def describe(self) -> dict[str, Any]:
+        return self._segmenter.describe()
+
+    def particles(self) -> list[int]:
+        return self._segmenter.particles()
+
+    def close(self) -> None:
+        self._segmenter.close()
