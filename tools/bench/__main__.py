@@ -86,8 +86,14 @@ def command_run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.param, [b.name for b, _ in chosen])
     package = PackageUnderTest.working_tree()
     results = []
+    failed = []
     for bench, quick in chosen:
-        result = run_child(bench, bench.params(overrides[bench.name], quick=quick), package)
+        try:
+            result = run_child(bench, bench.params(overrides[bench.name], quick=quick), package)
+        except RuntimeError as exc:  # the child printed its traceback; go on with the others
+            print(f"# {exc}", file=sys.stderr)
+            failed.append(bench.name)
+            continue
         results.append(result)
         print_result(result)
         baseline = BASELINE_DIR / f"{bench.name}.json"
@@ -100,7 +106,9 @@ def command_run(args: argparse.Namespace) -> int:
     out = args.out or _default_out("run")
     save_results(out, results)
     print(f"# results: {out}")
-    return 0
+    if failed:
+        print(f"# failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def command_compare(args: argparse.Namespace) -> int:
@@ -191,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
 
         child_main(args.name, json.loads(args.params), args.out)
         return 0
-    handler = args.handler
-    return int(handler(args))
+    try:
+        return int(args.handler(args))
+    except RuntimeError as exc:
+        print(f"# {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
