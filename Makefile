@@ -28,8 +28,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -m "not slow"
 
+# ruff on everything; mypy on the package (configured in pyproject.toml: [tool.mypy], pydantic plugin).
 lint: $(STAMP)
 	$(BIN)/ruff check sam4em_live tests tools
+	$(BIN)/mypy
 
 clean-venv:
 	rm -rf $(VENV)

@@ -262,4 +262,4 @@ def _as_buffer(part: Any) -> memoryview:
     buffer = getattr(part, "buffer", None)
     if buffer is not None:
         return buffer
-    return memoryview(part).cast("B") if not isinstance(part, np.ndarray) else memoryview(part.reshape(-1)).cast("B")
+    return memoryview(part).cast("B") if not isinstance(part, np.ndarray) else part.reshape(-1).data.cast("B")

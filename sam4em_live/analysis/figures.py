@@ -55,8 +55,8 @@ def trajectories_figure(result: AnalysisResult, units: _Units) -> Figure:
         t = group["t_s"].to_numpy() if "t_s" in group.columns and units.time_label == "s" else \
             group["frame"].to_numpy() * units.time
         if xy.shape[0] >= 2:
-            segments = np.stack([xy[:-1], xy[1:]], axis=1)
-            collection = LineCollection(segments, cmap="viridis", linewidths=1.2)
+            segments = np.stack([xy[:-1], xy[1:]], axis=1)  # (K, 2 ends, 2 coordinates)
+            collection = LineCollection(list(segments), cmap="viridis", linewidths=1.2)
             collection.set_array(0.5 * (t[:-1] + t[1:]))
             collection.set_clim(norm_lo, norm_hi)
             ax.add_collection(collection)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,7 +247,7 @@ class ControlServer:
             return control.particles()
         raise schema.RequestError("unknown_op", f"unknown op {op!r}")  # pragma: no cover - schema guards
 
-    def _note_handshake(self, event: dict[str, Any]) -> None:
+    def _note_handshake(self, event: Mapping[str, object]) -> None:
         self.counters.refused_handshakes += 1
         count = self.counters.refused_handshakes
         if count <= 5 or count % 100 == 0:  # a refused client retries every ~100 ms: do not flood the log

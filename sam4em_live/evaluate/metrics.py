@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -161,8 +161,9 @@ def _ids(labels: np.ndarray) -> list[int]:
 def _table_centroids(table: pd.DataFrame | None) -> dict[tuple[int, int], tuple[float, float]]:
     if table is None or len(table) == 0:
         return {}
-    return {(int(r.frame), int(r.particle)): (float(r.x), float(r.y))
-            for r in table[["frame", "particle", "x", "y"]].itertuples(index=False)}
+    frames, particles = table["frame"].to_numpy(dtype=np.int64), table["particle"].to_numpy(dtype=np.int64)
+    xs, ys = table["x"].to_numpy(dtype=np.float64), table["y"].to_numpy(dtype=np.float64)
+    return {(int(f), int(p)): (float(x), float(y)) for f, p, x, y in zip(frames, particles, xs, ys, strict=True)}
 
 
 def _score_frame(
@@ -225,13 +226,14 @@ def _swapped_to(counts: np.ndarray, area_p: np.ndarray, area_g: np.ndarray, i: i
 
 def _per_particle(per_frame: pd.DataFrame, gt_ids: list[int]) -> pd.DataFrame:
     rows = []
-    for pid, group in per_frame.groupby("particle", sort=True):
+    for key, group in per_frame.groupby("particle", sort=True):
+        pid = int(cast(float, key))  # the stub types group keys as any scalar; particle ids are numbers
         group = group.sort_values("frame")
         swapped = (group["swapped_to"] != 0).to_numpy()
         switches = int(np.count_nonzero(swapped[1:] & ~swapped[:-1]) + (1 if swapped.size and swapped[0] else 0))
         errors = group["centroid_error_px"].dropna()
         rows.append({
-            "particle": int(pid), "in_truth": int(pid) in gt_ids,
+            "particle": pid, "in_truth": pid in gt_ids,
             "frames_gt": int(group["gt_present"].sum()), "frames_scored": int(len(group)),
             "J": float(group["J"].mean()), "F": float(group["F"].mean()), "JF": float(group["JF"].mean()),
             "centroid_error_px_median": float(errors.median()) if len(errors) else math.nan,

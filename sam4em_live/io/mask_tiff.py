@@ -50,7 +50,9 @@ MAX_LABEL = int(np.iinfo(np.uint16).max)
 def _deflate_encoder(level: int) -> Callable[[np.ndarray], bytes]:
     """A function compressing a tile to a zlib stream (TIFF compression 8): zlib-ng if imagecodecs has it."""
     if imagecodecs.ZLIBNG.available:
-        return lambda tile: imagecodecs.zlibng_encode(tile, level=level)
+        # imagecodecs' stub types the input as bytes/bytearray/mmap and the result as bytes | bytearray: it takes
+        # any buffer (here a C-contiguous array) and returns bytes unless ``out=`` is given.
+        return lambda tile: imagecodecs.zlibng_encode(tile, level=level)  # type: ignore[arg-type, return-value]
     return lambda tile: zlib.compress(tile.tobytes(), level)
 
 
@@ -221,6 +223,7 @@ def read_label_stack(path: str | Path) -> tuple[np.ndarray, list[int]]:
             except tifffile.TiffFileError as exc:  # the last IFD itself was cut short
                 log.warning("%s: page %d has a damaged header (%s); stopping there", path, len(pages), exc)
                 break
+            assert isinstance(page, tifffile.TiffPage)  # a TiffFrame only where pages.useframes was set
             if not _page_is_complete(tif, page, size):
                 log.warning("%s: page %d is incomplete (written when the process stopped); ignored", path, len(pages))
                 break

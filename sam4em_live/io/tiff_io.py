@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +209,12 @@ class TiffStackReader:
         if self._stack is not None:
             pixels = np.asarray(self._stack[i])
         else:
-            order, target = self._page_layout  # type: ignore[misc]
+            assert self._page_layout is not None  # set whenever the stack is not memory-mapped
+            order, target = self._page_layout
             try:
                 page = self._tif.series[0].pages[i]
+                if page is None:  # tifffile's placeholder for a page it could not index
+                    raise ValueError("page not found")
                 pixels = np.reshape(page.asarray().transpose(order), target[1:])
             except Exception as exc:  # tifffile/imagecodecs raise many types for corrupt pages
                 raise ReplayError(f"{self.path}: page {i} cannot be decoded ({type(exc).__name__}: {exc})") from None
@@ -262,7 +265,7 @@ def write_tiff_stack(
         first, count, pages = stack[0], stack.shape[0], iter(stack)
     else:
         if n_frames is None:
-            if not hasattr(frames, "__len__"):
+            if not isinstance(frames, Sized):
                 raise ValueError("pass n_frames when frames is an iterator")
             n_frames = len(frames)
         pages = iter(frames)
@@ -298,12 +301,12 @@ def _calibration_tags(use_ome: bool, pixel_size_nm: float | None, fps: float | N
     return metadata, options
 
 
-def _chain_first(first: np.ndarray, rest: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+def _chain_first(first: np.ndarray, rest: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     yield first
     yield from rest
 
 
-def _checked(pages: Iterable[np.ndarray], shape: tuple[int, ...], dtype: np.dtype, count: int) -> Iterable[np.ndarray]:
+def _checked(pages: Iterable[np.ndarray], shape: tuple[int, ...], dtype: np.dtype, count: int) -> Iterator[np.ndarray]:
     written = 0
     for page in pages:
         page = np.asarray(page)

@@ -7,12 +7,17 @@ overlay share one rectangle scaled by the preview ``step``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from sam4em_live.monitor.imaging import ContrastLut, age_colours, paint_mask, particle_colour
 from sam4em_live.monitor.model import DashboardModel
+
+if TYPE_CHECKING:
+    from pyqtgraph.GraphicsScene.mouseEvents import MouseClickEvent, MouseDragEvent
 
 MASK_ALPHA = 100  # the particle stays visible under its mask
 SELECTED_ALPHA = 190
@@ -36,7 +41,7 @@ class PromptViewBox(pg.ViewBox):
         self._band.hide()
         self.addItem(self._band, ignoreBounds=True)
 
-    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt naming
+    def mouseClickEvent(self, ev: MouseClickEvent) -> None:  # noqa: N802 - Qt naming
         if ev.button() != QtCore.Qt.MouseButton.LeftButton:
             super().mouseClickEvent(ev)
             return
@@ -47,7 +52,7 @@ class PromptViewBox(pg.ViewBox):
                                      | QtCore.Qt.KeyboardModifier.ControlModifier))
         self.sigClicked.emit(point.x(), point.y(), negative)
 
-    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - Qt naming
+    def mouseDragEvent(self, ev: MouseDragEvent, axis: int | None = None) -> None:  # noqa: N802 - Qt naming
         if ev.button() != QtCore.Qt.MouseButton.LeftButton:
             super().mouseDragEvent(ev, axis)
             return
@@ -65,14 +70,14 @@ class PromptViewBox(pg.ViewBox):
 class PassiveScatter(pg.ScatterPlotItem):
     """Scatter that lets clicks through to the view box (a click on the ring is a click on the image)."""
 
-    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - Qt naming
+    def mouseClickEvent(self, ev: MouseClickEvent) -> None:  # noqa: N802 - Qt naming
         ev.ignore()
 
 
 class FrameView(pg.GraphicsView):
     """Draws a `DashboardModel`; `render` is cheap enough to call at ~25 Hz."""
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.view_box = PromptViewBox()
         self.setCentralItem(self.view_box)
@@ -174,12 +179,13 @@ class FrameView(pg.GraphicsView):
                                                          fill=(*particle_colour(pid), 220))
                 label.setZValue(40)
                 self.view_box.addItem(label)
-            visible = view.present and view.x is not None and view.y is not None
-            label.setVisible(visible)
-            if visible:
-                label.setPos(view.x + 3, view.y - 3)
-                if pid == selected:
-                    ring.append((view.x, view.y))
+            if not view.present or view.x is None or view.y is None:
+                label.setVisible(False)
+                continue
+            label.setVisible(True)
+            label.setPos(view.x + 3, view.y - 3)
+            if pid == selected:
+                ring.append((view.x, view.y))
         for pid in [p for p in self._labels if p not in model.particles]:
             self.view_box.removeItem(self._labels.pop(pid))
         self.selection_ring.setData(pos=ring) if ring else self.selection_ring.setData(x=[], y=[])

@@ -251,7 +251,8 @@ def msd_curve(stats: dict[str, Any]) -> MsdCurve | None:
     keep = np.isfinite(lag_arr) & np.isfinite(msd_arr) & (lag_arr > 0) & (msd_arr > 0)
     if not keep.any():
         return None
-    fit = stats.get("fit") if isinstance(stats.get("fit"), dict) else {}
+    fit_field = stats.get("fit")
+    fit: dict[str, Any] = fit_field if isinstance(fit_field, dict) else {}
     alpha = _first(stats, "alpha") if stats.get("alpha") is not None else _first(fit, "alpha")
     try:
         alpha = None if alpha is None or not math.isfinite(float(alpha)) else float(alpha)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
@@ -30,8 +32,11 @@ class MsdPanel(QtWidgets.QWidget):
         self._units: tuple[str, str] | None = None
         self._shown = -1
 
-    def render(self, stats: dict[int, dict], version: int) -> None:
-        """Redraw when ``version`` changed (the model bumps it on new statistics)."""
+    def show_stats(self, stats: dict[int, dict[str, Any]], version: int) -> None:
+        """Redraw when ``version`` changed (the model bumps it on new statistics).
+
+        Not named ``render``: that would shadow ``QWidget.render`` (paint into a device).
+        """
         if version == self._shown:
             return
         self._shown = version

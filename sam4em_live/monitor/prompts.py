@@ -108,7 +108,7 @@ class ServiceControlSink:
 
     def add_prompt(self, particle: int, points: Sequence[tuple[float, float]], labels: Sequence[int],
                    box: tuple[float, float, float, float] | None) -> None:
-        self.service.submit_edit(Prompt(particle, None, tuple(map(tuple, points)), tuple(labels), box))
+        self.service.submit_edit(Prompt(particle, None, tuple((x, y) for x, y in points), tuple(labels), box))
 
     def remove(self, particle: int) -> None:
         self.service.submit_edit(RemoveParticle(particle))

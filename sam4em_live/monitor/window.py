@@ -175,7 +175,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
             self.events_label.setText("events: " + " · ".join(_describe_event(e) for e in list(self.model.events)[-3:]))
         if not self.paused:
             self.frame_view.render(self.model, self.lut, self.lut_version, self.selected)
-            self.msd_panel.render(self.model.stats, self.model.stats_version)
+            self.msd_panel.show_stats(self.model.stats, self.model.stats_version)
             self.frames_drawn += 1
         self.banner.setVisible(self.model.random_weights)
         self.render_ms = (time.perf_counter() - started) * 1e3
@@ -244,7 +244,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
     def on_click(self, x: float, y: float, negative: bool) -> None:
         hit = self.model.particle_at(x, y)
         view = self.model.particles.get(self.selected) if self.selected is not None else None
-        selected_xy = (view.x, view.y) if view is not None and view.present and view.x is not None else None
+        selected_xy = ((view.x, view.y) if view is not None and view.present and view.x is not None
+                       and view.y is not None else None)
         self._apply(interpret_click(x, y, negative, hit, self.selected, selected_xy, self._new_id()))
 
     def on_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
@@ -261,14 +262,13 @@ class MonitorWindow(QtWidgets.QMainWindow):
             self.select(gesture.select)
         message = gesture.message
         if gesture.edit is not None:
-            message = self._send(gesture) or message
+            message = self._send(gesture.edit) or message
         if gesture.deselect:
             self.select(None)
         self.message_label.setText(message)
 
-    def _send(self, gesture: Gesture) -> str | None:
+    def _send(self, edit: ParticleEdit) -> str | None:
         """Returns an error message, or None when the edit was queued."""
-        edit = gesture.edit
         if self.dispatcher is None:
             return "view only: start the monitor with --control to send prompts"
         problem = check_edit(edit, self.model.full_shape)

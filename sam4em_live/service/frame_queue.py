@@ -20,6 +20,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class FrameQueue:
         self._items: collections.deque[Frame | _Spilled] = collections.deque()
         self._in_memory = 0
         self._cond = threading.Condition()
-        self._spill_file: tempfile._TemporaryFileWrapper | None = None  # type: ignore[type-arg]
+        self._spill_file: IO[bytes] | None = None
         self._spill_write_offset = 0
         self._spilled_pending = 0
         self.dropped = 0
@@ -109,7 +110,7 @@ class FrameQueue:
             self._spill_write_offset = 0
         data = np.ascontiguousarray(frame.pixels)
         self._spill_file.seek(self._spill_write_offset)
-        self._spill_file.write(memoryview(data).cast("B"))
+        self._spill_file.write(data.data.cast("B"))
         entry = _Spilled(self._spill_write_offset, frame.series_id, frame.index, frame.timestamp_s,
                          frame.shape, data.dtype.str, frame.calibration)
         self._spill_write_offset += data.nbytes

@@ -101,10 +101,11 @@ def read_csv_track(path: str, particle: int | None) -> dict[int, tuple[float, fl
         table = table[table["particle"] == particle]
     if table.empty:
         raise ValueError(f"{path}: no rows for particle {particle}")
-    has_angle = "angle" in table.columns
+    frames, xs, ys = (table[c].to_numpy(dtype=np.float64) for c in ("frame", "x", "y"))
+    angles = table["angle"].to_numpy(dtype=np.float64) if "angle" in table.columns else None
     return {
-        int(r.frame): (float(r.x), float(r.y), float(r.angle) if has_angle else None)
-        for r in table.itertuples(index=False)
+        int(frames[i]): (float(xs[i]), float(ys[i]), None if angles is None else float(angles[i]))
+        for i in range(len(table))
     }
 
 
@@ -127,9 +128,8 @@ class ParticleTrajectory:
         rows, cols = imaging.shape_px
         margin = self.motion.boundary_margin_px
         self.limits = ((margin, cols - 1 - margin), (margin, rows - 1 - margin))
-        self.csv_track = (
-            read_csv_track(self.motion.csv_path, self.motion.csv_particle) if self.motion.kind == "csv" else None
-        )
+        csv_path = self.motion.csv_path if self.motion.kind == "csv" else None  # never None for "csv"
+        self.csv_track = read_csv_track(csv_path, self.motion.csv_particle) if csv_path is not None else None
         self.x, self.y = self._start_xy(rows, cols)
         self.angle = particle.start_angle_deg if particle.start_angle_deg is not None else rng.uniform(-90, 90)
 

@@ -71,7 +71,7 @@ def simulation_meta(spec: SimulationSpec, seed: int, cnr: np.ndarray, snr: np.nd
         "calibration": calibration_of(spec).as_dict(),
         "electrons_per_pixel_unattenuated": im.electrons_per_pixel,
         "background_electrons_per_pixel": background_electrons(im, spec.cell),
-        "mtf_noise_factor": mtf_noise_factor(tuple(im.shape_px), im.mtf_f0_cycles_per_px, im.mtf_power)
+        "mtf_noise_factor": mtf_noise_factor(im.shape_px, im.mtf_f0_cycles_per_px, im.mtf_power)
         if im.mtf else 1.0,
         "cnr_definition": "(mean_background - mean_particle) / std_background, per frame",
         "snr_definition": "mean_background / std_background (Yao et al. 2020), per frame",

@@ -53,9 +53,13 @@ def _sam4em(water_nm: float) -> SimulationSpec:
 
 def _multi_1024() -> SimulationSpec:
     fps = 80.0
-    walk = dict(kind="brownian", diffusion_nm2_per_s=diffusion_for_step(3.0, 1.0, fps),
-                boundary="reflect", boundary_margin_px=48.0)
     spin = rotational_diffusion_for_median_turn(5.0, fps)
+
+    def walk(rotational_diffusion_rad2_per_s: float = 0.0) -> MotionSpec:
+        return MotionSpec(kind="brownian", diffusion_nm2_per_s=diffusion_for_step(3.0, 1.0, fps),
+                          boundary="reflect", boundary_margin_px=48.0,
+                          rotational_diffusion_rad2_per_s=rotational_diffusion_rad2_per_s)
+
     return SimulationSpec(
         name="multi-1024",
         description="1024², 1 nm/px, 50 nm water: two gold rods and two spheres, Brownian",
@@ -63,19 +67,23 @@ def _multi_1024() -> SimulationSpec:
         cell=LiquidCellSpec(water_thickness_nm=50.0),
         particles=(
             ParticleSpec(shape="rod", start_xy_px=(300.0, 300.0),
-                         motion=MotionSpec(**walk, rotational_diffusion_rad2_per_s=spin)),
+                         motion=walk(spin)),
             ParticleSpec(shape="rod", length_nm=80.0, width_nm=28.0, start_xy_px=(720.0, 320.0),
-                         motion=MotionSpec(**walk, rotational_diffusion_rad2_per_s=spin)),
-            ParticleSpec(shape="sphere", width_nm=40.0, start_xy_px=(320.0, 720.0), motion=MotionSpec(**walk)),
-            ParticleSpec(shape="sphere", width_nm=30.0, start_xy_px=(700.0, 700.0), motion=MotionSpec(**walk)),
+                         motion=walk(spin)),
+            ParticleSpec(shape="sphere", width_nm=40.0, start_xy_px=(320.0, 720.0), motion=walk()),
+            ParticleSpec(shape="sphere", width_nm=30.0, start_xy_px=(700.0, 700.0), motion=walk()),
         ),
     )
 
 
 def _demo() -> SimulationSpec:
     fps = 50.0
-    walk = dict(kind="brownian", diffusion_nm2_per_s=diffusion_for_step(1.5, 1.0, fps),
-                boundary="reflect", boundary_margin_px=40.0)
+
+    def walk(rotational_diffusion_rad2_per_s: float = 0.0) -> MotionSpec:
+        return MotionSpec(kind="brownian", diffusion_nm2_per_s=diffusion_for_step(1.5, 1.0, fps),
+                          boundary="reflect", boundary_margin_px=40.0,
+                          rotational_diffusion_rad2_per_s=rotational_diffusion_rad2_per_s)
+
     return SimulationSpec(
         name="demo",
         description="Live demo: 512², 50 fps, four particles wandering but staying in view; 4x the SAM4EM "
@@ -84,12 +92,12 @@ def _demo() -> SimulationSpec:
         cell=LiquidCellSpec(water_thickness_nm=50.0),
         particles=(
             ParticleSpec(shape="rod", start_xy_px=(150.0, 150.0),
-                         motion=MotionSpec(**walk, rotational_diffusion_rad2_per_s=2.0)),
+                         motion=walk(2.0)),
             ParticleSpec(shape="rod", length_nm=75.0, width_nm=30.0, start_xy_px=(360.0, 160.0),
-                         motion=MotionSpec(**walk, rotational_diffusion_rad2_per_s=2.0)),
-            ParticleSpec(shape="sphere", width_nm=40.0, start_xy_px=(160.0, 360.0), motion=MotionSpec(**walk)),
+                         motion=walk(2.0)),
+            ParticleSpec(shape="sphere", width_nm=40.0, start_xy_px=(160.0, 360.0), motion=walk()),
             ParticleSpec(shape="prism", width_nm=50.0, thickness_nm=20.0, start_xy_px=(360.0, 360.0),
-                         motion=MotionSpec(**walk, rotational_diffusion_rad2_per_s=1.0)),
+                         motion=walk(1.0)),
         ),
     )
 

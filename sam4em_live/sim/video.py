@@ -172,16 +172,18 @@ def prompts_from_truth(
         if not 0 <= f < len(gt_labels):
             continue
         rows = gt_table[gt_table["frame"] == f]
-        for row in rows.itertuples(index=False):
-            mask = np.asarray(gt_labels[f]) == row.particle
+        particles = rows["particle"].to_numpy(dtype=np.int64)
+        xs, ys = rows["x"].to_numpy(dtype=np.float64), rows["y"].to_numpy(dtype=np.float64)
+        for particle, x, y in zip(particles, xs, ys, strict=True):
+            mask = np.asarray(gt_labels[f]) == particle
             if not mask.any():
                 continue
             points: tuple[tuple[float, float], ...] = ()
             labels: tuple[int, ...] = ()
             if kind in ("point", "point+box"):
-                points, labels = (point_on_mask(mask, row.x, row.y),), (1,)
+                points, labels = (point_on_mask(mask, float(x), float(y)),), (1,)
             box = mask_box(mask) if kind in ("box", "point+box") else None
-            prompts.append(Prompt(int(row.particle), int(f), points, labels, box))
+            prompts.append(Prompt(int(particle), int(f), points, labels, box))
     return prompts
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -22,10 +22,11 @@ from sam4em_live.stats.rotation import rotational_msd
 
 def iter_tracks(table: pd.DataFrame) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (particle, frames, xy (N, 2) px) per particle, sorted by frame, finite positions only."""
-    for pid, group in table.groupby("particle", sort=True):
+    for key, group in table.groupby("particle", sort=True):
         xy = group[["x", "y"]].to_numpy(dtype=np.float64)
         keep = np.all(np.isfinite(xy), axis=1)
-        yield int(pid), group["frame"].to_numpy(dtype=np.int64)[keep], xy[keep]
+        pid = int(cast(float, key))  # the stub types group keys as any scalar; particle ids are numbers
+        yield pid, group["frame"].to_numpy(dtype=np.int64)[keep], xy[keep]
 
 
 def track_msds(table: pd.DataFrame, max_lag: int | None = None) -> dict[int, TrackMsd]:
@@ -103,4 +104,5 @@ def _rotation_columns(angle: pd.Series, max_lag: int | None, fit_points: int | N
 def summary_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-able records (NaN -> None)."""
     records = summary.to_dict(orient="records")
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in records]
+    return [{str(k): (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+            for r in records]
