@@ -18,8 +18,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tools.bench.schema import BenchResult, ParamValue
+
+if TYPE_CHECKING:
+    from tools.bench.registry import Benchmark
 
 
 def _parse_value(text: str) -> ParamValue:
@@ -145,11 +149,11 @@ def command_compare_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def _select(args: argparse.Namespace) -> list[tuple[object, bool]]:
+def _select(args: argparse.Namespace) -> list[tuple[Benchmark, bool]]:
     from tools.bench.registry import select
 
     try:
-        return select(args.names, quick=args.quick)  # type: ignore[return-value]
+        return select(args.names, quick=args.quick)
     except KeyError as exc:
         raise SystemExit(str(exc.args[0])) from None
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from tools.bench.schema import Machine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Git-ignored: simulated clips, extracted revisions, result files of past runs.
-CACHE_DIR = REPO_ROOT / ".bench-cache"
+#: Git-ignored: simulated clips, extracted revisions, result files of past runs (``BENCH_CACHE_DIR`` moves it).
+CACHE_DIR = Path(os.environ.get("BENCH_CACHE_DIR") or REPO_ROOT / ".bench-cache")
 BASELINE_DIR = REPO_ROOT / "benchmarks" / "baselines"
 #: Paths whose changes make a working tree "dirty" for a result (what a benchmark measures).
 MEASURED_PATHS = ("sam4em_live", "tools/bench")

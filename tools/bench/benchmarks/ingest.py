@@ -41,8 +41,7 @@ def _sender(endpoint: str, n_frames: int, size: int, series: str) -> None:
 def _bare_fps(n: int, size: int) -> float:
     import zmq
 
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.PULL)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, 64)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     sender = mp.Process(target=_sender, args=(f"tcp://127.0.0.1:{port}", n, size, "bare"))

@@ -50,10 +50,11 @@ def _one_pass(frames: np.ndarray, masks: list[tuple[Any, ...]], n: int, warmup: 
     from sam4em_live.sinks.publisher import ResultsPublisher
     from sam4em_live.stats.rolling import RollingTrackStats
 
-    calibration = Calibration(fps=200.0, pixel_size_nm=1.0)
+    fps = 200.0
+    calibration = Calibration(fps=fps, pixel_size_nm=1.0)
     run = RunInfo("bench", SeriesInfo("bench", frames.shape[1:], frames.dtype.str, calibration),
                   {"backend": "embedded", "random_weights": False}, {}, {})
-    stats = RollingTrackStats(1024, 100, calibration.fps, calibration.pixel_size_nm)
+    stats = RollingTrackStats(1024, 100, fps, 1.0)
     events = EventDetector()
     publisher = ResultsPublisher(PublisherConfig(endpoint="tcp://127.0.0.1:0"))
     publisher.open(run)
@@ -61,7 +62,7 @@ def _one_pass(frames: np.ndarray, masks: list[tuple[Any, ...]], n: int, warmup: 
     kept = []
     clock = time.thread_time
     for k in range(n):
-        frame = Frame("bench", k, 1000.0 + k / calibration.fps, frames[k % len(masks)], calibration)
+        frame = Frame("bench", k, 1000.0 + k / fps, frames[k % len(masks)], calibration)
         crops = masks[k % len(masks)]
         t0 = clock()
         measured = tuple(measure_mask(m, k, frame.pixels) for m in crops)
