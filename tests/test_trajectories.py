@@ -11,12 +11,12 @@ import pytest
 
 from sam4em_live.analysis.loading import load_trajectories
 from sam4em_live.frames import Calibration
+from sam4em_live.io.run_folder import RunFolder
 from sam4em_live.io.trajectories import (
     REQUIRED_COLUMNS,
     fps_from_times,
     from_samem_layout,
     normalize_table,
-    read_run_dir,
     samem_angle_from_ours,
     table_from_measurements,
     to_samem_layout,
@@ -76,7 +76,7 @@ def test_run_dir_reads_calibration_from_run_json(tmp_path):
     write_trajectories(table, tmp_path / "trajectories.csv")
     (tmp_path / "run.json").write_text(json.dumps({"series": {"calibration": {"pixel_size_nm": 0.8, "fps": 40}},
                                                    "calibration": {"fps": 50}}))
-    run = read_run_dir(tmp_path)
+    run = RunFolder.open(tmp_path).trajectories()
     assert run.calibration.pixel_size_nm == 0.8 and run.calibration.fps == 50.0
     assert len(run.table) == len(table)
     assert load_trajectories(tmp_path).calibration == run.calibration

@@ -1,7 +1,7 @@
 """Open any trajectory source for analysis: our run folders and tables, SAM-EM folders, SAM4EM ``masks.npy``.
 
 The foreign formats hold masks, not measurements, so they are measured here with `sam4em_live.measure`
-(the same measurement as the live pipeline); our own files are read by `sam4em_live.io.trajectories`.
+(the same measurement as the live pipeline); our own files are read by `sam4em_live.io.run_folder` and `sam4em_live.io.trajectories`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from sam4em_live.frames import Calibration
-from sam4em_live.io.trajectories import Trajectories, read_run_dir, read_table_file, table_from_measurements
+from sam4em_live.io.run_folder import RunFolder
+from sam4em_live.io.trajectories import Trajectories, read_table_file, table_from_measurements
 from sam4em_live.measure import measure_mask
 from sam4em_live.particles import ParticleMask
 
@@ -92,8 +93,8 @@ def load_trajectories(path: Path) -> Trajectories:
     if not path.exists():
         raise FileNotFoundError(f"not found: {path}")
     if path.is_dir():
-        if any((path / n).is_file() for n in ("trajectories.csv", "trajectories.parquet")):
-            return read_run_dir(path)
+        if RunFolder.holds_trajectories(path):
+            return RunFolder.open(path).trajectories()
         if (path / "index.jsonl").is_file() or (path / "npz").is_dir():
             return read_samem_run(path)
         raise ValueError(f"{path} is neither a run directory (trajectories.csv) nor a SAM-EM folder (index.jsonl)")

@@ -5,9 +5,10 @@ particle absent from a frame has no row (gaps are real gaps, not NaN rows).
 ``t_s`` is time since the first frame of the series (from ``fps`` when known,
 else from timestamps); ``x_nm``/``y_nm`` appear only when ``pixel_size_nm`` is known.
 
-Readers (`load_trajectories` dispatches on what the path is):
+Readers (`sam4em_live.analysis.loading.load_trajectories` dispatches on what the path is):
 
-- our run directory: ``trajectories.csv`` (or ``.parquet``) + ``run.json`` (calibration);
+- our run directory: `sam4em_live.io.run_folder.RunFolder` (``trajectories.csv`` or ``.parquet``,
+  with the calibration from ``run.json``);
 - a table file (CSV/Parquet) in our/trackpy's layout or SAM-EM's
   (``frame, particle_id, x, y, angle``);
 - a SAM-EM output folder (``npz/######.npz`` with ``obj_ids`` and ``masks``,
@@ -20,20 +21,15 @@ CSV layout, with the angle converted to SAM-EM's convention).
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sam4em_live.frames import Calibration
 from sam4em_live.particles import ParticleMeasurement
-
-logger = logging.getLogger(__name__)
 
 BASE_COLUMNS: tuple[str, ...] = (
     "frame", "particle", "x", "y", "angle", "area",
@@ -92,9 +88,6 @@ class Trajectories:
     calibration: Calibration
     source: str
     warnings: tuple[str, ...] = ()  # e.g. the run was segmented with random weights
-
-
-RANDOM_WEIGHTS_WARNING = "random weights — outputs are not segmentation"
 
 
 def table_from_measurements(measurements: Iterable[ParticleMeasurement], calibration: Calibration,
@@ -257,48 +250,3 @@ def read_table_file(path: Path) -> pd.DataFrame:
     if "particle_id" in raw.columns and "particle" not in raw.columns:
         return from_samem_layout(raw)
     return normalize_table(raw)
-
-
-def calibration_from_run_json(data: Mapping[str, Any]) -> Calibration:
-    """Calibration recorded in a run's ``run.json``.
-
-    Looks, in order, at ``calibration``, ``series.calibration`` and
-    top-level ``pixel_size_nm``/``fps``; the first place that has a field wins.
-    """
-    places: list[Mapping[str, Any]] = []
-    for candidate in (data.get("calibration"), (data.get("series") or {}).get("calibration"), data):
-        if isinstance(candidate, Mapping):
-            places.append(candidate)
-    merged = Calibration()
-    for place in reversed(places):
-        merged = merged.merged(Calibration.from_mapping(place))
-    return merged
-
-
-def read_run_dir(run_dir: Path) -> Trajectories:
-    """Read one of our run directories: ``trajectories.csv`` (or ``.parquet``) and ``run.json``."""
-    run_dir = Path(run_dir)
-    table_path = next((run_dir / n for n in ("trajectories.csv", "trajectories.parquet")
-                       if (run_dir / n).is_file()), None)
-    if table_path is None:
-        raise FileNotFoundError(f"{run_dir} has no trajectories.csv or trajectories.parquet")
-    calibration = Calibration()
-    warnings: list[str] = []
-    run_json = run_dir / "run.json"
-    if run_json.is_file():
-        try:
-            manifest = json.loads(run_json.read_text(encoding="utf-8"))
-            calibration = calibration_from_run_json(manifest)
-            warnings = run_warnings(manifest)
-        except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
-            logger.warning("ignoring unreadable %s: %s", run_json, exc)
-    return Trajectories(read_table_file(table_path), calibration, str(table_path), tuple(warnings))
-
-
-def run_warnings(manifest: Mapping[str, Any]) -> list[str]:
-    """Warnings a run's ``run.json`` carries (random weights must never pass silently)."""
-    warnings = [str(manifest["WARNING"])] if manifest.get("WARNING") else []
-    backend = manifest.get("backend")
-    if isinstance(backend, Mapping) and backend.get("random_weights") and RANDOM_WEIGHTS_WARNING not in warnings:
-        warnings.append(RANDOM_WEIGHTS_WARNING)
-    return warnings
