@@ -33,5 +33,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check sam4em_live tests tools
 	$(BIN)/mypy
 
+# The quick benchmark set (a few minutes on 2 cores), with ratios against benchmarks/baselines/ (docs/benchmarks.md).
+bench: $(STAMP)
+	$(BIN)/python -m tools.bench run quick --against-baseline
+
 clean-venv:
 	rm -rf $(VENV)

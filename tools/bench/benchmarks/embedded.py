@@ -20,7 +20,7 @@ from tools.bench.schema import Metric, ParamValue
 
 @benchmark("embedded-track", "embedded backend: ms per frame of Segmenter.track alone, one thread",
            {"preset": "multi-1024", "frames": 200, "warmup": 40, "seed": 0, "repeats": 1, "options": {}},
-           quick={"frames": 150, "warmup": 40}, one_blas_thread=True)
+           quick={"frames": 110, "warmup": 40}, one_blas_thread=True)
 def embedded_track(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     from sam4em_live.frames import Frame
     from sam4em_live.segment.registry import create_segmenter
