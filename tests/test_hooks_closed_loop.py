@@ -15,11 +15,12 @@ import pytest
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.control import ControlClient
-from sam4em_live.frames import Frame
+from sam4em_live.frames import Frame, SeriesInfo
 from sam4em_live.hooks.microscope import SimulatedMicroscope
 from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.sim.source import SimulatedSource
+from sam4em_live.sources.base import SourceCounters
 from sam4em_live.sources.camera import FramePublisher, pump
 from tests.loopback import ResultsCollector
 
@@ -30,14 +31,31 @@ SAFETY = {"max_stage_step_nm": 50.0, "max_stage_moves_per_s": 5.0}
 
 
 class TruthTap:
-    """Wraps the simulator; notes whether the rod's true centroid is inside each emitted frame."""
+    """Wraps the simulator; notes whether the rod's true centroid is inside each emitted frame.
+
+    A `FrameSource` and a `MovableStage`, like the simulator it wraps: it forwards exactly those.
+    """
 
     def __init__(self, sim: SimulatedSource) -> None:
         self.sim = sim
         self.in_view: dict[int, bool] = {}
 
-    def __getattr__(self, name: str):
-        return getattr(self.sim, name)  # counters, series, move_stage...
+    @property
+    def counters(self) -> SourceCounters:
+        return self.sim.counters
+
+    @property
+    def series(self) -> SeriesInfo | None:
+        return self.sim.series
+
+    def open(self) -> None:
+        self.sim.open()
+
+    def close(self) -> None:
+        self.sim.close()
+
+    def move_stage(self, dx_nm: float, dy_nm: float) -> None:
+        self.sim.move_stage(dx_nm, dy_nm)
 
     def next_frame(self, timeout_s: float) -> Frame | None:
         frame = self.sim.next_frame(timeout_s)
@@ -97,7 +115,7 @@ def test_keep_centred_closes_the_loop_over_sockets() -> None:
     assert [r["frame"] for r in results] == list(range(FRAMES))
     assert all(p["present"] for r in results for p in r["particles"] if p["id"] == 1)
     assert tap.sim.stage_position_nm[0] > 80.0  # the stage followed the rod to the right
-    assert built.hooks.counters()["commands"]["done"] >= 3
+    assert built.hooks.counters["commands.done"] >= 3
     lost = [e for e in subscriber.of(b"event") if e["kind"] in ("particle_lost", "particle_left_field")]
     assert lost == []
     assert any(s["state"] == "streaming" for s in statuses)  # control channel answered during the run
@@ -125,5 +143,5 @@ def test_simulated_adapter_from_config() -> None:
     built.service.run()
     built.close()
     assert all(tap.in_view.values()) and len(tap.in_view) == FRAMES
-    assert built.hooks.counters()["adapter"]["adapter"] == "simulated"
+    assert built.hooks.hook_status()["adapter"]["adapter"] == "simulated"
     assert tap.sim.stage_position_nm[0] > 80.0

@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sam4em_live.control_api import ServiceControl
 from sam4em_live.particles import Prompt, RemoveParticle
+from sam4em_live.sources.base import MovableStage
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ class Microscope(Protocol):
     def remove_prompt(self, particle: int) -> None: ...
 
     def annotate(self, text: str) -> None: ...
-
-
-class StageLike(Protocol):
-    def move_stage(self, dx_nm: float, dy_nm: float) -> None: ...
 
 
 class _ServiceCommands:
@@ -138,15 +135,15 @@ class DryRunMicroscope(_ServiceCommands):
 class SimulatedMicroscope(_ServiceCommands):
     """Moves the simulated field of view; beam and recording state are kept here.
 
-    ``stage`` is the simulator source (anything with ``move_stage(dx_nm, dy_nm)``);
-    the simulator shifts its image content by -d / pixel_size_nm pixels.
+    ``stage`` is a `MovableStage` source (the simulator, possibly wrapped with a calibration
+    override); the simulator shifts its image content by -d / pixel_size_nm pixels.
     """
 
     kind = "simulated"
 
-    def __init__(self, stage: StageLike, control: ServiceControl | None = None) -> None:
+    def __init__(self, stage: MovableStage, control: ServiceControl | None = None) -> None:
         super().__init__(control)
-        if not callable(getattr(stage, "move_stage", None)):
+        if not isinstance(stage, MovableStage):
             raise TypeError(f"{type(stage).__name__} has no move_stage(dx_nm, dy_nm): not a simulator source")
         self.stage = stage
 

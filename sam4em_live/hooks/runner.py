@@ -24,6 +24,7 @@ from sam4em_live.hooks.microscope import DryRunMicroscope, Microscope, Simulated
 from sam4em_live.hooks.safety import CommandGate
 from sam4em_live.hooks.worker import HookWorker
 from sam4em_live.results import FrameResult, RunInfo
+from sam4em_live.sources.base import FrameSource, MovableStage
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,15 @@ class HookRunner:
         return cls(hooks, None, config.safety, config.queue_results, config.queue_events,
                    config.hang_timeout_s, config.microscope)
 
-    def bind(self, service: ServiceControl | None = None, source: Any = None,
+    def bind(self, service: ServiceControl | None = None, source: FrameSource | None = None,
              microscope: Microscope | None = None) -> None:
         """Attach the service (prompts, annotations) and build the configured adapter.
 
+        The ``simulated`` adapter needs a ``source`` that is a `MovableStage` (the simulator).
         ``microscope`` overrides the configured adapter (a vendor adapter, a test double).
         """
         if microscope is None and self.adapter == "simulated":
-            if source is None or not callable(getattr(source, "move_stage", None)):
+            if not isinstance(source, MovableStage):
                 raise ConfigError("hooks.microscope = 'simulated' needs the simulator source "
                                   "(source.kind = 'simulator')")
             microscope = SimulatedMicroscope(source, service)
@@ -127,11 +129,26 @@ class HookRunner:
         deadline = time.monotonic() + self.hang_timeout_s
         for worker in self.workers:
             worker.stop(ctx, max(deadline - time.monotonic(), 0.05))
-        logger.info("hooks closed: %s", self.counters())
+        logger.info("hooks closed: %s", self.hook_status())
 
     # -- status ---------------------------------------------------------------
-    def counters(self) -> dict[str, Any]:
-        """JSON-able per-hook counters (calls, errors, coalesced, hangs...) and command counts."""
+    @property
+    def counters(self) -> Mapping[str, int]:
+        """`CountingSink` counters: ``hooks.<hook>.<counter>`` and ``commands.<outcome>``.
+
+        Per hook: ``calls``, ``errors``, ``coalesced``, ``events_dropped``, ``hangs`` and ``hung``
+        (1 while a call is hung); per command outcome: ``done``, ``dry_run``, ``refused``, ``failed``.
+        """
+        out: dict[str, int] = {}
+        for worker in self.workers:
+            prefix = f"hooks.{worker.name}."
+            out.update({prefix + name: count for name, count in worker.counters.items()})
+            out[prefix + "hung"] = int(worker.hung)
+        out.update({f"commands.{outcome}": count for outcome, count in self.gate.counts.items()})
+        return out
+
+    def hook_status(self) -> dict[str, Any]:
+        """JSON-able per-hook status (counters, ``hung``, ``busy_call``, ``busy_s``), command counts, adapter."""
         return {
             "hooks": {w.name: w.status() for w in self.workers},
             "commands": dict(self.gate.counts),

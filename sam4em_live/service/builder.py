@@ -7,15 +7,14 @@ the same service the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam4em_live.config import ConfigError, ServiceConfig
-from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.frames import Calibration
 from sam4em_live.io.prompts_file import load_prompts
 from sam4em_live.particles import ParticleEdit
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
@@ -23,44 +22,16 @@ from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.segment.stage import InProcessSegmentStage, SegmentStage
 from sam4em_live.service.service import Service
 from sam4em_live.sinks.base import Sink
-from sam4em_live.sources.base import FrameSource, SourceCounters
+from sam4em_live.sources.base import FrameSource
+from sam4em_live.sources.calibrated import calibrated
+
+if TYPE_CHECKING:  # imported where they are built, so a service without them never loads them
+    from sam4em_live.control.server import ControlServer
+    from sam4em_live.hooks.runner import HookRunner
+    from sam4em_live.sinks.publisher import ResultsPublisher
+    from sam4em_live.sinks.recorder import Recorder
 
 log = logging.getLogger(__name__)
-
-
-class CalibratedSource:
-    """Wraps a source so user-given calibration (CLI flags, config) wins over metadata."""
-
-    def __init__(self, inner: FrameSource, override: Calibration) -> None:
-        self.inner = inner
-        self.override = override
-
-    @property
-    def counters(self) -> SourceCounters:
-        return self.inner.counters
-
-    @property
-    def series(self) -> SeriesInfo | None:
-        series = self.inner.series
-        if series is None:
-            return None
-        return dataclasses.replace(series, calibration=series.calibration.merged(self.override))
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def next_frame(self, timeout_s: float) -> Frame | None:
-        frame = self.inner.next_frame(timeout_s)
-        if frame is None:
-            return None
-        return dataclasses.replace(frame, calibration=frame.calibration.merged(self.override))
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Source-specific extras (e.g. the simulator's move_stage) stay reachable.
-        return getattr(self.inner, name)
 
 
 def _override(config: ServiceConfig) -> Calibration:
@@ -91,7 +62,7 @@ def with_calibration(config: ServiceConfig, source: FrameSource) -> FrameSource:
     override = _override(config)
     if override == Calibration():
         return source
-    return CalibratedSource(source, override)
+    return calibrated(source, override)
 
 
 @dataclass
@@ -99,15 +70,15 @@ class BuiltService:
     """The assembled service and its optional parts (None when disabled)."""
 
     service: Service
-    publisher: Any = None
-    recorder: Any = None
-    control: Any = None
-    hooks: Any = None
+    publisher: ResultsPublisher | None = None
+    recorder: Recorder | None = None
+    control: ControlServer | None = None
+    hooks: HookRunner | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path | None:
-        return getattr(self.recorder, "run_dir", None)
+        return self.recorder.run_dir if self.recorder is not None else None
 
     def close(self) -> None:
         if self.control is not None:
@@ -135,10 +106,14 @@ def build_service(
     try:
         return _assemble(config, source, built, edits, run_id, max_frames, extra_sinks)
     except BaseException:
-        for closer in (getattr(built.publisher, "close", None), getattr(built.control, "stop", None),
-                       getattr(built.extras.get("segmenter"), "close", None), source.close):
-            if closer is not None:
-                closer()
+        if built.publisher is not None:
+            built.publisher.close()
+        if built.control is not None:
+            built.control.stop()
+        segmenter = built.extras.get("segmenter")
+        if segmenter is not None:
+            segmenter.close()
+        source.close()
         raise
 
 
@@ -180,7 +155,7 @@ def _assemble(config: ServiceConfig, source: FrameSource, built: BuiltService, e
         events=_build_events(config), run_id=run_id, max_frames=max_frames,
     )
     built.service = service
-    if built.hooks is not None and hasattr(built.hooks, "bind"):
+    if built.hooks is not None:
         built.hooks.bind(service=service, source=source)
     if config.control.enabled:
         built.control = _build_control(config, service)

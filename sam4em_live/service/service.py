@@ -27,7 +27,7 @@ from sam4em_live.service.meter import IntervalMeter
 from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
 from sam4em_live.service.realtime import isolate_current_thread, recycle_large_buffers, release_all
 from sam4em_live.service.state import check_transition
-from sam4em_live.sinks.base import Sink
+from sam4em_live.sinks.base import AnnotationSink, CountingSink, Sink, require_sink
 from sam4em_live.sources.base import EndOfStream, FrameSource
 from sam4em_live.versions import package_versions
 
@@ -60,7 +60,10 @@ class Service:
         self.config = config
         self.source = source
         self.stage = stage
-        self.sinks = list(sinks)
+        self.sinks: list[Sink] = []
+        self._counting_sinks: list[CountingSink] = []
+        self._annotation_sinks: list[AnnotationSink] = []
+        self._use_sinks(sinks)  # raises TypeError on anything that is not a Sink
         self.run_id = run_id or new_run_id()
         self.max_frames = max_frames
         self.schedule = PromptSchedule(edits)
@@ -88,9 +91,15 @@ class Service:
         self._shed_load = config.pipeline.backpressure == "latest"
         self._status = StatusSnapshot(ServiceState.IDLE, run_id=self.run_id)
         self._meter = IntervalMeter()
-        self._annotations: list[tuple[float, str]] = []
         self.last_result: FrameResult | None = None
         self.error: BaseException | None = None  # what ended a `start()`ed run, if it failed
+
+    def _use_sinks(self, sinks: Sequence[Sink]) -> None:
+        """Check each sink (`require_sink`: TypeError naming a bad one) and sort it once by optional feature."""
+        # New lists, never mutated: annotate() reads them from other threads.
+        self.sinks = [require_sink(sink) for sink in sinks]
+        self._counting_sinks = [sink for sink in sinks if isinstance(sink, CountingSink)]
+        self._annotation_sinks = [sink for sink in sinks if isinstance(sink, AnnotationSink)]
 
     # ---------------------------------------------------------------- state
 
@@ -287,7 +296,7 @@ class Service:
                 # A sink that cannot open (disk full, port taken) must not stop tracking.
                 self._sink_errors += 1
                 log.exception("sink %s failed to open; running without it", type(sink).__name__)
-        self.sinks = opened
+        self._use_sinks(opened)
         self._sinks_open = True
         gc.freeze()  # and what the sinks and the first frame's prompts just built (no collection: cheap)
         if self.config.pipeline.worker_cpu is not None:  # after the sinks have started their threads
@@ -350,16 +359,9 @@ class Service:
             wall_time_s=time.time(), **rates,
         )
 
-    def _sink_counters(self) -> dict[str, dict[str, Any]]:
-        """Each sink's own counters (``counters`` attribute or method), keyed by sink class name."""
-        out: dict[str, dict[str, Any]] = {}
-        for sink in self.sinks:
-            counters = getattr(sink, "counters", None)
-            if callable(counters):
-                counters = counters()
-            if isinstance(counters, dict):
-                out[type(sink).__name__] = dict(counters)
-        return out
+    def _sink_counters(self) -> dict[str, dict[str, int]]:
+        """Each `CountingSink`'s counters (copied), keyed by sink class name."""
+        return {type(sink).__name__: dict(sink.counters) for sink in self._counting_sinks}
 
     # ---------------------------------------------------------------- ServiceControl
 
@@ -397,7 +399,5 @@ class Service:
 
     def annotate(self, text: str) -> None:
         frame = self.last_result.index if self.last_result else None
-        for sink in self.sinks:
-            annotate = getattr(sink, "annotate", None)
-            if annotate is not None:
-                annotate(text, frame)
+        for sink in self._annotation_sinks:
+            sink.annotate(text, frame)

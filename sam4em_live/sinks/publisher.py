@@ -55,8 +55,9 @@ class ResultsPublisher:
     def open(self, run: RunInfo) -> None:
         self._run = run
 
+    @property
     def counters(self) -> dict[str, int]:
-        """Messages sent, and dropped because no subscriber could take them (HWM)."""
+        """`CountingSink` counters: messages sent, and dropped because no subscriber could take them (HWM)."""
         return {"sent": self.sent, "dropped": self.dropped}
 
     def consume(self, result: FrameResult) -> None:

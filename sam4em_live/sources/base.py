@@ -53,7 +53,8 @@ class FrameSource(Protocol):
     - ``close()`` releases resources; safe to call twice.
     """
 
-    counters: SourceCounters
+    @property
+    def counters(self) -> SourceCounters: ...
 
     @property
     def series(self) -> SeriesInfo | None: ...
@@ -63,3 +64,17 @@ class FrameSource(Protocol):
     def next_frame(self, timeout_s: float) -> Frame | None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class MovableStage(Protocol):
+    """A source that can move its field of view (the simulator); optional beside `FrameSource`.
+
+    ``move_stage(dx_nm, dy_nm)`` moves the stage relative to where it is, in nanometres along
+    the image axes (x = columns, y = rows): the image content then shifts by -d / pixel_size_nm
+    pixels. It is called from hook threads while the ingest thread reads frames, so it must be
+    thread-safe; it takes effect from a frame not yet emitted. It may raise on a move the stage
+    refuses; the caller (the hooks' command gate) reports it as a failed command.
+    """
+
+    def move_stage(self, dx_nm: float, dy_nm: float) -> None: ...
