@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,6 +15,9 @@ from tools.bench.data import simulated_clip
 from tools.bench.provenance import REPO_ROOT, resolve_revision
 from tools.bench.registry import all_benchmarks, get_benchmark, select
 from tools.bench.schema import BenchResult, Machine, Metric, load_results, save_results
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MACHINE = Machine("Linux x86_64", "test cpu", 2, "3.11.0", "2.0.0", 1.0, 1.5)
 TINY_STATS = ["-p", "particles=2", "-p", "frames=60", "-p", "window=32", "-p", "max_lag=8", "-p", "batch_frames=200"]

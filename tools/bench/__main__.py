@@ -3,7 +3,7 @@
     python -m tools.bench list                                  # names, quick set, parameters
     python -m tools.bench run quick                             # the quick set (make bench)
     python -m tools.bench run embedded-track -p frames=300      # one benchmark, a parameter changed
-    python -m tools.bench run quick --save-baseline             # store as benchmarks/baselines/NAME.json
+    python -m tools.bench run quick --rev HEAD --save-baseline  # store as benchmarks/baselines/NAME.json
     python -m tools.bench compare embedded-track --rev HEAD~1 --repeats 4   # side by side, interleaved
     python -m tools.bench compare-files old.json new.json       # ratios new / old of two result files
 
@@ -20,10 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.bench.schema import BenchResult, ParamValue
-
 if TYPE_CHECKING:
     from tools.bench.registry import Benchmark
+    from tools.bench.schema import BenchResult, ParamValue
 
 
 def _parse_value(text: str) -> ParamValue:
@@ -88,7 +87,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     chosen = _select(args)
     overrides = parse_overrides(args.param, [b.name for b, _ in chosen])
-    package = PackageUnderTest.working_tree()
+    package = PackageUnderTest.at_revision(args.rev) if args.rev else PackageUnderTest.working_tree()
     results = []
     failed = []
     for bench, quick in chosen:
@@ -171,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a parameter (value parsed as JSON, else a string)")
         sub.add_argument("--out", type=Path, default=None, help="result file (default .bench-cache/results/)")
 
-    run = commands.add_parser("run", help="run benchmarks for the working tree")
+    run = commands.add_parser("run", help="run benchmarks for the working tree (or a git revision)")
     selection(run)
+    run.add_argument("--rev", default=None, help="measure the package at this git revision instead")
     run.add_argument("--save-baseline", action="store_true", help="store each result in benchmarks/baselines/")
     run.add_argument("--against-baseline", action="store_true", help="print ratios against the stored baselines")
     run.set_defaults(handler=command_run)

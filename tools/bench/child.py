@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tools.bench.provenance import CACHE_DIR, load_average, machine_facts, working_tree_revision
 from tools.bench.registry import Benchmark, scratch_context
 from tools.bench.schema import BenchResult, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 PACKAGE_ROOT_VARIABLE = "BENCH_PACKAGE_ROOT"
 REVISION_VARIABLE = "BENCH_REVISION"

@@ -9,10 +9,13 @@ the change is within the spread.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tools.bench.schema import BenchResult, Better
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tools.bench.schema import BenchResult, Better
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,18 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tools.bench.child import PACKAGE_ROOT_VARIABLE, REVISION_VARIABLE
 from tools.bench.provenance import CACHE_DIR, REPO_ROOT, resolve_revision, working_tree_revision
-from tools.bench.registry import Benchmark
 from tools.bench.schema import BenchResult, ParamValue, load_results
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from tools.bench.registry import Benchmark
 
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 

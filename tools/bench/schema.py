@@ -8,10 +8,12 @@ version instead of guessing.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
 
 SCHEMA_VERSION = 1
 
@@ -37,8 +39,8 @@ class Metric:
         if better not in ("lower", "higher", "none"):
             raise ValueError(f"metric 'better' must be lower, higher or none, got {better!r}")
         value = data["value"]
-        return cls(float("nan") if value is None else float(cast(float, value)), str(data["unit"]),
-                   cast(Better, better))
+        return cls(float("nan") if value is None else float(cast("float", value)), str(data["unit"]),
+                   cast("Better", better))
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,9 @@ class Machine:
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Machine:
-        return cls(str(data["platform"]), str(data["cpu"]), int(cast(int, data["cpus"])), str(data["python"]),
-                   str(data["numpy"]), float(cast(float, data["load_avg_1min_start"])),
-                   float(cast(float, data["load_avg_1min_end"])))
+        return cls(str(data["platform"]), str(data["cpu"]), int(cast("int", data["cpus"])), str(data["python"]),
+                   str(data["numpy"]), float(cast("float", data["load_avg_1min_start"])),
+                   float(cast("float", data["load_avg_1min_end"])))
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,13 @@ class BenchResult:
     def from_json(cls, data: Mapping[str, object]) -> BenchResult:
         if data.get("schema") != SCHEMA_VERSION:
             raise ValueError(f"result schema {data.get('schema')!r} is not {SCHEMA_VERSION}")
-        metrics = cast(Mapping[str, Mapping[str, object]], data["metrics"])
+        metrics = cast("Mapping[str, Mapping[str, object]]", data["metrics"])
         return cls(
-            benchmark=str(data["benchmark"]), params=cast(Mapping[str, ParamValue], data["params"]),
-            revision=str(data["revision"]), machine=Machine.from_json(cast(Mapping[str, object], data["machine"])),
+            benchmark=str(data["benchmark"]), params=cast("Mapping[str, ParamValue]", data["params"]),
+            revision=str(data["revision"]), machine=Machine.from_json(cast("Mapping[str, object]", data["machine"])),
             metrics={name: Metric.from_json(m) for name, m in metrics.items()}, timestamp=str(data["timestamp"]),
-            wall_s=float(cast(float, data["wall_s"])),
-            fingerprints={str(k): str(v) for k, v in cast(Mapping[str, object], data.get("fingerprints", {})).items()},
+            wall_s=float(cast("float", data["wall_s"])),
+            fingerprints={str(k): str(v) for k, v in cast("Mapping[str, object]", data.get("fingerprints", {})).items()},
         )
 
 

@@ -10,12 +10,15 @@ a fingerprint: a speed-up must leave it unchanged.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from tools.bench.data import simulated_clip
 from tools.bench.figures import MaskDigest, count, distribution, integer, mapping, text
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @benchmark("embedded-track", "embedded backend: ms per frame of Segmenter.track alone, one thread",

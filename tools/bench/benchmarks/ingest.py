@@ -11,13 +11,16 @@ from __future__ import annotations
 import multiprocessing as mp
 import statistics
 import time
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tools.bench.figures import integer
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def _sender(endpoint: str, n_frames: int, size: int, series: str) -> None:

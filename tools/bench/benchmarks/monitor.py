@@ -14,14 +14,16 @@ import dataclasses
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tools.bench.figures import count, integer, number
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def _results(n_particles: int, size: int, n_distinct: int = 8) -> list[Any]:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +23,9 @@ from tools.bench.data import simulated_clip
 from tools.bench.figures import count, distribution, integer, mapping, number, text
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @benchmark("pipeline", "end to end over ZeroMQ with publisher and recorder: fps, latency percentiles",

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tools.bench.figures import integer
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
 
 
 def particle_masks(edge: int, n_particles: int, index: int, radius: int = 40) -> list[Any]:

@@ -8,14 +8,17 @@ consumer summing every pixel.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tools.bench.figures import integer
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
 
 
 def _replay_fps(path: Path) -> float:

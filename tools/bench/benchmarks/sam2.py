@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tools.bench.figures import integer, strings, text
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DETECTOR_SHAPE = (1024, 1024)
 

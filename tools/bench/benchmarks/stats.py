@@ -10,13 +10,16 @@ The live budget at 80 fps is 12.5 ms per frame for everything.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tools.bench.figures import distribution, integer
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 
 def _cpu_us_per_call(function: Callable[[], object], repeats: int) -> float:

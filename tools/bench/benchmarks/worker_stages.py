@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +23,9 @@ from tools.bench.data import simulated_clip
 from tools.bench.figures import integer
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 STAGES = ("measure", "stats_update", "stats_snapshot", "events", "publish")
 
