@@ -156,7 +156,7 @@ def test_run_directory_alignment_with_mask_frames(tmp_path) -> None:
         evaluate_directories(tmp_path / "late", tmp_path / "gt")
     _write_run(tmp_path / "cut", video.gt_labels[:2])
     (tmp_path / "cut" / "run.json").write_text('{"mask_frames": [[0, 1]')  # a manifest cut short
-    with pytest.raises(EvaluationInputError, match="run.json cannot be read"):
+    with pytest.raises(EvaluationInputError, match=r"run\.json cannot be read"):
         evaluate_directories(tmp_path / "cut", tmp_path / "gt")
-    with pytest.raises(EvaluationInputError, match="no masks.tif"):
+    with pytest.raises(EvaluationInputError, match=r"no masks\.tif"):
         evaluate_directories(tmp_path / "gt", tmp_path / "gt")

@@ -63,7 +63,7 @@ def write_random_stack(path, shape, n_pages, seed, flush_every=3):
     return np.stack(expected), frames
 
 
-@pytest.mark.parametrize(("shape", "n_pages", "seed"), [
+@pytest.mark.parametrize("shape, n_pages, seed", [
     ((300, 517), 24, 0), ((128, 128), 10, 1), ((129, 255), 12, 2), ((1, 1), 4, 3), ((40, 700), 8, 4),
     ((1024, 1024), 4, 5),
 ])
@@ -243,7 +243,8 @@ def test_page_writer_stores_short_values_in_the_entry(tmp_path):
     from sam4em_live.io.bigtiff_pages import BigTiffPageWriter
 
     tile = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16)
-    writer = BigTiffPageWriter(open(tmp_path / "a.tif", "xb+"), imagecodecs.zlib_encode(np.zeros_like(tile)), 16)
+    writer = BigTiffPageWriter(open(tmp_path / "a.tif", "xb+"),  # noqa: SIM115 - the writer closes it
+                               imagecodecs.zlib_encode(np.zeros_like(tile)), 16)
     writer.append_page((16, 16), {0: imagecodecs.zlib_encode(tile)}, "{}")
     writer.append_page((10, 40), {2: imagecodecs.zlib_encode(tile)}, "a longer description")
     with pytest.raises(ValueError, match="tile 3 outside"):
@@ -257,4 +258,4 @@ def test_page_writer_stores_short_values_in_the_entry(tmp_path):
         np.testing.assert_array_equal(second.asarray()[:, 32:], tile[:10, :8])
         assert not second.asarray()[:, :32].any()
     with pytest.raises(ValueError, match="multiple of 16"):
-        BigTiffPageWriter(open(tmp_path / "b.tif", "xb+"), b"", 100)
+        BigTiffPageWriter(open(tmp_path / "b.tif", "xb+"), b"", 100)  # noqa: SIM115 - refused, then collected

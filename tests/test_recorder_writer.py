@@ -10,7 +10,7 @@ import json
 import math
 import threading
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from sam4em_live.sinks.recorder.messages import (
     StatusMessage,
 )
 from sam4em_live.sinks.recorder.writer_thread import ANNOTATION_WAIT_S, WriterThread
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SHAPE = (32, 40)
 

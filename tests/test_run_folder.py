@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -14,6 +14,9 @@ from sam4em_live.io.run_folder import RunFolder, RunFolderError
 from sam4em_live.io.run_manifest import RANDOM_WEIGHTS_WARNING
 from sam4em_live.sinks.recorder import Recorder
 from tests.test_recorder import SHAPE, make_result, run_info
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_a_recorded_run_reads_back(tmp_path: Path) -> None:
@@ -80,7 +83,7 @@ def test_missing_parts_are_named(tmp_path: Path) -> None:
         RunFolder.open(tmp_path / "nowhere")
     folder = RunFolder.open(tmp_path)
     assert not RunFolder.holds_trajectories(tmp_path) and folder.manifest == {} and folder.manifest_error is None
-    with pytest.raises(FileNotFoundError, match="trajectories.csv"):
+    with pytest.raises(FileNotFoundError, match=r"trajectories\.csv"):
         folder.trajectories()
-    with pytest.raises(FileNotFoundError, match="masks.tif"):
+    with pytest.raises(FileNotFoundError, match=r"masks\.tif"):
         folder.mask_pages()

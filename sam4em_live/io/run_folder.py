@@ -40,8 +40,11 @@ class RunFolderError(ValueError):
 
 @dataclass(frozen=True)
 class MaskPages:
-    """What ``masks.tif`` holds: ``pages`` label pages of ``page_shape`` (rows, columns); page ``k`` is
-    frame ``frames[k]``. Pages are read lazily from ``path`` (e.g. ``tifffile.TiffFile(path).pages[k]``)."""
+    """What ``masks.tif`` holds, without its pixels.
+
+    ``pages`` label pages of ``page_shape`` (rows, columns); page ``k`` is frame ``frames[k]``. Read the
+    pages lazily from ``path`` (e.g. ``tifffile.TiffFile(path).pages[k]``).
+    """
 
     path: Path
     pages: int
@@ -143,8 +146,11 @@ class RunFolder:
         return MaskPages(path, pages, (int(first[0]), int(first[1])), tuple(frames))
 
     def mask_frames(self, pages: int) -> list[int]:
-        """Frame index of each page: ``mask_frames`` as inclusive ``[first, last]`` ranges (the recorder's
-        encoding) or a plain list, or ``0 .. pages-1`` when run.json has none."""
+        """Frame index of each of ``pages`` pages.
+
+        From run.json ``mask_frames``: inclusive ``[first, last]`` ranges (the recorder's encoding) or a
+        plain list; ``0 .. pages-1`` when run.json has none.
+        """
         if self.manifest_error is not None:
             raise RunFolderError(f"{self.path}: run.json cannot be read ({self.manifest_error}); the frame of "
                                  f"each {MASKS_NAME} page is unknown")

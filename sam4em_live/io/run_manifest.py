@@ -15,12 +15,14 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sam4em_live.results import RunInfo
 from sam4em_live.versions import package_versions
+
+if TYPE_CHECKING:
+    from sam4em_live.results import RunInfo
 
 MANIFEST_FORMAT = "sam4em-live run"
 MANIFEST_VERSION = 1
@@ -34,6 +36,7 @@ STATUS_COUNTS = (
 
 
 def utc_now() -> str:
+    """The current UTC time in ISO 8601 with milliseconds (``2026-01-01T12:00:00.123+00:00``)."""
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
@@ -61,6 +64,7 @@ def jsonable(value: Any) -> Any:
 
 
 def json_line(value: Any) -> str:
+    """``value`` as one strict-JSON line (newline included), for the JSON-lines files."""
     return json.dumps(jsonable(value), allow_nan=False, ensure_ascii=False) + "\n"
 
 
@@ -89,6 +93,7 @@ def expand_ranges(ranges: Iterable[Iterable[int]]) -> list[int]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace ``path`` by ``data`` as strict JSON (temporary file, fsync, ``os.replace``): never half a file."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(jsonable(data), fh, indent=2, allow_nan=False, ensure_ascii=False)

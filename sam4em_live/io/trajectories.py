@@ -21,15 +21,18 @@ CSV layout, with the angle converted to SAM-EM's convention).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from sam4em_live.frames import Calibration
-from sam4em_live.particles import ParticleMeasurement
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from sam4em_live.frames import Calibration
+    from sam4em_live.particles import ParticleMeasurement
 
 BASE_COLUMNS: tuple[str, ...] = (
     "frame", "particle", "x", "y", "angle", "area",
@@ -40,6 +43,7 @@ NM_COLUMNS: tuple[str, ...] = ("x_nm", "y_nm")
 
 
 def trajectory_columns(calibration: Calibration, have_time: bool) -> list[str]:
+    """The table's columns: `BASE_COLUMNS`, then ``t_s`` if times are known, then ``x_nm, y_nm`` if the pixel size is."""
     cols = list(BASE_COLUMNS)
     if have_time:
         cols.append(TIME_COLUMN)

@@ -16,17 +16,20 @@ everything sent so far is on disk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
-from collections.abc import Sequence
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sam4em_live.particles import ParticleMask
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from multiprocessing.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,11 @@ _START_TIMEOUT_S = 30.0
 MAX_PAGES_PER_MESSAGE = 32
 #: Niceness added to the mask-writer process (lower priority than the service).
 MASK_WRITER_NICE = 5
+
+#: One particle over the pipe: (particle id, bbox (x0, y0, x1, y1) in pixels, crop shape (rows, columns), crop bytes).
+CropPayload = tuple[int, tuple[int, int, int, int], tuple[int, int], bytes]
+#: One page over the pipe: (frame index, frame shape (rows, columns), the particles drawn on it).
+PagePayload = tuple[int, tuple[int, int], list[CropPayload]]
 
 
 def _child_main(conn: Connection) -> None:
@@ -51,7 +59,7 @@ def _child_main(conn: Connection) -> None:
         return
     try:
         writer = LabelStackWriter(Path(path), compression_level)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
+    except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("opened", None))
@@ -73,10 +81,8 @@ def _child_main(conn: Connection) -> None:
                 break
     finally:
         writer.close()
-    try:
+    with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
         conn.send(("closed", writer.pages, skipped))
-    except (BrokenPipeError, OSError):
-        pass
 
 
 class MaskWriterProcess:
@@ -95,7 +101,7 @@ class MaskWriterProcess:
         self.path: Path | None = None
         self.pages = 0
         self.skipped = 0
-        self._pending: list[tuple[int, tuple[int, int], list[Any]]] = []
+        self._pending: list[PagePayload] = []
 
     def open(self, path: Path, compression_level: int = 1) -> None:
         self.path = path
@@ -109,9 +115,10 @@ class MaskWriterProcess:
             raise OSError(f"{path}: {detail}")
 
     def append_masks(self, shape: tuple[int, int], masks: Sequence[ParticleMask], frame_index: int) -> None:
-        crops = [(m.particle, tuple(m.bbox), m.crop.shape, np.ascontiguousarray(m.crop, bool).tobytes())
-                 for m in masks if m.present and m.crop is not None and m.bbox is not None]
-        self._pending.append((int(frame_index), tuple(shape), crops))
+        crops: list[CropPayload] = [
+            (m.particle, m.bbox, (m.crop.shape[0], m.crop.shape[1]), np.ascontiguousarray(m.crop, bool).tobytes())
+            for m in masks if m.present and m.crop is not None and m.bbox is not None]
+        self._pending.append((int(frame_index), (shape[0], shape[1]), crops))
         self.pages += 1
         if len(self._pending) >= MAX_PAGES_PER_MESSAGE:
             self.push()

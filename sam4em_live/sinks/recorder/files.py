@@ -10,23 +10,26 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sam4em_live.frames import Calibration
 from sam4em_live.io.mask_tiff import MASK_COMPRESSION_LEVEL
 from sam4em_live.io.run_manifest import FrameRanges, build_manifest, json_line, write_json_atomic
 from sam4em_live.io.trajectories import measurement_row, trajectory_columns
-from sam4em_live.particles import ParticleMask
-from sam4em_live.results import RunInfo
-from sam4em_live.sinks.mask_process import MaskWriterProcess
-from sam4em_live.sinks.recorder.messages import ResultMessage
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
+
+    from sam4em_live.frames import Calibration
+    from sam4em_live.particles import ParticleMask
+    from sam4em_live.results import RunInfo
+    from sam4em_live.sinks.mask_process import MaskWriterProcess
+    from sam4em_live.sinks.recorder.messages import ResultMessage
 
 
 def _create(path: Path) -> io.TextIOWrapper:
-    # "x": a recording never overwrites anything.
-    return open(path, "x", encoding="utf-8", newline="")  # noqa: SIM115 - closed by the owner's close()
+    # "x": a recording never overwrites anything. The file stays open for the run; its writer's close() closes it.
+    return open(path, "x", encoding="utf-8", newline="")
 
 
 def _fsync_close(fh: io.TextIOWrapper) -> None:

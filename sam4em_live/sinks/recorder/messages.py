@@ -8,12 +8,14 @@ queue is full is the backpressure policy documented there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sam4em_live.particles import ParticleMask, ParticleMeasurement
-from sam4em_live.results import FrameResult, ServiceEvent
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from sam4em_live.particles import ParticleMask, ParticleMeasurement
+    from sam4em_live.results import FrameResult, ServiceEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,24 +15,27 @@ refuses fails the open); everything after that runs on the writer thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam4em_live.io.run_manifest import FrameRanges, utc_now
-from sam4em_live.results import RunInfo
 from sam4em_live.sinks.recorder.files import (
     JsonlWriter,
     ManifestWriter,
     MaskPagesWriter,
     TrajectoriesCsvWriter,
 )
-from sam4em_live.sinks.recorder.messages import (
-    AnnotationMessage,
-    RecorderCounts,
-    ResultMessage,
-    StatusMessage,
-)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from sam4em_live.results import RunInfo
+    from sam4em_live.sinks.recorder.messages import (
+        AnnotationMessage,
+        RecorderCounts,
+        ResultMessage,
+        StatusMessage,
+    )
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam4em_live.io.run_manifest import utc_now
-from sam4em_live.results import FrameResult, RunInfo
 from sam4em_live.sinks.mask_process import MaskWriterProcess
 from sam4em_live.sinks.recorder.files import MaskPagesWriter
 from sam4em_live.sinks.recorder.messages import (
@@ -38,6 +36,11 @@ from sam4em_live.sinks.recorder.messages import (
 )
 from sam4em_live.sinks.recorder.run_writer import MASKS, RunDirectoryWriter
 from sam4em_live.sinks.recorder.writer_thread import WriterThread
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from sam4em_live.results import FrameResult, RunInfo
 
 log = logging.getLogger(__name__)
 

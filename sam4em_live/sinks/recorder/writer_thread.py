@@ -37,8 +37,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sam4em_live.sinks.recorder.messages import (
     AnnotationMessage,
@@ -48,6 +47,9 @@ from sam4em_live.sinks.recorder.messages import (
     ResultMessage,
     StatusMessage,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
