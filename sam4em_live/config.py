@@ -91,7 +91,7 @@ class PipelineConfig(FrozenModel):
     # GIL promptly from a busy worker. CPython's default is 0.005.
     gil_switch_interval_s: PositiveFloat = 0.0005
     # Pin the worker thread to this CPU and the service's other threads and processes to the others
-    # (Linux; see sam4em_live/service/affinity.py). None: let the OS schedule.
+    # (Linux; see sam4em_live/service/realtime.py). None: let the OS schedule.
     worker_cpu: int | None = Field(None, ge=0)
     # Let glibc recycle large freed buffers (received frames) instead of unmapping each one: no page
     # faults and TLB shoot-downs per frame (sam4em_live/service/realtime.py). No effect off glibc.

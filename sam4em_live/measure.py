@@ -1,6 +1,6 @@
 """Per-particle measurement from a mask: centroid, orientation, area, axes.
 
-Conventions (used by every module, documented in docs/conventions.md):
+Conventions (used by every module; stated here in full, summarised in `sam4em_live.particles`):
 
 - Centroid ``x`` = column, ``y`` = row, in pixels, origin at the centre of the
   top-left pixel.

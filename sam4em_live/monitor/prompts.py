@@ -100,20 +100,6 @@ def check_edit(edit: ParticleEdit, shape: tuple[int, int] | None) -> str | None:
     return None
 
 
-class ServiceControlSink:
-    """`PromptSink` for a service in the same process (`ServiceControl.submit_edit`)."""
-
-    def __init__(self, service: Any) -> None:
-        self.service = service
-
-    def add_prompt(self, particle: int, points: Sequence[tuple[float, float]], labels: Sequence[int],
-                   box: tuple[float, float, float, float] | None) -> None:
-        self.service.submit_edit(Prompt(particle, None, tuple((x, y) for x, y in points), tuple(labels), box))
-
-    def remove(self, particle: int) -> None:
-        self.service.submit_edit(RemoveParticle(particle))
-
-
 def send_edit(sink: PromptSink, edit: ParticleEdit) -> Any:
     if isinstance(edit, RemoveParticle):
         return sink.remove(edit.particle)

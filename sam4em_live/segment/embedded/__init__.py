@@ -14,10 +14,6 @@ from sam4em_live.segment.embedded.segmenter import EmbeddedSegmenter
 __all__ = ["EmbeddedOptions", "EmbeddedSegmenter", "create"]
 
 
-def create(options: dict[str, Any], *, shape_hint: tuple[int, int] | None = None) -> EmbeddedSegmenter:
-    """Build the backend from a ``[segmenter.options]`` table (validated by `EmbeddedOptions`).
-
-    ``shape_hint`` is accepted for the registry's signature and unused: windows
-    are sized per particle.
-    """
+def create(options: dict[str, Any]) -> EmbeddedSegmenter:
+    """Build the backend from a ``[segmenter.options]`` table (validated by `EmbeddedOptions`)."""
     return EmbeddedSegmenter(parse_options(EmbeddedOptions, options, "segmenter.options (embedded)"))

@@ -15,12 +15,8 @@ if TYPE_CHECKING:
 __all__ = ["Sam2Options", "create"]
 
 
-def create(options: dict[str, Any], *, shape_hint: tuple[int, int] | None = None) -> Sam2Segmenter:
-    """Build the backend from a ``[segmenter.options]`` table (validated by `Sam2Options`).
-
-    ``shape_hint`` is accepted for the registry's signature; the frame shape is
-    taken from the first frame.
-    """
+def create(options: dict[str, Any]) -> Sam2Segmenter:
+    """Build the backend from a ``[segmenter.options]`` table (validated by `Sam2Options`)."""
     from sam4em_live.segment.sam2.segmenter import Sam2Segmenter
 
     return Sam2Segmenter(Sam2Options.model_validate(options))

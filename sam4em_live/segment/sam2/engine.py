@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 #: Passed as ``num_frames``: a stream has no end, so pointer windows never clip at the video end.
 ENDLESS_FRAMES = 2**62
 
-STAGES = ("image_encoder", "memory_attention", "decoder", "memory_encoder")
-
 
 @dataclass(frozen=True, slots=True)
 class PointPrompt:
