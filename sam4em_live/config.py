@@ -3,27 +3,24 @@
 Every model forbids unknown keys, so a typo or a wrong unit suffix
 (``pixel_size_um``) is an error naming the offending key. Units live in the
 field names. CLI flags override file values through `with_overrides`.
+
+Tables that name a plugin (``[source]``, ``[[sinks]]``, ``[segmenter.options]``)
+are open: their options are validated by the chosen plugin's own model when the
+service is built (`sam4em_live.plugins`), with errors that name the key the same way.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    PositiveFloat,
-    PositiveInt,
-    Tag,
-    ValidationError,
-)
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 
 class FrozenModel(BaseModel):
+    """Base of every config model: immutable, and an unknown key is an error naming it."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -31,45 +28,45 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the key."""
 
 
+class PluginTable(BaseModel):
+    """A table naming a plugin by ``kind``, with the plugin's options beside it.
+
+    ``[source] kind = "zmq"  endpoint = "tcp://..."``: the keys other than ``kind`` are the plugin's
+    options. Which kinds exist, and which options each takes, is the business of the seam's registry
+    (`sam4em_live.plugins`), not of this file: the set is open to plugins. The options are validated by
+    the plugin's own frozen model when the service is built, and errors name the key
+    (``source.endpont: Extra inputs are not permitted``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    kind: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The plugin's options: every key of the table except ``kind``."""
+        return dict(self.model_extra or {})
+
+
+class SourceConfig(PluginTable):
+    """The ``[source]`` table; without ``kind`` it is a ZeroMQ source (the live default)."""
+
+    kind: str = "zmq"
+
+
+class SinkConfig(PluginTable):
+    """One ``[[sinks]]`` table: a sink beyond the publisher, recorder and hooks (e.g. ``kind = "parquet"``)."""
+
+
 class ZmqSourceConfig(FrozenModel):
-    kind: Literal["zmq"] = "zmq"
+    """Options of the ``zmq`` source (`sam4em_live.sources.zmq_source`); the default source."""
+
     endpoint: str = "tcp://127.0.0.1:5555"
     socket: Literal["sub", "pull"] = "sub"
     mode: Literal["connect", "bind"] = "connect"
     rcvhwm_frames: PositiveInt = 64
     # Max size of a msgpack header part; larger headers are rejected unparsed.
     max_header_bytes: PositiveInt = 65536
-
-
-class ReplaySourceConfig(FrozenModel):
-    kind: Literal["replay"] = "replay"
-    path: Path
-    # Playback rate: None = the recording's own rate (metadata or calibration.fps).
-    fps: PositiveFloat | None = None
-    as_fast_as_possible: bool = False
-    loop: bool = False
-
-
-class SimulatorSourceConfig(FrozenModel):
-    kind: Literal["simulator"] = "simulator"
-    preset: str = "demo"
-    seed: int = 0
-    frames: PositiveInt | None = None  # None = endless
-    fps: PositiveFloat | None = None  # None = preset's rate
-    as_fast_as_possible: bool = False
-
-
-def _source_kind(value: Any) -> str:
-    # `kind` may be omitted: a source table without it is a ZeroMQ source (the live default).
-    if isinstance(value, dict):
-        return str(value.get("kind", "zmq"))
-    return str(getattr(value, "kind", "zmq"))
-
-
-SourceConfig = Annotated[
-    Annotated[ZmqSourceConfig, Tag("zmq")] | Annotated[ReplaySourceConfig, Tag("replay")] | Annotated[SimulatorSourceConfig, Tag("simulator")],
-    Discriminator(_source_kind),
-]
 
 
 class CalibrationConfig(FrozenModel):
@@ -80,6 +77,8 @@ class CalibrationConfig(FrozenModel):
 
 
 class PipelineConfig(FrozenModel):
+    """``[pipeline]``: the frame queue, backpressure and the worker thread's real-time settings."""
+
     # latest: live view, drop the oldest queued frames (counted).
     # every-frame: never drop; frames beyond the memory queue spill to disk.
     backpressure: Literal["latest", "every-frame"] = "latest"
@@ -99,6 +98,8 @@ class PipelineConfig(FrozenModel):
 
 
 class SegmenterConfig(FrozenModel):
+    """``[segmenter]``: the backend (a name in the segmenter registry) and its options table."""
+
     backend: str = "embedded"
     # Backend-specific options, validated by the backend's own model.
     options: dict[str, Any] = Field(default_factory=dict)
@@ -112,6 +113,8 @@ class SegmenterConfig(FrozenModel):
 
 
 class PublisherConfig(FrozenModel):
+    """``[publisher]``: the results PUB socket (`sam4em_live.sinks.publisher`)."""
+
     enabled: bool = True
     endpoint: str = "tcp://127.0.0.1:5556"
     sndhwm_messages: PositiveInt = 1000
@@ -121,6 +124,8 @@ class PublisherConfig(FrozenModel):
 
 
 class RecorderConfig(FrozenModel):
+    """``[recorder]``: the run folder writer (`sam4em_live.sinks.recorder`)."""
+
     enabled: bool = True
     out_dir: Path = Path("runs")
     write_masks: bool = True
@@ -128,12 +133,16 @@ class RecorderConfig(FrozenModel):
 
 
 class StatsConfig(FrozenModel):
+    """``[stats]``: the rolling statistics window, lags and publishing interval (frames)."""
+
     window_frames: PositiveInt = 1024
     max_lag_frames: PositiveInt = 100
     publish_every_frames: PositiveInt = 10
 
 
 class ControlConfig(FrozenModel):
+    """``[control]``: the control channel (REQ/REP, docs/control.md)."""
+
     enabled: bool = True
     endpoint: str = "tcp://127.0.0.1:5557"
     # Binding beyond loopback needs CURVE keys (see `sam4em-live keys`) unless insecure.
@@ -144,6 +153,8 @@ class ControlConfig(FrozenModel):
 
 
 class HookSpec(FrozenModel):
+    """One ``[[hooks.hooks]]`` entry: which hook, and its options (validated by the hook's own model)."""
+
     target: str  # dotted path "package.module:Class" or an entry-point name
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -162,6 +173,8 @@ class SafetyConfig(FrozenModel):
 
 
 class HooksConfig(FrozenModel):
+    """``[hooks]``: control hooks, the events they receive and the safety gate their commands pass."""
+
     hooks: tuple[HookSpec, ...] = ()
     queue_results: PositiveInt = 1
     queue_events: PositiveInt = 256
@@ -178,7 +191,9 @@ class HooksConfig(FrozenModel):
 
 
 class ServiceConfig(FrozenModel):
-    source: SourceConfig = Field(default_factory=ZmqSourceConfig)
+    """The whole service configuration: one TOML file (see configs/), every table optional."""
+
+    source: SourceConfig = Field(default_factory=SourceConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     segmenter: SegmenterConfig = Field(default_factory=SegmenterConfig)
@@ -187,6 +202,8 @@ class ServiceConfig(FrozenModel):
     stats: StatsConfig = Field(default_factory=StatsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    # Further sinks from the sink registry (`sam4em_live.sinks.registry`): ``[[sinks]] kind = "parquet"``.
+    sinks: tuple[SinkConfig, ...] = ()
     prompts: Path | None = None  # prompts file applied at start
 
     @classmethod
@@ -220,16 +237,29 @@ class ServiceConfig(FrozenModel):
             node[leaf] = value
         return ServiceConfig.from_mapping(data, where="overrides")
 
+    def with_segmenter_options(self, options: dict[str, Any]) -> ServiceConfig:
+        """A copy with ``options`` set in ``[segmenter.options]`` (the CLI's ``--option KEY=VALUE``).
+
+        Unlike `with_overrides`, a None value is kept: it sets the option to None.
+        """
+        if not options:
+            return self
+        return self.with_overrides({"segmenter.options": {**self.segmenter.options, **options}})
+
     def to_jsonable(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each naming the dotted key (``recorder.out_dirr: extra ...``)."""
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the dotted key (``recorder.out_dirr: extra ...``).
+
+    ``prefix`` is where the validated mapping sits (``"source"``); it leads every key, and stands alone
+    for a problem of the whole model.
+    """
     parts = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{key}: {err['msg']}")
+        key = ".".join([*([prefix] if prefix else []), *(str(p) for p in err["loc"])])
+        parts.append(f"{key}: {err['msg']}" if key else err["msg"])
     return "; ".join(parts)
 
 

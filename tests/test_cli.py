@@ -91,6 +91,34 @@ def test_track_missing_input(tmp_path):
     assert result.exit_code == 2 and "not found" in result.output
 
 
+def test_track_option_reaches_the_backend_and_is_checked_by_its_model(tmp_path):
+    frames, _ = disk_video(n_frames=6)
+    tifffile.imwrite(tmp_path / "clip.tif", frames, photometric="minisblack")
+    prompts = str(_prompts(tmp_path, GOOD))
+    args = ["track", str(tmp_path / "clip.tif"), "--prompts", prompts, "--backend", "threshold", "--no-progress"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "run"), "--option", "smoothing_sigma_px=2.5",
+                                 "--option", "search_radius_px=40"])
+    assert result.exit_code == 0, result.output
+    options = json.loads((tmp_path / "run" / "run.json").read_text())["backend"]["options"]
+    assert options["smoothing_sigma_px"] == 2.5 and options["search_radius_px"] == 40
+    for flag, message in [("smoothing_sigmaa=1", "segmenter.options.smoothing_sigmaa"),
+                          ("search_radius_px=wide", "segmenter.options.search_radius_px"),
+                          ("smoothing_sigma_px", "KEY=VALUE")]:
+        bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--option", flag])
+        assert bad.exit_code == 2 and message in bad.output, (flag, bad.output)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_serve_bad_source_option_names_key(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[source]\nkind = "zmq"\nendpont = "tcp://127.0.0.1:5555"\n')
+    result = runner.invoke(app, ["serve", "--config", str(cfg)])
+    assert result.exit_code == 2 and "source.endpont" in result.output
+    cfg.write_text('[source]\nkind = "webcam"\n')
+    result = runner.invoke(app, ["serve", "--config", str(cfg)])
+    assert result.exit_code == 2 and "unknown source 'webcam'" in result.output and "replay" in result.output
+
+
 def test_serve_bad_config_names_key(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[pipeline]\nbackpresure = 'latest'\n")
@@ -151,8 +179,8 @@ def test_track_sam2_missing_checkpoint_says_where_to_get_weights(tmp_path):
     frames, _ = disk_video(n_frames=2)
     tifffile.imwrite(tmp_path / "clip.tif", frames, photometric="minisblack")
     result = runner.invoke(app, ["track", str(tmp_path / "clip.tif"), "--prompts", str(_prompts(tmp_path, GOOD)),
-                                 "--out", str(tmp_path / "run"), "--backend", "sam2", "--device", "cpu",
-                                 "--checkpoint", str(tmp_path / "sam2.1_hiera_tiny.pt"), "--no-progress"])
+                                 "--out", str(tmp_path / "run"), "--backend", "sam2", "--option", "device=cpu",
+                                 "--option", f"checkpoint={tmp_path / 'sam2.1_hiera_tiny.pt'}", "--no-progress"])
     assert result.exit_code == 2
     assert "github.com/facebookresearch/sam2" in result.output
 
@@ -165,8 +193,8 @@ def test_track_sam2_random_weights_is_labelled_loudly(tmp_path):
     cfg = tmp_path / "sam2.toml"
     cfg.write_text("[segmenter.options]\nimage_size_px = 64\n")
     result = runner.invoke(app, ["track", str(tmp_path / "clip.tif"), "--prompts", str(_prompts(tmp_path, GOOD)),
-                                 "--out", str(tmp_path / "run"), "--backend", "sam2", "--random-weights",
-                                 "--device", "cpu", "--config", str(cfg), "--no-progress"])
+                                 "--out", str(tmp_path / "run"), "--backend", "sam2", "--option", "random_weights=true",
+                                 "--option", "device=cpu", "--config", str(cfg), "--no-progress"])
     assert result.exit_code == 0, result.output
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["backend"]["backend"] == "sam2" and run["backend"]["random_weights"] is True

@@ -83,5 +83,5 @@ def test_unknown_key_and_wrong_unit_are_named(tmp_path):
 def test_overrides_apply_and_validate():
     cfg = ServiceConfig().with_overrides({"calibration.fps": 40.0, "segmenter.backend": None})
     assert cfg.calibration.fps == 40.0 and cfg.segmenter.backend == "embedded"
-    with pytest.raises(ConfigError, match="pipeline.backpressure"):
+    with pytest.raises(ConfigError, match=r"pipeline\.backpressure"):
         cfg.with_overrides({"pipeline.backpressure": "sometimes"})

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from sam4em_live.config import ReplaySourceConfig
 from sam4em_live.frames import Calibration
 from sam4em_live.io.tiff_io import write_tiff_stack
 from sam4em_live.sources.base import EndOfStream, FrameSource
-from sam4em_live.sources.replay import ReplayError, ReplaySource, open_replay
+from sam4em_live.sources.replay import ReplayError, ReplayOptions, ReplaySource, open_replay
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def stack(n: int = 6, shape: tuple[int, int] = (24, 32), dtype=np.uint16, seed: int = 0) -> np.ndarray:
@@ -92,7 +94,7 @@ def test_ome_units_are_converted(tmp_path):
                                                           "fps": "OME TimeIncrement"}
 
 
-@pytest.mark.parametrize(("unit", "expected_nm"), [("CENTIMETER", 1e7 / 5e4), ("INCH", None)])
+@pytest.mark.parametrize("unit, expected_nm", [("CENTIMETER", 1e7 / 5e4), ("INCH", None)])
 def test_plain_tiff_resolution(tmp_path, unit, expected_nm):
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, stack(2), resolution=(5e4, 5e4), resolutionunit=unit)
@@ -203,7 +205,7 @@ def test_loop_continues_indices(tmp_path, compression):
 
 def test_end_of_stream_and_config_entry_point(tmp_path):
     path = write_tiff_stack(tmp_path / "rec.tif", stack(2), pixel_size_nm=3.0)
-    source = open_replay(ReplaySourceConfig(path=path, as_fast_as_possible=True),
+    source = open_replay(ReplayOptions(path=path, as_fast_as_possible=True),
                          calibration_override=Calibration(pixel_size_nm=4.0))
     assert source.series.calibration.pixel_size_nm == 4.0  # override wins over metadata
     assert len(drain(source)) == 2

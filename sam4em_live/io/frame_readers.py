@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from sam4em_live.frames import SUPPORTED_DTYPES, Calibration
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,11 @@ class ReplayError(ValueError):
     """A recording that cannot be replayed; the message names the path and the problem."""
 
 
+@runtime_checkable
 class FrameReader(Protocol):
     """Random access to the frames of one recording (used by `ReplaySource` only).
+
+    Readers are found by file suffix through `sam4em_live.io.reader_registry`.
 
     ``shape`` is (rows, columns); ``dtype`` is a wire dtype string (``"<u2"``);
     ``calibration`` holds what the file's metadata says (``None`` fields = unknown);

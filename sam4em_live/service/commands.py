@@ -11,25 +11,15 @@ import typer
 
 from sam4em_live.config import ConfigError, ServiceConfig
 from sam4em_live.particles import PromptError
+from sam4em_live.plugins import parse_assignments
 from sam4em_live.service.runs import run_demo, run_track
 
 log = logging.getLogger(__name__)
 
 
-_MODEL_HELP = "SAM 2 model: sam2.1_hiera_t/_s/_b+/_l or a YAML config path (backend sam2)."
-_CHECKPOINT_HELP = "SAM 2 checkpoint .pt (official: https://github.com/facebookresearch/sam2#model-description)."
-_RANDOM_HELP = "SAM 2 with random weights: tests/benchmarks ONLY, outputs are not segmentation."
-
-
-def _sam2_overrides(model: str | None, checkpoint: Path | None, random_weights: bool,
-                    device: str | None) -> dict[str, object]:
-    """CLI flags of the sam2 backend as dotted config overrides (None = keep the config's)."""
-    return {
-        "segmenter.options.model": model,
-        "segmenter.options.checkpoint": str(checkpoint) if checkpoint else None,
-        "segmenter.options.random_weights": True if random_weights else None,
-        "segmenter.options.device": device,
-    }
+_OPTION_HELP = ("A segmenter option KEY=VALUE, set in [segmenter.options] and checked by the backend's own "
+                "options model; repeatable. VALUE is read as TOML (64, 2.5, true, [0.5, 99.5]), else as text. "
+                "E.g. --backend sam2 --option checkpoint=sam2.1_hiera_tiny.pt --option device=cuda.")
 
 
 def _fail(message: str) -> None:
@@ -57,10 +47,7 @@ def serve(
     insecure: bool = typer.Option(
         False, "--insecure", help="Allow a control channel beyond loopback WITHOUT CURVE keys (logged loudly)."
     ),
-    model: str | None = typer.Option(None, help=_MODEL_HELP),
-    checkpoint: Path | None = typer.Option(None, help=_CHECKPOINT_HELP),
-    random_weights: bool = typer.Option(False, "--random-weights", help=_RANDOM_HELP),
-    device: str | None = typer.Option(None, help="SAM 2 device: auto, cuda, mps, cpu."),
+    option: list[str] = typer.Option([], "--option", help=_OPTION_HELP),
 ) -> None:
     """Live: frames in over ZeroMQ, results out, recording on. Ctrl-C stops cleanly."""
     from sam4em_live.control.server import ControlSecurityError
@@ -71,8 +58,7 @@ def serve(
             "segmenter.backend": backend, "prompts": prompts, "recorder.out_dir": out,
             "calibration.pixel_size_nm": pixel_size_nm, "calibration.fps": fps,
             "control.endpoint": control_endpoint, "control.insecure": True if insecure else None,
-            **_sam2_overrides(model, checkpoint, random_weights, device),
-        })
+        }).with_segmenter_options(parse_assignments(option))
         built = build_service(cfg)
     except (ConfigError, PromptError, FileNotFoundError, ValueError, ControlSecurityError) as exc:
         _fail(str(exc))
@@ -104,16 +90,12 @@ def track(
     pixel_size_nm: float | None = typer.Option(None, help="Pixel size (nm) if not in metadata."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Optional config TOML for other settings."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    model: str | None = typer.Option(None, help=_MODEL_HELP),
-    checkpoint: Path | None = typer.Option(None, help=_CHECKPOINT_HELP),
-    random_weights: bool = typer.Option(False, "--random-weights", help=_RANDOM_HELP),
-    device: str | None = typer.Option(None, help="SAM 2 device: auto, cuda, mps, cpu."),
+    option: list[str] = typer.Option([], "--option", help=_OPTION_HELP),
 ) -> None:
     """Offline: run the same pipeline over a recording, every frame, as fast as possible."""
     try:
         run_dir = run_track(input, prompts, out, backend=backend, fps=fps, pixel_size_nm=pixel_size_nm,
-                            config_path=config, progress=progress,
-                            overrides=_sam2_overrides(model, checkpoint, random_weights, device))
+                            config_path=config, progress=progress, segmenter_options=parse_assignments(option))
     except (ConfigError, PromptError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
         return
@@ -130,20 +112,17 @@ def camera(
     seed: int = typer.Option(0, help="Simulator seed."),
 ) -> None:
     """Stand-in detector: publish a recording or simulated frames over ZeroMQ (protocol v1)."""
-    from sam4em_live.config import ReplaySourceConfig
+    from sam4em_live.config import SourceConfig
     from sam4em_live.sources.camera import FramePublisher, pump
+    from sam4em_live.sources.registry import build_source
 
     if (input is None) == (preset is None):
         _fail("give either a recording INPUT or --preset NAME")
+    options: dict[str, object] = (
+        {"kind": "replay", "path": input, "fps": fps, "loop": loop} if input is not None
+        else {"kind": "simulator", "preset": preset, "seed": seed, "frames": frames, "fps": fps})
     try:
-        if input is not None:
-            from sam4em_live.sources.replay import open_replay
-
-            source = open_replay(ReplaySourceConfig(path=input, fps=fps, loop=loop))
-        else:
-            from sam4em_live.sim.source import SimulatedSource
-
-            source = SimulatedSource(preset, seed=seed, n_frames=frames, fps=fps)
+        source = build_source(SourceConfig.model_validate(options))
         publisher = FramePublisher(endpoint)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(str(exc))
@@ -175,6 +154,7 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the serve, track, camera and demo commands to ``app``."""
     app.command()(serve)
     app.command()(track)
     app.command()(camera)

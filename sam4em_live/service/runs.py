@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.io.prompts_file import load_prompts
-from sam4em_live.particles import Prompt
-from sam4em_live.results import FrameResult, RunInfo
-from sam4em_live.sources.base import FrameSource
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from sam4em_live.particles import Prompt
+    from sam4em_live.results import FrameResult, RunInfo
+    from sam4em_live.sources.base import FrameSource
 
 
 class ProgressSink:
@@ -72,13 +75,13 @@ class StatusEcho:
 
 def probe_frames(path: Path) -> tuple[tuple[int, int], int]:
     """(shape, number of frames) of a recording, read the way replay reads it."""
-    from sam4em_live.sources.replay import open_reader
+    from sam4em_live.io.reader_registry import open_reader
 
     if not Path(path).exists():
         raise FileNotFoundError(f"input not found: {path}")
     reader = open_reader(Path(path))
     try:
-        return tuple(reader.shape), reader.n_frames  # type: ignore[return-value]
+        return reader.shape, reader.n_frames
     finally:
         reader.close()
 
@@ -86,9 +89,13 @@ def probe_frames(path: Path) -> tuple[tuple[int, int], int]:
 def run_track(
     input: Path, prompts: Path, out: Path, backend: str | None = None, fps: float | None = None,
     pixel_size_nm: float | None = None, config_path: Path | None = None, progress: bool = True,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None, segmenter_options: dict[str, Any] | None = None,
 ) -> Path:
-    """Track a recording offline (every frame, as fast as possible); returns the run directory."""
+    """Track a recording offline (every frame, as fast as possible); returns the run directory.
+
+    ``overrides`` are dotted config keys (`ServiceConfig.with_overrides`); ``segmenter_options`` are set in
+    ``[segmenter.options]`` on top of the config's (the CLI's ``--option KEY=VALUE``).
+    """
     from sam4em_live.service.builder import build_service
 
     out = Path(out)
@@ -108,7 +115,7 @@ def run_track(
         "calibration.pixel_size_nm": pixel_size_nm,
         "calibration.fps": fps,
         **(overrides or {}),
-    })
+    }).with_segmenter_options(segmenter_options or {})
     out.parent.mkdir(parents=True, exist_ok=True)
     built = build_service(cfg, edits=edits, run_id=out.name, extra_sinks=[ProgressSink(n_frames, progress)])
     try:
@@ -146,6 +153,7 @@ def run_demo(
         "control.endpoint": "tcp://127.0.0.1:0",
     })
     built = build_service(cfg, edits=initial_prompts_from_truth(preset, seed), extra_sinks=[StatusEcho(echo)])
+    assert built.publisher is not None  # publisher.enabled is the default
     echo(f"demo: camera on {publisher.endpoint}, results on {built.publisher.endpoint}, "
          f"control on {getattr(built.control, 'endpoint', '-')}; streaming for {seconds:.0f} s")
     stop_camera = threading.Event()

@@ -15,21 +15,40 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from pydantic import PositiveFloat
 
-from sam4em_live.config import ReplaySourceConfig
+from sam4em_live.config import FrozenModel
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
-from sam4em_live.io.frame_readers import IMAGE_SUFFIXES, FrameReader, ImageFolderReader, ReplayError
+from sam4em_live.io.frame_readers import FrameReader, ReplayError
+from sam4em_live.io.reader_registry import open_reader
+from sam4em_live.plugins import FactoryPlugin
 from sam4em_live.sources.base import EndOfStream, SourceCounters
 
-__all__ = ["ReplayError", "ReplaySource", "open_reader", "open_replay"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy as np
+
+    from sam4em_live.sources.registry import SourceContext
+
+__all__ = ["REPLAY_PLUGIN", "ReplayError", "ReplayOptions", "ReplaySource", "open_replay"]
 
 log = logging.getLogger(__name__)
 
-TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
+
+class ReplayOptions(FrozenModel):
+    """Options of the ``replay`` source: the ``[source]`` table when ``kind = "replay"``."""
+
+    # TIFF / OME-TIFF stack or a folder of numbered JPEG/PNG frames (any format of the reader registry).
+    path: Path
+    # Playback rate: None = the recording's own rate (metadata or calibration.fps).
+    fps: PositiveFloat | None = None
+    as_fast_as_possible: bool = False
+    loop: bool = False
+
 
 #: When emission falls this many frame intervals behind schedule, the schedule restarts
 #: from now instead of bursting frames to catch up (a camera does not burst either).
@@ -39,24 +58,6 @@ _MAX_LAG_FRAMES = 2
 #: stacks need no read-ahead.
 PREFETCH_FRAMES = 4
 _POLL_S = 0.1
-
-
-def open_reader(path: Path) -> FrameReader:
-    """Open a TIFF stack or a JPEG/PNG folder, raising `ReplayError` naming ``path`` if impossible."""
-    path = Path(path)
-    if not path.exists():
-        raise ReplayError(f"{path}: no such file or folder")
-    if path.is_dir():
-        return ImageFolderReader(path)
-    suffix = path.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        from sam4em_live.io.tiff_io import TiffStackReader
-
-        return TiffStackReader(path)
-    if suffix in IMAGE_SUFFIXES:
-        raise ReplayError(f"{path}: a single image; replay a folder of numbered frames (000000.jpeg, ...) instead")
-    raise ReplayError(f"{path}: unsupported recording type {suffix or '(no suffix)'!r}; "
-                      "expected a .tif/.tiff stack or a folder of .jpeg/.png frames")
 
 
 class FramePrefetcher:
@@ -79,7 +80,7 @@ class FramePrefetcher:
             item: Frame | BaseException
             try:
                 item = self._read()
-            except BaseException as exc:  # noqa: BLE001 - carried to the consumer
+            except BaseException as exc:
                 item = exc
             while not self._stop.is_set():
                 try:
@@ -148,7 +149,7 @@ class ReplaySource:
         self._loops_emitted = 0
 
     @classmethod
-    def from_config(cls, config: ReplaySourceConfig, calibration_override: Calibration | None = None) -> ReplaySource:
+    def from_config(cls, config: ReplayOptions, calibration_override: Calibration | None = None) -> ReplaySource:
         return cls(config.path, config.fps, config.as_fast_as_possible, config.loop, calibration_override)
 
     @property
@@ -294,8 +295,17 @@ def _read_only(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
-def open_replay(config: ReplaySourceConfig, calibration_override: Calibration | None = None) -> ReplaySource:
+def open_replay(config: ReplayOptions, calibration_override: Calibration | None = None) -> ReplaySource:
     """Build and open a `ReplaySource` from its config, so bad paths fail here with a clear `ReplayError`."""
     source = ReplaySource.from_config(config, calibration_override)
     source.open()
     return source
+
+
+def _build(options: ReplayOptions, context: SourceContext) -> ReplaySource:
+    # The replay paces itself, so it needs a user-given fps before it opens.
+    return open_replay(options, calibration_override=context.calibration_override)
+
+
+#: The ``replay`` entry of the source registry (`sam4em_live.sources.registry`).
+REPLAY_PLUGIN: FactoryPlugin[ReplaySource] = FactoryPlugin(ReplayOptions, _build)

@@ -21,18 +21,18 @@ def sam2_check(
 ) -> None:
     """Load the model, run a few synthetic frames, print the backend description and timings as JSON."""
     import numpy as np
-    from pydantic import ValidationError
 
+    from sam4em_live.config import ConfigError
     from sam4em_live.frames import Frame
     from sam4em_live.particles import Prompt
-    from sam4em_live.segment.sam2 import create
+    from sam4em_live.segment.registry import create_segmenter
     from sam4em_live.segment.sam2.model import CheckpointError
 
     options = {"model": model, "checkpoint": checkpoint, "random_weights": random_weights, "device": device,
                "image_size_px": image_size}
     try:
-        segmenter = create({k: v for k, v in options.items() if v is not None})
-    except (ValidationError, CheckpointError, FileNotFoundError, RuntimeError) as exc:
+        segmenter = create_segmenter("sam2", {k: v for k, v in options.items() if v is not None})
+    except (ConfigError, CheckpointError, FileNotFoundError, RuntimeError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     rng = np.random.default_rng(0)
@@ -47,4 +47,5 @@ def sam2_check(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the sam2-check command to ``app``."""
     app.command("sam2-check")(sam2_check)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
+
+from sam4em_live.config import FrozenModel
 
 #: Short model names to the Hydra config shipped inside the ``sam2`` package.
 NAMED_CONFIGS: dict[str, str] = {
@@ -35,7 +37,7 @@ OFFICIAL_CHECKPOINTS: dict[str, str] = {
 }
 
 
-class Sam2Options(BaseModel):
+class Sam2Options(FrozenModel):
     """Validated options of the SAM 2 streaming backend.
 
     ``model`` is a short name (``sam2.1_hiera_t|_s|_b+|_l``, ``sam2_hiera_*``)
@@ -43,8 +45,6 @@ class Sam2Options(BaseModel):
     Exactly one of ``checkpoint`` and ``random_weights`` must be given;
     ``random_weights`` exists for tests and benchmarks only.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = "sam2.1_hiera_t"
     checkpoint: Path | None = None
