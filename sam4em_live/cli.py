@@ -44,4 +44,5 @@ def _configure(
 
 
 def main() -> None:
+    """Run the ``sam4em-live`` command line (the console-script entry point)."""
     app()

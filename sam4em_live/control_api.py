@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sam4em_live.particles import ParticleEdit
+if TYPE_CHECKING:
+    from sam4em_live.particles import ParticleEdit
 
 
 class ServiceState(StrEnum):
+    """Where a service is in its life (the legal transitions are in `sam4em_live.service.state`)."""
+
     IDLE = "idle"
     STARTING = "starting"
     STREAMING = "streaming"

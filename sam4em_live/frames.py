@@ -7,11 +7,13 @@ origin at the centre of the top-left pixel. Physical units are carried explicitl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: Pixel types accepted from detectors (numpy dtype strings, little-endian).
 SUPPORTED_DTYPES: tuple[str, ...] = ("|u1", "<u2", "<u4", "<i2", "<i4", "<f4", "<f8")

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
 
 from sam4em_live.frames import Calibration, Frame, SeriesInfo, check_dtype, check_shape
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 PROTOCOL_ID = "sam4em-frame"
 PROTOCOL_VERSION = 1
@@ -43,11 +45,15 @@ class RejectedMessage(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SeriesStart:
+    """A decoded series-start message."""
+
     series: SeriesInfo
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesEnd:
+    """A decoded series-end message (``n_frames`` when the sender knows it)."""
+
     series_id: str
     n_frames: int | None = None
 
@@ -62,6 +68,7 @@ def _header(kind: str, series_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def encode_series_start(series: SeriesInfo) -> list[bytes]:
+    """The one-part series-start message for ``series``."""
     header = _header(
         MSG_SERIES_START,
         series.series_id,
@@ -74,6 +81,7 @@ def encode_series_start(series: SeriesInfo) -> list[bytes]:
 
 
 def encode_series_end(series_id: str, n_frames: int | None = None) -> list[bytes]:
+    """The one-part series-end message of ``series_id``."""
     return [msgpack.packb(_header(MSG_SERIES_END, series_id, n_frames=n_frames), use_bin_type=True)]
 
 

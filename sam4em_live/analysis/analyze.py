@@ -164,5 +164,12 @@ def analyze(source: Path, out_dir: Path, fps: float | None = None, pixel_size_nm
     return result
 
 
-__all__ = ["AnalysisResult", "DEFAULT_PDF_LAGS", "analyze", "compute", "resolve_calibration",
-           "stats_document", "write_outputs"]
+__all__ = [
+    "DEFAULT_PDF_LAGS",
+    "AnalysisResult",
+    "analyze",
+    "compute",
+    "resolve_calibration",
+    "stats_document",
+    "write_outputs",
+]

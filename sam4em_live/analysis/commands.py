@@ -63,4 +63,5 @@ def analyze_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``analyze`` command to the CLI ``app``."""
     app.command("analyze")(analyze_command)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    from pathlib import Path
 
-from sam4em_live.frames import Calibration
-from sam4em_live.stats.displacements import DisplacementDistribution
-from sam4em_live.stats.fit import MsdFit
-from sam4em_live.stats.msd import TrackMsd
-from sam4em_live.stats.velocity import VelocityAutocorrelation
+    import pandas as pd
+
+    from sam4em_live.frames import Calibration
+    from sam4em_live.stats.displacements import DisplacementDistribution
+    from sam4em_live.stats.fit import MsdFit
+    from sam4em_live.stats.msd import TrackMsd
+    from sam4em_live.stats.velocity import VelocityAutocorrelation
 
 
 @dataclass

@@ -17,14 +17,16 @@ Not thread-safe: use one client per thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from sam4em_live.control import schema
 from sam4em_live.control.keys import ClientKeys, load_client_keys
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
 
 logger = logging.getLogger(__name__)
 

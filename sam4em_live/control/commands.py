@@ -12,13 +12,14 @@ from sam4em_live.control.keys import generate_keys
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``keys`` and ``ctl`` commands to the CLI ``app``."""
     app.command("keys")(keys)
     app.command("ctl")(ctl)
 
 
 def keys(
-    out: Path = typer.Option(..., "--out", help="Directory for the key files (created if missing)."),  # noqa: B008
-    client: list[str] = typer.Option(["client"], "--client", help="Client name; repeat for several clients."),  # noqa: B008
+    out: Path = typer.Option(..., "--out", help="Directory for the key files (created if missing)."),
+    client: list[str] = typer.Option(["client"], "--client", help="Client name; repeat for several clients."),
     force: bool = typer.Option(False, "--force", help="Replace existing keys."),
 ) -> None:
     """Generate CURVE keys for a control channel bound beyond loopback.
@@ -40,7 +41,7 @@ def ctl(
     op: str = typer.Argument(..., help="ping | status | config | particles | pause | resume | annotate"),
     text: str | None = typer.Argument(None, help="Text for annotate."),
     endpoint: str = typer.Option("tcp://127.0.0.1:5557", "--endpoint", help="Control endpoint."),
-    keys_dir: Path | None = typer.Option(None, "--keys", help="CURVE keys directory (client side)."),  # noqa: B008
+    keys_dir: Path | None = typer.Option(None, "--keys", help="CURVE keys directory (client side)."),
     client: str = typer.Option("client", "--client", help="Client key name in --keys."),
     timeout_s: float = typer.Option(2.0, "--timeout-s", help="Reply timeout in seconds."),
 ) -> None:

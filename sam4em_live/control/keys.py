@@ -31,6 +31,8 @@ class KeyFileError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ServerKeys:
+    """The server's CURVE key pair and the folder of client public keys it accepts."""
+
     public: bytes
     secret: bytes
     authorized_dir: Path
@@ -38,6 +40,8 @@ class ServerKeys:
 
 @dataclass(frozen=True, slots=True)
 class ClientKeys:
+    """A client's CURVE key pair and the public key of the server it talks to."""
+
     public: bytes
     secret: bytes
     server_public: bytes
@@ -69,6 +73,7 @@ def generate_keys(out_dir: Path, clients: tuple[str, ...] = ("client",), force: 
 
 
 def load_server_keys(keys_dir: Path) -> ServerKeys:
+    """The server keys `generate_keys` wrote to ``keys_dir``; raises if there is no authorized client key."""
     keys_dir = Path(keys_dir)
     public, secret = _load_pair(keys_dir / f"{SERVER_NAME}.key_secret")
     authorized = keys_dir / AUTHORIZED_DIR

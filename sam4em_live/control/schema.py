@@ -12,13 +12,15 @@ y = row, origin at the centre of the top-left pixel.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from sam4em_live.particles import ParticleEdit, Prompt, RemoveParticle
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SCHEMA_VERSION = 1
 
@@ -51,14 +53,17 @@ class Request:
 
 
 def encode_request(op: str, args: Mapping[str, Any] | None = None) -> bytes:
+    """A v1 request for ``op`` with its arguments (client side)."""
     return msgpack.packb({"v": SCHEMA_VERSION, "op": op, "args": dict(args or {})}, use_bin_type=True)
 
 
 def encode_ok(result: Any) -> bytes:
+    """A v1 success reply carrying ``result`` (server side)."""
     return msgpack.packb({"v": SCHEMA_VERSION, "ok": True, "result": result}, use_bin_type=True)
 
 
 def encode_error(code: str, message: str) -> bytes:
+    """A v1 error reply: a stable ``code`` and a message cut to 1000 characters (server side)."""
     error = {"code": code, "message": message[:1000]}
     return msgpack.packb({"v": SCHEMA_VERSION, "ok": False, "error": error}, use_bin_type=True)
 

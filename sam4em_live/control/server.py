@@ -13,21 +13,24 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from sam4em_live.config import ControlConfig
 from sam4em_live.control import schema
 from sam4em_live.control.keys import load_server_keys
-from sam4em_live.control_api import ServiceControl
 from sam4em_live.particles import PromptError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from sam4em_live.config import ControlConfig
+    from sam4em_live.control_api import ServiceControl
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class ControlSecurityError(RuntimeError):
 
 @dataclass(slots=True)
 class ControlCounters:
+    """Requests served, errors (by code) and refused CURVE handshakes since the server started."""
+
     requests: int = 0
     errors: int = 0
     refused_handshakes: int = 0  # CURVE clients without an authorized key (or no keys at all)

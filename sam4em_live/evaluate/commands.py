@@ -31,8 +31,9 @@ def evaluate(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(report.to_json() + "\n")
     typer.echo(f"report: {target}")
-    typer.echo(json.dumps({k: v for k, v in json.loads(report.to_json())["summary"].items()}))
+    typer.echo(json.dumps(json.loads(report.to_json())["summary"]))
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``evaluate`` command to the CLI ``app``."""
     app.command("evaluate")(evaluate)

@@ -23,7 +23,7 @@ BOUNDARY_TOLERANCE_FRACTION = 0.008
 
 def boundary_tolerance_px(shape: tuple[int, int]) -> int:
     """ceil(0.008 × diagonal) pixels (6 px at 512², 12 px at 1024²)."""
-    return int(math.ceil(BOUNDARY_TOLERANCE_FRACTION * math.hypot(shape[0], shape[1])))
+    return math.ceil(BOUNDARY_TOLERANCE_FRACTION * math.hypot(shape[0], shape[1]))
 
 
 def jaccard(pred: np.ndarray, gt: np.ndarray) -> float:

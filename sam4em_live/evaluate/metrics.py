@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from sam4em_live.evaluate.masks import boundary_f, boundary_tolerance_px
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 PER_FRAME_COLUMNS = (
     "frame", "particle", "gt_present", "pred_present", "J", "F", "JF", "centroid_error_px", "swapped_to",
@@ -57,7 +59,7 @@ class EvaluationReport:
             "missed_frames": int(pp["missed_frames"].sum()) if len(pp) else 0,
             "false_positive_frames": int(pp["false_positive_frames"].sum()) if len(pp) else 0,
             "identity_switches": int(pp["identity_switches"].sum()) if len(pp) else 0,
-            "particles": int(len(pp)), "extra_particles": int((~self.per_particle["in_truth"]).sum()),
+            "particles": len(pp), "extra_particles": int((~self.per_particle["in_truth"]).sum()),
             "frames": self.n_frames,
             "boundary_tolerance_px": self.boundary_tolerance_px, **self.extras,
         }
@@ -122,8 +124,10 @@ def evaluate_pages(
     pred_table: pd.DataFrame | None = None,
     gt_table: pd.DataFrame | None = None,
 ) -> EvaluationReport:
-    """Like `evaluate_run`, from ``(frame_index, pred_2d, gt_2d)`` triples read one at a time
-    (long runs never need both stacks in memory)."""
+    """Like `evaluate_run`, from ``(frame_index, pred_2d, gt_2d)`` triples read one at a time.
+
+    Long runs never need both stacks in memory.
+    """
     pred_xy = _table_centroids(pred_table)
     gt_xy = _table_centroids(gt_table)
     rows: list[dict[str, Any]] = []
@@ -227,14 +231,14 @@ def _swapped_to(counts: np.ndarray, area_p: np.ndarray, area_g: np.ndarray, i: i
 def _per_particle(per_frame: pd.DataFrame, gt_ids: list[int]) -> pd.DataFrame:
     rows = []
     for key, group in per_frame.groupby("particle", sort=True):
-        pid = int(cast(float, key))  # the stub types group keys as any scalar; particle ids are numbers
+        pid = int(cast("float", key))  # the stub types group keys as any scalar; particle ids are numbers
         group = group.sort_values("frame")
         swapped = (group["swapped_to"] != 0).to_numpy()
         switches = int(np.count_nonzero(swapped[1:] & ~swapped[:-1]) + (1 if swapped.size and swapped[0] else 0))
         errors = group["centroid_error_px"].dropna()
         rows.append({
             "particle": pid, "in_truth": pid in gt_ids,
-            "frames_gt": int(group["gt_present"].sum()), "frames_scored": int(len(group)),
+            "frames_gt": int(group["gt_present"].sum()), "frames_scored": len(group),
             "J": float(group["J"].mean()), "F": float(group["F"].mean()), "JF": float(group["JF"].mean()),
             "centroid_error_px_median": float(errors.median()) if len(errors) else math.nan,
             "centroid_error_px_mean": float(errors.mean()) if len(errors) else math.nan,

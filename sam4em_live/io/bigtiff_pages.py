@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Mapping
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # TIFF field types (TIFF 6.0 section 2, BigTIFF adds LONG8 = 16).
 _ASCII, _SHORT, _LONG, _RATIONAL, _LONG8 = 2, 3, 4, 5, 16
@@ -176,8 +178,11 @@ class BigTiffPageWriter:
 
     @staticmethod
     def _out_of_line(page: bytearray, start: int, values: bytes) -> bytes:
-        """The entry field for ``values``: the values if they fit in 8 bytes (TIFF then requires them
-        in the entry), else their offset after appending them to ``page`` (8-byte aligned)."""
+        """The entry field for ``values``: the values themselves, or their offset.
+
+        Values that fit in 8 bytes must be in the entry (TIFF); longer ones are appended to ``page``
+        (8-byte aligned) and the entry holds their offset.
+        """
         if len(values) <= 8:
             return values
         page += bytes(_align(start + len(page)) - start - len(page))

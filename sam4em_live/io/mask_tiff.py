@@ -27,15 +27,19 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imagecodecs
 import numpy as np
 import tifffile
 
 from sam4em_live.io.bigtiff_pages import BigTiffPageWriter
-from sam4em_live.particles import ParticleMask
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sam4em_live.particles import ParticleMask
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,13 @@ Pixel coordinates, x = column, y = row. Points and box may be combined.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam4em_live.particles import ParticleEdit, Prompt, PromptError, RemoveParticle, validate_edit
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _KEYS = {"frame", "particle", "points", "labels", "box", "remove"}
 
@@ -112,4 +114,5 @@ def edit_to_json(edit: ParticleEdit) -> dict[str, Any]:
 
 
 def save_prompts(path: str | Path, edits: Sequence[ParticleEdit]) -> None:
+    """Write ``edits`` as a prompts file that `load_prompts` reads back."""
     Path(path).write_text(json.dumps({"prompts": [edit_to_json(e) for e in edits]}, indent=2) + "\n")

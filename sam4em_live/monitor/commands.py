@@ -87,4 +87,5 @@ def monitor(
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``monitor`` command to the CLI ``app``."""
     app.command()(monitor)

@@ -14,10 +14,11 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from sam4em_live.monitor.imaging import ContrastLut, age_colours, paint_mask, particle_colour
-from sam4em_live.monitor.model import DashboardModel
 
 if TYPE_CHECKING:
     from pyqtgraph.GraphicsScene.mouseEvents import MouseClickEvent, MouseDragEvent
+
+    from sam4em_live.monitor.model import DashboardModel
 
 MASK_ALPHA = 100  # the particle stays visible under its mask
 SELECTED_ALPHA = 190
@@ -41,7 +42,7 @@ class PromptViewBox(pg.ViewBox):
         self._band.hide()
         self.addItem(self._band, ignoreBounds=True)
 
-    def mouseClickEvent(self, ev: MouseClickEvent) -> None:  # noqa: N802 - Qt naming
+    def mouseClickEvent(self, ev: MouseClickEvent) -> None:
         if ev.button() != QtCore.Qt.MouseButton.LeftButton:
             super().mouseClickEvent(ev)
             return
@@ -52,7 +53,7 @@ class PromptViewBox(pg.ViewBox):
                                      | QtCore.Qt.KeyboardModifier.ControlModifier))
         self.sigClicked.emit(point.x(), point.y(), negative)
 
-    def mouseDragEvent(self, ev: MouseDragEvent, axis: int | None = None) -> None:  # noqa: N802 - Qt naming
+    def mouseDragEvent(self, ev: MouseDragEvent, axis: int | None = None) -> None:
         if ev.button() != QtCore.Qt.MouseButton.LeftButton:
             super().mouseDragEvent(ev, axis)
             return
@@ -70,7 +71,7 @@ class PromptViewBox(pg.ViewBox):
 class PassiveScatter(pg.ScatterPlotItem):
     """Scatter that lets clicks through to the view box (a click on the ring is a click on the image)."""
 
-    def mouseClickEvent(self, ev: MouseClickEvent) -> None:  # noqa: N802 - Qt naming
+    def mouseClickEvent(self, ev: MouseClickEvent) -> None:
         ev.ignore()
 
 

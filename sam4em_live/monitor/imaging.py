@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 #: Integer dtypes small enough for a full lookup table (entries = 2**bits).
 _LUT_DTYPES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 0, np.dtype(np.int16): 32768}

@@ -12,12 +12,14 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sam4em_live.monitor.subscriber import FeedUpdate, Preview, TrackPoint
 from sam4em_live.sinks.results_schema import rle_decode
+
+if TYPE_CHECKING:
+    from sam4em_live.monitor.subscriber import FeedUpdate, Preview, TrackPoint
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class ParticleView:
         """True if full-frame point (x, y) falls on this particle's mask."""
         if not self.present or self.bbox is None or self.mask is None:
             return False
-        col, row = int(round(x)) - self.bbox[0], int(round(y)) - self.bbox[1]
+        col, row = round(x) - self.bbox[0], round(y) - self.bbox[1]
         return 0 <= row < self.mask.shape[0] and 0 <= col < self.mask.shape[1] and bool(self.mask[row, col])
 
 

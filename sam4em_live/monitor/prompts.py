@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sam4em_live.particles import ParticleEdit, Prompt, PromptError, RemoveParticle, validate_edit
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ def interpret_box(x0: float, y0: float, x1: float, y1: float, selected: int | No
 
 
 def interpret_remove(selected: int | None) -> Gesture:
+    """The Delete key: remove the selected particle (a message when nothing is selected)."""
     if selected is None:
         return Gesture(message="select a particle to remove")
     return Gesture(edit=RemoveParticle(selected), deselect=True, message=f"removing #{selected}")
@@ -101,6 +104,7 @@ def check_edit(edit: ParticleEdit, shape: tuple[int, int] | None) -> str | None:
 
 
 def send_edit(sink: PromptSink, edit: ParticleEdit) -> Any:
+    """Hand ``edit`` to the matching `PromptSink` method; returns what the sink returns."""
     if isinstance(edit, RemoveParticle):
         return sink.remove(edit.particle)
     return sink.add_prompt(edit.particle, list(edit.points), list(edit.labels), edit.box)
@@ -108,6 +112,8 @@ def send_edit(sink: PromptSink, edit: ParticleEdit) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
+    """How sending one edit went: ``ok`` and the sink's answer or error in ``detail``."""
+
     edit: ParticleEdit
     ok: bool
     detail: str
@@ -153,6 +159,6 @@ class PromptDispatcher:
             try:
                 reply = send_edit(self.sink, edit)
                 self._done.put(SendOutcome(edit, True, "" if reply is None else str(reply)[:200]))
-            except Exception as exc:  # noqa: BLE001 - shown to the user, the monitor goes on
+            except Exception as exc:
                 log.warning("prompt %s failed: %s", edit, exc)
                 self._done.put(SendOutcome(edit, False, f"{type(exc).__name__}: {exc}"))

@@ -17,9 +17,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import zmq
 
 from sam4em_live.sinks.results_schema import (
@@ -32,6 +31,9 @@ from sam4em_live.sinks.results_schema import (
     preview_pixels,
 )
 from sam4em_live.wire import RejectedMessage
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +167,7 @@ class ResultsSubscriber:
                         break
                     self.messages_received += 1
                     self._handle(parts)
-        except BaseException as exc:  # noqa: BLE001 - kept for the owner to show
+        except BaseException as exc:
             self.error = exc
             log.exception("monitor subscriber failed")
         finally:

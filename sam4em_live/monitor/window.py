@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -29,9 +29,11 @@ from sam4em_live.monitor.prompts import (
     interpret_remove,
 )
 from sam4em_live.monitor.qt_runtime import check_qt_bindings
-from sam4em_live.monitor.subscriber import FeedUpdate
-from sam4em_live.particles import ParticleEdit
 from sam4em_live.sinks.results_schema import RANDOM_WEIGHTS_WARNING
+
+if TYPE_CHECKING:
+    from sam4em_live.monitor.subscriber import FeedUpdate
+    from sam4em_live.particles import ParticleEdit
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +307,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         if stop is not None:
             stop()
 
-    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt naming
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.shutdown()
         super().closeEvent(event)
 

@@ -19,12 +19,14 @@ import collections
 import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from sam4em_live.frames import Calibration, Frame
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ class _Spilled:
 
 
 class FrameQueue:
+    """Frames from the ingest thread to the worker under the ``latest`` or ``every-frame`` policy (module doc)."""
+
     def __init__(self, policy: str = "latest", capacity: int = 8, spill_dir: Path | None = None) -> None:
         if policy not in ("latest", "every-frame"):
             raise ValueError(f"unknown backpressure policy {policy!r}")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sam4em_live.results import FrameResult
+if TYPE_CHECKING:
+    from sam4em_live.results import FrameResult
 
 
 class IntervalMeter:

@@ -16,6 +16,7 @@ buffers from its heap instead (measured in docs/benchmarks.md).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -65,10 +66,8 @@ def release_all(cpus: set[int]) -> None:
 
 
 def _set(pid: int, cpus: set[int]) -> None:
-    try:
+    with contextlib.suppress(OSError):  # a thread that just ended
         os.sched_setaffinity(pid, cpus)
-    except OSError:  # a thread that just ended
-        pass
 
 
 #: glibc mallopt parameters and the values used: buffers up to 256 MiB from the heap, kept up to 1 GiB.

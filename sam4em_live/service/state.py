@@ -24,10 +24,11 @@ _ALLOWED: dict[ServiceState, frozenset[ServiceState]] = {
 
 
 class IllegalTransition(RuntimeError):
-    pass
+    """A state change the transition table does not allow."""
 
 
 def check_transition(current: ServiceState, new: ServiceState) -> None:
+    """Raise `IllegalTransition` unless ``current`` may go to ``new`` (``errored`` is always allowed)."""
     if new is ServiceState.ERRORED or new is current:
         return
     if new not in _ALLOWED[current]:

@@ -49,4 +49,5 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``simulate`` command to the CLI ``app``."""
     app.command("simulate")(simulate)

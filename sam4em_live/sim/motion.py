@@ -14,12 +14,15 @@ position zero), in pixels, x = column, y = row.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sam4em_live.sim.spec import ImagingSpec, MotionSpec, ParticleSpec
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sam4em_live.sim.spec import ImagingSpec, MotionSpec, ParticleSpec
 
 #: Block length for increment generation when the clip length is not known.
 DEFAULT_BLOCK_FRAMES = 4096

@@ -11,11 +11,14 @@ particles, where λ varies, use numpy's sampler.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 #: Bits of each 64-bit random word used to pick a bucket of the inverse-CDF guide table.
 GUIDE_BITS = 16
@@ -29,7 +32,7 @@ def poisson_guide_table(lam: float) -> tuple[np.ndarray, np.ndarray]:
     has no step inside a bucket its outcome is fixed; the few buckets containing
     a step (about one per support value) are resolved with the full-precision u.
     """
-    k_max = int(math.ceil(lam + 12.0 * math.sqrt(lam) + 12.0))
+    k_max = math.ceil(lam + 12.0 * math.sqrt(lam) + 12.0)
     cdf = np.cumsum(stats.poisson.pmf(np.arange(k_max + 1), lam))
     cdf /= cdf[-1]
     cdf[-1] = 1.0

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
-from sam4em_live.sim.spec import ImagingSpec, LiquidCellSpec
+if TYPE_CHECKING:
+    from sam4em_live.sim.spec import ImagingSpec, LiquidCellSpec
 
 #: Pixels around a particle's footprint left out of the background statistics
 #: (the MTF spreads particle contrast a few pixels beyond the footprint).

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from sam4em_live.io.prompts_file import save_prompts
 from sam4em_live.sim.optics import background_electrons, mtf_noise_factor
-from sam4em_live.sim.spec import SimulationSpec
 from sam4em_live.sim.video import (
     TRUTH_COLUMNS,
     SimulatedVideo,
@@ -35,6 +33,11 @@ from sam4em_live.sim.video import (
     calibration_of,
     prompts_from_truth,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from sam4em_live.sim.spec import SimulationSpec
 
 PROMPT_FILES: dict[str, str] = {"point": "prompts_point.json", "box": "prompts_box.json",
                                 "point+box": "prompts_point_box.json"}
@@ -67,7 +70,7 @@ def simulation_meta(spec: SimulationSpec, seed: int, cnr: np.ndarray, snr: np.nd
 
     return {
         "generator": f"sam4em-live {_package_version()} simulator",
-        "preset": spec.name, "seed": int(seed), "frames": int(len(cnr)),
+        "preset": spec.name, "seed": int(seed), "frames": len(cnr),
         "calibration": calibration_of(spec).as_dict(),
         "electrons_per_pixel_unattenuated": im.electrons_per_pixel,
         "background_electrons_per_pixel": background_electrons(im, spec.cell),

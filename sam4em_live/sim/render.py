@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,7 +19,9 @@ from sam4em_live.sim.optics import (
     transmission,
 )
 from sam4em_live.sim.shapes import ThicknessPatch, render_thickness
-from sam4em_live.sim.spec import SimulationSpec
+
+if TYPE_CHECKING:
+    from sam4em_live.sim.spec import SimulationSpec
 
 #: ADU per electron for uint16 output: high enough that rounding adds < 1 % to the noise.
 UINT16_DEFAULT_ADU_PER_E = 8.0

@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sam4em_live.sim.spec import ParticleSpec
+if TYPE_CHECKING:
+    from sam4em_live.sim.spec import ParticleSpec
 
 
 @dataclass(frozen=True, slots=True)

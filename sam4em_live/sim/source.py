@@ -12,13 +12,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from sam4em_live.frames import Frame, SeriesInfo
 from sam4em_live.sim.presets import get_preset
-from sam4em_live.sim.render import RenderedFrame
-from sam4em_live.sim.spec import SimulationSpec
 from sam4em_live.sim.video import SimulationRun, StageOffset, calibration_of
 from sam4em_live.sources.base import EndOfStream, SourceCounters
+
+if TYPE_CHECKING:
+    from sam4em_live.sim.render import RenderedFrame
+    from sam4em_live.sim.spec import SimulationSpec
 
 
 class SimulatedSource:

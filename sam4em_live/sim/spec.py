@@ -106,7 +106,9 @@ class MotionSpec(_Frozen):
 
 
 class ParticleSpec(_Frozen):
-    """One particle. Shapes (all lying flat in the image plane):
+    """One particle.
+
+    Shapes (all lying flat in the image plane):
 
     - ``sphere``: diameter ``width_nm``.
     - ``rod``: spherocylinder of tip-to-tip ``length_nm`` and diameter ``width_nm``; a

@@ -8,9 +8,8 @@ and a stream with the same spec and seed are identical frame for frame.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,11 @@ from sam4em_live.frames import Calibration
 from sam4em_live.particles import Prompt
 from sam4em_live.sim.motion import DEFAULT_BLOCK_FRAMES, ParticleTrajectory, Pose
 from sam4em_live.sim.render import FrameRenderer, RenderedFrame
-from sam4em_live.sim.spec import SimulationSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from sam4em_live.sim.spec import SimulationSpec
 
 TRUTH_COLUMNS: tuple[str, ...] = ("frame", "particle", "x", "y", "angle", "area")
 
@@ -27,6 +30,7 @@ PromptKind = Literal["point", "box", "point+box"]
 
 
 def calibration_of(spec: SimulationSpec) -> Calibration:
+    """The calibration a camera with ``spec``'s imaging settings would report."""
     im = spec.imaging
     return Calibration(im.pixel_size_nm, im.fps, im.exposure_s, im.dose_rate_e_per_A2s)
 
@@ -189,7 +193,7 @@ def prompts_from_truth(
 
 def point_on_mask(mask: np.ndarray, x: float, y: float) -> tuple[float, float]:
     """(x, y) if its pixel is on ``mask``, else the centre of the nearest mask pixel."""
-    col, row = int(round(x)), int(round(y))
+    col, row = round(x), round(y)
     if 0 <= row < mask.shape[0] and 0 <= col < mask.shape[1] and mask[row, col]:
         return (float(x), float(y))
     ys, xs = np.nonzero(mask)

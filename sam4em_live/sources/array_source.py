@@ -8,11 +8,13 @@ optionally paces them.
 from __future__ import annotations
 
 import time
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.sources.base import EndOfStream, SourceCounters
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class ArraySource:

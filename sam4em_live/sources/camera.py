@@ -8,15 +8,18 @@ out of a PUB (or PUSH) socket; the source does the pacing.
 from __future__ import annotations
 
 import logging
-import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import zmq
 
 from sam4em_live.frames import Calibration, SeriesInfo
 from sam4em_live.sources.base import EndOfStream, FrameSource
 from sam4em_live.wire import ZERO_COPY_MIN_BYTES, encode_frame, encode_series_end, encode_series_start
+
+if TYPE_CHECKING:
+    import threading
+
+    import numpy as np
 
 log = logging.getLogger(__name__)
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import zmq
 
-from sam4em_live.config import ZmqSourceConfig
 from sam4em_live.frames import Frame, SeriesInfo
 from sam4em_live.sources.base import EndOfStream, SourceCounters
 from sam4em_live.wire import FrameDecoder, RejectedMessage, SeriesEnd, SeriesStart
+
+if TYPE_CHECKING:
+    from sam4em_live.config import ZmqSourceConfig
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,14 @@ is ``2 D_r tau`` (fit with ``dims=1``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sam4em_live.stats.msd import TrackMsd, sorted_track, tmsd
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 AXIAL_PERIOD_DEG = 180.0
 

@@ -9,8 +9,7 @@ when the frame rate is known; MSD in px^2 and, with a pixel size, nm^2.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -19,18 +18,21 @@ from sam4em_live.stats.fit import MsdFit, fit_msd, fit_msd_linear, to_physical
 from sam4em_live.stats.msd import TrackMsd, tmsd
 from sam4em_live.stats.rotation import rotational_msd
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 def iter_tracks(table: pd.DataFrame) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (particle, frames, xy (N, 2) px) per particle, sorted by frame, finite positions only."""
     for key, group in table.groupby("particle", sort=True):
         xy = group[["x", "y"]].to_numpy(dtype=np.float64)
         keep = np.all(np.isfinite(xy), axis=1)
-        pid = int(cast(float, key))  # the stub types group keys as any scalar; particle ids are numbers
+        pid = int(cast("float", key))  # the stub types group keys as any scalar; particle ids are numbers
         yield pid, group["frame"].to_numpy(dtype=np.int64)[keep], xy[keep]
 
 
 def track_msds(table: pd.DataFrame, max_lag: int | None = None) -> dict[int, TrackMsd]:
-    """tMSD of every particle (px^2, lags in frames)."""
+    """TMSD of every particle (px^2, lags in frames)."""
     return {pid: tmsd(f, xy[:, 0], xy[:, 1], max_lag=max_lag) for pid, f, xy in iter_tracks(table) if f.size}
 
 

@@ -14,12 +14,15 @@ tau = step = 1. Units cancel (dimensionless); tau in frames.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sam4em_live.stats.msd import pairs_at_lag, sorted_track
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 Track = tuple[np.ndarray, np.ndarray]  # (frames (N,), positions (N, 2))
 
