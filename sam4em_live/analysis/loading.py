@@ -20,7 +20,7 @@ from sam4em_live.particles import ParticleMask
 
 
 def _samem_index(folder: Path) -> dict[int, Path]:
-    """frame -> npz path from SAM-EM's ``index.jsonl`` (later lines win: SAM-EM appends on re-runs)."""
+    """Frame -> npz path from SAM-EM's ``index.jsonl`` (later lines win: SAM-EM appends on re-runs)."""
     index = folder / "index.jsonl"
     frames: dict[int, Path] = {}
     if index.is_file():
@@ -60,7 +60,7 @@ def read_samem_run(folder: Path, calibration: Calibration | None = None) -> Traj
                 raise ValueError(f"{npz_path}: expected arrays 'obj_ids' and 'masks', found {list(data.keys())}")
             masks = np.asarray(data["masks"])
             ids = np.asarray(data["obj_ids"]).ravel()
-        masks = masks.reshape((-1,) + masks.shape[-2:]) if masks.ndim >= 2 else masks
+        masks = masks.reshape((-1, *masks.shape[-2:])) if masks.ndim >= 2 else masks
         if masks.shape[0] != ids.size:
             raise ValueError(f"{npz_path}: {ids.size} obj_ids but {masks.shape[0]} masks")
         for pid, mask in zip(ids.tolist(), masks, strict=True):
