@@ -160,7 +160,7 @@ def _select(args: argparse.Namespace) -> list[tuple[Benchmark, bool]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{list,run,compare,compare-files}")
     commands.add_parser("list", help="list the benchmarks").set_defaults(handler=command_list)
 
     def selection(sub: argparse.ArgumentParser) -> None:

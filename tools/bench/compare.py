@@ -8,6 +8,7 @@ the change is within the spread.
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -106,6 +107,4 @@ def format_comparison(comparison: Comparison) -> str:
 
 
 def _params_key(result: BenchResult) -> str:
-    import json
-
     return json.dumps(result.params, sort_keys=True)
