@@ -23,7 +23,7 @@ from sam4em_live.hooks.loading import LoadedHook, load_hook
 from sam4em_live.hooks.microscope import DryRunMicroscope, Microscope, SimulatedMicroscope
 from sam4em_live.hooks.safety import CommandGate
 from sam4em_live.hooks.worker import HookWorker
-from sam4em_live.results import FrameResult, RunInfo
+from sam4em_live.results import FrameResult, ParticleStatistics, RunInfo
 from sam4em_live.sources.base import FrameSource, MovableStage
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class HookRunner:
         self.workers: list[HookWorker] = []
         self._run: RunInfo | None = None
         self._status: Mapping[str, Any] = MappingProxyType({})
-        self._stats: Mapping[int, Mapping[str, Any]] = MappingProxyType({})
+        self._stats: Mapping[int, ParticleStatistics] = MappingProxyType({})
         self._last: HookContext | None = None
 
     @classmethod
