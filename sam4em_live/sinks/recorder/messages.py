@@ -15,12 +15,15 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from sam4em_live.particles import ParticleMask, ParticleMeasurement
-    from sam4em_live.results import FrameResult, ServiceEvent
+    from sam4em_live.results import ServiceEvent
 
 
 @dataclass(frozen=True, slots=True)
 class ResultMessage:
-    """What the writers need from one `FrameResult` (times in seconds, Unix epoch)."""
+    """What the writers need from one `FrameResult` (times in seconds, Unix epoch).
+
+    Built by `Recorder.consume` on the pipeline thread; it copies references only.
+    """
 
     index: int
     timestamp_s: float
@@ -28,12 +31,6 @@ class ResultMessage:
     measurements: tuple[ParticleMeasurement, ...]
     masks: tuple[ParticleMask, ...]
     events: tuple[ServiceEvent, ...]
-
-    @classmethod
-    def of(cls, result: FrameResult, with_masks: bool) -> ResultMessage:
-        """Runs on the pipeline thread at the camera rate: copies references only."""
-        return cls(result.frame.index, result.frame.timestamp_s, result.processed_s, tuple(result.measurements),
-                   tuple(result.masks) if with_masks else (), tuple(result.events))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ least once a second, so a crash loses at most about a second of results and ever
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from pathlib import Path
@@ -68,6 +69,7 @@ class Recorder:
         self.write_masks = write_masks
         self._counts = RecorderCounts()
         self._writer_thread = WriterThread(queue_frames, self._counts)
+        self._put_nowait = self._writer_thread.put_nowait
         self._run_writer: RunDirectoryWriter | None = None
         self._close_lock = threading.Lock()
         self._closed = False
@@ -111,7 +113,15 @@ class Recorder:
             if self._counts.results_lost == 1:
                 log.error("recorder already closed; results after close() are not recorded")
             return
-        self._writer_thread.submit(ResultMessage.of(result, self.write_masks))
+        # This runs at the camera rate: build the message inline and try the queue directly (one call
+        # fewer than `submit`); only a full queue goes through the policy.
+        frame = result.frame
+        message = ResultMessage(frame.index, frame.timestamp_s, result.processed_s, tuple(result.measurements),
+                                tuple(result.masks) if self.write_masks else (), tuple(result.events))
+        try:
+            self._put_nowait(message)
+        except queue.Full:
+            self._writer_thread.when_full(message)
 
     def on_status(self, status: Mapping[str, Any]) -> None:
         """Record a status snapshot (status.jsonl, run.json counts); skipped if the queue is full."""

@@ -21,7 +21,7 @@ message                when the queue is full
 `CloseMessage`         waits while the writer thread lives.
 =====================  ==========================================================================
 
-When the queue has room every `submit` is one ``put_nowait`` (≈ 1-2 µs on the pipeline thread).
+When the queue has room every `submit` is one ``put_nowait`` (≈ 2 µs on the pipeline thread).
 
 Batching: after writing, the thread waits `BATCH_WAIT_S` for more messages, then writes all that
 arrived (and the handler sends their mask pages on in one go), so it takes the GIL that the
@@ -102,6 +102,9 @@ class WriterThread:
     def __init__(self, capacity: int, counts: RecorderCounts, name: str = "sam4em-recorder") -> None:
         self.counts = counts
         self._queue: queue.Queue[RecorderMessage] = queue.Queue(maxsize=capacity)
+        #: The fast path alone, for a caller at the camera rate (`Recorder.consume`): raises `queue.Full`
+        #: when there is no room, and the caller then applies the policy with `when_full`. `submit` does both.
+        self.put_nowait = self._queue.put_nowait
         self._name = name
         self._thread: threading.Thread | None = None
         self._handler: MessageHandler | None = None
@@ -137,9 +140,10 @@ class WriterThread:
         try:
             self._queue.put_nowait(message)
         except queue.Full:
-            self._when_full(message)
+            self.when_full(message)
 
-    def _when_full(self, message: RecorderMessage) -> None:
+    def when_full(self, message: RecorderMessage) -> None:
+        """Apply the policy (module docstring) to a message that found the queue full."""
         match message:
             case StatusMessage():
                 self.counts.status_skipped += 1
