@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
+from sam4em_live.config import ServiceConfig
 from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle
 from sam4em_live.results import FrameResult
@@ -16,7 +17,9 @@ from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.segment.stage import InProcessSegmentStage, SegmentationFailed, SegmentOutcome, SegmentStage
 from sam4em_live.segment.threshold import ThresholdSegmenter
 from sam4em_live.service.processor import FrameProcessor
+from sam4em_live.service.service import Service
 from sam4em_live.sim.video import make_prompts
+from sam4em_live.sources.array_source import ArraySource
 from sam4em_live.stats.rolling import RollingTrackStats
 from tests.conftest import disk_video
 from tests.embedded_helpers import preset_video
@@ -195,3 +198,10 @@ def test_a_frame_the_backend_fails_on_is_reported_at_collect_and_the_stream_goes
     assert all([m.particle for m in r.masks] == [1, 2] for r in results)
     with pytest.raises(RuntimeError, match="nothing in flight"):
         stage.collect(None)
+
+
+def test_the_service_takes_a_segment_stage_not_a_bare_segmenter() -> None:
+    frames, _ = disk_video(n_frames=2)
+    with pytest.raises(TypeError, match="not a SegmentStage"):
+        Service(ServiceConfig(), ArraySource(frames), ThresholdSegmenter())  # type: ignore[arg-type]
+    assert Service(ServiceConfig(), ArraySource(frames), InProcessSegmentStage(ThresholdSegmenter())).processor is None

@@ -57,6 +57,8 @@ class Service:
         run_id: str | None = None,
         max_frames: int | None = None,
     ) -> None:
+        if not isinstance(stage, SegmentStage):
+            raise TypeError(f"{type(stage).__name__} is not a SegmentStage (wrap a Segmenter in InProcessSegmentStage)")
         self.config = config
         self.source = source
         self.stage = stage
