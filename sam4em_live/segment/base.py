@@ -4,7 +4,9 @@ Every backend (``threshold``, ``embedded``, ``sam2``) implements `Segmenter`.
 The pipeline owns the frame loop and the prompt schedule: it validates each
 edit against the frame shape (`validate_edit`) and hands a backend only the
 edits anchored to the frame it is about to segment, so a backend never has to
-guess which frame index a prompt belongs to.
+guess which frame index a prompt belongs to. It reaches the backend through a
+`SegmentStage` (`segment/stage.py`: on its own thread, or in a child process),
+and both stages apply the `PromptError` contract with `track_with_retries`.
 """
 
 from __future__ import annotations
