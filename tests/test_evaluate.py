@@ -158,5 +158,6 @@ def test_run_directory_alignment_with_mask_frames(tmp_path) -> None:
     (tmp_path / "cut" / "run.json").write_text('{"mask_frames": [[0, 1]')  # a manifest cut short
     with pytest.raises(EvaluationInputError, match=r"run\.json cannot be read"):
         evaluate_directories(tmp_path / "cut", tmp_path / "gt")
-    with pytest.raises(EvaluationInputError, match=r"no masks\.tif"):
-        evaluate_directories(tmp_path / "gt", tmp_path / "gt")
+    for no_masks in (tmp_path / "gt", tmp_path / "nowhere"):
+        with pytest.raises(EvaluationInputError, match=r"no masks\.tif"):
+            evaluate_directories(no_masks, tmp_path / "gt")

@@ -79,7 +79,7 @@ def test_an_unreadable_manifest_still_gives_the_trajectories(tmp_path: Path) -> 
 
 
 def test_missing_parts_are_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="not a run folder"):
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
         RunFolder.open(tmp_path / "nowhere")
     folder = RunFolder.open(tmp_path)
     assert not RunFolder.holds_trajectories(tmp_path) and folder.manifest == {} and folder.manifest_error is None

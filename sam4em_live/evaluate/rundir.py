@@ -26,7 +26,9 @@ def _open_run(run_dir: str | Path) -> tuple[RunFolder, MaskPages, pd.DataFrame |
     try:
         folder = RunFolder.open(run_dir)
         masks = folder.mask_pages()
-    except (FileNotFoundError, RunFolderError) as exc:
+    except FileNotFoundError:  # no folder, or a folder without masks
+        raise EvaluationInputError(f"{run_dir}: no masks.tif (was the run recorded with masks?)") from None
+    except RunFolderError as exc:
         raise EvaluationInputError(str(exc)) from None
     try:
         table = folder.trajectories().table if folder.trajectories_path is not None else None

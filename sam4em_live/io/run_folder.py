@@ -67,7 +67,7 @@ class RunFolder:
         """Read ``run.json`` of the folder at ``path`` (FileNotFoundError if it is not a folder)."""
         path = Path(path)
         if not path.is_dir():
-            raise FileNotFoundError(f"not a run folder: {path}")
+            raise FileNotFoundError(f"{path}: no such run folder")
         manifest_path = path / MANIFEST_NAME
         if not manifest_path.is_file():
             return cls(path)
