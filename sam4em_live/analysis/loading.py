@@ -1,7 +1,8 @@
 """Open any trajectory source for analysis: our run folders and tables, SAM-EM folders, SAM4EM ``masks.npy``.
 
 The foreign formats hold masks, not measurements, so they are measured here with `sam4em_live.measure`
-(the same measurement as the live pipeline); our own files are read by `sam4em_live.io.run_folder` and `sam4em_live.io.trajectories`.
+(the same measurement as the live pipeline); our own files are read by `sam4em_live.io.run_folder` (run
+folders) and `sam4em_live.io.trajectories` (tables).
 """
 
 from __future__ import annotations
