@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class FrozenModel(BaseModel):
@@ -263,7 +265,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-def parse_options(model: type[FrozenModel], options: dict[str, Any], where: str) -> Any:
+def parse_options(model: type[ModelT], options: dict[str, Any], where: str) -> ModelT:
     """Validate backend/hook options with their own model, raising `ConfigError` naming keys."""
     try:
         return model.model_validate(options)

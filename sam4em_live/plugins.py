@@ -3,7 +3,8 @@
 Every seam (sources, segmenters, sinks, readers) keeps one `Registry`. A name resolves, in this order, to
 
 1. a plugin registered at run time with `Registry.register` (tests, embedding applications),
-2. a built-in of the package (given to the registry as an object or a lazy ``"module:attr"`` string),
+2. a built-in of the package (given to the registry as an object, a `Lazy` loader or a ``"module:attr"``
+   string; the last two import the plugin's module on first use),
 3. an entry point of the seam's group (``sam4em_live.sources``, ``sam4em_live.segmenters``,
    ``sam4em_live.sinks``, ``sam4em_live.readers``) declared by any installed distribution, exactly as
    hooks are found in ``sam4em_live.hooks``.

@@ -162,9 +162,7 @@ class ImageFolderReader:
         path = self.files[i]
         try:
             with Image.open(path) as im:
-                if im.mode == "P":
-                    im = im.convert("RGB")
-                pixels = np.asarray(im)
+                pixels = np.asarray(im.convert("RGB") if im.mode == "P" else im)
         except (OSError, SyntaxError, ValueError) as exc:
             raise ReplayError(f"{path}: cannot decode image ({exc})") from None
         pixels = self._grey(pixels)

@@ -8,28 +8,34 @@ the same service the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sam4em_live.config import ConfigError, ServiceConfig
 from sam4em_live.frames import Calibration
 from sam4em_live.io.prompts_file import load_prompts
-from sam4em_live.particles import ParticleEdit
 from sam4em_live.segment.process_host import SegmenterProcess, SegmenterProcessError
 from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.segment.stage import InProcessSegmentStage, SegmentStage
 from sam4em_live.service.service import Service
-from sam4em_live.sinks.base import Sink
-from sam4em_live.sources.base import FrameSource
+from sam4em_live.sinks.registry import build_sink
 from sam4em_live.sources.calibrated import calibrated
+from sam4em_live.sources.registry import SourceContext
+from sam4em_live.sources.registry import build_source as build_registered_source
 
 if TYPE_CHECKING:  # imported where they are built, so a service without them never loads them
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
     from sam4em_live.control.server import ControlServer
+    from sam4em_live.hooks.events import EventDetector
     from sam4em_live.hooks.runner import HookRunner
+    from sam4em_live.particles import ParticleEdit
+    from sam4em_live.sinks.base import Sink
     from sam4em_live.sinks.publisher import ResultsPublisher
     from sam4em_live.sinks.recorder import Recorder
+    from sam4em_live.sources.base import FrameSource
+    from sam4em_live.stats.rolling import RollingTrackStats
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +45,8 @@ def _override(config: ServiceConfig) -> Calibration:
 
 
 def build_source(config: ServiceConfig, stop_at_series_end: bool = False) -> FrameSource:
-    src = config.source
-    if src.kind == "zmq":
-        from sam4em_live.sources.zmq_source import ZmqFrameSource
-
-        source: FrameSource = ZmqFrameSource.from_config(src, stop_at_series_end=stop_at_series_end)
-    elif src.kind == "replay":
-        from sam4em_live.sources.replay import open_replay
-
-        # The replay paces itself, so it needs a user-given fps before it opens.
-        source = open_replay(src, calibration_override=_override(config))
-    else:
-        from sam4em_live.sim.source import SimulatedSource
-
-        source = SimulatedSource(src.preset, seed=src.seed, n_frames=src.frames, fps=src.fps,
-                                 as_fast_as_possible=src.as_fast_as_possible)
-    return source
+    """The ``[source]`` of ``config`` from the source registry (`sam4em_live.sources.registry`)."""
+    return build_registered_source(config.source, SourceContext(stop_at_series_end, _override(config)))
 
 
 def with_calibration(config: ServiceConfig, source: FrameSource) -> FrameSource:
@@ -74,7 +66,9 @@ class BuiltService:
     recorder: Recorder | None = None
     control: ControlServer | None = None
     hooks: HookRunner | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    segmenter: SegmentStage | None = None
+    # The `[[sinks]]` of the config (sink registry), in their order.
+    sinks: tuple[Sink, ...] = ()
 
     @property
     def run_dir(self) -> Path | None:
@@ -110,9 +104,8 @@ def build_service(
             built.publisher.close()
         if built.control is not None:
             built.control.stop()
-        segmenter = built.extras.get("segmenter")
-        if segmenter is not None:
-            segmenter.close()
+        if built.segmenter is not None:
+            built.segmenter.close()
         source.close()
         raise
 
@@ -133,7 +126,7 @@ def _build_segmenter(config: ServiceConfig) -> SegmentStage:
 def _assemble(config: ServiceConfig, source: FrameSource, built: BuiltService, edits: Sequence[ParticleEdit],
               run_id: str | None, max_frames: int | None, extra_sinks: Sequence[Sink]) -> BuiltService:
     segmenter = _build_segmenter(config)
-    built.extras["segmenter"] = segmenter  # closed by build_service if a later part fails
+    built.segmenter = segmenter  # closed by build_service if a later part fails
     sinks: list[Sink] = []
     if config.publisher.enabled:
         from sam4em_live.sinks.publisher import ResultsPublisher
@@ -149,6 +142,9 @@ def _assemble(config: ServiceConfig, source: FrameSource, built: BuiltService, e
     built.hooks = _build_hooks(config)
     if built.hooks is not None:
         sinks.append(built.hooks)
+    # Registered sinks are opened and closed by the service like the others; until then they hold nothing.
+    built.sinks = tuple(build_sink(spec, i) for i, spec in enumerate(config.sinks))
+    sinks.extend(built.sinks)
     sinks.extend(extra_sinks)
     service = Service(
         config, source, segmenter, sinks, edits=edits, stats_factory=_stats_factory(config),
@@ -162,7 +158,7 @@ def _assemble(config: ServiceConfig, source: FrameSource, built: BuiltService, e
     return built
 
 
-def _stats_factory(config: ServiceConfig) -> Callable[[Calibration], Any]:
+def _stats_factory(config: ServiceConfig) -> Callable[[Calibration], RollingTrackStats]:
     from sam4em_live.stats.rolling import RollingTrackStats
 
     def make(calibration: Calibration) -> RollingTrackStats:
@@ -172,13 +168,13 @@ def _stats_factory(config: ServiceConfig) -> Callable[[Calibration], Any]:
     return make
 
 
-def _build_events(config: ServiceConfig) -> Any:
+def _build_events(config: ServiceConfig) -> EventDetector:
     from sam4em_live.hooks.events import EventDetector
 
     return EventDetector.from_config(config.hooks)
 
 
-def _build_hooks(config: ServiceConfig) -> Any:
+def _build_hooks(config: ServiceConfig) -> HookRunner | None:
     if not config.hooks.hooks:
         return None
     from sam4em_live.hooks.runner import HookRunner
@@ -186,7 +182,7 @@ def _build_hooks(config: ServiceConfig) -> Any:
     return HookRunner.from_config(config.hooks)
 
 
-def _build_control(config: ServiceConfig, service: Service) -> Any:
+def _build_control(config: ServiceConfig, service: Service) -> ControlServer:
     from sam4em_live.control.server import ControlServer
 
     server = ControlServer.from_config(config.control, service)
