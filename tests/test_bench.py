@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tools.bench.__main__ import parse_overrides
 from tools.bench.compare import compare_result_sets, compare_results
 from tools.bench.data import simulated_clip
 from tools.bench.provenance import REPO_ROOT, resolve_revision
@@ -82,6 +83,11 @@ def test_parameters_are_checked_and_the_quick_set_is_small() -> None:
     assert embedded.params({"frames": 3})["frames"] == 3
     with pytest.raises(KeyError, match="no parameter"):
         embedded.params({"frams": 3})
+    # A string parameter keeps its text (a short commit id that reads as a JSON number stays a string).
+    assert parse_overrides(["rev=93953e6", "frames=7"], ["embedded-ab"]) == {"embedded-ab": {"rev": "93953e6",
+                                                                                           "frames": 7}}
+    with pytest.raises(SystemExit, match="no chosen benchmark"):
+        parse_overrides(["nonsense=1"], ["embedded-ab"])
     quick = [b.name for b, use_quick in select(["quick"]) if use_quick]
     assert "embedded-track" in quick and "sam2" not in quick and "monitor" not in quick
     assert all(b.summary for b in all_benchmarks().values())

@@ -47,7 +47,9 @@ def parse_overrides(pairs: list[str], names: list[str]) -> dict[str, dict[str, P
         if not targets or (dot and bench not in overrides):
             raise SystemExit(f"no chosen benchmark takes the parameter {key!r}")
         for target in targets:
-            overrides[target][param] = _parse_value(text)
+            # A parameter whose default is a string takes the text as it is ("93953e6" is a commit, not a number).
+            default = get_benchmark(target).defaults.get(param)
+            overrides[target][param] = text if isinstance(default, str) else _parse_value(text)
     return overrides
 
 

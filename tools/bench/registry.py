@@ -17,7 +17,7 @@ from pathlib import Path
 from tools.bench.schema import Metric, ParamValue
 
 #: The modules under tools/bench/benchmarks/ that register benchmarks, imported on first use.
-BENCHMARK_MODULES = ("embedded", "accuracy", "pipeline", "hooks", "worker_stages", "stats", "ingest",
+BENCHMARK_MODULES = ("embedded", "embedded_ab", "accuracy", "pipeline", "hooks", "worker_stages", "stats", "ingest",
                      "replay", "recorder", "monitor", "sam2")
 
 
