@@ -12,7 +12,7 @@ tiles that contain a particle (with zlib-ng, about twice as fast as zlib) and
 points all other tiles at one shared compressed empty tile. The pages are
 written by `sam4em_live.io.bigtiff_pages` rather than tifffile, whose
 per-page and per-tile Python cost was most of the ~1 ms per 1024² page
-(figures in docs/benchmarks.md, from tools/bench_recorder.py). Files written
+(figures in docs/benchmarks.md, from `python -m tools.bench run recorder`). Files written
 earlier by tifffile read the same way.
 
 Crash safety: the writer only pushes bytes to the OS in `LabelStackWriter.flush`
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 #: Deflate (zlib) level for mask tiles: 1 is the fastest. CPU is scarcer than disk here: with zlib-ng, level 1
 #: takes ~8 us per 128² tile vs ~13 us at level 2, for ~6 KiB vs ~3 KiB per 1024² page with four particles
-#: (tools/bench_recorder.py; the older zlib writer wrote ~13 KiB per page at level 1).
+#: (the `recorder` benchmark; the older zlib writer wrote ~13 KiB per page at level 1).
 MASK_COMPRESSION_LEVEL = 1
 TILE_PX = 128
 MAX_LABEL = int(np.iinfo(np.uint16).max)
