@@ -201,6 +201,6 @@ def _status_mapping(status: Any) -> Mapping[str, Any]:
         return status
     if hasattr(status, "as_dict"):
         return status.as_dict()
-    if is_dataclass(status):
+    if is_dataclass(status) and not isinstance(status, type):
         return asdict(status)
     return {}

@@ -8,6 +8,11 @@ like ``propagate_in_video``: memory attention batched over particles whose
 banks have the same layout, then one batched mask decoder and one batched
 memory encoder call. Memory features are stored in bfloat16, as Meta's
 predictor stores them. See docs/sam2_backend.md for the exactness conditions.
+
+The stages are private `SAM2Base` methods (the public ``track_step`` runs them
+all for one batch sharing one output_dict); `private_api.PRIVATE_CALLS` lists
+them with why, and the backend refuses to start on a sam2 release other than
+the one they were written against (`private_api.check_sam2_version`).
 """
 
 from __future__ import annotations
@@ -111,6 +116,8 @@ class StreamingSam2:
             return self._collect(frame, {})
         with self.timer.stage("image_encoder"):
             backbone = model.forward_image(image)
+            # Private: flatten the FPN levels to (HW, B, C) once, shared by every particle (as Meta's
+            # _get_image_feature does); the public track_step only consumes the flattened features.
             _, feats, pos, sizes = model._prepare_backbone_features(backbone)
         prompted = [p for p in prompts]
         tracked = [p for p in self.banks if p not in prompts]
@@ -132,6 +139,8 @@ class StreamingSam2:
         model = self.model
         point_inputs = {"point_coords": prompt.coords, "point_labels": prompt.labels}
         with self.timer.stage("decoder"):
+            # Private: the public track_step drops the predicted IoUs and would encode memory from the raw
+            # mask; Meta's preflight re-encodes the stored (hole-filled) mask, which we do below.
             _, sam_out, _, _ = model._track_step(
                 frame, True, feats, pos, sizes, point_inputs, None,
                 {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}, ENDLESS_FRAMES, False, None,
@@ -142,6 +151,7 @@ class StreamingSam2:
             # Meta re-encodes the stored (hole-filled) low-res mask, upsampled, binarised.
             size = (model.image_size, model.image_size)
             high_res = F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)
+            # Private: the memory encoder, public only inside track_step (Meta's _run_memory_encoder calls it).
             maskmem, maskmem_pos = model._encode_new_memory(feats, sizes, high_res, score, True)
         self._cache_pos_enc(maskmem_pos)
         bank = self.banks.get(particle)
@@ -181,6 +191,8 @@ class StreamingSam2:
         with self.timer.stage("memory_attention"):
             for members, output_dict in zip(groups, output_dicts, strict=True):
                 n = len(members)
+                # Private: memory attention with sam2's own memory selection, one call per group of equal
+                # bank layouts (each group its own output_dict); track_step allows one output_dict per call.
                 pix_parts.append(model._prepare_memory_conditioned_features(
                     frame, False, [feats[-1].expand(-1, n, -1)], [pos[-1].expand(-1, n, -1)],
                     sizes[-1:], output_dict, ENDLESS_FRAMES,
@@ -193,11 +205,14 @@ class StreamingSam2:
         ]
         with self.timer.stage("decoder"):
             pix = pix_parts[0] if len(pix_parts) == 1 else torch.cat(pix_parts, dim=0)
+            # Private: sam2's own multimask decision, then the mask decoder once for all tracked particles
+            # (the groups concatenated), which track_step cannot do.
             multimask = model._use_multimask(False, None)
             _, _, ious, low_res, high_res, obj_ptr, score = model._forward_sam_heads(
                 pix, None, None, high_res_feats or None, multimask
             )
         with self.timer.stage("memory_encoder"):
+            # Private: one memory-encoder call for all tracked particles (see _prompted).
             maskmem, maskmem_pos = model._encode_new_memory(all_feats, sizes, high_res, score, False)
         self._cache_pos_enc(maskmem_pos)
         low_res = self._fill_holes(low_res)

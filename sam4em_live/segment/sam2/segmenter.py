@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,9 +16,11 @@ from sam4em_live.segment.sam2.engine import PointPrompt, StageTimer, StepResult,
 from sam4em_live.segment.sam2.model import build_model, resolve_device
 from sam4em_live.segment.sam2.options import Sam2Options
 from sam4em_live.segment.sam2.preprocess import FramePreprocessor, logits_to_frame
+from sam4em_live.segment.sam2.private_api import check_sam2_version
 
 if TYPE_CHECKING:
     import torch
+    from sam2.modeling.sam2_base import SAM2Base
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +32,16 @@ class Sam2Segmenter:
     for a new particle adds it, for an existing particle it is a correction
     (a new conditioning frame for that particle only; the last prompt for a
     particle in one frame wins); `RemoveParticle` drops the particle's memory.
+
+    Raises `Sam2VersionError` (a `ConfigError`) when the installed sam2 is not
+    the release the private `SAM2Base` calls were written against (`private_api`).
     """
 
     def __init__(self, options: Sam2Options) -> None:
-        import torch
-
+        check_sam2_version()  # before the (slow) model build: the private calls are pinned to one sam2
         self.options = options
         self.device = resolve_device(options.device)
-        if self.device.type == "cuda" and options.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        self.model = build_model(options, self.device)
+        self.model: SAM2Base = build_model(options, self.device)
         if options.compile:
             compile_model(self.model)
         self.timer = StageTimer(options.profile, self.device.type)
@@ -49,7 +50,7 @@ class Sam2Segmenter:
             clear_non_cond_mem_around_input=options.clear_non_cond_mem_around_input,
             batch_particles=options.batch_particles, timer=self.timer,
         )
-        self.image_size = int(self.model.image_size)
+        self.image_size = int(self.engine.model.image_size)
         self.preprocess = FramePreprocessor(
             self.image_size, self.device, options.normalize_percentiles, options.percentile_subsample
         )
@@ -83,7 +84,7 @@ class Sam2Segmenter:
         import torch
 
         shape = self._check_shape(frame)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._autocast(), self._tf32():
             with self.timer.stage("preprocess"):
                 image = self.preprocess(frame.pixels)
             result = self.step(image, edits, shape)
@@ -124,6 +125,8 @@ class Sam2Segmenter:
             return []
         logits = logits_to_frame(result.low_res_logits, shape)
         if self.options.non_overlap_masks:
+            # Private (private_api.PRIVATE_CALLS): Meta's non_overlap_masks post-processing exists only
+            # as this method; it keeps the highest-scoring particle per pixel.
             logits = self.model._apply_non_overlapping_constraints(logits)
         masks = (logits[:, 0] > 0).cpu().numpy()
         scores = result.object_score_logits[:, 0].float().cpu().numpy()
@@ -155,6 +158,33 @@ class Sam2Segmenter:
         if self._autocast_dtype_name() == "bfloat16":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
+
+    def _tf32(self) -> AbstractContextManager[None]:
+        """TF32 for this backend's CUDA work only (``tf32 = true``); nothing on CPU/MPS."""
+        return allow_tf32() if self.device.type == "cuda" and self.options.tf32 else nullcontext()
+
+
+@contextmanager
+def allow_tf32() -> Iterator[None]:
+    """Allow TF32 in float32 CUDA matmuls and cuDNN convolutions inside the block; restore the flags after.
+
+    The flags are process-wide in torch (there is no per-call setting), so they are set for the
+    duration of `Sam2Segmenter.track` only, instead of for the whole process from the moment the
+    backend is built: other code in the process (statistics, a user's hook) keeps full float32
+    outside the block. Code on another thread running CUDA float32 matmuls during the block would
+    see TF32 too; in the service only the pipeline worker runs the model. Compiled graphs
+    (``compile = true``) are traced inside the block, so they see the same flags on every call.
+    """
+    import torch
+
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 def compile_model(model: Any) -> None:
