@@ -26,12 +26,6 @@ from sam4em_live.sources.base import MovableStage
 
 logger = logging.getLogger(__name__)
 
-#: Commands that act on the instrument (affected by the dry-run switch).
-HARDWARE_COMMANDS = frozenset({"move_stage", "blank_beam", "unblank_beam", "start_recording", "stop_recording"})
-#: Commands that act on the service.
-SERVICE_COMMANDS = frozenset({"add_prompt", "remove_prompt", "annotate"})
-COMMAND_NAMES = HARDWARE_COMMANDS | SERVICE_COMMANDS
-
 
 @runtime_checkable
 class Microscope(Protocol):
