@@ -11,15 +11,18 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 from sam4em_live.segment.embedded import search
-from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes, percentile_linear
+from sam4em_live.segment.embedded import window as window_module
+from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.raster import rasterize_mask
 from sam4em_live.segment.embedded.shape import ShapeMemory
+from sam4em_live.segment.embedded.tracker import clip_to_unit_interval
 from sam4em_live.segment.embedded.window import (
     bilinear,
     bilinear_inside,
     block_darkness,
     block_mean,
+    clip_unit,
     frame_window,
     zero_padded,
 )
@@ -70,13 +73,42 @@ def test_symmetry_period_samples_all_rotations_as_one_at_a_time() -> None:
         assert memory._rotation_ious() == expected
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_percentile_linear_equals_numpy_exactly(dtype: type) -> None:
-    rng = np.random.default_rng(3)
-    for _ in range(300):
-        values = rng.normal(size=int(rng.integers(1, 500))).astype(dtype)
-        for q in (0, 10, 37.3, 50, 90, 100):
-            assert percentile_linear(values, q) == float(np.percentile(values, q))
+_SPECIAL = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -1.0, 1e-30, -1e-30, 1 + 1e-7, -(1 + 1e-7), 0.5]
+
+
+def test_clip_unit_equals_np_clip_bit_for_bit() -> None:
+    rng = np.random.default_rng(8)
+    values = np.concatenate([rng.normal(0, 1.5, 500), _SPECIAL]).astype(np.float32)
+    fast = values.copy()
+    clip_unit(fast)
+    assert np.array_equal(fast.view(np.uint32), np.clip(values, -1.0, 1.0).view(np.uint32))
+
+
+def test_clip_to_unit_interval_equals_np_clip_of_a_scalar() -> None:
+    rng = np.random.default_rng(9)
+    for value in [*_SPECIAL, *rng.normal(0.5, 1.0, 200).tolist()]:
+        expected = float(np.clip(value, 0.0, 1.0))
+        got = clip_to_unit_interval(value)
+        assert type(got) is float
+        assert np.array_equal(np.float64(got).view(np.uint64), np.float64(expected).view(np.uint64)), value
+
+
+@pytest.mark.parametrize("dtype", ["<u1", "<u2", ">u2", "<i2", "<u4", "<i8"])
+def test_saturation_test_equals_max_against_iinfo(dtype: str) -> None:
+    rng = np.random.default_rng(10)
+    top = np.iinfo(np.dtype(dtype)).max
+    for high in (top - 1, top):
+        raw = rng.integers(0, 100, (20, 30)).astype(dtype)
+        raw[7, 11] = high
+        assert window_module._saturated(raw) == (raw.max() >= top)
+
+
+def test_cell_axes_are_kept_per_memory() -> None:
+    first, second = _rod_memory(), _rod_memory()
+    axis = first.cell_axis(12, 3, 19.5)
+    assert np.array_equal(axis, np.arange(12, dtype=np.float32) * 3 + np.float32(19.5)) and axis.dtype == np.float32
+    assert first.cell_axis(12, 3, 19.5) is axis and not axis.flags.writeable  # shared, so read-only
+    assert second.cell_axis(12, 3, 19.5) is not axis  # nothing kept at module level
 
 
 def test_bilinear_inside_matches_padded_bilinear() -> None:
@@ -112,14 +144,17 @@ def test_observe_on_a_large_window_matches_the_padded_path() -> None:
         assert small.shape == fast.shape and np.isfinite(small).all()
 
 
-def test_direct_pocketfft_equals_public_scipy_fft() -> None:
+def test_search_transforms_equal_rfft2_and_irfft2() -> None:
+    """`search._rfft2` calls ``rfftn`` (a dispatch level cheaper): the floats of ``rfft2``, batched or not."""
     rng = np.random.default_rng(5)
-    for cells in (24, 25, 32, 54):
+    for cells in (24, 25, 27, 30, 32, 40, 54):
         image = rng.random((cells, cells)).astype(np.float32)
         spectra = rng.random((3, cells, cells // 2 + 1)).astype(np.float32) + 1j
         spectra = spectra.astype(np.complex64)
         assert np.array_equal(search._rfft2(image), sfft.rfft2(image, workers=1))
         assert np.array_equal(search._irfft2(spectra, cells), sfft.irfft2(spectra, s=(cells, cells), workers=1))
+        one_by_one = [sfft.irfft2(one, s=(cells, cells), workers=1) for one in spectra]
+        assert np.array_equal(search._irfft2(spectra, cells), np.stack(one_by_one))
 
 
 def test_patches_view_equals_as_strided() -> None:
@@ -204,8 +239,8 @@ def test_block_darkness_is_the_block_mean_of_the_window_contrast() -> None:
     for polarity in (1.0, -1.0):
         for background in (None, 812.5):
             fast = block_darkness(pixels, 14, 22, 60, 3, polarity, background)
-            assert fast is not None
-            level, used = fast
+            assert fast is not None and fast.valid is None  # every pixel valid
+            level, used = fast.contrast, fast.background
             window = frame_window(pixels, 14, 22, 60, 60, polarity, None, background)
             assert used == pytest.approx(window.background if background is None else background, rel=1e-6)
             np.testing.assert_allclose(level, block_mean(window.darkness, 3), rtol=0, atol=2e-6)
@@ -222,11 +257,11 @@ def test_block_darkness_clipping_pixels_equals_frame_window_at_low_dose() -> Non
     pixels = rng.poisson(6.0, (100, 100)).astype(np.uint16)
     background = 4.0  # below the mean: a sixth of the pixels exceed twice it
     for polarity in (1.0, -1.0):
-        level, _ = block_darkness(pixels, 10, 8, 80, 2, polarity, background, clip_pixels=True)
+        level = block_darkness(pixels, 10, 8, 80, 2, polarity, background, clip_pixels=True).contrast
         window = frame_window(pixels, 10, 8, 80, 80, polarity, None, background)
         assert (np.abs(window.darkness) == 1.0).mean() > 0.05  # the clip is exercised
         np.testing.assert_allclose(level, block_mean(window.darkness, 2), rtol=0, atol=2e-6)
-        unclipped, _ = block_darkness(pixels, 10, 8, 80, 2, polarity, background)
+        unclipped = block_darkness(pixels, 10, 8, 80, 2, polarity, background).contrast
         assert not np.allclose(unclipped, level, atol=1e-3)  # clipping per block is not the same thing
     floats = pixels.astype(np.float32)
     assert block_darkness(floats, 10, 8, 80, 2, 1.0, background, clip_pixels=True) is None  # may be negative
@@ -243,18 +278,19 @@ def test_coarse_bank_turning_keeps_the_angles_within_the_turn() -> None:
     memory = _rod_memory()
     assert memory.period_deg == 180.0
     cells = 32
-    full = memory.coarse_bank(cells)
+    full = memory.banks.coarse_bank(cells)
     for centre, turn in ((0.0, 45.0), (175.0, 45.0), (93.0, 20.0)):
-        angles, spectra, norms, size, energy = memory.coarse_bank_turning(cells, centre, turn)
+        turning = memory.banks.coarse_bank_turning(cells, centre, turn)
+        angles = turning.angles_deg
         gaps = np.abs((angles - centre + 90.0) % 180.0 - 90.0)
         assert gaps.max() <= turn + 5.0 + 1e-6  # the bank's own 10-degree grid, centred on the nearest angle
-        assert angles.size == 2 * int(turn // 10.0) + 1 < full[0].size
+        assert angles.size == 2 * int(turn // 10.0) + 1 < full.angles_deg.size
         for k, angle in enumerate(angles.tolist()):  # each kept angle brings its own spectra and norm
-            j = int(np.flatnonzero(full[0] == angle)[0])
-            assert np.array_equal(spectra[k], full[1][j]) and norms[k] == full[2][j]
-            assert np.array_equal(energy[k], full[4][j])
-        assert int(size) == int(full[3])
-    assert memory.coarse_bank_turning(cells, 30.0, 180.0) is full  # nothing left out: the bank itself
+            j = int(np.flatnonzero(full.angles_deg == angle)[0])
+            assert np.array_equal(turning.spectra[k], full.spectra[j]) and turning.norms[k] == full.norms[j]
+            assert np.array_equal(turning.energy_spectra[k], full.energy_spectra[j])
+        assert turning.size == full.size
+    assert memory.banks.coarse_bank_turning(cells, 30.0, 180.0) is full  # nothing left out: the bank itself
 
 
 def test_near_coarse_search_tries_only_turns_within_the_limit() -> None:

@@ -9,8 +9,33 @@ The learned mask is kept as a signed level (> 0 inside) on the body grid.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
+
+
+class MaskLookup(NamedTuple):
+    """The supersampled mask, padded for every lookup, and the index of the body centre in it."""
+
+    table: np.ndarray  # bool, 2x the body grid
+    centre: float
+
+
+class PixelBox(NamedTuple):
+    """Half-open pixel rectangle in frame coordinates: columns ``x0 .. x1 - 1``, rows ``y0 .. y1 - 1``."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+class Placement(NamedTuple):
+    """A particle's mask placed in a frame: the crop at ``box`` (clipped to the frame) and its unclipped area."""
+
+    box: PixelBox
+    crop: np.ndarray  # bool, shape (y1 - y0, x1 - x0)
+    area_px: int  # pixels of the whole mask, inside the frame or not
 
 
 def supersampled(level: np.ndarray) -> np.ndarray:
@@ -28,7 +53,7 @@ def supersampled(level: np.ndarray) -> np.ndarray:
     return fine[1:-1, 1:-1] > 0
 
 
-def mask_lookup(level: np.ndarray, half: int, radius_px: float) -> tuple[np.ndarray, float]:
+def mask_lookup(level: np.ndarray, half: int, radius_px: float) -> MaskLookup:
     """The supersampled mask padded so that `rasterize_mask` never indexes outside it, and its centre index.
 
     ``level`` is the (2 half + 1)² body-grid level; ``radius_px`` the mask's radius.
@@ -39,15 +64,12 @@ def mask_lookup(level: np.ndarray, half: int, radius_px: float) -> tuple[np.ndar
     centre = 2 * half + 1  # index 2 k + 1 is body pixel k; body pixel `half` is the centre
     need = int(math.ceil(2 * math.sqrt(2) * (radius_px + 2))) + 2
     margin = max(0, need - centre, need - (fine.shape[0] - 1 - centre))
-    return np.pad(fine, margin), float(centre + margin)
+    return MaskLookup(np.pad(fine, margin), float(centre + margin))
 
 
-def rasterize_mask(lookup: tuple[np.ndarray, float], radius_px: float, x: float, y: float, angle_deg: float,
-                   shape: tuple[int, int]) -> tuple[tuple[int, int, int, int], np.ndarray, int] | None:
-    """Mask at a pose: (bbox x0, y0, x1, y1 half-open, crop) clipped to ``shape``, and the unclipped area.
-
-    None if the mask lies entirely outside the frame.
-    """
+def rasterize_mask(lookup: MaskLookup, radius_px: float, x: float, y: float, angle_deg: float,
+                   shape: tuple[int, int]) -> Placement | None:
+    """The mask at a pose (frame pixels, degrees), clipped to a frame of ``shape``; None if wholly outside."""
     reach = radius_px + 1.0
     rows, cols = shape
     ux0, ux1 = int(math.floor(x - reach)), int(math.ceil(x + reach)) + 1
@@ -62,7 +84,7 @@ def rasterize_mask(lookup: tuple[np.ndarray, float], radius_px: float, x: float,
     # Nearest lookup in the 2x mask: index = 2 * (body coordinate) + centre, body u = dx c + dy s and
     # v = dy c - dx s. Rows and columns of the index are outer sums; the lookup table's margin keeps
     # every index of the bounding box in range, so there is no clipping.
-    table, centre = lookup
+    table, centre = lookup.table, lookup.centre
     width = table.shape[1]
     # Indices are positive, so truncating value + 0.5 rounds to nearest (one op less than rint + cast).
     index = np.add.outer(c2 * dy + np.float32(0.5), centre - s2 * dx).astype(np.int32)  # lookup row
@@ -70,4 +92,4 @@ def rasterize_mask(lookup: tuple[np.ndarray, float], radius_px: float, x: float,
     index += np.add.outer(s2 * dy + np.float32(0.5), centre + c2 * dx).astype(np.int32)  # + lookup column
     full = table.ravel().take(index)
     crop = full[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0]
-    return (x0, y0, x1, y1), crop, int(full.sum())
+    return Placement(PixelBox(x0, y0, x1, y1), crop, int(full.sum()))

@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from sam4em_live.segment.embedded.raster import Placement
 from sam4em_live.segment.embedded.tracker import TrackedParticle
 from sam4em_live.segment.embedded.window import block_mean
-
-Claim = tuple[tuple[int, int, int, int], np.ndarray]
 
 
 def _block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
@@ -23,7 +22,7 @@ def _block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
     return block_mean(pixels[:rows, :cols], factor)
 
 
-def candidate_positions(pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
+def candidate_positions(pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
                         count: int) -> list[tuple[float, float]]:
     """Up to ``count`` (x, y) frame positions, strongest first, not on claimed particles."""
     factor = max(2, 2 * track.memory.coarse_factor)
@@ -35,7 +34,8 @@ def candidate_positions(pixels: np.ndarray, track: TrackedParticle, claims: list
     darkness = track.polarity * (1.0 - coarse / np.maximum(background, 1e-6))
     blob = ndimage.gaussian_filter(darkness, max(0.5 * scale, 0.7), mode="nearest")
     reach = int(np.ceil(scale))
-    for (x0, y0, x1, y1), _ in claims:
+    for claim in claims:
+        x0, y0, x1, y1 = claim.box
         blob[max(y0 // factor - reach, 0) : y1 // factor + reach + 1,
              max(x0 // factor - reach, 0) : x1 // factor + reach + 1] = -np.inf
     peaks = (blob == ndimage.maximum_filter(blob, size=2 * reach + 1)) & np.isfinite(blob)

@@ -14,51 +14,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy import fft as sfft
 
 from sam4em_live.segment.embedded.shape import ShapeMemory
-from sam4em_live.segment.embedded.window import robust_noise
+from sam4em_live.segment.embedded.window import WindowExtent, robust_noise
 
 
-def _public_rfft2(image: np.ndarray) -> np.ndarray:
-    return sfft.rfft2(image, workers=1)
+def _rfft2(image: np.ndarray) -> np.ndarray:
+    """2-D real FFT of a window: `scipy.fft.rfftn`, a dispatch level cheaper than ``rfft2`` (same floats)."""
+    return sfft.rfftn(image, workers=1)
 
 
-def _public_irfft2(spectra: np.ndarray, n: int) -> np.ndarray:
-    return sfft.irfft2(spectra, s=(n, n), workers=1)
+def _irfft2(spectra: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of `_rfft2` over the last two axes of a stack of spectra, to ``n`` x ``n``.
 
-
-def _pocketfft_transforms() -> tuple:
-    """scipy's pocketfft binding called directly: the public wrappers' argument handling and backend
-    dispatch cost ~6 us of the ~10 us of a 32² transform, and a frame does ~10 of them.
-
-    The binding is private, so it is used only if it exists and reproduces the public transforms
-    exactly on a probe; otherwise the public functions are returned.
+    ``irfft2``, not ``irfftn``: the latter costs half as much again on these stacks.
     """
-    try:
-        from scipy.fft._pocketfft.pypocketfft import c2r, r2c
-
-        def rfft2(image: np.ndarray) -> np.ndarray:
-            return r2c(image, (-2, -1), True, 0, None, 1)
-
-        def irfft2(spectra: np.ndarray, n: int) -> np.ndarray:
-            return c2r(spectra, (-2, -1), n, False, 2, None, 1)  # inorm 2: divide by the size, as irfft2 does
-
-        probe = np.arange(36, dtype=np.float32).reshape(6, 6) % 7
-        spectrum = rfft2(probe)
-        if (np.array_equal(spectrum, _public_rfft2(probe))
-                and np.array_equal(irfft2(spectrum[None], 6), _public_irfft2(spectrum[None], 6))):
-            return rfft2, irfft2
-    except Exception:  # noqa: BLE001 - any change in the private binding: use the public API
-        pass
-    return _public_rfft2, _public_irfft2
-
-
-_rfft2, _irfft2 = _pocketfft_transforms()
+    return sfft.irfft2(spectra, s=(n, n), workers=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +74,14 @@ class FineLevel:
     valid: np.ndarray | None
 
 
+class CoarsePose(NamedTuple):
+    """Best pose on the coarse grid, sub-cell refined (frame pixels, degrees): where the fine search starts."""
+
+    x: float
+    y: float
+    angle_deg: float
+
+
 @dataclass(frozen=True, slots=True)
 class PoseEstimate:
     """Best pose (frame pixels, degrees), its match z-score and contrast amplitude."""
@@ -119,9 +103,8 @@ MIN_VISIBLE_ENERGY = 0.05
 
 
 def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, prior: MotionPrior,
-                  valid: np.ndarray | None = None, max_turn_deg: float | None = None
-                  ) -> tuple[float, float, float] | None:
-    """Best (x, y, angle) on the coarse grid, or None if no position lies within the prior's radius.
+                  valid: np.ndarray | None = None, max_turn_deg: float | None = None) -> CoarsePose | None:
+    """Best pose on the coarse grid, or None if no position lies within the prior's radius.
 
     ``coarse`` is the block-mean contrast of the square window whose top-left
     full-resolution pixel is (x0, y0). ``valid`` (block-mean of the in-frame,
@@ -133,21 +116,20 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
     factor = memory.coarse_factor
     cells = coarse.shape[0]
     if max_turn_deg is None:
-        angles, spectra, norms, size, energy_spectra = memory.coarse_bank(cells)
+        bank = memory.banks.coarse_bank(cells)
     else:
-        angles, spectra, norms, size, energy_spectra = memory.coarse_bank_turning(cells, prior.angle_deg,
-                                                                                  max_turn_deg)
-    size = int(size)
+        bank = memory.banks.coarse_bank_turning(cells, prior.angle_deg, max_turn_deg)
+    angles, norms, size = bank.angles_deg, bank.norms, bank.size
     sigma = memory.noise_level(factor, lambda: robust_noise(coarse, valid))
-    corr = _irfft2(spectra * _rfft2(coarse)[None], cells)
+    corr = _irfft2(bank.spectra * _rfft2(coarse)[None], cells)
     n_valid = cells - size + 1
     if valid is None:
         z = corr[:, :n_valid, :n_valid] / (sigma * norms[:, None, None])
     else:
-        energy = _irfft2(energy_spectra * _rfft2(valid)[None], cells)
+        energy = _irfft2(bank.energy_spectra * _rfft2(valid)[None], cells)
         floor = (MIN_VISIBLE_ENERGY * norms**2)[:, None, None]
         z = corr[:, :n_valid, :n_valid] / (sigma * np.sqrt(np.maximum(energy[:, :n_valid, :n_valid], floor)))
-    axis = _axis(n_valid, factor, (size - 1) / 2 * factor + (factor - 1) / 2)
+    axis = memory.cell_axis(n_valid, factor, (size - 1) / 2 * factor + (factor - 1) / 2)
     grid_x, grid_y = axis + np.float32(x0), axis + np.float32(y0)
     objective = z.reshape(angles.size, -1) - _prior_penalty(grid_x, grid_y, angles, prior, memory.period_deg)
     best = int(np.argmax(objective))
@@ -159,15 +141,7 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
     surface = objective[k].reshape(n_valid, n_valid)
     dx = _parabola(*surface[r, c - 1 : c + 2].tolist()) if 0 < c < n_valid - 1 else 0.0
     dy = _parabola(*surface[r - 1 : r + 2, c].tolist()) if 0 < r < n_valid - 1 else 0.0
-    return float(grid_x[c]) + dx * factor, float(grid_y[r]) + dy * factor, float(angles[k])
-
-
-@lru_cache(maxsize=256)
-def _axis(cells: int, factor: int, offset: float) -> np.ndarray:
-    """Pixel coordinates of ``cells`` grid cells with spacing ``factor`` starting at ``offset`` (read-only)."""
-    axis = np.arange(cells, dtype=np.float32) * factor + np.float32(offset)
-    axis.flags.writeable = False
-    return axis
+    return CoarsePose(float(grid_x[c]) + dx * factor, float(grid_y[r]) + dy * factor, float(angles[k]))
 
 
 def _parabola(m: float, c: float, p: float) -> float:
@@ -191,17 +165,16 @@ def _first_fine_reach(memory: ShapeMemory) -> int:
     return min(max(1, math.ceil(memory.coarse_factor / (4 * memory.fine_factor))) + 1, _fine_reach(memory))
 
 
-def fine_window_extent(memory: ShapeMemory, x: float, y: float) -> tuple[int, int, int]:
-    """Top-left (x0, y0) and edge of the full-resolution window `fine_search` needs around (x, y)."""
+def fine_window_extent(memory: ShapeMemory, x: float, y: float) -> WindowExtent:
+    """The full-resolution window `fine_search` needs around (x, y)."""
     factor = memory.fine_factor
     reach = _fine_reach(memory)
     cells = 2 * (int(math.ceil(memory.support_px / factor)) + reach + 1) + 1
     offset = (cells - 1) / 2 * factor + (factor - 1) / 2
-    return int(round(x - offset)), int(round(y - offset)), cells * factor
+    return WindowExtent(int(round(x - offset)), int(round(y - offset)), cells * factor)
 
 
-def fine_search(level: FineLevel, memory: ShapeMemory, start: tuple[float, float, float],
-                prior: MotionPrior) -> PoseEstimate:
+def fine_search(level: FineLevel, memory: ShapeMemory, start: CoarsePose, prior: MotionPrior) -> PoseEstimate:
     """Refine a coarse pose by direct matching at the fine level, with sub-cell interpolation.
 
     ``level`` is the fine-level contrast at `fine_window_extent` of the start.
@@ -212,14 +185,15 @@ def fine_search(level: FineLevel, memory: ShapeMemory, start: tuple[float, float
     fine, fine_valid = level.contrast, level.valid
     all_valid = fine_valid is None
     sigma = memory.noise_level(factor, lambda: robust_noise(fine, fine_valid))
-    step = memory.fine_step_deg()
+    step = memory.banks.fine_step_deg()
     span = int(math.ceil(memory.options.coarse_angle_step_deg / 2 / step)) if memory.period_deg > 0 else 0
-    centre_index = int(round(start[2] / step)) if step > 0 else 0
-    templates, norms, gains, size, angle_values = memory.fine_bank(centre_index, span)
+    centre_index = int(round(start.angle_deg / step)) if step > 0 else 0
+    bank = memory.banks.fine_bank(centre_index, span)
+    templates, norms, gains, size, angle_values = bank.templates, bank.norms, bank.gains, bank.size, bank.angles_deg
     half = (size - 1) // 2
     offset = (factor - 1) / 2
-    cx = int(round((start[0] - level.x0 - offset) / factor))
-    cy = int(round((start[1] - level.y0 - offset) / factor))
+    cx = int(round((start.x - level.x0 - offset) / factor))
+    cy = int(round((start.y - level.y0 - offset) / factor))
     limit = fine.shape[0] - size
     first, full = _first_fine_reach(memory), _fine_reach(memory)
     for reach in (first, full) if first < full else (full,):
@@ -235,8 +209,8 @@ def fine_search(level: FineLevel, memory: ShapeMemory, start: tuple[float, float
             energy = np.maximum(valid_patches @ (templates**2).T, MIN_VISIBLE_ENERGY * norms[None, :] ** 2)
             z = (scores / (sigma * np.sqrt(energy))).T
             visible_gains = (energy * (gains / norms**2)[None, :]).T  # gain over the visible part, (A, P)
-        grid_x = _axis(n_cols, factor, (c0 + half) * factor + offset) + np.float32(level.x0)
-        grid_y = _axis(n_rows, factor, (r0 + half) * factor + offset) + np.float32(level.y0)
+        grid_x = memory.cell_axis(n_cols, factor, (c0 + half) * factor + offset) + np.float32(level.x0)
+        grid_y = memory.cell_axis(n_rows, factor, (r0 + half) * factor + offset) + np.float32(level.y0)
         objective = z - _prior_penalty(grid_x, grid_y, angle_values, prior, memory.period_deg)
         best = int(np.argmax(objective))
         a, p = divmod(best, n_rows * n_cols)

@@ -19,15 +19,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
 from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.raster import Placement
 from sam4em_live.segment.embedded.reacquire import candidate_positions
 from sam4em_live.segment.embedded.search import (
+    CoarsePose,
     FineLevel,
     MotionPrior,
     PoseEstimate,
@@ -38,7 +40,7 @@ from sam4em_live.segment.embedded.search import (
 from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
 from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.tracker import TrackedParticle
-from sam4em_live.segment.embedded.window import block_darkness, block_mean, frame_window
+from sam4em_live.segment.embedded.window import BlockLevel, block_darkness, block_mean, frame_window
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,13 @@ NEAR_ACCEPT_Z_FRACTION = 0.7
 #: larger turn falls back to (its near match is weak), tries all. Turns are ~5-17 degrees a frame.
 NEAR_MAX_TURN_DEG = 45.0
 
-Claim = tuple[tuple[int, int, int, int], np.ndarray]
+
+
+class SearchOutcome(NamedTuple):
+    """A pose search's best estimate (None: nothing within reach) and the background of its window."""
+
+    estimate: PoseEstimate | None
+    background: float
 
 
 class EmbeddedSegmenter:
@@ -90,7 +98,7 @@ class EmbeddedSegmenter:
         if pixels.ndim != 2:
             raise ValueError(f"embedded backend needs a 2-D frame, got shape {pixels.shape}")
         results: dict[int, ParticleMask] = {}
-        claims: list[Claim] = []
+        claims: list[Placement] = []
         seeds = self._seed_all(pixels, edits)  # raises before any state changes
         for edit in edits:
             if isinstance(edit, RemoveParticle):
@@ -125,7 +133,7 @@ class EmbeddedSegmenter:
                 seeds[id(edit)] = seed_particle(pixels, edit, self.options)
         return seeds
 
-    def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, claims: list[Claim]) -> ParticleMask:
+    def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, claims: list[Placement]) -> ParticleMask:
         """Start a particle, or correct one (re-anchor it, keeping its learned shape when that fits the prompt)."""
         appearance, mask = body_from_seed(seed)
         fresh = TrackedParticle(prompt.particle, ShapeMemory(appearance, mask, self.options), seed.polarity,
@@ -158,7 +166,7 @@ class EmbeddedSegmenter:
         placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
         if placed is None:
             return False
-        (x0, y0, x1, y1), crop, _ = placed
+        (x0, y0, x1, y1), crop = placed.box, placed.crop
         seed_full = np.zeros(pixels.shape, dtype=bool)
         _paste(seed_full, seed.window.x0, seed.window.y0, seed.mask)
         inter = int((seed_full[y0:y1, x0:x1] & crop).sum())
@@ -171,10 +179,9 @@ class EmbeddedSegmenter:
 
     # ------------------------------------------------------------------ following
 
-    def _search(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
-                radius_px: float | None = None, centre: tuple[float, float] | None = None
-                ) -> tuple[PoseEstimate | None, float]:
-        """Coarse-to-fine pose search near the prediction (or ``centre``); returns (estimate, background).
+    def _search(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
+                radius_px: float | None = None, centre: tuple[float, float] | None = None) -> SearchOutcome:
+        """Coarse-to-fine pose search near the prediction (or ``centre``): the estimate and its window's background.
 
         A present particle is first searched within ``near_search_radius_px``; that
         answer stands if it is clear (z >= NEAR_ACCEPT_Z_FRACTION of the particle's
@@ -187,30 +194,30 @@ class EmbeddedSegmenter:
         near_px = self.options.near_search_radius_px
         if centre is None and radius_px is None and track.present and 0 < near_px < prior.radius_px:
             near = self._search_window(pixels, track, claims, prior.within(near_px), prior, near=True)
-            estimate = near[0]
+            estimate = near.estimate
             if (estimate is not None and estimate.z >= NEAR_ACCEPT_Z_FRACTION * track.z_ref
                     and math.hypot(estimate.x - prior.x, estimate.y - prior.y)
                     <= near_px - track.memory.coarse_factor):
                 return near
         return self._search_window(pixels, track, claims, prior, prior, centre=centre)
 
-    def _search_window(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
+    def _search_window(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
                        coarse_prior: MotionPrior, fine_prior: MotionPrior, near: bool = False,
-                       centre: tuple[float, float] | None = None) -> tuple[PoseEstimate | None, float]:
+                       centre: tuple[float, float] | None = None) -> SearchOutcome:
         cx, cy = centre if centre is not None else (coarse_prior.x, coarse_prior.y)
         x0, y0, edge = track.window_origin(cx, cy, near=near)
-        coarse, valid, background = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
-        start = coarse_search(coarse, x0, y0, track.memory, coarse_prior, valid,
-                              max_turn_deg=NEAR_MAX_TURN_DEG if near else None)
+        coarse = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
+        start: CoarsePose | None = coarse_search(coarse.contrast, x0, y0, track.memory, coarse_prior, coarse.valid,
+                                                 max_turn_deg=NEAR_MAX_TURN_DEG if near else None)
         if start is None:
-            return None, background
-        fx0, fy0, fedge = fine_window_extent(track.memory, start[0], start[1])
-        fine, fine_valid, _ = _block_level(pixels, track, claims, fx0, fy0, fedge, track.memory.fine_factor,
-                                           background, clip_pixels=True)
-        level = FineLevel(fx0, fy0, fine, fine_valid)
-        return fine_search(level, track.memory, start, fine_prior), background
+            return SearchOutcome(None, coarse.background)
+        fx0, fy0, fedge = fine_window_extent(track.memory, start.x, start.y)
+        fine = _block_level(pixels, track, claims, fx0, fy0, fedge, track.memory.fine_factor, coarse.background,
+                            clip_pixels=True)
+        level = FineLevel(fx0, fy0, fine.contrast, fine.valid)
+        return SearchOutcome(fine_search(level, track.memory, start, fine_prior), coarse.background)
 
-    def _follow_jointly(self, pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Claim],
+    def _follow_jointly(self, pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Placement],
                         results: dict[int, ParticleMask]) -> None:
         """Search every particle independently, then settle them best match first.
 
@@ -219,7 +226,12 @@ class EmbeddedSegmenter:
         searched again with those pixels withheld.
         """
         found = {t.particle: self._search(pixels, t, claims) for t in tracks}
-        order = sorted(tracks, key=lambda t: -(found[t.particle][0].z if found[t.particle][0] else -np.inf))
+
+        def best_first(track: TrackedParticle) -> float:
+            estimate = found[track.particle].estimate
+            return -(estimate.z if estimate else -np.inf)
+
+        order = sorted(tracks, key=best_first)
         for track in order:
             estimate, background = found[track.particle]
             placed = None
@@ -231,20 +243,20 @@ class EmbeddedSegmenter:
             results[track.particle] = self._conclude(pixels, track, estimate, background, claims, strict=False,
                                                      placed=placed)
 
-    def _follow(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim],
+    def _follow(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
                 strict: bool = False) -> ParticleMask:
         estimate, background = self._search(pixels, track, claims)
         return self._conclude(pixels, track, estimate, background, claims, strict)
 
     def _conclude(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate | None,
-                  background: float, claims: list[Claim], strict: bool,
-                  placed: tuple[tuple[int, int, int, int], np.ndarray, int] | None = None) -> ParticleMask:
+                  background: float, claims: list[Placement], strict: bool,
+                  placed: Placement | None = None) -> ParticleMask:
         if estimate is None:
             track.lose()
             return ParticleMask.absent(track.particle)
         if placed is None:
             placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
-        visible = 0.0 if placed is None else _unclaimed_area(placed[:2], claims) / max(placed[2], 1)
+        visible = 0.0 if placed is None else _unclaimed_area(placed, claims) / max(placed.area_px, 1)
         if placed is None or not track.is_detection(estimate, visible, self.options, strict):
             track.lose()
             return ParticleMask.absent(track.particle, track.confidence(estimate, visible, self.options))
@@ -253,7 +265,7 @@ class EmbeddedSegmenter:
             track.learn_references(estimate)
             if self._learning_due(track):
                 self._learn(pixels, track, background, claims)
-        return self._emit(pixels, track, track.confidence(estimate, visible, self.options), claims, placed[:2])
+        return self._emit(pixels, track, track.confidence(estimate, visible, self.options), claims, placed)
 
     def _learning_due(self, track: TrackedParticle) -> bool:
         """Learn every frame while the memory fills, then every ``appearance_update_interval_frames``.
@@ -277,27 +289,25 @@ class EmbeddedSegmenter:
         limit = self.options.defer_learning_backlog_frames
         self._behind = limit > 0 and frames_waiting >= limit
 
-    def _learn(self, pixels: np.ndarray, track: TrackedParticle, background: float, claims: list[Claim]) -> None:
+    def _learn(self, pixels: np.ndarray, track: TrackedParticle, background: float, claims: list[Placement]) -> None:
         half = track.memory.observe_reach_px(track.angle_deg)  # the whole turned grid: no bounds checks
         x0, y0 = int(round(track.x)) - half, int(round(track.y)) - half
         window = frame_window(pixels, x0, y0, 2 * half + 1, 2 * half + 1, track.polarity,
                               _claimed(claims, x0, y0, 2 * half + 1), background)
         track.learn_shape(window.darkness, track.x - x0, track.y - y0)
 
-    def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Claim],
-              placed: Claim | None = None) -> ParticleMask:
+    def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Placement],
+              placed: Placement | None = None) -> ParticleMask:
         if placed is None:
-            raster = track.memory.rasterize(track.x, track.y, track.angle_deg, pixels.shape)
-            placed = None if raster is None else raster[:2]
-        if placed is None or not placed[1].any():
+            placed = track.memory.rasterize(track.x, track.y, track.angle_deg, pixels.shape)
+        if placed is None or not placed.crop.any():
             track.lose()
             return ParticleMask.absent(track.particle, score)
         claims.append(placed)
-        bbox, crop = placed
         extras = {"x": track.x, "y": track.y, "angle_deg": track.angle_deg, "z": track.last_z}
-        return ParticleMask(track.particle, True, score, bbox, crop, extras=extras)
+        return ParticleMask(track.particle, True, score, tuple(placed.box), placed.crop, extras=extras)
 
-    def _reacquire(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Claim]) -> ParticleMask | None:
+    def _reacquire(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement]) -> ParticleMask | None:
         """Look for a lost particle over the whole frame; None if not found."""
         candidates = candidate_positions(pixels, track, claims, REACQUIRE_CANDIDATES)
         for cx, cy in candidates:
@@ -305,16 +315,15 @@ class EmbeddedSegmenter:
             if estimate is None:
                 continue
             placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
-            visible = 0.0 if placed is None else _unclaimed_area(placed[:2], claims) / max(placed[2], 1)
+            visible = 0.0 if placed is None else _unclaimed_area(placed, claims) / max(placed.area_px, 1)
             if placed is not None and track.is_detection(estimate, visible, self.options, strict=True):
                 track.frames_lost = 0
                 return self._conclude(pixels, track, estimate, background, claims, strict=True)
         return None
 
 
-def _block_level(pixels: np.ndarray, track: TrackedParticle, claims: list[Claim], x0: int, y0: int, edge: int,
-                 factor: int, background: float | None = None, clip_pixels: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray | None, float]:
+def _block_level(pixels: np.ndarray, track: TrackedParticle, claims: list[Placement], x0: int, y0: int, edge: int,
+                 factor: int, background: float | None = None, clip_pixels: bool = False) -> BlockLevel:
     """Block-mean contrast of the window at (x0, y0), its valid fraction (None: all valid) and background.
 
     Straight from the raw pixels (`block_darkness`) unless the window leaves the frame, holds
@@ -324,10 +333,10 @@ def _block_level(pixels: np.ndarray, track: TrackedParticle, claims: list[Claim]
     if claimed is None:
         fast = block_darkness(pixels, x0, y0, edge, factor, track.polarity, background, clip_pixels)
         if fast is not None:
-            return fast[0], None, fast[1]
+            return fast
     window = frame_window(pixels, x0, y0, edge, edge, track.polarity, claimed, background)
     valid = None if window.valid.all() else block_mean(window.valid, factor)
-    return block_mean(window.darkness, factor), valid, window.background
+    return BlockLevel(block_mean(window.darkness, factor), valid, window.background)
 
 
 def _anchor_radius(track: TrackedParticle, wanted_px: float) -> float:
@@ -349,35 +358,38 @@ def _paste(full: np.ndarray, x0: int, y0: int, crop: np.ndarray) -> None:
         full[ya:yb, xa:xb] |= crop[ya - y0 : yb - y0, xa - x0 : xb - x0]
 
 
-def _claimed(claims: list[Claim], x0: int, y0: int, edge: int) -> np.ndarray | None:
+def _claimed(claims: list[Placement], x0: int, y0: int, edge: int) -> np.ndarray | None:
     """Pixels of the window at (x0, y0) already given to other particles this frame (None: none)."""
     out: np.ndarray | None = None
-    for (bx0, by0, bx1, by1), crop in claims:
+    for claim in claims:
+        bx0, by0, bx1, by1 = claim.box
         if bx1 <= x0 or by1 <= y0 or bx0 >= x0 + edge or by0 >= y0 + edge:
             continue
         if out is None:
             out = np.zeros((edge, edge), dtype=bool)
-        _paste(out, bx0 - x0, by0 - y0, crop)
+        _paste(out, bx0 - x0, by0 - y0, claim.crop)
     return out
 
 
-def _conflicts(placed: tuple[tuple[int, int, int, int], np.ndarray, int], claims: list[Claim]) -> bool:
+def _conflicts(placed: Placement, claims: list[Placement]) -> bool:
     """Whether a placed mask is mostly one already claimed (IoU with any claim >= CONFLICT_IOU)."""
-    (x0, y0, x1, y1), crop, _ = placed
+    (x0, y0, x1, y1), crop = placed.box, placed.crop
     area = int(crop.sum())
-    for (bx0, by0, bx1, by1), other in claims:
+    for claim in claims:
+        bx0, by0, bx1, by1 = claim.box
         if bx1 <= x0 or by1 <= y0 or bx0 >= x1 or by0 >= y1:
             continue
         taken = np.zeros(crop.shape, dtype=bool)
-        _paste(taken, bx0 - x0, by0 - y0, other)
+        _paste(taken, bx0 - x0, by0 - y0, claim.crop)
         inter = int((taken & crop).sum())
-        if inter / max(area + int(other.sum()) - inter, 1) >= CONFLICT_IOU:
+        if inter / max(area + int(claim.crop.sum()) - inter, 1) >= CONFLICT_IOU:
             return True
     return False
 
 
-def _unclaimed_area(placed: Claim, claims: list[Claim]) -> int:
-    (x0, y0, x1, y1), crop = placed
+def _unclaimed_area(placed: Placement, claims: list[Placement]) -> int:
+    """Pixels of a placed mask (in the frame) not claimed by particles settled before it this frame."""
+    (x0, y0, x1, y1), crop = placed.box, placed.crop
     taken = _claimed(claims, x0, y0, max(x1 - x0, y1 - y0))
     if taken is None:
         return int(crop.sum())

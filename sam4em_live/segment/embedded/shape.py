@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
-from scipy import fft as sfft
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes, percentile_linear
+from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes
 from sam4em_live.segment.embedded.options import EmbeddedOptions
-from sam4em_live.segment.embedded.raster import mask_lookup, rasterize_mask
+from sam4em_live.segment.embedded.raster import MaskLookup, Placement, mask_lookup, rasterize_mask
+from sam4em_live.segment.embedded.templates import TemplateBanks
 from sam4em_live.segment.embedded.window import bilinear, bilinear_inside, zero_padded
 
 #: Noise std per pyramid level is re-measured every this many searches.
@@ -48,6 +49,15 @@ ISOTROPY_TEST_DEG = (37.0,)
 LUMPY_DISC_MAX_AXIS_RATIO = 1.25
 LUMPY_DISC_MIN_IOU = 0.7
 LUMPY_DISC_MARGIN = 0.08
+#: Grid axes kept per memory (`ShapeMemory.cell_axis`); a handful are in use at a time.
+MAX_CELL_AXES = 64
+
+
+def cell_axis(cells: int, factor: int, offset: float) -> np.ndarray:
+    """Pixel coordinates (float32, read-only) of ``cells`` grid cells ``factor`` apart from ``offset``."""
+    axis = np.arange(cells, dtype=np.float32) * factor + np.float32(offset)
+    axis.flags.writeable = False
+    return axis
 
 
 def body_offsets(half: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,6 +89,8 @@ class ShapeMemory:
         self._noise_calls: dict[int, int] = {}
         self._u, self._v = body_offsets(self.half)
         self._axis = np.arange(-self.half, self.half + 1, dtype=np.float32)
+        # The searches ask for the same few grid axes frame after frame: kept per memory (C-level lookup).
+        self.cell_axis = lru_cache(maxsize=MAX_CELL_AXES)(cell_axis)
         radius = self._mask_radius()
         # Pyramid levels fixed for the memory's life so window shapes (and FFT plans) stay fixed.
         self.coarse_factor = int(np.clip(math.ceil(radius / COARSE_CELLS_PER_RADIUS), 1, 8))
@@ -112,12 +124,9 @@ class ShapeMemory:
         self._build_template()
         if self.n_obs <= self.options.memory_frames or not hasattr(self, "period_deg"):
             self.period_deg = self._symmetry_period()  # settled once the memory is full
-        self._coarse: dict[int, tuple[np.ndarray, ...]] = {}
-        self._coarse_turns: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
-        self._fine: dict[int, tuple[np.ndarray, float, float]] = {}
-        self._fine_stacks: dict[tuple[int, int], tuple] = {}
+        self.banks = TemplateBanks(self._template_body, self.half, self.support_px, self.period_deg,
+                                   self.coarse_factor, self.fine_factor, self.options)
         self._mask_lookup = self._rasterize_lookup()
-        self._bodies: dict[int, np.ndarray] = {}
         self._prepare_plane_fit()
         self._smooth = None
         return shift
@@ -136,7 +145,7 @@ class ShapeMemory:
         swing the shape.
         """
         smooth = self._smoothed()
-        peak = percentile_linear(smooth[self.mask], 90) if self.mask.any() else 0.0
+        peak = float(np.percentile(smooth[self.mask], 90)) if self.mask.any() else 0.0
         if peak <= 0:
             return
         reach = dilate_cross(self.mask, MAX_BOUNDARY_STEP_PX)
@@ -177,7 +186,7 @@ class ShapeMemory:
         """Matching template in the body frame: learned contrast profile once known, else the mask."""
         if self.n_obs >= MIN_FRAMES_FOR_LEARNED_SHAPE:
             smooth = self._smoothed()
-            peak = percentile_linear(smooth[self.mask], 90)
+            peak = float(np.percentile(smooth[self.mask], 90))
             near = dilate_cross(self.mask, 2)
             body = np.where(near, np.clip(smooth / max(peak, 1e-6), 0.0, 1.5), 0.0)
         else:
@@ -217,7 +226,7 @@ class ShapeMemory:
         eig = np.linalg.eigvalsh(np.cov(np.stack([u, v])))
         return float(np.sqrt(max(eig[1], 1e-9) / max(eig[0], 1e-9)))
 
-    def _rasterize_lookup(self) -> tuple[np.ndarray, float]:
+    def _rasterize_lookup(self) -> MaskLookup:
         level = self._level
         if level is None or level.shape != self.mask.shape:  # no learned level yet: a smoothed mask
             level = ndimage.gaussian_filter(self.mask.astype(np.float32), 0.7) - np.float32(0.5)
@@ -233,115 +242,6 @@ class ShapeMemory:
                            self._v.ravel()[self._ring_index]], axis=1)
         normal = design.T @ design
         self._ring_pinv = (np.linalg.inv(normal) @ design.T).astype(np.float32)
-
-    # ------------------------------------------------------------------ templates
-
-    def _sample_rotated(self, angles_deg: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-        """Templates (K, t, t) at ``factor`` x coarser sampling, and the disc support (t, t)."""
-        cells = int(math.ceil(self.support_px / factor))
-        axis = np.arange(-cells, cells + 1, dtype=np.float32) * factor
-        dx, dy = axis[None, :], axis[:, None]
-        support = (dx**2 + dy**2) <= (self.support_px + 0.5 * factor) ** 2
-        t = np.radians(np.asarray(angles_deg, dtype=np.float32))[:, None, None]
-        c, s = np.cos(t), np.sin(t)
-        u = dx * c + dy * s + self.half
-        v = dy * c - dx * s + self.half
-        if factor not in self._bodies:
-            body = self._template_body
-            if factor > 1:  # match the block-mean of the data
-                body = ndimage.gaussian_filter(body, 0.29 * factor)
-            self._bodies[factor] = zero_padded(body)
-        sampled = bilinear(self._bodies[factor], v, u)
-        return sampled.astype(np.float32), support
-
-    @staticmethod
-    def _zero_mean(templates: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        flat = templates.reshape(templates.shape[0], -1)
-        keep = support.ravel()
-        mean = flat[:, keep].mean(axis=1, keepdims=True)
-        zm = np.where(keep[None, :], flat - mean, 0.0).astype(np.float32)
-        norms = np.sqrt((zm * zm).sum(axis=1))
-        gains = (zm * flat).sum(axis=1)
-        return zm, norms, gains
-
-    def coarse_angles(self) -> np.ndarray:
-        step = self.options.coarse_angle_step_deg
-        if self.period_deg <= 0:  # isotropic: orientation carries no information
-            return np.zeros(1, dtype=np.float32)
-        count = max(1, int(round(self.period_deg / step)))
-        return np.arange(count, dtype=np.float32) * np.float32(self.period_deg / count)
-
-    def coarse_bank(self, window_cells: int) -> tuple[np.ndarray, ...]:
-        """(angles, conj spectra (K, N, N//2+1), norms, size, conj spectra of the squared templates)."""
-        if window_cells not in self._coarse:
-            angles = self.coarse_angles()
-            templates, support = self._sample_rotated(angles, self.coarse_factor)
-            zm, norms, _ = self._zero_mean(templates, support)
-            size = templates.shape[-1]
-            padded = np.zeros((2 * angles.size, window_cells, window_cells), np.float32)
-            padded[: angles.size, :size, :size] = zm.reshape(-1, size, size)
-            padded[angles.size :, :size, :size] = zm.reshape(-1, size, size) ** 2
-            spectra = np.conj(sfft.rfft2(padded, workers=1)).astype(np.complex64)
-            self._coarse[window_cells] = (angles, spectra[: angles.size], norms.astype(np.float32),
-                                          np.array(size), spectra[angles.size :])
-        return self._coarse[window_cells]
-
-    def coarse_bank_turning(self, window_cells: int, angle_deg: float, max_turn_deg: float
-                            ) -> tuple[np.ndarray, ...]:
-        """`coarse_bank` restricted to the angles within ``max_turn_deg`` of ``angle_deg`` (cached per centre).
-
-        The whole bank when the shape is isotropic or the restriction would keep every angle.
-        """
-        bank = self.coarse_bank(window_cells)
-        angles = bank[0]
-        count = angles.size
-        step = self.period_deg / count if self.period_deg > 0 else 0.0
-        reach = int(max_turn_deg // step) if step > 0 else count
-        if 2 * reach + 1 >= count:
-            return bank
-        centre = int(round(angle_deg / step)) % count
-        key = (window_cells, centre, reach)
-        subset = self._coarse_turns.get(key)
-        if subset is None:
-            index = np.arange(centre - reach, centre + reach + 1) % count
-            subset = (angles[index], np.ascontiguousarray(bank[1][index]), bank[2][index], bank[3],
-                      np.ascontiguousarray(bank[4][index]))
-            self._coarse_turns[key] = subset
-        return subset
-
-    def fine_step_deg(self) -> float:
-        """Spacing of the fine angle grid (360 for an isotropic shape: one angle)."""
-        if self.period_deg <= 0:
-            return 360.0
-        count = max(1, int(round(self.period_deg / self.options.fine_angle_step_deg)))
-        return self.period_deg / count
-
-    def fine_bank(self, centre_index: int, span: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
-        """Fine templates at angle indices ``centre_index - span .. centre_index + span`` (cached per centre).
-
-        Returns zero-mean templates (A, t*t), their norms and gains (A,), t, and the
-        angles (A,) in degrees (unwrapped, so they lie around ``centre_index * step``).
-        """
-        key = (centre_index, span)
-        stack = self._fine_stacks.get(key)
-        if stack is not None:
-            return stack
-        step = self.fine_step_deg()
-        count = max(1, int(round(self.period_deg / step)))
-        indices = np.arange(centre_index - span, centre_index + span + 1)
-        wrapped = [int(i) % count for i in indices]
-        missing = sorted({i for i in wrapped if i not in self._fine})
-        if missing:
-            templates, support = self._sample_rotated(np.asarray(missing, np.float32) * step, self.fine_factor)
-            zm, norms, gains = self._zero_mean(templates, support)
-            self._fine_size = templates.shape[-1]
-            for k, i in enumerate(missing):
-                self._fine[i] = (zm[k], float(norms[k]), float(gains[k]))
-        rows = [self._fine[i] for i in wrapped]
-        stack = (np.stack([r[0] for r in rows]), np.array([r[1] for r in rows], np.float32),
-                 np.array([r[2] for r in rows], np.float32), self._fine_size, (indices * step).astype(np.float32))
-        self._fine_stacks[key] = stack
-        return stack
 
     def noise_level(self, factor: int, measure: Callable[[], float | None]) -> float:
         """Noise std at a pyramid level, re-measured every `NOISE_REMEASURE_CALLS` calls (it is stationary).
@@ -394,10 +294,6 @@ class ShapeMemory:
         weight = 1.0 / min(self.n_obs, self.options.memory_frames)
         self.appearance += np.float32(weight) * (observation - self.appearance)
 
-    def rasterize(self, x: float, y: float, angle_deg: float, shape: tuple[int, int]
-                  ) -> tuple[tuple[int, int, int, int], np.ndarray, int] | None:
-        """Mask at a pose: (bbox x0, y0, x1, y1 half-open, crop) clipped to ``shape``, and the unclipped area.
-
-        None if the mask lies entirely outside the frame.
-        """
+    def rasterize(self, x: float, y: float, angle_deg: float, shape: tuple[int, int]) -> Placement | None:
+        """The mask placed at a pose, clipped to a frame of ``shape`` (see `rasterize_mask`); None if outside."""
         return rasterize_mask(self._mask_lookup, self.radius_px, x, y, angle_deg, shape)

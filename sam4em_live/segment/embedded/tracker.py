@@ -11,6 +11,7 @@ from scipy import fft as sfft
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.search import MotionPrior, PoseEstimate
 from sam4em_live.segment.embedded.shape import ShapeMemory
+from sam4em_live.segment.embedded.window import WindowExtent
 
 #: Exponential weight of the running contrast / z references and of the velocity estimate.
 REFERENCE_WEIGHT = 0.1
@@ -23,6 +24,16 @@ VELOCITY_DAMPING = 0.5
 #: Refresh the derived shape every this many observations (more often while the memory is young).
 REFRESH_EVERY_YOUNG, REFRESH_EVERY = 2, 8
 YOUNG_MEMORY_FRAMES = 16
+
+
+def clip_to_unit_interval(value: float) -> float:
+    """``float(np.clip(value, 0.0, 1.0))`` for a Python float, without numpy's ~10 us for a scalar.
+
+    The same value in every case, as numpy's clip loop gives it: NaN and -0.0 pass unchanged.
+    """
+    if value != value or 0.0 <= value <= 1.0:  # NaN, or inside
+        return value
+    return 0.0 if value < 0.0 else 1.0
 
 
 @dataclass
@@ -56,13 +67,13 @@ class TrackedParticle:
         cells = 2 * int(math.ceil(reach / self.memory.coarse_factor)) + 1
         return int(sfft.next_fast_len(cells, real=True))
 
-    def window_origin(self, x: float, y: float, near: bool = False) -> tuple[int, int, int]:
-        """Top-left (x0, y0) and edge (pixels) of the (full or near) search window centred on (x, y)."""
+    def window_origin(self, x: float, y: float, near: bool = False) -> WindowExtent:
+        """The (full or near) search window centred on (x, y)."""
         f = self.memory.coarse_factor
         cells = self.near_window_cells if near else self.window_cells
         edge = cells * f
         offset = (cells - 1) / 2 * f + (f - 1) / 2
-        return int(round(x - offset)), int(round(y - offset)), edge
+        return WindowExtent(int(round(x - offset)), int(round(y - offset)), edge)
 
     def prior(self, options: EmbeddedOptions, reacquire: bool = False) -> MotionPrior:
         if reacquire:
@@ -98,7 +109,7 @@ class TrackedParticle:
     def confidence(self, estimate: PoseEstimate, visible_fraction: float, options: EmbeddedOptions) -> float:
         contrast = self.visible_amplitude(estimate, visible_fraction) / max(self.amplitude_ref, 1e-9)
         evidence = estimate.z / (2 * options.min_detection_z)
-        return float(np.clip(min(contrast, evidence), 0.0, 1.0))
+        return clip_to_unit_interval(min(contrast, evidence))
 
     def accept(self, estimate: PoseEstimate) -> None:
         """Move to a detected pose and update motion and references."""

@@ -7,9 +7,28 @@ frame is never filtered or converted as a whole on the tracking path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
+
+
+class WindowExtent(NamedTuple):
+    """A square frame window: top-left pixel (x0, y0), frame coordinates (may lie outside), and edge (pixels)."""
+
+    x0: int
+    y0: int
+    edge: int
+
+
+class BlockLevel(NamedTuple):
+    """One pyramid level of a window: block-mean relative contrast, valid fraction and the background used.
+
+    ``valid`` is the block mean of the in-frame, unclaimed indicator, or None where every pixel is.
+    """
+
+    contrast: np.ndarray
+    valid: np.ndarray | None
+    background: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +78,8 @@ def frame_window(
     inner = out[ya - y0 : yb - y0, xa - x0 : xb - x0]
     inner[...] = raw
     valid[ya - y0 : yb - y0, xa - x0 : xb - x0] = True
-    if raw.dtype.kind in "ui":
-        top = _dtype_max(raw.dtype)
-        if raw.max() >= top:  # saturated detector pixels carry no information
-            valid[ya - y0 : yb - y0, xa - x0 : xb - x0] &= raw < top
+    if raw.dtype.kind in "ui" and _saturated(raw):  # saturated detector pixels carry no information
+        valid[ya - y0 : yb - y0, xa - x0 : xb - x0] &= raw < _integer_max(raw.dtype)
     if claimed is not None:
         valid &= ~claimed
     if background is None and valid.all():
@@ -74,15 +91,39 @@ def frame_window(
     # d = polarity * (1 - I / b), clipped: no real particle is darker than black.
     out *= np.float32(-polarity / background)
     out += np.float32(polarity)
-    np.clip(out, -1.0, 1.0, out=out)
+    clip_unit(out)
     if not valid.all():
         out[~valid] = 0.0
     return Window(x0, y0, out, valid, background)
 
 
-@lru_cache(maxsize=16)
-def _dtype_max(dtype: np.dtype) -> int:
-    return int(np.iinfo(dtype).max)
+#: Largest value of each integer pixel type: a saturated detector pixel (`np.iinfo` costs a few us a call).
+_INTEGER_MAX = {np.dtype(t): int(np.iinfo(t).max) for t in (np.uint8, np.uint16, np.uint32, np.uint64,
+                                                             np.int8, np.int16, np.int32, np.int64)}
+
+
+def _integer_max(dtype: np.dtype) -> int:
+    """Largest value of an integer dtype: the table's, or `np.iinfo`'s for another byte order."""
+    top = _INTEGER_MAX.get(dtype)
+    return int(np.iinfo(dtype).max) if top is None else top
+
+
+def _saturated(raw: np.ndarray) -> bool:
+    """Whether integer pixels reach their type's largest value (``raw.max()`` without its Python layer)."""
+    return bool(np.maximum.reduce(raw, axis=None) >= _integer_max(raw.dtype))
+
+
+_ONE, _MINUS_ONE = np.float32(1.0), np.float32(-1.0)
+
+
+def clip_unit(values: np.ndarray) -> None:
+    """``np.clip(values, -1.0, 1.0, out=values)`` of a float32 array, in place, as two ufunc calls.
+
+    The same floats (NaN stays NaN); `np.clip`'s Python layers cost more than clipping a window
+    of a few hundred pixels, and every search clips two.
+    """
+    np.minimum(values, _ONE, out=values)
+    np.maximum(values, _MINUS_ONE, out=values)
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
@@ -104,13 +145,14 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def block_darkness(pixels: np.ndarray, x0: int, y0: int, edge: int, factor: int, polarity: float,
-                   background: float | None = None, clip_pixels: bool = False) -> tuple[np.ndarray, float] | None:
+                   background: float | None = None, clip_pixels: bool = False) -> BlockLevel | None:
     """Fast path: block-mean relative contrast of an in-frame, unsaturated window, and its background.
 
     The contrast is affine in the intensity, so the raw pixels are block-averaged first and
-    only the ``factor``² times smaller result is converted. ``background`` defaults to the
-    window's mean. With ``clip_pixels`` the result equals the block mean of `frame_window`'s
-    contrast (to float rounding): its per-pixel clip of the contrast to [-1, 1] is, for
+    only the ``factor``² times smaller result is converted (every pixel is valid: ``valid`` is
+    None). ``background`` defaults to the window's mean. With ``clip_pixels`` the result
+    equals the block mean of `frame_window`'s contrast (to float rounding; the reference
+    path, compared in the tests): its per-pixel clip of the contrast to [-1, 1] is, for
     pixels >= 0, a clip of the intensity to 2 x background, applied before averaging. Without
     it the clip applies to the block means (the coarse level: cheaper, and a block mean
     rarely reaches the bounds). Returns None when the window leaves the frame or holds
@@ -120,7 +162,7 @@ def block_darkness(pixels: np.ndarray, x0: int, y0: int, edge: int, factor: int,
     if x0 < 0 or y0 < 0 or x0 + edge > cols or y0 + edge > rows:
         return None
     raw = pixels[y0 : y0 + edge, x0 : x0 + edge]
-    if raw.dtype.kind in "ui" and raw.max() >= _dtype_max(raw.dtype):
+    if raw.dtype.kind in "ui" and _saturated(raw):
         return None
     if clip_pixels:
         if background is None or raw.dtype.kind not in "ui":  # float data may hold negative values
@@ -133,8 +175,8 @@ def block_darkness(pixels: np.ndarray, x0: int, y0: int, edge: int, factor: int,
         return None
     level *= np.float32(-polarity / background)
     level += np.float32(polarity)
-    np.clip(level, -1.0, 1.0, out=level)
-    return level, background
+    clip_unit(level)
+    return BlockLevel(level, None, background)
 
 
 def zero_padded(image: np.ndarray, width: int = 1) -> np.ndarray:
