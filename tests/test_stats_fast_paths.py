@@ -1,7 +1,7 @@
-"""The live statistics' fast paths (shared selection and weights, memoised grids) change no float.
+"""The live statistics' fast paths (shared selection and weights, a `FitMemo` of grids) change no float.
 
 The reference below is the straightforward fit code (session 2's, without memos or sharing); every
-fit and every rolling snapshot must equal it bit for bit.
+fit, with or without a memo, and every rolling snapshot must equal it bit for bit.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 
 from sam4em_live.particles import ParticleMeasurement
 from sam4em_live.sinks.results_schema import statistics_entry
-from sam4em_live.stats import fit as fit_module
 from sam4em_live.stats.fit import (
     ALPHA_BOUNDS,
+    FitMemo,
     MsdFit,
     fit_msd,
     fit_msd_both,
@@ -174,6 +174,7 @@ def _curves(rng: np.random.Generator):
 def test_fits_are_bit_identical_to_the_straightforward_version(with_offset, dims):
     rng = np.random.default_rng(31 + dims)
     checked = 0
+    memo = FitMemo()
     for lags, msd, n in _curves(rng):
         points = None if rng.random() < 0.7 else int(rng.integers(1, 30))
         seconds = lags / 200.0 if rng.random() < 0.3 else None
@@ -184,21 +185,35 @@ def test_fits_are_bit_identical_to_the_straightforward_version(with_offset, dims
         assert _fit_bits(fit_msd_linear(*args, **kwargs)) == _fit_bits(ref[1])
         both = fit_msd_both(*args, **kwargs)
         assert [_fit_bits(f) for f in both] == [_fit_bits(f) for f in ref]
+        for _ in range(2):  # the first call fills the memo, the second reads it
+            remembered = fit_msd_both(*args, **kwargs, memo=memo)
+            assert [_fit_bits(f) for f in remembered] == [_fit_bits(f) for f in ref]
         checked += math.isfinite(ref[0].alpha)
     assert checked > 100  # most curves really fit
 
 
-def test_fits_stay_identical_when_the_memos_are_full_or_cleared(monkeypatch):
-    monkeypatch.setattr(fit_module, "_MEMO_ENTRIES", 3)  # constant clearing
+def test_fits_stay_identical_when_the_memo_is_full_or_cleared():
+    memo = FitMemo(entries=3)  # constant clearing
     rng = np.random.default_rng(5)
     for lags, msd, n in list(_curves(rng))[:120]:
-        assert _fit_bits(fit_msd(lags, msd, n)) == _fit_bits(reference_fit_msd(lags, msd, n))
-    assert len(fit_module._basis_memo) <= 3 and len(fit_module._n_eff_memo) <= 3
+        for _ in range(2):
+            assert _fit_bits(fit_msd(lags, msd, n, memo=memo)) == _fit_bits(reference_fit_msd(lags, msd, n))
+    assert 0 < len(memo) <= 2 * 3  # two tables, each bounded
     lags = np.arange(1, 401)
     long = 4 * 0.7 * lags**0.8 * (1 + rng.normal(0, 0.02, size=lags.size)), 5000 - lags
-    fit_module._basis_memo.clear()
-    assert _fit_bits(fit_msd(lags, *long)) == _fit_bits(reference_fit_msd(lags, *long))  # 40 lags: grid not kept
-    assert not fit_module._basis_memo
+    fresh = FitMemo()
+    assert _fit_bits(fit_msd(lags, *long, memo=fresh)) == _fit_bits(reference_fit_msd(lags, *long))
+    assert len(fresh) == 1  # the weights' N_eff only: a 40-lag fit's grids are not kept
+
+
+def test_memos_belong_to_their_owner():
+    """Two owners' memos share nothing: what one holds does not change what the other holds or returns."""
+    lags = np.arange(1, 11)
+    first, second = FitMemo(), FitMemo()
+    fit_msd(lags, 4 * 0.5 * lags**0.9, 1000 - lags, memo=first)
+    assert len(first) > 0 and len(second) == 0
+    shared = first.effective_counts(lags.astype(np.float64), (1000 - lags).astype(np.float64))
+    assert not shared.flags.writeable  # handed out by reference, so nobody may change it
 
 
 def _simulated_tracks(frames: int, seed: int) -> dict[int, np.ndarray]:

@@ -31,18 +31,22 @@ The anomalous fit is separable: for fixed alpha the model is linear in
 (D, offset), solved in closed form, and alpha alone is optimised (vectorised
 coarse and fine grids over ``ALPHA_BOUNDS``, then a parabola through the best
 three points). That keeps a fit on ~10 points at a few
-hundred microseconds, cheap enough for the live rolling statistics.
+hundred microseconds, cheap enough for the live rolling statistics, which also
+keep a `FitMemo` of what their repeated fits share.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
 from sam4em_live.stats.msd import independent_measurements
+
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 
 ALPHA_BOUNDS: tuple[float, float] = (0.02, 2.5)
 _ALPHA_GRID = np.linspace(*ALPHA_BOUNDS, 250)
@@ -91,45 +95,96 @@ def _select(lags, msd, n, points: int | None, lag_frames) -> tuple[np.ndarray, .
     return lags[:k], frames[:k], msd[:k], n[:k]
 
 
-#: Memos of `_effective_counts` and of the alpha-grid bases (`_grid`): the live statistics fit the
-#: same lags with the same pair counts frame after frame (a full window), so these repeat. Each memo
-#: is cleared when it holds `_MEMO_ENTRIES`; grids are kept only for fits of up to `_MEMO_MAX_LAGS`
-#: lags (a grid entry is 2 x 250 x lags floats: at most 8 MiB in all).
-_MEMO_ENTRIES = 64
-_MEMO_MAX_LAGS = 32
-_n_eff_memo: dict[bytes, np.ndarray] = {}
-_basis_memo: dict[tuple[bytes, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-
-def _remember(memo: dict, key, value):
-    """Store ``value`` (made read-only: it is shared) under ``key``; returns it."""
-    for array in value if isinstance(value, tuple) else (value,):
-        array.flags.writeable = False
-    if len(memo) >= _MEMO_ENTRIES:
-        memo.clear()
-    memo[key] = value
-    return value
-
-
 def _effective_counts(lag_frames: np.ndarray, n: np.ndarray) -> np.ndarray:
     """N_eff per lag (Qian et al. Eq. B4 with track length n + lag; the pair count where undefined)."""
-    key = lag_frames.tobytes() + n.tobytes()
-    found = _n_eff_memo.get(key)
-    if found is not None:
-        return found
     with np.errstate(all="ignore"):
         n_eff = independent_measurements(n + lag_frames, lag_frames)
-    n_eff = np.where(np.isfinite(n_eff) & (n_eff > 0), n_eff, n)
-    return _remember(_n_eff_memo, key, n_eff)
+    return np.where(np.isfinite(n_eff) & (n_eff > 0), n_eff, n)
 
 
-def _weights(lag_frames: np.ndarray, msd: np.ndarray, n: np.ndarray) -> np.ndarray | None:
+class AlphaGrid(NamedTuple):
+    """Alphas of a grid and the fit basis ``lag**alpha`` on it, (G, K), with its square."""
+
+    alphas: np.ndarray
+    basis: np.ndarray
+    basis_squared: np.ndarray
+
+
+def _alpha_grid(log_lag: np.ndarray, coarse_best: int | None) -> AlphaGrid:
+    """The coarse grid over ``ALPHA_BOUNDS``, or the fine grid around coarse point ``coarse_best``."""
+    if coarse_best is None:
+        alphas = _ALPHA_GRID
+    else:
+        step = _ALPHA_GRID[1] - _ALPHA_GRID[0]
+        alphas = np.linspace(_ALPHA_GRID[coarse_best] - step, _ALPHA_GRID[coarse_best] + step, 41)
+        alphas = alphas[(alphas >= ALPHA_BOUNDS[0]) & (alphas <= ALPHA_BOUNDS[1])]
+    with np.errstate(all="ignore"):
+        basis = np.exp(alphas[:, None] * log_lag[None, :])
+    return AlphaGrid(alphas, basis, basis * basis)
+
+
+class FitMemo:
+    """What fits of the same lags and pair counts share, kept for one caller that fits them again and again.
+
+    The live statistics fit each particle's window tMSD on every snapshot; once a window is
+    full the lags and pair counts repeat frame after frame, and so do the weights' N_eff
+    (`_effective_counts`) and the alpha-grid bases (`_alpha_grid`). The memo holds them,
+    keyed by the exact bytes of the float64 inputs, so a fit with a memo is float for float a
+    fit without one (tests/test_stats_fast_paths.py). Bounded: each table is emptied when it
+    holds ``entries``, and grids are kept only for fits of up to ``max_lags`` lags (a grid
+    entry is 2 x 250 x lags floats: at most 8 MiB in all). Not thread-safe: one per owner.
+    """
+
+    def __init__(self, entries: int = 64, max_lags: int = 32) -> None:
+        self.entries = entries
+        self.max_lags = max_lags
+        self._n_eff: dict[tuple[bytes, bytes], np.ndarray] = {}
+        self._grids: dict[tuple[bytes, int], AlphaGrid] = {}
+
+    def __len__(self) -> int:
+        """Entries held in all tables."""
+        return len(self._n_eff) + len(self._grids)
+
+    def effective_counts(self, lag_frames: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """`_effective_counts` (read-only: it is shared)."""
+        key = (lag_frames.tobytes(), n.tobytes())
+        found = self._n_eff.get(key)
+        if found is None:
+            found = _read_only(_effective_counts(lag_frames, n))
+            _bounded_put(self._n_eff, key, found, self.entries)
+        return found
+
+    def alpha_grid(self, log_lag: np.ndarray, coarse_best: int | None) -> AlphaGrid:
+        """`_alpha_grid` (read-only arrays), kept for up to ``max_lags`` lags."""
+        key = (log_lag.tobytes(), -1 if coarse_best is None else coarse_best)
+        found = self._grids.get(key)
+        if found is None:
+            found = AlphaGrid(*(_read_only(a) for a in _alpha_grid(log_lag, coarse_best)))
+            if log_lag.size <= self.max_lags:
+                _bounded_put(self._grids, key, found, self.entries)
+        return found
+
+
+def _bounded_put(table: dict[_Key, _Value], key: _Key, value: _Value, entries: int) -> None:
+    """``table[key] = value``, emptying the table first when it holds ``entries``."""
+    if len(table) >= entries:
+        table.clear()
+    table[key] = value
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def _weights(lag_frames: np.ndarray, msd: np.ndarray, n: np.ndarray, memo: FitMemo | None) -> np.ndarray | None:
     """Inverse variances ``N_eff / MSD^2`` (see module docstring); None if MSD is all zero."""
     scale = np.abs(msd)
     if not np.any(scale > 0):
         return None
     floor = 1e-12 * float(scale.max())
-    return _effective_counts(lag_frames, n) / np.maximum(scale, floor) ** 2
+    n_eff = _effective_counts(lag_frames, n) if memo is None else memo.effective_counts(lag_frames, n)
+    return n_eff / np.maximum(scale, floor) ** 2
 
 
 class _Weighted(NamedTuple):
@@ -177,40 +232,22 @@ def _covariance(jac: np.ndarray, w: np.ndarray, rss: float) -> np.ndarray:
     return inv * max(1.0, rss / dof)
 
 
-def _grid(log_lag: np.ndarray, coarse_best: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(alphas, basis ``lag**alpha`` (G, K), basis squared): the coarse grid, or the fine grid around a coarse point."""
-    key = (log_lag.tobytes(), -1 if coarse_best is None else coarse_best)
-    found = _basis_memo.get(key)
-    if found is not None:
-        return found
-    if coarse_best is None:
-        alphas = _ALPHA_GRID
-    else:
-        step = _ALPHA_GRID[1] - _ALPHA_GRID[0]
-        alphas = np.linspace(_ALPHA_GRID[coarse_best] - step, _ALPHA_GRID[coarse_best] + step, 41)
-        alphas = alphas[(alphas >= ALPHA_BOUNDS[0]) & (alphas <= ALPHA_BOUNDS[1])]
-    with np.errstate(all="ignore"):
-        basis = np.exp(alphas[:, None] * log_lag[None, :])
-    found = (alphas, basis, basis * basis)
-    return _remember(_basis_memo, key, found) if log_lag.size <= _MEMO_MAX_LAGS else found
-
-
-def _rss_on_grid(log_lag: np.ndarray, data: _Weighted, with_offset: bool,
+def _rss_on_grid(log_lag: np.ndarray, data: _Weighted, with_offset: bool, memo: FitMemo | None,
                  coarse_best: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(alphas, profiled residual per alpha; inf where not finite) on a grid of `_grid`.
+    """(alphas, profiled residual per alpha; inf where not finite) on a grid of `_alpha_grid`.
 
     Call inside ``np.errstate(all="ignore")``: hopeless alphas overflow.
     """
-    alphas, basis, basis_squared = _grid(log_lag, coarse_best)
-    rss = _solve_linear(basis, data, with_offset, basis_squared)[2]
-    return alphas, np.where(np.isfinite(rss), rss, np.inf)
+    grid = _alpha_grid(log_lag, coarse_best) if memo is None else memo.alpha_grid(log_lag, coarse_best)
+    rss = _solve_linear(grid.basis, data, with_offset, grid.basis_squared)[2]
+    return grid.alphas, np.where(np.isfinite(rss), rss, np.inf)
 
 
-def _best_alpha(log_lag: np.ndarray, data: _Weighted, with_offset: bool) -> float:
+def _best_alpha(log_lag: np.ndarray, data: _Weighted, with_offset: bool, memo: FitMemo | None) -> float:
     """Alpha minimising the profiled residual: coarse grid, fine grid, then a parabola through the best 3."""
     with np.errstate(all="ignore"):
-        _, coarse = _rss_on_grid(log_lag, data, with_offset)
-        fine_alphas, fine = _rss_on_grid(log_lag, data, with_offset, int(np.argmin(coarse)))
+        _, coarse = _rss_on_grid(log_lag, data, with_offset, memo)
+        fine_alphas, fine = _rss_on_grid(log_lag, data, with_offset, memo, int(np.argmin(coarse)))
     k = int(np.argmin(fine))
     if 0 < k < fine.size - 1 and np.all(np.isfinite(fine[k - 1 : k + 2])):
         r0, r1, r2 = fine[k - 1 : k + 2]
@@ -222,7 +259,7 @@ def _best_alpha(log_lag: np.ndarray, data: _Weighted, with_offset: bool) -> floa
 
 
 def fit_msd(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int | None = None,
-            lag_frames=None) -> MsdFit:
+            lag_frames=None, memo: FitMemo | None = None) -> MsdFit:
     """Fit ``MSD = 2*dims*D*lag**alpha + offset`` (see module docstring).
 
     Parameters
@@ -232,39 +269,41 @@ def fit_msd(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int |
     with_offset : fit the localisation offset (needs 4 points) or force it to 0 (needs 3).
     points : number of first measured lags to fit (default `fit_point_count`).
     lag_frames : the lags in frames when ``lags`` are in other units (for the weights).
+    memo : a caller's `FitMemo`, for repeated fits of the same lags (the same result, sooner).
     """
     lag, frames, y, cnt = _select(lags, msd, n, points, lag_frames)
-    w = _weights(frames, y, cnt) if lag.size >= (4 if with_offset else 3) else None
-    return _fit_anomalous(lag, None if w is None else _Weighted.of(y, w), dims, with_offset)
+    w = _weights(frames, y, cnt, memo) if lag.size >= (4 if with_offset else 3) else None
+    return _fit_anomalous(lag, None if w is None else _Weighted.of(y, w), dims, with_offset, memo)
 
 
 def fit_msd_linear(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int | None = None,
-                   lag_frames=None) -> MsdFit:
+                   lag_frames=None, memo: FitMemo | None = None) -> MsdFit:
     """Fit the normal-diffusion model ``MSD = 2*dims*D*lag + offset`` (alpha fixed at 1); see `fit_msd`."""
     lag, frames, y, cnt = _select(lags, msd, n, points, lag_frames)
-    w = _weights(frames, y, cnt) if lag.size >= (3 if with_offset else 2) else None
+    w = _weights(frames, y, cnt, memo) if lag.size >= (3 if with_offset else 2) else None
     return _fit_linear(lag, None if w is None else _Weighted.of(y, w), dims, with_offset)
 
 
 def fit_msd_both(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int | None = None,
-                 lag_frames=None) -> tuple[MsdFit, MsdFit]:
+                 lag_frames=None, memo: FitMemo | None = None) -> tuple[MsdFit, MsdFit]:
     """``(fit_msd(...), fit_msd_linear(...))`` with the same arguments, selecting and weighting the points once.
 
     Equal, float for float, to the two calls (the live statistics take both on every snapshot).
     """
     lag, frames, y, cnt = _select(lags, msd, n, points, lag_frames)
-    w = _weights(frames, y, cnt) if lag.size >= (3 if with_offset else 2) else None
+    w = _weights(frames, y, cnt, memo) if lag.size >= (3 if with_offset else 2) else None
     data = None if w is None else _Weighted.of(y, w)
     anomalous_data = data if lag.size >= (4 if with_offset else 3) else None
-    return _fit_anomalous(lag, anomalous_data, dims, with_offset), _fit_linear(lag, data, dims, with_offset)
+    return _fit_anomalous(lag, anomalous_data, dims, with_offset, memo), _fit_linear(lag, data, dims, with_offset)
 
 
-def _fit_anomalous(lag: np.ndarray, data: _Weighted | None, dims: int, with_offset: bool) -> MsdFit:
+def _fit_anomalous(lag: np.ndarray, data: _Weighted | None, dims: int, with_offset: bool,
+                   memo: FitMemo | None) -> MsdFit:
     if data is None:
         return _nan_fit("anomalous", int(lag.size), lag)
     w = data.w
     log_lag = np.log(lag)
-    alpha = _best_alpha(log_lag, data, with_offset)
+    alpha = _best_alpha(log_lag, data, with_offset, memo)
     basis = np.exp(alpha * log_lag)
     a, c, rss = (float(v[0]) for v in _solve_linear(basis[None, :], data, with_offset))
     scale = 2.0 * dims

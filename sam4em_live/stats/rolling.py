@@ -33,7 +33,7 @@ import numpy as np
 
 from sam4em_live.particles import ParticleMeasurement
 from sam4em_live.results import ParticleStatistics
-from sam4em_live.stats.fit import fit_msd_both, to_physical
+from sam4em_live.stats.fit import FitMemo, fit_msd_both, to_physical
 from sam4em_live.stats.msd import TrackMsd
 from sam4em_live.stats.ring import ParticleRings
 
@@ -67,6 +67,7 @@ class RollingTrackStats:
         self.fps = fps
         self.pixel_size_nm = pixel_size_nm
         self._rings = ParticleRings(self.window_frames, self.max_lag_frames)
+        self._fit_memo = FitMemo()  # full windows fit the same lags and counts snapshot after snapshot
         self._latest_frame: int | None = None
         # One lag per particle is re-summed exactly every `_refresh_stride` of its updates, so each
         # lag is refreshed once per REFRESH_WINDOWS windows (the compensated sums need no more).
@@ -146,7 +147,7 @@ class RollingTrackStats:
     def _particle_snapshot(self, particle: int) -> ParticleStatistics:
         m = self._rings.msd(particle).measured()
         row = self._rings.rows[particle]
-        fit, lin = fit_msd_both(m.lag_frames, m.msd, m.n)
+        fit, lin = fit_msd_both(m.lag_frames, m.msd, m.n, memo=self._fit_memo)
         px2 = self.pixel_size_nm**2 if self.pixel_size_nm is not None else None
         if self.fps and self.pixel_size_nm is not None:
             d_phys, d_phys_err = to_physical(fit, self.pixel_size_nm, self.fps)
