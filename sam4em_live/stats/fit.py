@@ -39,11 +39,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 
 from sam4em_live.stats.msd import independent_measurements
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 _Key = TypeVar("_Key")
 _Value = TypeVar("_Value")
@@ -84,15 +87,17 @@ def _nan_fit(model: str, n: int, lags: np.ndarray) -> MsdFit:
     return MsdFit(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, n, lo, hi, model)
 
 
-def _select(lags, msd, n, points: int | None, lag_frames) -> tuple[np.ndarray, ...]:
-    lags = np.asarray(lags, dtype=np.float64)
-    frames = lags if lag_frames is None else np.asarray(lag_frames, dtype=np.float64)
-    msd = np.asarray(msd, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    keep = (n > 0) & np.isfinite(msd) & (lags > 0)
-    lags, frames, msd, n = lags[keep], frames[keep], msd[keep], n[keep]
-    k = fit_point_count(lags.size) if points is None else min(points, lags.size)
-    return lags[:k], frames[:k], msd[:k], n[:k]
+def _select(lags: ArrayLike, msd: ArrayLike, n: ArrayLike, points: int | None, lag_frames: ArrayLike | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lags, lags in frames, MSD, pair counts) of the points fitted, float64."""
+    lag = np.asarray(lags, dtype=np.float64)
+    frames = lag if lag_frames is None else np.asarray(lag_frames, dtype=np.float64)
+    y = np.asarray(msd, dtype=np.float64)
+    count = np.asarray(n, dtype=np.float64)
+    keep = (count > 0) & np.isfinite(y) & (lag > 0)
+    lag, frames, y, count = lag[keep], frames[keep], y[keep], count[keep]
+    k = fit_point_count(lag.size) if points is None else min(points, lag.size)
+    return lag[:k], frames[:k], y[:k], count[:k]
 
 
 def _effective_counts(lag_frames: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -203,7 +208,8 @@ class _Weighted(NamedTuple):
         return cls(y, w, wy, w.sum(), wy.sum(), (wy * y).sum())
 
 
-def _solve_linear(basis: np.ndarray, data: _Weighted, with_offset: bool, basis_squared: np.ndarray | None = None):
+def _solve_linear(basis: np.ndarray, data: _Weighted, with_offset: bool, basis_squared: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted LSQ of y = a*basis + c for each row of ``basis`` (G, K); returns a, c, rss.
 
     ``basis_squared`` is ``basis * basis`` when the caller has it already.
@@ -258,8 +264,8 @@ def _best_alpha(log_lag: np.ndarray, data: _Weighted, with_offset: bool, memo: F
     return float(fine_alphas[k])
 
 
-def fit_msd(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int | None = None,
-            lag_frames=None, memo: FitMemo | None = None) -> MsdFit:
+def fit_msd(lags: ArrayLike, msd: ArrayLike, n: ArrayLike, dims: int = 2, with_offset: bool = True,
+            points: int | None = None, lag_frames: ArrayLike | None = None, memo: FitMemo | None = None) -> MsdFit:
     """Fit ``MSD = 2*dims*D*lag**alpha + offset`` (see module docstring).
 
     Parameters
@@ -276,16 +282,18 @@ def fit_msd(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int |
     return _fit_anomalous(lag, None if w is None else _Weighted.of(y, w), dims, with_offset, memo)
 
 
-def fit_msd_linear(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int | None = None,
-                   lag_frames=None, memo: FitMemo | None = None) -> MsdFit:
+def fit_msd_linear(lags: ArrayLike, msd: ArrayLike, n: ArrayLike, dims: int = 2, with_offset: bool = True,
+                   points: int | None = None, lag_frames: ArrayLike | None = None, memo: FitMemo | None = None
+                   ) -> MsdFit:
     """Fit the normal-diffusion model ``MSD = 2*dims*D*lag + offset`` (alpha fixed at 1); see `fit_msd`."""
     lag, frames, y, cnt = _select(lags, msd, n, points, lag_frames)
     w = _weights(frames, y, cnt, memo) if lag.size >= (3 if with_offset else 2) else None
     return _fit_linear(lag, None if w is None else _Weighted.of(y, w), dims, with_offset)
 
 
-def fit_msd_both(lags, msd, n, dims: int = 2, with_offset: bool = True, points: int | None = None,
-                 lag_frames=None, memo: FitMemo | None = None) -> tuple[MsdFit, MsdFit]:
+def fit_msd_both(lags: ArrayLike, msd: ArrayLike, n: ArrayLike, dims: int = 2, with_offset: bool = True,
+                 points: int | None = None, lag_frames: ArrayLike | None = None, memo: FitMemo | None = None
+                 ) -> tuple[MsdFit, MsdFit]:
     """``(fit_msd(...), fit_msd_linear(...))`` with the same arguments, selecting and weighting the points once.
 
     Equal, float for float, to the two calls (the live statistics take both on every snapshot).

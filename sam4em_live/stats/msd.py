@@ -17,8 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ def ensemble_msd(tracks: Iterable[TrackMsd], weighting: str = "pairs") -> TrackM
     return TrackMsd(np.arange(1, length + 1, dtype=np.int64), msd, pairs)
 
 
-def independent_measurements(n_positions, lags) -> np.ndarray:
+def independent_measurements(n_positions: ArrayLike, lags: ArrayLike) -> np.ndarray:
     """Effective number of independent tMSD measurements at each lag (Qian et al. 1991, Eq. B4).
 
     For a gap-free track of ``n_positions`` positions (N) and lag m (frames)::

@@ -19,10 +19,14 @@ leaving the window leaves no residue. `refresh_lag` re-sums one lag exactly
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sam4em_live.stats.msd import TrackMsd, msd_from_sums
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 #: Marks an empty slot; no frame index (or frame +- lag) can equal it.
 EMPTY = np.iinfo(np.int64).min
@@ -70,7 +74,7 @@ class ParticleRings:
         old = getattr(self, "frames", None)
         n_old = 0 if old is None else old.shape[0]
 
-        def grow(array: np.ndarray | None, shape: tuple[int, ...], fill: float | int, dtype) -> np.ndarray:
+        def grow(array: np.ndarray | None, shape: tuple[int, ...], fill: float, dtype: DTypeLike) -> np.ndarray:
             new = np.full(shape, fill, dtype=dtype)
             if array is not None:
                 new[:n_old] = array

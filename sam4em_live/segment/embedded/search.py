@@ -202,7 +202,7 @@ def fine_search(level: FineLevel, memory: ShapeMemory, start: CoarsePose, prior:
         n_rows, n_cols = r1 - r0 + 1, c1 - c0 + 1
         patches = _patches(fine, r0, c0, n_rows, n_cols, size)
         scores = patches @ templates.T  # (positions, angles)
-        if all_valid:
+        if fine_valid is None:
             z = (scores / (sigma * norms)).T  # (angles, positions); the template energy is norms²
         else:  # masked match: template energy over in-frame, unclaimed pixels only
             valid_patches = _patches(fine_valid, r0, c0, n_rows, n_cols, size)

@@ -305,7 +305,9 @@ class EmbeddedSegmenter:
             return ParticleMask.absent(track.particle, score)
         claims.append(placed)
         extras = {"x": track.x, "y": track.y, "angle_deg": track.angle_deg, "z": track.last_z}
-        return ParticleMask(track.particle, True, score, tuple(placed.box), placed.crop, extras=extras)
+        box = placed.box  # a plain tuple in the shared record
+        return ParticleMask(track.particle, True, score, (box.x0, box.y0, box.x1, box.y1), placed.crop,
+                            extras=extras)
 
     def _reacquire(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement]) -> ParticleMask | None:
         """Look for a lost particle over the whole frame; None if not found."""

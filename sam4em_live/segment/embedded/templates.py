@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.window import bilinear, zero_padded
+
+if TYPE_CHECKING:
+    from sam4em_live.segment.embedded.options import EmbeddedOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,7 @@ class TemplateBanks:
 
     def _sample_rotated(self, angles_deg: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
         """Templates (K, t, t) at ``factor`` x coarser sampling, and the disc support (t, t)."""
-        cells = int(math.ceil(self.support_px / factor))
+        cells = math.ceil(self.support_px / factor)
         axis = np.arange(-cells, cells + 1, dtype=np.float32) * factor
         dx, dy = axis[None, :], axis[:, None]
         support = (dx**2 + dy**2) <= (self.support_px + 0.5 * factor) ** 2
@@ -113,7 +115,7 @@ class TemplateBanks:
         step = self.options.coarse_angle_step_deg
         if self.period_deg <= 0:  # isotropic: orientation carries no information
             return np.zeros(1, dtype=np.float32)
-        count = max(1, int(round(self.period_deg / step)))
+        count = max(1, round(self.period_deg / step))
         return np.arange(count, dtype=np.float32) * np.float32(self.period_deg / count)
 
     def coarse_bank(self, window_cells: int) -> CoarseBank:
@@ -144,7 +146,7 @@ class TemplateBanks:
         reach = int(max_turn_deg // step) if step > 0 else count
         if 2 * reach + 1 >= count:
             return bank
-        centre = int(round(angle_deg / step)) % count
+        centre = round(angle_deg / step) % count
         key = (window_cells, centre, reach)
         subset = self._coarse_turns.get(key)
         if subset is None:
@@ -158,7 +160,7 @@ class TemplateBanks:
         """Spacing of the fine angle grid (360 for an isotropic shape: one angle)."""
         if self.period_deg <= 0:
             return 360.0
-        count = max(1, int(round(self.period_deg / self.options.fine_angle_step_deg)))
+        count = max(1, round(self.period_deg / self.options.fine_angle_step_deg))
         return self.period_deg / count
 
     def fine_bank(self, centre_index: int, span: int) -> FineBank:
@@ -171,7 +173,7 @@ class TemplateBanks:
         if stack is not None:
             return stack
         step = self.fine_step_deg()
-        count = max(1, int(round(self.period_deg / step)))
+        count = max(1, round(self.period_deg / step))
         indices = np.arange(centre_index - span, centre_index + span + 1)
         wrapped = [int(i) % count for i in indices]
         missing = sorted({i for i in wrapped if i not in self._fine})
