@@ -267,6 +267,20 @@ def test_block_darkness_clipping_pixels_equals_frame_window_at_low_dose() -> Non
     assert block_darkness(floats, 10, 8, 80, 2, 1.0, background, clip_pixels=True) is None  # may be negative
 
 
+def test_block_darkness_never_changes_the_frame() -> None:
+    """At block size 1 the level used to be a view of a float32 frame, then scaled in place."""
+    rng = np.random.default_rng(7)
+    for dtype in (np.float32, np.uint16):
+        pixels = rng.uniform(500, 900, (60, 60)).astype(dtype)
+        before = pixels.copy()
+        for factor in (1, 2, 3):
+            level = block_darkness(pixels, 6, 6, 48, factor, 1.0)
+            assert level is not None
+            np.testing.assert_allclose(level.contrast, block_mean(frame_window(pixels, 6, 6, 48, 48, 1.0).darkness,
+                                                                  factor), rtol=0, atol=2e-6)
+        assert np.array_equal(pixels, before)
+
+
 def _rod_memory() -> ShapeMemory:
     half = 30
     v, u = np.mgrid[-half : half + 1, -half : half + 1]

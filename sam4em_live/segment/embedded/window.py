@@ -127,13 +127,13 @@ def clip_unit(values: np.ndarray) -> None:
 
 
 def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over non-overlapping ``factor`` x ``factor`` blocks, float32 (shape must divide).
+    """Mean over non-overlapping ``factor`` x ``factor`` blocks: a new float32 array (shape must divide).
 
     Strided slice additions: an order of magnitude faster than reshape-and-reduce
     over a short last axis, and they convert integer pixels on the fly.
     """
-    if factor == 1:
-        return image.astype(np.float32, copy=False)
+    if factor == 1:  # a new array: callers scale it in place, and the frame's pixels must stay as sent
+        return image.astype(np.float32)
     rows = image[0::factor].astype(np.float32)
     for i in range(1, factor):
         rows += image[i::factor]
