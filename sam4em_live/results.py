@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sam4em_live.frames import Frame, SeriesInfo
-from sam4em_live.particles import ParticleMask, ParticleMeasurement
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from sam4em_live.frames import Frame, SeriesInfo
+    from sam4em_live.particles import ParticleMask, ParticleMeasurement
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,7 +151,7 @@ def test_malformed_requests_get_error_replies(served, control: RecordingControl,
 def test_multipart_request_is_refused(served) -> None:
     import zmq
 
-    server, client = served
+    server, _client = served
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.linger = 0
     sock.connect(server.endpoint)
@@ -185,9 +185,8 @@ def test_timeout_then_reconnect_gets_the_right_reply(served, control: RecordingC
 
 
 def test_client_without_server_times_out_clearly() -> None:
-    with ControlClient("tcp://127.0.0.1:9", timeout_s=0.2) as client:
-        with pytest.raises(ControlTimeout, match="tcp://127.0.0.1:9"):
-            client.ping()
+    with ControlClient("tcp://127.0.0.1:9", timeout_s=0.2) as client, pytest.raises(ControlTimeout, match=r"tcp://127\.0\.0\.1:9"):
+        client.ping()
 
 
 @pytest.mark.parametrize(
@@ -235,14 +234,12 @@ def test_curve_accepts_authorized_and_refuses_others(keys, control: RecordingCon
     try:
         with ControlClient.from_keys_dir(endpoint, keys / "keys", timeout_s=3.0) as good:
             assert good.ping()["pong"] is True
-        with ControlClient(endpoint, timeout_s=0.5) as plain:
-            with pytest.raises(ControlTimeout):
-                plain.pause()
+        with ControlClient(endpoint, timeout_s=0.5) as plain, pytest.raises(ControlTimeout):
+            plain.pause()
         stranger_keys = load_client_keys(keys / "stranger")
         wrong = type(stranger_keys)(stranger_keys.public, stranger_keys.secret, load_client_keys(keys / "keys").server_public)
-        with ControlClient(endpoint, timeout_s=0.5, curve_keys=wrong) as impostor:
-            with pytest.raises(ControlTimeout):
-                impostor.pause()
+        with ControlClient(endpoint, timeout_s=0.5, curve_keys=wrong) as impostor, pytest.raises(ControlTimeout):
+            impostor.pause()
         assert control.paused is False
         assert server.counters.refused_handshakes >= 2  # the plain client and the impostor, both logged
         with ControlClient.from_keys_dir(endpoint, keys / "keys", timeout_s=3.0) as good:

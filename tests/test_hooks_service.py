@@ -103,7 +103,7 @@ def test_bad_hooks_leave_the_pipeline_speed_and_results_intact(tmp_path) -> None
     frames, _ = disk_video(n_frames=300)
     RELEASE.clear()
     base_log, bad_log = ResultLog(), ResultLog()
-    _, base = run_to_end(config(tmp_path / "a"), frames, base_log)
+    _, _base = run_to_end(config(tmp_path / "a"), frames, base_log)
     _, bad = run_to_end(config(tmp_path / "b", hooks=("SlowHook", "CrashingHook", "HangingHook")), frames,
                             bad_log)
     RELEASE.set()
@@ -157,7 +157,7 @@ def wait_for(predicate, timeout_s: float = 5.0) -> bool:
 
 
 def test_control_channel_drives_the_real_service(live) -> None:
-    built, client = live
+    _built, client = live
     assert wait_for(lambda: client.status()["frames_processed"] > 5)
     client.add_prompt(2, box=(60.0, 50.0, 80.0, 70.0))
     assert wait_for(lambda: {p["id"] for p in client.particles()} == {1, 2})

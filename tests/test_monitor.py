@@ -170,7 +170,7 @@ def test_subscriber_counts_rejected_messages_and_goes_on():
         assert _wait(lambda: updates.append(subscriber.take()) or any(u.latest_result for u in updates))
         assert updates[-1].rejected_total == 4
         assert sum(updates[-1].rejected_by_reason.values()) == 4
-        assert [u.latest_result for u in updates if u.latest_result][0]["frame"] == 3
+        assert next(u.latest_result for u in updates if u.latest_result)["frame"] == 3
         assert subscriber.alive
     finally:
         subscriber.stop()

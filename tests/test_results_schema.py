@@ -39,7 +39,7 @@ def test_rle_round_trip(seed):
 def test_rle_starts_with_background_run():
     assert rle_encode(np.array([[True, True, False]])) == [0, 2, 1]
     assert rle_encode(np.array([[False, True, True]])) == [1, 2]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="RLE counts sum 3 != 4"):
         rle_decode([1, 2], (2, 2))
 
 

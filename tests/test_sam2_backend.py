@@ -56,7 +56,7 @@ def run(segmenter, frames, schedule):
 
 
 def test_missing_checkpoint_option_says_where_to_get_weights():
-    with pytest.raises(ValueError, match="sam2.1_hiera_tiny.pt") as info:
+    with pytest.raises(ValueError, match=r"sam2\.1_hiera_tiny\.pt") as info:
         Sam2Options()
     assert WEIGHTS_URL in str(info.value)
     with pytest.raises(ValueError, match="not both"):
@@ -68,7 +68,7 @@ def test_missing_checkpoint_option_says_where_to_get_weights():
 
 
 def test_checkpoint_file_missing_is_a_clear_error(tmp_path):
-    with pytest.raises(CheckpointError, match="sam2.1_hiera_tiny.pt") as info:
+    with pytest.raises(CheckpointError, match=r"sam2\.1_hiera_tiny\.pt") as info:
         create_segmenter("sam2", {**TINY, "random_weights": False, "checkpoint": str(tmp_path / "nope.pt")})
     assert WEIGHTS_URL in str(info.value)
 
@@ -188,7 +188,7 @@ def test_removal_leaves_others_bit_identical(clip):
 
 
 def test_correction_is_a_new_conditioning_frame_for_that_particle_only(clip):
-    frames, shape = clip
+    frames, _shape = clip
     base = run(make_segmenter(image_size_px=SIZE, batch_particles=False), frames, {0: [P1, P2]})
     segmenter = make_segmenter(image_size_px=SIZE, batch_particles=False)
     corrected = run(segmenter, frames, {0: [P1, P2], 5: [P1_CORRECTION]})

@@ -39,7 +39,7 @@ def sam2_reads(n: int, num_maskmem: int, stride: int, max_ptrs: int) -> tuple[se
 )
 def test_window_keeps_exactly_what_later_frames_read(num_maskmem, stride, max_ptrs):
     window = MemoryWindow(num_maskmem, stride, max_ptrs, True, 8)
-    for last in range(0, 120):
+    for last in range(120):
         later = range(last + 1, last + 2 + num_maskmem * stride + max_ptrs)
         need_spatial = set().union(*(sam2_reads(n, num_maskmem, stride, max_ptrs)[0] for n in later))
         need_ptr = set().union(*(sam2_reads(n, num_maskmem, stride, max_ptrs)[1] for n in later))
@@ -53,7 +53,7 @@ def test_conditioning_frames_pin_the_first_and_keep_the_latest():
     torch = pytest.importorskip("torch")
     bank = ParticleBank(MemoryWindow(7, 1, 16, True, 3))
     entry = MemoryEntry(torch.zeros(1, 4), torch.zeros(1, 2, 2, 2))
-    for t in range(0, 50):
+    for t in range(50):
         bank.add_tracked(t, MemoryEntry(torch.zeros(1, 4), torch.zeros(1, 2, 2, 2)))
         if t % 10 == 0:
             bank.add_cond(t, entry, clear_around=t == 40)
@@ -109,4 +109,4 @@ def test_two_thousand_frames_retained_tensors_stop_growing():
                 samples.append(census())
     assert len(set(banks)) == 1, banks  # the memory bank: identical count and bytes from frame 400 on
     assert len(set(samples)) == 1, samples  # the whole process: no tensor anywhere accumulates
-    assert list(segmenter.engine.banks[1].cond)[0] == 0 and len(segmenter.engine.banks[1].cond) == 3
+    assert next(iter(segmenter.engine.banks[1].cond)) == 0 and len(segmenter.engine.banks[1].cond) == 3

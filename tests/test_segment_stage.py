@@ -191,7 +191,7 @@ def test_a_frame_the_backend_fails_on_is_reported_at_collect_and_the_stream_goes
     frames, _ = disk_video(n_frames=6)
     outside = Prompt(4, 2, ((500.0, 5.0),), (1,))  # its rejection belongs to frame 2, which then fails
     stage = InProcessSegmentStage(_FailsOnFrame(bad_frame=2))
-    processor, results, failed = _run_processor(stage, frames, {0: PROMPTS, 2: [outside], 3: [outside.at_frame(3)]})
+    _processor, results, failed = _run_processor(stage, frames, {0: PROMPTS, 2: [outside], 3: [outside.at_frame(3)]})
     assert failed == [2] and [r.index for r in results] == [0, 1, 3, 4, 5]
     # Frame 2's pending edits went with it: frame 3 carries only its own rejection.
     assert [(e.frame, e.particle) for e in results[2].events] == [(3, 4)]

@@ -83,7 +83,7 @@ def test_camera_to_service_to_subscriber_and_recorder(tmp_path):
     np.testing.assert_allclose(p1.t_s, p1.frame / 50.0)
     labels = tifffile.imread(run_dir / "masks.tif")
     assert labels.shape == (40, 96, 128) and set(np.unique(labels)) == {0, 1, 2}
-    ys, xs = np.nonzero(labels[10] == 2)
+    _ys, xs = np.nonzero(labels[10] == 2)
     assert abs(xs.mean() - truth[10, 1, 0]) < 0.5
 
 

@@ -109,9 +109,9 @@ def test_csv_trajectory_drives_positions_and_absence(tmp_path) -> None:
     assert list(video.gt_table["x"]) == [30.0, 31.5, 33.0]
     assert list(video.gt_table["angle"]) == pytest.approx([10.0, 20.0, 30.0])
     assert video.gt_labels[2].max() == 0
+    bad = tmp_path / "two.csv"
+    pd.DataFrame({"frame": [0, 0], "particle": [1, 2], "x": [1.0, 2.0], "y": [1.0, 2.0]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="csv_particle"):
-        bad = tmp_path / "two.csv"
-        pd.DataFrame({"frame": [0, 0], "particle": [1, 2], "x": [1.0, 2.0], "y": [1.0, 2.0]}).to_csv(bad, index=False)
         ParticleTrajectory(ParticleSpec(motion=MotionSpec(kind="csv", csv_path=str(bad))), IMAGING,
                            np.random.default_rng(0))
 

@@ -96,8 +96,7 @@ def test_tapered_rod_reduces_to_capsule_and_tapers() -> None:
     assert np.all(np.diff(profile[cols[cols.size // 3 :]]) <= 1e-4)
 
 
-@pytest.mark.parametrize("particle", PARTICLES[:3] + [ParticleSpec(shape="rod", length_nm=80, width_nm=30,
-                                                                    end_width_nm=14)],
+@pytest.mark.parametrize("particle", [*PARTICLES[:3], ParticleSpec(shape="rod", length_nm=80, width_nm=30, end_width_nm=14)],
                          ids=["sphere", "rod61", "rod90", "cone"])
 def test_mask_centroid_area_and_angle_match_geometry(particle: ParticleSpec) -> None:
     rng = np.random.default_rng(7)

@@ -66,10 +66,10 @@ def test_prompts_come_from_the_truth(kind: str) -> None:
         mask = video.gt_labels[prompt.frame] == prompt.particle
         if "point" in kind:
             x, y = prompt.points[0]
-            assert mask[int(round(y)), int(round(x))]  # on the visible mask, even at the crossing
+            assert mask[round(y), round(x)]  # on the visible mask, even at the crossing
         if "box" in kind:
             x0, y0, x1, y1 = prompt.box
             ys, xs = np.nonzero(mask)
             assert (x0, y0, x1, y1) == (xs.min() - 0.5, ys.min() - 0.5, xs.max() + 0.5, ys.max() + 0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="kind must be"):
         make_prompts(video, kind="lasso")  # type: ignore[arg-type]

@@ -81,7 +81,7 @@ def test_move_stage_shifts_the_field_of_view() -> None:
     assert after[1][1] - before[1][1] == pytest.approx(7.0)
     assert after[2][1] - before[2][1] == pytest.approx(156 / 60 + 7.0)
     labels = source.last_truth.labels
-    ys, xs = np.nonzero(labels == 1)
+    _ys, xs = np.nonzero(labels == 1)
     assert xs.mean() == pytest.approx(after[1][0], abs=0.2)
 
 

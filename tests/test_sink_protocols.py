@@ -93,7 +93,7 @@ class CountersAsMethod(PlainSink):
         return {"frames_seen": len(self.frames)}
 
 
-@pytest.mark.parametrize(("sink", "message"), [
+@pytest.mark.parametrize("sink, message", [
     (NoConsume(), "NoConsume is not a Sink"),
     (object(), "object is not a Sink"),
     (CountersAsMethod(), "CountersAsMethod.counters must be a property giving a Mapping"),
@@ -121,7 +121,7 @@ def test_counters_reach_the_status_and_annotations_reach_the_annotating_sinks() 
     assert tally.notes == [("before the first frame", None), ("after the run", 11)]
 
 
-@pytest.mark.parametrize(("make", "counting", "annotating"), [
+@pytest.mark.parametrize("make, counting, annotating", [
     (lambda tmp: ResultsPublisher(PublisherConfig(endpoint="tcp://127.0.0.1:0")), True, False),
     (lambda tmp: Recorder(tmp, write_masks=False), True, True),
     (lambda tmp: HookRunner([]), True, False),

@@ -70,7 +70,7 @@ def test_ensemble_weighting_matches_trackpy_emsd_and_pooled_pairs():
             xy = g[["x", "y"]].to_numpy()
             sq.append(np.sum((xy[lag:] - xy[:-lag]) ** 2, axis=1))
         assert pooled.msd[lag - 1] == pytest.approx(np.mean(np.concatenate(sq)), rel=1e-12)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="weighting must be"):
         ensemble_msd(msds.values(), weighting="bogus")
 
 

@@ -36,9 +36,9 @@ def test_brownian_msd_is_4dt_and_fits_recover_d():
     ens = ensemble(tracks, 40)
     np.testing.assert_allclose(ens.msd[:10], 4 * D * ens.lag_frames[:10], rtol=0.04)
     lin = fit_msd_linear(ens.lag_frames, ens.msd, ens.n)
-    assert lin.D == pytest.approx(D, rel=0.04) and lin.offset == pytest.approx(0.0, abs=0.1)
+    assert pytest.approx(D, rel=0.04) == lin.D and lin.offset == pytest.approx(0.0, abs=0.1)
     anom = fit_msd(ens.lag_frames, ens.msd, ens.n)
-    assert anom.alpha == pytest.approx(1.0, abs=0.05) and anom.D == pytest.approx(D, rel=0.08)
+    assert anom.alpha == pytest.approx(1.0, abs=0.05) and pytest.approx(D, rel=0.08) == anom.D
     assert 0 < anom.alpha_err < 0.1 and 0 < anom.D_err < 0.1 * D
 
 
@@ -98,7 +98,7 @@ def test_fbm_alpha_and_one_step_velocity_correlation(alpha):
     ens = ensemble(tracks, 100)
     fit = fit_msd(ens.lag_frames, ens.msd, ens.n, with_offset=False, points=10)
     assert fit.alpha == pytest.approx(alpha, abs=0.06)
-    assert fit.D == pytest.approx(D, rel=0.15)
+    assert pytest.approx(D, rel=0.15) == fit.D
 
 
 def test_fit_recovers_exact_model_and_units():
@@ -139,11 +139,11 @@ def test_axial_unwrap_and_rotational_msd():
     Dr = 4.0  # deg^2 / frame
     truth = np.cumsum(rng.normal(0, math.sqrt(2 * Dr), 3000)) + 80.0
     folded = np.mod(truth + 90, 180) - 90
-    frames, unwrapped = unwrap_axial_deg(np.arange(truth.size), folded)
+    _frames, unwrapped = unwrap_axial_deg(np.arange(truth.size), folded)
     np.testing.assert_allclose(unwrapped - unwrapped[0], truth - truth[0], atol=1e-9)
     rot = rotational_msd(np.arange(truth.size), folded, max_lag=20)
     fit = fit_msd_linear(rot.lag_frames, rot.msd, rot.n, dims=1)
-    assert fit.D == pytest.approx(Dr, rel=0.15)
+    assert pytest.approx(Dr, rel=0.15) == fit.D
     with_nan = folded.copy()
     with_nan[5] = np.nan
     assert unwrap_axial_deg(np.arange(truth.size), with_nan)[0].size == truth.size - 1

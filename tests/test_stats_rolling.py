@@ -117,7 +117,7 @@ def test_remove_forget_and_order():
     assert stats.msd(1).n[0] == 1 and stats.msd(1).msd[0] == 1.0  # duplicate on frame 11: first kept
     stats.update(3, [ParticleMeasurement(2, 3, True, 0.0, 0.0)])  # index went back: new series
     assert stats.particles() == [2]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="window_frames must be >= 2"):
         RollingTrackStats(1, 1, None, None)
 
 

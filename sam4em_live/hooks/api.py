@@ -21,10 +21,9 @@ Hooks run on their own thread, never on the pipeline thread.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sam4em_live.frames import Calibration
 from sam4em_live.hooks.commands import (
@@ -38,9 +37,13 @@ from sam4em_live.hooks.commands import (
     StopRecording,
     UnblankBeam,
 )
-from sam4em_live.hooks.safety import CommandGate, CommandOutcome
-from sam4em_live.particles import ParticleMeasurement, Prompt
-from sam4em_live.results import ParticleStatistics, ServiceEvent
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from sam4em_live.hooks.safety import CommandGate, CommandOutcome
+    from sam4em_live.particles import ParticleMeasurement, Prompt
+    from sam4em_live.results import ParticleStatistics, ServiceEvent
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 

@@ -23,11 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sam4em_live.config import HooksConfig
-from sam4em_live.particles import ParticleMeasurement
 from sam4em_live.results import ParticleStatistics, ServiceEvent
+
+if TYPE_CHECKING:
+    from sam4em_live.config import HooksConfig
+    from sam4em_live.particles import ParticleMeasurement
 
 
 @dataclass(slots=True)
@@ -165,7 +167,7 @@ class EventDetector:
         dropped = int(data.get("frames_dropped") or 0)
         dropped_now = self._dropped is not None and dropped > self._dropped
         self._dropped = dropped
-        self._queue_depths = (self._queue_depths + [depth])[-3:]
+        self._queue_depths = ([*self._queue_depths, depth])[-3:]
         growing = len(self._queue_depths) == 3 and self._queue_depths[0] < self._queue_depths[1] < depth
         behind = camera_fps > 0 and processed_fps < self.slow_ratio * camera_fps
         slow = behind or growing or dropped_now

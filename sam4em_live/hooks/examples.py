@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from sam4em_live.config import FrozenModel
-from sam4em_live.hooks.api import HookContext
-from sam4em_live.particles import ParticleMeasurement
+
+if TYPE_CHECKING:
+    from sam4em_live.hooks.api import HookContext
+    from sam4em_live.particles import ParticleMeasurement
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ class KeepCentred:
     """
 
     class Options(FrozenModel):
+        """Options of `KeepCentred` (``[[hooks.hooks]] options``)."""
+
         particle: PositiveInt | None = None  # None: the present particle with the lowest id
         edge_margin_px: PositiveFloat = 64.0
         max_step_nm: PositiveFloat = 500.0
@@ -99,6 +104,8 @@ class StopWhenLost:
     """
 
     class Options(FrozenModel):
+        """Options of `StopWhenLost` (``[[hooks.hooks]] options``)."""
+
         lost_frames: PositiveInt = 10
         blank_beam: bool = True
         annotate: bool = True

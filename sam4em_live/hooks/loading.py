@@ -23,6 +23,8 @@ HOOK_METHODS = ("on_start", "on_result", "on_event", "on_stop")
 
 @dataclass(frozen=True, slots=True)
 class LoadedHook:
+    """A hook object built from its spec, with the name it is reported under."""
+
     name: str
     hook: Any
 

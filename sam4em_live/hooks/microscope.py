@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sam4em_live.control_api import ServiceControl
 from sam4em_live.particles import Prompt, RemoveParticle
 from sam4em_live.sources.base import MovableStage
+
+if TYPE_CHECKING:
+    from sam4em_live.control_api import ServiceControl
 
 logger = logging.getLogger(__name__)
 

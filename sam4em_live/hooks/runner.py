@@ -11,20 +11,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam4em_live.config import ConfigError, HooksConfig, SafetyConfig
-from sam4em_live.control_api import ServiceControl
 from sam4em_live.frames import Calibration
 from sam4em_live.hooks.api import HookContext
 from sam4em_live.hooks.loading import LoadedHook, load_hook
 from sam4em_live.hooks.microscope import DryRunMicroscope, Microscope, SimulatedMicroscope
 from sam4em_live.hooks.safety import CommandGate
 from sam4em_live.hooks.worker import HookWorker
-from sam4em_live.results import FrameResult, ParticleStatistics, RunInfo
 from sam4em_live.sources.base import FrameSource, MovableStage
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from sam4em_live.control_api import ServiceControl
+    from sam4em_live.results import FrameResult, ParticleStatistics, RunInfo
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from sam4em_live.config import SafetyConfig
 from sam4em_live.hooks.commands import (
@@ -37,6 +36,9 @@ from sam4em_live.hooks.commands import (
 )
 from sam4em_live.hooks.microscope import DryRunMicroscope, Microscope
 from sam4em_live.particles import Prompt
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 

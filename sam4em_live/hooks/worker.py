@@ -14,11 +14,13 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sam4em_live.hooks.api import HookContext, MicroscopeHandle
 from sam4em_live.hooks.commands import COMMAND_TYPES
-from sam4em_live.hooks.safety import CommandGate
+
+if TYPE_CHECKING:
+    from sam4em_live.hooks.safety import CommandGate
 
 logger = logging.getLogger(__name__)
 

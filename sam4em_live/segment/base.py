@@ -11,11 +11,14 @@ and both stages apply the `PromptError` contract with `track_with_retries`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask, PromptError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sam4em_live.frames import Frame
 
 
 @runtime_checkable

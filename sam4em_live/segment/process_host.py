@@ -24,21 +24,25 @@ segmented without it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import tempfile
 import time
-from collections.abc import Sequence
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sam4em_live.frames import Calibration, Frame
-from sam4em_live.particles import ParticleEdit, ParticleMask
 from sam4em_live.segment.base import BacklogAware, RejectedEdit, Segmenter, track_with_retries
 from sam4em_live.segment.stage import SegmentationFailed, SegmentOutcome, SegmentStageError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from multiprocessing.connection import Connection
+
+    from sam4em_live.particles import ParticleEdit, ParticleMask
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +60,10 @@ def _child_main(conn: Connection, backend: str, options: dict[str, Any]) -> None
 
     try:
         segmenter = create_segmenter(backend, options)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+    except Exception as exc:
         try:
             conn.send(("failed", exc))  # the original exception (bad options, missing checkpoint...)
-        except Exception:  # noqa: BLE001 - not picklable: its text
+        except Exception:
             conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", segmenter.describe()))
@@ -95,7 +99,7 @@ def _segment_one(segmenter: Segmenter, ring: np.ndarray, message: tuple) -> tupl
     error = None
     try:
         masks, rejected = track_with_retries(segmenter, frame, edits)
-    except Exception as exc:  # noqa: BLE001 - this frame failed; the stream goes on
+    except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     elapsed_ms = (time.perf_counter() - start) * 1e3
     return ("result", index, masks, rejected, error, elapsed_ms, segmenter.particles())
@@ -158,8 +162,10 @@ class SegmenterProcess:
         self._backlog = frames_waiting
 
     def fits(self, frame: Frame) -> bool:
-        """Whether ``frame`` can be submitted now: a free slot, and room in the ring or nothing in flight
-        (a larger frame needs a new ring, made only once every frame in flight is collected)."""
+        """Whether ``frame`` can be submitted now: a free slot, and room in the ring or nothing in flight.
+
+        A larger frame needs a new ring, made only once every frame in flight is collected.
+        """
         if len(self._pending) >= self._depth:
             return False
         return not self._pending or (self._ring is not None and frame.pixels.nbytes <= self._slot_bytes)
@@ -205,10 +211,8 @@ class SegmenterProcess:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self._conn.send(("close",))
-        except (OSError, ValueError):
-            pass
         self._process.join(10.0)
         if self._process.is_alive():
             log.warning("segmentation process did not exit; terminating it")

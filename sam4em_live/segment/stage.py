@@ -12,13 +12,16 @@ contract with `track_with_retries`, so an edit the backend refuses comes back as
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sam4em_live.frames import Frame
-from sam4em_live.particles import ParticleEdit, ParticleMask
 from sam4em_live.segment.base import BacklogAware, RejectedEdit, Segmenter, track_with_retries
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sam4em_live.frames import Frame
+    from sam4em_live.particles import ParticleEdit, ParticleMask
 
 
 class SegmentationFailed(RuntimeError):
@@ -127,7 +130,7 @@ class InProcessSegmentStage:
         start = time.perf_counter()
         try:
             masks, rejected = track_with_retries(self._segmenter, frame, edits)
-        except Exception as exc:  # noqa: BLE001 - this frame failed; collect() reports it, the stream goes on
+        except Exception as exc:
             self._failure = exc
             return
         self._outcome = SegmentOutcome(frame, tuple(masks), tuple(rejected), (time.perf_counter() - start) * 1e3)

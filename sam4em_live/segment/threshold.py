@@ -13,19 +13,24 @@ the other backends are unavailable.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
 
 from sam4em_live.config import FrozenModel, parse_options
-from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, PromptError, RemoveParticle
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sam4em_live.frames import Frame
 
 
 class ThresholdOptions(FrozenModel):
+    """Options of the threshold backend (``[segmenter.options]``); lengths in pixels."""
+
     smoothing_sigma_px: float = 3.0
     search_radius_px: int = 48
     default_prompt_radius_px: int = 24
@@ -44,6 +49,8 @@ class _Track:
 
 
 class ThresholdSegmenter:
+    """The simple baseline: smoothed-intensity threshold around each particle's last position."""
+
     def __init__(self, options: ThresholdOptions | None = None) -> None:
         self.options = options or ThresholdOptions()
         self._tracks: dict[int, _Track] = {}
@@ -70,9 +77,9 @@ class ThresholdSegmenter:
 
     def _window(self, pixels: np.ndarray, x: float, y: float, radius: float) -> tuple[np.ndarray, int, int]:
         rows, cols = pixels.shape
-        r = int(math.ceil(radius))
-        x0, y0 = max(0, int(round(x)) - r), max(0, int(round(y)) - r)
-        x1, y1 = min(cols, int(round(x)) + r + 1), min(rows, int(round(y)) + r + 1)
+        r = math.ceil(radius)
+        x0, y0 = max(0, round(x) - r), max(0, round(y) - r)
+        x1, y1 = min(cols, round(x) + r + 1), min(rows, round(y) + r + 1)
         window = ndimage.gaussian_filter(pixels[y0:y1, x0:x1].astype(np.float32), self.options.smoothing_sigma_px)
         return window, x0, y0
 
@@ -88,7 +95,7 @@ class ThresholdSegmenter:
         window, x0, y0 = self._window(pixels, x, y, radius)
         border = np.concatenate([window[0], window[-1], window[:, 0], window[:, -1]])
         background = float(np.median(border))
-        cy, cx = int(round(y)) - y0, int(round(x)) - x0
+        cy, cx = round(y) - y0, round(x) - x0
         # A click lands anywhere on the particle: take its darkest part near the click as the level.
         inner = window[max(0, cy - 8): cy + 9, max(0, cx - 8): cx + 9]
         level = float(np.percentile(inner if prompt.box is None else window, 1))
@@ -146,4 +153,5 @@ class ThresholdSegmenter:
 
 
 def create(options: dict[str, Any]) -> ThresholdSegmenter:
+    """Build the backend from raw options (validated by `ThresholdOptions`)."""
     return ThresholdSegmenter(parse_options(ThresholdOptions, options, "segmenter.options (threshold)"))

@@ -13,10 +13,8 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sam4em_live.frames import Frame
 from sam4em_live.measure import measure_mask
 from sam4em_live.particles import (
     ParticleEdit,
@@ -27,6 +25,11 @@ from sam4em_live.particles import (
 )
 from sam4em_live.results import FrameResult, ParticleStatistics, ServiceEvent
 from sam4em_live.segment.stage import SegmentationFailed, SegmentOutcome, SegmentStage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sam4em_live.frames import Frame
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sam4em_live.config import ServiceConfig
 from sam4em_live.control_api import ServiceState, StatusSnapshot
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.particles import ParticleEdit, PromptError
@@ -31,6 +29,11 @@ from sam4em_live.sinks.base import AnnotationSink, CountingSink, Sink, require_s
 from sam4em_live.sources.base import EndOfStream, FrameSource
 from sam4em_live.versions import package_versions
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sam4em_live.config import ServiceConfig
+
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # every wait is at most this long, so stop() is honoured within ~100 ms
@@ -39,6 +42,7 @@ COLLECT_TIMEOUT_S = 300.0
 
 
 def new_run_id() -> str:
+    """A sortable, unique run id: local start time plus six hex digits."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
@@ -123,7 +127,7 @@ class Service:
         def target() -> None:
             try:
                 self.run()
-            except BaseException as exc:  # noqa: BLE001 - carried to the owner
+            except BaseException as exc:
                 self.error = exc
 
         self._thread = threading.Thread(target=target, name="sam4em-service", daemon=True)
@@ -192,7 +196,7 @@ class Service:
                 if frame is not None:
                     self._meter.received_total += 1  # single writer: this thread
                     self.queue.put(frame)
-        except BaseException as exc:  # noqa: BLE001 - carried back to the worker
+        except BaseException as exc:
             self._ingest_error = exc
         finally:
             self._ingest_done.set()
@@ -219,9 +223,9 @@ class Service:
                 # segments frame N+1 while this thread measures, records and publishes frame N.
                 while self.stage.in_flight and (frame is None or self.stage.in_flight >= self.stage.depth):
                     self._collect()
-                if frame is None and not self.stage.in_flight:
-                    if self._ingest_done.is_set() and len(self.queue) == 0:
-                        return
+                if (frame is None and not self.stage.in_flight
+                        and self._ingest_done.is_set() and len(self.queue) == 0):
+                    return
                 if self.max_frames is not None and self._submitted >= self.max_frames:
                     return
         finally:

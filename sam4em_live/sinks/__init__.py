@@ -1,0 +1,1 @@
+"""Consumers of results: the `Sink` seam, the results publisher, the recorder and the sink registry."""

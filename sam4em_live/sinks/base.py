@@ -7,9 +7,10 @@ them once, when it is given the sink, and from then on calls only what the sink 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sam4em_live.results import FrameResult, RunInfo
+if TYPE_CHECKING:
+    from sam4em_live.results import FrameResult, RunInfo
 
 
 @runtime_checkable

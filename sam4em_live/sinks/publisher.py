@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
 import zmq
 
-from sam4em_live.config import PublisherConfig
-from sam4em_live.results import FrameResult, RunInfo
 from sam4em_live.sinks.results_schema import (
     SCHEMA_ID,
     SCHEMA_VERSION,
@@ -30,10 +27,18 @@ from sam4em_live.sinks.results_schema import (
     result_message,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from sam4em_live.config import PublisherConfig
+    from sam4em_live.results import FrameResult, RunInfo
+
 log = logging.getLogger(__name__)
 
 
 class ResultsPublisher:
+    """The results sink on a ZeroMQ PUB socket: one message per frame (schema v1), never blocking the pipeline."""
+
     def __init__(self, config: PublisherConfig, context: zmq.Context | None = None) -> None:
         self.config = config
         self._context = context or zmq.Context.instance()

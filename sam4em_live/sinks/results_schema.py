@@ -9,15 +9,18 @@ the crop, starting with a run of background (so ``counts[0]`` may be 0).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
 
-from sam4em_live.particles import ParticleMask, ParticleMeasurement
-from sam4em_live.results import FrameResult, ParticleStatistics, ServiceEvent
 from sam4em_live.wire import RejectedMessage, unpack_header
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sam4em_live.particles import ParticleMask, ParticleMeasurement
+    from sam4em_live.results import FrameResult, ParticleStatistics, ServiceEvent
 
 SCHEMA_ID = "sam4em-live.results"
 SCHEMA_VERSION = 1
@@ -62,6 +65,7 @@ def _num(value: float) -> float | None:
 
 
 def particle_entry(m: ParticleMeasurement, mask: ParticleMask, include_mask: bool) -> dict[str, Any]:
+    """One particle of a results message (measurement, score and, if asked, the RLE mask)."""
     entry: dict[str, Any] = {
         "id": m.particle, "present": m.present, "score": float(m.score),
         "x": _num(m.x), "y": _num(m.y), "angle_deg": _num(m.angle_deg), "area_px": m.area_px,
@@ -107,10 +111,12 @@ def statistics_entry(stats: ParticleStatistics) -> dict[str, Any]:
 
 
 def event_entry(event: ServiceEvent) -> dict[str, Any]:
+    """One event of a results message."""
     return {"kind": event.kind, "frame": event.frame, "particle": event.particle, "detail": dict(event.detail)}
 
 
 def result_message(result: FrameResult, run_id: str, backend: dict[str, Any], include_masks: bool) -> dict[str, Any]:
+    """The whole results message body of one frame (docs/results.md)."""
     frame = result.frame
     msg: dict[str, Any] = {
         "schema": SCHEMA_ID, "version": SCHEMA_VERSION, "type": "result",
@@ -129,6 +135,7 @@ def result_message(result: FrameResult, run_id: str, backend: dict[str, Any], in
 
 
 def pack(topic: bytes, body: dict[str, Any]) -> list[bytes]:
+    """The multipart message: topic, then the msgpack body stamped with the schema id."""
     body.setdefault("schema", SCHEMA_ID)
     body.setdefault("version", SCHEMA_VERSION)
     return [topic, msgpack.packb(body, use_bin_type=True)]

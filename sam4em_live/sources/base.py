@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from sam4em_live.frames import Frame, SeriesInfo
+if TYPE_CHECKING:
+    from sam4em_live.frames import Frame, SeriesInfo
 
 
 class EndOfStream(Exception):

@@ -10,9 +10,12 @@ truth.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.sources.base import FrameSource, MovableStage, SourceCounters
+
+if TYPE_CHECKING:
+    from sam4em_live.frames import Calibration, Frame, SeriesInfo
 
 
 class CalibratedSource:

@@ -27,15 +27,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sam4em_live.particles import ParticleMeasurement
 from sam4em_live.results import ParticleStatistics
 from sam4em_live.stats.fit import FitMemo, fit_msd_both, to_physical
-from sam4em_live.stats.msd import TrackMsd
 from sam4em_live.stats.ring import ParticleRings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sam4em_live.particles import ParticleMeasurement
+    from sam4em_live.stats.msd import TrackMsd
 
 logger = logging.getLogger(__name__)
 

@@ -13,20 +13,29 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy import fft as sfft
 
 from sam4em_live.segment.embedded.shape import ShapeMemory
+
+if TYPE_CHECKING:
+    from sam4em_live.segment.embedded.templates import CoarseBank
 from sam4em_live.segment.embedded.window import WindowExtent, robust_noise
 
 
 def _rfft2(image: np.ndarray) -> np.ndarray:
     """2-D real FFT of a window: `scipy.fft.rfftn`, a dispatch level cheaper than ``rfft2`` (same floats)."""
     return sfft.rfftn(image, workers=1)
+
+
+def _rfft2_stack(images: np.ndarray) -> np.ndarray:
+    """`_rfft2` of each image of a stack (N, n, n), in one call."""
+    return sfft.rfftn(images, axes=(-2, -1), workers=1)
 
 
 def _irfft2(spectra: np.ndarray, n: int) -> np.ndarray:
@@ -98,12 +107,44 @@ def _angle_gap(angle: float, reference: float, period: float) -> float:
     return abs((angle - reference + period / 2) % period - period / 2)
 
 
+def coarse_correlations(windows: Sequence[np.ndarray], banks: Sequence[CoarseBank]) -> list[np.ndarray]:
+    """``irfft2(bank.spectra * rfft2(window))`` for each window and its bank: the correlations of `coarse_search`.
+
+    Windows of one size share one forward and one inverse transform of a stack: the same floats
+    as a pair of calls per window (tests/test_embedded_fast_paths.py), in fewer calls into
+    scipy.fft, whose argument handling costs more than transforming a 24-32 cell window.
+    """
+    out: list[np.ndarray] = [np.empty(0)] * len(windows)
+    by_size: dict[int, list[int]] = {}
+    for i, window in enumerate(windows):
+        by_size.setdefault(window.shape[0], []).append(i)
+    for cells, members in by_size.items():
+        if len(members) == 1:
+            i = members[0]
+            out[i] = _irfft2(banks[i].spectra * _rfft2(windows[i])[None], cells)
+            continue
+        spectra = _rfft2_stack(np.stack([windows[i] for i in members]))
+        counts = [banks[i].spectra.shape[0] for i in members]
+        products = np.empty((sum(counts), *spectra.shape[1:]), spectra.dtype)
+        start = 0
+        for j, i in enumerate(members):
+            np.multiply(banks[i].spectra, spectra[j], out=products[start : start + counts[j]])
+            start += counts[j]
+        correlations = _irfft2(products, cells)
+        start = 0
+        for j, i in enumerate(members):
+            out[i] = correlations[start : start + counts[j]]
+            start += counts[j]
+    return out
+
+
 #: Floor on the visible fraction of template energy (avoids dividing by ~0 far outside the frame).
 MIN_VISIBLE_ENERGY = 0.05
 
 
 def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, prior: MotionPrior,
-                  valid: np.ndarray | None = None, max_turn_deg: float | None = None) -> CoarsePose | None:
+                  valid: np.ndarray | None = None, max_turn_deg: float | None = None,
+                  correlation: np.ndarray | None = None) -> CoarsePose | None:
     """Best pose on the coarse grid, or None if no position lies within the prior's radius.
 
     ``coarse`` is the block-mean contrast of the square window whose top-left
@@ -111,7 +152,8 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
     unclaimed indicator) makes the match a masked one: z is normalised by the
     template energy over valid pixels only, so a particle half out of the
     frame is found where it is, not pulled inside. ``max_turn_deg`` limits the
-    orientations tried to those within that turn of the prior's angle.
+    orientations tried to those within that turn of the prior's angle. ``correlation`` is the
+    window's `coarse_correlations` with the bank searched, when the caller has it already.
     """
     factor = memory.coarse_factor
     cells = coarse.shape[0]
@@ -121,7 +163,7 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
         bank = memory.banks.coarse_bank_turning(cells, prior.angle_deg, max_turn_deg)
     angles, norms, size = bank.angles_deg, bank.norms, bank.size
     sigma = memory.noise_level(factor, lambda: robust_noise(coarse, valid))
-    corr = _irfft2(bank.spectra * _rfft2(coarse)[None], cells)
+    corr = correlation if correlation is not None else _irfft2(bank.spectra * _rfft2(coarse)[None], cells)
     n_valid = cells - size + 1
     if valid is None:
         z = corr[:, :n_valid, :n_valid] / (sigma * norms[:, None, None])

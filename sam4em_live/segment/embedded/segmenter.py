@@ -25,6 +25,7 @@ import numpy as np
 
 from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
+from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.raster import Placement
 from sam4em_live.segment.embedded.reacquire import candidate_positions
@@ -33,6 +34,7 @@ from sam4em_live.segment.embedded.search import (
     FineLevel,
     MotionPrior,
     PoseEstimate,
+    coarse_correlations,
     coarse_search,
     fine_search,
     fine_window_extent,
@@ -50,8 +52,6 @@ CORRECTION_KEEP_IOU = 0.5
 LEARN_MIN_Z_FRACTION = 0.6
 #: Appearance is learned only from fully visible, unclaimed particles.
 LEARN_MIN_VISIBLE = 0.98
-#: Two masks overlapping this much (IoU) are one particle claimed twice.
-CONFLICT_IOU = 0.6
 #: Candidates verified per lost particle in a full-frame re-acquisition pass.
 REACQUIRE_CANDIDATES = 4
 #: While the pipeline is behind, a particle's due appearance update is skipped at most this many times in a row.
@@ -62,6 +62,15 @@ NEAR_ACCEPT_Z_FRACTION = 0.7
 #: larger turn falls back to (its near match is weak), tries all. Turns are ~5-17 degrees a frame.
 NEAR_MAX_TURN_DEG = 45.0
 
+
+
+class NearWindow(NamedTuple):
+    """A near search's coarse window, prepared before the searches of a frame (`_near_windows`)."""
+
+    x0: int
+    y0: int
+    level: BlockLevel
+    correlation: np.ndarray | None  # `coarse_correlations` of an unmasked level
 
 
 class SearchOutcome(NamedTuple):
@@ -168,7 +177,7 @@ class EmbeddedSegmenter:
             return False
         (x0, y0, x1, y1), crop = placed.box, placed.crop
         seed_full = np.zeros(pixels.shape, dtype=bool)
-        _paste(seed_full, seed.window.x0, seed.window.y0, seed.mask)
+        paste(seed_full, seed.window.x0, seed.window.y0, seed.mask)
         inter = int((seed_full[y0:y1, x0:x1] & crop).sum())
         union = int(seed.mask.sum()) + int(crop.sum()) - inter
         if inter / max(union, 1) < CORRECTION_KEEP_IOU:
@@ -180,20 +189,23 @@ class EmbeddedSegmenter:
     # ------------------------------------------------------------------ following
 
     def _search(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
-                radius_px: float | None = None, centre: tuple[float, float] | None = None) -> SearchOutcome:
+                radius_px: float | None = None, centre: tuple[float, float] | None = None,
+                prepared: NearWindow | None = None) -> SearchOutcome:
         """Coarse-to-fine pose search near the prediction (or ``centre``): the estimate and its window's background.
 
         A present particle is first searched within ``near_search_radius_px``; that
         answer stands if it is clear (z >= NEAR_ACCEPT_Z_FRACTION of the particle's
         typical z) and interior (not on the near window's rim, where the best
         match may lie further out). Otherwise the full radius is searched.
+        ``prepared`` is the near window when `_near_windows` made it.
         """
         prior = track.prior(self.options, reacquire=centre is not None)
         if radius_px is not None:
             prior = prior.within(radius_px)
         near_px = self.options.near_search_radius_px
         if centre is None and radius_px is None and track.present and 0 < near_px < prior.radius_px:
-            near = self._search_window(pixels, track, claims, prior.within(near_px), prior, near=True)
+            near = self._search_window(pixels, track, claims, prior.within(near_px), prior, near=True,
+                                       prepared=prepared)
             estimate = near.estimate
             if (estimate is not None and estimate.z >= NEAR_ACCEPT_Z_FRACTION * track.z_ref
                     and math.hypot(estimate.x - prior.x, estimate.y - prior.y)
@@ -203,12 +215,18 @@ class EmbeddedSegmenter:
 
     def _search_window(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
                        coarse_prior: MotionPrior, fine_prior: MotionPrior, near: bool = False,
-                       centre: tuple[float, float] | None = None) -> SearchOutcome:
-        cx, cy = centre if centre is not None else (coarse_prior.x, coarse_prior.y)
-        x0, y0, edge = track.window_origin(cx, cy, near=near)
-        coarse = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
+                       centre: tuple[float, float] | None = None, prepared: NearWindow | None = None
+                       ) -> SearchOutcome:
+        if prepared is None:
+            cx, cy = centre if centre is not None else (coarse_prior.x, coarse_prior.y)
+            x0, y0, edge = track.window_origin(cx, cy, near=near)
+            coarse = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
+            correlation = None
+        else:
+            x0, y0, coarse, correlation = prepared
         start: CoarsePose | None = coarse_search(coarse.contrast, x0, y0, track.memory, coarse_prior, coarse.valid,
-                                                 max_turn_deg=NEAR_MAX_TURN_DEG if near else None)
+                                                 max_turn_deg=NEAR_MAX_TURN_DEG if near else None,
+                                                 correlation=correlation)
         if start is None:
             return SearchOutcome(None, coarse.background)
         fx0, fy0, fedge = fine_window_extent(track.memory, start.x, start.y)
@@ -225,7 +243,8 @@ class EmbeddedSegmenter:
         this frame (mask IoU >= CONFLICT_IOU: two tracks on one particle) is
         searched again with those pixels withheld.
         """
-        found = {t.particle: self._search(pixels, t, claims) for t in tracks}
+        near = self._near_windows(pixels, tracks, claims)
+        found = {t.particle: self._search(pixels, t, claims, prepared=near.get(t.particle)) for t in tracks}
 
         def best_first(track: TrackedParticle) -> float:
             estimate = found[track.particle].estimate
@@ -237,11 +256,37 @@ class EmbeddedSegmenter:
             placed = None
             if estimate is not None:
                 placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
-                if placed is not None and claims and _conflicts(placed, claims):
+                if placed is not None and claims and conflicts(placed, claims):
                     estimate, background = self._search(pixels, track, claims)
                     placed = None
             results[track.particle] = self._conclude(pixels, track, estimate, background, claims, strict=False,
                                                      placed=placed)
+
+    def _near_windows(self, pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Placement]
+                      ) -> dict[int, NearWindow]:
+        """The near windows `_search` will look at first, with their coarse correlations computed together.
+
+        Windows of one size go through scipy.fft as one stack (`coarse_correlations`): the same
+        floats, fewer calls. Masked windows (pixels out of the frame or claimed) are left to
+        `coarse_search`. Nothing here depends on the order of the searches: no claim changes
+        until they are all done.
+        """
+        near_px = self.options.near_search_radius_px
+        windows: dict[int, NearWindow] = {}
+        for track in tracks:
+            prior = track.prior(self.options)
+            if not (track.present and 0 < near_px < prior.radius_px):
+                continue
+            x0, y0, edge = track.window_origin(prior.x, prior.y, near=True)
+            level = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
+            windows[track.particle] = NearWindow(x0, y0, level, None)
+        unmasked = [t for t in tracks if t.particle in windows and windows[t.particle].level.valid is None]
+        levels = [windows[t.particle].level.contrast for t in unmasked]
+        banks = [t.memory.banks.coarse_bank_turning(level.shape[0], t.angle_deg, NEAR_MAX_TURN_DEG)
+                 for t, level in zip(unmasked, levels, strict=True)]
+        for track, correlation in zip(unmasked, coarse_correlations(levels, banks), strict=True):
+            windows[track.particle] = windows[track.particle]._replace(correlation=correlation)
+        return windows
 
     def _follow(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
                 strict: bool = False) -> ParticleMask:
@@ -256,7 +301,7 @@ class EmbeddedSegmenter:
             return ParticleMask.absent(track.particle)
         if placed is None:
             placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
-        visible = 0.0 if placed is None else _unclaimed_area(placed, claims) / max(placed.area_px, 1)
+        visible = 0.0 if placed is None else unclaimed_area(placed, claims) / max(placed.area_px, 1)
         if placed is None or not track.is_detection(estimate, visible, self.options, strict):
             track.lose()
             return ParticleMask.absent(track.particle, track.confidence(estimate, visible, self.options))
@@ -293,7 +338,7 @@ class EmbeddedSegmenter:
         half = track.memory.observe_reach_px(track.angle_deg)  # the whole turned grid: no bounds checks
         x0, y0 = int(round(track.x)) - half, int(round(track.y)) - half
         window = frame_window(pixels, x0, y0, 2 * half + 1, 2 * half + 1, track.polarity,
-                              _claimed(claims, x0, y0, 2 * half + 1), background)
+                              claimed(claims, x0, y0, 2 * half + 1), background)
         track.learn_shape(window.darkness, track.x - x0, track.y - y0)
 
     def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Placement],
@@ -317,7 +362,7 @@ class EmbeddedSegmenter:
             if estimate is None:
                 continue
             placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
-            visible = 0.0 if placed is None else _unclaimed_area(placed, claims) / max(placed.area_px, 1)
+            visible = 0.0 if placed is None else unclaimed_area(placed, claims) / max(placed.area_px, 1)
             if placed is not None and track.is_detection(estimate, visible, self.options, strict=True):
                 track.frames_lost = 0
                 return self._conclude(pixels, track, estimate, background, claims, strict=True)
@@ -331,7 +376,7 @@ def _block_level(pixels: np.ndarray, track: TrackedParticle, claims: list[Placem
     Straight from the raw pixels (`block_darkness`) unless the window leaves the frame, holds
     saturated pixels or pixels claimed by other particles; then through `frame_window`.
     """
-    claimed = _claimed(claims, x0, y0, edge)
+    claimed = claimed(claims, x0, y0, edge)
     if claimed is None:
         fast = block_darkness(pixels, x0, y0, edge, factor, track.polarity, background, clip_pixels)
         if fast is not None:
@@ -350,49 +395,3 @@ def replace_position(track: TrackedParticle, seed: Seed) -> TrackedParticle:
     """``track`` moved to the seed's position (searched from there, motion forgotten)."""
     track.x, track.y, track.velocity = seed.x, seed.y, (0.0, 0.0)
     return track
-
-
-def _paste(full: np.ndarray, x0: int, y0: int, crop: np.ndarray) -> None:
-    rows, cols = full.shape
-    ya, yb = max(y0, 0), min(y0 + crop.shape[0], rows)
-    xa, xb = max(x0, 0), min(x0 + crop.shape[1], cols)
-    if ya < yb and xa < xb:
-        full[ya:yb, xa:xb] |= crop[ya - y0 : yb - y0, xa - x0 : xb - x0]
-
-
-def _claimed(claims: list[Placement], x0: int, y0: int, edge: int) -> np.ndarray | None:
-    """Pixels of the window at (x0, y0) already given to other particles this frame (None: none)."""
-    out: np.ndarray | None = None
-    for claim in claims:
-        bx0, by0, bx1, by1 = claim.box
-        if bx1 <= x0 or by1 <= y0 or bx0 >= x0 + edge or by0 >= y0 + edge:
-            continue
-        if out is None:
-            out = np.zeros((edge, edge), dtype=bool)
-        _paste(out, bx0 - x0, by0 - y0, claim.crop)
-    return out
-
-
-def _conflicts(placed: Placement, claims: list[Placement]) -> bool:
-    """Whether a placed mask is mostly one already claimed (IoU with any claim >= CONFLICT_IOU)."""
-    (x0, y0, x1, y1), crop = placed.box, placed.crop
-    area = int(crop.sum())
-    for claim in claims:
-        bx0, by0, bx1, by1 = claim.box
-        if bx1 <= x0 or by1 <= y0 or bx0 >= x1 or by0 >= y1:
-            continue
-        taken = np.zeros(crop.shape, dtype=bool)
-        _paste(taken, bx0 - x0, by0 - y0, claim.crop)
-        inter = int((taken & crop).sum())
-        if inter / max(area + int(claim.crop.sum()) - inter, 1) >= CONFLICT_IOU:
-            return True
-    return False
-
-
-def _unclaimed_area(placed: Placement, claims: list[Placement]) -> int:
-    """Pixels of a placed mask (in the frame) not claimed by particles settled before it this frame."""
-    (x0, y0, x1, y1), crop = placed.box, placed.crop
-    taken = _claimed(claims, x0, y0, max(x1 - x0, y1 - y0))
-    if taken is None:
-        return int(crop.sum())
-    return int((crop & ~taken[: y1 - y0, : x1 - x0]).sum())

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from sam4em_live.segment.sam2.memory import MemoryEntry, MemoryWindow, ParticleBank, batched_output_dict
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import torch
 
 #: Passed as ``num_frames``: a stream has no end, so pointer windows never clip at the video end.
@@ -119,7 +120,7 @@ class StreamingSam2:
             # Private: flatten the FPN levels to (HW, B, C) once, shared by every particle (as Meta's
             # _get_image_feature does); the public track_step only consumes the flattened features.
             _, feats, pos, sizes = model._prepare_backbone_features(backbone)
-        prompted = [p for p in prompts]
+        prompted = list(prompts)
         tracked = [p for p in self.banks if p not in prompts]
         results: dict[int, tuple[Any, ...]] = {}
         for particle in prompted:

@@ -56,7 +56,7 @@ class MemoryWindow:
         )
 
     def keeps_spatial(self, t: int, last: int) -> bool:
-        """Can frame ``t``'s spatial memory be read by any frame after ``last``?"""
+        """Whether frame ``t``'s spatial memory can be read by any frame after ``last``."""
         if self.num_maskmem < 2:
             return False
         if t == last:
@@ -69,7 +69,7 @@ class MemoryWindow:
         return t >= lowest
 
     def keeps_pointer(self, t: int, last: int) -> bool:
-        """Can frame ``t``'s object pointer be read by any frame after ``last``?"""
+        """Whether frame ``t``'s object pointer can be read by any frame after ``last``."""
         return self.use_obj_ptrs and t >= last + 1 - (self.max_obj_ptrs - 1)
 
 

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle
 from sam4em_live.segment.sam2.engine import PointPrompt, StageTimer, StepResult, StreamingSam2
 from sam4em_live.segment.sam2.model import build_model, resolve_device
-from sam4em_live.segment.sam2.options import Sam2Options
 from sam4em_live.segment.sam2.preprocess import FramePreprocessor, logits_to_frame
 from sam4em_live.segment.sam2.private_api import check_sam2_version
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     import torch
     from sam2.modeling.sam2_base import SAM2Base
+
+    from sam4em_live.frames import Frame
+    from sam4em_live.segment.sam2.options import Sam2Options
 
 log = logging.getLogger(__name__)
 
