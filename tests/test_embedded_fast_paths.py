@@ -325,3 +325,45 @@ def test_near_coarse_search_tries_only_turns_within_the_limit() -> None:
     assert unrestricted is not None and restricted is not None
     assert abs(unrestricted[2] - 60.0) <= 10.0  # the evidence wins over the turn prior
     assert abs((restricted[2] + 90.0) % 180.0 - 90.0) <= 45.0 + 5.0  # never beyond the limit (+ half a step)
+
+
+def test_coarse_correlations_equal_one_window_at_a_time() -> None:
+    """Windows of one size share a stack transform: the floats of a pair of scipy.fft calls per window."""
+    from sam4em_live.segment.embedded.templates import CoarseBank
+
+    rng = np.random.default_rng(12)
+    sizes = (24, 32, 24, 25, 32, 32, 27)
+    windows = [rng.normal(0, 0.1, (n, n)).astype(np.float32) for n in sizes]
+    banks = []
+    for n, k in zip(sizes, (9, 1, 5, 9, 18, 1, 3), strict=True):
+        spectra = (rng.normal(size=(k, n, n // 2 + 1)) + 1j * rng.normal(size=(k, n, n // 2 + 1))).astype(np.complex64)
+        banks.append(CoarseBank(np.zeros(k, np.float32), spectra, np.ones(k, np.float32), 7, spectra))
+    together = search.coarse_correlations(windows, banks)
+    for window, bank, correlation in zip(windows, banks, together, strict=True):
+        n = window.shape[0]
+        reference = sfft.irfft2(bank.spectra * sfft.rfft2(window, workers=1)[None], s=(n, n), workers=1)
+        assert correlation.dtype == reference.dtype and np.array_equal(correlation, reference)
+
+
+def test_near_windows_prepared_together_give_the_masks_of_one_search_at_a_time(monkeypatch) -> None:
+    from sam4em_live.frames import Frame
+    from sam4em_live.segment.embedded import EmbeddedSegmenter
+    from sam4em_live.sim.presets import get_preset
+    from sam4em_live.sim.video import make_prompts, simulate_video
+
+    video = simulate_video(get_preset("multi-1024"), 50, 0)
+    prompts = make_prompts(video, frames=(0,))
+    together, one_at_a_time = EmbeddedSegmenter(), EmbeddedSegmenter()
+    monkeypatch.setattr(one_at_a_time, "_near_windows", lambda pixels, tracks, claims: {})
+    stacked = []  # window stacks transformed together (two of the clip's particles have windows of one size)
+    transform = search._rfft2_stack
+    monkeypatch.setattr(search, "_rfft2_stack", lambda images: stacked.append(len(images)) or transform(images))
+    compared = 0
+    for index, pixels in enumerate(video.frames):
+        edits = [p for p in prompts if p.frame == index]
+        a = together.track(Frame("clip", index, 0.0, pixels), edits)
+        b = one_at_a_time.track(Frame("clip", index, 0.0, pixels), edits)
+        assert [(m.particle, m.present, m.bbox, m.score) for m in a] == [(m.particle, m.present, m.bbox, m.score) for m in b]
+        assert all(x.crop is None or np.array_equal(x.crop, y.crop) for x, y in zip(a, b, strict=True))
+        compared += sum(m.present for m in a)
+    assert compared > 100 and len(stacked) > 40

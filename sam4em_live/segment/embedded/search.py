@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -24,6 +23,8 @@ from scipy import fft as sfft
 from sam4em_live.segment.embedded.shape import ShapeMemory
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sam4em_live.segment.embedded.templates import CoarseBank
 from sam4em_live.segment.embedded.window import WindowExtent, robust_noise
 

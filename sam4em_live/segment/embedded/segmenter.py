@@ -240,7 +240,7 @@ class EmbeddedSegmenter:
         """Search every particle independently, then settle them best match first.
 
         A particle whose independent best pose lands on one already settled
-        this frame (mask IoU >= CONFLICT_IOU: two tracks on one particle) is
+        this frame (mask IoU >= `claims.CONFLICT_IOU`: two tracks on one particle) is
         searched again with those pixels withheld.
         """
         near = self._near_windows(pixels, tracks, claims)
@@ -376,12 +376,12 @@ def _block_level(pixels: np.ndarray, track: TrackedParticle, claims: list[Placem
     Straight from the raw pixels (`block_darkness`) unless the window leaves the frame, holds
     saturated pixels or pixels claimed by other particles; then through `frame_window`.
     """
-    claimed = claimed(claims, x0, y0, edge)
-    if claimed is None:
+    taken = claimed(claims, x0, y0, edge)
+    if taken is None:
         fast = block_darkness(pixels, x0, y0, edge, factor, track.polarity, background, clip_pixels)
         if fast is not None:
             return fast
-    window = frame_window(pixels, x0, y0, edge, edge, track.polarity, claimed, background)
+    window = frame_window(pixels, x0, y0, edge, edge, track.polarity, taken, background)
     valid = None if window.valid.all() else block_mean(window.valid, factor)
     return BlockLevel(block_mean(window.darkness, factor), valid, window.background)
 
