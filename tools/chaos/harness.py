@@ -302,10 +302,12 @@ class Control:
         sock.connect(self.endpoint)
         return sock
 
-    def raw(self, parts: list[bytes]) -> bytes | None:
+    def raw(self, parts: list[bytes], timeout_ms: int | None = None) -> bytes | None:
         """Send ``parts`` and return the reply, or None (and a fresh socket) when none came in time."""
         try:
             self.socket.send_multipart(parts)
+            if not self.socket.poll(timeout_ms or self.timeout_ms):
+                raise zmq.Again
             return self.socket.recv()
         except zmq.Again:
             self.timeouts += 1
