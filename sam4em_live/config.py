@@ -152,6 +152,31 @@ class ControlConfig(FrozenModel):
     insecure: bool = False
     # Requests larger than this get a "too_large" error reply (docs/control.md).
     max_message_bytes: PositiveInt = 65536
+    # Requests served per second at most (burst: one second's worth). Beyond it the server stops reading
+    # until a slot is free, so a flooding client waits instead of taking the service's CPU (docs/control.md).
+    max_requests_per_s: PositiveFloat = 200.0
+
+
+class QuotaConfig(FrozenModel):
+    """``[quotas]``: what control clients and hooks may ask of a running service (docs/control.md).
+
+    Each refusal is a clear error (``invalid_prompt`` or ``quota_exceeded``) and a count in the status's
+    ``refused_by_quota``; refused prompts are also reported as ``prompt_rejected`` events.
+    """
+
+    # Particles tracked at once; a prompt for a new particle beyond it is refused (each costs the worker
+    # time on every frame: 200 extra particles took the embedded backend from 50 to 1.7 fps).
+    max_particles: PositiveInt = 32
+    # A prompt box is clipped to the frame, then refused if either side is longer than this (px): seeding
+    # from a box costs time in proportion to its area (a 512 px box ~0.1 s on a 512^2 frame, measured).
+    max_box_edge_px: PositiveInt = 256
+    # Prompt, correction and removal requests per second (burst: one second's worth).
+    max_edits_per_s: PositiveFloat = 20.0
+    # Edits waiting for their frame (anchored to a future frame); more are refused.
+    max_pending_edits: PositiveInt = 256
+    # Annotations per second (burst: one second's worth) and the size of one (UTF-8 bytes).
+    max_annotations_per_s: PositiveFloat = 2.0
+    max_annotation_bytes: PositiveInt = 4096
 
 
 class HookSpec(FrozenModel):
@@ -204,6 +229,7 @@ class ServiceConfig(FrozenModel):
     stats: StatsConfig = Field(default_factory=StatsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    quotas: QuotaConfig = Field(default_factory=QuotaConfig)
     # Further sinks from the sink registry (`sam4em_live.sinks.registry`): ``[[sinks]] kind = "parquet"``.
     sinks: tuple[SinkConfig, ...] = ()
     prompts: Path | None = None  # prompts file applied at start

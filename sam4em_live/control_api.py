@@ -7,9 +7,11 @@ to import the service package.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from sam4em_live.particles import ParticleEdit
@@ -27,12 +29,50 @@ class ServiceState(StrEnum):
     ERRORED = "errored"
 
 
+class QuotaExceeded(RuntimeError):
+    """A request refused by a quota (``[quotas]``, docs/control.md): too many, too often or too large.
+
+    ``quota`` names the limit (``max_particles``, ``max_edits_per_s``...), so replies and counters can say which.
+    Nothing was queued or written; the same request may succeed later (rates) or after a removal (particles).
+    """
+
+    def __init__(self, quota: str, message: str) -> None:
+        super().__init__(message)
+        self.quota = quota
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ``ipc://``/``inproc://`` and ``tcp://`` on 127.0.0.0/8, ::1 or localhost.
+
+    Everything else (``*``, ``0.0.0.0``, an interface or host name, a LAN address) is taken as reachable
+    from other machines. Used by every socket that binds (control channel, results publisher, frame source).
+    """
+    parts = urlsplit(endpoint)
+    if parts.scheme in ("ipc", "inproc"):
+        return True
+    host = (parts.hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: assume reachable from outside
+
+
 @dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     """A frozen picture of the service, published about once a second.
 
     Rates are per second over the last status interval; latency is from the
     frame's acquisition timestamp to its result being published (ms).
+
+    The worker takes the snapshot; a worker stuck on one frame takes none, so a
+    snapshot can be old. `ServiceControl.status` therefore fills in, at the time
+    it is asked: ``snapshot_age_s`` (seconds since ``wall_time_s``, when the
+    snapshot was taken), ``worker_stalled_s`` (seconds since the worker last
+    finished a frame while frames were waiting; 0 when it keeps up or has
+    nothing to do) and ``stalled`` (``worker_stalled_s`` over the stall limit:
+    the state may still say ``streaming``, the rates are then stale).
     """
 
     state: ServiceState
@@ -44,6 +84,8 @@ class StatusSnapshot:
     frames_processed: int = 0
     frames_dropped: int = 0  # dropped by our own backpressure policy
     frames_spilled: int = 0  # written to the disk spill (every-frame policy)
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)  # queue_full (latest), spill_failed
+    frames_repaired: int = 0  # float frames whose few NaN/inf pixels were set to the median (docs/protocol.md)
     frames_gap: int = 0  # missing indices upstream (dropped before us)
     messages_rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
@@ -60,7 +102,11 @@ class StatusSnapshot:
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-sink counters (drops, errors, hooks)
     paused: bool = False
     error: str | None = None
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0  # time.time() when the snapshot was taken
+    snapshot_age_s: float = 0.0
+    worker_stalled_s: float = 0.0
+    stalled: bool = False
+    refused_by_quota: dict[str, int] = field(default_factory=dict)  # requests refused, by quota name
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -79,14 +125,17 @@ class ServiceControl(Protocol):
       the next frame processed; edits are validated against the frame shape at
       that frame boundary (invalid ones are logged, counted and reported in
       status, never applied). Raises `PromptError` at once for edits that are
-      invalid regardless of shape.
+      invalid regardless of shape or outside the current frame, and
+      `QuotaExceeded` for one over a quota (rate, particles, pending edits).
     - ``pause()`` / ``resume()`` stop/restart processing; while paused the
       ingest keeps running under the backpressure policy.
-    - ``status()`` returns the latest `StatusSnapshot`.
+    - ``status()`` returns the latest `StatusSnapshot`, with its age and the
+      worker's stall filled in at the time of the call.
     - ``describe_config()`` returns the validated config as JSON-able data.
     - ``particles()`` returns one JSON-able dict per tracked particle with its
       last measurement.
-    - ``annotate(text)`` adds a timestamped note to the run (``annotations.jsonl``).
+    - ``annotate(text)`` adds a timestamped note to the run (``annotations.jsonl``);
+      raises `QuotaExceeded` beyond the annotation rate or size.
     """
 
     def submit_edit(self, edit: ParticleEdit) -> None: ...

@@ -32,6 +32,7 @@ from sam4em_live.hooks import (
 )
 from sam4em_live.hooks.api import MicroscopeHandle
 from sam4em_live.hooks.commands import COMMAND_NAMES, COMMAND_TYPES
+from sam4em_live.hooks.events import EventDetector
 from sam4em_live.hooks.examples import KeepCentred, StopWhenLost
 from sam4em_live.hooks.loading import LoadedHook, load_hook
 from sam4em_live.particles import ParticleMeasurement, Prompt
@@ -349,6 +350,55 @@ def test_close_does_not_wait_forever_for_a_hung_hook() -> None:
     assert time.monotonic() - t0 < 1.0
     assert runner.hook_status()["hooks"]["hang"]["hung"] is True
     hanging.release.set()
+
+
+class ExitingHook:
+    """Calls sys.exit() (SystemExit) -- or raises another BaseException -- on its third result."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+        self.calls = 0
+
+    def on_result(self, ctx: HookContext) -> None:
+        self.calls += 1
+        time.sleep(0.005)  # let results queue behind it
+        if self.calls == 3:
+            raise self.exc
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), GeneratorExit()], ids=["SystemExit", "GeneratorExit"])
+def test_a_hook_that_exits_is_reported_dead(exc: BaseException, caplog) -> None:
+    caplog.set_level(logging.ERROR, logger="sam4em_live.hooks")
+    exiting, recorder = ExitingHook(exc), Recorder()
+    runner = HookRunner([LoadedHook("exits", exiting), LoadedHook("recorder", recorder)], hang_timeout_s=0.5)
+    runner.open(run_info())
+    for i in range(50):  # paced, so the hook sees more than three of them
+        runner.consume(result(i, []))
+        time.sleep(0.01)
+    deadline = time.monotonic() + 5
+    while not runner.hook_status()["hooks"]["exits"]["dead"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    drive_more = [runner.consume(result(i, [])) for i in range(50, 60)]
+    status = runner.hook_status()["hooks"]
+    counters = runner.counters
+    runner.close()
+
+    assert drive_more == [None] * 10  # consume still returns at once
+    assert status["exits"]["dead"] is True and status["exits"]["hung"] is False
+    assert counters["hooks.exits.died"] == 1 and counters["hooks.recorder.died"] == 0
+    assert exiting.calls == 3  # no calls after it died
+    assert recorder.frames[-1] == 59 and recorder.stopped  # the other hook is unaffected
+    assert any("hook exits is dead" in r.getMessage() and type(exc).__name__ in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_dead_hook_becomes_one_hook_died_event() -> None:
+    detector = EventDetector()
+    sinks = {"HookRunner": {"hooks.exits.died": 1, "hooks.fine.died": 0}}
+    first = detector.update(0, SHAPE, [], {"wall_time_s": 1.0, "sinks": sinks})
+    again = detector.update(1, SHAPE, [], {"wall_time_s": 2.0, "sinks": sinks})
+    assert [(e.kind, e.detail) for e in first] == [("hook_died", {"hook": "exits"})]
+    assert again == []
 
 
 class CommandingHook:

@@ -6,14 +6,21 @@ public key is in ``authorized_clients/`` complete the handshake, others never
 get a reply. ``insecure=True`` allows a plain non-loopback bind and logs a
 loud warning. Every request is validated by `schema.parse_request`; a bad
 request gets an error reply and the server carries on.
+
+Denial of service (issue 18): each message part larger than
+``HARD_LIMIT_FACTOR x max_message_bytes`` is refused by libzmq itself
+(``zmq.MAXMSGSIZE``: the peer is disconnected, nothing is read); a request is
+read one part at a time without copying, and the parts after the first are
+discarded unread by Python; at most ``max_requests_per_s`` requests are served
+per second -- beyond it the server stops reading until a slot is free, so a
+flooding client waits for its replies instead of taking the worker's CPU.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -23,6 +30,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from sam4em_live.control import schema
 from sam4em_live.control.keys import load_server_keys
+from sam4em_live.control.quotas import RateLimit
+from sam4em_live.control_api import QuotaExceeded, is_loopback_endpoint
 from sam4em_live.particles import PromptError
 
 if TYPE_CHECKING:
@@ -35,8 +44,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POLL_MS = 100
-#: Messages above this multiple of the limit are dropped by libzmq (connection closed) unread.
+#: Message parts above this multiple of the limit are dropped by libzmq (connection closed) unread.
 HARD_LIMIT_FACTOR = 4
+#: Receive queue per client (messages): a client that floods waits in its own socket, not in our memory.
+RCVHWM_MESSAGES = 16
+
+__all__ = ["ControlCounters", "ControlSecurityError", "ControlServer", "is_loopback_endpoint"]
 
 
 class ControlSecurityError(RuntimeError):
@@ -45,30 +58,22 @@ class ControlSecurityError(RuntimeError):
 
 @dataclass(slots=True)
 class ControlCounters:
-    """Requests served, errors (by code) and refused CURVE handshakes since the server started."""
+    """Requests served, errors (by code), paced requests and refused CURVE handshakes since the server started."""
 
     requests: int = 0
     errors: int = 0
     refused_handshakes: int = 0  # CURVE clients without an authorized key (or no keys at all)
+    paced: int = 0  # requests that waited because more than max_requests_per_s arrived
+    extra_parts_discarded: int = 0  # message parts after the first, discarded unread (multi-part requests)
     errors_by_code: dict[str, int] = field(default_factory=dict)
 
     def error(self, code: str) -> None:
         self.errors += 1
         self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
 
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for ``ipc://``/``inproc://`` and ``tcp://`` on 127.0.0.0/8, ::1 or localhost."""
-    parts = urlsplit(endpoint)
-    if parts.scheme in ("ipc", "inproc"):
-        return True
-    host = (parts.hostname or "").strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", an interface name or a host name: assume reachable from outside
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able copy (the ``control`` entry of the ``status`` reply)."""
+        return asdict(self)
 
 
 class ControlServer:
@@ -87,12 +92,15 @@ class ControlServer:
         curve_keys_dir: Path | None = None,
         insecure: bool = False,
         max_message_bytes: int = 65536,
+        max_requests_per_s: float = 200.0,
     ) -> None:
         self._control = control
         self._requested_endpoint = endpoint
         self._keys_dir = curve_keys_dir
         self._insecure = insecure
         self._max_bytes = max_message_bytes
+        self._requests = RateLimit(max_requests_per_s)
+        self._held_back = False
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
@@ -110,6 +118,7 @@ class ControlServer:
             curve_keys_dir=config.curve_keys_dir,
             insecure=config.insecure,
             max_message_bytes=config.max_message_bytes,
+            max_requests_per_s=config.max_requests_per_s,
         )
 
     @property
@@ -167,7 +176,8 @@ class ControlServer:
         assert self._context is not None
         sock = self._context.socket(zmq.REP)
         sock.linger = 0
-        sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes * HARD_LIMIT_FACTOR)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes * HARD_LIMIT_FACTOR)  # per part, before reading
+        sock.rcvhwm = RCVHWM_MESSAGES
         if ":" in (urlsplit(self._requested_endpoint).hostname or ""):
             sock.ipv6 = True
         if self._keys_dir is not None:
@@ -202,13 +212,46 @@ class ControlServer:
                 ready = dict(poller.poll(POLL_MS))
                 if self._monitor is not None and self._monitor in ready:
                     self._note_handshake(recv_monitor_message(self._monitor, zmq.NOBLOCK))
-                if self._socket in ready:
-                    parts = self._socket.recv_multipart(zmq.NOBLOCK)
-                    self._socket.send(self.handle(parts))
+                if self._socket in ready and self._paced():
+                    self._socket.send(self._answer(self._socket))
         except Exception:  # a socket failure ends the channel, never the service
             logger.exception("control server stopped after a socket error")
         finally:
             self._teardown()
+
+    def _paced(self) -> bool:
+        """Take a request slot; False (after waiting up to one poll) while over ``max_requests_per_s``."""
+        wait_s = self._requests.wait_s()
+        if wait_s > 0:
+            self._held_back = True
+            self._stop.wait(min(wait_s, POLL_MS / 1000))
+            return False
+        if not self._requests.try_take():
+            return False
+        if self._held_back:
+            self.counters.paced += 1
+            self._held_back = False
+        return True
+
+    def _answer(self, sock: zmq.Socket) -> bytes:
+        """Read one request part by part and answer it.
+
+        libzmq hands over a multi-part message only once all its parts have
+        arrived, so they are in its memory already; here the first part is read
+        without a copy and the others are released unread (``copy=False``), so a
+        300-part request never becomes 300 Python byte strings.
+        """
+        first = sock.recv(zmq.NOBLOCK, copy=False)
+        parts = 1
+        while sock.getsockopt(zmq.RCVMORE):
+            sock.recv(copy=False)
+            parts += 1
+        if parts > 1:
+            self.counters.extra_parts_discarded += parts - 1
+            self.counters.requests += 1
+            self.counters.error("malformed")
+            return schema.encode_error("malformed", f"expected one message part, got {parts}")
+        return self.handle([first.bytes])  # at most HARD_LIMIT_FACTOR x the limit (MAXMSGSIZE)
 
     def handle(self, parts: list[bytes]) -> bytes:
         """Answer one raw request (a list of frames); never raises."""
@@ -218,6 +261,9 @@ class ControlServer:
                 raise schema.RequestError("malformed", f"expected one message part, got {len(parts)}")
             request = schema.parse_request(parts[0], self._max_bytes)
             return schema.encode_ok(self._dispatch(request))
+        except QuotaExceeded as exc:
+            self.counters.error("quota_exceeded")
+            return schema.encode_error("quota_exceeded", f"{exc.quota}: {exc}")
         except schema.RequestError as exc:
             self.counters.error(exc.code)
             logger.info("control request refused (%s): %s", exc.code, exc)
@@ -245,7 +291,7 @@ class ControlServer:
             control.pause() if op == "pause" else control.resume()
             return {"paused": op == "pause"}
         if op == "status":
-            return control.status().as_dict()
+            return {**control.status().as_dict(), "control": self.counters.as_dict()}
         if op == "config":
             return control.describe_config()
         if op == "particles":

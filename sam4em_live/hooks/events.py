@@ -13,6 +13,8 @@ condition starts, not on every frame it holds:
   queue growing over two intervals; then back to normal.
 - ``alpha_change``: a particle's anomalous exponent (`ParticleStatistics.alpha`)
   moved by more than ``alpha_change`` since the last event (optional; 0 = off).
+- ``hook_died``: a hook's thread ended on `SystemExit` or another `BaseException`
+  (its ``hooks.<name>.died`` counter in the status's sink counters turned 1).
 
 Pixel coordinates: x = column, y = row, origin at the centre of the top-left
 pixel, so the image spans [-0.5, columns - 0.5] x [-0.5, rows - 0.5].
@@ -77,6 +79,7 @@ class EventDetector:
         self._queue_depths: list[int] = []
         self._dropped: int | None = None
         self._slow = False
+        self._dead_hooks: set[str] = set()
 
     @classmethod
     def from_config(cls, config: HooksConfig) -> EventDetector:
@@ -161,6 +164,18 @@ class EventDetector:
             return []  # the same snapshot as last frame: nothing new to judge
         self._status_time = stamp
         data = _status_mapping(status)
+        return self._hook_events(frame_index, data) + self._rate_events(frame_index, data)
+
+    def _hook_events(self, frame_index: int, data: Mapping[str, Any]) -> list[ServiceEvent]:
+        """``hook_died`` once per hook whose ``hooks.<name>.died`` counter is set (see hooks/worker.py)."""
+        counters = (data.get("sinks") or {}).get("HookRunner") or {}
+        dead = {key[len("hooks."):-len(".died")] for key, value in counters.items()
+                if key.startswith("hooks.") and key.endswith(".died") and value}
+        events = [ServiceEvent("hook_died", frame_index, None, {"hook": name}) for name in sorted(dead - self._dead_hooks)]
+        self._dead_hooks |= dead
+        return events
+
+    def _rate_events(self, frame_index: int, data: Mapping[str, Any]) -> list[ServiceEvent]:
         camera_fps = float(data.get("camera_fps") or 0.0)
         processed_fps = float(data.get("processed_fps") or 0.0)
         depth = int(data.get("queue_depth") or 0)

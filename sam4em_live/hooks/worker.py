@@ -5,6 +5,11 @@ so a slow, crashing or hung hook can never stall the stream. Pending results
 are coalesced (latest wins, the skips counted and shown in ``ctx.coalesced``);
 events queue separately (oldest dropped beyond the bound, counted) because a
 ``particle_lost`` must not be overwritten by the next ordinary frame.
+
+A hook that raises `SystemExit` (or any other `BaseException` that is not an
+`Exception`, `KeyboardInterrupt` aside) ends its own thread: that is counted,
+logged, and the hook is reported ``dead`` (counter ``died`` = 1, ``dead`` in
+its status, a ``hook_died`` event from the event detector); it gets no more calls.
 """
 
 from __future__ import annotations
@@ -51,8 +56,9 @@ class HookWorker:
         self._busy_since: float | None = None
         self._busy_call = ""
         self._skipped_since_delivery = 0
-        self.counters = {"calls": 0, "errors": 0, "coalesced": 0, "events_dropped": 0, "hangs": 0}
+        self.counters = {"calls": 0, "errors": 0, "coalesced": 0, "events_dropped": 0, "hangs": 0, "died": 0}
         self.hung = False
+        self.dead = False  # the hook's thread ended on a BaseException (SystemExit...); no more calls
 
     # -- called from the pipeline thread -----------------------------------
     def start(self, ctx: HookContext) -> None:
@@ -106,20 +112,34 @@ class HookWorker:
     def status(self) -> dict[str, Any]:
         self.check_hang()
         busy = self._busy_since
-        return {**self.counters, "hung": self.hung, "busy_call": self._busy_call if busy else None,
-                "busy_s": time.monotonic() - busy if busy else 0.0}
+        return {**self.counters, "hung": self.hung, "dead": self.dead,
+                "busy_call": self._busy_call if busy else None, "busy_s": time.monotonic() - busy if busy else 0.0}
 
     # -- hook thread --------------------------------------------------------
     def _loop(self) -> None:
-        if self._start_ctx is not None:
-            self._call("on_start", self._start_ctx)
-        while not self._abandon.is_set():
-            ctx, method = self._next()
-            if ctx is None:
-                continue
-            self._call(method, ctx)
-            if method == "on_stop":
-                return
+        try:
+            if self._start_ctx is not None:
+                self._call("on_start", self._start_ctx)
+            while not self._abandon.is_set():
+                ctx, method = self._next()
+                if ctx is None:
+                    continue
+                self._call(method, ctx)
+                if method == "on_stop":
+                    return
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit, GeneratorExit...: the thread ends, but never silently
+            self._die(exc)
+
+    def _die(self, exc: BaseException) -> None:
+        self.dead = True
+        self.counters["died"] += 1
+        logger.error("hook %s is dead: %s raised %s%s; it gets no more calls", self.name, self._busy_call or "its loop",
+                     type(exc).__name__, f" ({exc})" if str(exc) else "", exc_info=exc)
+        with self._cond:  # nothing will take what is queued
+            self._results.clear()
+            self._events.clear()
 
     def _next(self) -> tuple[HookContext | None, str]:
         with self._cond:

@@ -135,15 +135,20 @@ class FrameProcessor:
         """The last finished frame's measurements by particle id (replaced, never mutated: safe to read)."""
         return self._last_measurements
 
-    def submit(self, frame: Frame, edits: Sequence[ParticleEdit], backlog: int | None = None) -> None:
+    def submit(self, frame: Frame, edits: Sequence[ParticleEdit], backlog: int | None = None,
+               refused: Sequence[tuple[ParticleEdit, str]] = ()) -> None:
         """Validate ``edits`` against ``frame`` and start it on the stage (only while ``stage.fits(frame)``).
 
         ``backlog``: in live mode, the frames waiting behind this one; the backend
         may defer work and a statistics snapshot may be put off while behind.
         None (every-frame and offline runs) keeps results independent of timing.
-        Raises what the stage's ``submit`` raises.
+        ``refused``: edits the service refused before they reached the stage
+        (quotas), with the reason; they are counted and reported as
+        ``prompt_rejected`` events on this frame. Raises what the stage's ``submit`` raises.
         """
         valid, events = self._validate(frame, edits)
+        for edit, reason in refused:
+            self._reject(frame, edit, reason, events)
         if backlog is not None:
             self._stage.note_backlog(backlog)
         self._stage.submit(frame, valid)

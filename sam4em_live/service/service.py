@@ -7,6 +7,8 @@ worker and re-raised from `run()` after teardown, which always runs.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import gc
 import logging
 import sys
@@ -15,7 +17,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sam4em_live.control_api import ServiceState, StatusSnapshot
+from sam4em_live.control.quotas import ServiceQuotas
+from sam4em_live.control_api import QuotaExceeded, ServiceState, StatusSnapshot
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.particles import ParticleEdit, PromptError
 from sam4em_live.results import FrameResult, RunInfo
@@ -39,6 +42,10 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05  # every wait is at most this long, so stop() is honoured within ~100 ms
 #: Longest wait for one frame from a segmentation process before the run is failed (sam2 on CPU is slow).
 COLLECT_TIMEOUT_S = 300.0
+#: The worker is reported stalled when it has finished no frame for this many status intervals while frames wait.
+STALL_INTERVALS = 2.0
+#: Refused edits kept for their ``prompt_rejected`` event until the next frame (older ones are only counted).
+MAX_REFUSALS_KEPT = 64
 
 
 def new_run_id() -> str:
@@ -96,6 +103,11 @@ class Service:
         # (offline, replay) results must not depend on timing.
         self._shed_load = config.pipeline.backpressure == "latest"
         self._status = StatusSnapshot(ServiceState.IDLE, run_id=self.run_id)
+        self._quotas = ServiceQuotas(config.quotas)
+        # Edits refused on a client's thread, waiting to be reported as prompt_rejected events on the next frame.
+        self._refused_edits: collections.deque[tuple[ParticleEdit, str]] = collections.deque(maxlen=MAX_REFUSALS_KEPT)
+        self._frame_shape: tuple[int, int] | None = None  # of the last frame submitted (rows, cols)
+        self._last_progress_s = time.monotonic()  # when the worker last finished a frame (or started)
         self._meter = IntervalMeter()
         self.last_result: FrameResult | None = None
         self.error: BaseException | None = None  # what ended a `start()`ed run, if it failed
@@ -236,13 +248,15 @@ class Service:
             self._open_sinks(frame)
         processor = self.processor
         assert processor is not None  # built with the sinks at the first frame
-        edits = self.schedule.due(frame.index)
+        self._frame_shape = frame.shape
+        edits, refused = self._quotas.bound_due(self.schedule.due(frame.index), frame.shape, self.stage.particles())
+        refused.extend(self._take_refused_edits())
         self._submitted += 1
         backlog = len(self.queue) if self._shed_load else None
         if not self.stage.fits(frame):  # e.g. a larger frame (new series) for a segmentation process
             self._finish_in_flight()
         try:
-            processor.submit(frame, edits, backlog)
+            processor.submit(frame, edits, backlog, refused)
         except SegmentStageError:
             raise
         except Exception:
@@ -280,6 +294,7 @@ class Service:
                 self._sink_errors += 1
                 log.exception("sink %s failed on frame %d; continuing", type(sink).__name__, result.index)
         self._processed += 1
+        self._last_progress_s = time.monotonic()
         self.last_result = result
         self._meter.record(result, time.time() - result.frame.timestamp_s)
 
@@ -304,6 +319,7 @@ class Service:
                 log.exception("sink %s failed to open; running without it", type(sink).__name__)
         self._use_sinks(opened)
         self._sinks_open = True
+        self._last_progress_s = time.monotonic()  # the stall clock starts with the first frame
         gc.freeze()  # and what the sinks and the first frame's prompts just built (no collection: cheap)
         if self.config.pipeline.worker_cpu is not None:  # after the sinks have started their threads
             self._cpus_before_pinning = isolate_current_thread(self.config.pipeline.worker_cpu)
@@ -362,7 +378,7 @@ class Service:
             segmentation_errors=self._seg_errors, sink_errors=self._sink_errors,
             queue_depth=len(self.queue), paused=self._paused.is_set(), error=error,
             particles=tuple(self.stage.particles()), sinks=self._sink_counters(),
-            wall_time_s=time.time(), **rates,
+            refused_by_quota=self._quotas.refused, wall_time_s=time.time(), **rates,
         )
 
     def _sink_counters(self) -> dict[str, dict[str, int]]:
@@ -372,9 +388,28 @@ class Service:
     # ---------------------------------------------------------------- ServiceControl
 
     def submit_edit(self, edit: ParticleEdit) -> None:
+        """Queue ``edit`` after the quotas (`ServiceQuotas.admit_edit`): a box is clipped to the frame.
+
+        A refusal raises (`PromptError`, `QuotaExceeded`) and is reported as a
+        ``prompt_rejected`` event on the next frame; nothing is queued.
+        """
         if edit.particle < 1:
             raise PromptError(f"particle id must be >= 1, got {edit.particle}")
-        self.schedule.add(edit)
+        series = self.source.series
+        shape = self._frame_shape or (series.shape if series is not None else None)
+        tracked = set(self._status.particles)  # the worker's last snapshot: stage.particles() is not thread-safe
+        try:
+            admitted = self._quotas.admit_edit(edit, shape, tracked, len(self.schedule))
+        except (PromptError, QuotaExceeded) as exc:
+            self._refused_edits.append((edit, str(exc)))
+            raise
+        self.schedule.add(admitted)
+
+    def _take_refused_edits(self) -> list[tuple[ParticleEdit, str]]:
+        taken = []
+        while self._refused_edits:
+            taken.append(self._refused_edits.popleft())
+        return taken
 
     def pause(self) -> None:
         self._paused.set()
@@ -382,12 +417,22 @@ class Service:
             self._set_state(ServiceState.PAUSED)
 
     def resume(self) -> None:
+        self._last_progress_s = time.monotonic()  # a pause is not a stall
         self._paused.clear()
         if self._state is ServiceState.PAUSED:
             self._set_state(ServiceState.STREAMING)
 
     def status(self) -> StatusSnapshot:
-        return self._status
+        """The worker's last snapshot, with its age and the worker's stall as of now (see `StatusSnapshot`)."""
+        snapshot = self._status
+        now = time.monotonic()
+        waiting = len(self.queue) > 0 or self.stage.in_flight > 0
+        busy = self._state is ServiceState.STREAMING and waiting and not self._paused.is_set()
+        stalled_s = now - self._last_progress_s if busy else 0.0
+        limit_s = STALL_INTERVALS * self.config.pipeline.status_interval_s
+        age_s = max(time.time() - snapshot.wall_time_s, 0.0) if snapshot.wall_time_s else 0.0
+        return dataclasses.replace(snapshot, snapshot_age_s=age_s, worker_stalled_s=stalled_s,
+                                   stalled=stalled_s > limit_s)
 
     def describe_config(self) -> dict[str, Any]:
         return self.config.to_jsonable()
@@ -404,6 +449,7 @@ class Service:
         return out
 
     def annotate(self, text: str) -> None:
+        self._quotas.admit_annotation(text)  # QuotaExceeded beyond the size or rate limit
         frame = self.last_result.index if self.last_result else None
         for sink in self._annotation_sinks:
             sink.annotate(text, frame)
