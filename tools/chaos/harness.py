@@ -360,3 +360,38 @@ def wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.1) -> bool:
 
 def packb(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
+
+
+class Streamer:
+    """Send frames of ``video`` at ``fps`` from a thread until `stop` (or the service stops reading)."""
+
+    def __init__(self, feed: FrameFeed, video: SyntheticVideo, fps: float, series_id: str = "chaos",
+                 first_index: int = 0, max_frames: int = 10**9) -> None:
+        self.feed, self.video, self.fps, self.series_id = feed, video, fps, series_id
+        self.first_index, self.max_frames = first_index, max_frames
+        self.sent = 0
+        self.stalled = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="chaos-sender")
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self.first_index == 0:
+            self.feed.series_start(self.series_id, self.video.shape, self.fps)
+        for k in paced(self.fps, self.max_frames, self._stop):
+            if not self.feed.frame(self.video, self.series_id, self.first_index + k):
+                self.stalled = True
+                return
+            self.sent += 1
+
+    @property
+    def next_index(self) -> int:
+        return self.first_index + self.sent
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(10)
+        return self.sent
