@@ -158,11 +158,13 @@ def test_pages_reach_the_file_only_on_flush_and_a_crash_keeps_the_flushed_ones(t
     masks = [ParticleMask(3, True, 1.0, (10, 10, 30, 30), np.ones((20, 20), bool))]
     writer = LabelStackWriter(path)
     writer.append_masks((200, 200), masks, 0)
-    assert path.stat().st_size == 0  # nothing pushed yet
+    header_size = path.stat().st_size  # the header at once: a valid TIFF of no pages
+    assert read_label_stack(path)[1] == [] and writer.pages_on_disk == 0
     writer.flush()
     writer.append_masks((200, 200), masks, 1)
     writer.append_masks((200, 200), [], 2)
     size_after_first_flush = path.stat().st_size
+    assert size_after_first_flush > header_size and writer.pages_on_disk == 1
     assert read_label_stack(path)[1] == [0]  # the "crash" view: the file as it is on disk now
     writer.flush()
     assert path.stat().st_size > size_after_first_flush and read_label_stack(path)[1] == [0, 1, 2]

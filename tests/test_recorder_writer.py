@@ -193,7 +193,8 @@ def test_a_failing_write_is_counted_and_the_thread_goes_on() -> None:
 def test_counts_keep_their_documented_order() -> None:
     assert list(RecorderCounts().as_dict()) == [
         "frames_recorded", "particle_rows", "mask_pages", "events", "annotations", "status_snapshots",
-        "recorder_backpressure", "results_lost", "write_errors", "masks_not_drawn", "status_skipped"]
+        "recorder_backpressure", "results_lost", "write_errors", "masks_not_drawn", "status_skipped",
+        "results_after_stop"]
 
 
 # ---------------------------------------------------------------- per-file writers
@@ -209,9 +210,11 @@ def test_trajectories_csv_writer_rows_reach_the_file_whole_at_flush(tmp_path: Pa
     assert writer.write(result_message(0, 100.0)) == 1
     assert writer.write(result_message(1, 100.5)) == 1
     assert writer.write(result_message(2, 100.0, present=False)) == 0  # absent: no row
-    assert path.read_text() == ""  # nothing reaches the file before a flush
+    assert path.read_text() == ",".join(writer.columns) + "\n"  # the header at once; rows only at a flush
+    assert (writer.rows, writer.frames) == (0, 0)
     writer.flush()
     assert len(path.read_text().splitlines()) == 3  # the header and two whole rows
+    assert (writer.rows, writer.frames) == (2, 3)  # what the file holds: 2 rows from 3 frames
     writer.write(result_message(3, 101.75))
     writer.close()
     table = pd.read_csv(path)

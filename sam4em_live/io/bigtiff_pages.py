@@ -119,7 +119,10 @@ class BigTiffPageWriter:
 
     Bytes reach the OS only in `flush` (or when more than `MAX_PENDING_BYTES`
     are pending), so a crash between flushes loses at most the pages since the
-    last one and never damages earlier pages.
+    last one and never damages earlier pages. A write the OS refuses (disk
+    full, file too large) cuts the file back to its last complete page, leaves
+    the writer `broken` and raises the OSError: the file stays a valid TIFF of
+    `pages_on_disk` pages, whether or not space comes back later.
     """
 
     def __init__(self, fh: BinaryIO, empty_tile: bytes, tile_px: int) -> None:
@@ -127,8 +130,13 @@ class BigTiffPageWriter:
             fh.close()  # ours from the start, also when refused
             raise ValueError(f"TIFF tile size must be a multiple of 16, got {tile_px}")
         self._fh = fh
+        self._fd = fh.fileno()
         self.tile_px = tile_px
         self.pages = 0
+        #: Pages whose bytes and link are in the file (what a reader finds after a crash or a refused write).
+        self.pages_on_disk = 0
+        #: The OSError that stopped this writer, or None.
+        self.broken: OSError | None = None
         software = SOFTWARE.encode("ascii") + b"\0"
         self._pending = bytearray(_HEADER.pack(b"II", 43, 8, 0, 0))
         self._empty_offset = len(self._pending)
@@ -153,6 +161,8 @@ class BigTiffPageWriter:
         """
         if self._fh.closed:
             raise ValueError("BigTIFF page writer already closed")
+        if self.broken is not None:
+            raise OSError(self.broken.errno, f"page writer stopped after a refused write ({self.broken.strerror})")
         template = self._template(shape)
         start = self._on_disk + len(self._pending)
         page = bytearray()
@@ -212,28 +222,54 @@ class BigTiffPageWriter:
 
         In this order a crash (or a reader) never sees a pointer to bytes that
         are not written yet. ``fsync`` also forces both to the disk (for close).
+        Writes go straight to the file descriptor (``os.pwrite``), never through
+        a Python buffer that could push half a page out later: if the OS refuses
+        one, the file is cut back to where it was (`broken`, OSError raised).
         """
-        if self._fh.closed:
+        if self._fh.closed or self.broken is not None:
             return
-        if self._pending:
-            self._fh.seek(self._on_disk)
-            self._fh.write(self._pending)
-            self._on_disk += len(self._pending)
-            self._pending.clear()
-        if self._disk_link is not None:
-            self._fh.flush()
+        start, link = self._on_disk, self._disk_link
+        try:
+            if self._pending:
+                self._write_at(self._on_disk, self._pending)
+            if link is not None:
+                if fsync:
+                    os.fsync(self._fd)
+                position, ifd_offset = link
+                self._write_at(position, struct.pack("<Q", ifd_offset))
             if fsync:
-                os.fsync(self._fh.fileno())
-            position, ifd_offset = self._disk_link
-            self._fh.seek(position)
-            self._fh.write(struct.pack("<Q", ifd_offset))
-            self._disk_link = None
-        self._fh.flush()
-        if fsync:
-            os.fsync(self._fh.fileno())
+                os.fsync(self._fd)
+        except OSError as exc:
+            self._abandon(start, link, exc)
+            raise
+        self._on_disk += len(self._pending)
+        self._pending.clear()
+        self._disk_link = None
+        self.pages_on_disk = self.pages
+
+    def _write_at(self, position: int, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, position)
+            view, position = view[written:], position + written
+
+    def _abandon(self, size: int, link: tuple[int, int] | None, exc: OSError) -> None:
+        """Cut the file back to ``size`` bytes (its last complete page) and stop; the pending pages are lost."""
+        self.broken = exc
+        self._pending.clear()
+        self._disk_link = None
+        try:
+            if link is not None:  # the link may have reached the file: point it at nothing again
+                self._write_at(link[0], struct.pack("<Q", 0))
+            os.ftruncate(self._fd, size)
+        except OSError:  # pragma: no cover - the pointer is written last, so the chain still ends in the file
+            pass
 
     def close(self) -> None:
-        """Flush everything to the disk (fsync) and close the file. Idempotent."""
+        """Flush everything to the disk (fsync) and close the file. Idempotent.
+
+        Raises the OSError of a refused final write (the file is then cut back and closed).
+        """
         if self._fh.closed:
             return
         try:

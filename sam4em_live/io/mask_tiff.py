@@ -20,12 +20,17 @@ Crash safety: the writer only pushes bytes to the OS in `LabelStackWriter.flush`
 into the file only after its bytes are written. If the process dies, the pages
 flushed so far are readable; `read_label_stack` also skips a last page that was
 cut short (a file truncated at any byte gives every complete page before the cut).
+A write the OS refuses (disk full) cuts the file back to its last complete page
+and stops the writer (`bigtiff_pages`). `complete_page_frames` lists the frames of
+the complete pages without decoding them; `end_at_last_complete_page` cuts a file
+whose writer died back to those pages, so that any TIFF reader takes it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,11 +118,23 @@ class LabelStackWriter:
         # "xb": never overwrite an existing file.
         fh = open(path, "xb+")  # noqa: SIM115 - owned and closed by the page writer
         self._pages = BigTiffPageWriter(fh, self._empty_tile, TILE_PX)
+        # The header goes out now: from here on the file is a valid TIFF (of no pages yet) at every moment.
+        try:
+            self._pages.flush()
+        except OSError:
+            self._pages.close()
+            path.unlink(missing_ok=True)  # a file that never held a page is no part of the run
+            raise
 
     @property
     def pages(self) -> int:
         """Pages appended so far (still valid after `close`)."""
         return self._pages.pages
+
+    @property
+    def pages_on_disk(self) -> int:
+        """Pages whose bytes are in the file (flushed; after a refused write, the ones the file kept)."""
+        return self._pages.pages_on_disk
 
     def _page_writer(self) -> BigTiffPageWriter:
         if self._pages.closed:
@@ -254,3 +271,65 @@ def _page_is_complete(tif: tifffile.TiffFile, page: tifffile.TiffPage, size: int
     if not counts or min(counts) == 0 or len(counts) != len(offsets):
         return False
     return max(ifd_end, values_end, max(o + c for o, c in zip(offsets, counts, strict=True))) <= size
+
+
+def _complete_pages(path: Path) -> tuple[list[int], int, int]:
+    """Frames of the complete pages of ``path``, the file end after the last one, and its next-IFD field.
+
+    Stops at the first page that is incomplete or whose description is not ours, as `read_label_stack`
+    does, without decoding any tile. Returns ``([], header end, first-IFD field)`` for a stack without pages.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(_BIGTIFF_HEADER_BYTES)
+    if not _BIGTIFF_HEADER.startswith(head[: len(_BIGTIFF_HEADER)]) or len(head) < _BIGTIFF_HEADER_BYTES:
+        raise ValueError(f"{path}: not a little-endian BigTIFF label stack")
+    frames: list[int] = []
+    end, next_field = _BIGTIFF_HEADER_BYTES, len(_BIGTIFF_HEADER)
+    try:
+        tif = tifffile.TiffFile(path)
+    except tifffile.TiffFileError:  # the first IFD was cut short
+        return frames, end, next_field
+    with tif:
+        while True:
+            try:
+                page = tif.pages[len(frames)]
+            except (IndexError, tifffile.TiffFileError):
+                break
+            if not isinstance(page, tifffile.TiffPage) or not _page_is_complete(tif, page, size):
+                break
+            try:
+                frame = int(json.loads(page.description)["frame"])
+            except (ValueError, KeyError, TypeError):
+                break
+            frames.append(frame)
+            ifd_end = page.offset + tif.tiff.tagnosize + len(page.tags) * tif.tiff.tagsize + tif.tiff.offsetsize
+            end = max(ifd_end, max(t.valueoffset + t.valuebytecount for t in page.tags.values()),
+                      max(o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)))
+            next_field = ifd_end - tif.tiff.offsetsize
+    return frames, end, next_field
+
+
+def complete_page_frames(path: str | Path) -> list[int]:
+    """The frame index of every complete page of a ``masks.tif`` (even one cut short), without decoding tiles.
+
+    Raises ValueError for a file that is not a BigTIFF label stack.
+    """
+    return _complete_pages(Path(path))[0]
+
+
+def end_at_last_complete_page(path: str | Path) -> list[int]:
+    """Cut a ``masks.tif`` whose writer died back to its complete pages; returns their frame indices.
+
+    The file then ends right after its last complete page, whose next-IFD pointer is zero, so every
+    TIFF reader (not only `read_label_stack`) takes it. Call it only when no writer has the file open.
+    """
+    path = Path(path)
+    frames, end, next_field = _complete_pages(path)
+    with open(path, "r+b") as fh:
+        fh.seek(next_field)
+        fh.write(b"\0" * 8)
+        fh.truncate(end)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return frames

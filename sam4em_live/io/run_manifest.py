@@ -2,7 +2,8 @@
 
 The manifest is rewritten whole (temporary file + ``os.replace``) so a reader
 never sees half a file: after a crash it holds the last complete snapshot,
-with ``"status": "running"`` telling that the run did not close cleanly.
+with ``"status": "running"`` telling that the run did not close cleanly (and
+``writer`` naming the process, so a reader can tell a live run from a dead one).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import enum
 import json
 import math
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
 MANIFEST_FORMAT = "sam4em-live run"
 MANIFEST_VERSION = 1
 RANDOM_WEIGHTS_WARNING = "random weights — outputs are not segmentation"
+
+#: ``status`` values: the run is being written (or its process died: see ``writer``); every result reached
+#: the files; the files stop early (``reason`` says why); the service ended in error.
+RUNNING, COMPLETE, INCOMPLETE, ABORTED = "running", "complete", "incomplete", "aborted"
 
 #: Status fields copied from the latest service status into ``counts``.
 STATUS_COUNTS = (
@@ -83,6 +89,24 @@ class FrameRanges:
     def __len__(self) -> int:
         return sum(last - first + 1 for first, last in self.ranges)
 
+    @classmethod
+    def of(cls, frames: Iterable[int]) -> FrameRanges:
+        ranges = cls()
+        for index in frames:
+            ranges.append(index)
+        return ranges
+
+    def prefix(self, n: int) -> FrameRanges:
+        """The first ``n`` frames (all of them if there are fewer)."""
+        out = FrameRanges()
+        for first, last in self.ranges:
+            if n <= 0:
+                break
+            take = min(last - first + 1, n)
+            out.ranges.append([first, first + take - 1])
+            n -= take
+        return out
+
 
 def expand_ranges(ranges: Iterable[Iterable[int]]) -> list[int]:
     """Frame indices from ``mask_frames`` ranges (page ``k`` of masks.tif is frame ``result[k]``)."""
@@ -92,15 +116,30 @@ def expand_ranges(ranges: Iterable[Iterable[int]]) -> list[int]:
     return out
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` by ``data`` as strict JSON (temporary file, fsync, ``os.replace``): never half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(jsonable(data), fh, indent=2, allow_nan=False, ensure_ascii=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, data: Any) -> int:
+    """Replace ``path`` by ``data`` as strict JSON (temporary file, fsync, ``os.replace``): never half a file.
+
+    The temporary file is hidden (``.run.json.tmp``) and removed if the write fails, so a refused write
+    (disk full) leaves the previous file as it was and nothing else. Returns the bytes written.
+    """
+    text = json.dumps(jsonable(data), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    encoded = text.encode("utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(encoded)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return len(encoded)
+
+
+def writer_identity() -> dict[str, Any]:
+    """``run.json`` ``writer``: the process writing the run (a reader on the same host can see if it lives)."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
 def build_manifest(
@@ -113,8 +152,14 @@ def build_manifest(
     mask_frames: FrameRanges,
     latest_status: Mapping[str, Any] | None,
     closed_utc: str | None = None,
+    reason: str | None = None,
+    stopped: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``run.json`` document (field meanings in docs/recording.md)."""
+    """The ``run.json`` document (field meanings in docs/recording.md).
+
+    ``reason`` says why the status is not ``complete`` (None when it is, or while running without a
+    problem); ``stopped`` describes a recording that stopped early (file, error, last frame written).
+    """
     manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION}
     if run.backend.get("random_weights") is True:
         manifest["WARNING"] = RANDOM_WEIGHTS_WARNING
@@ -123,8 +168,12 @@ def build_manifest(
     manifest.update({
         "run_id": run.run_id,
         "status": status,
+        "reason": reason,
+        "recording_stopped": dict(stopped) if stopped else None,
         "created_utc": created_utc,
+        "updated_utc": utc_now(),
         "closed_utc": closed_utc,
+        "writer": writer_identity(),
         "series": {
             "series_id": series.series_id, "shape": list(series.shape), "dtype": series.dtype,
             "calibration": series.calibration.as_dict(), "metadata": dict(series.metadata),

@@ -6,12 +6,16 @@ Python holding the GIL. In the service process that would slow the segmenter,
 so the label stack is written by a child process instead; the recorder's writer
 thread only sends it the mask crops (a few kB per frame over a local pipe).
 
-Protocol over the pipe (parent → child): ``("pages", [(frame_index, shape,
-[(particle, bbox, crop_shape, crop_bytes), ...]), ...])`` (pages are sent in
-batches, see `MaskWriterProcess.push`), ``("flush",)``, ``("close",)``. The child answers ``("opened", None)`` or ``("error", message)``
-once after start, and ``("closed", pages, skipped)`` at close. If the parent
-dies, the child sees end-of-file, closes the file cleanly and exits, so
-everything sent so far is on disk.
+Protocol over the pipe (parent → child): ``("open", path, level)``, then
+``("pages", [(frame_index, shape, [(particle, bbox, crop_shape, crop_bytes), ...]), ...])``
+(pages are sent in batches, see `MaskWriterProcess.push`), ``("flush",)``, ``("close",)``.
+The child answers ``("opened", None)`` or ``("error", message)`` once after the open,
+``("flushed", pages_on_disk)`` after each flush, and ``("closed", pages_on_disk, skipped)`` at close.
+If a write is refused (disk full) the child cuts the file back to its last complete page,
+closes it, answers ``("failed", pages_on_disk, errno, message)`` and exits. If the parent
+dies, the child sees end-of-file, closes the file cleanly and exits, so everything sent
+so far is on disk. If the child dies, the parent sees end-of-file or a broken pipe
+(`MaskWriterDied`) and `end_at_last_complete_page` makes the file whole again.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ MASK_WRITER_NICE = 5
 CropPayload = tuple[int, tuple[int, int, int, int], tuple[int, int], bytes]
 #: One page over the pipe: (frame index, frame shape (rows, columns), the particles drawn on it).
 PagePayload = tuple[int, tuple[int, int], list[CropPayload]]
+
+
+class MaskWriterDied(OSError):
+    """The mask-writer child is gone without a word (killed, crashed); the pages it had flushed are in the file."""
 
 
 def _child_main(conn: Connection) -> None:
@@ -77,12 +85,20 @@ def _child_main(conn: Connection) -> None:
                     skipped += writer.append_masks(tuple(shape), masks, frame_index)
             elif message[0] == "flush":
                 writer.flush()
+                conn.send(("flushed", writer.pages_on_disk))
             elif message[0] == "close":
                 break
-    finally:
         writer.close()
+    except OSError as exc:  # a refused write: the file is cut back to its last complete page
+        writer.close()
+        with contextlib.suppress(OSError):
+            conn.send(("failed", writer.pages_on_disk, exc.errno, f"{path}: {exc.strerror or exc}"))
+        return
+    except BaseException:
+        writer.close()
+        raise
     with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
-        conn.send(("closed", writer.pages, skipped))
+        conn.send(("closed", writer.pages_on_disk, skipped))
 
 
 class MaskWriterProcess:
@@ -100,16 +116,30 @@ class MaskWriterProcess:
         child_conn.close()
         self.path: Path | None = None
         self.pages = 0
+        #: Pages the child reported in the file (its last "flushed" answer); a lower bound while it runs.
+        self.pages_on_disk = 0
         self.skipped = 0
+        #: Why the child stopped early (a refused write, or `MaskWriterDied`); raised again by `close`.
+        self.error: OSError | None = None
         self._pending: list[PagePayload] = []
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
 
     def open(self, path: Path, compression_level: int = 1) -> None:
         self.path = path
-        self._conn.send(("open", str(path), compression_level))
+        try:
+            self._conn.send(("open", str(path), compression_level))
+        except OSError as exc:
+            raise MaskWriterDied(f"{path}: mask writer process is gone ({exc})") from None
         if not self._conn.poll(_START_TIMEOUT_S):
             self._process.kill()
             raise OSError(f"{path}: mask writer process did not start")
-        kind, detail = self._conn.recv()
+        try:
+            kind, detail = self._conn.recv()
+        except EOFError:
+            raise MaskWriterDied(f"{path}: mask writer process died before opening the file") from None
         if kind != "opened":
             self._process.join(5)
             raise OSError(f"{path}: {detail}")
@@ -124,18 +154,61 @@ class MaskWriterProcess:
             self.push()
 
     def push(self) -> None:
-        """Send the pages appended since the last push in one message (one pickle, one wake-up of the child)."""
+        """Send the pages appended since the last push in one message (one pickle, one wake-up of the child).
+
+        Raises `MaskWriterDied` if the child is gone, OSError (with its errno) if it reported a refused write.
+        """
+        self.poll_answers()
         if self._pending:
             pages, self._pending = self._pending, []
-            self._conn.send(("pages", pages))
+            self._send(("pages", pages))
+
+    def discard_pending(self) -> None:
+        """Forget the pages appended but not yet sent (a recording that stops)."""
+        self.pages -= len(self._pending)
+        self._pending = []
 
     def flush(self, fsync: bool = False) -> None:
+        """Push, and ask the child to write its pages out (its answer updates `pages_on_disk` later)."""
         self.push()
-        self._conn.send(("flush",))
+        self._send(("flush",))
+
+    def poll_answers(self) -> None:
+        """Read the child's answers that are waiting, without blocking (raises as `push`)."""
+        try:
+            while self._conn.poll(0):
+                self._answer(self._conn.recv())
+        except (EOFError, ConnectionResetError):
+            raise self._died() from None
+
+    def _answer(self, answer: tuple[Any, ...]) -> None:
+        if answer[0] == "flushed":
+            self.pages_on_disk = int(answer[1])
+        elif answer[0] == "failed":
+            _, self.pages_on_disk, errno, message = answer
+            self._conn.close()
+            self._process.join(10)
+            self.error = OSError(errno, message)
+            raise self.error
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        try:
+            self._conn.send(message)
+        except OSError:  # BrokenPipeError: the child is gone; an answer it left may say why
+            self.poll_answers()
+            raise self._died() from None
+
+    def _died(self) -> MaskWriterDied:
+        self._conn.close()
+        self._process.join(10)
+        self.error = MaskWriterDied(f"{self.path}: mask writer process died (exit code {self._process.exitcode})")
+        return self.error
 
     def close(self) -> None:
-        """Finish the file and wait for the child; raises OSError if it failed. Idempotent."""
+        """Finish the file and wait for the child; raises OSError if it failed (again at every call)."""
         if self._conn.closed:
+            if self.error is not None:
+                raise self.error
             return
         if self.path is None:  # never opened: just let the child go
             self._conn.close()
@@ -144,12 +217,16 @@ class MaskWriterProcess:
         try:
             self.push()
             self._conn.send(("close",))
-            if self._conn.poll(_START_TIMEOUT_S):
-                _, pages, self.skipped = self._conn.recv()
-                if pages != self.pages:
-                    raise OSError(f"{self.path}: child wrote {pages} pages of {self.pages}")
-        except (BrokenPipeError, EOFError) as exc:
-            raise OSError(f"{self.path}: mask writer process died ({exc})") from None
+            while self._conn.poll(_START_TIMEOUT_S):
+                answer = self._conn.recv()
+                if answer[0] == "closed":
+                    _, self.pages_on_disk, self.skipped = answer
+                    break
+                self._answer(answer)
+            if self.pages_on_disk != self.pages:
+                raise OSError(f"{self.path}: child wrote {self.pages_on_disk} pages of {self.pages}")
+        except (BrokenPipeError, EOFError, ConnectionResetError):
+            raise self._died() from None
         finally:
             self._conn.close()
             self._process.join(10)

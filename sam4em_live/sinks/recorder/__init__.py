@@ -4,6 +4,6 @@
 policy, batching), ``run_writer`` (message type -> files), ``files`` (one writer per file).
 """
 
-from sam4em_live.sinks.recorder.sink import Recorder, RecorderError
+from sam4em_live.sinks.recorder.sink import Recorder, RecorderError, check_out_dir
 
-__all__ = ["Recorder", "RecorderError"]
+__all__ = ["Recorder", "RecorderError", "check_out_dir"]

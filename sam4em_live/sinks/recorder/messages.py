@@ -82,6 +82,7 @@ class RecorderCounts:
     write_errors: int = 0
     masks_not_drawn: int = 0  # particles with ids above 65535 (uint16 labels)
     status_skipped: int = 0  # status snapshots that found the queue full
+    results_after_stop: int = 0  # results (and notes) that came after the recording stopped on a write error
 
     def as_dict(self) -> dict[str, int]:
         return {field.name: getattr(self, field.name) for field in fields(self)}

@@ -10,14 +10,34 @@ message                   files
 
 Created on the pipeline thread by `Recorder.open` (the files are created there, so a disk that
 refuses fails the open); everything after that runs on the writer thread.
+
+Failures (the policy of docs/recording.md, "Faults"):
+
+- a write the OS refuses (disk full, file too large, I/O error) in any file **stops the recording**:
+  every file is cut back to its last whole record (lines, pages), the reserved space is given back,
+  a ``recording_stopped`` event and ``run.json`` (``incomplete``, the reason, counts of what the
+  files hold) are written, and later results are only counted (``results_after_stop``). The
+  service goes on streaming. Space that comes back later changes nothing: nothing is retried.
+- the mask-writer child dying stops ``masks.tif`` only (cut back to its last complete page); the
+  rest goes on and the run ends ``incomplete``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
-from sam4em_live.io.run_manifest import FrameRanges, utc_now
+from sam4em_live.io.run_manifest import (
+    ABORTED,
+    COMPLETE,
+    INCOMPLETE,
+    RUNNING,
+    FrameRanges,
+    utc_now,
+)
+from sam4em_live.sinks.mask_process import MaskWriterDied
 from sam4em_live.sinks.recorder.files import (
     JsonlWriter,
     ManifestWriter,
@@ -26,7 +46,6 @@ from sam4em_live.sinks.recorder.files import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
     from sam4em_live.results import RunInfo
@@ -45,6 +64,10 @@ EVENTS = "events.jsonl"
 STATUS = "status.jsonl"
 ANNOTATIONS = "annotations.jsonl"
 MANIFEST = "run.json"
+#: run.json is rewritten at every status snapshot (about once a second) and, without them, at least this often.
+MANIFEST_INTERVAL_S = 2.0
+#: The ``events.jsonl`` kind of the line that says the recording (or one file of it) stopped early.
+RECORDING_STOPPED = "recording_stopped"
 
 
 class RunDirectoryWriter:
@@ -55,7 +78,8 @@ class RunDirectoryWriter:
     run, run_dir
         The run and its (new, empty) directory.
     counts
-        The recorder's counters; this writer bumps the files' counts and reads the queue's for run.json.
+        The recorder's counters; this writer sets the files' counts (what the files hold) and reads
+        the queue's for run.json.
     masks
         The ``masks.tif`` writer, or None when masks are not recorded.
     """
@@ -66,15 +90,21 @@ class RunDirectoryWriter:
         self.counts = counts
         self.masks = masks
         self.finished = False
+        #: Why the whole recording stopped early (run.json ``recording_stopped``), or None.
+        self.stopped: dict[str, Any] | None = None
+        self._problems: list[str] = []  # why the files hold less than the run: run.json ``reason``
         self._latest_status: dict[str, Any] | None = None
+        self._last_frame: int | None = None
+        self._manifest_due = 0.0
         self._trajectories: TrajectoriesCsvWriter | None = None
         self._jsonl: dict[str, JsonlWriter] = {}
+        self._files_open = True  # until `_close_files`: the writers stay, for their counts
         try:
             self._trajectories = TrajectoriesCsvWriter(run_dir / TRAJECTORIES, run.series.calibration)
             for name in (EVENTS, STATUS, ANNOTATIONS):
                 self._jsonl[name] = JsonlWriter(run_dir / name)
             self.manifest = ManifestWriter(run_dir / MANIFEST, run, utc_now(), self._trajectories.columns)
-            self._write_manifest("running")
+            self._write_manifest(RUNNING)
         except BaseException:
             self._close_files()
             raise
@@ -88,57 +118,81 @@ class RunDirectoryWriter:
         first frame arrives; waiting for it in `open` held up the first frame (and, at a camera
         rate, dropped the frames behind it). Results queue meanwhile. If the child cannot open
         the file, the run is recorded without masks (counted in ``write_errors``; run.json
-        then lists no masks file) instead of not at all.
+        then lists no masks file and ends ``incomplete``) instead of not at all.
         """
         if self.masks is None:
             return
         try:
             self.masks.open()
-        except OSError:
+        except OSError as exc:
             self.counts.write_errors += 1
+            self._problems.append(f"{MASKS} not written ({exc})")
             log.exception("recorder: masks.tif cannot be written; recording the run without it")
 
     def write_result(self, message: ResultMessage) -> None:
         trajectories = self._trajectories
-        assert trajectories is not None, "write after finish()"
-        self.counts.particle_rows += trajectories.write(message)
+        if self.stopped is not None or not self._files_open or trajectories is None:
+            self.counts.results_after_stop += 1
+            return
+        trajectories.write(message)
         events = self._jsonl[EVENTS]
         for event in message.events:
             events.write({"kind": event.kind, "frame": event.frame, "particle": event.particle,
                           "detail": event.detail, "wall_time_s": message.processed_s})
-            self.counts.events += 1
-        if self.masks is not None and self.masks.append(self.run.series.shape, message.masks, message.index):
-            self.counts.mask_pages += 1
-        self.counts.frames_recorded += 1
+        self._last_frame = message.index
+        if self.masks is not None:
+            try:
+                self.masks.append(self.run.series.shape, message.masks, message.index)
+            except OSError as exc:
+                self._masks_failed(exc)
 
     def write_status(self, message: StatusMessage) -> None:
         self._latest_status = dict(message.status)
+        if self.stopped is not None or not self._files_open:
+            return
         self._jsonl[STATUS].write(self._latest_status)
-        self.counts.status_snapshots += 1
+        self._manifest_due = 0.0  # flush() rewrites run.json with this snapshot
         self.flush()
-        self._write_manifest("running")
 
     def write_annotation(self, message: AnnotationMessage) -> None:
+        if self.stopped is not None or not self._files_open:
+            self.counts.results_after_stop += 1
+            return
         self._jsonl[ANNOTATIONS].write(message.as_record())
-        self.counts.annotations += 1
 
     def end_batch(self) -> None:
-        if self.masks is not None:
-            self.masks.push()  # the batch's pages to the child in one message
+        if self.masks is not None and self.stopped is None and self._files_open:
+            try:
+                self.masks.push()  # the batch's pages to the child in one message
+            except OSError as exc:
+                self._masks_failed(exc)
 
     def flush(self) -> None:
-        if self._trajectories is not None:
-            self._trajectories.flush()
-        for writer in self._jsonl.values():
-            writer.flush()
+        """Append what is pending to every file; a refused write stops the recording (module docstring)."""
+        if self.stopped is not None or not self._files_open or self._trajectories is None:
+            return
+        for name, writer in ((TRAJECTORIES, self._trajectories), *self._jsonl.items()):
+            try:
+                writer.flush()
+            except OSError as exc:
+                self._stop(name, exc)
+                return
         if self.masks is not None:
-            self.masks.flush()
+            try:
+                self.masks.flush()
+            except OSError as exc:
+                self._masks_failed(exc)
+        self._sync_counts()
+        if time.monotonic() >= self._manifest_due:
+            self._write_running_manifest()
 
     def finish(self) -> None:
-        """Flush, fsync and close every file, then finalise run.json (complete or aborted). Idempotent.
+        """Flush, fsync and close every file, then finalise run.json. Idempotent.
 
         Called by the writer thread after the last message, or by `Recorder.close` if that thread died.
-        Each step is guarded on its own, so one failing file does not cost the others.
+        Each step is guarded on its own, so one failing file does not cost the others. The status is
+        ``aborted`` if the service ended in error, ``incomplete`` if the files hold less than the run
+        (the recording stopped, masks.tif stopped, results were lost), else ``complete``.
         """
         if self.finished:
             return
@@ -149,44 +203,140 @@ class RunDirectoryWriter:
             self.counts.write_errors += 1
             log.exception("recorder: final flush failed")
         self._close_files()
-        latest = self._latest_status or {}
-        failed = latest.get("state") == "errored" or latest.get("error") or self.counts.results_lost
+        self.manifest.release_reserve()  # its space, for the final run.json on a disk that filled up
+        status, reason = self._final_status()
         try:
-            self._write_manifest("aborted" if failed else "complete", utc_now())
+            self._write_manifest(status, utc_now(), reason)
         except Exception:
             self.counts.write_errors += 1
-            log.exception("recorder: finalising run.json failed")
-        log.info("run %s recorded: %d frames, %d trajectory rows", self.run.run_id, self.counts.frames_recorded,
-                 self.counts.particle_rows)
+            log.exception("recorder: finalising run.json failed (it still holds the state when it was last written)")
+        log.info("run %s recorded (%s): %d frames, %d trajectory rows", self.run.run_id, status,
+                 self.counts.frames_recorded, self.counts.particle_rows)
+
+    # ------------------------------------------------------------- faults
+
+    def _stop(self, name: str, exc: OSError) -> None:
+        """Stop the whole recording after ``name`` refused a write (module docstring)."""
+        self.counts.write_errors += 1
+        assert self._trajectories is not None
+        self.counts.results_after_stop += self._trajectories.pending_frames  # rows dropped with the stop
+        for writer in (self._trajectories, *self._jsonl.values()):
+            writer.discard()
+        self.stopped = {"file": name, "errno": exc.errno, "error": exc.strerror or str(exc),
+                        "after_frame": self._last_frame, "utc": utc_now()}
+        reason = (f"recording stopped: {name}: {exc.strerror or exc}; the files end at the last whole record "
+                  "written before it")
+        self._problems.insert(0, reason)
+        log.error("recorder: %s (the service goes on without recording)", reason)
+        if self.masks is not None:
+            try:
+                self.counts.masks_not_drawn += self.masks.close(discard_pending=True)
+            except OSError:
+                log.warning("recorder: masks.tif ends early too", exc_info=True)
+        self.manifest.release_reserve()  # room for the last words below, on a full disk
+        self._append_stop_event(name, reason)
+        self._sync_counts()
+        try:
+            self._write_manifest(INCOMPLETE, reason=self._reason())
+        except OSError:
+            self.counts.write_errors += 1
+            log.exception("recorder: run.json could not say that the recording stopped")
+        self._close_files()
+
+    def _masks_failed(self, exc: OSError) -> None:
+        """masks.tif cannot go on: a dead child costs the masks only; a refused write stops everything."""
+        if not isinstance(exc, MaskWriterDied):
+            self._stop(MASKS, exc)
+            return
+        assert self.masks is not None
+        self.counts.write_errors += 1
+        with contextlib.suppress(OSError):  # the same death again; close() makes the file and its frames agree
+            self.masks.close()
+        frames = self.masks.frames
+        last = frames.ranges[-1][1] if frames.ranges else None
+        reason = f"{MASKS} stops after {len(frames)} pages (last frame {last}): {exc}"
+        self._problems.append(reason)
+        log.error("recorder: %s; recording goes on without masks", reason)
+        self._jsonl[EVENTS].write({"kind": RECORDING_STOPPED, "frame": self._last_frame, "particle": None,
+                                   "detail": {"file": MASKS, "reason": reason}, "wall_time_s": time.time()})
+
+    def _append_stop_event(self, name: str, reason: str) -> None:
+        events = self._jsonl.get(EVENTS)
+        if events is None:
+            return
+        events.write({"kind": RECORDING_STOPPED, "frame": self._last_frame, "particle": None,
+                      "detail": {"file": name, "reason": reason}, "wall_time_s": time.time()})
+        try:
+            events.flush()
+        except OSError:
+            log.warning("recorder: no room for the %s event either", RECORDING_STOPPED)
+
+    def _final_status(self) -> tuple[str, str | None]:
+        latest = self._latest_status or {}
+        error = latest.get("error") or ("the service ended in error" if latest.get("state") == "errored" else None)
+        reason = self._reason()
+        if error:
+            return ABORTED, f"service error: {error}" + (f"; {reason}" if reason else "")
+        return (INCOMPLETE, reason) if reason else (COMPLETE, None)
+
+    def _reason(self) -> str | None:
+        problems = list(self._problems)
+        lost = self.counts.results_lost + self.counts.results_after_stop
+        if lost:
+            problems.append(f"{lost} results or notes not recorded")
+        return "; ".join(problems) or None
 
     # ------------------------------------------------------------- internals
 
     def files(self) -> dict[str, str | None]:
-        """run.json ``files``: masks is null when not written (disabled, or the writer failed)."""
+        """run.json ``files``: masks is null when not written (disabled, or the writer failed to open it)."""
         masks = MASKS if self.masks is not None and not self.masks.failed else None
         return {"trajectories": TRAJECTORIES, "masks": masks, "events": EVENTS, "status": STATUS,
                 "annotations": ANNOTATIONS}
 
-    def _write_manifest(self, status: str, closed_utc: str | None = None) -> None:
-        mask_frames = self.masks.frames if self.masks is not None else FrameRanges()
+    def _sync_counts(self) -> None:
+        """The files' counts: what each file holds (not what is still pending)."""
+        counts = self.counts
+        if self._trajectories is not None:
+            counts.frames_recorded, counts.particle_rows = self._trajectories.frames, self._trajectories.rows
+        if self._jsonl:
+            counts.events = self._jsonl[EVENTS].lines
+            counts.status_snapshots = self._jsonl[STATUS].lines
+            counts.annotations = self._jsonl[ANNOTATIONS].lines
+        if self.masks is not None:
+            counts.mask_pages = self.masks.pages_on_disk
+
+    def _write_running_manifest(self) -> None:
+        try:
+            self._write_manifest(RUNNING, reason=self._reason())
+        except OSError as exc:
+            self._stop(MANIFEST, exc)
+
+    def _write_manifest(self, status: str, closed_utc: str | None = None, reason: str | None = None) -> None:
+        mask_frames = self.masks.on_disk() if self.masks is not None else FrameRanges()
         self.manifest.write(status, self.files(), self.counts.as_dict(), mask_frames, self._latest_status,
-                            closed_utc)
+                            closed_utc, reason, self.stopped)
+        self._manifest_due = time.monotonic() + MANIFEST_INTERVAL_S
 
     def _close_files(self) -> None:
-        closers: list[tuple[str, Callable[[], None]]] = []
-        if self._trajectories is not None:
-            closers.append((TRAJECTORIES, self._trajectories.close))
-        closers.extend((name, writer.close) for name, writer in self._jsonl.items())
-        self._trajectories, self._jsonl = None, {}
-        for name, close in closers:
+        if not self._files_open:
+            return
+        self._files_open = False
+        writers = [(TRAJECTORIES, self._trajectories), *self._jsonl.items()]
+        for name, writer in writers:
+            if writer is None:
+                continue
             try:
-                close()
-            except OSError:
+                writer.close()
+            except OSError as exc:
                 self.counts.write_errors += 1
-                log.exception("recorder: flushing %s failed", name)
+                self._problems.append(f"{name} ends early ({exc.strerror or exc}, at close)")
+                log.exception("recorder: closing %s failed", name)
         if self.masks is not None:
             try:
                 self.counts.masks_not_drawn += self.masks.close()
-            except OSError:
+            except OSError as exc:
                 self.counts.write_errors += 1
+                self._problems.append(f"{MASKS} ends early ({exc})")
                 log.exception("recorder: closing masks.tif failed")
+        self._sync_counts()

@@ -20,7 +20,9 @@ least once a second, so a crash loses at most about a second of results and ever
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -47,7 +49,31 @@ log = logging.getLogger(__name__)
 
 
 class RecorderError(RuntimeError):
-    """The run directory cannot be created (it exists, or the disk refuses)."""
+    """The run directory cannot be created (it exists, the folder is not writable, or the disk refuses)."""
+
+
+def check_out_dir(out_dir_root: str | Path) -> Path:
+    """Make sure run directories can be created in ``out_dir_root`` (created if missing); returns it.
+
+    Checked when the recorder is built, so that a service whose recording could never start refuses
+    to start rather than stream unrecorded. Writes and removes a small hidden probe file: only a real
+    write tells a read-only file system (or a full disk, or a quota) from a writable one, even as root.
+    Raises `RecorderError` naming the folder and the reason.
+    """
+    root = Path(out_dir_root)
+    blocker = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise RecorderError(f"cannot record to {root}: {blocker} is a file, not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".sam4em-write-probe-{os.getpid()}"
+        try:
+            probe.write_bytes(b"probe\n")
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise RecorderError(f"cannot record to {root}: {exc.strerror or exc}") from None
+    return root
 
 
 class Recorder:
@@ -56,7 +82,8 @@ class Recorder:
     Parameters
     ----------
     out_dir_root
-        Parent folder; the run goes to ``out_dir_root / run.run_id`` which must not exist.
+        Parent folder; the run goes to ``out_dir_root / run.run_id`` which must not exist. It is
+        created if missing and must be writable: otherwise `RecorderError` at once (`check_out_dir`).
     write_masks
         Write ``masks.tif``.
     queue_frames
@@ -65,7 +92,7 @@ class Recorder:
     """
 
     def __init__(self, out_dir_root: str | Path, write_masks: bool = True, queue_frames: int = 4096) -> None:
-        self.out_dir_root = Path(out_dir_root)
+        self.out_dir_root = check_out_dir(out_dir_root)
         self.write_masks = write_masks
         self._counts = RecorderCounts()
         self._writer_thread = WriterThread(queue_frames, self._counts)
@@ -102,7 +129,11 @@ class Recorder:
         except OSError as exc:
             raise RecorderError(f"cannot create run directory {run_dir}: {exc}") from None
         masks = MaskPagesWriter(self._mask_process, run_dir / MASKS) if self._mask_process is not None else None
-        self._run_writer = RunDirectoryWriter(run, run_dir, self._counts, masks)
+        try:
+            self._run_writer = RunDirectoryWriter(run, run_dir, self._counts, masks)
+        except OSError as exc:  # the disk refused the first bytes: leave nothing half made behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise RecorderError(f"cannot write run directory {run_dir}: {exc.strerror or exc}") from None
         self._writer_thread.start(self._run_writer)
         log.info("recording run %s to %s", run.run_id, run_dir)
 
