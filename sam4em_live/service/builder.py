@@ -134,10 +134,13 @@ def _assemble(config: ServiceConfig, source: FrameSource, built: BuiltService, e
         built.publisher = ResultsPublisher(config.publisher)
         sinks.append(built.publisher)
     if config.recorder.enabled:
-        from sam4em_live.sinks.recorder import Recorder
+        from sam4em_live.sinks.recorder import Recorder, RecorderError
 
-        built.recorder = Recorder(config.recorder.out_dir, write_masks=config.recorder.write_masks,
-                                  queue_frames=config.recorder.queue_frames)
+        try:  # an unwritable out_dir refuses the start: never stream unrecorded when recording was asked for
+            built.recorder = Recorder(config.recorder.out_dir, write_masks=config.recorder.write_masks,
+                                      queue_frames=config.recorder.queue_frames)
+        except RecorderError as exc:
+            raise ConfigError(f"recorder.out_dir: {exc} (or set recorder.enabled = false)") from exc
         sinks.append(built.recorder)
     built.hooks = _build_hooks(config)
     if built.hooks is not None:

@@ -93,6 +93,13 @@ def track(
     option: list[str] = typer.Option([], "--option", help=_OPTION_HELP),
 ) -> None:
     """Offline: run the same pipeline over a recording, every frame, as fast as possible."""
+    from sam4em_live.sinks.recorder import RecorderError, check_out_dir
+
+    try:  # before any work: a run that cannot be written is refused (read-only folder, a file in the way)
+        check_out_dir(out.parent)
+    except RecorderError as exc:
+        _fail(f"--out {out}: {exc}")
+        return
     try:
         run_dir = run_track(input, prompts, out, backend=backend, fps=fps, pixel_size_nm=pixel_size_nm,
                             config_path=config, progress=progress, segmenter_options=parse_assignments(option))
