@@ -366,9 +366,9 @@ class Streamer:
     """Send frames of ``video`` at ``fps`` from a thread until `stop` (or the service stops reading)."""
 
     def __init__(self, feed: FrameFeed, video: SyntheticVideo, fps: float, series_id: str = "chaos",
-                 first_index: int = 0, max_frames: int = 10**9) -> None:
+                 first_index: int = 0, max_frames: int = 10**9, announce: bool = True) -> None:
         self.feed, self.video, self.fps, self.series_id = feed, video, fps, series_id
-        self.first_index, self.max_frames = first_index, max_frames
+        self.first_index, self.max_frames, self.announce = first_index, max_frames, announce
         self.sent = 0
         self.stalled = False
         self._stop = threading.Event()
@@ -376,7 +376,7 @@ class Streamer:
         self._thread.start()
 
     def _run(self) -> None:
-        if self.first_index == 0:
+        if self.announce:
             self.feed.series_start(self.series_id, self.video.shape, self.fps)
         for k in paced(self.fps, self.max_frames, self._stop):
             if not self.feed.frame(self.video, self.series_id, self.first_index + k):
