@@ -86,24 +86,74 @@ class Frame:
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
 
 
-def check_dtype(dtype: str) -> np.dtype:
-    """Return the numpy dtype for a wire dtype string, or raise ``ValueError``."""
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError as exc:
-        raise ValueError(f"unsupported dtype {dtype!r}") from exc
-    if resolved.str not in SUPPORTED_DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}; supported: {', '.join(SUPPORTED_DTYPES)}")
+def _dtype_spellings() -> dict[str, np.dtype]:
+    """Every accepted way to write a supported dtype: ``<u2``, ``u2``, ``=u2``, ``uint16``, ``H``..."""
+    table: dict[str, np.dtype] = {}
+    for canonical in SUPPORTED_DTYPES:
+        dtype = np.dtype(canonical)
+        code = canonical[1:]
+        native = ("=" + code,) if np.little_endian else ()  # "=" is the host's order
+        for spelling in (canonical, code, "<" + code, *native, dtype.name, dtype.char):
+            table[spelling] = dtype
+    return table
+
+
+#: Looked up, never parsed: numpy's dtype parser raises SyntaxError, TypeError, DeprecationWarning...
+#: on hostile strings ("(,,", "(2,3", "a"), and a structured or subarray spec can allocate without bound.
+_DTYPE_SPELLINGS = _dtype_spellings()
+
+
+def check_dtype(dtype: object) -> np.dtype:
+    """Return the numpy dtype for a wire dtype string (or a dtype), or raise ``ValueError``.
+
+    Untrusted input is only looked up in a fixed table of spellings, never handed to numpy's parser.
+    """
+    if isinstance(dtype, np.dtype):
+        dtype = dtype.str
+    resolved = _DTYPE_SPELLINGS.get(dtype) if isinstance(dtype, str) else None
+    if resolved is None:
+        shown = repr(dtype)[:40]
+        raise ValueError(f"unsupported dtype {shown}; supported: {', '.join(SUPPORTED_DTYPES)}")
     return resolved
 
 
 def check_shape(shape: Any) -> tuple[int, int]:
     """Validate a (rows, columns) shape from untrusted input."""
+    shown = repr(shape)[:60]  # untrusted: maybe a 4096-item list
     if not isinstance(shape, (list, tuple)) or len(shape) != 2:
-        raise ValueError(f"shape must be [rows, columns], got {shape!r}")
+        raise ValueError(f"shape must be [rows, columns], got {shown}")
     rows, cols = shape
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (rows, cols)):
-        raise ValueError(f"shape entries must be integers, got {shape!r}")
+        raise ValueError(f"shape entries must be integers, got {shown}")
     if not (0 < rows <= MAX_FRAME_EDGE_PX and 0 < cols <= MAX_FRAME_EDGE_PX):
-        raise ValueError(f"absurd shape {shape!r}: each edge must be 1..{MAX_FRAME_EDGE_PX} px")
+        raise ValueError(f"absurd shape {shown}: each edge must be 1..{MAX_FRAME_EDGE_PX} px")
     return (rows, cols)
+
+
+def count_non_finite(pixels: np.ndarray) -> int:
+    """How many pixels are NaN or +-inf; 0 without looking for integer pixel types (they cannot be)."""
+    if pixels.dtype.kind != "f":
+        return 0
+    finite = np.isfinite(pixels)
+    # one vectorised pass (~0.1 ms on a 1024^2 float32 frame); the exact count only when something is wrong
+    return 0 if finite.all() else int(pixels.size - np.count_nonzero(finite))
+
+
+def fill_non_finite(pixels: np.ndarray) -> np.ndarray:
+    """A copy of float ``pixels`` with every NaN/+-inf pixel set to the median of the finite ones.
+
+    The median is taken over a strided sample of about 16k pixels (~0.7 ms for the whole repair of a
+    1024^2 frame, against ~13 ms for an exact median): a robust background level, so a repaired pixel
+    reads as background, never as a dark particle or a bright edge. The input (maybe a read-only network
+    buffer) is not modified. All pixels non-finite: filled with 0.
+    """
+    finite = np.isfinite(pixels)
+    flat = pixels.reshape(-1)
+    sample = flat[:: max(1, flat.size // 16384)]
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        sample = flat[finite.reshape(-1)]
+    fill = np.median(sample) if sample.size else 0.0
+    out = np.array(pixels, copy=True)
+    np.copyto(out, out.dtype.type(fill), where=~finite)
+    return out

@@ -32,6 +32,20 @@ MSG_SERIES_END = "series_end"
 ZERO_COPY_MIN_BYTES = 65536
 
 _CALIBRATION_KEYS = ("pixel_size_nm", "fps", "exposure_s", "dose_rate_e_per_A2s")
+#: Calibration values above this are refused: no detector has them, and they overflow downstream arithmetic.
+_MAX_CALIBRATION_VALUE = 1e9
+#: |timestamp_s| above this (year ~33700 as Unix time) is refused as garbage.
+_MAX_ABS_TIMESTAMP_S = 1e12
+
+#: Largest frame index accepted: exact as a float64 and as a JSON number in any client, and far beyond
+#: any real series (2**53 frames at 10 kHz is 28,000 years). Larger ones are `implausible_index`.
+MAX_FRAME_INDEX = 2**53 - 1
+#: Default of `FrameDecoder.max_index_jump`: frames may skip at most this many indices (~8 min at 200 fps).
+DEFAULT_MAX_INDEX_JUMP = 100_000
+#: Consecutive, mutually consistent frames beyond the window after which the decoder believes the jump.
+DEFAULT_RESYNC_FRAMES = 8
+#: Metadata maps nest at most this deep (the decoder walks them; JSON sinks write them).
+_MAX_METADATA_DEPTH = 8
 
 
 class RejectedMessage(Exception):
@@ -126,8 +140,9 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 def unpack_header(data: bytes | memoryview, max_bytes: int) -> dict[str, Any]:
     """Unpack a msgpack map with hard limits; raise `RejectedMessage` otherwise."""
-    if len(data) > max_bytes:
-        raise RejectedMessage("header_too_large", f"{len(data)} bytes > limit {max_bytes}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size > max_bytes:
+        raise RejectedMessage("header_too_large", f"{size} bytes > limit {max_bytes}")
     try:
         header = msgpack.unpackb(
             bytes(data),
@@ -151,15 +166,15 @@ def unpack_header(data: bytes | memoryview, max_bytes: int) -> dict[str, Any]:
 
 def _check_protocol(header: dict[str, Any]) -> str:
     if header.get("protocol") != PROTOCOL_ID:
-        raise RejectedMessage("bad_protocol", f"protocol {header.get('protocol')!r} != {PROTOCOL_ID!r}")
+        raise RejectedMessage("bad_protocol", f"protocol {_short(header.get('protocol'))} != {PROTOCOL_ID!r}")
     if header.get("version") != PROTOCOL_VERSION:
-        raise RejectedMessage("unknown_version", f"version {header.get('version')!r} (we speak {PROTOCOL_VERSION})")
+        raise RejectedMessage("unknown_version", f"version {_short(header.get('version'))} (we speak {PROTOCOL_VERSION})")
     kind = header.get("type")
     if kind not in (MSG_FRAME, MSG_SERIES_START, MSG_SERIES_END):
-        raise RejectedMessage("bad_type", f"message type {kind!r}")
+        raise RejectedMessage("bad_type", f"message type {_short(kind)}")
     series_id = header.get("series_id")
     if not isinstance(series_id, str) or not 0 < len(series_id) <= 256:
-        raise RejectedMessage("bad_field", f"series_id must be a non-empty string, got {series_id!r}")
+        raise RejectedMessage("bad_field", f"series_id must be a string of 1..256 characters, got {_short(series_id)}")
     return kind
 
 
@@ -168,17 +183,58 @@ def _calibration(header: dict[str, Any]) -> Calibration:
     for key in _CALIBRATION_KEYS:
         value = header.get(key)
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise RejectedMessage("bad_field", f"{key} must be a positive number, got {value!r}")
-            value = float(value)
+            number = _finite_float(value)
+            if number is None or not 0 < number <= _MAX_CALIBRATION_VALUE:
+                raise RejectedMessage("bad_field", f"{key} must be a number in (0, 1e9], got {_short(value)}")
+            value = number
         values[key] = value
     return Calibration(**values)
 
 
+def _finite_float(value: object) -> float | None:
+    """``value`` as a finite float if it is an int or float that is one (bool is not a number here), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond 1e308
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: object) -> str:
+    """``repr`` cut to a loggable length (a hostile header may hold a 64 KiB string)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_metadata(value: object) -> dict[str, Any]:
+    """Series metadata must be a JSON-able map: it is written to ``run.json`` and published as-is."""
+    if not isinstance(value, dict):
+        raise RejectedMessage("bad_field", "metadata must be a map")
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:  # iterative: no recursion limit to reach
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+            if not all(isinstance(k, str) for k in item):
+                raise RejectedMessage("bad_field", "metadata keys must be strings")
+        elif isinstance(item, list):
+            children = item
+        else:
+            if not (item is None or isinstance(item, (str, bool)) or _finite_float(item) is not None):
+                raise RejectedMessage("bad_field", f"metadata value {_short(item)} is not JSON-able")
+            continue
+        if depth > _MAX_METADATA_DEPTH:
+            raise RejectedMessage("bad_field", f"metadata nests deeper than {_MAX_METADATA_DEPTH}")
+        pending.extend((child, depth + 1) for child in children)
+    return value
+
+
 def _shape_dtype(header: dict[str, Any]) -> tuple[tuple[int, int], np.dtype]:
     try:
-        dtype = check_dtype(header.get("dtype"))  # type: ignore[arg-type]
-    except (ValueError, TypeError) as exc:
+        dtype = check_dtype(header.get("dtype"))
+    except ValueError as exc:
         raise RejectedMessage("unsupported_dtype", str(exc)) from None
     try:
         shape = check_shape(header.get("shape"))
@@ -192,53 +248,75 @@ class FrameDecoder:
     """Stateful decoder: validates messages and tracks per-series frame indices.
 
     ``decode(parts)`` returns a `Frame`, `SeriesStart` or `SeriesEnd`, or raises
-    `RejectedMessage`. It also counts gaps (indices skipped upstream).
+    `RejectedMessage` -- and nothing else, whatever the bytes. It also counts gaps
+    (indices skipped upstream).
+
+    Frame index window: a frame more than ``max_index_jump`` indices past the last
+    accepted one (or above `MAX_FRAME_INDEX`) is rejected as ``implausible_index``
+    and does *not* become the last index, so one corrupt header cannot make every
+    later frame ``non_monotonic``. Frames that do not fit (too far ahead, or behind
+    the last index) are believed once ``resync_frames`` of them arrive in a row,
+    each 1..``max_index_jump`` after the one before: a sender whose counter really
+    jumped, or restarted from 0 under the same series id, or a corrupt *first* frame
+    of a series that set the last index far ahead. The frame completing such a run
+    re-anchors the series there (``index_resyncs`` counts it; the indices skipped
+    are not gaps: nobody knows how many frames they were). An index that goes back
+    is a new series to the statistics (`stats.rolling`), as a new series id is.
     """
 
     max_header_bytes: int = 65536
+    max_index_jump: int = DEFAULT_MAX_INDEX_JUMP
+    resync_frames: int = DEFAULT_RESYNC_FRAMES
     series: SeriesInfo | None = None
     last_index: int | None = None
     gaps: int = 0
     gap_events: list[tuple[int, int]] = field(default_factory=list)  # (from, to) of the latest gaps
+    index_resyncs: int = 0
+    _beyond_window: list[int] = field(default_factory=list)  # the current run of out-of-window indices
 
     def decode(self, parts: Sequence[Any]) -> Frame | SeriesStart | SeriesEnd:
-        if len(parts) not in (1, 2):
-            raise RejectedMessage("part_count", f"{len(parts)} parts (expected 1 or 2)")
+        """Decode one multipart message (parts as received); raise `RejectedMessage` for anything malformed."""
+        try:
+            n_parts = len(parts)
+        except TypeError:
+            raise RejectedMessage("part_count", f"parts is a {type(parts).__name__}, not a list") from None
+        if n_parts not in (1, 2):
+            raise RejectedMessage("part_count", f"{n_parts} parts (expected 1 or 2)")
         header = unpack_header(_as_buffer(parts[0]), self.max_header_bytes)
         kind = _check_protocol(header)
         if kind == MSG_FRAME:
-            if len(parts) != 2:
+            if n_parts != 2:
                 raise RejectedMessage("part_count", "frame message without its pixel part")
             return self._frame(header, parts[1])
-        if len(parts) != 1:
-            raise RejectedMessage("part_count", f"{kind} message must have 1 part, got {len(parts)}")
+        if n_parts != 1:
+            raise RejectedMessage("part_count", f"{kind} message must have 1 part, got {n_parts}")
         if kind == MSG_SERIES_START:
             return self._series_start(header)
         n = header.get("n_frames")
-        return SeriesEnd(header["series_id"], n if isinstance(n, int) else None)
+        valid_n = isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_FRAME_INDEX
+        return SeriesEnd(header["series_id"], n if valid_n else None)
 
     def _series_start(self, header: dict[str, Any]) -> SeriesStart:
         shape, dtype = _shape_dtype(header)
-        metadata = header.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise RejectedMessage("bad_field", "metadata must be a map")
+        metadata = _check_metadata(header.get("metadata") or {})
         self.series = SeriesInfo(header["series_id"], shape, dtype.str, _calibration(header), metadata)
-        self.last_index = None
+        self._restart_indices()
         return SeriesStart(self.series)
 
     def _frame(self, header: dict[str, Any], payload: Any) -> Frame:
         shape, dtype = _shape_dtype(header)
         index = header.get("index")
-        stamp = header.get("timestamp_s")
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise RejectedMessage("bad_field", f"index must be an integer >= 0, got {index!r}")
-        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
-            raise RejectedMessage("bad_field", f"timestamp_s must be a finite number, got {stamp!r}")
+            raise RejectedMessage("bad_field", f"index must be an integer >= 0, got {_short(index)}")
+        stamp = _finite_float(header.get("timestamp_s"))
+        if stamp is None or abs(stamp) > _MAX_ABS_TIMESTAMP_S:
+            raise RejectedMessage("bad_field", "timestamp_s must be a finite number (|t| <= 1e12 s), "
+                                  f"got {_short(header.get('timestamp_s'))}")
         buffer = _as_buffer(payload)
         expected = shape[0] * shape[1] * dtype.itemsize
-        if len(buffer) != expected:
+        if buffer.nbytes != expected:
             raise RejectedMessage(
-                "size_mismatch", f"buffer {len(buffer)} bytes != {shape[0]}x{shape[1]}x{dtype.itemsize} = {expected}"
+                "size_mismatch", f"buffer {buffer.nbytes} bytes != {shape[0]}x{shape[1]}x{dtype.itemsize} = {expected}"
             )
         calibration = _calibration(header)
         series_id = header["series_id"]
@@ -246,28 +324,57 @@ class FrameDecoder:
             # A frame from a series we never saw start (we joined late, or a
             # publisher restarted without a start message): adopt it.
             self.series = SeriesInfo(series_id, shape, dtype.str, calibration, {"implicit": True})
-            self.last_index = None
+            self._restart_indices()
         self._check_index(index)
         pixels = np.frombuffer(buffer, dtype=dtype).reshape(shape)
-        return Frame(series_id, index, float(stamp), pixels, self.series.calibration.merged(calibration))
+        return Frame(series_id, index, stamp, pixels, self.series.calibration.merged(calibration))
+
+    def _restart_indices(self) -> None:
+        self.last_index = None
+        self._beyond_window.clear()
 
     def _check_index(self, index: int) -> None:
+        if index > MAX_FRAME_INDEX:
+            raise RejectedMessage("implausible_index", f"frame index {_short(index)} > {MAX_FRAME_INDEX}")
         last = self.last_index
         if last is not None:
             if index == last:
                 raise RejectedMessage("repeated_index", f"frame index {index} repeated")
-            if index < last:
-                raise RejectedMessage("non_monotonic", f"frame index {index} after {last}")
-            if index > last + 1:
+            behind = index < last
+            if behind or index - last > self.max_index_jump:
+                if not self._believe_jump(index):
+                    if behind:
+                        raise RejectedMessage("non_monotonic", f"frame index {index} after {last}")
+                    raise RejectedMessage(
+                        "implausible_index", f"frame index {index} jumps {index - last} past {last} "
+                        f"(window {self.max_index_jump})")
+            elif index > last + 1:
                 self.gaps += index - last - 1
                 self.gap_events.append((last, index))
                 del self.gap_events[:-16]
+        self._beyond_window.clear()
         self.last_index = index
+
+    def _believe_jump(self, index: int) -> bool:
+        """Track runs of indices that do not fit; True when this one completes a consistent run."""
+        run = self._beyond_window
+        if run and not 0 < index - run[-1] <= self.max_index_jump:
+            run.clear()  # not a continuation of the previous far-away frames: a new run
+        run.append(index)
+        if len(run) < self.resync_frames:
+            return False
+        self.index_resyncs += 1
+        return True
 
 
 def _as_buffer(part: Any) -> memoryview:
-    """A read-only view of a message part (zmq.Frame, bytes, or array) without copying."""
-    buffer = getattr(part, "buffer", None)
-    if buffer is not None:
-        return buffer
-    return memoryview(part).cast("B") if not isinstance(part, np.ndarray) else part.reshape(-1).data.cast("B")
+    """A flat read-only byte view of a message part (zmq.Frame, bytes, or array) without copying."""
+    try:
+        buffer = getattr(part, "buffer", None)  # zmq.Frame
+        if buffer is None:
+            buffer = part.reshape(-1).data if isinstance(part, np.ndarray) else memoryview(part)
+        view = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
+        return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+    except (TypeError, ValueError, AttributeError, BufferError) as exc:
+        raise RejectedMessage("part_not_bytes", f"a message part is a {type(part).__name__}: {exc}") from None
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgpack
 import numpy as np
 import pytest
@@ -106,3 +108,160 @@ def test_repeated_and_non_monotonic_indices_rejected_and_gaps_counted():
     # a new series resets the index check
     dec.decode(encode_series_start(SeriesInfo("s2", (2, 2), "<u2")))
     assert dec.decode([msgpack.packb(_header(series_id="s2", index=0)), GOOD_PIXELS]).index == 0
+
+
+def _frame_parts(**over):
+    return [msgpack.packb(_header(**over)), GOOD_PIXELS]
+
+
+HOSTILE = [
+    # numpy's dtype parser raises SyntaxError / TypeError / DeprecationWarning on these, or builds
+    # structured and subarray types: the decoder never hands a wire string to it.
+    *[("unsupported_dtype", _frame_parts(dtype=d)) for d in
+      ("(,,", "(2,3", "a", "(2,)u2", "u2,u2", "V8", "S0", "M8[us]", "<c16", ">u2", "i999999999999", "")],
+    *[("unsupported_dtype", _frame_parts(dtype=d)) for d in
+      (5, 2.5, True, b"<u2", [["a", "<u2"]], {"names": ["a"], "formats": ["<u2"]})],
+    ("unsupported_dtype", [msgpack.packb({k: v for k, v in _header().items() if k != "dtype"}), GOOD_PIXELS]),
+    ("absurd_shape", _frame_parts(shape=[2.0, 2.0])),
+    ("absurd_shape", _frame_parts(shape=[True, 2])),
+    ("absurd_shape", _frame_parts(shape=[2**64 - 1, 2])),
+    ("absurd_shape", _frame_parts(shape=list(range(4000)))),
+    ("absurd_shape", _frame_parts(shape="2x2")),
+    ("bad_field", _frame_parts(index=2.0)),
+    ("bad_field", _frame_parts(index=True)),
+    ("bad_field", _frame_parts(index="1")),
+    ("bad_field", _frame_parts(index=-(2**63))),
+    ("implausible_index", _frame_parts(index=2**63)),
+    ("implausible_index", _frame_parts(index=2**64 - 1)),
+    ("bad_field", _frame_parts(timestamp_s=float("nan"))),
+    ("bad_field", _frame_parts(timestamp_s=float("inf"))),
+    ("bad_field", _frame_parts(timestamp_s=1e300)),
+    ("bad_field", _frame_parts(timestamp_s=[1.0])),
+    ("bad_field", _frame_parts(fps=float("nan"))),
+    ("bad_field", _frame_parts(fps=1e300)),
+    ("bad_field", _frame_parts(pixel_size_nm=True)),
+    ("bad_field", _frame_parts(series_id="")),
+    ("bad_field", _frame_parts(series_id="x" * 257)),
+    ("bad_field", _frame_parts(series_id=7)),
+    ("bad_type", _frame_parts(type=["frame"])),
+    ("bad_type", _frame_parts(type={"a": 1})),
+    ("part_not_bytes", ["not bytes", GOOD_PIXELS]),
+    ("part_not_bytes", [None, GOOD_PIXELS]),
+    ("part_not_bytes", [msgpack.packb(_header()), 12345]),
+    ("part_not_bytes", [msgpack.packb(_header()), np.zeros((2, 2), object)[:, :1]]),
+    ("part_count", 42),
+    ("part_count", []),
+    ("header_not_msgpack", [b"\x91" * 5000, GOOD_PIXELS]),  # nested deeper than msgpack allows
+    ("size_mismatch", [msgpack.packb(_header()), b""]),
+]
+
+
+@pytest.mark.parametrize("reason,parts", HOSTILE, ids=[f"{i}-{m[0]}" for i, m in enumerate(HOSTILE)])
+def test_hostile_values_are_rejected_with_a_reason_never_another_exception(reason, parts):
+    with pytest.raises(RejectedMessage) as info:
+        FrameDecoder().decode(parts)
+    assert info.value.reason == reason
+    assert len(str(info.value)) < 400  # details are cut: a 64 KiB string never reaches a log line whole
+
+
+def _series_start(**over):
+    header = {"protocol": "sam4em-frame", "version": 1, "type": "series_start", "series_id": "s",
+              "shape": [2, 2], "dtype": "<u2", **over}
+    return [msgpack.packb(header)]
+
+
+@pytest.mark.parametrize("metadata", [
+    {"raw": b"\x00"},  # bytes: not JSON, run.json could not be written
+    {b"key": 1},
+    {"x": float("nan")},
+    {"deep": [[[[[[[[[[1]]]]]]]]]]},
+    [1, 2],
+])
+def test_series_metadata_must_be_json_able(metadata):
+    with pytest.raises(RejectedMessage) as info:
+        FrameDecoder().decode(_series_start(metadata=metadata))
+    assert info.value.reason == "bad_field"
+
+
+def test_json_able_metadata_and_dtype_spellings_accepted():
+    dec = FrameDecoder()
+    meta = {"preset": "demo", "n": 3, "ok": True, "none": None, "list": [1.5, "a", {"b": [2]}]}
+    assert dec.decode(_series_start(metadata=meta)).series.metadata == meta
+    for i, spelling in enumerate(("<u2", "u2", "=u2", "uint16", "H")):
+        frame = dec.decode(_frame_parts(dtype=spelling, index=i))
+        assert frame.pixels.dtype == np.dtype("<u2")
+
+
+@pytest.mark.parametrize("n_frames,expected", [(5, 5), (True, None), (-1, None), ("5", None), (2**63, None)])
+def test_series_end_count_is_kept_only_when_sane(n_frames, expected):
+    header = {"protocol": "sam4em-frame", "version": 1, "type": "series_end", "series_id": "s", "n_frames": n_frames}
+    assert FrameDecoder().decode([msgpack.packb(header)]).n_frames == expected
+
+
+@pytest.mark.parametrize("bad_index", [2**63, 9 + 10**6, 2**53])
+def test_one_implausible_index_does_not_poison_the_series(bad_index):
+    dec = FrameDecoder()  # default window: 100,000 indices
+    send = lambda i: dec.decode(_frame_parts(index=i))  # noqa: E731
+    for i in range(10):
+        send(i)
+    with pytest.raises(RejectedMessage) as info:
+        send(bad_index)
+    assert info.value.reason == "implausible_index"
+    assert [send(i).index for i in range(10, 110)] == list(range(10, 110))  # 100 of 100 accepted
+    assert dec.gaps == 0 and dec.last_index == 109
+
+
+def test_a_real_jump_beyond_the_window_is_followed_after_a_consistent_run():
+    dec = FrameDecoder(max_index_jump=1000, resync_frames=8)
+    send = lambda i: dec.decode(_frame_parts(index=i))  # noqa: E731
+    send(0)
+    reasons = []
+    for i in range(5000, 5008):
+        try:
+            send(i)
+        except RejectedMessage as exc:
+            reasons.append(exc.reason)
+    assert reasons == ["implausible_index"] * 7  # the 8th in a row is believed
+    assert dec.last_index == 5007 and dec.index_resyncs == 1 and dec.gaps == 0
+    assert send(5009).index == 5009 and dec.gaps == 1
+
+
+def test_scattered_far_indices_never_resync():
+    dec = FrameDecoder(max_index_jump=1000, resync_frames=3)
+    dec.decode(_frame_parts(index=0))
+    for bad in (10**9, 10**12, 5 * 10**9, 10**15):  # far from each other: not one consistent run
+        with pytest.raises(RejectedMessage, match="implausible_index"):
+            dec.decode(_frame_parts(index=bad))
+    assert dec.index_resyncs == 0 and dec.decode(_frame_parts(index=1)).index == 1
+
+
+def test_zmq_source_config_default_window_is_the_decoders():
+    from sam4em_live.config import ZmqSourceConfig
+    from sam4em_live.wire import DEFAULT_MAX_INDEX_JUMP
+
+    assert ZmqSourceConfig().max_index_jump == DEFAULT_MAX_INDEX_JUMP
+
+
+def test_a_sender_restarting_from_zero_under_the_same_series_id_is_followed_after_a_run():
+    dec = FrameDecoder(resync_frames=8)
+    send = lambda i: dec.decode(_frame_parts(index=i))  # noqa: E731
+    for i in range(500):
+        send(i)
+    reasons = []
+    for i in range(20):
+        try:
+            send(i)
+        except RejectedMessage as exc:
+            reasons.append(exc.reason)
+    assert reasons == ["non_monotonic"] * 7 and dec.last_index == 19 and dec.index_resyncs == 1
+
+
+def test_a_corrupt_first_frame_costs_a_few_frames_not_the_series():
+    dec = FrameDecoder(resync_frames=8)
+    dec.decode(_series_start())
+    dec.decode(_frame_parts(index=50_000))  # the first frame: nothing to compare it with, so it is taken
+    accepted = []
+    for i in range(1, 101):
+        with contextlib.suppress(RejectedMessage):
+            accepted.append(dec.decode(_frame_parts(index=i)).index)
+    assert accepted == list(range(8, 101))

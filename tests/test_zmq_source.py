@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
+from sam4em_live.config import ZmqSourceConfig
 from sam4em_live.frames import SeriesInfo
 from sam4em_live.sources.base import EndOfStream
 from sam4em_live.sources.camera import FramePublisher
@@ -134,3 +136,41 @@ def test_stop_event_honoured_within_100ms(pub_and_source):
     assert done.wait(1.0)
     assert time.monotonic() - t0 < 0.1
     t.join()
+
+
+def _bind_warnings(endpoint, caplog):
+    src = ZmqFrameSource(endpoint, socket_kind="pull", mode="bind")
+    with caplog.at_level(logging.WARNING, logger="sam4em_live.sources.zmq_source"):
+        src.open()
+    src.close()
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_binding_beyond_loopback_warns_loudly(caplog):
+    (message,) = _bind_warnings("tcp://0.0.0.0:0", caplog)
+    assert "beyond loopback" in message and "ANY host" in message and "docs/protocol.md" in message
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:0", "tcp://localhost:0", "inproc://frames-test"])
+def test_binding_loopback_is_quiet(endpoint, caplog):
+    assert _bind_warnings(endpoint, caplog) == []
+
+
+def test_index_window_from_config_and_one_bad_index_costs_one_frame():
+    config = ZmqSourceConfig(endpoint="tcp://127.0.0.1:0", socket="pull", mode="bind", max_index_jump=50)
+    src = ZmqFrameSource.from_config(config)
+    src.open()
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(src.endpoint)
+    try:
+        px = np.ones((4, 4), np.uint8)
+        for i in [0, 1, 52, 2, 3, 2**63, *range(4, 100)]:  # 52 is 51 past 1: beyond a window of 50
+            push.send_multipart(encode_frame(px, "w", i, 1.0) if i < 2**62 else [
+                msgpack.packb({"protocol": "sam4em-frame", "version": 1, "type": "frame", "series_id": "w",
+                               "index": i, "timestamp_s": 1.0, "shape": [4, 4], "dtype": "|u1"}), px.tobytes()])
+        frames = _receive(src, 100, timeout_s=5.0)
+        assert [f.index for f in frames] == list(range(100))
+        assert src.counters.rejected_by_reason == {"implausible_index": 2}
+    finally:
+        push.close(linger=0)
+        src.close()

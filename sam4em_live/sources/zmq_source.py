@@ -8,9 +8,16 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from sam4em_live.control_api import is_loopback_endpoint
 from sam4em_live.frames import Frame, SeriesInfo
 from sam4em_live.sources.base import EndOfStream, SourceCounters
-from sam4em_live.wire import FrameDecoder, RejectedMessage, SeriesEnd, SeriesStart
+from sam4em_live.wire import (
+    DEFAULT_MAX_INDEX_JUMP,
+    FrameDecoder,
+    RejectedMessage,
+    SeriesEnd,
+    SeriesStart,
+)
 
 if TYPE_CHECKING:
     from sam4em_live.config import ZmqSourceConfig
@@ -30,7 +37,8 @@ class ZmqFrameSource:
     reconnects by itself if the publisher restarts (retry every 100 ms, backing
     off to 250 ms); a restarted publisher starts a new series, which resets the
     index checks. Malformed messages are rejected, counted by reason, logged,
-    and skipped.
+    and skipped; a decoder bug on some input is counted as ``internal_error``
+    (and logged with its traceback) rather than ending the stream.
     """
 
     def __init__(
@@ -42,6 +50,7 @@ class ZmqFrameSource:
         max_header_bytes: int = 65536,
         stop_at_series_end: bool = False,
         context: zmq.Context | None = None,
+        max_index_jump: int = DEFAULT_MAX_INDEX_JUMP,
     ) -> None:
         if socket_kind not in ("sub", "pull") or mode not in ("connect", "bind"):
             raise ValueError(f"bad socket kind/mode {socket_kind!r}/{mode!r}")
@@ -51,14 +60,18 @@ class ZmqFrameSource:
         self.rcvhwm_frames = rcvhwm_frames
         self.stop_at_series_end = stop_at_series_end
         self.counters = SourceCounters()
-        self._decoder = FrameDecoder(max_header_bytes=max_header_bytes)
+        self._decoder = FrameDecoder(max_header_bytes=max_header_bytes, max_index_jump=max_index_jump)
+        self._index_resyncs_logged = 0
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
         self._poller = zmq.Poller()
 
     @classmethod
-    def from_config(cls, config: ZmqSourceConfig, **kw: object) -> ZmqFrameSource:
-        return cls(config.endpoint, config.socket, config.mode, config.rcvhwm_frames, config.max_header_bytes, **kw)  # type: ignore[arg-type]
+    def from_config(cls, config: ZmqSourceConfig, stop_at_series_end: bool = False,
+                    context: zmq.Context | None = None) -> ZmqFrameSource:
+        """The source the ``[source]`` options describe."""
+        return cls(config.endpoint, config.socket, config.mode, config.rcvhwm_frames, config.max_header_bytes,
+                   stop_at_series_end, context, max_index_jump=config.max_index_jump)
 
     @property
     def series(self) -> SeriesInfo | None:
@@ -77,6 +90,12 @@ class ZmqFrameSource:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
         if self.mode == "bind":
             sock.bind(self.endpoint)
+            if not is_loopback_endpoint(self.endpoint):
+                log.warning(
+                    "frame source bound to %s, beyond loopback: it accepts frames from ANY host that can reach "
+                    "this port, unauthenticated and unencrypted. Bind 127.0.0.1 (and connect the detector "
+                    "through an SSH tunnel), or firewall the port to the detector's address (docs/protocol.md).",
+                    self.endpoint)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         else:
             sock.connect(self.endpoint)
@@ -103,11 +122,18 @@ class ZmqFrameSource:
         try:
             item = self._decoder.decode(parts)
         except RejectedMessage as exc:
-            self.counters.reject(exc.reason)
-            n = self.counters.rejected_by_reason[exc.reason]
-            if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
-                log.warning("rejected message #%d (%s): %s", n, exc.reason, exc.detail)
+            self._count_reject(exc.reason, exc.detail)
             return None
+        except Exception:
+            # The decoder is meant to raise RejectedMessage only; if some input still finds a way through,
+            # the stream must not die of it (tests assert this count stays 0).
+            self._count_reject("internal_error", "decoder raised", with_traceback=True)
+            return None
+        if self._decoder.index_resyncs != self._index_resyncs_logged:
+            self._index_resyncs_logged = self._decoder.index_resyncs
+            log.warning("series %s: frame index jumped beyond the window of %d and stayed there; following it "
+                        "from index %s", self._decoder.series.series_id if self._decoder.series else "?",
+                        self._decoder.max_index_jump, self._decoder.last_index)
         if isinstance(item, SeriesStart):
             self.counters.series_started += 1
             log.info("series %s started: %s %s", item.series.series_id, item.series.shape, item.series.dtype)
@@ -120,6 +146,12 @@ class ZmqFrameSource:
             self.counters.frames += 1
             self.counters.gaps = self._decoder.gaps
         return item
+
+    def _count_reject(self, reason: str, detail: str, with_traceback: bool = False) -> None:
+        self.counters.reject(reason)
+        n = self.counters.rejected_by_reason[reason]
+        if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
+            log.warning("rejected message #%d (%s): %s", n, reason, detail, exc_info=with_traceback)
 
     def close(self) -> None:
         if self._socket is not None:
