@@ -69,6 +69,9 @@ class ZmqSourceConfig(FrozenModel):
     rcvhwm_frames: PositiveInt = 64
     # Max size of a msgpack header part; larger headers are rejected unparsed.
     max_header_bytes: PositiveInt = 65536
+    # Frame index window (docs/protocol.md): a frame more than this many indices past the last one is
+    # rejected as implausible_index (and does not become the last index) unless 8 in a row follow it.
+    max_index_jump: PositiveInt = 100_000
 
 
 class CalibrationConfig(FrozenModel):
@@ -86,6 +89,9 @@ class PipelineConfig(FrozenModel):
     backpressure: Literal["latest", "every-frame"] = "latest"
     queue_frames: PositiveInt = 8
     spill_dir: Path | None = None  # None = a temporary directory
+    # Float frames: NaN/inf pixels are replaced by the frame's finite median (counted as frames_repaired);
+    # a frame with more than this fraction of them is rejected as non_finite (docs/protocol.md).
+    max_non_finite_fraction: float = Field(0.01, ge=0.0, le=1.0)
     status_interval_s: PositiveFloat = 1.0
     intensity_weighted_centroid: bool = False
     # CPython GIL switch interval while the service runs (s): short, so the ingest thread gets the

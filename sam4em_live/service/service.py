@@ -24,6 +24,7 @@ from sam4em_live.particles import ParticleEdit, PromptError
 from sam4em_live.results import FrameResult, RunInfo
 from sam4em_live.segment.stage import SegmentStage, SegmentStageError
 from sam4em_live.service.frame_queue import FrameQueue
+from sam4em_live.service.ingest import NonFiniteScreen
 from sam4em_live.service.meter import IntervalMeter
 from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
 from sam4em_live.service.realtime import isolate_current_thread, recycle_large_buffers, release_all
@@ -86,6 +87,7 @@ class Service:
         self._events = events
         self.processor: FrameProcessor | None = None
         self.queue = FrameQueue(config.pipeline.backpressure, config.pipeline.queue_frames, config.pipeline.spill_dir)
+        self._screen = NonFiniteScreen(config.pipeline.max_non_finite_fraction)  # ingest thread only
         self._state = ServiceState.IDLE
         self._state_lock = threading.Lock()
         self._stop = threading.Event()
@@ -207,7 +209,9 @@ class Service:
                     break
                 if frame is not None:
                     self._meter.received_total += 1  # single writer: this thread
-                    self.queue.put(frame)
+                    admitted = self._screen.admit(frame)  # NaN/inf pixels: repaired, or the frame rejected
+                    if admitted is not None:
+                        self.queue.put(admitted)  # never raises: a failed spill is a counted drop
         except BaseException as exc:
             self._ingest_error = exc
         finally:
@@ -374,7 +378,9 @@ class Service:
             backend=backend.get("backend"), random_weights=bool(backend.get("random_weights", False)),
             frames_received=self._meter.received_total, frames_processed=self._processed,
             frames_dropped=self.queue.dropped, frames_spilled=self.queue.spilled, frames_gap=counters.gaps,
-            messages_rejected=counters.rejected, rejected_by_reason=dict(counters.rejected_by_reason),
+            dropped_by_reason=dict(self.queue.dropped_by_reason), frames_repaired=self._screen.repaired,
+            messages_rejected=counters.rejected + self._screen.rejected,
+            rejected_by_reason={**counters.rejected_by_reason, **self._screen.rejected_by_reason},
             segmentation_errors=self._seg_errors, sink_errors=self._sink_errors,
             queue_depth=len(self.queue), paused=self._paused.is_set(), error=error,
             particles=tuple(self.stage.particles()), sinks=self._sink_counters(),
