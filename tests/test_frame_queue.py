@@ -19,7 +19,7 @@ def test_latest_drops_oldest_and_counts():
     q = FrameQueue("latest", capacity=3)
     for i in range(10):
         q.put(_frame(i))
-    assert q.dropped == 7 and len(q) == 3
+    assert q.dropped == 7 and q.dropped_by_reason == {"queue_full": 7} and len(q) == 3
     assert [q.get(0.01).index for _ in range(3)] == [7, 8, 9]
     assert q.get(0.01) is None
 
@@ -54,3 +54,12 @@ def test_get_times_out_and_wakes_on_put():
 def test_unknown_policy_rejected():
     with pytest.raises(ValueError, match="backpressure"):
         FrameQueue("sometimes")
+
+
+def test_spilled_frames_leave_no_file_behind(tmp_path):
+    q = FrameQueue("every-frame", capacity=1, spill_dir=tmp_path)
+    for i in range(5):
+        q.put(_frame(i))
+    assert q.spilled == 4 and list(tmp_path.iterdir()) == []  # the spill file is unlinked at once
+    assert [q.get(0.01).index for _ in range(5)] == list(range(5))
+    q.close()
