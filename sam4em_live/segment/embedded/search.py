@@ -175,7 +175,7 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
     axis = memory.cell_axis(n_valid, factor, (size - 1) / 2 * factor + (factor - 1) / 2)
     grid_x, grid_y = axis + np.float32(x0), axis + np.float32(y0)
     objective = z.reshape(angles.size, -1) - _prior_penalty(grid_x, grid_y, angles, prior, memory.period_deg)
-    best = int(np.argmax(objective))
+    best = int(objective.argmax())  # the method: np.argmax adds a Python layer
     k, p = divmod(best, n_valid * n_valid)
     if not math.isfinite(float(objective.flat[best])):
         return None
@@ -255,7 +255,7 @@ def fine_search(level: FineLevel, memory: ShapeMemory, start: CoarsePose, prior:
         grid_x = memory.cell_axis(n_cols, factor, (c0 + half) * factor + offset) + np.float32(level.x0)
         grid_y = memory.cell_axis(n_rows, factor, (r0 + half) * factor + offset) + np.float32(level.y0)
         objective = z - _prior_penalty(grid_x, grid_y, angle_values, prior, memory.period_deg)
-        best = int(np.argmax(objective))
+        best = int(objective.argmax())  # the method: np.argmax adds a Python layer
         a, p = divmod(best, n_rows * n_cols)
         r, c = divmod(p, n_cols)
         if 0 < r < n_rows - 1 and 0 < c < n_cols - 1:
