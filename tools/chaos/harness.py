@@ -191,6 +191,7 @@ class ServeProcess:
     control_endpoint: str
     log_path: Path
     started_s: float = field(default_factory=time.monotonic)
+    _drainer: threading.Thread | None = None
 
     @classmethod
     def start(cls, config: Path, prompts: Path | None, log_path: Path, timeout_s: float = 60.0) -> ServeProcess:
@@ -211,10 +212,12 @@ class ServeProcess:
             match = _SERVING.search(line)
             if match:
                 served = cls(proc, match[1], match[2], match[3], log_path)
-                threading.Thread(target=served._drain, daemon=True).start()
+                served._drainer = threading.Thread(target=served._drain, daemon=True)
+                served._drainer.start()
                 return served
         proc.kill()
         proc.wait()
+        proc.stdout.close()
         raise RuntimeError(f"serve did not start (exit {proc.returncode}); see {log_path}:\n"
                            f"{log_path.read_text(encoding='utf-8')[-2000:]}")
 
@@ -223,6 +226,13 @@ class ServeProcess:
         with open(self.log_path, "a", encoding="utf-8") as log:
             for line in self.process.stdout:
                 log.write(line)
+
+    def _reap(self) -> None:
+        """After exit: let the drain thread finish and close our end of the child's stdout."""
+        if self._drainer is not None:
+            self._drainer.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     @property
     def pid(self) -> int:
@@ -243,12 +253,14 @@ class ServeProcess:
             hung = True
             self.process.kill()
             rc = self.process.wait()
+        self._reap()
         return {"exit_code": rc, "stop_s": round(time.monotonic() - t0, 3), "hung_on_stop": hung}
 
     def kill(self) -> None:
         if self.alive():
             os.kill(self.pid, signal.SIGKILL)
         self.process.wait()
+        self._reap()
 
     def children(self) -> list[tuple[int, str]]:
         """(pid, command line) of the direct children (the mask writer, multiprocessing's tracker)."""

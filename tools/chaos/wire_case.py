@@ -213,7 +213,10 @@ def run(work: Path, messages: int = 10000, tail_frames: int = 200, seed: int = 1
             "messages_rejected": status.get("messages_rejected"),
             "rejected_by_reason": status.get("rejected_by_reason"), "frames_gap": status.get("frames_gap"),
             "expected_frames_plus_rejections": expected,
-            "unaccounted": expected - _counted(status) if status else None,
+            # Lost: sent but neither received nor rejected. Over-counted: both (a frame received, then refused
+            # after decoding, e.g. for non-finite pixels, is counted in frames_received and messages_rejected).
+            "unaccounted": max(0, expected - _counted(status)) if status else None,
+            "counted_twice": max(0, _counted(status) - expected) if status else None,
             "all_messages_accounted": settled,
         },
         "tail": {"valid_frames_sent": tail_ok, "processed": processed_tail,
