@@ -218,3 +218,23 @@ def test_reconnects_after_a_service_restart_and_resets_tails():
             context.destroy(linger=0)
     finally:
         subscriber.stop()
+
+
+# ---------------------------------------------------------------- status line
+
+
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        ({"state": "streaming", "wall_time_s": 0.0}, ""),  # age unknown: nothing claimed
+        ({"state": "streaming", "age_s": 0.5}, ""),
+        ({"state": "streaming", "age_s": 6.7}, " (status 7 s old)"),
+        ({"state": "streaming", "age_s": 0.1, "stalled": True, "worker_stalled_s": 6.2}, " (WORKER STALLED 6 s)"),
+    ],
+)
+def test_status_line_says_when_the_status_is_old_or_the_worker_stalled(status, expected):
+    from sam4em_live.monitor.window import _staleness
+
+    if "age_s" in status:
+        status = {**status, "wall_time_s": time.time() - status.pop("age_s")}
+    assert _staleness(status) == expected

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -38,6 +38,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 3.0
+
+
+def _staleness(status: dict[str, Any]) -> str:
+    """`` (WORKER STALLED 6 s)`` / `` (status 7 s old)`` when the status says so or is old, else ``""``.
+
+    The service publishes its status from the worker: a stalled worker publishes none, so the last one
+    keeps its rates. Its age is taken from ``wall_time_s`` (the service's clock: on another machine,
+    skew adds to it).
+    """
+    if status.get("stalled"):
+        return f" (WORKER STALLED {float(status.get('worker_stalled_s') or 0.0):.0f} s)"
+    taken_s = float(status.get("wall_time_s") or 0.0)
+    age_s = time.time() - taken_s if taken_s else 0.0
+    return f" (status {age_s:.0f} s old)" if age_s > STALE_AFTER_S else ""
 
 
 class Feed(Protocol):
@@ -194,7 +208,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         elif time.monotonic() - update.last_message_s > STALE_AFTER_S:
             parts.append(f"NO DATA for {time.monotonic() - update.last_message_s:.0f} s (reconnecting)")
         if s:
-            parts.append(f"{s.get('state', '?')}")
+            parts.append(f"{s.get('state', '?')}" + _staleness(s))
             parts.append(f"camera {s.get('camera_fps', 0):.1f} fps · processed {s.get('processed_fps', 0):.1f} fps")
             parts.append(f"latency p50 {s.get('latency_ms_p50', 0):.0f} / p99 {s.get('latency_ms_p99', 0):.0f} ms")
             parts.append(f"queue {s.get('queue_depth', 0)} · dropped {s.get('frames_dropped', 0)}"

@@ -406,8 +406,13 @@ class Service:
         tracked = set(self._status.particles)  # the worker's last snapshot: stage.particles() is not thread-safe
         try:
             admitted = self._quotas.admit_edit(edit, shape, tracked, len(self.schedule))
-        except (PromptError, QuotaExceeded) as exc:
+        except PromptError as exc:
             self._refused_edits.append((edit, str(exc)))
+            raise
+        except QuotaExceeded as exc:
+            # Rate refusals are only counted: an event (and a log line) each would let a flood amplify itself.
+            if exc.quota == "max_particles":
+                self._refused_edits.append((edit, str(exc)))
             raise
         self.schedule.add(admitted)
 
@@ -438,7 +443,7 @@ class Service:
         limit_s = STALL_INTERVALS * self.config.pipeline.status_interval_s
         age_s = max(time.time() - snapshot.wall_time_s, 0.0) if snapshot.wall_time_s else 0.0
         return dataclasses.replace(snapshot, snapshot_age_s=age_s, worker_stalled_s=stalled_s,
-                                   stalled=stalled_s > limit_s)
+                                   stalled=stalled_s > limit_s, refused_by_quota=self._quotas.refused)
 
     def describe_config(self) -> dict[str, Any]:
         return self.config.to_jsonable()

@@ -3,6 +3,18 @@
 PUB sockets drop messages for a subscriber whose queue is full (high-water
 mark) instead of blocking, and we send with NOBLOCK, so a slow or absent
 subscriber costs the pipeline only the time to pack a message.
+
+What slow subscribers lose cannot be counted here: libzmq's PUB drops a
+message for each subscriber whose queue is full, inside ``zmq_send``, which
+still succeeds (the others get it); no socket option or event reports those
+per-subscriber drops. ``ZMQ_XPUB_NODROP`` would make the send fail with EAGAIN
+instead, but then for *every* subscriber: one subscriber that stops reading
+(a paused monitor, a hostile local client) would black out all the others.
+So the counter is ``send_errors`` (sends libzmq refused), and a subscriber
+counts its own losses from the frame indices it receives (docs/results.md).
+
+The messages carry raw preview pixels: binding beyond loopback logs a loud
+warning (docs/results.md says how to protect it).
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from sam4em_live.control_api import is_loopback_endpoint
 from sam4em_live.sinks.results_schema import (
     SCHEMA_ID,
     SCHEMA_VERSION,
@@ -54,16 +67,26 @@ class ResultsPublisher:
         self._run: RunInfo | None = None
         self._next_preview_s = 0.0
         self.sent = 0
-        self.dropped = 0
+        self.send_errors = 0
         log.info("publishing results on %s", self.endpoint)
+        if not is_loopback_endpoint(config.endpoint):
+            log.warning(
+                "RESULTS PUBLISHER REACHABLE FROM THE NETWORK: %s is bound beyond loopback without encryption or "
+                "authentication; anyone who can reach it receives every result and raw preview pixels. Bind "
+                "tcp://127.0.0.1 and tunnel (ssh -L), or firewall the port (docs/results.md).", config.endpoint,
+            )
 
     def open(self, run: RunInfo) -> None:
         self._run = run
 
     @property
     def counters(self) -> dict[str, int]:
-        """`CountingSink` counters: messages sent, and dropped because no subscriber could take them (HWM)."""
-        return {"sent": self.sent, "dropped": self.dropped}
+        """`CountingSink` counters: messages handed to libzmq (``sent``) and sends it refused (``send_errors``).
+
+        ``sent`` is not "received": libzmq drops a message, uncounted, for each subscriber whose
+        queue is full (see the module docstring); subscribers count their own gaps.
+        """
+        return {"sent": self.sent, "send_errors": self.send_errors}
 
     def consume(self, result: FrameResult) -> None:
         run = self._run
@@ -99,5 +122,5 @@ class ResultsPublisher:
         try:
             self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
             self.sent += 1
-        except zmq.Again:
-            self.dropped += 1
+        except zmq.ZMQError:  # never blocks, never stops the pipeline
+            self.send_errors += 1
