@@ -20,15 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
+import pytest
 import zmq
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.control_api import ServiceState
-from sam4em_live.frames import Calibration, Frame
+from sam4em_live.frames import Calibration, Frame, SeriesInfo, count_non_finite, fill_non_finite
 from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.frame_queue import FrameQueue
 from sam4em_live.sources.array_source import ArraySource
+from sam4em_live.sources.camera import FramePublisher
 from sam4em_live.sources.zmq_source import ZmqFrameSource
 from tests.conftest import disk_video
 
@@ -224,8 +226,6 @@ def test_nan_frames_are_repaired_or_rejected_no_bogus_detection_no_swap():
 
 
 def test_integer_frames_skip_the_finiteness_scan():
-    from sam4em_live.frames import count_non_finite
-
     big = np.full((1024, 1024), 7, np.uint16)
     t0 = time.perf_counter()
     for _ in range(200):
@@ -315,3 +315,63 @@ def test_missing_spill_directory_is_a_counted_drop_not_a_crash(tmp_path):
     queue.put(_frame(5))
     assert queue.spilled == 1 and [queue.get(0.01).index for _ in range(2)] == [0, 5]
     queue.close()
+
+
+# ---------------------------------------------------------------- the issue's scenario, end to end
+
+
+def test_service_streams_through_hostile_frames_on_the_wire():
+    """A live service fed by a camera over ZeroMQ: the hostile messages of issue 18 cost themselves only."""
+    frames, truth = disk_video(n_frames=60, velocity=(0.5, 0.25))
+    camera = FramePublisher("tcp://127.0.0.1:0")
+    config = ServiceConfig.from_mapping({
+        "source": {"kind": "zmq", "endpoint": camera.endpoint},
+        "recorder": {"enabled": False}, "publisher": {"enabled": False}, "control": {"enabled": False},
+        "calibration": {"pixel_size_nm": 2.0, "fps": 50.0}, "pipeline": {"backpressure": "every-frame"},
+    })
+    keep = ResultList()
+    built = build_service(config, edits=PROMPTS, extra_sinks=[keep], stop_at_series_end=True)
+    built.service.start()
+    try:
+        time.sleep(0.5)  # slow joiner
+        camera.send_series_start(SeriesInfo("cam", frames.shape[1:], frames.dtype.str, Calibration(fps=50.0)))
+        for i, pixels in enumerate(frames):
+            camera.send_frame(pixels.copy(), "cam", i, time.time())
+            if i == 20:  # numpy's parser raised SyntaxError on these: the service died (exit 2)
+                for dtype in ("(,,", "(2,3"):
+                    header = {"protocol": "sam4em-frame", "version": 1, "type": "frame", "series_id": "cam",
+                              "index": 21, "timestamp_s": time.time(), "shape": [96, 128], "dtype": dtype}
+                    camera.send_raw([msgpack.packb(header), pixels.tobytes()])
+            if i == 30:  # these made every later frame non_monotonic
+                camera.send_frame(pixels.copy(), "cam", 31 + 10**6, time.time())
+                camera.send_raw([msgpack.packb({"protocol": "sam4em-frame", "version": 1, "type": "frame",
+                                                "series_id": "cam", "index": 2**63, "timestamp_s": 1.0,
+                                                "shape": [96, 128], "dtype": "<u2"}), pixels.tobytes()])
+            time.sleep(0.005)
+        camera.send_series_end("cam", len(frames))
+        assert built.service.wait(20), "the service did not stop at the series end"
+    finally:
+        built.service.stop()
+        camera.close()
+    status = built.service.status()
+    assert built.service.error is None and status.frames_processed == 60
+    assert status.rejected_by_reason == {"unsupported_dtype": 2, "implausible_index": 2}
+    assert [r.index for r in keep.results] == list(range(60))
+    final = keep.results[-1].measurements
+    assert all(math.hypot(m.x - truth[59, m.particle - 1, 0], m.y - truth[59, m.particle - 1, 1]) < 1.0 for m in final)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fill_non_finite_sets_background_and_leaves_the_input_alone(dtype):
+    pixels = np.full((64, 64), 100.0, dtype)
+    pixels[10:20, 10:20] = 60.0  # a dark particle: not the median
+    pixels[0, :] = np.nan
+    pixels[1, :3] = (np.inf, -np.inf, np.nan)
+    pixels.flags.writeable = False  # as a frame received over the network is
+    assert count_non_finite(pixels) == 64 + 3
+    repaired = fill_non_finite(pixels)
+    assert repaired.dtype == dtype and np.isfinite(repaired).all()
+    assert (repaired[0] == 100.0).all() and (repaired[1, :3] == 100.0).all()
+    np.testing.assert_array_equal(repaired[2:], pixels[2:])
+    assert np.isnan(pixels[0, 0])  # the input is untouched
+    assert (fill_non_finite(np.full((4, 4), np.nan, dtype)) == 0).all()  # nothing finite: zeros
