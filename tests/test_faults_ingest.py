@@ -15,6 +15,7 @@ import re
 import resource
 import subprocess
 import time
+import timeit
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -227,10 +228,10 @@ def test_nan_frames_are_repaired_or_rejected_no_bogus_detection_no_swap():
 
 def test_integer_frames_skip_the_finiteness_scan():
     big = np.full((1024, 1024), 7, np.uint16)
-    t0 = time.perf_counter()
-    for _ in range(200):
-        assert count_non_finite(big) == 0
-    assert (time.perf_counter() - t0) / 200 < 20e-6  # no pass over the pixels: microseconds, not 0.1 ms
+    assert count_non_finite(big) == 0
+    # Best of 5 batches (robust to a busy machine): any pass over 1024^2 pixels takes >= ~50 us.
+    best_s = min(timeit.repeat(lambda: count_non_finite(big), number=200, repeat=5)) / 200
+    assert best_s < 10e-6
 
 
 # ---------------------------------------------------------------- a spill that cannot be written
