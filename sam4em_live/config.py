@@ -177,7 +177,7 @@ class QuotaConfig(FrozenModel):
     # from a box costs time in proportion to its area (a 512 px box ~0.1 s on a 512^2 frame, measured).
     max_box_edge_px: PositiveInt = 256
     # Prompt, correction and removal requests per second (burst: one second's worth).
-    max_edits_per_s: PositiveFloat = 20.0
+    max_edits_per_s: PositiveFloat = 10.0
     # Edits waiting for their frame (anchored to a future frame); more are refused.
     max_pending_edits: PositiveInt = 256
     # Annotations per second (burst: one second's worth) and the size of one (UTF-8 bytes).

@@ -7,6 +7,7 @@ control channel on loopback (port 0), and for the flood a real client in its own
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import zmq
 
-from sam4em_live.config import FrozenModel, ServiceConfig
+from sam4em_live.config import FrozenModel, PublisherConfig, ServiceConfig
 from sam4em_live.control import ControlClient, ControlError, ControlServer
 from sam4em_live.control.quotas import RateLimit, bound_prompt
 from sam4em_live.control.schema import encode_request
@@ -27,6 +28,7 @@ from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, PromptErro
 from sam4em_live.segment.embedded import EmbeddedSegmenter
 from sam4em_live.segment.registry import SEGMENTERS
 from sam4em_live.service.builder import build_service
+from sam4em_live.sinks.publisher import ResultsPublisher
 from sam4em_live.sources.base import EndOfStream, SourceCounters
 from tests.conftest import disk_video
 
@@ -408,3 +410,16 @@ def test_one_flooding_client_cannot_push_the_service_below_90_percent(video, tmp
     assert flood_fps >= 0.9 * base_fps, f"{flood_fps:.1f} fps under the flood vs {base_fps:.1f} fps without"
     assert status["control"]["paced"] > 0  # the server held the flood back
     assert status["refused_by_quota"]["max_particles"] > 0
+
+
+# ---------------------------------------------------------------- the results publisher's exposure
+
+
+@pytest.mark.parametrize("endpoint, loud", [("tcp://127.0.0.1:0", False), ("tcp://0.0.0.0:0", True)])
+def test_publisher_beyond_loopback_warns_loudly(endpoint: str, loud: bool, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="sam4em_live.sinks.publisher")
+    publisher = ResultsPublisher(PublisherConfig(endpoint=endpoint))
+    publisher.close()
+    warned = [r for r in caplog.records if "REACHABLE FROM THE NETWORK" in r.getMessage()]
+    assert len(warned) == int(loud)
+    assert publisher.counters == {"sent": 0, "send_errors": 0}
