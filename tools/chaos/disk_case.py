@@ -6,7 +6,9 @@ Three trials, each with its own tmpfs (``mount -t tmpfs -o size=…``, which nee
   and the service is stopped (SIGTERM) while the disk is still full;
 - ``full_then_freed``: the same, but the ballast is deleted before streaming goes on and the stop;
 - ``spill_full``: ``every-frame`` backpressure with its spill folder on a full tmpfs and a sender faster than
-  the worker: frames that cannot spill must become counted drops, never a crash.
+  the worker: frames that cannot spill must become counted drops, never a crash;
+- ``read_only_fs`` and ``out_dir_is_a_file``: a run folder that cannot be created must make ``serve`` refuse
+  to start (non-zero exit, a clear message) instead of streaming without a recording.
 
 Then every file of the run folder must parse and agree with ``run.json`` (`tools.chaos.runcheck`). Where tmpfs
 cannot be mounted (not root, no CAP_SYS_ADMIN) a trial is reported as skipped with the mount's error: a
@@ -127,6 +129,40 @@ def _run_trial(work: Path, disk: Path, name: str, free_again: bool, spill: bool)
     }
 
 
+def _unwritable_trial(work: Path, name: str, out_dir: Path) -> dict[str, Any]:
+    """Serve with a run folder it cannot create: it must refuse to start (non-zero exit, a clear message)."""
+    feed = FrameFeed()
+    config = service_config(work, feed.endpoint, out_dir, publisher={"enabled": False})
+    failures = []
+    try:
+        serve = ServeProcess.start(config, None, work / f"serve-{name}.log", timeout_s=30.0)
+    except RuntimeError as exc:
+        message = str(exc)
+        exit_code = int(message.split("exit ", 1)[1].split(")", 1)[0]) if "exit " in message else None
+        if exit_code in (0, None):
+            failures.append(f"serve ended with exit {exit_code} instead of refusing")
+        return {"name": name, "refused": True, "exit_code": exit_code, "message": message[-600:],
+                "failures": failures}
+    feed.close()
+    stopped = serve.stop()
+    failures.append("serve started streaming with a run folder it cannot write")
+    return {"name": name, "refused": False, "exit_code": stopped["exit_code"], "failures": failures,
+            "serve_log_tail": serve.log_tail(600)}
+
+
+def _readonly_trial(work: Path) -> dict[str, Any]:
+    disk = work / "tmpfs-readonly"
+    disk.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(disk)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return {"name": "read_only_fs", "skipped": f"tmpfs mount refused: {result.stderr.strip()}"}
+    try:
+        return _unwritable_trial(work, "read_only_fs", disk / "runs")
+    finally:
+        _umount(disk)
+
+
 def _manifest_counts(folders: list[dict[str, Any]]) -> dict[str, Any]:
     import json
 
@@ -136,8 +172,18 @@ def _manifest_counts(folders: list[dict[str, Any]]) -> dict[str, Any]:
             counts = manifest.get("counts") or {}
             return {"status": manifest.get("status"), "reason": manifest.get("reason"),
                     **{k: counts.get(k) for k in ("frames_recorded", "particle_rows", "mask_pages", "write_errors",
-                                                  "results_lost")}}
+                                                  "results_lost", "results_after_stop")}}
     return {}
+
+
+def _headline(trial: dict[str, Any]) -> str:
+    if "skipped" in trial:
+        return str(trial["skipped"])
+    if "refused" in trial:
+        return (f"refused to start, exit {trial['exit_code']}" if trial["refused"]
+                else f"NOT refused (exit {trial['exit_code']})")
+    return (f"exit {trial['stop']['exit_code']}; sent {trial['frames_sent']}, received {trial['frames_received']}, "
+            f"processed {trial['frames_processed']}, dropped {trial['frames_dropped']}; run.json {trial['recorded']}")
 
 
 def run(work: Path, seed: int = 1) -> dict[str, Any]:
@@ -146,17 +192,15 @@ def run(work: Path, seed: int = 1) -> dict[str, Any]:
         _trial(work, "stays_full", 24, free_again=False, spill=False),
         _trial(work, "full_then_freed", 24, free_again=True, spill=False),
         _trial(work, "spill_full", 4, free_again=False, spill=True),
+        _readonly_trial(work),
     ]
+    (work / "a-file").write_text("not a folder\n", encoding="utf-8")
+    trials.append(_unwritable_trial(work, "out_dir_is_a_file", work / "a-file"))
     folders = [f for t in trials for f in t.get("run_folders", [])]
     skipped = [t["skipped"] for t in trials if "skipped" in t]
     return {
         "case": "disk",
-        "headline": {
-            t["name"]: (t["skipped"] if "skipped" in t else
-                        f"exit {t['stop']['exit_code']}; sent {t['frames_sent']}, received {t['frames_received']}, "
-                        f"processed {t['frames_processed']}, dropped {t['frames_dropped']}; run.json {t['recorded']}")
-            for t in trials
-        },
+        "headline": {t["name"]: _headline(t) for t in trials},
         "tmpfs": "not available: " + "; ".join(skipped) if skipped else "mounted (root)",
         "trials": [{k: v for k, v in t.items() if k != "run_folders"} for t in trials],
         "run_folders": folders,

@@ -25,6 +25,12 @@ def failures(report: dict[str, Any]) -> list[str]:
     tail = report.get("tail") or {}
     if tail.get("lost"):
         out.append(f"{tail['lost']} of {tail['valid_frames_sent']} valid frames after the fuzz were not processed")
+    # Valid frames the decoder itself refuses after a hostile message (e.g. non_monotonic until it believes an
+    # index jump) are counted with their reason; only losses beyond those are unexplained.
+    unexplained = (report.get("valid_interleaved_lost") or 0) - sum((report.get("valid_refused_in_process") or {})
+                                                                    .values())
+    if unexplained > 0:
+        out.append(f"{unexplained} valid frames interleaved with the fuzz were lost without a counted reason")
     counted = report.get("service_counted") or {}
     if counted.get("unaccounted"):
         out.append(f"{counted['unaccounted']} messages neither received nor rejected")

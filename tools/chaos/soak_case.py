@@ -100,7 +100,7 @@ def run(work: Path, frames: int = 25000, fps: float = 200.0, size: int = 512,
     processed = status.get("frames_processed", 0)
     dropped = status.get("frames_dropped", 0)
     recorded = counts.get("frames_recorded")
-    recorder_lost = counts.get("results_lost", 0) or 0
+    recorder_lost = (counts.get("results_lost") or 0) + (counts.get("results_after_stop") or 0)
     unattributed = []
     if sent - received - rejected - streamer.feed.send_timeouts > 0:
         unattributed.append(f"{sent - received - rejected} frames sent but neither received nor rejected")

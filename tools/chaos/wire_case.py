@@ -12,13 +12,16 @@ than `RejectedMessage` there is a decoder escape, whatever the service did with 
 
 from __future__ import annotations
 
+import json
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
 
+from sam4em_live.io.run_manifest import expand_ranges
 from sam4em_live.wire import FrameDecoder, RejectedMessage, SeriesEnd, SeriesStart
 from tools.chaos.harness import (
     Control,
@@ -30,9 +33,6 @@ from tools.chaos.harness import (
     settle,
 )
 from tools.chaos.runcheck import check_run_folder
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 SERIES = "chaos-wire"
 _DTYPE_ALPHABET = "(),<>|=ifucbOUVSMm0123456789[] '"
@@ -141,19 +141,26 @@ def run(work: Path, messages: int = 10000, tail_frames: int = 200, seed: int = 1
     oracle = FrameDecoder()
     by_mutation: dict[str, int] = {}
     oracle_outcomes: dict[str, int] = {}
+    valid_refused: dict[str, int] = {}
+    last_mutation = ""
     series_messages = 0  # accepted series start/end messages: neither a frame received nor a rejection
-    valid_sent = 0
+    valid_indices: list[int] = []
     stalled: str | None = None
     index = 0
     t0 = time.monotonic()
 
     def send(parts: list[Any], mutation: str | None) -> bool:
-        nonlocal series_messages
+        nonlocal series_messages, last_mutation
         outcome = _oracle(oracle, parts)
         series_messages += outcome in ("series_start", "series_end")
         if mutation is not None:
             by_mutation[mutation] = by_mutation.get(mutation, 0) + 1
             oracle_outcomes[outcome] = oracle_outcomes.get(outcome, 0) + 1
+            last_mutation = f"{mutation} -> {outcome}"
+        elif outcome != "frame" and outcome != "series_start":
+            # A valid frame the decoder refuses: which mutant just before poisoned the series?
+            key = f"{outcome} after {last_mutation}"
+            valid_refused[key] = valid_refused.get(key, 0) + 1
         return feed.send(parts)
 
     def valid_frame() -> list[Any]:
@@ -163,9 +170,10 @@ def run(work: Path, messages: int = 10000, tail_frames: int = 200, seed: int = 1
     for k in range(messages):
         name, parts = mutate(rng, video, index)
         ok = send(parts, name)
+        index += 1  # a mutant may carry this index: the next valid frame must not repeat it
         if ok and rng.random() < 0.3:
             ok = send(valid_frame(), None)
-            valid_sent += 1
+            valid_indices.append(index)
             index += 1
         if not ok:
             stalled = f"a send timed out after message {k} (service {'alive' if serve.alive() else 'dead'})"
@@ -189,19 +197,23 @@ def run(work: Path, messages: int = 10000, tail_frames: int = 200, seed: int = 1
     control.close()
     feed.close()
     folders = [check_run_folder(p) for p in sorted((work / "runs").glob("*")) if p.is_dir()]
+    processed_frames = _processed_frames(work / "runs")
+    valid_lost = None if processed_frames is None else sum(1 for i in valid_indices if i not in processed_frames)
     escaped = {k: v for k, v in oracle_outcomes.items() if k.startswith("ESCAPED")}
     processed_tail = status.get("frames_processed", 0) - before_tail.get("frames_processed", 0)
     return {
         "case": "wire",
         "headline": {
-            "malformed messages": sum(by_mutation.values()), "valid frames interleaved": valid_sent,
+            "malformed messages": sum(by_mutation.values()), "valid frames interleaved": len(valid_indices),
             "exit code": stopped["exit_code"], "rejected by reason": status.get("rejected_by_reason"),
             "frames received / processed": f"{status.get('frames_received')} / {status.get('frames_processed')}",
             "valid tail frames processed": f"{processed_tail} of {tail_ok}",
+            "valid interleaved frames not processed (run.json mask_frames)": valid_lost,
+            "of which refused by the decoder with a counted reason": sum(valid_refused.values()),
             "decoder escapes (in process)": escaped or 0,
         },
         "malformed_messages": sum(by_mutation.values()),
-        "valid_frames_interleaved": valid_sent,
+        "valid_frames_interleaved": len(valid_indices),
         "messages_sent_total": feed.sent,
         "seconds": round(fuzz_s, 1),
         "crashed": not alive_at_end or (stopped["exit_code"] != 0 and not stopped["hung_on_stop"]),
@@ -221,6 +233,8 @@ def run(work: Path, messages: int = 10000, tail_frames: int = 200, seed: int = 1
         },
         "tail": {"valid_frames_sent": tail_ok, "processed": processed_tail,
                  "lost": tail_ok - processed_tail if status else None},
+        "valid_interleaved_lost": valid_lost,
+        "valid_refused_in_process": valid_refused,
         "decoder_escapes_in_process": escaped,
         "oracle_outcomes": dict(sorted(oracle_outcomes.items())),
         "mutations": dict(sorted(by_mutation.items())),
@@ -234,3 +248,14 @@ def _counted(status: dict[str, Any] | None) -> int:
     if not status:
         return -1
     return int(status.get("frames_received", 0)) + int(status.get("messages_rejected", 0))
+
+
+def _processed_frames(runs: Path) -> set[int] | None:
+    """Frame indices with a mask page in the run (one page per processed frame), from run.json mask_frames."""
+    for manifest in runs.glob("*/run.json"):
+        try:
+            ranges = json.loads(manifest.read_text(encoding="utf-8")).get("mask_frames")
+            return set(expand_ranges(ranges))
+        except (OSError, ValueError, TypeError):
+            return None
+    return None
