@@ -24,7 +24,7 @@ from sam4em_live.control import commands as control_commands
 from sam4em_live.control.keys import generate_keys, load_client_keys
 from sam4em_live.control.schema import MAX_POINTS_PER_PROMPT, encode_request
 from sam4em_live.control.server import is_loopback_endpoint
-from sam4em_live.control_api import ServiceState, StatusSnapshot
+from sam4em_live.control_api import QuotaExceeded, ServiceState, StatusSnapshot
 from sam4em_live.particles import ParticleEdit, Prompt, PromptError, RemoveParticle
 
 LOOPBACK = "tcp://127.0.0.1:0"
@@ -43,6 +43,8 @@ class RecordingControl:
     def submit_edit(self, edit: ParticleEdit) -> None:
         if edit.particle == 13:
             raise PromptError("particle 13 is unlucky")
+        if edit.particle == 99:
+            raise QuotaExceeded("max_particles", "32 particles are tracked; the limit is 32")
         self.edits.append(edit)
 
     def pause(self) -> None:
@@ -278,3 +280,26 @@ def test_stop_returns_quickly(control: RecordingControl) -> None:
     server.stop()
     assert time.monotonic() - started < 1.0
     assert threading.active_count() < 50
+
+
+def test_a_flood_is_paced_not_served_at_once(control: RecordingControl) -> None:
+    server = ControlServer(control, LOOPBACK, max_requests_per_s=20.0)
+    endpoint = server.start()
+    try:
+        with ControlClient(endpoint, timeout_s=3.0) as client:
+            t0 = time.monotonic()
+            for _ in range(40):  # 20 at once (one second's burst), then 20 a second
+                client.ping()
+            elapsed = time.monotonic() - t0
+    finally:
+        server.stop()
+    assert 0.8 < elapsed < 3.0
+    assert server.counters.paced > 0 and server.counters.requests == 40
+
+
+def test_quota_refusals_get_their_own_code(served, control: RecordingControl) -> None:
+    server, client = served
+    with pytest.raises(ControlError, match="quota_exceeded: max_particles: 32 particles") as info:
+        client.add_prompt(99, points=[(1.0, 1.0)])
+    assert info.value.code == "quota_exceeded"
+    assert server.counters.errors_by_code == {"quota_exceeded": 1}
