@@ -256,7 +256,7 @@ class BigTiffPageWriter:
     def _abandon(self, size: int, link: tuple[int, int] | None, exc: OSError) -> None:
         """Cut the file back to ``size`` bytes (its last complete page) and stop; the pending pages are lost."""
         self.broken = exc
-        self._pending.clear()
+        self._pending = bytearray()  # not clear(): the failed write's traceback may still hold a view of it
         self._disk_link = None
         try:
             if link is not None:  # the link may have reached the file: point it at nothing again

@@ -11,20 +11,32 @@ The one reader every consumer uses (analysis, evaluation, tools)::
 gives its trajectories (calibration unknown; the problem is logged and kept in `manifest_error`).
 Only the page → frame mapping of ``masks.tif`` needs the manifest, so `mask_pages` refuses an
 unreadable one rather than guessing.
+
+A run whose process was killed never closed its run.json: it still says ``running``. `status` tells
+such a run (``interrupted``: its writer process is gone) from a live one, and for both the reader
+trusts the files: `trajectories` reads the whole lines only (a last line cut mid-write is left
+out), `mask_pages` takes each page's frame from the page itself. `check` sets what the files
+hold against what run.json says (`RunCheck`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from sam4em_live.frames import Calibration
-from sam4em_live.io.run_manifest import RANDOM_WEIGHTS_WARNING, expand_ranges
-from sam4em_live.io.trajectories import Trajectories, read_table_file
+from sam4em_live.io.mask_tiff import complete_page_frames
+from sam4em_live.io.run_manifest import RANDOM_WEIGHTS_WARNING, RUNNING, expand_ranges
+from sam4em_live.io.trajectories import Trajectories, normalize_table, read_table_file
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +44,10 @@ MANIFEST_NAME = "run.json"
 MASKS_NAME = "masks.tif"
 #: Trajectory table names, in the order they are looked for.
 TRAJECTORY_NAMES = ("trajectories.csv", "trajectories.parquet")
+#: `RunFolder.status` of a run left ``running`` by a process that is gone (killed, crashed, power cut).
+INTERRUPTED = "interrupted"
+#: run.json ``counts`` key -> the JSON-lines file it counts (`RunFolder.check`).
+JSONL_COUNTS = {"events": "events.jsonl", "status_snapshots": "status.jsonl", "annotations": "annotations.jsonl"}
 
 
 class RunFolderError(ValueError):
@@ -50,6 +66,29 @@ class MaskPages:
     pages: int
     page_shape: tuple[int, int]
     frames: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """What a run folder's files hold, set against its run.json (`RunFolder.check`).
+
+    Counts are of whole records only: rows of ``trajectories.csv`` (a last line without its newline is
+    left out and flagged in `cut_line`), complete pages of ``masks.tif``, lines of the JSON-lines files.
+    ``disagreements`` lists where run.json says otherwise; for a run that never closed (``running``,
+    ``interrupted``) run.json is an older snapshot, so only counts above the files' disagree.
+    """
+
+    status: str
+    reason: str | None
+    particle_rows: int | None
+    cut_line: bool
+    mask_frames: tuple[int, ...] | None = field(repr=False)
+    lines: Mapping[str, int]
+    disagreements: tuple[str, ...]
+
+    @property
+    def agrees(self) -> bool:
+        return not self.disagreements
 
 
 @dataclass(frozen=True)
@@ -98,6 +137,37 @@ class RunFolder:
             return Calibration()
 
     @property
+    def status(self) -> str | None:
+        """run.json ``status``; ``interrupted`` for a ``running`` run whose writer process is gone (None: no run.json)."""
+        status = self.manifest.get("status")
+        if status is None:
+            return None
+        if status == RUNNING and not self.writer_alive:
+            return INTERRUPTED
+        return str(status)
+
+    @property
+    def closed(self) -> bool:
+        """Whether run.json was finalised (complete, incomplete or aborted): its counts are then exact."""
+        return self.status not in (None, RUNNING, INTERRUPTED)
+
+    @property
+    def writer_alive(self) -> bool:
+        """Whether the process named in run.json ``writer`` still runs (on this host; elsewhere assumed so)."""
+        writer = self.manifest.get("writer")
+        if not isinstance(writer, Mapping) or not isinstance(writer.get("pid"), int):
+            return False
+        if writer.get("host") != socket.gethostname():
+            return True  # cannot tell from here: a run being written elsewhere is not called interrupted
+        try:
+            os.kill(writer["pid"], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    @property
     def warnings(self) -> tuple[str, ...]:
         """Warnings the run carries (random weights must never pass silently)."""
         return tuple(run_warnings(self.manifest))
@@ -116,7 +186,58 @@ class RunFolder:
         table_path = self.trajectories_path
         if table_path is None:
             raise FileNotFoundError(f"{self.path} has no {' or '.join(TRAJECTORY_NAMES)}")
+        if table_path.suffix == ".csv":
+            data = table_path.read_bytes()
+            whole = _whole_lines(data)
+            if len(whole) < len(data):
+                log.warning("%s: last line cut short (the recording stopped mid-write); left out", table_path)
+                table = normalize_table(_read_csv_bytes(whole))
+                return Trajectories(table, self.calibration, str(table_path), self.warnings)
         return Trajectories(read_table_file(table_path), self.calibration, str(table_path), self.warnings)
+
+    # ------------------------------------------------------------- reconciling
+
+    def check(self) -> RunCheck:
+        """Count what the files hold and set it against run.json (see `RunCheck`)."""
+        counts = self.manifest.get("counts") if isinstance(self.manifest.get("counts"), Mapping) else {}
+        closed = self.closed
+        disagreements: list[str] = []
+
+        def agree(what: str, recorded: object, actual: int) -> None:
+            if not isinstance(recorded, int):
+                return
+            if (closed and recorded != actual) or (not closed and recorded > actual):
+                disagreements.append(f"run.json {what} = {recorded}, the files hold {actual}")
+
+        rows, cut = None, False
+        csv_path = self.path / TRAJECTORY_NAMES[0]
+        if csv_path.is_file():
+            data = csv_path.read_bytes()
+            whole = _whole_lines(data)
+            rows, cut = max(whole.count(b"\n") - 1, 0), len(whole) < len(data)
+            agree("counts.particle_rows", counts.get("particle_rows"), rows)
+        mask_frames = None
+        if self.masks_path is not None:
+            mask_frames = tuple(complete_page_frames(self.masks_path))
+            agree("counts.mask_pages", counts.get("mask_pages"), len(mask_frames))
+            listed = self.manifest.get("mask_frames")
+            if isinstance(listed, list) and all(isinstance(r, list) for r in listed):
+                frames = expand_ranges(listed)
+                if (closed and tuple(frames) != mask_frames) or frames != list(mask_frames[: len(frames)]):
+                    disagreements.append(f"run.json mask_frames ({len(frames)} frames) differ from the frames "
+                                         f"of the {len(mask_frames)} pages of {MASKS_NAME}")
+        lines: dict[str, int] = {}
+        for key, name in JSONL_COUNTS.items():
+            if (self.path / name).is_file():
+                lines[name] = _whole_lines((self.path / name).read_bytes()).count(b"\n")
+                agree(f"counts.{key}", counts.get(key), lines[name])
+        reason = self.manifest.get("reason")
+        status = self.status or "unknown"
+        if status == INTERRUPTED:
+            reason = "the recording process stopped without closing the run (killed or crashed); " \
+                     "the files hold what reached them, run.json an older snapshot"
+        return RunCheck(status, reason if isinstance(reason, str) else None, rows, cut, mask_frames, lines,
+                        tuple(disagreements))
 
     # ------------------------------------------------------------- masks
 
@@ -136,6 +257,14 @@ class RunFolder:
         path = self.masks_path
         if path is None:
             raise FileNotFoundError(f"{self.path}: no {MASKS_NAME} (was the run recorded with masks?)")
+        if self.status in (RUNNING, INTERRUPTED):
+            # Never closed: trust the file. Its complete pages carry their own frame index.
+            page_frames = complete_page_frames(path)
+            shape = _series_shape(self.manifest)
+            if page_frames:
+                with tifffile.TiffFile(path) as tif:
+                    shape = tif.pages.first.shape
+            return MaskPages(path, len(page_frames), (int(shape[0]), int(shape[1])), tuple(page_frames))
         with tifffile.TiffFile(path) as tif:
             pages = len(tif.pages)
             first = tif.pages.first.shape
@@ -190,3 +319,17 @@ def run_warnings(manifest: Mapping[str, Any]) -> list[str]:
     if isinstance(backend, Mapping) and backend.get("random_weights") and RANDOM_WEIGHTS_WARNING not in warnings:
         warnings.append(RANDOM_WEIGHTS_WARNING)
     return warnings
+
+
+def _whole_lines(data: bytes) -> bytes:
+    """``data`` up to and including its last newline (a last line cut mid-write left out)."""
+    return data[: data.rfind(b"\n") + 1]
+
+
+def _read_csv_bytes(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data))
+
+
+def _series_shape(manifest: Mapping[str, Any]) -> tuple[int, int]:
+    shape = (manifest.get("series") or {}).get("shape")
+    return (int(shape[0]), int(shape[1])) if isinstance(shape, list) and len(shape) == 2 else (0, 0)

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 _START_TIMEOUT_S = 30.0
 #: Pages held back for one message at most (the recorder pushes after every batch of results anyway).
 MAX_PAGES_PER_MESSAGE = 32
+#: How long `MaskWriterProcess.flush` waits for the child to say how many pages the file holds.
+FLUSH_ANSWER_WAIT_S = 0.5
 #: Niceness added to the mask-writer process (lower priority than the service).
 MASK_WRITER_NICE = 5
 
@@ -122,6 +125,7 @@ class MaskWriterProcess:
         #: Why the child stopped early (a refused write, or `MaskWriterDied`); raised again by `close`.
         self.error: OSError | None = None
         self._pending: list[PagePayload] = []
+        self._flushes_unanswered = 0
 
     @property
     def exitcode(self) -> int | None:
@@ -169,9 +173,17 @@ class MaskWriterProcess:
         self._pending = []
 
     def flush(self, fsync: bool = False) -> None:
-        """Push, and ask the child to write its pages out (its answer updates `pages_on_disk` later)."""
+        """Push, ask the child to write its pages out, and wait a little for its answer (`pages_on_disk`).
+
+        The wait (at most `FLUSH_ANSWER_WAIT_S`, on the recorder's writer thread, about once a second)
+        makes run.json's mask count current; a child too busy to answer in time is read next time.
+        """
         self.push()
         self._send(("flush",))
+        self._flushes_unanswered += 1
+        deadline = time.monotonic() + FLUSH_ANSWER_WAIT_S
+        while self._flushes_unanswered and self._conn.poll(max(0.0, deadline - time.monotonic())):
+            self.poll_answers()
 
     def poll_answers(self) -> None:
         """Read the child's answers that are waiting, without blocking (raises as `push`)."""
@@ -184,6 +196,7 @@ class MaskWriterProcess:
     def _answer(self, answer: tuple[Any, ...]) -> None:
         if answer[0] == "flushed":
             self.pages_on_disk = int(answer[1])
+            self._flushes_unanswered = max(0, self._flushes_unanswered - 1)
         elif answer[0] == "failed":
             _, self.pages_on_disk, errno, message = answer
             self._conn.close()

@@ -254,6 +254,8 @@ class MaskPagesWriter:
         self.frames = FrameRanges()
         self.opened = False
         self.failed = False
+        #: Whether the child created the file (run.json lists masks.tif from then on).
+        self.created = False
         self._process = process
         self._closed_pages: int | None = None
 
@@ -272,7 +274,7 @@ class MaskPagesWriter:
         except OSError:
             self.failed = True
             raise
-        self.opened = True
+        self.opened = self.created = True
 
     def append(self, shape: tuple[int, int], masks: Sequence[ParticleMask], frame_index: int) -> bool:
         """Queue one page for the child; False (nothing written) while the file is not open.

@@ -289,8 +289,8 @@ class RunDirectoryWriter:
     # ------------------------------------------------------------- internals
 
     def files(self) -> dict[str, str | None]:
-        """run.json ``files``: masks is null when not written (disabled, or the writer failed to open it)."""
-        masks = MASKS if self.masks is not None and not self.masks.failed else None
+        """run.json ``files``: masks is null while there is no such file (disabled, not created yet, or failed)."""
+        masks = MASKS if self.masks is not None and self.masks.created else None
         return {"trajectories": TRAJECTORIES, "masks": masks, "events": EVENTS, "status": STATUS,
                 "annotations": ANNOTATIONS}
 
