@@ -87,3 +87,61 @@ def test_missing_parts_are_named(tmp_path: Path) -> None:
         folder.trajectories()
     with pytest.raises(FileNotFoundError, match=r"masks\.tif"):
         folder.mask_pages()
+
+
+def _left_running(run_dir: Path, pid: int) -> None:
+    """Make a closed run look as a kill leaves it: run.json "running" (an older snapshot), a cut last row."""
+    manifest = json.loads((run_dir / "run.json").read_text())
+    manifest.update(status="running", closed_utc=None, writer={"pid": pid, "host": manifest["writer"]["host"]})
+    manifest["counts"]["particle_rows"] -= 2  # the snapshot before the last flush
+    manifest["counts"]["mask_pages"] -= 1
+    manifest["mask_frames"] = manifest["mask_frames"][:-1] + [[manifest["mask_frames"][-1][0],
+                                                               manifest["mask_frames"][-1][1] - 1]]
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    with open(run_dir / "trajectories.csv", "a") as fh:
+        fh.write("99,1,12.5")  # a row the kill cut mid-line
+
+
+def test_an_interrupted_run_is_recognised_and_read_from_its_files(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    calibration = Calibration(pixel_size_nm=2.0, fps=50.0)
+    recorder = Recorder(tmp_path)
+    recorder.open(run_info(calibration=calibration))
+    for i in range(6):
+        recorder.consume(make_result(i, calibration))
+    recorder.close()
+    run_dir = recorder.run_dir
+    assert run_dir is not None and RunFolder.open(run_dir).check().agrees
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _left_running(run_dir, int(dead.stdout))
+
+    folder = RunFolder.open(run_dir)
+    assert folder.manifest["status"] == "running" and folder.status == "interrupted" and not folder.closed
+    check = folder.check()
+    assert check.cut_line and check.particle_rows == 9 and check.mask_frames == tuple(range(6))
+    assert check.agrees and "killed or crashed" in (check.reason or "")  # an older snapshot: files hold more
+    table = folder.trajectories().table
+    assert len(table) == 9 and 99 not in set(table.frame)  # the cut row is left out, not read as NaN
+    pages = folder.mask_pages()
+    assert pages.pages == 6 and pages.frames == tuple(range(6))  # each page's own frame, not run.json's list
+
+
+def test_a_run_whose_writer_lives_is_running_and_a_closed_one_must_match_exactly(tmp_path: Path) -> None:
+    import os
+
+    recorder = Recorder(tmp_path)
+    recorder.open(run_info())
+    recorder.consume(make_result(0, Calibration()))
+    recorder.close()
+    run_dir = recorder.run_dir
+    assert run_dir is not None
+    _left_running(run_dir, os.getpid())
+    folder = RunFolder.open(run_dir)
+    assert folder.status == "running" and folder.writer_alive
+    manifest = json.loads((run_dir / "run.json").read_text())
+    manifest["status"] = "complete"  # a closed run.json whose counts trail the files: a disagreement
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    check = RunFolder.open(run_dir).check()
+    assert not check.agrees and any("particle_rows" in d for d in check.disagreements)

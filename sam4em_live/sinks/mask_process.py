@@ -95,7 +95,7 @@ def _child_main(conn: Connection) -> None:
     except OSError as exc:  # a refused write: the file is cut back to its last complete page
         writer.close()
         with contextlib.suppress(OSError):
-            conn.send(("failed", writer.pages_on_disk, exc.errno, f"{path}: {exc.strerror or exc}"))
+            conn.send(("failed", writer.pages_on_disk, exc.errno, exc.strerror or str(exc)))
         return
     except BaseException:
         writer.close()
@@ -201,7 +201,7 @@ class MaskWriterProcess:
             _, self.pages_on_disk, errno, message = answer
             self._conn.close()
             self._process.join(10)
-            self.error = OSError(errno, message)
+            self.error = OSError(errno, message, str(self.path))
             raise self.error
 
     def _send(self, message: tuple[Any, ...]) -> None:

@@ -231,8 +231,9 @@ class RunDirectoryWriter:
         if self.masks is not None:
             try:
                 self.counts.masks_not_drawn += self.masks.close(discard_pending=True)
-            except OSError:
-                log.warning("recorder: masks.tif ends early too", exc_info=True)
+            except OSError as masks_exc:
+                if name != MASKS:  # else the same error again
+                    log.warning("recorder: masks.tif ends early too (%s)", masks_exc)
         self.manifest.release_reserve()  # room for the last words below, on a full disk
         self._append_stop_event(name, reason)
         self._sync_counts()

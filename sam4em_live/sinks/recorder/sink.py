@@ -3,7 +3,7 @@
 Layout (details and field meanings in docs/recording.md)::
 
     <out_dir_root>/<run_id>/
-        run.json            manifest, rewritten atomically (status running/complete/aborted)
+        run.json            manifest, rewritten atomically (status running/complete/incomplete/aborted)
         trajectories.csv    one row per present particle per frame (trackpy columns + ours)
         masks.tif           uint16 label stack, one page per processed frame
         events.jsonl        service events, one JSON object per line
@@ -15,6 +15,8 @@ The parts: `Recorder` (this module) turns sink calls into typed messages (`messa
 results are never dropped, status snapshots are skipped when the queue is full) and hands each to
 `run_writer.RunDirectoryWriter`, which drives one writer per file (`files`). Files are flushed at
 least once a second, so a crash loses at most about a second of results and every file stays readable.
+A write the disk refuses stops the recording cleanly (whole records, the reason in run.json and
+events.jsonl) while the service streams on: the policy is in `run_writer`.
 """
 
 from __future__ import annotations
