@@ -95,8 +95,8 @@ def _left_running(run_dir: Path, pid: int) -> None:
     manifest.update(status="running", closed_utc=None, writer={"pid": pid, "host": manifest["writer"]["host"]})
     manifest["counts"]["particle_rows"] -= 2  # the snapshot before the last flush
     manifest["counts"]["mask_pages"] -= 1
-    manifest["mask_frames"] = manifest["mask_frames"][:-1] + [[manifest["mask_frames"][-1][0],
-                                                               manifest["mask_frames"][-1][1] - 1]]
+    *head, (first, last) = manifest["mask_frames"]
+    manifest["mask_frames"] = [*head, [first, last - 1]]
     (run_dir / "run.json").write_text(json.dumps(manifest))
     with open(run_dir / "trajectories.csv", "a") as fh:
         fh.write("99,1,12.5")  # a row the kill cut mid-line
