@@ -118,13 +118,20 @@ def _run_trial(work: Path, disk: Path, name: str, free_again: bool, spill: bool)
     if alive_before_stop and lost > 0:
         failures.append(f"{lost} received frames neither processed nor counted as dropped")
     manifest_counts = _manifest_counts(folders)
+    notes = []
+    if manifest_counts.get("frames_recorded") is not None and status:
+        unrecorded = status.get("frames_processed", 0) - manifest_counts["frames_recorded"]
+        counted = (manifest_counts.get("results_lost") or 0) + (manifest_counts.get("results_after_stop") or 0)
+        if unrecorded != counted:
+            notes.append(f"{unrecorded} processed frames not recorded; run.json counts {counted} results or notes "
+                         "lost (results_lost + results_after_stop): the two do not match one to one")
     return {
         "name": name, "ballast_bytes": ballast_bytes, "freed_again": free_again,
         "frames_sent": sent, "sender_stalled": streamer.stalled,
         "frames_received": received, "frames_processed": status.get("frames_processed"),
         "frames_dropped": status.get("frames_dropped"), "frames_spilled": status.get("frames_spilled"),
         "sinks": status.get("sinks"), "recorded": manifest_counts, "stop": stopped,
-        "failures": failures, "run_folders": folders,
+        "failures": failures, "notes": notes, "run_folders": folders,
         "serve_log_tail": serve.log_tail(1500),
     }
 
