@@ -199,7 +199,8 @@ class RunFolder:
 
     def check(self) -> RunCheck:
         """Count what the files hold and set it against run.json (see `RunCheck`)."""
-        counts = self.manifest.get("counts") if isinstance(self.manifest.get("counts"), Mapping) else {}
+        raw_counts = self.manifest.get("counts")
+        counts: Mapping[str, Any] = raw_counts if isinstance(raw_counts, Mapping) else {}
         closed = self.closed
         disagreements: list[str] = []
 
@@ -209,14 +210,15 @@ class RunFolder:
             if (closed and recorded != actual) or (not closed and recorded > actual):
                 disagreements.append(f"run.json {what} = {recorded}, the files hold {actual}")
 
-        rows, cut = None, False
+        rows: int | None = None
+        cut = False
         csv_path = self.path / TRAJECTORY_NAMES[0]
         if csv_path.is_file():
             data = csv_path.read_bytes()
             whole = _whole_lines(data)
             rows, cut = max(whole.count(b"\n") - 1, 0), len(whole) < len(data)
             agree("counts.particle_rows", counts.get("particle_rows"), rows)
-        mask_frames = None
+        mask_frames: tuple[int, ...] | None = None
         if self.masks_path is not None:
             mask_frames = tuple(complete_page_frames(self.masks_path))
             agree("counts.mask_pages", counts.get("mask_pages"), len(mask_frames))
@@ -260,11 +262,11 @@ class RunFolder:
         if self.status in (RUNNING, INTERRUPTED):
             # Never closed: trust the file. Its complete pages carry their own frame index.
             page_frames = complete_page_frames(path)
-            shape = _series_shape(self.manifest)
+            rows, cols = _series_shape(self.manifest)
             if page_frames:
                 with tifffile.TiffFile(path) as tif:
-                    shape = tif.pages.first.shape
-            return MaskPages(path, len(page_frames), (int(shape[0]), int(shape[1])), tuple(page_frames))
+                    rows, cols = (int(n) for n in tif.pages.first.shape[:2])
+            return MaskPages(path, len(page_frames), (rows, cols), tuple(page_frames))
         with tifffile.TiffFile(path) as tif:
             pages = len(tif.pages)
             first = tif.pages.first.shape

@@ -171,7 +171,9 @@ class RunDirectoryWriter:
         """Append what is pending to every file; a refused write stops the recording (module docstring)."""
         if self.stopped is not None or not self._files_open or self._trajectories is None:
             return
-        for name, writer in ((TRAJECTORIES, self._trajectories), *self._jsonl.items()):
+        writers: list[tuple[str, TrajectoriesCsvWriter | JsonlWriter]] = [(TRAJECTORIES, self._trajectories),
+                                                                            *self._jsonl.items()]
+        for name, writer in writers:
             try:
                 writer.flush()
             except OSError as exc:
@@ -220,8 +222,9 @@ class RunDirectoryWriter:
         self.counts.write_errors += 1
         assert self._trajectories is not None
         self.counts.results_after_stop += self._trajectories.pending_frames  # rows dropped with the stop
-        for writer in (self._trajectories, *self._jsonl.values()):
-            writer.discard()
+        self._trajectories.discard()
+        for jsonl in self._jsonl.values():
+            jsonl.discard()
         self.stopped = {"file": name, "errno": exc.errno, "error": exc.strerror or str(exc),
                         "after_frame": self._last_frame, "utc": utc_now()}
         reason = (f"recording stopped: {name}: {exc.strerror or exc}; the files end at the last whole record "
