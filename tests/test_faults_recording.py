@@ -391,3 +391,17 @@ def test_a_recorder_on_a_read_only_file_system_is_refused_at_construction(tmpfs)
     readonly = tmpfs("ro", "ro,size=64k")
     with pytest.raises(RecorderError, match="Read-only file system"):
         Recorder(readonly / "runs")
+
+
+def test_a_full_disk_is_refused_at_construction(tmpfs):
+    from sam4em_live.sinks.recorder import RecorderError
+
+    disk = tmpfs("full", "size=256k")
+    (disk / "runs").mkdir()
+    filler = fill(disk, leave=64 << 10)  # room for the probe, not for a run
+    with pytest.raises(RecorderError, match=r"the disk is full \(\d+ KiB free\)"):
+        Recorder(disk / "runs")
+    fill(disk)  # not even the probe fits
+    with pytest.raises(RecorderError, match="No space left on device"):
+        Recorder(disk / "runs")
+    filler.unlink()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sam4em_live.io.run_manifest import utc_now
 from sam4em_live.sinks.mask_process import MaskWriterProcess
-from sam4em_live.sinks.recorder.files import MaskPagesWriter
+from sam4em_live.sinks.recorder.files import RESERVE_MIN_BYTES, MaskPagesWriter
 from sam4em_live.sinks.recorder.messages import (
     AnnotationMessage,
     RecorderCounts,
@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     from sam4em_live.results import FrameResult, RunInfo
 
 log = logging.getLogger(__name__)
+
+
+#: Less free space than this in ``out_dir`` refuses the start (twice the reserve `files.DiskReserve` holds).
+MIN_FREE_BYTES = 2 * RESERVE_MIN_BYTES
 
 
 class RecorderError(RuntimeError):
@@ -75,6 +79,10 @@ def check_out_dir(out_dir_root: str | Path) -> Path:
             probe.unlink(missing_ok=True)
     except OSError as exc:
         raise RecorderError(f"cannot record to {root}: {exc.strerror or exc}") from None
+    stat = os.statvfs(root)
+    free = stat.f_bavail * stat.f_frsize
+    if free < MIN_FREE_BYTES:  # the run's files and the reserve for its last words would not fit
+        raise RecorderError(f"cannot record to {root}: the disk is full ({free // 1024} KiB free)")
     return root
 
 
