@@ -95,7 +95,7 @@ class FrameFeed:
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:0", timeout_ms: int = 2000, hwm: int = 64) -> None:
-        self.context = zmq.Context.instance()
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.socket = self.context.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.SNDTIMEO, timeout_ms)
@@ -302,7 +302,7 @@ class Control:
     def __init__(self, endpoint: str, timeout_s: float = 2.0) -> None:
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_s * 1000)
-        self.context = zmq.Context.instance()
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.socket = self._connect()
         self.timeouts = 0
 

@@ -48,7 +48,7 @@ def _rebind(endpoint: str) -> FrameFeed:
 
 
 def _subscriber_session(endpoint: str, seconds: float) -> int:
-    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"result")
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
@@ -69,7 +69,7 @@ def run(work: Path) -> dict[str, Any]:
     config = service_config(work, endpoint, work / "runs", publisher={"sndhwm_messages": 50})
     serve = ServeProcess.start(config, video.prompts_file(work / "prompts.json"), work / "serve.log")
     control = Control(serve.control_endpoint)
-    stalled = zmq.Context.instance().socket(zmq.SUB)  # never reads: its queue fills, the publisher must not care
+    stalled: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)  # never reads: its queue fills, the publisher must not care
     stalled.setsockopt(zmq.SUBSCRIBE, b"")
     stalled.setsockopt(zmq.RCVHWM, 1)
     stalled.connect(serve.results_endpoint)

@@ -120,7 +120,7 @@ def _check_masks(path: Path, manifest: dict[str, Any], problems: list[str]) -> i
     try:
         with tifffile.TiffFile(path) as tif:
             for page in tif.pages:
-                page.asarray()  # type: ignore[union-attr]
+                page.asarray()
                 try:
                     page_frames.append(int(json.loads(page.description)["frame"]))  # type: ignore[union-attr]
                 except (ValueError, KeyError, TypeError):

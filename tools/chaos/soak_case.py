@@ -37,7 +37,7 @@ from tools.chaos.runcheck import check_run_folder
 
 
 def _reader(endpoint: str, stop: threading.Event, counts: dict[str, int]) -> None:
-    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"result")
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)

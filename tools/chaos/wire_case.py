@@ -88,8 +88,8 @@ def mutate(rng: random.Random, video: SyntheticVideo, index: int) -> tuple[str, 
             raw[rng.randrange(len(raw))] = rng.randrange(256)
         return f"{kind}.bytes_flipped", ([bytes(raw), payload] if kind == "frame" else [bytes(raw)])
     elif choice == 8:
-        raw = packb(header)
-        cut = raw[: rng.randrange(len(raw))]
+        packed = packb(header)
+        cut = packed[: rng.randrange(len(packed))]
         junk = rng.choice([cut, b"", bytes(rng.randrange(256) for _ in range(rng.randint(1, 64))),
                            packb([1, 2, 3]), packb("frame"), msgpack.packb(msgpack.ExtType(1, b"x"))])
         return "header.garbage", ([junk, payload] if kind == "frame" else [junk])
