@@ -171,8 +171,9 @@ class QuotaConfig(FrozenModel):
     """
 
     # Particles tracked at once; a prompt for a new particle beyond it is refused (each costs the worker
-    # time on every frame: 200 extra particles took the embedded backend from 50 to 1.7 fps).
-    max_particles: PositiveInt = 32
+    # time on every frame: 200 extra particles took the embedded backend from 50 to 1.7 fps). Dense fields
+    # hold ~35-60 particles, so the default leaves room for them; lower it on a slow machine.
+    max_particles: PositiveInt = 128
     # A prompt box is clipped to the frame, then refused if either side is longer than this (px): seeding
     # from a box costs time in proportion to its area (a 512 px box ~0.1 s on a 512^2 frame, measured).
     max_box_edge_px: PositiveInt = 256
