@@ -56,16 +56,17 @@ class SyntheticVideo:
         rng = np.random.default_rng(seed)
         rows, cols = np.mgrid[0:size, 0:size]
         frames = np.empty((CYCLE_FRAMES, size, size), np.uint16)
-        amplitude = 3.0 * scale
         for t in range(CYCLE_FRAMES):
             img = np.full((size, size), 1000.0)
-            phase = 2 * math.pi * t / CYCLE_FRAMES
-            for x, y in centres:
-                cx, cy = x + amplitude * math.cos(phase) - amplitude, y + amplitude * math.sin(phase)
+            for cx, cy in _positions(centres, scale, t):
                 img[(cols - cx) ** 2 + (rows - cy) ** 2 <= radius**2] = 600.0
             img += rng.normal(0, 20, img.shape)
             frames[t] = np.clip(img, 0, 65535).astype(np.uint16)
         return cls(frames, centres, radius)
+
+    def truth(self, index: int) -> list[tuple[float, float]]:
+        """(x, y) of each particle (id = position + 1) in frame ``index``, pixels."""
+        return _positions(self.centres, self.shape[0] / 512.0, index % CYCLE_FRAMES)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -82,6 +83,12 @@ class SyntheticVideo:
                    for i, (x, y) in enumerate(self.centres)]
         path.write_text(json.dumps({"prompts": prompts}), encoding="utf-8")
         return path
+
+
+def _positions(centres: tuple[tuple[float, float], ...], scale: float, t: int) -> list[tuple[float, float]]:
+    amplitude = 3.0 * scale
+    phase = 2 * math.pi * t / CYCLE_FRAMES
+    return [(x + amplitude * math.cos(phase) - amplitude, y + amplitude * math.sin(phase)) for x, y in centres]
 
 
 # ------------------------------------------------------------------ frame feed

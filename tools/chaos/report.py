@@ -31,6 +31,12 @@ def failures(report: dict[str, Any]) -> list[str]:
                                                                     .values())
     if unexplained > 0:
         out.append(f"{unexplained} valid frames interleaved with the fuzz were lost without a counted reason")
+    tracking = report.get("tracking_on_valid_frames") or {}
+    bad = (tracking.get("missing") or 0) + (tracking.get("off_by_more_than_3px") or 0) + (tracking.get("extra_rows")
+                                                                                           or 0)
+    if tracking.get("expected_rows") and bad > 0.01 * tracking["expected_rows"]:
+        out.append(f"tracking on valid frames: {bad} of {tracking['expected_rows']} particle rows missing, "
+                   "off by > 3 px or extra (> 1 %)")
     counted = report.get("service_counted") or {}
     if counted.get("unaccounted"):
         out.append(f"{counted['unaccounted']} messages neither received nor rejected")

@@ -58,6 +58,7 @@ def check_run_folder(path: Path) -> dict[str, Any]:
             files[name] = lines = _check_jsonl(path / name, problems)
             if lines is not None:
                 agree(f"counts.{key}", counts.get(key), lines)
+    _check_with_package_reader(path, closed, problems, notes)
     leftovers = sorted(p.name for p in path.iterdir() if p.name.endswith(".tmp"))
     if leftovers:
         files["leftover_tmp"] = leftovers
@@ -66,6 +67,22 @@ def check_run_folder(path: Path) -> dict[str, Any]:
         "status": status, "closed": closed, "reason": manifest.get("reason") if manifest else None,
         "files": files, "problems": problems, "notes": notes,
     }
+
+
+def _check_with_package_reader(path: Path, closed: bool, problems: list[str], notes: list[str]) -> None:
+    """Open the folder as analysis and evaluation do (`sam4em_live.io.run_folder.RunFolder`)."""
+    from sam4em_live.io.run_folder import RunFolder
+
+    folder = RunFolder.open(path)
+    for what, read in (("trajectories", folder.trajectories), ("mask pages", folder.mask_pages)):
+        try:
+            read()
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # whatever it raises, analysis of this folder fails
+            message = f"RunFolder.{what}: {type(exc).__name__}: {str(exc)[:200]}"
+            # An unclosed run's manifest is an older snapshot: a mismatch there is expected, not a defect.
+            (problems if closed else notes).append(f"cannot read with sam4em_live's reader: {message}")
 
 
 def _read_manifest(path: Path, problems: list[str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ than `RejectedMessage` there is a decoder escape, whatever the service did with 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -198,6 +199,8 @@ def run(work: Path, messages: int = 10000, tail_frames: int = 200, seed: int = 1
     feed.close()
     folders = [check_run_folder(p) for p in sorted((work / "runs").glob("*")) if p.is_dir()]
     processed_frames = _processed_frames(work / "runs")
+    tracked = [i for i in valid_indices if processed_frames is None or i in processed_frames]
+    tracking = _tracking_errors(work / "runs", video, tracked)
     valid_lost = None if processed_frames is None else sum(1 for i in valid_indices if i not in processed_frames)
     escaped = {k: v for k, v in oracle_outcomes.items() if k.startswith("ESCAPED")}
     processed_tail = status.get("frames_processed", 0) - before_tail.get("frames_processed", 0)
@@ -211,6 +214,9 @@ def run(work: Path, messages: int = 10000, tail_frames: int = 200, seed: int = 1
             "valid interleaved frames not processed (run.json mask_frames)": valid_lost,
             "of which refused by the decoder with a counted reason": sum(valid_refused.values()),
             "decoder escapes (in process)": escaped or 0,
+            "tracking on valid frames processed (missing / > 3 px off / extra rows)": (
+                f"{tracking.get('missing')} / {tracking.get('off_by_more_than_3px')} / {tracking.get('extra_rows')} "
+                f"of {tracking.get('expected_rows')}"),
         },
         "malformed_messages": sum(by_mutation.values()),
         "valid_frames_interleaved": len(valid_indices),
@@ -234,6 +240,7 @@ def run(work: Path, messages: int = 10000, tail_frames: int = 200, seed: int = 1
         "tail": {"valid_frames_sent": tail_ok, "processed": processed_tail,
                  "lost": tail_ok - processed_tail if status else None},
         "valid_interleaved_lost": valid_lost,
+        "tracking_on_valid_frames": tracking,
         "valid_refused_in_process": valid_refused,
         "decoder_escapes_in_process": escaped,
         "oracle_outcomes": dict(sorted(oracle_outcomes.items())),
@@ -259,3 +266,30 @@ def _processed_frames(runs: Path) -> set[int] | None:
         except (OSError, ValueError, TypeError):
             return None
     return None
+
+
+def _tracking_errors(runs: Path, video: SyntheticVideo, valid_indices: list[int]) -> dict[str, Any]:
+    """How the particles were tracked on the valid frames processed (a hostile frame must not lose or invent one)."""
+    import pandas as pd
+
+    tables = list(runs.glob("*/trajectories.csv"))
+    if not tables:
+        return {}
+    try:
+        table = pd.read_csv(tables[0])
+    except Exception as exc:  # the run-folder check reports the file itself
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    rows = {(int(f), int(p)): (x, y) for f, p, x, y in table[["frame", "particle", "x", "y"]].itertuples(index=False)}
+    expected = missing = off = 0
+    for index in valid_indices:
+        for pid, (tx, ty) in enumerate(video.truth(index), 1):
+            expected += 1
+            got = rows.get((index, pid))
+            if got is None:
+                missing += 1
+            elif math.hypot(got[0] - tx, got[1] - ty) > 3.0:
+                off += 1
+    n_particles = len(video.centres)
+    valid = set(valid_indices)
+    extra = int(((table["frame"].isin(valid)) & ~table["particle"].between(1, n_particles)).sum())
+    return {"expected_rows": expected, "missing": missing, "off_by_more_than_3px": off, "extra_rows": extra}
