@@ -98,7 +98,6 @@ class TrajectoriesCsvWriter:
         self._file = AppendOnlyFile(path)
         self._csv.writerow(self.columns)
         self.flush()  # the header at once: the file is a table (of no rows) from the start
-        self.frames = 0
 
     @property
     def pending_frames(self) -> int:
