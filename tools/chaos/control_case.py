@@ -106,16 +106,33 @@ def burn(stop: Event) -> None:
 
 
 def _rate(control: Control, seconds: float) -> dict[str, float]:
-    """Processed and received frames per second over ``seconds`` (from two status snapshots)."""
+    """Processed and received frames per second over ``seconds`` (from status snapshots polled every 0.25 s).
+
+    Also the worst staleness the status admitted to while polled: ``snapshot_age_s`` and ``worker_stalled_s``
+    (a status that reports neither is taken at face value: 0).
+    """
     first = control.status() or {}
     t0 = time.monotonic()
-    time.sleep(seconds)
-    last = control.status() or {}
+    worst_age = worst_stall = 0.0
+    stalled_seen = unanswered = 0
+    last = first
+    while time.monotonic() - t0 < seconds:
+        time.sleep(0.25)
+        status = control.status()
+        if status is None:
+            unanswered += 1
+            continue
+        last = status
+        worst_age = max(worst_age, float(status.get("snapshot_age_s") or 0.0))
+        worst_stall = max(worst_stall, float(status.get("worker_stalled_s") or 0.0))
+        stalled_seen += bool(status.get("stalled"))
     dt = time.monotonic() - t0
     return {
         "processed_fps": round((last.get("frames_processed", 0) - first.get("frames_processed", 0)) / dt, 1),
         "received_fps": round((last.get("frames_received", 0) - first.get("frames_received", 0)) / dt, 1),
         "dropped_fps": round((last.get("frames_dropped", 0) - first.get("frames_dropped", 0)) / dt, 1),
+        "max_snapshot_age_s": round(worst_age, 2), "max_worker_stalled_s": round(worst_stall, 2),
+        "polls_saying_stalled": stalled_seen, "status_polls_unanswered": unanswered,
     }
 
 
@@ -203,6 +220,9 @@ def run(work: Path, requests: int = 10000, flood_s: float = 8.0, seed: int = 1) 
             "processed fps with a CPU-only busy process instead (same CPU cost, no requests)": busy["processed_fps"],
             "processed fps after the flood stopped": after["processed_fps"],
             "particles after the flood": len(after_flood.get("particles", [])),
+            "worst status age / worker stall seen during the floods (s)": (
+                f"{max(w['max_snapshot_age_s'] for w in windows.values())} / "
+                f"{max(w['max_worker_stalled_s'] for w in windows.values())}"),
             "flood requests sent": flood_requests, "exit code": stopped["exit_code"],
         },
         "requests": sum(by_kind.values()), "seconds": round(fuzz_s, 1), "by_kind": by_kind, "replies": replies,
