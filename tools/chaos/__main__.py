@@ -11,7 +11,7 @@
 
 Everything is on 127.0.0.1 with kernel-chosen ports, bounded in count and time, and stops by itself. Each
 case writes ``<out>/<case>.json`` and appends its summary to ``<out>/summary.md`` (default out:
-``.chaos/<UTC time>/``). The exit status is 1 when any case found a failure against its target.
+``.bench-cache/chaos/<UTC time>/``, git-ignored). The exit status is 1 when any case found a failure against its target.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", choices=[*CASES, "all"])
-    parser.add_argument("--out", type=Path, default=None, help="Report folder (default .chaos/<time>).")
+    parser.add_argument("--out", type=Path, default=None, help="Report folder (default .bench-cache/chaos/<time>).")
     parser.add_argument("--quick", action="store_true", help="Tiny counts (a smoke run of the tool itself).")
     parser.add_argument("--messages", type=int, default=10000, help="wire: malformed messages.")
     parser.add_argument("--requests", type=int, default=10000, help="control: malformed requests.")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.requests, args.flood_s, args.trials, args.frames = 300, 300, 2.0, 2, 600
-    out = args.out or Path(".chaos") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or Path(".bench-cache") / "chaos" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     failed = 0
     for name in CASES if args.case == "all" else (args.case,):
