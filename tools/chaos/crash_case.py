@@ -2,7 +2,8 @@
 
 ``kill``: each trial starts ``serve`` recording (masks on, every-frame), streams 256² frames at 200 fps and
 sends SIGKILL after a random time (0.3–4 s into the stream, so some trials die while the first files are
-being created). Nothing in the process can close the run, so ``run.json`` may stay ``running`` (its
+being created); every other trial sends SIGTERM first and SIGKILL 0–300 ms later, while the clean stop is
+closing the files. Nothing in the process can close the run, so ``run.json`` may stay ``running`` (its
 ``writer`` field lets a reader see the process is gone); what must hold is that every file parses and holds
 at least what ``run.json`` counts (`tools.chaos.runcheck` checks an unclosed run's counts as lower bounds).
 
@@ -43,11 +44,14 @@ def _start(work: Path, name: str, fps: float = 200.0) -> tuple[ServeProcess, Fra
     return serve, feed, Streamer(feed, video, fps, series_id=f"chaos-{name}"), out_dir
 
 
-def _kill_trial(work: Path, k: int, after_s: float) -> dict[str, Any]:
+def _kill_trial(work: Path, k: int, after_s: float, during_stop_s: float | None) -> dict[str, Any]:
     name = f"kill-{k}"
     serve, feed, streamer, out_dir = _start(work, name)
     time.sleep(after_s)
     alive = serve.alive()
+    if during_stop_s is not None:  # SIGKILL while the clean stop closes the files
+        serve.process.send_signal(signal.SIGTERM)
+        time.sleep(during_stop_s)
     serve.kill()
     sent = streamer.stop()
     feed.close()
@@ -56,14 +60,18 @@ def _kill_trial(work: Path, k: int, after_s: float) -> dict[str, Any]:
     failures = [] if alive else [f"service had died before the kill: {serve.log_tail(300)}"]
     if not folders:
         failures.append("no run folder")
-    return {"name": name, "killed_after_s": round(after_s, 2), "frames_sent": sent, "failures": failures,
+    return {"name": name, "killed_after_s": round(after_s, 2),
+            "killed_during_stop_after_s": None if during_stop_s is None else round(during_stop_s, 3),
+            "frames_sent": sent, "failures": failures,
             "statuses": [f["status"] for f in folders], "files": [f["files"] for f in folders],
             "run_folders": folders}
 
 
 def run_kill(work: Path, trials: int = 8, seed: int = 1) -> dict[str, Any]:
     rng = random.Random(seed)
-    results = [_kill_trial(work, k, rng.uniform(0.3, 4.0)) for k in range(trials)]
+    # Every other trial kills during the clean stop (SIGTERM, then SIGKILL 0-300 ms later): the closing writes.
+    results = [_kill_trial(work, k, rng.uniform(0.3, 4.0), rng.uniform(0.0, 0.3) if k % 2 else None)
+               for k in range(trials)]
     folders = [f for r in results for f in r["run_folders"]]
     unreadable = sum(1 for f in folders for p in f["problems"] if p.startswith("cannot"))
     disagreements = sum(1 for f in folders for p in f["problems"] if not p.startswith("cannot"))
@@ -71,7 +79,10 @@ def run_kill(work: Path, trials: int = 8, seed: int = 1) -> dict[str, Any]:
         "case": "kill",
         "headline": {"trials": trials, "unreadable files": unreadable, "disagreements with run.json": disagreements,
                      "run.json status after SIGKILL": sorted({str(f["status"]) for f in folders}),
-                     "kill times (s)": [r["killed_after_s"] for r in results]},
+                     "kill times (s; +t: SIGKILL t s after SIGTERM)": [
+                         f"{r['killed_after_s']}" + (f"+{r['killed_during_stop_after_s']}"
+                                                     if r["killed_during_stop_after_s"] is not None else "")
+                         for r in results]},
         "trials": [{k: v for k, v in r.items() if k != "run_folders"} for r in results],
         "run_folders": folders,
     }
