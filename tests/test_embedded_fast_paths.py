@@ -184,6 +184,56 @@ def test_prior_penalty_radius_and_turn() -> None:
     assert np.isfinite(inside).all()  # a grid wholly inside the radius skips the mask
 
 
+def _prior_penalty_with_scalars(grid_x: np.ndarray, grid_y: np.ndarray, angles: np.ndarray,
+                                prior: search.MotionPrior, period: float) -> np.ndarray:
+    """`search._prior_penalty` as written with np.float32 scalar factors and new arrays (the reference)."""
+    dy2 = np.square(grid_y - np.float32(prior.y))
+    dx2 = np.square(grid_x - np.float32(prior.x))
+    dist2 = np.add.outer(dy2, dx2)
+    pos = np.log1p(dist2 * np.float32(1.0 / prior.step_scale_px**2))
+    pos *= np.float32(prior.step_weight)
+    if math.isfinite(prior.radius_px):
+        pos[dist2 > np.float32(prior.radius_px**2)] = np.inf
+    if period <= 0:
+        return pos.reshape(1, -1)
+    scale = prior.turn_weight / (2 * prior.turn_sigma_deg**2)
+    if angles.size > 4:
+        gap = np.abs((angles - np.float32(prior.angle_deg - period / 2)) % np.float32(period) - np.float32(period / 2))
+        turn = np.float32(scale) * np.square(gap)
+    else:
+        turn = np.asarray([scale * search._angle_gap(a, prior.angle_deg, period) ** 2 for a in angles.tolist()],
+                          np.float32)
+    return np.add.outer(turn, pos.ravel())
+
+
+def test_prior_penalty_equals_the_scalar_form_bit_for_bit() -> None:
+    """0-d float32 factors and in-place steps: the floats of np.float32 scalar factors and new arrays."""
+    rng = np.random.default_rng(13)
+    for trial in range(200):
+        n_rows, n_cols, n_angles = rng.integers(3, 20, size=3)
+        grid_x = (rng.uniform(0, 1000) + np.arange(n_cols) * rng.choice([1.0, 2.0, 4.0])).astype(np.float32)
+        grid_y = (rng.uniform(0, 1000) + np.arange(n_rows) * rng.choice([1.0, 2.0, 4.0])).astype(np.float32)
+        angles = np.sort(rng.uniform(-200, 200, n_angles)).astype(np.float32)
+        radius = math.inf if trial % 4 == 0 else float(rng.uniform(2, 40))
+        prior = search.MotionPrior(float(grid_x.mean() + rng.normal(0, 5)), float(grid_y.mean() + rng.normal(0, 5)),
+                                   float(rng.uniform(-180, 180)), radius, float(rng.uniform(1, 20)),
+                                   float(rng.uniform(5, 40)), float(rng.uniform(0, 2)), float(rng.uniform(0, 2)))
+        period = float(rng.choice([0.0, 60.0, 90.0, 180.0, 360.0]))
+        fast = search._prior_penalty(grid_x, grid_y, angles, prior, period)
+        reference = _prior_penalty_with_scalars(grid_x, grid_y, angles, prior, period)
+        assert fast.dtype == reference.dtype and fast.shape == reference.shape
+        assert np.array_equal(fast.view(np.uint32), reference.view(np.uint32)), trial
+
+
+def test_float32_mean_equals_np_mean_bit_for_bit() -> None:
+    rng = np.random.default_rng(14)
+    for shape in [(1,), (7,), (24, 24), (25, 25), (31, 17), (64, 64), (257,)]:
+        values = rng.normal(rng.uniform(0, 4000), rng.uniform(0.1, 300), shape).astype(np.float32)
+        for view in (values, values[::2], values.T):
+            expected = float(view.mean())
+            assert np.array_equal(np.float64(window_module.float32_mean(view)), np.float64(expected))
+
+
 def test_rasterize_mask_matches_rint_lookup() -> None:
     half = 25
     v, u = np.mgrid[-half : half + 1, -half : half + 1]

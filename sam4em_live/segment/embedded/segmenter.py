@@ -41,6 +41,7 @@ from sam4em_live.segment.embedded.search import (
 )
 from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
 from sam4em_live.segment.embedded.shape import ShapeMemory
+from sam4em_live.segment.embedded.templates import CoarseBank
 from sam4em_live.segment.embedded.tracker import TrackedParticle
 from sam4em_live.segment.embedded.window import BlockLevel, block_darkness, block_mean, frame_window
 
@@ -70,7 +71,9 @@ class NearWindow(NamedTuple):
     x0: int
     y0: int
     level: BlockLevel
-    correlation: np.ndarray | None  # `coarse_correlations` of an unmasked level
+    prior: MotionPrior  # the track's, computed once a frame: the track does not move until its search is done
+    bank: CoarseBank | None  # the near bank, and
+    correlation: np.ndarray | None  # its `coarse_correlations`, of an unmasked level
 
 
 class SearchOutcome(NamedTuple):
@@ -199,7 +202,7 @@ class EmbeddedSegmenter:
         match may lie further out). Otherwise the full radius is searched.
         ``prepared`` is the near window when `_near_windows` made it.
         """
-        prior = track.prior(self.options, reacquire=centre is not None)
+        prior = prepared.prior if prepared is not None else track.prior(self.options, reacquire=centre is not None)
         if radius_px is not None:
             prior = prior.within(radius_px)
         near_px = self.options.near_search_radius_px
@@ -221,12 +224,12 @@ class EmbeddedSegmenter:
             cx, cy = centre if centre is not None else (coarse_prior.x, coarse_prior.y)
             x0, y0, edge = track.window_origin(cx, cy, near=near)
             coarse = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
-            correlation = None
+            bank, correlation = None, None
         else:
-            x0, y0, coarse, correlation = prepared
+            x0, y0, coarse, _, bank, correlation = prepared
         start: CoarsePose | None = coarse_search(coarse.contrast, x0, y0, track.memory, coarse_prior, coarse.valid,
                                                  max_turn_deg=NEAR_MAX_TURN_DEG if near else None,
-                                                 correlation=correlation)
+                                                 correlation=correlation, bank=bank)
         if start is None:
             return SearchOutcome(None, coarse.background)
         fx0, fy0, fedge = fine_window_extent(track.memory, start.x, start.y)
@@ -279,13 +282,16 @@ class EmbeddedSegmenter:
                 continue
             x0, y0, edge = track.window_origin(prior.x, prior.y, near=True)
             level = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
-            windows[track.particle] = NearWindow(x0, y0, level, None)
-        unmasked = [t for t in tracks if t.particle in windows and windows[t.particle].level.valid is None]
-        levels = [windows[t.particle].level.contrast for t in unmasked]
-        banks = [t.memory.banks.coarse_bank_turning(level.shape[0], t.angle_deg, NEAR_MAX_TURN_DEG)
-                 for t, level in zip(unmasked, levels, strict=True)]
-        for track, correlation in zip(unmasked, coarse_correlations(levels, banks), strict=True):
-            windows[track.particle] = windows[track.particle]._replace(correlation=correlation)
+            bank = None
+            if level.valid is None:  # masked levels are matched (two more transforms) in `coarse_search`
+                bank = track.memory.banks.coarse_bank_turning(level.contrast.shape[0], prior.angle_deg,
+                                                              NEAR_MAX_TURN_DEG)
+            windows[track.particle] = NearWindow(x0, y0, level, prior, bank, None)
+        unmasked = [(particle, window.level.contrast, window.bank) for particle, window in windows.items()
+                    if window.bank is not None]
+        correlations = coarse_correlations([level for _, level, _ in unmasked], [bank for _, _, bank in unmasked])
+        for (particle, _, _), correlation in zip(unmasked, correlations, strict=True):
+            windows[particle] = windows[particle]._replace(correlation=correlation)
         return windows
 
     def _follow(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
