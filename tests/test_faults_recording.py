@@ -199,8 +199,10 @@ def test_track_onto_a_disk_that_fills_streams_on_and_records_truthfully(tmpfs, t
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = assert_truthful(disk / "run")
     assert manifest["status"] == "incomplete" and "No space left on device" in manifest["reason"]
-    assert manifest["last_status"] is not None
-    assert manifest["counts"]["frames_recorded"] + manifest["counts"]["results_after_stop"] <= 600
+    # Closed with the room the stop gave back: every frame processed, each one recorded or counted as not.
+    assert manifest["closed_utc"] and manifest["last_status"]["frames_processed"] == 600
+    assert manifest["counts"]["frames_recorded"] + manifest["counts"]["results_after_stop"] == 600
+    assert manifest["counts"]["frames_recorded"] < 600
     assert "recording stopped" in done.stderr
 
 
