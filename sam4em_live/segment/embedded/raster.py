@@ -78,18 +78,23 @@ def rasterize_mask(lookup: MaskLookup, radius_px: float, x: float, y: float, ang
     if x0 >= x1 or y0 >= y1:
         return None
     t = math.radians(angle_deg)
-    c2, s2 = np.float32(2 * math.cos(t)), np.float32(2 * math.sin(t))
-    dx = np.arange(ux0, ux1, dtype=np.float32) - np.float32(x)
-    dy = np.arange(uy0, uy1, dtype=np.float32) - np.float32(y)
+    # Scalar factors as 0-d float32 arrays: the floats of np.float32 scalars, without numpy's scalar
+    # conversion in each ufunc call (see window._ONE).
+    c2, s2 = np.array(2 * math.cos(t), np.float32), np.array(2 * math.sin(t), np.float32)
+    dx = np.arange(ux0, ux1, dtype=np.float32) - np.array(x, np.float32)
+    dy = np.arange(uy0, uy1, dtype=np.float32) - np.array(y, np.float32)
     # Nearest lookup in the 2x mask: index = 2 * (body coordinate) + centre, body u = dx c + dy s and
     # v = dy c - dx s. Rows and columns of the index are outer sums; the lookup table's margin keeps
     # every index of the bounding box in range, so there is no clipping.
-    table, centre = lookup.table, lookup.centre
+    table, centre = lookup.table, np.array(lookup.centre, np.float32)
     width = table.shape[1]
     # Indices are positive, so truncating value + 0.5 rounds to nearest (one op less than rint + cast).
-    index = np.add.outer(c2 * dy + np.float32(0.5), centre - s2 * dx).astype(np.int32)  # lookup row
+    index = np.add.outer(c2 * dy + _HALF, centre - s2 * dx).astype(np.int32)  # lookup row
     index *= width
-    index += np.add.outer(s2 * dy + np.float32(0.5), centre + c2 * dx).astype(np.int32)  # + lookup column
+    index += np.add.outer(s2 * dy + _HALF, centre + c2 * dx).astype(np.int32)  # + lookup column
     full = table.ravel().take(index)
     crop = full[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0]
-    return Placement(PixelBox(x0, y0, x1, y1), crop, int(full.sum()))
+    return Placement(PixelBox(x0, y0, x1, y1), crop, int(np.count_nonzero(full)))  # the sum of a bool array
+
+
+_HALF = np.array(0.5, np.float32)

@@ -272,7 +272,7 @@ class ShapeMemory:
         bounds checks (the learning path, 2x cheaper); a smaller one reads 0 outside.
         """
         t = math.radians(angle_deg)
-        c, s = np.float32(math.cos(t)), np.float32(math.sin(t))
+        c, s = np.array(math.cos(t), np.float32), np.array(math.sin(t), np.float32)  # 0-d: see window._ONE
         # Body u runs along columns, v along rows, so the sample coordinates are outer sums of 1-D terms.
         axis = self._axis
         cols = np.add.outer(-(axis * s), x_win + axis * c)  # x_win + u c - v s
@@ -292,7 +292,7 @@ class ShapeMemory:
         """Fold one aligned observation into the exponential memory."""
         self.n_obs += 1
         weight = 1.0 / min(self.n_obs, self.options.memory_frames)
-        self.appearance += np.float32(weight) * (observation - self.appearance)
+        self.appearance += np.array(weight, np.float32) * (observation - self.appearance)  # 0-d: see window._ONE
 
     def rasterize(self, x: float, y: float, angle_deg: float, shape: tuple[int, int]) -> Placement | None:
         """The mask placed at a pose, clipped to a frame of ``shape`` (see `rasterize_mask`); None if outside."""

@@ -81,6 +81,9 @@ class TemplateBanks:
         self._fine: dict[int, _FineTemplate] = {}
         self._fine_stacks: dict[tuple[int, int], FineBank] = {}
         self._fine_size = 0
+        # Spacing of the fine angle grid, fixed with the period: every fine search asks for it.
+        count = max(1, round(period_deg / options.fine_angle_step_deg)) if period_deg > 0 else 1
+        self._fine_step_deg = period_deg / count if period_deg > 0 else 360.0
 
     def _sample_rotated(self, angles_deg: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
         """Templates (K, t, t) at ``factor`` x coarser sampling, and the disc support (t, t)."""
@@ -158,10 +161,7 @@ class TemplateBanks:
 
     def fine_step_deg(self) -> float:
         """Spacing of the fine angle grid (360 for an isotropic shape: one angle)."""
-        if self.period_deg <= 0:
-            return 360.0
-        count = max(1, round(self.period_deg / self.options.fine_angle_step_deg))
-        return self.period_deg / count
+        return self._fine_step_deg
 
     def fine_bank(self, centre_index: int, span: int) -> FineBank:
         """Fine templates at angle indices ``centre_index - span .. centre_index + span`` (cached per centre).
