@@ -225,6 +225,24 @@ def test_prior_penalty_equals_the_scalar_form_bit_for_bit() -> None:
         assert np.array_equal(fast.view(np.uint32), reference.view(np.uint32)), trial
 
 
+@pytest.mark.parametrize("operation", [np.add, np.subtract, np.multiply, np.true_divide, np.minimum, np.maximum,
+                                       np.remainder])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint16"])
+def test_zero_d_float32_factor_equals_a_float32_scalar(operation: np.ufunc, dtype: str) -> None:
+    """The hot path's ``np.array(value, np.float32)`` factors: the floats (and dtype) of ``np.float32(value)``."""
+    rng = np.random.default_rng(15)
+    values = np.concatenate([rng.normal(0, 300, 400), [0.0, 1.0, -1.0, 1e-30]]).astype(np.float32)
+    array = np.abs(values).astype(dtype) if dtype == "uint16" else values.astype(dtype)
+    with np.errstate(all="ignore"):
+        for factor in [*rng.normal(0, 50, 20).tolist(), 0.5, 1 / 3, 2.0 / 7.0, 1e-7, 4096.5]:
+            for left, right in ((array, factor), (factor, array)):
+                zero_d = [np.array(x, np.float32) if isinstance(x, float) else x for x in (left, right)]
+                scalar = [np.float32(x) if isinstance(x, float) else x for x in (left, right)]
+                fast, reference = operation(*zero_d), operation(*scalar)
+                assert fast.dtype == reference.dtype
+                assert np.array_equal(fast, reference, equal_nan=True), (operation, factor)
+
+
 def test_float32_mean_equals_np_mean_bit_for_bit() -> None:
     rng = np.random.default_rng(14)
     for shape in [(1,), (7,), (24, 24), (25, 25), (31, 17), (64, 64), (257,)]:
