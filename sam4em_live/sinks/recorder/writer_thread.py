@@ -26,9 +26,10 @@ When the queue has room every `submit` is one ``put_nowait`` (≈ 2 µs on the p
 Batching: after writing, the thread waits `BATCH_WAIT_S` for more messages, then writes all that
 arrived (and the handler sends their mask pages on in one go), so it takes the GIL that the
 segmenting worker needs about 50 times a second instead of once per frame. Files are flushed at
-least every `FLUSH_INTERVAL_S` and whenever the queue runs dry. A handler error (disk full...) is
-logged and counted in ``write_errors``; the thread keeps draining the queue so the pipeline never
-stalls on it.
+least every `FLUSH_INTERVAL_S` and whenever the queue runs dry. A handler error that escapes the
+handler is logged and counted in ``write_errors``; the thread keeps draining the queue so the
+pipeline never stalls on it. (The run directory's handler deals with the disk's own refusals
+itself: it stops the recording cleanly, see `run_writer`.)
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class WriterThread:
                 self._guarded(handler.write_annotation, message)
 
     def _guarded(self, fn: Callable[..., None], *args: object) -> None:
-        # A write error (disk full...) must not kill the thread: the queue would fill and stall the pipeline.
+        # A handler error must not kill the thread: the queue would fill and stall the pipeline.
         try:
             fn(*args)
         except Exception:
