@@ -243,6 +243,23 @@ def test_zero_d_float32_factor_equals_a_float32_scalar(operation: np.ufunc, dtyp
                 assert np.array_equal(fast, reference, equal_nan=True), (operation, factor)
 
 
+def test_float32_median_equals_np_median_bit_for_bit() -> None:
+    rng = np.random.default_rng(16)
+    for shape in [(1,), (2,), (3,), (8,), (9,), (16, 15), (16, 16), (12, 31), (33,)]:
+        for trial in range(20):
+            values = np.abs(rng.normal(0, rng.uniform(0.01, 3), shape)).astype(np.float32)
+            if trial % 5 == 0:
+                values.flat[rng.integers(values.size)] = np.nan
+            if trial % 7 == 0:
+                values[...] = np.round(values, 1)  # ties in the middle
+            for view in (values, values.T, values[::2]):
+                if view.size == 0:
+                    continue
+                expected = float(np.median(view))
+                got = window_module.float32_median(view)
+                assert np.array_equal(np.float64(got), np.float64(expected), equal_nan=True), (shape, trial)
+
+
 def test_float32_mean_equals_np_mean_bit_for_bit() -> None:
     rng = np.random.default_rng(14)
     for shape in [(1,), (7,), (24, 24), (25, 25), (31, 17), (64, 64), (257,)]:
