@@ -79,6 +79,8 @@ def run_kill(work: Path, trials: int = 8, seed: int = 1) -> dict[str, Any]:
         "case": "kill",
         "headline": {"trials": trials, "unreadable files": unreadable, "disagreements with run.json": disagreements,
                      "run.json status after SIGKILL": sorted({str(f["status"]) for f in folders}),
+                     "RunFolder status": sorted({str((f.get("package_check") or {}).get("status"))
+                                                 for f in folders}),
                      "kill times (s; +t: SIGKILL t s after SIGTERM)": [
                          f"{r['killed_after_s']}" + (f"+{r['killed_during_stop_after_s']}"
                                                      if r["killed_during_stop_after_s"] is not None else "")

@@ -46,7 +46,12 @@ def failures(report: dict[str, Any]) -> list[str]:
     for trial in report.get("trials", []):
         out.extend(f"{trial.get('name', 'trial')}: {problem}" for problem in trial.get("failures", []))
     for folder in report.get("run_folders", []):
-        out.extend(f"{folder['path'].rsplit('/', 1)[-1]}: {p}" for p in folder["problems"])
+        name = folder["path"].rsplit("/", 1)[-1]
+        out.extend(f"{name}: {p}" for p in folder["problems"])
+        package = folder.get("package_check") or {}
+        out.extend(f"{name}: RunFolder.check(): {d}" for d in package.get("disagreements", []))
+        if package.get("error"):
+            out.append(f"{name}: RunFolder.check() failed: {package['error']}")
     slope = report.get("rss_slope_mib_per_10k_frames")
     if slope is not None and slope > RSS_SLOPE_TARGET_MIB:
         out.append(f"RSS grows {slope:.2f} MiB per 10,000 frames (> {RSS_SLOPE_TARGET_MIB})")

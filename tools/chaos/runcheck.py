@@ -58,19 +58,23 @@ def check_run_folder(path: Path) -> dict[str, Any]:
             files[name] = lines = _check_jsonl(path / name, problems)
             if lines is not None:
                 agree(f"counts.{key}", counts.get(key), lines)
-    _check_with_package_reader(path, closed, problems, notes)
+    package_check = _check_with_package_reader(path, closed, problems, notes)
     leftovers = sorted(p.name for p in path.iterdir() if p.name.endswith(".tmp"))
     if leftovers:
         files["leftover_tmp"] = leftovers
     return {
         "path": str(path), "ok": not problems and closed, "parse_ok": not any(p.startswith("cannot") for p in problems),
         "status": status, "closed": closed, "reason": manifest.get("reason") if manifest else None,
-        "files": files, "problems": problems, "notes": notes,
+        "files": files, "problems": problems, "notes": notes, "package_check": package_check,
     }
 
 
-def _check_with_package_reader(path: Path, closed: bool, problems: list[str], notes: list[str]) -> None:
-    """Open the folder as analysis and evaluation do (`sam4em_live.io.run_folder.RunFolder`)."""
+def _check_with_package_reader(path: Path, closed: bool, problems: list[str], notes: list[str]) -> dict[str, Any]:
+    """Open the folder as analysis and evaluation do (`sam4em_live.io.run_folder.RunFolder`), and its own check.
+
+    Returns what `RunFolder.check` says (its status: ``interrupted`` for a dead writer; its disagreements),
+    reported beside this module's own checks, which read the files with the users' libraries instead.
+    """
     from sam4em_live.io.run_folder import RunFolder
 
     folder = RunFolder.open(path)
@@ -83,6 +87,15 @@ def _check_with_package_reader(path: Path, closed: bool, problems: list[str], no
             message = f"RunFolder.{what}: {type(exc).__name__}: {str(exc)[:200]}"
             # An unclosed run's manifest is an older snapshot: a mismatch there is expected, not a defect.
             (problems if closed else notes).append(f"cannot read with sam4em_live's reader: {message}")
+    check = getattr(folder, "check", None)
+    if check is None:
+        return {}
+    try:
+        result = check()
+    except Exception as exc:  # the package's checker failing is itself a finding
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"status": result.status, "reason": result.reason, "cut_line": result.cut_line,
+            "disagreements": list(result.disagreements)}
 
 
 def _read_manifest(path: Path, problems: list[str]) -> dict[str, Any]:
