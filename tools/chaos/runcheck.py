@@ -11,6 +11,10 @@ The checks a user's analysis would trip over, made with the libraries users read
 
 A run whose ``status`` is still ``running`` after its process ended was not closed: its counts are an older
 snapshot, so they are checked as lower bounds and the folder is reported ``closed: false``.
+
+The package has its own reconciler (`sam4em_live.io.run_folder.RunFolder.check`, what users call); it is run
+too and reported beside these checks (``package_check``), which deliberately read the files with pandas,
+tifffile and json instead of the code under test.
 """
 
 from __future__ import annotations
