@@ -16,7 +16,7 @@ N_FRAMES = 130  # frames 0 and 125 prompted, as in the SAM4EM protocol
 
 
 @pytest.mark.parametrize(
-    ("preset", "kind", "floor"),
+    "preset, kind, floor",
     [
         ("sam4em-5nm", "point", 86.0),
         ("sam4em-50nm", "point", 86.0),

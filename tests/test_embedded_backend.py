@@ -47,7 +47,7 @@ def test_unknown_or_invalid_options_are_rejected_by_name() -> None:
 
 
 def test_identity_kept_through_a_crossing(crossing) -> None:
-    labels, history = run_clip(crossing.frames, make_prompts(crossing, frames=(0,)))
+    labels, _history = run_clip(crossing.frames, make_prompts(crossing, frames=(0,)))
     summary = score(crossing, labels)
     assert summary["identity_switches"] == 0, summary
     assert summary["missed_frames"] == 0
@@ -100,7 +100,7 @@ def test_bad_prompts_raise_prompt_error_and_change_nothing(demo) -> None:
     segmenter.track(Frame("t", 0, 0.0, demo.frames[0]), make_prompts(demo, frames=(0,))[:1])
     background_point = Prompt(7, 1, ((470.0, 30.0),), (1,))
     assert not (demo.gt_labels[1][20:41, 460:481]).any()
-    with pytest.raises(PromptError, match="no particle found|not an isolated particle"):
+    with pytest.raises(PromptError, match=r"no particle found|not an isolated particle"):
         segmenter.track(Frame("t", 1, 0.0, demo.frames[1]), [background_point])
     with pytest.raises(PromptError, match="outside"):
         segmenter.track(Frame("t", 1, 0.0, demo.frames[1]), [Prompt(7, 1, ((600.0, 30.0),), (1,))])

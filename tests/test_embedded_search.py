@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -97,7 +98,7 @@ def test_live_backlog_defers_learning_at_most_three_times_in_a_row(monkeypatch) 
         assert mask.present
     assert all(i in learned for i in range(1, 10))  # not behind: every due frame
     behind = [i for i in learned if i >= 10]
-    assert behind and all(b - a == 4 for a, b in zip(behind, behind[1:], strict=False))  # 3 skipped, then one
+    assert behind and all(b - a == 4 for a, b in itertools.pairwise(behind))  # 3 skipped, then one
 
 
 def test_presence_hysteresis_on_z_and_contrast() -> None:

@@ -130,5 +130,5 @@ def test_label_image_measures_each_particle_and_reports_missing():
     assert [m.present for m in ms] == [True, False, True]
     assert ms[0].angle_deg == pytest.approx(0.0) and ms[2].angle_deg == pytest.approx(90.0)
     assert [m.particle for m in measure_label_image(labels, 9)] == [1, 3]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="label image must be 2-D"):
         measure_label_image(np.zeros((2, 2, 2)), 0)

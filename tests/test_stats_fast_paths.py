@@ -179,7 +179,7 @@ def test_fits_are_bit_identical_to_the_straightforward_version(with_offset, dims
         points = None if rng.random() < 0.7 else int(rng.integers(1, 30))
         seconds = lags / 200.0 if rng.random() < 0.3 else None
         args = (lags if seconds is None else seconds, msd, n)
-        kwargs = dict(dims=dims, with_offset=with_offset, points=points, lag_frames=None if seconds is None else lags)
+        kwargs = {"dims": dims, "with_offset": with_offset, "points": points, "lag_frames": None if seconds is None else lags}
         ref = reference_fit_msd(*args, **kwargs), reference_fit_msd_linear(*args, **kwargs)
         assert _fit_bits(fit_msd(*args, **kwargs)) == _fit_bits(ref[0])
         assert _fit_bits(fit_msd_linear(*args, **kwargs)) == _fit_bits(ref[1])

@@ -166,7 +166,7 @@ class ParticleRings:
         terms = squared_norms(self.xy[row, partner[ok]] - self.xy[row, ok]).tolist()
         total = math.fsum(terms)
         self.sums[row, lag] = total
-        self.comp[row, lag] = math.fsum(terms + [-total])  # what rounding `total` lost
+        self.comp[row, lag] = math.fsum([*terms, -total])  # what rounding `total` lost
         self.counts[row, lag] = len(terms)
 
     def msd(self, particle: int) -> TrackMsd:

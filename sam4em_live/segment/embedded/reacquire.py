@@ -9,12 +9,16 @@ particles are returned. Each candidate is then verified by the full pose search.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.raster import Placement
-from sam4em_live.segment.embedded.tracker import TrackedParticle
 from sam4em_live.segment.embedded.window import block_mean
+
+if TYPE_CHECKING:
+    from sam4em_live.segment.embedded.raster import Placement
+    from sam4em_live.segment.embedded.tracker import TrackedParticle
 
 
 def _block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:

@@ -20,11 +20,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy import fft as sfft
 
-from sam4em_live.segment.embedded.shape import ShapeMemory
-
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from sam4em_live.segment.embedded.shape import ShapeMemory
     from sam4em_live.segment.embedded.templates import CoarseBank
 from sam4em_live.segment.embedded.window import WindowExtent, robust_noise
 
@@ -70,7 +69,7 @@ class MotionPrior:
     turn_weight: float
 
     def within(self, radius_px: float) -> MotionPrior:
-        """This prior with another search radius (positional: `dataclasses.replace` costs ~8 us a call)."""
+        """The same prior with another search radius (positional: `dataclasses.replace` costs ~8 us a call)."""
         return MotionPrior(self.x, self.y, self.angle_deg, radius_px, self.step_scale_px, self.turn_sigma_deg,
                            self.step_weight, self.turn_weight)
 

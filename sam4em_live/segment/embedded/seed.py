@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.segment.embedded.ellipse import matched_ellipse
-from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.shape import body_offsets
 from sam4em_live.segment.embedded.window import Window, frame_window
+
+if TYPE_CHECKING:
+    from sam4em_live.segment.embedded.options import EmbeddedOptions
 
 #: Radius (pixels) around a positive point searched for the particle's darkest smoothed value.
 POINT_REACH_PX = 4

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
 from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
 from sam4em_live.segment.embedded.options import EmbeddedOptions
-from sam4em_live.segment.embedded.raster import Placement
 from sam4em_live.segment.embedded.reacquire import candidate_positions
 from sam4em_live.segment.embedded.search import (
     CoarsePose,
@@ -41,9 +38,15 @@ from sam4em_live.segment.embedded.search import (
 )
 from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
 from sam4em_live.segment.embedded.shape import ShapeMemory
-from sam4em_live.segment.embedded.templates import CoarseBank
 from sam4em_live.segment.embedded.tracker import TrackedParticle
 from sam4em_live.segment.embedded.window import BlockLevel, block_darkness, block_mean, frame_window
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sam4em_live.frames import Frame
+    from sam4em_live.segment.embedded.raster import Placement
+    from sam4em_live.segment.embedded.templates import CoarseBank
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +170,11 @@ class EmbeddedSegmenter:
             track.amplitude_ref, track.z_ref, track.last_z = estimate.amplitude, estimate.z, estimate.z
 
     def _keep_memory(self, pixels: np.ndarray, track: TrackedParticle, seed: Seed) -> bool:
-        """Re-anchor ``track`` at the prompt if its learned shape, matched there, overlaps the prompt's own
-        segmentation (IoU >= CORRECTION_KEEP_IOU): a correction usually shows where the same particle is,
-        and averaged memory beats a one-frame segmentation. Otherwise the shape is re-learned from the prompt.
+        """Whether ``track`` keeps its learned shape through a correction at ``seed``.
+
+        It does when that shape, matched at the prompt, overlaps the prompt's own segmentation
+        (IoU >= CORRECTION_KEEP_IOU): a correction usually shows where the same particle is, and averaged
+        memory beats a one-frame segmentation. Otherwise the shape is re-learned from the prompt.
         """
         estimate, _ = self._search(pixels, replace_position(track, seed), [],
                                    radius_px=_anchor_radius(track, 0.5 * seed.radius_px))

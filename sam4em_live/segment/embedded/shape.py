@@ -13,17 +13,21 @@ and the rotated matching templates are derived from it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes
-from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.raster import MaskLookup, Placement, mask_lookup, rasterize_mask
 from sam4em_live.segment.embedded.templates import TemplateBanks
 from sam4em_live.segment.embedded.window import bilinear, bilinear_inside, zero_padded
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sam4em_live.segment.embedded.options import EmbeddedOptions
 
 #: Noise std per pyramid level is re-measured every this many searches.
 NOISE_REMEASURE_CALLS = 8

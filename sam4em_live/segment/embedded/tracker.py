@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 
 from scipy import fft as sfft
 
-from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.search import MotionPrior, PoseEstimate
-from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.window import WindowExtent
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from sam4em_live.segment.embedded.options import EmbeddedOptions
+    from sam4em_live.segment.embedded.shape import ShapeMemory
 
 #: Exponential weight of the running contrast / z references and of the velocity estimate.
 REFERENCE_WEIGHT = 0.1
