@@ -75,7 +75,7 @@ def test_compare_files_command_prints_the_ratio(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     line = next(row for row in done.stdout.splitlines() if row.startswith("track_ms_p50"))
     assert line.split()[2:5] == ["2", "3", "1.500"]
-    assert "masks_sha256: identical in 1 of 1" in done.stdout
+    assert "masks_sha256: identical (equal in 1 of 1" in done.stdout
 
 
 def test_parameters_are_checked_and_the_quick_set_is_small() -> None:

@@ -102,7 +102,7 @@ def format_comparison(comparison: Comparison) -> str:
                      f"{spread:>15s}  {m.verdict}")
     for name, equal in comparison.fingerprints_equal.items():
         state = "identical" if equal == comparison.pairs else "DIFFERENT"
-        lines.append(f"{name}: {state} in {equal} of {comparison.pairs} pair(s)")
+        lines.append(f"{name}: {state} (equal in {equal} of {comparison.pairs} pair(s))")
     return "\n".join(lines)
 
 
