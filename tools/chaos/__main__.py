@@ -61,14 +61,16 @@ def _run_case(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any]
     return soak_case.run(work, frames=args.frames, fps=args.fps, size=args.size)
 
 
-def _commit() -> str:
+def _commit() -> tuple[str, list[str]]:
+    """The commit under test (``+dirty`` with uncommitted changes) and the files changed since it."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
+                               text=True, check=True).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+        return "unknown", []
+    changed = [line[3:] for line in dirty if line.strip()]
+    return head.stdout.strip() + ("+dirty" if changed else ""), changed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 report = _run_case(name, Path(tmp), args)
             except Exception as exc:  # the tool reports its own failure as a case result, then goes on
                 report = {"case": name, "tool_error": f"{type(exc).__name__}: {exc}"}
-        report.update(commit=_commit(), wall_s=round(time.monotonic() - t0, 1),
+        commit, changed = _commit()
+        report.update(commit=commit, uncommitted_files=changed, wall_s=round(time.monotonic() - t0, 1),
                       verdict=verdict(report), started_utc=datetime.now(UTC).isoformat(timespec="seconds"))
         (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
         lines = summary_lines(report)
