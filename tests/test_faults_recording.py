@@ -205,7 +205,10 @@ def test_track_onto_a_disk_that_fills_streams_on_and_records_truthfully(tmpfs, t
     # Closed with the room the stop gave back: every frame processed, each one recorded or counted as not.
     assert manifest["closed_utc"] and manifest["last_status"]["frames_processed"] == 600
     assert manifest["counts"]["frames_recorded"] + manifest["counts"]["results_after_stop"] == 600
-    assert manifest["counts"]["frames_recorded"] < 600
+    # Where the disk filled depends on timing (a mask page, a CSV line, or the closing flush): only what was
+    # recorded before the stop counts as recorded, and the stop names its file.
+    stopped = manifest["recording_stopped"]
+    assert stopped["file"] and stopped["errno"] and manifest["counts"]["frames_recorded"] <= 600
     assert "recording stopped" in done.stderr
 
 
