@@ -148,7 +148,7 @@ def wait_for(predicate, timeout_s: float = 5.0) -> bool:
         (Prompt(3, box=(0.0, 0.0, 1e308, 1e308)), "limit is 128 px a side"),  # failed in the segmenter before
         (Prompt(3, box=(300.0, 300.0, 400.0, 400.0)), "nothing inside the 256x256 frame"),
         (Prompt(3, box=(0.0, 0.0, float("inf"), 5.0)), "not finite"),
-        (Prompt(3, points=((256.0, 5.0),), labels=(1,)), "outside the 256x256 frame"),
+        (Prompt(3, points=((256.0, 5.0),), labels=(1,)), "outside the 256x256 image"),
         (Prompt(3, points=((-0.5, 255.4),), labels=(1,)), None),  # the image's own corner
         (RemoveParticle(3), None),
     ],

@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from sam4em_live.control_api import QuotaExceeded
-from sam4em_live.particles import Prompt, PromptError
+from sam4em_live.particles import Prompt, PromptError, validate_edit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
@@ -73,15 +73,10 @@ def bound_prompt(edit: ParticleEdit, shape: tuple[int, int], max_box_edge_px: fl
     a side is longer than ``max_box_edge_px``: seeding costs time in proportion
     to the box's area and runs on the worker thread. Removals pass unchanged.
     """
-    if not isinstance(edit, Prompt):
+    if not isinstance(edit, Prompt) or edit.box is None:
+        validate_edit(edit, shape)  # points, labels and ids: the one shared check
         return edit
     rows, cols = shape
-    for x, y in edit.points:
-        if not (math.isfinite(x) and math.isfinite(y)) or not (-0.5 <= x < cols - 0.5 and -0.5 <= y < rows - 0.5):
-            raise PromptError(f"particle {edit.particle}: point ({x:g}, {y:g}) is outside the {cols}x{rows} frame",
-                              edit.particle)
-    if edit.box is None:
-        return edit
     if not all(math.isfinite(v) for v in edit.box):
         raise PromptError(f"particle {edit.particle}: box {edit.box} is not finite", edit.particle)
     x0, y0, x1, y1 = edit.box
@@ -94,7 +89,9 @@ def bound_prompt(edit: ParticleEdit, shape: tuple[int, int], max_box_edge_px: fl
         raise PromptError(f"particle {edit.particle}: box {_box_text(edit.box)} is {width:.0f}x{height:.0f} px "
                           f"inside the frame; the limit is {max_box_edge_px:g} px a side (quotas.max_box_edge_px)",
                           edit.particle)
-    return edit if clipped == edit.box else dataclasses.replace(edit, box=clipped)
+    bounded = edit if clipped == edit.box else dataclasses.replace(edit, box=clipped)
+    validate_edit(bounded, shape)
+    return bounded
 
 
 def _box_text(box: tuple[float, float, float, float]) -> str:
@@ -146,9 +143,9 @@ class ServiceQuotas:
         if pending >= limits.max_pending_edits:
             raise self._exceeded("max_pending_edits", f"{pending} edits already wait for their frame "
                                  f"(quotas.max_pending_edits = {limits.max_pending_edits})")
-        if isinstance(edit, Prompt) and edit.particle not in tracked and len(tracked) >= limits.max_particles:
-            raise self._exceeded("max_particles", f"{len(tracked)} particles are tracked; the limit is "
-                                 f"{limits.max_particles} (quotas.max_particles): remove one first")
+        over = self._over_particle_limit(edit, tracked)
+        if over is not None:
+            raise self._exceeded("max_particles", over)
         if shape is None:
             return edit
         try:
@@ -157,6 +154,13 @@ class ServiceQuotas:
             self.count("prompt_bounds")
             raise
 
+    def _over_particle_limit(self, edit: ParticleEdit, tracked: Collection[int]) -> str | None:
+        """Why ``edit`` would track one particle too many (None: it would not)."""
+        if not isinstance(edit, Prompt) or edit.particle in tracked or len(tracked) < self.config.max_particles:
+            return None
+        return (f"{len(tracked)} particles are tracked; the limit is {self.config.max_particles} "
+                "(quotas.max_particles): remove one first")
+
     def bound_due(self, edits: Sequence[ParticleEdit], shape: tuple[int, int], tracked: Collection[int]
                   ) -> tuple[list[ParticleEdit], list[tuple[ParticleEdit, str]]]:
         """Edits due on a frame of ``shape``: (those to apply, boxes clipped; (refused edit, reason) pairs)."""
@@ -164,10 +168,10 @@ class ServiceQuotas:
         admitted: list[ParticleEdit] = []
         refused: list[tuple[ParticleEdit, str]] = []
         for edit in edits:
-            if isinstance(edit, Prompt) and edit.particle not in ids and len(ids) >= self.config.max_particles:
+            over = self._over_particle_limit(edit, ids)
+            if over is not None:
                 self.count("max_particles")
-                refused.append((edit, f"{len(ids)} particles are tracked; the limit is "
-                                      f"{self.config.max_particles} (quotas.max_particles)"))
+                refused.append((edit, over))
                 continue
             try:
                 bounded = bound_prompt(edit, shape, self.config.max_box_edge_px)

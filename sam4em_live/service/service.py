@@ -253,7 +253,9 @@ class Service:
         processor = self.processor
         assert processor is not None  # built with the sinks at the first frame
         self._frame_shape = frame.shape
-        edits, refused = self._quotas.bound_due(self.schedule.due(frame.index), frame.shape, self.stage.particles())
+        due = self.schedule.due(frame.index)
+        edits, refused = (self._quotas.bound_due(due, frame.shape, self.stage.particles()) if due
+                          else ([], []))
         refused.extend(self._take_refused_edits())
         self._submitted += 1
         backlog = len(self.queue) if self._shed_load else None
