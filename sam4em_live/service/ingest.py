@@ -38,8 +38,7 @@ class NonFiniteScreen:
         self.max_fraction = max_fraction
         # Written by the ingest thread only, read by the worker for status (plain ints and a dict: no lock needed).
         self.repaired = 0
-        self.rejected = 0
-        self.rejected_by_reason: dict[str, int] = {}
+        self.rejected = 0  # reason "non_finite" in the status's rejected_by_reason
 
     def admit(self, frame: Frame) -> Frame | None:
         """The frame to queue (``frame`` itself, or a repaired copy), or None if it is rejected."""
@@ -48,8 +47,8 @@ class NonFiniteScreen:
             return frame
         fraction = bad / frame.pixels.size
         if fraction > self.max_fraction:
-            n = self.rejected_by_reason["non_finite"] = self.rejected_by_reason.get("non_finite", 0) + 1
             self.rejected += 1
+            n = self.rejected
             if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
                 log.warning("frame %d rejected (#%d): %d non-finite pixels (%.2f %% > %.2f %%)",
                             frame.index, n, bad, 100 * fraction, 100 * self.max_fraction)
