@@ -7,7 +7,6 @@ worker and re-raised from `run()` after teardown, which always runs.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import gc
 import logging
@@ -18,15 +17,16 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.control.quotas import ServiceQuotas
-from sam4em_live.control_api import QuotaExceeded, ServiceState, StatusSnapshot
+from sam4em_live.control_api import ServiceState, StatusSnapshot
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.particles import ParticleEdit, PromptError
 from sam4em_live.results import FrameResult, RunInfo
 from sam4em_live.segment.stage import SegmentStage, SegmentStageError
+from sam4em_live.service.edits import EditInbox
 from sam4em_live.service.frame_queue import FrameQueue
 from sam4em_live.service.ingest import NonFiniteScreen
 from sam4em_live.service.meter import IntervalMeter
-from sam4em_live.service.processor import EventStage, FrameProcessor, PromptSchedule, StatsStage
+from sam4em_live.service.processor import EventStage, FrameProcessor, StatsStage
 from sam4em_live.service.realtime import isolate_current_thread, recycle_large_buffers, release_all
 from sam4em_live.service.state import check_transition
 from sam4em_live.sinks.base import AnnotationSink, CountingSink, Sink, require_sink
@@ -45,8 +45,6 @@ POLL_S = 0.05  # every wait is at most this long, so stop() is honoured within ~
 COLLECT_TIMEOUT_S = 300.0
 #: The worker is reported stalled when it has finished no frame for this many status intervals while frames wait.
 STALL_INTERVALS = 2.0
-#: Refused edits kept for their ``prompt_rejected`` event until the next frame (older ones are only counted).
-MAX_REFUSALS_KEPT = 64
 
 
 def new_run_id() -> str:
@@ -80,7 +78,8 @@ class Service:
         self._use_sinks(sinks)  # raises TypeError on anything that is not a Sink
         self.run_id = run_id or new_run_id()
         self.max_frames = max_frames
-        self.schedule = PromptSchedule(edits)
+        self._quotas = ServiceQuotas(config.quotas)  # edits (through the inbox) and annotations
+        self.edits = EditInbox(edits, self._quotas)
         # Statistics need the series calibration (fps, pixel size), known only at the first frame:
         # the processor that owns them is built then (`_new_processor`).
         self._stats_factory = stats_factory
@@ -105,9 +104,6 @@ class Service:
         # (offline, replay) results must not depend on timing.
         self._shed_load = config.pipeline.backpressure == "latest"
         self._status = StatusSnapshot(ServiceState.IDLE, run_id=self.run_id)
-        self._quotas = ServiceQuotas(config.quotas)
-        # Edits refused on a client's thread, waiting to be reported as prompt_rejected events on the next frame.
-        self._refused_edits: collections.deque[tuple[ParticleEdit, str]] = collections.deque(maxlen=MAX_REFUSALS_KEPT)
         self._frame_shape: tuple[int, int] | None = None  # of the last frame submitted (rows, cols)
         self._last_progress_s = time.monotonic()  # when the worker last finished a frame (or started)
         self._meter = IntervalMeter()
@@ -253,10 +249,7 @@ class Service:
         processor = self.processor
         assert processor is not None  # built with the sinks at the first frame
         self._frame_shape = frame.shape
-        due = self.schedule.due(frame.index)
-        edits, refused = (self._quotas.bound_due(due, frame.shape, self.stage.particles()) if due
-                          else ([], []))
-        refused.extend(self._take_refused_edits())
+        edits, refused = self.edits.due(frame.index, frame.shape, self.stage.particles)
         self._submitted += 1
         backlog = len(self.queue) if self._shed_load else None
         if not self.stage.fits(frame):  # e.g. a larger frame (new series) for a segmentation process
@@ -406,24 +399,8 @@ class Service:
             raise PromptError(f"particle id must be >= 1, got {edit.particle}")
         series = self.source.series
         shape = self._frame_shape or (series.shape if series is not None else None)
-        tracked = set(self._status.particles)  # the worker's last snapshot: stage.particles() is not thread-safe
-        try:
-            admitted = self._quotas.admit_edit(edit, shape, tracked, len(self.schedule))
-        except PromptError as exc:
-            self._refused_edits.append((edit, str(exc)))
-            raise
-        except QuotaExceeded as exc:
-            # Rate refusals are only counted: an event (and a log line) each would let a flood amplify itself.
-            if exc.quota == "max_particles":
-                self._refused_edits.append((edit, str(exc)))
-            raise
-        self.schedule.add(admitted)
-
-    def _take_refused_edits(self) -> list[tuple[ParticleEdit, str]]:
-        taken = []
-        while self._refused_edits:
-            taken.append(self._refused_edits.popleft())
-        return taken
+        # the worker's last snapshot of the particles: stage.particles() is not thread-safe
+        self.edits.submit(edit, shape, set(self._status.particles))
 
     def pause(self) -> None:
         self._paused.set()
