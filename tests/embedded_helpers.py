@@ -10,7 +10,7 @@ import numpy as np
 from sam4em_live.evaluate.metrics import evaluate_run
 from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask
-from sam4em_live.segment.embedded import create
+from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.sim.presets import get_preset
 from sam4em_live.sim.spec import SimulationSpec
 from sam4em_live.sim.video import SimulatedVideo, simulate_video
@@ -30,7 +30,7 @@ def run_clip(frames: np.ndarray, edits: Sequence[ParticleEdit], options: dict[st
 
     Returns the predicted label video (particle id per pixel) and the masks per frame.
     """
-    segmenter = create(options or {})
+    segmenter = create_segmenter("embedded", options or {})
     labels = np.zeros(frames.shape, dtype=np.uint16)
     history: list[list[ParticleMask]] = []
     for i, pixels in enumerate(frames):

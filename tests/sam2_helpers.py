@@ -13,9 +13,9 @@ TINY = {"model": "sam2.1_hiera_t", "random_weights": True, "seed": 0, "device": 
 
 
 def make_segmenter(**overrides: Any):
-    from sam4em_live.segment.sam2 import create
+    from sam4em_live.segment.registry import create_segmenter
 
-    return create({**TINY, **overrides})
+    return create_segmenter("sam2", {**TINY, **overrides})
 
 
 def synthetic_frames(count: int, shape: tuple[int, int] = (200, 240), seed: int = 0) -> list[Frame]:

@@ -9,7 +9,7 @@ from sam4em_live.config import ConfigError
 from sam4em_live.frames import Frame
 from sam4em_live.particles import Prompt, PromptError, RemoveParticle
 from sam4em_live.segment.base import Segmenter
-from sam4em_live.segment.embedded import EmbeddedSegmenter, create
+from sam4em_live.segment.embedded import EmbeddedSegmenter
 from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.sim.video import make_prompts, mask_box
 from tests.embedded_helpers import preset_video, run_clip, score
@@ -41,9 +41,9 @@ def test_default_backend_is_embedded_and_describes_itself() -> None:
 
 def test_unknown_or_invalid_options_are_rejected_by_name() -> None:
     with pytest.raises(ConfigError, match="search_radus_px"):
-        create({"search_radus_px": 10})
+        create_segmenter("embedded", {"search_radus_px": 10})
     with pytest.raises(ConfigError, match="edge_fraction"):
-        create({"edge_fraction": 1.5})
+        create_segmenter("embedded", {"edge_fraction": 1.5})
 
 
 def test_identity_kept_through_a_crossing(crossing) -> None:
@@ -96,7 +96,7 @@ def test_add_remove_and_correct_mid_stream(demo) -> None:
 
 
 def test_bad_prompts_raise_prompt_error_and_change_nothing(demo) -> None:
-    segmenter = create({})
+    segmenter = create_segmenter("embedded", {})
     segmenter.track(Frame("t", 0, 0.0, demo.frames[0]), make_prompts(demo, frames=(0,))[:1])
     background_point = Prompt(7, 1, ((470.0, 30.0),), (1,))
     assert not (demo.gt_labels[1][20:41, 460:481]).any()
@@ -118,7 +118,7 @@ def test_imprecise_point_and_loose_box_still_seed_the_particle(demo) -> None:
     x0, y0, x1, y1 = mask_box(truth)
     loose = (x0 - 6, y0 - 4, x1 + 5, y1 + 7)
     for prompt in (Prompt(3, 0, (rim,), (1,)), Prompt(3, 0, (), (), loose)):
-        mask = create({}).track(Frame("t", 0, 0.0, demo.frames[0]), [prompt])[0]
+        mask = create_segmenter("embedded", {}).track(Frame("t", 0, 0.0, demo.frames[0]), [prompt])[0]
         pred = mask.to_full(truth.shape)
         assert (pred & truth).sum() / (pred | truth).sum() > 0.7, prompt
 

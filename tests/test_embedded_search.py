@@ -10,10 +10,10 @@ import pytest
 
 from sam4em_live.frames import Frame
 from sam4em_live.particles import Prompt
-from sam4em_live.segment.embedded import create
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.segmenter import EmbeddedSegmenter
 from sam4em_live.segment.embedded.shape import ShapeMemory
+from sam4em_live.segment.registry import create_segmenter
 
 
 def _memory(mask: np.ndarray) -> ShapeMemory:
@@ -55,7 +55,7 @@ def test_a_long_hop_is_found_beyond_the_near_window(near_px: float, monkeypatch)
     # Small steps, then one 30 px hop (beyond the 16 px near window), then small steps again.
     path = [(100.0 + 2 * i, 128.0) for i in range(10)] + [(148.0 + 2 * i, 128.0) for i in range(8)]
     frames = _disc_clip(path)
-    segmenter = create({"near_search_radius_px": near_px})
+    segmenter = create_segmenter("embedded", {"near_search_radius_px": near_px})
     windows: list[tuple[int, bool]] = []  # (frame, near?) of every window searched
     search_window = EmbeddedSegmenter._search_window
 
@@ -82,7 +82,7 @@ def test_a_long_hop_is_found_beyond_the_near_window(near_px: float, monkeypatch)
 
 def test_live_backlog_defers_learning_at_most_three_times_in_a_row(monkeypatch) -> None:
     frames = _disc_clip([(100.0 + i, 128.0) for i in range(30)])
-    segmenter = create({"memory_frames": 4, "appearance_update_interval_frames": 1})
+    segmenter = create_segmenter("embedded", {"memory_frames": 4, "appearance_update_interval_frames": 1})
     learned: list[int] = []
     learn = EmbeddedSegmenter._learn
 

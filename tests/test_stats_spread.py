@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from sam4em_live.frames import Frame
-from sam4em_live.segment.embedded import create
+from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.segment.stage import InProcessSegmentStage
 from sam4em_live.service.processor import FrameProcessor
 from sam4em_live.sim.video import make_prompts
@@ -30,7 +30,7 @@ def test_snapshot_work_is_spread_and_published_every_n_frames() -> None:
     video = preset_video("demo", 31, seed=2)
     prompts = make_prompts(video, frames=(0,))
     stats = _CountingStats()
-    processor = FrameProcessor(InProcessSegmentStage(create({})), stats=stats, stats_every_frames=10)
+    processor = FrameProcessor(InProcessSegmentStage(create_segmenter("embedded", {})), stats=stats, stats_every_frames=10)
     published = {}
     for i, pixels in enumerate(video.frames):
         stats.frame = i
@@ -56,7 +56,7 @@ def test_snapshots_are_put_off_one_turn_at_most_while_behind() -> None:
     video = preset_video("demo", 61, seed=2)
     prompts = make_prompts(video, frames=(0,))
     stats = _CountingStats()
-    processor = FrameProcessor(InProcessSegmentStage(create({})), stats=stats, stats_every_frames=10)
+    processor = FrameProcessor(InProcessSegmentStage(create_segmenter("embedded", {})), stats=stats, stats_every_frames=10)
     published = {}
     for i, pixels in enumerate(video.frames):
         stats.frame = i

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.config import FrozenModel, parse_options
+from sam4em_live.config import FrozenModel
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, PromptError, RemoveParticle
 
 if TYPE_CHECKING:
@@ -150,8 +150,3 @@ class ThresholdSegmenter:
         crop = mask[y_lo:y_hi, x_lo:x_hi]
         bbox = (int(x_lo + x0), int(y_lo + y0), int(x_hi + x0), int(y_hi + y0))
         return ParticleMask(pid, True, score, bbox, np.ascontiguousarray(crop))
-
-
-def create(options: dict[str, Any]) -> ThresholdSegmenter:
-    """Build the backend from raw options (validated by `ThresholdOptions`)."""
-    return ThresholdSegmenter(parse_options(ThresholdOptions, options, "segmenter.options (threshold)"))
