@@ -27,9 +27,9 @@ from tools.chaos.harness import (
     Streamer,
     SyntheticVideo,
     service_config,
-    settle,
 )
 from tools.chaos.runcheck import check_run_folder
+from tools.chaos.trial import end_trial
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -106,13 +106,8 @@ def run_writer(work: Path, seed: int = 1) -> dict[str, Any]:
     if child is not None:
         os.kill(child, signal.SIGKILL)
     time.sleep(3.0)
-    sent = streamer.stop()
-    alive = serve.alive()
-    status = settle(control, sent, timeout_s=20.0) if alive else {}
-    stopped = serve.stop()
-    control.close()
-    feed.close()
-    folders = [check_run_folder(p) for p in sorted(out_dir.glob("*")) if p.is_dir()]
+    end = end_trial(serve, control, feed, streamer, out_dir)
+    sent, alive, status, stopped, folders = end.sent, end.alive, end.status, end.stopped, end.folders
     failures = []
     if child is None:
         failures.append(f"no mask-writer child found among {serve.children()}")

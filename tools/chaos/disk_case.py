@@ -31,9 +31,8 @@ from tools.chaos.harness import (
     Streamer,
     SyntheticVideo,
     service_config,
-    settle,
 )
-from tools.chaos.runcheck import check_run_folder
+from tools.chaos.trial import end_trial
 
 
 def _mount_tmpfs(path: Path, size_mib: int) -> str | None:
@@ -98,13 +97,8 @@ def _run_trial(work: Path, disk: Path, name: str, free_again: bool, spill: bool)
     if free_again:
         os.unlink(disk / "ballast")
         time.sleep(3.0)
-    sent = streamer.stop()
-    alive_before_stop = serve.alive()
-    status = settle(control, sent, timeout_s=20.0) if alive_before_stop else {}
-    stopped = serve.stop()
-    control.close()
-    feed.close()
-    folders = [check_run_folder(p) for p in sorted(out_dir.glob("*")) if p.is_dir()]
+    end = end_trial(serve, control, feed, streamer, out_dir)
+    sent, alive_before_stop, status, stopped, folders = end.sent, end.alive, end.status, end.stopped, end.folders
     failures = []
     if not alive_before_stop:
         failures.append(f"service died while the disk was full (exit {serve.process.returncode}): "
