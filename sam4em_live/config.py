@@ -174,6 +174,11 @@ class QuotaConfig(FrozenModel):
     # time on every frame: 200 extra particles took the embedded backend from 50 to 1.7 fps). Dense fields
     # hold ~35-60 particles, so the default leaves room for them; lower it on a slow machine.
     max_particles: PositiveInt = 128
+    # Live (``latest`` backpressure) only: a new particle from a client or hook is refused while the worker,
+    # with one more particle, would be busy more than this fraction of the time (the measured busy fraction
+    # of the last status interval x (n + 1) / n). Tracking keeps pace with the camera below it, so one client
+    # adding particles cannot make the service drop frames it used to process. 1.0 turns it off.
+    max_worker_load: float = Field(default=0.8, gt=0.0, le=1.0)
     # A prompt box is clipped to the frame, then refused if either side is longer than this (px): seeding
     # from a box costs time in proportion to its area (a 512 px box ~0.1 s on a 512^2 frame, measured).
     max_box_edge_px: PositiveInt = 256

@@ -98,6 +98,7 @@ class StatusSnapshot:
     latency_ms_p99: float = 0.0
     latency_ms_max: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)  # mean per stage over the interval
+    worker_busy: float = 0.0  # fraction of the interval the worker did not wait for a frame (1: saturated)
     particles: tuple[int, ...] = ()
     sinks: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-sink counters (drops, errors, hooks)
     paused: bool = False
@@ -107,12 +108,22 @@ class StatusSnapshot:
     worker_stalled_s: float = 0.0
     stalled: bool = False
     refused_by_quota: dict[str, int] = field(default_factory=dict)  # requests refused, by quota name
+    live: bool = True  # frames arrive at acquisition pace (SeriesInfo.live); False: offline, as fast as possible
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-able status; an offline run's has no `LIVE_ONLY_STATUS_KEYS` (they would measure our reading)."""
         data = asdict(self)
         data["state"] = self.state.value
         data["particles"] = list(self.particles)
+        if not self.live:
+            for key in LIVE_ONLY_STATUS_KEYS:
+                del data[key]
         return data
+
+
+#: Status fields that describe a camera feeding the service: in an offline run (a recording read as fast as
+#: possible) the "camera" rate is our read rate and the latency is time spent queued, so they are left out.
+LIVE_ONLY_STATUS_KEYS: tuple[str, ...] = ("camera_fps", "latency_ms_p50", "latency_ms_p99", "latency_ms_max")
 
 
 @runtime_checkable

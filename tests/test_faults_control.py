@@ -21,8 +21,9 @@ import zmq
 
 from sam4em_live.config import FrozenModel, PublisherConfig, ServiceConfig
 from sam4em_live.control import ControlClient, ControlError, ControlServer
-from sam4em_live.control.quotas import RateLimit, bound_prompt
+from sam4em_live.control.quotas import RateLimit, ServiceQuotas, bound_prompt
 from sam4em_live.control.schema import encode_request
+from sam4em_live.control_api import QuotaExceeded
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, PromptError, RemoveParticle
 from sam4em_live.segment.embedded import EmbeddedSegmenter
@@ -425,3 +426,28 @@ def test_publisher_beyond_loopback_warns_loudly(endpoint: str, loud: bool, caplo
     warned = [r for r in caplog.records if "REACHABLE FROM THE NETWORK" in r.getMessage()]
     assert len(warned) == int(loud)
     assert publisher.counters == {"sent": 0, "send_errors": 0}
+
+
+# ---------------------------------------------------------------- particles a client adds: bounded by the worker's load
+
+
+def test_a_new_particle_is_refused_while_the_worker_has_no_room_for_it() -> None:
+    quotas = ServiceQuotas(ServiceConfig.from_mapping({}).quotas)  # max_worker_load 0.8 by default
+    new = Prompt(9, points=((20.0, 20.0),), labels=(1,))
+    assert quotas.admit_edit(new, SHAPE, {1, 2}, 0) == new  # no load measured yet (offline): admitted
+    quotas.note_worker_load(0.5, 2)  # 0.25 a particle: a third one -> 0.75
+    assert quotas.admit_edit(new, SHAPE, {1, 2}, 0) == new
+    with pytest.raises(QuotaExceeded, match="max_worker_load") as refused:  # the fourth: 0.5 x 4/2 = 1.0
+        quotas.admit_edit(Prompt(10, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0)
+    assert refused.value.quota == "max_worker_load" and quotas.refused == {"max_worker_load": 1}
+    correction = Prompt(1, points=((30.0, 30.0),), labels=(1,))
+    assert quotas.admit_edit(correction, SHAPE, {1, 2}, 0) == correction  # corrections are never refused
+    assert quotas.admit_edit(RemoveParticle(2), SHAPE, {1, 2}, 0) == RemoveParticle(2)
+    quotas.note_worker_load(0.2, 2)  # a new measurement starts the count of admitted particles afresh
+    assert quotas.admit_edit(Prompt(10, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0).particle == 10
+    quotas.note_worker_load(0.9, 0)  # nothing tracked: the share of one particle is unknown, the first goes in
+    assert quotas.admit_edit(new, SHAPE, set(), 0) == new
+    off = ServiceQuotas(ServiceConfig.from_mapping({"quotas": {"max_worker_load": 1.0}}).quotas)
+    off.note_worker_load(1.0, 2)
+    assert off.admit_edit(new, SHAPE, {1, 2}, 0) == new
+

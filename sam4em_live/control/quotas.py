@@ -113,12 +113,48 @@ class ServiceQuotas:
         self._annotations = RateLimit(config.max_annotations_per_s)
         self._lock = threading.Lock()
         self._refused: dict[str, int] = {}
+        # The worker's measured load (busy fraction of the last status interval, particles tracked then) and
+        # the new particles admitted since: None until the service reports one (offline runs never do).
+        self._load: tuple[float, int] | None = None
+        self._admitted_since_load = 0
 
     @property
     def refused(self) -> dict[str, int]:
         """Refusals so far by quota name (a copy)."""
         with self._lock:
             return dict(self._refused)
+
+    def note_worker_load(self, busy_fraction: float | None, particles: int) -> None:
+        """The worker's busy fraction over the last status interval with ``particles`` tracked (None: unknown).
+
+        The service calls this once per status interval while it streams live; `admit_edit` then refuses a new
+        particle whose share of that load would take the worker past ``max_worker_load``.
+        """
+        with self._lock:
+            self._load = None if busy_fraction is None else (max(float(busy_fraction), 0.0), particles)
+            self._admitted_since_load = 0
+
+    def _over_worker_load(self, edit: ParticleEdit, tracked: Collection[int]) -> str | None:
+        """Why a new particle would overload the worker (None: it would not, or the load is unknown).
+
+        Each particle is charged an equal share of the measured load (the frame's fixed costs included, so
+        the estimate errs on the side of refusing); particles admitted since the measurement count as
+        already there. With no particle tracked the share is unknown and the first one is always admitted.
+        """
+        limit = self.config.max_worker_load
+        if limit >= 1.0 or not isinstance(edit, Prompt) or edit.particle in tracked:
+            return None
+        with self._lock:
+            load, admitted = self._load, self._admitted_since_load
+        if load is None or load[1] == 0:
+            return None
+        busy, particles = load
+        projected = busy * (particles + admitted + 1) / particles
+        if projected <= limit:
+            return None
+        return (f"the worker is busy {busy:.0%} of the time with {particles} particles; one more would take it "
+                f"to ~{projected:.0%}, over quotas.max_worker_load = {limit:g} (frames would be dropped): "
+                "remove a particle first, or lower the camera rate")
 
     def count(self, quota: str) -> None:
         with self._lock:
@@ -146,13 +182,19 @@ class ServiceQuotas:
         over = self._over_particle_limit(edit, tracked)
         if over is not None:
             raise self._exceeded("max_particles", over)
-        if shape is None:
-            return edit
-        try:
-            return bound_prompt(edit, shape, limits.max_box_edge_px)
-        except PromptError:
-            self.count("prompt_bounds")
-            raise
+        overload = self._over_worker_load(edit, tracked)
+        if overload is not None:
+            raise self._exceeded("max_worker_load", overload)
+        if shape is not None:
+            try:
+                edit = bound_prompt(edit, shape, limits.max_box_edge_px)
+            except PromptError:
+                self.count("prompt_bounds")
+                raise
+        if isinstance(edit, Prompt) and edit.particle not in tracked:
+            with self._lock:
+                self._admitted_since_load += 1
+        return edit
 
     def _over_particle_limit(self, edit: ParticleEdit, tracked: Collection[int]) -> str | None:
         """Why ``edit`` would track one particle too many (None: it would not)."""

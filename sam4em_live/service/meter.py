@@ -20,7 +20,12 @@ class IntervalMeter:
         self._processed = 0
         self._latencies: list[float] = []
         self._stage_sums: dict[str, float] = {}
+        self._waited_s = 0.0  # worker time spent waiting for a frame (the rest of the interval it was busy)
         self._t0 = time.monotonic()
+
+    def waited(self, seconds: float) -> None:
+        """Add worker time spent waiting for a frame to arrive."""
+        self._waited_s += seconds
 
     def record(self, result: FrameResult, latency_s: float) -> None:
         self._processed += 1
@@ -39,6 +44,8 @@ class IntervalMeter:
             "camera_fps": received / dt, "processed_fps": self._processed / dt,
             "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p99": float(np.percentile(lat, 99)),
             "latency_ms_max": float(lat.max()), "stage_ms": {k: v / n for k, v in self._stage_sums.items()},
+            "worker_busy": min(max(1.0 - self._waited_s / dt, 0.0), 1.0),
         }
         self._processed, self._latencies, self._stage_sums, self._t0 = 0, [], {}, now
+        self._waited_s = 0.0
         return out

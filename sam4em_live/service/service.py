@@ -225,10 +225,14 @@ class Service:
                     next_status = now + self.config.pipeline.status_interval_s
                 if self._paused.is_set():
                     self._finish_in_flight()
+                    paused_since = time.monotonic()
                     self._stop.wait(POLL_S)
+                    self._meter.waited(time.monotonic() - paused_since)  # paused is not busy
                     continue
                 # With frames in flight (a segmentation process), only take a frame that is already waiting.
+                waiting_since = time.monotonic()
                 frame = self.queue.get(0.0 if self.stage.in_flight else POLL_S)
+                self._meter.waited(time.monotonic() - waiting_since)
                 if frame is not None:
                     self._submit(frame)
                 # Finish the oldest frame unless the next can overlap with it: a backend in its own process
@@ -350,11 +354,18 @@ class Service:
     def _publish_status(self) -> None:
         self._status = self._snapshot()
         s = self._status
-        log.info(
-            "%s: cam %.1f fps, proc %.1f fps, latency p50 %.1f / p99 %.1f ms, queue %d, dropped %d, gaps %d, rejected %d",
-            s.state.value, s.camera_fps, s.processed_fps, s.latency_ms_p50, s.latency_ms_p99,
-            s.queue_depth, s.frames_dropped, s.frames_gap, s.messages_rejected,
-        )
+        if self._shed_load and s.state is ServiceState.STREAMING and s.frames_processed:
+            # Live: new particles from clients are admitted only while the worker has room for them.
+            self._quotas.note_worker_load(s.worker_busy, len(s.particles))
+        if s.live:
+            log.info(
+                "%s: cam %.1f fps, proc %.1f fps, latency p50 %.1f / p99 %.1f ms, queue %d, dropped %d, gaps %d, "
+                "rejected %d", s.state.value, s.camera_fps, s.processed_fps, s.latency_ms_p50, s.latency_ms_p99,
+                s.queue_depth, s.frames_dropped, s.frames_gap, s.messages_rejected,
+            )
+        else:  # offline: no camera, and the latency would be time spent queued
+            log.info("%s: proc %.1f fps, %d frames processed, queue %d, rejected %d", s.state.value,
+                     s.processed_fps, s.frames_processed, s.queue_depth, s.messages_rejected)
         status = s.as_dict()
         for sink in self.sinks:
             try:
@@ -380,7 +391,8 @@ class Service:
             segmentation_errors=self._seg_errors, sink_errors=self._sink_errors,
             queue_depth=len(self.queue), paused=self._paused.is_set(), error=error,
             particles=tuple(self.stage.particles()), sinks=self._sink_counters(),
-            refused_by_quota=self._quotas.refused, wall_time_s=time.time(), **rates,
+            refused_by_quota=self._quotas.refused, wall_time_s=time.time(),
+            live=self.source.series.live if self.source.series else True, **rates,
         )
 
     def _sink_counters(self) -> dict[str, dict[str, int]]:
