@@ -3,11 +3,18 @@
 Coordinates everywhere in sam4em-live are pixels with x = column, y = row and the
 origin at the centre of the top-left pixel. Physical units are carried explicitly
 (`pixel_size_nm`, `fps`); nothing downstream assumes a default calibration.
+
+Time: a run's acquisition time axis (``t_s``) comes from one `TimeBase`, chosen from what the source
+declares (`SeriesInfo.time_base`): the frame rate (a file's frame interval, a header's fps, ``--fps``),
+the detector's per-frame timestamps, or nothing (time in frames). It never comes from the processing
+clock: a replay stamps frames when it hands them on, which says how fast we read, not when they were
+acquired.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,15 +59,45 @@ class Calibration:
         return cls(num("pixel_size_nm"), num("fps"), num("exposure_s"), num("dose_rate_e_per_A2s"))
 
 
+class TimeBase(StrEnum):
+    """Where a series' acquisition times (the ``t_s`` column) come from, in order of preference."""
+
+    FPS = "fps"  # t_s = frame / fps: a file's frame interval, a header's fps or the user's --fps
+    DETECTOR_TIMESTAMPS = "detector_timestamps"  # t_s = timestamp_s - the first recorded frame's timestamp_s
+    FRAMES = "frames"  # no acquisition time known: t_s left empty, time is counted in frames
+
+    @property
+    def unit(self) -> str:
+        """The unit a time on this base is given in: ``"s"``, or ``"frame"`` without acquisition times."""
+        return "frame" if self is TimeBase.FRAMES else "s"
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesInfo:
-    """Metadata of one acquisition series (one recording / one camera run)."""
+    """Metadata of one acquisition series (one recording / one camera run).
+
+    The source declares what its frames' ``timestamp_s`` mean. ``acquisition_timestamps``: they are
+    acquisition times on the detector's clock (a camera on the wire); False for a replay of a file
+    that records no per-frame times, whose timestamps are only when the replay emitted each frame.
+    ``live``: frames arrive at their acquisition pace (a camera, a paced replay), so the camera rate,
+    the latency and ``processing_slow`` mean something; False for an offline run read as fast as the
+    pipeline takes frames.
+    """
 
     series_id: str
     shape: tuple[int, int]  # (rows, columns)
     dtype: str
     calibration: Calibration = field(default_factory=Calibration)
     metadata: Mapping[str, Any] = field(default_factory=dict)  # JSON-able extras (source path, preset...)
+    acquisition_timestamps: bool = True
+    live: bool = True
+
+    @property
+    def time_base(self) -> TimeBase:
+        """The frame rate when known (exact, gap-proof), else the detector's timestamps, else frames."""
+        if self.calibration.fps:
+            return TimeBase.FPS
+        return TimeBase.DETECTOR_TIMESTAMPS if self.acquisition_timestamps else TimeBase.FRAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +105,11 @@ class Frame:
     """One detector frame.
 
     ``pixels`` is a 2-D array (rows, columns) that may be a read-only view of a
-    network buffer: consumers must copy before writing. ``timestamp_s`` is the
-    acquisition time on the wall clock (``time.time()`` seconds) as stamped by
-    the detector or the replaying source; latency is measured from it.
+    network buffer: consumers must copy before writing. ``timestamp_s`` is a
+    wall-clock time (``time.time()`` seconds) stamped by the detector at
+    acquisition, or by a replaying source when it emitted the frame (the
+    series says which: `SeriesInfo.acquisition_timestamps`); latency is
+    measured from it, acquisition times only from the first kind.
     ``index`` is 0-based and strictly increasing within a series; gaps mean
     frames dropped upstream.
     """
@@ -84,6 +123,36 @@ class Frame:
     @property
     def shape(self) -> tuple[int, int]:
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+
+class AcquisitionClock:
+    """Acquisition time ``t_s`` of each frame of one series, on its `TimeBase`: the one place it is computed.
+
+    `FPS`: ``index / fps`` (seconds since frame 0). `DETECTOR_TIMESTAMPS`: seconds since the first frame
+    given to `t_s`. `FRAMES`: None (no acquisition time is known; consumers count frames).
+    """
+
+    def __init__(self, base: TimeBase, fps: float | None = None) -> None:
+        if base is TimeBase.FPS and not fps:
+            raise ValueError("the fps time base needs a frame rate")
+        self.base = base
+        self.fps = fps
+        self._first_timestamp_s: float | None = None
+
+    @classmethod
+    def of(cls, series: SeriesInfo) -> AcquisitionClock:
+        return cls(series.time_base, series.calibration.fps)
+
+    def t_s(self, index: int, timestamp_s: float) -> float | None:
+        """Seconds of frame ``index`` (stamped ``timestamp_s``) on this clock; None on the `FRAMES` base."""
+        if self.base is TimeBase.FPS:
+            assert self.fps
+            return index / self.fps
+        if self.base is TimeBase.FRAMES:
+            return None
+        if self._first_timestamp_s is None:
+            self._first_timestamp_s = timestamp_s
+        return timestamp_s - self._first_timestamp_s
 
 
 def _dtype_spellings() -> dict[str, np.dtype]:

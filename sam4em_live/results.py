@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from sam4em_live.frames import Frame, SeriesInfo
-    from sam4em_live.particles import ParticleMask, ParticleMeasurement
+    from sam4em_live.frames import Frame, SeriesInfo, TimeBase
+    from sam4em_live.particles import EditRecord, ParticleMask, ParticleMeasurement
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,9 @@ class FrameResult:
     ``stats`` maps particle id to its `ParticleStatistics` (filled by the
     statistics stage on publishing frames, else empty).
     ``timings_ms`` holds per-stage durations; ``processed_s`` is the wall
-    clock time (``time.time()``) when the result was complete.
+    clock time (``time.time()``) when the result was complete. ``edits`` says
+    what became of each edit decided at this frame (applied before it was
+    segmented, or refused), in the order they were decided.
     """
 
     frame: Frame
@@ -82,6 +84,7 @@ class FrameResult:
     events: tuple[ServiceEvent, ...] = ()
     timings_ms: Mapping[str, float] = field(default_factory=dict)
     processed_s: float = 0.0
+    edits: tuple[EditRecord, ...] = ()
 
     @property
     def index(self) -> int:
@@ -90,10 +93,23 @@ class FrameResult:
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """Identity of a run, given to sinks when it opens."""
+    """Identity of a run, given to sinks when it opens.
+
+    ``time_base`` and ``live`` are the series' (`SeriesInfo`): where the run's acquisition times come from
+    (recorded in ``run.json``), and whether live-only signals (camera rate, latency, ``processing_slow``)
+    mean anything in it.
+    """
 
     run_id: str
     series: SeriesInfo
     backend: Mapping[str, Any]  # Segmenter.describe()
     config: Mapping[str, Any]  # the validated service config, JSON-able
     versions: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def time_base(self) -> TimeBase:
+        return self.series.time_base
+
+    @property
+    def live(self) -> bool:
+        return self.series.live

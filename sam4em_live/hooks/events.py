@@ -10,7 +10,8 @@ condition starts, not on every frame it holds:
 - ``particle_reacquired``: present again after ``particle_lost``.
 - ``processing_slow`` / ``processing_recovered``: processed fps below ``slow_ratio`` x
   camera fps over a status interval, frames dropped by backpressure, or the
-  queue growing over two intervals; then back to normal.
+  queue growing over two intervals; then back to normal. Live runs only: an offline
+  run (status ``live`` false, a recording read as fast as possible) has no camera to keep up with.
 - ``alpha_change``: a particle's anomalous exponent (`ParticleStatistics.alpha`)
   moved by more than ``alpha_change`` since the last event (optional; 0 = off).
 - ``hook_died``: a hook's thread ended on `SystemExit` or another `BaseException`
@@ -176,6 +177,8 @@ class EventDetector:
         return events
 
     def _rate_events(self, frame_index: int, data: Mapping[str, Any]) -> list[ServiceEvent]:
+        if data.get("live") is False:
+            return []  # offline (read as fast as possible): the queue grows by design, nothing is "slow"
         camera_fps = float(data.get("camera_fps") or 0.0)
         processed_fps = float(data.get("processed_fps") or 0.0)
         depth = int(data.get("queue_depth") or 0)

@@ -178,6 +178,8 @@ def build_manifest(
             "series_id": series.series_id, "shape": list(series.shape), "dtype": series.dtype,
             "calibration": series.calibration.as_dict(), "metadata": dict(series.metadata),
         },
+        # where t_s comes from (frames.TimeBase) and its unit; "frames": t_s is empty, time counts frames
+        "time_base": run.time_base.value, "time_unit": run.time_base.unit, "live": run.live,
         "backend": dict(run.backend),
         "config": dict(run.config),
         "versions": {**package_versions(), **run.versions},

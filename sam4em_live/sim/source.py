@@ -105,7 +105,9 @@ class SimulatedSource:
             "playback_fps": None if self.as_fast_as_possible else self.fps,
         }
         series_id = f"sim-{self.spec.name}-s{self.seed}-{uuid.uuid4().hex[:8]}"
-        self._series = SeriesInfo(series_id, (rows, cols), dtype, self.calibration, metadata)
+        # Time base: the spec's fps (always known); unpaced, no camera rate or latency to report.
+        self._series = SeriesInfo(series_id, (rows, cols), dtype, self.calibration, metadata,
+                                  live=not self.as_fast_as_possible)
         self.counters.series_started += 1
         self._next_due_s = time.monotonic()
 

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from pydantic import PositiveInt
 
 from sam4em_live.config import FrozenModel
+from sam4em_live.frames import AcquisitionClock
 from sam4em_live.io.trajectories import measurement_row, trajectory_columns
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class ParquetSink:
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
         self._run: RunInfo | None = None
-        self._first_timestamp_s: float | None = None
+        self._clock: AcquisitionClock | None = None
 
     @property
     def counters(self) -> dict[str, int]:
@@ -67,21 +68,17 @@ class ParquetSink:
         if path.exists() and not self.options.overwrite:
             raise FileExistsError(f"{path}: already exists (set overwrite = true to replace it)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self._run = path, run
+        self.path, self._run, self._clock = path, run, AcquisitionClock.of(run.series)
         self._columns = trajectory_columns(run.series.calibration, have_time=True)
         self._schema = pa.schema([(c, _TYPES.get(c, pa.float64())) for c in self._columns])
         self._writer = pq.ParquetWriter(path, self._schema)
 
     def consume(self, result: FrameResult) -> None:
-        run = self._run
-        if run is None or self._writer is None:
+        run, clock = self._run, self._clock
+        if run is None or clock is None or self._writer is None:
             return
         calibration = run.series.calibration
-        if self._first_timestamp_s is None:
-            self._first_timestamp_s = result.frame.timestamp_s
-        # Time as the recorder writes it: from the frame index when the rate is known, else wall clock.
-        t_s = (result.index / calibration.fps if calibration.fps
-               else result.frame.timestamp_s - self._first_timestamp_s)
+        t_s = clock.t_s(result.index, result.frame.timestamp_s)  # as the recorder writes it (the series' time base)
         self._rows.extend(measurement_row(m, calibration, t_s) for m in result.measurements if m.present)
         if len(self._rows) >= self.options.row_group_rows:
             self._flush()

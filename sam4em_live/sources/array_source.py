@@ -1,8 +1,10 @@
 """A finite source over frames already in memory (a numpy stack).
 
 For notebooks and tests: run the full pipeline on an array without files or
-sockets. Frames are stamped with the wall clock at emission; ``delay_s``
-optionally paces them.
+sockets. Frames are stamped with the wall clock at emission, which is not an
+acquisition time: the run's time axis is ``calibration.fps``, else frames
+(`sam4em_live.frames.TimeBase`). ``delay_s`` optionally paces them; unpaced,
+the series is not ``live``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class ArraySource:
         self.calibration = calibration or Calibration()
         self.counters = SourceCounters()
         self._series = SeriesInfo(series_id, (int(frames.shape[1]), int(frames.shape[2])), frames.dtype.str,
-                                  self.calibration, {"source": "array", "n_frames": int(frames.shape[0])})
+                                  self.calibration, {"source": "array", "n_frames": int(frames.shape[0])},
+                                  acquisition_timestamps=False, live=delay_s > 0)
         self._next = 0
 
     @property

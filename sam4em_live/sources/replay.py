@@ -5,6 +5,13 @@ rate in the file's metadata), a chosen rate, or as fast as possible. Pacing
 uses monotonic deadlines, so a slow consumer never makes the replay drift and
 `ReplaySource.next_frame` never sleeps past its timeout. With ``loop`` the
 recording starts again at its end while the frame index keeps counting up.
+
+Time: frames are stamped when they are emitted (latency is measured from that), which says nothing
+about when they were acquired, so the series declares ``acquisition_timestamps=False`` and the run's
+``t_s`` comes from the recording's frame rate (its metadata, or ``--fps``), else it is counted in
+frames (`sam4em_live.frames.TimeBase`). A reader whose file records each frame's acquisition time
+(`TimedFrameReader`) is replayed with those times instead, shifted onto the wall clock. Replayed as
+fast as possible, the series is not ``live``: its read rate and latency are not a camera's.
 """
 
 from __future__ import annotations
@@ -16,27 +23,49 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
 from pydantic import PositiveFloat
 
 from sam4em_live.config import FrozenModel
-from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.frames import Calibration, Frame, SeriesInfo, TimeBase
 from sam4em_live.io.frame_readers import FrameReader, ReplayError
 from sam4em_live.io.reader_registry import open_reader
 from sam4em_live.plugins import FactoryPlugin
 from sam4em_live.sources.base import EndOfStream, SourceCounters
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    import numpy as np
+    from collections.abc import Callable, Sequence
 
     from sam4em_live.sources.registry import SourceContext
 
-__all__ = ["REPLAY_PLUGIN", "ReplayError", "ReplayOptions", "ReplaySource", "open_replay"]
+__all__ = ["REPLAY_PLUGIN", "ReplayError", "ReplayOptions", "ReplaySource", "TimedFrameReader", "open_replay"]
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class TimedFrameReader(FrameReader, Protocol):
+    """A `FrameReader` whose file records when each frame was acquired (optional beside `FrameReader`).
+
+    ``frame_times_s[i]`` is frame ``i``'s acquisition time in seconds, on any origin, non-decreasing;
+    an empty sequence means the file has none. A frame interval alone belongs in ``calibration.fps``.
+    """
+
+    frame_times_s: Sequence[float]
+
+
+def acquisition_times(reader: FrameReader) -> np.ndarray | None:
+    """The reader's per-frame acquisition times (s, from the first frame), or None if it has no usable ones."""
+    if not isinstance(reader, TimedFrameReader) or len(reader.frame_times_s) == 0:
+        return None
+    times = np.asarray(reader.frame_times_s, dtype=np.float64)
+    if times.shape != (reader.n_frames,) or not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
+        log.warning("%s: the per-frame times in the file are not one finite, non-decreasing time per frame "
+                    "(%d for %d frames); not used", reader.path, times.size, reader.n_frames)
+        return None
+    return times - times[0]
 
 
 class ReplayOptions(FrozenModel):
@@ -147,6 +176,9 @@ class ReplaySource:
         self._closed = False
         self._prefetcher: FramePrefetcher | None = None
         self._loops_emitted = 0
+        self._frame_times_s: np.ndarray | None = None  # the file's acquisition times, from its first frame
+        self._first_emitted_s: float | None = None  # wall clock when the first frame was emitted
+        self._loop_period_s = 0.0  # recorded duration of one loop, one median frame interval included
 
     @classmethod
     def from_config(cls, config: ReplayOptions, calibration_override: Calibration | None = None) -> ReplaySource:
@@ -175,15 +207,24 @@ class ReplaySource:
             reader.close()
             raise
         self._reader = reader
+        self._frame_times_s = times = acquisition_times(reader)
+        if times is not None:
+            self._loop_period_s = float(times[-1] + (np.median(np.diff(times)) if times.size > 1 else 0.0))
         metadata = {"source": "replay", "path": str(self.path.resolve()), "n_frames": reader.n_frames,
                     "loop": self.loop, "loops_completed": 0,
                     "playback_fps": None if self._interval_s == 0 else 1.0 / self._interval_s, **reader.metadata}
         series_id = f"{self.path.stem}-{uuid.uuid4().hex[:8]}"
-        self._series = SeriesInfo(series_id, reader.shape, reader.dtype, calibration, metadata)
+        self._series = SeriesInfo(series_id, reader.shape, reader.dtype, calibration, metadata,
+                                  acquisition_timestamps=self._frame_times_s is not None,
+                                  live=not self.as_fast_as_possible)
         self.counters.series_started += 1
-        log.info("replaying %s: %d frames %dx%d %s, %s", self.path, reader.n_frames, reader.shape[1],
+        log.info("replaying %s: %d frames %dx%d %s, %s; time axis: %s", self.path, reader.n_frames, reader.shape[1],
                  reader.shape[0], reader.dtype,
-                 "as fast as possible" if self._interval_s == 0 else f"{1 / self._interval_s:.3g} fps")
+                 "as fast as possible" if self._interval_s == 0 else f"{1 / self._interval_s:.3g} fps",
+                 self._series.time_base.value)
+        if self._series.time_base is TimeBase.FRAMES:
+            log.warning("%s records no frame rate and no frame times: t_s is left empty and time is counted "
+                        "in frames (pass --fps F, the acquisition rate, for times in seconds)", self.path)
 
     def _resolve_interval(self, calibration: Calibration) -> float:
         if self.as_fast_as_possible:
@@ -213,12 +254,28 @@ class ReplaySource:
             now = time.monotonic()
             if self._due > now:
                 return None
-        frame = dataclasses.replace(self._pending, timestamp_s=time.time())
+        frame = dataclasses.replace(self._pending, timestamp_s=self._stamp(self._pending.index))
         self._pending = None
         self._schedule_next(now)
         self._note_loops(frame.index)
         self.counters.frames += 1
         return frame
+
+    def _stamp(self, index: int) -> float:
+        """The emitted frame's ``timestamp_s``: now, or its acquisition time when the file records one.
+
+        Recorded times are shifted so the first frame is stamped with the wall clock at its emission
+        (latency stays meaningful at the recording's pace); a loop starts one median frame interval
+        after the previous loop's last frame.
+        """
+        now = time.time()
+        times = self._frame_times_s
+        if times is None:
+            return now
+        if self._first_emitted_s is None:
+            self._first_emitted_s = now
+        loops, position = divmod(index, times.size)
+        return self._first_emitted_s + loops * self._loop_period_s + float(times[position])
 
     def _next_read(self, timeout_s: float) -> Frame | None:
         reader = self._reader

@@ -20,6 +20,7 @@ import io
 import os
 from typing import TYPE_CHECKING, Any
 
+from sam4em_live.frames import AcquisitionClock, TimeBase
 from sam4em_live.io.mask_tiff import MASK_COMPRESSION_LEVEL, end_at_last_complete_page
 from sam4em_live.io.run_manifest import FrameRanges, build_manifest, json_line, write_json_atomic
 from sam4em_live.io.trajectories import measurement_row, trajectory_columns
@@ -79,20 +80,22 @@ class TrajectoriesCsvWriter:
     """``trajectories.csv``: one row per present particle per frame.
 
     Rows gather in memory and reach the file as whole lines at `flush`, so the file is valid CSV up
-    to its last row at every moment. ``t_s`` is ``frame / fps`` when the series fps is known, else
-    the frame's timestamp minus the first recorded frame's timestamp. `rows` and `frames` count what
-    is in the file.
+    to its last row at every moment. ``t_s`` is the acquisition time on the series' ``clock``
+    (`AcquisitionClock`: ``frame / fps``, the detector's timestamps from the first recorded frame,
+    or empty when time is counted in frames); without a clock, ``frame / fps`` when the fps is known,
+    else the timestamps. `rows` and `frames` count what is in the file.
     """
 
-    def __init__(self, path: Path, calibration: Calibration) -> None:
+    def __init__(self, path: Path, calibration: Calibration, clock: AcquisitionClock | None = None) -> None:
         self.path = path
         self.calibration = calibration
+        self.clock = clock or AcquisitionClock(
+            TimeBase.FPS if calibration.fps else TimeBase.DETECTOR_TIMESTAMPS, calibration.fps)
         self.columns = trajectory_columns(calibration, have_time=True)
         self.rows = 0
         self.frames = 0
         self._pending_rows = 0
         self._pending_frames = 0
-        self._first_timestamp_s: float | None = None
         self._buffer = io.StringIO()
         self._csv = csv.writer(self._buffer, lineterminator="\n")
         self._file = AppendOnlyFile(path)
@@ -106,10 +109,7 @@ class TrajectoriesCsvWriter:
     def write(self, result: ResultMessage) -> int:
         """Add the present particles' rows of one frame; returns how many."""
         calibration = self.calibration
-        if self._first_timestamp_s is None:
-            self._first_timestamp_s = result.timestamp_s
-        t_s = (result.index / calibration.fps if calibration.fps
-               else result.timestamp_s - self._first_timestamp_s)
+        t_s = self.clock.t_s(result.index, result.timestamp_s)
         # One writerows call per frame: the writer thread holds the GIL the worker needs.
         rows = [list(map(measurement_row(m, calibration, t_s).get, self.columns))
                 for m in result.measurements if m.present]

@@ -29,6 +29,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from sam4em_live.frames import AcquisitionClock
 from sam4em_live.io.run_manifest import (
     ABORTED,
     COMPLETE,
@@ -100,7 +101,8 @@ class RunDirectoryWriter:
         self._jsonl: dict[str, JsonlWriter] = {}
         self._files_open = True  # until `_close_files`: the writers stay, for their counts
         try:
-            self._trajectories = TrajectoriesCsvWriter(run_dir / TRAJECTORIES, run.series.calibration)
+            self._trajectories = TrajectoriesCsvWriter(run_dir / TRAJECTORIES, run.series.calibration,
+                                                       AcquisitionClock.of(run.series))
             for name in (EVENTS, STATUS, ANNOTATIONS):
                 self._jsonl[name] = JsonlWriter(run_dir / name)
             self.manifest = ManifestWriter(run_dir / MANIFEST, run, utc_now(), self._trajectories.columns)
