@@ -25,9 +25,15 @@ Tags per page, the ones tifffile writes for ``TiffWriter.write(..., tile=...,
 photometric="minisblack", compression="zlib", metadata=None)`` plus an explicit
 SampleFormat: ImageWidth, ImageLength, BitsPerSample=16, Compression=8 (Adobe
 deflate, i.e. zlib streams), PhotometricInterpretation=1 (min-is-black),
-ImageDescription, SamplesPerPixel=1, XResolution=YResolution=1/1,
-ResolutionUnit=1 (none), Software, TileWidth, TileLength, TileOffsets,
-TileByteCounts, SampleFormat=1 (unsigned integer).
+ImageDescription, SamplesPerPixel=1, XResolution=YResolution (pixels per
+unit, as a rational; 1/1 when the pixel size is unknown), ResolutionUnit=1 (none:
+the unit is named by the ImageJ description, as ImageJ itself writes it),
+Software, TileWidth, TileLength, TileOffsets, TileByteCounts, SampleFormat=1
+(unsigned integer).
+
+The first page's ImageDescription may be rewritten in place with text of the
+same length (`BigTiffPageWriter.rewrite_first_description`): the recorder keeps
+the page count of its ImageJ description current that way (`io.label_stack_layout`).
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ class _PageTemplate:
     """Everything about a page of one shape that does not change from page to page."""
 
     def __init__(self, shape: tuple[int, int], tile_px: int, empty_offset: int, empty_size: int,
-                 software_offset: int, software_count: int) -> None:
+                 software_offset: int, software_count: int, resolution: tuple[int, int] = (1, 1)) -> None:
         rows, cols = shape
         self.tiles_across = -(-cols // tile_px)
         self.n_tiles = -(-rows // tile_px) * self.tiles_across
@@ -79,8 +85,8 @@ class _PageTemplate:
             _ENTRY.pack(262, _SHORT, 1, _inline("H", 1)),  # PhotometricInterpretation: min-is-black
             None,  # 270 ImageDescription
             _ENTRY.pack(277, _SHORT, 1, _inline("H", 1)),  # SamplesPerPixel
-            _ENTRY.pack(282, _RATIONAL, 1, _inline("II", 1, 1)),  # XResolution
-            _ENTRY.pack(283, _RATIONAL, 1, _inline("II", 1, 1)),  # YResolution
+            _ENTRY.pack(282, _RATIONAL, 1, _inline("II", *resolution)),  # XResolution (pixels per unit)
+            _ENTRY.pack(283, _RATIONAL, 1, _inline("II", *resolution)),  # YResolution
             _ENTRY.pack(296, _SHORT, 1, _inline("H", 1)),  # ResolutionUnit: none
             _ENTRY.pack(305, _ASCII, software_count, _inline("Q", software_offset)),  # Software
             _ENTRY.pack(322, _LONG, 1, _inline("I", tile_px)),  # TileWidth
@@ -116,6 +122,9 @@ class BigTiffPageWriter:
         `append_page` points at this one copy.
     tile_px
         Tile width and height in pixels (a multiple of 16, as TIFF requires).
+    resolution
+        XResolution = YResolution of every page, pixels per unit as (numerator, denominator)
+        32-bit integers; 1/1 (no calibration) by default.
 
     Bytes reach the OS only in `flush` (or when more than `MAX_PENDING_BYTES`
     are pending), so a crash between flushes loses at most the pages since the
@@ -125,10 +134,12 @@ class BigTiffPageWriter:
     `pages_on_disk` pages, whether or not space comes back later.
     """
 
-    def __init__(self, fh: BinaryIO, empty_tile: bytes, tile_px: int) -> None:
-        if tile_px % 16:
+    def __init__(self, fh: BinaryIO, empty_tile: bytes, tile_px: int, resolution: tuple[int, int] = (1, 1)) -> None:
+        if tile_px % 16 or not all(0 < n < 2**32 for n in resolution):
             fh.close()  # ours from the start, also when refused
-            raise ValueError(f"TIFF tile size must be a multiple of 16, got {tile_px}")
+            raise ValueError(f"TIFF tile size must be a multiple of 16 and the resolution a positive 32-bit "
+                             f"rational, got {tile_px} and {resolution}")
+        self.resolution = (int(resolution[0]), int(resolution[1]))
         self._fh = fh
         self._fd = fh.fileno()
         self.tile_px = tile_px
@@ -147,6 +158,8 @@ class BigTiffPageWriter:
         self._next_ifd_field = _FIRST_IFD_FIELD  # where the pointer to the next page's IFD goes
         self._disk_link: tuple[int, int] | None = None  # (position, IFD offset) to patch on disk at flush
         self._templates: dict[tuple[int, int], _PageTemplate] = {}
+        self._first_description: tuple[int, int] | None = None  # (file offset, bytes) of page 0's description
+        self._description_patch: bytes | None = None  # written at the next flush, after the pages and link
 
     @property
     def closed(self) -> bool:
@@ -174,6 +187,8 @@ class BigTiffPageWriter:
             page += tiles[index]
         text = description.encode("ascii") + b"\0"
         description_field = self._out_of_line(page, start, text)
+        if self.pages == 0 and len(text) > 8:
+            self._first_description = (struct.unpack("<Q", description_field)[0], len(text))
         offsets_field = self._out_of_line(page, start, offsets.tobytes())
         counts_field = self._out_of_line(page, start, counts.tobytes())
         page += bytes(_align(start + len(page)) - start - len(page))  # the IFD starts on an 8-byte boundary
@@ -185,6 +200,24 @@ class BigTiffPageWriter:
         self.pages += 1
         if len(self._pending) > MAX_PENDING_BYTES:
             self.flush()
+
+    def rewrite_first_description(self, description: str) -> None:
+        """Replace the first page's ImageDescription by ``description`` of the same length (ASCII).
+
+        Done in memory while the page is pending, else at the next `flush`, after the pages and the
+        link it writes (so a crash leaves the old text, never a text describing pages not linked yet).
+        Raises ValueError without a first page whose description is longer than 8 bytes, or for
+        another length.
+        """
+        text = description.encode("ascii") + b"\0"
+        if self._first_description is None or len(text) != self._first_description[1]:
+            raise ValueError("the first page's description can only be replaced by one of the same length")
+        offset = self._first_description[0]
+        if offset >= self._on_disk:
+            at = offset - self._on_disk
+            self._pending[at : at + len(text)] = text
+        else:
+            self._description_patch = text
 
     @staticmethod
     def _out_of_line(page: bytearray, start: int, values: bytes) -> bytes:
@@ -213,7 +246,8 @@ class BigTiffPageWriter:
         if template is None:
             if len(shape) != 2 or min(shape) < 1:
                 raise ValueError(f"page shape must be (rows, columns) >= 1, got {shape}")
-            template = _PageTemplate(shape, self.tile_px, self._empty_offset, self._empty_size, *self._software)
+            template = _PageTemplate(shape, self.tile_px, self._empty_offset, self._empty_size, *self._software,
+                                     resolution=self.resolution)
             self._templates[shape] = template
         return template
 
@@ -228,7 +262,7 @@ class BigTiffPageWriter:
         """
         if self._fh.closed or self.broken is not None:
             return
-        start, link = self._on_disk, self._disk_link
+        start, link, patch = self._on_disk, self._disk_link, self._description_patch
         try:
             if self._pending:
                 self._write_at(self._on_disk, self._pending)
@@ -237,6 +271,8 @@ class BigTiffPageWriter:
                     os.fsync(self._fd)
                 position, ifd_offset = link
                 self._write_at(position, struct.pack("<Q", ifd_offset))
+            if patch is not None and self._first_description is not None:
+                self._write_at(self._first_description[0], patch)
             if fsync:
                 os.fsync(self._fd)
         except OSError as exc:
@@ -245,6 +281,7 @@ class BigTiffPageWriter:
         self._on_disk += len(self._pending)
         self._pending.clear()
         self._disk_link = None
+        self._description_patch = None
         self.pages_on_disk = self.pages
 
     def _write_at(self, position: int, data: bytes | bytearray) -> None:
@@ -258,6 +295,7 @@ class BigTiffPageWriter:
         self.broken = exc
         self._pending = bytearray()  # not clear(): the failed write's traceback may still hold a view of it
         self._disk_link = None
+        self._description_patch = None
         try:
             if link is not None:  # the link may have reached the file: point it at nothing again
                 self._write_at(link[0], struct.pack("<Q", 0))

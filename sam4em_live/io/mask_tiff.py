@@ -40,10 +40,12 @@ import numpy as np
 import tifffile
 
 from sam4em_live.io.bigtiff_pages import BigTiffPageWriter
+from sam4em_live.io.label_stack_layout import is_imagej, page_frame, page_origin, with_page_count
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from sam4em_live.io.label_stack_layout import LabelStackLayout
     from sam4em_live.particles import ParticleMask
 
 log = logging.getLogger(__name__)
@@ -107,17 +109,29 @@ class LabelStackWriter:
         The file to create; an existing file is never overwritten.
     compression_level
         Deflate level, 1 (fastest) to 9.
+    layout
+        None: one page per `append` call, each described ``{"frame": n}``. A `LabelStackLayout` (the
+        recorder's): one page per frame index from `page_origin` of the first frame on, frames without a
+        page of their own getting an empty one (frames must then increase), the pixel size in the
+        resolution tags and an ImageJ hyperstack description on the first page whose page count is kept
+        current at every `flush` (`io.label_stack_layout`).
     """
 
-    def __init__(self, path: Path, compression_level: int = MASK_COMPRESSION_LEVEL) -> None:
+    def __init__(self, path: Path, compression_level: int = MASK_COMPRESSION_LEVEL,
+                 layout: LabelStackLayout | None = None) -> None:
         self.path = path
         self.compression_level = compression_level
+        self.layout = layout
+        #: Frame of page 0 and of the next page (layout only; None until the first page).
+        self.first_frame: int | None = None
+        self._next_frame: int | None = None
         self._encode = _deflate_encoder(compression_level)
         self._empty_tile = self._encode(np.zeros((TILE_PX, TILE_PX), np.uint16))
         self._canvas = np.zeros((0, 0), np.uint16)
         # "xb": never overwrite an existing file.
         fh = open(path, "xb+")  # noqa: SIM115 - owned and closed by the page writer
-        self._pages = BigTiffPageWriter(fh, self._empty_tile, TILE_PX)
+        resolution = layout.resolution if layout is not None else (1, 1)
+        self._pages = BigTiffPageWriter(fh, self._empty_tile, TILE_PX, resolution)
         # The header goes out now: from here on the file is a valid TIFF (of no pages yet) at every moment.
         try:
             self._pages.flush()
@@ -156,7 +170,26 @@ class LabelStackWriter:
                     padded = np.zeros((TILE_PX, TILE_PX), np.uint16)  # edge tiles are padded to full size
                     padded[: tile.shape[0], : tile.shape[1]] = tile
                     tiles[(y // TILE_PX) * tiles_across + x // TILE_PX] = self._encode(padded)
-        writer.append_page((rows, cols), tiles, _description(frame_index))
+        self._fill_to(frame_index, (rows, cols))
+        writer.append_page((rows, cols), tiles, self._description(frame_index))
+
+    def _fill_to(self, frame_index: int, shape: tuple[int, int]) -> None:
+        """With a layout: empty pages for the frames before ``frame_index`` that have none (module docstring)."""
+        if self.layout is None:
+            return
+        if self._next_frame is None:
+            self.first_frame = self._next_frame = page_origin(frame_index)
+        if frame_index < self._next_frame:
+            raise ValueError(f"{self.path}: frame {frame_index} after frame {self._next_frame - 1}; "
+                             "pages are one per frame in increasing order")
+        for frame in range(self._next_frame, frame_index):
+            self._pages.append_page(shape, {}, self._description(frame))
+        self._next_frame = frame_index + 1
+
+    def _description(self, frame_index: int) -> str:
+        if self.layout is not None and self._pages.pages == 0:
+            return self.layout.imagej_description(1, frame_index)
+        return _description(frame_index)
 
     def append_masks(self, shape: tuple[int, int], masks: Sequence[ParticleMask], frame_index: int) -> int:
         """Append the page `draw_labels` would paint, compressing only the tiles that masks touch.
@@ -188,7 +221,8 @@ class LabelStackWriter:
             for mask in drawable:  # back to background for the next page
                 x0, y0, x1, y1 = mask.bbox  # type: ignore[misc]
                 canvas[y0:y1, x0:x1] = 0
-        writer.append_page((int(shape[0]), int(shape[1])), tiles, _description(frame_index))
+        self._fill_to(frame_index, (int(shape[0]), int(shape[1])))
+        writer.append_page((int(shape[0]), int(shape[1])), tiles, self._description(frame_index))
         return skipped
 
     def _zeroed_canvas(self, shape: tuple[int, int]) -> np.ndarray:
@@ -199,11 +233,20 @@ class LabelStackWriter:
         return self._canvas
 
     def flush(self, fsync: bool = False) -> None:
-        """Push the pages appended so far to the OS (and to the disk with ``fsync``)."""
+        """Push the pages appended so far to the OS (and to the disk with ``fsync``).
+
+        With a layout the ImageJ page count is rewritten too, after the pages it counts are linked.
+        """
+        if self.layout is not None and self.first_frame is not None and not self._pages.closed:
+            description = self.layout.imagej_description(self._pages.pages, self.first_frame)
+            self._pages.rewrite_first_description(description)
         self._pages.flush(fsync)
 
     def close(self) -> None:
         """Write everything, fsync and close the file. Idempotent."""
+        if self.layout is not None and self.first_frame is not None and not self._pages.closed \
+                and self._pages.broken is None:
+            self._pages.rewrite_first_description(self.layout.imagej_description(self._pages.pages, self.first_frame))
         self._pages.close()
 
 
@@ -250,7 +293,7 @@ def read_label_stack(path: str | Path) -> tuple[np.ndarray, list[int]]:
                 break
             try:
                 pages.append(page.asarray())
-                frames.append(int(json.loads(page.description)["frame"]))
+                frames.append(page_frame(page.description))
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("%s: page %d unreadable (%s); stopping there", path, len(pages), exc)
                 break
@@ -299,7 +342,7 @@ def _complete_pages(path: Path) -> tuple[list[int], int, int]:
             if not isinstance(page, tifffile.TiffPage) or not _page_is_complete(tif, page, size):
                 break
             try:
-                frame = int(json.loads(page.description)["frame"])
+                frame = page_frame(page.description)
             except (ValueError, KeyError, TypeError):
                 break
             frames.append(frame)
@@ -326,10 +369,30 @@ def end_at_last_complete_page(path: str | Path) -> list[int]:
     """
     path = Path(path)
     frames, end, next_field = _complete_pages(path)
+    count = _first_description_count(path, len(frames)) if frames else None
     with open(path, "r+b") as fh:
         fh.seek(next_field)
         fh.write(b"\0" * 8)
         fh.truncate(end)
+        if count is not None:  # an ImageJ page count that says what the file now holds
+            fh.seek(count[0])
+            fh.write(count[1])
         fh.flush()
         os.fsync(fh.fileno())
     return frames
+
+
+def _first_description_count(path: Path, pages: int) -> tuple[int, bytes] | None:
+    """(offset, bytes) that make the first page's ImageJ description count ``pages``; None if not ImageJ."""
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages.first.tags.get(270)
+        if tag is None or tag.valuebytecount <= 8:
+            return None
+        offset, size = tag.valueoffset, tag.valuebytecount
+    with open(path, "rb") as fh:  # the stored bytes: tifffile's string may be stripped
+        fh.seek(offset)
+        raw = fh.read(size)
+    text = raw.rstrip(b"\0").decode("ascii", "replace")
+    if not is_imagej(text):
+        return None
+    return offset, with_page_count(text, pages).encode("ascii")
