@@ -273,6 +273,7 @@ class FrameDecoder:
     gap_events: list[tuple[int, int]] = field(default_factory=list)  # (from, to) of the latest gaps
     index_resyncs: int = 0
     _beyond_window: list[int] = field(default_factory=list)  # the current run of out-of-window indices
+    _anchor_support: int = 0  # frames accepted in a row since the last index was (re-)anchored
 
     def decode(self, parts: Sequence[Any]) -> Frame | SeriesStart | SeriesEnd:
         """Decode one multipart message (parts as received); raise `RejectedMessage` for anything malformed."""
@@ -332,6 +333,7 @@ class FrameDecoder:
     def _restart_indices(self) -> None:
         self.last_index = None
         self._beyond_window.clear()
+        self._anchor_support = 0
 
     def _check_index(self, index: int) -> None:
         if index > MAX_FRAME_INDEX:
@@ -352,18 +354,27 @@ class FrameDecoder:
                 self.gaps += index - last - 1
                 self.gap_events.append((last, index))
                 del self.gap_events[:-16]
+            self._anchor_support += 1
+        else:
+            self._anchor_support = 1  # the series' first frame: one witness for where its indices are
         self._beyond_window.clear()
         self.last_index = index
 
     def _believe_jump(self, index: int) -> bool:
-        """Track runs of indices that do not fit; True when this one completes a consistent run."""
+        """Track runs of indices that do not fit; True when this one completes a consistent run.
+
+        A run is believed at ``resync_frames`` frames, or as soon as it has more frames than the current
+        anchor has had in a row: a corrupt *first* frame of a series (one witness) then costs one valid
+        frame, not ``resync_frames - 1``, while a series followed for a while still needs the full run.
+        """
         run = self._beyond_window
         if run and not 0 < index - run[-1] <= self.max_index_jump:
             run.clear()  # not a continuation of the previous far-away frames: a new run
         run.append(index)
-        if len(run) < self.resync_frames:
+        if len(run) < min(self.resync_frames, max(self._anchor_support + 1, 2)):
             return False
         self.index_resyncs += 1
+        self._anchor_support = len(run) - 1  # counted up to the run's length with this frame, below
         return True
 
 

@@ -214,7 +214,8 @@ def test_one_implausible_index_does_not_poison_the_series(bad_index):
 def test_a_real_jump_beyond_the_window_is_followed_after_a_consistent_run():
     dec = FrameDecoder(max_index_jump=1000, resync_frames=8)
     send = lambda i: dec.decode(_frame_parts(index=i))  # noqa: E731
-    send(0)
+    for i in range(10):  # a series followed for a while: a jump needs the full run
+        send(i)
     reasons = []
     for i in range(5000, 5008):
         try:
@@ -264,4 +265,16 @@ def test_a_corrupt_first_frame_costs_a_few_frames_not_the_series():
     for i in range(1, 101):
         with contextlib.suppress(RejectedMessage):
             accepted.append(dec.decode(_frame_parts(index=i)).index)
-    assert accepted == list(range(8, 101))
+    # Two frames in a row outnumber the one the first frame had: one valid frame is lost, not seven.
+    assert accepted == list(range(2, 101)) and dec.index_resyncs == 1 and dec.gaps == 0
+
+
+def test_a_second_frame_cannot_steal_a_confirmed_first_index():
+    dec = FrameDecoder(resync_frames=8)
+    dec.decode(_series_start())
+    send = lambda i: dec.decode(_frame_parts(index=i))  # noqa: E731
+    assert [send(0).index, send(1).index] == [0, 1]  # two witnesses
+    for bad in (10**6, 10**6 + 1):  # a corrupt pair is not more than the anchor has
+        with pytest.raises(RejectedMessage, match="implausible_index"):
+            send(bad)
+    assert send(2).index == 2 and dec.index_resyncs == 0
