@@ -204,9 +204,11 @@ class Service:
                 except EndOfStream:
                     break
                 if frame is not None:
-                    self._meter.received_total += 1  # single writer: this thread
                     admitted = self._screen.admit(frame)  # NaN/inf pixels: repaired, or the frame rejected
                     if admitted is not None:
+                        # Counted once, where it ends: received (then processed, dropped or spilled) or
+                        # rejected (`messages_rejected`, reason non_finite), never both.
+                        self._meter.received_total += 1  # single writer: this thread
                         self.queue.put(admitted)  # never raises: a failed spill is a counted drop
         except BaseException as exc:
             self._ingest_error = exc
