@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.io.prompts_file import load_prompts
+from sam4em_live.particles import PromptError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -103,6 +104,11 @@ def run_track(
         raise ValueError(f"output directory already exists: {out} (choose a new --out)")
     shape, n_frames = probe_frames(Path(input))
     edits = load_prompts(prompts, shape)
+    beyond = sorted({e.frame for e in edits if e.frame is not None and e.frame >= n_frames})
+    if beyond:  # it would never be applied: a run of 0 trajectory rows that looks like a success
+        raise PromptError(f"{prompts}: prompt(s) for frame(s) {', '.join(map(str, beyond[:5]))}"
+                          f"{' ...' if len(beyond) > 5 else ''} after the last frame of {input} "
+                          f"({n_frames} frames, 0-{n_frames - 1})")
     base = ServiceConfig.from_file(config_path) if config_path else ServiceConfig()
     cfg = base.with_overrides({
         "source": {"kind": "replay", "path": str(input), "as_fast_as_possible": True, "fps": fps},
