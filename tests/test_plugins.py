@@ -288,9 +288,9 @@ def test_a_reader_plugin_opens_its_suffix_and_the_errors_list_what_is_known(tmp_
     (tmp_path / "one.png").write_bytes(b"")
     with pytest.raises(ReplayError, match="a single image; replay a folder"):
         open_reader(tmp_path / "one.png")
-    (tmp_path / "clip.mrc").write_bytes(b"")
-    with pytest.raises(ReplayError, match=r"unsupported recording type '\.mrc'.*\.npy/\.tif/\.tiff"):
-        open_reader(tmp_path / "clip.mrc")
+    (tmp_path / "clip.xyz").write_bytes(b"")
+    with pytest.raises(ReplayError, match=r"unsupported recording type '\.xyz'.*\.npy/\.ser/\.tif/\.tiff"):
+        open_reader(tmp_path / "clip.xyz")
 
 
 @pytest.mark.parametrize("flags, expected", [

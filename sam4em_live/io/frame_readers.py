@@ -1,16 +1,18 @@
-"""Random-access frame readers behind `ReplaySource`: the shared parts and JPEG/PNG folders.
+"""Random-access frame readers behind `ReplaySource`: the seam and the parts every reader shares.
 
 A reader opens one recording, checks it once (2-D grey frames of one size),
 and then hands out frame ``i`` as a 2-D array in a wire dtype (see
-`sam4em_live.frames.SUPPORTED_DTYPES`). TIFF stacks live in
-`sam4em_live.io.tiff_io`; this module holds the error type, the grey
-reduction and the image-folder reader (SAM4EM's ``000000.jpeg`` layout).
+`sam4em_live.frames.SUPPORTED_DTYPES`). This module holds the `FrameReader`
+protocol, the error type, the wire dtype rule and the grey reduction; the
+readers themselves are TIFF stacks (`tiff_io`), instrument files through
+rosettasciio (`vendor_readers`), videos (`video_reader`), frame folders
+(`frame_folder`) and Gatan in-situ trees (`insitu_folder`), found by
+`reader_registry`. docs/formats.md lists them.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
-_TRAILING_INT = re.compile(r"(\d+)$")
 
 #: Casts for pixel types the wire protocol does not carry (lossless widenings only).
 _WIDEN: dict[str, str] = {"|i1": "<i2", "<f2": "<f4", "|b1": "|u1"}
@@ -101,81 +102,3 @@ class GreyReducer:
             info = np.iinfo(pixels.dtype)
             grey = np.clip(np.rint(grey), info.min, info.max)
         return grey.astype(pixels.dtype)
-
-
-def numbered_image_files(folder: Path) -> list[Path]:
-    """JPEG/PNG files of ``folder`` in numeric order of the integer ending their stem.
-
-    ``2.jpg`` comes before ``10.jpg`` (numeric, not lexical). Files without a
-    number, or two files with the same number, are errors naming them.
-    """
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise ReplayError(f"{folder}: no JPEG/PNG frames in this folder (expected 000000.jpeg, 000001.jpeg, ...)")
-    numbered: dict[int, Path] = {}
-    for p in files:
-        match = _TRAILING_INT.search(p.stem)
-        if match is None:
-            raise ReplayError(f"{folder}: frame file {p.name!r} has no frame number in its name")
-        number = int(match.group(1))
-        if number in numbered:
-            raise ReplayError(f"{folder}: {numbered[number].name!r} and {p.name!r} have the same frame number")
-        numbered[number] = p
-    return [numbered[k] for k in sorted(numbered)]
-
-
-class ImageFolderReader:
-    """Frames from a folder of JPEG/PNG files, one frame per file (SAM4EM layout).
-
-    Every file header is read at open so a folder with frames of different
-    sizes fails before streaming starts. Pixels are decoded on each `read`.
-    Image files carry no calibration we trust, so ``calibration`` is empty.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        from PIL import Image
-
-        self.path = folder
-        self.files = numbered_image_files(folder)
-        self.n_frames = len(self.files)
-        sizes: dict[tuple[int, int], str] = {}
-        for p in self.files:
-            try:
-                with Image.open(p) as im:
-                    sizes.setdefault((im.height, im.width), p.name)
-            except (OSError, SyntaxError, ValueError) as exc:  # Pillow raises all three for bad files
-                raise ReplayError(f"{p}: not a readable image ({exc})") from None
-            if len(sizes) > 1:
-                raise ReplayError(f"{folder}: mixed frame sizes: " + ", ".join(
-                    f"{name} is {w}x{h}" for (h, w), name in sizes.items()))
-        (self.shape,) = sizes
-        self._grey = GreyReducer(folder)
-        first = self._decode(0)
-        self.dtype = first.dtype.str
-        self.calibration = Calibration()
-        self.metadata = {"format": "image-folder", "first_file": self.files[0].name,
-                         "last_file": self.files[-1].name, "memory_mapped": False}
-
-    def _decode(self, i: int) -> np.ndarray:
-        from PIL import Image
-
-        path = self.files[i]
-        try:
-            with Image.open(path) as im:
-                pixels = np.asarray(im.convert("RGB") if im.mode == "P" else im)
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ReplayError(f"{path}: cannot decode image ({exc})") from None
-        pixels = self._grey(pixels)
-        if pixels.shape != self.shape:
-            raise ReplayError(f"{path}: frame is {pixels.shape[1]}x{pixels.shape[0]}, "
-                              f"expected {self.shape[1]}x{self.shape[0]}")
-        return np.ascontiguousarray(pixels, dtype=wire_dtype(pixels.dtype, path))
-
-    def read(self, i: int) -> np.ndarray:
-        pixels = self._decode(i)
-        if pixels.dtype.str != self.dtype:
-            raise ReplayError(f"{self.files[i]}: pixel type {pixels.dtype} differs from the first frame's {self.dtype}")
-        return pixels
-
-    def close(self) -> None:
-        pass

@@ -1,8 +1,12 @@
 """The reader registry: which `FrameReader` opens a recording, by file suffix (or for a folder).
 
-Built in: ``tiff`` (``.tif``/``.tiff`` stacks, `sam4em_live.io.tiff_io`) and ``image-folder`` (a folder of
-numbered ``.jpeg``/``.png`` frames). Other distributions add formats through the ``sam4em_live.readers``
-entry-point group::
+Built in (docs/formats.md): ``tiff`` (``.tif``/``.tiff`` stacks, `sam4em_live.io.tiff_io`); ``gatan-dm``,
+``velox-emd``, ``tia-ser`` and ``mrc`` (instrument files through rosettasciio, `sam4em_live.io.vendor_readers`);
+``video`` (MP4/AVI/MOV/MKV through imageio + PyAV, `sam4em_live.io.video_reader`); and ``frame-folder`` (a
+folder of numbered JPEG/PNG/TIFF/DigitalMicrograph frames, `sam4em_live.io.frame_folder`, or a Gatan in-situ
+tree of ``Hour_NN/Minute_NN/Second_NN`` folders, `sam4em_live.io.insitu_folder`). The vendor and video
+libraries are imported when such a file is opened, not before. Other distributions add formats through the
+``sam4em_live.readers`` entry-point group::
 
     [project.entry-points."sam4em_live.readers"]
     mrc = "my_package.mrc:MrcReader"
@@ -19,8 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sam4em_live.io.frame_readers import IMAGE_SUFFIXES, FrameReader, ImageFolderReader, ReplayError
+from sam4em_live.io.frame_folder import FRAME_FILE_SUFFIXES, open_frame_folder
+from sam4em_live.io.frame_readers import FrameReader, ReplayError
+from sam4em_live.io.insitu_folder import InSituTreeReader, is_insitu_tree
 from sam4em_live.io.tiff_io import TiffStackReader
+from sam4em_live.io.vendor_readers import VendorStackReader
+from sam4em_live.io.video_reader import VIDEO_SUFFIXES, VideoReader
 from sam4em_live.plugins import NoOptions, PluginError, Registry
 
 if TYPE_CHECKING:
@@ -57,11 +65,21 @@ class ReaderFactory:
         return self.open(path)
 
 
+def open_folder(folder: Path) -> FrameReader:
+    """A Gatan in-situ tree if ``folder`` holds ``Hour_NN`` folders, else a flat folder of frame files."""
+    return InSituTreeReader(folder) if is_insitu_tree(folder) else open_frame_folder(folder)
+
+
 READERS: Registry[FrameReader] = Registry(
     "reader", ENTRY_POINT_GROUP, FrameReader,
     builtins={
         "tiff": ReaderFactory(TiffStackReader, TIFF_SUFFIXES),
-        "image-folder": ReaderFactory(ImageFolderReader, IMAGE_SUFFIXES, folder=True),
+        "gatan-dm": ReaderFactory(VendorStackReader, (".dm3", ".dm4")),
+        "velox-emd": ReaderFactory(VendorStackReader, (".emd",)),
+        "tia-ser": ReaderFactory(VendorStackReader, (".ser", ".emi")),
+        "mrc": ReaderFactory(VendorStackReader, (".mrc",)),
+        "video": ReaderFactory(VideoReader, VIDEO_SUFFIXES),
+        "frame-folder": ReaderFactory(open_folder, FRAME_FILE_SUFFIXES, folder=True),
     },
 )
 
