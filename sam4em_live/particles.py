@@ -35,6 +35,7 @@ class Prompt:
     "the next frame the engine processes" (live use). Labels are 1 (positive,
     on the particle) or 0 (negative, background). A prompt for a particle that
     already exists is a correction: it re-seeds that particle only.
+    ``origin`` says who made it (one of `EDIT_ORIGINS`), for the run's edits log.
     """
 
     particle: int
@@ -42,23 +43,60 @@ class Prompt:
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
     box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1
+    origin: str = field(default="api", compare=False)  # who made it, not what it is
 
     def at_frame(self, frame: int) -> Prompt:
-        return Prompt(self.particle, frame, self.points, self.labels, self.box)
+        return Prompt(self.particle, frame, self.points, self.labels, self.box, self.origin)
 
 
 @dataclass(frozen=True, slots=True)
 class RemoveParticle:
-    """Stop tracking a particle (from ``frame`` on; ``None`` = next frame)."""
+    """Stop tracking a particle (from ``frame`` on; ``None`` = next frame); ``origin`` as for `Prompt`."""
 
     particle: int
     frame: int | None = None
+    origin: str = field(default="api", compare=False)  # who made it, not what it is
 
     def at_frame(self, frame: int) -> RemoveParticle:
-        return RemoveParticle(self.particle, frame)
+        return RemoveParticle(self.particle, frame, self.origin)
 
 
 ParticleEdit = Prompt | RemoveParticle
+
+#: Where an edit came from (``Prompt.origin``): a prompts file, a control-channel client, the monitor (a
+#: control client that says so), a control hook, or a library call in the same process.
+EDIT_ORIGINS = ("file", "control", "monitor", "hook", "api")
+
+#: What became of an edit (`EditRecord.outcome`).
+APPLIED, REJECTED, REFUSED_BY_QUOTA = "applied", "rejected", "refused_by_quota"
+
+#: Where it was decided (`EditRecord.checked`): when it was submitted (quotas, the frame shape known then),
+#: when its frame came (quotas against that frame), by the pipeline's check of the frame, by the backend.
+CHECKED_AT = ("submit", "due", "frame", "backend")
+
+
+@dataclass(frozen=True, slots=True)
+class EditRecord:
+    """What became of one edit, for the run's edits log (``edits.jsonl``, docs/recording.md).
+
+    ``edit`` is the edit as it was decided (anchored to ``frame``, a box as clipped to the frame);
+    ``frame`` is the frame it applied to, or the frame that reported its refusal. ``kind`` is
+    ``prompt`` (a new particle), ``correction`` (a prompt for a particle tracked then) or ``removal``;
+    ``outcome`` one of `APPLIED`, `REJECTED`, `REFUSED_BY_QUOTA`, with the ``reason`` (and the ``quota``)
+    of a refusal; ``checked`` one of `CHECKED_AT`.
+    """
+
+    edit: ParticleEdit
+    frame: int
+    kind: str
+    outcome: str
+    checked: str
+    reason: str | None = None
+    quota: str | None = None
+
+    @property
+    def origin(self) -> str:
+        return self.edit.origin
 
 
 def validate_edit(edit: ParticleEdit, shape: tuple[int, int]) -> None:

@@ -9,11 +9,13 @@ Format::
     ]}
 
 Pixel coordinates, x = column, y = row. Points and box may be combined.
-``labels`` defaults to all-positive when omitted.
+``labels`` defaults to all-positive when omitted. Edits loaded from a file have ``origin = "file"``
+(the run's edits log says so); the origin itself is not part of the format.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,7 +87,7 @@ def load_prompts(path: str | Path, shape: tuple[int, int] | None = None) -> list
     edits: list[ParticleEdit] = []
     for i, entry in enumerate(data["prompts"]):
         where = f"{path.name}: prompts[{i}]"
-        edit = parse_edit(entry, where)
+        edit = dataclasses.replace(parse_edit(entry, where), origin="file")
         if edit.frame is None:
             raise PromptError(f"{where}: 'frame' is required in a prompts file")
         if shape is not None:

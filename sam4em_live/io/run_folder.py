@@ -47,7 +47,8 @@ TRAJECTORY_NAMES = ("trajectories.csv", "trajectories.parquet")
 #: `RunFolder.status` of a run left ``running`` by a process that is gone (killed, crashed, power cut).
 INTERRUPTED = "interrupted"
 #: run.json ``counts`` key -> the JSON-lines file it counts (`RunFolder.check`).
-JSONL_COUNTS = {"events": "events.jsonl", "status_snapshots": "status.jsonl", "annotations": "annotations.jsonl"}
+JSONL_COUNTS = {"events": "events.jsonl", "status_snapshots": "status.jsonl", "annotations": "annotations.jsonl",
+                "edits": "edits.jsonl"}
 
 
 class RunFolderError(ValueError):

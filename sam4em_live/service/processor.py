@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sam4em_live.measure import measure_mask
 from sam4em_live.particles import (
+    APPLIED,
+    REFUSED_BY_QUOTA,
+    REJECTED,
+    EditRecord,
     ParticleEdit,
     ParticleMeasurement,
     PromptError,
@@ -27,42 +30,13 @@ from sam4em_live.results import FrameResult, ParticleStatistics, ServiceEvent
 from sam4em_live.segment.stage import SegmentationFailed, SegmentOutcome, SegmentStage
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from sam4em_live.frames import Frame
+    from sam4em_live.segment.base import RejectedEdit
+    from sam4em_live.service.edits import Refusal
 
 log = logging.getLogger(__name__)
-
-
-class PromptSchedule:
-    """Edits waiting for their frame. Thread-safe: the control channel adds, the worker takes.
-
-    An edit anchored to frame ``k`` is applied when the engine processes the
-    first frame with index >= k (so a prompt for a frame that was dropped
-    still lands, on the next frame the engine really sees); ``frame=None``
-    means the next frame processed. Applied edits are re-anchored to the
-    engine's actual frame index.
-    """
-
-    def __init__(self, edits: Sequence[ParticleEdit] = ()) -> None:
-        self._lock = threading.Lock()
-        self._pending: list[ParticleEdit] = list(edits)
-
-    def add(self, edit: ParticleEdit) -> None:
-        with self._lock:
-            self._pending.append(edit)
-
-    def due(self, frame_index: int) -> list[ParticleEdit]:
-        with self._lock:
-            ready = [e for e in self._pending if e.frame is None or e.frame <= frame_index]
-            if not ready:
-                return []
-            self._pending = [e for e in self._pending if not (e.frame is None or e.frame <= frame_index)]
-        return [e.at_frame(frame_index) for e in ready]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._pending)
 
 
 class StatsStage(Protocol):
@@ -94,6 +68,8 @@ class _PendingFrame(NamedTuple):
     events: list[ServiceEvent]  # prompt rejections so far; the frame's events are added when it is finished
     removed: list[int]  # particles removed by this frame's edits (their statistics go)
     backlog: int | None  # frames waiting behind it (live mode), or None
+    decided: list[EditRecord]  # edits refused before the stage, in the order decided
+    handed: list[tuple[ParticleEdit, str]]  # (edit, kind) handed to the stage: applied unless it rejects them
 
 
 class FrameProcessor:
@@ -136,23 +112,47 @@ class FrameProcessor:
         return self._last_measurements
 
     def submit(self, frame: Frame, edits: Sequence[ParticleEdit], backlog: int | None = None,
-               refused: Sequence[tuple[ParticleEdit, str]] = ()) -> None:
+               refused: Sequence[Refusal] = ()) -> None:
         """Validate ``edits`` against ``frame`` and start it on the stage (only while ``stage.fits(frame)``).
 
         ``backlog``: in live mode, the frames waiting behind this one; the backend
         may defer work and a statistics snapshot may be put off while behind.
         None (every-frame and offline runs) keeps results independent of timing.
         ``refused``: edits the service refused before they reached the stage
-        (quotas), with the reason; they are counted and reported as
-        ``prompt_rejected`` events on this frame. Raises what the stage's ``submit`` raises.
+        (quotas), with the reason; they are counted, recorded in the frame's
+        ``edits`` and (those to announce) reported as ``prompt_rejected`` events
+        on this frame. Raises what the stage's ``submit`` raises.
         """
-        valid, events = self._validate(frame, edits)
-        for edit, reason in refused:
-            self._reject(frame, edit, reason, events)
+        tracked = set(self._stage.particles()) if edits or refused else set()
+        decided: list[EditRecord] = []
+        events: list[ServiceEvent] = []
+        for refusal in refused:
+            outcome = REFUSED_BY_QUOTA if refusal.quota is not None else REJECTED
+            decided.append(EditRecord(refusal.edit, frame.index, _kind(refusal.edit, tracked), outcome,
+                                      refusal.checked, refusal.reason, refusal.quota))
+            if refusal.announce:  # the others are counted by the quotas
+                self._prompt_errors += 1
+                self._reject(frame, refusal.edit, refusal.reason, events)
+        handed: list[tuple[ParticleEdit, str]] = []
+        for edit in edits:
+            kind = _kind(edit, tracked)
+            try:
+                validate_edit(edit, frame.shape)
+            except PromptError as exc:
+                self._prompt_errors += 1
+                self._reject(frame, edit, exc, events)
+                decided.append(EditRecord(edit, frame.index, kind, REJECTED, "frame", str(exc)))
+                continue
+            handed.append((edit, kind))
+            if isinstance(edit, RemoveParticle):
+                tracked.discard(edit.particle)
+            else:
+                tracked.add(edit.particle)
+        valid = [edit for edit, _ in handed]
         if backlog is not None:
             self._stage.note_backlog(backlog)
         self._stage.submit(frame, valid)
-        self._pending.append(_PendingFrame(events, _removed(valid), backlog))
+        self._pending.append(_PendingFrame(events, _removed(valid), backlog, decided, handed))
 
     def collect(self, timeout_s: float | None = None, status: Any = None) -> FrameResult | None:
         """The oldest frame's result; None if the stage has not segmented it within ``timeout_s``.
@@ -170,6 +170,7 @@ class FrameProcessor:
             return None
         pending = self._pending.popleft()
         for edit, reason in outcome.rejected:
+            self._prompt_errors += 1
             self._reject(outcome.frame, edit, reason, pending.events)
         return self._finish(outcome, pending, status)
 
@@ -214,6 +215,7 @@ class FrameProcessor:
                 "stats": (t3 - t2) * 1e3, "events": (t4 - t3) * 1e3,
             },
             processed_s=time.time(),
+            edits=(*pending.decided, *_stage_outcomes(frame.index, pending.handed, outcome.rejected)),
         )
 
     def _spread_snapshot(self, stats: StatsStage, index: int, backlog: int | None) -> dict[int, ParticleStatistics]:
@@ -249,22 +251,36 @@ class FrameProcessor:
         return {pid: self._stats_cache[pid] for pid in particles if pid in self._stats_cache}
 
     def _reject(self, frame: Frame, edit: ParticleEdit, reason: str | Exception, events: list[ServiceEvent]) -> None:
-        self._prompt_errors += 1
         log.warning("prompt for particle %d rejected at frame %d: %s", edit.particle, frame.index, reason)
         events.append(ServiceEvent("prompt_rejected", frame.index, edit.particle, {"reason": str(reason)}))
 
-    def _validate(self, frame: Frame, edits: Sequence[ParticleEdit]) -> tuple[list[ParticleEdit], list[ServiceEvent]]:
-        valid: list[ParticleEdit] = []
-        events: list[ServiceEvent] = []
-        for edit in edits:
-            try:
-                validate_edit(edit, frame.shape)
-            except PromptError as exc:
-                self._reject(frame, edit, exc, events)
-                continue
-            valid.append(edit)
-        return valid, events
 
 
 def _removed(edits: Sequence[ParticleEdit]) -> list[int]:
     return [e.particle for e in edits if isinstance(e, RemoveParticle)]
+
+
+def _kind(edit: ParticleEdit, tracked: Collection[int]) -> str:
+    """``removal``, ``correction`` (a prompt for a particle tracked now) or ``prompt`` (a new particle)."""
+    if isinstance(edit, RemoveParticle):
+        return "removal"
+    return "correction" if edit.particle in tracked else "prompt"
+
+
+def _stage_outcomes(frame_index: int, handed: Sequence[tuple[ParticleEdit, str]],
+                    rejected: Sequence[RejectedEdit]) -> list[EditRecord]:
+    """The records of the edits handed to the stage: applied, unless the backend rejected them.
+
+    The backend names a rejected edit by value (it may come back from a child process), so each
+    rejection is matched to the first equal edit not matched yet.
+    """
+    unmatched = list(rejected)
+    records: list[EditRecord] = []
+    for edit, kind in handed:
+        match = next((r for r in unmatched if r.edit == edit), None)
+        if match is None:
+            records.append(EditRecord(edit, frame_index, kind, APPLIED, "backend"))
+        else:
+            unmatched.remove(match)
+            records.append(EditRecord(edit, frame_index, kind, REJECTED, "backend", match.reason))
+    return records

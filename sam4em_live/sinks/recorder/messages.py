@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from sam4em_live.particles import ParticleMask, ParticleMeasurement
+    from sam4em_live.particles import EditRecord, ParticleMask, ParticleMeasurement
     from sam4em_live.results import ServiceEvent
 
 
@@ -31,6 +31,7 @@ class ResultMessage:
     measurements: tuple[ParticleMeasurement, ...]
     masks: tuple[ParticleMask, ...]
     events: tuple[ServiceEvent, ...]
+    edits: tuple[EditRecord, ...] = ()  # what became of the edits decided at this frame (edits.jsonl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class RecorderCounts:
     mask_pages: int = 0
     events: int = 0
     annotations: int = 0
+    edits: int = 0  # lines in edits.jsonl
     status_snapshots: int = 0
     recorder_backpressure: int = 0  # results that found the queue full and waited for room
     results_lost: int = 0  # results (or notes) not recorded: writer gone, recorder closed, queue full for notes

@@ -3,7 +3,7 @@
 ========================  ======================================================================
 message                   files
 ========================  ======================================================================
-`ResultMessage`           ``trajectories.csv`` rows, ``events.jsonl`` lines, a ``masks.tif`` page
+`ResultMessage`           ``trajectories.csv`` rows, ``events.jsonl`` and ``edits.jsonl`` lines, a ``masks.tif`` page
 `StatusMessage`           a ``status.jsonl`` line; everything flushed; ``run.json`` rewritten
 `AnnotationMessage`       an ``annotations.jsonl`` line
 ========================  ======================================================================
@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.frames import AcquisitionClock
+from sam4em_live.io.edits_log import EDITS_LOG, edit_log_entry
 from sam4em_live.io.run_manifest import (
     ABORTED,
     COMPLETE,
@@ -64,6 +65,7 @@ MASKS = "masks.tif"
 EVENTS = "events.jsonl"
 STATUS = "status.jsonl"
 ANNOTATIONS = "annotations.jsonl"
+EDITS = EDITS_LOG
 MANIFEST = "run.json"
 #: run.json is rewritten at every status snapshot (about once a second) and, without them, at least this often.
 MANIFEST_INTERVAL_S = 2.0
@@ -103,7 +105,7 @@ class RunDirectoryWriter:
         try:
             self._trajectories = TrajectoriesCsvWriter(run_dir / TRAJECTORIES, run.series.calibration,
                                                        AcquisitionClock.of(run.series))
-            for name in (EVENTS, STATUS, ANNOTATIONS):
+            for name in (EVENTS, STATUS, ANNOTATIONS, EDITS):
                 self._jsonl[name] = JsonlWriter(run_dir / name)
             self.manifest = ManifestWriter(run_dir / MANIFEST, run, utc_now(), self._trajectories.columns)
             self._write_manifest(RUNNING)
@@ -141,6 +143,9 @@ class RunDirectoryWriter:
         for event in message.events:
             events.write({"kind": event.kind, "frame": event.frame, "particle": event.particle,
                           "detail": event.detail, "wall_time_s": message.processed_s})
+        edits = self._jsonl[EDITS]
+        for record in message.edits:
+            edits.write(edit_log_entry(record, message.processed_s))
         self._last_frame = message.index
         if self.masks is not None:
             try:
@@ -298,7 +303,7 @@ class RunDirectoryWriter:
         """run.json ``files``: masks is null while there is no such file (disabled, not created yet, or failed)."""
         masks = MASKS if self.masks is not None and self.masks.created else None
         return {"trajectories": TRAJECTORIES, "masks": masks, "events": EVENTS, "status": STATUS,
-                "annotations": ANNOTATIONS}
+                "annotations": ANNOTATIONS, "edits": EDITS}
 
     def _sync_counts(self) -> None:
         """The files' counts: what each file holds (not what is still pending)."""
@@ -309,6 +314,7 @@ class RunDirectoryWriter:
             counts.events = self._jsonl[EVENTS].lines
             counts.status_snapshots = self._jsonl[STATUS].lines
             counts.annotations = self._jsonl[ANNOTATIONS].lines
+            counts.edits = self._jsonl[EDITS].lines
         if self.masks is not None:
             counts.mask_pages = self.masks.pages_on_disk
 

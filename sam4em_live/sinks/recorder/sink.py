@@ -158,7 +158,8 @@ class Recorder:
         # fewer than `submit`); only a full queue goes through the policy.
         frame = result.frame
         message = ResultMessage(frame.index, frame.timestamp_s, result.processed_s, tuple(result.measurements),
-                                tuple(result.masks) if self.write_masks else (), tuple(result.events))
+                                tuple(result.masks) if self.write_masks else (), tuple(result.events),
+                                result.edits)
         try:
             self._put_nowait(message)
         except queue.Full:
