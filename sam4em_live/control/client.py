@@ -53,9 +53,12 @@ class ControlClient:
         timeout_s: float = 2.0,
         curve_keys: ClientKeys | None = None,
         context: zmq.Context | None = None,
+        origin: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        #: Sent with every edit as who made it (``control`` or ``monitor``; None: the server's default, control).
+        self.origin = origin
         self._keys = curve_keys
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
@@ -75,7 +78,7 @@ class ControlClient:
         frame: int | None = None,
     ) -> dict[str, Any]:
         """Track a new particle from points (x, y px; labels 1 = particle, 0 = background) and/or a box."""
-        return self.request("add_prompt", _prompt_args(particle, points, labels, box, frame))
+        return self.request("add_prompt", self._with_origin(_prompt_args(particle, points, labels, box, frame)))
 
     def correct(
         self,
@@ -86,13 +89,16 @@ class ControlClient:
         frame: int | None = None,
     ) -> dict[str, Any]:
         """Re-seed an already tracked particle (same arguments as `add_prompt`)."""
-        return self.request("correct", _prompt_args(particle, points, labels, box, frame))
+        return self.request("correct", self._with_origin(_prompt_args(particle, points, labels, box, frame)))
 
     def remove(self, particle: int, frame: int | None = None) -> dict[str, Any]:
         args: dict[str, Any] = {"particle": particle}
         if frame is not None:
             args["frame"] = frame
-        return self.request("remove", args)
+        return self.request("remove", self._with_origin(args))
+
+    def _with_origin(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {**args, "origin": self.origin} if self.origin is not None else args
 
     # -- service ---------------------------------------------------------
     def ping(self) -> dict[str, Any]:

@@ -33,6 +33,8 @@ OPERATIONS: tuple[str, ...] = (
 MAX_POINTS_PER_PROMPT = 256
 MAX_ANNOTATION_CHARS = 4096
 MAX_PARTICLE_ID = 2**31 - 1
+#: Who a client may say made an edit (``origin`` in prompt and remove args; the run's edits log records it).
+CLIENT_ORIGINS = ("control", "monitor")
 
 
 class RequestError(ValueError):
@@ -112,9 +114,9 @@ def _parse_args(op: str, args: dict[str, Any]) -> Request:
     if op in ("add_prompt", "correct"):
         return Request(op, edit=_parse_prompt(args))
     if op == "remove":
-        _check_keys(args, required={"particle"}, optional={"frame"}, where=op)
+        _check_keys(args, required={"particle"}, optional={"frame", "origin"}, where=op)
         frame = _optional_int(args, "frame", 0, 2**62)
-        return Request(op, edit=RemoveParticle(_int(args, "particle", 1, MAX_PARTICLE_ID), frame))
+        return Request(op, edit=RemoveParticle(_int(args, "particle", 1, MAX_PARTICLE_ID), frame, _origin(args)))
     if op == "annotate":
         _check_keys(args, required={"text"}, optional=set(), where=op)
         text = args["text"]
@@ -128,7 +130,7 @@ def _parse_args(op: str, args: dict[str, Any]) -> Request:
 
 
 def _parse_prompt(args: dict[str, Any]) -> Prompt:
-    _check_keys(args, required={"particle"}, optional={"points", "labels", "box", "frame"}, where="prompt")
+    _check_keys(args, required={"particle"}, optional={"points", "labels", "box", "frame", "origin"}, where="prompt")
     particle = _int(args, "particle", 1, MAX_PARTICLE_ID)
     frame = _optional_int(args, "frame", 0, 2**62)
     points = args.get("points", [])
@@ -147,7 +149,14 @@ def _parse_prompt(args: dict[str, Any]) -> Prompt:
         box = tuple(_number(v, "box") for v in box)
     if not parsed_points and box is None:
         raise RequestError("bad_request", "a prompt needs points or a box")
-    return Prompt(particle, frame, parsed_points, tuple(int(v) for v in labels), box)
+    return Prompt(particle, frame, parsed_points, tuple(int(v) for v in labels), box, _origin(args))
+
+
+def _origin(args: dict[str, Any]) -> str:
+    origin = args.get("origin", "control")
+    if origin not in CLIENT_ORIGINS:
+        raise RequestError("bad_request", f"origin must be one of {', '.join(CLIENT_ORIGINS)}, got {str(origin)[:32]}")
+    return str(origin)
 
 
 def _check_keys(data: dict[str, Any], required: set[str], optional: set[str], where: str) -> None:

@@ -16,6 +16,7 @@ along the image axes: moving the stage by +dx nm shifts the image content by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -80,11 +81,12 @@ class _ServiceCommands:
 
     def add_prompt(self, prompt: Prompt) -> None:
         self._record("add_prompt", particle=prompt.particle)
-        self._require_control("add_prompt").submit_edit(prompt)
+        # The run's edits log names the hook as the edit's origin.
+        self._require_control("add_prompt").submit_edit(dataclasses.replace(prompt, origin="hook"))
 
     def remove_prompt(self, particle: int) -> None:
         self._record("remove_prompt", particle=particle)
-        self._require_control("remove_prompt").submit_edit(RemoveParticle(particle))
+        self._require_control("remove_prompt").submit_edit(RemoveParticle(particle, origin="hook"))
 
     def annotate(self, text: str) -> None:
         self._record("annotate", text=text)

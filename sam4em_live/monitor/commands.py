@@ -33,7 +33,7 @@ def run_monitor(connect: str, control: str | None = None, snapshot: Path | None 
     if control is not None:
         from sam4em_live.control.client import ControlClient
 
-        sink = ControlClient(control, timeout_s=control_timeout_s)
+        sink = ControlClient(control, timeout_s=control_timeout_s, origin="monitor")  # edits logged as the monitor's
     subscriber.start()
     window = MonitorWindow(subscriber, sink, levels=levels, tail_frames=tail_frames, source_name=connect)
     window.resize(1400, 820)
