@@ -2,8 +2,11 @@
 
 `analyze` loads trajectories (run directory, table file, SAM-EM folder or
 SAM4EM ``masks.npy``), resolves the calibration (explicit arguments > the
-run's ``run.json`` > frame rate implied by per-frame ``t_s`` and pixel size
-implied by ``x_nm / x``), computes
+run's ``run.json`` > frame rate implied by ``t_s`` where those are
+acquisition times, `sam4em_live.analysis.time_axis`; pixel size implied by
+``x_nm / x``). Without a frame rate it counts time in frames and says so; it
+never takes one from the processing clock. It refuses a run too short for
+the statistics asked (`sam4em_live.analysis.run_length`), then computes
 per-particle and ensemble statistics with `sam4em_live.stats`, and writes:
 
 - ``stats.csv`` / ``stats.json``: one row per particle (D, alpha, +-, see
@@ -22,12 +25,19 @@ from typing import Any
 
 import numpy as np
 
-from sam4em_live.analysis.loading import load_trajectories
+from sam4em_live.analysis.loading import load_for_analysis
 from sam4em_live.analysis.result import AnalysisResult
+from sam4em_live.analysis.run_length import (
+    check_run_length,
+    displacement_need,
+    fit_need,
+    longest_span,
+    velocity_need,
+)
+from sam4em_live.analysis.time_axis import TimeAxis, resolve_time_axis
 from sam4em_live.frames import Calibration
 from sam4em_live.io.trajectories import (
     Trajectories,
-    fps_from_times,
     pixel_size_from_columns,
     to_samem_layout,
     with_units,
@@ -44,14 +54,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_PDF_LAGS: tuple[int, ...] = (1, 10)
 
 
-def resolve_calibration(loaded: Trajectories, fps: float | None, pixel_size_nm: float | None) -> Calibration:
-    """Explicit values win over the source's; then what the table implies (``t_s``, ``x_nm / x``)."""
-    calibration = loaded.calibration.merged(Calibration(pixel_size_nm=pixel_size_nm, fps=fps))
-    if calibration.fps is None:
-        implied = fps_from_times(loaded.table)
-        if implied is not None:
-            logger.info("fps %.6g taken from the per-frame timestamps (t_s)", implied)
-            calibration = calibration.merged(Calibration(fps=implied))
+def resolve_calibration(loaded: Trajectories, fps: float | None, pixel_size_nm: float | None,
+                        time_axis: TimeAxis | None = None) -> Calibration:
+    """Explicit values win over the source's; then what the table implies (acquisition ``t_s``, ``x_nm / x``).
+
+    ``time_axis`` is the resolved frame rate (`resolve_time_axis`); without it, a table's ``t_s`` is
+    taken as acquisition times.
+    """
+    axis = time_axis or resolve_time_axis(loaded, fps, None)
+    calibration = loaded.calibration.merged(Calibration(pixel_size_nm=pixel_size_nm, fps=axis.fps))
+    logger.info("time: %s", axis.describe())
     if calibration.pixel_size_nm is None:
         implied = pixel_size_from_columns(loaded.table)
         if implied is not None:
@@ -61,33 +73,35 @@ def resolve_calibration(loaded: Trajectories, fps: float | None, pixel_size_nm: 
 
 
 def compute(loaded: Trajectories, calibration: Calibration, max_lag: int | None = None,
-            fit_points: int | None = None, pdf_lags: tuple[int, ...] = DEFAULT_PDF_LAGS) -> AnalysisResult:
-    """All statistics of one trajectory set (no files written)."""
+            fit_points: int | None = None, pdf_lags: tuple[int, ...] = DEFAULT_PDF_LAGS,
+            time_axis: TimeAxis | None = None) -> AnalysisResult:
+    """All statistics of one trajectory set (no files written).
+
+    Raises `RunTooShort` (a ValueError) when the longest track is too short for a statistic asked for.
+    """
     table = with_units(loaded.table, calibration)
     if table.empty:
         raise ValueError(f"{loaded.source}: no trajectory rows to analyse")
     tracks = [(f, xy) for _, f, xy in iter_tracks(table)]
     pids = [pid for pid, _, _ in iter_tracks(table)]
     msds = {pid: tmsd(f, xy[:, 0], xy[:, 1], max_lag=max_lag) for pid, (f, xy) in zip(pids, tracks, strict=True)}
-    fits = {pid: fit_msd(m.lag_frames, m.msd, m.n, points=fit_points) for pid, m in msds.items()}
     ens = ensemble_msd(msds.values())
     measured = ens.measured()
     cv_lags = int(min(20, max(1, measured.lag_frames.max(initial=1))))
-    distributions = []
-    for lag in pdf_lags:
-        disp = displacements(tracks, lag)
-        if disp.shape[0] >= 2:
-            distributions.append(displacement_distribution(disp, lag))
-        else:
-            logger.warning("too few displacement pairs at lag %d frames for a distribution", lag)
+    velocity = velocity_autocorrelation(tracks, cv_lags)
+    shifts = {lag: displacements(tracks, lag) for lag in pdf_lags}
+    check_run_length([fit_need(ens, max_lag), *(displacement_need(lag, d.shape[0]) for lag, d in shifts.items()),
+                      velocity_need(velocity)], longest_span(tracks), loaded.source)
+    fits = {pid: fit_msd(m.lag_frames, m.msd, m.n, points=fit_points) for pid, m in msds.items()}
+    distributions = [displacement_distribution(disp, lag) for lag, disp in shifts.items()]
     return AnalysisResult(
         source=loaded.source, calibration=calibration, table=table,
         summary=particle_summary(table, calibration.fps, calibration.pixel_size_nm, max_lag, fit_points),
         msds=msds, fits=fits, ensemble=ens,
         ensemble_fit=fit_msd(measured.lag_frames, measured.msd, measured.n, points=fit_points),
         ensemble_fit_linear=fit_msd_linear(measured.lag_frames, measured.msd, measured.n, points=fit_points),
-        velocity=velocity_autocorrelation(tracks, cv_lags), distributions=distributions,
-        warnings=loaded.warnings,
+        velocity=velocity, distributions=distributions, warnings=loaded.warnings,
+        time_axis=time_axis or TimeAxis(calibration.fps, "the calibration"),
     )
 
 
@@ -112,6 +126,9 @@ def stats_document(result: AnalysisResult) -> dict[str, Any]:
         **({"WARNING": "; ".join(result.warnings)} if result.warnings else {}),
         "source": result.source,
         "calibration": result.calibration.as_dict(),
+        "time": {"unit": result.time_axis.unit, "fps": result.time_axis.fps,
+                 "fps_from": result.time_axis.origin if result.time_axis.fps else None,
+                 **({} if result.time_axis.fps else {"note": result.time_axis.describe()})},
         "units": {"position": "px", "lag": "frames", "D_px2_per_frame": "px^2/frame^alpha",
                   "D_nm2_per_s": "nm^2/s^alpha", "Drot": "deg^2/frame (deg^2/s with fps)"},
         "fit": {"model": "MSD = 4 D tau^alpha + offset (offset = 4 sigma_loc^2, free sign)",
@@ -158,8 +175,11 @@ def analyze(source: Path, out_dir: Path, fps: float | None = None, pixel_size_nm
     for name, value in (("fps", fps), ("pixel_size_nm", pixel_size_nm)):
         if value is not None and not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive number, got {value}")
-    loaded = load_trajectories(Path(source))
-    result = compute(loaded, resolve_calibration(loaded, fps, pixel_size_nm), max_lag, fit_points, pdf_lags)
+    found = load_for_analysis(Path(source))
+    loaded = found.trajectories
+    axis = resolve_time_axis(loaded, fps, found.time_base)
+    result = compute(loaded, resolve_calibration(loaded, fps, pixel_size_nm, axis), max_lag, fit_points, pdf_lags,
+                     axis)
     write_outputs(result, out_dir, figures, samem_csv)
     return result
 

@@ -25,7 +25,8 @@ def _default_out(source: Path) -> Path:
 def analyze_command(
     source: Annotated[Path, typer.Argument(
         help="Run directory, trajectories CSV/Parquet, SAM-EM folder or SAM4EM masks.npy.")],
-    fps: Annotated[float | None, typer.Option("--fps", help="Frame rate (frames/s); overrides run.json.")] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help=(
+        "Acquisition frame rate (frames/s); overrides run.json. Without one known, time is in frames."))] = None,
     pixel_size_nm: Annotated[float | None, typer.Option(
         "--pixel-size-nm", help="Pixel size (nm); overrides run.json.")] = None,
     out: Annotated[Path | None, typer.Option(
@@ -40,7 +41,10 @@ def analyze_command(
     samem_csv: Annotated[bool, typer.Option(
         "--samem-csv", help="Also write the trajectories in SAM-EM's CSV layout.")] = False,
 ) -> None:
-    """Statistics table (D, alpha, +- per particle) and figures from recorded trajectories."""
+    """Statistics table (D, alpha, +- per particle) and figures from recorded trajectories.
+
+    Refuses (exit 2) a run too short for the statistics asked, naming the frames each needs.
+    """
     from sam4em_live.analysis.analyze import analyze
 
     lags = _parse_lags(pdf_lags)
@@ -54,7 +58,7 @@ def analyze_command(
         typer.secho(f"WARNING: {warning}", fg=typer.colors.RED, err=True)
     cal = result.calibration
     typer.echo(f"{len(result.summary)} particles from {result.source} "
-               f"(pixel size {cal.pixel_size_nm or 'unknown'} nm, fps {cal.fps or 'unknown'})")
+               f"(pixel size {cal.pixel_size_nm or 'unknown'} nm; {result.time_axis.describe()})")
     ens = result.ensemble_fit
     if ens.n_points:
         typer.echo(f"ensemble: D = {ens.D:.4g} ± {ens.D_err:.2g} px²/frame^α, "

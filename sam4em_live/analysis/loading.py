@@ -2,22 +2,37 @@
 
 The foreign formats hold masks, not measurements, so they are measured here with `sam4em_live.measure`
 (the same measurement as the live pipeline); our own files are read by `sam4em_live.io.run_folder` (run
-folders) and `sam4em_live.io.trajectories` (tables).
+folders) and `sam4em_live.io.trajectories` (tables). `load_for_analysis` also says what the run's ``t_s``
+is (`sam4em_live.analysis.time_axis`) and drops a ``t_s`` that is not an acquisition time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sam4em_live.frames import Calibration
+from sam4em_live.analysis.time_axis import recorded_time_base, times_are_acquisition
+from sam4em_live.frames import Calibration, TimeBase
 from sam4em_live.io.run_folder import RunFolder
-from sam4em_live.io.trajectories import Trajectories, read_table_file, table_from_measurements
+from sam4em_live.io.trajectories import TIME_COLUMN, Trajectories, read_table_file, table_from_measurements
 from sam4em_live.measure import measure_mask
 from sam4em_live.particles import ParticleMask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalysisInput:
+    """Trajectories to analyse and the time base their run recorded (None: not a run folder)."""
+
+    trajectories: Trajectories
+    time_base: TimeBase | None = None
 
 
 def _samem_index(folder: Path) -> dict[int, Path]:
@@ -88,17 +103,37 @@ def read_sam4em_masks(path: Path, calibration: Calibration | None = None) -> Tra
     return Trajectories(table_from_measurements(measurements, calibration), calibration, str(path))
 
 
-def load_trajectories(path: Path) -> Trajectories:
-    """Open whatever ``path`` is: a run directory, a SAM-EM folder, SAM4EM ``masks.npy`` or a table file."""
+def load_for_analysis(path: Path) -> AnalysisInput:
+    """Open whatever ``path`` is: a run directory, a SAM-EM folder, SAM4EM ``masks.npy`` or a table file.
+
+    A run's ``t_s`` that is not an acquisition time (a replay recorded before ``run.json`` had a
+    ``time_base``: the processing clock) is emptied, so nothing downstream reads it as one.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"not found: {path}")
     if path.is_dir():
         if RunFolder.holds_trajectories(path):
-            return RunFolder.open(path).trajectories()
+            run = RunFolder.open(path)
+            base = recorded_time_base(run.manifest)
+            return AnalysisInput(_without_processing_times(run.trajectories(), base), base)
         if (path / "index.jsonl").is_file() or (path / "npz").is_dir():
-            return read_samem_run(path)
+            return AnalysisInput(read_samem_run(path))
         raise ValueError(f"{path} is neither a run directory (trajectories.csv) nor a SAM-EM folder (index.jsonl)")
     if path.suffix == ".npy":
-        return read_sam4em_masks(path)
-    return Trajectories(read_table_file(path), Calibration(), str(path))
+        return AnalysisInput(read_sam4em_masks(path))
+    return AnalysisInput(Trajectories(read_table_file(path), Calibration(), str(path)))
+
+
+def load_trajectories(path: Path) -> Trajectories:
+    """The trajectories of `load_for_analysis`."""
+    return load_for_analysis(path).trajectories
+
+
+def _without_processing_times(loaded: Trajectories, base: TimeBase | None) -> Trajectories:
+    table = loaded.table
+    if times_are_acquisition(base) or TIME_COLUMN not in table.columns or table[TIME_COLUMN].isna().all():
+        return loaded
+    log.warning("%s: t_s was recorded from the processing clock (a replay without a frame rate), not at "
+                "acquisition; it is ignored", loaded.source)
+    return dataclasses.replace(loaded, table=table.assign(**{TIME_COLUMN: np.nan}))

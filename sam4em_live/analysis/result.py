@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sam4em_live.analysis.time_axis import TimeAxis
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -34,3 +36,4 @@ class AnalysisResult:
     distributions: list[DisplacementDistribution]
     warnings: tuple[str, ...] = ()
     files: list[Path] = field(default_factory=list)
+    time_axis: TimeAxis = field(default_factory=lambda: TimeAxis(None, "nothing"))  # the frame rate and its origin
