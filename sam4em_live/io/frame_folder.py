@@ -27,6 +27,7 @@ import numpy as np
 
 from sam4em_live.frames import Calibration
 from sam4em_live.io.frame_readers import GreyReducer, ReplayError, wire_dtype
+from sam4em_live.io.vendor_calibration import tell_missing
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -176,8 +177,9 @@ class FileSeriesReader:
 
     Every file header is checked at open where that is cheap (JPEG/PNG/TIFF), so a folder with frames of
     different sizes fails before streaming; DigitalMicrograph frames are checked as they are read (a bad
-    one is a `ReplayError` the replay counts and skips). Pixels are decoded on each `read`: memory stays
-    one frame, whatever the number of files.
+    one is a `ReplayError` the replay counts and skips) and, when they share the first file's layout,
+    read directly at its image offset (`vendor_readers.DmImageLayout`). Pixels are decoded on each
+    `read`: memory stays one frame, whatever the number of files.
     """
 
     def __init__(self, path: Path, files: list[Path], fmt: str, metadata: dict[str, Any],
@@ -196,6 +198,12 @@ class FileSeriesReader:
             if len(sizes) > 1:
                 raise ReplayError(f"{path}: mixed frame sizes: " + ", ".join(
                     f"{name} is {w}x{h}" for (h, w), name in sizes.items()))
+        self._dm_layout = None
+        if fmt == "gatan-dm":
+            from sam4em_live.io.vendor_readers import dm_image_layout
+
+            self._dm_layout = dm_image_layout(files[0])
+        self.fast_reads = 0  # DigitalMicrograph frames read through the first file's layout
         first = self._grey(decode_frame_file(files[0], fmt))
         if first.ndim != 2:
             raise ReplayError(f"{files[0]}: frame of shape {first.shape} is not a 2-D image")
@@ -211,7 +219,11 @@ class FileSeriesReader:
 
     def read(self, i: int) -> np.ndarray:
         path = self.files[i]
-        pixels = self._grey(decode_frame_file(path, self.format))
+        pixels = self._dm_layout.read(path) if self._dm_layout is not None else None
+        if pixels is None:
+            pixels = self._grey(decode_frame_file(path, self.format))
+        else:
+            self.fast_reads += 1
         if pixels.shape != self.shape:
             raise ReplayError(f"{path}: frame is {pixels.shape[1]}x{pixels.shape[0]}, "
                               f"expected {self.shape[1]}x{self.shape[0]}")
@@ -234,14 +246,3 @@ def open_frame_folder(folder: Path) -> FileSeriesReader:
     reader = FileSeriesReader(folder, listing.files, listing.format, metadata)
     tell_missing(folder, reader.metadata.get("calibration_missing", []))
     return reader
-
-
-def tell_missing(path: Path, missing: list[str]) -> None:
-    """Warn that the recording at ``path`` lacks pixel size / frame rate and name the flags that supply them."""
-    if not missing:
-        return
-    from sam4em_live.io.vendor_calibration import FLAG_FOR_FIELD
-
-    log.warning("%s: the frames record no %s; supply %s", path, " or ".join(
-        "pixel size" if m == "pixel_size_nm" else "frame rate" for m in missing),
-        " / ".join(FLAG_FOR_FIELD[m] for m in missing))

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from sam4em_live.frames import Calibration
-from sam4em_live.io.frame_folder import FileSeriesReader, file_calibration, report_ignored, tell_missing
+from sam4em_live.io.frame_folder import FileSeriesReader, file_calibration, report_ignored
 from sam4em_live.io.frame_readers import ReplayError
+from sam4em_live.io.vendor_calibration import tell_missing
 
 _HOUR = re.compile(r"^Hour_(\d+)$", re.IGNORECASE)
 _MINUTE = re.compile(r"^Minute_(\d+)$", re.IGNORECASE)

@@ -7,7 +7,9 @@ module turns that into our `Calibration` and says, per field, where it came from
   without a length unit, or with a non-positive scale (MRC writes -1 for "unknown"), is no calibration.
   Reciprocal units (``1/nm``: diffraction) are refused as a pixel size.
 - frame rate: the frame (navigation) axis when its unit is a time (Velox ``Time`` axis in s).
-- exposure: ``Acquisition_instrument.TEM[.Detector].Camera.exposure`` (s), as rosettasciio maps it.
+- exposure: ``Acquisition_instrument.TEM[.Detector].Camera.exposure`` (s), as rosettasciio maps it; for
+  TIA camera images the acquisition's dwell time.
+- per-frame times: TIA time tags (whole seconds), used only when they tell every frame apart.
 - dose rate: a tag whose name says "dose rate" and whose name or unit says e/Å²/s, in the original
   metadata (no fixture format records one; DigitalMicrograph in-situ tags may).
 
@@ -17,14 +19,18 @@ command-line flag supplies them.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from sam4em_live.frames import Calibration
 from sam4em_live.io.tiff_io import length_unit_nm, time_unit_s
+
+log = logging.getLogger(__name__)
 
 #: The command-line flag that supplies each calibration field a file may lack.
 FLAG_FOR_FIELD: dict[str, str] = {"pixel_size_nm": "--pixel-size-nm", "fps": "--fps"}
@@ -41,15 +47,21 @@ class FileCalibration:
     found: dict[str, str] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
 
-    def notice(self, path: object) -> str | None:
-        """One line telling the user what is missing and how to supply it; None when nothing is."""
-        wanted = [f for f in self.missing if f in FLAG_FOR_FIELD]
-        if not wanted:
-            return None
-        what = " and ".join("pixel size" if f == "pixel_size_nm" else "frame rate" for f in wanted)
-        flags = " / ".join(FLAG_FOR_FIELD[f] for f in wanted)
-        return f"{path}: the file records no {what}; supply it with {flags} (else lengths stay in pixels " \
-               "and time in frames)"
+
+#: Recordings already told about (a run opens its input more than once: probe, build, replay).
+_TOLD: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def tell_missing(path: object, missing: Sequence[str]) -> None:
+    """Warn, once per recording, that it records no pixel size / frame rate and name the flags that supply them."""
+    wanted = tuple(f for f in missing if f in FLAG_FOR_FIELD)
+    key = (str(path), wanted)
+    if not wanted or key in _TOLD:
+        return
+    _TOLD.add(key)
+    what = " and ".join("pixel size" if f == "pixel_size_nm" else "frame rate" for f in wanted)
+    log.warning("%s: the file records no %s; supply %s (else lengths stay in pixels and time in frames)",
+                path, what, " / ".join(FLAG_FOR_FIELD[f] for f in wanted))
 
 
 def _positive(value: Any) -> float | None:
@@ -95,13 +107,35 @@ def _dig(tree: Any, *keys: str) -> Any:
     return tree
 
 
-def _exposure_s(metadata: Mapping[str, Any]) -> tuple[float | None, str | None]:
+def _exposure_s(metadata: Mapping[str, Any], original: Mapping[str, Any]) -> tuple[float | None, str | None]:
     for keys in (("Acquisition_instrument", "TEM", "Camera", "exposure"),
                  ("Acquisition_instrument", "TEM", "Detector", "Camera", "exposure")):
         value = _positive(_dig(metadata, *keys))
         if value is not None:
             return value, ".".join(keys)
+    # TIA (.emi): a camera image's "dwell time" is its exposure (a STEM one's is per pixel: not used)
+    acquire = _dig(original, "ObjectInfo", "AcquireInfo")
+    if isinstance(acquire, Mapping) and "CameraNamePath" in acquire:
+        value = _positive(acquire.get("DwellTimePath"))
+        if value is not None:
+            return value, "ObjectInfo.AcquireInfo.DwellTimePath (camera)"
     return None, None
+
+
+def tia_frame_times_s(signal: Mapping[str, Any], n_frames: int) -> tuple[float, ...]:
+    """Per-frame acquisition times of a TIA series (its time tags), or () when they cannot tell frames apart.
+
+    TIA stamps each frame with whole seconds; those times are used only when they increase strictly
+    (frames at least a second apart), else a series of equal times would stop the clock.
+    """
+    header = _dig(signal.get("original_metadata") or {}, "ser_header_parameters") or {}
+    times = header.get("Time") if isinstance(header, Mapping) else None
+    if times is None:
+        return ()
+    values = [float(t) for t in list(times)[:n_frames]]
+    if len(values) != n_frames or any(b <= a for a, b in pairwise(values)):
+        return ()
+    return tuple(values)
 
 
 def _dose_rate(tree: Any, path: str = "", depth: int = 0) -> tuple[float | None, str | None]:
@@ -139,7 +173,7 @@ def calibration_from_signal(signal: Mapping[str, Any], frame_axes: Sequence[Mapp
             found["fps"] = f"{axis.get('name') or 'frame'} axis step {axis.get('scale')} {_unit_text(axis)}"
             break
     metadata = signal.get("metadata") or {}
-    exposure_s, exposure_from = _exposure_s(metadata)
+    exposure_s, exposure_from = _exposure_s(metadata, signal.get("original_metadata") or {})
     if exposure_from:
         found["exposure_s"] = exposure_from
     dose, dose_from = _dose_rate(signal.get("original_metadata") or {})

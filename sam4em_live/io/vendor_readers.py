@@ -17,14 +17,21 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sam4em_live.io.frame_readers import ReplayError, wire_dtype
-from sam4em_live.io.vendor_calibration import FileCalibration, calibration_from_signal
+from sam4em_live.io.vendor_calibration import (
+    FileCalibration,
+    calibration_from_signal,
+    tell_missing,
+    tia_frame_times_s,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -168,6 +175,9 @@ class VendorStackReader:
         self._frames = LazyFrames(data)
         self.file_calibration: FileCalibration = calibration_from_signal(signal, frame_axes, image_axes)
         self.calibration: Calibration = self.file_calibration.calibration
+        # acquisition times per frame where the file records them (`sources.replay.TimedFrameReader`)
+        self.frame_times_s: tuple[float, ...] = (
+            tia_frame_times_s(signal, self.n_frames) if self.path.suffix.lower() in (".ser", ".emi") else ())
         self.metadata: dict[str, Any] = {
             "format": FORMAT_NAMES[self.path.suffix.lower()], "reader": "rosettasciio",
             "dataset": _title(signal, 0), "memory_mapped": False,
@@ -178,9 +188,7 @@ class VendorStackReader:
             self.metadata["datasets_not_replayed"] = others
             log.warning("%s: replaying dataset %r; not replayed: %s", self.path, self.metadata["dataset"],
                         ", ".join(others))
-        notice = self.file_calibration.notice(self.path)
-        if notice:
-            log.warning(notice)
+        tell_missing(self.path, self.file_calibration.missing)
 
     def read(self, i: int) -> np.ndarray:
         if not 0 <= i < self.n_frames:
@@ -217,3 +225,63 @@ def single_frame_calibration(path: Path, signal: Mapping[str, Any]) -> FileCalib
     """The calibration a one-frame file records (its image axes; a frame rate it cannot know)."""
     frame_axes, image_axes = split_axes(signal, path)
     return calibration_from_signal(signal, frame_axes, image_axes)
+
+
+#: DigitalMicrograph data types read by the sibling fast path (plain numeric images; RGB and packed
+#: complex go through rosettasciio in full).
+_PLAIN_DM_TYPES = {1, 2, 6, 7, 9, 10, 11, 12}
+#: Bytes before the image data compared between sibling files: the data tag's header (name, size,
+#: type info; 51 bytes in DM4) and the end of the tag before it.
+_SIGNATURE_BYTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class DmImageLayout:
+    """Where the image of a one-image DigitalMicrograph file lies, as rosettasciio's parser found it.
+
+    A Gatan in-situ capture (or a DigitalMicrograph export) writes every frame file with the same tags;
+    a sibling file of the same size whose bytes just before the image data are the same as this file's
+    has its image at the same place, so it is read directly instead of re-parsing ~1,000 tags per frame
+    (rosettasciio's tag parser takes 10-15 ms per file, too slow for replay at camera rates).
+    """
+
+    offset: int
+    shape: tuple[int, int]
+    dtype: np.dtype
+    file_size: int
+    signature: bytes
+
+    def read(self, path: Path) -> np.ndarray | None:
+        """The image of sibling ``path`` if its layout matches, else None (read it with rosettasciio)."""
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size != self.file_size:
+                return None
+            f.seek(self.offset - len(self.signature))
+            if f.read(len(self.signature)) != self.signature:
+                return None
+            pixels = np.fromfile(f, dtype=self.dtype, count=self.shape[0] * self.shape[1])
+        return pixels.reshape(self.shape) if pixels.size == self.shape[0] * self.shape[1] else None
+
+
+def dm_image_layout(path: Path) -> DmImageLayout | None:
+    """The `DmImageLayout` of a file holding one plain 2-D image (parsed by rosettasciio), else None."""
+    from rsciio.digitalmicrograph._api import DigitalMicrographReader, ImageObject
+
+    try:
+        with open(path, "rb") as f:
+            parsed = DigitalMicrographReader(f)
+            parsed.parse_file()
+            images = [ImageObject(d, f) for d in parsed.get_image_dictionaries() or []]
+            if len(images) != 1 or int(images[0].imdict.ImageData.DataType) not in _PLAIN_DM_TYPES:
+                return None
+            image = images[0]
+            shape = tuple(int(s) for s in image.shape)
+            offset = int(image.imdict.ImageData.Data.offset)
+            if len(shape) != 2 or offset < _SIGNATURE_BYTES:
+                return None
+            f.seek(offset - _SIGNATURE_BYTES)
+            signature = f.read(_SIGNATURE_BYTES)
+            size = os.fstat(f.fileno()).st_size
+    except Exception:  # anything rosettasciio cannot parse takes the full path, which reports it
+        return None
+    return DmImageLayout(offset, (shape[0], shape[1]), np.dtype(image.dtype).newbyteorder("<"), size, signature)

@@ -19,6 +19,7 @@ import numpy as np
 
 from sam4em_live.frames import Calibration
 from sam4em_live.io.frame_readers import ReplayError
+from sam4em_live.io.vendor_calibration import tell_missing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -55,8 +56,6 @@ class VideoReader:
             "memory_mapped": False, "calibration_from": {"fps": "container frame rate"} if fps else {},
             "calibration_missing": missing,
         }
-        from sam4em_live.io.frame_folder import tell_missing
-
         tell_missing(path, missing)
         self._file: Any = None
         self._frames: Iterator[np.ndarray] | None = None
