@@ -25,6 +25,7 @@ import pytest
 import tifffile
 
 from sam4em_live.frames import Calibration
+from sam4em_live.io.label_stack_layout import page_frame
 from sam4em_live.io.run_folder import INTERRUPTED, RunFolder
 from sam4em_live.io.run_manifest import expand_ranges
 from sam4em_live.sinks.recorder import Recorder
@@ -62,7 +63,7 @@ def assert_truthful(run_dir: Path) -> dict:
         agree(key, counts[key], len(lines))
     if manifest["files"]["masks"] is not None:
         with tifffile.TiffFile(run_dir / "masks.tif") as tif:
-            page_frames = [json.loads(page.description)["frame"] for page in tif.pages]
+            page_frames = [page_frame(page.description) for page in tif.pages]
             for page in tif.pages:
                 page.asarray()
         listed = expand_ranges(manifest["mask_frames"])
@@ -70,7 +71,7 @@ def assert_truthful(run_dir: Path) -> dict:
         assert (listed == page_frames) if closed else (listed == page_frames[: len(listed)])
     leftovers = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")]
     assert set(leftovers) <= {"run.json", "trajectories.csv", "masks.tif", "events.jsonl", "status.jsonl",
-                              "annotations.jsonl"}, leftovers
+                              "annotations.jsonl", "edits.jsonl", "tracks_napari.csv"}, leftovers
     check = RunFolder.open(run_dir).check()
     assert check.agrees, check.disagreements
     return manifest

@@ -68,7 +68,7 @@ def test_trajectories_csv_calibrated(tmp_path):
     assert isinstance(recorder, Sink)
     table = pd.read_csv(recorder.run_dir / "trajectories.csv")
     assert list(table.columns) == ["frame", "particle", "x", "y", "angle", "area", "major_axis", "minor_axis",
-                                   "eccentricity", "score", "split", "t_s", "x_nm", "y_nm"]
+                                   "eccentricity", "score", "split", "t_s", "x_nm", "y_nm", "series"]
     # One row per present particle: particle 1 on 6 frames, particle 2 on frames 0, 2, 4 only.
     assert len(table) == 9 and recorder.counters["particle_rows"] == 9
     assert table.loc[table.particle == 2, "frame"].tolist() == [0, 2, 4]
@@ -96,17 +96,17 @@ def test_masks_tif_pages_labels_and_frame_indices(tmp_path):
     indices = [0, 1, 2, 3, 4, 7, 8, 9]  # a gap (frames 5, 6 dropped upstream)
     recorder = record(tmp_path, indices, Calibration())
     labels, frames = read_label_stack(recorder.run_dir / "masks.tif")
-    assert labels.shape == (len(indices), *SHAPE) and labels.dtype == np.uint16
-    assert frames == indices
-    for page, i in zip(labels, indices, strict=True):
-        result = make_result(i, Calibration())
+    assert labels.shape == (10, *SHAPE) and labels.dtype == np.uint16  # one page per frame index: page k = frame k
+    assert frames == list(range(10))
+    for i, page in enumerate(labels):
         expected = np.zeros(SHAPE, np.uint16)
-        for mask in result.masks:
-            expected[mask.to_full(SHAPE)] = mask.particle
+        if i in indices:  # the dropped frames' pages are empty
+            for mask in make_result(i, Calibration()).masks:
+                expected[mask.to_full(SHAPE)] = mask.particle
         np.testing.assert_array_equal(page, expected)
     manifest = json.loads((recorder.run_dir / "run.json").read_text())
-    assert manifest["mask_frames"] == [[0, 4], [7, 9]]
-    assert expand_ranges(manifest["mask_frames"]) == indices
+    assert manifest["mask_frames"] == [[0, 9]]
+    assert expand_ranges(manifest["mask_frames"]) == list(range(10))
 
 
 @pytest.mark.parametrize("keep", ["all_but_1_byte", "half_of_last_data", "part_of_last_ifd"])

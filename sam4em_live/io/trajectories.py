@@ -40,20 +40,28 @@ BASE_COLUMNS: tuple[str, ...] = (
 )
 TIME_COLUMN = "t_s"
 NM_COLUMNS: tuple[str, ...] = ("x_nm", "y_nm")
+#: The run's series number (run.json ``series_list``): a row is identified by (series, frame, particle).
+SERIES_COLUMN = "series"
 
 
-def trajectory_columns(calibration: Calibration, have_time: bool) -> list[str]:
-    """The table's columns: `BASE_COLUMNS`, then ``t_s`` if times are known, then ``x_nm, y_nm`` if the pixel size is."""
+def trajectory_columns(calibration: Calibration, have_time: bool, with_series: bool = False) -> list[str]:
+    """The table's columns: `BASE_COLUMNS`, ``t_s`` (times known), ``x_nm, y_nm`` (pixel size known), ``series``.
+
+    ``series`` only when asked: the recorder's tables always have it.
+    """
     cols = list(BASE_COLUMNS)
     if have_time:
         cols.append(TIME_COLUMN)
     if calibration.pixel_size_nm is not None:
         cols.extend(NM_COLUMNS)
+    if with_series:
+        cols.append(SERIES_COLUMN)
     return cols
 
 
-def measurement_row(m: ParticleMeasurement, calibration: Calibration, t_s: float | None) -> dict[str, object]:
-    """One trajectory row for a present particle (see `trajectory_columns`)."""
+def measurement_row(m: ParticleMeasurement, calibration: Calibration, t_s: float | None,
+                    series: int | None = None) -> dict[str, object]:
+    """One trajectory row for a present particle (see `trajectory_columns`); ``series`` only when given."""
     row: dict[str, object] = {
         "frame": m.frame, "particle": m.particle, "x": m.x, "y": m.y, "angle": m.angle_deg,
         "area": m.area_px, "major_axis": m.major_axis_px, "minor_axis": m.minor_axis_px,
@@ -64,6 +72,8 @@ def measurement_row(m: ParticleMeasurement, calibration: Calibration, t_s: float
     if calibration.pixel_size_nm is not None:
         row["x_nm"] = m.x * calibration.pixel_size_nm
         row["y_nm"] = m.y * calibration.pixel_size_nm
+    if series is not None:
+        row[SERIES_COLUMN] = series
     return row
 
 
@@ -118,8 +128,10 @@ def normalize_table(table: pd.DataFrame) -> pd.DataFrame:
     """Validate and tidy a trajectory table: required columns, dtypes, order, no duplicates.
 
     Accepts SAM-EM's ``particle_id`` for ``particle``. Rows with non-finite x
-    or y are dropped (they are not positions). Raises ``ValueError`` naming the
-    problem (missing columns, non-numeric values, a particle twice on a frame).
+    or y are dropped (they are not positions). A ``series`` column (the
+    recorder's) is part of a row's identity: rows are unique by (series,
+    particle, frame) and sorted by series first. Raises ``ValueError`` naming
+    the problem (missing columns, non-numeric values, a particle twice on a frame).
     """
     if "particle" not in table.columns and "particle_id" in table.columns:
         table = table.rename(columns={"particle_id": "particle"})
@@ -130,7 +142,8 @@ def normalize_table(table: pd.DataFrame) -> pd.DataFrame:
     try:
         for col in ("x", "y"):
             table[col] = pd.to_numeric(table[col], errors="raise").astype(np.float64)
-        for col in ("frame", "particle"):
+        keys = ("frame", "particle", SERIES_COLUMN) if SERIES_COLUMN in table.columns else ("frame", "particle")
+        for col in keys:
             values = pd.to_numeric(table[col], errors="raise")
             if values.isna().any() or not np.all(np.mod(values, 1) == 0):
                 raise ValueError(f"column {col!r} must hold integers")
@@ -138,11 +151,13 @@ def normalize_table(table: pd.DataFrame) -> pd.DataFrame:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"bad trajectory table: {exc}") from exc
     table = table[np.isfinite(table["x"]) & np.isfinite(table["y"])]
-    dup = table.duplicated(["particle", "frame"])
+    order = [SERIES_COLUMN, "particle", "frame"] if SERIES_COLUMN in table.columns else ["particle", "frame"]
+    dup = table.duplicated(order)
     if dup.any():
         first = table[dup].iloc[0]
-        raise ValueError(f"particle {first['particle']} appears twice on frame {first['frame']}")
-    return table.sort_values(["particle", "frame"], kind="stable").reset_index(drop=True)
+        where = f" of series {first[SERIES_COLUMN]}" if SERIES_COLUMN in table.columns else ""
+        raise ValueError(f"particle {first['particle']} appears twice on frame {first['frame']}{where}")
+    return table.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def with_units(table: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:

@@ -6,11 +6,13 @@ Python holding the GIL. In the service process that would slow the segmenter,
 so the label stack is written by a child process instead; the recorder's writer
 thread only sends it the mask crops (a few kB per frame over a local pipe).
 
-Protocol over the pipe (parent → child): ``("open", path, level)``, then
+Protocol over the pipe (parent → child): ``("open", path, level, layout)``, then
 ``("pages", [(frame_index, shape, [(particle, bbox, crop_shape, crop_bytes), ...]), ...])``
-(pages are sent in batches, see `MaskWriterProcess.push`), ``("flush",)``, ``("close",)``.
-The child answers ``("opened", None)`` or ``("error", message)`` once after the open,
-``("flushed", pages_on_disk)`` after each flush, and ``("closed", pages_on_disk, skipped)`` at close.
+(pages are sent in batches, see `MaskWriterProcess.push`), ``("flush",)``, and either
+``("close_file",)`` (the next ``open`` follows: a run with several series writes one file per series)
+or ``("close",)``. The child answers ``("opened", None)`` or ``("error", message)`` once after each open,
+``("flushed", pages_on_disk)`` after each flush, ``("file_closed", pages_on_disk, skipped)`` after
+``close_file`` and ``("closed", pages_on_disk, skipped)`` at close.
 If a write is refused (disk full) the child cuts the file back to its last complete page,
 closes it, answers ``("failed", pages_on_disk, errno, message)`` and exits. If the parent
 dies, the child sees end-of-file, closes the file cleanly and exits, so everything sent
@@ -30,11 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sam4em_live.io.label_stack_layout import page_origin
 from sam4em_live.particles import ParticleMask
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from multiprocessing.connection import Connection
+
+    from sam4em_live.io.label_stack_layout import LabelStackLayout
+    from sam4em_live.io.mask_tiff import LabelStackWriter
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +70,33 @@ def _child_main(conn: Connection) -> None:
     if hasattr(os, "nice"):
         os.nice(MASK_WRITER_NICE)
 
-    try:
-        _, path, compression_level = conn.recv()  # ("open", path, level)
-    except EOFError:
-        return
-    try:
-        writer = LabelStackWriter(Path(path), compression_level)
-    except Exception as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    conn.send(("opened", None))
+    while True:  # one file per "open"
+        try:
+            message = conn.recv()  # ("open", path, level, layout), or ("close",) with no file open
+        except EOFError:
+            return
+        if message[0] != "open":
+            return
+        _, path, compression_level, layout = message
+        try:
+            writer = LabelStackWriter(Path(path), compression_level, layout)
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            return
+        conn.send(("opened", None))
+        if not _write_file(conn, writer):
+            return
+
+
+def _write_file(conn: Connection, writer: LabelStackWriter) -> bool:
+    """Write the pages of one file until the parent closes it; True if another file follows."""
     skipped = 0
     try:
         while True:
             try:
                 message = conn.recv()
             except EOFError:  # parent died: keep what we have
-                break
+                message = ("close",)
             if message[0] == "pages":
                 for frame_index, shape, crops in message[1]:
                     masks = [ParticleMask(pid, True, 1.0, bbox, np.frombuffer(data, bool).reshape(crop_shape))
@@ -89,26 +105,33 @@ def _child_main(conn: Connection) -> None:
             elif message[0] == "flush":
                 writer.flush()
                 conn.send(("flushed", writer.pages_on_disk))
-            elif message[0] == "close":
+            elif message[0] in ("close", "close_file"):
                 break
         writer.close()
     except OSError as exc:  # a refused write: the file is cut back to its last complete page
         writer.close()
         with contextlib.suppress(OSError):
             conn.send(("failed", writer.pages_on_disk, exc.errno, exc.strerror or str(exc)))
-        return
+        return False
     except BaseException:
         writer.close()
         raise
+    answer = "file_closed" if message[0] == "close_file" else "closed"
     with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
-        conn.send(("closed", writer.pages_on_disk, skipped))
+        conn.send((answer, writer.pages_on_disk, skipped))
+    return answer == "file_closed"
 
 
 class MaskWriterProcess:
     """Append label pages to a file from a child process (same calls as `LabelStackWriter`).
 
     The child is started at construction (spawning takes ~0.3 s) so that
-    `open`, called when the first frame arrives, costs only a round trip.
+    `open`, called when the first frame arrives, costs only a round trip. It writes one file at a
+    time: `close_file` ends one and keeps the child for the next `open`; `close` ends both.
+
+    With a `LabelStackLayout` the file holds one page per frame index (`io.label_stack_layout`): `pages`
+    then counts the pages the file will hold once the child has written what it was sent, empty
+    pages for frames without a result included.
     """
 
     def __init__(self) -> None:
@@ -126,15 +149,20 @@ class MaskWriterProcess:
         self.error: OSError | None = None
         self._pending: list[PagePayload] = []
         self._flushes_unanswered = 0
+        self._layout: LabelStackLayout | None = None
+        self._first_frame: int | None = None  # of the file's page 0 (layout only)
 
     @property
     def exitcode(self) -> int | None:
         return self._process.exitcode
 
-    def open(self, path: Path, compression_level: int = 1) -> None:
-        self.path = path
+    def open(self, path: Path, compression_level: int = 1, layout: LabelStackLayout | None = None) -> None:
+        """Have the child create ``path`` (raises OSError; `MaskWriterDied` if the child is gone)."""
+        self.path, self._layout, self._first_frame = path, layout, None
+        self.pages = self.pages_on_disk = self.skipped = 0
+        self.error = None
         try:
-            self._conn.send(("open", str(path), compression_level))
+            self._conn.send(("open", str(path), compression_level, layout))
         except OSError as exc:
             raise MaskWriterDied(f"{path}: mask writer process is gone ({exc})") from None
         if not self._conn.poll(_START_TIMEOUT_S):
@@ -153,7 +181,7 @@ class MaskWriterProcess:
             (m.particle, m.bbox, (m.crop.shape[0], m.crop.shape[1]), np.ascontiguousarray(m.crop, bool).tobytes())
             for m in masks if m.present and m.crop is not None and m.bbox is not None]
         self._pending.append((int(frame_index), (shape[0], shape[1]), crops))
-        self.pages += 1
+        self.pages = self._pages_through(int(frame_index))
         if len(self._pending) >= MAX_PAGES_PER_MESSAGE:
             self.push()
 
@@ -167,9 +195,20 @@ class MaskWriterProcess:
             pages, self._pending = self._pending, []
             self._send(("pages", pages))
 
+    def _pages_through(self, frame_index: int) -> int:
+        """Pages the file holds once the page of ``frame_index`` is written (one per frame with a layout)."""
+        if self._layout is None:
+            return self.pages + 1
+        if self._first_frame is None:
+            self._first_frame = page_origin(frame_index)
+        return frame_index - self._first_frame + 1
+
     def discard_pending(self) -> None:
         """Forget the pages appended but not yet sent (a recording that stops)."""
-        self.pages -= len(self._pending)
+        if self._pending:
+            first = self._pending[0][0]
+            self.pages = (first - self._first_frame if self._layout is not None and self._first_frame is not None
+                          else self.pages - len(self._pending))
         self._pending = []
 
     def flush(self, fsync: bool = False) -> None:
@@ -216,6 +255,31 @@ class MaskWriterProcess:
         self._process.join(10)
         self.error = MaskWriterDied(f"{self.path}: mask writer process died (exit code {self._process.exitcode})")
         return self.error
+
+    def close_file(self) -> None:
+        """Finish the current file and keep the child for the next `open` (raises as `close`)."""
+        if self._conn.closed:
+            if self.error is not None:
+                raise self.error
+            return
+        if self.path is None:
+            return
+        try:
+            self.push()
+            self._conn.send(("close_file",))
+            while self._conn.poll(_START_TIMEOUT_S):
+                answer = self._conn.recv()
+                if answer[0] == "file_closed":
+                    _, self.pages_on_disk, self.skipped = answer
+                    break
+                self._answer(answer)
+            else:
+                raise OSError(f"{self.path}: the mask writer did not close the file")
+        except (BrokenPipeError, EOFError, ConnectionResetError):
+            raise self._died() from None
+        if self.pages_on_disk != self.pages:
+            raise OSError(f"{self.path}: child wrote {self.pages_on_disk} pages of {self.pages}")
+        self.path = None
 
     def close(self) -> None:
         """Finish the file and wait for the child; raises OSError if it failed (again at every call)."""

@@ -148,6 +148,7 @@ def _check_csv(path: Path, problems: list[str], notes: list[str]) -> int | None:
 def _check_masks(path: Path, manifest: dict[str, Any], problems: list[str]) -> int | None:
     import tifffile
 
+    from sam4em_live.io.label_stack_layout import page_frame
     from sam4em_live.io.run_manifest import expand_ranges
 
     page_frames: list[int | None] = []
@@ -156,7 +157,7 @@ def _check_masks(path: Path, manifest: dict[str, Any], problems: list[str]) -> i
             for page in tif.pages:
                 page.asarray()
                 try:
-                    page_frames.append(int(json.loads(page.description)["frame"]))  # type: ignore[union-attr]
+                    page_frames.append(page_frame(page.description))  # type: ignore[arg-type]
                 except (ValueError, KeyError, TypeError):
                     page_frames.append(None)
     except Exception as exc:  # tifffile raises many types on a broken file

@@ -21,6 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.frames import AcquisitionClock, TimeBase
+from sam4em_live.io.label_stack_layout import page_origin
 from sam4em_live.io.mask_tiff import MASK_COMPRESSION_LEVEL, end_at_last_complete_page
 from sam4em_live.io.run_manifest import FrameRanges, build_manifest, json_line, write_json_atomic
 from sam4em_live.io.trajectories import measurement_row, trajectory_columns
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from sam4em_live.frames import Calibration
+    from sam4em_live.io.label_stack_layout import LabelStackLayout
     from sam4em_live.particles import ParticleMask
     from sam4em_live.results import RunInfo
     from sam4em_live.sinks.mask_process import MaskWriterProcess
@@ -83,7 +85,8 @@ class TrajectoriesCsvWriter:
     to its last row at every moment. ``t_s`` is the acquisition time on the series' ``clock``
     (`AcquisitionClock`: ``frame / fps``, the detector's timestamps from the first recorded frame,
     or empty when time is counted in frames); without a clock, ``frame / fps`` when the fps is known,
-    else the timestamps. `rows` and `frames` count what is in the file.
+    else the timestamps. `rows` and `frames` count what is in the file. Every row carries its
+    ``series`` (`start_series` switches to the next one, with its calibration and clock).
     """
 
     def __init__(self, path: Path, calibration: Calibration, clock: AcquisitionClock | None = None) -> None:
@@ -91,7 +94,8 @@ class TrajectoriesCsvWriter:
         self.calibration = calibration
         self.clock = clock or AcquisitionClock(
             TimeBase.FPS if calibration.fps else TimeBase.DETECTOR_TIMESTAMPS, calibration.fps)
-        self.columns = trajectory_columns(calibration, have_time=True)
+        self.columns = trajectory_columns(calibration, have_time=True, with_series=True)
+        self.series = 0
         self.rows = 0
         self.frames = 0
         self._pending_rows = 0
@@ -106,12 +110,16 @@ class TrajectoriesCsvWriter:
     def pending_frames(self) -> int:
         return self._pending_frames
 
+    def start_series(self, series: int, calibration: Calibration, clock: AcquisitionClock) -> None:
+        """The rows written from now on belong to series ``series`` (`sinks.series_segments`)."""
+        self.series, self.calibration, self.clock = series, calibration, clock
+
     def write(self, result: ResultMessage) -> int:
         """Add the present particles' rows of one frame; returns how many."""
         calibration = self.calibration
         t_s = self.clock.t_s(result.index, result.timestamp_s)
         # One writerows call per frame: the writer thread holds the GIL the worker needs.
-        rows = [list(map(measurement_row(m, calibration, t_s).get, self.columns))
+        rows = [list(map(measurement_row(m, calibration, t_s, self.series).get, self.columns))
                 for m in result.measurements if m.present]
         self._csv.writerows(rows)
         self._pending_rows += len(rows)
@@ -224,10 +232,19 @@ class ManifestWriter:
     def write(self, status: str, files: Mapping[str, str | None], counts: Mapping[str, int],
               mask_frames: FrameRanges, latest_status: Mapping[str, Any] | None,
               closed_utc: str | None = None, reason: str | None = None,
-              stopped: Mapping[str, Any] | None = None) -> None:
-        """Replace run.json (raises OSError if the disk refuses; the previous run.json is then intact)."""
-        manifest = build_manifest(self.run, status, self.created_utc, files, self.trajectory_columns, counts,
-                                  mask_frames, latest_status, closed_utc, reason, stopped)
+              stopped: Mapping[str, Any] | None = None, series_list: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Replace run.json (raises OSError if the disk refuses; the previous run.json is then intact).
+
+        ``series_list`` (every series of the run, `sinks.series_segments`) goes right after ``series``
+        (the first one, as the run opened).
+        """
+        built = build_manifest(self.run, status, self.created_utc, files, self.trajectory_columns, counts,
+                               mask_frames, latest_status, closed_utc, reason, stopped)
+        manifest: dict[str, Any] = {}
+        for key, value in built.items():
+            manifest[key] = value
+            if key == "series":
+                manifest["series_list"] = list(series_list)
         size = write_json_atomic(self.path, manifest)
         if self.reserve is not None:
             self.reserve.ensure(max(RESERVE_MIN_BYTES, 2 * size + (16 << 10)))
@@ -246,10 +263,15 @@ class MaskPagesWriter:
     file. Until `open` succeeded nothing is written; if it fails, `failed` is set and the run goes on
     without masks. `frames` holds each page's frame index as sent; `on_disk` those of the pages the
     file holds (``run.json`` ``mask_frames``): the child's last report while it runs, exact once closed.
+
+    With a ``layout`` (the recorder's) the file holds one page per frame index from `page_origin` on,
+    so `frames` is one range, empty pages for frames without a result included (`io.label_stack_layout`).
+    One writer per file: a run with several series has one per series, all through the one child.
     """
 
-    def __init__(self, process: MaskWriterProcess, path: Path) -> None:
+    def __init__(self, process: MaskWriterProcess, path: Path, layout: LabelStackLayout | None = None) -> None:
         self.path = path
+        self.layout = layout
         self.frames = FrameRanges()
         self.opened = False
         self.failed = False
@@ -266,10 +288,14 @@ class MaskPagesWriter:
         """The frames of the pages in the file (see class docstring)."""
         return self.frames.prefix(self.pages_on_disk)
 
+    def next_file(self, path: Path, layout: LabelStackLayout) -> MaskPagesWriter:
+        """A writer for the next series' file, through the same child (close this one first, ``last=False``)."""
+        return MaskPagesWriter(self._process, path, layout)
+
     def open(self) -> None:
         """Open the file in the child (raises OSError, after marking the writer `failed`)."""
         try:
-            self._process.open(self.path, MASK_COMPRESSION_LEVEL)
+            self._process.open(self.path, MASK_COMPRESSION_LEVEL, self.layout)
         except OSError:
             self.failed = True
             raise
@@ -283,7 +309,13 @@ class MaskPagesWriter:
         """
         if not self.opened:
             return False
-        self.frames.append(frame_index)
+        ranges = self.frames.ranges
+        if self.layout is None:
+            self.frames.append(frame_index)
+        elif not ranges:
+            ranges.append([page_origin(frame_index), frame_index])
+        else:
+            ranges[-1][1] = frame_index  # the frames in between get empty pages
         self._process.append_masks(shape, masks, frame_index)
         return True
 
@@ -296,9 +328,10 @@ class MaskPagesWriter:
         if self.opened:
             self._process.flush()
 
-    def close(self, discard_pending: bool = False) -> int:
+    def close(self, discard_pending: bool = False, last: bool = True) -> int:
         """Finish the file and let the child go; returns the particles not drawn (ids above 65535).
 
+        ``last=False`` keeps the child for the next series' file (`MaskWriterProcess.close_file`).
         ``discard_pending`` drops the pages not yet sent (the recording stops). Afterwards `frames`
         lists exactly the pages in the file, also when the child failed or died: a dead child's file
         is cut back to its last complete page (`end_at_last_complete_page`). Raises OSError if the
@@ -306,13 +339,16 @@ class MaskPagesWriter:
         """
         opened, self.opened = self.opened, False
         if not opened:
-            if not self.failed and self._closed_pages is None:
+            if not self.failed and self._closed_pages is None and last:
                 self._process.close()
             return 0
         try:
             if discard_pending:
                 self._process.discard_pending()
-            self._process.close()
+            if last:
+                self._process.close()
+            else:
+                self._process.close_file()
         except MaskWriterDied:
             self._closed_pages = self._recover()
             raise

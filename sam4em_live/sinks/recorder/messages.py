@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from sam4em_live.frames import Calibration
     from sam4em_live.particles import EditRecord, ParticleMask, ParticleMeasurement
     from sam4em_live.results import ServiceEvent
 
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
 class ResultMessage:
     """What the writers need from one `FrameResult` (times in seconds, Unix epoch).
 
-    Built by `Recorder.consume` on the pipeline thread; it copies references only.
+    Built by `Recorder.consume` on the pipeline thread; it copies references only. ``series_id``,
+    ``shape`` (rows, columns), ``dtype`` and ``calibration`` are the frame's: they tell which series
+    the result belongs to (`sinks.series_segments`).
     """
 
     index: int
@@ -32,6 +35,10 @@ class ResultMessage:
     masks: tuple[ParticleMask, ...]
     events: tuple[ServiceEvent, ...]
     edits: tuple[EditRecord, ...] = ()  # what became of the edits decided at this frame (edits.jsonl)
+    series_id: str = ""
+    shape: tuple[int, int] = (0, 0)
+    dtype: str = ""
+    calibration: Calibration | None = None  # None: the run's series calibration
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from sam4em_live.sinks.recorder.files import (
     MaskPagesWriter,
     TrajectoriesCsvWriter,
 )
+from sam4em_live.sinks.series_segments import SeriesSegments
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
         ResultMessage,
         StatusMessage,
     )
+    from sam4em_live.sinks.series_segments import SeriesSegment
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,9 @@ class RunDirectoryWriter:
         self._manifest_due = 0.0
         self._trajectories: TrajectoriesCsvWriter | None = None
         self._jsonl: dict[str, JsonlWriter] = {}
+        self.series = SeriesSegments(run.series)
+        #: Every series' masks writer, by series number (series 0's is ``masks``'s first value).
+        self._mask_files: dict[int, MaskPagesWriter] = {0: masks} if masks is not None else {}
         self._files_open = True  # until `_close_files`: the writers stay, for their counts
         try:
             self._trajectories = TrajectoriesCsvWriter(run_dir / TRAJECTORIES, run.series.calibration,
@@ -138,6 +143,12 @@ class RunDirectoryWriter:
         if self.stopped is not None or not self._files_open or trajectories is None:
             self.counts.results_after_stop += 1
             return
+        series = self.run.series
+        segment, new = self.series.place(message.series_id or series.series_id, message.index,
+                                         message.shape if message.dtype else series.shape,
+                                         message.dtype or series.dtype, message.calibration or series.calibration)
+        if new:
+            self._start_series(segment)
         trajectories.write(message)
         events = self._jsonl[EVENTS]
         for event in message.events:
@@ -149,9 +160,32 @@ class RunDirectoryWriter:
         self._last_frame = message.index
         if self.masks is not None:
             try:
-                self.masks.append(self.run.series.shape, message.masks, message.index)
+                self.masks.append(segment.shape, message.masks, message.index)
             except OSError as exc:
                 self._masks_failed(exc)
+
+    def _start_series(self, segment: SeriesSegment) -> None:
+        """Rows and masks from here on are the new series': its number, clock and masks file."""
+        assert self._trajectories is not None and segment.clock is not None
+        self._trajectories.start_series(segment.number, segment.calibration, segment.clock)
+        if segment.number == 0:
+            return
+        log.info("recorder: series %d (%s, %s) starts at frame %d: %s", segment.number, segment.series_id,
+                 segment.shape, segment.first_frame, segment.started_by)
+        masks = self.masks
+        if masks is None or not masks.opened:  # not recorded, or the mask writer is gone
+            return
+        try:
+            self.counts.masks_not_drawn += masks.close(last=False)
+        except OSError as exc:
+            self._masks_failed(exc)
+            return
+        self.masks = masks.next_file(self.run_dir / segment.masks_name, segment.layout)
+        self._mask_files[segment.number] = self.masks
+        try:
+            self.masks.open()
+        except OSError as exc:
+            self._masks_failed(exc)
 
     def write_status(self, message: StatusMessage) -> None:
         self._latest_status = dict(message.status)
@@ -300,8 +334,12 @@ class RunDirectoryWriter:
     # ------------------------------------------------------------- internals
 
     def files(self) -> dict[str, str | None]:
-        """run.json ``files``: masks is null while there is no such file (disabled, not created yet, or failed)."""
-        masks = MASKS if self.masks is not None and self.masks.created else None
+        """run.json ``files``: masks is null while there is no such file (disabled, not created yet, or failed).
+
+        ``masks`` is the first series' file; ``series_list`` names every series' own.
+        """
+        first = self._mask_files.get(0)
+        masks = MASKS if first is not None and first.created else None
         return {"trajectories": TRAJECTORIES, "masks": masks, "events": EVENTS, "status": STATUS,
                 "annotations": ANNOTATIONS, "edits": EDITS}
 
@@ -315,8 +353,8 @@ class RunDirectoryWriter:
             counts.status_snapshots = self._jsonl[STATUS].lines
             counts.annotations = self._jsonl[ANNOTATIONS].lines
             counts.edits = self._jsonl[EDITS].lines
-        if self.masks is not None:
-            counts.mask_pages = self.masks.pages_on_disk
+        if self._mask_files:  # pages in every series' file
+            counts.mask_pages = sum(writer.pages_on_disk for writer in self._mask_files.values())
 
     def _write_running_manifest(self) -> None:
         try:
@@ -325,9 +363,10 @@ class RunDirectoryWriter:
             self._stop(MANIFEST, exc)
 
     def _write_manifest(self, status: str, closed_utc: str | None = None, reason: str | None = None) -> None:
-        mask_frames = self.masks.on_disk() if self.masks is not None else FrameRanges()
+        first = self._mask_files.get(0)
+        mask_frames = first.on_disk() if first is not None else FrameRanges()
         self.manifest.write(status, self.files(), self.counts.as_dict(), mask_frames, self._latest_status,
-                            closed_utc, reason, self.stopped)
+                            closed_utc, reason, self.stopped, self._series_list())
         self._manifest_due = time.monotonic() + MANIFEST_INTERVAL_S
 
     def _close_files(self) -> None:
@@ -352,3 +391,13 @@ class RunDirectoryWriter:
                 self._problems.append(f"{MASKS} ends early ({exc})")
                 log.exception("recorder: closing masks.tif failed")
         self._sync_counts()
+
+    def _series_list(self) -> list[dict[str, Any]]:
+        """run.json ``series_list``: every series with its masks file and the pages that file holds."""
+        out = []
+        for segment in self.series.segments:
+            writer = self._mask_files.get(segment.number)
+            created = writer is not None and writer.created
+            out.append(segment.as_manifest(segment.masks_name if created else None,
+                                           writer.pages_on_disk if writer is not None and created else 0))
+        return out

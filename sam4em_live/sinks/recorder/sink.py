@@ -41,6 +41,7 @@ from sam4em_live.sinks.recorder.messages import (
 )
 from sam4em_live.sinks.recorder.run_writer import MASKS, RunDirectoryWriter
 from sam4em_live.sinks.recorder.writer_thread import WriterThread
+from sam4em_live.sinks.series_segments import first_series_layout
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -138,7 +139,8 @@ class Recorder:
                                 "(choose another run id / output folder)") from None
         except OSError as exc:
             raise RecorderError(f"cannot create run directory {run_dir}: {exc}") from None
-        masks = MaskPagesWriter(self._mask_process, run_dir / MASKS) if self._mask_process is not None else None
+        masks = (MaskPagesWriter(self._mask_process, run_dir / MASKS, first_series_layout(run.series))
+                 if self._mask_process is not None else None)
         try:
             self._run_writer = RunDirectoryWriter(run, run_dir, self._counts, masks)
         except OSError as exc:  # the disk refused the first bytes: leave nothing half made behind
@@ -157,9 +159,11 @@ class Recorder:
         # This runs at the camera rate: build the message inline and try the queue directly (one call
         # fewer than `submit`); only a full queue goes through the policy.
         frame = result.frame
+        pixels = frame.pixels
         message = ResultMessage(frame.index, frame.timestamp_s, result.processed_s, tuple(result.measurements),
                                 tuple(result.masks) if self.write_masks else (), tuple(result.events),
-                                result.edits)
+                                result.edits, frame.series_id, (pixels.shape[0], pixels.shape[1]),
+                                pixels.dtype.str, frame.calibration)
         try:
             self._put_nowait(message)
         except queue.Full:
