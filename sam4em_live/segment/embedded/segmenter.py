@@ -24,6 +24,8 @@ import numpy as np
 
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
 from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
+from sam4em_live.segment.embedded.identity import STATIC_FRACTION, Candidate, needs_gate, refusal
+from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.reacquire import candidate_positions
 from sam4em_live.segment.embedded.search import (
@@ -31,22 +33,21 @@ from sam4em_live.segment.embedded.search import (
     FineLevel,
     MotionPrior,
     PoseEstimate,
-    coarse_correlations,
     coarse_search,
     fine_search,
     fine_window_extent,
 )
 from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
 from sam4em_live.segment.embedded.shape import ShapeMemory
+from sam4em_live.segment.embedded.static_map import StaticMap
 from sam4em_live.segment.embedded.tracker import TrackedParticle
-from sam4em_live.segment.embedded.window import BlockLevel, block_darkness, block_mean, frame_window
+from sam4em_live.segment.embedded.window import frame_window
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sam4em_live.frames import Frame
     from sam4em_live.segment.embedded.raster import Placement
-    from sam4em_live.segment.embedded.templates import CoarseBank
 
 logger = logging.getLogger(__name__)
 
@@ -62,21 +63,11 @@ REACQUIRE_CANDIDATES = 4
 MAX_DEFERRED_LEARNING = 3
 #: A near-window match is kept (no full-radius search) if its z is at least this fraction of the typical z.
 NEAR_ACCEPT_Z_FRACTION = 0.7
-#: The near search tries only orientations within this turn of the last one; the full search, which a
-#: larger turn falls back to (its near match is weak), tries all. Turns are ~5-17 degrees a frame.
-NEAR_MAX_TURN_DEG = 45.0
+#: Blob candidates looked at per lost particle in a full-frame pass; static ones are dropped before verifying.
+REACQUIRE_BLOBS = 12
+#: A particle reported absent scores below this (the documented threshold `CONFIDENT_SCORE` is 0.5).
+ABSENT_SCORE_CAP = 0.45
 
-
-
-class NearWindow(NamedTuple):
-    """A near search's coarse window, prepared before the searches of a frame (`_near_windows`)."""
-
-    x0: int
-    y0: int
-    level: BlockLevel
-    prior: MotionPrior  # the track's, computed once a frame: the track does not move until its search is done
-    bank: CoarseBank | None  # the near bank, and
-    correlation: np.ndarray | None  # its `coarse_correlations`, of an unmasked level
 
 
 class SearchOutcome(NamedTuple):
@@ -94,6 +85,7 @@ class EmbeddedSegmenter:
         self._tracks: dict[int, TrackedParticle] = {}
         self._frames_seen = 0
         self._reacquire_turn = 0
+        self._static = StaticMap()  # what never moves: no re-acquisition there (`identity`)
         self._behind = False  # set by note_backlog (live mode only)
 
     def describe(self) -> dict[str, Any]:
@@ -134,6 +126,8 @@ class EmbeddedSegmenter:
             found = self._reacquire(pixels, track, claims)
             if found is not None:
                 results[track.particle] = found
+        lost_places = [(t.x, t.y, t.memory.radius_px) for t in self._tracks.values() if not t.present]
+        self._static.observe(self._frames_seen, pixels, claims, lost_places)
         self._frames_seen += 1
         return [results[pid] for pid in sorted(self._tracks) if pid in results]
 
@@ -228,7 +222,7 @@ class EmbeddedSegmenter:
         if prepared is None:
             cx, cy = centre if centre is not None else (coarse_prior.x, coarse_prior.y)
             x0, y0, edge = track.window_origin(cx, cy, near=near)
-            coarse = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
+            coarse = block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
             bank, correlation = None, None
         else:
             x0, y0, coarse, _, bank, correlation = prepared
@@ -238,7 +232,7 @@ class EmbeddedSegmenter:
         if start is None:
             return SearchOutcome(None, coarse.background)
         fx0, fy0, fedge = fine_window_extent(track.memory, start.x, start.y)
-        fine = _block_level(pixels, track, claims, fx0, fy0, fedge, track.memory.fine_factor, coarse.background,
+        fine = block_level(pixels, track, claims, fx0, fy0, fedge, track.memory.fine_factor, coarse.background,
                             clip_pixels=True)
         level = FineLevel(fx0, fy0, fine.contrast, fine.valid)
         return SearchOutcome(fine_search(level, track.memory, start, fine_prior), coarse.background)
@@ -272,36 +266,8 @@ class EmbeddedSegmenter:
 
     def _near_windows(self, pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Placement]
                       ) -> dict[int, NearWindow]:
-        """The near windows `_search` will look at first, with their coarse correlations computed together.
-
-        Windows of one size go through scipy.fft as one stack (`coarse_correlations`): the same
-        floats, fewer calls. Masked windows (pixels out of the frame or claimed) are left to
-        `coarse_search`. Nothing here depends on the order of the searches: no claim changes
-        until they are all done.
-        """
-        near_px = self.options.near_search_radius_px
-        windows: dict[int, NearWindow] = {}
-        unmasked: list[NearWindow] = []  # correlation None until the stacks are transformed
-        particles: list[int] = []  # of the unmasked windows,
-        banks: list[CoarseBank] = []  # and their near banks
-        for track in tracks:
-            prior = track.prior(self.options)
-            if not (track.present and 0 < near_px < prior.radius_px):
-                continue
-            x0, y0, edge = track.window_origin(prior.x, prior.y, near=True)
-            level = _block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
-            if level.valid is not None:  # masked levels are matched (two more transforms) in `coarse_search`
-                windows[track.particle] = NearWindow(x0, y0, level, prior, None, None)
-                continue
-            bank = track.memory.banks.coarse_bank_turning(level.contrast.shape[0], prior.angle_deg, NEAR_MAX_TURN_DEG)
-            unmasked.append(NearWindow(x0, y0, level, prior, bank, None))
-            particles.append(track.particle)
-            banks.append(bank)
-        correlations = coarse_correlations([window.level.contrast for window in unmasked], banks)
-        for particle, window, correlation in zip(particles, unmasked, correlations, strict=True):
-            # A new tuple: `_replace` costs ~2 us.
-            windows[particle] = NearWindow(window.x0, window.y0, window.level, window.prior, window.bank, correlation)
-        return windows
+        """`near.near_windows` (a method, so a test can compare it with one search at a time)."""
+        return near_windows(pixels, tracks, claims, self.options)
 
     def _follow(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
                 strict: bool = False) -> ParticleMask:
@@ -317,9 +283,11 @@ class EmbeddedSegmenter:
         if placed is None:
             placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
         visible = 0.0 if placed is None else unclaimed_area(placed, claims) / max(placed.area_px, 1)
-        if placed is None or not track.is_detection(estimate, visible, self.options, strict):
-            track.lose()
-            return ParticleMask.absent(track.particle, track.confidence(estimate, visible, self.options))
+        if (placed is None or not track.is_detection(estimate, visible, self.options, strict)
+                or self._refused(pixels, track, estimate, placed, visible)):
+            track.lose()  # lost beats wrong: reported absent, with a score below the confident threshold
+            return ParticleMask.absent(track.particle,
+                                       min(track.confidence(estimate, visible, self.options), ABSENT_SCORE_CAP))
         track.accept(estimate)
         if visible >= LEARN_MIN_VISIBLE and estimate.z >= LEARN_MIN_Z_FRACTION * track.z_ref:
             track.learn_references(estimate)
@@ -362,7 +330,7 @@ class EmbeddedSegmenter:
             placed = track.memory.rasterize(track.x, track.y, track.angle_deg, pixels.shape)
         if placed is None or not placed.crop.any():
             track.lose()
-            return ParticleMask.absent(track.particle, score)
+            return ParticleMask.absent(track.particle, min(score, ABSENT_SCORE_CAP))
         claims.append(placed)
         extras = {"x": track.x, "y": track.y, "angle_deg": track.angle_deg, "z": track.last_z}
         box = placed.box  # a plain tuple in the shared record
@@ -370,35 +338,44 @@ class EmbeddedSegmenter:
                             extras=extras)
 
     def _reacquire(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement]) -> ParticleMask | None:
-        """Look for a lost particle over the whole frame; None if not found."""
-        candidates = candidate_positions(pixels, track, claims, REACQUIRE_CANDIDATES)
-        for cx, cy in candidates:
+        """Look for a lost particle over the whole frame; None if not found.
+
+        Blob candidates on static features are dropped before the (costly) pose search; each
+        verified match must still pass the identity gate (`_refused`).
+        """
+        blobs = candidate_positions(pixels, track, claims, REACQUIRE_BLOBS)
+        radius, polarity = track.memory.radius_px, track.polarity
+        moving = [(cx, cy) for cx, cy in blobs
+                  if self._static.explains(pixels, cx, cy, radius, polarity) < STATIC_FRACTION]
+        for cx, cy in moving[:REACQUIRE_CANDIDATES]:
             estimate, background = self._search(pixels, track, claims, centre=(cx, cy))
             if estimate is None:
                 continue
             placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
             visible = 0.0 if placed is None else unclaimed_area(placed, claims) / max(placed.area_px, 1)
-            if placed is not None and track.is_detection(estimate, visible, self.options, strict=True):
-                track.frames_lost = 0
-                return self._conclude(pixels, track, estimate, background, claims, strict=True)
+            if (placed is not None and track.is_detection(estimate, visible, self.options, strict=True)
+                    and not self._refused(pixels, track, estimate, placed, visible)):
+                return self._conclude(pixels, track, estimate, background, claims, strict=True, placed=placed)
         return None
 
-
-def _block_level(pixels: np.ndarray, track: TrackedParticle, claims: list[Placement], x0: int, y0: int, edge: int,
-                 factor: int, background: float | None = None, clip_pixels: bool = False) -> BlockLevel:
-    """Block-mean contrast of the window at (x0, y0), its valid fraction (None: all valid) and background.
-
-    Straight from the raw pixels (`block_darkness`) unless the window leaves the frame, holds
-    saturated pixels or pixels claimed by other particles; then through `frame_window`.
-    """
-    taken = claimed(claims, x0, y0, edge)
-    if taken is None:
-        fast = block_darkness(pixels, x0, y0, edge, factor, track.polarity, background, clip_pixels)
-        if fast is not None:
-            return fast
-    window = frame_window(pixels, x0, y0, edge, edge, track.polarity, taken, background)
-    valid = None if window.valid.all() else block_mean(window.valid, factor)
-    return BlockLevel(block_mean(window.darkness, factor), valid, window.background)
+    def _refused(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate, placed: Placement,
+                 visible: float) -> str | None:
+        """Why a detection may not carry the particle's id (`identity`); None for an ordinary step or a pass."""
+        history = track.history()
+        if track.present and not needs_gate(Candidate(estimate.x, estimate.y, estimate.z, estimate.amplitude,
+                                                      visible, 1.0), history):
+            return None
+        in_frame = int(placed.crop.sum())
+        exclusive = visible * placed.area_px / in_frame if in_frame else 0.0
+        candidate = Candidate(estimate.x, estimate.y, estimate.z, estimate.amplitude, visible, exclusive)
+        reason = refusal(candidate, history)
+        if reason is None and self._static.explains(pixels, estimate.x, estimate.y, track.memory.radius_px,
+                                                    track.polarity) >= STATIC_FRACTION:
+            reason = "on a static feature"
+        if reason is not None:
+            logger.debug("particle %d: match at (%.0f, %.0f) refused: %s", track.particle, estimate.x, estimate.y,
+                         reason)
+        return reason
 
 
 def _anchor_radius(track: TrackedParticle, wanted_px: float) -> float:

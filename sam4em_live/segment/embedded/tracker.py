@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from scipy import fft as sfft
 
+from sam4em_live.segment.embedded.identity import History, StepModel
 from sam4em_live.segment.embedded.search import MotionPrior, PoseEstimate
 from sam4em_live.segment.embedded.window import WindowExtent
 
@@ -60,9 +61,11 @@ class TrackedParticle:
     learning_deferred: int = 0
     window_cells: int = field(init=False)
     near_window_cells: int = field(init=False)
+    steps: StepModel = field(init=False)  # its own step lengths: the identity gate's motion model
 
     def __post_init__(self) -> None:
         options = self.memory.options
+        self.steps = StepModel(options.step_prior_scale_px)
         self.window_cells = self._window_cells(options.search_radius_px)
         self.near_window_cells = self._window_cells(min(options.near_search_radius_px, options.search_radius_px))
 
@@ -118,6 +121,7 @@ class TrackedParticle:
     def accept(self, estimate: PoseEstimate) -> None:
         """Move to a detected pose and update motion and references."""
         if self.present:
+            self.steps.add(math.hypot(estimate.x - self.x, estimate.y - self.y))
             vx, vy = self.velocity
             self.velocity = (vx + VELOCITY_WEIGHT * (estimate.x - self.x - vx),
                              vy + VELOCITY_WEIGHT * (estimate.y - self.y - vy))
@@ -125,6 +129,11 @@ class TrackedParticle:
             self.velocity = (0.0, 0.0)
         self.x, self.y, self.angle_deg = estimate.x, estimate.y, estimate.angle_deg
         self.present, self.frames_lost, self.last_z = True, 0, estimate.z
+
+    def history(self) -> History:
+        """The particle's side of the identity gate (`identity.refusal`)."""
+        budget = self.steps.budget_px(self.memory.radius_px, self.frames_lost)
+        return History(self.x, self.y, self.present, self.frames_lost, self.z_ref, self.amplitude_ref, budget)
 
     def learn_references(self, estimate: PoseEstimate) -> None:
         self.amplitude_ref += REFERENCE_WEIGHT * (estimate.amplitude - self.amplitude_ref)

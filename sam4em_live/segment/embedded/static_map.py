@@ -1,0 +1,121 @@
+"""What never moves: a slow per-block temporal background of the stream, learned while tracking.
+
+Contamination, membrane defects, edge artifacts and immobile particles nobody prompted look like
+particles to a matched filter, and a lost particle must never be "re-acquired" on one (a static
+dark blob at the image edge took a faded rod's identity 296 px away on a real video, issue 16).
+Such features are the part of the image that stays put: a running mean of the frame at low
+resolution holds them at full contrast, while anything that moves is averaged away.
+
+Cheap by construction: every ``interval`` frames the frame is block-averaged ``factor`` x (strided
+sums, ~0.3 ms for 1024²) and folded into the mean with weight ``1 / min(n, horizon)`` per block (a
+running mean at first, so a feature present from frame 0 is known after one update). Blocks under a
+tracked particle, or around a lost particle's last position, are not updated: the map must never
+learn a tracked particle as "static" (it would then refuse its re-acquisition where it sat).
+
+`StaticMap.explains` answers the one question the identity gate asks: of the contrast seen now at a
+candidate position, how much was already there on average (1 = all of it: a static feature)?
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sam4em_live.segment.embedded.window import block_mean
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sam4em_live.segment.embedded.raster import Placement
+
+#: Target map size (cells along the longer side); the block factor follows from the frame size.
+MAP_CELLS = 128
+#: Update every this many frames, and forget with this horizon (updates): 8 x 24 frames ~ 2.4 s at 80 fps.
+UPDATE_INTERVAL_FRAMES = 8
+HORIZON_UPDATES = 24
+#: A footprint cell counts only once it has been updated this often.
+MIN_UPDATES = 2
+
+
+def map_factor(shape: tuple[int, int]) -> int:
+    """Block factor for a frame: about `MAP_CELLS` cells along the longer side, at least 2."""
+    return max(2, math.ceil(max(shape) / MAP_CELLS))
+
+
+class StaticMap:
+    """Low-resolution running mean of the frame and, per block, how many updates it holds."""
+
+    def __init__(self, interval: int = UPDATE_INTERVAL_FRAMES, horizon: int = HORIZON_UPDATES) -> None:
+        self.interval, self.horizon = interval, horizon
+        self.factor = 0
+        self.mean: np.ndarray | None = None
+        self.updates: np.ndarray | None = None
+
+    def observe(self, frame_index: int, pixels: np.ndarray, claims: Iterable[Placement],
+                keep_out: Iterable[tuple[float, float, float]] = ()) -> None:
+        """Fold this frame in when due; blocks under ``claims`` and ``keep_out`` discs (x, y, r) are left as they are."""
+        if frame_index % self.interval:
+            return
+        factor = map_factor((int(pixels.shape[0]), int(pixels.shape[1])))
+        rows, cols = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
+        if rows == 0 or cols == 0:
+            return
+        blocks = block_mean(pixels[:rows, :cols], factor)
+        if self.mean is None or self.updates is None or self.mean.shape != blocks.shape or factor != self.factor:
+            self.factor = factor
+            self.mean = np.zeros_like(blocks)
+            self.updates = np.zeros(blocks.shape, np.int32)
+        learn = np.ones(blocks.shape, bool)
+        for claim in claims:
+            x0, y0, x1, y1 = claim.box
+            learn[max(y0 // factor, 0) : y1 // factor + 1, max(x0 // factor, 0) : x1 // factor + 1] = False
+        for x, y, r in keep_out:
+            reach = r + factor
+            learn[max(int((y - reach) // factor), 0) : max(int((y + reach) // factor) + 1, 0),
+                  max(int((x - reach) // factor), 0) : max(int((x + reach) // factor) + 1, 0)] = False
+        self.updates[learn] += 1
+        weight = 1.0 / np.clip(self.updates, 1, self.horizon).astype(np.float32)
+        self.mean[learn] += weight[learn] * (blocks[learn] - self.mean[learn])
+
+    def explains(self, pixels: np.ndarray, x: float, y: float, radius_px: float, polarity: float) -> float:
+        """Fraction (0..) of the contrast at (x, y) now that the long-run mean already shows there.
+
+        Contrast = polarity x (1 - footprint mean / ring mean), on the map's blocks, of the current
+        frame and of the running mean alike (the same dilution, so small particles compare fairly; a
+        global brightness change scales footprint and ring alike). 0 when the map does not know the
+        place yet or nothing stands out now; about 1 on a feature that has always been there.
+        """
+        if self.mean is None or self.updates is None:
+            return 0.0
+        f = self.factor
+        rc = max(radius_px / f, 0.75)
+        outer = rc + 1.0 + max(2.0, rc)
+        cx, cy = (x - (f - 1) / 2) / f, (y - (f - 1) / 2) / f
+        n_rows, n_cols = self.mean.shape
+        c0, c1 = max(int(math.floor(cx - outer)), 0), min(int(math.ceil(cx + outer)) + 1, n_cols)
+        r0, r1 = max(int(math.floor(cy - outer)), 0), min(int(math.ceil(cy + outer)) + 1, n_rows)
+        if c0 >= c1 or r0 >= r1:
+            return 0.0
+        yy, xx = np.mgrid[r0:r1, c0:c1]
+        dist = np.hypot(xx - cx, yy - cy)
+        known = self.updates[r0:r1, c0:c1] >= MIN_UPDATES
+        footprint, ring = dist <= rc, (dist > rc + 1.0) & (dist <= outer)
+        if not footprint.any():
+            footprint = dist <= dist.min()
+        if (footprint & known).sum() < 0.5 * footprint.sum() or not (ring & known).any():
+            return 0.0
+        now = block_mean(pixels[r0 * f : r1 * f, c0 * f : c1 * f], f)
+        if now.shape != dist.shape:
+            return 0.0
+        past = self.mean[r0:r1, c0:c1]
+        contrast_now = _contrast(now, footprint & known, ring & known, polarity)
+        if contrast_now <= 0:
+            return 0.0
+        return max(_contrast(past, footprint & known, ring & known, polarity), 0.0) / contrast_now
+
+
+def _contrast(blocks: np.ndarray, footprint: np.ndarray, ring: np.ndarray, polarity: float) -> float:
+    background = float(blocks[ring].mean())
+    return polarity * (1.0 - float(blocks[footprint].mean()) / background) if background > 0 else 0.0
