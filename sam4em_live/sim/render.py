@@ -21,6 +21,8 @@ from sam4em_live.sim.optics import (
 from sam4em_live.sim.shapes import ThicknessPatch, render_thickness
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sam4em_live.sim.spec import SimulationSpec
 
 #: ADU per electron for uint16 output: high enough that rounding adds < 1 % to the noise.
@@ -134,20 +136,26 @@ class FrameRenderer:
         return box, transmission(depth, thick, self.spec.cell).astype(np.float32)
 
     def render(
-        self, index: int, exposure_poses: list[list[Pose | None]], rng: np.random.Generator, contrast: bool = True
+        self, index: int, exposure_poses: list[list[Pose | None]], rng: np.random.Generator, contrast: bool = True,
+        dose_factor: float = 1.0, visibility: Sequence[float] | None = None,
     ) -> RenderedFrame:
         """Render frame ``index``; ``exposure_poses[0]`` are the poses at the start of the exposure.
 
         ``contrast=False`` skips the CNR/SNR statistics (NaN), saving time when streaming.
+        ``dose_factor`` scales this frame's dose (a dose change, beam blanking). ``visibility`` (one factor
+        per particle, 0–1) scales each particle's projected thickness in the image only — a particle moving
+        along the beam out of the liquid layer fades — while the ground truth keeps its full footprint.
         """
         dose = 1.0
         if self.imaging.dose_jitter_fraction > 0:
             dose = max(1.0 + self.imaging.dose_jitter_fraction * rng.standard_normal(), 0.05)
+        dose *= dose_factor
         exposure_patches = [self.patches(poses) for poses in exposure_poses]
-        mean = self.mean_electrons(exposure_patches, dose)
+        imaged = exposure_patches if visibility is None else [_faded(p, visibility) for p in exposure_patches]
+        mean = self.mean_electrons(imaged, dose)
         # Without a gradient, pixels outside the particles' windows all expect the same dose.
         uniform = None if self.gradient is not None else float(np.float32(self.background_e * dose))
-        boxes = [p.slices for patches in exposure_patches for p in patches if p is not None]
+        boxes = [p.slices for patches in imaged for p in patches if p is not None]
         electrons = shot_noise(mean, self.imaging.shot_noise, rng, uniform, boxes)
         if self.mtf is not None:
             electrons = apply_mtf(electrons, self.mtf)
@@ -199,6 +207,19 @@ class FrameRenderer:
             out[sharp.y0 - patch.y0 : sharp.y0 - patch.y0 + sharp.thickness_nm.shape[0],
                 sharp.x0 - patch.x0 : sharp.x0 - patch.x0 + sharp.thickness_nm.shape[1]] = sharp.footprint
         return out
+
+
+def _faded(patches: list[ThicknessPatch | None], visibility: Sequence[float]) -> list[ThicknessPatch | None]:
+    """Patches with thickness scaled by each particle's visibility (``None`` where it is 0)."""
+    out: list[ThicknessPatch | None] = []
+    for patch, factor in zip(patches, visibility, strict=True):
+        if patch is None or factor <= 0:
+            out.append(None)
+        elif factor >= 1:
+            out.append(patch)
+        else:
+            out.append(ThicknessPatch(patch.y0, patch.x0, patch.thickness_nm * np.float32(factor)))
+    return out
 
 
 def _union(box: tuple[slice, slice] | None, sl: tuple[slice, slice]) -> tuple[slice, slice]:

@@ -68,7 +68,11 @@ class SimulationRun:
         """Index of the next frame to render."""
         return self._index
 
-    def next_frame(self, stage_offset_px: tuple[float, float] = (0.0, 0.0)) -> RenderedFrame | None:
+    def next_frame(
+        self, stage_offset_px: tuple[float, float] = (0.0, 0.0), dose_factor: float = 1.0,
+        visibility: Sequence[float] | None = None,
+    ) -> RenderedFrame | None:
+        """The next frame (``dose_factor`` and ``visibility``: see `FrameRenderer.render`)."""
         if self.n_frames is not None and self._index >= self.n_frames:
             return None
         start = self._next_poses
@@ -77,7 +81,8 @@ class SimulationRun:
         ox, oy = stage_offset_px
         shifted = [[None if p is None else Pose(p.x_px - ox, p.y_px - oy, p.angle_deg) for p in poses]
                    for poses in exposure]
-        frame = self.renderer.render(self._index, shifted, self._noise_rng, self.contrast)
+        frame = self.renderer.render(self._index, shifted, self._noise_rng, self.contrast, dose_factor,
+                                     visibility)
         self._index += 1
         return frame
 
