@@ -39,7 +39,8 @@ def test_a_recorded_run_reads_back(tmp_path: Path) -> None:
     masks = folder.mask_pages()
     assert (masks.pages, masks.page_shape, masks.frames) == (7, SHAPE, tuple(range(7)))  # page k = frame k
     with tifffile.TiffFile(masks.path) as tif:
-        assert tif.pages[3].asarray()[12, 10 + 5] == 1  # page 3 is frame 5: particle 1 at x = 10 + 5
+        assert tif.pages[5].asarray()[12, 10 + 5] == 1  # page 5 is frame 5: particle 1 at x = 10 + 5
+        assert not tif.pages[3].asarray().any()  # frame 3 had no result: an empty page
 
 
 @pytest.mark.parametrize("mask_frames, expected", [

@@ -6,6 +6,8 @@ The one reader every consumer uses (analysis, evaluation, tools)::
     folder.manifest, folder.calibration, folder.warnings   # from run.json
     folder.trajectories()                                  # trajectories.csv (or .parquet) as `Trajectories`
     folder.mask_pages()                                    # masks.tif: page count, page shape, frame of each page
+    folder.series_list                                     # every series: id, shape, calibration, frames, masks file
+    folder.napari_tracks()                                 # tracks_napari.csv: track_id, t, y, x (napari's layout)
 
 ``run.json`` is read tolerantly: a folder without one, or with one that cannot be parsed, still
 gives its trajectories (calibration unknown; the problem is logged and kept in `manifest_error`).
@@ -35,8 +37,9 @@ import pandas as pd
 
 from sam4em_live.frames import Calibration
 from sam4em_live.io.mask_tiff import complete_page_frames
+from sam4em_live.io.napari_tracks import NAPARI_TRACKS, napari_tracks
 from sam4em_live.io.run_manifest import RANDOM_WEIGHTS_WARNING, RUNNING, expand_ranges
-from sam4em_live.io.trajectories import Trajectories, normalize_table, read_table_file
+from sam4em_live.io.trajectories import SERIES_COLUMN, Trajectories, normalize_table, read_table_file
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +172,17 @@ class RunFolder:
         return True
 
     @property
+    def series_list(self) -> list[Mapping[str, Any]]:
+        """run.json ``series_list`` (every series of the run); for older runs, ``series`` with ``masks.tif``."""
+        listed = self.manifest.get("series_list")
+        if isinstance(listed, list) and all(isinstance(entry, Mapping) for entry in listed):
+            return list(listed)
+        series = self.manifest.get("series")
+        if isinstance(series, Mapping):
+            return [{**series, "series": 0, "masks": MASKS_NAME}]
+        return []
+
+    @property
     def warnings(self) -> tuple[str, ...]:
         """Warnings the run carries (random weights must never pass silently)."""
         return tuple(run_warnings(self.manifest))
@@ -222,13 +236,16 @@ class RunFolder:
         mask_frames: tuple[int, ...] | None = None
         if self.masks_path is not None:
             mask_frames = tuple(complete_page_frames(self.masks_path))
-            agree("counts.mask_pages", counts.get("mask_pages"), len(mask_frames))
+            later = self._later_series_pages(closed, disagreements)
+            agree("counts.mask_pages", counts.get("mask_pages"), len(mask_frames) + later)
             listed = self.manifest.get("mask_frames")
             if isinstance(listed, list) and all(isinstance(r, list) for r in listed):
                 frames = expand_ranges(listed)
                 if (closed and tuple(frames) != mask_frames) or frames != list(mask_frames[: len(frames)]):
                     disagreements.append(f"run.json mask_frames ({len(frames)} frames) differ from the frames "
                                          f"of the {len(mask_frames)} pages of {MASKS_NAME}")
+        if rows and not cut:
+            disagreements += self._row_disagreements(closed, rows)
         lines: dict[str, int] = {}
         for key, name in JSONL_COUNTS.items():
             if (self.path / name).is_file():
@@ -242,6 +259,62 @@ class RunFolder:
         return RunCheck(status, reason if isinstance(reason, str) else None, rows, cut, mask_frames, lines,
                         tuple(disagreements))
 
+    def _later_series_pages(self, closed: bool, disagreements: list[str]) -> int:
+        """Pages in the masks files of series 1, 2...; each must hold one page per frame of its range."""
+        total = 0
+        for entry in self.series_list[1:]:
+            name = entry.get("masks")
+            if not isinstance(name, str) or not (self.path / name).is_file():
+                continue
+            frames = complete_page_frames(self.path / name)
+            total += len(frames)
+            first, listed = entry.get("mask_first_frame"), entry.get("mask_pages")
+            if isinstance(first, int) and isinstance(listed, int):
+                expected = list(range(first, first + listed))
+                if (closed and frames != expected) or expected != frames[: len(expected)]:
+                    disagreements.append(f"run.json series {entry.get('series')}: {listed} pages from frame {first}, "
+                                         f"{name} holds {len(frames)} pages of other frames")
+        return total
+
+    def _row_disagreements(self, closed: bool, rows: int) -> list[str]:
+        """Rows must be unique by (series, frame, particle), within their series' frame range (closed runs)."""
+        try:
+            table = pd.read_csv(self.path / TRAJECTORY_NAMES[0])
+        except (OSError, ValueError) as exc:
+            return [f"{TRAJECTORY_NAMES[0]} cannot be read ({exc})"]
+        out: list[str] = []
+        keys = [SERIES_COLUMN, "frame", "particle"] if SERIES_COLUMN in table.columns else ["frame", "particle"]
+        duplicated = int(table.duplicated(keys).sum())
+        if duplicated:
+            out.append(f"{TRAJECTORY_NAMES[0]}: {duplicated} duplicate ({', '.join(keys)}) rows")
+        ranges = {e.get("series"): e.get("frames") for e in self.series_list}
+        if closed and SERIES_COLUMN in table.columns and ranges:
+            for number, group in table.groupby(SERIES_COLUMN):
+                frames = ranges.get(int(number))  # type: ignore[call-overload]
+                if not (isinstance(frames, list) and len(frames) == 2):
+                    out.append(f"{TRAJECTORY_NAMES[0]}: rows of series {number}, which run.json does not list")
+                elif group["frame"].min() < frames[0] or group["frame"].max() > frames[1]:
+                    out.append(f"{TRAJECTORY_NAMES[0]}: rows of series {number} outside its frames {frames}")
+        files = self.manifest.get("files")
+        tracks = self.path / NAPARI_TRACKS
+        if closed and isinstance(files, Mapping) and files.get("napari_tracks") and tracks.is_file():
+            written = _whole_lines(tracks.read_bytes()).count(b"\n") - 1
+            if written != rows:
+                out.append(f"{NAPARI_TRACKS} holds {written} rows, {TRAJECTORY_NAMES[0]} {rows}")
+        return out
+
+    # ------------------------------------------------------------- napari
+
+    def napari_tracks(self) -> pd.DataFrame:
+        """The run's tracks in napari's layout (``track_id, t, y, x, series, particle``; `io.napari_tracks`).
+
+        Read from ``tracks_napari.csv`` when the run wrote it, else built from the trajectories.
+        """
+        path = self.path / NAPARI_TRACKS
+        if path.is_file():
+            return pd.read_csv(path)
+        return napari_tracks(self.trajectories().table)
+
     # ------------------------------------------------------------- masks
 
     @property
@@ -249,18 +322,23 @@ class RunFolder:
         path = self.path / MASKS_NAME
         return path if path.is_file() else None
 
-    def mask_pages(self) -> MaskPages:
-        """Page count, page shape and the frame of each page of ``masks.tif``.
+    def mask_pages(self, series: int = 0) -> MaskPages:
+        """Page count, page shape and the frame of each page of ``masks.tif`` (or of series ``series``' file).
 
-        Raises FileNotFoundError without masks.tif, RunFolderError when run.json is unreadable or its
+        Raises FileNotFoundError without the file, RunFolderError when run.json is unreadable or its
         ``mask_frames`` does not match the pages.
         """
         import tifffile  # a heavy import, needed only here
 
         path = self.masks_path
+        if series:
+            entry = next((e for e in self.series_list if e.get("series") == series), {})
+            name = entry.get("masks")
+            path = self.path / name if isinstance(name, str) and (self.path / name).is_file() else None
         if path is None:
-            raise FileNotFoundError(f"{self.path}: no {MASKS_NAME} (was the run recorded with masks?)")
-        if self.status in (RUNNING, INTERRUPTED):
+            name = MASKS_NAME if not series else f"masks file of series {series}"
+            raise FileNotFoundError(f"{self.path}: no {name} (was the run recorded with masks?)")
+        if series or self.status in (RUNNING, INTERRUPTED):
             # Never closed: trust the file. Its complete pages carry their own frame index.
             page_frames = complete_page_frames(path)
             rows, cols = _series_shape(self.manifest)

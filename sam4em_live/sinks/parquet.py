@@ -23,6 +23,7 @@ from pydantic import PositiveInt
 from sam4em_live.config import FrozenModel
 from sam4em_live.frames import AcquisitionClock
 from sam4em_live.io.trajectories import measurement_row, trajectory_columns
+from sam4em_live.sinks.series_segments import SeriesSegments
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -57,6 +58,7 @@ class ParquetSink:
         self._schema: pa.Schema | None = None
         self._run: RunInfo | None = None
         self._clock: AcquisitionClock | None = None
+        self._series: SeriesSegments | None = None
 
     @property
     def counters(self) -> dict[str, int]:
@@ -69,17 +71,25 @@ class ParquetSink:
             raise FileExistsError(f"{path}: already exists (set overwrite = true to replace it)")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self._run, self._clock = path, run, AcquisitionClock.of(run.series)
-        self._columns = trajectory_columns(run.series.calibration, have_time=True)
+        self._series = SeriesSegments(run.series)
+        self._columns = trajectory_columns(run.series.calibration, have_time=True, with_series=True)
         self._schema = pa.schema([(c, _TYPES.get(c, pa.float64())) for c in self._columns])
         self._writer = pq.ParquetWriter(path, self._schema)
 
     def consume(self, result: FrameResult) -> None:
-        run, clock = self._run, self._clock
-        if run is None or clock is None or self._writer is None:
+        run, clock, series = self._run, self._clock, self._series
+        if run is None or clock is None or series is None or self._writer is None:
             return
-        calibration = run.series.calibration
+        # Every row carries its series, as in the recorder's table (a restart or a new series starts one).
+        frame = result.frame
+        segment, new = series.place(frame.series_id, frame.index, frame.shape, frame.pixels.dtype.str,
+                                    frame.calibration)
+        if new and segment.number > 0 and segment.clock is not None:
+            self._clock = clock = segment.clock
+        calibration = segment.calibration
         t_s = clock.t_s(result.index, result.frame.timestamp_s)  # as the recorder writes it (the series' time base)
-        self._rows.extend(measurement_row(m, calibration, t_s) for m in result.measurements if m.present)
+        self._rows.extend(measurement_row(m, calibration, t_s, segment.number)
+                          for m in result.measurements if m.present)
         if len(self._rows) >= self.options.row_group_rows:
             self._flush()
 
@@ -106,4 +116,5 @@ class ParquetSink:
 
 
 #: Column types; every other column is float64.
-_TYPES: dict[str, pa.DataType] = {"frame": pa.int64(), "particle": pa.int64(), "split": pa.int8()}
+_TYPES: dict[str, pa.DataType] = {"frame": pa.int64(), "particle": pa.int64(), "split": pa.int8(),
+                                   "series": pa.int64()}

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sam4em_live.frames import AcquisitionClock
 from sam4em_live.io.edits_log import EDITS_LOG, edit_log_entry
+from sam4em_live.io.napari_tracks import NAPARI_TRACKS, write_napari_tracks
 from sam4em_live.io.run_manifest import (
     ABORTED,
     COMPLETE,
@@ -107,6 +108,7 @@ class RunDirectoryWriter:
         #: Every series' masks writer, by series number (series 0's is ``masks``'s first value).
         self._mask_files: dict[int, MaskPagesWriter] = {0: masks} if masks is not None else {}
         self._files_open = True  # until `_close_files`: the writers stay, for their counts
+        self._tracks_written = False
         try:
             self._trajectories = TrajectoriesCsvWriter(run_dir / TRAJECTORIES, run.series.calibration,
                                                        AcquisitionClock.of(run.series))
@@ -246,6 +248,7 @@ class RunDirectoryWriter:
             self.counts.write_errors += 1
             log.exception("recorder: final flush failed")
         self._close_files()
+        self._write_napari_tracks()
         self.manifest.release_reserve()  # its space, for the final run.json on a disk that filled up
         status, reason = self._final_status()
         try:
@@ -255,6 +258,19 @@ class RunDirectoryWriter:
             log.exception("recorder: finalising run.json failed (it still holds the state when it was last written)")
         log.info("run %s recorded (%s): %d frames, %d trajectory rows", self.run.run_id, status,
                  self.counts.frames_recorded, self.counts.particle_rows)
+
+    def _write_napari_tracks(self) -> None:
+        """``tracks_napari.csv`` from the closed ``trajectories.csv`` (`io.napari_tracks`); not after a stop."""
+        if self.stopped is not None or self._trajectories is None:
+            return
+        try:
+            write_napari_tracks(self.run_dir / TRAJECTORIES, self.run_dir / NAPARI_TRACKS)
+        except (OSError, ValueError, KeyError) as exc:
+            self.counts.write_errors += 1
+            self._problems.append(f"{NAPARI_TRACKS} not written ({exc})")
+            log.exception("recorder: %s not written", NAPARI_TRACKS)
+            return
+        self._tracks_written = True
 
     # ------------------------------------------------------------- faults
 
@@ -341,7 +357,8 @@ class RunDirectoryWriter:
         first = self._mask_files.get(0)
         masks = MASKS if first is not None and first.created else None
         return {"trajectories": TRAJECTORIES, "masks": masks, "events": EVENTS, "status": STATUS,
-                "annotations": ANNOTATIONS, "edits": EDITS}
+                "annotations": ANNOTATIONS, "edits": EDITS,
+                "napari_tracks": NAPARI_TRACKS if self._tracks_written else None}  # written at close
 
     def _sync_counts(self) -> None:
         """The files' counts: what each file holds (not what is still pending)."""
