@@ -142,6 +142,69 @@ def writer_identity() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
+#: Config keys that hold a file or folder (besides any ``*_dir`` / ``*_path`` key): `provenance` lists them
+#: resolved, so a run can be found again from anywhere.
+PATH_KEYS = frozenset({"path", "prompts", "checkpoint"})
+
+
+def provenance(run: RunInfo) -> dict[str, Any]:
+    """``run.json`` ``provenance``: what it takes to run this again (docs/recording.md).
+
+    ``inputs``: every path in the config, absolute (resolved against this process's working folder, the
+    one the run used); ``model``: the backend, its model and checkpoint (absolute path, size, time);
+    ``backend_options``: the backend's options as it runs with them (its own defaults filled in);
+    ``seeds``: every seed in the config and the backend's.
+    """
+    backend = run.backend
+    options = backend.get("options")
+    if not isinstance(options, Mapping):
+        segmenter = run.config.get("segmenter")
+        options = segmenter.get("options", {}) if isinstance(segmenter, Mapping) else {}
+    seeds = {key: value for key, value in _leaves(run.config) if key.rsplit(".", 1)[-1].endswith("seed")}
+    if backend.get("seed") is not None:
+        seeds["backend.seed"] = backend["seed"]
+    return {
+        "inputs": {key: _absolute(value) for key, value in _leaves(run.config)
+                   if _is_path_key(key) and isinstance(value, str) and value},
+        "model": {"backend": backend.get("backend"), "model": backend.get("model"),
+                  "checkpoint": _file_identity(backend.get("checkpoint"))},
+        "backend_options": dict(options),
+        "seeds": seeds,
+    }
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a nested mapping."""
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _leaves(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _is_path_key(dotted: str) -> bool:
+    name = dotted.rsplit(".", 1)[-1]
+    return name in PATH_KEYS or name.endswith(("_dir", "_path"))
+
+
+def _absolute(value: str) -> str:
+    return str(Path(value).expanduser().absolute())
+
+
+def _file_identity(path: Any) -> dict[str, Any] | None:
+    """A checkpoint's absolute path, size and modification time (no hash: it may be gigabytes)."""
+    if not isinstance(path, str) or not path:
+        return None
+    resolved = Path(path).expanduser().absolute()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return {"path": str(resolved), "bytes": None, "modified_utc": None}
+    modified = _dt.datetime.fromtimestamp(stat.st_mtime, _dt.UTC).isoformat(timespec="seconds")
+    return {"path": str(resolved), "bytes": stat.st_size, "modified_utc": modified}
+
+
 def build_manifest(
     run: RunInfo,
     status: str,
@@ -182,6 +245,7 @@ def build_manifest(
         "time_base": run.time_base.value, "time_unit": run.time_base.unit, "live": run.live,
         "backend": dict(run.backend),
         "config": dict(run.config),
+        "provenance": provenance(run),
         "versions": {**package_versions(), **run.versions},
         "files": dict(files),
         "trajectory_columns": columns,

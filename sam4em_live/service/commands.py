@@ -12,7 +12,7 @@ import typer
 from sam4em_live.config import ConfigError, ServiceConfig
 from sam4em_live.particles import PromptError
 from sam4em_live.plugins import parse_assignments
-from sam4em_live.service.runs import run_demo, run_track
+from sam4em_live.service.runs import run_demo, run_replay, run_track
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,11 @@ def serve(
 
 def track(
     input: Path = typer.Argument(..., help="TIFF/OME-TIFF stack or folder of JPEG/PNG frames."),
-    prompts: Path = typer.Option(..., help="Prompts JSON file."),
+    prompts: Path | None = typer.Option(None, help="Prompts JSON file (or --replay)."),
     out: Path = typer.Option(..., help="Run directory to create (must not exist)."),
+    replay: Path | None = typer.Option(
+        None, "--replay", help="A live run's folder: re-run it on INPUT (its recording) with its config and its "
+        "edits (edits.jsonl) at the same frames, every frame. Not with --prompts, --backend, --option, --config."),
     backend: str | None = typer.Option(None, help="Segmenter backend (default: embedded)."),
     fps: float | None = typer.Option(None, help="Frame rate (frames/s) if not in metadata."),
     pixel_size_nm: float | None = typer.Option(None, help="Pixel size (nm) if not in metadata."),
@@ -93,17 +96,29 @@ def track(
     option: list[str] = typer.Option([], "--option", help=_OPTION_HELP),
 ) -> None:
     """Offline: run the same pipeline over a recording, every frame, as fast as possible."""
+    from sam4em_live.io.edits_log import EditsLogError
     from sam4em_live.sinks.recorder import RecorderError, check_out_dir
 
+    if (prompts is None) == (replay is None):
+        _fail("give either --prompts FILE or --replay RUN_DIR")
+        return
+    if replay is not None and (backend or option or config or fps or pixel_size_nm):
+        _fail("--replay runs the live run's own config: --backend, --option, --config, --fps and "
+              "--pixel-size-nm cannot change it")
+        return
     try:  # before any work: a run that cannot be written is refused (read-only folder, a file in the way)
         check_out_dir(out.parent)
     except RecorderError as exc:
         _fail(f"--out {out}: {exc}")
         return
     try:
-        run_dir = run_track(input, prompts, out, backend=backend, fps=fps, pixel_size_nm=pixel_size_nm,
-                            config_path=config, progress=progress, segmenter_options=parse_assignments(option))
-    except (ConfigError, PromptError, FileNotFoundError, ValueError) as exc:
+        if replay is not None:
+            run_dir = run_replay(input, replay, out, progress=progress)
+        else:
+            assert prompts is not None
+            run_dir = run_track(input, prompts, out, backend=backend, fps=fps, pixel_size_nm=pixel_size_nm,
+                                config_path=config, progress=progress, segmenter_options=parse_assignments(option))
+    except (ConfigError, PromptError, EditsLogError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
         return
     typer.echo(f"run directory: {run_dir}")

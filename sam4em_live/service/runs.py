@@ -1,4 +1,4 @@
-"""Whole runs as library functions: offline ``track`` and the loopback ``demo``.
+"""Whole runs as library functions: offline ``track`` (and its ``--replay``) and the loopback ``demo``.
 
 The CLI commands are thin wrappers around these, and the tests call them
 directly.
@@ -6,21 +6,27 @@ directly.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.config import ServiceConfig
+from sam4em_live.io.edits_log import EDITS_LOG, read_edits_log, replay_plan
 from sam4em_live.io.prompts_file import load_prompts
 from sam4em_live.particles import PromptError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from sam4em_live.frames import Frame, SeriesInfo
     from sam4em_live.particles import Prompt
     from sam4em_live.results import FrameResult, RunInfo
-    from sam4em_live.sources.base import FrameSource
+    from sam4em_live.sources.base import FrameSource, SourceCounters
+
+log = logging.getLogger(__name__)
 
 
 class ProgressSink:
@@ -102,8 +108,9 @@ def run_track(
     out = Path(out)
     if out.exists():
         raise ValueError(f"output directory already exists: {out} (choose a new --out)")
-    shape, n_frames = probe_frames(Path(input))
-    edits = load_prompts(prompts, shape)
+    input, prompts = Path(input).absolute(), Path(prompts).absolute()  # run.json names them from anywhere
+    shape, n_frames = probe_frames(input)
+    edits = load_prompts(prompts, shape)  # checked against the frames before any work; the builder loads them
     beyond = sorted({e.frame for e in edits if e.frame is not None and e.frame >= n_frames})
     if beyond:  # it would never be applied: a run of 0 trajectory rows that looks like a success
         raise PromptError(f"{prompts}: prompt(s) for frame(s) {', '.join(map(str, beyond[:5]))}"
@@ -112,6 +119,7 @@ def run_track(
     base = ServiceConfig.from_file(config_path) if config_path else ServiceConfig()
     cfg = base.with_overrides({
         "source": {"kind": "replay", "path": str(input), "as_fast_as_possible": True, "fps": fps},
+        "prompts": str(prompts),
         "pipeline.backpressure": "every-frame",
         "segmenter.backend": backend,
         "recorder.out_dir": str(out.parent),
@@ -123,12 +131,127 @@ def run_track(
         **(overrides or {}),
     }).with_segmenter_options(segmenter_options or {})
     out.parent.mkdir(parents=True, exist_ok=True)
-    built = build_service(cfg, edits=edits, run_id=out.name, extra_sinks=[ProgressSink(n_frames, progress)])
+    built = build_service(cfg, run_id=out.name, extra_sinks=[ProgressSink(n_frames, progress)])
     try:
         built.service.run()
     finally:
         built.close()
     return built.run_dir or out
+
+
+class ReplayError(ValueError):
+    """A run folder that cannot be replayed (the message names the folder and what is missing)."""
+
+
+class FramesFrom:
+    """A frame source that starts at frame ``first``: a replay starts where the live run's results did."""
+
+    def __init__(self, inner: FrameSource, first: int) -> None:
+        self._inner = inner
+        self._first = first
+
+    @property
+    def counters(self) -> SourceCounters:
+        return self._inner.counters
+
+    @property
+    def series(self) -> SeriesInfo | None:
+        return self._inner.series
+
+    def open(self) -> None:
+        self._inner.open()
+
+    def next_frame(self, timeout_s: float) -> Frame | None:
+        frame = self._inner.next_frame(timeout_s)
+        while frame is not None and frame.index < self._first:  # as fast as possible: skipping costs a read
+            frame = self._inner.next_frame(timeout_s)
+        return frame
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _recorded_frames(manifest: dict[str, Any], run_dir: Path) -> tuple[int, int | None]:
+    """The live run's first and last frame with a result, from run.json (``series_list``), else (0, None)."""
+    series = manifest.get("series_list")
+    if isinstance(series, list) and series and all(isinstance(s, dict) and "frames" in s for s in series):
+        return min(s["frames"][0] for s in series), max(s["frames"][1] for s in series)
+    log.warning("%s: run.json does not say which frames the live run processed; replaying from frame 0 to "
+                "the end of the recording", run_dir)
+    return 0, None
+
+
+def replay_config(manifest: dict[str, Any], input: Path, out: Path) -> ServiceConfig:
+    """The live run's recorded config, made a replay: ``input`` every frame, recorded to ``out``, nothing else.
+
+    Hooks and registered sinks are left out (a hook's edits are in the edits log and replayed from it; the
+    recorder is the replay's only output), the prompts file too (its edits are in the log as well).
+    """
+    data = dict(manifest["config"])
+    data["prompts"] = None
+    data["hooks"] = {**data.get("hooks", {}), "hooks": []}
+    data["sinks"] = []
+    recorded = ServiceConfig.from_mapping(data, where="run.json config")
+    return recorded.with_overrides({
+        "source": {"kind": "replay", "path": str(input), "as_fast_as_possible": True},
+        "pipeline.backpressure": "every-frame",
+        "recorder.out_dir": str(out.parent),
+        "recorder.enabled": True,
+        "publisher.enabled": False,
+        "control.enabled": False,
+    })
+
+
+def run_replay(input: Path, replay: Path, out: Path, progress: bool = True) -> Path:
+    """Re-run the live session recorded in the run folder ``replay`` on its recording ``input``; returns the run.
+
+    The live run's config (backend and its options, quotas, statistics, calibration) and its edits at the same
+    frames (``edits.jsonl``, `io.edits_log.replay_plan`): every edit the live pipeline decided at frame F is
+    handed to the backend again with frame F, before F is segmented (those rejected there are rejected again);
+    refusals decided before their frame (quotas, on the client's request) are reported again as recorded.
+    Every frame from the live run's first result to its last is processed (every-frame): for a live run that
+    was itself every-frame and lost no frame, the trajectories are identical (tests/test_provenance_replay.py).
+    """
+    from sam4em_live.service.builder import build_service, build_source
+
+    run_dir, out, input = Path(replay), Path(out), Path(input).absolute()
+    if out.exists():
+        raise ValueError(f"output directory already exists: {out} (choose a new --out)")
+    try:
+        manifest = json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReplayError(f"{run_dir}: no readable run.json ({exc})") from None
+    edits_name = (manifest.get("files") or {}).get("edits") or EDITS_LOG
+    if not isinstance(manifest.get("config"), dict) or not (run_dir / edits_name).is_file():
+        raise ReplayError(f"{run_dir}: not a run folder with its config and {EDITS_LOG} (recorded by an older "
+                          "version?); nothing to replay")
+    plan = replay_plan(read_edits_log(run_dir / edits_name))
+    _warn_if_frames_were_lost(manifest, run_dir)
+    first, last = _recorded_frames(manifest, run_dir)
+    _, n_frames = probe_frames(input)
+    cfg = replay_config(manifest, input, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source = build_source(cfg)
+    max_frames = None if last is None else last - first + 1
+    built = build_service(cfg, source=FramesFrom(source, first) if first > 0 else source, edits=plan.edits,
+                          run_id=out.name, max_frames=max_frames,
+                          extra_sinks=[ProgressSink(max_frames or n_frames, progress)])
+    built.service.edits.add_recorded_refusals(plan.refusals)
+    try:
+        built.service.run()
+    finally:
+        built.close()
+    return built.run_dir or out
+
+
+def _warn_if_frames_were_lost(manifest: dict[str, Any], run_dir: Path) -> None:
+    config, counts = manifest["config"], manifest.get("counts") or {}
+    lost = {key: counts[key] for key in ("frames_dropped", "frames_gap") if counts.get(key)}
+    backpressure = (config.get("pipeline") or {}).get("backpressure")
+    if lost or backpressure != "every-frame":
+        log.warning("%s: the live run was %s (%s); the replay processes every frame, so its trajectories may "
+                    "differ from the live run's", run_dir, backpressure,
+                    ", ".join(f"{k} {v}" for k, v in lost.items()) or "no frames lost")
 
 
 def initial_prompts_from_truth(preset: str, seed: int) -> list[Prompt]:
