@@ -1,0 +1,275 @@
+"""Instrument files and videos: real vendor files read as rosettasciio reads them, tracked with their calibration.
+
+The vendor fixtures are real files from rosettasciio's test data (``../shared/fixtures/formats``, see its
+README); tests that need them skip with the reason where the folder is absent. MP4/AVI files are made
+here with imageio + PyAV, MRC movies with mrcfile.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sam4em_live.io.frame_readers import ReplayError
+from sam4em_live.io.reader_registry import open_reader
+from sam4em_live.io.vendor_readers import VendorStackReader, read_signals
+from sam4em_live.io.video_reader import VideoReader
+from sam4em_live.service.runs import run_track
+from sam4em_live.sources.base import EndOfStream
+from sam4em_live.sources.camera import FramePublisher, pump
+from sam4em_live.sources.replay import ReplaySource
+from sam4em_live.sources.zmq_source import ZmqFrameSource
+from tests.conftest import disk_video
+
+FORMATS_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "formats"
+
+
+@pytest.fixture
+def formats_dir() -> Path:
+    if not (FORMATS_DIR / "README.md").is_file():
+        pytest.skip(f"instrument file fixtures not found at {FORMATS_DIR} (shared/fixtures/formats, see its README)")
+    return FORMATS_DIR
+
+
+#: file -> (frames, (rows, columns), wire dtype, pixel size nm, fps, exposure s), as the files record them.
+FIXTURES: dict[str, tuple[int, tuple[int, int], str, float | None, float | None, float | None]] = {
+    "test-1_2D.dm3": (1, (2, 2), "<i2", None, None, None),
+    "test-1_2D.dm4": (1, (2, 2), "<i2", None, None, None),
+    "test-1_3D.dm3": (2, (2, 2), "<i2", None, None, None),
+    "test-1_3D.dm4": (2, (2, 2), "<i2", None, None, None),
+    "fei_example_tem_stack.emd": (2, (3, 3), "<i2", 8.172883192297851e-3, 1 / 0.8, None),  # 8.17 pm, 0.8 s/frame
+    "64x64x5_TEM_preview.emi": (5, (64, 64), "<f4", 6.281833616298531, None, 0.0625),
+    "64x64x5_TEM_preview_1.ser": (5, (64, 64), "<f4", 6.281833616298531, None, None),  # the .emi has the rest
+    "Custom_movie.mrc": (30, (16, 16), "<u2", None, None, None),  # MRC writes -1 for "no pixel size"
+}
+
+
+def _rosettasciio_frames(path: Path) -> np.ndarray:
+    """The file's image data read eagerly (no dask, no layout shortcut) by rosettasciio: the reference."""
+    data = np.asarray(read_signals(path, lazy=False)[0]["data"])
+    return data.reshape((-1, *data.shape[-2:]))
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_each_instrument_file_reads_as_rosettasciio_reads_it(formats_dir, name):
+    n_frames, shape, dtype, pixel_size_nm, fps, exposure_s = FIXTURES[name]
+    reader = open_reader(formats_dir / name)
+    try:
+        assert isinstance(reader, VendorStackReader)
+        assert (reader.n_frames, reader.shape, reader.dtype) == (n_frames, shape, dtype)
+        got = np.stack([reader.read(i) for i in range(reader.n_frames)])
+        cal = reader.calibration
+        assert cal.pixel_size_nm == pytest.approx(pixel_size_nm) if pixel_size_nm else cal.pixel_size_nm is None
+        assert cal.fps == pytest.approx(fps) if fps else cal.fps is None
+        assert cal.exposure_s == pytest.approx(exposure_s) if exposure_s else cal.exposure_s is None
+        missing = set(reader.metadata["calibration_missing"])
+        assert ("pixel_size_nm" in missing) == (pixel_size_nm is None) and ("fps" in missing) == (fps is None)
+    finally:
+        reader.close()
+    np.testing.assert_array_equal(got, _rosettasciio_frames(formats_dir / name))
+    assert got.dtype == np.dtype(dtype)
+
+
+def _whole_frame_prompt(tmp_path: Path, shape: tuple[int, int]) -> Path:
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps({"prompts": [{"frame": 0, "particle": 1, "box": [0, 0, shape[1] - 1, shape[0] - 1]}]}))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_each_instrument_file_tracks_with_its_calibration_in_run_json(formats_dir, tmp_path, name):
+    n_frames, shape, dtype, pixel_size_nm, fps, exposure_s = FIXTURES[name]
+    out = tmp_path / "run"
+    run_track(formats_dir / name, _whole_frame_prompt(tmp_path, shape), out, backend="threshold", progress=False)
+    run = json.loads((out / "run.json").read_text())
+    series = run["series"]
+    assert tuple(series["shape"]) == shape and series["dtype"] == dtype
+    assert series["metadata"]["n_frames"] == n_frames and series["metadata"]["reader"] == "rosettasciio"
+    calibration = series["calibration"]
+    assert calibration["pixel_size_nm"] == pytest.approx(pixel_size_nm) if pixel_size_nm else \
+        calibration["pixel_size_nm"] is None
+    assert calibration["fps"] == pytest.approx(fps) if fps else calibration["fps"] is None
+    assert calibration["exposure_s"] == pytest.approx(exposure_s) if exposure_s else calibration["exposure_s"] is None
+    assert (run["time_base"], run["time_unit"]) == (("fps", "s") if fps else ("frames", "frame"))
+    table = pd.read_csv(out / "trajectories.csv")  # rows where the threshold backend found the particle
+    if fps and len(table):
+        np.testing.assert_allclose(table.t_s, table.frame / fps)
+    if pixel_size_nm and len(table):
+        np.testing.assert_allclose(table.x_nm, table.x * pixel_size_nm)
+    if name.endswith(".emi"):  # a dark region the threshold backend follows: the physical columns are there
+        assert len(table) == n_frames and table.t_s.isna().all()
+
+
+def test_calibration_given_by_the_user_fills_what_the_file_lacks(formats_dir, tmp_path):
+    """An MRC movie records no pixel size or rate: --pixel-size-nm / --fps go into run.json, t_s and x_nm."""
+    out = tmp_path / "run"
+    run_track(formats_dir / "Custom_movie.mrc", _whole_frame_prompt(tmp_path, (16, 16)), out, backend="threshold",
+              fps=40.0, pixel_size_nm=0.5, progress=False)
+    run = json.loads((out / "run.json").read_text())
+    assert run["series"]["calibration"]["fps"] == 40.0 and run["series"]["calibration"]["pixel_size_nm"] == 0.5
+    assert run["time_base"] == "fps"
+    out = tmp_path / "run-emi"
+    run_track(formats_dir / "64x64x5_TEM_preview.emi", _whole_frame_prompt(tmp_path, (64, 64)), out,
+              backend="threshold", fps=4.0, progress=False)
+    table = pd.read_csv(out / "trajectories.csv")
+    assert len(table) == 5
+    np.testing.assert_allclose(table.t_s, table.frame / 4.0)
+    np.testing.assert_allclose(table.x_nm, table.x * 6.281833616298531)  # the file's own pixel size stays
+
+
+def test_a_file_missing_calibration_tells_the_user_which_flag_supplies_it(formats_dir, tmp_path, caplog):
+    import logging
+
+    import shutil
+
+    path = Path(shutil.copy(formats_dir / "test-1_3D.dm3", tmp_path / "stack.dm3"))  # a path not told about yet
+    with caplog.at_level(logging.WARNING):
+        open_reader(path).close()
+        open_reader(path).close()
+    told = [r for r in caplog.records if "no pixel size and frame rate" in r.getMessage()]
+    assert len(told) == 1  # once per recording, not at each of a run's opens
+    assert "--pixel-size-nm" in told[0].getMessage() and "--fps" in told[0].getMessage()
+
+
+def test_damaged_instrument_files_are_refused_naming_the_file(tmp_path):
+    for name in ("cut.dm4", "cut.emd", "cut.ser", "cut.mrc"):
+        (tmp_path / name).write_bytes(b"\x00\x01" * 40)
+        with pytest.raises(ReplayError, match="rosettasciio cannot read it") as info:
+            open_reader(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)
+
+
+# ------------------------------------------------------------------ MRC movies made here
+
+
+def test_a_large_mrc_movie_is_read_frame_by_frame_with_its_pixel_size(tmp_path):
+    mrcfile = pytest.importorskip("mrcfile", reason="mrcfile (test extra) writes the MRC movie")
+    frames = np.random.default_rng(3).integers(0, 4000, (12, 256, 320)).astype(np.uint16)
+    with mrcfile.new(tmp_path / "movie.mrc") as mrc:
+        mrc.set_data(frames)
+        mrc.voxel_size = 2.5  # Å
+    reader = open_reader(tmp_path / "movie.mrc")
+    try:
+        assert (reader.n_frames, reader.shape, reader.dtype) == (12, (256, 320), "<u2")
+        assert reader.calibration.pixel_size_nm == pytest.approx(0.25)
+        for i in (0, 7, 11, 3):
+            np.testing.assert_array_equal(reader.read(i), frames[i])
+    finally:
+        reader.close()
+
+
+# ------------------------------------------------------------------ videos made here
+
+
+def _write_video(path: Path, frames: np.ndarray, fps: float, codec: str) -> Path:
+    import imageio.v3 as iio
+
+    iio.imwrite(path, np.stack([frames] * 3, axis=-1), plugin="pyav", codec=codec, fps=fps)
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "codec", "fps"), [(".mp4", "libx264", 80.0), (".avi", "mpeg4", 25.0)])
+def test_videos_made_here_read_grey_with_their_frame_rate(tmp_path, suffix, codec, fps):
+    frames, _ = disk_video(n_frames=16, dtype=np.uint8, noise=0.0, velocity=(3.0, 2.0))
+    path = _write_video(tmp_path / f"clip{suffix}", frames, fps, codec)
+    reader = open_reader(path)
+    try:
+        assert isinstance(reader, VideoReader)
+        assert (reader.n_frames, reader.shape, reader.dtype) == (16, frames.shape[1:], "|u1")
+        assert reader.calibration.fps == pytest.approx(fps) and reader.calibration.pixel_size_nm is None
+        got = np.stack([reader.read(i) for i in range(16)]).astype(int)
+        again = reader.read(3)  # out of order: the decoder restarts
+    finally:
+        reader.close()
+    # lossy codecs: close to the frames written, never equal by chance of a wrong frame order
+    errors = np.abs(got - frames.astype(int)).mean(axis=(1, 2))
+    assert errors.max() < 2, errors
+    shifted = np.abs(got[1:] - frames[:-1].astype(int)).mean(axis=(1, 2))
+    assert shifted.min() > errors.max()
+    np.testing.assert_array_equal(again, got[3])
+
+
+@pytest.mark.parametrize(("suffix", "codec", "fps"), [(".mp4", "libx264", 80.0), (".avi", "mpeg4", 25.0)])
+def test_videos_track_with_positions_and_time_from_the_container(tmp_path, suffix, codec, fps):
+    frames, truth = disk_video(n_frames=12, dtype=np.uint8)
+    path = _write_video(tmp_path / f"clip{suffix}", frames, fps, codec)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"prompts": [{"frame": 0, "particle": 1, "points": [[30, 40]], "labels": [1]},
+                                               {"frame": 0, "particle": 2, "box": [60, 50, 80, 70]}]}))
+    out = tmp_path / "run"
+    run_track(path, prompts, out, backend="threshold", pixel_size_nm=2.0, progress=False)
+    run = json.loads((out / "run.json").read_text())
+    assert run["series"]["calibration"]["fps"] == pytest.approx(fps)
+    assert tuple(run["series"]["shape"]) == frames.shape[1:] and run["series"]["dtype"] == "|u1"
+    assert run["series"]["metadata"]["format"] == "video"
+    table = pd.read_csv(out / "trajectories.csv")
+    assert len(table) == 2 * 12
+    for pid in (1, 2):
+        t = table[table.particle == pid].sort_values("frame")
+        np.testing.assert_allclose(t.x, truth[:12, pid - 1, 0], atol=1.0)
+        np.testing.assert_allclose(t.y, truth[:12, pid - 1, 1], atol=1.0)
+    np.testing.assert_allclose(table.t_s, table.frame / fps)
+    np.testing.assert_allclose(table.x_nm, table.x * 2.0)
+
+
+def test_a_damaged_video_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "cut.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(ReplayError, match="not a readable video") as info:
+        open_reader(tmp_path / "cut.mp4")
+    assert str(tmp_path / "cut.mp4") in str(info.value)
+
+
+# ------------------------------------------------------------------ the stand-in camera
+
+
+def _receive(path: Path, n_frames: int) -> tuple[list, object]:
+    """Pump ``path`` through the stand-in camera (its own rate) and receive it over PUSH/PULL."""
+    camera = FramePublisher("tcp://127.0.0.1:0", socket_kind="push")
+    receiver = ZmqFrameSource(camera.endpoint, socket_kind="pull", stop_at_series_end=True)
+    receiver.open()
+    stop = threading.Event()
+    thread = threading.Thread(target=pump, args=(ReplaySource(path), camera, stop),
+                              kwargs={"series_start_delay_s": 0.2})
+    thread.start()
+    frames: list = []
+    deadline = time.monotonic() + 20
+    try:
+        while len(frames) < n_frames and time.monotonic() < deadline:
+            try:
+                frame = receiver.next_frame(0.2)
+            except EndOfStream:
+                break
+            if frame is not None:
+                frames.append((time.monotonic(), frame))
+        return frames, receiver.series
+    finally:
+        stop.set()
+        thread.join(10)
+        receiver.close()
+        camera.close()
+
+
+def test_the_camera_replays_a_video_over_the_wire_at_the_recording_rate(tmp_path):
+    frames, _ = disk_video(n_frames=12, dtype=np.uint8)
+    path = _write_video(tmp_path / "clip.mp4", frames, 20.0, "libx264")
+    received, series = _receive(path, 12)
+    assert [f.index for _, f in received] == list(range(12))
+    assert series.calibration.fps == pytest.approx(20.0) and series.shape == frames.shape[1:]
+    gaps = np.diff([t for t, _ in received])
+    assert np.median(gaps) == pytest.approx(1 / 20, abs=0.015)  # paced at 20 fps, not as fast as possible
+    assert np.abs(received[5][1].pixels.astype(int) - frames[5]).mean() < 4
+
+
+def test_the_camera_sends_an_instrument_file_with_its_calibration(formats_dir):
+    received, series = _receive(formats_dir / "fei_example_tem_stack.emd", 2)
+    assert [f.index for _, f in received] == [0, 1]
+    assert series.calibration.pixel_size_nm == pytest.approx(8.172883192297851e-3)
+    assert series.calibration.fps == pytest.approx(1.25)
+    assert received[1][0] - received[0][0] == pytest.approx(0.8, abs=0.1)  # the file's own 0.8 s per frame
+    np.testing.assert_array_equal(received[1][1].pixels, _rosettasciio_frames(formats_dir / "fei_example_tem_stack.emd")[1])
