@@ -125,7 +125,6 @@ def test_calibration_given_by_the_user_fills_what_the_file_lacks(formats_dir, tm
 
 def test_a_file_missing_calibration_tells_the_user_which_flag_supplies_it(formats_dir, tmp_path, caplog):
     import logging
-
     import shutil
 
     path = Path(shutil.copy(formats_dir / "test-1_3D.dm3", tmp_path / "stack.dm3"))  # a path not told about yet
@@ -174,7 +173,7 @@ def _write_video(path: Path, frames: np.ndarray, fps: float, codec: str) -> Path
     return path
 
 
-@pytest.mark.parametrize(("suffix", "codec", "fps"), [(".mp4", "libx264", 80.0), (".avi", "mpeg4", 25.0)])
+@pytest.mark.parametrize("suffix, codec, fps", [(".mp4", "libx264", 80.0), (".avi", "mpeg4", 25.0)])
 def test_videos_made_here_read_grey_with_their_frame_rate(tmp_path, suffix, codec, fps):
     frames, _ = disk_video(n_frames=16, dtype=np.uint8, noise=0.0, velocity=(3.0, 2.0))
     path = _write_video(tmp_path / f"clip{suffix}", frames, fps, codec)
@@ -195,7 +194,7 @@ def test_videos_made_here_read_grey_with_their_frame_rate(tmp_path, suffix, code
     np.testing.assert_array_equal(again, got[3])
 
 
-@pytest.mark.parametrize(("suffix", "codec", "fps"), [(".mp4", "libx264", 80.0), (".avi", "mpeg4", 25.0)])
+@pytest.mark.parametrize("suffix, codec, fps", [(".mp4", "libx264", 80.0), (".avi", "mpeg4", 25.0)])
 def test_videos_track_with_positions_and_time_from_the_container(tmp_path, suffix, codec, fps):
     frames, truth = disk_video(n_frames=12, dtype=np.uint8)
     path = _write_video(tmp_path / f"clip{suffix}", frames, fps, codec)
