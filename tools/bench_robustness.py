@@ -3,8 +3,13 @@
     python tools/bench_robustness.py                              # every condition, sim + monet motion, seeds 0 1
     python tools/bench_robustness.py -c fade-edge-artifact static-blobs -s 0 1 2 -n 120
     python tools/bench_robustness.py --threshold 0.6 --json out.json
+    python tools/bench_robustness.py --segment-rev b05204b     # the backend as committed at b05204b
 
-Runs in this process (no child, no cache); the same matrix is the ``robustness`` benchmark of the harness
+Runs in this process (no child, no cache). ``--segment-rev`` measures ``sam4em_live/segment`` as it was at a
+git revision with everything else (the simulator's conditions, the metrics) from the working tree: a copy of
+the package with that one folder replaced, put first on ``sys.path``.
+
+The same matrix is the ``robustness`` benchmark of the harness
 (``python -m tools.bench run robustness``). What each column means: tools/bench/benchmarks/robustness.py.
 """
 
@@ -17,10 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make `tools` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(REPO_ROOT))
 
-from tools.bench.benchmarks.robustness import (
+from tools.bench.benchmarks.robustness import (  # noqa: E402
     ALL_CONDITIONS,
     DEFAULT_SCORE_THRESHOLD,
     CellResult,
@@ -29,8 +35,30 @@ from tools.bench.benchmarks.robustness import (
 )
 
 
+def _use_segment_rev(rev: str) -> str:
+    """Put a copy of the working tree's package, with ``segment/`` as of ``rev``, first on ``sys.path``."""
+    import atexit
+    import io
+    import shutil
+    import tarfile
+    import tempfile
+
+    commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO_ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    root = Path(tempfile.mkdtemp(prefix=f"robustness-segment-{commit}-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    shutil.copytree(REPO_ROOT / "sam4em_live", root / "sam4em_live", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(root / "sam4em_live" / "segment")
+    archive = subprocess.run(["git", "archive", "--format=tar", commit, "sam4em_live/segment"], cwd=REPO_ROOT,
+                             capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+    sys.path.insert(0, str(root))
+    return commit
+
+
 def _commit() -> str:
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -52,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
                         help="score threshold of the calibration column (the backend's documented one)")
     parser.add_argument("--json", type=Path, help="also write every figure of every cell to this file")
+    parser.add_argument("--segment-rev", help="measure sam4em_live/segment as committed at this git revision")
     args = parser.parse_args(argv)
+    code = f"segment/ at {_use_segment_rev(args.segment_rev)}, the rest" if args.segment_rev else "Working tree"
 
     def progress(r: CellResult) -> None:
         f = r.figures
@@ -63,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     results = run_matrix(args.conditions, args.motions, args.seeds, args.frames, args.backend, prompt_kind=args.prompt,
                          score_threshold=args.threshold, progress=progress)
-    print(f"Commit {_commit()}; {args.backend} backend, {args.prompt} prompts on frame 0, seeds "
+    print(f"{code} at commit {_commit()}; {args.backend} backend, {args.prompt} prompts on frame 0, seeds "
           f"{' '.join(map(str, args.seeds))}, {args.frames} frames per clip, calibration at score >= "
           f"{args.threshold}; {time.perf_counter() - start:.0f} s.\n")
     print(markdown_table(results))

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 FIELD_PX = 256
+#: Distance (px) of the inner static blobs from the tracked particles' positions on the prompt frame.
+BLOB_CLEARANCE_PX = 60.0
 MOTIONS = ("sim", "monet")
 
 ROD = ParticleSpec(shape="rod", length_nm=61.0, width_nm=32.0)
@@ -174,13 +176,22 @@ def defocus(seed: int, n: int, motion: str) -> Scenario:
 
 
 def static_blobs(seed: int, n: int, motion: str) -> Scenario:
-    """Static dark and bright blobs: two cut by the image edges, one of each inside the field."""
+    """Static dark and bright blobs: two cut by the image edges, one of each inside the field.
+
+    The inner ones start at least `BLOB_CLEARANCE_PX` from the tracked particles, so the prompt is on a
+    lone particle; the particles may wander onto them later.
+    """
     rng = np.random.default_rng([seed, 18])
-    inner = rng.uniform(60, FIELD_PX - 60, (2, 2))
+    starts = [p.motion.waypoints[0][1:] for p in _scene("probe", seed, n, motion).spec.particles]
+    inner = []
+    while len(inner) < 2:
+        xy = rng.uniform(50, FIELD_PX - 50, 2)
+        if all(math.dist(xy, start) >= BLOB_CLEARANCE_PX for start in starts):
+            inner.append(xy)
     blobs = (DARK_BLOB.model_copy(update={"start_xy_px": (-6.0, float(rng.uniform(40, 216)))}),
              BRIGHT_BLOB.model_copy(update={"start_xy_px": (float(rng.uniform(40, 216)), FIELD_PX + 4.0)}),
-             DARK_BLOB.model_copy(update={"start_xy_px": tuple(inner[0])}),
-             BRIGHT_BLOB.model_copy(update={"start_xy_px": tuple(inner[1])}))
+             DARK_BLOB.model_copy(update={"start_xy_px": (float(inner[0][0]), float(inner[0][1]))}),
+             BRIGHT_BLOB.model_copy(update={"start_xy_px": (float(inner[1][0]), float(inner[1][1]))}))
     return _scene("static-blobs", seed, n, motion, extras=blobs)
 
 

@@ -14,7 +14,10 @@ whether it can be seen:
   presence*;
 - ``ambiguous``: in between (half faded, mostly cut by the edge) — neither a miss nor a false presence.
 
-The label stack holds visible prompted particles only. Positions are frame pixels, x = column, y = row.
+The label stack holds visible prompted particles only. Positions are frame pixels, x = column, y = row;
+a particle cut by the frame edge is at the centroid of its part inside the frame (what an image can
+show), found from its footprint (rods, spheres and cubes are symmetric under the 180° fold of the
+truth angle; a prism cut by the edge would not be — the scenes keep prompted prisms inside).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pandas as pd
 
 from sam4em_live.particles import Prompt
 from sam4em_live.sim.degrade import to_uint16
+from sam4em_live.sim.shapes import render_thickness
 from sam4em_live.sim.spec import ImagingSpec
 from sam4em_live.sim.video import SimulationRun, point_on_mask
 
@@ -41,6 +45,9 @@ VISIBLE_AT, ABSENT_AT = 0.5, 0.15
 BLANKED_BELOW = 0.1
 #: Fraction of a particle's full footprint that must be inside the frame for it to count as visible.
 VISIBLE_AREA_FRACTION = 0.3
+#: A particle with less of its footprint in the frame is cut by the edge: its truth position becomes the
+#: centroid of the part inside the frame (the full footprint's centroid cannot be measured from the image).
+WHOLE_FOOTPRINT = 0.98
 #: Detector gain of the default finish: ADU per electron (uint16, as the presets use).
 DEFAULT_ADU_PER_E = 8.0
 
@@ -147,15 +154,30 @@ def render_scenario(scenario: Scenario, seed: int) -> ScenarioClip:
     return ScenarioClip(scenario, int(seed), frames, labels, truth)
 
 
+def _in_frame_centroid(scenario: Scenario, particle: int, x: float, y: float, angle_deg: float
+                       ) -> tuple[float, float]:
+    """Centroid of the part of a particle's (sharp) footprint inside the frame: what can be measured of it."""
+    spec = scenario.spec
+    patch = render_thickness(spec.particles[particle - 1], x, y, 0.0 if math.isnan(angle_deg) else angle_deg,
+                             spec.imaging.pixel_size_nm, (int(spec.imaging.shape_px[0]), int(spec.imaging.shape_px[1])))
+    if patch is None or not patch.footprint.any():
+        return x, y
+    rows, cols = np.nonzero(patch.footprint)
+    return float(cols.mean()) + patch.x0, float(rows.mean()) + patch.y0
+
+
 def _truth_states(scenario: Scenario, seen: pd.DataFrame, doses: np.ndarray, visibility: np.ndarray
                   ) -> pd.DataFrame:
     """One row per prompted particle per frame, with its state (see module docstring)."""
     found: dict[tuple[int, int], tuple[float, float, float]] = {}
+    angles: dict[tuple[int, int], float] = {}
     if len(seen):
         for t, p, x, y, area in zip(seen["frame"].to_numpy(dtype=np.int64), seen["particle"].to_numpy(dtype=np.int64),
                                     seen["x"].to_numpy(dtype=np.float64), seen["y"].to_numpy(dtype=np.float64),
                                     seen["area"].to_numpy(dtype=np.float64), strict=True):
             found[(int(t), int(p))] = (float(x), float(y), float(area))
+        angles = {(int(t), int(p)): float(a) for t, p, a in zip(seen["frame"], seen["particle"], seen["angle"],
+                                                                 strict=True)}
     out = []
     for particle in scenario.prompted:
         areas = [v[2] for k, v in found.items() if k[1] == particle]
@@ -164,6 +186,8 @@ def _truth_states(scenario: Scenario, seen: pd.DataFrame, doses: np.ndarray, vis
         for t in range(scenario.n_frames):
             vis = float(visibility[t, particle - 1])
             x, y, area = found.get((t, particle), (math.nan, math.nan, 0.0))
+            if 0 < area < WHOLE_FOOTPRINT * full_area:
+                x, y = _in_frame_centroid(scenario, particle, x, y, angles[(t, particle)])
             if area <= 0 or vis <= ABSENT_AT or doses[t] < BLANKED_BELOW:
                 state = "absent"
             elif vis >= VISIBLE_AT and area >= VISIBLE_AREA_FRACTION * full_area:
