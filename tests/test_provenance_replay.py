@@ -17,12 +17,14 @@ from sam4em_live.config import ServiceConfig, SourceConfig
 from sam4em_live.control.client import ControlClient, ControlError
 from sam4em_live.control.quotas import ServiceQuotas
 from sam4em_live.control_api import QuotaExceeded
+from sam4em_live.hooks.microscope import DryRunMicroscope
 from sam4em_live.io.edits_log import EditsLogError, read_edits_log, replay_plan
 from sam4em_live.io.run_folder import RunFolder
 from sam4em_live.io.tiff_io import write_tiff_stack
 from sam4em_live.particles import EditRecord, Prompt, PromptError, RemoveParticle
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.edits import MAX_REFUSALS_KEPT, EditInbox
+from sam4em_live.sources.array_source import ArraySource
 from sam4em_live.sources.camera import FramePublisher, pump
 from sam4em_live.sources.registry import build_source
 from tests.conftest import disk_video
@@ -199,3 +201,20 @@ def test_refusals_between_two_frames_are_logged_up_to_a_bound() -> None:
     assert len(refused) == MAX_REFUSALS_KEPT and inbox.unreported == 6  # the oldest go first
     assert {(r.checked, r.quota, r.announce) for r in refused} == {("submit", "max_edits_per_s", False)}
     assert inbox.due(1, (32, 32), list) == ([], [])
+
+
+def test_a_hooks_edits_are_logged_as_the_hooks(tmp_path: Path) -> None:
+    """Through the microscope adapter a hook commands (the same path as `HookRunner`), on a real service."""
+    frames, _ = disk_video(n_frames=6, velocity=VELOCITY)
+    cfg = ServiceConfig.from_mapping({"segmenter": {"backend": "threshold"}, "publisher": {"enabled": False},
+                                      "control": {"enabled": False}, "recorder": {"out_dir": str(tmp_path)},
+                                      "pipeline": {"backpressure": "every-frame"}})
+    built = build_service(cfg, source=ArraySource(frames))
+    microscope = DryRunMicroscope(built.service)
+    microscope.add_prompt(Prompt(1, 2, (_disk(1, 2),), (1,)))
+    microscope.remove_prompt(1)  # the next frame: the first
+    built.service.run()
+    assert built.run_dir is not None
+    lines = _log_lines(built.run_dir)
+    assert [(e["frame"], e["origin"], e["kind"], e["outcome"]) for e in lines] == [
+        (0, "hook", "removal", "applied"), (2, "hook", "prompt", "applied")]
