@@ -57,8 +57,8 @@ def report_ignored(folder: Path, ignored: Sequence[str], metadata: dict[str, Any
         return
     names = sorted(ignored)
     shown = ", ".join(names[:_SHOWN]) + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
-    log.warning("%s: ignoring %d entr%s that %s not frames: %s", folder, len(names),
-                "y" if len(names) == 1 else "ies", "is" if len(names) == 1 else "are", shown)
+    log.warning("%s: ignoring %d %s: %s", folder, len(names),
+                "entry that is not a frame" if len(names) == 1 else "entries that are not frames", shown)
     metadata["ignored_count"] = len(names)
     metadata["ignored_files"] = names[:_KEPT]
 

@@ -47,14 +47,17 @@ _FRAME_SUFFIXES = (".dm4", ".dm3")
 def is_insitu_tree(folder: Path) -> bool:
     """True if ``folder`` holds ``Hour_NN`` sub-folders (a Gatan in-situ recording)."""
     try:
-        return any(entry.is_dir() and _HOUR.match(entry.name) for entry in os.scandir(folder))
+        with os.scandir(folder) as entries:
+            return any(entry.is_dir() and _HOUR.match(entry.name) for entry in entries)
     except OSError:
         return False
 
 
 def _numbered_dirs(folder: Path, pattern: re.Pattern[str], ignored: list[str], root: Path) -> list[tuple[int, Path]]:
     found: list[tuple[int, Path]] = []
-    for entry in os.scandir(folder):
+    with os.scandir(folder) as entries:
+        listed = list(entries)
+    for entry in listed:
         match = pattern.match(entry.name) if entry.is_dir() else None
         if match:
             found.append((int(match.group(1)), Path(entry.path)))
@@ -72,7 +75,9 @@ def list_insitu_frames(root: Path) -> tuple[list[Path], list[int], list[str]]:
         for _, minute in _numbered_dirs(hour, _MINUTE, ignored, root):
             for _, second in _numbered_dirs(minute, _SECOND, ignored, root):
                 numbered: dict[int, Path] = {}
-                for entry in os.scandir(second):
+                with os.scandir(second) as entries:
+                    listed = list(entries)
+                for entry in listed:
                     path = Path(entry.path)
                     match = _FRAME.search(path.stem) if entry.is_file() else None
                     if match is None or path.suffix.lower() not in _FRAME_SUFFIXES:
