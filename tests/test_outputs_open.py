@@ -77,6 +77,7 @@ def test_masks_tif_has_one_page_per_frame_index_with_empty_pages_for_the_dropped
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["mask_frames"] == [[0, N_FRAMES - 1]] and manifest["counts"]["mask_pages"] == N_FRAMES
     assert manifest["series_list"][0]["frames"] == [1, N_FRAMES - 1]  # the results' frames; the pages start at 0
+    assert manifest["series_list"][0]["result_frames"] == [[1, 6], [9, 19], [21, N_FRAMES - 1]]
     assert RunFolder.open(run_dir).check().agrees
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sam4em_live.frames import AcquisitionClock, SeriesInfo
 from sam4em_live.io.label_stack_layout import LabelStackLayout, page_origin
+from sam4em_live.io.run_manifest import FrameRanges
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -53,7 +54,9 @@ def masks_name(series: int) -> str:
 class SeriesSegment:
     """One series of a run (module docstring); ``first_frame``/``last_frame`` are its results' frame range.
 
-    ``clock`` gives its rows' ``t_s`` (its own time base: a restarted camera's times start again).
+    ``result_frames`` lists the frames that had a result (the others in the range were dropped, rejected or
+    lost upstream: their masks pages are empty). ``clock`` gives its rows' ``t_s`` (its own time base: a
+    restarted camera's times start again).
     """
 
     number: int
@@ -67,6 +70,7 @@ class SeriesSegment:
     results: int = 0
     metadata: Mapping[str, Any] = field(default_factory=dict)
     clock: AcquisitionClock | None = None
+    result_frames: FrameRanges = field(default_factory=FrameRanges)
 
     @property
     def masks_name(self) -> str:
@@ -84,6 +88,7 @@ class SeriesSegment:
             "series": self.number, "series_id": self.series_id, "started_by": self.started_by,
             "shape": list(self.shape), "dtype": self.dtype, "calibration": self.calibration.as_dict(),
             "frames": [self.first_frame, self.last_frame], "results": self.results,
+            "result_frames": [list(r) for r in self.result_frames.ranges],
             "masks": masks_file, "mask_pages": mask_pages if masks_file else 0,
             "mask_first_frame": first_page if masks_file else None,
             "metadata": dict(self.metadata),
@@ -114,6 +119,7 @@ class SeriesSegments:
             assert current is not None
             current.last_frame = index
             current.results += 1
+            current.result_frames.append(index)
             return current, False
         if current is None:
             calibration = self.first.calibration.merged(calibration) if series_id == self.first.series_id \
@@ -125,7 +131,7 @@ class SeriesSegments:
         info = SeriesInfo(series_id, shape, dtype, calibration, metadata, self.first.acquisition_timestamps,
                           self.first.live)
         segment = SeriesSegment(len(self.segments), series_id, shape, dtype, calibration, reason, index, index, 1,
-                                metadata, AcquisitionClock.of(info))
+                                metadata, AcquisitionClock.of(info), FrameRanges.of((index,)))
         self.segments.append(segment)
         return segment, True
 

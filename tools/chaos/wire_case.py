@@ -258,12 +258,15 @@ def _counted(status: dict[str, Any] | None) -> int:
 
 
 def _processed_frames(runs: Path) -> set[int] | None:
-    """Frame indices with a mask page in the run (one page per processed frame), from run.json mask_frames."""
+    """Frame indices with a result in the run: run.json series_list result_frames (older runs: mask_frames)."""
     for manifest in runs.glob("*/run.json"):
         try:
-            ranges = json.loads(manifest.read_text(encoding="utf-8")).get("mask_frames")
-            return set(expand_ranges(ranges))
-        except (OSError, ValueError, TypeError):
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+            series = data.get("series_list")
+            if series:  # masks.tif now has a page per frame index, results or not
+                return {f for entry in series for f in expand_ranges(entry["result_frames"])}
+            return set(expand_ranges(data.get("mask_frames")))
+        except (OSError, ValueError, TypeError, KeyError):
             return None
     return None
 
