@@ -119,6 +119,7 @@ class ZmqFrameSource:
                 return None
 
     def _decode(self, parts: list[zmq.Frame]) -> Frame | SeriesStart | SeriesEnd | None:
+        previous = self._decoder.series
         try:
             item = self._decoder.decode(parts)
         except RejectedMessage as exc:
@@ -136,7 +137,13 @@ class ZmqFrameSource:
                         self._decoder.max_index_jump, self._decoder.last_index)
         if isinstance(item, SeriesStart):
             self.counters.series_started += 1
-            log.info("series %s started: %s %s", item.series.series_id, item.series.shape, item.series.dtype)
+            if previous is not None and previous.series_id == item.series.series_id:
+                # A camera restart: its indices start again. The recorder files its frames as a new series
+                # of the run (run.json series_list), so they never repeat the earlier frames' rows.
+                log.warning("series %s started again (camera restart?): %s %s; its frames are a new series of "
+                            "the run", item.series.series_id, item.series.shape, item.series.dtype)
+            else:
+                log.info("series %s started: %s %s", item.series.series_id, item.series.shape, item.series.dtype)
         elif isinstance(item, SeriesEnd):
             self.counters.series_ended += 1
             log.info("series %s ended (%s frames)", item.series_id, item.n_frames)
