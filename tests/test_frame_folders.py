@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from sam4em_live.service.runs import run_track
 from sam4em_live.sources.base import EndOfStream
 from sam4em_live.sources.replay import ReplaySource
 from tests.conftest import disk_video
+from tests.dm4_writer import write_dm4
 
 FORMATS_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "formats"
 
@@ -239,26 +241,68 @@ def _rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+def test_insitu_frames_written_with_a_calibration_keep_their_order_values_and_pixel_size(tmp_path):
+    """Distinct 64x48 frames (tests/dm4_writer.py), each read through the sibling path, equal rosettasciio's."""
+    frames = np.random.default_rng(7).integers(0, 4000, (14, 48, 64)).astype(np.uint16)
+    root = tmp_path / "Capture 2"
+    k = 0
+    for second, count in enumerate([2, 5, 5, 2]):
+        folder = root / "Hour_00" / "Minute_00" / f"Second_{second:02d}"
+        folder.mkdir(parents=True)
+        for n in range(count):
+            write_dm4(folder / f"Capture 2_Hour_00_Minute_00_Second_{second:02d}_Frame_{n:04d}.dm4", frames[k],
+                      pixel_size=0.12, units="nm")
+            k += 1
+    reader = open_reader(root)
+    try:
+        assert (reader.n_frames, reader.shape, reader.dtype) == (14, (48, 64), "<u2")
+        assert reader.calibration.pixel_size_nm == pytest.approx(0.12) and reader.calibration.fps == 5.0
+        got = np.stack([reader.read(i) for i in range(14)])
+        assert reader.fast_reads == 14
+    finally:
+        reader.close()
+    np.testing.assert_array_equal(got, frames)
+    for i in (0, 6, 13):
+        np.testing.assert_array_equal(read_single_frame(reader.files[i])[0], frames[i])
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 @pytest.mark.slow
-def test_an_insitu_tree_of_1200_frames_streams_with_bounded_memory(tmp_path, dm4_frame):
+def test_an_insitu_tree_of_1200_full_size_frames_streams_with_bounded_memory(tmp_path):
+    """1,200 frames of 1024² uint16 (2.4 GB of pixels, hard links of one file on disk): RSS grows <= 50 MB."""
+    frame = np.random.default_rng(1).integers(0, 4000, (1024, 1024)).astype(np.uint16)
+    one = write_dm4(tmp_path / "frame.dm4", frame, pixel_size=0.2, units="nm")
     root = tmp_path / "long"
-    build_insitu_tree(root, dm4_frame, [20] * 60, minutes=2)
+    for second in range(60):
+        folder = root / "Hour_00" / f"Minute_{second // 30:02d}" / f"Second_{second % 30:02d}"
+        folder.mkdir(parents=True)
+        for n in range(20):
+            os.link(one, folder / f"long_Hour_00_Minute_{second // 30:02d}_Second_{second % 30:02d}_Frame_{n:04d}.dm4")
     warm = ReplaySource(root, as_fast_as_possible=True)  # imports rosettasciio/dask before the baseline
     warm.open()
     warm.close()
     before = _rss_bytes()
     source = ReplaySource(root, as_fast_as_possible=True)
     source.open()
-    count, peak = 0, before
+    count, peak, checksum = 0, before, 0
     while True:
         try:
-            frame = source.next_frame(1.0)
+            got = source.next_frame(1.0)
         except EndOfStream:
             break
-        if frame is not None:
+        if got is not None:
             count += 1
-            if count % 100 == 0:
+            checksum += int(got.pixels[::97, ::89].sum())
+            if count % 50 == 0:
                 peak = max(peak, _rss_bytes())
     source.close()
     assert count == 1200 and source.counters.rejected == 0
+    assert checksum == 1200 * int(frame[::97, ::89].sum())
     assert peak - before <= 50 * 2**20, f"RSS grew by {(peak - before) / 2**20:.1f} MiB"
