@@ -209,8 +209,11 @@ class MonitorWindow(QtWidgets.QMainWindow):
             parts.append(f"NO DATA for {time.monotonic() - update.last_message_s:.0f} s (reconnecting)")
         if s:
             parts.append(f"{s.get('state', '?')}" + _staleness(s))
-            parts.append(f"camera {s.get('camera_fps', 0):.1f} fps · processed {s.get('processed_fps', 0):.1f} fps")
-            parts.append(f"latency p50 {s.get('latency_ms_p50', 0):.0f} / p99 {s.get('latency_ms_p99', 0):.0f} ms")
+            if s.get("live", True):
+                parts.append(f"camera {s.get('camera_fps', 0):.1f} fps · processed {s.get('processed_fps', 0):.1f} fps")
+                parts.append(f"latency p50 {s.get('latency_ms_p50', 0):.0f} / p99 {s.get('latency_ms_p99', 0):.0f} ms")
+            else:  # offline (a recording read as fast as possible): no camera rate, no latency
+                parts.append(f"offline · processed {s.get('processed_fps', 0):.1f} fps")
             parts.append(f"queue {s.get('queue_depth', 0)} · dropped {s.get('frames_dropped', 0)}"
                          f" · gaps {s.get('frames_gap', 0)} · rejected {s.get('messages_rejected', 0)}")
         parts.append(f"monitor rejected {self.model.rejected_total}")
