@@ -69,6 +69,22 @@ class BacklogAware(Protocol):
     def note_backlog(self, frames_waiting: int) -> None: ...
 
 
+class PromptErrors(PromptError):
+    """Several edits of one frame refused at once: one `PromptError` naming its particle per refusal.
+
+    A backend that checks every edit of a frame before changing any state (as ``embedded`` seeds
+    all prompts first) raises this, so the pipeline drops all the refused edits and tracks the
+    frame once more: two passes for any number of bad prompts, not one pass per bad prompt.
+    """
+
+    def __init__(self, errors: Sequence[PromptError]) -> None:
+        if not errors:
+            raise ValueError("PromptErrors needs at least one PromptError")
+        named = {e.particle for e in errors}
+        super().__init__("; ".join(str(e) for e in errors), named.pop() if len(named) == 1 else None)
+        self.errors = tuple(errors)
+
+
 class RejectedEdit(NamedTuple):
     """An edit the backend refused for a frame (`PromptError`), and the backend's reason."""
 
@@ -82,9 +98,9 @@ def track_with_retries(segmenter: Segmenter, frame: Frame, edits: Sequence[Parti
 
     An edit the backend rejects is dropped (all of that particle's edits on this
     frame; every edit if the error names no particle) and the frame is tracked
-    again without it. A `PromptError` naming no remaining edit is re-raised.
-    Both segment stages (in process and in a child process) call this, so the
-    contract is applied in one place.
+    again without it; a `PromptErrors` drops every particle it names in one go.
+    A `PromptError` naming no remaining edit is re-raised. Both segment stages
+    (in process and in a child process) call this, so the contract is applied in one place.
     """
     remaining = list(edits)
     rejected: list[RejectedEdit] = []
@@ -92,8 +108,12 @@ def track_with_retries(segmenter: Segmenter, frame: Frame, edits: Sequence[Parti
         try:
             return segmenter.track(frame, remaining), rejected
         except PromptError as exc:
-            dropped = [e for e in remaining if exc.particle is None or e.particle == exc.particle]
+            errors = exc.errors if isinstance(exc, PromptErrors) else (exc,)
+            reasons = {e.particle: str(e) for e in errors}
+            if None in reasons:  # an error that names no particle: nothing on this frame can be trusted
+                reasons = {e.particle: str(exc) for e in remaining}
+            dropped = [e for e in remaining if e.particle in reasons]
             if not dropped:
                 raise
-            remaining = [e for e in remaining if e not in dropped]
-            rejected.extend(RejectedEdit(e, str(exc)) for e in dropped)
+            remaining = [e for e in remaining if e.particle not in reasons]
+            rejected.extend(RejectedEdit(e, reasons[e.particle]) for e in dropped)

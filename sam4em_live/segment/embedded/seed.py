@@ -1,13 +1,16 @@
-"""Segment a particle on its prompt frame: denoise at the particle scale, threshold, region-grow.
+"""Segment a particle on its prompt frame: find it at the particle scale, cut it from its neighbours, fit its edge.
 
 Per-pixel CNR is below 1, so a particle only emerges after averaging: the
-window around the prompt is Gaussian-smoothed, the prompt's local level is read
-(the darkest smoothed value within a few pixels of each positive point, or
-inside the box core), and the connected region above half that level that
-contains the prompt is taken; it is then re-thresholded at ``edge_fraction`` of
-its own peak contrast (the boundary used by the memory too) without leaving
-its neighbourhood. A prompt where no region clears ``seed_min_snr`` noise
-sigmas raises `PromptError`.
+window around the prompt is Gaussian-smoothed at the smallest of a few scales at
+which the prompt's level stands out of the background noise, where background
+and noise are measured on the background itself (`seed_region.robust_background`:
+a sigma-clipped mode, the prompt's box left out -- a tight box is mostly particle,
+a dense field's window mostly neighbours). The particle is the watershed basin of
+the smoothed contrast that holds the prompt (neighbours 2 px away are cut along
+the valley between them), bounded by the iso-contour of steepest slope (its edge,
+whatever its profile). At coarse smoothing (faint particles) an ellipse fitted to
+the raw contrast by matched filtering replaces the smoothed outline. A prompt
+that cannot be seeded raises `PromptError` naming its particle.
 """
 
 from __future__ import annotations
@@ -19,24 +22,45 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.particles import Prompt, PromptError
+from sam4em_live.particles import Prompt, PromptError, validate_edit
+from sam4em_live.segment.base import PromptErrors
 from sam4em_live.segment.embedded.ellipse import matched_ellipse
+from sam4em_live.segment.embedded.seed_region import (
+    Background,
+    edge_threshold,
+    particle_territory,
+    robust_background,
+)
 from sam4em_live.segment.embedded.shape import body_offsets
-from sam4em_live.segment.embedded.window import Window, frame_window
+from sam4em_live.segment.embedded.window import Window, block_mean, frame_window
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sam4em_live.particles import ParticleEdit
     from sam4em_live.segment.embedded.options import EmbeddedOptions
 
 #: Radius (pixels) around a positive point searched for the particle's darkest smoothed value.
 POINT_REACH_PX = 4
-#: Fraction of the prompt's level used to find the particle's region before the edge threshold.
+#: A box without points is read this far (fraction of its smaller side) around its centre.
+BOX_REACH_FRACTION = 0.2
+#: Fraction of the prompt's level that marks the particle's core (its peak contrast is read there).
 REGION_FRACTION = 0.5
 #: A box-prompted seed stays within the box as drawn plus this margin (pixels).
 BOX_SEED_MARGIN_PX = 2.0
-#: Growth from the core to the edge threshold is limited to this fraction of the core's radius (point prompts).
-GROWTH_FRACTION = 0.3
-#: Multiples of ``seed_smoothing_px`` tried in turn until the particle clears the noise.
-SMOOTHING_SCALES = (1.0, 1.5, 2.25, 3.4, 5.0)
+#: Multiples of ``seed_smoothing_px`` tried in turn until the particle clears the noise: from 1 px (a
+#: contrasty particle keeps sharp edges and stays apart from a neighbour 2 px away) to 20 px (a faint one).
+SMOOTHING_SCALES = (0.25, 0.5, 1.0, 1.5, 2.25, 3.4, 5.0)
+#: A scale is fine enough to segment at when the prompt stands this many times ``seed_min_snr`` out.
+SEGMENT_SNR_FACTOR = 2.0
+#: Noise sigmas by which the strongest pixel near a click exceeds the particle's level (a max of ~80 values).
+LEVEL_NOISE_LIFT = 2.0
+#: Smoothing above this fraction of the particle's radius rounds its outline: an ellipse is fitted instead.
+ELLIPSE_SCALE_FRACTION = 0.4
+#: Block size (pixels) of the means the background plane is fitted to.
+PLANE_BLOCK_PX = 4
+#: Fewest background pixels outside a box; a box that fills its window falls back to the whole window.
+MIN_BACKGROUND_PX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +81,8 @@ def _prompt_centre(prompt: Prompt, options: EmbeddedOptions) -> tuple[float, flo
     positives = [p for p, label in zip(prompt.points, prompt.labels, strict=False) if label == 1]
     if prompt.box is not None:
         x0, y0, x1, y1 = prompt.box
-        radius = int(math.ceil(0.75 * max(x1 - x0, y1 - y0))) + 16
+        # Room for background all round: the box (loosened) plus at least its half size and 16 px.
+        radius = int(math.ceil(1.1 * max(x1 - x0, y1 - y0))) + 16
         return (x0 + x1) / 2, (y0 + y1) / 2, radius
     cx, cy = np.mean(np.asarray(positives, dtype=float), axis=0)
     return float(cx), float(cy), options.seed_window_radius_px
@@ -80,22 +105,25 @@ def _box_region(prompt: Prompt, shape: tuple[int, int], x0: int, y0: int,
 def _prompt_level(smooth: np.ndarray, prompt: Prompt, x0: int, y0: int) -> tuple[float, tuple[int, int]]:
     """Signed smoothed contrast at the prompt and the pixel (row, col) where it was read.
 
-    Read as the strongest value within `POINT_REACH_PX` of each positive point
-    (of the box centre when there is none), so a click near the particle's rim still finds it.
+    Read as the strongest value within `POINT_REACH_PX` of each positive point, so a click
+    near the particle's rim still finds it; a box without points is read around its centre,
+    within `BOX_REACH_FRACTION` of its size (a triangle's centroid is not its box's centre).
     """
     best: tuple[float, tuple[int, int]] | None = None
     rows, cols = smooth.shape
     points, labels = prompt.points, prompt.labels
+    reach = POINT_REACH_PX
     if 1 not in labels and prompt.box is not None:
         # Box only: the centre of a box drawn around a convex particle lies on it.
         bx0, by0, bx1, by1 = prompt.box
         points, labels = (((bx0 + bx1) / 2, (by0 + by1) / 2),), (1,)
+        reach = max(POINT_REACH_PX, int(BOX_REACH_FRACTION * min(bx1 - bx0, by1 - by0)))
     for (x, y), label in zip(points, labels, strict=False):
         if label != 1:
             continue
         r, c = int(round(y)) - y0, int(round(x)) - x0
-        ra, rb = max(r - POINT_REACH_PX, 0), min(r + POINT_REACH_PX + 1, rows)
-        ca, cb = max(c - POINT_REACH_PX, 0), min(c + POINT_REACH_PX + 1, cols)
+        ra, rb = max(r - reach, 0), min(r + reach + 1, rows)
+        ca, cb = max(c - reach, 0), min(c + reach + 1, cols)
         patch = smooth[ra:rb, ca:cb]
         k = int(np.argmax(np.abs(patch)))
         pr, pc = divmod(k, patch.shape[1])
@@ -117,6 +145,14 @@ def _exclude_negatives(region: np.ndarray, prompt: Prompt, x0: int, y0: int, see
         region &= (rows - r) ** 2 + (cols - c) ** 2 > radius**2
 
 
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """``binary_fill_holes`` on the mask's bounding box only (the window is much larger than a particle)."""
+    rows, cols = ndimage.find_objects(mask.astype(np.int32))[0]
+    out = np.zeros_like(mask)
+    out[rows, cols] = ndimage.binary_fill_holes(mask[rows, cols])
+    return out
+
+
 def _component_at(region: np.ndarray, seed_rc: tuple[int, int]) -> np.ndarray | None:
     labels, count = ndimage.label(region)
     if count == 0:
@@ -128,82 +164,164 @@ def _component_at(region: np.ndarray, seed_rc: tuple[int, int]) -> np.ndarray | 
     return labels == label
 
 
+def seed_prompts(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: EmbeddedOptions) -> dict[int, Seed]:
+    """Validate every edit of a frame and seed every prompt: ``{id(prompt): Seed}``.
+
+    Every edit is tried before anything is refused, so all the refusals of the frame go back in
+    one `PromptErrors` (each `PromptError` naming its particle) and the pipeline tracks the frame
+    once more without them -- two passes however many prompts are bad, and seeding stays linear
+    in the number of prompts.
+    """
+    seeds: dict[int, Seed] = {}
+    refused: list[PromptError] = []
+    shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+    for edit in edits:
+        try:
+            validate_edit(edit, shape)
+            if isinstance(edit, Prompt):
+                seeds[id(edit)] = seed_particle(pixels, edit, options)
+        except PromptError as exc:
+            refused.append(exc if exc.particle is not None else PromptError(str(exc), edit.particle))
+    if refused:
+        raise PromptErrors(refused)
+    return seeds
+
+
 def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) -> Seed:
-    """Segment the particle at ``prompt`` on this frame; raise `PromptError` if there is none."""
+    """Segment the particle at ``prompt`` on this frame; raise `PromptError` naming its particle if there is none."""
     cx, cy, radius = _prompt_centre(prompt, options)
     x0, y0 = int(math.floor(cx)) - radius, int(math.floor(cy)) - radius
-    window = _flattened(frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0))
-    box = _box_region(prompt, window.darkness.shape, x0, y0)
+    raw = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
+    box = _box_region(prompt, raw.darkness.shape, x0, y0)
     where = f"particle {prompt.particle} at ({cx:.1f}, {cy:.1f})"
-    # Smallest smoothing at which the particle clears the noise: sharper edges when contrast allows.
-    for scale in SMOOTHING_SCALES:
-        smooth = ndimage.gaussian_filter(window.darkness, options.seed_smoothing_px * scale)
-        level, seed_rc = _prompt_level(smooth, prompt, x0, y0)
-        background = smooth[window.valid]
-        noise = max(1.4826 * float(np.median(np.abs(background - np.median(background)))), 1e-9)
-        if abs(level) > options.seed_min_snr * noise:
-            break
+    # Background is what lies outside the (loosened) box: inside a tight box it is mostly particle.
+    usable = raw.valid if box is None else raw.valid & ~box
+    if usable.sum() < MIN_BACKGROUND_PX:
+        usable = raw.valid
+    window = _flattened(raw, usable)
+    found = _significant_scale(window, prompt, options, usable)
+    if found is None:
+        raise PromptError(f"{where}: nothing to seed (the window lies outside the frame)", prompt.particle)
+    scale, signal, background, level, seed_rc = found
     polarity = {"dark": 1.0, "bright": -1.0}.get(options.polarity, 1.0 if level >= 0 else -1.0)
-    if polarity < 0:
-        window = _flattened(frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=-1.0))
-        smooth = -smooth
-        level = -level
-    if not level > options.seed_min_snr * noise:
+    if polarity < 0:  # the same window read for a bright particle: the contrast is affine in the intensity
+        window = Window(window.x0, window.y0, -window.darkness, window.valid, window.background)
+        signal, level = -signal, -level
+    if not level > options.seed_min_snr * background.noise:
         raise PromptError(
-            f"{where}: no particle found (smoothed contrast {level:.3f} is below "
-            f"{options.seed_min_snr:g} x the background noise {noise:.3f}); click on the particle or draw a box"
-        )
-    region = smooth > REGION_FRACTION * level
-    if box is not None:
-        region &= box
-    _exclude_negatives(region, prompt, x0, y0, seed_rc)
-    core = _component_at(region, seed_rc)
-    if core is None:
-        raise PromptError(f"{where}: nothing segmentable at the prompt")
-    peak = float(np.percentile(smooth[core], 90))
-    grown = smooth > options.edge_fraction * peak
-    if box is not None:
-        grown &= box
-    else:  # keep away from neighbours: grow at most a fraction of the core's size
-        reach = max(3, int(round(GROWTH_FRACTION * math.sqrt(core.sum() / math.pi))))
-        grown &= ndimage.binary_dilation(core, iterations=reach)
-    mask = _component_at(grown | core, seed_rc)
-    assert mask is not None
-    mask = ndimage.binary_fill_holes(mask)
+            f"{where}: no particle found (smoothed contrast {level:.3f} is below {options.seed_min_snr:g} x the "
+            f"background noise {background.noise:.3f}); click on the particle or draw a box", prompt.particle)
+    allowed = np.ones(signal.shape, dtype=bool) if box is None else box.copy()
+    _exclude_negatives(allowed, prompt, x0, y0, seed_rc)
+    territory = particle_territory(signal, seed_rc, level, background.noise, allowed)
+    core = territory.own & (signal > REGION_FRACTION * level)
+    if not core.any():
+        raise PromptError(f"{where}: nothing segmentable at the prompt", prompt.particle)
+    peak = float(np.percentile(signal[core], 90))
+    threshold = edge_threshold(signal, territory, seed_rc, peak, background.noise)
+    mask = _component_at(territory.own & (signal > threshold), seed_rc)
+    if mask is None:
+        raise PromptError(f"{where}: nothing segmentable at the prompt", prompt.particle)
+    mask = _filled(mask)
     if box is None and (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()):
         raise PromptError(
             f"{where}: the region at the prompt reaches the {2 * radius + 1} px analysis window's edge -- "
-            f"not an isolated particle (a background gradient or a particle larger than the window); draw a box"
-        )
+            f"not an isolated particle (a background gradient or a particle larger than the window); draw a box",
+            prompt.particle)
     if mask.sum() < 6:
-        raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)")
-    # The loosened box lets a roughly drawn box find the whole particle, but at CNR < 1 the ellipse fit can
-    # swell into that slack (a 30 nm sphere in a tight box came out at 1.3x its area, elongated): the seed
-    # keeps to the box as drawn plus BOX_SEED_MARGIN_PX. Only ellipses that fit it are tried; if none does,
-    # the thresholded region is used, clipped to it. The memory learns the true outline.
+        raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)",
+                          prompt.particle)
+    if scale > ELLIPSE_SCALE_FRACTION * math.sqrt(mask.sum() / math.pi):
+        mask = _fitted_ellipse(window, mask, prompt, box, x0, y0)
+    if box is not None:  # the seed keeps to the box as drawn (plus a margin): a box bounds its particle
+        tight = _box_region(prompt, mask.shape, x0, y0, fraction=0.0, margin_px=BOX_SEED_MARGIN_PX)
+        if (mask & tight).sum() >= 6:
+            mask &= tight
+    return _seed_from_mask(window, mask, polarity, peak)
+
+
+def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions, usable: np.ndarray
+                       ) -> tuple[float, np.ndarray, Background, float, tuple[int, int]] | None:
+    """(scale px, smoothed contrast above background, background, level at the prompt, its pixel).
+
+    The smallest smoothing at which the prompt stands `SEGMENT_SNR_FACTOR` x ``seed_min_snr``
+    noise sigmas out (sharp edges, neighbours still apart); failing that, the scale where it
+    stands out most (a faint particle). Noise is measured on each smoothed window itself, so
+    correlated noise (JPEG blocks, 1/f texture) counts as it is.
+    """
+    if not window.valid.any():
+        return None
+    best: tuple[float, np.ndarray, Background, float, tuple[int, int]] | None = None
+    best_snr = -math.inf
+    for factor in SMOOTHING_SCALES:
+        scale = options.seed_smoothing_px * factor
+        smooth = _smoothed(window, scale)
+        background = robust_background(smooth, usable)
+        signal = smooth - np.float32(background.level)
+        level, seed_rc = _prompt_level(signal, prompt, window.x0, window.y0)
+        candidate = (scale, signal, background, level, seed_rc)
+        # The level is the strongest of ~80 pixels near the click: at fine scales noise alone lifts it.
+        snr = abs(level) / background.noise - LEVEL_NOISE_LIFT
+        if snr >= SEGMENT_SNR_FACTOR * options.seed_min_snr:
+            return candidate
+        if best is None or snr > best_snr:
+            best, best_snr = candidate, snr
+    return best
+
+
+def _smoothed(window: Window, scale: float) -> np.ndarray:
+    """Gaussian smoothing of the window's contrast; pixels outside the frame are left out, not read as 0."""
+    smooth = ndimage.gaussian_filter(window.darkness, scale, mode="nearest")
+    if window.valid.all():
+        return smooth
+    weight = ndimage.gaussian_filter(window.valid.astype(np.float32), scale, mode="nearest")
+    return np.where(weight > 0.05, smooth / np.maximum(weight, 0.05), 0.0).astype(np.float32)
+
+
+def _fitted_ellipse(window: Window, mask: np.ndarray, prompt: Prompt, box: np.ndarray | None,
+                    x0: int, y0: int) -> np.ndarray:
+    """The matched-filter ellipse (`ellipse.py`) started from ``mask``, within the box as drawn when there is one.
+
+    At CNR < 1 the ellipse fit can swell into a loose box's slack (a 30 nm sphere in a tight box
+    came out at 1.3x its area): only ellipses within the box as drawn + `BOX_SEED_MARGIN_PX` are tried.
+    """
     bounds = None
     if prompt.box is not None:  # in window coordinates
         bx0, by0, bx1, by1 = prompt.box
         m = BOX_SEED_MARGIN_PX
         bounds = (bx0 - x0 - m, by0 - y0 - m, bx1 - x0 + m, by1 - y0 + m)
-    ellipse = matched_ellipse(window.darkness, mask, box, bounds)
-    if box is not None:
-        tight = _box_region(prompt, window.darkness.shape, x0, y0, fraction=0.0, margin_px=BOX_SEED_MARGIN_PX)
-        if (ellipse & tight).sum() >= 6:
-            ellipse &= tight
-    return _seed_from_mask(window, ellipse, polarity, peak)
+    return matched_ellipse(window.darkness, mask, box, bounds)
 
 
-def _flattened(window: Window) -> Window:
-    """Remove a background plane (strong illumination gradients) fitted over the window's valid pixels."""
-    rows, cols = np.nonzero(window.valid[::2, ::2])
-    values = window.darkness[::2, ::2][rows, cols]
-    design = np.stack([np.ones(rows.size), 2.0 * rows, 2.0 * cols], axis=1)
-    coeffs = np.linalg.lstsq(design, values, rcond=None)[0]
-    # Refit without the particle (the strongest 10 % of the residual) so it does not tilt the plane.
-    keep = (values - design @ coeffs) < np.percentile(values - design @ coeffs, 90)
-    coeffs = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
-    r, c = np.mgrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
+def _flattened(window: Window, usable: np.ndarray) -> Window:
+    """Remove a background plane (strong illumination gradients) fitted to the background pixels.
+
+    Fitted to 4 x 4 block means over blocks of ``usable`` pixels only (not the prompt's box),
+    iteratively clipping what stands out on either side (the particle and its neighbours) so
+    they do not tilt the plane.
+    """
+    edge = (window.darkness.shape[0] // PLANE_BLOCK_PX) * PLANE_BLOCK_PX
+    blocks = block_mean(window.darkness[:edge, :edge], PLANE_BLOCK_PX)
+    full = block_mean(usable[:edge, :edge], PLANE_BLOCK_PX) > 0.999
+    rows, cols = np.nonzero(full)
+    if rows.size < 8:
+        return window
+    values = blocks[rows, cols].astype(float)
+    centre_px = 0.5 * (PLANE_BLOCK_PX - 1)
+    design = np.stack([np.ones(rows.size), PLANE_BLOCK_PX * rows + centre_px, PLANE_BLOCK_PX * cols + centre_px],
+                      axis=1)
+    keep = np.ones(rows.size, dtype=bool)
+    coeffs = np.zeros(3)
+    for _ in range(3):
+        coeffs = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        residual = values - design @ coeffs
+        centre = float(np.median(residual[keep]))
+        spread = 1.4826 * float(np.median(np.abs(residual[keep] - centre)))
+        within = np.abs(residual - centre) < 2.5 * max(spread, 1e-9)
+        if within.sum() < 8:
+            break
+        keep = within
+    r, c = np.ogrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
     plane = (coeffs[0] + coeffs[1] * r + coeffs[2] * c).astype(np.float32)
     flat = np.where(window.valid, window.darkness - plane, 0.0).astype(np.float32)
     return Window(window.x0, window.y0, flat, window.valid, window.background)
