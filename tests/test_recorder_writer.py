@@ -192,7 +192,7 @@ def test_a_failing_write_is_counted_and_the_thread_goes_on() -> None:
 
 def test_counts_keep_their_documented_order() -> None:
     assert list(RecorderCounts().as_dict()) == [
-        "frames_recorded", "particle_rows", "mask_pages", "events", "annotations", "status_snapshots",
+        "frames_recorded", "particle_rows", "mask_pages", "events", "annotations", "edits", "status_snapshots",
         "recorder_backpressure", "results_lost", "write_errors", "masks_not_drawn", "status_skipped",
         "results_after_stop"]
 
