@@ -153,6 +153,7 @@ def test_a_live_session_replays_to_identical_trajectories(tmp_path: Path) -> Non
     pd.testing.assert_frame_equal(replay_table, live_table, check_exact=True)
     # The same edits at the same frames, with the same outcomes; the rejected prompts stay rejected.
     assert _without_times(_log_lines(replayed)) == _without_times(lines)
+    assert f"replay of the live run {live}" in (replayed / "annotations.jsonl").read_text()
 
 
 def test_a_replay_needs_an_edits_log(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def serve(
 
     try:
         cfg = ServiceConfig.from_file(config).with_overrides({
-            "segmenter.backend": backend, "prompts": prompts, "recorder.out_dir": out,
+            "segmenter.backend": backend, "prompts": prompts.absolute() if prompts else None, "recorder.out_dir": out,
             "calibration.pixel_size_nm": pixel_size_nm, "calibration.fps": fps,
             "control.endpoint": control_endpoint, "control.insecure": True if insecure else None,
         }).with_segmenter_options(parse_assignments(option))

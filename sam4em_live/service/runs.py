@@ -237,6 +237,9 @@ def run_replay(input: Path, replay: Path, out: Path, progress: bool = True) -> P
                           run_id=out.name, max_frames=max_frames,
                           extra_sinks=[ProgressSink(max_frames or n_frames, progress)])
     built.service.edits.add_recorded_refusals(plan.refusals)
+    # The replay's own folder says what it replays (annotations.jsonl; run.json's config names the recording).
+    built.service.annotate(f"replay of the live run {run_dir.absolute()} ({len(plan.edits)} edits re-run, "
+                           f"{len(plan.refusals)} refusals repeated)")
     try:
         built.service.run()
     finally:
