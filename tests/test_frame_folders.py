@@ -28,7 +28,7 @@ from sam4em_live.service.runs import run_track
 from sam4em_live.sources.base import EndOfStream
 from sam4em_live.sources.replay import ReplaySource
 from tests.conftest import disk_video
-from tests.dm4_writer import write_dm4
+from tests.instrument_files import write_dm4
 
 FORMATS_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "formats"
 
@@ -242,7 +242,7 @@ def _rss_bytes() -> int:
 
 
 def test_insitu_frames_written_with_a_calibration_keep_their_order_values_and_pixel_size(tmp_path):
-    """Distinct 64x48 frames (tests/dm4_writer.py), each read through the sibling path, equal rosettasciio's."""
+    """Distinct 64x48 frames (tests/instrument_files.py), each read through the sibling path, equal rosettasciio's."""
     frames = np.random.default_rng(7).integers(0, 4000, (14, 48, 64)).astype(np.uint16)
     root = tmp_path / "Capture 2"
     k = 0

@@ -18,7 +18,7 @@ import pytest
 
 from sam4em_live.io.frame_readers import ReplayError
 from sam4em_live.io.reader_registry import open_reader
-from sam4em_live.io.vendor_readers import VendorStackReader, read_signals
+from sam4em_live.io.vendor_readers import Hdf5FrameChunks, VendorStackReader, read_signals
 from sam4em_live.io.video_reader import VideoReader
 from sam4em_live.service.runs import run_track
 from sam4em_live.sources.base import EndOfStream
@@ -26,6 +26,7 @@ from sam4em_live.sources.camera import FramePublisher, pump
 from sam4em_live.sources.replay import ReplaySource
 from sam4em_live.sources.zmq_source import ZmqFrameSource
 from tests.conftest import disk_video
+from tests.instrument_files import velox_stack
 
 FORMATS_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "formats"
 
@@ -161,6 +162,22 @@ def test_a_large_mrc_movie_is_read_frame_by_frame_with_its_pixel_size(tmp_path):
             np.testing.assert_array_equal(reader.read(i), frames[i])
     finally:
         reader.close()
+
+
+def test_a_velox_stack_of_full_size_frames_reads_each_frame_as_its_own_chunk(formats_dir, tmp_path):
+    """Velox layout (one chunk per frame): the direct chunk read equals rosettasciio's lazy read."""
+    frames = np.random.default_rng(5).integers(0, 4000, (6, 128, 160)).astype(np.uint16)
+    path = velox_stack(formats_dir / "fei_example_tem_stack.emd", tmp_path / "stack.emd", frames)
+    reader = open_reader(path)
+    try:
+        assert isinstance(reader._frames, Hdf5FrameChunks)
+        assert (reader.n_frames, reader.shape, reader.dtype) == (6, (128, 160), "<u2")
+        assert reader.calibration.fps == pytest.approx(1.25)  # the instrument's metadata is kept
+        for i in (0, 5, 2):
+            np.testing.assert_array_equal(reader.read(i), frames[i])
+    finally:
+        reader.close()
+    np.testing.assert_array_equal(_rosettasciio_frames(path), frames)
 
 
 # ------------------------------------------------------------------ videos made here

@@ -154,6 +154,44 @@ class LazyFrames:
         self._chunk = None
 
 
+class Hdf5FrameChunks:
+    """Frame ``i`` of a Velox EMD image stack read as its own HDF5 chunk (h5py ``read_direct_chunk``).
+
+    Velox stores an image stack as an HDF5 dataset (rows, columns, frames) chunked one frame per chunk,
+    uncompressed. rosettasciio builds its lazy array on that dataset; reading a frame through h5py's
+    hyperslab selection costs ~3.5 ms per 1024² frame, reading the chunk's bytes ~0.3 ms. Used only when
+    the dataset is exactly that layout (else `LazyFrames`): one dataset under the lazy array, (rows,
+    columns, frames) of the frame size, one chunk per frame, no filters, little-endian.
+    """
+
+    def __init__(self, dataset: Any, shape: tuple[int, int]) -> None:
+        self._dataset = dataset
+        self._shape = shape
+        self._dtype = np.dtype(dataset.dtype)
+
+    @classmethod
+    def of(cls, data: Any, shape: tuple[int, int]) -> Hdf5FrameChunks | None:
+        """The fast reader for a lazy array built on a Velox-layout dataset, else None."""
+        import h5py
+
+        found = [v for v in dict(data.__dask_graph__()).values() if isinstance(v, h5py.Dataset)]
+        if len(found) != 1:
+            return None
+        dataset = found[0]
+        rows, cols = shape
+        if (dataset.ndim != 3 or dataset.shape[:2] != (rows, cols) or dataset.chunks != (rows, cols, 1)
+                or dataset.id.get_create_plist().get_nfilters() != 0 or dataset.dtype.byteorder == ">"):
+            return None
+        return cls(dataset, shape)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        _, raw = self._dataset.id.read_direct_chunk((0, 0, i))
+        return np.frombuffer(raw, dtype=self._dtype).reshape(self._shape)
+
+    def close(self) -> None:
+        self._dataset = None
+
+
 class VendorStackReader:
     """Frames of one instrument file (.dm3/.dm4/.emd/.ser/.emi/.mrc) read lazily through rosettasciio.
 
@@ -172,7 +210,8 @@ class VendorStackReader:
         data = data.reshape((self.n_frames, *self.shape))
         self._wire = wire_dtype(data.dtype, self.path)
         self.dtype = self._wire.str
-        self._frames = LazyFrames(data)
+        chunks = Hdf5FrameChunks.of(data, self.shape) if self.path.suffix.lower() == ".emd" else None
+        self._frames: LazyFrames | Hdf5FrameChunks = chunks or LazyFrames(data)
         self.file_calibration: FileCalibration = calibration_from_signal(signal, frame_axes, image_axes)
         self.calibration: Calibration = self.file_calibration.calibration
         # acquisition times per frame where the file records them (`sources.replay.TimedFrameReader`)

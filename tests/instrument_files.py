@@ -1,4 +1,8 @@
-"""Write minimal DigitalMicrograph 4 files (test data only: the package never writes DM files).
+"""Instrument files made for tests and benchmarks: DigitalMicrograph 4 files and Velox EMD stacks.
+
+The package never writes these formats; the tests need realistic ones.
+
+DM4: a minimal file written from scratch.
 
 The only real DM files we have are tiny (2x2 pixels, ../shared/fixtures/formats). Replay speed and the
 memory of a long in-situ recording need realistic frames (1024² uint16), so this writes the smallest
@@ -6,10 +10,15 @@ tag tree that a DM reader needs -- ``ImageList`` > image > ``ImageData`` (``Data
 ``Dimensions``, ``Calibrations``) -- following the DM4 layout (big-endian tag structure, little-endian
 values). Files are checked by reading them back with rosettasciio (tests/test_frame_folders.py), the
 reader the package uses; the fast sibling path is checked against it on the real fixtures.
+
+Velox EMD: the real fixture (a 3x3x2 stack) with its image dataset replaced by larger frames, stored
+as Velox stores stacks -- (rows, columns, frames), one uncompressed chunk per frame -- and its per-frame
+metadata column repeated, so everything but the pixels is the instrument's own.
 """
 
 from __future__ import annotations
 
+import shutil
 import struct
 from typing import TYPE_CHECKING
 
@@ -90,4 +99,23 @@ def dm4_bytes(pixels: np.ndarray, pixel_size: float = 1.0, units: str = "", expo
 def write_dm4(path: Path, pixels: np.ndarray, **kwargs: object) -> Path:
     """Write `dm4_bytes` to ``path``."""
     path.write_bytes(dm4_bytes(pixels, **kwargs))  # type: ignore[arg-type]
+    return path
+
+
+def velox_stack(template: Path, path: Path, frames: np.ndarray) -> Path:
+    """A copy of the Velox EMD ``template`` (one image stack) holding ``frames`` (n, rows, columns)."""
+    import h5py
+
+    shutil.copy(template, path)
+    path.chmod(0o644)  # the fixture folder is read-only
+    with h5py.File(path, "r+") as f:
+        (key,) = f["Data/Image"].keys()
+        group = f["Data/Image"][key]
+        metadata = group["Metadata"][:, 0]
+        del group["Data"], group["Metadata"]
+        n, rows, cols = frames.shape
+        data = group.create_dataset("Data", (rows, cols, n), dtype=frames.dtype, chunks=(rows, cols, 1))
+        for i in range(n):
+            data[:, :, i] = frames[i]
+        group.create_dataset("Metadata", data=np.repeat(metadata[:, None], n, axis=1), chunks=(metadata.size, 1))
     return path
