@@ -67,7 +67,7 @@ def _live_session(tmp_path: Path, recording: Path) -> Path:
     client = ControlClient(built.control.endpoint, timeout_s=5.0)
     monitor = ControlClient(built.control.endpoint, timeout_s=5.0, origin="monitor")
     stop_camera = threading.Event()
-    source = build_source(SourceConfig.model_validate({"kind": "replay", "path": str(recording), "fps": 20.0}))
+    source = build_source(SourceConfig.model_validate({"kind": "replay", "path": str(recording), "fps": 10.0}))
     sender = threading.Thread(target=pump, args=(source, camera, stop_camera),
                               kwargs={"series_start_delay_s": 0.5}, daemon=True)
     built.service.start()
