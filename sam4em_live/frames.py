@@ -145,11 +145,10 @@ class AcquisitionClock:
 
     def t_s(self, index: int, timestamp_s: float) -> float | None:
         """Seconds of frame ``index`` (stamped ``timestamp_s``) on this clock; None on the `FRAMES` base."""
-        if self.base is TimeBase.FPS:
-            assert self.fps
-            return index / self.fps
         if self.base is TimeBase.FRAMES:
             return None
+        if self.base is TimeBase.FPS and self.fps:  # the constructor insists on a rate for this base
+            return index / self.fps
         if self._first_timestamp_s is None:
             self._first_timestamp_s = timestamp_s
         return timestamp_s - self._first_timestamp_s
