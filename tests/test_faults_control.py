@@ -435,9 +435,9 @@ def test_a_new_particle_is_refused_while_the_worker_has_no_room_for_it() -> None
     quotas = ServiceQuotas(ServiceConfig.from_mapping({}).quotas)  # max_worker_load 0.8 by default
     new = Prompt(9, points=((20.0, 20.0),), labels=(1,))
     assert quotas.admit_edit(new, SHAPE, {1, 2}, 0) == new  # no load measured yet (offline): admitted
-    quotas.note_worker_load(0.5, 2)  # 0.25 a particle: a third one -> 0.75
+    quotas.note_worker_load(0.6, 2)  # 0.3 a particle, under the limit: one more goes in (-> ~0.9)
     assert quotas.admit_edit(new, SHAPE, {1, 2}, 0) == new
-    with pytest.raises(QuotaExceeded, match="max_worker_load") as refused:  # the fourth: 0.5 x 4/2 = 1.0
+    with pytest.raises(QuotaExceeded, match="max_worker_load") as refused:  # then 0.6 x 3/2 = 0.9 >= 0.8
         quotas.admit_edit(Prompt(10, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0)
     assert refused.value.quota == "max_worker_load" and quotas.refused == {"max_worker_load": 1}
     correction = Prompt(1, points=((30.0, 30.0),), labels=(1,))
@@ -445,6 +445,9 @@ def test_a_new_particle_is_refused_while_the_worker_has_no_room_for_it() -> None
     assert quotas.admit_edit(RemoveParticle(2), SHAPE, {1, 2}, 0) == RemoveParticle(2)
     quotas.note_worker_load(0.2, 2)  # a new measurement starts the count of admitted particles afresh
     assert quotas.admit_edit(Prompt(10, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0).particle == 10
+    quotas.note_worker_load(0.85, 3)  # already over the limit: nothing new
+    with pytest.raises(QuotaExceeded, match="busy 85% of the time with 3 particles"):
+        quotas.admit_edit(Prompt(11, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2, 10}, 0)
     quotas.note_worker_load(0.9, 0)  # nothing tracked: the share of one particle is unknown, the first goes in
     assert quotas.admit_edit(new, SHAPE, set(), 0) == new
     off = ServiceQuotas(ServiceConfig.from_mapping({"quotas": {"max_worker_load": 1.0}}).quotas)

@@ -137,9 +137,10 @@ class ServiceQuotas:
     def _over_worker_load(self, edit: ParticleEdit, tracked: Collection[int]) -> str | None:
         """Why a new particle would overload the worker (None: it would not, or the load is unknown).
 
-        Each particle is charged an equal share of the measured load (the frame's fixed costs included, so
-        the estimate errs on the side of refusing); particles admitted since the measurement count as
-        already there. With no particle tracked the share is unknown and the first one is always admitted.
+        Refused while the measured load is over the limit, or while the particles admitted since that
+        measurement, each charged an equal share of it (the frame's fixed costs included, so the charge errs
+        high), already take it there. The candidate itself is not charged: with one or two particles the
+        fixed costs are most of the load, and a share would refuse a second particle on an idle worker.
         """
         limit = self.config.max_worker_load
         if limit >= 1.0 or not isinstance(edit, Prompt) or edit.particle in tracked:
@@ -149,12 +150,13 @@ class ServiceQuotas:
         if load is None or load[1] == 0:
             return None
         busy, particles = load
-        projected = busy * (particles + admitted + 1) / particles
-        if projected <= limit:
+        projected = busy * (particles + admitted) / particles
+        if projected < limit:
             return None
-        return (f"the worker is busy {busy:.0%} of the time with {particles} particles; one more would take it "
-                f"to ~{projected:.0%}, over quotas.max_worker_load = {limit:g} (frames would be dropped): "
-                "remove a particle first, or lower the camera rate")
+        since = f" and {admitted} added since (~{projected:.0%})" if admitted else ""
+        return (f"the worker is busy {busy:.0%} of the time with {particles} particles{since}, at or over "
+                f"quotas.max_worker_load = {limit:g}: more would cost frames; remove a particle first, "
+                "or lower the camera rate")
 
     def count(self, quota: str) -> None:
         with self._lock:
