@@ -118,7 +118,8 @@ def test_every_masks_file_has_one_shape_and_one_page_per_frame(run_dir: Path) ->
         assert not labels[:first].any()  # frames before the series' first one: empty pages
         assert labels[first:].any()
         total += last + 1
-    assert manifest["counts"]["mask_pages"] == total
+    assert manifest["counts"]["mask_pages"] == 30  # masks.tif's; each series' own in series_list
+    assert sum(entry["mask_pages"] for entry in manifest["series_list"]) == total
     assert manifest["mask_frames"] == [[0, 29]]  # masks.tif, as always
 
 

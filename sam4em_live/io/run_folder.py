@@ -236,8 +236,8 @@ class RunFolder:
         mask_frames: tuple[int, ...] | None = None
         if self.masks_path is not None:
             mask_frames = tuple(complete_page_frames(self.masks_path))
-            later = self._later_series_pages(closed, disagreements)
-            agree("counts.mask_pages", counts.get("mask_pages"), len(mask_frames) + later)
+            agree("counts.mask_pages", counts.get("mask_pages"), len(mask_frames))
+            self._later_series_pages(closed, disagreements)
             listed = self.manifest.get("mask_frames")
             if isinstance(listed, list) and all(isinstance(r, list) for r in listed):
                 frames = expand_ranges(listed)

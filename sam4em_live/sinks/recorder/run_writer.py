@@ -370,8 +370,8 @@ class RunDirectoryWriter:
             counts.status_snapshots = self._jsonl[STATUS].lines
             counts.annotations = self._jsonl[ANNOTATIONS].lines
             counts.edits = self._jsonl[EDITS].lines
-        if self._mask_files:  # pages in every series' file
-            counts.mask_pages = sum(writer.pages_on_disk for writer in self._mask_files.values())
+        if 0 in self._mask_files:  # pages in masks.tif; series_list has every series' file's
+            counts.mask_pages = self._mask_files[0].pages_on_disk
 
     def _write_running_manifest(self) -> None:
         try:
