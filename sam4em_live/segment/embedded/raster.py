@@ -93,8 +93,12 @@ def rasterize_mask(lookup: MaskLookup, radius_px: float, x: float, y: float, ang
     index *= width
     index += np.add.outer(s2 * dy + _HALF, centre + c2 * dx).astype(np.int32)  # + lookup column
     full = table.ravel().take(index)
+    area = int(np.count_nonzero(full))  # the sum of a bool array
+    if area == 0:  # a mask thinner than the lookup's sampling still covers the pixel at its centre
+        full[math.floor(y + 0.5) - uy0, math.floor(x + 0.5) - ux0] = True
+        area = 1
     crop = full[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0]
-    return Placement(PixelBox(x0, y0, x1, y1), crop, int(np.count_nonzero(full)))  # the sum of a bool array
+    return Placement(PixelBox(x0, y0, x1, y1), crop, area)
 
 
 _HALF = np.array(0.5, np.float32)

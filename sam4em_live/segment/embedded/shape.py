@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from sam4em_live.segment.embedded.boundary import EdgeFit, edge_profile, fit_edge, signed_distance
 from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes
 from sam4em_live.segment.embedded.raster import MaskLookup, Placement, mask_lookup, rasterize_mask
 from sam4em_live.segment.embedded.templates import TemplateBanks
@@ -88,6 +89,7 @@ class ShapeMemory:
         self.appearance = appearance.astype(np.float32)
         self.mask = mask.astype(bool)
         self._level: np.ndarray | None = None
+        self.edge: EdgeFit | None = None  # the last fitted edge (None: none yet, or no clear one)
         self.n_obs = 1
         self._noise: dict[int, float] = {}
         self._noise_calls: dict[int, int] = {}
@@ -141,19 +143,23 @@ class ShapeMemory:
         return self._smooth
 
     def _derive_mask(self) -> None:
-        """New mask: the memory's ``edge_fraction`` contour, moving at most a little per refresh.
+        """New mask: the memory's measured edge (`boundary.fit_edge`), moving at most a little per refresh.
 
-        The boundary may move by `MAX_BOUNDARY_STEP_PX` and the area by a factor
-        `MAX_AREA_CHANGE` per refresh (the threshold is shifted to respect it), so
-        a bad seed converges over a few refreshes and a few bad frames cannot
-        swing the shape.
+        The ``edge_fraction`` contour of the smoothed memory is only provisional: the
+        unsmoothed memory's mean profile across it locates the true edge (an offset in
+        pixels), and the mask is the smoothed memory's contour at the level found at
+        that offset. Without a clear edge (faint, young memory) the provisional contour
+        stands. The boundary may move by `MAX_BOUNDARY_STEP_PX` and the area by a
+        factor `MAX_AREA_CHANGE` per refresh (the threshold is shifted to respect it),
+        so a bad seed converges over a few refreshes and a few bad frames cannot swing
+        the shape.
         """
         smooth = self._smoothed()
         peak = float(np.percentile(smooth[self.mask], 90)) if self.mask.any() else 0.0
         if peak <= 0:
             return
         reach = dilate_cross(self.mask, MAX_BOUNDARY_STEP_PX)
-        threshold = self.options.edge_fraction * peak
+        threshold = self._edge_level(smooth, self.options.edge_fraction * peak)
         old_area = int(self.mask.sum())
         area = int((reach & (smooth > threshold)).sum())
         target = int(np.clip(area, old_area / MAX_AREA_CHANGE, old_area * MAX_AREA_CHANGE))
@@ -172,6 +178,24 @@ class ShapeMemory:
         # Signed level (> 0 inside) for sub-pixel boundaries when rasterising.
         level = smooth - np.float32(threshold)
         self._level = np.where(candidate, np.maximum(level, 1e-6), np.minimum(level, -1e-6)).astype(np.float32)
+
+    def _edge_level(self, smooth: np.ndarray, provisional_level: float) -> float:
+        """The level of ``smooth`` whose contour lies on the memory's fitted edge (`boundary.fit_edge`).
+
+        The provisional contour is the part of ``smooth > provisional_level`` that
+        overlaps the current mask; the level is ``provisional_level`` itself when the
+        profile shows no clear edge.
+        """
+        labels, count = ndimage.label(smooth > provisional_level)
+        if count == 0:
+            return provisional_level
+        overlap = np.bincount(labels[self.mask], minlength=count + 1)
+        overlap[0] = 0
+        distance = signed_distance(labels == int(np.argmax(overlap)))
+        self.edge = fit_edge(self.appearance, distance)
+        if self.edge is None:
+            return provisional_level
+        return edge_profile(smooth, distance).at(self.edge.offset_px)
 
     def _recentre(self) -> tuple[float, float]:
         if not self.mask.any():

@@ -1,0 +1,194 @@
+"""Where a particle's footprint ends, from its learned (blurred, averaged) contrast profile.
+
+The learned memory is the particle's projected contrast seen through the detector's blur (MTF, defocus,
+the residual jitter of the alignment). Its boundary is *not* at a fixed fraction of the peak: a flat plate
+(cube, prism) has a step edge, whose blurred profile crosses the true edge at half the plateau; a rounded
+body (sphere, rod) has a chord profile ``t ∝ sqrt(2 r s − s²)`` (s the depth inside the edge, r the local
+radius) that reaches zero *at* the edge, where the blurred profile sits at a small fraction of the peak,
+which depends on the blur and the size. Any fixed fraction (the old ``edge_fraction`` contour) is biased
+outwards for plates and inwards or outwards for rounded bodies, by an amount that depends on size, blur and
+the smoothing used to take the contour.
+
+So the edge is *measured*: the memory is averaged along the whole contour of a provisional mask, giving a
+mean edge profile p(s) against the signed distance s from that contour (thousands of pixels: low noise even
+for faint particles), and the profile is fitted by the two physical edge models, each blurred by a Gaussian
+of free width σ:
+
+- plate:  f(t) = P for t > 0 (a step at the edge),
+- chord:  f(t) = P sqrt(1 − (1 − min(t / r, 1))²) for t > 0, r the inscribed radius of the mask,
+
+with t = s − s0, plus a constant background b. P and b are linear (solved in closed form); s0 and σ are
+searched on a grid. The better model's s0 is the offset of the true edge from the provisional contour. The
+fit sees the unsmoothed memory, so the smoothing used for the provisional contour does not enter the
+result, and s0 is a distance, so the prompt's seed size does not either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage, special
+
+#: Bin width (px) of the mean edge profile.
+PROFILE_STEP_PX = 0.5
+#: The profile reaches this far outside the provisional contour (px): the blurred edge and background ...
+PROFILE_OUTSIDE_PX = 4.0
+#: ... and this far inside (px, or to the inscribed radius): enough to tell a step from a chord.
+PROFILE_INSIDE_PX = 14.0
+#: Candidate edge offsets from the provisional contour (px; > 0 inside): a coarse grid, then a fine one.
+MAX_OFFSET_PX, COARSE_OFFSET_STEP_PX, FINE_OFFSET_STEP_PX = 4.0, 0.25, 0.025
+#: Candidate Gaussian widths of the blur (px).
+BLUR_SIGMAS_PX: tuple[float, ...] = (0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
+#: Fine grid (px) on which the blurred chord model is tabulated.
+MODEL_STEP_PX = 0.1
+#: The fitted plateau must stand this many standard errors above zero, else no edge is reported.
+MIN_EDGE_SNR = 6.0
+#: A mask is "rounded" (sphere, rod) if opening it with a disc of this fraction of its inscribed radius
+#: loses at most this fraction of its area (see `rounded_outline`).
+ROUNDED_OPENING_FRACTION, ROUNDED_MAX_LOSS = 0.7, 0.08
+#: Bins with fewer pixels are left out of the fit.
+MIN_BIN_PIXELS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeFit:
+    """The fitted edge: where it lies relative to the provisional contour, and what the fit found."""
+
+    offset_px: float  # signed distance of the true edge from the provisional contour (> 0: inside it)
+    blur_px: float  # the fitted Gaussian width
+    plateau: float  # P, contrast units of the memory
+    model: str  # "plate" or "chord"
+    snr: float  # P / its standard error
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeProfile:
+    """A field averaged in bins of the signed distance from a contour: mean distance, mean value, pixels."""
+
+    distance_px: np.ndarray
+    value: np.ndarray
+    pixels: np.ndarray
+
+    def at(self, distance_px: float) -> float:
+        """The profile's value at a signed distance (linear between bins)."""
+        return float(np.interp(distance_px, self.distance_px, self.value))
+
+
+def signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Distance (px) of each pixel centre from the mask's outline, > 0 inside; pixel edges at ±0.5."""
+    inside = ndimage.distance_transform_edt(mask)
+    outside = ndimage.distance_transform_edt(~mask)
+    return np.where(mask, inside - 0.5, 0.5 - outside).astype(np.float32)
+
+
+def edge_profile(field: np.ndarray, distance: np.ndarray, inside_px: float = PROFILE_INSIDE_PX) -> EdgeProfile:
+    """``field`` averaged in `PROFILE_STEP_PX` bins of the signed ``distance``, from outside to ``inside_px``."""
+    lo = -PROFILE_OUTSIDE_PX
+    keep = (distance >= lo) & (distance < inside_px)
+    d = distance[keep].astype(np.float64)
+    index = ((d - lo) / PROFILE_STEP_PX).astype(np.intp)
+    counts = np.bincount(index)
+    used = counts >= MIN_BIN_PIXELS
+    sums = np.bincount(index, field[keep].astype(np.float64))
+    mean_distance = np.bincount(index, d)
+    safe = np.maximum(counts, 1)
+    return EdgeProfile((mean_distance / safe)[used], (sums / safe)[used], counts[used])
+
+
+@lru_cache(maxsize=64)
+def _chord_table(radius_px: int) -> tuple[float, np.ndarray]:
+    """The chord edge (unit plateau, radius ``radius_px``) blurred by every `BLUR_SIGMAS_PX`: (t0, table).
+
+    ``table[k, i]`` is the model at t = t0 + i `MODEL_STEP_PX` for sigma k; beyond the radius the profile is
+    taken as flat (the deep interior hardly enters the fit, see `PROFILE_INSIDE_PX`).
+    """
+    reach = 4 * max(BLUR_SIGMAS_PX) + MAX_OFFSET_PX + PROFILE_OUTSIDE_PX
+    t = np.arange(-reach, radius_px + reach, MODEL_STEP_PX)
+    fraction = np.clip(t / radius_px, 0.0, 1.0)
+    chord = np.where(t > 0, np.sqrt(1.0 - (1.0 - fraction) ** 2), 0.0)
+    table = np.stack([ndimage.gaussian_filter1d(chord, s / MODEL_STEP_PX, mode="nearest", truncate=3.0)
+                      for s in BLUR_SIGMAS_PX])
+    table.flags.writeable = False
+    return float(t[0]), table
+
+
+def _model_values(model: str, radius_px: int, s: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Unit-plateau blurred edge at depth s − offset: shape (sigmas, offsets, bins)."""
+    t = s[None, :] - offsets[:, None]
+    if model == "plate":  # a blurred step: the Gaussian's cumulative distribution, in closed form
+        sigmas = np.asarray(BLUR_SIGMAS_PX)[:, None, None]
+        return special.ndtr(t[None] / sigmas)
+    t0, table = _chord_table(radius_px)
+    position = np.clip((t - t0) / MODEL_STEP_PX, 0.0, table.shape[1] - 1.001)
+    lower = position.astype(np.intp)
+    frac = position - lower
+    return table[:, lower] * (1 - frac) + table[:, lower + 1] * frac
+
+
+def fit_edge(memory: np.ndarray, distance: np.ndarray) -> EdgeFit | None:
+    """The edge of ``memory`` (contrast, > 0 on the particle) relative to the contour of ``distance`` (> 0 in).
+
+    None when the profile does not show a clear edge (too faint, or the contour encloses too little).
+    """
+    radius = int(round(float(distance.max()) + 0.5))  # inscribed radius of the provisional mask
+    if radius < 1:
+        return None
+    profile = edge_profile(memory, distance, min(PROFILE_INSIDE_PX, radius + 2.0))
+    s, p, w = profile.distance_px, profile.value, profile.pixels.astype(np.float64)
+    if s.size < 8:
+        return None
+    best: tuple[float, str, float, int, float, float] | None = None  # cost, model, offset, sigma, P, spread
+    for model in ("plate", "chord") if rounded_outline(distance) else ("plate",):
+        centre, step = 0.0, COARSE_OFFSET_STEP_PX
+        for reach in (MAX_OFFSET_PX, COARSE_OFFSET_STEP_PX):  # coarse grid, then fine around its optimum
+            offsets = centre + np.arange(-reach, reach + step / 2, step)
+            plateau, cost, spread = _weighted_line_fit(_model_values(model, radius, s, offsets), p, w)
+            cost = np.where(plateau > 0, cost, np.inf)
+            i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+            centre, step = float(offsets[j]), FINE_OFFSET_STEP_PX
+        if best is None or cost[i, j] < best[0]:
+            best = (float(cost[i, j]), model, centre, int(i), float(plateau[i, j]), float(spread[i, j]))
+    assert best is not None
+    cost, model, offset, sigma_index, plateau, spread = best
+    # Standard error of P: bin means scatter by sigma_pixel / sqrt(count), so cost / (bins - 4) estimates
+    # the per-pixel variance (4 fitted parameters), and var(P) = that / the model's weighted spread.
+    variance = cost / max(s.size - 4, 1)
+    snr = plateau / np.sqrt(max(variance, 1e-18) / max(spread, 1e-18))
+    if not np.isfinite(snr) or snr < MIN_EDGE_SNR:
+        return None
+    return EdgeFit(offset, BLUR_SIGMAS_PX[sigma_index], plateau, model, float(snr))
+
+
+def rounded_outline(distance: np.ndarray) -> bool:
+    """Whether the contour of ``distance`` (> 0 inside) is a union of discs of about its inscribed radius.
+
+    Spheres and rods (spherocylinders) are: opening the mask with a disc of `ROUNDED_OPENING_FRACTION` of
+    its inscribed radius keeps it whole. Polygons are not (a square loses ~10 % at its corners, a triangle
+    ~19 %): those are plates (cubes, prisms), and a domed (chord) profile is not a physical model for them.
+    """
+    inside = distance > 0
+    radius = ROUNDED_OPENING_FRACTION * (float(distance.max()) + 0.5)
+    core = distance + 0.5 >= radius  # centres at least `radius` from the outside
+    if not core.any():
+        return True
+    opened = ndimage.distance_transform_edt(~core) <= radius
+    return float((opened & inside).sum()) >= (1.0 - ROUNDED_MAX_LOSS) * float(inside.sum())
+
+
+def _weighted_line_fit(values: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least squares of p ≈ P · values + b (weights w) for every model column of ``values`` (..., bins).
+
+    Returns P, the weighted squared residual and the weighted spread Σ w (values − mean)² (for P's error).
+    """
+    sw = w.sum()
+    sx = values @ w
+    sy = float(p @ w)
+    spread = (values * values) @ w - sx * sx / sw
+    sxy = values @ (w * p) - sx * sy / sw
+    syy = float((p * p) @ w) - sy * sy / sw
+    safe = np.where(spread > 1e-18, spread, 1e-18)
+    plateau = sxy / safe
+    cost = np.maximum(syy - plateau * sxy, 0.0)
+    return plateau, cost, spread
