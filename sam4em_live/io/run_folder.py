@@ -289,8 +289,9 @@ class RunFolder:
             out.append(f"{TRAJECTORY_NAMES[0]}: {duplicated} duplicate ({', '.join(keys)}) rows")
         ranges = {e.get("series"): e.get("frames") for e in self.series_list}
         if closed and SERIES_COLUMN in table.columns and ranges:
-            for number, group in table.groupby(SERIES_COLUMN):
-                frames = ranges.get(int(number))  # type: ignore[call-overload]
+            for number in table[SERIES_COLUMN].unique():
+                group = table[table[SERIES_COLUMN] == number]
+                frames = ranges.get(int(number))
                 if not (isinstance(frames, list) and len(frames) == 2):
                     out.append(f"{TRAJECTORY_NAMES[0]}: rows of series {number}, which run.json does not list")
                 elif group["frame"].min() < frames[0] or group["frame"].max() > frames[1]:
