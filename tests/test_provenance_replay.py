@@ -24,6 +24,7 @@ from sam4em_live.io.tiff_io import write_tiff_stack
 from sam4em_live.particles import EditRecord, Prompt, PromptError, RemoveParticle
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.edits import MAX_REFUSALS_KEPT, EditInbox
+from sam4em_live.service.runs import run_replay, run_track
 from sam4em_live.sources.array_source import ArraySource
 from sam4em_live.sources.camera import FramePublisher, pump
 from sam4em_live.sources.registry import build_source
@@ -219,3 +220,19 @@ def test_a_hooks_edits_are_logged_as_the_hooks(tmp_path: Path) -> None:
     lines = _log_lines(built.run_dir)
     assert [(e["frame"], e["origin"], e["kind"], e["outcome"]) for e in lines] == [
         (0, "hook", "removal", "applied"), (2, "hook", "prompt", "applied")]
+
+
+def test_a_replay_processes_the_frames_the_run_had_results_for(tmp_path: Path) -> None:
+    """run.json's series frame ranges bound the replay (a live run may start and stop mid-recording)."""
+    recording = _recording(tmp_path)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"prompts": [{"frame": 0, "particle": 1, "points": [list(_disk(1, 0))]}]}))
+    run = run_track(recording, prompts, tmp_path / "offline", backend="threshold", progress=False)
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["provenance"]["inputs"]["source.path"] == str(recording)
+    manifest["series_list"] = [{"frames": [3, 10]}, {"frames": [11, 12]}]
+    (run / "run.json").write_text(json.dumps(manifest))
+    replayed = run_replay(recording, run, tmp_path / "replayed", progress=False)
+    table = pd.read_csv(replayed / "trajectories.csv")
+    assert list(table.frame) == list(range(3, 13))  # the prompt for frame 0 lands on the first frame seen
+    assert [(e["frame"], e["origin"]) for e in _log_lines(replayed)] == [(3, "file")]
