@@ -29,8 +29,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import numpy as np
-
 #: Steps kept per particle, and how many it needs before its own scale replaces the option's.
 STEP_HISTORY = 64
 MIN_STEPS = 8
@@ -59,18 +57,22 @@ class StepModel:
 
     default_scale_px: float
     steps: deque[float] = field(default_factory=lambda: deque(maxlen=STEP_HISTORY))
+    _added: int = 0
     _scale: float | None = None
 
     def add(self, step_px: float) -> None:
         self.steps.append(step_px)
-        if len(self.steps) % 8 == 0:  # the quantile is recomputed now and then, not per frame
+        self._added += 1
+        if self._added % 8 == 0:  # the quantile is recomputed every 8 steps, not per frame
             self._scale = None
 
     def scale_px(self, radius_px: float) -> float:
+        """The 80th percentile of its recent steps (the option's scale until it has `MIN_STEPS`), floored."""
         if len(self.steps) < MIN_STEPS:
             return self.default_scale_px
         if self._scale is None:
-            self._scale = float(np.quantile(np.fromiter(self.steps, float, len(self.steps)), STEP_QUANTILE))
+            ordered = sorted(self.steps)  # 64 floats: cheaper than np.quantile's layers
+            self._scale = ordered[min(int(STEP_QUANTILE * len(ordered)), len(ordered) - 1)]
         return max(self._scale, MIN_SCALE_PX, MIN_SCALE_RADII * radius_px)
 
     def budget_px(self, radius_px: float, frames_lost: int) -> float:

@@ -24,7 +24,7 @@ import numpy as np
 
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
 from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
-from sam4em_live.segment.embedded.identity import STATIC_FRACTION, Candidate, needs_gate, refusal
+from sam4em_live.segment.embedded.identity import PLAUSIBLE_JUMP, STATIC_FRACTION, Candidate, refusal
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.reacquire import candidate_positions
@@ -361,10 +361,10 @@ class EmbeddedSegmenter:
     def _refused(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate, placed: Placement,
                  visible: float) -> str | None:
         """Why a detection may not carry the particle's id (`identity`); None for an ordinary step or a pass."""
+        if track.present and (math.hypot(estimate.x - track.x, estimate.y - track.y)
+                              <= PLAUSIBLE_JUMP * track.steps.budget_px(track.memory.radius_px, 0)):
+            return None  # an ordinary step: the per-frame path
         history = track.history()
-        if track.present and not needs_gate(Candidate(estimate.x, estimate.y, estimate.z, estimate.amplitude,
-                                                      visible, 1.0), history):
-            return None
         in_frame = int(placed.crop.sum())
         exclusive = visible * placed.area_px / in_frame if in_frame else 0.0
         candidate = Candidate(estimate.x, estimate.y, estimate.z, estimate.amplitude, visible, exclusive)
