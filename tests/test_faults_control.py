@@ -109,6 +109,8 @@ def service_config(**over: dict[str, Any]) -> ServiceConfig:
         "publisher": {"enabled": False},
         "control": {"enabled": True, "endpoint": "tcp://127.0.0.1:0"},
         "pipeline": {"backpressure": "latest", "status_interval_s": 0.2},
+        # Off unless a test is about it: on a loaded machine the worker is busy and new particles are refused.
+        "quotas": {"max_worker_load": 1.0},
     }
     for key, value in over.items():
         data.setdefault(key, {}).update(value)

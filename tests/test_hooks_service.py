@@ -137,7 +137,8 @@ def test_events_from_the_pipeline_reach_hooks(tmp_path) -> None:
 def live(tmp_path):
     frames, _ = disk_video(n_frames=2000)
     cfg = config(tmp_path, control={"enabled": True, "endpoint": "tcp://127.0.0.1:0"},
-                 pipeline={"backpressure": "latest", "status_interval_s": 0.1})
+                 pipeline={"backpressure": "latest", "status_interval_s": 0.1},
+                 quotas={"max_worker_load": 1.0})  # not about load: a busy test machine must not refuse prompts
     built = build_service(cfg, source=ArraySource(frames, CAL, delay_s=0.01), edits=PROMPTS[:1])
     built.service.start()
     client = ControlClient(built.control.endpoint, timeout_s=3.0)

@@ -356,8 +356,9 @@ class Service:
     def _publish_status(self) -> None:
         self._status = self._snapshot()
         s = self._status
-        if self._shed_load and s.state is ServiceState.STREAMING and s.frames_processed:
-            # Live: new particles from clients are admitted only while the worker has room for them.
+        if self._shed_load and s.live and s.state is ServiceState.STREAMING and s.frames_processed:
+            # Live: new particles from clients are admitted only while the worker has room for them (offline,
+            # as fast as possible, the worker is always busy and a slower run loses nothing).
             self._quotas.note_worker_load(s.worker_busy, len(s.particles))
         if s.live:
             log.info(
