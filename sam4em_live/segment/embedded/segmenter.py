@@ -11,7 +11,9 @@ Presence is decided, the template mask is rasterised at the pose, and the
 aligned window is folded into the particle's appearance memory (`shape`). Lost
 particles are looked for around their last position every frame and, every
 ``reacquire_interval_frames``, one of them over the whole frame at low
-resolution (`reacquire`).
+resolution (`reacquire`). A re-acquisition or a large jump must pass the identity
+gate (`identity`: own motion, own appearance, exclusivity, not on a static feature of
+`static_map`, which learns from every frame); lost beats wrong.
 """
 
 from __future__ import annotations
