@@ -98,6 +98,8 @@ def test_no_ambiguous_rows_and_every_row_within_its_series(run_dir: Path) -> Non
         first, last = listed[int(series)]
         assert first <= rows["frame"].min() and rows["frame"].max() <= last
     assert sorted(table["series"].unique()) == [0, 1, 2, 3]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert events and all(event["series"] in (0, 1, 2, 3) for event in events)
     run = RunFolder.open(run_dir).trajectories()  # refused before: "particle 1 appears twice on frame 0"
     assert len(run.table) == len(table)
     assert list(run.table.sort_values(["series", "particle", "frame"]).index) == list(range(len(table)))

@@ -154,8 +154,8 @@ class RunDirectoryWriter:
         trajectories.write(message)
         events = self._jsonl[EVENTS]
         for event in message.events:
-            events.write({"kind": event.kind, "frame": event.frame, "particle": event.particle,
-                          "detail": event.detail, "wall_time_s": message.processed_s})
+            events.write({"kind": event.kind, "frame": event.frame, "series": segment.number,
+                          "particle": event.particle, "detail": event.detail, "wall_time_s": message.processed_s})
         edits = self._jsonl[EDITS]
         for record in message.edits:
             edits.write(edit_log_entry(record, message.processed_s))
