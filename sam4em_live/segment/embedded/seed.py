@@ -27,6 +27,7 @@ from sam4em_live.segment.base import PromptErrors
 from sam4em_live.segment.embedded.ellipse import matched_ellipse
 from sam4em_live.segment.embedded.seed_region import (
     Background,
+    Territory,
     edge_threshold,
     particle_territory,
     robust_background,
@@ -55,6 +56,8 @@ SMOOTHING_SCALES = (0.25, 0.5, 1.0, 1.5, 2.25, 3.4, 5.0)
 SEGMENT_SNR_FACTOR = 2.0
 #: Noise sigmas by which the strongest pixel near a click exceeds the particle's level (a max of ~80 values).
 LEVEL_NOISE_LIFT = 2.0
+#: The particle's territory (neighbours cut off) is found at this multiple of the segmentation scale.
+TERRITORY_SCALE_FACTOR = 2.0
 #: Smoothing above this fraction of the particle's radius rounds its outline: an ellipse is fitted instead.
 ELLIPSE_SCALE_FRACTION = 0.4
 #: Block size (pixels) of the means the background plane is fitted to.
@@ -188,8 +191,37 @@ def seed_prompts(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: Emb
 
 
 def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) -> Seed:
-    """Segment the particle at ``prompt`` on this frame; raise `PromptError` naming its particle if there is none."""
+    """Segment the particle at ``prompt`` on this frame; raise `PromptError` naming its particle if there is none.
+
+    A point prompt is first analysed in a window of half the ``seed_window_radius_px`` (cheap: most
+    particles are far smaller); a region that reaches its edge or a particle not found there (one
+    that fills the window leaves no background) is analysed again in a window twice as large, up to
+    twice ``seed_window_radius_px``; a region that still reaches the edge is no isolated particle.
+    A box sets its own window.
+    """
     cx, cy, radius = _prompt_centre(prompt, options)
+    radii = [radius] if prompt.box is not None else [radius // 2, radius, 2 * radius]
+    refusal: PromptError | None = None
+    for tried in radii:
+        try:
+            seed = _seed_in_window(pixels, prompt, options, cx, cy, tried)
+        except PromptError as exc:  # a particle that fills the small window leaves no background in it
+            refusal = exc
+            continue
+        if seed is not None:
+            return seed
+        refusal = None
+    if refusal is not None:
+        raise refusal
+    raise PromptError(
+        f"particle {prompt.particle} at ({cx:.1f}, {cy:.1f}): the region at the prompt reaches the "
+        f"{2 * radii[-1] + 1} px analysis window's edge -- not an isolated particle (a background gradient or a "
+        f"particle larger than the window); draw a box", prompt.particle)
+
+
+def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions, cx: float, cy: float,
+                    radius: int) -> Seed | None:
+    """`seed_particle` in the window of half-size ``radius`` around (cx, cy) (None: reaches its edge)."""
     x0, y0 = int(math.floor(cx)) - radius, int(math.floor(cy)) - radius
     raw = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
     box = _box_region(prompt, raw.darkness.shape, x0, y0)
@@ -213,7 +245,7 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
             f"background noise {background.noise:.3f}); click on the particle or draw a box", prompt.particle)
     allowed = np.ones(signal.shape, dtype=bool) if box is None else box.copy()
     _exclude_negatives(allowed, prompt, x0, y0, seed_rc)
-    territory = particle_territory(signal, seed_rc, level, background.noise, allowed)
+    territory = _territory(window, usable, scale, seed_rc, allowed)
     core = territory.own & (signal > REGION_FRACTION * level)
     if not core.any():
         raise PromptError(f"{where}: nothing segmentable at the prompt", prompt.particle)
@@ -224,10 +256,7 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
         raise PromptError(f"{where}: nothing segmentable at the prompt", prompt.particle)
     mask = _filled(mask)
     if box is None and (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()):
-        raise PromptError(
-            f"{where}: the region at the prompt reaches the {2 * radius + 1} px analysis window's edge -- "
-            f"not an isolated particle (a background gradient or a particle larger than the window); draw a box",
-            prompt.particle)
+        return None
     if mask.sum() < 6:
         raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)",
                           prompt.particle)
@@ -259,6 +288,8 @@ def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions,
         background = robust_background(smooth, usable)
         signal = smooth - np.float32(background.level)
         level, seed_rc = _prompt_level(signal, prompt, window.x0, window.y0)
+        if not window.valid.all():  # near the frame's edge fewer pixels are averaged: more noise
+            background = Background(background.level, background.noise * _noise_gain(window.valid, scale, seed_rc))
         candidate = (scale, signal, background, level, seed_rc)
         # The level is the strongest of ~80 pixels near the click: at fine scales noise alone lifts it.
         snr = abs(level) / background.noise - LEVEL_NOISE_LIFT
@@ -276,6 +307,43 @@ def _smoothed(window: Window, scale: float) -> np.ndarray:
         return smooth
     weight = ndimage.gaussian_filter(window.valid.astype(np.float32), scale, mode="nearest")
     return np.where(weight > 0.05, smooth / np.maximum(weight, 0.05), 0.0).astype(np.float32)
+
+
+def _territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[int, int],
+               allowed: np.ndarray) -> Territory:
+    """The prompted particle's territory, found at twice the segmentation scale.
+
+    At the fine scale a click's strongest pixel can be a noise bump (near a corner, say) that the
+    watershed would make a particle of its own; at twice the scale noise is halved and a 2 px gap
+    between neighbours is still a valley. The territory is widened back by the scale (not into a
+    neighbour's) so the fine outline is not cut by the coarse one.
+    """
+    coarse = _smoothed(window, TERRITORY_SCALE_FACTOR * scale)
+    background = robust_background(coarse, usable)
+    signal = coarse - np.float32(background.level)
+    reach = max(POINT_REACH_PX, int(math.ceil(TERRITORY_SCALE_FACTOR * scale)))
+    r, c = seed_rc
+    rows = slice(max(r - reach, 0), r + reach + 1)
+    cols = slice(max(c - reach, 0), c + reach + 1)
+    k = int(np.argmax(signal[rows, cols]))
+    peak_rc = (rows.start + k // signal[rows, cols].shape[1], cols.start + k % signal[rows, cols].shape[1])
+    coarse_territory = particle_territory(signal, peak_rc, float(signal[peak_rc]), background.noise, allowed)
+    widened = ndimage.binary_dilation(coarse_territory.own, iterations=int(math.ceil(scale)) + 1)
+    return Territory(widened & allowed & ~coarse_territory.neighbours, coarse_territory.neighbours)
+
+
+def _noise_gain(valid: np.ndarray, scale: float, at: tuple[int, int]) -> float:
+    """How much noisier `_smoothed` is at pixel ``at`` than inside the frame (sqrt of sum w² / (sum w)²)."""
+    r, c = at
+    reach = int(math.ceil(3 * scale))
+    patch = valid[max(r - reach, 0) : r + reach + 1, max(c - reach, 0) : c + reach + 1].astype(np.float32)
+    rows, cols = np.ogrid[max(r - reach, 0) - r : min(r + reach + 1, valid.shape[0]) - r,
+                          max(c - reach, 0) - c : min(c + reach + 1, valid.shape[1]) - c]
+    weight = np.exp(-(rows**2 + cols**2) / (2 * scale**2)) * patch
+    full = np.exp(-(rows**2 + cols**2) / (2 * scale**2))
+    inside = float((full**2).sum()) / float(full.sum()) ** 2  # an interior pixel, same kernel
+    here = float((weight**2).sum()) / max(float(weight.sum()), 1e-12) ** 2
+    return math.sqrt(here / inside)
 
 
 def _fitted_ellipse(window: Window, mask: np.ndarray, prompt: Prompt, box: np.ndarray | None,
@@ -296,31 +364,47 @@ def _fitted_ellipse(window: Window, mask: np.ndarray, prompt: Prompt, box: np.nd
 def _flattened(window: Window, usable: np.ndarray) -> Window:
     """Remove a background plane (strong illumination gradients) fitted to the background pixels.
 
-    Fitted to 4 x 4 block means over blocks of ``usable`` pixels only (not the prompt's box),
-    iteratively clipping what stands out on either side (the particle and its neighbours) so
-    they do not tilt the plane.
+    Fitted to 4 x 4 block means of ``usable`` pixels (not the prompt's box). A least-squares fit
+    over the window would tilt towards a large particle off the window's centre (a click near its
+    rim), so the plane starts from the medians of the window's four border strips (a gradient) and,
+    again, from a flat plane at the blocks' mode (a large particle across a strip); each is refitted
+    to the blocks within 3 noise sigmas of it (the noise from neighbouring blocks' differences, which
+    particles hardly touch), and the plane with the most such blocks is the background.
     """
     edge = (window.darkness.shape[0] // PLANE_BLOCK_PX) * PLANE_BLOCK_PX
-    blocks = block_mean(window.darkness[:edge, :edge], PLANE_BLOCK_PX)
+    blocks = block_mean(window.darkness[:edge, :edge], PLANE_BLOCK_PX).astype(float)
     full = block_mean(usable[:edge, :edge], PLANE_BLOCK_PX) > 0.999
-    rows, cols = np.nonzero(full)
-    if rows.size < 8:
+    n = blocks.shape[0]
+    strip = max(2, n // 5)
+    sides = [blocks[:strip][full[:strip]], blocks[-strip:][full[-strip:]],
+             blocks[:, :strip][full[:, :strip]], blocks[:, -strip:][full[:, -strip:]]]
+    pairs = full[:, 1:] & full[:, :-1]
+    if min(side.size for side in sides) < 4 or pairs.sum() < 16:
         return window
-    values = blocks[rows, cols].astype(float)
+    top, bottom, left, right = (float(np.median(side)) for side in sides)
+    span = PLANE_BLOCK_PX * (n - strip)
     centre_px = 0.5 * (PLANE_BLOCK_PX - 1)
-    design = np.stack([np.ones(rows.size), PLANE_BLOCK_PX * rows + centre_px, PLANE_BLOCK_PX * cols + centre_px],
-                      axis=1)
-    keep = np.ones(rows.size, dtype=bool)
-    coeffs = np.zeros(3)
-    for _ in range(3):
-        coeffs = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
-        residual = values - design @ coeffs
-        centre = float(np.median(residual[keep]))
-        spread = 1.4826 * float(np.median(np.abs(residual[keep] - centre)))
-        within = np.abs(residual - centre) < 2.5 * max(spread, 1e-9)
-        if within.sum() < 8:
-            break
-        keep = within
+    rows, cols = np.nonzero(full)
+    r_px, c_px = PLANE_BLOCK_PX * rows + centre_px, PLANE_BLOCK_PX * cols + centre_px
+    values = blocks[rows, cols]
+    design = np.stack([np.ones(rows.size), r_px, c_px], axis=1)
+    noise = 1.4826 * float(np.median(np.abs(np.diff(blocks, axis=1)[pairs]))) / math.sqrt(2)
+    slope_r, slope_c = (bottom - top) / span, (right - left) / span
+    tilted = np.array([float(np.median(values - slope_r * r_px - slope_c * c_px)), slope_r, slope_c])
+    counts, edges = np.histogram(values, bins=64, range=tuple(np.percentile(values, (1.0, 99.0))))
+    mode = float(edges[np.argmax(counts)] + 0.5 * (edges[1] - edges[0]))
+    # Two starts, each refitted to its inliers; the plane most of the window agrees with is the background.
+    best, best_inliers = tilted, -1
+    for coeffs in (tilted, np.array([mode, 0.0, 0.0])):
+        keep = np.zeros(values.size, dtype=bool)
+        for _ in range(4):
+            keep = np.abs(values - design @ coeffs) < 3.0 * max(noise, 1e-9)
+            if keep.sum() < 8:
+                break
+            coeffs = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        if keep.sum() > best_inliers:
+            best, best_inliers = coeffs, int(keep.sum())
+    coeffs = best
     r, c = np.ogrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
     plane = (coeffs[0] + coeffs[1] * r + coeffs[2] * c).astype(np.float32)
     flat = np.where(window.valid, window.darkness - plane, 0.0).astype(np.float32)

@@ -12,6 +12,7 @@ and rods thin towards their rim: a fixed fraction would inherit their profile).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -48,10 +49,10 @@ def robust_background(smooth: np.ndarray, usable: np.ndarray) -> Background:
     Particles (of either polarity) and their neighbours are the clipped tails; the mode
     starts the clip because in a dense field the median is already pulled towards them.
     """
-    values = smooth[usable]
+    step = max(1, int(math.sqrt(smooth.size / BACKGROUND_SAMPLES)))  # the window is smooth: a sample will do
+    values = smooth[::step, ::step][usable[::step, ::step]]
     if values.size < 16:  # a window that is all prompt: the whole window is the best there is
         values = smooth.ravel()
-    values = values[:: max(1, values.size // BACKGROUND_SAMPLES)]  # the window is smooth: a sample will do
     low, high = np.percentile(values, (1.0, 99.0))
     if not high > low:
         return Background(float(low), 1e-6)
@@ -97,7 +98,10 @@ def particle_territory(signal: np.ndarray, seed_rc: tuple[int, int], level: floa
     component = labels[rows, cols] == labels[seed_rc]
     patch = np.where(component, signal[rows, cols], low)
     height = max(SPLIT_SIGMAS * noise, SPLIT_FRACTION * level)
-    markers, count = ndimage.label(h_maxima(patch.astype(np.float64), height))
+    peaks = (patch == ndimage.maximum_filter(patch, size=5)) & (patch > low + height)
+    count = 1
+    if np.count_nonzero(peaks) > 1:  # perhaps several particles: which peaks stand out of their valleys
+        markers, count = ndimage.label(h_maxima(patch.astype(np.float64), height))
     if count <= 1:  # one particle: the whole component
         territory[rows, cols] = component
         return Territory(territory, neighbours)
