@@ -261,3 +261,62 @@ def test_page_writer_stores_short_values_in_the_entry(tmp_path):
         assert not second.asarray()[:, :32].any()
     with pytest.raises(ValueError, match="multiple of 16"):
         BigTiffPageWriter(open(tmp_path / "b.tif", "xb+"), b"", 100)  # noqa: SIM115 - refused, then collected
+
+
+# ---------------------------------------------------------------- the recorder's layout (io.label_stack_layout)
+
+
+def test_layout_one_page_per_frame_calibrated_imagej_count_current_at_every_flush(tmp_path):
+    from sam4em_live.io.label_stack_layout import LabelStackLayout, page_frame
+
+    path = tmp_path / "masks.tif"
+    masks = [ParticleMask(4, True, 1.0, (5, 6, 25, 26), np.ones((20, 20), bool))]
+    writer = LabelStackWriter(path, layout=LabelStackLayout(pixel_size_nm=0.27, fps=80.0, series=2, series_id="a=b\nc"))
+    seen = []
+    for frame in (3, 4, 9, 10, 15):  # frames 0-2, 5-8 and 11-14 had no result
+        writer.append_masks((130, 140), masks, frame)
+        writer.flush()
+        with tifffile.TiffFile(path) as tif:  # what a reader sees between flushes (and after a kill)
+            assert tif.imagej_metadata["images"] == tif.imagej_metadata["frames"] == len(tif.pages) == frame + 1
+            seen.append(len(tif.pages))
+    writer.close()
+    assert seen == [4, 5, 10, 11, 16] and writer.first_frame == 0
+    labels, frames = read_label_stack(path)
+    assert frames == list(range(16)) and [bool(p.any()) for p in labels] == [f in (3, 4, 9, 10, 15) for f in range(16)]
+    with tifffile.TiffFile(path) as tif:
+        meta = tif.imagej_metadata
+        assert (meta["unit"], meta["finterval"], meta["content"], meta["series"]) == ("nm", 1 / 80.0, "labels", 2)
+        assert meta["series_id"] == "a_b_c"  # cannot break the key=value lines
+        assert tif.pages.first.tags["XResolution"].value == (100, 27)  # 1 / 0.27 nm
+        assert [page_frame(p.description) for p in tif.pages] == list(range(16))
+    backwards = LabelStackWriter(tmp_path / "b.tif", layout=LabelStackLayout())
+    backwards.append_masks((8, 8), [], 5)
+    with pytest.raises(ValueError, match="increasing"):
+        backwards.append_masks((8, 8), [], 5)
+    backwards.close()
+    late = LabelStackWriter(tmp_path / "late.tif", layout=LabelStackLayout())  # a camera joined at frame 10**6
+    late.append_masks((8, 8), [], 10**6)
+    late.close()
+    assert read_label_stack(tmp_path / "late.tif")[1] == [10**6]
+
+
+def test_layout_a_file_cut_at_any_page_is_made_whole_with_its_imagej_count(tmp_path):
+    from sam4em_live.io.label_stack_layout import LabelStackLayout
+    from sam4em_live.io.mask_tiff import end_at_last_complete_page
+
+    path = tmp_path / "masks.tif"
+    writer = LabelStackWriter(path, layout=LabelStackLayout(pixel_size_nm=2.0))
+    mask = [ParticleMask(1, True, 1.0, (0, 0, 4, 4), np.ones((4, 4), bool))]
+    for frame in range(0, 12, 2):
+        writer.append_masks((40, 50), mask, frame)
+    writer.close()
+    data = path.read_bytes()
+    ends = _page_ends(path)
+    for cut in (ends[0], ends[3] - 1, ends[5] + 3, ends[-1] - 1):
+        cut_path = tmp_path / f"cut{cut}.tif"
+        cut_path.write_bytes(data[:cut])
+        frames = end_at_last_complete_page(cut_path)
+        assert frames == list(range(sum(end <= cut for end in ends)))
+        with tifffile.TiffFile(cut_path) as tif:
+            assert tif.imagej_metadata["images"] == len(tif.pages) == len(frames)
+            assert tif.series[0].shape == ((len(frames), 40, 50) if len(frames) > 1 else (40, 50))  # tifffile squeezes
