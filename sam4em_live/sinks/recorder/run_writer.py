@@ -151,6 +151,9 @@ class RunDirectoryWriter:
                                          message.dtype or series.dtype, message.calibration or series.calibration)
         if new:
             self._start_series(segment)
+            if self.stopped is not None:  # the disk refused closing the last series' masks file
+                self.counts.results_after_stop += 1
+                return
         trajectories.write(message)
         events = self._jsonl[EVENTS]
         for event in message.events:
