@@ -103,6 +103,11 @@ def test_no_ambiguous_rows_and_every_row_within_its_series(run_dir: Path) -> Non
     run = RunFolder.open(run_dir).trajectories()  # refused before: "particle 1 appears twice on frame 0"
     assert len(run.table) == len(table)
     assert list(run.table.sort_values(["series", "particle", "frame"]).index) == list(range(len(table)))
+    restart = RunFolder.open(run_dir).trajectories(series=1)
+    assert set(restart.table["series"]) == {1} and restart.calibration.fps == 50.0
+    assert len(restart.table) == int((table["series"] == 1).sum())
+    with pytest.raises(ValueError, match="no series 7"):
+        RunFolder.open(run_dir).trajectories(series=7)
 
 
 def test_every_masks_file_has_one_shape_and_one_page_per_frame(run_dir: Path) -> None:

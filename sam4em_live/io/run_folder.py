@@ -193,22 +193,36 @@ class RunFolder:
     def trajectories_path(self) -> Path | None:
         return next((self.path / n for n in TRAJECTORY_NAMES if (self.path / n).is_file()), None)
 
-    def trajectories(self) -> Trajectories:
-        """The trajectory table (validated, sorted by particle and frame) with the run's calibration.
+    def trajectories(self, series: int | None = None) -> Trajectories:
+        """The trajectory table (validated, sorted by series, particle and frame) with the run's calibration.
 
-        Raises FileNotFoundError without a table, ValueError for a table that is not a trajectory table.
+        ``series``: only that series' rows, with its own calibration (run.json ``series_list``); a run with
+        several series (a camera restart, a new series id) repeats frame numbers across them, so analyses
+        of positions over time take one series at a time. Raises FileNotFoundError without a table,
+        ValueError for a table that is not a trajectory table or a series the run does not have.
         """
         table_path = self.trajectories_path
         if table_path is None:
             raise FileNotFoundError(f"{self.path} has no {' or '.join(TRAJECTORY_NAMES)}")
+        table: pd.DataFrame | None = None
         if table_path.suffix == ".csv":
             data = table_path.read_bytes()
             whole = _whole_lines(data)
             if len(whole) < len(data):
                 log.warning("%s: last line cut short (the recording stopped mid-write); left out", table_path)
                 table = normalize_table(_read_csv_bytes(whole))
-                return Trajectories(table, self.calibration, str(table_path), self.warnings)
-        return Trajectories(read_table_file(table_path), self.calibration, str(table_path), self.warnings)
+        if table is None:
+            table = read_table_file(table_path)
+        if series is None:
+            return Trajectories(table, self.calibration, str(table_path), self.warnings)
+        entry = next((e for e in self.series_list if e.get("series") == series), None)
+        if entry is None:
+            raise ValueError(f"{self.path}: no series {series} (run.json series_list has "
+                             f"{[e.get('series') for e in self.series_list]})")
+        rows = table[table[SERIES_COLUMN] == series] if SERIES_COLUMN in table.columns else table
+        listed = entry.get("calibration")
+        calibration = Calibration.from_mapping(listed) if isinstance(listed, Mapping) else self.calibration
+        return Trajectories(rows.reset_index(drop=True), calibration, f"{table_path} (series {series})", self.warnings)
 
     # ------------------------------------------------------------- reconciling
 
