@@ -154,6 +154,35 @@ class LazyFrames:
         self._chunk = None
 
 
+def rosettasciio_memmap(data: Any, frames: LazyFrames) -> np.ndarray | None:
+    """The whole stack as one read-only memory map, as rosettasciio describes it, or None.
+
+    rosettasciio's DigitalMicrograph and MRC readers build their lazy array from ``slice_memmap`` tasks
+    that each map the file again (~1 ms per frame with dask's bookkeeping). The map they describe
+    (file, dtype, shape, offset, order) is opened once here and used only if it has the stack's shape
+    and its first and last frames equal rosettasciio's own lazy read of them; frames are then views.
+    """
+    from dask._task_spec import Task
+
+    tasks = [v for v in dict(data.__dask_graph__()).values()
+             if isinstance(v, Task) and getattr(v.func, "__name__", "") == "slice_memmap"]
+    if not tasks:
+        return None
+    spec = tasks[0].kwargs
+    if spec.get("key") is not None or spec.get("positions"):
+        return None
+    try:
+        mapped = np.memmap(spec["file"], dtype=spec["dtypes"], mode="r", offset=int(spec["offset"]),
+                           shape=tuple(int(n) for n in spec["shape"]), order=spec.get("order", "C"))
+        stack = mapped.reshape(tuple(int(n) for n in data.shape))
+    except (KeyError, TypeError, ValueError, OSError):
+        return None
+    last = stack.shape[0] - 1
+    if not (np.array_equal(stack[0], frames[0]) and np.array_equal(stack[last], frames[last])):
+        return None
+    return stack
+
+
 class Hdf5FrameChunks:
     """Frame ``i`` of a Velox EMD image stack read as its own HDF5 chunk (h5py ``read_direct_chunk``).
 
@@ -211,7 +240,12 @@ class VendorStackReader:
         self._wire = wire_dtype(data.dtype, self.path)
         self.dtype = self._wire.str
         chunks = Hdf5FrameChunks.of(data, self.shape) if self.path.suffix.lower() == ".emd" else None
-        self._frames: LazyFrames | Hdf5FrameChunks = chunks or LazyFrames(data)
+        self._frames: LazyFrames | Hdf5FrameChunks | np.ndarray = chunks or LazyFrames(data)
+        if isinstance(self._frames, LazyFrames):
+            mapped = rosettasciio_memmap(data, self._frames)
+            if mapped is not None:
+                self._frames.close()
+                self._frames = mapped
         self.file_calibration: FileCalibration = calibration_from_signal(signal, frame_axes, image_axes)
         self.calibration: Calibration = self.file_calibration.calibration
         # acquisition times per frame where the file records them (`sources.replay.TimedFrameReader`)
@@ -219,7 +253,7 @@ class VendorStackReader:
             tia_frame_times_s(signal, self.n_frames) if self.path.suffix.lower() in (".ser", ".emi") else ())
         self.metadata: dict[str, Any] = {
             "format": FORMAT_NAMES[self.path.suffix.lower()], "reader": "rosettasciio",
-            "dataset": _title(signal, 0), "memory_mapped": False,
+            "dataset": _title(signal, 0), "memory_mapped": isinstance(self._frames, np.ndarray),
             "calibration_from": self.file_calibration.found,
             "calibration_missing": list(self.file_calibration.missing),
         }
@@ -241,7 +275,9 @@ class VendorStackReader:
         return np.ascontiguousarray(pixels)
 
     def close(self) -> None:
-        self._frames.close()
+        if not isinstance(self._frames, np.ndarray):
+            self._frames.close()
+        self._frames = np.empty((0, *self.shape), np.dtype(self.dtype))  # drops the memory map
 
 
 def read_single_frame(path: Path) -> tuple[np.ndarray, Mapping[str, Any]]:

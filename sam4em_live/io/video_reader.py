@@ -66,7 +66,8 @@ class VideoReader:
 
         self.close()
         self._file = iio.imopen(self.path, "r", plugin="pyav")
-        self._frames = self._file.iter(format="gray")
+        # FFmpeg decodes several frames at once on several cores (frame threads): replay reads in order
+        self._frames = self._file.iter(format="gray", thread_type="FRAME")
         self._next = 0
 
     def read(self, i: int) -> np.ndarray:
