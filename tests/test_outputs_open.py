@@ -79,6 +79,8 @@ def test_masks_tif_has_one_page_per_frame_index_with_empty_pages_for_the_dropped
     assert manifest["series_list"][0]["frames"] == [1, N_FRAMES - 1]  # the results' frames; the pages start at 0
     assert manifest["series_list"][0]["result_frames"] == [[1, 6], [9, 19], [21, N_FRAMES - 1]]
     assert RunFolder.open(run_dir).check().agrees
+    pages = RunFolder.open(run_dir).mask_pages()
+    assert [f for _, f in pages.result_pages()] == [f for f in range(N_FRAMES) if f not in REJECTED]
 
 
 def test_masks_tif_follows_the_imagej_hyperstack_and_resolution_rules(run_dir: Path) -> None:

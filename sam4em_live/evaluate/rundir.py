@@ -56,11 +56,12 @@ def evaluate_directories(run_dir: str | Path, gt_dir: str | Path) -> EvaluationR
         beyond = [f for f in masks.frames if not 0 <= f < gt_pages]
         if beyond:
             raise EvaluationInputError(f"run has frames {beyond[:5]}... beyond the {gt_pages} ground-truth frames")
-        pages = ((f, pred_tif.pages[k].asarray(), gt_tif.pages[f].asarray()) for k, f in enumerate(masks.frames))
+        # pages of frames that had a result only: a frame dropped before segmentation has an empty page
+        pages = ((f, pred_tif.pages[k].asarray(), gt_tif.pages[f].asarray()) for k, f in masks.result_pages())
         report = evaluate_pages(pages, table, gt_table)
     backend = folder.manifest.get("backend")
     report.extras.update({
-        "gt_frames": gt_pages, "frames_not_processed": gt_pages - len(set(masks.frames)),
+        "gt_frames": gt_pages, "frames_not_processed": gt_pages - len({f for _, f in masks.result_pages()}),
         "preset": meta.get("preset"),
         "backend": backend.get("backend") if isinstance(backend, dict) else backend,
         "random_weights": backend.get("random_weights") if isinstance(backend, dict) else None,

@@ -63,13 +63,21 @@ class MaskPages:
     """What ``masks.tif`` holds, without its pixels.
 
     ``pages`` label pages of ``page_shape`` (rows, columns); page ``k`` is frame ``frames[k]``. Read the
-    pages lazily from ``path`` (e.g. ``tifffile.TiffFile(path).pages[k]``).
+    pages lazily from ``path`` (e.g. ``tifffile.TiffFile(path).pages[k]``). ``result_frames``: the frames
+    that had a result (run.json ``series_list`` ``result_frames``); the other pages are the empty pages of
+    frames without one (dropped, rejected). None: every page had a result (runs written before).
     """
 
     path: Path
     pages: int
     page_shape: tuple[int, int]
     frames: tuple[int, ...]
+    result_frames: frozenset[int] | None = None
+
+    def result_pages(self) -> list[tuple[int, int]]:
+        """(page index, frame) of the pages of frames that had a result: what was segmented."""
+        results = self.result_frames
+        return [(k, f) for k, f in enumerate(self.frames) if results is None or f in results]
 
 
 @dataclass(frozen=True)
@@ -360,7 +368,7 @@ class RunFolder:
             if page_frames:
                 with tifffile.TiffFile(path) as tif:
                     rows, cols = (int(n) for n in tif.pages.first.shape[:2])
-            return MaskPages(path, len(page_frames), (rows, cols), tuple(page_frames))
+            return MaskPages(path, len(page_frames), (rows, cols), tuple(page_frames), self._result_frames(series))
         with tifffile.TiffFile(path) as tif:
             pages = len(tif.pages)
             first = tif.pages.first.shape
@@ -368,7 +376,17 @@ class RunFolder:
         if len(frames) != pages:
             raise RunFolderError(f"{self.path}: run.json mask_frames lists {len(frames)} frames but "
                                  f"{MASKS_NAME} has {pages} pages")
-        return MaskPages(path, pages, (int(first[0]), int(first[1])), tuple(frames))
+        return MaskPages(path, pages, (int(first[0]), int(first[1])), tuple(frames), self._result_frames(series))
+
+    def _result_frames(self, series: int) -> frozenset[int] | None:
+        entry = next((e for e in self.series_list if e.get("series") == series), {})
+        ranges = entry.get("result_frames")
+        if not isinstance(ranges, list):
+            return None
+        try:
+            return frozenset(expand_ranges(ranges))
+        except (TypeError, ValueError):
+            return None
 
     def mask_frames(self, pages: int) -> list[int]:
         """Frame index of each of ``pages`` pages.
