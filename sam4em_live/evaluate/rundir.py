@@ -1,8 +1,8 @@
 """Evaluate a recorded run folder against a ground-truth folder, frame by frame.
 
 The run folder is read by `sam4em_live.io.run_folder.RunFolder`: ``masks.tif`` (a uint16 label
-stack, one page per processed frame, value = particle id) with the frame of each page from
-``run.json`` ``mask_frames`` (contiguous from 0 when absent), and ``trajectories.csv`` (frame,
+stack, one page per frame index, value = particle id; the pages of frames that had a result are scored)
+with the frame of each page from ``run.json`` ``mask_frames`` (contiguous from 0 when absent), and ``trajectories.csv`` (frame,
 particle, x, y) for the measured centroids.
 """
 
