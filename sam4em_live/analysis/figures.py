@@ -142,14 +142,25 @@ def velocity_figure(result: AnalysisResult, units: _Units) -> Figure:
     return fig
 
 
+#: Every figure of an analysis, by file stem (the Python API's ``Analysis.figure(name)`` uses the same names).
+FIGURE_NAMES: tuple[str, ...] = ("trajectories", "tmsd", "displacements", "velocity_autocorrelation")
+
+
+def draw_figure(result: AnalysisResult, name: str) -> Figure:
+    """Draw the figure ``name`` (one of `FIGURE_NAMES`) without saving it."""
+    drawers = {"trajectories": trajectories_figure, "tmsd": msd_figure, "displacements": displacement_figure,
+               "velocity_autocorrelation": velocity_figure}
+    if name not in drawers:
+        raise ValueError(f"unknown figure {name!r}; choose from {', '.join(FIGURE_NAMES)}")
+    fig = drawers[name](result, _Units(result.calibration.pixel_size_nm, result.calibration.fps))
+    if result.warnings:  # e.g. random weights: stamped on every figure
+        fig.suptitle("WARNING: " + "; ".join(result.warnings), color="red", fontsize=10, y=1.02)
+    return fig
+
+
 def draw_all(result: AnalysisResult, out_dir: Path) -> list[Path]:
     """Draw and save every figure; returns the files written."""
-    units = _Units(result.calibration.pixel_size_nm, result.calibration.fps)
     paths: list[Path] = []
-    for stem, draw in (("trajectories", trajectories_figure), ("tmsd", msd_figure),
-                       ("displacements", displacement_figure), ("velocity_autocorrelation", velocity_figure)):
-        fig = draw(result, units)
-        if result.warnings:  # e.g. random weights: stamped on every figure
-            fig.suptitle("WARNING: " + "; ".join(result.warnings), color="red", fontsize=10, y=1.02)
-        paths.extend(_save(fig, Path(out_dir), stem))
+    for stem in FIGURE_NAMES:
+        paths.extend(_save(draw_figure(result, stem), Path(out_dir), stem))
     return paths

@@ -19,10 +19,10 @@ from sam4em_live.io.prompts_file import load_prompts
 from sam4em_live.particles import PromptError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from sam4em_live.frames import Frame, SeriesInfo
-    from sam4em_live.particles import Prompt
+    from sam4em_live.particles import ParticleEdit, Prompt
     from sam4em_live.results import FrameResult, RunInfo
     from sam4em_live.sources.base import FrameSource, SourceCounters
 
@@ -103,8 +103,6 @@ def run_track(
     ``overrides`` are dotted config keys (`ServiceConfig.with_overrides`); ``segmenter_options`` are set in
     ``[segmenter.options]`` on top of the config's (the CLI's ``--option KEY=VALUE``).
     """
-    from sam4em_live.service.builder import build_service
-
     out = Path(out)
     if out.exists():
         raise ValueError(f"output directory already exists: {out} (choose a new --out)")
@@ -116,13 +114,28 @@ def run_track(
         raise PromptError(f"{prompts}: prompt(s) for frame(s) {', '.join(map(str, beyond[:5]))}"
                           f"{' ...' if len(beyond) > 5 else ''} after the last frame of {input} "
                           f"({n_frames} frames, 0-{n_frames - 1})")
+    cfg = offline_config({"kind": "replay", "path": str(input), "as_fast_as_possible": True, "fps": fps},
+                         out.parent, backend=backend, fps=fps, pixel_size_nm=pixel_size_nm, config_path=config_path,
+                         overrides={"prompts": str(prompts), **(overrides or {})},
+                         segmenter_options=segmenter_options)
+    return run_offline(cfg, out, n_frames, progress)
+
+
+def offline_config(
+    source: Mapping[str, Any] | None, out_parent: Path, backend: str | None = None, fps: float | None = None,
+    pixel_size_nm: float | None = None, config_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None, segmenter_options: dict[str, Any] | None = None,
+) -> ServiceConfig:
+    """The config of an offline run (`run_track`, the Python API's ``track``): every frame, recorded, no sockets.
+
+    ``source`` is the ``[source]`` table (None: the frames come from a source handed to `run_offline`).
+    """
     base = ServiceConfig.from_file(config_path) if config_path else ServiceConfig()
-    cfg = base.with_overrides({
-        "source": {"kind": "replay", "path": str(input), "as_fast_as_possible": True, "fps": fps},
-        "prompts": str(prompts),
+    return base.with_overrides({
+        **({"source": dict(source)} if source is not None else {}),
         "pipeline.backpressure": "every-frame",
         "segmenter.backend": backend,
-        "recorder.out_dir": str(out.parent),
+        "recorder.out_dir": str(out_parent),
         "recorder.enabled": True,
         "publisher.enabled": False,
         "control.enabled": False,
@@ -130,8 +143,20 @@ def run_track(
         "calibration.fps": fps,
         **(overrides or {}),
     }).with_segmenter_options(segmenter_options or {})
+
+
+def run_offline(cfg: ServiceConfig, out: Path, total: int | None, progress: bool = True,
+                source: FrameSource | None = None, edits: Sequence[ParticleEdit] = ()) -> Path:
+    """Run an offline config (`offline_config`) into the run folder ``out``; returns the run directory.
+
+    ``source`` replaces ``cfg.source``, ``edits`` are applied besides the config's prompts file; ``total``
+    frames (if known) sizes the progress bar.
+    """
+    from sam4em_live.service.builder import build_service
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    built = build_service(cfg, run_id=out.name, extra_sinks=[ProgressSink(n_frames, progress)])
+    built = build_service(cfg, source=source, edits=edits, run_id=out.name,
+                          extra_sinks=[ProgressSink(total, progress)])
     try:
         built.service.run()
     finally:

@@ -26,7 +26,10 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import sys
+import threading
 import time
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +39,7 @@ from sam4em_live.io.label_stack_layout import page_origin
 from sam4em_live.particles import ParticleMask
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from multiprocessing.connection import Connection
 
     from sam4em_live.io.label_stack_layout import LabelStackLayout
@@ -122,6 +125,30 @@ def _write_file(conn: Connection, writer: LabelStackWriter) -> bool:
     return answer == "file_closed"
 
 
+_SPAWN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_not_inherited() -> Iterator[None]:
+    """Start a spawn child that does not run the parent's ``__main__`` (a user's script) again.
+
+    Under spawn, the child imports the parent's main script (as ``__mp_main__``) before running its
+    target; a plain script without an ``if __name__ == "__main__":`` guard then starts its run again in
+    the child, which dies at its own ``Process.start`` and ``masks.tif`` was lost (issue 20). The child's
+    target lives in this module and needs nothing from ``__main__``, so while the child is started,
+    ``sys.modules["__main__"]`` is a bare module: spawn's preparation data then names no main to import
+    (as from an interactive interpreter). The swap lasts only for ``start()``, under a lock.
+    """
+    with _SPAWN_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
+
+
 class MaskWriterProcess:
     """Append label pages to a file from a child process (same calls as `LabelStackWriter`).
 
@@ -138,7 +165,8 @@ class MaskWriterProcess:
         context = mp.get_context("spawn")  # never fork a process that holds ZeroMQ and threads
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(target=_child_main, args=(child_conn,), name="sam4em-masks", daemon=True)
-        self._process.start()
+        with _main_module_not_inherited():
+            self._process.start()
         child_conn.close()
         self.path: Path | None = None
         self.pages = 0
