@@ -153,3 +153,18 @@ def test_series_boundaries(events, expected) -> None:
     numbers = [segments.place(sid, index, shape, dtype, Calibration())[0].number
                for sid, index, shape, dtype in events]
     assert numbers == expected
+
+
+def test_parquet_sink_rows_carry_their_series(tmp_path: Path) -> None:
+    from sam4em_live.sinks.parquet import ParquetOptions, ParquetSink
+    from tests.test_recorder import make_result, run_info
+
+    sink = ParquetSink(ParquetOptions(path=tmp_path / "rows.parquet"))
+    sink.open(run_info(calibration=CAMERA))
+    for index in (0, 1, 2, 0, 1):  # the camera restarts after frame 2
+        sink.consume(make_result(index, CAMERA))
+    sink.close()
+    table = pd.read_parquet(tmp_path / "rows.parquet")
+    assert table.groupby("series")["frame"].apply(lambda f: sorted(set(f))).to_dict() == {0: [0, 1, 2], 1: [0, 1]}
+    assert not table.duplicated(["series", "frame", "particle"]).any()
+    assert table.duplicated(["frame", "particle"]).any()
