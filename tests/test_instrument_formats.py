@@ -26,7 +26,7 @@ from sam4em_live.sources.camera import FramePublisher, pump
 from sam4em_live.sources.replay import ReplaySource
 from sam4em_live.sources.zmq_source import ZmqFrameSource
 from tests.conftest import disk_video
-from tests.instrument_files import velox_stack
+from tests.instrument_files import velox_stack, write_dm4
 
 FORMATS_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "formats"
 
@@ -158,10 +158,25 @@ def test_a_large_mrc_movie_is_read_frame_by_frame_with_its_pixel_size(tmp_path):
     try:
         assert (reader.n_frames, reader.shape, reader.dtype) == (12, (256, 320), "<u2")
         assert reader.calibration.pixel_size_nm == pytest.approx(0.25)
+        assert reader.metadata["memory_mapped"] is True  # mapped once, frames are views of the file
         for i in (0, 7, 11, 3):
             np.testing.assert_array_equal(reader.read(i), frames[i])
     finally:
         reader.close()
+
+
+def test_a_dm4_stack_is_memory_mapped_as_rosettasciio_describes_it(tmp_path):
+    frames = np.random.default_rng(4).integers(-2000, 2000, (9, 96, 80)).astype(np.int16)
+    path = write_dm4(tmp_path / "stack.dm4", frames, pixel_size=3.0, units="Å")
+    reader = open_reader(path)
+    try:
+        assert (reader.n_frames, reader.shape, reader.dtype) == (9, (96, 80), "<i2")
+        assert reader.metadata["memory_mapped"] is True
+        assert reader.calibration.pixel_size_nm == pytest.approx(0.3)
+        np.testing.assert_array_equal(np.stack([reader.read(i) for i in range(9)]), frames)
+    finally:
+        reader.close()
+    np.testing.assert_array_equal(_rosettasciio_frames(path), frames)
 
 
 def test_a_velox_stack_of_full_size_frames_reads_each_frame_as_its_own_chunk(formats_dir, tmp_path):
