@@ -9,6 +9,7 @@ matrix) and hold it to today's level minus a margin, with no identity hop and no
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,20 +28,21 @@ needs_real_motion = pytest.mark.skipif(not real_trajectories_available(),
 
 def test_fading_and_blanking_make_absent_truth_and_leave_the_image() -> None:
     clip = render_scenario(get_condition("fade-edge-artifact").build(0, 50, "sim"), 0)
-    rod = clip.truth[clip.truth["particle"] == clip.scenario.prompted[0]].set_index("frame")
-    assert rod.at[0, "state"] == "visible" and rod.at[25, "state"] == "absent"
-    assert math.isfinite(rod.at[25, "x"])  # still in the field: a report far from here is a hop
+    rod = clip.truth[clip.truth["particle"] == clip.scenario.prompted[0]]
+    states, xs, ys = rod["state"].to_numpy(), rod["x"].to_numpy(dtype=float), rod["y"].to_numpy(dtype=float)
+    assert states[0] == "visible" and states[25] == "absent"
+    assert math.isfinite(xs[25])  # still in the field: a report far from here is a hop
     assert not (clip.gt_labels[25] == clip.scenario.prompted[0]).any()
     # Unprompted (the edge blob, id 1) never appears in the labels; the faded rod leaves no dark trace.
     assert not (clip.gt_labels == 1).any()
-    x, y = round(rod.at[25, "x"]), round(rod.at[25, "y"])
+    x, y = round(xs[25]), round(ys[25])
     patch = clip.frames[25, y - 5 : y + 6, x - 5 : x + 6].astype(float)
     background = np.median(clip.frames[25].astype(float))
     assert abs(patch.mean() - background) < 0.05 * background
 
     blanked = render_scenario(get_condition("dose-steps").build(0, 40, "sim"), 0)
-    states = blanked.truth.groupby("frame")["state"].first()
-    assert states[18] == "absent" and states[17] == "visible"
+    per_frame = blanked.truth.groupby("frame")["state"].first().to_numpy()
+    assert per_frame[18] == "absent" and per_frame[17] == "visible"
     assert blanked.frames[18].mean() < 0.1 * blanked.frames[17].mean()
 
 
@@ -105,3 +107,15 @@ def test_robustness_floor(condition: str, motion: str, frames: int, floor: float
     assert figures["false_presence_frames"] == 0, figures
     assert figures["prompts_rejected"] == 0, figures
     assert figures["J&F"] >= floor, figures
+
+
+def test_registered_benchmark_reports_every_cell(tmp_path: Path) -> None:
+    from tools.bench.registry import RunContext, get_benchmark
+
+    bench = get_benchmark("robustness")
+    params = bench.params({"conditions": ["touching", "dose-steps"], "motions": ["sim"], "seeds": [0], "frames": 24})
+    measurement = bench.function(params, RunContext(tmp_path, tmp_path))
+    for cell in ("touching.scripted", "dose-steps.sim"):
+        assert measurement.metrics[f"{cell}.J&F"].value > 50.0
+        assert measurement.metrics[f"{cell}.identity_hops"].value == 0
+    assert measurement.metrics["dose-steps.sim.absent_frames"].value == 6  # 3 blanked frames x 2 particles

@@ -183,7 +183,7 @@ def static_blobs(seed: int, n: int, motion: str) -> Scenario:
     """
     rng = np.random.default_rng([seed, 18])
     starts = [p.motion.waypoints[0][1:] for p in _scene("probe", seed, n, motion).spec.particles]
-    inner = []
+    inner: list[np.ndarray] = []
     while len(inner) < 2:
         xy = rng.uniform(50, FIELD_PX - 50, 2)
         if all(math.dist(xy, start) >= BLOB_CLEARANCE_PX for start in starts):

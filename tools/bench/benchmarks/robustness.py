@@ -211,6 +211,36 @@ def markdown_table(results: list[CellResult]) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
+    """Two matrices side by side (records as ``tools/bench_robustness.py --json`` writes them): "after (before)"."""
+    old = {(r["condition"], r["motion"]): r for r in before}
+    clean = {r["motion"]: r["J&F"] for r in after if r["condition"] == "clean"}
+
+    def pair(r: dict[str, Any], key: str, fmt: str) -> str:
+        prior = old.get((r["condition"], r["motion"]))
+        now = "–" if r[key] is None or r[key] != r[key] else fmt.format(r[key])
+        if prior is None:
+            return now
+        then = "–" if prior[key] is None or prior[key] != prior[key] else fmt.format(prior[key])
+        return now if now == then else f"{now} ({then})"
+
+    lines = ["| condition | motion | J&F | ΔJ&F vs clean | hops | hop frames | false presence | missed | "
+             "err p95 px | area bias | conf. ≥ thr right | prompts refused | ms/frame |",
+             "|" + "---|" * 13]
+    for r in after:
+        ref = clean.get(r["motion"])
+        delta = "–" if ref is None or r["condition"] == "clean" else f"{r['J&F'] - ref:+.1f}"
+        false = f"{pair(r, 'false_presence_frames', '{:d}')} of {r['absent_frames']}" if r["absent_frames"] else "–"
+        lines.append(" | ".join([
+            f"| {r['condition']}", r["motion"], pair(r, "J&F", "{:.1f}"), delta, pair(r, "hops", "{:d}"),
+            pair(r, "hop_frames", "{:d}"), false, pair(r, "missed_frames", "{:d}"),
+            pair(r, "centroid_error_px_p95", "{:.1f}"), pair(r, "area_bias_median", "{:+.1%}"),
+            pair(r, "confident_correct_fraction", "{:.0%}"),
+            f"{pair(r, 'prompts_rejected', '{:d}')} of {r['prompted']}", pair(r, "track_ms_mean", "{:.1f}"),
+        ]) + " |")
+    return "\n".join(lines)
+
+
 @benchmark("robustness", "identity hops, false presence, J&F, calibration per condition x motion (issue 16)",
            {"backend": "embedded", "options": {}, "conditions": [*ALL_CONDITIONS], "motions": ["sim", "monet"],
             "seeds": [0, 1], "frames": 100, "prompt": "point", "score_threshold": DEFAULT_SCORE_THRESHOLD})
