@@ -82,7 +82,8 @@ def serve(
 
 
 def track(
-    input: Path = typer.Argument(..., help="TIFF/OME-TIFF stack or folder of JPEG/PNG frames."),
+    input: Path = typer.Argument(..., help="Recording: TIFF, .dm3/.dm4, Velox .emd, .ser/.emi, .mrc, MP4/AVI, "
+                                 "a folder of frame files or a Gatan in-situ folder (docs/formats.md)."),
     prompts: Path | None = typer.Option(None, help="Prompts JSON file (or --replay)."),
     out: Path = typer.Option(..., help="Run directory to create (must not exist)."),
     replay: Path | None = typer.Option(
@@ -125,7 +126,8 @@ def track(
 
 
 def camera(
-    input: Path | None = typer.Argument(None, help="Recording to publish (TIFF or JPEG folder)."),
+    input: Path | None = typer.Argument(None, help="Recording to publish, at its own rate (any format of "
+                                        "docs/formats.md)."),
     preset: str | None = typer.Option(None, help="Publish simulated LPTEM frames of this preset instead."),
     endpoint: str = typer.Option("tcp://127.0.0.1:5555", help="Where to bind the PUB socket."),
     fps: float | None = typer.Option(None, help="Frames per second (default: recording/preset rate)."),
