@@ -2,7 +2,10 @@
 
 Used by `sam4em-live camera`, the demo and the tests when no microscope is
 attached. It pumps any `FrameSource` (a replayed recording, the simulator)
-out of a PUB (or PUSH) socket; the source does the pacing.
+out of a PUB (or PUSH) socket; the source does the pacing. A recording in any
+format of docs/formats.md (TIFF, DigitalMicrograph, Velox, TIA, MRC, video,
+frame folders, Gatan in-situ trees) is replayed at its own frame rate, and its
+calibration travels in the series-start and frame headers.
 """
 
 from __future__ import annotations
