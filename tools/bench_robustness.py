@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-s", "--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("-n", "--frames", type=int, default=100)
     parser.add_argument("--backend", default="embedded")
-    parser.add_argument("--prompt", choices=["point", "box"], default="point")
+    parser.add_argument("--prompt", choices=["point", "point-edge", "box", "box-loose"], default="point",
+                        help="how each particle is prompted on frame 0 (sam4em_live.sim.scenario.PROMPT_KINDS)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
                         help="score threshold of the calibration column (the backend's documented one)")
     parser.add_argument("--json", type=Path, help="also write every figure of every cell to this file")

@@ -101,21 +101,50 @@ class ScenarioClip:
     truth: pd.DataFrame  # TRUTH_STATE_COLUMNS, one row per prompted particle per frame (x, y NaN when out)
 
     def prompts(self, kind: str = "point") -> list[Prompt]:
-        """One prompt per prompted particle visible on the prompt frame: a point on it, or its tight box."""
-        from sam4em_live.sim.video import mask_box
+        """One prompt per prompted particle visible on the prompt frame, drawn as a user would (`PROMPT_KINDS`).
 
+        ``point``: on the true centroid; ``point-edge``: on the particle 2 px inside its outline, in a
+        direction that differs between particles; ``box``: the tight bounding box (the particle touches all
+        four sides, SAM 2's convention); ``box-loose``: that box grown by a quarter of its size on every side.
+        """
+        if kind not in PROMPT_KINDS:
+            raise ValueError(f"prompt kind must be one of {PROMPT_KINDS}, got {kind!r}")
         frame = self.scenario.prompt_frame
         rows = self.truth[(self.truth["frame"] == frame) & (self.truth["state"] == "visible")]
         out = []
-        for particle, x, y in zip(rows["particle"], rows["x"], rows["y"], strict=True):
+        for particle, x, y in zip(rows["particle"].to_numpy(dtype=np.int64), rows["x"].to_numpy(dtype=float),
+                                  rows["y"].to_numpy(dtype=float), strict=True):
             mask = self.gt_labels[frame] == particle
-            if not mask.any():
-                continue
-            if kind == "box":
-                out.append(Prompt(int(particle), frame, box=mask_box(mask)))
-            else:
-                out.append(Prompt(int(particle), frame, (point_on_mask(mask, float(x), float(y)),), (1,)))
+            if mask.any():
+                out.append(_prompt(kind, int(particle), frame, mask, float(x), float(y)))
         return out
+
+
+PROMPT_KINDS = ("point", "point-edge", "box", "box-loose")
+
+
+def _prompt(kind: str, particle: int, frame: int, mask: np.ndarray, x: float, y: float) -> Prompt:
+    from scipy import ndimage
+
+    from sam4em_live.sim.video import mask_box
+
+    if kind in ("box", "box-loose"):
+        x0, y0, x1, y1 = mask_box(mask)
+        if kind == "box-loose":
+            rows, cols = mask.shape
+            grow_x, grow_y = (x1 - x0) / 4, (y1 - y0) / 4
+            x0, x1 = max(x0 - grow_x, -0.5), min(x1 + grow_x, cols - 0.5)
+            y0, y1 = max(y0 - grow_y, -0.5), min(y1 + grow_y, rows - 0.5)
+        return Prompt(particle, frame, box=(x0, y0, x1, y1))
+    point = point_on_mask(mask, x, y)
+    if kind == "point-edge":
+        inner = ndimage.binary_erosion(mask, iterations=2)
+        if inner.any():
+            ys, xs = np.nonzero(inner)
+            angle = math.radians(137.5 * particle)  # golden angle: neighbouring ids point different ways
+            k = int(np.argmax((xs - x) * math.cos(angle) + (ys - y) * math.sin(angle)))
+            point = (float(xs[k]), float(ys[k]))
+    return Prompt(particle, frame, (point,), (1,))
 
 
 def render_scenario(scenario: Scenario, seed: int) -> ScenarioClip:
