@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("control",),
     ("service",),
     ("analysis", "evaluate", "monitor"),
+    ("api",),
     ("cli", "__main__", "__init__"),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

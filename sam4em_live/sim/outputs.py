@@ -35,7 +35,7 @@ from sam4em_live.sim.video import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from sam4em_live.sim.spec import SimulationSpec
 
@@ -135,12 +135,13 @@ def write_simulation(
 
 def simulate_to_folder(
     spec: SimulationSpec, n_frames: int, seed: int, out_dir: str | Path, jpeg: bool = False,
-    prompt_frames: Sequence[int] = DEFAULT_PROMPT_FRAMES,
+    prompt_frames: Sequence[int] = DEFAULT_PROMPT_FRAMES, on_frame: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Render and write a clip frame by frame; returns the meta.json content.
 
     Frames stream into ``video.tif``; labels go to a temporary memory-mapped
     array (removed afterwards) before being compressed into ``gt_masks.tif``.
+    ``on_frame(index)`` is called after each frame is rendered (a progress bar).
     """
     from sam4em_live.io.tiff_io import write_tiff_stack
 
@@ -165,6 +166,8 @@ def simulate_to_folder(
                 if not jpegs:
                     jpegs.append(JpegWriter(out / "jpeg", frame.pixels[None]))
                 jpegs[0].write(frame.pixels)
+            if on_frame is not None:
+                on_frame(frame.index)
             yield frame.pixels
 
     try:
