@@ -79,6 +79,7 @@ def test_identity_metrics_count_hops_false_presence_and_calibration() -> None:
     assert figures.hops == 2  # two separate runs: frame 2, then frame 4
     assert figures.missed_frames == 1
     assert figures.confident_frames == 4 and figures.confident_correct_fraction == pytest.approx(0.25)
+    assert figures.confident_wrong_frames == 3  # frames 2 and 3 (absent) and 4 (hop), all with score >= 0.5
     assert figures.area_bias_median == pytest.approx(0.0) and figures.area_bias_mean == pytest.approx(0.1 / 3)
 
 

@@ -19,7 +19,9 @@ column in both pools several clips. Positions in pixels, x = column, y = row.
 - **area bias**: (reported area − true area) / true area on visible frames where the whole footprint is in
   the frame (median and mean, fractions).
 - **calibration**: among frames reported with ``score ≥ score_threshold``, the fraction whose centroid is
-  within `CALIBRATION_TOLERANCE_PX` of the truth (a report on an absent frame counts as wrong).
+  within `CALIBRATION_TOLERANCE_PX` of the truth (a report on an absent frame counts as wrong), and
+  ``confident_wrong_frames``: confident reports that are hops or false presences (what a hook acting on
+  the score would be misled by).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class IdentityFigures:
     area_bias_mean: float
     confident_frames: int
     confident_correct_fraction: float
+    confident_wrong_frames: int
     score_threshold: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,6 +96,7 @@ def score_tracks(truth: pd.DataFrame, predictions: pd.DataFrame, score_threshold
         / both["area"].to_numpy(dtype=float)[whole]
     confident = present & (both["score"].fillna(0.0).to_numpy(dtype=float) >= score_threshold)
     correct = confident & ~absent & np.isfinite(error) & (error <= CALIBRATION_TOLERANCE_PX)
+    wrong = confident & (hop | absent)
     n_absent = int(absent.sum())
     false_presence = int((present & absent).sum())
     return IdentityFigures(
@@ -105,6 +109,7 @@ def score_tracks(truth: pd.DataFrame, predictions: pd.DataFrame, score_threshold
         area_bias_median=_percentile(bias, 50), area_bias_mean=float(bias.mean()) if bias.size else math.nan,
         confident_frames=int(confident.sum()),
         confident_correct_fraction=float(correct.sum() / confident.sum()) if confident.any() else math.nan,
+        confident_wrong_frames=int(wrong.sum()),
         score_threshold=float(score_threshold),
     )
 

@@ -216,17 +216,21 @@ def comparison_table(before: list[dict[str, Any]], after: list[dict[str, Any]]) 
     old = {(r["condition"], r["motion"]): r for r in before}
     clean = {r["motion"]: r["J&F"] for r in after if r["condition"] == "clean"}
 
+    def shown(record: dict[str, Any], key: str, fmt: str) -> str:
+        value = record.get(key)
+        return "–" if value is None or value != value else fmt.format(value)
+
     def pair(r: dict[str, Any], key: str, fmt: str) -> str:
         prior = old.get((r["condition"], r["motion"]))
-        now = "–" if r[key] is None or r[key] != r[key] else fmt.format(r[key])
+        now = shown(r, key, fmt)
         if prior is None:
             return now
-        then = "–" if prior[key] is None or prior[key] != prior[key] else fmt.format(prior[key])
+        then = shown(prior, key, fmt)
         return now if now == then else f"{now} ({then})"
 
     lines = ["| condition | motion | J&F | ΔJ&F vs clean | hops | hop frames | false presence | missed | "
-             "err p95 px | area bias | conf. ≥ thr right | prompts refused | ms/frame |",
-             "|" + "---|" * 13]
+             "err p95 px | area bias | conf. ≥ thr right | conf. wrong | prompts refused | ms/frame |",
+             "|" + "---|" * 14]
     for r in after:
         ref = clean.get(r["motion"])
         delta = "–" if ref is None or r["condition"] == "clean" else f"{r['J&F'] - ref:+.1f}"
@@ -235,7 +239,7 @@ def comparison_table(before: list[dict[str, Any]], after: list[dict[str, Any]]) 
             f"| {r['condition']}", r["motion"], pair(r, "J&F", "{:.1f}"), delta, pair(r, "hops", "{:d}"),
             pair(r, "hop_frames", "{:d}"), false, pair(r, "missed_frames", "{:d}"),
             pair(r, "centroid_error_px_p95", "{:.1f}"), pair(r, "area_bias_median", "{:+.1%}"),
-            pair(r, "confident_correct_fraction", "{:.0%}"),
+            pair(r, "confident_correct_fraction", "{:.0%}"), pair(r, "confident_wrong_frames", "{:d}"),
             f"{pair(r, 'prompts_rejected', '{:d}')} of {r['prompted']}", pair(r, "track_ms_mean", "{:.1f}"),
         ]) + " |")
     return "\n".join(lines)
@@ -265,6 +269,7 @@ def robustness(params: Mapping[str, ParamValue], context: RunContext) -> Measure
         metrics[f"{key}.absent_frames"] = count(f["absent_frames"], "frames")
         metrics[f"{key}.area_bias_median"] = Metric(f["area_bias_median"], "fraction")
         metrics[f"{key}.confident_correct_fraction"] = Metric(f["confident_correct_fraction"], "fraction", "higher")
+        metrics[f"{key}.confident_wrong_frames"] = count(f["confident_wrong_frames"], "frames", "lower")
         metrics[f"{key}.track_ms_mean"] = Metric(f["track_ms_mean"], "ms")
         metrics[f"{key}.prompts_rejected"] = count(f["prompts_rejected"], "count", "lower")
     metrics["total.identity_hops"] = count(sum(r.figures["hops"] for r in results), "count", "lower")
