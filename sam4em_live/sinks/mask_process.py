@@ -178,6 +178,7 @@ class MaskWriterProcess:
         self._pending: list[PagePayload] = []
         self._flushes_unanswered = 0
         self._layout: LabelStackLayout | None = None
+        self._pages_sent = 0  # `pages` as of the last push
         self._first_frame: int | None = None  # of the file's page 0 (layout only)
 
     @property
@@ -187,7 +188,7 @@ class MaskWriterProcess:
     def open(self, path: Path, compression_level: int = 1, layout: LabelStackLayout | None = None) -> None:
         """Have the child create ``path`` (raises OSError; `MaskWriterDied` if the child is gone)."""
         self.path, self._layout, self._first_frame = path, layout, None
-        self.pages = self.pages_on_disk = self.skipped = 0
+        self.pages = self.pages_on_disk = self.skipped = self._pages_sent = 0
         self.error = None
         try:
             self._conn.send(("open", str(path), compression_level, layout))
@@ -222,6 +223,7 @@ class MaskWriterProcess:
         if self._pending:
             pages, self._pending = self._pending, []
             self._send(("pages", pages))
+            self._pages_sent = self.pages
 
     def _pages_through(self, frame_index: int) -> int:
         """Pages the file holds once the page of ``frame_index`` is written (one per frame with a layout)."""
@@ -233,10 +235,7 @@ class MaskWriterProcess:
 
     def discard_pending(self) -> None:
         """Forget the pages appended but not yet sent (a recording that stops)."""
-        if self._pending:
-            first = self._pending[0][0]
-            self.pages = (first - self._first_frame if self._layout is not None and self._first_frame is not None
-                          else self.pages - len(self._pending))
+        self.pages = self._pages_sent  # with a layout, also the empty pages the dropped ones would have brought
         self._pending = []
 
     def flush(self, fsync: bool = False) -> None:
