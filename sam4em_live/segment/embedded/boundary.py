@@ -139,19 +139,10 @@ def fit_edge(memory: np.ndarray, distance: np.ndarray) -> EdgeFit | None:
     s, p, w = profile.distance_px, profile.value, profile.pixels.astype(np.float64)
     if s.size < 8:
         return None
-    best: tuple[float, str, float, int, float, float] | None = None  # cost, model, offset, sigma, P, spread
-    for model in ("plate", "chord") if rounded_outline(distance) else ("plate",):
-        centre, step = 0.0, COARSE_OFFSET_STEP_PX
-        for reach in (MAX_OFFSET_PX, COARSE_OFFSET_STEP_PX):  # coarse grid, then fine around its optimum
-            offsets = centre + np.arange(-reach, reach + step / 2, step)
-            plateau, cost, spread = _weighted_line_fit(_model_values(model, radius, s, offsets), p, w)
-            cost = np.where(plateau > 0, cost, np.inf)
-            i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
-            centre, step = float(offsets[j]), FINE_OFFSET_STEP_PX
-        if best is None or cost[i, j] < best[0]:
-            best = (float(cost[i, j]), model, centre, int(i), float(plateau[i, j]), float(spread[i, j]))
-    assert best is not None
-    cost, model, offset, sigma_index, plateau, spread = best
+    fits = {model: _fit_model(model, radius, s, p, w) for model in ("plate", "chord")}
+    # A domed (chord) profile is a physical model only for a rounded outline (tested only when it fits better).
+    rounded = fits["chord"][0] < fits["plate"][0] and rounded_outline(distance)
+    cost, model, offset, sigma_index, plateau, spread = fits["chord"] if rounded else fits["plate"]
     # Standard error of P: bin means scatter by sigma_pixel / sqrt(count), so cost / (bins - 4) estimates
     # the per-pixel variance (4 fitted parameters), and var(P) = that / the model's weighted spread.
     variance = cost / max(s.size - 4, 1)
@@ -159,6 +150,19 @@ def fit_edge(memory: np.ndarray, distance: np.ndarray) -> EdgeFit | None:
     if not np.isfinite(snr) or snr < MIN_EDGE_SNR:
         return None
     return EdgeFit(offset, BLUR_SIGMAS_PX[sigma_index], plateau, model, float(snr))
+
+
+def _fit_model(model: str, radius: int, s: np.ndarray, p: np.ndarray, w: np.ndarray
+               ) -> tuple[float, str, float, int, float, float]:
+    """Best (cost, model, offset, sigma index, P, spread) of one edge model: a coarse offset grid, then a fine one."""
+    centre, step = 0.0, COARSE_OFFSET_STEP_PX
+    for reach in (MAX_OFFSET_PX, COARSE_OFFSET_STEP_PX):
+        offsets = centre + np.arange(-reach, reach + step / 2, step)
+        plateau, cost, spread = _weighted_line_fit(_model_values(model, radius, s, offsets), p, w)
+        cost = np.where(plateau > 0, cost, np.inf)
+        i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+        centre, step = float(offsets[j]), FINE_OFFSET_STEP_PX
+    return float(cost[i, j]), model, centre, int(i), float(plateau[i, j]), float(spread[i, j])
 
 
 def rounded_outline(distance: np.ndarray) -> bool:

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.boundary import EdgeFit, edge_profile, fit_edge, signed_distance
+from sam4em_live.segment.embedded.boundary import (
+    PROFILE_OUTSIDE_PX,
+    EdgeFit,
+    edge_profile,
+    fit_edge,
+    signed_distance,
+)
 from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes
 from sam4em_live.segment.embedded.raster import MaskLookup, Placement, mask_lookup, rasterize_mask
 from sam4em_live.segment.embedded.templates import TemplateBanks
@@ -191,11 +197,16 @@ class ShapeMemory:
             return provisional_level
         overlap = np.bincount(labels[self.mask], minlength=count + 1)
         overlap[0] = 0
-        distance = signed_distance(labels == int(np.argmax(overlap)))
-        self.edge = fit_edge(self.appearance, distance)
+        provisional = labels == int(np.argmax(overlap))
+        # Only the contour's surroundings enter the profile: distances on that crop alone (cost).
+        rows, cols = np.flatnonzero(provisional.any(axis=1)), np.flatnonzero(provisional.any(axis=0))
+        pad = int(PROFILE_OUTSIDE_PX) + 2
+        crop = (slice(max(rows[0] - pad, 0), rows[-1] + pad + 1), slice(max(cols[0] - pad, 0), cols[-1] + pad + 1))
+        distance = signed_distance(provisional[crop])
+        self.edge = fit_edge(self.appearance[crop], distance)
         if self.edge is None:
             return provisional_level
-        return edge_profile(smooth, distance).at(self.edge.offset_px)
+        return edge_profile(smooth[crop], distance).at(self.edge.offset_px)
 
     def _recentre(self) -> tuple[float, float]:
         if not self.mask.any():
