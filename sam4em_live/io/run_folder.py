@@ -282,13 +282,27 @@ class RunFolder:
                         tuple(disagreements))
 
     def _later_series_pages(self, closed: bool, disagreements: list[str]) -> int:
-        """Pages in the masks files of series 1, 2...; each must hold one page per frame of its range."""
+        """Pages in the masks files of series 1, 2...; each must hold one page per frame of its range.
+
+        Every series' file (the first's too) must also have that series' frame shape.
+        """
+        import tifffile  # a heavy import, needed only here
+
         total = 0
-        for entry in self.series_list[1:]:
+        for entry in self.series_list:
             name = entry.get("masks")
             if not isinstance(name, str) or not (self.path / name).is_file():
                 continue
             frames = complete_page_frames(self.path / name)
+            shape = entry.get("shape")
+            if frames and isinstance(shape, list):
+                with tifffile.TiffFile(self.path / name) as tif:
+                    page_shape = [int(n) for n in tif.pages.first.shape[:2]]
+                if page_shape != shape:
+                    disagreements.append(f"{name}: pages of {page_shape}, run.json series {entry.get('series')} "
+                                         f"frames of {shape}")
+            if entry.get("series") == 0:
+                continue  # masks.tif: checked against mask_frames
             total += len(frames)
             first, listed = entry.get("mask_first_frame"), entry.get("mask_pages")
             if isinstance(first, int) and isinstance(listed, int):
