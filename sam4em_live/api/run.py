@@ -52,6 +52,7 @@ class MaskStack(Sequence[np.ndarray]):
         self._page_of = {frame: page for page, frame in enumerate(self.frames)}
         self._tiff: tifffile.TiffFile | None = None
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._closer: weakref.finalize[Any, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -92,6 +93,8 @@ class MaskStack(Sequence[np.ndarray]):
             import tifffile
 
             self._tiff = tifffile.TiffFile(self.path)
+            # Closed with the stack when nobody calls close() (a notebook rarely does): no leaked handle.
+            self._closer = weakref.finalize(self, self._tiff.close)
         page = self._tiff.pages[k].asarray()  # type: ignore[union-attr]
         page.flags.writeable = False  # shared with the cache: a caller's edit must not change the next read
         self._cache[k] = page
@@ -101,8 +104,8 @@ class MaskStack(Sequence[np.ndarray]):
 
     def close(self) -> None:
         """Close the file (reopened on the next read)."""
-        if self._tiff is not None:
-            self._tiff.close()
+        if self._closer is not None:
+            self._closer()
             self._tiff = None
         self._cache.clear()
 
