@@ -168,3 +168,33 @@ def test_parquet_sink_rows_carry_their_series(tmp_path: Path) -> None:
     assert table.groupby("series")["frame"].apply(lambda f: sorted(set(f))).to_dict() == {0: [0, 1, 2], 1: [0, 1]}
     assert not table.duplicated(["series", "frame", "particle"]).any()
     assert table.duplicated(["frame", "particle"]).any()
+
+
+def test_a_restart_without_a_series_start_message_is_a_new_series_too(tmp_path: Path) -> None:
+    """A camera that restarts its counter under the same id and says nothing: the index going back tells."""
+    frames, _ = disk_video(n_frames=40, velocity=(0.5, 0.25))
+    camera = FramePublisher("tcp://127.0.0.1:0")
+    config = ServiceConfig.from_mapping({
+        "source": {"kind": "zmq", "endpoint": camera.endpoint, "rcvhwm_frames": 1000},
+        "recorder": {"enabled": True, "out_dir": str(tmp_path)}, "publisher": {"enabled": False},
+        "control": {"enabled": False}, "pipeline": {"backpressure": "every-frame"},
+    })
+    built = build_service(config, edits=PROMPTS, stop_at_series_end=True)
+    built.service.start()
+    try:
+        time.sleep(0.5)  # slow joiner
+        camera.send_series_start(SeriesInfo("cam", (96, 128), "<u2", CAMERA))
+        _send(camera, frames[:25], "cam", 0)
+        _send(camera, frames[25:], "cam", 0)  # back to 0: the decoder believes it after a few frames in a row
+        camera.send_series_end("cam")
+        assert built.service.wait(60)
+    finally:
+        built.service.stop()
+        camera.close()
+    assert built.run_dir is not None
+    listed = json.loads((built.run_dir / "run.json").read_text())["series_list"]
+    assert [s["started_by"] for s in listed] == ["first", "index_restart"]
+    assert listed[0]["frames"] == [0, 24] and listed[1]["frames"][1] == 14
+    table = pd.read_csv(built.run_dir / "trajectories.csv")
+    assert not table.duplicated(["series", "frame", "particle"]).any()
+    assert RunFolder.open(built.run_dir).check().agrees
