@@ -304,3 +304,35 @@ def test_the_camera_sends_an_instrument_file_with_its_calibration(formats_dir):
     assert series.calibration.fps == pytest.approx(1.25)
     assert received[1][0] - received[0][0] == pytest.approx(0.8, abs=0.1)  # the file's own 0.8 s per frame
     np.testing.assert_array_equal(received[1][1].pixels, _rosettasciio_frames(formats_dir / "fei_example_tem_stack.emd")[1])
+
+
+def test_the_camera_command_sends_the_calibration_given_for_a_file_that_lacks_it(formats_dir):
+    """`sam4em-live camera movie.mrc --fps 50 --pixel-size-nm 0.3`: the MRC records neither; both go out."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "sam4em_live", "-q", "camera", str(formats_dir / "Custom_movie.mrc"),
+               "--endpoint", "tcp://127.0.0.1:0", "--fps", "50", "--pixel-size-nm", "0.3", "--frames", "12"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as camera:
+        assert camera.stdout is not None
+        first = camera.stdout.readline()
+        assert first.startswith("camera publishing on "), first
+        receiver = ZmqFrameSource(first.split()[-1], stop_at_series_end=True)  # SUB: joins within the 1 s delay
+        receiver.open()
+        received = []
+        deadline = time.monotonic() + 15
+        while len(received) < 12 and time.monotonic() < deadline:
+            try:
+                frame = receiver.next_frame(0.2)
+            except EndOfStream:
+                break
+            if frame is not None:
+                received.append((time.monotonic(), frame))
+        series = receiver.series
+        receiver.close()
+        assert camera.wait(15) == 0
+    assert [f.index for _, f in received] == list(range(12))
+    assert series.calibration.pixel_size_nm == 0.3 and series.calibration.fps == 50.0
+    assert received[0][1].calibration.pixel_size_nm == 0.3
+    assert np.median(np.diff([t for t, _ in received])) == pytest.approx(1 / 50, abs=0.01)
+    np.testing.assert_array_equal(received[3][1].pixels, _rosettasciio_frames(formats_dir / "Custom_movie.mrc")[3])

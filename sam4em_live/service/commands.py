@@ -131,14 +131,17 @@ def camera(
     preset: str | None = typer.Option(None, help="Publish simulated LPTEM frames of this preset instead."),
     endpoint: str = typer.Option("tcp://127.0.0.1:5555", help="Where to bind the PUB socket."),
     fps: float | None = typer.Option(None, help="Frames per second (default: recording/preset rate)."),
+    pixel_size_nm: float | None = typer.Option(
+        None, help="Pixel size (nm) sent with the frames, for a recording that does not record one."),
     frames: int | None = typer.Option(None, help="Stop after this many frames."),
     loop: bool = typer.Option(False, help="Loop the recording."),
     seed: int = typer.Option(0, help="Simulator seed."),
 ) -> None:
     """Stand-in detector: publish a recording or simulated frames over ZeroMQ (protocol v1)."""
     from sam4em_live.config import SourceConfig
+    from sam4em_live.frames import Calibration
     from sam4em_live.sources.camera import FramePublisher, pump
-    from sam4em_live.sources.registry import build_source
+    from sam4em_live.sources.registry import SourceContext, build_source
 
     if (input is None) == (preset is None):
         _fail("give either a recording INPUT or --preset NAME")
@@ -146,7 +149,10 @@ def camera(
         {"kind": "replay", "path": input, "fps": fps, "loop": loop} if input is not None
         else {"kind": "simulator", "preset": preset, "seed": seed, "frames": frames, "fps": fps})
     try:
-        source = build_source(SourceConfig.model_validate(options))
+        override = Calibration(pixel_size_nm=pixel_size_nm)
+        if input is not None and fps is not None and _recorded_fps(input) is None:
+            override = Calibration(pixel_size_nm=pixel_size_nm, fps=fps)  # no rate in the file: --fps is its rate
+        source = build_source(SourceConfig.model_validate(options), SourceContext(calibration_override=override))
         publisher = FramePublisher(endpoint)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(str(exc))
@@ -157,6 +163,17 @@ def camera(
     sent = pump(source, publisher, stop, max_frames=frames, series_start_delay_s=1.0)
     publisher.close()
     typer.echo(f"sent {sent} frames")
+
+
+def _recorded_fps(path: Path) -> float | None:
+    """The frame rate a recording's file records (None if it records none)."""
+    from sam4em_live.io.reader_registry import open_reader
+
+    reader = open_reader(path)
+    try:
+        return reader.calibration.fps
+    finally:
+        reader.close()
 
 
 def demo(
