@@ -4,8 +4,10 @@ Layout (details and field meanings in docs/recording.md)::
 
     <out_dir_root>/<run_id>/
         run.json            manifest, rewritten atomically (status running/complete/incomplete/aborted)
-        trajectories.csv    one row per present particle per frame (trackpy columns + ours)
-        masks.tif           uint16 label stack, one page per processed frame
+        trajectories.csv    one row per present particle per frame (trackpy columns + ours + series)
+        masks.tif           uint16 label stack of the first series, one page per frame index (ImageJ hyperstack)
+        masks-s1.tif ...    the same for each later series (a camera restart, a shape change, a new id)
+        tracks_napari.csv   the tracks in napari's layout (track_id, t, y, x), written at close
         events.jsonl        service events, one JSON object per line
         status.jsonl        status snapshots (about one a second)
         annotations.jsonl   notes from the control channel
