@@ -48,6 +48,8 @@ RSCIIO_MODULES: dict[str, str] = {
 FORMAT_NAMES: dict[str, str] = {
     ".dm3": "gatan-dm3", ".dm4": "gatan-dm4", ".emd": "emd", ".ser": "tia-ser", ".emi": "tia-emi", ".mrc": "mrc",
 }
+#: TIA series above this size are read whole all the same (rosettasciio's only way): said in a warning.
+_WHOLE_FILE_WARNING_BYTES = 2**30
 #: Readers that take a ``chunks`` argument get one frame per chunk.
 _CHUNKED = {"rsciio.digitalmicrograph", "rsciio.mrc"}
 
@@ -162,13 +164,13 @@ def rosettasciio_memmap(data: Any, frames: LazyFrames) -> np.ndarray | None:
     (file, dtype, shape, offset, order) is opened once here and used only if it has the stack's shape
     and its first and last frames equal rosettasciio's own lazy read of them; frames are then views.
     """
-    from dask._task_spec import Task
-
+    # dask's task objects (dask >= 2025): another dask keeps the lazy path, slower but the same frames
     tasks = [v for v in dict(data.__dask_graph__()).values()
-             if isinstance(v, Task) and getattr(v.func, "__name__", "") == "slice_memmap"]
+             if getattr(getattr(v, "func", None), "__name__", "") == "slice_memmap"
+             and isinstance(getattr(v, "kwargs", None), dict)]
     if not tasks:
         return None
-    spec = tasks[0].kwargs
+    spec: dict[str, Any] = tasks[0].kwargs
     if spec.get("key") is not None or spec.get("positions"):
         return None
     try:
@@ -241,6 +243,9 @@ class VendorStackReader:
         self.dtype = self._wire.str
         chunks = Hdf5FrameChunks.of(data, self.shape) if self.path.suffix.lower() == ".emd" else None
         self._frames: LazyFrames | Hdf5FrameChunks | np.ndarray = chunks or LazyFrames(data)
+        if self.path.suffix.lower() in (".ser", ".emi") and data.nbytes > _WHOLE_FILE_WARNING_BYTES:
+            log.warning("%s: %.1f GB; rosettasciio reads TIA series whole, at the first frame", self.path,
+                        data.nbytes / 1e9)
         if isinstance(self._frames, LazyFrames):
             mapped = rosettasciio_memmap(data, self._frames)
             if mapped is not None:
