@@ -18,6 +18,7 @@ import pytest
 
 from sam4em_live.io.frame_readers import ReplayError
 from sam4em_live.io.reader_registry import open_reader
+from sam4em_live.io.vendor_calibration import axis_length_nm, calibration_from_signal, tia_frame_times_s
 from sam4em_live.io.vendor_readers import Hdf5FrameChunks, VendorStackReader, read_signals
 from sam4em_live.io.video_reader import VideoReader
 from sam4em_live.service.runs import run_track
@@ -336,3 +337,46 @@ def test_the_camera_command_sends_the_calibration_given_for_a_file_that_lacks_it
     assert received[0][1].calibration.pixel_size_nm == 0.3
     assert np.median(np.diff([t for t, _ in received])) == pytest.approx(1 / 50, abs=0.01)
     np.testing.assert_array_equal(received[3][1].pixels, _rosettasciio_frames(formats_dir / "Custom_movie.mrc")[3])
+
+
+# ------------------------------------------------------------------ metadata rules, table-driven
+
+
+@pytest.mark.parametrize("times, expected", [
+    ([1456073345, 1456073346, 1456073348], (1456073345.0, 1456073346.0, 1456073348.0)),
+    ([1456073345] * 3, ()),  # whole seconds that cannot tell the frames apart: not a clock
+    ([5, 4, 6], ()),
+    ([5, 6], ()),  # one time missing
+])
+def test_tia_time_tags_are_frame_times_only_when_they_tell_frames_apart(times, expected):
+    signal = {"original_metadata": {"ser_header_parameters": {"Time": np.array(times, dtype=np.uint32)}}}
+    assert tia_frame_times_s(signal, 3) == expected
+
+
+def test_the_tia_fixture_has_no_usable_frame_times_and_a_camera_exposure(formats_dir):
+    reader = open_reader(formats_dir / "64x64x5_TEM_preview.emi")
+    assert reader.frame_times_s == () and reader.calibration.exposure_s == 0.0625
+    assert "DwellTimePath" in reader.metadata["calibration_from"]["exposure_s"]
+    reader.close()
+
+
+@pytest.mark.parametrize("units, scale, expected_nm", [
+    ("nm", 0.5, 0.5), ("µm", 0.002, 2.0), ("Å", 3.0, 0.3), ("pm", 8.0, 0.008), ("m", 1e-9, 1.0),
+    ("1/nm", 0.1, None), ("", 1.0, None), (None, 1.0, None), ("nm", -1.0, None), ("nm", 0.0, None),
+])
+def test_a_pixel_size_is_a_positive_length(units, scale, expected_nm):
+    axis = {"scale": scale, "units": units}
+    got = axis_length_nm(axis)
+    assert got == pytest.approx(expected_nm) if expected_nm else got is None
+
+
+def test_a_dose_rate_tag_with_its_unit_is_taken_and_named():
+    y, x = {"scale": 1.0, "units": "nm", "navigate": False}, {"scale": 1.0, "units": "nm", "navigate": False}
+    frames = [{"scale": 20.0, "units": "ms", "navigate": True, "name": "Time"}]
+    signal = {"metadata": {"Acquisition_instrument": {"TEM": {"Camera": {"exposure": 0.019}}}},
+              "original_metadata": {"ImageList": {"TagGroup0": {"ImageTags": {"In-situ": {
+                  "Dose Rate (e/Å2/s)": 12.5, "Dose rate note": "estimated"}}}}}}
+    result = calibration_from_signal(signal, frames, [y, x])
+    assert result.calibration.fps == pytest.approx(50.0) and result.calibration.exposure_s == 0.019
+    assert result.calibration.dose_rate_e_per_A2s == 12.5
+    assert result.found["dose_rate_e_per_A2s"].endswith("Dose Rate (e/Å2/s)") and result.missing == ()
