@@ -40,7 +40,7 @@ PROFILE_INSIDE_PX = 14.0
 #: Candidate edge offsets from the provisional contour (px; > 0 inside): a coarse grid, then a fine one.
 MAX_OFFSET_PX, COARSE_OFFSET_STEP_PX, FINE_OFFSET_STEP_PX = 4.0, 0.25, 0.025
 #: Candidate Gaussian widths of the blur (px).
-BLUR_SIGMAS_PX: tuple[float, ...] = (0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
+BLUR_SIGMAS_PX: tuple[float, ...] = (0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 #: Fine grid (px) on which the blurred chord model is tabulated.
 MODEL_STEP_PX = 0.1
 #: The fitted plateau must stand this many standard errors above zero, else no edge is reported.
@@ -48,6 +48,9 @@ MIN_EDGE_SNR = 6.0
 #: A mask is "rounded" (sphere, rod) if opening it with a disc of this fraction of its inscribed radius
 #: loses at most this fraction of its area (see `rounded_outline`).
 ROUNDED_OPENING_FRACTION, ROUNDED_MAX_LOSS = 0.7, 0.08
+#: For a rounded outline the chord model stands unless its weighted squared residual exceeds the plate's by
+#: more than this factor.
+CHORD_PREFERENCE = 1.5
 #: Bins with fewer pixels are left out of the fit.
 MIN_BIN_PIXELS = 3
 
@@ -140,8 +143,11 @@ def fit_edge(memory: np.ndarray, distance: np.ndarray) -> EdgeFit | None:
     if s.size < 8:
         return None
     fits = {model: _fit_model(model, radius, s, p, w) for model in ("plate", "chord")}
-    # A domed (chord) profile is a physical model only for a rounded outline (tested only when it fits better).
-    rounded = fits["chord"][0] < fits["plate"][0] and rounded_outline(distance)
+    # A domed (chord) profile is a physical model only for a rounded outline, and for a rounded outline the
+    # likelier one (spheres and rods are, flat discs are not, common): it stands unless the plate fits clearly
+    # better. Near-equal costs are common in faint, blurred memories, where a flip to the plate model would
+    # shrink a sphere by ~1-2 px.
+    rounded = fits["chord"][0] <= CHORD_PREFERENCE * fits["plate"][0] and rounded_outline(distance)
     cost, model, offset, sigma_index, plateau, spread = fits["chord"] if rounded else fits["plate"]
     # Standard error of P: bin means scatter by sigma_pixel / sqrt(count), so cost / (bins - 4) estimates
     # the per-pixel variance (4 fitted parameters), and var(P) = that / the model's weighted spread.
