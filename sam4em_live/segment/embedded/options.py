@@ -28,9 +28,10 @@ class EmbeddedOptions(FrozenModel):
     # The particle must stand this many noise standard deviations out of the smoothed background.
     seed_min_snr: float = Field(4.0, gt=0)
     polarity: Literal["auto", "dark", "bright"] = "auto"
-    # Boundary = this fraction of the particle's peak contrast in the learned appearance.
+    # Provisional boundary = this fraction of the learned appearance's peak; the mask's edge is measured across
+    # it (segment/embedded/boundary.py), so the mask's area does not depend on it.
     edge_fraction: float = Field(0.25, gt=0, lt=1)
-    # Smallest smoothing of the learned appearance before its boundary is taken (memory noise).
+    # Smoothing of the learned appearance for the provisional contour and the mask's shape (memory noise).
     mask_smoothing_px: float = Field(2.5, ge=0.5, le=8)
     coarse_angle_step_deg: float = Field(10.0, ge=1, le=45)
     fine_angle_step_deg: float = Field(5.0, gt=0, le=10)

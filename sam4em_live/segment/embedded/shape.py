@@ -6,8 +6,9 @@ u along the pose angle, v across; grid index (r, c) <-> v = r - half,
 u = c - half). Every accepted frame is warped into this frame and averaged in,
 so the noise of the memory falls as 1/sqrt(frames) up to ``memory_frames``,
 after which it follows slow real change (etching, growth) with that horizon.
-The mask (where the averaged contrast exceeds ``edge_fraction`` of its peak)
-and the rotated matching templates are derived from it.
+The mask (the memory's measured edge: `boundary.fit_edge` across the
+provisional ``edge_fraction`` contour) and the rotated matching templates are
+derived from it.
 """
 
 from __future__ import annotations
