@@ -197,3 +197,14 @@ def test_static_map_knows_a_blob_that_never_moves_but_not_a_moving_one() -> None
     for i, pixels in enumerate(frames):
         kept.observe(i, pixels, [], keep_out=[(100.0, 100.0, 14.0)])
     assert kept.explains(last, 100.0, 100.0, 12.0, 1.0) == 0.0
+
+
+def test_a_blanked_beam_reports_every_particle_absent_and_tracking_resumes() -> None:
+    x, y = brownian(40, (200.0, 250.0), 1.0, seed=10)
+    rod = Body(x, y, np.full(40, 0.35))
+    frames = render([rod], 40, seed=11)
+    frames[20:22] = np.round(frames[20:22] * 0.02).astype(np.uint8)  # beam blanked: 2 % of the dose
+    _labels, history = run_clip(frames, [point_prompt(rod)])
+    assert [masks[0].present for masks in history[19:24]] == [True, False, False, True, True]
+    assert history[20][0].score == 0.0
+    assert all(e <= 2.0 for t, e, _ in centroid_errors(history, rod) if t >= 22)

@@ -41,7 +41,7 @@ from sam4em_live.segment.embedded.search import (
 )
 from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
 from sam4em_live.segment.embedded.shape import ShapeMemory
-from sam4em_live.segment.embedded.static_map import StaticMap
+from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
 from sam4em_live.segment.embedded.tracker import TrackedParticle
 from sam4em_live.segment.embedded.window import frame_window
 
@@ -88,6 +88,7 @@ class EmbeddedSegmenter:
         self._frames_seen = 0
         self._reacquire_turn = 0
         self._static = StaticMap()  # what never moves: no re-acquisition there (`identity`)
+        self._exposure = Exposure()  # a blanked beam: every particle absent
         self._behind = False  # set by note_backlog (live mode only)
 
     def describe(self) -> dict[str, Any]:
@@ -115,6 +116,10 @@ class EmbeddedSegmenter:
                 results.pop(edit.particle, None)
             else:
                 results[edit.particle] = self._apply_prompt(pixels, edit, seeds[id(edit)], claims)
+        if self._exposure.blanked(pixels):
+            # A blanked beam shows nothing: the particles are reported absent, their state is kept.
+            self._frames_seen += 1
+            return [results.get(pid) or ParticleMask.absent(pid) for pid in sorted(self._tracks)]
         pending = [t for t in self._tracks.values() if t.particle not in results]
         self._follow_jointly(pixels, [t for t in pending if t.present], claims, results)
         lost = [t for t in pending if not t.present]

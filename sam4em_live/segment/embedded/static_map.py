@@ -128,3 +128,29 @@ class StaticMap:
 def _contrast(blocks: np.ndarray, footprint: np.ndarray, ring: np.ndarray, polarity: float) -> float:
     background = float(blocks[ring].mean())
     return polarity * (1.0 - float(blocks[footprint].mean()) / background) if background > 0 else 0.0
+
+
+#: A frame whose sampled mean falls below this fraction of the recent level is a blanked (or nearly
+#: blanked) beam: it carries no information about where particles are.
+BLANK_FRACTION = 0.15
+#: Sampling stride of the exposure level (a 1024² frame: 4096 pixels, ~15 us) and its running weight.
+EXPOSURE_STRIDE, EXPOSURE_WEIGHT = 16, 0.1
+
+
+class Exposure:
+    """The frame's overall intensity, followed over time, to recognise a blanked beam."""
+
+    def __init__(self) -> None:
+        self.level: float | None = None
+
+    def blanked(self, pixels: np.ndarray) -> bool:
+        """Whether this frame is far darker than the recent ones (dose steps of x0.45 or x1.6 are not)."""
+        sample = float(pixels[::EXPOSURE_STRIDE, ::EXPOSURE_STRIDE].mean())
+        if self.level is None:
+            self.level = sample
+            return False
+        if sample < BLANK_FRACTION * self.level:
+            return True
+        self.level += EXPOSURE_WEIGHT * (sample - self.level)
+        return False
+
