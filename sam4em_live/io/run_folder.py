@@ -18,7 +18,7 @@ A run whose process was killed never closed its run.json: it still says ``runnin
 such a run (``interrupted``: its writer process is gone) from a live one, and for both the reader
 trusts the files: `trajectories` reads the whole lines only (a last line cut mid-write is left
 out), `mask_pages` takes each page's frame from the page itself. `check` sets what the files
-hold against what run.json says (`RunCheck`).
+hold against what run.json says (`RunCheck`, computed in `io.run_check`).
 """
 
 from __future__ import annotations
@@ -38,20 +38,26 @@ import pandas as pd
 from sam4em_live.frames import Calibration
 from sam4em_live.io.mask_tiff import complete_page_frames
 from sam4em_live.io.napari_tracks import NAPARI_TRACKS, napari_tracks
+from sam4em_live.io.run_check import (
+    INTERRUPTED,
+    JSONL_COUNTS,
+    MASKS_NAME,
+    TRAJECTORIES_CSV,
+    RunCheck,
+    check_run_files,
+    whole_lines,
+)
 from sam4em_live.io.run_manifest import RANDOM_WEIGHTS_WARNING, RUNNING, expand_ranges
 from sam4em_live.io.trajectories import SERIES_COLUMN, Trajectories, normalize_table, read_table_file
+
+__all__ = ["INTERRUPTED", "JSONL_COUNTS", "MANIFEST_NAME", "MASKS_NAME", "TRAJECTORY_NAMES", "MaskPages", "RunCheck",
+           "RunFolder", "RunFolderError", "calibration_from_run_json", "run_warnings"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "run.json"
-MASKS_NAME = "masks.tif"
 #: Trajectory table names, in the order they are looked for.
-TRAJECTORY_NAMES = ("trajectories.csv", "trajectories.parquet")
-#: `RunFolder.status` of a run left ``running`` by a process that is gone (killed, crashed, power cut).
-INTERRUPTED = "interrupted"
-#: run.json ``counts`` key -> the JSON-lines file it counts (`RunFolder.check`).
-JSONL_COUNTS = {"events": "events.jsonl", "status_snapshots": "status.jsonl", "annotations": "annotations.jsonl",
-                "edits": "edits.jsonl"}
+TRAJECTORY_NAMES = (TRAJECTORIES_CSV, "trajectories.parquet")
 
 
 class RunFolderError(ValueError):
@@ -78,29 +84,6 @@ class MaskPages:
         """(page index, frame) of the pages of frames that had a result: what was segmented."""
         results = self.result_frames
         return [(k, f) for k, f in enumerate(self.frames) if results is None or f in results]
-
-
-@dataclass(frozen=True)
-class RunCheck:
-    """What a run folder's files hold, set against its run.json (`RunFolder.check`).
-
-    Counts are of whole records only: rows of ``trajectories.csv`` (a last line without its newline is
-    left out and flagged in `cut_line`), complete pages of ``masks.tif``, lines of the JSON-lines files.
-    ``disagreements`` lists where run.json says otherwise; for a run that never closed (``running``,
-    ``interrupted``) run.json is an older snapshot, so only counts above the files' disagree.
-    """
-
-    status: str
-    reason: str | None
-    particle_rows: int | None
-    cut_line: bool
-    mask_frames: tuple[int, ...] | None = field(repr=False)
-    lines: Mapping[str, int]
-    disagreements: tuple[str, ...]
-
-    @property
-    def agrees(self) -> bool:
-        return not self.disagreements
 
 
 @dataclass(frozen=True)
@@ -215,7 +198,7 @@ class RunFolder:
         table: pd.DataFrame | None = None
         if table_path.suffix == ".csv":
             data = table_path.read_bytes()
-            whole = _whole_lines(data)
+            whole = whole_lines(data)
             if len(whole) < len(data):
                 log.warning("%s: last line cut short (the recording stopped mid-write); left out", table_path)
                 table = normalize_table(_read_csv_bytes(whole))
@@ -235,110 +218,8 @@ class RunFolder:
     # ------------------------------------------------------------- reconciling
 
     def check(self) -> RunCheck:
-        """Count what the files hold and set it against run.json (see `RunCheck`)."""
-        raw_counts = self.manifest.get("counts")
-        counts: Mapping[str, Any] = raw_counts if isinstance(raw_counts, Mapping) else {}
-        closed = self.closed
-        disagreements: list[str] = []
-
-        def agree(what: str, recorded: object, actual: int) -> None:
-            if not isinstance(recorded, int):
-                return
-            if (closed and recorded != actual) or (not closed and recorded > actual):
-                disagreements.append(f"run.json {what} = {recorded}, the files hold {actual}")
-
-        rows: int | None = None
-        cut = False
-        csv_path = self.path / TRAJECTORY_NAMES[0]
-        if csv_path.is_file():
-            data = csv_path.read_bytes()
-            whole = _whole_lines(data)
-            rows, cut = max(whole.count(b"\n") - 1, 0), len(whole) < len(data)
-            agree("counts.particle_rows", counts.get("particle_rows"), rows)
-        mask_frames: tuple[int, ...] | None = None
-        if self.masks_path is not None:
-            mask_frames = tuple(complete_page_frames(self.masks_path))
-            agree("counts.mask_pages", counts.get("mask_pages"), len(mask_frames))
-            self._later_series_pages(closed, disagreements)
-            listed = self.manifest.get("mask_frames")
-            if isinstance(listed, list) and all(isinstance(r, list) for r in listed):
-                frames = expand_ranges(listed)
-                if (closed and tuple(frames) != mask_frames) or frames != list(mask_frames[: len(frames)]):
-                    disagreements.append(f"run.json mask_frames ({len(frames)} frames) differ from the frames "
-                                         f"of the {len(mask_frames)} pages of {MASKS_NAME}")
-        if rows and not cut:
-            disagreements += self._row_disagreements(closed, rows)
-        lines: dict[str, int] = {}
-        for key, name in JSONL_COUNTS.items():
-            if (self.path / name).is_file():
-                lines[name] = _whole_lines((self.path / name).read_bytes()).count(b"\n")
-                agree(f"counts.{key}", counts.get(key), lines[name])
-        reason = self.manifest.get("reason")
-        status = self.status or "unknown"
-        if status == INTERRUPTED:
-            reason = "the recording process stopped without closing the run (killed or crashed); " \
-                     "the files hold what reached them, run.json an older snapshot"
-        return RunCheck(status, reason if isinstance(reason, str) else None, rows, cut, mask_frames, lines,
-                        tuple(disagreements))
-
-    def _later_series_pages(self, closed: bool, disagreements: list[str]) -> int:
-        """Pages in the masks files of series 1, 2...; each must hold one page per frame of its range.
-
-        Every series' file (the first's too) must also have that series' frame shape.
-        """
-        import tifffile  # a heavy import, needed only here
-
-        total = 0
-        for entry in self.series_list:
-            name = entry.get("masks")
-            if not isinstance(name, str) or not (self.path / name).is_file():
-                continue
-            frames = complete_page_frames(self.path / name)
-            shape = entry.get("shape")
-            if frames and isinstance(shape, list):
-                with tifffile.TiffFile(self.path / name) as tif:
-                    page_shape = [int(n) for n in tif.pages.first.shape[:2]]
-                if page_shape != shape:
-                    disagreements.append(f"{name}: pages of {page_shape}, run.json series {entry.get('series')} "
-                                         f"frames of {shape}")
-            if entry.get("series") == 0:
-                continue  # masks.tif: checked against mask_frames
-            total += len(frames)
-            first, listed = entry.get("mask_first_frame"), entry.get("mask_pages")
-            if isinstance(first, int) and isinstance(listed, int):
-                expected = list(range(first, first + listed))
-                if (closed and frames != expected) or expected != frames[: len(expected)]:
-                    disagreements.append(f"run.json series {entry.get('series')}: {listed} pages from frame {first}, "
-                                         f"{name} holds {len(frames)} pages of other frames")
-        return total
-
-    def _row_disagreements(self, closed: bool, rows: int) -> list[str]:
-        """Rows must be unique by (series, frame, particle), within their series' frame range (closed runs)."""
-        try:
-            table = pd.read_csv(self.path / TRAJECTORY_NAMES[0])
-        except (OSError, ValueError) as exc:
-            return [f"{TRAJECTORY_NAMES[0]} cannot be read ({exc})"]
-        out: list[str] = []
-        keys = [SERIES_COLUMN, "frame", "particle"] if SERIES_COLUMN in table.columns else ["frame", "particle"]
-        duplicated = int(table.duplicated(keys).sum())
-        if duplicated:
-            out.append(f"{TRAJECTORY_NAMES[0]}: {duplicated} duplicate ({', '.join(keys)}) rows")
-        ranges = {e.get("series"): e.get("frames") for e in self.series_list}
-        if closed and SERIES_COLUMN in table.columns and ranges:
-            for number in table[SERIES_COLUMN].unique():
-                group = table[table[SERIES_COLUMN] == number]
-                frames = ranges.get(int(number))
-                if not (isinstance(frames, list) and len(frames) == 2):
-                    out.append(f"{TRAJECTORY_NAMES[0]}: rows of series {number}, which run.json does not list")
-                elif group["frame"].min() < frames[0] or group["frame"].max() > frames[1]:
-                    out.append(f"{TRAJECTORY_NAMES[0]}: rows of series {number} outside its frames {frames}")
-        files = self.manifest.get("files")
-        tracks = self.path / NAPARI_TRACKS
-        if closed and isinstance(files, Mapping) and files.get("napari_tracks") and tracks.is_file():
-            written = _whole_lines(tracks.read_bytes()).count(b"\n") - 1
-            if written != rows:
-                out.append(f"{NAPARI_TRACKS} holds {written} rows, {TRAJECTORY_NAMES[0]} {rows}")
-        return out
+        """Count what the files hold and set it against run.json (see `RunCheck`, `io.run_check`)."""
+        return check_run_files(self.path, self.manifest, self.status or "unknown", self.closed, self.series_list)
 
     # ------------------------------------------------------------- napari
 
@@ -447,11 +328,6 @@ def run_warnings(manifest: Mapping[str, Any]) -> list[str]:
     if isinstance(backend, Mapping) and backend.get("random_weights") and RANDOM_WEIGHTS_WARNING not in warnings:
         warnings.append(RANDOM_WEIGHTS_WARNING)
     return warnings
-
-
-def _whole_lines(data: bytes) -> bytes:
-    """``data`` up to and including its last newline (a last line cut mid-write left out)."""
-    return data[: data.rfind(b"\n") + 1]
 
 
 def _read_csv_bytes(data: bytes) -> pd.DataFrame:
