@@ -318,11 +318,11 @@ class RunDirectoryWriter:
             self.masks.close()
         frames = self.masks.frames
         last = frames.ranges[-1][1] if frames.ranges else None
-        reason = f"{MASKS} stops after {len(frames)} pages (last frame {last}): {exc}"
+        reason = f"{self.masks.path.name} stops after {len(frames)} pages (last frame {last}): {exc}"
         self._problems.append(reason)
         log.error("recorder: %s; recording goes on without masks", reason)
         self._jsonl[EVENTS].write({"kind": RECORDING_STOPPED, "frame": self._last_frame, "particle": None,
-                                   "detail": {"file": MASKS, "reason": reason}, "wall_time_s": time.time()})
+                                   "detail": {"file": self.masks.path.name, "reason": reason}, "wall_time_s": time.time()})
 
     def _append_stop_event(self, name: str, reason: str) -> None:
         events = self._jsonl.get(EVENTS)
