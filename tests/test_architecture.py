@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sam4em_live"
 # Lowest first. The data flows down this list: source -> segmenter -> measurement -> statistics -> sinks,
 # with the shared vocabulary (frames, particles, results, the control protocol) and file I/O beneath.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("versions", "config", "plugins", "frames"),
+    ("versions", "config", "plugins", "frames", "cli_options"),
     ("particles", "wire"),
     ("results", "control_api"),
     ("io",),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from sam4em_live.stats.fit import fit_msd, fit_msd_linear
 from sam4em_live.stats.msd import ensemble_msd, tmsd
 from sam4em_live.stats.table import iter_tracks, msd_long_table, particle_summary, summary_records
 from sam4em_live.stats.velocity import velocity_autocorrelation
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +151,9 @@ def stats_document(result: AnalysisResult) -> dict[str, Any]:
     })
 
 
-def write_outputs(result: AnalysisResult, out_dir: Path, figures: bool = True, samem_csv: bool = False) -> list[Path]:
-    """Write tables (and figures) into ``out_dir``; returns the paths written."""
+def write_outputs(result: AnalysisResult, out_dir: Path, figures: bool = True, samem_csv: bool = False,
+                  on_step: Callable[[str], None] | None = None) -> list[Path]:
+    """Write tables (and figures) into ``out_dir``; returns the paths written (``on_step`` as for `analyze`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "stats.csv", out_dir / "stats.json", out_dir / "msd.csv"]
@@ -162,6 +166,8 @@ def write_outputs(result: AnalysisResult, out_dir: Path, figures: bool = True, s
     if figures:
         from sam4em_live.analysis.figures import draw_all
 
+        if on_step is not None:
+            on_step("figures")
         written.extend(draw_all(result, out_dir))
     result.files = written
     return written
@@ -170,17 +176,25 @@ def write_outputs(result: AnalysisResult, out_dir: Path, figures: bool = True, s
 def analyze(source: Path, out_dir: Path, fps: float | None = None, pixel_size_nm: float | None = None,
             max_lag: int | None = None, fit_points: int | None = None,
             pdf_lags: tuple[int, ...] = DEFAULT_PDF_LAGS, figures: bool = True,
-            samem_csv: bool = False) -> AnalysisResult:
-    """Load ``source``, compute the statistics and write tables and figures to ``out_dir``."""
+            samem_csv: bool = False, on_step: Callable[[str], None] | None = None) -> AnalysisResult:
+    """Load ``source``, compute the statistics and write tables and figures to ``out_dir``.
+
+    ``on_step(name)`` is called as each step starts (``load``, ``statistics``, ``tables``, ``figures``):
+    the command's progress bar.
+    """
+    step = on_step or (lambda _name: None)
     for name, value in (("fps", fps), ("pixel_size_nm", pixel_size_nm)):
         if value is not None and not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive number, got {value}")
+    step("load")
     found = load_for_analysis(Path(source))
     loaded = found.trajectories
     axis = resolve_time_axis(loaded, fps, found.time_base)
+    step("statistics")
     result = compute(loaded, resolve_calibration(loaded, fps, pixel_size_nm, axis), max_lag, fit_points, pdf_lags,
                      axis)
-    write_outputs(result, out_dir, figures, samem_csv)
+    step("tables")
+    write_outputs(result, out_dir, figures, samem_csv, on_step)
     return result
 
 

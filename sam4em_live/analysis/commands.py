@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from sam4em_live.cli_options import one_line
+
 
 def _parse_lags(text: str) -> tuple[int, ...]:
     try:
@@ -30,7 +32,8 @@ def analyze_command(
     pixel_size_nm: Annotated[float | None, typer.Option(
         "--pixel-size-nm", help="Pixel size (nm); overrides run.json.")] = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Output folder (default: RUN_DIR/analysis, or FILE_analysis next to a file).")] = None,
+        "--out", help="The folder to write into (created; default: RUN_DIR/analysis, or FILE_analysis next to a "
+        "file).")] = None,
     max_lag: Annotated[int | None, typer.Option(
         "--max-lag", min=1, help="Largest lag in frames (default: a quarter of each track's span).")] = None,
     fit_lags: Annotated[int | None, typer.Option(
@@ -40,20 +43,33 @@ def analyze_command(
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write PNG and PDF figures.")] = True,
     samem_csv: Annotated[bool, typer.Option(
         "--samem-csv", help="Also write the trajectories in SAM-EM's CSV layout.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Statistics table (D, alpha, +- per particle) and figures from recorded trajectories.
 
     Refuses (exit 2) a run too short for the statistics asked, naming the frames each needs.
     """
+    from tqdm import tqdm
+
     from sam4em_live.analysis.analyze import analyze
 
     lags = _parse_lags(pdf_lags)
     out_dir = out if out is not None else _default_out(source)
-    try:
-        result = analyze(source, out_dir, fps, pixel_size_nm, max_lag, fit_lags, lags, figures, samem_csv)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+    steps = ("load", "statistics", "tables", *(("figures",) if figures else ()))
+    with tqdm(total=len(steps), unit="step", desc="analyze", disable=not progress) as bar:
+        def on_step(name: str) -> None:
+            if bar.n or name != steps[0]:
+                bar.update(1)  # the step before is done
+            bar.set_postfix_str(name)
+
+        try:
+            result = analyze(source, out_dir, fps, pixel_size_nm, max_lag, fit_lags, lags, figures, samem_csv,
+                             on_step=on_step)
+        except (FileNotFoundError, ValueError) as exc:
+            bar.close()
+            typer.secho(f"error: {one_line(exc)}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from exc
+        bar.update(bar.total - bar.n)
     for warning in result.warnings:
         typer.secho(f"WARNING: {warning}", fg=typer.colors.RED, err=True)
     cal = result.calibration

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from sam4em_live.cli_options import CONTROL_ENDPOINT, renamed
 from sam4em_live.control.client import ControlClient, ControlError, ControlTimeout
 from sam4em_live.control.keys import generate_keys
 
@@ -40,13 +41,16 @@ def keys(
 def ctl(
     op: str = typer.Argument(..., help="ping | status | config | particles | pause | resume | annotate"),
     text: str | None = typer.Argument(None, help="Text for annotate."),
-    endpoint: str = typer.Option("tcp://127.0.0.1:5557", "--endpoint", help="Control endpoint."),
+    control_endpoint: str | None = typer.Option(
+        None, CONTROL_ENDPOINT, help="The service's control endpoint [default: tcp://127.0.0.1:5557]."),
+    endpoint: str | None = typer.Option(None, "--endpoint", hidden=True, help=f"Deprecated: {CONTROL_ENDPOINT}."),
     keys_dir: Path | None = typer.Option(None, "--keys", help="CURVE keys directory (client side)."),
     client: str = typer.Option("client", "--client", help="Client key name in --keys."),
     timeout_s: float = typer.Option(2.0, "--timeout-s", help="Reply timeout in seconds."),
 ) -> None:
     """Send one control request and print the reply as JSON."""
     args = {"text": text} if op == "annotate" else None
+    endpoint = renamed(control_endpoint, CONTROL_ENDPOINT, endpoint, "--endpoint") or "tcp://127.0.0.1:5557"
     if keys_dir is not None:
         ctl_client = ControlClient.from_keys_dir(endpoint, keys_dir, client, timeout_s=timeout_s)
     else:

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from sam4em_live.evaluate.metrics import EvaluationReport, evaluate_pages
 from sam4em_live.io.run_folder import MaskPages, RunFolder, RunFolderError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    import numpy as np
 
 
 class EvaluationInputError(ValueError):
@@ -37,8 +43,12 @@ def _open_run(run_dir: str | Path) -> tuple[RunFolder, MaskPages, pd.DataFrame |
     return folder, masks, table
 
 
-def evaluate_directories(run_dir: str | Path, gt_dir: str | Path) -> EvaluationReport:
-    """Evaluate a recorded run against a folder written by `sam4em-live simulate`, page by page."""
+def evaluate_directories(run_dir: str | Path, gt_dir: str | Path,
+                         on_page: Callable[[int, int], None] | None = None) -> EvaluationReport:
+    """Evaluate a recorded run against a folder written by `sam4em-live simulate`, page by page.
+
+    ``on_page(done, total)`` is called after each page is read (a progress bar).
+    """
     import tifffile
 
     folder, masks, table = _open_run(run_dir)
@@ -57,8 +67,15 @@ def evaluate_directories(run_dir: str | Path, gt_dir: str | Path) -> EvaluationR
         if beyond:
             raise EvaluationInputError(f"run has frames {beyond[:5]}... beyond the {gt_pages} ground-truth frames")
         # pages of frames that had a result only: a frame dropped before segmentation has an empty page
-        pages = ((f, pred_tif.pages[k].asarray(), gt_tif.pages[f].asarray()) for k, f in masks.result_pages())
-        report = evaluate_pages(pages, table, gt_table)
+        scored = masks.result_pages()
+
+        def pages() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+            for done, (k, f) in enumerate(scored, 1):
+                yield f, pred_tif.pages[k].asarray(), gt_tif.pages[f].asarray()
+                if on_page is not None:
+                    on_page(done, len(scored))
+
+        report = evaluate_pages(pages(), table, gt_table)
     backend = folder.manifest.get("backend")
     report.extras.update({
         "gt_frames": gt_pages, "frames_not_processed": gt_pages - len({f for _, f in masks.result_pages()}),

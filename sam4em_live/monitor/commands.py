@@ -1,4 +1,4 @@
-"""CLI: ``sam4em-live monitor --connect tcp://HOST:PORT [--control ...] [--snapshot PATH.png --after S]``."""
+"""CLI: ``sam4em-live monitor --results-endpoint tcp://HOST:PORT [--control-endpoint ...] [--snapshot PATH.png]``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from sam4em_live.cli_options import CONTROL_ENDPOINT, RESULTS_ENDPOINT, renamed
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +57,14 @@ def run_monitor(connect: str, control: str | None = None, snapshot: Path | None 
 
 
 def monitor(
-    connect: Annotated[str, typer.Option("--connect", help="The service's results endpoint.")] = "tcp://127.0.0.1:5556",
+    results_endpoint: Annotated[str | None, typer.Option(
+        RESULTS_ENDPOINT, help="The service's results endpoint [default: tcp://127.0.0.1:5556].")] = None,
+    control_endpoint: Annotated[str | None, typer.Option(
+        CONTROL_ENDPOINT, help="The service's control endpoint (enables prompts).")] = None,
+    connect: Annotated[str | None, typer.Option(
+        "--connect", hidden=True, help=f"Deprecated: {RESULTS_ENDPOINT}.")] = None,
     control: Annotated[str | None, typer.Option(
-        "--control", help="The service's control endpoint (enables prompts).")] = None,
+        "--control", hidden=True, help=f"Deprecated: {CONTROL_ENDPOINT}.")] = None,
     snapshot: Annotated[Path | None, typer.Option(
         "--snapshot", help="Render the dashboard to this PNG after --after seconds and exit (headless).")] = None,
     after: Annotated[float, typer.Option("--after", min=0.0, help="Seconds to collect before the snapshot.")] = 5.0,
@@ -66,6 +73,8 @@ def monitor(
     tail_frames: Annotated[int, typer.Option("--tail-frames", min=1, help="Trajectory tail length (frames).")] = 200,
 ) -> None:
     """Live dashboard: frame with masks, ids and tails, rolling tMSD, service status; prompts by mouse."""
+    connect = renamed(results_endpoint, RESULTS_ENDPOINT, connect, "--connect") or "tcp://127.0.0.1:5556"
+    control = renamed(control_endpoint, CONTROL_ENDPOINT, control, "--control")
     if snapshot is not None and snapshot.suffix.lower() != ".png":
         typer.secho("error: --snapshot must be a .png path", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

@@ -9,6 +9,15 @@ from pathlib import Path
 
 import typer
 
+from sam4em_live.cli_options import (
+    CONTROL_ENDPOINT,
+    FRAMES_ENDPOINT,
+    RESULTS_ENDPOINT,
+    one_line,
+    renamed,
+    run_folder,
+    warn,
+)
 from sam4em_live.config import ConfigError, ServiceConfig
 from sam4em_live.particles import PromptError
 from sam4em_live.plugins import parse_assignments
@@ -20,6 +29,20 @@ log = logging.getLogger(__name__)
 _OPTION_HELP = ("A segmenter option KEY=VALUE, set in [segmenter.options] and checked by the backend's own "
                 "options model; repeatable. VALUE is read as TOML (64, 2.5, true, [0.5, 99.5]), else as text. "
                 "E.g. --backend sam2 --option checkpoint=sam2.1_hiera_tiny.pt --option device=cuda.")
+
+
+def _backend_choices() -> str:
+    """The segmenter backends (built-ins and plugins), for --backend's help."""
+    from sam4em_live.segment.registry import DEFAULT_BACKEND, SEGMENTERS
+
+    try:
+        names = SEGMENTERS.names()
+    except Exception:  # a broken plugin distribution must not break every command's help
+        names = ["embedded", "threshold", "sam2"]
+    return f"Segmenter backend: {', '.join(names)} (default: {DEFAULT_BACKEND}; plugins add more)."
+
+
+_BACKEND_HELP = _backend_choices()
 
 
 def _fail(message: str) -> None:
@@ -38,12 +61,17 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 def serve(
     config: Path = typer.Option(..., "--config", "-c", help="Service config TOML (see configs/)."),
-    backend: str | None = typer.Option(None, help="Override segmenter.backend."),
+    backend: str | None = typer.Option(None, help=_BACKEND_HELP + " Overrides segmenter.backend."),
     prompts: Path | None = typer.Option(None, help="Prompts file applied from the start."),
-    out: Path | None = typer.Option(None, help="Override recorder.out_dir."),
+    out: Path | None = typer.Option(None, help="The run folder to create (default: RECORDER.OUT_DIR/RUN_ID)."),
     pixel_size_nm: float | None = typer.Option(None, help="Override pixel size (nm)."),
     fps: float | None = typer.Option(None, help="Override frame rate (frames/s)."),
-    control_endpoint: str | None = typer.Option(None, help="Override control.endpoint."),
+    frames_endpoint: str | None = typer.Option(
+        None, FRAMES_ENDPOINT, help="Where the detector's frames come from (overrides source.endpoint)."),
+    results_endpoint: str | None = typer.Option(
+        None, RESULTS_ENDPOINT, help="Where results are published (overrides publisher.endpoint)."),
+    control_endpoint: str | None = typer.Option(
+        None, CONTROL_ENDPOINT, help="Where the control channel binds (overrides control.endpoint)."),
     insecure: bool = typer.Option(
         False, "--insecure", help="Allow a control channel beyond loopback WITHOUT CURVE keys (logged loudly)."
     ),
@@ -53,15 +81,17 @@ def serve(
     from sam4em_live.control.server import ControlSecurityError
     from sam4em_live.service.builder import build_service
 
+    out_dir, run_id = run_folder(out)
     try:
         cfg = ServiceConfig.from_file(config).with_overrides({
-            "segmenter.backend": backend, "prompts": prompts.absolute() if prompts else None, "recorder.out_dir": out,
-            "calibration.pixel_size_nm": pixel_size_nm, "calibration.fps": fps,
+            "segmenter.backend": backend, "prompts": prompts.absolute() if prompts else None,
+            "recorder.out_dir": out_dir, "calibration.pixel_size_nm": pixel_size_nm, "calibration.fps": fps,
+            "source.endpoint": frames_endpoint, "publisher.endpoint": results_endpoint,
             "control.endpoint": control_endpoint, "control.insecure": True if insecure else None,
         }).with_segmenter_options(parse_assignments(option))
-        built = build_service(cfg)
+        built = build_service(cfg, run_id=run_id)
     except (ConfigError, PromptError, FileNotFoundError, ValueError, ControlSecurityError) as exc:
-        _fail(str(exc))
+        _fail(one_line(exc))
         return
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -85,11 +115,11 @@ def track(
     input: Path = typer.Argument(..., help="Recording: TIFF, .dm3/.dm4, Velox .emd, .ser/.emi, .mrc, MP4/AVI, "
                                  "a folder of frame files or a Gatan in-situ folder (docs/formats.md)."),
     prompts: Path | None = typer.Option(None, help="Prompts JSON file (or --replay)."),
-    out: Path = typer.Option(..., help="Run directory to create (must not exist)."),
+    out: Path = typer.Option(..., help="The run folder to create (must not exist)."),
     replay: Path | None = typer.Option(
         None, "--replay", help="A live run's folder: re-run it on INPUT (its recording) with its config and its "
         "edits (edits.jsonl) at the same frames, every frame. Not with --prompts, --backend, --option, --config."),
-    backend: str | None = typer.Option(None, help="Segmenter backend (default: embedded)."),
+    backend: str | None = typer.Option(None, help=_BACKEND_HELP),
     fps: float | None = typer.Option(None, help="Frame rate (frames/s) if not in metadata."),
     pixel_size_nm: float | None = typer.Option(None, help="Pixel size (nm) if not in metadata."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Optional config TOML for other settings."),
@@ -120,16 +150,28 @@ def track(
             run_dir = run_track(input, prompts, out, backend=backend, fps=fps, pixel_size_nm=pixel_size_nm,
                                 config_path=config, progress=progress, segmenter_options=parse_assignments(option))
     except (ConfigError, PromptError, EditsLogError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        _fail(one_line(exc))
         return
+    _warn_unless_complete(run_dir)
     typer.echo(f"run directory: {run_dir}")
+
+
+def _warn_unless_complete(run_dir: Path) -> None:
+    """A run that lost part of its recording (masks, a full disk) says so on stderr, never silently."""
+    from sam4em_live.io.run_folder import RunFolder
+
+    folder = RunFolder.open(run_dir)
+    if folder.status not in (None, "complete"):
+        warn(f"the run is {folder.status}: {folder.manifest.get('reason')} (run.json)")
 
 
 def camera(
     input: Path | None = typer.Argument(None, help="Recording to publish, at its own rate (any format of "
                                         "docs/formats.md)."),
     preset: str | None = typer.Option(None, help="Publish simulated LPTEM frames of this preset instead."),
-    endpoint: str = typer.Option("tcp://127.0.0.1:5555", help="Where to bind the PUB socket."),
+    frames_endpoint: str | None = typer.Option(
+        None, FRAMES_ENDPOINT, help="Where to bind the PUB socket the frames go out on [default: tcp://127.0.0.1:5555]."),
+    endpoint: str | None = typer.Option(None, "--endpoint", hidden=True, help=f"Deprecated: {FRAMES_ENDPOINT}."),
     fps: float | None = typer.Option(None, help="Frames per second (default: recording/preset rate)."),
     pixel_size_nm: float | None = typer.Option(
         None, help="Pixel size (nm) sent with the frames, for a recording that does not record one."),
@@ -145,6 +187,7 @@ def camera(
 
     if (input is None) == (preset is None):
         _fail("give either a recording INPUT or --preset NAME")
+    endpoint = renamed(frames_endpoint, FRAMES_ENDPOINT, endpoint, "--endpoint") or "tcp://127.0.0.1:5555"
     options: dict[str, object] = (
         {"kind": "replay", "path": input, "fps": fps, "loop": loop} if input is not None
         else {"kind": "simulator", "preset": preset, "seed": seed, "frames": frames, "fps": fps})
@@ -178,18 +221,19 @@ def _recorded_fps(path: Path) -> float | None:
 
 def demo(
     seconds: float = typer.Option(20.0, help="How long to stream."),
-    backend: str | None = typer.Option(None, help="Segmenter backend (default: embedded)."),
-    out: Path = typer.Option(Path("runs"), help="Where the run directory is created."),
+    backend: str | None = typer.Option(None, help=_BACKEND_HELP),
+    out: Path | None = typer.Option(None, help="The run folder to create (default: runs/RUN_ID)."),
     preset: str = typer.Option("demo", help="Simulator preset streamed by the stand-in camera."),
     fps: float | None = typer.Option(None, help="Camera frame rate (default: the preset's)."),
     seed: int = typer.Option(0, help="Simulator seed."),
 ) -> None:
     """The main job: stand-in camera → service → recorder on loopback, printing live status."""
+    out_dir, run_id = run_folder(out)
     try:
-        run_dir = run_demo(seconds=seconds, backend=backend, out=out, preset=preset, fps=fps, seed=seed,
-                           echo=typer.echo)
+        run_dir = run_demo(seconds=seconds, backend=backend, out=out_dir or Path("runs"), preset=preset, fps=fps,
+                           seed=seed, echo=typer.echo, run_id=run_id)
     except (ConfigError, PromptError, ValueError, KeyError) as exc:
-        _fail(str(exc))
+        _fail(one_line(exc))
         return
     typer.echo(f"run directory: {run_dir}")
 

@@ -293,9 +293,12 @@ def initial_prompts_from_truth(preset: str, seed: int) -> list[Prompt]:
 
 def run_demo(
     seconds: float = 20.0, backend: str | None = None, out: Path = Path("runs"), preset: str = "demo",
-    fps: float | None = None, seed: int = 0, echo: Callable[[str], None] = print,
+    fps: float | None = None, seed: int = 0, echo: Callable[[str], None] = print, run_id: str | None = None,
 ) -> Path | None:
-    """Stand-in camera (simulator) → ZeroMQ → service → publisher + recorder, on loopback."""
+    """Stand-in camera (simulator) → ZeroMQ → service → publisher + recorder, on loopback.
+
+    The run folder is ``out/run_id`` (``run_id`` None: a new run id).
+    """
     from sam4em_live.service.builder import build_service
     from sam4em_live.sim.source import SimulatedSource
     from sam4em_live.sources.camera import FramePublisher, pump
@@ -309,7 +312,8 @@ def run_demo(
         "publisher.endpoint": "tcp://127.0.0.1:0",
         "control.endpoint": "tcp://127.0.0.1:0",
     })
-    built = build_service(cfg, edits=initial_prompts_from_truth(preset, seed), extra_sinks=[StatusEcho(echo)])
+    built = build_service(cfg, edits=initial_prompts_from_truth(preset, seed), extra_sinks=[StatusEcho(echo)],
+                          run_id=run_id)
     assert built.publisher is not None  # publisher.enabled is the default
     echo(f"demo: camera on {publisher.endpoint}, results on {built.publisher.endpoint}, "
          f"control on {getattr(built.control, 'endpoint', '-')}; streaming for {seconds:.0f} s")

@@ -6,20 +6,18 @@ from pathlib import Path
 
 import typer
 
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+from sam4em_live.cli_options import fail, one_line
 
 
 def simulate(
     preset: str = typer.Option("sam4em-50nm", help="Preset name (see --list)."),
     frames: int = typer.Option(250, min=1, help="Number of frames."),
     seed: int = typer.Option(0, help="Random seed (same seed, same clip)."),
-    out: Path | None = typer.Option(None, help="Output folder (created)."),
+    out: Path | None = typer.Option(None, help="The folder to write the clip into (created)."),
     jpeg: bool = typer.Option(False, "--jpeg", help="Also write 8-bit JPEG frames to OUT/jpeg/."),
     spec: Path | None = typer.Option(None, help="JSON SimulationSpec file instead of a preset."),
     list_presets: bool = typer.Option(False, "--list", help="List presets and exit."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Simulate an LPTEM video with exact ground truth (masks, trajectories, prompts, CNR)."""
     from sam4em_live.sim.outputs import simulate_to_folder
@@ -31,14 +29,15 @@ def simulate(
             typer.echo(f"{name:14s} {p.imaging.shape_px[1]}x{p.imaging.shape_px[0]}  {p.description}")
         return
     if out is None:
-        _fail("--out is required")
-        return
+        fail("--out is required")
     try:
         chosen = SimulationSpec.from_file(str(spec)) if spec is not None else get_preset(preset)
-    except (ValueError, OSError) as exc:
-        _fail(str(exc))
-        return
-    meta = simulate_to_folder(chosen, frames, seed, out, jpeg=jpeg)
+    except (ValueError, OSError) as exc:  # a pydantic ValidationError is a ValueError: flattened to one line
+        fail(f"{spec}: {one_line(exc)}" if spec is not None else one_line(exc))
+    from tqdm import tqdm
+
+    with tqdm(total=frames, unit="frame", desc=f"simulate {chosen.name}", disable=not progress) as bar:
+        meta = simulate_to_folder(chosen, frames, seed, out, jpeg=jpeg, on_frame=lambda _index: bar.update(1))
     cnr, snr = meta["cnr_summary"]["median"], meta["snr_summary"]["median"]
     typer.echo(f"wrote {frames} frames of {chosen.name} (seed {seed}) to {out}; "
                f"CNR median {_fmt(cnr, 3)}, SNR median {_fmt(snr, 2)}")
