@@ -97,6 +97,7 @@ FLOORS = [
     ("clean", "sim", 60, 91.0),
     pytest.param("fade-edge-artifact", "monet", 80, 89.0, marks=needs_real_motion),
     ("jpeg", "sim", 60, 91.0),
+    ("static-blobs", "sim", 80, 91.0),
 ]
 
 
