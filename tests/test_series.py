@@ -198,3 +198,21 @@ def test_a_restart_without_a_series_start_message_is_a_new_series_too(tmp_path: 
     table = pd.read_csv(built.run_dir / "trajectories.csv")
     assert not table.duplicated(["series", "frame", "particle"]).any()
     assert RunFolder.open(built.run_dir).check().agrees
+
+
+def test_analyze_takes_one_series_at_a_time(run_dir: Path, tmp_path: Path) -> None:
+    from sam4em_live.analysis.analyze import analyze
+
+    with pytest.raises(ValueError, match=r"holds 4 series .*--series K"):
+        analyze(run_dir, tmp_path / "all", figures=False)
+    assert not (tmp_path / "all").exists()  # refused before anything is written
+    first = analyze(run_dir, tmp_path / "s0", figures=False, series=0)
+    rows = RunFolder.open(run_dir).trajectories(series=0).table
+    assert sorted(first.summary["particle"]) == sorted(rows["particle"].unique())
+    assert first.calibration.fps == CAMERA.fps  # the series' own calibration
+    with pytest.raises(ValueError, match="no series 9"):
+        analyze(run_dir, tmp_path / "s9", figures=False, series=9)
+    table = tmp_path / "table.csv"  # a bare table with a series column: the same rule
+    RunFolder.open(run_dir).trajectories().table.to_csv(table, index=False)
+    with pytest.raises(ValueError, match="holds 4 series"):
+        analyze(table, tmp_path / "t", figures=False)

@@ -176,8 +176,12 @@ def write_outputs(result: AnalysisResult, out_dir: Path, figures: bool = True, s
 def analyze(source: Path, out_dir: Path, fps: float | None = None, pixel_size_nm: float | None = None,
             max_lag: int | None = None, fit_points: int | None = None,
             pdf_lags: tuple[int, ...] = DEFAULT_PDF_LAGS, figures: bool = True,
-            samem_csv: bool = False, on_step: Callable[[str], None] | None = None) -> AnalysisResult:
+            samem_csv: bool = False, on_step: Callable[[str], None] | None = None,
+            series: int | None = None) -> AnalysisResult:
     """Load ``source``, compute the statistics and write tables and figures to ``out_dir``.
+
+    ``series``: the series to analyse of a run with several (`load_for_analysis` refuses such a run
+    without one).
 
     ``on_step(name)`` is called as each step starts (``load``, ``statistics``, ``tables``, ``figures``):
     the command's progress bar.
@@ -187,7 +191,7 @@ def analyze(source: Path, out_dir: Path, fps: float | None = None, pixel_size_nm
         if value is not None and not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive number, got {value}")
     step("load")
-    found = load_for_analysis(Path(source))
+    found = load_for_analysis(Path(source), series)
     loaded = found.trajectories
     axis = resolve_time_axis(loaded, fps, found.time_base)
     step("statistics")

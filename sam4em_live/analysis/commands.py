@@ -43,6 +43,8 @@ def analyze_command(
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Write PNG and PDF figures.")] = True,
     samem_csv: Annotated[bool, typer.Option(
         "--samem-csv", help="Also write the trajectories in SAM-EM's CSV layout.")] = False,
+    series: Annotated[int | None, typer.Option(
+        "--series", min=0, help="The series to analyse of a run with several (run.json series_list).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Statistics table (D, alpha, +- per particle) and figures from recorded trajectories.
@@ -64,12 +66,12 @@ def analyze_command(
 
         try:
             result = analyze(source, out_dir, fps, pixel_size_nm, max_lag, fit_lags, lags, figures, samem_csv,
-                             on_step=on_step)
+                             on_step=on_step, series=series)
         except (FileNotFoundError, ValueError) as exc:
             bar.close()
             typer.secho(f"error: {one_line(exc)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from exc
-        bar.update(bar.total - bar.n)
+        bar.update(len(steps) - bar.n)
     for warning in result.warnings:
         typer.secho(f"WARNING: {warning}", fg=typer.colors.RED, err=True)
     cal = result.calibration

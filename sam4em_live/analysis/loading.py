@@ -103,11 +103,15 @@ def read_sam4em_masks(path: Path, calibration: Calibration | None = None) -> Tra
     return Trajectories(table_from_measurements(measurements, calibration), calibration, str(path))
 
 
-def load_for_analysis(path: Path) -> AnalysisInput:
+def load_for_analysis(path: Path, series: int | None = None) -> AnalysisInput:
     """Open whatever ``path`` is: a run directory, a SAM-EM folder, SAM4EM ``masks.npy`` or a table file.
 
     A run's ``t_s`` that is not an acquisition time (a replay recorded before ``run.json`` had a
     ``time_base``: the processing clock) is emptied, so nothing downstream reads it as one.
+
+    A run (or table) of several series -- a camera restart, a new series id, a frame-size change --
+    repeats frame numbers across them, so positions over time are analysed one series at a time:
+    without ``series`` such a run is refused with a ValueError that lists its series.
     """
     path = Path(path)
     if not path.exists():
@@ -116,18 +120,46 @@ def load_for_analysis(path: Path) -> AnalysisInput:
         if RunFolder.holds_trajectories(path):
             run = RunFolder.open(path)
             base = recorded_time_base(run.manifest)
-            return AnalysisInput(_without_processing_times(run.trajectories(), base), base)
+            listed = run.series_list
+            if series is None and len(listed) > 1:
+                raise ValueError(_several_series(path, [
+                    f"{e.get('series')} ({e.get('series_id')}, frames {e.get('frames')})" for e in listed]))
+            if series is not None and not listed:
+                raise ValueError(f"{path}: run.json lists no series; analyse it without a series")
+            # One series: its own calibration (run.json series_list); the run's, when it has only one.
+            loaded = run.trajectories(series=series) if series is not None else run.trajectories()
+            return AnalysisInput(_without_processing_times(loaded, base), base)
         if (path / "index.jsonl").is_file() or (path / "npz").is_dir():
-            return AnalysisInput(read_samem_run(path))
+            return AnalysisInput(_one_series(read_samem_run(path), series))
         raise ValueError(f"{path} is neither a run directory (trajectories.csv) nor a SAM-EM folder (index.jsonl)")
     if path.suffix == ".npy":
-        return AnalysisInput(read_sam4em_masks(path))
-    return AnalysisInput(Trajectories(read_table_file(path), Calibration(), str(path)))
+        return AnalysisInput(_one_series(read_sam4em_masks(path), series))
+    return AnalysisInput(_one_series(Trajectories(read_table_file(path), Calibration(), str(path)), series))
 
 
-def load_trajectories(path: Path) -> Trajectories:
+def _several_series(source: object, names: list[str]) -> str:
+    return (f"{source} holds {len(names)} series ({'; '.join(names)}): frame numbers repeat across them, so "
+            "they are analysed one at a time -- choose one with --series K (Python: series=K)")
+
+
+def _one_series(loaded: Trajectories, series: int | None) -> Trajectories:
+    """The rows of ``series`` of a table with a ``series`` column; a table of several series needs one."""
+    table = loaded.table
+    present = sorted(int(v) for v in table["series"].dropna().unique()) if "series" in table.columns else []
+    if series is None:
+        if len(present) > 1:
+            raise ValueError(_several_series(loaded.source, [str(v) for v in present]))
+        return loaded
+    if series not in present and not (series == 0 and not present):
+        raise ValueError(f"{loaded.source}: no series {series} (the table has {present or [0]})")
+    if not present:
+        return loaded
+    return dataclasses.replace(loaded, table=table[table["series"] == series].reset_index(drop=True))
+
+
+def load_trajectories(path: Path, series: int | None = None) -> Trajectories:
     """The trajectories of `load_for_analysis`."""
-    return load_for_analysis(path).trajectories
+    return load_for_analysis(path, series).trajectories
 
 
 def _without_processing_times(loaded: Trajectories, base: TimeBase | None) -> Trajectories:
