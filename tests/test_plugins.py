@@ -228,7 +228,7 @@ def test_options_are_checked_by_the_plugins_own_model_and_errors_name_the_key(tm
         ({"source": {"kind": "simulator", "presett": "demo"}}, "source.presett"),
         ({"source": {"kind": "replay"}}, "source.path"),
         ({"source": {"kind": "disk-movie", "frames": 0}}, "source.frames"),
-        ({"source": {"kind": "webcam"}}, "source.kind: unknown source 'webcam'; known: disk-movie, replay"),
+        ({"source": {"kind": "webcam"}}, "source.kind: unknown source 'webcam'; known: dectris, disk-movie, replay"),
         ({"sinks": [{"kind": "frame-log", "every": "often"}]}, r"sinks\[0\].every"),
         ({"sinks": [{"kind": "parquet"}]}, r"sinks\[0\].path"),
         ({"sinks": [{"kind": "csv"}]}, r"sinks\[0\].kind: unknown sink 'csv'; known: frame-log, parquet"),

@@ -1,8 +1,10 @@
 """The frame-source registry: ``[source] kind = ...`` -> a `FrameSource`, open to plugins.
 
-Built in: ``zmq`` (live frames over ZeroMQ, the default), ``replay`` (a recording as a timed stream) and
-``simulator`` (the LPTEM simulator, `sam4em_live.sim.source`). Other distributions add kinds through the
-``sam4em_live.sources`` entry-point group::
+Built in: ``zmq`` (live frames over ZeroMQ, the default), ``replay`` (a recording as a timed stream),
+``watched-folder`` (frame files as an acquisition program writes them), ``dectris`` (a DECTRIS detector's
+SIMPLON stream v1/v2; docs/live_sources.md) and ``simulator`` (the LPTEM simulator,
+`sam4em_live.sim.source`). Other distributions add kinds through the ``sam4em_live.sources`` entry-point
+group::
 
     [project.entry-points."sam4em_live.sources"]
     watched-folder = "my_package.watched:WatchedFolderSource"
@@ -71,6 +73,8 @@ SOURCES: Registry[FrameSource] = Registry(
     builtins={
         "zmq": FactoryPlugin(ZmqSourceConfig, _zmq),
         "replay": "sam4em_live.sources.replay:REPLAY_PLUGIN",
+        "watched-folder": "sam4em_live.sources.watched_folder:WATCHED_FOLDER_PLUGIN",
+        "dectris": "sam4em_live.sources.dectris.source:DECTRIS_PLUGIN",
         "simulator": FactoryPlugin(SimulatorOptions, _simulator),
     },
 )
