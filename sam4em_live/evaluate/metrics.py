@@ -8,6 +8,11 @@ where it is absent from both are not counted (DAVIS would score them 1).
 
 Aggregation follows DAVIS: per particle, the mean over its frames; overall,
 the mean over particles; J&F = (J + F) / 2. Scores are percentages (0–100).
+
+F is reported twice: ``F`` at DAVIS' tolerance (a fraction of the image diagonal, 12 px at 1024²,
+which saturates F at 100 for particles a few tens of pixels across) and ``F_size`` at a tolerance
+tied to the particle's size (`sam4em_live.evaluate.masks.size_tolerance_px`: 0.1 × the true mask's
+equivalent diameter, at least 1 px), with ``JF_size`` = (J + F_size) / 2.
 """
 
 from __future__ import annotations
@@ -20,14 +25,24 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
-from sam4em_live.evaluate.masks import boundary_f, boundary_tolerance_px
+from sam4em_live.evaluate.masks import (
+    SIZE_TOLERANCE_FRACTION,
+    boundary_f_at,
+    boundary_tolerance_px,
+    size_tolerance_px,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
 PER_FRAME_COLUMNS = (
     "frame", "particle", "gt_present", "pred_present", "J", "F", "JF", "centroid_error_px", "swapped_to",
+    "F_size", "JF_size", "size_tolerance_px",
 )
+
+#: How the size-tied boundary tolerance is chosen (the summary and the docs say the same).
+SIZE_TOLERANCE_RULE = (f"max(1 px, {SIZE_TOLERANCE_FRACTION:g} x equivalent diameter 2*sqrt(area/pi) of the "
+                       "true mask on that frame; of the predicted mask where the truth is empty)")
 
 
 @dataclass(frozen=True)
@@ -42,9 +57,9 @@ class EvaluationReport:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def frame_means(self) -> pd.DataFrame:
-        """Per frame: mean J, F, J&F over the particles scored on that frame."""
+        """Per frame: mean J, F, J&F (and F, J&F at the size-tied tolerance) over the particles scored on that frame."""
         scored = self.per_frame.dropna(subset=["J"])
-        return scored.groupby("frame")[["J", "F", "JF"]].mean().reset_index()
+        return scored.groupby("frame")[["J", "F", "JF", "F_size", "JF_size"]].mean().reset_index()
 
     def summary(self) -> dict[str, Any]:
         """Overall scores over ground-truth particles; predicted ids absent from the truth count as extras."""
@@ -52,8 +67,9 @@ class EvaluationReport:
         errors = self.per_frame["centroid_error_px"].dropna()
         j = float(pp["J"].mean()) if len(pp) else math.nan
         f = float(pp["F"].mean()) if len(pp) else math.nan
+        f_size = float(pp["F_size"].mean()) if len(pp) else math.nan
         return {
-            "J": j, "F": f, "J&F": (j + f) / 2,
+            "J": j, "F": f, "J&F": (j + f) / 2, "F_size": f_size, "J&F_size": (j + f_size) / 2,
             "centroid_error_px_median": float(errors.median()) if len(errors) else math.nan,
             "centroid_error_px_mean": float(errors.mean()) if len(errors) else math.nan,
             "missed_frames": int(pp["missed_frames"].sum()) if len(pp) else 0,
@@ -61,7 +77,10 @@ class EvaluationReport:
             "identity_switches": int(pp["identity_switches"].sum()) if len(pp) else 0,
             "particles": len(pp), "extra_particles": int((~self.per_particle["in_truth"]).sum()),
             "frames": self.n_frames,
-            "boundary_tolerance_px": self.boundary_tolerance_px, **self.extras,
+            "boundary_tolerance_px": self.boundary_tolerance_px,
+            "size_tolerance_px_median": float(self.per_frame["size_tolerance_px"].median())
+            if len(self.per_frame) else math.nan,
+            "size_tolerance_rule": SIZE_TOLERANCE_RULE, **self.extras,
         }
 
     def to_json(self) -> str:
@@ -75,11 +94,14 @@ class EvaluationReport:
 
     def table(self) -> str:
         """Plain-text per-particle table plus the overall line."""
-        cols = ["particle", "frames_scored", "J", "F", "JF", "centroid_error_px_median", "missed_frames",
+        cols = ["particle", "frames_scored", "J", "F", "JF", "F_size", "JF_size", "centroid_error_px_median",
+                "missed_frames",
                 "false_positive_frames", "identity_switches"]
         text = self.per_particle[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}")
         s = self.summary()
         return (f"{text}\nJ&F {s['J&F']:.2f}  J {s['J']:.2f}  F {s['F']:.2f}  "
+                f"F_size {s['F_size']:.2f}  J&F_size {s['J&F_size']:.2f} (boundary tol median "
+                f"{s['size_tolerance_px_median']:.2f} px)  "
                 f"median centroid error {s['centroid_error_px_median']:.2f} px  missed {s['missed_frames']}  "
                 f"id switches {s['identity_switches']}  ({s['frames']} frames, boundary tol "
                 f"{self.boundary_tolerance_px} px)")
@@ -194,7 +216,8 @@ def _score_frame(
         union = area_p[i] + area_g[i] - inter
         j = inter / union
         has_p, has_g = bool(area_p[i]), bool(area_g[i])
-        f = boundary_f(p_idx == i, g_idx == i, tol) if has_p and has_g else 0.0
+        size_tol = size_tolerance_px(area_g[i] if has_g else area_p[i])
+        f, f_size = boundary_f_at(p_idx == i, g_idx == i, (tol, size_tol)) if has_p and has_g else (0.0, 0.0)
         err = math.nan
         if has_p and has_g:
             px, py = pred_xy.get((frame, pid), (pc[1], pc[0]))
@@ -204,6 +227,7 @@ def _score_frame(
             "frame": frame, "particle": pid, "gt_present": has_g, "pred_present": has_p,
             "J": 100.0 * j, "F": 100.0 * f, "JF": 50.0 * (j + f), "centroid_error_px": err,
             "swapped_to": _swapped_to(counts, area_p, area_g, i, ids) if has_p else 0,
+            "F_size": 100.0 * f_size, "JF_size": 50.0 * (j + f_size), "size_tolerance_px": size_tol,
         })
     return out
 
@@ -240,13 +264,15 @@ def _per_particle(per_frame: pd.DataFrame, gt_ids: list[int]) -> pd.DataFrame:
             "particle": pid, "in_truth": pid in gt_ids,
             "frames_gt": int(group["gt_present"].sum()), "frames_scored": len(group),
             "J": float(group["J"].mean()), "F": float(group["F"].mean()), "JF": float(group["JF"].mean()),
+            "F_size": float(group["F_size"].mean()), "JF_size": float(group["JF_size"].mean()),
             "centroid_error_px_median": float(errors.median()) if len(errors) else math.nan,
             "centroid_error_px_mean": float(errors.mean()) if len(errors) else math.nan,
             "missed_frames": int((group["gt_present"] & ~group["pred_present"]).sum()),
             "false_positive_frames": int((~group["gt_present"] & group["pred_present"]).sum()),
             "identity_switches": switches, "swapped_frames": int(swapped.sum()),
         })
-    cols = ["particle", "in_truth", "frames_gt", "frames_scored", "J", "F", "JF", "centroid_error_px_median",
+    cols = ["particle", "in_truth", "frames_gt", "frames_scored", "J", "F", "JF", "F_size", "JF_size",
+            "centroid_error_px_median",
             "centroid_error_px_mean", "missed_frames", "false_positive_frames", "identity_switches",
             "swapped_frames"]
     return pd.DataFrame(rows, columns=cols)
