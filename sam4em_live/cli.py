@@ -22,7 +22,6 @@ import re
 import sys
 from typing import Any
 
-import click
 import typer
 import typer.core
 
@@ -33,7 +32,7 @@ _VERBOSITY = re.compile(r"^(-v+|-q|--verbose|--quiet)$")
 class _VerbosityAnywhere(typer.core.TyperGroup):
     """A group that takes ``-v``/``-q`` wherever they appear, not only before the subcommand."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Any: typer passes its own vendored Context
         head, tail = (args[: args.index("--")], args[args.index("--"):]) if "--" in args else (args, [])
         flags = [a for a in head if _VERBOSITY.match(a)]
         rest = [a for a in head if not _VERBOSITY.match(a)]

@@ -95,7 +95,7 @@ class MaskStack(Sequence[np.ndarray]):
             self._tiff = tifffile.TiffFile(self.path)
             # Closed with the stack when nobody calls close() (a notebook rarely does): no leaked handle.
             self._closer = weakref.finalize(self, self._tiff.close)
-        page = self._tiff.pages[k].asarray()  # type: ignore[union-attr]
+        page = self._tiff.pages[k].asarray()
         page.flags.writeable = False  # shared with the cache: a caller's edit must not change the next read
         self._cache[k] = page
         if len(self._cache) > MASK_CACHE_PAGES:

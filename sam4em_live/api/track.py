@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,9 +135,9 @@ def _frames(source: SourceLike, fps: float | None, pixel_size_nm: float | None,
     if isinstance(source, Iterable):
         from sam4em_live.sources.iterable_source import IterableSource
 
-        n_frames = len(source) if hasattr(source, "__len__") else None
-        iterable_source = IterableSource(source, n_frames=n_frames)
-        return iterable_source, table, iterable_source.series.shape, n_frames
+        known = len(source) if isinstance(source, Sized) else None
+        iterable_source = IterableSource(source, n_frames=known)
+        return iterable_source, table, iterable_source.series.shape, known
     raise TypeError(f"source must be a path, an array or an iterable of frames, got {type(source).__name__}")
 
 

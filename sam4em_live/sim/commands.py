@@ -37,7 +37,10 @@ def simulate(
     from tqdm import tqdm
 
     with tqdm(total=frames, unit="frame", desc=f"simulate {chosen.name}", disable=not progress) as bar:
-        meta = simulate_to_folder(chosen, frames, seed, out, jpeg=jpeg, on_frame=lambda _index: bar.update(1))
+        def on_frame(_index: int) -> None:
+            bar.update(1)
+
+        meta = simulate_to_folder(chosen, frames, seed, out, jpeg=jpeg, on_frame=on_frame)
     cnr, snr = meta["cnr_summary"]["median"], meta["snr_summary"]["median"]
     typer.echo(f"wrote {frames} frames of {chosen.name} (seed {seed}) to {out}; "
                f"CNR median {_fmt(cnr, 3)}, SNR median {_fmt(snr, 2)}")
