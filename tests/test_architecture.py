@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("service",),
     ("analysis", "evaluate", "monitor"),
     ("api",),
+    ("notebook",),
     ("cli", "__main__", "__init__"),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
