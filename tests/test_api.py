@@ -100,8 +100,10 @@ def test_track_file_with_prompts_file_generator_and_masks(tmp_path, video):
     assert s4.Run.open(tmp_path / "f").trajectories.equals(from_file.trajectories)
 
 
-def test_temporary_run_goes_with_the_object(video):
-    run = s4.track(video[:6], s4.Point(30, 40), progress=False)
+def test_temporary_run_goes_with_the_object_and_progress_can_be_a_function(video):
+    calls: list[tuple[int, int | None]] = []
+    run = s4.track(video[:6], s4.Point(30, 40), progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(k, 6) for k in range(1, 7)]
     folder = run.folder
     assert (folder / "masks.tif").is_file() and run.temporary
     run.close()

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,15 +24,36 @@ from sam4em_live.particles import PromptError
 from sam4em_live.service.runs import offline_config, probe_frames, run_offline
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from sam4em_live.particles import ParticleEdit
+    from sam4em_live.results import FrameResult, RunInfo
     from sam4em_live.sources.base import FrameSource
 
 #: What ``source`` may be: a recording (any format the readers know), a (T, rows, columns) array, or frames.
 SourceLike = str | Path | np.ndarray | Iterable[np.ndarray]
 #: What ``prompts`` may be: a prompts file, one edit, or edits (`Point`, `Box`, `Remove`).
 PromptsLike = str | Path | Any
+
+
+class ProgressCallback:
+    """A sink that calls ``report(frames_done, total)`` after each result (``track(progress=function)``)."""
+
+    def __init__(self, report: Callable[[int, int | None], None], total: int | None) -> None:
+        self._report = report
+        self._total = total
+        self._done = 0
+
+    def open(self, run: RunInfo) -> None:
+        pass
+
+    def consume(self, result: FrameResult) -> None:
+        self._done += 1
+        self._report(self._done, self._total)
+
+    def on_status(self, status: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class RunWarning(RuntimeWarning):
@@ -47,7 +68,7 @@ def track(
     fps: float | None = None,
     pixel_size_nm: float | None = None,
     out: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | Callable[[int, int | None], None] = True,
     options: Mapping[str, Any] | None = None,
     config: str | Path | None = None,
     masks: bool = True,
@@ -70,7 +91,8 @@ def track(
         The run folder to create (must not exist). ``None``: a temporary folder, removed with the `Run`
         (``run.close()`` or garbage collection); ``run.save(path)`` keeps it.
     progress
-        Show a progress bar (tqdm, on stderr).
+        Show a progress bar (tqdm, on stderr); or a function ``progress(frames_done, total)`` called after
+        each frame's result (``total`` None when the source's length is unknown), e.g. a widget's bar.
     options
         Backend options (``[segmenter.options]``; e.g. ``{"device": "cuda"}`` for sam2).
     config
@@ -95,7 +117,9 @@ def track(
         cfg = offline_config(source_table, folder.parent, backend=backend, fps=fps, pixel_size_nm=pixel_size_nm,
                              config_path=Path(config) if config is not None else None, overrides=overrides,
                              segmenter_options=dict(options or {}))
-        run_dir = run_offline(cfg, folder, n_frames, progress, source=run_source, edits=edits)
+        reporter = [ProgressCallback(progress, n_frames)] if callable(progress) else []
+        run_dir = run_offline(cfg, folder, n_frames, progress is True, source=run_source, edits=edits,
+                              extra_sinks=reporter)
     except BaseException:
         if temporary:
             shutil.rmtree(folder.parent, ignore_errors=True)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sam4em_live.frames import Frame, SeriesInfo
     from sam4em_live.particles import ParticleEdit, Prompt
     from sam4em_live.results import FrameResult, RunInfo
+    from sam4em_live.sinks.base import Sink
     from sam4em_live.sources.base import FrameSource, SourceCounters
 
 log = logging.getLogger(__name__)
@@ -146,17 +147,18 @@ def offline_config(
 
 
 def run_offline(cfg: ServiceConfig, out: Path, total: int | None, progress: bool = True,
-                source: FrameSource | None = None, edits: Sequence[ParticleEdit] = ()) -> Path:
+                source: FrameSource | None = None, edits: Sequence[ParticleEdit] = (),
+                extra_sinks: Sequence[Sink] = ()) -> Path:
     """Run an offline config (`offline_config`) into the run folder ``out``; returns the run directory.
 
     ``source`` replaces ``cfg.source``, ``edits`` are applied besides the config's prompts file; ``total``
-    frames (if known) sizes the progress bar.
+    frames (if known) sizes the progress bar; ``extra_sinks`` see every result too.
     """
     from sam4em_live.service.builder import build_service
 
     out.parent.mkdir(parents=True, exist_ok=True)
     built = build_service(cfg, source=source, edits=edits, run_id=out.name,
-                          extra_sinks=[ProgressSink(total, progress)])
+                          extra_sinks=[ProgressSink(total, progress), *extra_sinks])
     try:
         built.service.run()
     finally:
