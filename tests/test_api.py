@@ -182,3 +182,20 @@ def test_readme_quick_start_runs_as_a_plain_script_and_keeps_its_masks(tmp_path)
     assert result["rows"] >= 190
     assert (tmp_path / "tmsd.png").stat().st_size > 10_000
     assert "Traceback" not in done.stderr
+
+
+def test_a_run_that_loses_its_masks_says_so_loudly(tmp_path, video):
+    """The mask writer's child killed mid-run: the run goes on, ends ``incomplete`` and warns (never silent)."""
+    import multiprocessing
+
+    def kill_the_mask_writer(done: int, _total: int | None) -> None:
+        if done == 3:
+            for child in multiprocessing.active_children():
+                if child.name == "sam4em-masks":
+                    child.kill()
+                    child.join(5)
+
+    with pytest.warns(s4.RunWarning, match="incomplete"):
+        run = s4.track(video, PROMPTS, out=tmp_path / "r", progress=kill_the_mask_writer)
+    assert run.status == "incomplete" and "masks.tif" in (run.reason or "")
+    assert len(run.trajectories) == 2 * len(video)  # the trajectories are whole
