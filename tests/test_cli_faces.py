@@ -164,3 +164,15 @@ def test_configuration_errors_are_one_line(args, clip, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "errors.pydantic.dev" not in lines[0] and "validation error" not in lines[0]
     assert "fps" in lines[0] or "backpressure" in lines[0]
+
+
+def test_serve_out_is_the_run_folder_and_its_endpoints_are_overridden_by_name(tmp_path):
+    config = tmp_path / "sim.toml"
+    config.write_text('[source]\nkind = "simulator"\npreset = "crossing"\nframes = 5\nfps = 50\n'
+                      '[publisher]\nendpoint = "tcp://127.0.0.1:1"\n[control]\nendpoint = "tcp://127.0.0.1:1"\n')
+    run = tmp_path / "runs" / "exp1"
+    result = runner.invoke(app, ["serve", "-c", str(config), "--out", str(run), "-q",
+                                 "--results-endpoint", "tcp://127.0.0.1:0", "--control-endpoint", "tcp://127.0.0.1:0"])
+    assert result.exit_code == 0, result.output
+    assert "serving: run exp1" in result.output and (run / "trajectories.csv").is_file()
+    assert "tcp://127.0.0.1:1" not in result.output  # both endpoints taken from the options, bound on free ports

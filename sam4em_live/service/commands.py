@@ -198,7 +198,7 @@ def camera(
         source = build_source(SourceConfig.model_validate(options), SourceContext(calibration_override=override))
         publisher = FramePublisher(endpoint)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        _fail(str(exc))
+        _fail(one_line(exc))
         return
     stop = threading.Event()
     _stop_on_signals(stop)
