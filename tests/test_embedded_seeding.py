@@ -227,13 +227,13 @@ def test_fifty_prompts_seed_in_interactive_time_and_linearly() -> None:
     prompts = [prompts_for(labels == p, p)["centre"] for p in range(1, 51)]
     seed_prompts(pixels, prompts[:2], OPTIONS)  # imports and first-call costs out of the timing
     timings = {}
-    for n in (10, 50):
-        start = time.perf_counter()
+    for n in (10, 50):  # CPU time: on a loaded shared machine wall time says more about the neighbours
+        start = time.process_time()
         seeds = seed_prompts(pixels, prompts[:n], OPTIONS)
-        timings[n] = time.perf_counter() - start
+        timings[n] = time.process_time() - start
         assert len(seeds) == n
-    assert timings[50] < 2.0, timings  # ~0.6 s on one core; generous for a shared CI machine
-    assert timings[50] < 5 * timings[10] * 2.0, timings  # linear (x5 prompts), with room for noise
+    assert timings[50] < 2.5, timings  # ~0.5 s of one core measured (docs/benchmarks.md, "Seeding")
+    assert timings[50] < 5 * timings[10] * 1.6, timings  # linear (x5 prompts), with room for noise
 
 
 def test_bad_prompts_are_refused_together_naming_each_particle() -> None:

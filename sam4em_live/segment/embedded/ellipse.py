@@ -88,3 +88,21 @@ def _fits(p: list[float], bounds: tuple[float, float, float, float]) -> bool:
     half_height = math.hypot(p[3] * s_, p[4] * c)
     return (p[0] - half_width >= bounds[0] and p[0] + half_width <= bounds[2]
             and p[1] - half_height >= bounds[1] and p[1] + half_height <= bounds[3])
+
+
+def match_z(darkness: np.ndarray, mask: np.ndarray, other: np.ndarray) -> float:
+    """Normalised match of the flat template ``mask`` with the contrast, over both masks and a ring round them.
+
+    The z of `matched_ellipse` for a binary outline: ``other`` (the competing outline) widens the
+    support so two outlines are scored on the same pixels.
+    """
+    both = mask | other
+    rows, cols = np.nonzero(both)
+    radius = math.sqrt(rows.size / math.pi)
+    pad = int(math.ceil(0.5 * radius)) + 3
+    r0, r1 = max(int(rows.min()) - pad, 0), min(int(rows.max()) + pad + 1, mask.shape[0])
+    c0, c1 = max(int(cols.min()) - pad, 0), min(int(cols.max()) + pad + 1, mask.shape[1])
+    template = mask[r0:r1, c0:c1].astype(np.float32)
+    template -= template.mean()
+    norm = float(np.linalg.norm(template))
+    return float((template * darkness[r0:r1, c0:c1]).sum()) / max(norm, 1e-9)

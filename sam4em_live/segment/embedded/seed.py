@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from sam4em_live.particles import Prompt, PromptError, validate_edit
 from sam4em_live.segment.base import PromptErrors
-from sam4em_live.segment.embedded.ellipse import matched_ellipse
+from sam4em_live.segment.embedded.ellipse import match_z, matched_ellipse
 from sam4em_live.segment.embedded.seed_region import (
     Background,
     Territory,
@@ -58,10 +58,15 @@ SEGMENT_SNR_FACTOR = 2.0
 LEVEL_NOISE_LIFT = 2.0
 #: The particle's territory (neighbours cut off) is found at this multiple of the segmentation scale.
 TERRITORY_SCALE_FACTOR = 2.0
+#: The ellipse fit starts from the region above this fraction of the peak (as seeds always did).
+START_FRACTION = 0.25
 #: Smoothing above this fraction of the particle's radius rounds its outline: an ellipse is fitted instead.
 ELLIPSE_SCALE_FRACTION = 0.4
 #: Block size (pixels) of the means the background plane is fitted to.
 PLANE_BLOCK_PX = 4
+#: The background surface started from the window halves' slope must fit this many times the blocks of the
+#: one started flat (a large particle on one side of the window tilts the halves' medians).
+TILT_MARGIN = 1.1
 #: Fewest background pixels outside a box; a box that fills its window falls back to the whole window.
 MIN_BACKGROUND_PX = 200
 
@@ -135,6 +140,19 @@ def _prompt_level(smooth: np.ndarray, prompt: Prompt, x0: int, y0: int) -> tuple
             best = (value, (ra + pr, ca + pc))
     assert best is not None  # validate_edit guarantees a positive point or a box
     return best
+
+
+def _touches_edge(region: np.ndarray) -> bool:
+    return bool(region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any())
+
+
+def _reaches_a_click(mask: np.ndarray, prompt: Prompt, x0: int, y0: int) -> bool:
+    """Whether ``mask`` comes within `POINT_REACH_PX` of a positive point (always true of a box alone)."""
+    clicks = [(y - y0, x - x0) for (x, y), label in zip(prompt.points, prompt.labels, strict=False) if label == 1]
+    if not clicks:
+        return True
+    rows, cols = np.nonzero(mask)
+    return any(float(np.min((rows - r) ** 2 + (cols - c) ** 2)) <= POINT_REACH_PX**2 for r, c in clicks)
 
 
 def _exclude_negatives(region: np.ndarray, prompt: Prompt, x0: int, y0: int, seed_rc: tuple[int, int]) -> None:
@@ -245,7 +263,9 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
             f"background noise {background.noise:.3f}); click on the particle or draw a box", prompt.particle)
     allowed = np.ones(signal.shape, dtype=bool) if box is None else box.copy()
     _exclude_negatives(allowed, prompt, x0, y0, seed_rc)
-    territory = _territory(window, usable, scale, seed_rc, allowed)
+    territory = _territory(window, usable, scale, seed_rc, allowed, options)
+    if box is None and _touches_edge(territory.own):
+        return None  # a particle as large as the window (or larger): its whole outline is not in view
     core = territory.own & (signal > REGION_FRACTION * level)
     if not core.any():
         raise PromptError(f"{where}: nothing segmentable at the prompt", prompt.particle)
@@ -255,13 +275,25 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     if mask is None:
         raise PromptError(f"{where}: nothing segmentable at the prompt", prompt.particle)
     mask = _filled(mask)
-    if box is None and (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()):
+    if box is None and _touches_edge(mask):
         return None
     if mask.sum() < 6:
         raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)",
                           prompt.particle)
-    if scale > ELLIPSE_SCALE_FRACTION * math.sqrt(mask.sum() / math.pi):
-        mask = _fitted_ellipse(window, mask, prompt, box, x0, y0)
+    if not _reaches_a_click(mask, prompt, x0, y0):
+        # A particle that fills the window leaves its own plateau as the "background": the real background
+        # next to the click then reads as a particle of the other polarity. A larger window sorts it out.
+        raise PromptError(f"{where}: what stands out near the click is not under it; click on the particle "
+                          f"or draw a box", prompt.particle)
+    # The matched-filter ellipse, started (as the region grown to a quarter of the peak) large enough
+    # for its local ascent to reach a faint rod's ends, and preferred where it explains the raw
+    # contrast better: at coarse smoothing (the outline is rounded anyway), and for the round and
+    # elongated particles whose thinning rim pulls the steepest contour inwards.
+    start = _ellipse_start(window, territory, scale, options, seed_rc, signal, peak)
+    ellipse = _fitted_ellipse(window, start if start is not None else mask, prompt, box, x0, y0)
+    coarse = scale > ELLIPSE_SCALE_FRACTION * math.sqrt(mask.sum() / math.pi)
+    if coarse or match_z(window.darkness, ellipse, mask) > match_z(window.darkness, mask, ellipse):
+        mask = ellipse
     if box is not None:  # the seed keeps to the box as drawn (plus a margin): a box bounds its particle
         tight = _box_region(prompt, mask.shape, x0, y0, fraction=0.0, margin_px=BOX_SEED_MARGIN_PX)
         if (mask & tight).sum() >= 6:
@@ -310,18 +342,20 @@ def _smoothed(window: Window, scale: float) -> np.ndarray:
 
 
 def _territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[int, int],
-               allowed: np.ndarray) -> Territory:
-    """The prompted particle's territory, found at twice the segmentation scale.
+               allowed: np.ndarray, options: EmbeddedOptions) -> Territory:
+    """The prompted particle's territory, found at twice a fine segmentation scale.
 
     At the fine scale a click's strongest pixel can be a noise bump (near a corner, say) that the
     watershed would make a particle of its own; at twice the scale noise is halved and a 2 px gap
     between neighbours is still a valley. The territory is widened back by the scale (not into a
     neighbour's) so the fine outline is not cut by the coarse one.
     """
-    coarse = _smoothed(window, TERRITORY_SCALE_FACTOR * scale)
+    if scale < options.seed_smoothing_px:  # at coarse scales noise bumps are rare and a wider one blurs more
+        scale *= TERRITORY_SCALE_FACTOR
+    coarse = _smoothed(window, scale)
     background = robust_background(coarse, usable)
     signal = coarse - np.float32(background.level)
-    reach = max(POINT_REACH_PX, int(math.ceil(TERRITORY_SCALE_FACTOR * scale)))
+    reach = max(POINT_REACH_PX, int(math.ceil(scale)))
     r, c = seed_rc
     rows = slice(max(r - reach, 0), r + reach + 1)
     cols = slice(max(c - reach, 0), c + reach + 1)
@@ -346,6 +380,22 @@ def _noise_gain(valid: np.ndarray, scale: float, at: tuple[int, int]) -> float:
     return math.sqrt(here / inside)
 
 
+def _ellipse_start(window: Window, territory: Territory, scale: float, options: EmbeddedOptions,
+                   seed_rc: tuple[int, int], signal: np.ndarray, peak: float) -> np.ndarray | None:
+    """The region an ellipse fit starts from: above `START_FRACTION` of the peak, smoothed at most ``seed_smoothing_px``.
+
+    Heavier smoothing shortens a faint rod's region, and the fit's local ascent may not reach its ends.
+    """
+    if scale > options.seed_smoothing_px:
+        smooth = _smoothed(window, options.seed_smoothing_px)
+        level = float(np.percentile(smooth[territory.own], 90)) if territory.own.any() else 0.0
+        above = smooth > START_FRACTION * level
+    else:
+        above = signal > START_FRACTION * peak
+    start = _component_at(territory.own & above, seed_rc)
+    return _filled(start) if start is not None and start.sum() >= 6 else None
+
+
 def _fitted_ellipse(window: Window, mask: np.ndarray, prompt: Prompt, box: np.ndarray | None,
                     x0: int, y0: int) -> np.ndarray:
     """The matched-filter ellipse (`ellipse.py`) started from ``mask``, within the box as drawn when there is one.
@@ -362,53 +412,67 @@ def _fitted_ellipse(window: Window, mask: np.ndarray, prompt: Prompt, box: np.nd
 
 
 def _flattened(window: Window, usable: np.ndarray) -> Window:
-    """Remove a background plane (strong illumination gradients) fitted to the background pixels.
+    """Remove a smooth background (a quadratic: gradients and vignetting) fitted to the background pixels.
 
     Fitted to 4 x 4 block means of ``usable`` pixels (not the prompt's box). A least-squares fit
     over the window would tilt towards a large particle off the window's centre (a click near its
-    rim), so the plane starts from the medians of the window's four border strips (a gradient) and,
-    again, from a flat plane at the blocks' mode (a large particle across a strip); each is refitted
+    rim), so the plane starts from the medians of the window's halves (a gradient) and, again, from
+    a flat plane at the blocks' mode (a large particle over half the window); each is refitted
     to the blocks within 3 noise sigmas of it (the noise from neighbouring blocks' differences, which
-    particles hardly touch), and the plane with the most such blocks is the background.
+    particles hardly touch; the refit adds the quadratic terms of a vignette), and the surface with
+    the most such blocks is the background.
     """
     edge = (window.darkness.shape[0] // PLANE_BLOCK_PX) * PLANE_BLOCK_PX
     blocks = block_mean(window.darkness[:edge, :edge], PLANE_BLOCK_PX).astype(float)
     full = block_mean(usable[:edge, :edge], PLANE_BLOCK_PX) > 0.999
-    n = blocks.shape[0]
-    strip = max(2, n // 5)
-    sides = [blocks[:strip][full[:strip]], blocks[-strip:][full[-strip:]],
-             blocks[:, :strip][full[:, :strip]], blocks[:, -strip:][full[:, -strip:]]]
     pairs = full[:, 1:] & full[:, :-1]
-    if min(side.size for side in sides) < 4 or pairs.sum() < 16:
-        return window
-    top, bottom, left, right = (float(np.median(side)) for side in sides)
-    span = PLANE_BLOCK_PX * (n - strip)
-    centre_px = 0.5 * (PLANE_BLOCK_PX - 1)
     rows, cols = np.nonzero(full)
+    if rows.size < 16 or pairs.sum() < 16:
+        return window
+    centre_px = 0.5 * (PLANE_BLOCK_PX - 1)
     r_px, c_px = PLANE_BLOCK_PX * rows + centre_px, PLANE_BLOCK_PX * cols + centre_px
     values = blocks[rows, cols]
-    design = np.stack([np.ones(rows.size), r_px, c_px], axis=1)
+    half = 0.5 * window.darkness.shape[0]
+    u, v = (r_px - half) / half, (c_px - half) / half  # the quadratic terms on a unit scale
+    design = np.stack([np.ones(rows.size), r_px, c_px, u * u, u * v, v * v], axis=1)
     noise = 1.4826 * float(np.median(np.abs(np.diff(blocks, axis=1)[pairs]))) / math.sqrt(2)
-    slope_r, slope_c = (bottom - top) / span, (right - left) / span
-    tilted = np.array([float(np.median(values - slope_r * r_px - slope_c * c_px)), slope_r, slope_c])
+    tilted = np.array([0.0, _half_slope(values, r_px), _half_slope(values, c_px), 0.0, 0.0, 0.0])
+    tilted[0] = float(np.median(values - tilted[1] * r_px - tilted[2] * c_px))
     counts, edges = np.histogram(values, bins=64, range=tuple(np.percentile(values, (1.0, 99.0))))
     mode = float(edges[np.argmax(counts)] + 0.5 * (edges[1] - edges[0]))
     # Two starts, each refitted to its inliers; the plane most of the window agrees with is the background.
-    best, best_inliers = tilted, -1
-    for coeffs in (tilted, np.array([mode, 0.0, 0.0])):
+    plane = design[:, :3]
+    best, best_keep = tilted[:3], np.zeros(values.size, dtype=bool)
+    for coeffs in (np.array([mode, 0.0, 0.0]), tilted[:3]):
         keep = np.zeros(values.size, dtype=bool)
         for _ in range(4):
-            keep = np.abs(values - design @ coeffs) < 3.0 * max(noise, 1e-9)
+            keep = np.abs(values - plane @ coeffs) < 3.0 * max(noise, 1e-9)
             if keep.sum() < 8:
                 break
-            coeffs = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
-        if keep.sum() > best_inliers:
-            best, best_inliers = coeffs, int(keep.sum())
-    coeffs = best
+            coeffs = np.linalg.lstsq(plane[keep], values[keep], rcond=None)[0]
+        if keep.sum() > TILT_MARGIN * best_keep.sum():  # the flat start refits to a gradient too: it wins ties
+            best, best_keep = coeffs, keep
+    coeffs = np.array([*best, 0.0, 0.0, 0.0])
+    if best_keep.sum() >= 16:  # a vignette: the quadratic terms, fitted to the plane's background only
+        curved = np.linalg.lstsq(design[best_keep], values[best_keep], rcond=None)[0]
+        if (np.abs(values - design @ curved) < 3.0 * max(noise, 1e-9)).sum() > best_keep.sum():
+            coeffs = curved
     r, c = np.ogrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
-    plane = (coeffs[0] + coeffs[1] * r + coeffs[2] * c).astype(np.float32)
+    u_all, v_all = (r - half) / half, (c - half) / half
+    plane = (coeffs[0] + coeffs[1] * r + coeffs[2] * c
+             + coeffs[3] * u_all * u_all + coeffs[4] * u_all * v_all + coeffs[5] * v_all * v_all).astype(np.float32)
     flat = np.where(window.valid, window.darkness - plane, 0.0).astype(np.float32)
     return Window(window.x0, window.y0, flat, window.valid, window.background)
+
+
+def _half_slope(values: np.ndarray, position: np.ndarray) -> float:
+    """Background slope along ``position``: the medians of the two halves (a particle moves a median little)."""
+    split = float(np.median(position))
+    low, high = position <= split, position > split
+    if low.sum() < 4 or high.sum() < 4:
+        return 0.0
+    run = float(position[high].mean() - position[low].mean())
+    return (float(np.median(values[high])) - float(np.median(values[low]))) / max(run, 1e-9)
 
 
 def _seed_from_mask(window: Window, mask: np.ndarray, polarity: float, contrast: float) -> Seed:

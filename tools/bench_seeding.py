@@ -1,0 +1,138 @@
+"""Seeding as users prompt (issue 16): every condition x every prompt kind, a size sweep of the seed's area
+bias, and the time to seed 50 prompts at once. Prints markdown tables (docs/benchmarks.md, "Seeding").
+
+    python tools/bench_seeding.py                 # all three parts (~2 min on the 2-core VM)
+    python tools/bench_seeding.py --part prompts --seeds 0 1 2
+
+Only the prompt frame is rendered and only `seed_prompts` runs (no tracking): a prompt is **seeded** if it
+is not refused, its **IoU** is the seed mask's against the truth on that frame, and **area bias** is
+(seed area - true area) / true area. Conditions and prompt kinds are those of the robustness benchmark
+(`sam4em_live.sim.conditions`, `ScenarioClip.prompts`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from sam4em_live.particles import Prompt, PromptError
+from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.seed import Seed, seed_particle, seed_prompts
+from sam4em_live.sim.conditions import CONDITIONS
+from sam4em_live.sim.scenario import PROMPT_KINDS, render_scenario
+from sam4em_live.sim.spec import ImagingSpec, LiquidCellSpec, ParticleSpec, SimulationSpec
+from sam4em_live.sim.video import mask_box, simulate_video
+
+OPTIONS = EmbeddedOptions()
+
+
+def seed_on_frame(seed: Seed, shape: tuple[int, int]) -> np.ndarray:
+    """The seed's mask on the whole frame."""
+    full = np.zeros(shape, dtype=bool)
+    rows, cols = np.nonzero(seed.mask)
+    rows, cols = rows + seed.window.y0, cols + seed.window.x0
+    inside = (rows >= 0) & (cols >= 0) & (rows < shape[0]) & (cols < shape[1])
+    full[rows[inside], cols[inside]] = True
+    return full
+
+
+def score(pixels: np.ndarray, truth: np.ndarray, prompt: Prompt) -> tuple[float, float] | None:
+    """(IoU, area bias) of the seed of ``prompt``; None if it was refused."""
+    try:
+        mask = seed_on_frame(seed_particle(pixels, prompt, OPTIONS), pixels.shape)
+    except PromptError:
+        return None
+    union = (mask | truth).sum()
+    return float((mask & truth).sum() / max(union, 1)), float(mask.sum() / truth.sum() - 1)
+
+
+def prompts_table(seeds: list[int]) -> None:
+    print("| condition | " + " | ".join(PROMPT_KINDS) + " |")
+    print("|---|" + "---|" * len(PROMPT_KINDS))
+    for name, info in CONDITIONS.items():
+        cells = []
+        clips = [render_scenario(info.build(seed, 2, info.motions[0]), seed) for seed in seeds]
+        for kind in PROMPT_KINDS:
+            results = []
+            for clip in clips:
+                frame = clip.scenario.prompt_frame
+                for prompt in clip.prompts(kind):
+                    results.append(score(clip.frames[frame], clip.gt_labels[frame] == prompt.particle, prompt))
+            seeded = [r for r in results if r is not None]
+            iou = np.mean([r[0] for r in seeded]) if seeded else float("nan")
+            bias = np.median([r[1] for r in seeded]) if seeded else float("nan")
+            cells.append(f"{len(seeded)}/{len(results)}, IoU {100 * iou:.0f}, {100 * bias:+.0f} %")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+def sweep_table(seeds: list[int]) -> None:
+    """Seed area bias vs size for each shape, tight box and centre click, at a visible contrast."""
+    sizes = (5, 10, 20, 40, 80, 120)
+    print("| shape | " + " | ".join(f"{s} px" for s in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    for shape in ("cube", "prism", "sphere", "rod"):
+        cells = []
+        for size in sizes:
+            biases, refused = [], 0
+            for seed in seeds:
+                particle = ParticleSpec(shape=shape, width_nm=float(size) if shape != "rod" else max(size / 3, 3.0),
+                                        length_nm=float(size), thickness_nm=max(0.5 * size, 10.0),
+                                        start_xy_px=(size + 40.3, size + 39.6), start_angle_deg=25.0)
+                edge = 2 * size + 80
+                spec = SimulationSpec(imaging=ImagingSpec(shape_px=(edge, edge), dose_rate_e_per_A2s=350.0),
+                                      cell=LiquidCellSpec(water_thickness_nm=50.0), particles=(particle,))
+                video = simulate_video(spec, 1, seed)
+                truth = video.gt_labels[0] == 1
+                ys, xs = np.nonzero(truth)
+                for prompt in (Prompt(1, 0, box=mask_box(truth)), Prompt(1, 0, ((float(xs.mean()), float(ys.mean())),), (1,))):
+                    result = score(video.frames[0], truth, prompt)
+                    if result is None:
+                        refused += 1
+                    else:
+                        biases.append(result[1])
+            cell = f"{100 * np.median(biases):+.0f} %" if biases else "-"
+            cells.append(cell + (f" ({refused} refused)" if refused else ""))
+        print(f"| {shape} | " + " | ".join(cells) + " |", flush=True)
+
+
+def timing_table() -> None:
+    """Seconds to seed 10, 25 and 50 point prompts at once on the dense field's prompt frame."""
+    clip = render_scenario(CONDITIONS["dense"].build(0, 2, "chen"), 0)
+    prompts = clip.prompts("point")
+    more = [Prompt(p.particle + 100, 0, p.points, p.labels) for p in clip.prompts("point-edge")]
+    prompts = (prompts + more)[:50]
+    pixels = clip.frames[0]
+    seed_prompts(pixels, prompts[:2], OPTIONS)  # first-call costs
+    print("| prompts | seconds | ms per prompt |")
+    print("|---|---|---|")
+    for n in (10, 25, 50):
+        best = min(_timed(pixels, prompts[:n]) for _ in range(3))
+        print(f"| {n} | {best:.2f} | {1000 * best / n:.0f} |", flush=True)
+
+
+def _timed(pixels: np.ndarray, prompts: list[Prompt]) -> float:
+    start = time.perf_counter()
+    try:
+        seed_prompts(pixels, prompts, OPTIONS)
+    except PromptError:
+        pass
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("prompts", "sweep", "timing", "all"), default="all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    args = parser.parse_args()
+    if args.part in ("prompts", "all"):
+        prompts_table(args.seeds)
+    if args.part in ("sweep", "all"):
+        sweep_table(args.seeds)
+    if args.part in ("timing", "all"):
+        timing_table()
+
+
+if __name__ == "__main__":
+    main()
