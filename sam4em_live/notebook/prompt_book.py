@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from sam4em_live.particles import Prompt, RemoveParticle
+from sam4em_live.particles import Prompt, RemoveParticle, validate_edit
 
 if TYPE_CHECKING:
     from sam4em_live.particles import ParticleEdit
@@ -44,9 +44,14 @@ class FramePrompt:
 
 
 class PromptBook:
-    """The user's prompts and removals, keyed by (particle, frame)."""
+    """The user's prompts and removals, keyed by (particle, frame), on frames of ``shape`` (rows, columns).
 
-    def __init__(self) -> None:
+    A point or box the pipeline would refuse (outside the frame, an empty box) raises `PromptError` and
+    leaves the book as it was.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
         self._prompts: dict[tuple[int, int], FramePrompt] = {}
         self._removals: dict[int, int] = {}  # particle -> first frame it is no longer tracked
 
@@ -62,6 +67,10 @@ class PromptBook:
         return self._put(replace(entry, box=ordered))
 
     def _put(self, entry: FramePrompt) -> FramePrompt:
+        # checked as the pipeline will check it; labels as positive so a lone negative point (allowed here,
+        # waiting for its positive one) is checked for where it is, not refused for being alone
+        validate_edit(Prompt(entry.particle, entry.frame, entry.points, (1,) * len(entry.points), entry.box),
+                      self.shape)
         self._prompts[(entry.particle, entry.frame)] = entry
         # a prompt at or after a removal brings the particle back from there
         if self._removals.get(entry.particle, entry.frame + 1) <= entry.frame:

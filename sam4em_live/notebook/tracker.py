@@ -71,8 +71,8 @@ class TrackerWidget(anywidget.AnyWidget):
     gamma = traitlets.Float(1.0).tag(sync=True)
     particle = traitlets.Int(1).tag(sync=True)
     negative = traitlets.Bool(False).tag(sync=True)
-    prompts = traitlets.List().tag(sync=True)  # every (particle, frame) prompt, for the markers
-    particles = traitlets.List().tag(sync=True)  # the prompt book's summary, one row per particle
+    prompts: traitlets.List[dict[str, object]] = traitlets.List().tag(sync=True)  # every (particle, frame) prompt, for the markers
+    particles: traitlets.List[dict[str, object]] = traitlets.List().tag(sync=True)  # the prompt book's summary, one row per particle
     show_tracked = traitlets.Bool(True).tag(sync=True)
     phase = traitlets.Unicode("prompting").tag(sync=True)  # prompting | tracking | tracked | error
     progress = traitlets.Float(0.0).tag(sync=True)
@@ -94,12 +94,12 @@ class TrackerWidget(anywidget.AnyWidget):
         known = self._frames.calibration
         self._request = TrackRequest((), backend, dict(options or {}), fps if fps is not None else known.fps,
                                      pixel_size_nm if pixel_size_nm is not None else known.pixel_size_nm)
-        self._book = PromptBook()
         self._previews: dict[tuple[int, int], ParticleMask] = {}
         self._lock = threading.RLock()  # the comm thread and the tracking thread both redraw
         self._job: TrackingJob | None = None
         self.analysis: Analysis | None = None
         rows, cols = self._frames.shape
+        self._book = PromptBook((rows, cols))
         super().__init__(rows=rows, cols=cols, n_frames=len(self._frames), display_px=display_px, **kwargs)
         self.on_msg(self._on_browser_message)
         for edit in prompts:

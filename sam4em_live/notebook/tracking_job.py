@@ -53,7 +53,7 @@ def trajectories_table(trajectories: pd.DataFrame) -> dict[str, dict[str, list[f
     if trajectories.empty:
         return table
     for particle, rows in trajectories.sort_values("frame").groupby("particle"):
-        table[str(int(particle))] = {"frame": [int(f) for f in rows["frame"]],
+        table[str(particle)] = {"frame": [int(f) for f in rows["frame"]],
                                      "x": [round(float(v), 2) for v in rows["x"]],
                                      "y": [round(float(v), 2) for v in rows["y"]]}
     return table
