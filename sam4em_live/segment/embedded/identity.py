@@ -39,7 +39,7 @@ MIN_SCALE_PX, MIN_SCALE_RADII = 2.0, 0.15
 BUDGET_EXPONENT = 0.75
 #: Jumps (in step scales) up to this are ordinary; beyond `MAX_JUMP` they are refused outright.
 PLAUSIBLE_JUMP = 3.0
-MAX_JUMP = 30.0
+MAX_JUMP = 20.0
 #: Fraction of the typical z an ordinary re-acquisition needs, and its rise per unit of jump cost beyond plausible.
 BASE_Z_FRACTION = 0.5
 Z_FRACTION_PER_COST = 0.12

@@ -40,7 +40,7 @@ HORIZON_UPDATES = 24
 #: The first updates come sooner (a particle may fade a few frames after its prompt).
 FIRST_INTERVAL_FRAMES, FIRST_UPDATES = 4, 4
 #: A footprint cell counts only once it has been updated this often.
-MIN_UPDATES = 2
+MIN_UPDATES = 1
 
 
 def map_factor(shape: tuple[int, int]) -> int:
@@ -75,8 +75,7 @@ class StaticMap:
             self.n_updates = 0
         learn = np.ones(blocks.shape, bool)
         for claim in claims:
-            x0, y0, x1, y1 = claim.box
-            learn[max(y0 // factor, 0) : y1 // factor + 1, max(x0 // factor, 0) : x1 // factor + 1] = False
+            _withhold_mask(learn, claim, factor)
         for x, y, r in keep_out:
             reach = r + factor
             learn[max(int((y - reach) // factor), 0) : max(int((y + reach) // factor) + 1, 0),
@@ -123,6 +122,25 @@ class StaticMap:
         if contrast_now <= 0:
             return 0.0
         return max(_contrast(past, footprint & known, ring & known, polarity), 0.0) / contrast_now
+
+
+def _withhold_mask(learn: np.ndarray, claim: Placement, factor: int) -> None:
+    """Clear ``learn`` on every block a claimed mask touches.
+
+    The mask, not its box: in a dense field the box covers the neighbours, which must stay learnable
+    (they may be the static features a lost particle must not be re-acquired on).
+    """
+    x0, y0, _, _ = claim.box
+    bx0, by0 = x0 // factor, y0 // factor
+    oy, ox = y0 - by0 * factor, x0 - bx0 * factor
+    rows, cols = -(-(oy + claim.crop.shape[0]) // factor), -(-(ox + claim.crop.shape[1]) // factor)
+    padded = np.zeros((rows * factor, cols * factor), bool)
+    padded[oy : oy + claim.crop.shape[0], ox : ox + claim.crop.shape[1]] = claim.crop
+    touched = padded.reshape(rows, factor, cols, factor).any(axis=(1, 3))
+    n_rows, n_cols = learn.shape
+    rows, cols = min(rows, n_rows - by0), min(cols, n_cols - bx0)
+    if rows > 0 and cols > 0:
+        learn[by0 : by0 + rows, bx0 : bx0 + cols] &= ~touched[:rows, :cols]
 
 
 def _contrast(blocks: np.ndarray, footprint: np.ndarray, ring: np.ndarray, polarity: float) -> float:
