@@ -208,6 +208,29 @@ def fade_edge_artifact(seed: int, n: int, motion: str) -> Scenario:
     return _scene("fade-edge-artifact", seed, n, motion, extras=(edge,), visibility=visibility)
 
 
+def leave_field(seed: int, n: int, motion: str) -> Scenario:
+    """The rod leaves the field and comes back while a static look-alike and an edge blob stay in view.
+
+    The rod leaves through the left edge (20–30 % of the clip), stays out to 70 %, and comes back; an
+    identical unprompted rod lies still 70–90 px (in y) from where it left and a dark blob is cut by that edge.
+    A re-acquisition must wait for the rod itself: the static look-alike and the edge blob are in view
+    the whole time.
+    """
+    rng = np.random.default_rng([seed, 23])
+    scene = _scene("leave-field", seed, n, motion)
+    rod, sphere = scene.spec.particles
+    out = np.interp(np.arange(n), np.array([0.2, 0.3, 0.7, 0.8]) * n, [0.0, 1.0, 1.0, 0.0])
+    path = [(t, x - 160.0 * float(out[round(t)]), y) for t, x, y in rod.motion.waypoints]
+    leaving = rod.model_copy(update={"motion": rod.motion.model_copy(update={"waypoints": tuple(path)})})
+    exit_y = path[round(0.2 * n)][2]
+    twin_y = float(np.clip(exit_y + rng.choice([-1, 1]) * rng.uniform(70, 90), 40, FIELD_PX - 40))
+    twin = ROD.model_copy(update={"start_xy_px": (70.0, twin_y), "start_angle_deg": float(rng.uniform(-90, 90)),
+                                  "motion": MotionSpec(kind="static")})
+    edge = DARK_BLOB.model_copy(update={"start_xy_px": (-4.0, float(np.clip(exit_y, 30, FIELD_PX - 30)))})
+    spec = scene.spec.model_copy(update={"particles": (twin, edge, leaving, sphere)})
+    return Scenario("leave-field", spec, (3, 4), n, notes=scene.notes)
+
+
 def distractors(seed: int, n: int, motion: str) -> Scenario:
     """Two unprompted particles like the tracked ones, hopping across the whole field."""
     rng = np.random.default_rng([seed, 19])
@@ -272,6 +295,8 @@ CONDITIONS: dict[str, ConditionInfo] = {c.name: c for c in (
     ConditionInfo("static-blobs", "static dark (gold) and bright (bubble) blobs, two cut by the edge", static_blobs),
     ConditionInfo("fade-edge-artifact", "the rod fades out and back; a static dark blob at the far edge",
                   fade_edge_artifact),
+    ConditionInfo("leave-field", "the rod leaves the field for 40 % of the clip; a static look-alike and an edge "
+                  "blob stay in view", leave_field),
     ConditionInfo("distractors", "two unprompted moving look-alikes cross the field", distractors),
     ConditionInfo("touching", "two spheres approach, touch and separate", touching, ("scripted",)),
     ConditionInfo("foreign-noise", "1/f texture, Poisson + read noise, Gaussian PSF, quadrant gains", foreign_noise),

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from sam4em_live.sim.scenario import ScenarioClip
 
 ALL_CONDITIONS = ["clean", "bright-on-dark", "jpeg", "gradient-vignette", "stage-drift", "dose-steps", "defocus",
-                  "static-blobs", "fade-edge-artifact", "distractors", "touching", "foreign-noise", "dense"]
+                  "static-blobs", "fade-edge-artifact", "leave-field", "distractors", "touching", "foreign-noise", "dense"]
 #: The backend's documented confidence threshold the calibration is measured at (a parameter).
 DEFAULT_SCORE_THRESHOLD = 0.5
 
