@@ -199,3 +199,26 @@ def test_a_run_that_loses_its_masks_says_so_loudly(tmp_path, video):
         run = s4.track(video, PROMPTS, out=tmp_path / "r", progress=kill_the_mask_writer)
     assert run.status == "incomplete" and "masks.tif" in (run.reason or "")
     assert len(run.trajectories) == 2 * len(video)  # the trajectories are whole
+
+
+@pytest.mark.parametrize("how", ["script", "stdin", "module-c"])
+def test_the_same_from_a_script_the_interpreter_and_python_c(tmp_path, how):
+    """No guard anywhere: the masks are written whether ``__main__`` is a file, stdin or ``-c`` code."""
+    code = textwrap.dedent("""
+        import numpy as np
+        import sam4em_live as s4
+        frames = np.full((8, 64, 64), 100, np.uint16)
+        frames[:, 20:30, 20:30] = 40
+        run = s4.track(frames, s4.Point(25, 25), progress=False, out="run")
+        print(run.manifest["files"]["masks"], len(run.masks), run.status)
+    """)
+    if how == "script":
+        (tmp_path / "plain.py").write_text(code)
+        command, stdin = [sys.executable, "plain.py"], None
+    elif how == "stdin":
+        command, stdin = [sys.executable, "-"], code
+    else:
+        command, stdin = [sys.executable, "-c", code], None
+    done = subprocess.run(command, cwd=tmp_path, input=stdin, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["masks.tif", "8", "complete"]
