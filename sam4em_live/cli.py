@@ -38,6 +38,17 @@ class _VerbosityAnywhere(typer.core.TyperGroup):
         rest = [a for a in head if not _VERBOSITY.match(a)]
         return super().parse_args(ctx, [*flags, *rest, *tail])
 
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Each command's first sentence whole (click cuts it at the terminal width with "...")."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 app = typer.Typer(
     name="sam4em-live",

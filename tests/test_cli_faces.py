@@ -66,6 +66,13 @@ def test_backend_lists_its_choices(command):
     assert ", ".join(SEGMENTERS.names()) in text and "embedded" in text
 
 
+def test_the_command_list_shows_each_first_sentence_whole():
+    result = runner.invoke(app, ["--help"], terminal_width=80)
+    commands = result.output.split("Commands:")[1]
+    assert "..." not in commands and "…" not in commands
+    assert "(masks, trajectories, prompts, CNR)." in " ".join(commands.split())
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_is_never_cut_off(command):
     result = runner.invoke(app, [command, "--help"], terminal_width=80)
