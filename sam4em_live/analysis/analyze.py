@@ -146,7 +146,9 @@ def stats_document(result: AnalysisResult) -> dict[str, Any]:
                                      "n": result.velocity.n, "step_frames": result.velocity.step_frames},
         "displacements": [{"lag_frames": d.lag_frames, "count": d.count, "var_dx_px2": d.var_dx,
                            "var_dy_px2": d.var_dy, "mean_r2_px2": d.mean_r2, "excess_kurtosis_dx": d.kurtosis_dx,
-                           "excess_kurtosis_dy": d.kurtosis_dy, "excess_kurtosis_xy": d.kurtosis_xy}
+                           "excess_kurtosis_dy": d.kurtosis_dy, "excess_kurtosis_xy": d.kurtosis_xy,
+                           "excess_kurtosis_dx_err": d.kurtosis_dx_err, "excess_kurtosis_dy_err": d.kurtosis_dy_err,
+                           "excess_kurtosis_xy_err": d.kurtosis_xy_err}
                           for d in result.distributions],
     })
 

@@ -1,0 +1,1 @@
+"""Drawing parts of the analysis figures: readable log ticks, units and lag axes, the figures themselves."""
