@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
                         help="score threshold of the calibration column (the backend's documented one)")
     parser.add_argument("--json", type=Path, help="also write every figure of every cell to this file")
+    parser.add_argument("--save-clips", type=Path, metavar="DIR",
+                        help="keep every clip: DIR/CONDITION-MOTION-sSEED.tif, -truth.csv, -predictions.csv")
     parser.add_argument("--segment-rev", help="measure sam4em_live/segment as committed at this git revision")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
                         help="print two --json files side by side and exit (nothing is run)")
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     results = run_matrix(args.conditions, args.motions, args.seeds, args.frames, args.backend, prompt_kind=args.prompt,
-                         score_threshold=args.threshold, progress=progress)
+                         score_threshold=args.threshold, progress=progress, save_dir=args.save_clips)
     print(f"{code} at commit {_commit(bool(args.segment_rev))}; {args.backend} backend, {args.prompt} prompts on frame 0, seeds "
           f"{' '.join(map(str, args.seeds))}, {args.frames} frames per clip, calibration at score >= "
           f"{args.threshold}; {time.perf_counter() - start:.0f} s.\n")

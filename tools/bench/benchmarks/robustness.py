@@ -34,6 +34,7 @@ from tools.bench.schema import Metric, ParamValue
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from pathlib import Path
 
     import pandas as pd
 
@@ -120,7 +121,8 @@ def mask_scores(clip: ScenarioClip, predicted: np.ndarray) -> dict[str, float]:
 
 
 def run_cell(condition: str, motion: str, seeds: list[int], frames: int, backend: str, options: dict[str, Any],
-             prompt_kind: str, score_threshold: float) -> CellResult:
+             prompt_kind: str, score_threshold: float, save_dir: Path | None = None) -> CellResult:
+    """One condition × motion over ``seeds``; ``save_dir`` keeps each clip (TIFF) with its truth and predictions."""
     import pandas as pd
 
     from sam4em_live.evaluate.identity import score_tracks
@@ -135,6 +137,8 @@ def run_cell(condition: str, motion: str, seeds: list[int], frames: int, backend
         clip = render_scenario(info.build(seed, frames, motion), seed)
         notes = dict(clip.scenario.notes)
         predicted, table, elapsed_ms, refused = track_clip(clip, backend, options, prompt_kind)
+        if save_dir is not None:
+            _save(save_dir / f"{condition}-{motion}-s{seed}", clip, table)
         scores.append(mask_scores(clip, predicted))
         truths.append(clip.truth.assign(run=seed))
         predictions.append(table.assign(run=seed))
@@ -152,6 +156,15 @@ def run_cell(condition: str, motion: str, seeds: list[int], frames: int, backend
     return CellResult(condition, motion, list(seeds), figures)
 
 
+def _save(stem: Path, clip: ScenarioClip, predictions: pd.DataFrame) -> None:
+    import tifffile
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(stem.with_suffix(".tif"), clip.frames)
+    clip.truth.to_csv(f"{stem}-truth.csv", index=False)
+    predictions.to_csv(f"{stem}-predictions.csv", index=False)
+
+
 def cells(conditions: list[str], motions: list[str]) -> list[tuple[str, str]]:
     """(condition, motion) pairs: each condition with the requested motions it takes, else its own."""
     from sam4em_live.sim.conditions import get_condition
@@ -167,10 +180,13 @@ def cells(conditions: list[str], motions: list[str]) -> list[tuple[str, str]]:
 def run_matrix(conditions: list[str], motions: list[str], seeds: list[int], frames: int, backend: str = "embedded",
                options: dict[str, Any] | None = None, prompt_kind: str = "point",
                score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-               progress: Callable[[CellResult], None] | None = None) -> list[CellResult]:
+               progress: Callable[[CellResult], None] | None = None, save_dir: Path | None = None
+               ) -> list[CellResult]:
+    """Every cell of ``conditions`` × ``motions`` (see `cells`), pooled over ``seeds``."""
     results = []
     for condition, motion in cells(conditions, motions):
-        result = run_cell(condition, motion, seeds, frames, backend, options or {}, prompt_kind, score_threshold)
+        result = run_cell(condition, motion, seeds, frames, backend, options or {}, prompt_kind, score_threshold,
+                          save_dir)
         if progress is not None:
             progress(result)
         results.append(result)
