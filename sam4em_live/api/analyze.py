@@ -78,6 +78,13 @@ class Analysis:
             self._figures[name] = draw_figure(self.result, name)
         return self._figures[name]
 
+    def __repr__(self) -> str:
+        fit = self.result.ensemble_fit
+        ensemble = (f"ensemble D = {fit.D:.4g} ± {fit.D_err:.2g} px²/frame^α, α = {fit.alpha:.3f} ± {fit.alpha_err:.3f}"
+                    if fit.n_points else "no ensemble fit")
+        return (f"Analysis({len(self.summary)} particles from {self.result.source}; {ensemble}; "
+                f"{self.result.time_axis.describe()})")
+
     @property
     def figures(self) -> dict[str, Figure]:
         from sam4em_live.analysis.figures import FIGURE_NAMES
