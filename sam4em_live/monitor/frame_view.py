@@ -7,12 +7,14 @@ overlay share one rectangle scaled by the preview ``step``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from sam4em_live.analysis.plots.numbers import nice_length
 from sam4em_live.monitor.imaging import ContrastLut, age_colours, paint_mask, particle_colour
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 MASK_ALPHA = 100  # the particle stays visible under its mask
 SELECTED_ALPHA = 190
 AGE_BINS = 8  # tail colour steps from old (violet) to new (yellow)
+SCALE_BAR_FRACTION = 0.2  # of the frame width: the bar is the round length (1, 2, 5 × 10^k nm) below it
 
 
 class PromptViewBox(pg.ViewBox):
@@ -102,6 +105,8 @@ class FrameView(pg.GraphicsView):
         self._lut_version = -1
         self._rect = QtCore.QRectF()
         self._rect_applied: set[int] = set()
+        self.scale_bar: pg.ScaleBar | None = None
+        self._scale_key: tuple[float | None, int] | None = None
 
     # ---------------------------------------------------------------- rendering
 
@@ -123,6 +128,35 @@ class FrameView(pg.GraphicsView):
             self._shown_overlay = overlay_key
         self._draw_tails(model)
         self._draw_labels(model, selected)
+        calibration = model.result.get("calibration") if model.result else None
+        pixel_size = calibration.get("pixel_size_nm") if isinstance(calibration, dict) else None
+        self._draw_scale_bar(float(pixel_size) if isinstance(pixel_size, (int, float)) and pixel_size > 0 else None,
+                             shape[1])
+
+    def _draw_scale_bar(self, pixel_size_nm: float | None, width_px: int) -> None:
+        """A scale bar in the lower right when the pixel size is known; rebuilt only when that or the width changes."""
+        if self._scale_key == (pixel_size_nm, width_px):
+            return
+        self._scale_key = (pixel_size_nm, width_px)
+        if self.scale_bar is not None:
+            # not setParentItem(None): a ScaleBar re-anchors to its parent there and raises without one
+            with contextlib.suppress(RuntimeError, TypeError):  # connected when it was parented
+                self.view_box.sigRangeChanged.disconnect(self.scale_bar.updateBar)
+            if self.scale_bar.scene() is not None:
+                self.scale_bar.scene().removeItem(self.scale_bar)
+            self.scale_bar = None
+        if pixel_size_nm is None:
+            return
+        length_nm = nice_length(SCALE_BAR_FRACTION * width_px * pixel_size_nm)
+        bar = pg.ScaleBar(length_nm / pixel_size_nm, width=6, brush=(255, 255, 255), pen=pg.mkPen((0, 0, 0)),
+                          offset=(-20, -20))
+        bar.text.setText(f"{length_nm:g} nm")
+        bar.text.setColor((255, 255, 255))
+        bar.text.fill = pg.mkBrush(0, 0, 0, 170)  # readable on bright and dark frames alike
+        bar.text.setAnchor((0.5, 1.3))  # clear of the bar
+        bar.setZValue(50)
+        bar.setParentItem(self.view_box)
+        self.scale_bar = bar
 
     def _set_grid(self, shape: tuple[int, int], step: int) -> None:
         rows, cols = shape

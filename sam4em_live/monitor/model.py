@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sam4em_live.analysis.plots.numbers import format_pm
 from sam4em_live.sinks.results_schema import rle_decode
 
 if TYPE_CHECKING:
@@ -222,6 +223,10 @@ class MsdCurve:
     lag_unit: str  # "s" or "frames"
     msd_unit: str  # "nm²" or "px²"
     alpha: float | None
+    # the anomalous fit 4Dτ^α + offset over its fit lags, in the plotted units (empty: no fit)
+    fit_lag: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fit_msd: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fit_text: str = ""  # "D = … ± … unit, α = … ± …" ("" without a fit)
 
 
 def _first(stats: dict[str, Any], *keys: str) -> Any:
@@ -260,7 +265,56 @@ def msd_curve(stats: dict[str, Any]) -> MsdCurve | None:
         alpha = None if alpha is None or not math.isfinite(float(alpha)) else float(alpha)
     except (TypeError, ValueError):
         alpha = None
-    return MsdCurve(lag_arr[keep], msd_arr[keep], lag_unit, msd_unit, alpha)
+    fit_lag, fit_msd = _fit_curve(stats, lag_arr, lag_unit == "s", msd_unit == "nm²")
+    return MsdCurve(lag_arr[keep], msd_arr[keep], lag_unit, msd_unit, alpha, fit_lag, fit_msd, _fit_text(stats))
+
+
+def _number(stats: dict[str, Any], key: str) -> float | None:
+    value = stats.get(key)
+    try:
+        return float(value) if value is not None and math.isfinite(float(value)) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _series(stats: dict[str, Any], key: str) -> np.ndarray:
+    try:
+        return np.asarray([np.nan if v is None else v for v in stats.get(key) or ()], dtype=float).ravel()
+    except (TypeError, ValueError):
+        return np.zeros(0)
+
+
+def _fit_curve(stats: dict[str, Any], lag: np.ndarray, seconds: bool, nm: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted 4Dτ^α + offset (px², frames) over the first ``fit_lags`` lags, in the plotted units."""
+    d, alpha, offset = _number(stats, "D_px2_per_frame"), _number(stats, "alpha"), _number(stats, "offset_px2")
+    points = _number(stats, "fit_lags")
+    frames, px2, nm2 = _series(stats, "lag_frames"), _series(stats, "msd_px2"), _series(stats, "msd_nm2")
+    if d is None or alpha is None or not points or frames.size == 0 or not frames[0] > 0:
+        return np.zeros(0), np.zeros(0)
+    # plotted / native units, from the values the service converted itself
+    lag_scale = float(lag[0] / frames[0]) if seconds else 1.0
+    area_scale = 1.0
+    if nm and nm2.size == px2.size:
+        both = np.isfinite(px2) & np.isfinite(nm2) & (px2 > 0)
+        area_scale = float(nm2[both][0] / px2[both][0]) if both.any() else 1.0
+    tau = np.geomspace(frames[0], frames[min(int(points), frames.size) - 1], 40)
+    model = 4 * d * tau**alpha + (offset or 0.0)
+    keep = model > 0  # a negative offset can take the first lags below zero: nothing to draw on a log axis
+    return tau[keep] * lag_scale, model[keep] * area_scale
+
+
+def _fit_text(stats: dict[str, Any]) -> str:
+    """D ± err in nm²/s^α when the service knew the calibration, else px²/frame^α; α ± err."""
+    alpha, alpha_err = _number(stats, "alpha"), _number(stats, "alpha_err")
+    if alpha is None:
+        return ""
+    d_nm, d_nm_err = _number(stats, "D_nm2_per_s"), _number(stats, "D_nm2_per_s_err")
+    if d_nm is not None:
+        d_text = f"D = {format_pm(d_nm, d_nm_err or math.nan)} nm²/s^α"
+    else:
+        d_px, d_err = _number(stats, "D_px2_per_frame"), _number(stats, "D_err")
+        d_text = "D = –" if d_px is None else f"D = {format_pm(d_px, d_err or math.nan)} px²/frame^α"
+    return f"{d_text}, α = {format_pm(alpha, alpha_err or math.nan)}"
 
 
 def _all_numbers(values: Any) -> bool:

@@ -7,10 +7,10 @@ known (`sam4em_live.analysis.time_axis`), never an invented rate.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from sam4em_live.analysis.plots.log_ticks import apply_log_ticks
+from sam4em_live.analysis.plots.numbers import format_pm, nice_length
 from sam4em_live.stats.fit import to_physical
 
 if TYPE_CHECKING:
@@ -38,19 +38,6 @@ class FigureUnits:
         return value, err, rf"{self.length_label}$^2$/{time}${exponent}$"
 
 
-def format_pm(value: float, err: float) -> str:
-    """``value ± err`` with the error to 2 significant digits and the value to the same decimal."""
-    if not math.isfinite(value):
-        return "n/a"
-    if not (math.isfinite(err) and err > 0):
-        return f"{value:.3g} ± ?"
-    decimals = max(0, 1 - math.floor(math.log10(err)))
-    if decimals == 0:  # a large error: round both to its second significant digit
-        step = 10 ** (math.floor(math.log10(err)) - 1)
-        return f"{round(value / step) * step:.0f} ± {round(err / step) * step:.0f}"
-    return f"{value:.{decimals}f} ± {err:.{decimals}f}"
-
-
 def fit_label(fit: MsdFit, units: FigureUnits) -> str:
     """Legend text of an anomalous fit: D ± err (unit), α ± err."""
     d, d_err, unit = units.diffusion(fit)
@@ -73,15 +60,6 @@ def lag_axes(ax: Axes, fps: float | None, log: bool, what: str = "lag τ", top_o
     for axes in {id(a): a for a in (ax, top_of or ax)}.values():
         if log:
             apply_log_ticks(axes.xaxis)
-
-
-def nice_length(target: float) -> float:
-    """The largest 1, 2 or 5 × 10^k not above ``target`` (> 0)."""
-    exponent = math.floor(math.log10(target))
-    for mantissa in (5, 2, 1):
-        if mantissa * 10**exponent <= target:
-            return float(mantissa * 10**exponent)
-    return float(10**exponent)
 
 
 def add_scale_bar(ax: Axes, pixel_size_nm: float | None, image_width_px: float, fraction: float = 0.2) -> None:
