@@ -50,6 +50,15 @@ def png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
+def drawn_masks(widget) -> np.ndarray:
+    """The mask layer as the browser draws it: the sent crop placed at its origin; True where opaque."""
+    crop = png(widget.masks)[..., 3] > 0
+    x0, y0 = widget.masks_origin
+    full = np.zeros(SHAPE, bool)
+    full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+    return full
+
+
 @pytest.fixture
 def widget():
     made = TrackerWidget(clip(), backend="embedded")
@@ -148,9 +157,9 @@ def test_a_click_on_a_particle_shows_its_mask_at_once(widget):
     assert widget.answered == 7
     area = math.pi * RADIUS_PX**2
     assert 0.7 * area < widget.mask_pixels < 1.3 * area
-    rgba = png(widget.masks)
-    assert rgba.shape == (*SHAPE, 4)
-    rows, cols = np.nonzero(rgba[..., 3])
+    assert png(widget.masks).shape[-1] == 4 and png(widget.masks).shape[0] < SHAPE[0] / 2  # only the particle's part
+    rows, cols = np.nonzero(drawn_masks(widget))
+    assert rows.size == widget.mask_pixels
     assert abs(cols.mean() - x) < 1.5 and abs(rows.mean() - y) < 1.5
     assert widget.prompts == [{"particle": 1, "frame": 0, "points": [[x, y]], "labels": [1], "box": None}]
 
@@ -215,7 +224,7 @@ def test_track_runs_the_pipeline_then_shows_masks_trajectories_and_statistics(wi
     assert sorted(widget.figures) == ["displacements", "tmsd"]
     assert png(base64.b64decode(widget.figures["tmsd"])).shape[0] > 100
     widget.frame = N_FRAMES - 1  # scrubbing: the run's masks follow the slider
-    rows, cols = np.nonzero(png(widget.masks)[..., 3])
+    rows, cols = np.nonzero(drawn_masks(widget))
     assert widget.mask_pixels > 1.4 * math.pi * RADIUS_PX**2
     assert cols.min() < truth(N_FRAMES - 1)[1][0] and cols.max() > truth(N_FRAMES - 1)[2][0]
     widget.ticked = ["velocity_autocorrelation"]

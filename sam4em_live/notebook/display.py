@@ -71,18 +71,24 @@ def colour_of(particle: int) -> tuple[int, int, int]:
 def label_overlay(labels: np.ndarray, alpha: int = 110) -> np.ndarray:
     """A uint16 label image (0 = background, value = particle id) as RGBA: each particle in its colour.
 
-    Transparent where there is no particle, so the browser can count mask pixels by alpha.
+    Transparent where there is no particle, so the browser can count mask pixels by alpha. One table
+    lookup per pixel (a per-particle loop costs ~20 ms at 1024², a click's budget is 300 ms).
     """
-    rgba = np.zeros((*labels.shape, 4), dtype=np.uint8)
-    for particle in np.unique(labels):
-        if particle == 0:
-            continue
-        where = labels == particle
-        rgba[where, :3] = colour_of(int(particle))
-        rgba[where, 3] = alpha
-    return rgba
+    table = np.zeros((len(PALETTE) + 1, 4), dtype=np.uint8)
+    table[1:, :3] = PALETTE
+    table[1:, 3] = alpha
+    index = np.where(labels > 0, (labels.astype(np.int64) - 1) % len(PALETTE) + 1, 0)
+    return table[index]
 
 
-def empty_png(shape: tuple[int, int]) -> bytes:
-    """A fully transparent overlay of ``shape`` (rows, columns)."""
-    return png_bytes(np.zeros((*shape, 4), dtype=np.uint8))
+def mask_crop(labels: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The smallest part of ``labels`` holding every particle, and its (x0, y0) px; 1x1 empty if none.
+
+    Only this part is coloured, encoded and sent: a few particles on a 1024² frame are a few KiB.
+    """
+    rows = np.flatnonzero(labels.any(axis=1))
+    if rows.size == 0:
+        return np.zeros((1, 1), dtype=labels.dtype), (0, 0)
+    cols = np.flatnonzero(labels.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return labels[y0:y1, x0:x1], (x0, y0)

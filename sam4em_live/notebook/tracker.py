@@ -21,7 +21,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-from sam4em_live.notebook.display import Contrast, empty_png, label_overlay, png_bytes, stretch
+from sam4em_live.notebook.display import Contrast, label_overlay, mask_crop, png_bytes, stretch
 from sam4em_live.notebook.frame_access import FrameAccess
 from sam4em_live.notebook.prompt_book import PromptBook
 from sam4em_live.notebook.seed_preview import SeedPreview
@@ -60,7 +60,8 @@ class TrackerWidget(anywidget.AnyWidget):
     _css = Path(__file__).with_name("widget.css")
 
     image = traitlets.Bytes(b"").tag(sync=True)  # the frame, contrast applied, PNG
-    masks = traitlets.Bytes(b"").tag(sync=True)  # the frame's masks, RGBA PNG (transparent background)
+    masks = traitlets.Bytes(b"").tag(sync=True)  # the frame's masks, RGBA PNG (transparent background), cropped
+    masks_origin = traitlets.List([0, 0]).tag(sync=True)  # where the crop's top-left pixel goes (x0, y0)
     answered = traitlets.Int(0).tag(sync=True)  # the browser's edit id the current masks answer
     rows = traitlets.Int(0).tag(sync=True)
     cols = traitlets.Int(0).tag(sync=True)
@@ -97,6 +98,7 @@ class TrackerWidget(anywidget.AnyWidget):
         self._previews: dict[tuple[int, int], ParticleMask] = {}
         self._lock = threading.RLock()  # the comm thread and the tracking thread both redraw
         self._job: TrackingJob | None = None
+        self._seed_ms = 0.0
         self.analysis: Analysis | None = None
         rows, cols = self._frames.shape
         self._book = PromptBook((rows, cols))
@@ -208,7 +210,7 @@ class TrackerWidget(anywidget.AnyWidget):
             return
         result = self._preview.seed(np.asarray(self._frames[frame]), entry)
         self._previews[(particle, frame)] = ParticleMask.from_full(particle, result.mask, result.score)
-        self.seed_ms = round(result.seconds * 1000.0, 1)
+        self._seed_ms = round(result.seconds * 1000.0, 1)  # sent with the redraw, in the same message
 
     def _reseed(self, particle: int, frame: int) -> int:
         self._seed(particle, frame)
@@ -240,11 +242,13 @@ class TrackerWidget(anywidget.AnyWidget):
                     contrast = Contrast(self.low_pct, self.high_pct, self.gamma)
                     self.image = png_bytes(stretch(np.asarray(self._frames[frame]), contrast))
                 self.mask_pixels = int(np.count_nonzero(labels))
-                self.masks = png_bytes(label_overlay(labels)) if self.mask_pixels else empty_png(labels.shape)
+                crop, origin = mask_crop(labels)
+                self.masks, self.masks_origin = png_bytes(label_overlay(crop)), list(origin)
                 self.prompts = [p.as_dict() for p in self._book.prompts()]
                 self.particles = self._book.summary()
                 if answered is not None:
                     self.answered = answered
+                self.seed_ms = self._seed_ms
 
     @traitlets.observe("frame", "low_pct", "high_pct", "gamma")
     def _on_view_change(self, change: dict[str, Any]) -> None:

@@ -126,10 +126,14 @@ function render({ model, el }) {
     size();
     const g = maskCanvas.getContext("2d", { willReadFrequently: true });
     g.clearRect(0, 0, maskCanvas.width, maskCanvas.height);
-    if (bitmap) g.drawImage(bitmap, 0, 0);
-    // What the browser test reads back: mask pixels on the canvas, and the click-to-mask latency.
-    const data = g.getImageData(0, 0, maskCanvas.width, maskCanvas.height).data;
-    let n = 0; for (let k = 3; k < data.length; k += 4) if (data[k] > 0) n++;
+    const [x0, y0] = model.get("masks_origin");
+    let n = 0;
+    if (bitmap) {
+      g.drawImage(bitmap, x0, y0);
+      // What the browser test reads back: mask pixels on the canvas (only the crop can hold any).
+      const data = g.getImageData(x0, y0, bitmap.width, bitmap.height).data;
+      for (let k = 3; k < data.length; k += 4) if (data[k] > 0) n++;
+    }
     el.dataset.maskPixels = String(n);
     if (sentAt.has(answered)) {
       el.dataset.lastLatencyMs = (performance.now() - sentAt.get(answered)).toFixed(1);
