@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sam4em-installed
 
-.PHONY: setup demo test test-fast lint bench clean-venv
+.PHONY: setup demo test test-fast lint bench clean-venv browser-deps
 
 setup: $(STAMP)
 
@@ -16,13 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation sam2==1.1.0
-	$(BIN)/python -m pip install --quiet -e ".[sam2,test,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[sam2,test,dev,notebook-test]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sam4em-live demo
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
 test-fast: $(STAMP)
@@ -36,6 +36,13 @@ lint: $(STAMP)
 # The quick benchmark set (a few minutes on 2 cores), with ratios against benchmarks/baselines/ (docs/benchmarks.md).
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench run quick --against-baseline
+
+# The notebook widget's browser test (tests/browser/) drives Debian's Chromium with Playwright: install the
+# package when it is missing (as root, else through sudo). If it cannot be installed the test skips, saying so.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; } \
+		|| echo "chromium could not be installed: tests/browser/ will be skipped"
 
 clean-venv:
 	rm -rf $(VENV)
