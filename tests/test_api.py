@@ -222,3 +222,14 @@ def test_the_same_from_a_script_the_interpreter_and_python_c(tmp_path, how):
     done = subprocess.run(command, cwd=tmp_path, input=stdin, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["masks.tif", "8", "complete"]
+
+
+def test_analyze_takes_one_series_at_a_time():
+    rng = np.random.default_rng(1)
+    rows = [{"series": s, "particle": 1, "frame": f, "x": x, "y": y}
+            for s in (0, 1) for f, (x, y) in enumerate(np.cumsum(rng.normal(size=(60, 2)), axis=0))]
+    table = pd.DataFrame(rows)
+    with pytest.raises(ValueError, match=r"series=K"):
+        s4.analyze(table)
+    one = s4.analyze(table, series=1)
+    assert len(one.summary) == 1 and one.result.table["series"].unique().tolist() == [1]

@@ -130,11 +130,11 @@ def load_for_analysis(path: Path, series: int | None = None) -> AnalysisInput:
             loaded = run.trajectories(series=series) if series is not None else run.trajectories()
             return AnalysisInput(_without_processing_times(loaded, base), base)
         if (path / "index.jsonl").is_file() or (path / "npz").is_dir():
-            return AnalysisInput(_one_series(read_samem_run(path), series))
+            return AnalysisInput(one_series(read_samem_run(path), series))
         raise ValueError(f"{path} is neither a run directory (trajectories.csv) nor a SAM-EM folder (index.jsonl)")
     if path.suffix == ".npy":
-        return AnalysisInput(_one_series(read_sam4em_masks(path), series))
-    return AnalysisInput(_one_series(Trajectories(read_table_file(path), Calibration(), str(path)), series))
+        return AnalysisInput(one_series(read_sam4em_masks(path), series))
+    return AnalysisInput(one_series(Trajectories(read_table_file(path), Calibration(), str(path)), series))
 
 
 def _several_series(source: object, names: list[str]) -> str:
@@ -142,7 +142,7 @@ def _several_series(source: object, names: list[str]) -> str:
             "they are analysed one at a time -- choose one with --series K (Python: series=K)")
 
 
-def _one_series(loaded: Trajectories, series: int | None) -> Trajectories:
+def one_series(loaded: Trajectories, series: int | None) -> Trajectories:
     """The rows of ``series`` of a table with a ``series`` column; a table of several series needs one."""
     table = loaded.table
     present = sorted(int(v) for v in table["series"].dropna().unique()) if "series" in table.columns else []

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from sam4em_live.analysis.analyze import DEFAULT_PDF_LAGS, compute, resolve_calibration, write_outputs
-from sam4em_live.analysis.loading import load_for_analysis
+from sam4em_live.analysis.loading import load_for_analysis, one_series
 from sam4em_live.analysis.time_axis import resolve_time_axis
 from sam4em_live.api.run import Run
 from sam4em_live.frames import Calibration
@@ -102,6 +102,7 @@ def analyze(
     pdf_lags: tuple[int, ...] = DEFAULT_PDF_LAGS,
     out: str | Path | None = None,
     figures: bool = True,
+    series: int | None = None,
 ) -> Analysis:
     """Statistics of trajectories: per-particle and ensemble tMSD with D/α fits, displacement PDFs, C_v.
 
@@ -119,6 +120,9 @@ def analyze(
         Number of first lags fitted (default: 10 % of them, at least 4).
     pdf_lags
         Lags (frames) of the displacement distributions.
+    series
+        The series to analyse of a run (or table) of several (a camera restart, a new series id): frame
+        numbers repeat across series, so they are analysed one at a time; such a run is refused without one.
     out
         If given, write ``stats.csv``, ``stats.json``, ``msd.csv`` (and figures, unless ``figures=False``)
         into this folder, as ``sam4em-live analyze --out`` does.
@@ -130,10 +134,10 @@ def analyze(
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be a positive number, got {value}")
     if isinstance(data, pd.DataFrame):
-        loaded = Trajectories(normalize_table(data), Calibration(), "DataFrame")
+        loaded = one_series(Trajectories(normalize_table(data), Calibration(), "DataFrame"), series)
         recorded = None
     else:
-        found = load_for_analysis(data.folder if isinstance(data, Run) else Path(data))
+        found = load_for_analysis(data.folder if isinstance(data, Run) else Path(data), series)
         loaded, recorded = found.trajectories, found.time_base
     axis = resolve_time_axis(loaded, fps, recorded)
     result = compute(loaded, resolve_calibration(loaded, fps, pixel_size_nm, axis), max_lag, fit_lags,
