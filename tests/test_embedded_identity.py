@@ -10,6 +10,7 @@ right (centroid within 2 px).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -117,9 +118,12 @@ def fade_near_static_blob():
     return render([rod, blob], N_FRAMES, seed=4), rod
 
 
-def test_a_faded_particle_stays_lost_instead_of_hopping_onto_a_static_blob(fade_near_static_blob) -> None:
+def test_a_faded_particle_stays_lost_instead_of_hopping_onto_a_static_blob(fade_near_static_blob, caplog) -> None:
     frames, rod = fade_near_static_blob
-    _labels, history = run_clip(frames, [point_prompt(rod)])
+    with caplog.at_level(logging.DEBUG, logger="sam4em_live.segment.embedded.segmenter"):
+        _labels, history = run_clip(frames, [point_prompt(rod)])
+    # Lost for 60 frames, the blob is within the rod's motion budget at the end: the static map refuses it.
+    assert "on a static feature" in caplog.text
     present = [t for t, masks in enumerate(history) if masks[0].present]
     assert present[:25] == list(range(25)), "the visible rod must be tracked"
     hops = [(t, e) for t, e, _ in centroid_errors(history, rod) if t >= 30 or e > 10.0]

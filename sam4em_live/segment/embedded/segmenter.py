@@ -354,6 +354,9 @@ class EmbeddedSegmenter:
         radius, polarity = track.memory.radius_px, track.polarity
         moving = [(cx, cy) for cx, cy in blobs
                   if self._static.explains(pixels, cx, cy, radius, polarity) < STATIC_FRACTION]
+        if len(moving) < len(blobs):
+            logger.debug("particle %d: %d full-frame candidates on a static feature skipped", track.particle,
+                         len(blobs) - len(moving))
         for cx, cy in moving[:REACQUIRE_CANDIDATES]:
             estimate, background = self._search(pixels, track, claims, centre=(cx, cy))
             if estimate is None:
@@ -376,8 +379,7 @@ class EmbeddedSegmenter:
         exclusive = visible * placed.area_px / in_frame if in_frame else 0.0
         candidate = Candidate(estimate.x, estimate.y, estimate.z, estimate.amplitude, visible, exclusive)
         reason = refusal(candidate, history)
-        if reason is None and self._static.explains(pixels, estimate.x, estimate.y, track.memory.radius_px,
-                                                    track.polarity) >= STATIC_FRACTION:
+        if reason is None and self._static.explains_mask(pixels, placed, track.polarity) >= STATIC_FRACTION:
             reason = "on a static feature"
         if reason is not None:
             logger.debug("particle %d: match at (%.0f, %.0f) refused: %s", track.particle, estimate.x, estimate.y,

@@ -24,6 +24,7 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import ndimage
 
 from sam4em_live.segment.embedded.window import block_mean
 
@@ -108,20 +109,59 @@ class StaticMap:
             return 0.0
         yy, xx = np.mgrid[r0:r1, c0:c1]
         dist = np.hypot(xx - cx, yy - cy)
-        known = self.updates[r0:r1, c0:c1] >= MIN_UPDATES
         footprint, ring = dist <= rc, (dist > rc + 1.0) & (dist <= outer)
         if not footprint.any():
             footprint = dist <= dist.min()
-        if (footprint & known).sum() < 0.5 * footprint.sum() or not (ring & known).any():
+        return self._explained(pixels, r0, r1, c0, c1, footprint, ring, polarity)
+
+    def explains_mask(self, pixels: np.ndarray, placed: Placement, polarity: float) -> float:
+        """`explains` for a placed mask: its own blocks (half covered or more) against a 2-block ring around it.
+
+        The identity gate's test: the template's footprint, not a disc, so a match that straddles two
+        immobile neighbours is compared with what was there, not with the gap between them.
+        """
+        if self.mean is None or self.updates is None:
+            return 0.0
+        f = self.factor
+        x0, y0, _, _ = placed.box
+        coverage = _block_coverage(placed.crop, x0, y0, f, 2)
+        bx0, by0 = x0 // f - 2, y0 // f - 2
+        n_rows, n_cols = self.mean.shape
+        r0, c0 = max(by0, 0), max(bx0, 0)
+        r1, c1 = min(by0 + coverage.shape[0], n_rows), min(bx0 + coverage.shape[1], n_cols)
+        if r0 >= r1 or c0 >= c1:
+            return 0.0
+        coverage = coverage[r0 - by0 : r1 - by0, c0 - bx0 : c1 - bx0]
+        footprint = coverage >= 0.5 if (coverage >= 0.5).any() else coverage >= coverage.max()
+        ring = ndimage.binary_dilation(coverage > 0, iterations=2) & (coverage == 0)
+        return self._explained(pixels, r0, r1, c0, c1, footprint, ring, polarity)
+
+    def _explained(self, pixels: np.ndarray, r0: int, r1: int, c0: int, c1: int, footprint: np.ndarray,
+                   ring: np.ndarray, polarity: float) -> float:
+        assert self.mean is not None and self.updates is not None
+        f = self.factor
+        known = self.updates[r0:r1, c0:c1] >= MIN_UPDATES
+        if not footprint.any() or (footprint & known).sum() < 0.5 * footprint.sum() or not (ring & known).any():
             return 0.0
         now = block_mean(pixels[r0 * f : r1 * f, c0 * f : c1 * f], f)
-        if now.shape != dist.shape:
+        if now.shape != footprint.shape:
             return 0.0
         past = self.mean[r0:r1, c0:c1]
         contrast_now = _contrast(now, footprint & known, ring & known, polarity)
         if contrast_now <= 0:
             return 0.0
         return max(_contrast(past, footprint & known, ring & known, polarity), 0.0) / contrast_now
+
+
+def _block_coverage(crop: np.ndarray, x0: int, y0: int, factor: int, margin: int) -> np.ndarray:
+    """Fraction of each map block covered by a mask at (x0, y0), with ``margin`` empty blocks on every side."""
+    bx0, by0 = x0 // factor, y0 // factor
+    oy, ox = y0 - by0 * factor + margin * factor, x0 - bx0 * factor + margin * factor
+    rows = -(-(oy + crop.shape[0]) // factor) + margin
+    cols = -(-(ox + crop.shape[1]) // factor) + margin
+    padded = np.zeros((rows * factor, cols * factor), np.float32)
+    padded[oy : oy + crop.shape[0], ox : ox + crop.shape[1]] = crop
+    return padded.reshape(rows, factor, cols, factor).mean(axis=(1, 3))
 
 
 def _withhold_mask(learn: np.ndarray, claim: Placement, factor: int) -> None:
@@ -132,11 +172,8 @@ def _withhold_mask(learn: np.ndarray, claim: Placement, factor: int) -> None:
     """
     x0, y0, _, _ = claim.box
     bx0, by0 = x0 // factor, y0 // factor
-    oy, ox = y0 - by0 * factor, x0 - bx0 * factor
-    rows, cols = -(-(oy + claim.crop.shape[0]) // factor), -(-(ox + claim.crop.shape[1]) // factor)
-    padded = np.zeros((rows * factor, cols * factor), bool)
-    padded[oy : oy + claim.crop.shape[0], ox : ox + claim.crop.shape[1]] = claim.crop
-    touched = padded.reshape(rows, factor, cols, factor).any(axis=(1, 3))
+    touched = _block_coverage(claim.crop, x0, y0, factor, 0) > 0
+    rows, cols = touched.shape
     n_rows, n_cols = learn.shape
     rows, cols = min(rows, n_rows - by0), min(cols, n_cols - bx0)
     if rows > 0 and cols > 0:
