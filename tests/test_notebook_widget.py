@@ -283,3 +283,21 @@ def test_the_live_view_shows_the_service_and_its_clicks_prompt_over_control(live
         assert len(view.trails[str(start.particle)]) >= 1
     finally:
         view.close()
+
+
+# ---------------------------------------------------------------- the example notebook
+
+
+def test_the_example_notebook_is_valid_and_uses_the_widget():
+    import ast
+    from pathlib import Path
+
+    nbformat = pytest.importorskip("nbformat")
+    path = Path(__file__).resolve().parents[1] / "examples" / "track_in_a_notebook.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    for source in code:
+        ast.parse(source)
+    assert any("TrackerWidget(clip)" in s for s in code) and any("LiveView(" in s for s in code)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")  # committed clean
