@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from sam4em_live.analysis.plots.log_ticks import apply_log_ticks
 from sam4em_live.analysis.plots.numbers import format_pm, nice_length
 from sam4em_live.stats.fit import to_physical
@@ -51,7 +53,8 @@ def lag_axes(ax: Axes, fps: float | None, log: bool, what: str = "lag τ", top_o
     """
     if fps:
         ax.set_xlabel(f"{what} (frames)")
-        top = (top_of or ax).secondary_xaxis("top", functions=(lambda f: f / fps, lambda s: s * fps))
+        top = (top_of or ax).secondary_xaxis("top", functions=(lambda f: np.asarray(f) / fps,
+                                                                            lambda s: np.asarray(s) * fps))
         top.set_xlabel(f"{what} (s, at {fps:.4g} fps)")
         if log:
             apply_log_ticks(top.xaxis)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from sam4em_live.analysis.plots.axes import FigureUnits, format_pm, lag_axes
@@ -33,6 +34,7 @@ def displacement_figure(result: AnalysisResult, units: FigureUnits) -> Figure:
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     ax_xy, ax_r = fig.subplots(1, 2)
     scale = units.length
+    lowest = np.inf
     for i, d in enumerate(result.distributions):
         colour = f"C{i % 10}"
         lag = _lag_text(d.lag_frames, units)
@@ -40,8 +42,13 @@ def displacement_figure(result: AnalysisResult, units: FigureUnits) -> Figure:
         for pdf, marker, name, kappa, kappa_err in ((d.pdf_dx, "o", "Δx", d.kurtosis_dx, d.kurtosis_dx_err),
                                                     (d.pdf_dy, "s", "Δy", d.kurtosis_dy, d.kurtosis_dy_err)):
             seen = pdf > 0  # empty bins have no place on a log axis
-            err = d.density_err(pdf, d.centers_xy)
-            ax_xy.errorbar(x[seen], pdf[seen] / scale, yerr=err[seen] / scale, fmt=marker, ms=3, color=colour,
+            err = d.density_err(pdf, d.centers_xy)[seen]
+            # a bin of one count has an error as large as itself: its bar stops at a tenth of the value
+            # instead of running to zero (minus infinity on a log axis)
+            low = np.minimum(err, 0.9 * pdf[seen])
+            lowest = min(lowest, float(np.min(pdf[seen])) / scale)
+            ax_xy.errorbar(x[seen], pdf[seen] / scale, yerr=np.vstack([low, err]) / scale, fmt=marker, ms=3,
+                           color=colour,
                            mfc=colour if name == "Δx" else "none", elinewidth=0.7, capsize=0, zorder=Z_DATA,
                            label=f"{name}, lag {lag}: κ = {format_pm(kappa, kappa_err)}")
         ax_xy.semilogy(x, d.gauss_dx / scale, "-", color=colour, lw=1.3, zorder=Z_REFERENCE)
@@ -51,11 +58,14 @@ def displacement_figure(result: AnalysisResult, units: FigureUnits) -> Figure:
                       capsize=0, zorder=Z_DATA, label=f"|Δr|, lag {lag}: N = {d.count}")
         ax_r.plot(r, d.rayleigh_r / scale, "-", color=colour, lw=1.3, zorder=Z_REFERENCE)
     ax_xy.set_yscale("log")
+    if np.isfinite(lowest):
+        ax_xy.set_ylim(bottom=0.05 * lowest)
     apply_log_ticks(ax_xy.yaxis)
     ax_xy.set_xlabel(f"displacement ({units.length_label})")
     ax_xy.set_ylabel(f"PDF (1/{units.length_label})")
     ax_xy.set_title("Δx, Δy; lines: Gaussian of equal variance\n"
-                    "κ: excess kurtosis m₄/m₂² − 3 (0 if Gaussian) ± jackknife s.e.; bars: √counts", fontsize=9)
+                    "κ: excess kurtosis m₄/m₂² − 3 (0 if Gaussian) ± jackknife s.e.; bars: √counts (≥ value/10)",
+                    fontsize=9)
     ax_r.set_xlabel(f"|Δr| ({units.length_label})")
     ax_r.set_ylabel(f"PDF (1/{units.length_label})")
     ax_r.set_title("|Δr|; lines: 2-D Gaussian (Rayleigh) of equal ⟨Δr²⟩\nbars: √counts; N: displacements",

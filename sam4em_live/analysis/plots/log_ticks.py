@@ -13,13 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from matplotlib import rcParams
+from matplotlib.axis import XAxis, YAxis
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import Formatter, LogLocator, NullFormatter
 
 from sam4em_live.analysis.plots.numbers import readable_ticks, tick_text
 
 if TYPE_CHECKING:
-    import numpy as np
+    from collections.abc import Sequence
+
     from matplotlib.axis import Axis
 
 class ReadableLogLocator(LogLocator):
@@ -29,17 +31,18 @@ class ReadableLogLocator(LogLocator):
         super().__init__(base=10.0)
         self._fontsize_pt = fontsize_pt
 
-    def tick_values(self, vmin: float, vmax: float) -> np.ndarray:  # type: ignore[override]  # same contract
+    def tick_values(self, vmin: float, vmax: float) -> Sequence[float]:
         axis = self.axis
-        if axis is None or not hasattr(axis, "axes"):
+        if not isinstance(axis, (XAxis, YAxis)):  # not on an axis yet (or a colorbar's wrapper)
             return super().tick_values(vmin, vmax)
-        along_x = axis.axis_name == "x"
+        along_x = isinstance(axis, XAxis)
         bbox = axis.axes.bbox
         length = float(bbox.width if along_x else bbox.height)
-        dpi = float(axis.figure.dpi) if axis.figure is not None else 100.0
+        dpi = float(axis.axes.figure.dpi)
         # not axis.get_ticklabels(): that asks this locator for the ticks (recursion)
-        size_pt = self._fontsize_pt or FontProperties(size=rcParams[f"{axis.axis_name}tick.labelsize"]).get_size_in_points()
-        return readable_ticks(vmin, vmax, length, along_x, size_pt * dpi / 72.0)
+        size = rcParams["xtick.labelsize" if along_x else "ytick.labelsize"]
+        size_pt = self._fontsize_pt or FontProperties(size=size).get_size_in_points()
+        return list(readable_ticks(vmin, vmax, length, along_x, size_pt * dpi / 72.0))
 
 
 class TickLabelFormatter(Formatter):

@@ -32,7 +32,7 @@ def _fit_curve(ax: Axes, fit: MsdFit, area: float, **style: object) -> None:
         return
     lag = np.geomspace(fit.lag_min, fit.lag_max, 50)
     model = 4 * fit.D * lag**fit.alpha + fit.offset
-    ax.loglog(lag, model * area, **style)  # type: ignore[arg-type]  # style holds matplotlib line keywords
+    ax.loglog(lag, model * area, **style)
 
 
 def msd_figure(result: AnalysisResult, units: FigureUnits) -> Figure:
