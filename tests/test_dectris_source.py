@@ -308,3 +308,32 @@ def test_v1_encoding_names():
     for refused in (">", "bs16-lz4>", "bs16<", "zstd<", None, 3):
         with pytest.raises(PayloadError):
             Encoding.from_v1(refused)
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_standin_v2_messages_decode_with_dectris_documented_recipe(compression):
+    """The stand-in's v2 images, decoded the way DECTRIS's documentation shows (cbor2 + a tag-56500 hook
+    calling dectris.compression.decompress), without any code of ours on the receiving side."""
+    import cbor2
+
+    dectris = pytest.importorskip("dectris.compression", reason="dectris-compression is not installed")
+    pixels = _frames(1, shape=(40, 56))[0]
+    standin = DectrisStandIn("v2", compression)  # type: ignore[arg-type]
+    (message,) = standin.image_message(7, 3, pixels)
+    standin.close()
+
+    def tag_hook(*args):
+        tag = next(a for a in args if isinstance(a, cbor2.CBORTag))
+        if tag.tag == 56500:
+            algorithm, elem_size, encoded = tag.value
+            return dectris.decompress(encoded, algorithm, elem_size=elem_size)
+        if tag.tag == 69:
+            return np.frombuffer(tag.value, "<u2")
+        if tag.tag == 40:
+            dims, array = tag.value
+            return array.reshape(dims)
+        return tag
+
+    decoded = cbor2.loads(message, tag_hook=tag_hook)
+    assert decoded["type"] == "image" and decoded["image_id"] == 3 and decoded["series_id"] == 7
+    np.testing.assert_array_equal(decoded["data"]["threshold_1"], pixels)

@@ -124,9 +124,9 @@ class DectrisStandIn:
             }
             if s.header_detail == "all":
                 if s.pixel_mask is not None:
-                    start["pixel_mask"] = {"threshold_1": self._array(np.asarray(s.pixel_mask, "<u4"), "none")}
+                    start["pixel_mask"] = {"threshold_1": self.array_tag(np.asarray(s.pixel_mask, "<u4"), "none")}
                 if s.flatfield is not None:
-                    start["flatfield"] = {"threshold_1": self._array(np.asarray(s.flatfield, "<f4"), "none")}
+                    start["flatfield"] = {"threshold_1": self.array_tag(np.asarray(s.flatfield, "<f4"), "none")}
             return [self._cbor(start)]
         parts = [json.dumps({"htype": "dheader-1.0", "series": series, "header_detail": s.header_detail}).encode()]
         if s.header_detail != "none":
@@ -151,16 +151,9 @@ class DectrisStandIn:
 
     def image_message(self, series: int, index: int, pixels: np.ndarray, unique_id: str | None = None) -> list[bytes]:
         arr = np.ascontiguousarray(pixels)
-        start_ticks = round(index * self.settings.frame_time_s * TIME_BASE_HZ)
         if self.stream == "v2":
-            return [self._cbor({
-                "type": "image", "series_id": series, "series_unique_id": unique_id or f"standin-{series}",
-                "image_id": index, "series_date": cbor2.CBORTag(0, "2026-12-07T04:00:00Z"),
-                "start_time": [start_ticks, TIME_BASE_HZ],
-                "stop_time": [start_ticks + round(self.settings.count_time_s * TIME_BASE_HZ), TIME_BASE_HZ],
-                "real_time": [round(self.settings.count_time_s * TIME_BASE_HZ), TIME_BASE_HZ],
-                "data": {"threshold_1": self._array(arr, self.compression)},
-            })]
+            return self.v2_image_message(series, index, self.array_tag(arr, self.compression), unique_id)
+        start_ticks = round(index * self.settings.frame_time_s * TIME_BASE_HZ)
         algorithm = {"none": "raw", "lz4": "lz4-block", "bslz4": "bslz4"}[self.compression]
         blob = encode_pixels(arr, algorithm)
         encoding = {"raw": "<", "lz4-block": "lz4<", "bslz4": f"bs{_bits(arr.dtype)}-lz4<"}[algorithm]
@@ -176,6 +169,19 @@ class DectrisStandIn:
                         "real_time": count_ns}).encode(),
         ]
 
+    def v2_image_message(self, series: int, index: int, data: cbor2.CBORTag, unique_id: str | None = None
+                         ) -> list[bytes]:
+        """A v2 image message around an already encoded array (`array_tag`): senders encode pixels once."""
+        start_ticks = round(index * self.settings.frame_time_s * TIME_BASE_HZ)
+        return [self._cbor({
+            "type": "image", "series_id": series, "series_unique_id": unique_id or f"standin-{series}",
+            "image_id": index, "series_date": cbor2.CBORTag(0, "2026-12-07T04:00:00Z"),
+            "start_time": [start_ticks, TIME_BASE_HZ],
+            "stop_time": [start_ticks + round(self.settings.count_time_s * TIME_BASE_HZ), TIME_BASE_HZ],
+            "real_time": [round(self.settings.count_time_s * TIME_BASE_HZ), TIME_BASE_HZ],
+            "data": {"threshold_1": data},
+        })]
+
     def end_message(self, series: int, unique_id: str | None = None) -> list[bytes]:
         if self.stream == "v2":
             return [self._cbor({"type": "end", "series_id": series,
@@ -183,7 +189,8 @@ class DectrisStandIn:
         return [json.dumps({"htype": "dseries_end-1.0", "series": series}).encode()]
 
     @staticmethod
-    def _array(arr: np.ndarray, compression: str) -> cbor2.CBORTag:
+    def array_tag(arr: np.ndarray, compression: str) -> cbor2.CBORTag:
+        """``arr`` as a v2 array: tag 40 over a typed array, its bytes compressed as ``compression`` says."""
         data: bytes | cbor2.CBORTag = arr.tobytes()
         if compression == "bslz4":
             data = cbor2.CBORTag(TAG_DECTRIS_COMPRESSION, ["bslz4", arr.itemsize, encode_pixels(arr, "bslz4")])
