@@ -15,8 +15,9 @@ from matplotlib.figure import Figure
 
 from sam4em_live.analysis.analyze import compute
 from sam4em_live.analysis.figures import FIGURE_NAMES, draw_all, draw_figure
-from sam4em_live.analysis.plots.axes import add_scale_bar, format_pm, nice_length
-from sam4em_live.analysis.plots.log_ticks import apply_log_ticks, tick_text
+from sam4em_live.analysis.plots.axes import add_scale_bar
+from sam4em_live.analysis.plots.log_ticks import apply_log_ticks
+from sam4em_live.analysis.plots.numbers import format_pm, nice_length, tick_text
 from sam4em_live.frames import Calibration
 from sam4em_live.io.trajectories import Trajectories
 from sam4em_live.stats.displacements import excess_kurtosis_err
