@@ -173,3 +173,14 @@ def test_kurtosis_error_matches_the_gaussian_formula() -> None:
     n = 20000
     assert excess_kurtosis_err(rng.normal(size=n)) == pytest.approx(np.sqrt(24 / n), rel=0.2)
     assert np.isnan(excess_kurtosis_err(np.arange(3.0)))
+
+
+@pytest.mark.parametrize("lag", [1, 10])
+def test_kurtosis_error_matches_the_spread_over_repeated_brownian_tracks(lag: int) -> None:
+    from sam4em_live.stats.displacements import excess_kurtosis
+
+    rng = np.random.default_rng(lag)
+    samples = [(lambda w: w[lag:] - w[:-lag])(np.cumsum(rng.normal(size=3000 + lag))) for _ in range(200)]
+    spread = np.std([excess_kurtosis(d) for d in samples])
+    reported = np.median([excess_kurtosis_err(d, 2 * lag) for d in samples])
+    assert 0.75 * spread < reported < 1.25 * spread  # overlapping displacements: blocks of 2 x lag
