@@ -199,7 +199,9 @@ function render({ model, el }) {
     showTracked.checked = model.get("show_tracked");
   };
   const handlers = [
-    ["change:image", drawImage], ["change:masks", drawMasks],
+    ["change:image", drawImage],
+    // an answer whose masks are unchanged (a negative point on background) sends only "answered"
+    ["change:masks change:masks_origin change:answered", drawMasks],
     ["change:prompts change:trajectories change:frame", drawMarks],
     ["change:phase change:progress change:message change:seed_ms", drawStatus],
     ["change:statistics change:ticked", drawTicks], ["change:figures", drawFigures], ["change:particles", drawParticles],

@@ -144,6 +144,19 @@ def _click_frame_pixel(page, x: float, y: float, modifiers=()) -> None:
         page.keyboard.up(key)
 
 
+def _drag_frame_box(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Drag on the widget's canvas from frame pixel ``start`` to ``end`` (x, y)."""
+    box = page.locator(".s4-tracker .s4-marks").bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + (x + 0.5) / 1024 * box["width"], box["y"] + (y + 0.5) / 1024 * box["height"]
+
+    page.mouse.move(*at(*start))
+    page.mouse.down()
+    page.mouse.move(*at(*end), steps=6)
+    page.mouse.up()
+
+
 def _canvas_mask_pixels(page) -> int:
     return int(page.evaluate("""() => {
         const c = document.querySelector('.s4-tracker .s4-masks');
@@ -170,33 +183,71 @@ def test_click_shows_the_mask_then_track_gives_trajectories(lab):
             assert _canvas_mask_pixels(page) == 0
 
             # click on each simulated particle (a fresh id each), measuring click -> mask drawn in the page
-            latencies_ms, pixels = [], []
-            for k, (particle, x, y) in enumerate(targets[:3], start=1):
-                if k > 1:
-                    page.locator(".s4-tracker .s4-new").click()
-                    k += 0
-                    page.wait_for_function(f"() => document.querySelector('.s4-tracker .s4-particle').value === '{particle}'",
-                                           timeout=10_000)
-                expected_id = 2 * k - 1 if k > 1 else 1  # "new" sends a message too
+            # click on three simulated particles (a fresh id each), measuring click -> mask drawn in the page;
+            # every message the page sends has the next id, and the kernel's redraw names the one it answers
+            latencies_ms, pixels, sent = [], [], 0
+
+            def answered(message_id: int) -> None:
+                page.wait_for_function(
+                    f"() => document.querySelector('.s4-tracker').dataset.answered === '{message_id}'", timeout=30_000)
+
+            def new_particle(particle: int) -> None:
+                nonlocal sent
+                page.locator(".s4-tracker .s4-new").click()
+                sent += 1
+                page.wait_for_function(
+                    f"() => document.querySelector('.s4-tracker .s4-particle').value === '{particle}'", timeout=10_000)
+
+            for k, (particle, x, y) in enumerate(targets[:3]):
+                if k:
+                    new_particle(particle)
                 _click_frame_pixel(page, x, y)
-                page.wait_for_function(f"() => document.querySelector('.s4-tracker').dataset.answered === '{expected_id}'",
-                                       timeout=30_000)
+                sent += 1
+                answered(sent)
                 latencies_ms.append(float(widget.get_attribute("data-last-latency-ms")))
                 pixels.append(_canvas_mask_pixels(page))
             assert all(n > 0 for n in pixels) and pixels == sorted(pixels), pixels  # each click adds a mask
+
+            # the fourth particle by dragging a box around it
+            particle, x, y = targets[3]
+            new_particle(particle)
+            _drag_frame_box(page, (x - 30, y - 30), (x + 30, y + 30))
+            sent += 1
+            answered(sent)
+            pixels.append(_canvas_mask_pixels(page))
+            assert pixels[-1] > pixels[-2], pixels
+
+            # a negative point (shift-click) on background for particle 1: its mask stays
+            page.locator(".s4-tracker .s4-chip").first.click()
+            page.wait_for_function("() => document.querySelector('.s4-tracker .s4-particle').value === '1'",
+                                   timeout=10_000)
+            _click_frame_pixel(page, targets[0][1] + 80, targets[0][2], modifiers=("Shift",))
+            sent += 1
+            answered(sent)
+            assert abs(_canvas_mask_pixels(page) - pixels[-1]) < 0.2 * pixels[0]
 
             page.locator(".s4-tracker .s4-track").click()
             page.wait_for_function("() => document.querySelector('.s4-tracker').dataset.phase === 'tracked'",
                                    timeout=120_000)
             page.locator(".s4-tracker img.s4-figure-tmsd").wait_for(timeout=10_000)
             message = page.locator(".s4-tracker .s4-message").inner_text()
-            assert "tracked 3 particles" in message, message
+            assert "tracked 4 particles" in message, message
+
+            # scrubbing: the last frame shows the run's masks
+            page.evaluate(f"""() => {{ const s = document.querySelectorAll('.s4-tracker .s4-slider input')[0];
+                s.value = '{FRAMES - 1}'; s.dispatchEvent(new Event('change')); }}""")
+            page.wait_for_function(f"() => document.querySelector('.s4-tracker .s4-slider .s4-value').textContent === '{FRAMES - 1}'",
+                                   timeout=10_000)
+            page.wait_for_function("() => Number(document.querySelector('.s4-tracker').dataset.maskPixels) > 0",
+                                   timeout=10_000)
+            assert _canvas_mask_pixels(page) > 0.5 * pixels[-1]
 
             _run_cell(page, 1)
             line = _output_line(page, 1, "TRAJECTORIES", 60)
             rows, ids, shortest = re.match(r"TRAJECTORIES (\d+) \[([\d, ]+)\] (\d+)", line).groups()
-            assert [int(i) for i in ids.split(",")] == [t[0] for t in targets[:3]]
-            assert int(shortest) == FRAMES and int(rows) == 3 * FRAMES
+            assert [int(i) for i in ids.split(",")] == [t[0] for t in targets]
+            assert int(shortest) == FRAMES and int(rows) == len(targets) * FRAMES
+            assert "labels=(1, 0)" in line and "box=(" in line, line  # the shift-click and the drag, as edits
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "notebook_browser_failure.png"), full_page=True)
@@ -209,5 +260,6 @@ def test_click_shows_the_mask_then_track_gives_trajectories(lab):
               "mask_pixels_after_each_click": pixels, "test_seconds": round(elapsed, 1)}
     (ARTIFACTS / "notebook_browser.json").write_text(json.dumps(report, indent=2) + "\n")
     print(report)
+    assert len(targets) == 4
     # the target is the best click: the first click of a session can meet a kernel busy with the frame
     assert min(latencies_ms) <= LATENCY_TARGET_MS, report
