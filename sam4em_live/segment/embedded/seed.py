@@ -58,8 +58,10 @@ SEGMENT_SNR_FACTOR = 2.0
 LEVEL_NOISE_LIFT = 2.0
 #: The particle's territory (neighbours cut off) is found at this multiple of the segmentation scale.
 TERRITORY_SCALE_FACTOR = 2.0
-#: The ellipse fit starts from the region above this fraction of the peak (as seeds always did).
+#: The ellipse fit starts from the region above this fraction of the peak (as seeds always did) ...
 START_FRACTION = 0.25
+#: ... grown after a click by at most this fraction of the core's radius.
+GROWTH_FRACTION = 0.3
 #: Smoothing above this fraction of the particle's radius rounds its outline: an ellipse is fitted instead.
 ELLIPSE_SCALE_FRACTION = 0.4
 #: Block size (pixels) of the means the background plane is fitted to.
@@ -147,7 +149,10 @@ def _touches_edge(region: np.ndarray) -> bool:
 
 
 def _reaches_a_click(mask: np.ndarray, prompt: Prompt, x0: int, y0: int) -> bool:
-    """Whether ``mask`` comes within `POINT_REACH_PX` of a positive point (always true of a box alone)."""
+    """Whether ``mask`` (the particle's territory) comes within `POINT_REACH_PX` of a positive point.
+
+    Always true of a box alone.
+    """
     clicks = [(y - y0, x - x0) for (x, y), label in zip(prompt.points, prompt.labels, strict=False) if label == 1]
     if not clicks:
         return True
@@ -263,7 +268,9 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
             f"background noise {background.noise:.3f}); click on the particle or draw a box", prompt.particle)
     allowed = np.ones(signal.shape, dtype=bool) if box is None else box.copy()
     _exclude_negatives(allowed, prompt, x0, y0, seed_rc)
-    territory = _territory(window, usable, scale, seed_rc, allowed, options)
+    territory = _territory(window, usable, TERRITORY_SCALE_FACTOR * scale, seed_rc, allowed)
+    if not (territory.own & (signal > REGION_FRACTION * level)).any():  # background structure at that scale
+        territory = _territory(window, usable, scale, seed_rc, allowed)
     if box is None and _touches_edge(territory.own):
         return None  # a particle as large as the window (or larger): its whole outline is not in view
     core = territory.own & (signal > REGION_FRACTION * level)
@@ -280,7 +287,7 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     if mask.sum() < 6:
         raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)",
                           prompt.particle)
-    if not _reaches_a_click(mask, prompt, x0, y0):
+    if not _reaches_a_click(territory.own, prompt, x0, y0):
         # A particle that fills the window leaves its own plateau as the "background": the real background
         # next to the click then reads as a particle of the other polarity. A larger window sorts it out.
         raise PromptError(f"{where}: what stands out near the click is not under it; click on the particle "
@@ -289,7 +296,7 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     # for its local ascent to reach a faint rod's ends, and preferred where it explains the raw
     # contrast better: at coarse smoothing (the outline is rounded anyway), and for the round and
     # elongated particles whose thinning rim pulls the steepest contour inwards.
-    start = _ellipse_start(window, territory, scale, options, seed_rc, signal, peak)
+    start = _ellipse_start(territory, seed_rc, signal, level, peak, box)
     ellipse = _fitted_ellipse(window, start if start is not None else mask, prompt, box, x0, y0)
     coarse = scale > ELLIPSE_SCALE_FRACTION * math.sqrt(mask.sum() / math.pi)
     if coarse or match_z(window.darkness, ellipse, mask) > match_z(window.darkness, mask, ellipse):
@@ -298,7 +305,11 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
         tight = _box_region(prompt, mask.shape, x0, y0, fraction=0.0, margin_px=BOX_SEED_MARGIN_PX)
         if (mask & tight).sum() >= 6:
             mask &= tight
-    return _seed_from_mask(window, mask, polarity, peak)
+    # The contrast the tracker's presence test compares with: read at ``seed_smoothing_px`` whatever the
+    # scale the particle was found at (heavier smoothing lowers a small particle's peak).
+    reference = _smoothed(window, options.seed_smoothing_px)
+    reference -= np.float32(robust_background(reference, usable).level)
+    return _seed_from_mask(window, mask, polarity, float(np.percentile(reference[mask], 90)))
 
 
 def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions, usable: np.ndarray
@@ -342,16 +353,14 @@ def _smoothed(window: Window, scale: float) -> np.ndarray:
 
 
 def _territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[int, int],
-               allowed: np.ndarray, options: EmbeddedOptions) -> Territory:
-    """The prompted particle's territory, found at twice a fine segmentation scale.
+               allowed: np.ndarray) -> Territory:
+    """The prompted particle's territory, found at ``scale`` (twice the segmentation scale, or that scale).
 
     At the fine scale a click's strongest pixel can be a noise bump (near a corner, say) that the
     watershed would make a particle of its own; at twice the scale noise is halved and a 2 px gap
     between neighbours is still a valley. The territory is widened back by the scale (not into a
     neighbour's) so the fine outline is not cut by the coarse one.
     """
-    if scale < options.seed_smoothing_px:  # at coarse scales noise bumps are rare and a wider one blurs more
-        scale *= TERRITORY_SCALE_FACTOR
     coarse = _smoothed(window, scale)
     background = robust_background(coarse, usable)
     signal = coarse - np.float32(background.level)
@@ -380,19 +389,21 @@ def _noise_gain(valid: np.ndarray, scale: float, at: tuple[int, int]) -> float:
     return math.sqrt(here / inside)
 
 
-def _ellipse_start(window: Window, territory: Territory, scale: float, options: EmbeddedOptions,
-                   seed_rc: tuple[int, int], signal: np.ndarray, peak: float) -> np.ndarray | None:
-    """The region an ellipse fit starts from: above `START_FRACTION` of the peak, smoothed at most ``seed_smoothing_px``.
+def _ellipse_start(territory: Territory, seed_rc: tuple[int, int], signal: np.ndarray, level: float,
+                   peak: float, box: np.ndarray | None) -> np.ndarray | None:
+    """The region an ellipse fit starts from, grown as seeds always were (the fit is a local ascent).
 
-    Heavier smoothing shortens a faint rod's region, and the fit's local ascent may not reach its ends.
+    The region above half the prompt's level, grown to `START_FRACTION` of its peak: within a box, or
+    by at most `GROWTH_FRACTION` of its radius after a click; never out of the particle's territory.
     """
-    if scale > options.seed_smoothing_px:
-        smooth = _smoothed(window, options.seed_smoothing_px)
-        level = float(np.percentile(smooth[territory.own], 90)) if territory.own.any() else 0.0
-        above = smooth > START_FRACTION * level
-    else:
-        above = signal > START_FRACTION * peak
-    start = _component_at(territory.own & above, seed_rc)
+    core = _component_at(territory.own & (signal > REGION_FRACTION * level), seed_rc)
+    if core is None:
+        return None
+    grown = territory.own & (signal > START_FRACTION * peak)
+    if box is None:
+        reach = max(3, int(round(GROWTH_FRACTION * math.sqrt(core.sum() / math.pi))))
+        grown &= ndimage.binary_dilation(core, iterations=reach)
+    start = _component_at(grown | core, seed_rc)
     return _filled(start) if start is not None and start.sum() >= 6 else None
 
 
@@ -455,7 +466,7 @@ def _flattened(window: Window, usable: np.ndarray) -> Window:
     coeffs = np.array([*best, 0.0, 0.0, 0.0])
     if best_keep.sum() >= 16:  # a vignette: the quadratic terms, fitted to the plane's background only
         curved = np.linalg.lstsq(design[best_keep], values[best_keep], rcond=None)[0]
-        if (np.abs(values - design @ curved) < 3.0 * max(noise, 1e-9)).sum() > best_keep.sum():
+        if (np.abs(values - design @ curved) < 3.0 * max(noise, 1e-9)).sum() > TILT_MARGIN * best_keep.sum():
             coeffs = curved
     r, c = np.ogrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
     u_all, v_all = (r - half) / half, (c - half) / half
