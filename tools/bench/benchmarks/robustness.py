@@ -133,9 +133,10 @@ def run_cell(condition: str, motion: str, seeds: list[int], frames: int, backend
     truths, predictions, scores, times = [], [], [], []
     rejected = prompted = 0
     notes: dict[str, str] = {}
+    per_seed: dict[str, str] = {}
     for seed in seeds:
         clip = render_scenario(info.build(seed, frames, motion), seed)
-        notes = dict(clip.scenario.notes)
+        notes.update({f"{key} (seed {seed})": value for key, value in clip.scenario.notes.items()})
         predicted, table, elapsed_ms, refused = track_clip(clip, backend, options, prompt_kind)
         if save_dir is not None:
             _save(save_dir / f"{condition}-{motion}-s{seed}", clip, table)
@@ -145,6 +146,10 @@ def run_cell(condition: str, motion: str, seeds: list[int], frames: int, backend
         times.extend(elapsed_ms[1:])  # the prompt frame (seeding) is reported by embedded-track
         rejected += refused
         prompted += len(clip.prompts(prompt_kind))
+        alone = score_tracks(clip.truth, table, score_threshold)
+        per_seed[str(seed)] = (f"J&F {scores[-1]['J&F']:.1f}, hops {alone.hops}, false presence "
+                               f"{alone.false_presence_frames}/{alone.absent_frames}, missed {alone.missed_frames}, "
+                               f"refused {refused}")
     figures = score_tracks(pd.concat(truths), pd.concat(predictions), score_threshold).as_dict()
     for key in ("J", "F", "J&F"):
         figures[key] = float(np.mean([s[key] for s in scores]))
@@ -153,6 +158,7 @@ def run_cell(condition: str, motion: str, seeds: list[int], frames: int, backend
     figures["prompts_rejected"] = rejected
     figures["prompted"] = prompted
     figures["notes"] = "; ".join(f"{k}: {v}" for k, v in notes.items())
+    figures["per_seed"] = "; ".join(f"seed {k}: {v}" for k, v in per_seed.items())
     return CellResult(condition, motion, list(seeds), figures)
 
 
