@@ -337,3 +337,18 @@ def test_standin_v2_messages_decode_with_dectris_documented_recipe(compression):
     decoded = cbor2.loads(message, tag_hook=tag_hook)
     assert decoded["type"] == "image" and decoded["image_id"] == 3 and decoded["series_id"] == 7
     np.testing.assert_array_equal(decoded["data"]["threshold_1"], pixels)
+
+
+@pytest.mark.parametrize("algorithm", ["bslz4", "lz4-hdf5", "lz4-block"])
+def test_the_bitshuffle_and_lz4_fallback_decodes_what_dectris_compression_does(monkeypatch, algorithm):
+    """Without dectris-compression, bitshuffle + python-lz4 do the work (and agree with it where it is here)."""
+    from sam4em_live.sources.dectris import compression
+
+    pixels = _frames(1, shape=(70, 90))[0]
+    payload = encode_pixels(pixels, algorithm)
+    encoding = Encoding(algorithm, 2 if algorithm == "bslz4" else 0)
+    with_default = decode_pixels(payload, encoding, pixels.dtype, pixels.shape)
+    monkeypatch.setattr(compression, "_DECTRIS", None)
+    fallback = decode_pixels(payload, encoding, pixels.dtype, pixels.shape)
+    np.testing.assert_array_equal(fallback, pixels)
+    np.testing.assert_array_equal(with_default, pixels)

@@ -4,7 +4,7 @@ A sender process (the stand-in detector, ``tools/dectris_standin``) binds a PUSH
 of ``size``² uint16 images as fast as the receiver takes them, in stream v1 (multipart JSON + blob) or
 v2 (CBOR), raw or bitshuffle-LZ4 (messages encoded before the clock starts, so the sender is never the
 bottleneck). The receiver alternates between the bare loop -- ``recv_multipart(copy=False)``, parse the
-header (``json.loads`` / ``cbor2.loads``), decompress with the same library call (``bitshuffle``) -- and
+header (``json.loads`` / ``cbor2.loads``), decompress with the same library call (``dectris-compression``, or ``bitshuffle`` without it) -- and
 the source (all of that plus message validation, series and gap bookkeeping, corrections), ``rounds``
 rounds each. The ratio of the medians is the source's cost (target: >= 0.9).
 """
@@ -58,8 +58,11 @@ def _sender(stream: str, compression: str, n: int, size: int, conn: Connection) 
 
 
 def _start_sender(stream: str, compression: str, n: int, size: int) -> tuple[mp.Process, Connection]:
-    ours, theirs = mp.Pipe()
-    sender = mp.Process(target=_sender, args=(stream, compression, n, size, theirs), daemon=True)
+    # spawn, not fork: bitshuffle runs OpenMP threads, and a child forked from a process that used them
+    # deadlocks in its first bitshuffle call
+    spawn = mp.get_context("spawn")
+    ours, theirs = spawn.Pipe()
+    sender = spawn.Process(target=_sender, args=(stream, compression, n, size, theirs), daemon=True)
     sender.start()
     return sender, ours
 
@@ -68,8 +71,14 @@ def _bare_decode(stream: str) -> Any:
     import bitshuffle
     import cbor2
 
+    from sam4em_live.sources.dectris.compression import BSLZ4_BACKEND
+
     def bslz4(data: Any, dtype: np.dtype, shape: tuple[int, int]) -> np.ndarray:
         view = memoryview(data).cast("B")
+        if BSLZ4_BACKEND == "dectris-compression":  # the library the source uses, called directly
+            from dectris.compression import decompress
+
+            return np.frombuffer(decompress(view, "bslz4", elem_size=dtype.itemsize), dtype).reshape(shape)
         block = int.from_bytes(view[8:12], "big") // dtype.itemsize
         return bitshuffle.decompress_lz4(np.frombuffer(view, np.uint8, offset=12), shape, dtype, block)
 
@@ -168,4 +177,6 @@ def dectris(params: Mapping[str, ParamValue], context: RunContext) -> Measuremen
         metrics[f"{case}_bare_fps"] = Metric(b, "frames/s", "higher")
         metrics[f"{case}_source_fps"] = Metric(o, "frames/s", "higher")
         metrics[f"{case}_source_over_bare"] = Metric(o / b, "ratio", "higher")
-    return Measurement(metrics)
+    from sam4em_live.sources.dectris.compression import BSLZ4_BACKEND
+
+    return Measurement(metrics, {"bslz4_backend": BSLZ4_BACKEND})
