@@ -67,6 +67,8 @@ MAX_DEFERRED_LEARNING = 3
 NEAR_ACCEPT_Z_FRACTION = 0.7
 #: Blob candidates looked at per lost particle in a full-frame pass; static ones are dropped before verifying.
 REACQUIRE_BLOBS = 12
+#: The identity gate's refusal of a match on a static feature (`_refused`).
+ON_STATIC = "on a static feature"
 #: A particle reported absent scores below this (the documented threshold `CONFIDENT_SCORE` is 0.5).
 ABSENT_SCORE_CAP = 0.45
 
@@ -283,15 +285,21 @@ class EmbeddedSegmenter:
 
     def _conclude(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate | None,
                   background: float, claims: list[Placement], strict: bool,
-                  placed: Placement | None = None) -> ParticleMask:
+                  placed: Placement | None = None, static_withheld: bool = False) -> ParticleMask:
         if estimate is None:
             track.lose()
             return ParticleMask.absent(track.particle)
         if placed is None:
             placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
         visible = 0.0 if placed is None else unclaimed_area(placed, claims) / max(placed.area_px, 1)
-        if (placed is None or not track.is_detection(estimate, visible, self.options, strict)
-                or self._refused(pixels, track, estimate, placed, visible)):
+        refused = None
+        if placed is not None and track.is_detection(estimate, visible, self.options, strict):
+            refused = self._refused(pixels, track, estimate, placed, visible)
+            if refused == ON_STATIC and not static_withheld:
+                # The static feature outshone the particle: search once more with its pixels read as background.
+                estimate, background = self._search(pixels, track, [*claims, placed])
+                return self._conclude(pixels, track, estimate, background, claims, strict, static_withheld=True)
+        if placed is None or refused is not None or not track.is_detection(estimate, visible, self.options, strict):
             track.lose()  # lost beats wrong: reported absent, with a score below the confident threshold
             return ParticleMask.absent(track.particle,
                                        min(track.confidence(estimate, visible, self.options), ABSENT_SCORE_CAP))
@@ -380,7 +388,7 @@ class EmbeddedSegmenter:
         candidate = Candidate(estimate.x, estimate.y, estimate.z, estimate.amplitude, visible, exclusive)
         reason = refusal(candidate, history)
         if reason is None and self._static.explains_mask(pixels, placed, track.polarity) >= STATIC_FRACTION:
-            reason = "on a static feature"
+            reason = ON_STATIC
         if reason is not None:
             logger.debug("particle %d: match at (%.0f, %.0f) refused: %s", track.particle, estimate.x, estimate.y,
                          reason)
