@@ -55,6 +55,7 @@ __all__ = [
     "Simulation",
     "__version__",
     "analyze",
+    "batch",
     "build_service",
     "presets",
     "segmenters",
@@ -65,6 +66,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Load the public API on first use (PEP 562)."""
+    if name == "batch":  # a callable package (docs/batch.md): s4.batch(...) runs a batch on Dask
+        import importlib
+
+        return importlib.import_module("sam4em_live.batch")
     if name in __all__ and name != "__version__":
         from sam4em_live import api
 
