@@ -33,7 +33,7 @@ from sam4em_live.segment.embedded.seed_region import (
     robust_background,
 )
 from sam4em_live.segment.embedded.shape import body_offsets
-from sam4em_live.segment.embedded.window import Window, block_mean, frame_window
+from sam4em_live.segment.embedded.window import Window, block_mean, frame_window, robust_noise
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -254,7 +254,8 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     if usable.sum() < MIN_BACKGROUND_PX:
         usable = raw.valid
     window = _flattened(raw, usable)
-    found = _significant_scale(window, prompt, options, usable)
+    pixel_noise = robust_noise(window.darkness, window.valid.astype(np.float32)) or 0.0
+    found = _significant_scale(window, prompt, options, usable, pixel_noise)
     if found is None:
         raise PromptError(f"{where}: nothing to seed (the window lies outside the frame)", prompt.particle)
     scale, signal, background, level, seed_rc = found
@@ -268,9 +269,9 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
             f"background noise {background.noise:.3f}); click on the particle or draw a box", prompt.particle)
     allowed = np.ones(signal.shape, dtype=bool) if box is None else box.copy()
     _exclude_negatives(allowed, prompt, x0, y0, seed_rc)
-    territory = _territory(window, usable, TERRITORY_SCALE_FACTOR * scale, seed_rc, allowed)
+    territory = _territory(window, usable, TERRITORY_SCALE_FACTOR * scale, seed_rc, allowed, pixel_noise)
     if not (territory.own & (signal > REGION_FRACTION * level)).any():  # background structure at that scale
-        territory = _territory(window, usable, scale, seed_rc, allowed)
+        territory = _territory(window, usable, scale, seed_rc, allowed, pixel_noise)
     if box is None and _touches_edge(territory.own):
         return None  # a particle as large as the window (or larger): its whole outline is not in view
     core = territory.own & (signal > REGION_FRACTION * level)
@@ -308,12 +309,12 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     # The contrast the tracker's presence test compares with: read at ``seed_smoothing_px`` whatever the
     # scale the particle was found at (heavier smoothing lowers a small particle's peak).
     reference = _smoothed(window, options.seed_smoothing_px)
-    reference -= np.float32(robust_background(reference, usable).level)
+    reference -= np.float32(robust_background(reference, usable, _white(pixel_noise, options.seed_smoothing_px)).level)
     return _seed_from_mask(window, mask, polarity, float(np.percentile(reference[mask], 90)))
 
 
-def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions, usable: np.ndarray
-                       ) -> tuple[float, np.ndarray, Background, float, tuple[int, int]] | None:
+def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions, usable: np.ndarray,
+                       pixel_noise: float) -> tuple[float, np.ndarray, Background, float, tuple[int, int]] | None:
     """(scale px, smoothed contrast above background, background, level at the prompt, its pixel).
 
     The smallest smoothing at which the prompt stands `SEGMENT_SNR_FACTOR` x ``seed_min_snr``
@@ -328,7 +329,7 @@ def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions,
     for factor in SMOOTHING_SCALES:
         scale = options.seed_smoothing_px * factor
         smooth = _smoothed(window, scale)
-        background = robust_background(smooth, usable)
+        background = robust_background(smooth, usable, _white(pixel_noise, scale))
         signal = smooth - np.float32(background.level)
         level, seed_rc = _prompt_level(signal, prompt, window.x0, window.y0)
         if not window.valid.all():  # near the frame's edge fewer pixels are averaged: more noise
@@ -353,7 +354,7 @@ def _smoothed(window: Window, scale: float) -> np.ndarray:
 
 
 def _territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[int, int],
-               allowed: np.ndarray) -> Territory:
+               allowed: np.ndarray, pixel_noise: float) -> Territory:
     """The prompted particle's territory, found at ``scale`` (twice the segmentation scale, or that scale).
 
     At the fine scale a click's strongest pixel can be a noise bump (near a corner, say) that the
@@ -362,7 +363,7 @@ def _territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[
     neighbour's) so the fine outline is not cut by the coarse one.
     """
     coarse = _smoothed(window, scale)
-    background = robust_background(coarse, usable)
+    background = robust_background(coarse, usable, _white(pixel_noise, scale))
     signal = coarse - np.float32(background.level)
     reach = max(POINT_REACH_PX, int(math.ceil(scale)))
     r, c = seed_rc
@@ -373,6 +374,11 @@ def _territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[
     coarse_territory = particle_territory(signal, peak_rc, float(signal[peak_rc]), background.noise, allowed)
     widened = ndimage.binary_dilation(coarse_territory.own, iterations=int(math.ceil(scale)) + 1)
     return Territory(widened & allowed & ~coarse_territory.neighbours, coarse_territory.neighbours)
+
+
+def _white(pixel_noise: float, scale: float) -> float:
+    """What Gaussian smoothing at ``scale`` px leaves of white pixel noise ``pixel_noise``."""
+    return pixel_noise / (2.0 * math.sqrt(math.pi) * scale)
 
 
 def _noise_gain(valid: np.ndarray, scale: float, at: tuple[int, int]) -> float:

@@ -43,11 +43,15 @@ class Background(NamedTuple):
     noise: float
 
 
-def robust_background(smooth: np.ndarray, usable: np.ndarray) -> Background:
+def robust_background(smooth: np.ndarray, usable: np.ndarray, white_noise: float = 0.0) -> Background:
     """The background of ``smooth`` over the ``usable`` pixels: sigma-clipped around the histogram's mode.
 
     Particles (of either polarity) and their neighbours are the clipped tails; the mode
     starts the clip because in a dense field the median is already pulled towards them.
+    ``white_noise`` (the noise the smoothing leaves of white pixel noise, measured from
+    neighbouring pixels' differences, which particles hardly touch) sets the histogram's
+    resolution and is the floor of the noise: where half the window is particles, their
+    smoothed edges would otherwise fill the histogram between them and the background.
     """
     step = max(1, int(math.sqrt(smooth.size / BACKGROUND_SAMPLES)))  # the window is smooth: a sample will do
     values = smooth[::step, ::step][usable[::step, ::step]]
@@ -55,18 +59,19 @@ def robust_background(smooth: np.ndarray, usable: np.ndarray) -> Background:
         values = smooth.ravel()
     low, high = np.percentile(values, (1.0, 99.0))
     if not high > low:
-        return Background(float(low), 1e-6)
-    counts, edges = np.histogram(values, bins=64, range=(low, high))
-    counts = ndimage.uniform_filter1d(counts.astype(float), 3)
+        return Background(float(low), max(white_noise, 1e-6))
+    bins = int(np.clip((high - low) / (0.5 * white_noise), 16, 256)) if white_noise > 0 else 64
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    counts = ndimage.uniform_filter1d(counts.astype(float), 3 if bins <= 64 else 5)
     level = float(0.5 * (edges[np.argmax(counts)] + edges[np.argmax(counts) + 1]))
-    noise = 1.4826 * float(np.median(np.abs(values - level)))
+    noise = white_noise if white_noise > 0 else 1.4826 * float(np.median(np.abs(values - level)))
     for _ in range(CLIP_ITERATIONS):
         kept = values[np.abs(values - level) < CLIP_SIGMAS * max(noise, 1e-9)]
         if kept.size < 16:
             break
         level = float(np.median(kept))
         # The MAD of a normal clipped at 2.5 sigma is 1.5 % below the unclipped one.
-        noise = 1.4826 * 1.015 * float(np.median(np.abs(kept - level)))
+        noise = max(white_noise, 1.4826 * 1.015 * float(np.median(np.abs(kept - level))))
     return Background(level, max(noise, 1e-6))
 
 
