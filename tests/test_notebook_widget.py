@@ -231,6 +231,19 @@ def test_track_runs_the_pipeline_then_shows_masks_trajectories_and_statistics(wi
     assert list(widget.figures) == ["velocity_autocorrelation"]
 
 
+def test_particles_added_and_removed_on_later_frames_reach_the_run(widget):
+    widget.add_point(*truth(0)[1], particle=1)
+    widget.frame = 5
+    widget.particle = 2
+    widget._handle_custom_msg({"kind": "point", "x": truth(5)[2][0], "y": truth(5)[2][1], "id": 1}, [])
+    widget.frame, widget.particle = 18, 1
+    widget._handle_custom_msg({"kind": "remove", "id": 2}, [])
+    assert widget.edits == [Prompt(1, 0, (truth(0)[1],), (1,)), Prompt(2, 5, (truth(5)[2],), (1,)),
+                            RemoveParticle(1, 18)]
+    frames = widget.track(wait=True).run.trajectories.groupby("particle")["frame"].agg(["min", "max", "size"])
+    assert frames.loc[1].tolist() == [0, 17, 18] and frames.loc[2].tolist() == [5, N_FRAMES - 1, N_FRAMES - 5]
+
+
 def test_track_without_a_prompt_says_what_to_do(widget):
     with pytest.raises(ValueError, match="click on a particle"):
         widget.track()
