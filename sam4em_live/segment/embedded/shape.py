@@ -45,6 +45,10 @@ COARSE_CELLS_PER_RADIUS = 6.0
 MAX_FINE_FACTOR = 2
 #: Frames of memory before the learned appearance replaces the prompt's mask as the template.
 MIN_FRAMES_FOR_LEARNED_SHAPE = 3
+#: Frames of memory before its edge is measured (`_edge_level`): a younger memory is noisy and blurred by
+#: poses found with a template that is still converging; fitted, a faint sphere's edge read as a step
+#: blurred by 3 px and the mask shrank by a third (multi-1024's 30 nm sphere) before recovering.
+MIN_FRAMES_FOR_EDGE_FIT = 16
 #: A refreshed mask whose area changes by more than this factor is rejected (bad frames) ...
 MAX_AREA_CHANGE = 1.25
 #: ... and a refreshed mask may move its boundary by at most this many pixels (no runaway growth).
@@ -191,10 +195,10 @@ class ShapeMemory:
 
         The provisional contour is the part of ``smooth > provisional_level`` that
         overlaps the current mask; the level is ``provisional_level`` itself when the
-        profile shows no clear edge.
+        profile shows no clear edge or the memory is younger than `MIN_FRAMES_FOR_EDGE_FIT`.
         """
         labels, count = ndimage.label(smooth > provisional_level)
-        if count == 0:
+        if count == 0 or self.n_obs < MIN_FRAMES_FOR_EDGE_FIT:
             return provisional_level
         overlap = np.bincount(labels[self.mask], minlength=count + 1)
         overlap[0] = 0
