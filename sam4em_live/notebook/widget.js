@@ -78,6 +78,7 @@ function render({ model, el }) {
     const rows = model.get("rows"), cols = model.get("cols");
     for (const c of [frameCanvas, maskCanvas, markCanvas]) { if (c.width !== cols) c.width = cols; if (c.height !== rows) c.height = rows; }
     stage.style.width = `${model.get("display_px")}px`;
+    stage.classList.toggle("s4-magnified", model.get("display_px") >= cols);
     stage.style.height = `${model.get("display_px") * rows / cols}px`;
   };
   let drag = null;
