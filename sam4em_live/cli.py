@@ -71,6 +71,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sam4em_live.evaluate.commands",
     "sam4em_live.analysis.commands",
     "sam4em_live.segment.sam2.commands",
+    "sam4em_live.batch.commands",
 )
 
 for _module in COMMAND_MODULES:

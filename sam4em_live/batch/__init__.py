@@ -23,9 +23,11 @@ def run_batch(*args: Any, **kwargs: Any) -> BatchReport:
 
 
 class _CallableModule(types.ModuleType):
-    """``sam4em_live.batch`` is a package, and importing it rebinds the name on ``sam4em_live`` to the module:
-    a plain function of that name would be shadowed the moment any code imported the package. So the module
-    itself is what ``s4.batch(...)`` calls."""
+    """The module as a function: ``s4.batch(...)``.
+
+    ``sam4em_live.batch`` is a package, and importing it rebinds the name on ``sam4em_live`` to the module: a
+    plain function of that name would be shadowed the moment any code imported the package.
+    """
 
     def __call__(self, *args: Any, **kwargs: Any) -> BatchReport:
         return run_batch(*args, **kwargs)

@@ -15,12 +15,14 @@ import shutil
 import socket
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    from pathlib import Path
 
-from sam4em_live.batch.inputs import Recording
+    import pandas as pd
+
+    from sam4em_live.batch.inputs import Recording
 
 RUNS = "runs"
 TRAJECTORIES = "trajectories"  # the Parquet dataset, one partition a recording (recording=<name>)
@@ -68,14 +70,17 @@ class RecordingOutcome:
 
 
 def state_path(out: Path, name: str) -> Path:
+    """The state file of a finished recording (its fingerprint and outcome)."""
     return out / STATE / f"{name}.json"
 
 
 def attempts_path(out: Path, name: str) -> Path:
+    """The log of this batch's attempts at a recording (start, failed, done; a start alone: its worker died)."""
     return out / STATE / f"{name}.attempts.jsonl"
 
 
 def partition(out: Path, dataset: str, name: str) -> Path:
+    """A recording's partition of a dataset (Hive layout: pandas/pyarrow/dask read ``recording`` back)."""
     return out / dataset / f"{PARTITION_KEY}={name}"
 
 
