@@ -1,0 +1,139 @@
+"""Batch re-analysis on Dask (`sam4em_live.batch`): speed-up of 2 workers over 1, scheduling overhead, faults.
+
+``recordings`` equal simulated recordings (``frames`` frames, two moving disks, a prompts file beside each)
+run side by side in one process on a 1-worker and then a 2-worker ``LocalCluster`` (process workers, each
+warmed up by importing the pipeline first, so the figures are the batch's, not the start-up's). Scheduling
+overhead per recording is the 1-worker batch's wall time minus the time its tasks spent inside
+``analyse_recording``, over the recordings (expanding inputs, fingerprints, submission, results, tables).
+The fault run: ``fault_recordings`` good recordings plus one corrupt file on 2 workers, one worker SIGKILLed
+as it starts a recording; then the same batch again, which must recompute nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from tools.bench.figures import count, integer
+from tools.bench.registry import Measurement, RunContext, benchmark
+from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+PROMPTS = {"prompts": [{"frame": 0, "particle": 1, "points": [[30.0, 40.0]]},
+                       {"frame": 0, "particle": 2, "points": [[70.0, 60.0]]}]}
+
+
+def _archive(folder: Path, n: int, frames: int) -> Path:
+    import numpy as np
+
+    from sam4em_live.io.tiff_io import write_tiff_stack
+
+    folder.mkdir(parents=True)
+    rows, cols = np.mgrid[0:96, 0:128]
+    rng = np.random.default_rng(0)
+    stack = np.empty((frames, 96, 128), np.uint16)
+    for t in range(frames):  # dark disks on a bright background, moving 1 px/frame (tests/conftest.disk_video)
+        img = np.full((96, 128), 100.0)
+        for x, y in ((30.0 + 0.5 * t, 40.0 + 0.25 * t), (70.0 + 0.25 * t, 60.0 - 0.25 * t)):
+            img[(cols - x) ** 2 + (rows - y) ** 2 <= 49] = 60.0
+        stack[t] = np.clip(img + rng.normal(0, 4, img.shape), 0, None)
+    for i in range(n):
+        write_tiff_stack(folder / f"rec{i:03d}.tif", stack, pixel_size_nm=2.0, fps=50.0)
+        (folder / f"rec{i:03d}.prompts.json").write_text(json.dumps(PROMPTS))
+    return folder
+
+
+def _cluster(workers: int) -> tuple[Any, Any, float]:
+    import dask
+    import distributed
+
+    start = time.perf_counter()
+    with dask.config.set({"distributed.worker.daemon": False, "distributed.scheduler.allowed-failures": 2}):
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=50)
+        client = distributed.Client(cluster)
+    client.run(lambda: __import__("sam4em_live.batch.task") and __import__("sam4em_live.service.builder")
+               and __import__("sam4em_live.analysis.analyze"))
+    return cluster, client, time.perf_counter() - start
+
+
+def _timed_batch(archive: Path, out: Path, workers: int) -> tuple[float, float, float]:
+    """(wall s, Σ task s, cluster start-up s) of the archive on a fresh cluster of ``workers``."""
+    from sam4em_live.batch import run_batch
+
+    cluster, client, startup = _cluster(workers)
+    try:
+        start = time.perf_counter()
+        report = run_batch([archive], out, client=client, progress=False)
+        wall = time.perf_counter() - start
+    finally:
+        client.close()
+        cluster.close()
+    if report.failed or len(report.analysed) != len(list(archive.glob("*.tif"))):
+        raise RuntimeError(f"batch of {archive} incomplete: {report.lines()}")
+    return wall, sum(o.seconds for o in report.analysed), startup
+
+
+def _kill_when_started(log: Path, killed: list[int], stop: threading.Event) -> None:
+    while not stop.is_set():
+        if log.is_file():
+            for line in log.read_text().splitlines():
+                pid = json.loads(line)["pid"]
+                if pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+        time.sleep(0.005)
+
+
+@benchmark("batch", "Dask batch: 2 workers vs 1, scheduling overhead per recording, 20 recordings with faults",
+           {"recordings": 8, "frames": 80, "fault_recordings": 20})
+def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
+    from sam4em_live.batch import run_batch
+
+    n, frames = integer(params, "recordings"), integer(params, "frames")
+    archive = _archive(context.scratch / "equal", n, frames)
+    one_wall, one_tasks, one_startup = _timed_batch(archive, context.scratch / "one", 1)
+    two_wall, _, two_startup = _timed_batch(archive, context.scratch / "two", 2)
+
+    faulty = _archive(context.scratch / "faulty", integer(params, "fault_recordings"), frames)
+    (faulty / "corrupt.tif").write_bytes(b"not a TIFF file")
+    (faulty / "corrupt.prompts.json").write_text(json.dumps(PROMPTS))
+    out = context.scratch / "fault-run"
+    killed: list[int] = []
+    stop = threading.Event()
+    victim = f"rec{integer(params, 'fault_recordings') // 2:03d}"
+    killer = threading.Thread(target=_kill_when_started, args=(out / "state" / f"{victim}.attempts.jsonl",
+                                                               killed, stop), daemon=True)
+    killer.start()
+    cluster, client, _ = _cluster(2)
+    try:
+        report = run_batch([faulty], out, client=client, progress=False, retries=1)
+        stop.set()
+        start = time.perf_counter()
+        resumed = run_batch([faulty], out, client=client, progress=False, retries=0)
+        resume_wall = time.perf_counter() - start
+    finally:
+        stop.set()
+        client.close()
+        cluster.close()
+    faults = len(report.failed) + len(report.retried)
+    return Measurement({
+        "one_worker_s": Metric(one_wall, "s", "lower"),
+        "two_workers_s": Metric(two_wall, "s", "lower"),
+        "speedup_2_vs_1": Metric(one_wall / two_wall, "x", "higher"),
+        "cluster_startup_s": Metric(max(one_startup, two_startup), "s", "lower"),
+        "overhead_per_recording_s": Metric((one_wall - one_tasks) / n, "s", "lower"),
+        "task_s_per_recording": Metric(one_tasks / n, "s", "lower"),
+        "fault_good_analysed": count(len(report.analysed)),
+        "fault_faults_reported": count(faults if killed else -1),
+        "fault_recomputed_on_resume": count(len(resumed.analysed), better="lower"),
+        "fault_resume_s": Metric(resume_wall, "s", "lower"),
+    })
