@@ -253,7 +253,7 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     usable = raw.valid if box is None else raw.valid & ~box
     if usable.sum() < MIN_BACKGROUND_PX:
         usable = raw.valid
-    window = _flattened(raw, usable)
+    window = _flattened(raw, usable, particle_left_out=box is not None and usable is not raw.valid)
     pixel_noise = robust_noise(window.darkness, window.valid.astype(np.float32)) or 0.0
     found = _significant_scale(window, prompt, options, usable, pixel_noise)
     if found is None:
@@ -428,7 +428,7 @@ def _fitted_ellipse(window: Window, mask: np.ndarray, prompt: Prompt, box: np.nd
     return matched_ellipse(window.darkness, mask, box, bounds)
 
 
-def _flattened(window: Window, usable: np.ndarray) -> Window:
+def _flattened(window: Window, usable: np.ndarray, particle_left_out: bool = False) -> Window:
     """Remove a smooth background (a quadratic: gradients and vignetting) fitted to the background pixels.
 
     Fitted to 4 x 4 block means of ``usable`` pixels (not the prompt's box). A least-squares fit
@@ -472,7 +472,10 @@ def _flattened(window: Window, usable: np.ndarray) -> Window:
     coeffs = np.array([*best, 0.0, 0.0, 0.0])
     if best_keep.sum() >= 16:  # a vignette: the quadratic terms, fitted to the plane's background only
         curved = np.linalg.lstsq(design[best_keep], values[best_keep], rcond=None)[0]
-        if (np.abs(values - design @ curved) < 3.0 * max(noise, 1e-9)).sum() > TILT_MARGIN * best_keep.sum():
+        # A faint particle's blocks are inliers of the plane too, and a quadratic takes it for a bump:
+        # unless the box left it out, the curve must fit clearly more of the window.
+        margin = 1.0 if particle_left_out else TILT_MARGIN
+        if (np.abs(values - design @ curved) < 3.0 * max(noise, 1e-9)).sum() > margin * best_keep.sum():
             coeffs = curved
     r, c = np.ogrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
     u_all, v_all = (r - half) / half, (c - half) / half
