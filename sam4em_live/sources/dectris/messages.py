@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from sam4em_live.frames import MAX_FRAME_EDGE_PX, check_shape
 from sam4em_live.sources.dectris.compression import PayloadError
 
 #: Pixel types DECTRIS detectors send, by their stream v1 ``type`` name.
@@ -90,8 +91,8 @@ def optional_float(value: object) -> float | None:
 
 def image_shape(x: object, y: object) -> tuple[int, int]:
     """(rows, columns) from DECTRIS's (x = width, y = height), each 1..16384."""
-    from sam4em_live.frames import check_shape
-
+    if type(x) is int and type(y) is int and 0 < x <= MAX_FRAME_EDGE_PX and 0 < y <= MAX_FRAME_EDGE_PX:
+        return (y, x)  # the common case, without building an error message
     try:
         return check_shape([y, x])
     except ValueError as exc:

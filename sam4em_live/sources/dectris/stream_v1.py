@@ -18,6 +18,7 @@ Shapes are [x, y] = [columns, rows]; arrays are row-major, so a blob reshapes to
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +87,7 @@ def _image(head: dict[str, Any], parts: Sequence[memoryview]) -> DetectorImage:
     dtype = PIXEL_TYPES.get(detail.get("type"))  # type: ignore[arg-type]
     if dtype is None:
         raise PayloadError("unsupported_dtype", f"type {str(detail.get('type'))[:20]!r}")
-    pixels = decode_pixels(parts[2], Encoding.from_v1(detail.get("encoding")), dtype, shape)
+    pixels = decode_pixels(parts[2], _v1_encoding(detail.get("encoding")), dtype, shape)
     start_time_s = None
     if len(parts) >= 4 and parts[3].nbytes and parts[3][0] == ord("{"):
         config = parse_json(parts[3])
@@ -96,6 +97,17 @@ def _image(head: dict[str, Any], parts: Sequence[memoryview]) -> DetectorImage:
                 start_time_s = float(start_ns) * 1e-9
     return DetectorImage(require_int(head.get("series"), "series"), require_int(head.get("frame"), "frame"),
                          pixels, start_time_s)
+
+
+def _v1_encoding(name: object) -> Encoding:
+    if isinstance(name, str) and len(name) <= 16:
+        return _v1_encoding_cached(name)
+    return Encoding.from_v1(name)
+
+
+@functools.lru_cache(maxsize=16)
+def _v1_encoding_cached(name: str) -> Encoding:
+    return Encoding.from_v1(name)
 
 
 def _header(head: dict[str, Any], parts: Sequence[memoryview]) -> DetectorHeader:

@@ -19,11 +19,14 @@ decompressed once, by `compression.decode_pixels`, straight into the image's dty
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import cbor2
 import numpy as np
+from cbor2 import CBORTag
 
 from sam4em_live.sources.dectris.compression import Encoding, PayloadError, decode_pixels
 from sam4em_live.sources.dectris.messages import (
@@ -85,17 +88,15 @@ class MultiDimArray:
         return pixels.byteswap().view(dtype.newbyteorder("<")) if dtype.byteorder == ">" else pixels
 
 
-def _tag_hook(*args: object) -> object:
+def _tag_hook(first: Any, second: Any) -> object:
     # cbor2 >= 6 calls tag_hook(tag, immutable), cbor2 5 tag_hook(decoder, tag); tag contents come as
     # tuples and frozendicts with cbor2 6.
-    import cbor2
-
-    tag = next(a for a in args if isinstance(a, cbor2.CBORTag))
+    tag = first if isinstance(first, CBORTag) else second
     value = list(tag.value) if isinstance(tag.value, tuple) else tag.value
     if tag.tag == TAG_DECTRIS_COMPRESSION:
         if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], bytes)):
             raise PayloadError("bad_compression_tag", "tag 56500 is not [algorithm, modifier, bytes]")
-        return Compressed(Encoding.from_v2(value[0], value[1]), value[2])
+        return Compressed(_v2_encoding(value[0], value[1]), value[2])
     if tag.tag in TYPED_ARRAY_TAGS:
         if not isinstance(value, (bytes, Compressed)):
             raise PayloadError("bad_typed_array", f"typed array tag {tag.tag} over {type(value).__name__}")
@@ -111,10 +112,13 @@ def _tag_hook(*args: object) -> object:
     return tag  # unknown tags stay tags (user_data may hold anything)
 
 
+@functools.lru_cache(maxsize=16)
+def _v2_encoding(algorithm: object, modifier: object) -> Encoding:
+    return Encoding.from_v2(algorithm, modifier)
+
+
 def decode_v2(message: bytes | memoryview, channel: str | None = None) -> DetectorMessage:
     """One v2 message; ``channel`` picks the image channel (None: the first one). `PayloadError` if malformed."""
-    import cbor2
-
     try:
         value = cbor2.loads(message, tag_hook=_tag_hook)
     except PayloadError:
