@@ -148,6 +148,30 @@ class StatsConfig(FrozenModel):
     publish_every_frames: PositiveInt = 10
 
 
+class DiscoveryConfig(FrozenModel):
+    """``[discovery]``: finding particles without clicks (docs/discovery.md).
+
+    ``mode``: ``off``; ``propose`` (candidates become proposals a client accepts or rejects) or ``auto``
+    (candidates that pass the policy below become tracked particles by themselves). Sizes are equivalent
+    diameters in full-resolution pixels; ``min_contrast`` is the mean relative deviation from the local
+    background (0.05: 5 % darker or brighter); ``max_elongation`` the ratio of the principal axes.
+    """
+
+    mode: Literal["off", "propose", "auto"] = "off"
+    every_n_frames: PositiveInt = 2
+    detector_cells: PositiveInt = 256  # the detector's image: block-averaged to about this many cells a side
+    threshold_sigma: PositiveFloat = 5.0  # peak of the matched-filter response, in noise standard deviations
+    polarity: Literal["dark", "bright", "both"] = "both"
+    min_diameter_px: PositiveFloat = 5.0
+    max_diameter_px: PositiveFloat = 160.0
+    min_contrast: float = Field(default=0.0, ge=0.0)
+    max_elongation: PositiveFloat = 6.0
+    min_distance_px: float = Field(default=8.0, ge=0.0)  # beyond the tracked particle's own radius
+    persistence_frames: PositiveInt = 2  # detections (runs of the detector) in a row before a candidate counts
+    ignore_static: bool = True  # candidates the stream's long-run mean already explains are not proposed
+    max_proposals: PositiveInt = 64
+
+
 class ControlConfig(FrozenModel):
     """``[control]``: the control channel (REQ/REP, docs/control.md)."""
 
@@ -242,6 +266,7 @@ class ServiceConfig(FrozenModel):
     control: ControlConfig = Field(default_factory=ControlConfig)
     hooks: HooksConfig = Field(default_factory=HooksConfig)
     quotas: QuotaConfig = Field(default_factory=QuotaConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     # Further sinks from the sink registry (`sam4em_live.sinks.registry`): ``[[sinks]] kind = "parquet"``.
     sinks: tuple[SinkConfig, ...] = ()
     prompts: Path | None = None  # prompts file applied at start

@@ -64,8 +64,9 @@ class RemoveParticle:
 ParticleEdit = Prompt | RemoveParticle
 
 #: Where an edit came from (``Prompt.origin``): a prompts file, a control-channel client, the monitor (a
-#: control client that says so), a control hook, or a library call in the same process.
-EDIT_ORIGINS = ("file", "control", "monitor", "hook", "api")
+#: control client that says so), a control hook, a library call in the same process, or the service's own
+#: discovery (auto mode, or a proposal accepted: docs/discovery.md).
+EDIT_ORIGINS = ("file", "control", "monitor", "hook", "api", "discovery")
 
 #: What became of an edit (`EditRecord.outcome`).
 APPLIED, REJECTED, REFUSED_BY_QUOTA = "applied", "rejected", "refused_by_quota"

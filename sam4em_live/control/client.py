@@ -71,13 +71,16 @@ class ControlClient:
     # -- prompts ---------------------------------------------------------
     def add_prompt(
         self,
-        particle: int,
+        particle: int | None,
         points: Sequence[tuple[float, float]] = (),
         labels: Sequence[int] | None = None,
         box: tuple[float, float, float, float] | None = None,
         frame: int | None = None,
     ) -> dict[str, Any]:
-        """Track a new particle from points (x, y px; labels 1 = particle, 0 = background) and/or a box."""
+        """Track a new particle from points (x, y px; labels 1 = particle, 0 = background) and/or a box.
+
+        ``particle`` None: the service allocates a new id; the reply's ``particle`` says which.
+        """
         return self.request("add_prompt", self._with_origin(_prompt_args(particle, points, labels, box, frame)))
 
     def correct(
@@ -96,6 +99,24 @@ class ControlClient:
         if frame is not None:
             args["frame"] = frame
         return self.request("remove", self._with_origin(args))
+
+    # -- discovery (docs/discovery.md) -------------------------------------
+    def proposals(self) -> list[dict[str, Any]]:
+        """The open proposals (``proposal`` id, x, y, diameter_px, box, outline, score...)."""
+        return self.request("proposals")
+
+    def accept(self, proposals: Sequence[int], particle: int | None = None) -> list[dict[str, int]]:
+        """Track these proposals, each under a new id (or ``particle`` for a single one): [{proposal, particle}]."""
+        args: dict[str, Any] = {"proposals": [int(p) for p in proposals]}
+        if particle is not None:
+            args["particle"] = particle
+        return self.request("accept", args)
+
+    def reject(self, proposals: Sequence[int]) -> dict[str, Any]:
+        return self.request("reject", {"proposals": [int(p) for p in proposals]})
+
+    def accept_all(self) -> list[dict[str, int]]:
+        return self.request("accept_all")
 
     def _with_origin(self, args: dict[str, Any]) -> dict[str, Any]:
         return {**args, "origin": self.origin} if self.origin is not None else args
@@ -181,13 +202,13 @@ class ControlClient:
 
 
 def _prompt_args(
-    particle: int,
+    particle: int | None,
     points: Sequence[tuple[float, float]],
     labels: Sequence[int] | None,
     box: tuple[float, float, float, float] | None,
     frame: int | None,
 ) -> dict[str, Any]:
-    args: dict[str, Any] = {"particle": particle}
+    args: dict[str, Any] = {} if particle is None else {"particle": particle}
     if points:
         args["points"] = [[float(x), float(y)] for x, y in points]
         args["labels"] = [int(v) for v in labels] if labels is not None else [1] * len(points)

@@ -28,7 +28,11 @@ SCHEMA_VERSION = 1
 OPERATIONS: tuple[str, ...] = (
     "ping", "add_prompt", "correct", "remove", "pause", "resume",
     "status", "config", "particles", "annotate",
+    "proposals", "accept", "reject", "accept_all",  # discovery (docs/discovery.md)
 )
+#: Ops served by a service that implements `sam4em_live.discover.control.DiscoveryControl`.
+DISCOVERY_OPERATIONS: tuple[str, ...] = ("proposals", "accept", "reject", "accept_all")
+MAX_PROPOSALS_PER_REQUEST = 1024
 
 MAX_POINTS_PER_PROMPT = 256
 MAX_ANNOTATION_CHARS = 4096
@@ -47,11 +51,19 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A validated request. ``edit`` is set for prompt ops, ``text`` for annotate."""
+    """A validated request.
+
+    ``edit`` is set for prompt ops, ``text`` for annotate, ``proposals`` (and
+    ``particle``) for accept/reject. ``new_particle``: an ``add_prompt`` without a particle id, whose
+    ``edit.particle`` is a placeholder 0 until the service allocates one.
+    """
 
     op: str
     edit: ParticleEdit | None = None
     text: str | None = None
+    proposals: tuple[int, ...] = ()
+    particle: int | None = None
+    new_particle: bool = False
 
 
 def encode_request(op: str, args: Mapping[str, Any] | None = None) -> bytes:
@@ -111,8 +123,17 @@ def parse_request(payload: bytes, max_bytes: int) -> Request:
 
 
 def _parse_args(op: str, args: dict[str, Any]) -> Request:
+    if op == "add_prompt" and "particle" not in args:  # the service allocates the id
+        return Request(op, edit=_parse_prompt({**args, "particle": 1}, particle=0), new_particle=True)
     if op in ("add_prompt", "correct"):
         return Request(op, edit=_parse_prompt(args))
+    if op in ("accept", "reject"):
+        _check_keys(args, required={"proposals"}, optional={"particle"} if op == "accept" else set(), where=op)
+        ids = args["proposals"]
+        if not isinstance(ids, list) or not ids or len(ids) > MAX_PROPOSALS_PER_REQUEST:
+            raise RequestError("bad_request", f"{op}: proposals must be a list of 1 to {MAX_PROPOSALS_PER_REQUEST} ids")
+        proposals = tuple(_int({"proposal": p}, "proposal", 1, MAX_PARTICLE_ID) for p in ids)
+        return Request(op, proposals=proposals, particle=_optional_int(args, "particle", 1, MAX_PARTICLE_ID))
     if op == "remove":
         _check_keys(args, required={"particle"}, optional={"frame", "origin"}, where=op)
         frame = _optional_int(args, "frame", 0, 2**62)
@@ -129,9 +150,10 @@ def _parse_args(op: str, args: dict[str, Any]) -> Request:
     return Request(op)
 
 
-def _parse_prompt(args: dict[str, Any]) -> Prompt:
+def _parse_prompt(args: dict[str, Any], particle: int | None = None) -> Prompt:
+    """The prompt in ``args``; ``particle`` given: that id instead (0: allocated later by the service)."""
     _check_keys(args, required={"particle"}, optional={"points", "labels", "box", "frame", "origin"}, where="prompt")
-    particle = _int(args, "particle", 1, MAX_PARTICLE_ID)
+    particle = _int(args, "particle", 1, MAX_PARTICLE_ID) if particle is None else particle
     frame = _optional_int(args, "frame", 0, 2**62)
     points = args.get("points", [])
     labels = args.get("labels", [1] * len(points) if isinstance(points, list) else [])

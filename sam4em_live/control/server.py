@@ -18,6 +18,7 @@ flooding client waits for its replies instead of taking the worker's CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from sam4em_live.control import schema
 from sam4em_live.control.keys import load_server_keys
 from sam4em_live.control.quotas import RateLimit
 from sam4em_live.control_api import QuotaExceeded, is_loopback_endpoint
+from sam4em_live.discover.control import DiscoveryControl
 from sam4em_live.particles import PromptError
 
 if TYPE_CHECKING:
@@ -281,6 +283,8 @@ class ControlServer:
         op = request.op
         if op == "ping":
             return {"pong": True, "schema": schema.SCHEMA_VERSION}
+        if op in schema.DISCOVERY_OPERATIONS or request.new_particle:
+            return self._discovery(request)
         if request.edit is not None:
             control.submit_edit(request.edit)
             return {"queued": True, "particle": request.edit.particle}
@@ -297,6 +301,26 @@ class ControlServer:
         if op == "particles":
             return control.particles()
         raise schema.RequestError("unknown_op", f"unknown op {op!r}")  # pragma: no cover - schema guards
+
+    def _discovery(self, request: schema.Request) -> Any:
+        """Discovery ops and prompts without an id (docs/discovery.md): only a `DiscoveryControl` serves them."""
+        control = self._control
+        if not isinstance(control, DiscoveryControl):
+            raise schema.RequestError("unsupported", f"{request.op}: this service does not own particle ids")
+        if request.new_particle and request.edit is not None:
+            particle = control.new_particle_id()
+            control.submit_edit(dataclasses.replace(request.edit, particle=particle))
+            return {"queued": True, "particle": particle}
+        try:
+            if request.op == "proposals":
+                return control.proposals()
+            if request.op == "accept":
+                return control.accept(request.proposals, request.particle)
+            if request.op == "reject":
+                return {"rejected": control.reject(request.proposals)}
+            return control.accept_all()
+        except KeyError as exc:
+            raise schema.RequestError("unknown_proposal", str(exc.args[0] if exc.args else exc)) from None
 
     def _note_handshake(self, event: Mapping[str, object]) -> None:
         self.counters.refused_handshakes += 1

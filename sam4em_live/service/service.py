@@ -22,10 +22,12 @@ from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.particles import ParticleEdit, PromptError
 from sam4em_live.results import FrameResult, RunInfo
 from sam4em_live.segment.stage import SegmentStage, SegmentStageError
+from sam4em_live.service.discovery import Discovery
 from sam4em_live.service.edits import EditInbox
 from sam4em_live.service.frame_queue import FrameQueue
 from sam4em_live.service.ingest import NonFiniteScreen
 from sam4em_live.service.meter import IntervalMeter
+from sam4em_live.service.particle_ids import ParticleIds
 from sam4em_live.service.processor import EventStage, FrameProcessor, StatsStage
 from sam4em_live.service.realtime import isolate_current_thread, recycle_large_buffers, release_all
 from sam4em_live.service.state import check_transition
@@ -80,6 +82,8 @@ class Service:
         self.max_frames = max_frames
         self._quotas = ServiceQuotas(config.quotas)  # edits (through the inbox) and annotations
         self.edits = EditInbox(edits, self._quotas)
+        self.ids = ParticleIds(edit.particle for edit in edits)  # the service owns particle ids (issue 21)
+        self.discovery = Discovery(config.discovery, self.ids, self.submit_edit)  # docs/discovery.md
         # Statistics need the series calibration (fps, pixel size), known only at the first frame:
         # the processor that owns them is built then (`_new_processor`).
         self._stats_factory = stats_factory
@@ -255,6 +259,8 @@ class Service:
         processor = self.processor
         assert processor is not None  # built with the sinks at the first frame
         self._frame_shape = frame.shape
+        if self.discovery.enabled:  # before the frame's edits: an auto-added particle starts on this frame
+            self.discovery.on_frame(frame, processor.last_measurements, self.stage.particles())
         edits, refused = self.edits.due(frame.index, frame.shape, self.stage.particles)
         self._submitted += 1
         backlog = len(self.queue) if self._shed_load else None
@@ -292,6 +298,7 @@ class Service:
             self._collect()
 
     def _deliver(self, result: FrameResult) -> None:
+        result = self.discovery.annotate_result(result)  # its decisions become events of this result
         for sink in self.sinks:
             try:
                 sink.consume(result)
@@ -412,6 +419,7 @@ class Service:
         """
         if edit.particle < 1:
             raise PromptError(f"particle id must be >= 1, got {edit.particle}")
+        self.ids.note(edit.particle)  # a client's own id is never allocated to another particle
         series = self.source.series
         shape = self._frame_shape or (series.shape if series is not None else None)
         # the worker's last snapshot of the particles: stage.particles() is not thread-safe
@@ -459,3 +467,20 @@ class Service:
         frame = self.last_result.index if self.last_result else None
         for sink in self._annotation_sinks:
             sink.annotate(text, frame)
+
+    # ---------------------------------------------------------------- DiscoveryControl (docs/discovery.md)
+
+    def new_particle_id(self) -> int:
+        return self.ids.allocate()
+
+    def proposals(self) -> list[dict[str, Any]]:
+        return self.discovery.proposals()
+
+    def accept(self, proposals: Sequence[int], particle: int | None = None) -> list[dict[str, int]]:
+        return self.discovery.accept(proposals, particle)
+
+    def reject(self, proposals: Sequence[int]) -> list[int]:
+        return self.discovery.reject(proposals)
+
+    def accept_all(self) -> list[dict[str, int]]:
+        return self.discovery.accept_all()

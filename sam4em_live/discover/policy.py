@@ -1,0 +1,99 @@
+"""Which candidates become proposals (or, in auto mode, particles): the documented policy, and its memory.
+
+A candidate counts when it passes every rule of `DiscoveryPolicy` (size range, contrast, shape, distance from
+the particles tracked now or recently, not explained by the static map) and has done so on
+``persistence_frames`` detector runs in a row at about the same place (`CandidateTracks`: a candidate joins
+the nearest track within `LINK_RADIUS_PX` plus its own radius, so a particle that moves between runs keeps
+its track). A track that has been proposed keeps its proposal id while it lasts; a rejected one is not
+proposed again while it lasts; a track not seen for `FORGET_RUNS` runs is forgotten (its open proposal
+expires).
+
+Discovery never gives a candidate an existing particle id: a lost particle found again elsewhere is a
+new proposal (or, in auto mode, a new particle), never a silent re-identification.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sam4em_live.discover.detector import Candidate
+
+#: How far (px, plus the candidate's radius) a candidate may be from its track's last position.
+LINK_RADIUS_PX = 24.0
+#: Detector runs a track may go unseen before it is forgotten.
+FORGET_RUNS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryPolicy:
+    """The rules a candidate must pass (units: full-resolution pixels; contrast as a fraction)."""
+
+    min_diameter_px: float = 5.0
+    max_diameter_px: float = 160.0
+    min_contrast: float = 0.0
+    max_elongation: float = 6.0
+    min_distance_px: float = 8.0
+    persistence_frames: int = 2
+
+    def refusal(self, candidate: Candidate, occupied: list[tuple[float, float, float]]) -> str | None:
+        """Why ``candidate`` does not pass (a short reason), or None. ``occupied``: (x, y, radius) of particles."""
+        if not self.min_diameter_px <= candidate.diameter_px <= self.max_diameter_px:
+            return "size"
+        if candidate.contrast < self.min_contrast:
+            return "contrast"
+        if candidate.elongation > self.max_elongation:
+            return "shape"
+        radius = candidate.diameter_px / 2
+        for x, y, r in occupied:
+            if math.hypot(candidate.x - x, candidate.y - y) < r + radius + self.min_distance_px:
+                return "near_particle"
+        return None
+
+
+@dataclass(slots=True)
+class CandidateTrack:
+    """One candidate followed over detector runs."""
+
+    candidate: Candidate
+    hits: int = 1
+    missed: int = 0
+    proposal: int | None = None  # its proposal id, once proposed
+    rejected: bool = False
+    accepted: bool = False
+
+
+@dataclass(slots=True)
+class CandidateTracks:
+    """Candidates linked across detector runs (one thread at a time)."""
+
+    tracks: list[CandidateTrack] = field(default_factory=list)
+
+    def update(self, candidates: list[Candidate]) -> tuple[list[CandidateTrack], list[CandidateTrack]]:
+        """Link this run's passing candidates; returns (tracks seen this run, tracks forgotten this run)."""
+        free = list(self.tracks)
+        seen: list[CandidateTrack] = []
+        for candidate in candidates:
+            best = min(free, key=lambda t: _distance(t.candidate, candidate), default=None)
+            if best is not None and _distance(best.candidate, candidate) <= LINK_RADIUS_PX + candidate.diameter_px / 2:
+                free.remove(best)
+                best.candidate, best.hits, best.missed = candidate, best.hits + 1, 0
+                seen.append(best)
+            else:
+                track = CandidateTrack(candidate)
+                self.tracks.append(track)
+                seen.append(track)
+        forgotten = []
+        for track in free:
+            track.missed += 1
+            track.hits = 0  # persistence counts runs in a row
+            if track.missed >= FORGET_RUNS:
+                forgotten.append(track)
+        self.tracks = [t for t in self.tracks if t not in forgotten]
+        return seen, forgotten
+
+
+def _distance(a: Candidate, b: Candidate) -> float:
+    return math.hypot(a.x - b.x, a.y - b.y)

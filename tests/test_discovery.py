@@ -1,0 +1,179 @@
+"""Discovery (issue 21): the detector on simulated LPTEM, the policy, service-owned ids, and a real service
+in auto and propose modes, steered over a real ZeroMQ control channel on loopback."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sam4em_live.config import ServiceConfig
+from sam4em_live.control.client import ControlClient, ControlError
+from sam4em_live.discover.detector import Candidate, ParticleDetector
+from sam4em_live.discover.policy import CandidateTracks, DiscoveryPolicy
+from sam4em_live.particles import Prompt
+from sam4em_live.service.builder import build_service
+from sam4em_live.service.particle_ids import ParticleIds
+from sam4em_live.sim.conditions import get_condition
+from sam4em_live.sim.scenario import render_scenario
+from sam4em_live.sources.array_source import ArraySource
+
+# ------------------------------------------------------------------ detector on the simulator
+
+
+@pytest.mark.parametrize("condition, polarity", [("clean", 1), ("bright-on-dark", -1), ("gradient-vignette", 1)])
+def test_detector_finds_the_simulated_particles(condition: str, polarity: int) -> None:
+    clip = render_scenario(get_condition(condition).build(5, 9, "sim"), 5)
+    detector = ParticleDetector()
+    found = missed = extra = 0
+    for index in range(0, 9, 4):
+        candidates = detector.detect(clip.frames[index])
+        truth = clip.truth[(clip.truth.frame == index) & (clip.truth.state == "visible")]
+        matched: set[int] = set()
+        for x, y, r in truth[["x", "y", "radius_px"]].to_numpy(dtype=float):
+            hits = [k for k, c in enumerate(candidates) if k not in matched and math.hypot(c.x - x, c.y - y) < r]
+            if hits:
+                matched.add(hits[0])
+                found += 1
+                assert candidates[hits[0]].polarity == polarity
+                assert 0.5 * 2 * r < candidates[hits[0]].diameter_px < 3 * r  # a rough size, not a mask
+            else:
+                missed += 1
+        extra += len(candidates) - len(matched)
+    assert missed == 0 and found == 6
+    assert extra <= 2
+
+
+def _candidate(x: float, y: float, diameter: float = 20.0, contrast: float = 0.1, elongation: float = 1.0) -> Candidate:
+    r = diameter / 2
+    return Candidate(x, y, 8.0, contrast, 1, math.pi * r * r, diameter, elongation, (x - r, y - r, x + r, y + r), ())
+
+
+@pytest.mark.parametrize("candidate, reason", [
+    (_candidate(100, 100), None),
+    (_candidate(100, 100, diameter=3.0), "size"),
+    (_candidate(100, 100, diameter=400.0), "size"),
+    (_candidate(100, 100, contrast=0.01), "contrast"),
+    (_candidate(100, 100, elongation=9.0), "shape"),
+    (_candidate(52, 50), "near_particle"),
+])
+def test_policy_rules(candidate: Candidate, reason: str | None) -> None:
+    policy = DiscoveryPolicy(min_diameter_px=5, max_diameter_px=160, min_contrast=0.02, max_elongation=6)
+    assert policy.refusal(candidate, occupied=[(50.0, 50.0, 10.0)]) == reason
+
+
+def test_tracks_need_persistence_and_follow_motion() -> None:
+    tracks = CandidateTracks()
+    seen, _ = tracks.update([_candidate(100, 100)])
+    assert [t.hits for t in seen] == [1]
+    seen, _ = tracks.update([_candidate(108, 104)])  # moved between runs: the same track
+    assert [t.hits for t in seen] == [2] and len(tracks.tracks) == 1
+    for _ in range(3):
+        _, forgotten = tracks.update([])
+    assert len(forgotten) == 1 and tracks.tracks == []
+
+
+def test_ids_are_never_reused() -> None:
+    ids = ParticleIds([1, 2])
+    assert ids.allocate() == 3
+    ids.note(7)  # a client chose 7 itself
+    assert [ids.allocate(), ids.allocate()] == [8, 9]
+    assert ids.allocated == (3, 8, 9)
+
+
+# ------------------------------------------------------------------ a real service
+
+
+def _scene(n_frames: int, particles: list[tuple[float, float, float, int]], seed: int = 0,
+           shape: tuple[int, int] = (160, 192)) -> np.ndarray:
+    """Dark discs (r = 9 px, 40 % darker) on 200 counts with noise σ = 20: particles are (x, y, vx, first frame)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    frames = np.empty((n_frames, *shape), np.uint16)
+    for t in range(n_frames):
+        img = np.full(shape, 200.0)
+        for x, y, vx, first in particles:
+            if t >= first:
+                img[(cols - (x + vx * (t - first))) ** 2 + (rows - y) ** 2 <= 81] = 120.0
+        frames[t] = np.clip(img + rng.normal(0, 20, shape), 0, 65535).astype(np.uint16)
+    return frames
+
+
+def _config(tmp_path, mode: str, **discovery: object) -> ServiceConfig:
+    return ServiceConfig.from_mapping({
+        "segmenter": {"backend": "threshold"},
+        "recorder": {"out_dir": str(tmp_path / "runs")},
+        "publisher": {"enabled": False},
+        "control": {"endpoint": "tcp://127.0.0.1:0"},
+        "calibration": {"pixel_size_nm": 1.0, "fps": 80.0},
+        "pipeline": {"status_interval_s": 0.2, "backpressure": "every-frame"},
+        "discovery": {"mode": mode, "every_n_frames": 2, "persistence_frames": 2, **discovery},
+    })
+
+
+def _events(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_auto_mode_gives_an_entering_particle_an_id_within_five_frames(tmp_path) -> None:
+    # particle 1 prompted at frame 0; another appears at frame 20 and drifts right
+    frames = _scene(60, [(50.0, 60.0, 0.3, 0), (120.0, 100.0, 0.5, 20)])
+    built = build_service(_config(tmp_path, "auto"), source=ArraySource(frames),
+                          edits=[Prompt(1, 0, ((50.0, 60.0),), (1,))])
+    try:
+        built.service.run()
+    finally:
+        built.close()
+    events = _events(built.run_dir)
+    added = [e for e in events if e["kind"] == "auto_added"]
+    assert [e["particle"] for e in added] == [2]  # one new id, after the prompted one; particle 1 not doubled
+    assert 20 <= added[0]["frame"] <= 24
+    table = pd.read_csv(built.run_dir / "trajectories.csv")
+    two = table[table.particle == 2]  # rows of present particles only
+    assert two.frame.min() <= 25
+    assert np.allclose(two.x, 120.0 + 0.5 * (two.frame - 20), atol=3.0)  # it follows the newcomer
+    assert built.service.status().stage_ms.get("discover", 0.0) >= 0.0
+
+
+def test_propose_mode_accept_and_reject_over_the_control_channel(tmp_path) -> None:
+    frames = _scene(400, [(50.0, 60.0, 0.0, 0), (140.0, 100.0, 0.0, 0)], seed=1)
+    built = build_service(_config(tmp_path, "propose"), source=ArraySource(frames, delay_s=0.01))
+    assert built.control is not None and built.control.endpoint is not None
+    built.service.start()
+    try:
+        with ControlClient(built.control.endpoint, timeout_s=3.0) as client:
+            deadline = time.monotonic() + 10
+            proposals: list[dict] = []
+            while len(proposals) < 2 and time.monotonic() < deadline:
+                proposals = client.proposals()
+                time.sleep(0.05)
+            assert len(proposals) == 2, proposals
+            left = min(proposals, key=lambda p: p["x"])
+            right = max(proposals, key=lambda p: p["x"])
+            assert abs(left["x"] - 50) < 4 and abs(right["y"] - 100) < 4 and len(left["outline"]) == 16
+            assert client.reject([right["proposal"]]) == {"rejected": [right["proposal"]]}
+            accepted = client.accept([left["proposal"]])
+            assert accepted == [{"proposal": left["proposal"], "particle": 1}]
+            with pytest.raises(ControlError) as unknown:
+                client.accept([right["proposal"]])  # closed: rejected
+            assert unknown.value.code == "unknown_proposal"
+            reply = client.add_prompt(None, points=[(140.0, 100.0)])  # no id: the service allocates one
+            assert reply == {"queued": True, "particle": 2}
+            deadline = time.monotonic() + 5
+            while not any(p["id"] == 1 and p["present"] for p in client.particles()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            client.remove(1)
+            assert client.add_prompt(None, points=[(50.0, 60.0)])["particle"] == 3  # 1 is never reused
+            time.sleep(0.3)
+            assert client.proposals() == []  # the rejected one is not proposed again, nor the tracked ones
+    finally:
+        built.service.stop()
+        built.close()
+    kinds = [e["kind"] for e in _events(built.run_dir)]
+    assert kinds.count("proposed") == 2 and kinds.count("accepted") == 1 and kinds.count("rejected") == 1
+    table = pd.read_csv(built.run_dir / "trajectories.csv")
+    assert {1, 2, 3} <= set(table.particle)
