@@ -175,3 +175,30 @@ def test_the_script_runs_as_a_process_on_a_recording(tmp_path):
     assert len(got) == 5 and "sam4em-live: sent" in out
     for frame in got:
         np.testing.assert_array_equal(frame.pixels, frames[frame.index % len(frames)])
+
+
+def test_the_service_follows_the_script_when_digitalmicrograph_restarts(tmp_path):
+    path, frames = _stack(tmp_path, n=5)
+    first = LiveViewPublisher(FileLiveView(str(path), fps=50.0), "tcp://127.0.0.1:0")
+    endpoint = first.endpoint
+    source = _connected(first)
+    try:
+        assert first.publish_new()
+        (a,) = _receive(source, 1)
+        first.close()  # DigitalMicrograph (or the script) restarts
+        time.sleep(0.3)
+        second = LiveViewPublisher(FileLiveView(str(path), fps=50.0), endpoint)
+        got: list[Frame] = []
+        deadline = time.monotonic() + 10.0
+        try:  # the live view goes on; the source's socket reconnects by itself (every 100-250 ms)
+            while not got and time.monotonic() < deadline:
+                second.publish_new()
+                got = _receive(source, 1, timeout_s=0.05)
+        finally:
+            second.close()
+        (b,) = got
+    finally:
+        source.close()
+    assert b.series_id != a.series_id
+    np.testing.assert_array_equal(b.pixels, frames[b.index % len(frames)])
+    assert source.counters.rejected == 0

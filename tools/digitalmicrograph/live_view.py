@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
 from typing import Any
 
 import msgpack
@@ -122,7 +123,8 @@ class LiveViewPublisher:
     def _start_series(self, pixels: np.ndarray, frame: LiveFrame) -> None:
         self.end_series()
         camera = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.view.name)[:64] or "camera"
-        self.series_id = "dm-{}-{}-{}".format(camera, time.strftime("%Y%m%dT%H%M%S"), self.series_started)
+        # unique across restarts of the script (the service files a repeated id as the same series)
+        self.series_id = f"dm-{camera}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.series_started += 1
         self._first_number = frame.frame_number or 0
         self._next_index = 0
