@@ -231,3 +231,40 @@ def test_chosen_from_the_config_with_calibration(tmp_path):
     (frame, _), = _collect(source, 1)
     assert frame.calibration.fps == 40.0 and frame.calibration.pixel_size_nm == 0.7
     assert source.series is not None and source.series.time_base.value == "fps"
+
+
+def test_the_service_tracks_a_watched_folder_chosen_from_the_config(tmp_path):
+    """``[source] kind = "watched-folder"`` end to end: a writer thread -> service -> run folder."""
+    import json
+
+    import pandas as pd
+
+    from sam4em_live.config import ServiceConfig
+    from sam4em_live.particles import Prompt
+    from sam4em_live.service.builder import build_service
+    from tests.conftest import disk_video
+
+    frames, _ = disk_video(n_frames=10)
+    folder = tmp_path / "acquisition"
+    folder.mkdir()
+    cfg = ServiceConfig.from_mapping({
+        "source": {"kind": "watched-folder", "path": str(folder), "fps": 20.0, "pixel_size_nm": 0.5,
+                   "end_after_idle_s": 1.0},
+        "segmenter": {"backend": "threshold"}, "recorder": {"out_dir": str(tmp_path / "runs")},
+        "publisher": {"enabled": False}, "control": {"enabled": False},
+        "pipeline": {"backpressure": "every-frame"},
+    })
+    built = build_service(cfg, edits=[Prompt(1, 0, ((30.0, 40.0),), (1,))], run_id="watched",
+                          stop_at_series_end=True)
+    writer = Writer(folder, [(f"img_{i:04d}.tif", _tiff_bytes(f)) for i, f in enumerate(frames)], chunks=3,
+                    pause_s=0.005, rename=False, between_s=0.05)
+    threading.Timer(0.5, writer.start).start()  # the acquisition starts after the service is up
+    built.service.run()
+    writer.join()
+    assert built.service.error is None
+    table = pd.read_csv(tmp_path / "runs" / "watched" / "trajectories.csv")
+    assert sorted(table.frame) == list(range(10))
+    np.testing.assert_allclose(table.t_s, table.frame / 20.0)
+    np.testing.assert_allclose(table.x.to_numpy(), 30.0 + table.frame.to_numpy(), atol=0.6)
+    run = json.loads((tmp_path / "runs" / "watched" / "run.json").read_text())
+    assert "watched-folder" in json.dumps(run)
