@@ -135,6 +135,18 @@ def test_the_seeding_window_holds_the_prompt_and_stays_inside_the_frame():
     assert window_around(near_corner, (64, 80), None) == (0, 0, 80, 64)
 
 
+def test_seeding_on_a_window_gives_nearly_the_whole_frames_mask():
+    from sam4em_live.notebook.seed_preview import SeedPreview
+
+    frame = clip()[0]
+    entry = PromptBook(SHAPE).add_point(1, 0, *truth(0)[1])
+    whole, windowed = SeedPreview("embedded"), SeedPreview("embedded", window_px=64)
+    full, local = whole.seed(frame, entry), windowed.seed(frame, entry)
+    assert full.pixels > 0.7 * math.pi * RADIUS_PX**2
+    # not identical: the backend's background estimate sees less of the frame (7% of the pixels here)
+    assert np.count_nonzero(full.mask != local.mask) <= 0.1 * full.pixels
+
+
 @pytest.mark.parametrize("add", [
     lambda book: book.add_point(1, 0, 1024, 5),
     lambda book: book.add_point(1, 0, 5, float("nan"), positive=False),
@@ -242,6 +254,20 @@ def test_particles_added_and_removed_on_later_frames_reach_the_run(widget):
                             RemoveParticle(1, 18)]
     frames = widget.track(wait=True).run.trajectories.groupby("particle")["frame"].agg(["min", "max", "size"])
     assert frames.loc[1].tolist() == [0, 17, 18] and frames.loc[2].tolist() == [5, N_FRAMES - 1, N_FRAMES - 5]
+
+
+def test_a_one_frame_simulated_clip_and_a_single_frame_array_are_shown():
+    import sam4em_live as s4
+
+    one = s4.simulate("demo", frames=1, progress=False)
+    for source in (one, clip()[0]):
+        shown = TrackerWidget(source)
+        try:
+            assert shown.n_frames == 1 and png(shown.image).ndim == 2
+        finally:
+            shown.close()
+    with pytest.raises(TypeError, match="frames must be"):
+        TrackerWidget(object())
 
 
 def test_track_without_a_prompt_says_what_to_do(widget):

@@ -30,7 +30,8 @@ class FrameAccess:
         self._array: np.ndarray | None = None
         self.calibration = Calibration()
         if isinstance(source, Simulation):
-            self._array = np.asarray(source.frames)
+            frames = np.asarray(source.frames)
+            self._array = frames[None] if frames.ndim == 2 else frames  # a one-frame clip reads back 2-D
             self.calibration = source.calibration
         elif isinstance(source, (str, Path)):
             from sam4em_live.io.reader_registry import open_reader

@@ -1,10 +1,11 @@
 """The mask a prompt gives, at once: the chosen backend seeded on one frame in the kernel.
 
 Seeding a fresh segmenter on the clicked frame is exactly what the run does at that prompt's frame, so the
-preview is the mask tracking will start from. To answer a click within a few hundred milliseconds at 1024²
-the backend is seeded on a window around the prompt (at least ``window_px`` square, larger for a large box)
-rather than on the whole frame: seeding only looks near its prompt, and the window is large enough to hold
-the particle and the background around it. ``window_px=None`` seeds on the whole frame.
+preview is the mask tracking will start from. ``window_px`` (off by default) seeds on a window around the
+prompt instead (at least ``window_px`` square, larger for a large box): faster for a backend whose seeding
+cost grows with the frame, but not identical — the backend's background estimate then sees less of the frame
+(a few percent of the mask's pixels differ in tests/test_notebook_widget.py). At 1024² the embedded
+backend's seeding is local enough that the window saved nothing, so the default seeds on the whole frame.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class SeedPreview:
     """Seeds ``backend`` (a name in the segmenter registry) on single frames for the widget's previews."""
 
     def __init__(self, backend: str | None = None, options: Mapping[str, object] | None = None,
-                 window_px: int | None = 384) -> None:
+                 window_px: int | None = None) -> None:
         self.backend = backend
         self.options = dict(options or {})
         self.window_px = window_px

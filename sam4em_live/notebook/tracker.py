@@ -35,7 +35,7 @@ from sam4em_live.notebook.tracking_job import (
 from sam4em_live.particles import ParticleMask, Prompt, RemoveParticle
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from sam4em_live.api import Analysis, Run
     from sam4em_live.particles import ParticleEdit
@@ -86,10 +86,16 @@ class TrackerWidget(anywidget.AnyWidget):
     figures = traitlets.Dict().tag(sync=True)  # name -> base64 PNG
     display_px = traitlets.Int(640).tag(sync=True)  # the frame's width on screen (CSS px)
 
+    # Class-level defaults: a constructor that fails (frames it cannot read) still gets `close` from
+    # ipywidgets' __del__, which must then find nothing to release.
+    _job: TrackingJob | None = None
+    _release_frames: Callable[[], None] | None = None
+
     def __init__(self, source: object, *, backend: str | None = None, options: Mapping[str, object] | None = None,
                  fps: float | None = None, pixel_size_nm: float | None = None,
                  prompts: Iterable[ParticleEdit] = (), display_px: int = 640, **kwargs: Any) -> None:
         self._frames = FrameAccess(source)
+        self._release_frames = self._frames.close
         self._preview = SeedPreview(backend, options)
         # the frames' own calibration (a simulated clip's, a recording's metadata) unless overridden
         known = self._frames.calibration
@@ -97,7 +103,6 @@ class TrackerWidget(anywidget.AnyWidget):
                                      pixel_size_nm if pixel_size_nm is not None else known.pixel_size_nm)
         self._previews: dict[tuple[int, int], ParticleMask] = {}
         self._lock = threading.RLock()  # the comm thread and the tracking thread both redraw
-        self._job: TrackingJob | None = None
         self._seed_ms = 0.0
         self.analysis: Analysis | None = None
         rows, cols = self._frames.shape
@@ -178,7 +183,9 @@ class TrackerWidget(anywidget.AnyWidget):
     def close(self) -> None:
         if self._job is not None and self._job.run is not None:
             self._job.run.close()
-        self._frames.close()
+        if self._release_frames is not None:
+            self._release_frames()
+            self._release_frames = None
         super().close()
 
     # ------------------------------------------------------------------ internals
