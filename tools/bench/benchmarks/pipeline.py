@@ -32,7 +32,7 @@ if TYPE_CHECKING:
            {"backend": "embedded", "options": {}, "preset": "multi-1024", "clip": 150, "frames": 2000,
             "rate": 0.0, "policy": "latest", "queue_frames": 8, "record": True, "masks": True,
             "switch_interval_s": 0.0005, "seed": 0, "worker_cpu": None, "own_process": False, "recycle": True,
-            "late_prompt_frame": None, "warmup_frames": 100, "dump": None},
+            "late_prompt_frame": None, "warmup_frames": 100, "dump": None, "discovery": {}},
            quick={"frames": 1000, "rate": 200.0})
 def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     from sam4em_live.config import ServiceConfig
@@ -52,6 +52,7 @@ def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measureme
         "recorder": {"enabled": bool(params["record"]), "out_dir": str(context.scratch / "runs"),
                      "write_masks": bool(params["masks"])},
         "control": {"enabled": False},
+        "discovery": mapping(params, "discovery"),  # e.g. {"mode": "propose"} (issue 21)
     })
     latency = LatencySink()
     n_sent = integer(params, "frames")

@@ -1,0 +1,227 @@
+"""Discovery (issue 21): precision, recall, F1 and ms per frame of our detector and of trackpy's ``locate``.
+
+Clips: the robustness conditions (`sam4em_live.sim.conditions`, real-trajectory ``monet`` motion by default)
+plus ``low-dose``, the clean scene at a dose that brings the median per-pixel CNR from ≈ 1.4 to ≈ 0.5
+(shot noise: CNR ∝ √dose). Truth: the particles the simulator tracks (all ≥ 15 px across), where visible;
+a detection on a particle that is partly out of the field or hidden is neither right nor wrong; any other
+detection is a false positive (static blobs included: ours must have learned them from the stream).
+Conditions with untracked moving particles (``distractors``, ``touching``, ``dense``) are left out: their
+truth is incomplete.
+
+Fair tuning, both sides alike: on held-in tuning clips (the same conditions, other seeds), each detector
+runs once with a permissive threshold and its one threshold (ours: the matched filter's score in noise
+sigmas; trackpy: ``minmass``, for each ``diameter`` of a grid, with ``separation`` = diameter and the
+polarity given, ``invert`` for dark particles) is set where the F1 over the tuning clips is highest; the
+evaluation clips are then scored unchanged. Frames are scored from ``from_frame`` on (the static map has
+learned the scene by then: ~1 s at 80 fps) every ``step`` frames. Time per frame: one thread, median.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tools.bench.figures import count, integer, strings, text
+from tools.bench.registry import Measurement, RunContext, benchmark
+from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from sam4em_live.sim.scenario import ScenarioClip
+
+CONDITIONS = ["clean", "low-dose", "bright-on-dark", "jpeg", "gradient-vignette", "stage-drift", "dose-steps",
+              "defocus", "static-blobs", "fade-edge-artifact", "leave-field", "foreign-noise"]
+#: Dose factor of ``low-dose``: (0.5 / 1.4)² of the base scene's dose.
+LOW_DOSE_FACTOR = (0.5 / 1.4) ** 2
+TRACKPY_DIAMETERS = (15, 21, 31, 41)
+MIN_DIAMETER_PX = 15.0
+
+
+@dataclass
+class Scored:
+    """Detections of one detector on one frame: (x, y, score) rows, and the frame's truth."""
+
+    detections: np.ndarray  # (n, 3)
+    visible: np.ndarray  # (m, 3) x, y, radius of particles to find
+    other: np.ndarray  # (k, 3) particles present but not fully visible (neither right nor wrong to find)
+
+
+def build_clip(condition: str, seed: int, frames: int, motion: str) -> ScenarioClip:
+    import dataclasses
+
+    from sam4em_live.sim.conditions import get_condition
+    from sam4em_live.sim.scenario import render_scenario
+
+    if condition == "low-dose":
+        scenario = get_condition("clean").build(seed, frames, motion)
+        imaging = scenario.spec.imaging
+        spec = scenario.spec.model_copy(update={"imaging": imaging.model_copy(
+            update={"dose_rate_e_per_A2s": imaging.dose_rate_e_per_A2s * LOW_DOSE_FACTOR})})
+        scenario = dataclasses.replace(scenario, spec=spec, name="low-dose")
+    else:
+        scenario = get_condition(condition).build(seed, frames, motion)
+    return render_scenario(scenario, seed)
+
+
+def truth_at(clip: ScenarioClip, index: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = clip.truth[(clip.truth.frame == index) & clip.truth.x.notna()]
+    big = rows[2 * rows.radius_px >= MIN_DIAMETER_PX]
+    visible = big[big.state == "visible"][["x", "y", "radius_px"]].to_numpy(float)
+    other = rows[rows.state != "visible"][["x", "y", "radius_px"]].to_numpy(float)
+    return visible, other
+
+
+def ours(clip: ScenarioClip, from_frame: int, step: int, threshold: float) -> tuple[list[Scored], list[float]]:
+    """Our detector as the service runs it: the static map learns every frame, candidates are screened."""
+    from sam4em_live.config import DiscoveryConfig
+    from sam4em_live.frames import Frame
+    from sam4em_live.service.discovery import Discovery
+    from sam4em_live.service.particle_ids import ParticleIds
+
+    discovery = Discovery(DiscoveryConfig(mode="propose", threshold_sigma=threshold), ParticleIds(), lambda e: None)
+    scored, times = [], []
+    for i, pixels in enumerate(clip.frames):
+        frame = Frame("bench", i, 0.0, pixels)
+        discovery.static.observe(i, pixels, (), ())
+        if i < from_frame or (i - from_frame) % step:
+            continue
+        start = time.perf_counter()
+        found = [c for c in discovery.detector.detect(pixels)
+                 if discovery.policy.refusal(c, []) is None and not discovery._static(frame, c)]
+        times.append((time.perf_counter() - start) * 1e3)
+        visible, other = truth_at(clip, i)
+        scored.append(Scored(np.array([[c.x, c.y, c.score] for c in found]).reshape(-1, 3), visible, other))
+    return scored, times
+
+
+def trackpy_locate(clip: ScenarioClip, from_frame: int, step: int, diameter: int, dark: bool
+                   ) -> tuple[list[Scored], list[float]]:
+    import trackpy
+
+    trackpy.quiet()
+    scored, times = [], []
+    for i in range(from_frame, len(clip.frames), step):
+        start = time.perf_counter()
+        features = trackpy.locate(clip.frames[i], diameter, minmass=0, invert=dark, separation=diameter)
+        times.append((time.perf_counter() - start) * 1e3)
+        visible, other = truth_at(clip, i)
+        scored.append(Scored(features[["x", "y", "mass"]].to_numpy(float).reshape(-1, 3), visible, other))
+    return scored, times
+
+
+def counts(scored: list[Scored], threshold: float) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) of the detections scoring >= ``threshold``."""
+    tp = fp = fn = 0
+    for s in scored:
+        det = s.detections[s.detections[:, 2] >= threshold]
+        used = np.zeros(len(det), bool)
+        for x, y, r in s.visible:
+            d = np.hypot(det[:, 0] - x, det[:, 1] - y) if len(det) else np.zeros(0)
+            hits = np.flatnonzero((d < max(r, 5.0)) & ~used)
+            if len(hits):
+                used[hits[np.argmin(d[hits])]] = True
+                tp += 1
+            else:
+                fn += 1
+        for k in np.flatnonzero(~used):
+            near_other = any(math.hypot(det[k, 0] - x, det[k, 1] - y) < max(r, 5.0) + 5 for x, y, r in s.other)
+            fp += 0 if near_other else 1
+    return tp, fp, fn
+
+
+def f1(tp: int, fp: int, fn: int) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def best_threshold(scored: list[Scored]) -> tuple[float, float]:
+    """The score threshold with the highest F1 over ``scored`` (and that F1)."""
+    candidates = np.unique(np.concatenate([s.detections[:, 2] for s in scored if len(s.detections)] or [np.zeros(1)]))
+    if len(candidates) > 400:
+        candidates = np.quantile(candidates, np.linspace(0, 1, 400))
+    best = max(candidates, key=lambda t: f1(*counts(scored, float(t))))
+    return float(best), f1(*counts(scored, float(best)))
+
+
+def _dark(condition: str) -> bool:
+    return condition != "bright-on-dark"
+
+
+def tune(clips: list[tuple[str, ScenarioClip]], from_frame: int, step: int) -> dict[str, Any]:
+    """Both detectors' settings, from the tuning clips (module docstring)."""
+    ours_scored = [s for _, clip in clips for s in ours(clip, from_frame, step, threshold=3.0)[0]]
+    ours_threshold, ours_f1 = best_threshold(ours_scored)
+    best: tuple[float, int, float] = (-1.0, 0, 0.0)
+    for diameter in TRACKPY_DIAMETERS:
+        scored = [s for name, clip in clips for s in trackpy_locate(clip, from_frame, step, diameter, _dark(name))[0]]
+        minmass, score = best_threshold(scored)
+        if score > best[0]:
+            best = (score, diameter, minmass)
+    return {"ours_threshold": ours_threshold, "ours_tuning_f1": ours_f1, "trackpy_diameter": best[1],
+            "trackpy_minmass": best[2], "trackpy_tuning_f1": best[0]}
+
+
+def evaluate(conditions: list[str], motion: str, tuning_seeds: list[int], seeds: list[int], frames: int,
+             from_frame: int, step: int, progress: Callable[[str], None] = print) -> tuple[dict[str, Any], list[dict]]:
+    tuning = [(c, build_clip(c, s, frames, motion)) for c in conditions for s in tuning_seeds]
+    settings = tune(tuning, from_frame, step)
+    progress(f"# tuned: {settings}")
+    rows = []
+    for condition in conditions:
+        row: dict[str, Any] = {"condition": condition}
+        ours_s: list[Scored] = []
+        tp_s: list[Scored] = []
+        ours_ms: list[float] = []
+        tp_ms: list[float] = []
+        for seed in seeds:
+            clip = build_clip(condition, seed, frames, motion)
+            s, t = ours(clip, from_frame, step, settings["ours_threshold"])
+            ours_s += s
+            ours_ms += t
+            s, t = trackpy_locate(clip, from_frame, step, settings["trackpy_diameter"], _dark(condition))
+            tp_s += s
+            tp_ms += t
+        for name, scored, threshold, ms in (("ours", ours_s, settings["ours_threshold"], ours_ms),
+                                            ("trackpy", tp_s, settings["trackpy_minmass"], tp_ms)):
+            tp, fp, fn = counts(scored, threshold)
+            row[name] = {"precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1), "F1": f1(tp, fp, fn),
+                         "ms_per_frame": float(np.median(ms)) if ms else 0.0, "particles": tp + fn}
+        progress(f"# {condition}: ours F1 {row['ours']['F1']:.3f}, trackpy F1 {row['trackpy']['F1']:.3f}")
+        rows.append(row)
+    return settings, rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| condition | particles | ours P | ours R | ours F1 | ours ms | trackpy P | trackpy R | trackpy F1 | "
+             "trackpy ms |", "|" + "---|" * 10]
+    for r in rows:
+        o, t = r["ours"], r["trackpy"]
+        lines.append(f"| {r['condition']} | {o['particles']} | {o['precision']:.3f} | {o['recall']:.3f} | "
+                     f"**{o['F1']:.3f}** | {o['ms_per_frame']:.1f} | {t['precision']:.3f} | {t['recall']:.3f} | "
+                     f"{t['F1']:.3f} | {t['ms_per_frame']:.1f} |")
+    return "\n".join(lines)
+
+
+@benchmark("discovery", "particle discovery vs trackpy.locate: precision, recall, F1, ms per frame (issue 21)",
+           {"conditions": [*CONDITIONS], "motion": "monet", "tuning_seeds": [100, 101], "seeds": [0, 1, 2],
+            "frames": 120, "from_frame": 80, "step": 4},
+           quick={"seeds": [0], "tuning_seeds": [100]}, one_blas_thread=True)
+def discovery(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
+    settings, rows = evaluate(strings(params, "conditions"), text(params, "motion"),
+                              [int(s) for s in strings(params, "tuning_seeds")], [int(s) for s in strings(params, "seeds")],
+                              integer(params, "frames"), integer(params, "from_frame"), integer(params, "step"))
+    print(markdown_table(rows), flush=True)
+    metrics: dict[str, Metric] = {key: Metric(float(value), "", "none") for key, value in settings.items()}
+    for r in rows:
+        for name in ("ours", "trackpy"):
+            for figure in ("precision", "recall", "F1"):
+                metrics[f"{r['condition']}.{name}.{figure}"] = Metric(r[name][figure], "fraction", "higher")
+            metrics[f"{r['condition']}.{name}.ms_per_frame"] = Metric(r[name]["ms_per_frame"], "ms")
+        metrics[f"{r['condition']}.particles"] = count(r["ours"]["particles"])
+    metrics["ours_beats_trackpy_everywhere"] = count(int(all(r["ours"]["F1"] > r["trackpy"]["F1"] for r in rows)))
+    metrics["ours_min_F1"] = Metric(min(r["ours"]["F1"] for r in rows), "fraction", "higher")
+    return Measurement(metrics)
