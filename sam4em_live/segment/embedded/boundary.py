@@ -147,7 +147,14 @@ def fit_edge(memory: np.ndarray, distance: np.ndarray) -> EdgeFit | None:
     # likelier one (spheres and rods are, flat discs are not, common): it stands unless the plate fits clearly
     # better. Near-equal costs are common in faint, blurred memories, where a flip to the plate model would
     # shrink a sphere by ~1-2 px.
-    rounded = fits["chord"][0] <= CHORD_PREFERENCE * fits["plate"][0] and rounded_outline(distance)
+    # A step that needs the widest blur of the grid is not resolved either: on a rounded outline it is a faint
+    # sphere whose averaged edge is wider than the chord model allows (multi-1024's 30 nm sphere read as such a
+    # step and shrank by a quarter), so no edge is reported; on a polygon it is a blurred plate all the same.
+    chord_fits = fits["chord"][0] <= CHORD_PREFERENCE * fits["plate"][0]
+    plate_unresolved = fits["plate"][3] == len(BLUR_SIGMAS_PX) - 1
+    rounded = (chord_fits or plate_unresolved) and rounded_outline(distance)
+    if rounded and not chord_fits:
+        return None
     cost, model, offset, sigma_index, plateau, spread = fits["chord"] if rounded else fits["plate"]
     # Standard error of P: bin means scatter by sigma_pixel / sqrt(count), so cost / (bins - 4) estimates
     # the per-pixel variance (4 fitted parameters), and var(P) = that / the model's weighted spread.
