@@ -268,3 +268,21 @@ def test_the_service_tracks_a_watched_folder_chosen_from_the_config(tmp_path):
     np.testing.assert_allclose(table.x.to_numpy(), 30.0 + table.frame.to_numpy(), atol=0.6)
     run = json.loads((tmp_path / "runs" / "watched" / "run.json").read_text())
     assert "watched-folder" in json.dumps(run)
+
+
+def test_single_frame_instrument_files_are_frames_too(tmp_path):
+    """SerialEM and others can save one MRC per frame: any one-frame file of the reader registry is a frame."""
+    mrcfile = pytest.importorskip("mrcfile", reason="mrcfile writes the MRC test files (the 'test' extra)")
+    frames = _frames(3, shape=(48, 64))
+    source = _source(tmp_path, settle_s=0.01)
+    for i, f in enumerate(frames):
+        with mrcfile.new(tmp_path / f"tmp_{i}.mrc.tmp") as mrc:  # written under a temporary name, then renamed
+            mrc.set_data(f)
+            mrc.voxel_size = 4.0  # angstrom
+        os.replace(tmp_path / f"tmp_{i}.mrc.tmp", tmp_path / f"frame_{i:03d}.mrc")
+    got = _collect(source, 3)
+    assert [f.index for f, _ in got] == [0, 1, 2]
+    for (frame, _), sent in zip(got, frames, strict=True):
+        np.testing.assert_array_equal(frame.pixels, sent)
+    assert source.series is not None and source.series.metadata["frame_format"] == "mrc"
+    assert source.series.calibration.pixel_size_nm == pytest.approx(0.4)

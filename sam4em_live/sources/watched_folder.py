@@ -1,7 +1,8 @@
 """`WatchedFolderSource`: frames from a folder an acquisition program is writing, one file per frame.
 
 Point it at the folder DigitalMicrograph, Velox, SerialEM or a camera's own software saves frames into
-(any frame format of `sam4em_live.io.frame_folder`: TIFF, PNG, JPEG, DM3/DM4; or, with ``recursive``, a
+(any frame format of `sam4em_live.io.frame_folder`: TIFF, PNG, JPEG, DM3/DM4; any instrument format of
+the reader registry holding one frame per file: MRC, Velox EMD, TIA SER...; or, with ``recursive``, a
 Gatan in-situ tree of ``Hour_NN/Minute_NN/Second_NN`` folders). Each frame is streamed as soon as its file
 is complete; a partly written file is never delivered:
 
@@ -23,7 +24,8 @@ listed every poll; with tens of thousands of files in one folder that costs mill
 Frames come in the order of the numbers in their names (``frame_0012.tif``; in-situ trees by hour,
 minute, second, frame). Index: the file's number in a flat folder (skipped numbers are gaps), the count of
 frames so far in a tree. A file that completes after a later-numbered one was delivered is rejected
-(``late_file``); frames of another size or pixel type than the first are rejected (``size_mismatch``).
+(``late_file``) unless it completes within ``max_reorder_wait_s`` of being seen, which later files wait
+for; frames of another size or pixel type than the first are rejected (``size_mismatch``).
 Files already in the folder when the source opens are skipped unless ``include_existing``.
 
 Calibration: the first frame file's (TIFF/DM tags), under the options' ``fps`` and ``pixel_size_nm``;
@@ -42,7 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import PositiveFloat
+import numpy as np
+from pydantic import NonNegativeFloat, PositiveFloat
 
 from sam4em_live.config import FrozenModel
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
@@ -52,8 +55,6 @@ from sam4em_live.plugins import FactoryPlugin
 from sam4em_live.sources.base import EndOfStream, SourceCounters
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from sam4em_live.sources.registry import SourceContext
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ class WatchedFolderOptions(FrozenModel):
     complete_when: Literal["stable", "renamed"] = "stable"
     settle_s: PositiveFloat = 0.02
     give_up_s: PositiveFloat = 10.0
+    # A later file that is complete waits at most this long for an earlier one still being written (parallel
+    # writers); an earlier file completing after that is rejected as late_file.
+    max_reorder_wait_s: NonNegativeFloat = 0.5
     poll_interval_s: PositiveFloat = 0.005
     include_existing: bool = False
     end_after_idle_s: PositiveFloat | None = None  # the series ends after this long without a new frame
@@ -87,6 +91,7 @@ class _Pending:
     size: int
     mtime_ns: int
     stable_since: float
+    first_seen: float
     failures: int = 0
 
 
@@ -103,6 +108,43 @@ def order_key(path: Path, root: Path) -> tuple[int, ...]:
         numbers = _NUMBER.findall(part)
         key.append(int(numbers[-1]) if numbers else -1)
     return tuple(key)
+
+
+def file_kind(path: Path) -> str | None:
+    """What a file in the folder is, or None for a file that is not a frame (ignored).
+
+    A frame format (``"tiff"``...), or an instrument format's reader name (``"mrc"``, ``"velox-emd"``...
+    of `sam4em_live.io.reader_registry`).
+    """
+    fmt = frame_format(path)
+    if fmt is not None:
+        return fmt
+    from sam4em_live.io.reader_registry import reader_plugins
+
+    suffix = path.suffix.lower()
+    for name, plugin in reader_plugins().items():
+        if not plugin.folder and suffix in plugin.suffixes:
+            return name
+    return None
+
+
+def read_one_frame(path: Path, kind: str) -> tuple[np.ndarray, Calibration | None]:
+    """The one frame of ``path`` and, for an instrument file, the calibration its reader found.
+
+    ``path`` is a frame file, or an instrument file of one frame; `ReplayError` if it cannot be read or
+    holds several frames.
+    """
+    if frame_format(path) is not None:
+        return decode_frame_file(path, kind), None
+    from sam4em_live.io.reader_registry import open_reader
+
+    reader = open_reader(path)
+    try:
+        if reader.n_frames != 1:
+            raise ReplayError(f"{path}: {reader.n_frames} frames; a watched folder takes one frame per file")
+        return np.array(reader.read(0)), reader.calibration
+    finally:
+        reader.close()
 
 
 class WatchedFolderSource:
@@ -123,6 +165,7 @@ class WatchedFolderSource:
         self._last_frame_at = time.monotonic()
         self._folder_present = True
         self._generation = 0
+        self._first_calibration: Calibration | None = None
 
     @property
     def series(self) -> SeriesInfo | None:
@@ -197,15 +240,15 @@ class WatchedFolderSource:
                 if self.options.recursive:
                     self._scan_sub(path)
                 continue
-            if path in self._state.known or frame_format(path) is None:
+            if path in self._state.known or file_kind(path) is None:
                 continue
             try:
                 stat = entry.stat()
             except FileNotFoundError:
                 continue  # renamed away again between listing and stat
             self._state.known.add(path)
-            self._pending[path] = _Pending(path, order_key(path, self.root), stat.st_size, stat.st_mtime_ns,
-                                           time.monotonic())
+            now = time.monotonic()
+            self._pending[path] = _Pending(path, order_key(path, self.root), stat.st_size, stat.st_mtime_ns, now, now)
 
     def _scan_sub(self, folder: Path) -> None:
         try:
@@ -218,10 +261,9 @@ class WatchedFolderSource:
     def _take_complete(self) -> Frame | None:
         now = time.monotonic()
         for pending in sorted(self._pending.values(), key=lambda p: p.key):
-            if not self._looks_complete(pending, now):
-                continue
-            pixels = self._decode(pending, now)
-            if pixels is None:
+            if not self._looks_complete(pending, now) or (pixels := self._decode(pending, now)) is None:
+                if pending.path in self._pending and now - pending.first_seen < self.options.max_reorder_wait_s:
+                    return None  # frames go out in order: wait a little for an earlier file still being written
                 continue
             return self._deliver(pending, pixels)
         return None
@@ -240,10 +282,11 @@ class WatchedFolderSource:
         return pending.size > 0 and now - pending.stable_since >= self.options.settle_s
 
     def _decode(self, pending: _Pending, now: float) -> np.ndarray | None:
-        fmt = frame_format(pending.path)
+        fmt = file_kind(pending.path)
         assert fmt is not None  # only frame files are pending
         try:
-            pixels = self._grey(decode_frame_file(pending.path, fmt))
+            pixels, calibration = read_one_frame(pending.path, fmt)
+            pixels = self._grey(pixels)
             stat = pending.path.stat()
         except (ReplayError, OSError) as exc:
             pending.failures += 1
@@ -261,6 +304,8 @@ class WatchedFolderSource:
         elif fmt != self._format:
             self._reject(pending, "mixed_formats", f"a {fmt} file in a folder of {self._format} frames")
             return None
+        if self._series is None and calibration is not None:
+            self._first_calibration = calibration
         return pixels
 
     def _deliver(self, pending: _Pending, pixels: np.ndarray) -> Frame | None:
@@ -291,12 +336,17 @@ class WatchedFolderSource:
         return Frame(self._series.series_id, index, pending.mtime_ns * 1e-9, pixels, self._series.calibration)
 
     def _start_series(self, path: Path, pixels: np.ndarray) -> SeriesInfo:
-        fmt = frame_format(path)
+        fmt = file_kind(path)
         assert fmt is not None
-        try:
-            calibration, found, missing = file_calibration(path, fmt)
-        except (ReplayError, OSError, ValueError):
-            calibration, found, missing = Calibration(), {}, ["pixel_size_nm", "fps"]
+        found: dict[str, str] = {}
+        if self._first_calibration is not None:  # an instrument file: its reader read the calibration
+            calibration = self._first_calibration
+            missing = [k for k in ("pixel_size_nm", "fps") if getattr(calibration, k) is None]
+        else:
+            try:
+                calibration, found, missing = file_calibration(path, fmt)
+            except (ReplayError, OSError, ValueError):
+                calibration, found, missing = Calibration(), {}, ["pixel_size_nm", "fps"]
         calibration = calibration.merged(Calibration(pixel_size_nm=self.options.pixel_size_nm,
                                                      fps=self.options.fps))
         self.counters.series_started += 1
@@ -316,6 +366,7 @@ class WatchedFolderSource:
             log.info("watched folder %s: series %s ended", self.root, self._series.series_id)
             self._series = None
             self._format = None
+            self._first_calibration = None
 
     def _maybe_end(self) -> None:
         idle = self.options.end_after_idle_s
