@@ -188,8 +188,9 @@ def _contrast(blocks: np.ndarray, footprint: np.ndarray, ring: np.ndarray, polar
 #: A frame whose sampled mean falls below this fraction of the recent level is a blanked (or nearly
 #: blanked) beam: it carries no information about where particles are.
 BLANK_FRACTION = 0.15
-#: Sampling stride of the exposure level (a 1024² frame: 4096 pixels, ~15 us) and its running weight.
-EXPOSURE_STRIDE, EXPOSURE_WEIGHT = 16, 0.1
+#: Rows sampled for the exposure level (whole rows: contiguous memory, ~10 us for 1024²; a strided
+#: every-16th-pixel sample cost ~0.2 ms in cache misses) and its running weight.
+EXPOSURE_ROWS, EXPOSURE_WEIGHT = 16, 0.1
 
 
 class Exposure:
@@ -200,7 +201,7 @@ class Exposure:
 
     def blanked(self, pixels: np.ndarray) -> bool:
         """Whether this frame is far darker than the recent ones (dose steps of x0.45 or x1.6 are not)."""
-        sample = float(pixels[::EXPOSURE_STRIDE, ::EXPOSURE_STRIDE].mean())
+        sample = float(pixels[:: max(pixels.shape[0] // EXPOSURE_ROWS, 1)].mean())
         if self.level is None:
             self.level = sample
             return False
