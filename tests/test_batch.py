@@ -38,7 +38,7 @@ def client():
 
     with dask.config.set({"distributed.worker.daemon": False, "distributed.scheduler.allowed-failures": 2}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, silence_logs=50)
+                                           dashboard_address=":0", silence_logs=50)
         c = distributed.Client(cluster)
     yield c
     c.close()
@@ -176,3 +176,17 @@ def test_cli_batch_on_a_running_scheduler(tmp_path: Path, client) -> None:
                                       client.scheduler.address, "--no-progress"])
     assert result.exit_code == 1, result.output
     assert "1 analysed" in result.output and "FAILED lonely" in result.output and "no prompts" in result.output
+
+
+def test_its_own_local_cluster_writes_masks_and_reports_progress(tmp_path: Path) -> None:
+    """No client given: `run_batch` starts (and stops) a LocalCluster whose workers may start the mask writer."""
+    from sam4em_live.batch import run_batch
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    _recording(archive, "solo", seed=6, n_frames=8)
+    seen: list[tuple[int, int]] = []
+    report = run_batch([archive], tmp_path / "b", workers=1, progress=lambda done, total: seen.append((done, total)))
+    assert [o.name for o in report.analysed] == ["solo"] and report.workers == 1 and seen == [(1, 1)]
+    assert report.analysed[0].cpu_seconds > 0
+    assert (tmp_path / "b" / "runs" / "solo" / "masks.tif").is_file()

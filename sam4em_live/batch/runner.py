@@ -171,12 +171,14 @@ def _run_tasks(todo: list[Recording], settings: BatchSettings, out: Path, prints
                 n = workers or os.cpu_count() or 1
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                        resources={"GPU": 1} if resources.get("GPU") else None,
-                                       dashboard_address=None, silence_logs=logging.CRITICAL)
+                                       dashboard_address=":0", silence_logs=logging.CRITICAL)
                 owned.append(cluster)
                 client = Client(cluster)
             owned.insert(0, client)
         try:
             n_workers = len(client.scheduler_info().get("workers", {}))
+            log.info("%d recordings on %d workers (scheduler %s; Dask's dashboard: %s)", len(todo), n_workers,
+                     client.scheduler.address if client.scheduler else "?", client.dashboard_link)
             futures = {client.submit(analyse_recording, r, settings, out, prints[r.name], provenance,
                                      key=f"recording-{r.name}-{prints[r.name][:12]}", retries=retries,
                                      resources=resources or None, pure=False): r for r in todo}

@@ -64,6 +64,7 @@ class RecordingOutcome:
     seconds: float
     attempts: int
     ensemble: dict[str, Any]
+    cpu_seconds: float = 0.0  # the worker process's CPU time for it (all its threads; not the mask writer child)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +102,7 @@ def finished(out: Path, recording: Recording, fingerprint: str) -> RecordingOutc
 def analyse_recording(recording: Recording, settings: BatchSettings, out: Path, fingerprint: str,
                       provenance: dict[str, str]) -> RecordingOutcome:
     """Run one recording through ``track``'s pipeline and add it to the batch's datasets (on a worker)."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     attempt = _log_attempt(out, recording.name, {"event": "start"})
     run_dir = out / RUNS / recording.name
     try:
@@ -109,7 +110,8 @@ def analyse_recording(recording: Recording, settings: BatchSettings, out: Path, 
                       partition(out, PARTICLES, recording.name)):
             _remove(stale)  # an earlier attempt's leftovers (a lost worker, a changed input)
         _run(recording, settings, out, run_dir)
-        outcome = _publish(recording, out, run_dir, fingerprint, provenance, attempt, time.perf_counter() - start)
+        outcome = _publish(recording, out, run_dir, fingerprint, provenance, attempt,
+                           (time.perf_counter() - start, time.process_time() - cpu_start))
     except BaseException as exc:
         _log_attempt(out, recording.name, {"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
@@ -145,7 +147,7 @@ def _run(recording: Recording, settings: BatchSettings, out: Path, run_dir: Path
 
 
 def _publish(recording: Recording, out: Path, run_dir: Path, fingerprint: str, provenance: dict[str, str],
-             attempt: int, seconds: float) -> RecordingOutcome:
+             attempt: int, seconds: tuple[float, float]) -> RecordingOutcome:
     """The recording's Parquet partitions and ensemble row, then its state file (the mark of completion)."""
     from sam4em_live.io.run_folder import RunFolder
 
@@ -165,9 +167,10 @@ def _publish(recording: Recording, out: Path, run_dir: Path, fingerprint: str, p
         _write_parquet(summary, partition(out, PARTICLES, recording.name))
     outcome = RecordingOutcome(
         name=recording.name, run_dir=str(run_dir), rows=len(table), particles=int(table["particle"].nunique()),
-        frames=int(table["frame"].nunique()), seconds=round(seconds, 3), attempts=attempt,
+        frames=int(table["frame"].nunique()), seconds=round(seconds[0], 3), attempts=attempt,
         ensemble={"recording": recording.name, "pixel_size_nm": calibration.pixel_size_nm,
-                  "fps": calibration.fps, **ensemble, **provenance})
+                  "fps": calibration.fps, **ensemble, **provenance},
+        cpu_seconds=round(seconds[1], 3))
     _write_whole(state_path(out, recording.name),
                  json.dumps({"fingerprint": fingerprint, "outcome": outcome.as_dict()}, indent=1, default=str))
     return outcome
