@@ -200,7 +200,7 @@ def _decode_only_us(stream: str, compression: str, size: int, repeats: int = 200
 
 @benchmark("dectris", "DectrisFrameSource vs a bare pyzmq + same-decompression loop, v1/v2 x raw/bslz4, "
            "1024² uint16 over tcp loopback (frames/s)", {"frames": 1000, "rounds": 3, "size": 1024},
-           quick={"frames": 300, "rounds": 2})
+           quick={"frames": 200, "rounds": 1})
 def dectris(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     n, rounds, size = integer(params, "frames"), integer(params, "rounds"), integer(params, "size")
     metrics: dict[str, Metric] = {}
