@@ -159,7 +159,7 @@ class DiscoveryConfig(FrozenModel):
 
     mode: Literal["off", "propose", "auto"] = "off"
     every_n_frames: PositiveInt = 2
-    detector_cells: PositiveInt = 256  # the detector's image: block-averaged to about this many cells a side
+    detector_cells: PositiveInt = 128  # the detector's image: block-averaged to about this many cells a side
     threshold_sigma: PositiveFloat = 5.0  # peak of the matched-filter response, in noise standard deviations
     polarity: Literal["dark", "bright", "both"] = "both"
     min_diameter_px: PositiveFloat = 5.0

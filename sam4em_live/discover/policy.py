@@ -58,8 +58,11 @@ class CandidateTrack:
     """One candidate followed over detector runs."""
 
     candidate: Candidate
-    hits: int = 1
+    hits: int = 1  # runs in a row it was seen
     missed: int = 0
+    age: int = 1  # runs it was seen in all
+    excursion_px: float = 0.0  # farthest it has been from where it was first seen
+    first: tuple[float, float] = (math.nan, math.nan)
     proposal: int | None = None  # its proposal id, once proposed
     rejected: bool = False
     accepted: bool = False
@@ -79,10 +82,12 @@ class CandidateTracks:
             best = min(free, key=lambda t: _distance(t.candidate, candidate), default=None)
             if best is not None and _distance(best.candidate, candidate) <= LINK_RADIUS_PX + candidate.diameter_px / 2:
                 free.remove(best)
-                best.candidate, best.hits, best.missed = candidate, best.hits + 1, 0
+                best.candidate, best.hits, best.missed, best.age = candidate, best.hits + 1, 0, best.age + 1
+                best.excursion_px = max(best.excursion_px, math.hypot(candidate.x - best.first[0],
+                                                                      candidate.y - best.first[1]))
                 seen.append(best)
             else:
-                track = CandidateTrack(candidate)
+                track = CandidateTrack(candidate, first=(candidate.x, candidate.y))
                 self.tracks.append(track)
                 seen.append(track)
         forgotten = []

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.control_api import QuotaExceeded
-from sam4em_live.discover.detector import Candidate, DetectorSettings, ParticleDetector
+from sam4em_live.discover.detector import DetectorSettings, ParticleDetector
 from sam4em_live.discover.policy import CandidateTrack, CandidateTracks, DiscoveryPolicy
 from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.results import ServiceEvent
@@ -43,8 +43,11 @@ log = logging.getLogger(__name__)
 #: The static map screens candidates only once it has this many updates (~1 s at 80 fps): before that it
 #: cannot tell an immobile feature from a particle that has not moved yet.
 STATIC_WARMUP_UPDATES = 8
-#: A candidate whose contrast the long-run mean explains this much is a static feature.
+#: A candidate whose contrast the long-run mean explains this much, and that has stayed within `STILL_PX` of
+#: where it was first seen for `STILL_RUNS` detector runs, is a static feature. Both: a particle confined to a
+#: small region is largely "explained" by the mean too, but it moves.
 STATIC_EXPLAINED = 0.7
+STILL_RUNS, STILL_PX = 16, 8.0
 
 
 def settings_of(config: DiscoveryConfig) -> tuple[DetectorSettings, DiscoveryPolicy]:
@@ -99,10 +102,8 @@ class Discovery:
         if (self._frames_seen - 1) % self.config.every_n_frames:
             return
         started = time.perf_counter()
-        candidates = [c for c in self.detector.detect(frame.pixels)
-                      if self.policy.refusal(c, keep_out) is None and not self._static(frame, c)]
+        seen, forgotten = self.candidates(frame, keep_out)
         with self._lock:
-            seen, forgotten = self._tracks.update(candidates)
             for track in forgotten:
                 if track.proposal is not None and not (track.accepted or track.rejected):
                     self._events.append(ServiceEvent("proposal_expired", frame.index, None,
@@ -128,12 +129,21 @@ class Discovery:
             if m.present and pid in tracked:
                 self._known[pid] = (m.x, m.y, max(m.major_axis_px / 2, math.sqrt(m.area_px / math.pi), 1.0))
 
-    def _static(self, frame: Frame, candidate: Candidate) -> bool:
-        if not self.config.ignore_static or self.static.n_updates < STATIC_WARMUP_UPDATES:
+    def candidates(self, frame: Frame, keep_out: list[tuple[float, float, float]]
+                   ) -> tuple[list[CandidateTrack], list[CandidateTrack]]:
+        """Detect, apply the policy's rules, link into tracks: (tracks seen now and not static, forgotten)."""
+        found = [c for c in self.detector.detect(frame.pixels) if self.policy.refusal(c, keep_out) is None]
+        with self._lock:
+            seen, forgotten = self._tracks.update(found)
+        return [t for t in seen if not self._static(frame, t)], forgotten
+
+    def _static(self, frame: Frame, track: CandidateTrack) -> bool:
+        """A static feature: it has not moved for `STILL_RUNS` runs, and the long-run mean explains it."""
+        if (not self.config.ignore_static or self.static.n_updates < STATIC_WARMUP_UPDATES
+                or track.age < STILL_RUNS or track.excursion_px > STILL_PX):
             return False
-        explained = self.static.explains(frame.pixels, candidate.x, candidate.y, candidate.diameter_px / 2,
-                                         float(candidate.polarity))
-        return explained >= STATIC_EXPLAINED
+        c = track.candidate
+        return self.static.explains(frame.pixels, c.x, c.y, c.diameter_px / 2, float(c.polarity)) >= STATIC_EXPLAINED
 
     def annotate_result(self, result: FrameResult) -> FrameResult:
         """The result with the decisions made since the last one and this frame's detection cost (ms)."""

@@ -83,17 +83,19 @@ def ours(clip: ScenarioClip, from_frame: int, step: int, threshold: float) -> tu
     from sam4em_live.service.discovery import Discovery
     from sam4em_live.service.particle_ids import ParticleIds
 
-    discovery = Discovery(DiscoveryConfig(mode="propose", threshold_sigma=threshold), ParticleIds(), lambda e: None)
+    config = DiscoveryConfig(mode="propose", threshold_sigma=threshold)
+    discovery = Discovery(config, ParticleIds(), lambda e: None)
     scored, times = [], []
     for i, pixels in enumerate(clip.frames):
         frame = Frame("bench", i, 0.0, pixels)
         discovery.static.observe(i, pixels, (), ())
-        if i < from_frame or (i - from_frame) % step:
+        if i % config.every_n_frames:
             continue
         start = time.perf_counter()
-        found = [c for c in discovery.detector.detect(pixels)
-                 if discovery.policy.refusal(c, []) is None and not discovery._static(frame, c)]
+        found = [t.candidate for t in discovery.candidates(frame, [])[0]]
         times.append((time.perf_counter() - start) * 1e3)
+        if i < from_frame or (i - from_frame) % step:
+            continue
         visible, other = truth_at(clip, i)
         scored.append(Scored(np.array([[c.x, c.y, c.score] for c in found]).reshape(-1, 3), visible, other))
     return scored, times
