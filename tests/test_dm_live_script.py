@@ -202,3 +202,14 @@ def test_the_service_follows_the_script_when_digitalmicrograph_restarts(tmp_path
     assert b.series_id != a.series_id
     np.testing.assert_array_equal(b.pixels, frames[b.index % len(frames)])
     assert source.counters.rejected == 0
+
+
+def test_the_digitalmicrograph_side_stays_python_37_and_free_of_sam4em_live():
+    """GMS 3.4's Python is 3.7, and the microscope PC has numpy, pyzmq and msgpack, not this package."""
+    import ast
+
+    for path in sorted((ROOT / "tools" / "digitalmicrograph").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 7))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not any(name.startswith(("sam4em_live", "tools")) for name in imported), path.name
