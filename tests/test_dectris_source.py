@@ -388,3 +388,18 @@ def test_the_service_tracks_a_dectris_series_chosen_from_the_config(tmp_path):
     run = json.loads((tmp_path / "runs" / "dectris" / "run.json").read_text())
     assert "standin-1" in json.dumps(run)
     assert '"pixel_size_nm": 0.5' in json.dumps(run)
+
+
+@pytest.mark.parametrize("detail, fps", [("none", None), ("basic", 40.0), ("all", 40.0)])
+def test_v1_header_detail_levels(opened, detail, fps):
+    settings = DetectorSettings(shape=(24, 32), frame_time_s=0.025, header_detail=detail,
+                                appendix={"operator": "stand-in"})  # an appendix part after the header parts
+    detector, source = opened("v1", "bslz4", settings)
+    frames = _frames(2, shape=(24, 32))
+    detector.publish(frames)
+    got = _receive(source, 2)
+    assert [f.index for f in got] == [0, 1]
+    assert source.series is not None and source.series.metadata["header_detail"] == detail
+    assert source.series.calibration.fps == (pytest.approx(fps) if fps else None)
+    assert source.series.metadata["masked_pixels"] == 0  # "all" sends an empty mask: nothing to fill
+    assert source.counters.rejected == 0
