@@ -39,6 +39,7 @@ function render({ model, el }) {
   };
   const drawMarks = () => {
     const rows = model.get("rows"), cols = model.get("cols"); if (!rows || !cols) return;
+    el.dataset.rows = String(rows); el.dataset.cols = String(cols);  // the full frame's shape, for tests
     const px = model.get("display_px");
     stage.style.width = `${px}px`; stage.style.height = `${px * rows / cols}px`;
     markCanvas.width = px; markCanvas.height = Math.round(px * rows / cols);

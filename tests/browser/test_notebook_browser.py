@@ -57,6 +57,20 @@ CELLS = [
     "table = run.trajectories\n"
     "print('TRAJECTORIES', len(table), sorted(int(p) for p in table.particle.unique()),"
     " int(table.groupby('particle').size().min()), widget.edits)",
+    # 2: the live view of a small service on a simulated camera, and where its particle starts
+    "from sam4em_live.notebook import LiveView\n"
+    "service = s4.build_service(s4.ServiceConfig.from_mapping({\n"
+    "    'source': {'kind': 'simulator', 'preset': 'demo', 'fps': 20.0}, 'segmenter': {'backend': 'threshold'},\n"
+    "    'recorder': {'enabled': False}, 'control': {'endpoint': 'tcp://127.0.0.1:0'},\n"
+    "    'publisher': {'endpoint': 'tcp://127.0.0.1:0', 'preview_fps': 10.0, 'preview_max_edge_px': 128}}))\n"
+    "service.service.start()\n"
+    "live = LiveView(service.publisher.endpoint, control=service.control.endpoint, display_px=320)\n"
+    "start = s4.simulate('demo', frames=1, progress=False).prompts[0]\n"
+    "print('LIVE', start.particle, *start.points[0])\n"
+    "live",
+    # 3: what the live view learnt from the service after the click, then detach
+    "print('LIVEPOSITIONS', sorted(live.positions), live.message)\n"
+    "live.close(); service.service.stop(); service.close()",
 ]
 
 
@@ -137,6 +151,7 @@ def _output_line(page, index: int, marker: str, timeout_s: float) -> str:
 
 def _click_frame_pixel(page, x: float, y: float, modifiers=()) -> None:
     """Click where frame pixel (x = column, y = row) is drawn on the widget's canvas."""
+    page.locator(".s4-tracker .s4-marks").scroll_into_view_if_needed()  # clicks land only inside the viewport
     box = page.locator(".s4-tracker .s4-marks").bounding_box()
     cols = rows = 1024
     page.mouse.move(box["x"] + (x + 0.5) / cols * box["width"], box["y"] + (y + 0.5) / rows * box["height"])
@@ -148,8 +163,33 @@ def _click_frame_pixel(page, x: float, y: float, modifiers=()) -> None:
         page.keyboard.up(key)
 
 
+def _live_view(page) -> None:
+    """The live view shows the service's frames; a click prompts a particle the service then tracks."""
+    _run_cell(page, 2)
+    particle, x, y = _output_line(page, 2, "LIVE", 60).split()[1:4]
+    live = page.locator(".s4-live")
+    live.wait_for(timeout=30_000)
+    page.wait_for_function("() => Number(document.querySelector('.s4-live')?.dataset.frame) > 0", timeout=30_000)
+    rows, cols = (int(v) for v in page.evaluate(
+        "() => { const c = document.querySelector('.s4-live .s4-frame'); return [c.height, c.width]; }"))
+    assert rows > 0 and cols <= 128  # the service's decimated preview was drawn
+    live.locator(".s4-marks").scroll_into_view_if_needed()  # a mouse click lands only inside the viewport
+    box = live.locator(".s4-marks").bounding_box()
+    full_rows, full_cols = int(live.get_attribute("data-rows")), int(live.get_attribute("data-cols"))
+    assert full_cols > cols  # clicks are in full-frame pixels, not the preview's
+    page.mouse.click(box["x"] + (float(x) + 0.5) / full_cols * box["width"],
+                     box["y"] + (float(y) + 0.5) / full_rows * box["height"])
+    page.wait_for_function(f"() => document.querySelector('.s4-live .s4-message').textContent.includes('particle {particle}:')",
+                           timeout=15_000)
+    time.sleep(1.0)  # a few published frames with the new particle
+    _run_cell(page, 3)
+    line = _output_line(page, 3, "LIVEPOSITIONS", 30)
+    assert f"'{particle}'" in line, line
+
+
 def _drag_frame_box(page, start: tuple[float, float], end: tuple[float, float]) -> None:
     """Drag on the widget's canvas from frame pixel ``start`` to ``end`` (x, y)."""
+    page.locator(".s4-tracker .s4-marks").scroll_into_view_if_needed()  # clicks land only inside the viewport
     box = page.locator(".s4-tracker .s4-marks").bounding_box()
 
     def at(x: float, y: float) -> tuple[float, float]:
@@ -251,6 +291,7 @@ def test_click_shows_the_mask_then_track_gives_trajectories(lab):
             assert [int(i) for i in ids.split(",")] == [t[0] for t in targets]
             assert int(shortest) == FRAMES and int(rows) == len(targets) * FRAMES
             assert "labels=(1, 0)" in line and "box=(" in line, line  # the shift-click and the drag, as edits
+            _live_view(page)
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "notebook_browser_failure.png"), full_page=True)
