@@ -103,7 +103,7 @@ def ours(clip: ScenarioClip, from_frame: int, step: int, threshold: float) -> tu
 
 def trackpy_locate(clip: ScenarioClip, from_frame: int, step: int, diameter: int, dark: bool
                    ) -> tuple[list[Scored], list[float]]:
-    import trackpy
+    import trackpy  # type: ignore[import-untyped]
 
     trackpy.quiet()
     scored, times = [], []
