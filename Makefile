@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation sam2==1.1.0
-	$(BIN)/python -m pip install --quiet -e ".[sam2,test,dev,notebook-test]"
+	$(BIN)/python -m pip install --quiet -e ".[sam2,test,dev,notebook-test,batch,dectris]"
 	touch $(STAMP)
 
 demo: $(STAMP)
