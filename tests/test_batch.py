@@ -52,6 +52,8 @@ def test_inputs_from_globs_folders_manifests_and_run_folders(tmp_path: Path) -> 
     _recording(archive, "b", 1, n_frames=3)
     (archive / "notes").mkdir()  # a sub-folder of other things is no input
     (archive / "notes" / "readme.txt").write_text("x")
+    (archive / "old-run").mkdir()  # an earlier run folder inside the archive is output, not input
+    (archive / "old-run" / "run.json").write_text(json.dumps({"config": {"source": {"path": str(a)}}}))
     assert [r.name for r in expand_inputs([archive])] == ["a", "b"]
     assert next(r.name for r in expand_inputs([str(archive / "*.tif")])) == "a"
     found = expand_inputs([a])[0]

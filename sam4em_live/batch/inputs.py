@@ -76,7 +76,8 @@ def _recordings_of(path: Path) -> list[Recording]:
     if path.is_file() or _is_frame_folder(path):
         return [Recording(name=path.stem, path=path.absolute())]
     found = []
-    for child in (p for p in sorted(path.iterdir()) if _is_recording(p)):
+    # A run folder met inside a folder is output (an earlier batch's runs/), not an input to replay.
+    for child in (p for p in sorted(path.iterdir()) if _is_recording(p) and not (p / RUN_MANIFEST).is_file()):
         try:
             found.extend(_recordings_of(child))
         except BatchInputError:  # a sub-folder of other things (notes, a previous batch's output) is no input
