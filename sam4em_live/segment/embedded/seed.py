@@ -288,6 +288,10 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     if mask.sum() < 6:
         raise PromptError(f"{where}: the particle at the prompt is too small to follow ({int(mask.sum())} px)",
                           prompt.particle)
+    if math.sqrt(mask.sum() / math.pi) < scale:
+        # It only stood out once smoothed more than its own size: the outline would be the smoothing's.
+        raise PromptError(f"{where}: too faint to outline (it stands out only at {scale:g} px smoothing, more than "
+                          f"its own radius); a stronger dose or a larger particle is needed", prompt.particle)
     if not _reaches_a_click(territory.own, prompt, x0, y0):
         # A particle that fills the window leaves its own plateau as the "background": the real background
         # next to the click then reads as a particle of the other polarity. A larger window sorts it out.
