@@ -87,7 +87,8 @@ def particle_spec(condition: Condition, frame_px: int) -> SimulationSpec:
                           mtf_f0_cycles_per_px=0.2658 / (2 if condition.blur == "mtf-soft" else 1),
                           defocus_disk_radius_nm=3.0 if condition.blur == "defocus3" else 0.0)
     centre = (frame_px - 1) / 2
-    particle = ParticleSpec(shape=condition.shape, start_xy_px=(centre, centre), motion=motion, **geometry)
+    particle = ParticleSpec.model_validate({"shape": condition.shape, "start_xy_px": (centre, centre), "motion": motion,
+                                            **geometry})
     return SimulationSpec(name=condition.name, imaging=imaging, cell=LiquidCellSpec(water_thickness_nm=50.0),
                           particles=(particle,))
 
@@ -101,7 +102,7 @@ def calibrated(spec: SimulationSpec, cnr: float) -> SimulationSpec:
     renderer = FrameRenderer(spec)
     particle = spec.particles[0]
     assert particle.start_xy_px is not None
-    pose = [Pose(particle.start_xy_px[0], particle.start_xy_px[1], 0.0)]
+    pose: list[Pose | None] = [Pose(particle.start_xy_px[0], particle.start_xy_px[1], 0.0)]
     mean = renderer.mean_electrons([renderer.patches(pose)])
     if renderer.mtf is not None:
         mean = apply_mtf(mean, renderer.mtf)
