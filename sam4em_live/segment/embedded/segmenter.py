@@ -285,7 +285,7 @@ class EmbeddedSegmenter:
 
     def _conclude(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate | None,
                   background: float, claims: list[Placement], strict: bool,
-                  placed: Placement | None = None, static_withheld: bool = False) -> ParticleMask:
+                  placed: Placement | None = None, static_at: tuple[float, float] | None = None) -> ParticleMask:
         if estimate is None:
             track.lose()
             return ParticleMask.absent(track.particle)
@@ -295,10 +295,14 @@ class EmbeddedSegmenter:
         refused = None
         if placed is not None and track.is_detection(estimate, visible, self.options, strict):
             refused = self._refused(pixels, track, estimate, placed, visible)
-            if refused == ON_STATIC and not static_withheld:
+            if refused is None and static_at is not None and (math.hypot(estimate.x - static_at[0], estimate.y
+                                                                         - static_at[1]) < track.memory.radius_px):
+                refused = ON_STATIC  # the retry found the same feature again (e.g. its part outside the frame)
+            if refused == ON_STATIC and static_at is None:
                 # The static feature outshone the particle: search once more with its pixels read as background.
+                at = (estimate.x, estimate.y)
                 estimate, background = self._search(pixels, track, [*claims, placed])
-                return self._conclude(pixels, track, estimate, background, claims, strict, static_withheld=True)
+                return self._conclude(pixels, track, estimate, background, claims, strict, static_at=at)
         if placed is None or refused is not None or not track.is_detection(estimate, visible, self.options, strict):
             track.lose()  # lost beats wrong: reported absent, with a score below the confident threshold
             return ParticleMask.absent(track.particle,
