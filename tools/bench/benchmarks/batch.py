@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from tools.bench.figures import count, integer
@@ -64,22 +65,32 @@ def _cluster(workers: int) -> tuple[Any, Any, float]:
     return cluster, client, time.perf_counter() - start
 
 
-def _timed_batch(archive: Path, out: Path, workers: int) -> tuple[float, float, float, float]:
-    """(wall s, Σ task s, cluster start-up s, Σ task CPU s) of the archive on a fresh cluster of ``workers``."""
+def _gaps(out: Path, started: float, ended: float) -> tuple[float, float, float]:
+    """From the attempts logs of a 1-worker batch: (mean gap between one task's end and the next one's start,
+    run_batch's time before the first task, after the last one), in s."""
+    spans = sorted((entries[0]["time"], entries[-1]["time"]) for entries in (
+        [json.loads(line) for line in log.read_text().splitlines()] for log in (out / "state").glob("*.attempts.jsonl")))
+    gaps = [nxt[0] - prev[1] for prev, nxt in pairwise(spans)]
+    return sum(gaps) / max(len(gaps), 1), spans[0][0] - started, ended - spans[-1][1]
+
+
+def _timed_batch(archive: Path, out: Path, workers: int) -> tuple[float, float, float, float, tuple[float, ...]]:
+    """(wall s, Σ task s, cluster start-up s, Σ task CPU s, `_gaps`) of the archive on a fresh cluster."""
     from sam4em_live.batch import run_batch
 
     cluster, client, startup = _cluster(workers)
     try:
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         report = run_batch([archive], out, client=client, progress=False)
         wall = time.perf_counter() - start
+        gaps = _gaps(out, started, time.time())
     finally:
         client.close()
         cluster.close()
     if report.failed or len(report.analysed) != len(list(archive.glob("*.tif"))):
         raise RuntimeError(f"batch of {archive} incomplete: {report.lines()}")
     return (wall, sum(o.seconds for o in report.analysed), startup,
-            sum(o.cpu_seconds for o in report.analysed))
+            sum(o.cpu_seconds for o in report.analysed), gaps)
 
 
 def _kill_when_started(log: Path, killed: list[int], stop: threading.Event) -> None:
@@ -101,8 +112,8 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
 
     n, frames = integer(params, "recordings"), integer(params, "frames")
     archive = _archive(context.scratch / "equal", n, frames)
-    one_wall, one_tasks, one_startup, one_cpu = _timed_batch(archive, context.scratch / "one", 1)
-    two_wall, two_tasks, two_startup, _ = _timed_batch(archive, context.scratch / "two", 2)
+    one_wall, one_tasks, one_startup, one_cpu, (gap, before, after) = _timed_batch(archive, context.scratch / "one", 1)
+    two_wall, two_tasks, two_startup, _, _ = _timed_batch(archive, context.scratch / "two", 2)
 
     faulty = _archive(context.scratch / "faulty", integer(params, "fault_recordings"), frames)
     (faulty / "corrupt.tif").write_bytes(b"not a TIFF file")
@@ -136,6 +147,11 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
         "cluster_startup_s": Metric(max(one_startup, two_startup), "s", "lower"),
         "overhead_per_recording_s": Metric((one_wall - one_tasks) / n, "s", "lower"),
         "task_s_per_recording": Metric(one_tasks / n, "s", "lower"),
+        # the overhead's parts: between two tasks on a worker (scheduling proper), and run_batch's own work
+        # before the first (inputs, fingerprints, submission) and after the last (tables)
+        "gap_between_tasks_s": Metric(gap, "s", "lower"),
+        "before_first_task_s": Metric(before, "s", "lower"),
+        "after_last_task_s": Metric(after, "s", "lower"),
         # above 1: one recording already keeps more than one core busy (the service's threads), which caps what
         # a second worker can add on a 2-core machine
         "task_cpu_per_wall": Metric(one_cpu / one_tasks, "cores", "none"),
