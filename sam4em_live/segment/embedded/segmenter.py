@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle, validate_edit
+from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle
 from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
 from sam4em_live.segment.embedded.identity import PLAUSIBLE_JUMP, STATIC_FRACTION, Candidate, refusal
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
@@ -39,7 +39,7 @@ from sam4em_live.segment.embedded.search import (
     fine_search,
     fine_window_extent,
 )
-from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle
+from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_prompts
 from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
 from sam4em_live.segment.embedded.tracker import TrackedParticle
@@ -143,13 +143,8 @@ class EmbeddedSegmenter:
     # ------------------------------------------------------------------ prompts
 
     def _seed_all(self, pixels: np.ndarray, edits: Sequence[ParticleEdit]) -> dict[int, Seed]:
-        """Segment every prompt of this frame first, so a bad prompt raises `PromptError` and changes nothing."""
-        seeds: dict[int, Seed] = {}
-        for edit in edits:
-            validate_edit(edit, (int(pixels.shape[0]), int(pixels.shape[1])))
-            if isinstance(edit, Prompt):
-                seeds[id(edit)] = seed_particle(pixels, edit, self.options)
-        return seeds
+        """Seed every prompt of this frame first: bad prompts raise `PromptErrors` (each naming its particle)."""
+        return seed_prompts(pixels, edits, self.options)
 
     def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, claims: list[Placement]) -> ParticleMask:
         """Start a particle, or correct one (re-anchor it, keeping its learned shape when that fits the prompt)."""
