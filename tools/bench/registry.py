@@ -19,7 +19,7 @@ from tools.bench.schema import Metric, ParamValue
 #: The modules under tools/bench/benchmarks/ that register benchmarks, imported on first use.
 BENCHMARK_MODULES = ("embedded", "embedded_ab", "accuracy", "pipeline", "hooks", "worker_stages", "stats", "ingest",
                      "dectris", "replay", "formats", "recorder", "monitor", "sam2", "mask_bias",
-                     "robustness", "batch", "discovery")
+                     "robustness", "batch", "discovery", "particle_scaling")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,280 @@
+"""Particles vs speed, end to end (issue 23): fps and p99 latency against the number of particles and frame size.
+
+For every frame size in ``sizes`` and particle count in ``particles`` a synthetic clip is made
+(`particle_clip`: ``clip_frames`` uint16 frames, Gaussian detector noise around ``background`` counts,
+N dark discs of ``radius_px`` on a grid, at least ~3 diameters apart, each on its own slow random walk) and
+the real service (`build_service`, as ``serve`` assembles it: embedded backend, publisher and recorder
+with masks on) tracks it, N point prompts on frame 0, with frames arriving over ZeroMQ (PUSH/PULL over tcp
+loopback) from a sender process that plays the clip forwards then backwards. Two runs per case:
+
+- ``every-frame``, unpaced: the **max sustainable fps**. The sender keeps the service ``ahead`` frames
+  ahead of what it has finished (a cross-process semaphore the result sink releases), so nothing spills
+  to disk and the worker never waits for a frame: the processed rate is what the service sustains.
+- ``latest`` at a ``rate`` fps camera (default 80): **latency** acquisition timestamp -> result
+  published and recorded (p50/p99/max), the processed rate and the frames dropped.
+
+Each run sends for ``seconds`` and on until the service has processed ``warmup_frames + min_frames``
+frames (at most ``max_frames``), so a slow case is measured on fewer frames (a 100-particle 2048² case on
+a loaded 2-core machine: ~12 frames; its p99 is its maximum). The warm-up (the prompt frame's seeding,
+sinks starting) is left out of every figure: the frames finished in the first ``warmup_s`` after the
+first result, and never fewer than ``warmup_frames``.
+``tracked_fraction`` (particles present per frame / N after the warm-up) says the backend really tracked
+all N: a case whose seeding failed would be cheap for the wrong reason.
+
+``python -m tools.bench.benchmarks.particle_scaling --profile N SIZE`` prints where one frame's time goes
+with N particles (cProfile of `Segmenter.track` alone, on the same synthetic frames).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tools.bench.benchmarks.pipeline import _bound_endpoint
+from tools.bench.figures import count, distribution, integer, number, strings
+from tools.bench.registry import Measurement, RunContext, benchmark
+from tools.bench.schema import Metric, ParamValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+def particle_centres(size: int, particles: int) -> np.ndarray:
+    """(N, 2) row, column centres of ``particles`` on a square grid filling a ``size``² frame evenly."""
+    side = int(np.ceil(np.sqrt(particles)))
+    step = size / (side + 1)
+    return np.asarray([((1 + i // side) * step, (1 + i % side) * step) for i in range(particles)])
+
+
+def particle_clip(size: int, particles: int, frames: int, *, radius_px: float = 14.0, contrast: float = 14.0,
+                  background: float = 133.0, noise: float = 12.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, size, size) uint16 detector frames and (frames, N, 2) true row, column centres.
+
+    Dark discs on a noisy bright background, as in the simulator's SAM4EM-like presets (the ``multi-1024``
+    spheres are ~7 counts below a 133-count background with ~14 counts of noise; these are twice that
+    contrast so that seeding never fails and the figure is the tracking cost). A random walk of ~0.7 px
+    per frame per particle; the grid spacing keeps neighbours apart for the whole clip.
+    """
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(0.0, 0.7, (frames, particles, 2))
+    steps[0] = 0.0
+    centres = particle_centres(size, particles)[None] + np.cumsum(steps, axis=0)
+    reach = int(np.ceil(radius_px)) + 1
+    dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    stack = np.empty((frames, size, size), np.uint16)
+    for t in range(frames):
+        image = rng.standard_normal((size, size), dtype=np.float32)
+        image *= noise
+        image += background
+        for y, x in centres[t]:
+            y0, x0 = int(round(y)), int(round(x))
+            disc = (dy + y0 - y) ** 2 + (dx + x0 - x) ** 2 <= radius_px**2
+            image[y0 - reach:y0 + reach + 1, x0 - reach:x0 + reach + 1] -= contrast * disc
+        np.clip(image, 0, 65535, out=image)
+        stack[t] = image.astype(np.uint16)
+    return stack, centres
+
+
+def _prompts(centres: np.ndarray) -> list[Any]:
+    from sam4em_live.particles import Prompt
+
+    return [Prompt(i + 1, 0, ((float(x), float(y)),), (1,)) for i, (y, x) in enumerate(centres)]
+
+
+class ScalingSink:
+    """The last sink: latency acquisition -> published-and-recorded, and particles present, per frame.
+
+    Each finished frame releases one credit of the sender's semaphore (every-frame runs), so the sender
+    stays a fixed number of frames ahead of the service.
+    """
+
+    def __init__(self, credits: Any, processed: Any) -> None:
+        self.credits = credits
+        self.processed = processed
+        self.latencies_ms: list[float] = []
+        self.done_s: list[float] = []
+        self.indices: list[int] = []
+        self.present: list[int] = []
+
+    def open(self, run: Any) -> None:
+        pass
+
+    def consume(self, result: Any) -> None:
+        now = time.time()
+        self.latencies_ms.append((now - result.frame.timestamp_s) * 1e3)
+        self.done_s.append(now)
+        self.indices.append(result.frame.index)
+        self.present.append(sum(1 for mask in result.masks if mask.present))
+        with self.processed.get_lock():
+            self.processed.value += 1
+        if self.credits is not None:
+            self.credits.release()
+
+    def on_status(self, status: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _sender(endpoint: str, clip: np.ndarray, rate: float, seconds: float, min_processed: int, max_frames: int,
+            credits: Any, processed: Any, ready: Any) -> None:
+    """Send the clip ping-pong, paced at ``rate`` or by ``credits``, for ``seconds`` and until the service
+    has processed ``min_processed`` frames (at most 10 x ``seconds`` and ``max_frames`` frames)."""
+    import zmq
+
+    from sam4em_live.wire import encode_frame, encode_series_end
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, 4)
+    sock.connect(endpoint)
+    order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
+    ready.wait()
+    t0 = time.perf_counter()
+    sent = 0
+    def more() -> bool:
+        elapsed = time.perf_counter() - t0
+        return sent < max_frames and elapsed < 10 * seconds and (elapsed < seconds or processed.value < min_processed)
+
+    while more():
+        if rate > 0:
+            delay = t0 + sent / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        elif credits is not None and not credits.acquire(timeout=10 * seconds):
+            break
+        sock.send_multipart(encode_frame(clip[order[sent % len(order)]], "bench", sent, time.time()), copy=False)
+        sent += 1
+    sock.send_multipart(encode_series_end("bench", sent))
+    sock.close(linger=-1)
+    ctx.term()
+
+
+def _run(params: Mapping[str, ParamValue], context: RunContext, clip: np.ndarray, prompts: list[Any],
+         policy: str, rate: float) -> tuple[ScalingSink, Any]:
+    """One service run over ``clip``; returns the sink and the final status."""
+    from sam4em_live.config import ServiceConfig
+    from sam4em_live.service.builder import build_service
+
+    ahead = integer(params, "ahead")
+    config = ServiceConfig.from_mapping({
+        "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
+        "segmenter": {"backend": "embedded"},
+        "pipeline": {"backpressure": policy, "queue_frames": max(ahead, 2),
+                     "gil_switch_interval_s": number(params, "switch_interval_s")},
+        "publisher": {"endpoint": "tcp://127.0.0.1:0"},
+        "recorder": {"enabled": bool(params["record"]), "out_dir": str(context.scratch / "runs"),
+                     "write_masks": bool(params["record"])},
+        "control": {"enabled": False},
+        # The prompts are the run's own, on frame 0: no admission gate (it is for clients adding particles).
+        "quotas": {"max_worker_load": 1.0, "max_particles": max(128, len(prompts))},
+    })
+    credits = mp.Semaphore(ahead) if policy == "every-frame" else None
+    processed = mp.Value("i", 0)
+    sink = ScalingSink(credits, processed)
+    built = build_service(config, edits=prompts, extra_sinks=[sink], stop_at_series_end=True)
+    built.service.start()
+    ready = mp.Event()
+    seconds = number(params, "seconds")
+    min_processed = integer(params, "warmup_frames") + integer(params, "min_frames")
+    sender = mp.Process(target=_sender, args=(_bound_endpoint(built.service.source), clip, rate, seconds, min_processed,
+                                              integer(params, "max_frames"), credits, processed, ready))
+    sender.start()
+    ready.set()
+    sender.join(10 * seconds + 60)
+    # The frames still queued when the sender stops: up to `ahead` (every-frame) or the queue (latest).
+    built.service.wait(120)
+    built.service.stop()
+    built.close()
+    if sender.is_alive():
+        sender.terminate()
+    return sink, built.service.status()
+
+
+def _warmup_frames(done_s: list[float], at_least: int, seconds: float) -> int:
+    """Frames finished in the first ``seconds`` after the first result, and never fewer than ``at_least``."""
+    within = int(np.searchsorted(np.asarray(done_s) - done_s[0], seconds)) if done_s else 0
+    return max(at_least, within)
+
+
+def _case_figures(key: str, sink: ScalingSink, status: Any, params: Mapping[str, ParamValue], particles: int,
+                  paced: bool) -> dict[str, Metric]:
+    n = len(sink.done_s)
+    warmup = _warmup_frames(sink.done_s, integer(params, "warmup_frames"), number(params, "warmup_s"))
+    if n < warmup + 2:
+        raise RuntimeError(f"{key}: only {n} frames processed, fewer than the warm-up + 2 = {warmup + 2}; "
+                           "give it more seconds or min_frames")
+    done, steady = sink.done_s, sink.latencies_ms[warmup:]
+    fps = (n - 1 - warmup) / (done[-1] - done[warmup])
+    tracked = float(np.mean(sink.present[warmup:])) / particles
+    if not paced:
+        return {f"{key}.max_fps": Metric(fps, "frames/s", "higher"),
+                f"{key}.max_fps_frames": count(n - warmup, "frames"),
+                f"{key}.tracked_fraction": Metric(tracked, "fraction", "higher")}
+    metrics = {f"{key}.camera_processed_fps": Metric(fps, "frames/s", "higher"),
+               f"{key}.camera_frames": count(n - warmup, "frames"),
+               # Frames lost between the first and the last measured one (the warm-up's drops are not counted).
+               f"{key}.camera_frames_dropped": count(sink.indices[-1] - sink.indices[warmup] + 1 - (n - warmup),
+                                                     "frames", "lower"),
+               f"{key}.camera_frames_dropped_all": count(status.frames_dropped, "frames", "lower")}
+    metrics.update({f"{key}.camera_{name}": metric for name, metric in
+                    distribution("latency_ms", steady, "ms").items() if not name.endswith(("_mean", "_p90"))})
+    return metrics
+
+
+@benchmark("particle-scaling", "end to end, embedded: max fps and p99 latency at an 80 fps camera vs particles "
+           "and frame size (issue 23)",
+           {"sizes": [1024, 2048], "particles": [1, 4, 16, 50, 100], "rate": 80.0, "seconds": 5.0,
+            "min_frames": 12, "max_frames": 2000, "warmup_frames": 3, "warmup_s": 1.0, "ahead": 4, "clip_frames": 24, "record": True,
+            "switch_interval_s": 0.0005, "seed": 0})
+def particle_scaling(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
+    metrics: dict[str, Metric] = {}
+    for size in (int(s) for s in strings(params, "sizes")):
+        for particles in (int(p) for p in strings(params, "particles")):
+            clip, centres = particle_clip(size, particles, integer(params, "clip_frames"),
+                                          seed=integer(params, "seed"))
+            prompts = _prompts(centres[0])
+            key = f"size{size}.particles{particles}"
+            sink, status = _run(params, context, clip, prompts, "every-frame", 0.0)
+            metrics.update(_case_figures(key, sink, status, params, particles, paced=False))
+            sink, status = _run(params, context, clip, prompts, "latest", number(params, "rate"))
+            metrics.update(_case_figures(key, sink, status, params, particles, paced=True))
+    return Measurement(metrics)
+
+
+def profile_track(particles: int, size: int, frames: int = 20, top: int = 25) -> str:
+    """cProfile of the embedded `Segmenter.track` on ``frames`` frames with ``particles`` (after the prompt)."""
+    import cProfile
+    import io
+    import pstats
+
+    from sam4em_live.frames import Frame
+    from sam4em_live.segment.registry import create_segmenter
+
+    clip, centres = particle_clip(size, particles, min(frames + 1, 24))
+    segmenter: Any = create_segmenter("embedded", {})
+    segmenter.track(Frame("profile", 0, 0.0, clip[0]), _prompts(centres[0]))
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for i in range(1, frames + 1):
+        segmenter.track(Frame("profile", i, 0.0, clip[i % len(clip)]), [])
+    profiler.disable()
+    wall_ms = 1e3 * (time.perf_counter() - start) / frames
+    out = io.StringIO()
+    out.write(f"{particles} particles, {size}²: {wall_ms:.1f} ms per frame (profiled)\n")
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) >= 4 and sys.argv[1] == "--profile":
+        print(profile_track(int(sys.argv[2]), int(sys.argv[3])))
+    else:
+        sys.exit("usage: python -m tools.bench.benchmarks.particle_scaling --profile PARTICLES SIZE")
