@@ -13,6 +13,7 @@ is not refused, its **IoU** is the seed mask's against the truth on that frame, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import numpy as np
@@ -114,10 +115,8 @@ def timing_table() -> None:
 
 def _timed(pixels: np.ndarray, prompts: list[Prompt]) -> float:
     start = time.perf_counter()
-    try:
+    with contextlib.suppress(PromptError):  # a refused prompt still costs its seeding
         seed_prompts(pixels, prompts, OPTIONS)
-    except PromptError:
-        pass
     return time.perf_counter() - start
 
 
