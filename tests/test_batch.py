@@ -74,6 +74,14 @@ def test_inputs_from_globs_folders_manifests_and_run_folders(tmp_path: Path) -> 
     (runs / "run.json").write_text(json.dumps({"config": {"source": {"path": str(bare / "c.tif")}}}))
     assert expand_inputs([bare], replay_from=tmp_path / "runs")[0].replay == runs.absolute()
     assert expand_inputs([runs])[0].path == bare / "c.tif"  # a run folder as input: its recording, replayed
+    sim = tmp_path / "sims" / "clip7"  # `simulate`'s layout: one recording, its truth beside it
+    sim.mkdir(parents=True)
+    for name in ("video.tif", "gt_masks.tif"):
+        write_tiff_stack(sim / name, disk_video(n_frames=3)[0])
+    (sim / "meta.json").write_text("{}")
+    (sim / "prompts.json").write_text(json.dumps(PROMPTS))
+    [clip] = expand_inputs([tmp_path / "sims"])
+    assert (clip.name, clip.path.name, clip.prompts) == ("clip7", "video.tif", (sim / "prompts.json").absolute())
     with pytest.raises(BatchInputError, match="matches nothing"):
         expand_inputs([str(tmp_path / "*.nope")])
     (tmp_path / "bad.json").write_text('[{"path": "a.tif", "colour": 1}]')

@@ -22,6 +22,8 @@ from sam4em_live.io.reader_registry import reader_plugins
 MANIFEST_SUFFIXES = (".json", ".toml", ".csv")
 #: Where a previous run recorded its config and edits (a run folder given as an input is replayed).
 RUN_MANIFEST = "run.json"
+#: A simulator's output folder (docs/simulator.md): its video and its metadata.
+SIMULATION_LAYOUT = ("video.tif", "meta.json")
 
 
 class BatchInputError(ValueError):
@@ -73,6 +75,11 @@ def _recordings_of(path: Path) -> list[Recording]:
         return read_manifest(path)
     if path.is_dir() and (path / RUN_MANIFEST).is_file():
         return [_from_run_folder(path)]
+    if path.is_dir() and all((path / name).is_file() for name in SIMULATION_LAYOUT):
+        # `sam4em-live simulate`'s folder: one recording (video.tif; gt_masks.tif is its truth), named by the folder
+        prompts = path / "prompts.json"
+        return [Recording(name=path.name, path=(path / "video.tif").absolute(),
+                          prompts=prompts.absolute() if prompts.is_file() else None)]
     if path.is_file() or _is_frame_folder(path):
         return [Recording(name=path.stem, path=path.absolute())]
     found = []
