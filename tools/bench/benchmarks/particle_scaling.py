@@ -11,7 +11,8 @@ loopback) from a sender process that plays the clip forwards then backwards. Two
   ahead of what it has finished (a cross-process semaphore the result sink releases), so nothing spills
   to disk and the worker never waits for a frame: the processed rate is what the service sustains.
 - ``latest`` at a ``rate`` fps camera (default 80): **latency** acquisition timestamp -> result
-  published and recorded (p50/p99/max), the processed rate and the frames dropped.
+  published and recorded (p50/p99/max), the processed rate and the frames dropped; queue ``queue_frames``
+  (``serve``'s default 8).
 
 Each run sends for ``seconds`` and on until the service has processed ``warmup_frames + min_frames``
 frames (at most ``max_frames``), so a slow case is measured on fewer frames (a 100-particle 2048² case on
@@ -164,7 +165,9 @@ def _run(params: Mapping[str, ParamValue], context: RunContext, clip: np.ndarray
     config = ServiceConfig.from_mapping({
         "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
         "segmenter": {"backend": "embedded"},
-        "pipeline": {"backpressure": policy, "queue_frames": max(ahead, 2),
+        # every-frame: the queue holds the `ahead` frames in flight; latest: the configured queue (serve's 8).
+        "pipeline": {"backpressure": policy,
+                     "queue_frames": max(ahead, 2) if policy == "every-frame" else integer(params, "queue_frames"),
                      "gil_switch_interval_s": number(params, "switch_interval_s")},
         "publisher": {"endpoint": "tcp://127.0.0.1:0"},
         "recorder": {"enabled": bool(params["record"]), "out_dir": str(context.scratch / "runs"),
@@ -229,7 +232,8 @@ def _case_figures(key: str, sink: ScalingSink, status: Any, params: Mapping[str,
 @benchmark("particle-scaling", "end to end, embedded: max fps and p99 latency at an 80 fps camera vs particles "
            "and frame size (issue 23)",
            {"sizes": [1024, 2048], "particles": [1, 4, 16, 50, 100], "rate": 80.0, "seconds": 5.0,
-            "min_frames": 12, "max_frames": 2000, "warmup_frames": 3, "warmup_s": 1.0, "ahead": 4, "clip_frames": 24, "record": True,
+            "min_frames": 12, "max_frames": 2000, "warmup_frames": 3, "warmup_s": 1.0, "ahead": 4, "queue_frames": 8,
+            "clip_frames": 16, "record": True,
             "switch_interval_s": 0.0005, "seed": 0})
 def particle_scaling(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     metrics: dict[str, Metric] = {}
@@ -271,10 +275,63 @@ def profile_track(particles: int, size: int, frames: int = 20, top: int = 25) ->
     return out.getvalue()
 
 
+def _cases(metrics: Mapping[str, Metric]) -> dict[tuple[int, int], dict[str, float]]:
+    """{(size, particles): {figure: value}} from a result's metric names ``sizeS.particlesN.figure``."""
+    cases: dict[tuple[int, int], dict[str, float]] = {}
+    for name, metric in metrics.items():
+        size, particles, figure = name.split(".", 2)
+        cases.setdefault((int(size.removeprefix("size")), int(particles.removeprefix("particles"))), {})[figure] = \
+            metric.value
+    return cases
+
+
+def table(metrics: Mapping[str, Metric]) -> str:
+    """The docs' Markdown table of one result."""
+    lines = ["| frame | particles | max fps (every-frame) | p50 / p99 latency at 80 fps (ms) | processed fps at 80 fps "
+             "| dropped at 80 fps | frames measured (max fps / 80 fps) |", "|---|---|---|---|---|---|---|"]
+    for (size, particles), f in sorted(_cases(metrics).items()):
+        lines.append(f"| {size}² | {particles} | {f['max_fps']:.0f} | {f['camera_latency_ms_p50']:.1f} / "
+                     f"{f['camera_latency_ms_p99']:.1f} | {f['camera_processed_fps']:.0f} | "
+                     f"{f['camera_frames_dropped']:.0f} | {f['max_fps_frames']:.0f} / {f['camera_frames']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(metrics: Mapping[str, Metric], path: str, title: str) -> None:
+    """Max fps and p99 latency at 80 fps against particles, one line per frame size, with the issue-23 targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = _cases(metrics)
+    figure, (fps_axis, p99_axis) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for size in sorted({s for s, _ in cases}):
+        counts = sorted(n for s, n in cases if s == size)
+        fps_axis.plot(counts, [cases[size, n]["max_fps"] for n in counts], "o-", label=f"{size}²")
+        p99_axis.plot(counts, [cases[size, n]["camera_latency_ms_p99"] for n in counts], "o-", label=f"{size}²")
+    fps_axis.plot([4, 50], [400, 100], "k*", markersize=12, label="target (1024²)")
+    fps_axis.axhline(80, color="grey", linestyle=":", label="80 fps camera")
+    fps_axis.set(xscale="log", yscale="log", xlabel="particles", ylabel="max sustainable fps (every-frame)")
+    p99_axis.axhline(15, color="k", linestyle="--", label="target p99 ≤ 15 ms (≤ 50 particles)")
+    p99_axis.set(xscale="log", yscale="log", xlabel="particles", ylabel="p99 latency at an 80 fps camera (ms)")
+    for axis in (fps_axis, p99_axis):
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path, dpi=110)
+
+
 if __name__ == "__main__":
     import sys
 
+    from tools.bench.schema import load_results
+
     if len(sys.argv) >= 4 and sys.argv[1] == "--profile":
         print(profile_track(int(sys.argv[2]), int(sys.argv[3])))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--report":  # RESULT.json PLOT.png [TITLE]
+        (record,) = [r for r in load_results(sys.argv[2]) if r.benchmark == "particle-scaling"]
+        print(table(record.metrics))
+        plot(record.metrics, sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
     else:
-        sys.exit("usage: python -m tools.bench.benchmarks.particle_scaling --profile PARTICLES SIZE")
+        sys.exit("usage: python -m tools.bench.benchmarks.particle_scaling --profile PARTICLES SIZE\n"
+                 "       python -m tools.bench.benchmarks.particle_scaling --report RESULT.json PLOT.png [TITLE]")
