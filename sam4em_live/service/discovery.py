@@ -81,7 +81,7 @@ class Discovery:
         self._last_frame = 0
         self._cost_ms = 0.0  # of the run on the last frame, for its result
         self._known: dict[int, tuple[float, float, float]] = {}  # particle -> last (x, y, radius) seen
-        self.runs = 0
+        self.runs = 0  # detector runs so far, and their total cost (ms): for reports and tests
         self.total_ms = 0.0
 
     @property
@@ -191,13 +191,6 @@ class Discovery:
         with self._lock:
             ids = [t.proposal for t in self._open() if t.proposal is not None]
         return self.accept(ids)
-
-    def status(self) -> dict[str, Any]:
-        """Counters for reports: detector runs, mean ms per run, open proposals."""
-        with self._lock:
-            open_now = len(self._open())
-        return {"mode": self.config.mode, "runs": self.runs, "open_proposals": open_now,
-                "ms_per_run": self.total_ms / self.runs if self.runs else 0.0}
 
     def _open(self) -> list[CandidateTrack]:
         return [t for t in self._tracks.tracks
