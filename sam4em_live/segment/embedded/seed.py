@@ -29,11 +29,15 @@ from sam4em_live.segment.embedded.seed_region import (
     Background,
     Territory,
     edge_threshold,
+    flattened,
+    noise_gain,
     particle_territory,
     robust_background,
+    smoothed,
+    white_noise_after,
 )
 from sam4em_live.segment.embedded.shape import body_offsets
-from sam4em_live.segment.embedded.window import Window, block_mean, frame_window, robust_noise
+from sam4em_live.segment.embedded.window import Window, frame_window, robust_noise
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,11 +68,6 @@ START_FRACTION = 0.25
 GROWTH_FRACTION = 0.3
 #: Smoothing above this fraction of the particle's radius rounds its outline: an ellipse is fitted instead.
 ELLIPSE_SCALE_FRACTION = 0.4
-#: Block size (pixels) of the means the background plane is fitted to.
-PLANE_BLOCK_PX = 4
-#: The background surface started from the window halves' slope must fit this many times the blocks of the
-#: one started flat (a large particle on one side of the window tilts the halves' medians).
-TILT_MARGIN = 1.1
 #: Fewest background pixels outside a box; a box that fills its window falls back to the whole window.
 MIN_BACKGROUND_PX = 200
 
@@ -253,7 +252,7 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     usable = raw.valid if box is None else raw.valid & ~box
     if usable.sum() < MIN_BACKGROUND_PX:
         usable = raw.valid
-    window = _flattened(raw, usable, particle_left_out=box is not None and usable is not raw.valid)
+    window = flattened(raw, usable, particle_left_out=box is not None and usable is not raw.valid)
     pixel_noise = robust_noise(window.darkness, window.valid.astype(np.float32)) or 0.0
     found = _significant_scale(window, prompt, options, usable, pixel_noise)
     if found is None:
@@ -312,8 +311,8 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
             mask &= tight
     # The contrast the tracker's presence test compares with: read at ``seed_smoothing_px`` whatever the
     # scale the particle was found at (heavier smoothing lowers a small particle's peak).
-    reference = _smoothed(window, options.seed_smoothing_px)
-    reference -= np.float32(robust_background(reference, usable, _white(pixel_noise, options.seed_smoothing_px)).level)
+    reference = smoothed(window, options.seed_smoothing_px)
+    reference -= np.float32(robust_background(reference, usable, white_noise_after(pixel_noise, options.seed_smoothing_px)).level)
     return _seed_from_mask(window, mask, polarity, float(np.percentile(reference[mask], 90)))
 
 
@@ -332,12 +331,12 @@ def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions,
     best_snr = -math.inf
     for factor in SMOOTHING_SCALES:
         scale = options.seed_smoothing_px * factor
-        smooth = _smoothed(window, scale)
-        background = robust_background(smooth, usable, _white(pixel_noise, scale))
+        smooth = smoothed(window, scale)
+        background = robust_background(smooth, usable, white_noise_after(pixel_noise, scale))
         signal = smooth - np.float32(background.level)
         level, seed_rc = _prompt_level(signal, prompt, window.x0, window.y0)
         if not window.valid.all():  # near the frame's edge fewer pixels are averaged: more noise
-            background = Background(background.level, background.noise * _noise_gain(window.valid, scale, seed_rc))
+            background = Background(background.level, background.noise * noise_gain(window.valid, scale, seed_rc))
         candidate = (scale, signal, background, level, seed_rc)
         # The level is the strongest of ~80 pixels near the click: at fine scales noise alone lifts it.
         snr = abs(level) / background.noise - LEVEL_NOISE_LIFT
@@ -346,15 +345,6 @@ def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions,
         if best is None or snr > best_snr:
             best, best_snr = candidate, snr
     return best
-
-
-def _smoothed(window: Window, scale: float) -> np.ndarray:
-    """Gaussian smoothing of the window's contrast; pixels outside the frame are left out, not read as 0."""
-    smooth = ndimage.gaussian_filter(window.darkness, scale, mode="nearest")
-    if window.valid.all():
-        return smooth
-    weight = ndimage.gaussian_filter(window.valid.astype(np.float32), scale, mode="nearest")
-    return np.where(weight > 0.05, smooth / np.maximum(weight, 0.05), 0.0).astype(np.float32)
 
 
 def _territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[int, int],
@@ -366,8 +356,8 @@ def _territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[
     between neighbours is still a valley. The territory is widened back by the scale (not into a
     neighbour's) so the fine outline is not cut by the coarse one.
     """
-    coarse = _smoothed(window, scale)
-    background = robust_background(coarse, usable, _white(pixel_noise, scale))
+    coarse = smoothed(window, scale)
+    background = robust_background(coarse, usable, white_noise_after(pixel_noise, scale))
     signal = coarse - np.float32(background.level)
     reach = max(POINT_REACH_PX, int(math.ceil(scale)))
     r, c = seed_rc
@@ -378,25 +368,6 @@ def _territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[
     coarse_territory = particle_territory(signal, peak_rc, float(signal[peak_rc]), background.noise, allowed)
     widened = ndimage.binary_dilation(coarse_territory.own, iterations=int(math.ceil(scale)) + 1)
     return Territory(widened & allowed & ~coarse_territory.neighbours, coarse_territory.neighbours)
-
-
-def _white(pixel_noise: float, scale: float) -> float:
-    """What Gaussian smoothing at ``scale`` px leaves of white pixel noise ``pixel_noise``."""
-    return pixel_noise / (2.0 * math.sqrt(math.pi) * scale)
-
-
-def _noise_gain(valid: np.ndarray, scale: float, at: tuple[int, int]) -> float:
-    """How much noisier `_smoothed` is at pixel ``at`` than inside the frame (sqrt of sum w² / (sum w)²)."""
-    r, c = at
-    reach = int(math.ceil(3 * scale))
-    patch = valid[max(r - reach, 0) : r + reach + 1, max(c - reach, 0) : c + reach + 1].astype(np.float32)
-    rows, cols = np.ogrid[max(r - reach, 0) - r : min(r + reach + 1, valid.shape[0]) - r,
-                          max(c - reach, 0) - c : min(c + reach + 1, valid.shape[1]) - c]
-    weight = np.exp(-(rows**2 + cols**2) / (2 * scale**2)) * patch
-    full = np.exp(-(rows**2 + cols**2) / (2 * scale**2))
-    inside = float((full**2).sum()) / float(full.sum()) ** 2  # an interior pixel, same kernel
-    here = float((weight**2).sum()) / max(float(weight.sum()), 1e-12) ** 2
-    return math.sqrt(here / inside)
 
 
 def _ellipse_start(territory: Territory, seed_rc: tuple[int, int], signal: np.ndarray, level: float,
@@ -430,73 +401,6 @@ def _fitted_ellipse(window: Window, mask: np.ndarray, prompt: Prompt, box: np.nd
         m = BOX_SEED_MARGIN_PX
         bounds = (bx0 - x0 - m, by0 - y0 - m, bx1 - x0 + m, by1 - y0 + m)
     return matched_ellipse(window.darkness, mask, box, bounds)
-
-
-def _flattened(window: Window, usable: np.ndarray, particle_left_out: bool = False) -> Window:
-    """Remove a smooth background (a quadratic: gradients and vignetting) fitted to the background pixels.
-
-    Fitted to 4 x 4 block means of ``usable`` pixels (not the prompt's box). A least-squares fit
-    over the window would tilt towards a large particle off the window's centre (a click near its
-    rim), so the plane starts from the medians of the window's halves (a gradient) and, again, from
-    a flat plane at the blocks' mode (a large particle over half the window); each is refitted
-    to the blocks within 3 noise sigmas of it (the noise from neighbouring blocks' differences, which
-    particles hardly touch; the refit adds the quadratic terms of a vignette), and the surface with
-    the most such blocks is the background.
-    """
-    edge = (window.darkness.shape[0] // PLANE_BLOCK_PX) * PLANE_BLOCK_PX
-    blocks = block_mean(window.darkness[:edge, :edge], PLANE_BLOCK_PX).astype(float)
-    full = block_mean(usable[:edge, :edge], PLANE_BLOCK_PX) > 0.999
-    pairs = full[:, 1:] & full[:, :-1]
-    rows, cols = np.nonzero(full)
-    if rows.size < 16 or pairs.sum() < 16:
-        return window
-    centre_px = 0.5 * (PLANE_BLOCK_PX - 1)
-    r_px, c_px = PLANE_BLOCK_PX * rows + centre_px, PLANE_BLOCK_PX * cols + centre_px
-    values = blocks[rows, cols]
-    half = 0.5 * window.darkness.shape[0]
-    u, v = (r_px - half) / half, (c_px - half) / half  # the quadratic terms on a unit scale
-    design = np.stack([np.ones(rows.size), r_px, c_px, u * u, u * v, v * v], axis=1)
-    noise = 1.4826 * float(np.median(np.abs(np.diff(blocks, axis=1)[pairs]))) / math.sqrt(2)
-    tilted = np.array([0.0, _half_slope(values, r_px), _half_slope(values, c_px), 0.0, 0.0, 0.0])
-    tilted[0] = float(np.median(values - tilted[1] * r_px - tilted[2] * c_px))
-    counts, edges = np.histogram(values, bins=64, range=tuple(np.percentile(values, (1.0, 99.0))))
-    mode = float(edges[np.argmax(counts)] + 0.5 * (edges[1] - edges[0]))
-    # Two starts, each refitted to its inliers; the plane most of the window agrees with is the background.
-    plane = design[:, :3]
-    best, best_keep = tilted[:3], np.zeros(values.size, dtype=bool)
-    for coeffs in (np.array([mode, 0.0, 0.0]), tilted[:3]):
-        keep = np.zeros(values.size, dtype=bool)
-        for _ in range(4):
-            keep = np.abs(values - plane @ coeffs) < 3.0 * max(noise, 1e-9)
-            if keep.sum() < 8:
-                break
-            coeffs = np.linalg.lstsq(plane[keep], values[keep], rcond=None)[0]
-        if keep.sum() > TILT_MARGIN * best_keep.sum():  # the flat start refits to a gradient too: it wins ties
-            best, best_keep = coeffs, keep
-    coeffs = np.array([*best, 0.0, 0.0, 0.0])
-    if best_keep.sum() >= 16:  # a vignette: the quadratic terms, fitted to the plane's background only
-        curved = np.linalg.lstsq(design[best_keep], values[best_keep], rcond=None)[0]
-        # A faint particle's blocks are inliers of the plane too, and a quadratic takes it for a bump:
-        # unless the box left it out, the curve must fit clearly more of the window.
-        margin = 1.0 if particle_left_out else TILT_MARGIN
-        if (np.abs(values - design @ curved) < 3.0 * max(noise, 1e-9)).sum() > margin * best_keep.sum():
-            coeffs = curved
-    r, c = np.ogrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
-    u_all, v_all = (r - half) / half, (c - half) / half
-    plane = (coeffs[0] + coeffs[1] * r + coeffs[2] * c
-             + coeffs[3] * u_all * u_all + coeffs[4] * u_all * v_all + coeffs[5] * v_all * v_all).astype(np.float32)
-    flat = np.where(window.valid, window.darkness - plane, 0.0).astype(np.float32)
-    return Window(window.x0, window.y0, flat, window.valid, window.background)
-
-
-def _half_slope(values: np.ndarray, position: np.ndarray) -> float:
-    """Background slope along ``position``: the medians of the two halves (a particle moves a median little)."""
-    split = float(np.median(position))
-    low, high = position <= split, position > split
-    if low.sum() < 4 or high.sum() < 4:
-        return 0.0
-    run = float(position[high].mean() - position[low].mean())
-    return (float(np.median(values[high])) - float(np.median(values[low]))) / max(run, 1e-9)
 
 
 def _seed_from_mask(window: Window, mask: np.ndarray, polarity: float, contrast: float) -> Seed:
