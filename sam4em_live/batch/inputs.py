@@ -9,6 +9,7 @@ automatic discovery when asked for (``[discovery] mode = "auto"``), else it is r
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import json
 import re
@@ -54,6 +55,8 @@ class Recording:
 def expand_inputs(inputs: list[str | Path], replay_from: Path | None = None, discover: bool = False
                   ) -> list[Recording]:
     """The recordings named by ``inputs`` (globs, recordings, folders of recordings, manifests), named uniquely."""
+    _file_suffixes.cache_clear()  # plugins registered since the last batch count
+    _folder_suffixes.cache_clear()
     found: list[Recording] = []
     for item in inputs:
         text = str(item)
@@ -95,8 +98,15 @@ def _recordings_of(path: Path) -> list[Recording]:
     return found
 
 
-def _file_suffixes() -> set[str]:
-    return {s for p in reader_plugins().values() if not p.folder for s in p.suffixes}
+@functools.cache
+def _file_suffixes() -> frozenset[str]:
+    """Suffixes of the file readers (cached for one `expand_inputs`: loading plugins costs per call)."""
+    return frozenset(s for p in reader_plugins().values() if not p.folder for s in p.suffixes)
+
+
+@functools.cache
+def _folder_suffixes() -> frozenset[str]:
+    return frozenset(s for p in reader_plugins().values() if p.folder for s in p.suffixes)
 
 
 def _is_frame_folder(path: Path) -> bool:
@@ -108,7 +118,7 @@ def _is_frame_folder(path: Path) -> bool:
 
     if not path.is_dir():
         return False
-    folder_suffixes = {s for p in reader_plugins().values() if p.folder for s in p.suffixes}
+    folder_suffixes = _folder_suffixes()
     files = sorted(p for p in path.iterdir() if p.is_file())
     if any(p.suffix.lower() in _file_suffixes() - folder_suffixes for p in files):
         return False

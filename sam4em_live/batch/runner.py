@@ -128,8 +128,8 @@ def run_batch(
             unprompted.append(RecordingFailure(r.name, str(r.path), NO_PROMPTS, 0))
         else:
             todo.append(r)
-    log.info("%d recordings: %d unchanged since the last batch, %d to analyse", len(recordings), len(skipped),
-             len(todo))
+    log.info("%d recordings: %d unchanged since the last batch, %d to analyse (inputs and fingerprints: %.2f s)",
+             len(recordings), len(skipped), len(todo), time.perf_counter() - start)
     (out / STATE).mkdir(parents=True, exist_ok=True)
     for r in todo:  # this batch's attempts only
         attempts_path(out, r.name).unlink(missing_ok=True)
