@@ -16,9 +16,10 @@ loopback) from a sender process that plays the clip forwards then backwards. Two
 
 Each run sends for ``seconds`` and on until the service has processed ``warmup_frames + min_frames``
 frames (at most ``max_frames``), so a slow case is measured on fewer frames (a 100-particle 2048² case on
-a loaded 2-core machine: ~12 frames; its p99 is its maximum). The warm-up (the prompt frame's seeding,
-sinks starting) is left out of every figure: the frames finished in the first ``warmup_s`` after the
-first result, and never fewer than ``warmup_frames``.
+a loaded 2-core machine: ~15 frames; its p99 is its maximum). The warm-up is left out of every figure:
+the frames finished in the first ``warmup_s`` after the first result (sinks starting), and never fewer
+than ``warmup_frames`` (45): the embedded backend's frames after a prompt cost 3-6x its steady state for
+~40 frames (16 particles at 1024², thread CPU per frame in blocks of 10: 31, 17, 18, 16, then 4-6 ms).
 ``tracked_fraction`` (particles present per frame / N after the warm-up) says the backend really tracked
 all N: a case whose seeding failed would be cheap for the wrong reason.
 
@@ -232,7 +233,7 @@ def _case_figures(key: str, sink: ScalingSink, status: Any, params: Mapping[str,
 @benchmark("particle-scaling", "end to end, embedded: max fps and p99 latency at an 80 fps camera vs particles "
            "and frame size (issue 23)",
            {"sizes": [1024, 2048], "particles": [1, 4, 16, 50, 100], "rate": 80.0, "seconds": 5.0,
-            "min_frames": 12, "max_frames": 2000, "warmup_frames": 3, "warmup_s": 1.0, "ahead": 4, "queue_frames": 8,
+            "min_frames": 15, "max_frames": 2000, "warmup_frames": 45, "warmup_s": 1.0, "ahead": 4, "queue_frames": 8,
             "clip_frames": 16, "record": True,
             "switch_interval_s": 0.0005, "seed": 0})
 def particle_scaling(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
@@ -323,13 +324,14 @@ def plot(metrics: Mapping[str, Metric], path: str, title: str) -> None:
 
 if __name__ == "__main__":
     import sys
+    from pathlib import Path
 
     from tools.bench.schema import load_results
 
     if len(sys.argv) >= 4 and sys.argv[1] == "--profile":
         print(profile_track(int(sys.argv[2]), int(sys.argv[3])))
     elif len(sys.argv) >= 4 and sys.argv[1] == "--report":  # RESULT.json PLOT.png [TITLE]
-        (record,) = [r for r in load_results(sys.argv[2]) if r.benchmark == "particle-scaling"]
+        (record,) = [r for r in load_results(Path(sys.argv[2])) if r.benchmark == "particle-scaling"]
         print(table(record.metrics))
         plot(record.metrics, sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
     else:
