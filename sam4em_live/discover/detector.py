@@ -193,8 +193,9 @@ def _quadratic_surface(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     # Normal equations with einsum, not lstsq: a multi-threaded BLAS on a busy machine took ~200 ms for this
     # 15-term fit (measured); the sums are ~30 k multiply-adds.
     w = np.clip(weights, 0, None).reshape(-1).astype(np.float64)
-    gram = np.einsum("ki,k,kj->ij", basis, w, basis) + np.eye(basis.shape[1]) * 1e-9
-    rhs = np.einsum("ki,k,k->i", basis, w, values.reshape(-1).astype(np.float64))
+    weighted = basis * w[:, None]
+    gram = np.einsum("ki,kj->ij", weighted, basis) + np.eye(basis.shape[1]) * 1e-9
+    rhs = np.einsum("ki,k->i", weighted, values.reshape(-1).astype(np.float64))
     coef = np.linalg.solve(gram, rhs)
     return np.einsum("ki,i->k", basis, coef).reshape(rows, cols).astype(np.float32)
 
