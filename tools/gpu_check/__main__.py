@@ -50,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prepare-wheels", type=Path, metavar="DIR", help="collect the wheels the check needs, then exit")
     p.add_argument("--python-version", default=f"{sys.version_info.major}.{sys.version_info.minor}",
                    help="--prepare-wheels: the device's Python (default: this one)")
+    p.add_argument("--assume-preinstalled", type=_csv(str), default=["numpy"],
+                   help="--prepare-wheels: distributions the device has beside torch and its requirements")
     p.add_argument("--install-from", type=Path, metavar="DIR", help="install the collected wheels offline, then exit")
     p.add_argument("--modules-json", type=Path, help=argparse.SUPPRESS)
     return p
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare_wheels:
         from tools.gpu_check import wheels
 
-        manifest = wheels.prepare(args.prepare_wheels, args.python_version, TINY)
+        manifest = wheels.prepare(args.prepare_wheels, args.python_version, TINY, set(args.assume_preinstalled))
         print(json.dumps({k: manifest[k] for k in ("total_mib", "under_carry_limit", "failed",
                                                     "foreign_python_tags")}, indent=1))
         return 0 if not manifest["failed"] and manifest["under_carry_limit"] else 1
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     print(reporting.BANNER, flush=True)
     outcome = run_cases(args)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                if k not in ("prepare_wheels", "install_from", "modules_json", "python_version")}
+                if k not in ("prepare_wheels", "install_from", "modules_json", "python_version",
+                                                    "assume_preinstalled")}
     report = {"random_weights": True,
               "warning": "random weights: speed and memory only; outputs are not segmentations",
               "machine": machine(args.device), "settings": settings, **outcome}

@@ -29,7 +29,12 @@ def normalise(name: str) -> str:
 
 
 def requirement_closure(root: str) -> set[str]:
-    """``root`` and every distribution it requires, transitively (installed ones only; extras ignored)."""
+    """``root`` and every distribution it requires, transitively (installed ones only).
+
+    Requirements under an extra, or whose marker is false here (Windows, PyPy, old Pythons), are left out.
+    """
+    from packaging.requirements import Requirement
+
     seen: set[str] = set()
     todo = [root]
     while todo:
@@ -41,12 +46,10 @@ def requirement_closure(root: str) -> set[str]:
         except md.PackageNotFoundError:
             continue
         seen.add(name)
-        for req in requires:
-            if "extra ==" in req:
-                continue
-            match = re.match(r"[A-Za-z0-9_.\-]+", req)
-            if match:
-                todo.append(match.group(0))
+        for text in requires:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
     return seen
 
 
@@ -59,10 +62,10 @@ def imported_modules(tiny_args: list[str]) -> set[str]:
         return set(json.loads(listing.read_text()))
 
 
-def needed_distributions(modules: set[str]) -> dict[str, str]:
-    """{distribution: installed version} for the third-party modules, less torch and its requirements."""
+def needed_distributions(modules: set[str], assumed: set[str]) -> dict[str, str]:
+    """{distribution: installed version} for the third-party modules, less torch, its requirements and ``assumed``."""
     by_module = md.packages_distributions()
-    preinstalled = requirement_closure("torch")
+    preinstalled = requirement_closure("torch") | {normalise(a) for a in assumed}
     needed: dict[str, str] = {}
     for module in modules:
         if module in sys.stdlib_module_names or module in LOCAL_PACKAGES or module.startswith("_"):
@@ -83,10 +86,14 @@ def _pip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           env={**os.environ, **(env or {})})
 
 
-def prepare(dest: Path, python_version: str, tiny_args: list[str]) -> dict[str, object]:
-    """Fill ``dest`` with wheels + requirements.txt + manifest.json; returns the manifest."""
+def prepare(dest: Path, python_version: str, tiny_args: list[str], assumed: set[str]) -> dict[str, object]:
+    """Fill ``dest`` with wheels + requirements.txt + manifest.json; returns the manifest.
+
+    ``assumed``: distributions the device is expected to have beside torch (numpy: every PyTorch CUDA image
+    ships it, and its 17 MiB wheel would take the folder past what the device tool carries).
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    dists = needed_distributions(imported_modules(tiny_args))
+    dists = needed_distributions(imported_modules(tiny_args), assumed)
     platform_args = [a for p in PLATFORMS for a in ("--platform", p)]
     failed: dict[str, str] = {}
     for name, version in dists.items():
@@ -105,7 +112,7 @@ def prepare(dest: Path, python_version: str, tiny_args: list[str]) -> dict[str, 
         "python_version": python_version, "distributions": dists, "failed": failed,
         "wheels_mib": {k: round(v, 2) for k, v in wheels.items()}, "total_mib": round(total, 2),
         "under_carry_limit": total < CARRY_LIMIT_MIB,
-        "preinstalled_assumed": sorted(requirement_closure("torch")),
+        "preinstalled_assumed": sorted(requirement_closure("torch") | {normalise(a) for a in assumed}),
         "foreign_python_tags": sorted(w for w in wheels if not _fits(w, python_version)),
     }
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -123,6 +130,10 @@ def _fits(wheel: str, python_version: str) -> bool:
 def install(source: Path) -> list[str]:
     """Install, offline, what ``source/requirements.txt`` lists and this Python lacks; returns what it installed."""
     wanted = [line.strip() for line in (source / "requirements.txt").read_text().splitlines() if line.strip()]
+    manifest = json.loads((source / "manifest.json").read_text())
+    absent = [name for name in manifest["preinstalled_assumed"] if not _installed(name)]
+    if absent:  # torch's own requirements are there with torch; an assumed one (numpy) may not be
+        print(f"WARNING: assumed preinstalled but missing here: {', '.join(absent)}; carry their wheels too")
     missing = []
     for pin in wanted:
         name = pin.split("==")[0]
@@ -131,8 +142,17 @@ def install(source: Path) -> list[str]:
         except md.PackageNotFoundError:
             missing.append(pin)
     if missing:
+        print(f"installing offline: {' '.join(missing)}", flush=True)
         got = _pip("install", "--no-index", "--find-links", str(source), "--no-deps", *missing)
         print(got.stdout[-4000:], got.stderr[-4000:], sep="\n")
         if got.returncode != 0:
             raise SystemExit(f"offline install failed (rc {got.returncode}); see pip's output above")
     return missing
+
+
+def _installed(name: str) -> bool:
+    try:
+        md.version(name)
+    except md.PackageNotFoundError:
+        return False
+    return True
