@@ -34,7 +34,7 @@ def test_tiny_cpu_run_writes_a_complete_report(tmp_path):
     assert done.stdout.count("RANDOM WEIGHTS") >= 2  # the banner, before and after
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["random_weights"] is True and "not segmentations" in report["warning"]
-    assert report["failed"] == [] and report["skipped"] == []
+    assert report["failed"] == [] and report["skipped"] == [] and report["complete"] is True
     assert report["machine"]["torch"] and report["settings"]["device"] == "cpu"
     by_kind = {c["kind"]: c for c in report["cases"]}
     assert set(by_kind) == {"service", "backend"} and len(report["cases"]) == 2
@@ -67,12 +67,14 @@ def test_memory_slope_is_per_thousand_frames_and_ignores_the_first_sample():
     assert memory_slope_per_1000([(1, 5.0)]) == 0.0
 
 
-def test_budget_shares_what_is_left_and_service_cases_weigh_twice():
+def test_budget_shares_what_is_left_service_weighs_twice_compile_three_times():
     plan = cases(["t", "s"], [1, 4], ["bf16"], ["t"], [4], ["bf16"])
     assert plan[0] == Case("service", "t", 4, "bf16") and len(plan) == 5
-    budget = Budget(60.0, len(plan))
+    budget = Budget(60.0)
     assert budget.share(plan[0], plan) == pytest.approx(60.0 * 2 / 6, rel=0.01)
     assert budget.share(plan[1], plan[1:]) == pytest.approx(60.0 / 4, rel=0.01)
+    mixed = cases(["t"], [4], ["bf16", "compile"], [], [], [])
+    assert budget.share(mixed[1], mixed) == pytest.approx(60.0 * 3 / 4, rel=0.01)
 
 
 def test_wheel_tags_and_the_torch_closure():

@@ -50,17 +50,23 @@ class Budget:
     case's measurement, not the whole run's end.
     """
 
-    def __init__(self, total_s: float, case_count: int, service_weight: float = 2.0) -> None:
+    # Service cases weigh twice (the headline target); compile cases three times (compiling takes tens of
+    # seconds on its own, and it is part of their share).
+    SERVICE_WEIGHT = 2.0
+    COMPILE_WEIGHT = 3.0
+
+    def __init__(self, total_s: float) -> None:
         self.deadline = time.monotonic() + total_s
         self.total_s = total_s
-        self.weights_left = float(case_count)
-        self.service_weight = service_weight
 
     def left_s(self) -> float:
         return self.deadline - time.monotonic()
 
+    def weight(self, case: Case) -> float:
+        base = self.SERVICE_WEIGHT if case.kind == "service" else 1.0
+        return base * (self.COMPILE_WEIGHT if MODES[case.mode]["compile"] else 1.0)
+
     def share(self, case: Case, remaining_cases: list[Case]) -> float:
-        """Seconds for ``case``: its weight's share of the time left (service cases weigh more)."""
-        weights = sum(self.service_weight if c.kind == "service" else 1.0 for c in remaining_cases)
-        mine = self.service_weight if case.kind == "service" else 1.0
-        return max(self.left_s(), 0.0) * mine / max(weights, 1.0)
+        """Seconds for ``case``: its weight's share of the time left."""
+        weights = sum(self.weight(c) for c in remaining_cases)
+        return max(self.left_s(), 0.0) * self.weight(case) / max(weights, 1.0)

@@ -31,6 +31,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Python {machine.get('python')}. Image size {report['settings']['image_size_px']} px, "
              f"frames requested per case {report['settings']['frames']}, budget {report['settings']['budget_s']:.0f} s, "
              f"total wall {report['wall_s']:.0f} s.", ""]
+    if not report.get("complete", True):
+        lines += ["**Incomplete: the run stopped before its last case (this is the report so far).**", ""]
     header = ("| case | frames | fps | p50 ms | p99 ms | peak MiB | MiB/1k frames | flat | warm-up s | cut |\n"
               "|---|---|---|---|---|---|---|---|---|---|")
     for kind, title in (("service", "End to end (ZeroMQ -> service -> results)"), ("backend", "Backend alone")):
