@@ -432,19 +432,21 @@ def test_coarse_correlations_equal_one_window_at_a_time() -> None:
 
 def test_near_windows_prepared_together_give_the_masks_of_one_search_at_a_time(monkeypatch) -> None:
     from sam4em_live.frames import Frame
+    from sam4em_live.particles import Prompt
     from sam4em_live.segment.embedded import EmbeddedSegmenter
-    from sam4em_live.sim.presets import get_preset
-    from sam4em_live.sim.video import make_prompts, simulate_video
+    from tests.conftest import disk_video
 
-    video = simulate_video(get_preset("multi-1024"), 50, 0)
-    prompts = make_prompts(video, frames=(0,))
+    # Three identical discs: their near windows have one size, so they are transformed as one stack.
+    centres = ((60.0, 60.0), (150.0, 120.0), (200.0, 200.0))
+    frames, _ = disk_video(n_frames=50, shape=(256, 256), centres=centres, radius=9.0, velocity=(0.6, 0.3))
+    prompts = [Prompt(k + 1, 0, (c,), (1,)) for k, c in enumerate(centres)]
     together, one_at_a_time = EmbeddedSegmenter(), EmbeddedSegmenter()
     monkeypatch.setattr(one_at_a_time, "_near_windows", lambda pixels, tracks, claims: {})
-    stacked = []  # window stacks transformed together (two of the clip's particles have windows of one size)
+    stacked = []  # window stacks transformed together
     transform = search._rfft2_stack
     monkeypatch.setattr(search, "_rfft2_stack", lambda images: stacked.append(len(images)) or transform(images))
     compared = 0
-    for index, pixels in enumerate(video.frames):
+    for index, pixels in enumerate(frames):
         edits = [p for p in prompts if p.frame == index]
         a = together.track(Frame("clip", index, 0.0, pixels), edits)
         b = one_at_a_time.track(Frame("clip", index, 0.0, pixels), edits)
