@@ -200,3 +200,17 @@ def test_its_own_local_cluster_writes_masks_and_reports_progress(tmp_path: Path)
     assert [o.name for o in report.analysed] == ["solo"] and report.workers == 1 and seen == [(1, 1)]
     assert report.analysed[0].cpu_seconds > 0
     assert (tmp_path / "b" / "runs" / "solo" / "masks.tif").is_file()
+
+
+def test_a_recording_without_prompts_is_discovered_when_asked(tmp_path: Path) -> None:
+    """--discover: the task (run here in-process) tracks what `[discovery] mode = "auto"` finds, from no prompt."""
+    from sam4em_live.batch.task import BatchSettings, analyse_recording
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    write_tiff_stack(archive / "bare.tif", disk_video(n_frames=24)[0], pixel_size_nm=2.0, fps=50.0)
+    [recording] = expand_inputs([archive], discover=True)
+    outcome = analyse_recording(recording, BatchSettings(), tmp_path / "out", "fingerprint", {})
+    assert outcome.particles >= 1 and outcome.rows > 0
+    table = pd.read_parquet(tmp_path / "out" / "trajectories" / "recording=bare")
+    assert set(table["prompts_origin"]) == {"discovery"}
