@@ -21,6 +21,8 @@ from pathlib import Path
 
 CARRY_LIMIT_MIB = 64.0  # the device tool carries at most this much of ignored paths
 LOCAL_PACKAGES = {"sam4em_live", "tools", "tests", "__main__"}
+# Our distribution and the `[sam2]` extra's packages (pyproject.toml): what the check may need.
+DECLARED_ROOTS = ("sam4em-live", "sam2", "hydra-core", "iopath")
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "linux_x86_64")
 
 
@@ -66,12 +68,15 @@ def needed_distributions(modules: set[str], assumed: set[str]) -> dict[str, str]
     """{distribution: installed version} for the third-party modules, less torch, its requirements and ``assumed``."""
     by_module = md.packages_distributions()
     preinstalled = requirement_closure("torch") | {normalise(a) for a in assumed}
+    # Only declared requirements (ours and the sam2 extra's, transitively): a module some library imports
+    # opportunistically because it happens to be installed here (Cython, charset_normalizer) is optional.
+    declared = set().union(*(requirement_closure(root) for root in DECLARED_ROOTS))
     needed: dict[str, str] = {}
     for module in modules:
         if module in sys.stdlib_module_names or module in LOCAL_PACKAGES or module.startswith("_"):
             continue
         for dist in by_module.get(module, []):
-            if normalise(dist) not in preinstalled:
+            if normalise(dist) not in preinstalled and normalise(dist) in declared:
                 needed[normalise(dist)] = md.version(dist)
     # Declared requirements of what is needed that import lazily (never seen by the tiny run), too.
     for dist in list(needed):
