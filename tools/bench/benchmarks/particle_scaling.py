@@ -15,7 +15,7 @@ loopback) from a sender process that plays the clip forwards then backwards. Two
   (``serve``'s default 8).
 
 Each run sends for ``seconds`` and on until the service has processed ``warmup_frames + min_frames``
-frames (at most ``max_frames``), so a slow case is measured on fewer frames (a 100-particle 2048² case on
+frames (at most ``max_frames`` and ``max_seconds``), so a slow case is measured on fewer frames (a 100-particle 2048² case on
 a loaded 2-core machine: ~15 frames; its p99 is its maximum). The warm-up is left out of every figure:
 the frames finished in the first ``warmup_s`` after the first result (sinks starting), and never fewer
 than ``warmup_frames`` (45): the embedded backend's frames after a prompt cost 3-6x its steady state for
@@ -122,10 +122,10 @@ class ScalingSink:
         pass
 
 
-def _sender(endpoint: str, clip: np.ndarray, rate: float, seconds: float, min_processed: int, max_frames: int,
-            credits: Any, processed: Any, ready: Any) -> None:
+def _sender(endpoint: str, clip: np.ndarray, rate: float, seconds: float, max_seconds: float, min_processed: int,
+            max_frames: int, credits: Any, processed: Any, ready: Any) -> None:
     """Send the clip ping-pong, paced at ``rate`` or by ``credits``, for ``seconds`` and until the service
-    has processed ``min_processed`` frames (at most 10 x ``seconds`` and ``max_frames`` frames)."""
+    has processed ``min_processed`` frames (at most ``max_seconds`` and ``max_frames`` frames)."""
     import zmq
 
     from sam4em_live.wire import encode_frame, encode_series_end
@@ -140,14 +140,14 @@ def _sender(endpoint: str, clip: np.ndarray, rate: float, seconds: float, min_pr
     sent = 0
     def more() -> bool:
         elapsed = time.perf_counter() - t0
-        return sent < max_frames and elapsed < 10 * seconds and (elapsed < seconds or processed.value < min_processed)
+        return sent < max_frames and elapsed < max_seconds and (elapsed < seconds or processed.value < min_processed)
 
     while more():
         if rate > 0:
             delay = t0 + sent / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        elif credits is not None and not credits.acquire(timeout=10 * seconds):
+        elif credits is not None and not credits.acquire(timeout=max_seconds):
             break
         sock.send_multipart(encode_frame(clip[order[sent % len(order)]], "bench", sent, time.time()), copy=False)
         sent += 1
@@ -185,11 +185,12 @@ def _run(params: Mapping[str, ParamValue], context: RunContext, clip: np.ndarray
     ready = mp.Event()
     seconds = number(params, "seconds")
     min_processed = integer(params, "warmup_frames") + integer(params, "min_frames")
-    sender = mp.Process(target=_sender, args=(_bound_endpoint(built.service.source), clip, rate, seconds, min_processed,
+    sender = mp.Process(target=_sender, args=(_bound_endpoint(built.service.source), clip, rate, seconds,
+                                              number(params, "max_seconds"), min_processed,
                                               integer(params, "max_frames"), credits, processed, ready))
     sender.start()
     ready.set()
-    sender.join(10 * seconds + 60)
+    sender.join(number(params, "max_seconds") + 60)
     # The frames still queued when the sender stops: up to `ahead` (every-frame) or the queue (latest).
     built.service.wait(120)
     built.service.stop()
@@ -232,7 +233,7 @@ def _case_figures(key: str, sink: ScalingSink, status: Any, params: Mapping[str,
 
 @benchmark("particle-scaling", "end to end, embedded: max fps and p99 latency at an 80 fps camera vs particles "
            "and frame size (issue 23)",
-           {"sizes": [1024, 2048], "particles": [1, 4, 16, 50, 100], "rate": 80.0, "seconds": 5.0,
+           {"sizes": [1024, 2048], "particles": [1, 4, 16, 50, 100], "rate": 80.0, "seconds": 5.0, "max_seconds": 150.0,
             "min_frames": 15, "max_frames": 2000, "warmup_frames": 45, "warmup_s": 1.0, "ahead": 4, "queue_frames": 8,
             "clip_frames": 16, "record": True,
             "switch_interval_s": 0.0005, "seed": 0})
@@ -251,8 +252,9 @@ def particle_scaling(params: Mapping[str, ParamValue], context: RunContext) -> M
     return Measurement(metrics)
 
 
-def profile_track(particles: int, size: int, frames: int = 20, top: int = 25) -> str:
-    """cProfile of the embedded `Segmenter.track` on ``frames`` frames with ``particles`` (after the prompt)."""
+def profile_track(particles: int, size: int, frames: int = 40, top: int = 25, settle: int = 45) -> str:
+    """cProfile of the embedded `Segmenter.track`: ``frames`` frames with ``particles``, after the prompt frame
+    and ``settle`` frames (the backend's post-prompt transient) unprofiled."""
     import cProfile
     import io
     import pstats
@@ -260,18 +262,22 @@ def profile_track(particles: int, size: int, frames: int = 20, top: int = 25) ->
     from sam4em_live.frames import Frame
     from sam4em_live.segment.registry import create_segmenter
 
-    clip, centres = particle_clip(size, particles, min(frames + 1, 24))
+    clip, centres = particle_clip(size, particles, 16)
+    order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])  # ping-pong, as the sender
     segmenter: Any = create_segmenter("embedded", {})
     segmenter.track(Frame("profile", 0, 0.0, clip[0]), _prompts(centres[0]))
+    for i in range(1, settle + 1):
+        segmenter.track(Frame("profile", i, 0.0, clip[order[i % len(order)]]), [])
     profiler = cProfile.Profile()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     profiler.enable()
-    for i in range(1, frames + 1):
-        segmenter.track(Frame("profile", i, 0.0, clip[i % len(clip)]), [])
+    for i in range(settle + 1, settle + frames + 1):
+        segmenter.track(Frame("profile", i, 0.0, clip[order[i % len(order)]]), [])
     profiler.disable()
-    wall_ms = 1e3 * (time.perf_counter() - start) / frames
+    wall_ms, cpu_ms = (1e3 * (time.perf_counter() - start) / frames, 1e3 * (time.thread_time() - cpu) / frames)
     out = io.StringIO()
-    out.write(f"{particles} particles, {size}²: {wall_ms:.1f} ms per frame (profiled)\n")
+    out.write(f"{particles} particles, {size}²: {wall_ms:.1f} ms wall, {cpu_ms:.1f} ms thread CPU per frame "
+              "(profiled)\n")
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
     return out.getvalue()
 
