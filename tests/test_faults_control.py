@@ -456,3 +456,41 @@ def test_a_new_particle_is_refused_while_the_worker_has_no_room_for_it() -> None
     off.note_worker_load(1.0, 2)
     assert off.admit_edit(new, SHAPE, {1, 2}, 0) == new
 
+
+def test_a_client_adding_particles_cannot_push_the_service_below_its_rate(video) -> None:
+    log = ResultLog()
+    built = start_service(video, fps=400.0, log=log, quotas={"max_worker_load": 0.8})  # the default
+    endpoint = built.control.endpoint
+    try:
+        assert wait_for(lambda: len(log.times) > 100)
+        t0 = time.monotonic()
+        time.sleep(1.5)
+        t1 = time.monotonic()
+        answers: dict[str, int] = {}
+        with ControlClient(endpoint, timeout_s=3.0) as client:
+            for k in range(60):  # as fast as max_edits_per_s lets it: new ids on the particles of the field
+                x, y = CENTRES[k % len(CENTRES)]
+                try:
+                    client.add_prompt(100 + k, points=[[x + k % 3, y]])
+                    answers["ok"] = answers.get("ok", 0) + 1
+                except ControlError as exc:
+                    code = exc.code
+                    answers[code] = answers.get(code, 0) + 1
+                    time.sleep(0.1)
+            t2 = time.monotonic()
+            time.sleep(1.5)
+            t3 = time.monotonic()
+            status = client.status()
+    finally:
+        built.service.stop()
+        built.close()
+    base_fps = log.fps_between(t0, t1)
+    after_fps = log.fps_between(t2, t3)
+    print(f"\nadding particles: {answers}; processed {base_fps:.1f} fps before, {after_fps:.1f} after "
+          f"({after_fps / base_fps:.1%}); {len(status['particles'])} particles; busy {status['worker_busy']:.2f}; "
+          f"refused {status['refused_by_quota']}")
+    assert answers.get("ok", 0) > 0  # particles were added while there was room
+    assert status["refused_by_quota"].get("max_worker_load", 0) > 0  # and refused once there was none
+    # Without the load quota and the lost-particle round robin this fell to 0.31x (measured); the 90 % target
+    # is the chaos benchmark's figure (docs/benchmarks.md), the margin here is for a loaded test machine.
+    assert after_fps >= 0.7 * base_fps, f"{after_fps:.1f} fps after the additions vs {base_fps:.1f} fps before"

@@ -92,6 +92,7 @@ class EmbeddedSegmenter:
         self._static = StaticMap()  # what never moves: no re-acquisition there (`identity`)
         self._exposure = Exposure()  # a blanked beam: every particle absent
         self._behind = False  # set by note_backlog (live mode only)
+        self._lost_turn = 0  # which lost particle is searched while behind (round robin)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "embedded", "random_weights": False, "model": "prompt-seeded template matching",
@@ -125,8 +126,12 @@ class EmbeddedSegmenter:
         pending = [t for t in self._tracks.values() if t.particle not in results]
         self._follow_jointly(pixels, [t for t in pending if t.present], claims, results)
         lost = [t for t in pending if not t.present]
-        for track in lost:
+        for track in self._lost_to_search(lost):
             results[track.particle] = self._follow(pixels, track, claims, strict=True)
+        for track in lost:  # not searched this frame (live and behind): absent, one more frame lost
+            if track.particle not in results:
+                track.lose()
+                results[track.particle] = ParticleMask.absent(track.particle)
         still_lost = sorted((t for t in lost if not t.present), key=lambda t: t.particle)
         if still_lost and self._frames_seen % self.options.reacquire_interval_frames == 0:
             # One lost particle per pass, in turn, so a pass costs one low-resolution frame scan.
@@ -325,6 +330,17 @@ class EmbeddedSegmenter:
             return False
         track.learning_deferred = 0
         return True
+
+    def _lost_to_search(self, lost: list[TrackedParticle]) -> list[TrackedParticle]:
+        """Every lost particle, or while live frames queue up (`note_backlog`) one of them, in turn.
+
+        A lost particle's search covers the full window with every orientation: several of them (a client
+        adding particles that are never found) would otherwise cost frames for the particles in view.
+        """
+        if not self._behind or len(lost) <= 1:
+            return lost
+        self._lost_turn += 1
+        return [lost[self._lost_turn % len(lost)]]
 
     def note_backlog(self, frames_waiting: int) -> None:
         """Live mode: defer due appearance updates while ``defer_learning_backlog_frames`` frames wait."""
