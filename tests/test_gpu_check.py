@@ -26,7 +26,7 @@ FIGURES = ("fps", "latency_ms_mean", "latency_ms_p50", "latency_ms_p99", "latenc
            "memory_first_mib", "memory_last_mib")
 
 
-def test_tiny_cpu_run_writes_a_complete_report(tmp_path):
+def test_tiny_cpu_run_writes_a_complete_report(tmp_path: Path) -> None:
     """The whole check in a subprocess (as on the device): a service case over ZeroMQ and a backend case."""
     done = subprocess.run([sys.executable, "-m", "tools.gpu_check", "--tiny", "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=240)
@@ -60,14 +60,14 @@ def test_tiny_cpu_run_writes_a_complete_report(tmp_path):
     assert "| service/t/p2/bf16 | 20 |" in markdown and "| backend/t/p1/fp32 | 20 |" in markdown
 
 
-def test_memory_slope_is_per_thousand_frames_and_ignores_the_first_sample():
+def test_memory_slope_is_per_thousand_frames_and_ignores_the_first_sample() -> None:
     growing = [(1, 100.0)] + [(f, 200.0 + 0.002 * f) for f in range(51, 2001, 50)]  # 2 MiB per 1,000 frames
     assert memory_slope_per_1000(growing) == pytest.approx(2.0)
     assert memory_slope_per_1000([(1, 5.0), (51, 5.0), (101, 5.0), (151, 5.0)]) == pytest.approx(0.0)
     assert memory_slope_per_1000([(1, 5.0)]) == 0.0
 
 
-def test_budget_shares_what_is_left_service_weighs_twice_compile_three_times():
+def test_budget_shares_what_is_left_service_weighs_twice_compile_three_times() -> None:
     plan = cases(["t", "s"], [1, 4], ["bf16"], ["t"], [4], ["bf16"])
     assert plan[0] == Case("service", "t", 4, "bf16") and len(plan) == 5
     budget = Budget(60.0)
@@ -77,7 +77,7 @@ def test_budget_shares_what_is_left_service_weighs_twice_compile_three_times():
     assert budget.share(mixed[1], mixed) == pytest.approx(60.0 * 3 / 4, rel=0.01)
 
 
-def test_wheel_tags_and_the_torch_closure():
+def test_wheel_tags_and_the_torch_closure() -> None:
     assert _fits("antlr4_python3_runtime-4.9.3-py3-none-any.whl", "3.12")
     assert _fits("numpy-2.1.0-cp312-cp312-manylinux_2_17_x86_64.whl", "3.12")
     assert not _fits("numpy-2.1.0-cp311-cp311-manylinux_2_17_x86_64.whl", "3.12")

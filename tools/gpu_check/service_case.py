@@ -58,7 +58,7 @@ class ResultsCounter:
     """A SUB socket on its own thread counting the results messages a client would receive."""
 
     def __init__(self, endpoint: str) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.setsockopt(zmq.RCVHWM, 0)
         self.sock.connect(endpoint)
