@@ -55,6 +55,7 @@ def test_tiny_cpu_run_writes_a_complete_report(tmp_path: Path) -> None:
     assert service["results_received"] == service["frames_processed"]
     backend = by_kind["backend"]
     assert backend["particles"] == 1 and backend["mode"] == "fp32" and backend["warmup_s"] > 0
+    assert service["warmup_s"] > 0
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "not segmentations" in markdown
     assert "| service/t/p2/bf16 | 20 |" in markdown and "| backend/t/p1/fp32 | 20 |" in markdown

@@ -137,6 +137,7 @@ def run_service_case(case: Case, device: str, image_size_px: int, frames: int, s
     sent = [0]
     sender = threading.Thread(target=_send, args=(camera, synthetic_stream(case.particles, frame_px), total, rate,
                                                   started + seconds, sent, timing), daemon=True)
+    send_started = time.time()
     sender.start()
     sender.join()
     finished = built.service.wait(max(30.0, started + seconds + 30.0 - time.monotonic()))
@@ -154,6 +155,8 @@ def run_service_case(case: Case, device: str, image_size_px: int, frames: int, s
     figures["fps"] = (figures["frames"] - 1) / wall if wall > 0 and figures["frames"] > 1 else float("nan")
     return {"case": case.name, "kind": case.kind, "model": case.model, "particles": case.particles,
             "mode": case.mode, "frames_requested": frames, "budget_s": seconds, "rate": rate,
+            # first frame sent -> first measured result: the prompt frame, the memory fill (and compiling)
+            "warmup_s": (timing.first_measured_s or send_started) - send_started,
             "in_flight": None if rate > 0 else IN_FLIGHT,
             "frames_sent": sent[0], "frames_processed": status.frames_processed,
             "frames_dropped": status.frames_dropped, "results_received": counter.results,
