@@ -151,8 +151,12 @@ class ServiceQuotas:
             return None
         busy, particles = load
         projected = busy * (particles + admitted) / particles
-        if projected < limit:
+        if projected < limit and admitted == 0:
             return None
+        if projected < limit:  # one new particle per measurement: its real cost is seen before the next
+            return (f"a new particle was admitted since the worker's load was last measured ({busy:.0%} busy "
+                    f"with {particles} particles); the next is admitted once its cost is measured (within "
+                    "one status interval): try again shortly")
         since = f" and {admitted} added since (~{projected:.0%})" if admitted else ""
         return (f"the worker is busy {busy:.0%} of the time with {particles} particles{since}, at or over "
                 f"quotas.max_worker_load = {limit:g}: more would cost frames; remove a particle first, "
