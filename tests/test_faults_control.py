@@ -10,7 +10,6 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,14 +23,14 @@ from sam4em_live.control import ControlClient, ControlError, ControlServer
 from sam4em_live.control.quotas import RateLimit, ServiceQuotas, bound_prompt
 from sam4em_live.control.schema import encode_request
 from sam4em_live.control_api import QuotaExceeded
-from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.frames import Calibration, Frame
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, PromptError, RemoveParticle
 from sam4em_live.segment.embedded import EmbeddedSegmenter
 from sam4em_live.segment.registry import SEGMENTERS
 from sam4em_live.service.builder import build_service
 from sam4em_live.sinks.publisher import ResultsPublisher
-from sam4em_live.sources.base import EndOfStream, SourceCounters
 from tests.conftest import disk_video
+from tests.paced_source import PacedSource
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,43 +39,6 @@ SHAPE = (256, 256)
 CENTRES = ((60.0, 60.0), (150.0, 120.0), (200.0, 200.0))  # the service is prompted on the first two
 PROMPTS = [Prompt(1, 0, (CENTRES[0],), (1,)), Prompt(2, 0, (CENTRES[1],), (1,))]
 CAL = Calibration(pixel_size_nm=1.0, fps=200.0)
-
-
-class PacedSource:
-    """A camera stand-in: cycles through ``frames`` at ``fps`` (indices keep increasing) until closed."""
-
-    def __init__(self, frames: np.ndarray, fps: float) -> None:
-        self.frames = frames
-        self.period_s = 1.0 / fps
-        self.counters = SourceCounters()
-        self._series = SeriesInfo("paced", (frames.shape[1], frames.shape[2]), frames.dtype.str, CAL)
-        self._next = 0
-        self._start = 0.0
-        self._closed = threading.Event()
-
-    @property
-    def series(self) -> SeriesInfo:
-        return self._series
-
-    def open(self) -> None:
-        self._start = time.monotonic()
-
-    def next_frame(self, timeout_s: float) -> Frame | None:
-        if self._closed.is_set():
-            raise EndOfStream
-        wait_s = self._start + self._next * self.period_s - time.monotonic()
-        if wait_s > timeout_s:
-            time.sleep(timeout_s)
-            return None
-        if wait_s > 0:
-            time.sleep(wait_s)
-        frame = Frame("paced", self._next, time.time(), self.frames[self._next % len(self.frames)], CAL)
-        self._next += 1
-        self.counters.frames += 1
-        return frame
-
-    def close(self) -> None:
-        self._closed.set()
 
 
 class ResultLog:
@@ -124,7 +86,7 @@ def video() -> np.ndarray:
 
 
 def start_service(video: np.ndarray, fps: float = 100.0, log: ResultLog | None = None, **over: dict[str, Any]):
-    built = build_service(service_config(**over), source=PacedSource(video, fps), edits=PROMPTS,
+    built = build_service(service_config(**over), source=PacedSource(video, fps, CAL), edits=PROMPTS,
                           extra_sinks=[log] if log is not None else ())
     built.service.start()
     return built

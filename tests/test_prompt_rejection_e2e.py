@@ -17,48 +17,12 @@ from scipy import ndimage
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.control import ControlClient
-from sam4em_live.frames import Calibration, Frame, SeriesInfo
+from sam4em_live.frames import Calibration
 from sam4em_live.service.builder import build_service
-from sam4em_live.sources.base import EndOfStream, SourceCounters
+from tests.paced_source import PacedSource
 from tests.test_embedded_seeding import dense_field, prompts_for, render
 
 CAL = Calibration(pixel_size_nm=1.0, fps=50.0)
-
-
-class LoopingCamera:
-    """A camera stand-in: ``frames`` in a loop at ``fps``, frame indices increasing, until closed."""
-
-    def __init__(self, frames: np.ndarray, fps: float) -> None:
-        self.frames = frames
-        self.period_s = 1.0 / fps
-        self.counters = SourceCounters()
-        self._series = SeriesInfo("loop", (frames.shape[1], frames.shape[2]), frames.dtype.str, CAL)
-        self._next = 0
-        self._start = 0.0
-        self._closed = threading.Event()
-
-    @property
-    def series(self) -> SeriesInfo:
-        return self._series
-
-    def open(self) -> None:
-        self._start = time.monotonic()
-
-    def next_frame(self, timeout_s: float) -> Frame | None:
-        if self._closed.is_set():
-            raise EndOfStream
-        wait_s = self._start + self._next * self.period_s - time.monotonic()
-        if wait_s > timeout_s:
-            time.sleep(timeout_s)
-            return None
-        time.sleep(max(wait_s, 0.0))
-        frame = Frame("loop", self._next, time.time(), self.frames[self._next % len(self.frames)], CAL)
-        self._next += 1
-        self.counters.frames += 1
-        return frame
-
-    def close(self) -> None:
-        self._closed.set()
 
 
 class ResultLog:
@@ -112,7 +76,7 @@ def test_bad_prompts_sent_with_good_ones_are_refused_alone_over_the_control_chan
         "quotas": {"max_worker_load": 1.0, "max_edits_per_s": 100.0},
     })
     log = ResultLog()
-    built = build_service(config, source=LoopingCamera(frames, fps=50.0), extra_sinks=[log])
+    built = build_service(config, source=PacedSource(frames, 50.0, CAL, "loop"), extra_sinks=[log])
     built.service.start()
     client = ControlClient(built.control.endpoint, timeout_s=3.0)
     try:
