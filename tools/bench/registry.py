@@ -83,9 +83,10 @@ def benchmark(name: str, summary: str, defaults: Mapping[str, ParamValue], *,
 
 
 def all_benchmarks() -> dict[str, Benchmark]:
-    if not _REGISTRY:
-        for module in BENCHMARK_MODULES:
-            importlib.import_module(f"tools.bench.benchmarks.{module}")
+    # Every module, every time (an import already done costs a dict lookup): one benchmark module imported
+    # on its own (a test importing its helpers) must not stand for all of them.
+    for module in BENCHMARK_MODULES:
+        importlib.import_module(f"tools.bench.benchmarks.{module}")
     return dict(_REGISTRY)
 
 
