@@ -145,7 +145,8 @@ def test_every_file_agrees_with_run_json(run_dir: Path) -> None:
     ([("a", 0, (4, 4), "<u2"), ("a", 1, (4, 4), "<u2")], [0, 0]),
     ([("a", 5, (4, 4), "<u2"), ("a", 5, (4, 4), "<u2")], [0, 1]),  # a repeated index is a restart too
     ([("a", 0, (4, 4), "<u2"), ("a", 9, (4, 4), "<u2")], [0, 0]),  # a gap is not a new series
-    ([("a", 0, (4, 4), "<u2"), ("a", 1, (4, 4), "<f4")], [0, 1]),  # another pixel type
+    ([("a", 0, (4, 4), "<u2"), ("a", 10**6, (4, 4), "<u2")], [0, 1]),  # a jump past what empty pages fill is
+    ([("a", 0, (4, 4), "<u2"), ("a", 1, (4, 4), "<f4")], [0, 0]),  # another pixel type alone: no new series
     ([("a", 0, (4, 4), "<u2"), ("b", 1, (4, 4), "<u2"), ("a", 2, (4, 4), "<u2")], [0, 1, 2]),  # back to an old id
 ])
 def test_series_boundaries(events, expected) -> None:

@@ -52,6 +52,8 @@ def _fail(message: str) -> None:
 
 def _stop_on_signals(stop: threading.Event) -> None:
     def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():  # a second Ctrl-C / SIGTERM: abandon the clean stop
+            raise KeyboardInterrupt
         log.info("signal %d: stopping", signum)
         stop.set()
 
@@ -103,7 +105,7 @@ def serve(
             if built.service.wait(0):
                 break
     finally:
-        built.service.stop()
+        built.service.finish()  # the run folder is closed (run.json final) before the process exits
         built.close()
     if built.run_dir is not None:
         typer.echo(f"run directory: {built.run_dir}")

@@ -331,7 +331,7 @@ def run_demo(
     finally:
         stop_camera.set()
         camera.join(5)
-        built.service.stop()
+        built.service.finish()
         built.close()
         publisher.close()
     status = built.service.status()

@@ -151,6 +151,17 @@ class Service(ServiceControlSide):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
 
+    def finish(self, log_every_s: float = 5.0) -> None:
+        """`stop`, then wait for the whole teardown (sinks closed, run.json final), logging while it lasts.
+
+        A process that exits before this returns leaves its run folder unfinished (``running``): the
+        commands call this, not ``stop`` with its time limit, before they close and exit.
+        """
+        self.stop(timeout_s=log_every_s)
+        while not self.wait(log_every_s):
+            log.warning("stopping: still finishing the run (recording, sinks); waiting so run.json says what the "
+                        "files hold (interrupt again to abandon it)")
+
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait for a `start()`ed service to finish; True if it did."""
         if self._thread is None:

@@ -1,7 +1,7 @@
 """Series of a run: which acquisition series each result belongs to, so that no two rows are ambiguous.
 
 A run can see more than one series: a new ``series_id``, a camera that restarts under the same id (its
-frame index goes back), or a frame-size or pixel-type change mid-series. Each starts a new **series**,
+frame index goes back), or a frame-size change mid-series. Each starts a new **series**,
 numbered 0, 1, 2... in the order they appear: the number is the ``series`` column of the trajectory
 tables, ``series_list[k]`` in run.json describes it (id, shape, dtype, calibration, frame range), and its
 masks go to a file of its own (``masks.tif`` for series 0, ``masks-s1.tif``...), one shape per file.
@@ -16,10 +16,15 @@ within a series, docs/protocol.md):
 ``new_series_id``   the frame's ``series_id`` is not the current series'
 ``index_restart``   same id, but the frame index is not above the last one (a camera restart)
 ``shape_change``    same id, another frame shape (rows, columns)
-``dtype_change``    same id and shape, another pixel type
+``index_jump``      same id, the index jumps more than ``LEADING_EMPTY_PAGES_MAX`` past the last
+                    (masks files hold one page per frame index: a jump of 10^6 would write 10^6
+                    empty pages; a new series' file starts at its first frame instead)
 ==================  =========================================================================
 
 Coming back to an earlier id (A, B, A) starts a new series too: its rows could otherwise repeat frames.
+A pixel-type change alone does not: it makes no row ambiguous and no mask page another shape, and
+frames alternating between types (a fuzzing sender did this) would otherwise open a series -- and a
+masks file -- per frame. The series keeps the type of its first frame in ``series_list``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.frames import AcquisitionClock, SeriesInfo
-from sam4em_live.io.label_stack_layout import LabelStackLayout, page_origin
+from sam4em_live.io.label_stack_layout import LEADING_EMPTY_PAGES_MAX, LabelStackLayout, page_origin
 from sam4em_live.io.run_manifest import FrameRanges
 
 if TYPE_CHECKING:
@@ -146,6 +151,6 @@ class SeriesSegments:
             return "index_restart"
         if (int(shape[0]), int(shape[1])) != current.shape:
             return "shape_change"
-        if dtype != current.dtype:
-            return "dtype_change"
+        if index - current.last_frame > LEADING_EMPTY_PAGES_MAX:
+            return "index_jump"
         return None
