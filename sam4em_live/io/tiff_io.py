@@ -66,7 +66,8 @@ def time_unit_s(unit: str | None) -> float | None:
     return _lookup(unit, _TIME_S)
 
 
-def _positive(value: Any) -> float | None:
+def positive_number(value: Any) -> float | None:
+    """``value`` as a finite positive float, or None (metadata values of any type)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -83,10 +84,10 @@ def _ome_calibration(xml: str) -> tuple[float | None, float | None]:
     if pixels is None:
         return None, None
     pixel_size_nm = interval_s = None
-    size, scale = _positive(pixels.get("PhysicalSizeX")), length_unit_nm(pixels.get("PhysicalSizeXUnit", "µm"))
+    size, scale = positive_number(pixels.get("PhysicalSizeX")), length_unit_nm(pixels.get("PhysicalSizeXUnit", "µm"))
     if size is not None and scale is not None:
         pixel_size_nm = size * scale
-    step, tscale = _positive(pixels.get("TimeIncrement")), time_unit_s(pixels.get("TimeIncrementUnit", "s"))
+    step, tscale = positive_number(pixels.get("TimeIncrement")), time_unit_s(pixels.get("TimeIncrementUnit", "s"))
     if step is not None and tscale is not None:
         interval_s = step * tscale
     return pixel_size_nm, interval_s
@@ -95,7 +96,7 @@ def _ome_calibration(xml: str) -> tuple[float | None, float | None]:
 def read_tiff_calibration(tif: tifffile.TiffFile) -> tuple[Calibration, dict[str, str]]:
     """Calibration from a file's metadata and, per field, where it came from."""
     page = tif.pages.first
-    xres = _positive(page.resolution[0]) if hasattr(page, "resolution") else None
+    xres = positive_number(page.resolution[0]) if hasattr(page, "resolution") else None
     pixel_size_nm = interval_s = None
     found: dict[str, str] = {}
     if tif.is_ome and tif.ome_metadata:
@@ -113,7 +114,7 @@ def read_tiff_calibration(tif: tifffile.TiffFile) -> tuple[Calibration, dict[str
             pixel_size_nm, found["pixel_size_nm"] = scale / xres, "TIFF XResolution + ResolutionUnit"
         elif int(page.resolutionunit) == 2 and xres != 1:
             log.info("%s: ignoring XResolution %.4g per inch (a DPI default, not a calibration)", tif.filename, xres)
-    if interval_s is None and _positive(imagej.get("finterval")):
+    if interval_s is None and positive_number(imagej.get("finterval")):
         tscale = time_unit_s(str(imagej.get("tunit", "s")))
         if tscale is not None:
             interval_s, found["fps"] = float(imagej["finterval"]) * tscale, "ImageJ finterval"

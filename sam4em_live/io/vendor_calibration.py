@@ -28,7 +28,7 @@ from itertools import pairwise
 from typing import Any
 
 from sam4em_live.frames import Calibration
-from sam4em_live.io.tiff_io import length_unit_nm, time_unit_s
+from sam4em_live.io.tiff_io import length_unit_nm, positive_number, time_unit_s
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,6 @@ def tell_missing(path: object, missing: Sequence[str]) -> None:
                 path, what, " / ".join(FLAG_FOR_FIELD[f] for f in wanted))
 
 
-def _positive(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) and number > 0 else None
-
-
 def _unit_text(axis: Mapping[str, Any]) -> str | None:
     units = axis.get("units")
     if units is None:
@@ -83,7 +75,7 @@ def _unit_text(axis: Mapping[str, Any]) -> str | None:
 
 def axis_length_nm(axis: Mapping[str, Any]) -> float | None:
     """The length of one step of a spatial ``axis`` in nm, or None if it carries no length unit."""
-    units, scale = _unit_text(axis), _positive(axis.get("scale"))
+    units, scale = _unit_text(axis), positive_number(axis.get("scale"))
     if units is None or scale is None or "/" in units:  # "1/nm": reciprocal space, not a pixel size
         return None
     per_unit = length_unit_nm(units)
@@ -92,7 +84,7 @@ def axis_length_nm(axis: Mapping[str, Any]) -> float | None:
 
 def axis_interval_s(axis: Mapping[str, Any]) -> float | None:
     """The time step of a frame ``axis`` in seconds, or None if its unit is not a time."""
-    units, scale = _unit_text(axis), _positive(axis.get("scale"))
+    units, scale = _unit_text(axis), positive_number(axis.get("scale"))
     if units is None or scale is None:
         return None
     per_unit = time_unit_s(units)
@@ -110,13 +102,13 @@ def _dig(tree: Any, *keys: str) -> Any:
 def _exposure_s(metadata: Mapping[str, Any], original: Mapping[str, Any]) -> tuple[float | None, str | None]:
     for keys in (("Acquisition_instrument", "TEM", "Camera", "exposure"),
                  ("Acquisition_instrument", "TEM", "Detector", "Camera", "exposure")):
-        value = _positive(_dig(metadata, *keys))
+        value = positive_number(_dig(metadata, *keys))
         if value is not None:
             return value, ".".join(keys)
     # TIA (.emi): a camera image's "dwell time" is its exposure (a STEM one's is per pixel: not used)
     acquire = _dig(original, "ObjectInfo", "AcquireInfo")
     if isinstance(acquire, Mapping) and "CameraNamePath" in acquire:
-        value = _positive(acquire.get("DwellTimePath"))
+        value = positive_number(acquire.get("DwellTimePath"))
         if value is not None:
             return value, "ObjectInfo.AcquireInfo.DwellTimePath (camera)"
     return None, None
@@ -149,7 +141,7 @@ def _dose_rate(tree: Any, path: str = "", depth: int = 0) -> tuple[float | None,
             if found is not None:
                 return found, where
         elif _DOSE_RATE_KEY.search(str(key)) and _PER_A2_S.search(str(key).replace("_", "/")):
-            number = _positive(value)
+            number = positive_number(value)
             if number is not None:
                 return number, name
     return None, None

@@ -13,6 +13,17 @@ class EndOfStream(Exception):
     """Raised by `FrameSource.next_frame` when a finite source has no more frames."""
 
 
+#: A source logs the first rejects of each reason, then one in every `REJECT_LOG_EVERY` (a hostile sender must
+#: not flood the log; the counters hold every one).
+REJECT_LOG_FIRST = 5
+REJECT_LOG_EVERY = 1000
+
+
+def reject_worth_logging(count: int) -> bool:
+    """Whether the ``count``-th reject of a reason is logged (`REJECT_LOG_FIRST`, `REJECT_LOG_EVERY`)."""
+    return count <= REJECT_LOG_FIRST or count % REJECT_LOG_EVERY == 0
+
+
 @dataclass(slots=True)
 class SourceCounters:
     """Monotonic counters a source keeps; read by the service for status."""
@@ -24,9 +35,11 @@ class SourceCounters:
     series_started: int = 0
     series_ended: int = 0
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str) -> int:
+        """Count one rejected message for ``reason``; returns how many that reason has now."""
         self.rejected += 1
-        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
+        n = self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
+        return n
 
     def snapshot(self) -> dict[str, object]:
         return {

@@ -10,7 +10,7 @@ import zmq
 
 from sam4em_live.control_api import is_loopback_endpoint
 from sam4em_live.frames import Frame, SeriesInfo
-from sam4em_live.sources.base import EndOfStream, SourceCounters
+from sam4em_live.sources.base import EndOfStream, SourceCounters, reject_worth_logging
 from sam4em_live.wire import (
     DEFAULT_MAX_INDEX_JUMP,
     FrameDecoder,
@@ -24,9 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Log the first N rejects of each reason, then one in every _LOG_EVERY.
-_LOG_FIRST = 5
-_LOG_EVERY = 1000
 
 
 class ZmqFrameSource:
@@ -155,9 +152,8 @@ class ZmqFrameSource:
         return item
 
     def _count_reject(self, reason: str, detail: str, with_traceback: bool = False) -> None:
-        self.counters.reject(reason)
-        n = self.counters.rejected_by_reason[reason]
-        if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
+        n = self.counters.reject(reason)
+        if reject_worth_logging(n):
             log.warning("rejected message #%d (%s): %s", n, reason, detail, exc_info=with_traceback)
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from pydantic import PositiveFloat, PositiveInt
 from sam4em_live.config import FrozenModel
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.plugins import FactoryPlugin
-from sam4em_live.sources.base import EndOfStream, SourceCounters
+from sam4em_live.sources.base import EndOfStream, SourceCounters, reject_worth_logging
 from sam4em_live.sources.dectris.compression import MissingDecompressor, PayloadError
 from sam4em_live.sources.dectris.corrections import FlatfieldPolicy, FrameCorrections
 from sam4em_live.sources.dectris.messages import (
@@ -47,8 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_LOG_FIRST = 5
-_LOG_EVERY = 1000
 
 
 class DectrisOptions(FrozenModel):
@@ -225,9 +223,8 @@ class DectrisFrameSource:
                           acquisition_timestamps=True, live=True)
 
     def _reject(self, reason: str, detail: str, with_traceback: bool = False) -> None:
-        self.counters.reject(reason)
-        n = self.counters.rejected_by_reason[reason]
-        if n <= _LOG_FIRST or n % _LOG_EVERY == 0:
+        n = self.counters.reject(reason)
+        if reject_worth_logging(n):
             log.warning("DECTRIS message rejected #%d (%s): %s", n, reason, detail, exc_info=with_traceback)
 
     def close(self) -> None:
