@@ -10,7 +10,7 @@ to it (``service.submit_edit(Point(...))``, ``service.pause()``, ``service.statu
     built.service.start()                     # returns at once; frames flow on worker threads
     built.service.submit_edit(s4.Point(250, 310, particle=1, frame=None))   # None: the next frame
     ...
-    built.service.stop(); built.close()
+    built.service.finish(); built.close()     # finish: stop and wait until run.json is final
     print(built.run_dir)
 
 `build_service` returns a `BuiltService` (the service and its optional parts: ``publisher``,
