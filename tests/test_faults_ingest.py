@@ -377,3 +377,22 @@ def test_fill_non_finite_sets_background_and_leaves_the_input_alone(dtype):
     np.testing.assert_array_equal(repaired[2:], pixels[2:])
     assert np.isnan(pixels[0, 0])  # the input is untouched
     assert (fill_non_finite(np.full((4, 4), np.nan, dtype)) == 0).all()  # nothing finite: zeros
+
+
+def test_finish_returns_only_once_the_run_folder_is_closed(tmp_path: Path) -> None:
+    import json
+
+    frames, _ = disk_video(n_frames=400)
+    config = ServiceConfig.from_mapping({
+        "recorder": {"enabled": True, "out_dir": str(tmp_path)}, "publisher": {"enabled": False},
+        "control": {"enabled": False}, "pipeline": {"backpressure": "every-frame"},
+    })
+    built = build_service(config, source=ArraySource(frames, Calibration(2.0, 50.0), delay_s=0.005), edits=PROMPTS)
+    built.service.start()
+    time.sleep(0.5)
+    built.service.finish(log_every_s=0.01)  # a limit far below the teardown's time: it must wait anyway
+    assert built.service.wait(0)  # the service thread has ended: sinks closed
+    assert built.run_dir is not None
+    manifest = json.loads((built.run_dir / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["counts"]["frames_recorded"] > 0
+    built.close()
