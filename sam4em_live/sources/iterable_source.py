@@ -5,7 +5,8 @@ so a long recording produced lazily never sits in memory whole. The first frame 
 source is built, because the series (shape, dtype) must be known before the run starts; every
 later frame must have that shape and dtype (a different one ends the run with a `ValueError`
 naming the frame). Timestamps are the wall clock at emission, not acquisition times, as for
-`sam4em_live.sources.array_source.ArraySource`.
+`sam4em_live.sources.array_source.ArraySource` (this class over an array's first axis). ``delay_s``
+paces the frames (a paced series is ``live``: the service may drop frames when it falls behind).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class IterableSource:
     """Yield the frames of ``frames`` (each a (rows, columns) array) as one series, then `EndOfStream`."""
 
     def __init__(self, frames: Iterable[np.ndarray], calibration: Calibration | None = None,
-                 series_id: str = "frames", n_frames: int | None = None) -> None:
+                 series_id: str = "frames", n_frames: int | None = None, delay_s: float = 0.0,
+                 source_name: str = "iterable") -> None:
         self._frames: Iterator[np.ndarray] = iter(frames)
         try:
             first = np.asarray(next(self._frames))
@@ -37,11 +39,12 @@ class IterableSource:
         self._first: np.ndarray | None = first
         self.calibration = calibration or Calibration()
         self.counters = SourceCounters()
-        metadata: dict[str, object] = {"source": "iterable"}
+        self.delay_s = delay_s
+        metadata: dict[str, object] = {"source": source_name}
         if n_frames is not None:
             metadata["n_frames"] = int(n_frames)
         self._series = SeriesInfo(series_id, (int(first.shape[0]), int(first.shape[1])), first.dtype.str,
-                                  self.calibration, metadata, acquisition_timestamps=False, live=False)
+                                  self.calibration, metadata, acquisition_timestamps=False, live=delay_s > 0)
         self._next = 0
 
     @property
@@ -52,6 +55,8 @@ class IterableSource:
         pass
 
     def next_frame(self, timeout_s: float) -> Frame | None:
+        if self.delay_s:
+            time.sleep(min(self.delay_s, timeout_s))
         if self._first is not None:
             pixels, self._first = self._first, None
         else:
