@@ -26,7 +26,7 @@ import numpy as np
 
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle
 from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
-from sam4em_live.segment.embedded.identity import PLAUSIBLE_JUMP, STATIC_FRACTION, Candidate, refusal
+from sam4em_live.segment.embedded.identity import STATIC_FRACTION
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.reacquire import candidate_positions
@@ -43,6 +43,7 @@ from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_prompts
 from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
 from sam4em_live.segment.embedded.tracker import TrackedParticle
+from sam4em_live.segment.embedded.vetting import ON_STATIC, match_refusal
 from sam4em_live.segment.embedded.window import frame_window
 
 if TYPE_CHECKING:
@@ -67,8 +68,6 @@ MAX_DEFERRED_LEARNING = 3
 NEAR_ACCEPT_Z_FRACTION = 0.7
 #: Blob candidates looked at per lost particle in a full-frame pass; static ones are dropped before verifying.
 REACQUIRE_BLOBS = 12
-#: The identity gate's refusal of a match on a static feature (`_refused`).
-ON_STATIC = "on a static feature"
 #: A particle reported absent scores below this (the documented threshold `CONFIDENT_SCORE` is 0.5).
 ABSENT_SCORE_CAP = 0.45
 
@@ -393,21 +392,8 @@ class EmbeddedSegmenter:
 
     def _refused(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate, placed: Placement,
                  visible: float) -> str | None:
-        """Why a detection may not carry the particle's id (`identity`); None for an ordinary step or a pass."""
-        if track.present and (math.hypot(estimate.x - track.x, estimate.y - track.y)
-                              <= PLAUSIBLE_JUMP * track.steps.budget_px(track.memory.radius_px, 0)):
-            return None  # an ordinary step: the per-frame path
-        history = track.history()
-        in_frame = int(placed.crop.sum())
-        exclusive = visible * placed.area_px / in_frame if in_frame else 0.0
-        candidate = Candidate(estimate.x, estimate.y, estimate.z, estimate.amplitude, visible, exclusive)
-        reason = refusal(candidate, history)
-        if reason is None and self._static.explains_mask(pixels, placed, track.polarity) >= STATIC_FRACTION:
-            reason = ON_STATIC
-        if reason is not None:
-            logger.debug("particle %d: match at (%.0f, %.0f) refused: %s", track.particle, estimate.x, estimate.y,
-                         reason)
-        return reason
+        """Why a detection may not carry the particle's id (`vetting.match_refusal`); None: it may."""
+        return match_refusal(self._static, pixels, track, estimate, placed, visible)
 
 
 def _anchor_radius(track: TrackedParticle, wanted_px: float) -> float:

@@ -1,0 +1,81 @@
+"""Whether one match may carry a particle's id this frame: the identity gate applied to a pose search's answer.
+
+`identity.refusal` judges a candidate on motion, appearance and exclusivity; this module adds what needs
+the frame and the static map, and decides *which* matches are judged at all:
+
+- a **re-acquisition** (the particle was lost) and a **large jump** (beyond `identity.PLAUSIBLE_JUMP`
+  step scales) always;
+- a match **cut by the frame's edge** (less than `EDGE_CUT_VISIBLE` of its mask inside the frame), even
+  after an ordinary step: a particle leaving the field slides, one ordinary step at a time, onto whatever
+  dark feature the edge cuts at its exit point, and the masked match normalises by the visible part, so
+  a static blob cut by the edge looks like the particle's visible part with a score of about 1
+  (robustness `leave-field`: 95 of 95 absent frames reported on the blob). Such a match must not be on a
+  static feature;
+- an ordinary step longer than the particle's typical one (`STATIC_CHECK_STEP` step scales: ~1 frame in
+  5) must not land on a static feature either: a heavy-tailed hopper re-entering the field took a static
+  look-alike 25 px away in one "ordinary" step.
+
+The per-frame path stays cheap: a short interior step of a present particle is not judged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from sam4em_live.segment.embedded.identity import PLAUSIBLE_JUMP, STATIC_FRACTION, Candidate, refusal
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sam4em_live.segment.embedded.raster import Placement
+    from sam4em_live.segment.embedded.search import PoseEstimate
+    from sam4em_live.segment.embedded.static_map import StaticMap
+    from sam4em_live.segment.embedded.tracker import TrackedParticle
+
+logger = logging.getLogger(__name__)
+
+#: The identity gate's refusal of a match on a static feature.
+ON_STATIC = "on a static feature"
+#: A match with less than this fraction of its mask inside the frame is checked against the static map.
+EDGE_CUT_VISIBLE = 0.9
+#: An ordinary step longer than this many of the particle's step scales is checked against the static map.
+STATIC_CHECK_STEP = 1.0
+
+
+def in_frame_fraction(placed: Placement) -> float:
+    """Fraction of a placed mask's whole area that lies inside the frame."""
+    return int(placed.crop.sum()) / max(placed.area_px, 1)
+
+
+def step_in_scales(track: TrackedParticle, x: float, y: float) -> float:
+    """A present particle's step to (x, y) in its own step scale (`identity.StepModel`); inf for a lost one."""
+    if not track.present:
+        return math.inf
+    return math.hypot(x - track.x, y - track.y) / track.steps.budget_px(track.memory.radius_px, 0)
+
+
+def is_large_jump(track: TrackedParticle, x: float, y: float) -> bool:
+    """Whether (x, y) is beyond an ordinary step of a present particle (`identity.PLAUSIBLE_JUMP` scales)."""
+    return step_in_scales(track, x, y) > PLAUSIBLE_JUMP
+
+
+def match_refusal(static: StaticMap, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate,
+                  placed: Placement, visible: float) -> str | None:
+    """Why a detection may not carry the particle's id (None: it may; see the module docstring)."""
+    in_frame = in_frame_fraction(placed)
+    step = step_in_scales(track, estimate.x, estimate.y)
+    if step <= STATIC_CHECK_STEP and in_frame >= EDGE_CUT_VISIBLE:
+        return None  # a short step in the open: the per-frame path
+    reason = None
+    if step > PLAUSIBLE_JUMP:
+        exclusive = visible / in_frame if in_frame > 0 else 0.0
+        candidate = Candidate(estimate.x, estimate.y, estimate.z, estimate.amplitude, visible, exclusive)
+        reason = refusal(candidate, track.history())
+    if reason is None and static.explains_mask(pixels, placed, track.polarity) >= STATIC_FRACTION:
+        reason = ON_STATIC
+    if reason is not None:
+        logger.debug("particle %d: match at (%.0f, %.0f) refused: %s", track.particle, estimate.x, estimate.y,
+                     reason)
+    return reason
