@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle
+from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
@@ -254,7 +255,16 @@ class EmbeddedSegmenter:
         searched again with those pixels withheld.
         """
         near = self._near_windows(pixels, tracks, claims)
-        found = {t.particle: self._search(pixels, t, claims, prepared=near.get(t.particle)) for t in tracks}
+        batch = batched_near_searches(pixels, tracks, claims, near, self.options)  # issue 23: all at once
+        found: dict[int, SearchOutcome] = {}
+        for t in tracks:
+            if t.particle in batch.settled:
+                found[t.particle] = SearchOutcome(*batch.settled[t.particle])
+            elif t.particle in batch.wider:  # searched near without a clear answer: the full radius
+                prior = batch.wider[t.particle]
+                found[t.particle] = self._search_window(pixels, t, claims, prior, prior)
+            else:
+                found[t.particle] = self._search(pixels, t, claims, prepared=near.get(t.particle))
 
         def best_first(track: TrackedParticle) -> float:
             estimate = found[track.particle].estimate

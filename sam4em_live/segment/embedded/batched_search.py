@@ -1,0 +1,426 @@
+"""The near searches of all present particles of a frame, as batched array operations (issue 23).
+
+One particle's search (`search.coarse_search`, `near.block_level`, `search.fine_search`) makes ~100 numpy
+calls on arrays of a few hundred to a few thousand floats: with tens of particles the frame's cost is call
+overhead, not arithmetic. Here the near searches that `near.near_windows` prepared unmasked (window in the
+frame, nothing claimed, coarse correlations already computed in one stack) run together: particles whose
+arrays have the same shapes are stacked, and each step -- z scores, motion prior, optimum, fine window,
+fine dot products, fine prior, optimum -- is one call for the whole stack.
+
+**The same floats.** Each step does the per-particle functions' float operations in the same order and
+dtypes (elementwise operations on a stack are the operations on each member; the dot products are one
+matrix product per member, as before), so the poses are identical: the per-particle functions stay the
+reference (`search.coarse_search`, `search.fine_search`), and tests/test_embedded_batched_search.py
+compares the two paths pose by pose on real frames, and whole runs mask by mask. The per-particle noise
+bookkeeping (`ShapeMemory.noise_level`, one call per level and search) is kept call for call. Whatever does
+not fit -- a fine window that leaves the frame, holds saturated or claimed pixels, or whose search square is
+clamped at its level's edge -- goes through the per-particle functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from sam4em_live.segment.embedded.claims import claimed
+from sam4em_live.segment.embedded.near import block_level
+from sam4em_live.segment.embedded.search import (
+    CoarsePose,
+    FineLevel,
+    MotionPrior,
+    PoseEstimate,
+    _angle_gap,
+    _fine_reach,
+    _first_fine_reach,
+    _parabola,
+    fine_search,
+    fine_window_extent,
+)
+from sam4em_live.segment.embedded.window import _integer_max, robust_noise
+
+if TYPE_CHECKING:
+    from sam4em_live.segment.embedded.near import NearWindow
+    from sam4em_live.segment.embedded.options import EmbeddedOptions
+    from sam4em_live.segment.embedded.raster import Placement
+    from sam4em_live.segment.embedded.templates import FineBank
+    from sam4em_live.segment.embedded.tracker import TrackedParticle
+
+#: A near answer stands if its z is at least this fraction of the particle's typical z (`segmenter._search`).
+NEAR_ACCEPT_Z_FRACTION = 0.7
+
+__all__ = ["NEAR_ACCEPT_Z_FRACTION", "NearAnswers", "batched_near_searches"]
+
+
+class NearAnswers(NamedTuple):
+    """What the batched near searches of a frame leave to the segmenter.
+
+    ``settled``: particle -> (estimate, window background), near answers that stand (clear and interior).
+    ``wider``: particle -> its motion prior, near searched without a clear, interior answer: search the full
+    radius with that prior (the near search is not repeated: its noise bookkeeping is done). A particle in
+    neither was not searched here (a masked window, or none): the per-particle `_search`.
+    """
+
+    settled: dict[int, tuple[PoseEstimate, float]]
+    wider: dict[int, MotionPrior]
+
+
+@dataclass(slots=True)
+class _Search:
+    """One particle's near search on its way through the stages."""
+
+    track: TrackedParticle
+    window: NearWindow
+    coarse_prior: MotionPrior  # the prior within the near radius
+    start: CoarsePose | None = None
+    fine: FineLevel | None = None
+    estimate: PoseEstimate | None = None
+
+
+def batched_near_searches(pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Placement],
+                          windows: dict[int, NearWindow], options: EmbeddedOptions) -> NearAnswers:
+    """The near searches of ``tracks`` whose window ``windows`` holds unmasked, batched (see the module doc).
+
+    Equal, particle for particle, to `segmenter._search` with ``prepared`` = the track's near window.
+    """
+    near_px = options.near_search_radius_px
+    searches = [_Search(t, w, w.prior.within(near_px)) for t in tracks
+                if (w := windows.get(t.particle)) is not None and w.correlation is not None and w.bank is not None]
+    for group in _groups(searches, _coarse_key).values():
+        _coarse_stage(group)
+    started = [s for s in searches if s.start is not None]
+    batchable = [s for s in started if _fine_in_frame(pixels, s, claims)]
+    for group in _groups(batchable, _fine_key).values():
+        _fine_stage(_fine_levels(pixels, group))
+    for s in started:
+        if s.fine is None:  # not batchable: the reference reader and search (one noise call, as ever)
+            _fine_alone(pixels, s, claims)
+    answers = NearAnswers({}, {})
+    for s in searches:
+        estimate, track = s.estimate, s.track
+        if (estimate is not None and estimate.z >= NEAR_ACCEPT_Z_FRACTION * track.z_ref
+                and math.hypot(estimate.x - s.coarse_prior.x, estimate.y - s.coarse_prior.y)
+                <= near_px - track.memory.coarse_factor):
+            answers.settled[track.particle] = (estimate, s.window.level.background)
+        else:
+            answers.wider[track.particle] = s.window.prior
+    return answers
+
+
+def _groups(searches: list[_Search], key: object) -> dict[tuple[object, ...], list[_Search]]:
+    out: dict[tuple[object, ...], list[_Search]] = {}
+    for s in searches:
+        out.setdefault(key(s), []).append(s)  # type: ignore[operator]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- coarse
+
+
+def _coarse_key(s: _Search) -> tuple[object, ...]:
+    bank, memory = s.window.bank, s.track.memory
+    assert bank is not None
+    return (s.window.level.contrast.shape[0], bank.angles_deg.size, bank.size, memory.coarse_factor,
+            memory.period_deg)
+
+
+def _coarse_stage(group: list[_Search]) -> None:
+    """`search.coarse_search` of every member (unmasked window, correlation given), as stacked operations."""
+    first = group[0]
+    memory0, bank0 = first.track.memory, first.window.bank
+    assert bank0 is not None
+    factor, cells, size = memory0.coarse_factor, first.window.level.contrast.shape[0], bank0.size
+    n_valid = cells - size + 1
+    denominators = []
+    for s in group:
+        contrast = s.window.level.contrast
+        sigma = s.track.memory.noise_level(factor, lambda c=contrast: robust_noise(c, None))
+        denominators.append(sigma * s.window.bank.norms)  # type: ignore[union-attr]
+    # The sigma's type sets the z's dtype (a numpy float64 makes it float64): members differing in it go apart.
+    for members, denominator in _by_dtype(group, denominators):
+        _coarse_members(members, denominator, factor, n_valid, size)
+
+
+def _by_dtype(group: list[_Search], values: list[np.ndarray]) -> list[tuple[list[_Search], np.ndarray]]:
+    kinds: dict[np.dtype, list[int]] = {}
+    for i, value in enumerate(values):
+        kinds.setdefault(value.dtype, []).append(i)
+    return [([group[i] for i in index], np.stack([values[i] for i in index])) for index in kinds.values()]
+
+
+def _coarse_members(group: list[_Search], denominator: np.ndarray, factor: int, n_valid: int, size: int) -> None:
+    memory0 = group[0].track.memory
+    corr = np.stack([s.window.correlation[:, :n_valid, :n_valid] for s in group])  # type: ignore[index]
+    z = corr / denominator[:, :, None, None]
+    axis = memory0.cell_axis(n_valid, factor, (size - 1) / 2 * factor + (factor - 1) / 2)
+    grid_x = axis[None, :] + np.array([s.window.x0 for s in group], np.float32)[:, None]
+    grid_y = axis[None, :] + np.array([s.window.y0 for s in group], np.float32)[:, None]
+    angles = np.stack([s.window.bank.angles_deg for s in group])  # type: ignore[union-attr]
+    count = angles.shape[1]
+    penalty = prior_penalties(grid_x, grid_y, angles, [s.coarse_prior for s in group], memory0.period_deg)
+    objective = z.reshape(len(group), count, -1) - penalty
+    best = objective.reshape(len(group), -1).argmax(axis=1)
+    k, p = np.divmod(best, n_valid * n_valid)
+    r, c = np.divmod(p, n_valid)
+    members = np.arange(len(group))
+    surface = objective.reshape(len(group), count, n_valid, n_valid)
+    values = _neighbours(surface, members, k, r, c, n_valid, n_valid)
+    xs, ys = grid_x[members, c].tolist(), grid_y[members, r].tolist()
+    for s, rr, cc, kk, (left, mid, right, up, down), x, y in zip(
+            group, r.tolist(), c.tolist(), k.tolist(), values.tolist(), xs, ys, strict=True):
+        if not math.isfinite(mid):  # nothing within the prior's radius
+            continue
+        dx = _parabola(left, mid, right) if 0 < cc < n_valid - 1 else 0.0
+        dy = _parabola(up, mid, down) if 0 < rr < n_valid - 1 else 0.0
+        s.start = CoarsePose(x + dx * factor, y + dy * factor, float(s.window.bank.angles_deg[kk]))  # type: ignore[union-attr]
+
+
+def _neighbours(surface: np.ndarray, members: np.ndarray, k: np.ndarray, r: np.ndarray, c: np.ndarray,
+                n_rows: int, n_cols: int) -> np.ndarray:
+    """(N, 5): each member's surface at (r, c - 1), (r, c), (r, c + 1), (r - 1, c), (r + 1, c), indices clipped."""
+    left, right = np.maximum(c - 1, 0), np.minimum(c + 1, n_cols - 1)
+    up, down = np.maximum(r - 1, 0), np.minimum(r + 1, n_rows - 1)
+    rows = np.stack([r, r, r, up, down], axis=1)
+    cols = np.stack([left, c, right, c, c], axis=1)
+    return surface[members[:, None], k[:, None], rows, cols]
+
+
+def prior_penalties(grid_x: np.ndarray, grid_y: np.ndarray, angles: np.ndarray, priors: list[MotionPrior],
+                    period: float) -> np.ndarray:
+    """`search._prior_penalty` of N searches at once: (N, A, rows * cols), or (N, 1, rows * cols) if isotropic.
+
+    ``grid_x`` (N, cols), ``grid_y`` (N, rows), ``angles`` (N, A) float32. The same floats, member by member:
+    the same float32 operations, the per-member scalars as float32 columns; the radius cut is applied
+    everywhere (the reference skips it only where no grid point lies outside).
+    """
+    n = len(priors)
+    column = np.array  # float32 columns of per-member scalars
+
+    def scalars(values: list[float]) -> np.ndarray:
+        return column(values, np.float32).reshape(n, 1)
+
+    dy2 = grid_y - scalars([p.y for p in priors])
+    np.square(dy2, out=dy2)
+    dx2 = grid_x - scalars([p.x for p in priors])
+    np.square(dx2, out=dx2)
+    dist2 = dy2[:, :, None] + dx2[:, None, :]
+    pos = dist2 * scalars([1.0 / p.step_scale_px**2 for p in priors])[:, :, None]
+    np.log1p(pos, out=pos)
+    pos *= scalars([p.step_weight for p in priors])[:, :, None]
+    radius2 = scalars([p.radius_px**2 if math.isfinite(p.radius_px) else math.inf for p in priors])
+    pos[dist2 > radius2[:, :, None]] = np.inf
+    pos = pos.reshape(n, 1, -1)
+    if period <= 0:
+        return pos
+    if angles.shape[1] > 4:  # the reference's vectorised float32 expression
+        gap = angles - scalars([p.angle_deg - period / 2 for p in priors])
+        np.remainder(gap, np.array(period, np.float32), out=gap)
+        gap -= np.array(period / 2, np.float32)
+        np.abs(gap, out=gap)
+        turn = scalars([p.turn_weight / (2 * p.turn_sigma_deg**2) for p in priors]) * np.square(gap)
+    else:  # the reference's Python floats, rounded to float32
+        turn = np.array([[p.turn_weight / (2 * p.turn_sigma_deg**2) * _angle_gap(a, p.angle_deg, period) ** 2
+                          for a in row] for p, row in zip(priors, angles.tolist(), strict=True)], np.float32)
+    return turn[:, :, None] + pos
+
+
+# ---------------------------------------------------------------------------------------------- fine
+
+
+def _fine_in_frame(pixels: np.ndarray, s: _Search, claims: list[Placement]) -> bool:
+    """Whether the fine window of ``s`` can be read in a batch: in the frame, integer pixels, nothing claimed.
+
+    Saturation is checked on the stack (`_fine_levels`); the rest here, from the extent alone.
+    """
+    assert s.start is not None
+    x0, y0, edge = fine_window_extent(s.track.memory, s.start.x, s.start.y)
+    rows, cols = pixels.shape
+    background = s.window.level.background
+    return (x0 >= 0 and y0 >= 0 and x0 + edge <= cols and y0 + edge <= rows and pixels.dtype.kind in "ui"
+            and math.isfinite(background) and abs(background) >= 1e-6 and claimed(claims, x0, y0, edge) is None)
+
+
+def _fine_alone(pixels: np.ndarray, s: _Search, claims: list[Placement]) -> None:
+    """The reference fine level and search for one member that does not fit a batch."""
+    assert s.start is not None
+    memory = s.track.memory
+    fx0, fy0, fedge = fine_window_extent(memory, s.start.x, s.start.y)
+    fine = block_level(pixels, s.track, claims, fx0, fy0, fedge, memory.fine_factor, s.window.level.background,
+                       clip_pixels=True)
+    s.fine = FineLevel(fx0, fy0, fine.contrast, fine.valid)
+    s.estimate = fine_search(s.fine, memory, s.start, s.window.prior)
+
+
+def _fine_key(s: _Search) -> tuple[object, ...]:
+    memory = s.track.memory
+    return (memory.fine_factor, fine_window_extent(memory, 0.0, 0.0).edge, memory.banks.fine_step_deg(),
+            memory.period_deg, _fine_reach(memory), _first_fine_reach(memory, _fine_reach(memory)),
+            memory.coarse_factor)
+
+
+def _fine_levels(pixels: np.ndarray, group: list[_Search]) -> list[_Search]:
+    """`window.block_darkness` (``clip_pixels``) of every member's fine window, stacked; the members it served.
+
+    A member whose window holds saturated pixels is left to `_fine_alone` (its ``fine`` stays None).
+    """
+    memory0 = group[0].track.memory
+    factor = memory0.fine_factor
+    extents = [fine_window_extent(s.track.memory, s.start.x, s.start.y) for s in group]  # type: ignore[union-attr]
+    edge = extents[0].edge
+    offsets = np.arange(edge)
+    rows = np.array([e.y0 for e in extents])[:, None] + offsets
+    cols = np.array([e.x0 for e in extents])[:, None] + offsets
+    raw = pixels[rows[:, :, None], cols[:, None, :]]
+    saturated = np.maximum.reduce(raw.reshape(len(group), -1), axis=1) >= _integer_max(raw.dtype)
+    if saturated.any():
+        keep = ~saturated
+        raw, extents = raw[keep], [e for e, k in zip(extents, keep.tolist(), strict=True) if k]
+        group = [s for s, k in zip(group, keep.tolist(), strict=True) if k]
+        if not group:
+            return []
+    n = len(group)
+    backgrounds = [s.window.level.background for s in group]
+    clipped = np.minimum(raw, np.array([2.0 * b for b in backgrounds], np.float32).reshape(n, 1, 1),
+                         dtype=np.float32)
+    level = _stack_block_mean(clipped, factor)
+    polarity = np.array([s.track.polarity for s in group], np.float32).reshape(n, 1, 1)
+    level *= np.array([-s.track.polarity / b for s, b in zip(group, backgrounds, strict=True)],
+                      np.float32).reshape(n, 1, 1)
+    level += polarity
+    np.minimum(level, np.array(1.0, np.float32), out=level)
+    np.maximum(level, np.array(-1.0, np.float32), out=level)
+    for s, e, contrast in zip(group, extents, level, strict=True):
+        s.fine = FineLevel(e.x0, e.y0, contrast, None)
+    return group
+
+
+def _stack_block_mean(stack: np.ndarray, factor: int) -> np.ndarray:
+    """`window.block_mean` of each image of a float32 stack (N, n, n): the same additions in the same order."""
+    if factor == 1:
+        return stack  # block_mean's float32 copy; ``stack`` is already a new float32 array
+    rows = stack[:, 0::factor].copy()
+    for i in range(1, factor):
+        rows += stack[:, i::factor]
+    out = rows[:, :, 0::factor].copy()
+    for j in range(1, factor):
+        out += rows[:, :, j::factor]
+    out *= np.array(1.0 / (factor * factor), np.float32)
+    return out
+
+
+class _FinePlan(NamedTuple):
+    """One member's fine search set-up: its bank, start cell and noise level (as `search.fine_search`)."""
+
+    bank: FineBank
+    cx: int
+    cy: int
+    denominator: np.ndarray  # sigma * norms
+
+
+def _fine_stage(group: list[_Search]) -> None:
+    """`search.fine_search` of every member (whole-valid fine level), as stacked operations."""
+    if not group:
+        return
+    memory0 = group[0].track.memory
+    factor = memory0.fine_factor
+    offset = (factor - 1) / 2
+    step = memory0.banks.fine_step_deg()
+    span = int(math.ceil(memory0.options.coarse_angle_step_deg / 2 / step)) if memory0.period_deg > 0 else 0
+    plans = []
+    for s in group:
+        assert s.fine is not None and s.start is not None
+        contrast = s.fine.contrast
+        sigma = s.track.memory.noise_level(factor, lambda c=contrast: robust_noise(c, None))
+        bank = s.track.memory.banks.fine_bank(int(round(s.start.angle_deg / step)) if step > 0 else 0, span)
+        cx = int(round((s.start.x - s.fine.x0 - offset) / factor))
+        cy = int(round((s.start.y - s.fine.y0 - offset) / factor))
+        plans.append(_FinePlan(bank, cx, cy, sigma * bank.norms))
+    full = _fine_reach(memory0)
+    first = _first_fine_reach(memory0, full)
+    todo = list(range(len(group)))
+    for reach in (first, full) if first < full else (full,):
+        rim = []
+        for index in _by_window(group, plans, todo, reach):
+            results = _fine_pass([group[i] for i in index], [plans[i] for i in index], reach, step, factor)
+            rim += [i for i, interior in zip(index, results, strict=True) if not interior]
+        todo = rim
+        if not todo:
+            break
+
+
+def _by_window(group: list[_Search], plans: list[_FinePlan], todo: list[int], reach: int) -> list[list[int]]:
+    """``todo`` split by what a pass stacks: the searched square's shape, the bank's, the noise's dtype."""
+    out: dict[tuple[object, ...], list[int]] = {}
+    for i in todo:
+        limit = group[i].fine.contrast.shape[0] - plans[i].bank.size  # type: ignore[union-attr]
+        key = (_square(plans[i], reach, limit), plans[i].bank.templates.shape, plans[i].denominator.dtype)
+        out.setdefault(key, []).append(i)
+    return list(out.values())
+
+
+def _square(plan: _FinePlan, reach: int, limit: int) -> tuple[int, int, int, int]:
+    """Top-left cell range of the searched square (r0, c0) and its rows and columns, clamped to the level."""
+    half = (plan.bank.size - 1) // 2
+    c0, c1 = min(max(plan.cx - reach - half, 0), limit), min(max(plan.cx + reach - half, 0), limit)
+    r0, r1 = min(max(plan.cy - reach - half, 0), limit), min(max(plan.cy + reach - half, 0), limit)
+    return r1 - r0 + 1, c1 - c0 + 1, r0, c0
+
+
+def _fine_pass(group: list[_Search], plans: list[_FinePlan], reach: int, step: float, factor: int) -> list[bool]:
+    """One square of `search.fine_search` for members of one shape; sets each estimate, says which are interior."""
+    n = len(group)
+    size = plans[0].bank.size
+    half = (size - 1) // 2
+    offset = (factor - 1) / 2
+    limit = group[0].fine.contrast.shape[0] - size  # type: ignore[union-attr]
+    squares = [_square(p, reach, limit) for p in plans]
+    n_rows, n_cols = squares[0][0], squares[0][1]
+    count = plans[0].bank.templates.shape[0]
+    patches = np.empty((n, n_rows * n_cols, size * size), np.float32)
+    for k, (s, (_, _, r0, c0)) in enumerate(zip(group, squares, strict=True)):
+        image = s.fine.contrast  # type: ignore[union-attr]
+        s0, s1 = image.strides
+        view = np.ndarray((n_rows, n_cols, size, size), image.dtype, image, r0 * s0 + c0 * s1, (s0, s1, s0, s1))
+        patches[k].reshape(n_rows, n_cols, size, size)[...] = view
+    templates = np.stack([p.bank.templates for p in plans])
+    scores = np.matmul(patches, templates.transpose(0, 2, 1))  # (N, positions, angles): one product per member
+    z = (scores / np.stack([p.denominator for p in plans])[:, None, :]).transpose(0, 2, 1)  # (N, A, P)
+    base = np.arange(n_cols, dtype=np.float32) * factor
+    base_rows = np.arange(n_rows, dtype=np.float32) * factor
+    x0s = np.array([s.fine.x0 for s in group], np.float32)[:, None]  # type: ignore[union-attr]
+    y0s = np.array([s.fine.y0 for s in group], np.float32)[:, None]  # type: ignore[union-attr]
+    grid_x = (base[None, :] + np.array([(c0 + half) * factor + offset for *_, c0 in squares], np.float32)[:, None]
+              ) + x0s
+    grid_y = (base_rows[None, :] + np.array([(r0 + half) * factor + offset for _, _, r0, _ in squares],
+                                            np.float32)[:, None]) + y0s
+    angles = np.stack([p.bank.angles_deg for p in plans])
+    priors = [s.window.prior for s in group]
+    objective = z - prior_penalties(grid_x, grid_y, angles, priors, group[0].track.memory.period_deg)
+    best = objective.reshape(n, -1).argmax(axis=1)
+    positions = n_rows * n_cols
+    a, p = np.divmod(best, positions)
+    r, c = np.divmod(p, n_cols)
+    members = np.arange(n)
+    surface = objective.reshape(n, count, n_rows, n_cols)
+    around = _neighbours(surface, members, a, r, c, n_rows, n_cols)
+    turns = objective[members[:, None], np.stack([np.maximum(a - 1, 0), np.minimum(a + 1, count - 1)], axis=1),
+                      p[:, None]]
+    xs, ys = grid_x[members, c].tolist(), grid_y[members, r].tolist()
+    zs = z[members, a, p].tolist()
+    raw_scores = scores[members, p, a].tolist()
+    interior = []
+    for s, plan, aa, rr, cc, (left, mid, right, up, down), (before, after), x, y, zz, score in zip(
+            group, plans, a.tolist(), r.tolist(), c.tolist(), around.tolist(), turns.tolist(), xs, ys, zs,
+            raw_scores, strict=True):
+        inside = 0 < rr < n_rows - 1 and 0 < cc < n_cols - 1
+        interior.append(inside)
+        dx = _parabola(left, mid, right) if 0 < cc < n_cols - 1 else 0.0
+        dy = _parabola(up, mid, down) if 0 < rr < n_rows - 1 else 0.0
+        da = _parabola(before, mid, after) if 0 < aa < count - 1 else 0.0
+        bank = plan.bank
+        s.estimate = PoseEstimate(x=x + dx * factor, y=y + dy * factor, angle_deg=float(bank.angles_deg[aa]) + da * step,
+                                  z=zz, amplitude=score / max(float(bank.gains[aa]), 1e-9))
+    return interior
+
