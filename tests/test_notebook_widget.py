@@ -324,6 +324,50 @@ def test_the_live_view_shows_the_service_and_its_clicks_prompt_over_control(live
         view.close()
 
 
+def _two_still_discs(n_frames: int) -> np.ndarray:
+    """Dark discs (r = 9 px) at (50, 60) and (140, 100) on 200 counts, noise σ = 20: two proposals to make."""
+    rng = np.random.default_rng(1)
+    rows, cols = np.mgrid[0:160, 0:192]
+    base = np.full((160, 192), 200.0)
+    for x, y in ((50.0, 60.0), (140.0, 100.0)):
+        base[(cols - x) ** 2 + (rows - y) ** 2 <= 81] = 120.0
+    return np.stack([np.clip(base + rng.normal(0, 20, base.shape), 0, 65535).astype(np.uint16)
+                     for _ in range(n_frames)])
+
+
+def test_the_live_view_lists_proposals_and_its_accept_tracks_one(tmp_path):
+    from sam4em_live.api import ServiceConfig, build_service
+    from sam4em_live.sources.array_source import ArraySource
+
+    config = ServiceConfig.from_mapping({
+        "segmenter": {"backend": "threshold"}, "recorder": {"enabled": False},
+        "publisher": {"endpoint": "tcp://127.0.0.1:0", "preview_fps": 10.0, "preview_max_edge_px": 96},
+        "control": {"endpoint": "tcp://127.0.0.1:0"}, "calibration": {"pixel_size_nm": 1.0, "fps": 40.0},
+        "discovery": {"mode": "propose", "every_n_frames": 2, "persistence_frames": 2},
+    })
+    built = build_service(config, source=ArraySource(_two_still_discs(1200), delay_s=0.025))
+    view = LiveView(built.publisher.endpoint, built.control.endpoint)
+    built.service.start()
+    try:
+        assert view.can_decide
+        assert _until(lambda: len(view.proposals) == 2), view.proposals
+        left, right = sorted(view.proposals, key=lambda p: p["x"])
+        assert abs(left["x"] - 50) < 4 and len(left["outline"]) == 16 and left["score"] > 0
+        view._handle_custom_msg({"kind": "accept", "proposals": [left["proposal"]]}, [])  # as the browser sends it
+        assert [p["proposal"] for p in view.proposals] == [right["proposal"]]  # hidden at once
+        assert _until(lambda: "1" in view.positions), view.message
+        x, y = view.positions["1"]
+        assert math.hypot(x - 50, y - 60) < 4 and "P" in view.message and "#1" in view.message
+        reply = view.reject()  # all open ones, from Python
+        assert reply.ok and reply.rejected == (right["proposal"],) and view.proposals == []
+        time.sleep(0.8)  # a poll later the rejected one is still gone
+        assert view.proposals == [] and set(view.positions) == {"1"}
+    finally:
+        view.close()
+        built.service.stop()
+        built.close()
+
+
 # ---------------------------------------------------------------- the example notebook
 
 

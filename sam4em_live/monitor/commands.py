@@ -31,13 +31,16 @@ def run_monitor(connect: str, control: str | None = None, snapshot: Path | None 
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     subscriber = ResultsSubscriber(connect)
-    sink = None
+    sink = proposal_sink = None
     if control is not None:
         from sam4em_live.control.client import ControlClient
 
         sink = ControlClient(control, timeout_s=control_timeout_s, origin="monitor")  # edits logged as the monitor's
+        # discovery proposals go on their own thread, and a client serves one thread
+        proposal_sink = ControlClient(control, timeout_s=control_timeout_s, origin="monitor")
     subscriber.start()
-    window = MonitorWindow(subscriber, sink, levels=levels, tail_frames=tail_frames, source_name=connect)
+    window = MonitorWindow(subscriber, sink, levels=levels, tail_frames=tail_frames, source_name=connect,
+                           proposal_sink=proposal_sink)
     window.resize(1400, 820)
     window.show()
     if snapshot is not None:
@@ -51,8 +54,9 @@ def run_monitor(connect: str, control: str | None = None, snapshot: Path | None 
         app.exec()
     finally:
         window.shutdown()
-        if sink is not None:
-            sink.close()
+        for client in (sink, proposal_sink):
+            if client is not None:
+                client.close()
     return window.model.results_received
 
 
@@ -72,7 +76,10 @@ def monitor(
         "--levels", help="Fixed display levels LOW HIGH (raw pixel values); default: from the first frame.")] = None,
     tail_frames: Annotated[int, typer.Option("--tail-frames", min=1, help="Trajectory tail length (frames).")] = 200,
 ) -> None:
-    """Live dashboard: frame with masks, ids and tails, rolling tMSD, service status; prompts by mouse."""
+    """Live dashboard: frame with masks, ids and tails, rolling tMSD, service status; prompts by mouse.
+
+    With discovery in propose mode, its proposals are drawn (dashed outlines) and listed to accept or reject.
+    """
     connect = renamed(results_endpoint, RESULTS_ENDPOINT, connect, "--connect") or "tcp://127.0.0.1:5556"
     control = renamed(control_endpoint, CONTROL_ENDPOINT, control, "--control")
     if snapshot is not None and snapshot.suffix.lower() != ".png":

@@ -16,11 +16,13 @@ from PySide6 import QtCore, QtWidgets
 
 from sam4em_live.analysis.plots.numbers import nice_length
 from sam4em_live.monitor.imaging import ContrastLut, age_colours, paint_mask, particle_colour
+from sam4em_live.monitor.proposal_layer import ProposalLayer
 
 if TYPE_CHECKING:
     from pyqtgraph.GraphicsScene.mouseEvents import MouseClickEvent, MouseDragEvent
 
     from sam4em_live.monitor.model import DashboardModel
+    from sam4em_live.monitor.proposals import ProposalBoard
 
 MASK_ALPHA = 100  # the particle stays visible under its mask
 SELECTED_ALPHA = 190
@@ -98,6 +100,7 @@ class FrameView(pg.GraphicsView):
             self.view_box.addItem(curve)
         for item in (self.image_item, self.overlay_item, self.selection_ring):
             self.view_box.addItem(item)
+        self.proposal_layer = ProposalLayer(self.view_box)
         self._labels: dict[int, pg.TextItem] = {}
         self._shown_preview: object = None
         self._shown_overlay: tuple = ()
@@ -110,7 +113,8 @@ class FrameView(pg.GraphicsView):
 
     # ---------------------------------------------------------------- rendering
 
-    def render(self, model: DashboardModel, lut: ContrastLut, lut_version: int, selected: int | None) -> None:
+    def render(self, model: DashboardModel, lut: ContrastLut, lut_version: int, selected: int | None,
+               proposals: ProposalBoard | None = None, selected_proposals: frozenset[int] = frozenset()) -> None:
         shape = model.full_shape
         if shape is None:
             return
@@ -128,6 +132,8 @@ class FrameView(pg.GraphicsView):
             self._shown_overlay = overlay_key
         self._draw_tails(model)
         self._draw_labels(model, selected)
+        if proposals is not None:
+            self.proposal_layer.draw(proposals, selected_proposals)
         calibration = model.result.get("calibration") if model.result else None
         pixel_size = calibration.get("pixel_size_nm") if isinstance(calibration, dict) else None
         self._draw_scale_bar(float(pixel_size) if isinstance(pixel_size, (int, float)) and pixel_size > 0 else None,

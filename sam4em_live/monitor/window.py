@@ -28,10 +28,13 @@ from sam4em_live.monitor.prompts import (
     interpret_click,
     interpret_remove,
 )
+from sam4em_live.monitor.proposal_panel import ProposalPanel
+from sam4em_live.monitor.proposals import ProposalBoard, ProposalChannel, ProposalSink, apply_reply
 from sam4em_live.monitor.qt_runtime import check_qt_bindings
 from sam4em_live.sinks.results_schema import RANDOM_WEIGHTS_WARNING
 
 if TYPE_CHECKING:
+    from sam4em_live.monitor.proposals import ProposalDecision
     from sam4em_live.monitor.subscriber import FeedUpdate
     from sam4em_live.particles import ParticleEdit
 
@@ -69,13 +72,17 @@ class MonitorWindow(QtWidgets.QMainWindow):
         Usually a started `ResultsSubscriber`.
     prompt_sink
         Where prompts go (a `ControlClient`); None = view only.
+    proposal_sink
+        Where discovery proposals are listed, accepted and rejected (a second `ControlClient`: a client
+        serves one thread); None = proposals are shown from the results' events but cannot be decided.
     levels
         Fixed display levels (raw pixel values). None = set once from the
         first preview, then fixed until the user asks for auto levels again.
     """
 
     def __init__(self, feed: Feed, prompt_sink: PromptSink | None = None, levels: tuple[float, float] | None = None,
-                 display_hz: float = 25.0, tail_frames: int = 200, source_name: str = "") -> None:
+                 display_hz: float = 25.0, tail_frames: int = 200, source_name: str = "",
+                 proposal_sink: ProposalSink | None = None) -> None:
         check_qt_bindings()
         super().__init__()
         self.feed = feed
@@ -85,6 +92,9 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.lut_version = 0
         self._levels_pending_auto = levels is None
         self.dispatcher = PromptDispatcher(prompt_sink) if prompt_sink is not None else None
+        self.proposals = ProposalBoard()
+        self.proposal_channel = ProposalChannel(proposal_sink) if proposal_sink is not None else None
+        self.proposal_decisions: list[ProposalDecision] = []  # what this window sent, oldest first
         self.selected: int | None = None
         self.paused = False
         self.frames_drawn = 0
@@ -146,6 +156,10 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.message_label.setWordWrap(True)
         self.events_label = QtWidgets.QLabel("")
         self.events_label.setWordWrap(True)
+        self.proposal_panel = ProposalPanel()
+        self.proposal_panel.set_enabled(self.proposal_channel is not None)
+        self.proposal_panel.decided.connect(self.decide_proposals)
+        self.proposal_panel.selectionChanged.connect(self._redraw_proposals)
         levels = QtWidgets.QHBoxLayout()
         levels.addWidget(QtWidgets.QLabel("levels"))
         levels.addWidget(self.low_spin)
@@ -161,6 +175,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         layout.addWidget(self.selected_label)
         layout.addWidget(self.message_label)
         layout.addWidget(self.events_label)
+        layout.addWidget(self.proposal_panel)
         self._sync_spins()
         return panel
 
@@ -168,6 +183,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
         bindings = {
             "A": self.auto_levels, "Space": lambda: self.pause_button.toggle(), "Delete": self.remove_selected,
             "Backspace": self.remove_selected, "Escape": lambda: self.select(None),
+            "Return": self.proposal_panel.accept_selected, "Enter": self.proposal_panel.accept_selected,
+            "R": self.proposal_panel.reject_selected,
         }
         for key, slot in bindings.items():
             shortcut = QtGui.QShortcut(QtGui.QKeySequence(key), self)
@@ -182,15 +199,20 @@ class MonitorWindow(QtWidgets.QMainWindow):
         if update.run_changed:
             self.select(None)
             self._reserved_ids.clear()
+            self.proposals.reset()
         self.model.apply(update)
+        self.proposals.apply_events(update.events)
         if self._levels_pending_auto and self.model.preview is not None:
             self._levels_pending_auto = False
             self.set_levels(*auto_levels(self.model.preview.pixels))
         self._collect_outcomes()
+        self._collect_proposal_replies()
+        self.proposal_panel.show_board(self.proposals)
         if update.events:
             self.events_label.setText("events: " + " · ".join(_describe_event(e) for e in list(self.model.events)[-3:]))
         if not self.paused:
-            self.frame_view.render(self.model, self.lut, self.lut_version, self.selected)
+            self.frame_view.render(self.model, self.lut, self.lut_version, self.selected, self.proposals,
+                                   self.proposal_panel.selected())
             self.msd_panel.show_stats(self.model.stats, self.model.stats_version)
             self.frames_drawn += 1
         self.banner.setVisible(self.model.random_weights)
@@ -262,6 +284,13 @@ class MonitorWindow(QtWidgets.QMainWindow):
 
     def on_click(self, x: float, y: float, negative: bool) -> None:
         hit = self.model.particle_at(x, y)
+        proposal = self.proposals.at(x, y) if hit is None and not negative else None
+        if proposal is not None:  # a click on a proposal selects it for accept / reject, never prompts there
+            already = self.proposal_panel.selected() == {proposal}
+            self.proposal_panel.select_only(None if already else proposal)
+            self.message_label.setText(f"P{proposal} deselected" if already
+                                       else f"P{proposal} selected: Enter accepts, R rejects")
+            return
         view = self.model.particles.get(self.selected) if self.selected is not None else None
         selected_xy = ((view.x, view.y) if view is not None and view.present and view.x is not None
                        and view.y is not None else None)
@@ -307,6 +336,32 @@ class MonitorWindow(QtWidgets.QMainWindow):
             self.message_label.setText(f"{what}: applied by the service on the next frame" if outcome.ok
                                        else f"{what}: refused: {outcome.detail}")
 
+    # ---------------------------------------------------------------- discovery proposals
+
+    def decide_proposals(self, decision: ProposalDecision) -> None:
+        """Send an accept / reject (of some or all proposals) on the proposal channel."""
+        if self.proposal_channel is None:
+            self.message_label.setText("view only: start the monitor with --control to accept proposals")
+            return
+        if not self.proposal_channel.submit(decision):
+            self.message_label.setText("not sent: the control channel is not answering")
+            return
+        self.proposal_decisions.append(decision)
+        self.proposals.close(decision.proposals)  # hidden at once; the service's answer confirms
+        self.proposal_panel.show_board(self.proposals)
+        self._redraw_proposals()
+
+    def _collect_proposal_replies(self) -> None:
+        if self.proposal_channel is None:
+            return
+        for reply in self.proposal_channel.replies():
+            message = apply_reply(self.proposals, reply)
+            if message:
+                self.message_label.setText(message)
+
+    def _redraw_proposals(self) -> None:
+        self.frame_view.proposal_layer.draw(self.proposals, self.proposal_panel.selected())
+
     # ---------------------------------------------------------------- snapshot, teardown
 
     def snapshot(self, path: str | None = None) -> QtGui.QImage:
@@ -320,6 +375,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.timer.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        if self.proposal_channel is not None:
+            self.proposal_channel.stop()
         stop = getattr(self.feed, "stop", None)
         if stop is not None:
             stop()

@@ -83,10 +83,44 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PROPOSAL_CELLS = [
+    # 0: a service in propose mode on two still dark discs, and a live view of it
+    "import numpy as np, sam4em_live as s4\n"
+    "from sam4em_live.notebook import LiveView\n"
+    "from sam4em_live.sources.array_source import ArraySource\n"
+    "rng = np.random.default_rng(1); rows, cols = np.mgrid[0:160, 0:192]; base = np.full((160, 192), 200.0)\n"
+    "for x, y in ((50.0, 60.0), (140.0, 100.0)):\n"
+    "    base[(cols - x) ** 2 + (rows - y) ** 2 <= 81] = 120.0\n"
+    "frames = np.stack([np.clip(base + rng.normal(0, 20, base.shape), 0, 65535).astype(np.uint16) for _ in range(1000)])\n"
+    "service = s4.build_service(s4.ServiceConfig.from_mapping({\n"
+    "    'segmenter': {'backend': 'threshold'}, 'recorder': {'enabled': False},\n"
+    "    'control': {'endpoint': 'tcp://127.0.0.1:0'}, 'calibration': {'pixel_size_nm': 1.0, 'fps': 40.0},\n"
+    "    'publisher': {'endpoint': 'tcp://127.0.0.1:0', 'preview_fps': 10.0, 'preview_max_edge_px': 96},\n"
+    "    'discovery': {'mode': 'propose', 'every_n_frames': 2, 'persistence_frames': 2}}),\n"
+    "    source=ArraySource(frames, delay_s=0.05))\n"
+    "live = LiveView(service.publisher.endpoint, control=service.control.endpoint, display_px=384)\n"
+    "service.service.start()\n"
+    "live",
+    # 1: what the kernel knows after the accept, then detach
+    "print('ACCEPTED', {p: [round(v) for v in xy] for p, xy in live.positions.items()}, live.message)\n"
+    "live.close(); service.service.stop(); service.close()",
+]
+
+
 @pytest.fixture
 def lab(tmp_path):
     """A JupyterLab server on a free loopback port with the test notebook in its root."""
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    yield from _serve_notebook(tmp_path, CELLS)
+
+
+@pytest.fixture
+def proposals_lab(tmp_path):
+    """The same server with the discovery-proposals notebook."""
+    yield from _serve_notebook(tmp_path, PROPOSAL_CELLS)
+
+
+def _serve_notebook(tmp_path, cells):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, tmp_path / "widget.ipynb")
     port = _free_port()
@@ -310,3 +344,54 @@ def test_click_shows_the_mask_then_track_gives_trajectories(lab):
     assert len(targets) == 4
     # the best click: the first click of a session can meet a kernel busy with the frame
     assert min(latencies_ms) <= INTERACTIVE_LIMIT_MS, report
+
+
+def test_live_view_accepts_a_clicked_proposal(proposals_lab):
+    """Discovery proposals in the live view: listed and outlined; a click selects one, **accept selected** makes
+    the service track it (read back from the kernel), **reject all** empties the list."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1200, "height": 1200})
+        try:
+            page.goto(proposals_lab, wait_until="domcontentloaded")
+            page.locator(".jp-Notebook .jp-CodeCell").first.wait_for(timeout=60_000)
+            _run_cell(page, 0)
+            live = page.locator(".s4-live")
+            live.wait_for(timeout=60_000)
+            page.wait_for_function("() => document.querySelectorAll('.s4-live .s4-proposal').length === 2",
+                                   timeout=60_000)
+            rows = live.locator(".s4-proposal")
+            texts = [rows.nth(k).inner_text() for k in range(2)]
+            assert all(re.match(r"P\d+ \d+\.\dσ", t) for t in texts), texts
+            # the left disc (50, 60): click it on the canvas, which selects its proposal
+            left = min(range(2), key=lambda k: float(re.search(r"\((\d+), ", texts[k]).group(1)))
+            left_id = rows.nth(left).get_attribute("data-proposal")
+            right_id = rows.nth(1 - left).get_attribute("data-proposal")
+            page.wait_for_function("() => Number(document.querySelector('.s4-live').dataset.rows) > 0", timeout=30_000)
+            live.locator(".s4-marks").scroll_into_view_if_needed()
+            box = live.locator(".s4-marks").bounding_box()
+            full_rows, full_cols = int(live.get_attribute("data-rows")), int(live.get_attribute("data-cols"))
+            page.mouse.click(box["x"] + 50.5 / full_cols * box["width"], box["y"] + 60.5 / full_rows * box["height"])
+            assert live.get_attribute("data-selected-proposal") == left_id
+            ARTIFACTS.mkdir(exist_ok=True)
+            live.screenshot(path=str(ARTIFACTS / "notebook_proposals.png"))  # both outlined, the left one selected
+            live.locator(".s4-accept-selected").click()
+            page.wait_for_function(f"() => !document.querySelector('.s4-live').dataset.proposals.split(',').includes('{left_id}')",
+                                   timeout=10_000)
+            page.wait_for_function("() => document.querySelector('.s4-live .s4-message').textContent.includes('accepted')",
+                                   timeout=15_000)
+            assert f"P{left_id} → #1" in live.locator(".s4-message").inner_text()
+            time.sleep(1.0)  # a few published frames with the new particle
+            live.locator(".s4-reject-all").click()
+            page.wait_for_function("() => document.querySelectorAll('.s4-live .s4-proposal').length === 0", timeout=10_000)
+            _run_cell(page, 1)  # closes the live view
+            line = _output_line(page, 1, "ACCEPTED", 30)
+            positions = json.loads(re.search(r"\{.*?\}", line).group().replace("'", '"'))
+            assert list(positions) == ["1"], line  # the accepted disc, under the service's first id; not the rejected
+            assert abs(positions["1"][0] - 50) <= 3 and abs(positions["1"][1] - 60) <= 3, line
+            assert f"rejected P{right_id}" in line, line
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "notebook_proposals_failure.png"), full_page=True)
+            raise
+        browser.close()
