@@ -38,6 +38,8 @@ MATCHED_SIGMA_PX = 4.0
 LOW_FRACTION = 0.45
 #: Candidates whose centroid is closer than this to the frame's border are left out (px).
 EDGE_MARGIN_PX = 8.0
+#: A candidate overlapping one of the other polarity this many times stronger is its halo (`_without_halos`).
+HALO_RATIO = 2.0
 #: Matched-filter scales, in units of ``matched_sigma_px``.
 MATCHED_SCALES = (1.0, 2.0)
 
@@ -119,6 +121,7 @@ class ParticleDetector:
         out: list[Candidate] = []
         for polarity in _polarities(s.polarity):
             out.extend(self._blobs(polarity * -z, polarity * -relative, factor, polarity))
+        out = _without_halos(out)
         # the flat field is least sure at the border: a centroid that close is more often its error than a
         # particle (one entering the field is found a frame or two later, once it is further in)
         margin = EDGE_MARGIN_PX
@@ -153,6 +156,17 @@ class ParticleDetector:
             blob = labels[sl] == label
             out.append(_candidate(blob, sl, z[sl], contrast[sl], factor, polarity))
         return out
+
+
+def _without_halos(candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates that are not another one's halo.
+
+    Around a strong dark particle the background estimate and the filter leave a faint bright ring (and
+    the reverse): a candidate overlapping one of the other polarity `HALO_RATIO` times stronger is that.
+    """
+    return [c for c in candidates
+            if not any(o.polarity != c.polarity and o.score >= HALO_RATIO * c.score
+                       and math.hypot(o.x - c.x, o.y - c.y) < (o.diameter_px + c.diameter_px) / 2 for o in candidates)]
 
 
 def _wide_background(low: np.ndarray, sigma_cells: float, weights: np.ndarray | None = None) -> np.ndarray:

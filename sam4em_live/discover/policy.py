@@ -3,8 +3,8 @@
 A candidate counts when it passes every rule of `DiscoveryPolicy` (size range, contrast, shape, distance from
 the particles tracked now or recently, not explained by the static map) and has done so on
 ``persistence_frames`` detector runs in a row at about the same place (`CandidateTracks`: a candidate joins
-the nearest track within `LINK_RADIUS_PX` plus its own radius, so a particle that moves between runs keeps
-its track). A track that has been proposed keeps its proposal id while it lasts; a rejected one is not
+the nearest track of its polarity within `LINK_RADIUS_PX` plus its own radius, so a particle that moves
+between runs keeps its track). A track that has been proposed keeps its proposal id while it lasts; a rejected one is not
 proposed again while it lasts; a track not seen for `FORGET_RUNS` runs is forgotten (its open proposal
 expires).
 
@@ -66,6 +66,7 @@ class CandidateTrack:
     proposal: int | None = None  # its proposal id, once proposed
     rejected: bool = False
     accepted: bool = False
+    lost: tuple[int, ...] = ()  # auto mode: lost particles it may be (then proposed, not added)
 
 
 @dataclass(slots=True)
@@ -79,7 +80,9 @@ class CandidateTracks:
         free = list(self.tracks)
         seen: list[CandidateTrack] = []
         for candidate in candidates:
-            best = min(free, key=lambda t: _distance(t.candidate, candidate), default=None)
+            # a dark and a bright candidate are never one particle (a dark particle's bright halo is not it)
+            same = [t for t in free if t.candidate.polarity == candidate.polarity]
+            best = min(same, key=lambda t: _distance(t.candidate, candidate), default=None)
             if best is not None and _distance(best.candidate, candidate) <= LINK_RADIUS_PX + candidate.diameter_px / 2:
                 free.remove(best)
                 best.candidate, best.hits, best.missed, best.age = candidate, best.hits + 1, 0, best.age + 1

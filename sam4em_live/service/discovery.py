@@ -1,16 +1,28 @@
-"""Discovery in the running service: the detector every N frames, proposals, accept/reject, auto-add (issue 21).
+"""Discovery in the running service: proposals, accept/reject, auto-add; the detector on its own thread (issue 21).
 
-Runs on the worker thread, but only every ``every_n_frames`` frames and on a block-averaged image (~256 cells
-a side), so a 1024² frame costs about a millisecond of detection, once per N frames: cheaper than handing
-the frame to another thread (a copy) and never stalling the loop for longer than that. Its cost is put in
-the frame's ``timings_ms["discover"]`` (0 on frames without a run), so the status's ``stage_ms`` reports the
-mean cost per frame.
+The worker never runs the detector. Every ``every_n_frames`` frames it offers the frame (by reference) and
+the tracked particles' places to a `DetectorThread` (`discovery_thread.py`), which takes the latest frame
+offered (older ones not taken yet are dropped), runs the detector and the policy, and hands back what it
+decided through a bounded queue. The worker applies those outcomes at the start of a frame: their events
+go into the next result delivered, and auto-adds are prompted so they apply to that frame.
 
-Every decision is an event of the frame it was made on (``proposed``, ``accepted``, ``rejected``,
-``auto_added``, ``proposal_expired``), added to the next result delivered, so it lands in the run's
-``events.jsonl`` with the others. Ids come from the service's `ParticleIds`: discovery never reuses one,
-and never gives a candidate the id of a lost particle (a lost particle found again elsewhere is a new
-proposal: no identity hops).
+Live (``backpressure = "latest"``) the worker drains outcomes without waiting. In an every-frame run
+(offline, replay) results must not depend on timing, so the worker runs in lockstep: the outcome of the
+frame offered last is waited for at the next frame, while the detector ran in parallel with that frame's
+segmentation.
+
+Cost, reported three ways: ``timings_ms["discover"]`` of each result is the detector thread's time
+for the runs applied on that frame (so the status's ``stage_ms.discover`` is its mean per frame, off the
+worker), ``timings_ms["discover_worker"]`` what discovery cost the worker itself (offer, drain,
+auto-adds); and every `COST_EVENT_RUNS` runs a ``discovery_cost`` event (runs, ms per run, frames
+offered and superseded, lag in frames) lands in ``events.jsonl``.
+
+Every decision is an event of the frame it was applied on (``proposed``, ``accepted``, ``rejected``,
+``auto_added``, ``proposal_expired``). Ids come from the service's `ParticleIds`: discovery never reuses
+one and never gives a candidate the id of a lost particle. In auto mode a candidate that appears while a
+particle is lost inside the field (for at most `REFIND_WINDOW_FRAMES`) may be that particle found again
+elsewhere: it is proposed (its ``lost`` field names the lost particles), not added, so a client decides —
+accepting it under the lost id, or as a new particle.
 """
 
 from __future__ import annotations
@@ -18,8 +30,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.control_api import QuotaExceeded
@@ -27,7 +41,8 @@ from sam4em_live.discover.detector import DetectorSettings, ParticleDetector
 from sam4em_live.discover.policy import CandidateTrack, CandidateTracks, DiscoveryPolicy
 from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.results import ServiceEvent
-from sam4em_live.segment.embedded.static_map import StaticMap
+from sam4em_live.segment.embedded.static_map import FIRST_INTERVAL_FRAMES, FIRST_UPDATES, StaticMap
+from sam4em_live.service.discovery_thread import DetectionJob, DetectionOutcome, DetectorThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -59,30 +74,73 @@ def settings_of(config: DiscoveryConfig) -> tuple[DetectorSettings, DiscoveryPol
     return detector, policy
 
 
+#: A ``discovery_cost`` event every this many detector runs (its figures cover those runs).
+COST_EVENT_RUNS = 250
+#: How long (frames) a particle lost inside the field makes a newcomer in auto mode a proposal, not a particle.
+REFIND_WINDOW_FRAMES = 400
+#: A particle whose last centre was within its radius plus this of the border left the field: not "lost inside".
+EDGE_PX = 8.0
+#: Longest a lockstep worker waits for the detector's outcome before it goes on without it.
+LOCKSTEP_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True)
+class DiscoveryCost:
+    """The detector's cost so far (ms on its own thread) and how far it keeps up with the frames."""
+
+    runs: int = 0
+    total_ms: float = 0.0
+    max_ms: float = 0.0
+    offered: int = 0  # frames offered to the thread
+    lag_frames: int = 0  # sum over runs of (frame applied on - frame detected on)
+    wait_ms: float = 0.0  # sum over runs of offer -> run start
+
+    def add(self, outcome: DetectionOutcome, applied_on: int) -> None:
+        self.runs += 1
+        self.total_ms += outcome.cost_ms
+        self.max_ms = max(self.max_ms, outcome.cost_ms)
+        self.lag_frames += applied_on - outcome.frame_index
+        self.wait_ms += outcome.wait_ms
+
+    def as_dict(self, superseded: int, errors: int) -> dict[str, float | int]:
+        n = max(self.runs, 1)
+        return {"runs": self.runs, "ms_per_run": round(self.total_ms / n, 3), "ms_max": round(self.max_ms, 3),
+                "frames_offered": self.offered, "frames_superseded": superseded, "errors": errors,
+                "lag_frames_mean": round(self.lag_frames / n, 2), "wait_ms_mean": round(self.wait_ms / n, 3)}
+
+
 class Discovery:
     """Proposals and auto-adds for one run.
 
-    `on_frame` and `annotate_result` run on the worker thread; the `DiscoveryControl` methods
-    (`proposals`, `accept`, `reject`, `accept_all`) on any thread.
+    `on_frame`, `annotate_result` and `close` run on the worker thread; `detect` on the detector thread;
+    the `DiscoveryControl` methods (`proposals`, `accept`, `reject`, `accept_all`) on any thread.
+    ``lockstep``: wait for each detector outcome at the next frame (every-frame runs: timing-independent).
     """
 
-    def __init__(self, config: DiscoveryConfig, ids: ParticleIds, submit: Callable[[ParticleEdit], None]) -> None:
+    def __init__(self, config: DiscoveryConfig, ids: ParticleIds, submit: Callable[[ParticleEdit], None],
+                 lockstep: bool = False) -> None:
         self.config = config
         detector, self.policy = settings_of(config)
         self.detector = ParticleDetector(detector)
-        self.static = StaticMap()
+        self.static = StaticMap()  # detector thread only (and the caller of `candidates`)
+        self.lockstep = lockstep
         self._ids = ids
         self._submit = submit
         self._lock = threading.Lock()
         self._tracks = CandidateTracks()
         self._events: list[ServiceEvent] = []
         self._next_proposal = 1
+        self._static_last: int | None = None  # frame of the static map's last update (detector thread)
+        # worker thread only
+        self._thread: DetectorThread | None = None
+        self._outstanding = 0  # lockstep: outcomes offered for and not applied yet
         self._frames_seen = 0
         self._last_frame = 0
-        self._cost_ms = 0.0  # of the run on the last frame, for its result
-        self._known: dict[int, tuple[float, float, float]] = {}  # particle -> last (x, y, radius) seen
-        self.runs = 0  # detector runs so far, and their total cost (ms): for reports and tests
-        self.total_ms = 0.0
+        self._detect_ms = 0.0  # detector time of the outcomes applied since the last result
+        self._worker_ms = 0.0  # discovery's own time on the worker since the last result
+        self._known: dict[int, tuple[float, float, float]] = {}  # particle -> last (x, y, radius) seen present
+        self._lost_since: dict[int, int] = {}  # particle lost inside the field -> frame it was first missed
+        self.cost = DiscoveryCost()
 
     @property
     def enabled(self) -> bool:
@@ -94,40 +152,147 @@ class Discovery:
         """Called for each frame before its edits are taken: auto-adds submitted now apply to this frame."""
         if not self.enabled:
             return
-        self._last_frame = frame.index
-        self._remember(measurements, tracked)
-        keep_out = list(self._known.values())
-        self.static.observe(frame.index, frame.pixels, (), keep_out)
-        self._frames_seen += 1
-        if (self._frames_seen - 1) % self.config.every_n_frames:
-            return
         started = time.perf_counter()
-        seen, forgotten = self.candidates(frame, keep_out)
+        self._last_frame = frame.index
+        self._remember(frame, measurements, tracked)
+        keep_out = tuple(self._known.values())
+        self._apply_outcomes(frame.index, keep_out)
+        self._frames_seen += 1
+        if (self._frames_seen - 1) % self.config.every_n_frames == 0:
+            thread = self._detector_thread()
+            thread.offer(DetectionJob(frame, keep_out, time.perf_counter()))
+            self.cost.offered += 1
+            self._outstanding += 1
+        self._worker_ms += (time.perf_counter() - started) * 1e3
+
+    def _detector_thread(self) -> DetectorThread:
+        if self._thread is None:
+            self._thread = DetectorThread(self.detect)
+            self._thread.start()
+        return self._thread
+
+    def _apply_outcomes(self, index: int, keep_out: tuple[tuple[float, float, float], ...]) -> None:
+        """Take what the detector thread decided: events, costs, and in auto mode the additions.
+
+        Live, only what is back already; in lockstep, first the outcome still out (the detector ran while
+        the worker segmented the previous frame).
+        """
+        while (outcome := self._next_outcome()) is not None:
+            self.cost.add(outcome, index)
+            self._detect_ms += outcome.cost_ms
+            with self._lock:
+                self._events.extend(outcome.events)
+            occupied = list(keep_out)
+            for track in outcome.ready:
+                self._decide(track, index, occupied)  # adds what it adds to ``occupied``
+            if self.cost.runs % COST_EVENT_RUNS == 0:
+                with self._lock:
+                    self._events.append(ServiceEvent("discovery_cost", index, None, self.cost_report()))
+
+    def _next_outcome(self) -> DetectionOutcome | None:
+        if self._thread is None:
+            return None
+        wait = self.lockstep and self._outstanding > 0
+        try:
+            outcome = self._thread.outcomes.get(timeout=LOCKSTEP_TIMEOUT_S) if wait else self._thread.outcomes.get_nowait()
+        except queue.Empty:
+            if wait:
+                log.warning("discovery: no detector outcome in %.0f s; going on without it", LOCKSTEP_TIMEOUT_S)
+                self._outstanding = 0
+            return None
+        self._outstanding = max(self._outstanding - 1, 0)
+        return outcome
+
+    def _decide(self, track: CandidateTrack, index: int, occupied: list[tuple[float, float, float]]) -> None:
+        """Auto mode: a track the detector found ready becomes a particle, or a proposal if it may be a lost one.
+
+        ``occupied``: (x, y, radius) of the particles tracked now and of those added from the same outcome.
+        """
+        c = track.candidate
+        if self.policy.refusal(c, occupied) is not None:
+            # tracked since it was detected (a client's prompt, the segmenter re-acquired a lost particle, or
+            # a weaker candidate of the same run on the same place): never a second id for one particle
+            track.accepted = True
+            return
+        lost = tuple(sorted(pid for pid, since in self._lost_since.items() if index - since <= REFIND_WINDOW_FRAMES))
+        if lost:
+            with self._lock:
+                track.lost = lost
+                self._events.append(ServiceEvent("proposed", index, None, _detail(track)))
+            return
+        self._add(track, None, "auto_added", index)
+        occupied.append((c.x, c.y, c.diameter_px / 2))
+
+    def _remember(self, frame: Frame, measurements: Mapping[int, ParticleMeasurement], tracked: Sequence[int]) -> None:
+        """Last place of every particle tracked now (candidates there are that particle), and which are lost."""
+        current = set(tracked)
+        for pid in set(self._known) - current:
+            del self._known[pid]
+        for pid in set(self._lost_since) - current:
+            del self._lost_since[pid]
+        rows, cols = frame.shape
+        for pid in current:
+            m = measurements.get(pid)
+            if m is not None and m.present:
+                self._known[pid] = (m.x, m.y, max(m.major_axis_px / 2, math.sqrt(m.area_px / math.pi), 1.0))
+                self._lost_since.pop(pid, None)
+            elif pid in self._known and pid not in self._lost_since:
+                x, y, r = self._known[pid]
+                if min(x, y, cols - 1 - x, rows - 1 - y) > r + EDGE_PX:  # lost inside the field, not gone out
+                    self._lost_since[pid] = frame.index
+
+    def annotate_result(self, result: FrameResult) -> FrameResult:
+        """The result with the decisions applied since the last one and their cost (ms)."""
+        if not self.enabled:
+            return result
+        with self._lock:
+            events, self._events = self._events, []
+        timings = {"discover": self._detect_ms, "discover_worker": self._worker_ms}
+        self._detect_ms = self._worker_ms = 0.0
+        return dataclasses.replace(result, events=(*result.events, *events),
+                                   timings_ms={**result.timings_ms, **timings})
+
+    def cost_report(self) -> dict[str, float | int]:
+        """The detector's cost and lag so far (the ``discovery_cost`` event's detail)."""
+        thread = self._thread
+        return self.cost.as_dict(thread.jobs.superseded if thread else 0, thread.errors if thread else 0)
+
+    def close(self) -> None:
+        """End the detector thread (teardown; idempotent)."""
+        if self._thread is not None:
+            self._thread.close()
+
+    # ------------------------------------------------------------ detector thread
+
+    def detect(self, job: DetectionJob) -> DetectionOutcome:
+        """One detector run: candidates, tracks, the static screen, proposals (propose mode) or ready tracks."""
+        started = time.perf_counter()
+        frame = job.frame
+        self._observe_static(frame, job.keep_out)
+        seen, forgotten = self.candidates(frame, list(job.keep_out))
+        events: list[ServiceEvent] = []
         with self._lock:
             for track in forgotten:
                 if track.proposal is not None and not (track.accepted or track.rejected):
-                    self._events.append(ServiceEvent("proposal_expired", frame.index, None,
-                                                     {"proposal": track.proposal}))
+                    events.append(ServiceEvent("proposal_expired", frame.index, None, {"proposal": track.proposal}))
             ready = [t for t in seen if t.hits >= self.policy.persistence_frames and t.proposal is None]
-            for track in ready[: self.config.max_proposals]:
+            ready = ready[: self.config.max_proposals]
+            for track in ready:
                 track.proposal = self._next_proposal
                 self._next_proposal += 1
                 if self.config.mode == "propose":
-                    self._events.append(ServiceEvent("proposed", frame.index, None, _detail(track)))
-        if self.config.mode == "auto":
-            for track in ready:
-                self._add(track, None, "auto_added", frame.index)
-        self._cost_ms = (time.perf_counter() - started) * 1e3
-        self.runs += 1
-        self.total_ms += self._cost_ms
+                    events.append(ServiceEvent("proposed", frame.index, None, _detail(track)))
+        auto = tuple(ready) if self.config.mode == "auto" else ()
+        return DetectionOutcome(frame.index, auto, tuple(events), (time.perf_counter() - started) * 1e3,
+                                (started - job.offered_s) * 1e3)
 
-    def _remember(self, measurements: Mapping[int, ParticleMeasurement], tracked: Sequence[int]) -> None:
-        """Last place of every particle tracked now: candidates there are that particle, present or lost."""
-        for pid in set(self._known) - set(tracked):
-            del self._known[pid]
-        for pid, m in measurements.items():
-            if m.present and pid in tracked:
-                self._known[pid] = (m.x, m.y, max(m.major_axis_px / 2, math.sqrt(m.area_px / math.pi), 1.0))
+    def _observe_static(self, frame: Frame, keep_out: tuple[tuple[float, float, float], ...]) -> None:
+        """Fold the frame into the static map on the map's own schedule (in frames), whichever frames come."""
+        due = FIRST_INTERVAL_FRAMES if self.static.n_updates < FIRST_UPDATES else self.static.interval
+        last = self._static_last
+        if last is None or frame.index - last >= due or frame.index < last:
+            self._static_last = frame.index
+            self.static.observe(0, frame.pixels, (), keep_out)  # 0: due now (the map counts in frame indices)
 
     def candidates(self, frame: Frame, keep_out: list[tuple[float, float, float]]
                    ) -> tuple[list[CandidateTrack], list[CandidateTrack]]:
@@ -144,16 +309,6 @@ class Discovery:
             return False
         c = track.candidate
         return self.static.explains(frame.pixels, c.x, c.y, c.diameter_px / 2, float(c.polarity)) >= STATIC_EXPLAINED
-
-    def annotate_result(self, result: FrameResult) -> FrameResult:
-        """The result with the decisions made since the last one and this frame's detection cost (ms)."""
-        with self._lock:
-            events, self._events = self._events, []
-        cost, self._cost_ms = self._cost_ms, 0.0
-        if not self.enabled:
-            return result
-        return dataclasses.replace(result, events=(*result.events, *events),
-                                   timings_ms={**result.timings_ms, "discover": cost})
 
     # ------------------------------------------------------------ any thread (DiscoveryControl)
 
@@ -193,8 +348,9 @@ class Discovery:
         return self.accept(ids)
 
     def _open(self) -> list[CandidateTrack]:
-        return [t for t in self._tracks.tracks
-                if t.proposal is not None and not (t.accepted or t.rejected) and self.config.mode == "propose"]
+        """Proposals awaiting a decision: every one in propose mode; in auto mode those that may be a lost particle."""
+        return [t for t in self._tracks.tracks if t.proposal is not None and not (t.accepted or t.rejected)
+                and (self.config.mode == "propose" or t.lost)]
 
     def _add(self, track: CandidateTrack, particle: int | None, kind: str, frame: int) -> dict[str, int]:
         """Submit a prompt for ``track`` under a new id (or ``particle``); the decision becomes an event."""
@@ -214,4 +370,8 @@ class Discovery:
 
 
 def _detail(track: CandidateTrack) -> dict[str, Any]:
-    return {"proposal": track.proposal, **track.candidate.as_dict()}
+    """A proposal's JSON-able form; ``lost`` (auto mode) names the lost particles it may be."""
+    detail: dict[str, Any] = {"proposal": track.proposal, **track.candidate.as_dict()}
+    if track.lost:
+        detail["lost"] = list(track.lost)
+    return detail

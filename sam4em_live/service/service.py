@@ -29,6 +29,7 @@ from sam4em_live.service.meter import IntervalMeter
 from sam4em_live.service.particle_ids import ParticleIds
 from sam4em_live.service.processor import EventStage, FrameProcessor, StatsStage
 from sam4em_live.service.realtime import isolate_current_thread, recycle_large_buffers, release_all
+from sam4em_live.service.seeding import SeedingLane
 from sam4em_live.service.state import check_transition
 from sam4em_live.sinks.base import AnnotationSink, CountingSink, Sink, require_sink
 from sam4em_live.sources.base import EndOfStream, FrameSource
@@ -81,7 +82,9 @@ class Service(ServiceControlSide):
         self._quotas = ServiceQuotas(config.quotas)  # edits (through the inbox) and annotations
         self.edits = EditInbox(edits, self._quotas)
         self.ids = ParticleIds(edit.particle for edit in edits)  # the service owns particle ids (issue 21)
-        self.discovery = Discovery(config.discovery, self.ids, self.submit_edit)  # docs/discovery.md
+        # docs/discovery.md: the detector runs on its own thread; every-frame runs wait for it (lockstep)
+        self.discovery = Discovery(config.discovery, self.ids, self.submit_edit,
+                                   lockstep=config.pipeline.backpressure != "latest")
         # Statistics need the series calibration (fps, pixel size), known only at the first frame:
         # the processor that owns them is built then (`_new_processor`).
         self._stats_factory = stats_factory
@@ -322,8 +325,11 @@ class Service(ServiceControlSide):
     def _new_processor(self, calibration: Calibration) -> FrameProcessor:
         """The run's processor, built at its first frame: the statistics need the series calibration."""
         stats = self._stats_factory(calibration) if self._stats_factory is not None else None
+        # Live: prompts are seeded beside the loop so a click never stalls the stream (service/seeding.py).
+        seeder = self.stage.seeds_aside if self._shed_load else None
         return FrameProcessor(self.stage, stats, self._events, self.config.stats.publish_every_frames,
-                              self.config.pipeline.intensity_weighted_centroid)
+                              self.config.pipeline.intensity_weighted_centroid,
+                              SeedingLane(seeder) if seeder is not None else None)
 
     def _open_sinks(self, frame: Frame) -> None:
         series = self.source.series or SeriesInfo(frame.series_id, frame.shape, frame.pixels.dtype.str, frame.calibration)
@@ -357,7 +363,9 @@ class Service(ServiceControlSide):
                 sink.close()
             except Exception:
                 log.exception("sink %s failed to close", type(sink).__name__)
-        for closer in (self.stage.close, self.source.close, self.queue.close):
+        if self.processor is not None:
+            self.processor.close()  # the seeding lane's helper thread
+        for closer in (self.discovery.close, self.stage.close, self.source.close, self.queue.close):
             try:
                 closer()
             except Exception:

@@ -1,0 +1,136 @@
+"""The detector's own thread: it takes the latest frame offered, never the worker's time (issue 21).
+
+The worker offers a `DetectionJob` (a frame and the tracked particles' places) through a `LatestJob`
+slot of one: an offer never blocks and replaces a job not taken yet (counted as superseded), so a
+detector slower than the camera sees the newest frame each time instead of a growing backlog. What a run
+decides comes back as a `DetectionOutcome` through a bounded queue the worker drains without waiting; when
+the worker does not drain it (an every-frame run in lockstep, or a stalled worker) the detector thread
+waits for room, never the worker.
+
+Frames are handed over by reference, not copied: a `Frame`'s pixels are never written after it is made
+(the pipeline's rule: a buffer ZeroMQ may still be sending is never mutated).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sam4em_live.discover.policy import CandidateTrack
+    from sam4em_live.frames import Frame
+    from sam4em_live.results import ServiceEvent
+
+log = logging.getLogger(__name__)
+
+#: Every wait is at most this long, so `close` is honoured within ~100 ms.
+POLL_S = 0.05
+#: Outcomes waiting for the worker at most; beyond it the detector thread waits for room.
+OUTCOME_QUEUE = 8
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionJob:
+    """One frame for the detector and where the particles tracked now are: (x, y, radius) in pixels."""
+
+    frame: Frame
+    keep_out: tuple[tuple[float, float, float], ...]
+    offered_s: float  # perf_counter when offered: the wait until the thread takes it is part of the lag
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionOutcome:
+    """What one detector run decided, for the worker to apply.
+
+    ``ready``: tracks that have just passed the policy (auto mode: to be added or proposed by the worker);
+    ``events``: decisions already made (``proposed``, ``proposal_expired``); ``cost_ms``: the run's time on
+    the detector thread; ``wait_ms``: from the offer to the start of the run.
+    """
+
+    frame_index: int
+    ready: tuple[CandidateTrack, ...]
+    events: tuple[ServiceEvent, ...]
+    cost_ms: float
+    wait_ms: float
+
+
+class LatestJob(Generic[T]):
+    """A mailbox of one: `offer` replaces what was not taken yet and never blocks; `take` waits."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self.superseded = 0  # offers replaced before the thread took them
+
+    def offer(self, item: T) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.superseded += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout_s: float) -> T | None:
+        """The item offered last, or None if none comes within ``timeout_s``."""
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout_s)
+            item, self._item = self._item, None
+            return item
+
+
+class DetectorThread:
+    """Runs ``detect`` on each job taken from a `LatestJob` and queues its outcome (bounded).
+
+    Every job taken gives exactly one outcome, in order, so a caller in lockstep may wait for it. An
+    exception in ``detect`` is logged and counted (``errors``) and gives an empty outcome: a detector
+    bug must not end tracking. Started by `start`, ended by `close` (joins; idempotent).
+    """
+
+    def __init__(self, detect: Callable[[DetectionJob], DetectionOutcome], name: str = "sam4em-discovery") -> None:
+        self._detect = detect
+        self.jobs: LatestJob[DetectionJob] = LatestJob()
+        self.outcomes: queue.Queue[DetectionOutcome] = queue.Queue(OUTCOME_QUEUE)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.errors = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def offer(self, job: DetectionJob) -> None:
+        """Hand the thread a job (never blocks; an older job not taken yet is dropped)."""
+        self.jobs.offer(job)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.jobs.take(POLL_S)
+            if job is None:
+                continue
+            try:
+                outcome = self._detect(job)
+            except Exception:
+                self.errors += 1
+                log.exception("discovery failed on frame %d; going on", job.frame.index)
+                outcome = DetectionOutcome(job.frame.index, (), (), 0.0, 0.0)
+            while not self._stop.is_set():
+                try:
+                    self.outcomes.put(outcome, timeout=POLL_S)
+                    break
+                except queue.Full:
+                    continue
