@@ -15,7 +15,13 @@ from scipy import ndimage
 
 from sam4em_live.frames import Frame
 from sam4em_live.segment.embedded import EmbeddedSegmenter
-from sam4em_live.segment.embedded.boundary import edge_profile, fit_edge, rounded_outline, signed_distance
+from sam4em_live.segment.embedded.boundary import (
+    corner_loss,
+    edge_profile,
+    fit_edge,
+    rounded_outline,
+    signed_distance,
+)
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.raster import mask_lookup, rasterize_mask
 from sam4em_live.segment.embedded.shape import ShapeMemory
@@ -34,19 +40,27 @@ def particle(shape: str, size_px: float) -> ParticleSpec:
 
 
 def blurred_contrast(shape: str, size_px: float, half: int, f0: float = 0.2658, noise: float = 0.0,
-                     seed: int = 0) -> tuple[np.ndarray, float]:
-    """Relative contrast of a particle at the centre of a (2 half + 1)² grid through the MTF, and its true area."""
+                     seed: int = 0, correlated: bool = False) -> tuple[np.ndarray, float]:
+    """Relative contrast of a particle at the centre of a (2 half + 1)² grid through the MTF, and its true area.
+
+    ``noise``: white noise of that std relative to the peak; ``correlated``: instead, noise seen through the
+    same MTF (as a learned memory's is), of that std relative to the mean contrast over the footprint.
+    """
     axis = np.arange(-half, half + 1, dtype=float)
     spec = particle(shape, size_px)
     sub = (np.arange(4) - 1.5) / 4  # 4 x 4 supersampling: the footprint's edge pixels are partial
     thickness = sum(thickness_body(spec, axis[None, :] + a, axis[:, None] + b) for a in sub for b in sub) / 16
     contrast = 1 - np.exp(-thickness * GOLD_MINUS_WATER_PER_NM)
-    image = apply_mtf(contrast.astype(np.float32), mtf_response(contrast.shape, f0, 1.535))
-    if noise:
-        rng = np.random.default_rng(seed)
+    mtf = mtf_response(contrast.shape, f0, 1.535)
+    image = apply_mtf(contrast.astype(np.float32), mtf)
+    footprint = thickness_body(spec, axis[None, :], axis[:, None]) > 0
+    rng = np.random.default_rng(seed)
+    if noise and correlated:
+        grain = apply_mtf(rng.standard_normal(image.shape).astype(np.float32), mtf)
+        image = image + noise * float(contrast[footprint].mean()) * grain / float(grain.std())
+    elif noise:
         image = image + noise * float(contrast.max()) * rng.standard_normal(image.shape).astype(np.float32)
-    area = float((thickness_body(spec, axis[None, :], axis[:, None]) > 0).sum())
-    return image.astype(np.float32), area
+    return image.astype(np.float32), float(footprint.sum())
 
 
 def area_at_fitted_edge(image: np.ndarray, provisional: np.ndarray, smoothing_px: float = 2.5) -> float:
@@ -80,7 +94,42 @@ def test_edge_fit_recovers_the_true_area_where_a_fixed_fraction_is_biased(shape:
 def test_plates_and_rounded_bodies_are_told_apart() -> None:
     for shape, rounded in (("sphere", True), ("rod", True), ("cube", False), ("prism", False)):
         image, _ = blurred_contrast(shape, 60, 64)
-        assert rounded_outline(signed_distance(image > 0.5 * float(image.max()))) is rounded, shape
+        assert rounded_outline(image > 0.5 * float(image.max())) is rounded, shape
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_ragged_outline_of_a_rounded_body_is_still_rounded(seed: int) -> None:
+    """A disc whose outline is dented and bumped by up to 4 px (a faint memory's contour) is no polygon (the
+    old test, an opening of the outline itself, called all three polygons)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[-60:61, -60:61]
+    angle = np.arctan2(yy, xx)
+    wobble = sum(rng.uniform(0.3, 1.0) * np.cos(k * angle + rng.uniform(0, 2 * np.pi)) for k in range(6, 20))
+    ragged = np.hypot(xx, yy) <= 40 + 4 * wobble / np.abs(wobble).max()
+    assert corner_loss(ragged) <= 0.03
+    square = (np.abs(xx) <= 35) & (np.abs(yy) <= 35)
+    triangle = (yy <= 30) & (yy >= 1.732 * np.abs(xx) - 60)
+    assert corner_loss(square) >= 0.09 and corner_loss(triangle) >= 0.15
+
+
+@pytest.mark.parametrize("shape, size_px, seed", [("sphere", 80, 0), ("sphere", 80, 1), ("rod", 100, 1),
+                                                  ("rod", 100, 3)])
+def test_a_faint_rounded_memory_is_not_fitted_as_a_step(shape: str, size_px: float, seed: int) -> None:
+    """A faint sphere or rod memory (soft MTF, correlated noise half its mean contrast, as at CNR ~0.3):
+    its low, ragged contour failed the old outline test, the step model was fitted and the mask shrank by
+    6-12 %. Judged on the half-peak contour's hull, it keeps the chord model and does not shrink."""
+    half = int(0.8 * size_px) + 16
+    image, true_area = blurred_contrast(shape, size_px, half, 0.13, noise=0.5, seed=seed, correlated=True)
+    smooth = ndimage.gaussian_filter(image, 2.5)
+    labels, _ = ndimage.label(smooth > 0.25 * float(smooth.max()))
+    memory = ShapeMemory(image, labels == labels[half, half], EmbeddedOptions())
+    memory.n_obs = 20
+    for _ in range(6):
+        memory.refresh()
+    assert memory.edge is not None and memory.edge.model == "chord"
+    bias = memory.area_px / true_area - 1
+    # What is left: at this noise the chord fit sits ~1 px out (+8 to +19 % here; docs/benchmarks.md).
+    assert -0.05 <= bias <= 0.25, f"area bias {bias:+.3f}"
 
 
 def test_no_edge_is_reported_in_pure_noise() -> None:

@@ -22,7 +22,9 @@ from scipy import ndimage
 
 from sam4em_live.segment.embedded.boundary import (
     PROFILE_OUTSIDE_PX,
+    ROUNDED_MAX_LOSS,
     EdgeFit,
+    corner_loss,
     edge_profile,
     fit_edge,
     signed_distance,
@@ -65,6 +67,8 @@ ISOTROPY_TEST_DEG = (37.0,)
 LUMPY_DISC_MAX_AXIS_RATIO = 1.25
 LUMPY_DISC_MIN_IOU = 0.7
 LUMPY_DISC_MARGIN = 0.08
+#: The outline's roundness is averaged over this many refreshes (`ShapeMemory._rounded`).
+OUTLINE_JUDGEMENTS = 8
 #: Grid axes kept per memory (`ShapeMemory.cell_axis`); a handful are in use at a time.
 MAX_CELL_AXES = 64
 
@@ -101,6 +105,8 @@ class ShapeMemory:
         self.mask = mask.astype(bool)
         self._level: np.ndarray | None = None
         self.edge: EdgeFit | None = None  # the last fitted edge (None: none yet, or no clear one)
+        self.corner_loss = 0.0  # `boundary.corner_loss` of the outline, averaged over refreshes (`_rounded`)
+        self._outline_judgements = 0
         self.n_obs = 1
         self._noise: dict[int, float] = {}
         self._noise_calls: dict[int, int] = {}
@@ -170,7 +176,7 @@ class ShapeMemory:
         if peak <= 0:
             return
         reach = dilate_cross(self.mask, MAX_BOUNDARY_STEP_PX)
-        threshold = self._edge_level(smooth, self.options.edge_fraction * peak)
+        threshold = self._edge_level(smooth, peak)
         old_area = int(self.mask.sum())
         area = int((reach & (smooth > threshold)).sum())
         target = int(np.clip(area, old_area / MAX_AREA_CHANGE, old_area * MAX_AREA_CHANGE))
@@ -190,28 +196,49 @@ class ShapeMemory:
         level = smooth - np.float32(threshold)
         self._level = np.where(candidate, np.maximum(level, 1e-6), np.minimum(level, -1e-6)).astype(np.float32)
 
-    def _edge_level(self, smooth: np.ndarray, provisional_level: float) -> float:
+    def _edge_level(self, smooth: np.ndarray, peak: float) -> float:
         """The level of ``smooth`` whose contour lies on the memory's fitted edge (`boundary.fit_edge`).
 
-        The provisional contour is the part of ``smooth > provisional_level`` that
-        overlaps the current mask; the level is ``provisional_level`` itself when the
+        The provisional contour is the part of ``smooth > edge_fraction * peak`` that
+        overlaps the current mask; the level is that provisional level itself when the
         profile shows no clear edge or the memory is younger than `MIN_FRAMES_FOR_EDGE_FIT`.
         """
-        labels, count = ndimage.label(smooth > provisional_level)
-        if count == 0 or self.n_obs < MIN_FRAMES_FOR_EDGE_FIT:
+        provisional_level = self.options.edge_fraction * peak
+        provisional = self._overlapping(smooth > provisional_level)
+        if provisional is None or self.n_obs < MIN_FRAMES_FOR_EDGE_FIT:
             return provisional_level
-        overlap = np.bincount(labels[self.mask], minlength=count + 1)
-        overlap[0] = 0
-        provisional = labels == int(np.argmax(overlap))
         # Only the contour's surroundings enter the profile: distances on that crop alone (cost).
         rows, cols = np.flatnonzero(provisional.any(axis=1)), np.flatnonzero(provisional.any(axis=0))
         pad = int(PROFILE_OUTSIDE_PX) + 2
         crop = (slice(max(rows[0] - pad, 0), rows[-1] + pad + 1), slice(max(cols[0] - pad, 0), cols[-1] + pad + 1))
         distance = signed_distance(provisional[crop])
-        self.edge = fit_edge(self.appearance[crop], distance)
+        self.edge = fit_edge(self.appearance[crop], distance, self._rounded(smooth, peak))
         if self.edge is None:
             return provisional_level
         return edge_profile(smooth[crop], distance).at(self.edge.offset_px)
+
+    def _rounded(self, smooth: np.ndarray, peak: float) -> bool:
+        """Whether the particle's outline is rounded (`boundary.rounded_outline`), judged over refreshes.
+
+        Judged on the half-peak contour, where the blurred profile is steepest and noise moves the
+        outline least (the low provisional contour of a faint memory is ragged), and averaged over the
+        last `OUTLINE_JUDGEMENTS` refreshes, so one noisy memory does not flip a particle's edge model.
+        """
+        half_peak = self._overlapping(smooth > 0.5 * peak)
+        if half_peak is not None:
+            self._outline_judgements = min(self._outline_judgements + 1, OUTLINE_JUDGEMENTS)
+            loss = corner_loss(half_peak)
+            self.corner_loss += (loss - self.corner_loss) / self._outline_judgements
+        return self.corner_loss <= ROUNDED_MAX_LOSS
+
+    def _overlapping(self, region: np.ndarray) -> np.ndarray | None:
+        """The connected part of ``region`` that overlaps the mask most; None if ``region`` is empty."""
+        labels, count = ndimage.label(region)
+        if count == 0:
+            return None
+        overlap = np.bincount(labels[self.mask], minlength=count + 1)
+        overlap[0] = 0
+        return labels == int(np.argmax(overlap))
 
     def _recentre(self) -> tuple[float, float]:
         if not self.mask.any():
