@@ -52,6 +52,11 @@ class ResultLog:
         with self.lock:
             return sum(f > index for f in self.present)
 
+    def first_with_particles(self) -> int | None:
+        """The first frame with a particle present (live, prompts land once seeded: service/seeding.py)."""
+        with self.lock:
+            return min((f for f, present in self.present.items() if present), default=None)
+
 
 def wait_for(predicate, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
@@ -90,7 +95,7 @@ def test_bad_prompts_sent_with_good_ones_are_refused_alone_over_the_control_chan
             else:
                 (x, y), = prompts_for(labels == particle, particle)["centre"].points
                 client.add_prompt(particle, points=[(x, y)], frame=target)
-        assert wait_for(lambda: log.frames_after(target) > 10, timeout_s=20.0)
+        assert wait_for(lambda: log.frames_after(log.first_with_particles() or 10**9) > 10, timeout_s=60.0)
         status = client.status()
     finally:
         client.close()

@@ -11,9 +11,10 @@ and both stages apply the `PromptError` contract with `track_with_retries`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-from sam4em_live.particles import ParticleEdit, ParticleMask, PromptError
+from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, PromptError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,6 +48,8 @@ class Segmenter(Protocol):
     Optional: ``note_backlog(frames_waiting: int)``, called before each live
     frame with the number of frames queued behind it; a backend may defer
     non-essential work while the pipeline is behind (see `BacklogAware`).
+    Optional: ``seed(frame, edits)`` and ``track(frame, edits, seeded=...)``,
+    prompts seeded beside the frame loop in live mode (see `SeedsAside`).
     """
 
     def describe(self) -> dict[str, Any]: ...
@@ -67,6 +70,49 @@ class BacklogAware(Protocol):
     """
 
     def note_backlog(self, frames_waiting: int) -> None: ...
+
+
+def prompt_key(prompt: Prompt) -> tuple[object, ...]:
+    """What identifies a prompt across re-anchoring: its particle, points, labels and box (not its frame)."""
+    return (prompt.particle, prompt.points, prompt.labels, prompt.box)
+
+
+@dataclass(frozen=True, slots=True)
+class SeededEdits:
+    """A frame's edits with their prompts seeded on that frame (``frame_index``), ready for a later frame.
+
+    Made by `SeedsAside.seed` beside the frame loop, handed back to ``track(frame, edits, seeded=...)`` on a
+    frame at or after ``frame_index``. ``edits`` are those that seeded (and the removals), in their order,
+    anchored to ``frame_index``; ``rejected`` those the backend refused, with its reason (each names its
+    particle). ``prepared`` is the backend's own state per prompt (`prompt_key`), opaque to the pipeline and
+    used once: the backend may take it over when the edits land.
+    """
+
+    frame_index: int
+    edits: tuple[ParticleEdit, ...]
+    rejected: tuple[RejectedEdit, ...]
+    prepared: dict[tuple[object, ...], object]
+
+
+@runtime_checkable
+class SeedsAside(Protocol):
+    """A segmenter whose prompts can be seeded off the frame loop (live mode; docs/architecture.md).
+
+    - ``seed(frame, edits)`` may be called from a helper thread while ``track`` runs on the
+      worker: it must not read or change tracking state, only the frame and the options. It
+      seeds every prompt of ``edits`` (already validated and anchored to ``frame``) and returns
+      a `SeededEdits`; a prompt that cannot be seeded is in its ``rejected`` (never raised).
+    - ``track(frame, edits, seeded=seeded)``, on the worker, on a frame at or after the seeded
+      one: ``edits`` are ``seeded.edits`` (re-anchored to ``frame``) and apply as in ``track``,
+      except that the prompts are not seeded again: each particle starts from its seed and is
+      brought up to ``frame``. On the seeded frame itself the result equals
+      ``track(frame, edits)``.
+    """
+
+    def seed(self, frame: Frame, edits: Sequence[ParticleEdit]) -> SeededEdits: ...
+
+    def track(self, frame: Frame, edits: Sequence[ParticleEdit] = (), seeded: SeededEdits | None = None
+              ) -> list[ParticleMask]: ...
 
 
 class PromptErrors(PromptError):
@@ -92,8 +138,8 @@ class RejectedEdit(NamedTuple):
     reason: str
 
 
-def track_with_retries(segmenter: Segmenter, frame: Frame, edits: Sequence[ParticleEdit]
-                       ) -> tuple[list[ParticleMask], list[RejectedEdit]]:
+def track_with_retries(segmenter: Segmenter, frame: Frame, edits: Sequence[ParticleEdit],
+                       seeded: SeededEdits | None = None) -> tuple[list[ParticleMask], list[RejectedEdit]]:
     """``segmenter.track`` with the `PromptError` contract applied: returns (masks, rejected edits).
 
     An edit the backend rejects is dropped (all of that particle's edits on this
@@ -101,12 +147,17 @@ def track_with_retries(segmenter: Segmenter, frame: Frame, edits: Sequence[Parti
     again without it; a `PromptErrors` drops every particle it names in one go.
     A `PromptError` naming no remaining edit is re-raised. Both segment stages
     (in process and in a child process) call this, so the contract is applied in one place.
+    ``seeded``: the prompts were seeded beside the loop (`SeedsAside`); ``segmenter`` must be one.
     """
     remaining = list(edits)
     rejected: list[RejectedEdit] = []
     while True:
         try:
-            return segmenter.track(frame, remaining), rejected
+            if seeded is None:
+                return segmenter.track(frame, remaining), rejected
+            if not isinstance(segmenter, SeedsAside):
+                raise TypeError(f"{type(segmenter).__name__} cannot take prompts seeded aside")
+            return segmenter.track(frame, remaining, seeded=seeded), rejected
         except PromptError as exc:
             errors = exc.errors if isinstance(exc, PromptErrors) else (exc,)
             reasons = {e.particle: str(e) for e in errors}

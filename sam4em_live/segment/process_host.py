@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from sam4em_live.particles import ParticleEdit, ParticleMask
+    from sam4em_live.segment.base import SeededEdits
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,15 @@ class SegmenterProcess:
             return False
         return not self._pending or (self._ring is not None and frame.pixels.nbytes <= self._slot_bytes)
 
-    def submit(self, frame: Frame, edits: Sequence[ParticleEdit] = ()) -> None:
+    @property
+    def seeds_aside(self) -> None:
+        """None: the backend lives in the child, out of a helper thread's reach (prompts seed on their frame)."""
+        return None
+
+    def submit(self, frame: Frame, edits: Sequence[ParticleEdit] = (), seeded: SeededEdits | None = None) -> None:
         """Copy the frame into a free slot and start it (raises if ``depth`` frames are in flight)."""
+        if seeded is not None:
+            raise ValueError("segmenter process: prompts are seeded in the child, on the frame they land on")
         if len(self._pending) >= self._depth:
             raise RuntimeError("segmenter process: too many frames in flight; collect first")
         pixels = np.ascontiguousarray(frame.pixels)

@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sam4em_live.segment.base import BacklogAware, RejectedEdit, Segmenter, track_with_retries
+from sam4em_live.segment.base import BacklogAware, RejectedEdit, SeedsAside, Segmenter, track_with_retries
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sam4em_live.frames import Frame
     from sam4em_live.particles import ParticleEdit, ParticleMask
+    from sam4em_live.segment.base import SeededEdits
 
 
 class SegmentationFailed(RuntimeError):
@@ -56,10 +57,14 @@ class SegmentOutcome:
 class SegmentStage(Protocol):
     """Where and how the backend runs; used by the pipeline worker thread only (never concurrently).
 
-    - ``submit(frame, edits)`` starts a frame; ``edits`` are validated and anchored
-      to it. Call only while ``fits(frame)``. Raises `SegmentStageError` if the
+    - ``submit(frame, edits, seeded=None)`` starts a frame; ``edits`` are validated and
+      anchored to it. Call only while ``fits(frame)``. Raises `SegmentStageError` if the
       stage is gone; never raises for a frame the backend fails on (``collect``
-      reports that).
+      reports that). ``seeded``: the edits' prompts were seeded beside the loop by
+      ``seeds_aside`` (live mode; only when that is not None).
+    - ``seeds_aside``: the backend, when it can seed prompts off the frame loop
+      (`SeedsAside`: called from a helper thread) and runs where that thread can reach
+      it; None otherwise (prompts are then seeded on the frame they land on).
     - ``collect(timeout_s)`` returns the oldest submitted frame's `SegmentOutcome`,
       or None if it is not ready within ``timeout_s`` (None: wait as long as it
       takes). Raises `SegmentationFailed` if the backend failed on that frame
@@ -81,9 +86,12 @@ class SegmentStage(Protocol):
     @property
     def in_flight(self) -> int: ...
 
+    @property
+    def seeds_aside(self) -> SeedsAside | None: ...
+
     def fits(self, frame: Frame) -> bool: ...
 
-    def submit(self, frame: Frame, edits: Sequence[ParticleEdit]) -> None: ...
+    def submit(self, frame: Frame, edits: Sequence[ParticleEdit], seeded: SeededEdits | None = None) -> None: ...
 
     def collect(self, timeout_s: float | None = None) -> SegmentOutcome | None: ...
 
@@ -108,6 +116,7 @@ class InProcessSegmentStage:
         self._segmenter = segmenter
         # Checked once: a runtime Protocol check per frame costs more than the call it guards.
         self._backlog_aware: BacklogAware | None = segmenter if isinstance(segmenter, BacklogAware) else None
+        self._seeds_aside: SeedsAside | None = segmenter if isinstance(segmenter, SeedsAside) else None
         self._frame: Frame | None = None  # submitted, not yet collected
         self._outcome: SegmentOutcome | None = None
         self._failure: Exception | None = None
@@ -116,6 +125,10 @@ class InProcessSegmentStage:
     def in_flight(self) -> int:
         return 0 if self._frame is None else 1
 
+    @property
+    def seeds_aside(self) -> SeedsAside | None:
+        return self._seeds_aside
+
     def fits(self, frame: Frame) -> bool:
         return self._frame is None
 
@@ -123,13 +136,13 @@ class InProcessSegmentStage:
         if self._backlog_aware is not None:
             self._backlog_aware.note_backlog(frames_waiting)
 
-    def submit(self, frame: Frame, edits: Sequence[ParticleEdit]) -> None:
+    def submit(self, frame: Frame, edits: Sequence[ParticleEdit], seeded: SeededEdits | None = None) -> None:
         if self._frame is not None:
             raise RuntimeError("in-process segment stage: a frame is in flight; collect first")
         self._frame = frame
         start = time.perf_counter()
         try:
-            masks, rejected = track_with_retries(self._segmenter, frame, edits)
+            masks, rejected = track_with_retries(self._segmenter, frame, edits, seeded)
         except Exception as exc:
             self._failure = exc
             return

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from sam4em_live.frames import Frame
     from sam4em_live.segment.base import RejectedEdit
     from sam4em_live.service.edits import Refusal
+    from sam4em_live.service.seeding import SeedingLane
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,10 @@ class FrameProcessor:
         events: EventStage | None = None,
         stats_every_frames: int = 10,
         intensity_weighted_centroid: bool = False,
+        seeding: SeedingLane | None = None,
     ) -> None:
         self._stage = stage
+        self._seeding = seeding  # live: prompts seeded beside the loop (`service.seeding`)
         self._stats = stats
         self._events = events
         self._stats_every_frames = stats_every_frames
@@ -111,6 +114,16 @@ class FrameProcessor:
         """The last finished frame's measurements by particle id (replaced, never mutated: safe to read)."""
         return self._last_measurements
 
+    @property
+    def seeding(self) -> SeedingLane | None:
+        """The live run's seeding lane (None: prompts are seeded on their own frame, on this thread)."""
+        return self._seeding
+
+    def close(self) -> None:
+        """Stop the seeding lane's helper thread, if any (teardown)."""
+        if self._seeding is not None:
+            self._seeding.close()
+
     def submit(self, frame: Frame, edits: Sequence[ParticleEdit], backlog: int | None = None,
                refused: Sequence[Refusal] = ()) -> None:
         """Validate ``edits`` against ``frame`` and start it on the stage (only while ``stage.fits(frame)``).
@@ -121,9 +134,11 @@ class FrameProcessor:
         ``refused``: edits the service refused before they reached the stage
         (quotas), with the reason; they are counted, recorded in the frame's
         ``edits`` and (those to announce) reported as ``prompt_rejected`` events
-        on this frame. Raises what the stage's ``submit`` raises.
+        on this frame. With a seeding lane, valid edits that hold a prompt are seeded aside and handed to
+        the stage on a later frame (`service.seeding`). Raises what the stage's ``submit`` raises.
         """
-        tracked = set(self._stage.particles()) if edits or refused else set()
+        lane = self._seeding
+        tracked = set(self._stage.particles()) if edits or refused or (lane is not None and lane.busy) else set()
         decided: list[EditRecord] = []
         events: list[ServiceEvent] = []
         for refusal in refused:
@@ -133,25 +148,34 @@ class FrameProcessor:
             if refusal.announce:  # the others are counted by the quotas
                 self._prompt_errors += 1
                 self._reject(frame, refusal.edit, refusal.reason, events)
-        handed: list[tuple[ParticleEdit, str]] = []
+        valid: list[ParticleEdit] = []
         for edit in edits:
-            kind = _kind(edit, tracked)
             try:
                 validate_edit(edit, frame.shape)
             except PromptError as exc:
                 self._prompt_errors += 1
                 self._reject(frame, edit, exc, events)
-                decided.append(EditRecord(edit, frame.index, kind, REJECTED, "frame", str(exc)))
+                decided.append(EditRecord(edit, frame.index, _kind(edit, tracked), REJECTED, "frame", str(exc)))
                 continue
-            handed.append((edit, kind))
+            valid.append(edit)
+        seeded = None
+        if lane is not None and (valid or lane.busy):
+            valid, seeded = lane.route(frame, valid)
+            for edit, reason in seeded.rejected if seeded is not None else ():  # could not be seeded
+                edit = edit.at_frame(frame.index)
+                self._prompt_errors += 1
+                self._reject(frame, edit, reason, events)
+                decided.append(EditRecord(edit, frame.index, _kind(edit, tracked), REJECTED, "backend", reason))
+        handed: list[tuple[ParticleEdit, str]] = []
+        for edit in valid:
+            handed.append((edit, _kind(edit, tracked)))
             if isinstance(edit, RemoveParticle):
                 tracked.discard(edit.particle)
             else:
                 tracked.add(edit.particle)
-        valid = [edit for edit, _ in handed]
         if backlog is not None:
             self._stage.note_backlog(backlog)
-        self._stage.submit(frame, valid)
+        self._stage.submit(frame, valid, seeded)
         self._pending.append(_PendingFrame(events, _removed(valid), backlog, decided, handed))
 
     def collect(self, timeout_s: float | None = None, status: Any = None) -> FrameResult | None:

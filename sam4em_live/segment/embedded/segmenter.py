@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt, RemoveParticle
+from sam4em_live.particles import (
+    ParticleEdit,
+    ParticleMask,
+    Prompt,
+    PromptError,
+    RemoveParticle,
+    validate_edit,
+)
+from sam4em_live.segment.base import RejectedEdit, SeededEdits, prompt_key
 from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
@@ -40,7 +48,7 @@ from sam4em_live.segment.embedded.search import (
     fine_search,
     fine_window_extent,
 )
-from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_prompts
+from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle, seed_prompts
 from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
 from sam4em_live.segment.embedded.tracker import TrackedParticle
@@ -81,6 +89,13 @@ class SearchOutcome(NamedTuple):
     background: float
 
 
+class PreparedPrompt(NamedTuple):
+    """A prompt seeded beside the frame loop (`EmbeddedSegmenter.seed`): its seed and its new, calibrated track."""
+
+    seed: Seed
+    track: TrackedParticle
+
+
 class EmbeddedSegmenter:
     """The default CPU backend; see docs/embedded_backend.md."""
 
@@ -106,17 +121,25 @@ class EmbeddedSegmenter:
 
     # ------------------------------------------------------------------ frame loop
 
-    def track(self, frame: Frame, edits: Sequence[ParticleEdit] = ()) -> list[ParticleMask]:
+    def track(self, frame: Frame, edits: Sequence[ParticleEdit] = (), seeded: SeededEdits | None = None
+              ) -> list[ParticleMask]:
         pixels = frame.pixels
         if pixels.ndim != 2:
             raise ValueError(f"embedded backend needs a 2-D frame, got shape {pixels.shape}")
         results: dict[int, ParticleMask] = {}
         claims: list[Placement] = []
-        seeds = self._seed_all(pixels, edits)  # raises before any state changes
+        prepared = seeded.prepared if seeded is not None else {}
+        # Raises before any state changes; prompts seeded aside (`seed`) are not seeded again.
+        seeds = self._seed_all(pixels, [e for e in edits if not prepared or _key(e) not in prepared])
         for edit in edits:
             if isinstance(edit, RemoveParticle):
                 self._tracks.pop(edit.particle, None)
                 results.pop(edit.particle, None)
+            elif seeded is not None and _key(edit) in prepared:
+                ready = prepared[_key(edit)]
+                assert isinstance(ready, PreparedPrompt)
+                results[edit.particle] = self._land_prompt(pixels, edit, ready, frame.index - seeded.frame_index,
+                                                           claims)
             else:
                 results[edit.particle] = self._apply_prompt(pixels, edit, seeds[id(edit)], claims)
         if self._exposure.blanked(pixels):
@@ -151,13 +174,67 @@ class EmbeddedSegmenter:
         """Seed every prompt of this frame first: bad prompts raise `PromptErrors` (each naming its particle)."""
         return seed_prompts(pixels, edits, self.options)
 
+    def seed(self, frame: Frame, edits: Sequence[ParticleEdit]) -> SeededEdits:
+        """Seed ``edits``' prompts on ``frame`` beside the frame loop (`SeedsAside`; live mode).
+
+        Reads only the frame and the options (safe on a helper thread while `track` runs): each prompt's
+        seed and its new particle, calibrated on this frame, as `_apply_prompt` makes them. A prompt that
+        cannot be seeded is returned in ``rejected`` with its reason.
+        """
+        pixels = frame.pixels
+        shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+        kept: list[ParticleEdit] = []
+        rejected: list[RejectedEdit] = []
+        prepared: dict[tuple[object, ...], object] = {}
+        for edit in edits:
+            try:
+                validate_edit(edit, shape)
+                if isinstance(edit, Prompt):
+                    seed = seed_particle(pixels, edit, self.options)
+                    prepared[_key(edit)] = PreparedPrompt(seed, self._fresh_track(pixels, edit, seed))
+            except PromptError as exc:
+                rejected.append(RejectedEdit(edit, str(exc)))
+                continue
+            kept.append(edit)
+        return SeededEdits(frame.index, tuple(kept), tuple(rejected), prepared)
+
+    def _land_prompt(self, pixels: np.ndarray, prompt: Prompt, ready: PreparedPrompt, elapsed: int,
+                     claims: list[Placement]) -> ParticleMask:
+        """A prompt seeded ``elapsed`` frames before this one: brought up to this frame, then started."""
+        if elapsed > 0:
+            self._bring_up(pixels, ready.track, elapsed, claims)
+        return self._start(pixels, prompt, ready.seed, ready.track, claims)
+
+    def _bring_up(self, pixels: np.ndarray, track: TrackedParticle, elapsed: int, claims: list[Placement]) -> None:
+        """Move a new particle from its seed to where it is ``elapsed`` frames later (kept at the seed if not found).
+
+        One full-radius search around the seed, its step and turn priors widened by sqrt(elapsed) (a random
+        walk's spread); no velocity or step is learned from it (it spans several frames).
+        """
+        prior = track.prior(self.options)
+        spread = math.sqrt(elapsed)
+        widened = MotionPrior(prior.x, prior.y, prior.angle_deg, prior.radius_px, prior.step_scale_px * spread,
+                              prior.turn_sigma_deg * spread, prior.step_weight, prior.turn_weight)
+        estimate, _ = self._search_window(pixels, track, claims, widened, widened)
+        if estimate is not None and track.is_detection(estimate, 1.0, self.options):
+            track.x, track.y, track.angle_deg, track.last_z = estimate.x, estimate.y, estimate.angle_deg, estimate.z
+
     def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, claims: list[Placement]) -> ParticleMask:
         """Start a particle, or correct one (re-anchor it, keeping its learned shape when that fits the prompt)."""
+        return self._start(pixels, prompt, seed, self._fresh_track(pixels, prompt, seed), claims)
+
+    def _fresh_track(self, pixels: np.ndarray, prompt: Prompt, seed: Seed) -> TrackedParticle:
+        """The particle a seed starts, calibrated on its prompt frame (reads no tracking state)."""
         appearance, mask = body_from_seed(seed)
         fresh = TrackedParticle(prompt.particle, ShapeMemory(appearance, mask, self.options), seed.polarity,
                                 seed.x, seed.y, seed.angle_deg, amplitude_ref=seed.contrast,
                                 z_ref=2 * self.options.min_detection_z)
         self._calibrate(pixels, fresh)
+        return fresh
+
+    def _start(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, fresh: TrackedParticle,
+               claims: list[Placement]) -> ParticleMask:
+        """Track ``fresh``, or keep the existing particle's learned shape when it fits the prompt (a correction)."""
         existing = self._tracks.get(prompt.particle)
         if existing is not None and self._keep_memory(pixels, existing, seed):
             logger.debug("particle %d: correction re-anchored, learned shape kept", prompt.particle)
@@ -329,13 +406,16 @@ class EmbeddedSegmenter:
         Each particle learns on its own phase of the interval (offset by its id), so the
         learning (and the shape refreshes it triggers) of several particles is spread
         over frames instead of landing on the same one: a flat per-frame cost, not spikes.
+        Live and behind (`note_backlog`), a due update is skipped at most `MAX_DEFERRED_LEARNING`
+        times in a row, a filling memory's too: its every-frame learning and frequent shape
+        refreshes made a new particle's first ~40 frames cost 3-6x the steady state, enough to
+        drop frames of a 200 fps camera after a click (issue 23); it then fills over more frames.
         """
-        if track.memory.n_obs < self.options.memory_frames:
-            return True
-        if (self._frames_seen + track.particle) % self.options.appearance_update_interval_frames != 0:
+        filling = track.memory.n_obs < self.options.memory_frames
+        if not filling and (self._frames_seen + track.particle) % self.options.appearance_update_interval_frames:
             return False
         if self._behind and track.learning_deferred < MAX_DEFERRED_LEARNING:
-            track.learning_deferred += 1  # the memory is full: one update less changes little
+            track.learning_deferred += 1  # one update less (or later) changes little
             return False
         track.learning_deferred = 0
         return True
@@ -404,6 +484,10 @@ class EmbeddedSegmenter:
                  visible: float) -> str | None:
         """Why a detection may not carry the particle's id (`vetting.match_refusal`); None: it may."""
         return match_refusal(self._static, pixels, track, estimate, placed, visible)
+
+
+def _key(edit: ParticleEdit) -> tuple[object, ...]:
+    return prompt_key(edit) if isinstance(edit, Prompt) else ()
 
 
 def _anchor_radius(track: TrackedParticle, wanted_px: float) -> float:

@@ -8,7 +8,14 @@ acquisition timestamp -> result published and recorded; the first ``warmup_frame
 sinks starting) are left out of the percentiles. ``late_prompt_frame`` prompts the last particle on that
 frame instead of frame 0 (the cost of adding a particle mid-stream). ``dump`` (a path) writes per-frame
 latency and stage times as CSV.
+
+What a click costs (issue 23): ``frames_dropped_at_start`` (frames lost up to the warm-up's end, where the
+frame-0 prompts land), ``prompt_mask_delay_frames`` (the most frames, over the frame-0 prompts, between the
+first frame processed and the first with that particle's mask: 0 when every prompt is seeded on its own
+frame; live runs seed prompts beside the frame loop and they land a few frames later) and, with
+``late_prompt_frame``, ``late_prompt_mask_delay_frames`` (frames from the late prompt's frame to its first mask).
 """
+
 
 from __future__ import annotations
 
@@ -72,12 +79,21 @@ def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measureme
         latency.dump(Path(text(params, "dump")))
     metrics = _figures(latency, integer(params, "warmup_frames"), n_sent)
     metrics["frames_dropped"] = count(status.frames_dropped, "frames", "lower")
+    metrics["frames_dropped_at_start"] = count(status.frames_dropped - metrics["frames_dropped_after_warmup"].value,
+                                               "frames", "lower")
     metrics["particles"] = count(len(prompts))
+    first = latency.indices[0] if latency.indices else 0
+    early = [latency.first_mask.get(p.particle, n_sent) - first for p in prompts if (p.frame or 0) == 0]
+    metrics["prompt_mask_delay_frames"] = count(max(early, default=0), "frames", "lower")
     present = _present_fraction(built.run_dir, len(latency.latencies_ms), len(prompts))
     if present is not None:
         metrics["present_fraction"] = Metric(present, "fraction", "higher")
     if late is not None:
-        metrics.update(_late_prompt(latency, integer(params, "late_prompt_frame")))
+        late_frame = integer(params, "late_prompt_frame")
+        metrics.update(_late_prompt(latency, late_frame))
+        last = max(p.particle for p in prompts)
+        metrics["late_prompt_mask_delay_frames"] = count(latency.first_mask.get(last, n_sent) - late_frame,
+                                                         "frames", "lower")
     return Measurement(metrics)
 
 
@@ -137,6 +153,7 @@ class LatencySink:
         self.indices: list[int] = []
         self.done_s: list[float] = []
         self.stage_ms: dict[str, list[float]] = {}
+        self.first_mask: dict[int, int] = {}  # particle -> index of the first frame with its mask
 
     def open(self, run: Any) -> None:
         pass
@@ -148,6 +165,9 @@ class LatencySink:
         self.indices.append(result.frame.index)
         for stage, ms in result.timings_ms.items():
             self.stage_ms.setdefault(stage, []).append(ms)
+        for mask in result.masks:
+            if mask.present and mask.particle not in self.first_mask:
+                self.first_mask[mask.particle] = result.frame.index
 
     def on_status(self, status: Any) -> None:
         pass

@@ -1,0 +1,312 @@
+"""Prompts seeded beside the frame loop (issue 23): a click never stalls a live stream.
+
+Backend: a batch seeded aside and landed on its own frame gives exactly what seeding on that frame
+gives (the synchronous path, kept for every-frame and offline runs); landed later, a moving particle
+is brought up to the landing frame. Lane: edits that come due while a batch is seeded wait for it, in
+order. Service, end to end over real ZeroMQ sockets (port 0) from a sender process pacing a camera at
+200 fps: a dozen prompts at once (one on empty background) and prompts added mid-stream over the
+control channel drop no frame while they are seeded, the bad one comes back as ``prompt_rejected``
+naming its particle, the others land within a bounded number of frames and are tracked.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sam4em_live.config import ServiceConfig
+from sam4em_live.control import ControlClient
+from sam4em_live.frames import Frame
+from sam4em_live.particles import Prompt, RemoveParticle
+from sam4em_live.segment.embedded.segmenter import EmbeddedSegmenter
+from sam4em_live.service.builder import build_service
+from sam4em_live.service.seeding import SeedingLane
+from sam4em_live.sources.array_source import ArraySource
+
+# A particle whose statistics snapshot comes two frames after it started makes `stats.fit._solve_linear`
+# divide by a zero determinant (one lag with weight): a bug of the statistics, not of seeding, hit on the
+# synchronous path as well when a prompt lands just before a publishing frame. Reported; ignored here.
+pytestmark = pytest.mark.filterwarnings("ignore:divide by zero encountered in divide:RuntimeWarning")
+
+RADIUS_PX = 10.0
+
+
+def disc_frames(n_frames: int, centres: list[tuple[float, float]], shape: tuple[int, int],
+                velocity: tuple[float, float] = (0.0, 0.0), seed: int = 0, walk_px: float = 0.0) -> np.ndarray:
+    """Dark discs (200 -> 120 counts, noise sigma 20) at ``centres`` (x, y), moving by ``velocity`` px a frame.
+
+    ``walk_px``: each disc also takes random-walk steps of this standard deviation (px per axis and frame).
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    frames = np.empty((n_frames, *shape), np.uint16)
+    walks = np.cumsum(rng.normal(0.0, walk_px, (n_frames, len(centres), 2)), axis=0) if walk_px else None
+    for t in range(n_frames):
+        image = np.full(shape, 200.0)
+        for k, (x, y) in enumerate(centres):
+            dx, dy = walks[t, k] if walks is not None else (0.0, 0.0)
+            cx, cy = x + velocity[0] * t + dx, y + velocity[1] * t + dy
+            image[(cols - cx) ** 2 + (rows - cy) ** 2 <= RADIUS_PX**2] = 120.0
+        frames[t] = np.clip(image + rng.normal(0, 20, shape), 0, 65535).astype(np.uint16)
+    return frames
+
+
+def grid_centres(count: int, shape: tuple[int, int], spacing: float = 64.0) -> list[tuple[float, float]]:
+    per_row = int((shape[1] - spacing) // spacing)
+    return [(spacing * (1 + i % per_row), spacing * (1 + i // per_row)) for i in range(count)]
+
+
+def frame(pixels: np.ndarray, index: int) -> Frame:
+    return Frame("test", index, float(index), pixels)
+
+
+def click(particle: int, x: float, y: float, at: int | None = 0) -> Prompt:
+    return Prompt(particle, at, ((x, y),), (1,))
+
+
+def same_masks(a: list[Any], b: list[Any]) -> bool:
+    return len(a) == len(b) and all(
+        m.particle == n.particle and m.present == n.present and m.bbox == n.bbox and m.score == n.score
+        and (m.crop is None if n.crop is None else np.array_equal(m.crop, n.crop)) for m, n in zip(a, b, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------- the backend
+
+
+def test_a_batch_landing_on_its_own_frame_equals_seeding_there() -> None:
+    centres = grid_centres(3, (192, 256))
+    frames = disc_frames(30, centres, (192, 256), velocity=(0.7, 0.4))
+    prompts = [click(p + 1, x, y) for p, (x, y) in enumerate(centres)]
+    synchronous, aside = EmbeddedSegmenter(), EmbeddedSegmenter()
+    seeded = aside.seed(frame(frames[0], 0), prompts)
+    assert seeded.rejected == () and len(seeded.prepared) == 3
+    assert same_masks(synchronous.track(frame(frames[0], 0), prompts),
+                      aside.track(frame(frames[0], 0), list(seeded.edits), seeded=seeded))
+    for i in range(1, len(frames)):  # and the particles go on identically
+        assert same_masks(synchronous.track(frame(frames[i], i)), aside.track(frame(frames[i], i)))
+
+
+def test_a_prompt_landing_later_is_brought_up_to_the_landing_frame() -> None:
+    velocity, late = (1.5, -1.0), 12
+    frames = disc_frames(late + 1, [(80.0, 120.0)], (192, 192), velocity=velocity)
+    segmenter = EmbeddedSegmenter()
+    seeded = segmenter.seed(frame(frames[0], 0), [click(1, 80.0, 120.0)])
+    (mask,) = segmenter.track(frame(frames[late], late), [e.at_frame(late) for e in seeded.edits], seeded=seeded)
+    truth = (80.0 + velocity[0] * late, 120.0 + velocity[1] * late)  # 21.6 px from the click
+    assert mask.present and mask.crop is not None
+    rows, cols = np.nonzero(mask.crop)
+    x0, y0 = mask.bbox[0], mask.bbox[1]
+    assert np.hypot(cols.mean() + x0 - truth[0], rows.mean() + y0 - truth[1]) < 2.0
+
+
+def test_a_prompt_that_cannot_be_seeded_aside_is_returned_naming_its_particle() -> None:
+    frames = disc_frames(1, [(60.0, 60.0)], (128, 128))
+    seeded = EmbeddedSegmenter().seed(frame(frames[0], 0), [click(1, 60.0, 60.0), click(7, 110.0, 10.0)])
+    assert [e.particle for e in seeded.edits] == [1]
+    ((edit, reason),) = seeded.rejected
+    assert edit.particle == 7 and "particle 7 " in reason
+
+
+# ---------------------------------------------------------------------------------------------- the lane
+
+
+def land(lane: SeedingLane, pixels: np.ndarray, first: int, timeout_s: float = 30.0) -> tuple[int, Any]:
+    """Route empty frames from ``first`` on until a batch lands: (its frame, the landing)."""
+    deadline = time.monotonic() + timeout_s
+    index = first
+    while time.monotonic() < deadline:
+        landing = lane.route(frame(pixels, index), [])
+        if landing.seeded is not None or landing.edits:
+            return index, landing
+        index += 1
+        time.sleep(0.005)
+    raise AssertionError("the batch never landed")
+
+
+def test_edits_due_while_a_batch_is_seeded_wait_for_it_in_order() -> None:
+    pixels = disc_frames(1, [(60.0, 60.0), (140.0, 60.0)], (128, 200))[0]
+    lane = SeedingLane(EmbeddedSegmenter())
+    try:
+        assert lane.route(frame(pixels, 0), [click(1, 60.0, 60.0, 0)]) == ([], None)  # seeding aside
+        assert lane.busy
+        removal = RemoveParticle(1, 1)
+        assert lane.route(frame(pixels, 1), [removal]).edits == []  # waits: particle 1 is not there yet
+        index, landing = land(lane, pixels, 2)
+        assert [type(e).__name__ for e in landing.edits] == ["Prompt", "RemoveParticle"]  # in their order
+        assert all(e.frame == index for e in landing.edits)  # anchored where they take effect
+        assert landing.seeded is not None and landing.seeded.frame_index == 0
+        assert lane.last_delay_frames == index and not lane.busy
+        # Nothing in flight, no prompt: edits pass straight through on their own frame.
+        removal = RemoveParticle(2, index + 1)
+        assert lane.route(frame(pixels, index + 1), [removal]) == ([removal], None)
+    finally:
+        lane.close()
+
+
+def test_only_live_runs_seed_aside() -> None:
+    pixels = disc_frames(3, [(60.0, 60.0)], (128, 128))
+    for backpressure, aside in (("latest", True), ("every-frame", False)):
+        config = ServiceConfig.from_mapping({"recorder": {"enabled": False}, "publisher": {"enabled": False},
+                                             "pipeline": {"backpressure": backpressure}})
+        built = build_service(config, source=ArraySource(pixels), edits=[click(1, 60.0, 60.0)])
+        try:
+            built.service.run()
+        finally:
+            built.close()
+        processor = built.service.processor
+        assert processor is not None and (processor.seeding is not None) is aside
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+CAMERA_FPS = 200.0
+
+
+def _send(endpoint: str, frames: np.ndarray, n_frames: int, fps: float, go: Any) -> None:
+    """A camera over ZeroMQ (PUSH): ``n_frames`` at ``fps`` (``frames`` forwards, then backwards), then the end."""
+    import zmq
+
+    from sam4em_live.wire import encode_frame, encode_series_end
+
+    context = zmq.Context()
+    socket = context.socket(zmq.PUSH)
+    socket.setsockopt(zmq.SNDHWM, 64)
+    socket.connect(endpoint)
+    order = [*range(len(frames)), *range(len(frames) - 2, 0, -1)]  # continuous paths, played to and fro
+    go.wait()
+    start = time.perf_counter()
+    for i in range(n_frames):
+        delay = start + i / fps - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        socket.send_multipart(encode_frame(frames[order[i % len(order)]], "camera", i, time.time()), copy=False)
+    socket.send_multipart(encode_series_end("camera", n_frames))
+    socket.close(linger=-1)
+    context.term()
+
+
+class FrameLog:
+    """A real sink: which particles each processed frame had, and the prompt rejections."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.present: dict[int, set[int]] = {}
+        self.rejected: list[tuple[int, int | None, str]] = []
+
+    def open(self, run: Any) -> None:
+        pass
+
+    def consume(self, result: Any) -> None:
+        with self.lock:
+            self.present[result.frame.index] = {m.particle for m in result.masks if m.present}
+            self.rejected += [(e.frame, e.particle, str(e.detail.get("reason", "")))
+                              for e in result.events if e.kind == "prompt_rejected"]
+
+    def on_status(self, status: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def first_with(self, particles: set[int]) -> int | None:
+        with self.lock:
+            return min((f for f, present in self.present.items() if particles <= present), default=None)
+
+
+def _camera_run(frames: np.ndarray, n_frames: int, edits: list[Prompt], control: bool = False,
+                during: Any = None) -> tuple[FrameLog, Any]:
+    """The live service (embedded, ``latest``, queue 8) fed over ZeroMQ at 200 fps by a sender process."""
+    config = ServiceConfig.from_mapping({
+        "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
+        "recorder": {"enabled": False}, "publisher": {"enabled": False},
+        "control": {"enabled": control, "endpoint": "tcp://127.0.0.1:0"},
+        "pipeline": {"backpressure": "latest", "queue_frames": 8, "status_interval_s": 0.2},
+        "quotas": {"max_worker_load": 1.0, "max_edits_per_s": 100.0},
+    })
+    log = FrameLog()
+    built = build_service(config, edits=edits, extra_sinks=[log], stop_at_series_end=True)
+    built.service.start()
+    go = mp.Event()
+    sender = mp.Process(target=_send, args=(_bound(built.service.source), frames, n_frames, CAMERA_FPS, go))
+    sender.start()
+    try:
+        go.set()
+        if during is not None:
+            during(built, log)
+        sender.join(60)
+        assert built.service.wait(60)
+    finally:
+        if sender.is_alive():
+            sender.kill()
+        built.service.stop()
+        built.close()
+    return log, built.service.status()
+
+
+def _bound(source: Any, timeout_s: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        endpoint = str(getattr(source, "endpoint", ""))
+        if endpoint and not endpoint.endswith(":0"):
+            return endpoint
+        time.sleep(0.01)
+    raise TimeoutError("the service did not bind its ZeroMQ source")
+
+
+def _assert_seeded_without_a_drop(log: FrameLog, prompted_on: int, good: set[int], bad: int) -> int:
+    """No frame lost from the prompts' frame to their landing; the bad one named; returns the landing frame."""
+    landed = log.first_with(good)
+    assert landed is not None, "the prompts never landed"
+    processed = sorted(f for f in log.present if prompted_on <= f <= landed)
+    assert processed == list(range(prompted_on, landed + 1)), (
+        f"frames lost while seeding: {sorted(set(range(prompted_on, landed + 1)) - set(processed))[:20]}")
+    assert landed - prompted_on < 400  # bounded (reported by the pipeline benchmark)
+    ((frame_index, _, reason),) = [r for r in log.rejected if r[1] == bad]
+    assert frame_index == landed and f"particle {bad} " in reason
+    later = [f for f in log.present if landed < f <= landed + 20]
+    assert later and all(good <= log.present[f] for f in later)  # and they are tracked
+    return landed
+
+
+@pytest.mark.slow
+def test_a_dozen_prompts_at_once_drop_no_frame_of_a_200_fps_camera() -> None:
+    shape = (320, 448)
+    centres = grid_centres(12, shape)
+    frames = disc_frames(60, centres, shape, walk_px=1.5)
+    good = {p + 1 for p in range(12)}
+    edits = [click(p + 1, x, y, at=10) for p, (x, y) in enumerate(centres)]
+    edits.append(click(99, 32.0, 300.0, at=10))  # empty background: cannot be seeded
+    log, status = _camera_run(frames, 500, edits)
+    _assert_seeded_without_a_drop(log, 10, good, 99)
+    assert status.frames_received == 500 and status.segmentation_errors == 0
+
+
+@pytest.mark.slow
+def test_prompts_added_mid_stream_over_the_control_channel_drop_no_frame() -> None:
+    shape = (320, 448)
+    centres = grid_centres(8, shape)
+    frames = disc_frames(60, centres, shape, walk_px=1.5)
+    tracked = [click(p + 1, x, y, at=0) for p, (x, y) in enumerate(centres[:2])]
+    clicked_on: list[int] = []
+
+    def add_particles(built: Any, log: FrameLog) -> None:
+        deadline = time.monotonic() + 20
+        while log.first_with({1, 2}) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        client = ControlClient(built.control.endpoint, timeout_s=5.0)
+        try:
+            with log.lock:
+                clicked_on.append(max(log.present) + 1)  # the prompts are for the next frame processed
+            for p, (x, y) in enumerate(centres[2:], start=3):
+                client.add_prompt(p, points=[(x, y)])
+            client.add_prompt(98, points=[(32.0, 300.0)])
+        finally:
+            client.close()
+
+    log, _ = _camera_run(frames, 700, tracked, control=True, during=add_particles)
+    _assert_seeded_without_a_drop(log, clicked_on[0], set(range(1, 9)), 98)
