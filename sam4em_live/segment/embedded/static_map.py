@@ -42,6 +42,15 @@ HORIZON_UPDATES = 24
 FIRST_INTERVAL_FRAMES, FIRST_UPDATES = 4, 4
 #: A footprint cell counts only once it has been updated this often.
 MIN_UPDATES = 1
+#: A map block is a static feature where its contrast (the map smoothed at `FEATURE_SMOOTHING_BLOCKS` against
+#: the map smoothed at `FEATURE_SURROUND_BLOCKS`) stands `FEATURE_SIGMAS` robust sigmas of that contrast and
+#: `FEATURE_MIN_CONTRAST` out (either polarity); features are widened by `FEATURE_MARGIN_BLOCKS` so a match
+#: touching one is checked.
+FEATURE_SMOOTHING_BLOCKS = 1.5
+FEATURE_SURROUND_BLOCKS = 10.0
+FEATURE_SIGMAS = 4.0
+FEATURE_MIN_CONTRAST = 0.01
+FEATURE_MARGIN_BLOCKS = 1
 
 
 def map_factor(shape: tuple[int, int]) -> int:
@@ -58,6 +67,7 @@ class StaticMap:
         self.n_updates = 0
         self.mean: np.ndarray | None = None
         self.updates: np.ndarray | None = None
+        self.features: np.ndarray | None = None  # blocks on or next to a static feature (`near_feature`)
 
     def observe(self, frame_index: int, pixels: np.ndarray, claims: Iterable[Placement],
                 keep_out: Iterable[tuple[float, float, float]] = ()) -> None:
@@ -87,6 +97,18 @@ class StaticMap:
         blocks -= self.mean
         blocks *= weight
         self.mean += blocks
+        self.features = _features(self.mean, self.updates >= MIN_UPDATES)
+
+    def near_feature(self, placed: Placement) -> bool:
+        """Whether a placed mask's box touches a block of a static feature (cheap: a slice of a boolean map).
+
+        The identity gate asks `explains_mask` only there, so a particle in the open costs nothing more.
+        """
+        if self.features is None:
+            return False
+        f = self.factor
+        x0, y0, x1, y1 = placed.box
+        return bool(self.features[y0 // f : (y1 - 1) // f + 1, x0 // f : (x1 - 1) // f + 1].any())
 
     def explains(self, pixels: np.ndarray, x: float, y: float, radius_px: float, polarity: float) -> float:
         """Fraction (0..) of the contrast at (x, y) now that the long-run mean already shows there.
@@ -151,6 +173,25 @@ class StaticMap:
         if contrast_now <= 0:
             return 0.0
         return max(_contrast(past, footprint & known, ring & known, polarity), 0.0) / contrast_now
+
+
+def _features(mean: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Blocks of the map that stand out from their surroundings (static features), widened by a margin.
+
+    The map is smoothed a little (`FEATURE_SMOOTHING_BLOCKS`: single blocks are noisy early on) and compared
+    with a heavily smoothed copy (`FEATURE_SURROUND_BLOCKS`: the local background, gradients included).
+    """
+    if not known.any():
+        return np.zeros(mean.shape, bool)
+    filled = np.where(known, mean, np.float32(np.median(mean[known])))
+    smooth = ndimage.gaussian_filter(filled, FEATURE_SMOOTHING_BLOCKS, mode="nearest")
+    surround = ndimage.gaussian_filter(filled, FEATURE_SURROUND_BLOCKS, mode="nearest")
+    contrast = np.abs(1.0 - smooth / np.maximum(surround, 1e-6))
+    values = contrast[known]
+    centre = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - centre)))
+    standing = known & (contrast > max(centre + FEATURE_SIGMAS * spread, FEATURE_MIN_CONTRAST))
+    return ndimage.binary_dilation(standing, iterations=FEATURE_MARGIN_BLOCKS) if standing.any() else standing
 
 
 def _block_coverage(crop: np.ndarray, x0: int, y0: int, factor: int, margin: int) -> np.ndarray:

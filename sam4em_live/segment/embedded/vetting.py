@@ -66,7 +66,7 @@ def match_refusal(static: StaticMap, pixels: np.ndarray, track: TrackedParticle,
     """Why a detection may not carry the particle's id (None: it may; see the module docstring)."""
     in_frame = in_frame_fraction(placed)
     step = step_in_scales(track, estimate.x, estimate.y)
-    if step <= STATIC_CHECK_STEP and in_frame >= EDGE_CUT_VISIBLE:
+    if step <= STATIC_CHECK_STEP and in_frame >= EDGE_CUT_VISIBLE and not static.near_feature(placed):
         return None  # a short step in the open: the per-frame path
     reason = None
     if step > PLAUSIBLE_JUMP:
