@@ -54,3 +54,9 @@ class EmbeddedOptions(FrozenModel):
     # ... plus weight * turn² / (2 sigma²).
     turn_prior_sigma_deg: float = Field(30.0, gt=0)
     turn_prior_weight_z: float = Field(1.0, ge=0)
+    # The stream's fixed background (illumination, detector gains, static texture), learned at low resolution
+    # and divided out before seeding and matching (segment/embedded/background.py). "auto": only once the
+    # frames show such structure (a flat stream passes untouched); "on": always; "off": never.
+    background_model: Literal["auto", "on", "off"] = "auto"
+    # Fold a frame into the background map every n-th frame (every 2nd for the first 8 updates).
+    background_update_interval_frames: PositiveInt = 4

@@ -1,0 +1,285 @@
+"""Flat field: the stream's fixed background, learned over time and divided out before matching.
+
+Real frames are not flat. Uneven illumination (a ramp, a vignette), a detector read out through
+ports of slightly different gain, and a sample's own texture (liquid thickness, membrane
+roughness: correlated, mostly static) all multiply the image. Within a search window they can
+exceed a particle's 5 % contrast several times over, and seeding, matching and the presence
+decision then see the background instead of the particle (issue 16: the `gradient-vignette` and
+`foreign-noise` robustness cells lost particles for most of a clip or seeded on the texture).
+
+`FlatField` keeps a low-resolution map of the relative background (mean 1) and hands the
+segmenter each frame divided by it, in the frame's own dtype:
+
+- **first frame** (where the prompts are seeded, before anything is learned over time): the map
+  is the smooth illumination fitted to that frame alone (`illumination.fit_illumination`: a cubic
+  surface and four quadrant gains, particles rejected as outliers);
+- **then** every ``interval`` frames (sooner at first) the frame's blocks, divided by the frame's
+  level (so a dose change or a blanked beam does not enter the map), are folded into a per-block
+  running mean that starts from that fit. Blocks under a tracked particle's mask (and one block
+  around it) and around a lost particle's last position are not updated, so the map never learns
+  a particle; anything that stays put -- texture, gain steps, static blobs -- is learned at the
+  map's resolution and divided out.
+
+Correction is applied only when the map has structure (``mode="auto"``: the fitted illumination
+varies by `STRUCTURE_ON` rms or more, and until it falls below `STRUCTURE_OFF`). A flat stream
+(our simulator's own frames, the SAM4EM presets) is passed through untouched: same pixels, no
+cost beyond the map's upkeep (~0.05 ms a frame at 1024²). Corrected, a 1024² uint16 frame costs
+one multiply and a conversion (~1 ms; docs/embedded_backend.md, "Background").
+
+Coordinates: x = column, y = row, pixels; the map's block (r, c) covers rows r*f .. r*f+f-1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+import numpy as np
+
+from sam4em_live.segment.embedded.illumination import fit_illumination
+from sam4em_live.segment.embedded.window import block_mean
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sam4em_live.segment.embedded.raster import Placement
+
+BackgroundMode = Literal["auto", "on", "off"]
+
+#: The map has about this many blocks along the frame's longer side, and blocks of at least `MIN_FACTOR` px.
+MAP_CELLS, MIN_FACTOR = 128, 4
+#: The structure test and the first-frame fit use blocks this many map blocks wide (~32 cells across).
+FIT_FACTOR = 4
+#: The fitted illumination counts as this many observations of each block (a prior for the running mean).
+PRIOR_OBSERVATIONS = 2
+#: Update every this many frames, faster for the first `FIRST_UPDATES` updates; forget with this horizon.
+UPDATE_INTERVAL_FRAMES = 4
+FIRST_INTERVAL_FRAMES, FIRST_UPDATES = 2, 8
+HORIZON_UPDATES = 32
+#: Correct when the illumination's rms variation reaches this, stop when it falls below the lower value.
+STRUCTURE_ON, STRUCTURE_OFF = 0.015, 0.01
+#: Blocks within this distance of a tracked particle's mask are left out of an update (its blurred rim).
+WITHHOLD_MARGIN_PX = 3.0
+
+
+def map_factor(shape: tuple[int, int]) -> int:
+    """Block size of the map for a frame: about `MAP_CELLS` blocks along the longer side, at least `MIN_FACTOR`."""
+    return max(MIN_FACTOR, math.ceil(max(shape) / MAP_CELLS))
+
+
+class MapState(NamedTuple):
+    """What the frame is divided by.
+
+    Replaced whole on every update, so a reader on another thread (`EmbeddedSegmenter.seed`) always
+    sees one consistent state.
+    """
+
+    shape: tuple[int, int]
+    factor: int
+    relative: np.ndarray  # per block, mean 1
+    structure: float
+    active: bool
+    gain: np.ndarray | None  # full-resolution 1 / relative; only while active
+
+
+class FlatField:
+    """The stream's relative background at low resolution, and the frame divided by it (see module doc)."""
+
+    def __init__(self, mode: BackgroundMode = "auto", interval: int = UPDATE_INTERVAL_FRAMES,
+                 horizon: int = HORIZON_UPDATES) -> None:
+        self.mode, self.interval, self.horizon = mode, interval, horizon
+        self.state: MapState | None = None
+        self.observations: np.ndarray | None = None  # per block, the prior included (track thread only)
+        self.n_updates = 0
+
+    @property
+    def active(self) -> bool:
+        return self.state is not None and self.state.active
+
+    # ------------------------------------------------------------------ per frame
+
+    def flatten(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` divided by the learned background, same dtype and shape; ``pixels`` itself when off.
+
+        The first frame of a stream (or of a new frame size) starts the map from its fitted illumination.
+        Saturated integer pixels stay saturated (they are read as missing downstream); no other pixel
+        becomes saturated.
+        """
+        if self.mode == "off" or pixels.ndim != 2:
+            return pixels
+        shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+        if self.state is None or self.state.shape != shape:
+            self.state = self._started(pixels, shape)
+            self.n_updates = 0
+            self.observations = (None if self.state is None
+                                 else np.full(self.state.relative.shape, PRIOR_OBSERVATIONS, np.float32))
+        return _divided(pixels, self.state)
+
+    def peek(self, pixels: np.ndarray) -> np.ndarray:
+        """`flatten` without changing anything (safe beside `flatten` and `observe` on another thread).
+
+        Before the first frame (or on a frame of another size) the frame's own fitted illumination is used.
+        """
+        if self.mode == "off" or pixels.ndim != 2:
+            return pixels
+        shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+        state = self.state
+        if state is None or state.shape != shape:
+            state = self._started(pixels, shape)
+        return _divided(pixels, state)
+
+    def observe(self, frame_index: int, pixels: np.ndarray, claims: Iterable[Placement],
+                keep_out: Iterable[tuple[float, float, float]] = ()) -> None:
+        """Fold this (raw) frame into the map when due; blocks under ``claims`` and ``keep_out`` discs are kept."""
+        state, observations = self.state, self.observations
+        if self.mode == "off" or state is None or observations is None or state.shape != pixels.shape:
+            return
+        if frame_index % (FIRST_INTERVAL_FRAMES if self.n_updates < FIRST_UPDATES else self.interval):
+            return
+        blocks = _blocks(pixels, state.factor)
+        if blocks is None or blocks.shape != state.relative.shape:
+            return
+        learn = np.ones(blocks.shape, bool)
+        for claim in claims:
+            _withhold_mask(learn, claim, state.factor)
+        for x, y, r in keep_out:
+            _withhold_disc(learn, x, y, r + state.factor, state.factor)
+        if not learn.any():
+            return
+        # The frame's level, robust to what is in it: a dose change must not enter the (relative) map.
+        level = float(np.median(blocks[learn] / state.relative[learn]))
+        if not math.isfinite(level) or level <= 0:
+            return
+        observations += learn
+        weight = learn / np.minimum(observations, self.horizon).astype(np.float32)
+        blocks *= np.float32(1.0 / level)
+        blocks -= state.relative
+        blocks *= weight
+        blocks += state.relative  # a new array: a reader may hold the old one
+        blocks /= np.float32(blocks.mean())
+        self.n_updates += 1
+        structure = _structure(blocks, state.shape, state.factor)
+        self.state = self._state(state.shape, state.factor, blocks, state.structure if structure is None
+                                 else structure, state.active)
+
+    # ------------------------------------------------------------------ internals
+
+    def _started(self, pixels: np.ndarray, shape: tuple[int, int]) -> MapState | None:
+        """A new map from one frame: its fitted illumination at the map's resolution (None: frame too small)."""
+        factor = map_factor(shape)
+        blocks = _blocks(pixels, factor)
+        if blocks is None:
+            return None
+        step = FIT_FACTOR * factor
+        fit = fit_illumination(_coarse(blocks, FIT_FACTOR), shape[0] / 2 / step, shape[1] / 2 / step)
+        if fit is None:
+            return None
+        fine = fit.relative(FIT_FACTOR)
+        relative = np.ones(blocks.shape, np.float32)
+        rows, cols = min(fine.shape[0], blocks.shape[0]), min(fine.shape[1], blocks.shape[1])
+        relative[:rows, :cols] = fine[:rows, :cols]
+        _extend_edges(relative, (rows, cols))
+        relative /= np.float32(relative.mean())
+        return self._state(shape, factor, relative, fit.structure, False)
+
+    def _state(self, shape: tuple[int, int], factor: int, relative: np.ndarray, structure: float,
+               was_active: bool) -> MapState:
+        # Hysteresis: a map near the threshold does not switch the correction on and off.
+        threshold = STRUCTURE_OFF if was_active else STRUCTURE_ON
+        active = self.mode == "on" or structure >= threshold
+        gain = _full_gain(relative, factor, shape) if active else None
+        return MapState(shape, factor, relative, structure, active, gain)
+
+
+def _blocks(pixels: np.ndarray, factor: int) -> np.ndarray | None:
+    """Block means of the frame on the map's grid (a partial last row / column of blocks is dropped)."""
+    rows, cols = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
+    if rows < FIT_FACTOR * factor or cols < FIT_FACTOR * factor:
+        return None
+    return block_mean(pixels[:rows, :cols], factor)
+
+
+def _structure(relative: np.ndarray, shape: tuple[int, int], factor: int) -> float | None:
+    """The spread of the smooth illumination fitted to a map (None: too small to fit)."""
+    step = FIT_FACTOR * factor
+    fit = fit_illumination(_coarse(relative, FIT_FACTOR), shape[0] / 2 / step, shape[1] / 2 / step)
+    return None if fit is None else fit.structure
+
+
+def _full_gain(relative: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """1 / relative background at full resolution (each block's value on its pixels), float32."""
+    inverse = (1.0 / np.maximum(relative, np.float32(1e-3))).astype(np.float32)
+    full = np.repeat(np.repeat(inverse, factor, 0), factor, 1)
+    rows, cols = shape
+    pad_rows, pad_cols = max(rows - full.shape[0], 0), max(cols - full.shape[1], 0)
+    if pad_rows or pad_cols:  # the partial last blocks take their neighbours' gain
+        full = np.pad(full, ((0, pad_rows), (0, pad_cols)), mode="edge")
+    return np.ascontiguousarray(full[:rows, :cols])
+
+
+def _divided(pixels: np.ndarray, state: MapState | None) -> np.ndarray:
+    """``pixels`` times the state's gain in their own dtype (``pixels`` itself when the correction is off)."""
+    if state is None or state.gain is None:
+        return pixels
+    corrected = np.multiply(pixels, state.gain, dtype=np.float32)
+    if pixels.dtype.kind not in "ui":
+        return corrected
+    top = int(np.iinfo(pixels.dtype).max)
+    np.minimum(corrected, np.float32(top - 1), out=corrected)  # no new saturated pixel
+    if pixels.dtype.kind == "u":
+        corrected += np.float32(0.5)  # then truncation rounds (values >= 0)
+    else:
+        np.rint(corrected, out=corrected)
+    out = corrected.astype(pixels.dtype)
+    if np.maximum.reduce(pixels, axis=None) >= top:  # saturated pixels stay saturated (read as missing)
+        out[pixels >= top] = top
+    return out
+
+
+def _coarse(blocks: np.ndarray, k: int) -> np.ndarray:
+    """Means of ``k`` x ``k`` groups of blocks (a partial last group is dropped)."""
+    rows, cols = (blocks.shape[0] // k) * k, (blocks.shape[1] // k) * k
+    return blocks[:rows, :cols].reshape(rows // k, k, cols // k, k).mean(axis=(1, 3), dtype=np.float64)
+
+
+def _extend_edges(grid: np.ndarray, filled: tuple[int, ...]) -> None:
+    """Copy the last filled row / column of ``grid`` into the rows / columns beyond ``filled``."""
+    rows, cols = min(filled[0], grid.shape[0]), min(filled[1], grid.shape[1])
+    if rows < grid.shape[0]:
+        grid[rows:, :] = grid[rows - 1 : rows, :]
+    if cols < grid.shape[1]:
+        grid[:, cols:] = grid[:, cols - 1 : cols]
+
+
+def _withhold_mask(learn: np.ndarray, claim: Placement, factor: int) -> None:
+    """Clear ``learn`` on every block within `WITHHOLD_MARGIN_PX` (at least one block) of a claimed mask."""
+    x0, y0, _, _ = claim.box
+    ys, xs = np.nonzero(claim.crop)
+    if ys.size == 0:
+        return
+    grow = max(1, math.ceil(WITHHOLD_MARGIN_PX / factor))
+    rows, cols = (ys + y0) // factor, (xs + x0) // factor
+    r0, c0 = int(rows.min()) - grow, int(cols.min()) - grow
+    touched = np.zeros((int(rows.max()) + grow + 1 - r0, int(cols.max()) + grow + 1 - c0), bool)
+    touched[rows - r0, cols - c0] = True
+    for _ in range(grow):  # one block further, to the 8 neighbours: shifted ors of a small array
+        touched[1:] |= touched[:-1].copy()
+        touched[:-1] |= touched[1:].copy()
+        touched[:, 1:] |= touched[:, :-1].copy()
+        touched[:, :-1] |= touched[:, 1:].copy()
+    n_rows, n_cols = learn.shape
+    ra, rb, ca, cb = max(r0, 0), min(r0 + touched.shape[0], n_rows), max(c0, 0), min(c0 + touched.shape[1], n_cols)
+    if ra < rb and ca < cb:
+        learn[ra:rb, ca:cb] &= ~touched[ra - r0 : rb - r0, ca - c0 : cb - c0]
+
+
+def _withhold_box(learn: np.ndarray, x0: float, y0: float, x1: float, y1: float, factor: int) -> None:
+    """Clear ``learn`` on every block that the pixel rectangle [x0, x1) x [y0, y1) touches."""
+    r0, r1 = max(int(y0 // factor), 0), max(int(-(-y1 // factor)), 0)
+    c0, c1 = max(int(x0 // factor), 0), max(int(-(-x1 // factor)), 0)
+    learn[r0:r1, c0:c1] = False
+
+
+def _withhold_disc(learn: np.ndarray, x: float, y: float, reach: float, factor: int) -> None:
+    """Clear ``learn`` on the blocks of the square around (x, y) with half-size ``reach`` (pixels)."""
+    _withhold_box(learn, x - reach, y - reach, x + reach + 1, y + reach + 1, factor)
