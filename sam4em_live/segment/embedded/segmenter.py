@@ -33,6 +33,7 @@ from sam4em_live.particles import (
     validate_edit,
 )
 from sam4em_live.segment.base import RejectedEdit, SeededEdits, prompt_key
+from sam4em_live.segment.embedded.background import FlatField
 from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
@@ -106,6 +107,8 @@ class EmbeddedSegmenter:
         self._reacquire_turn = 0
         self._static = StaticMap()  # what never moves: no re-acquisition there (`identity`)
         self._exposure = Exposure()  # a blanked beam: every particle absent
+        # The stream's fixed background, divided out before seeding and matching (`background`).
+        self._background = FlatField(self.options.background_model, self.options.background_update_interval_frames)
         self._behind = False  # set by note_backlog (live mode only)
         self._lost_turn = 0  # which lost particle is searched while behind (round robin)
 
@@ -123,7 +126,7 @@ class EmbeddedSegmenter:
 
     def track(self, frame: Frame, edits: Sequence[ParticleEdit] = (), seeded: SeededEdits | None = None
               ) -> list[ParticleMask]:
-        pixels = frame.pixels
+        pixels = self._background.flatten(frame.pixels)
         if pixels.ndim != 2:
             raise ValueError(f"embedded backend needs a 2-D frame, got shape {pixels.shape}")
         results: dict[int, ParticleMask] = {}
@@ -165,6 +168,7 @@ class EmbeddedSegmenter:
                 results[track.particle] = found
         lost_places = [(t.x, t.y, t.memory.radius_px) for t in self._tracks.values() if not t.present]
         self._static.observe(self._frames_seen, pixels, claims, lost_places)
+        self._background.observe(self._frames_seen, frame.pixels, claims, lost_places)
         self._frames_seen += 1
         return [results[pid] for pid in sorted(self._tracks) if pid in results]
 
@@ -181,7 +185,7 @@ class EmbeddedSegmenter:
         seed and its new particle, calibrated on this frame, as `_apply_prompt` makes them. A prompt that
         cannot be seeded is returned in ``rejected`` with its reason.
         """
-        pixels = frame.pixels
+        pixels = self._background.peek(frame.pixels)
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
         kept: list[ParticleEdit] = []
         rejected: list[RejectedEdit] = []
