@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -136,7 +137,7 @@ def _coarse_stage(group: list[_Search]) -> None:
     denominators = []
     for s in group:
         contrast = s.window.level.contrast
-        sigma = s.track.memory.noise_level(factor, lambda c=contrast: robust_noise(c, None))
+        sigma = s.track.memory.noise_level(factor, partial(robust_noise, contrast, None))
         denominators.append(sigma * s.window.bank.norms)  # type: ignore[union-attr]
     # The sigma's type sets the z's dtype (a numpy float64 makes it float64): members differing in it go apart.
     for members, denominator in _by_dtype(group, denominators):
@@ -174,7 +175,7 @@ def _coarse_members(group: list[_Search], denominator: np.ndarray, factor: int, 
             continue
         dx = _parabola(left, mid, right) if 0 < cc < n_valid - 1 else 0.0
         dy = _parabola(up, mid, down) if 0 < rr < n_valid - 1 else 0.0
-        s.start = CoarsePose(x + dx * factor, y + dy * factor, float(s.window.bank.angles_deg[kk]))  # type: ignore[union-attr]
+        s.start = CoarsePose(x + dx * factor, y + dy * factor, float(s.window.bank.angles_deg[kk]))
 
 
 def _neighbours(surface: np.ndarray, members: np.ndarray, k: np.ndarray, r: np.ndarray, c: np.ndarray,
@@ -332,7 +333,7 @@ def _fine_stage(group: list[_Search]) -> None:
     for s in group:
         assert s.fine is not None and s.start is not None
         contrast = s.fine.contrast
-        sigma = s.track.memory.noise_level(factor, lambda c=contrast: robust_noise(c, None))
+        sigma = s.track.memory.noise_level(factor, partial(robust_noise, contrast, None))
         bank = s.track.memory.banks.fine_bank(int(round(s.start.angle_deg / step)) if step > 0 else 0, span)
         cx = int(round((s.start.x - s.fine.x0 - offset) / factor))
         cy = int(round((s.start.y - s.fine.y0 - offset) / factor))
