@@ -250,6 +250,35 @@ def test_videos_track_with_positions_and_time_from_the_container(tmp_path, suffi
     np.testing.assert_allclose(table.x_nm, table.x * 2.0)
 
 
+@pytest.mark.parametrize("suffix, codec, shape, pixel_format", [
+    (".mp4", "libx264", (96, 128), None),  # yuv420p, limited range: the grey conversion rescales the luma
+    (".avi", "mpeg4", (72, 100), None),  # rows padded by FFmpeg: the reader copies the unpadded part
+    (".avi", "mjpeg", (70, 90), "yuvj420p"),  # full range
+    (".mp4", "libx264", (64, 80), "yuv444p"),
+])
+def test_videos_read_exactly_as_imageios_grey_iteration(tmp_path, suffix, codec, shape, pixel_format):
+    """The fast path (PyAV, one scaler context per file, no copy) gives imageio's ``iter(format="gray")`` pixels."""
+    import imageio.v3 as iio
+
+    frames, _ = disk_video(n_frames=20, shape=shape, dtype=np.uint8, noise=0.0, velocity=(2.0, 1.0))
+    path = tmp_path / f"clip{suffix}"
+    extra = {"out_pixel_format": pixel_format} if pixel_format else {}
+    iio.imwrite(path, np.stack([frames] * 3, axis=-1), plugin="pyav", codec=codec, fps=20, **extra)
+    with iio.imopen(path, "r", plugin="pyav") as video:
+        expected = np.stack([np.asarray(f) for f in video.iter(format="gray")])
+    reader = VideoReader(path)
+    try:
+        got = [reader.read(i) for i in range(reader.n_frames)]
+        looped = reader.read(0)  # back to the start: a fresh decoder
+    finally:
+        reader.close()
+    assert len(got) == len(expected) == 20
+    assert all(g.flags.c_contiguous and g.dtype == np.uint8 for g in got)
+    np.testing.assert_array_equal(np.stack(got), expected)
+    np.testing.assert_array_equal(looped, expected[0])
+    assert np.abs(expected.astype(int) - frames).mean() < 2  # and they are the frames written (lossy codecs)
+
+
 def test_a_damaged_video_is_refused_naming_the_file(tmp_path):
     (tmp_path / "cut.mp4").write_bytes(b"\x00" * 100)
     with pytest.raises(ReplayError, match="not a readable video") as info:
