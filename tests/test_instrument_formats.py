@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from sam4em_live.io.frame_readers import ReplayError
+from sam4em_live.io.mapped_image import MappedFrames
 from sam4em_live.io.reader_registry import open_reader
 from sam4em_live.io.vendor_calibration import axis_length_nm, calibration_from_signal, tia_frame_times_s
 from sam4em_live.io.vendor_readers import Hdf5FrameChunks, VendorStackReader, read_signals
@@ -180,20 +181,139 @@ def test_a_dm4_stack_is_memory_mapped_as_rosettasciio_describes_it(tmp_path):
     np.testing.assert_array_equal(_rosettasciio_frames(path), frames)
 
 
-def test_a_velox_stack_of_full_size_frames_reads_each_frame_as_its_own_chunk(formats_dir, tmp_path):
-    """Velox layout (one chunk per frame): the direct chunk read equals rosettasciio's lazy read."""
+def test_a_velox_stack_of_full_size_frames_maps_each_frame_at_its_own_chunk(formats_dir, tmp_path):
+    """Velox layout (one chunk per frame, per-frame metadata chunks between them): each frame is a view of
+    the file at its chunk's offset, equal to the direct chunk read and to rosettasciio's read."""
     frames = np.random.default_rng(5).integers(0, 4000, (6, 128, 160)).astype(np.uint16)
     path = velox_stack(formats_dir / "fei_example_tem_stack.emd", tmp_path / "stack.emd", frames)
     reader = open_reader(path)
     try:
-        assert isinstance(reader._frames, Hdf5FrameChunks)
+        assert isinstance(reader._frames, MappedFrames) and reader.metadata["memory_mapped"] is True
         assert (reader.n_frames, reader.shape, reader.dtype) == (6, (128, 160), "<u2")
         assert reader.calibration.fps == pytest.approx(1.25)  # the instrument's metadata is kept
         for i in (0, 5, 2):
-            np.testing.assert_array_equal(reader.read(i), frames[i])
+            pixels = reader.read(i)
+            assert not pixels.flags.writeable
+            np.testing.assert_array_equal(pixels, frames[i])
     finally:
         reader.close()
+    signal = read_signals(path)[0]
+    chunks = Hdf5FrameChunks.of(signal["data"].reshape((6, 128, 160)), (128, 160))
+    assert chunks is not None  # the reference the map is checked against at open
+    np.testing.assert_array_equal(np.stack([chunks[i] for i in range(6)]), frames)
     np.testing.assert_array_equal(_rosettasciio_frames(path), frames)
+
+
+def test_mapped_frames_are_views_at_their_own_offsets(tmp_path):
+    """Frames between other bytes at uneven offsets (as Velox interleaves per-frame metadata chunks)."""
+    frames = np.random.default_rng(10).integers(0, 4000, (3, 8, 12)).astype("<u2")
+    offsets, blob = [], b""
+    for frame, gap in zip(frames, (100, 7, 3001), strict=True):
+        blob += b"\xff" * gap
+        offsets.append(len(blob))
+        blob += frame.tobytes()
+    (tmp_path / "blob").write_bytes(blob)
+    mapped = MappedFrames(tmp_path / "blob", np.array(offsets), (8, 12), np.dtype("<u2"))
+    got = [mapped[i] for i in (2, 0, 1)]
+    mapped.close()  # the views keep their map
+    np.testing.assert_array_equal(np.stack(got), frames[[2, 0, 1]])
+    assert not got[0].flags.writeable
+    with pytest.raises(ValueError, match="beyond the end"):
+        MappedFrames(tmp_path / "blob", np.array([len(blob) - 10]), (8, 12), np.dtype("<u2"))
+
+
+def test_a_velox_stack_with_a_missing_frame_chunk_is_not_mapped(formats_dir, tmp_path):
+    import h5py
+
+    frames = np.random.default_rng(6).integers(0, 4000, (4, 32, 48)).astype(np.uint16)
+    path = velox_stack(formats_dir / "fei_example_tem_stack.emd", tmp_path / "stack.emd", frames)
+    with h5py.File(path, "r+") as f:  # a stack whose last frame was never written: no chunk for it
+        (key,) = f["Data/Image"].keys()
+        group = f["Data/Image"][key]
+        del group["Data"]
+        data = group.create_dataset("Data", (32, 48, 4), dtype=np.uint16, chunks=(32, 48, 1))
+        for i in range(3):
+            data[:, :, i] = frames[i]
+    reader = open_reader(path)
+    try:
+        assert isinstance(reader._frames, Hdf5FrameChunks) and reader.metadata["memory_mapped"] is False
+        np.testing.assert_array_equal(reader.read(2), frames[2])
+    finally:
+        reader.close()
+
+
+# ------------------------------------------------------------------ frame files mapped at the first file's layout
+
+
+def _tiff_frames(folder: Path, frames: np.ndarray, **kw: object) -> list[Path]:
+    import tifffile
+
+    folder.mkdir()
+    paths = [folder / f"frame_{i:04d}.tif" for i in range(len(frames))]
+    for path, frame in zip(paths, frames, strict=True):
+        tifffile.imwrite(path, frame, **kw)
+    return paths
+
+
+@pytest.mark.parametrize("dtype, kw, mapped", [
+    ("<u2", {}, True),
+    ("<f4", {"description": "exported by DigitalMicrograph"}, True),
+    ("<u2", {"compression": "zlib"}, False),  # compressed: decoded by tifffile
+    (">u2", {"byteorder": ">"}, False),  # big-endian: decoded by tifffile (and swapped to the wire order)
+])
+def test_a_tiff_frame_folder_maps_frames_of_the_first_files_layout_as_tifffile_reads_them(tmp_path, dtype, kw,
+                                                                                         mapped):
+    import tifffile
+
+    frames = np.random.default_rng(7).integers(0, 4000, (5, 48, 64)).astype(dtype)
+    paths = _tiff_frames(tmp_path / "tiffs", frames, **kw)
+    reader = open_reader(tmp_path / "tiffs")
+    try:
+        got = [reader.read(i) for i in range(5)]
+        assert reader.metadata["memory_mapped"] is mapped and reader.fast_reads == (5 if mapped else 0)
+    finally:
+        reader.close()
+    reference = np.stack([tifffile.imread(p) for p in paths])
+    np.testing.assert_array_equal(np.stack(got), reference)
+    assert all(not g.flags.writeable for g in got) or not mapped
+
+
+def test_a_tiff_frame_of_another_header_is_read_by_tifffile(tmp_path):
+    import tifffile
+
+    frames = np.random.default_rng(8).integers(0, 4000, (4, 40, 40)).astype(np.uint16)
+    paths = _tiff_frames(tmp_path / "tiffs", frames, description="frame A")
+    tifffile.imwrite(paths[2], frames[2], description="frame B")  # same size, another header byte
+    tifffile.imwrite(paths[3], frames[3], description="a longer description")  # image further on
+    reader = open_reader(tmp_path / "tiffs")
+    try:
+        got = np.stack([reader.read(i) for i in range(4)])
+        assert reader.fast_reads == 2
+    finally:
+        reader.close()
+    np.testing.assert_array_equal(got, frames)
+
+
+def test_insitu_frames_are_mapped_views_equal_to_rosettasciios_read(tmp_path):
+    from sam4em_live.io.vendor_readers import read_single_frame
+
+    frames = np.random.default_rng(9).integers(0, 4000, (12, 64, 96)).astype(np.uint16)
+    root = tmp_path / "Capture 1"
+    paths = []
+    for i, frame in enumerate(frames):
+        folder = root / "Hour_00" / "Minute_00" / f"Second_{i // 5:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths.append(write_dm4(folder / f"Capture 1_Hour_00_Minute_00_Second_{i // 5:02d}_Frame_{i % 5:04d}.dm4",
+                               frame, pixel_size=0.2, units="nm"))
+    reader = open_reader(root)
+    try:
+        assert reader.metadata["memory_mapped"] is True
+        got = [reader.read(i) for i in range(12)]
+        assert reader.fast_reads == 12 and not any(g.flags.writeable for g in got)
+    finally:
+        reader.close()
+    np.testing.assert_array_equal(np.stack(got), np.stack([read_single_frame(p)[0] for p in paths]))
+    np.testing.assert_array_equal(np.stack(got), frames)
 
 
 # ------------------------------------------------------------------ videos made here

@@ -27,6 +27,7 @@ import numpy as np
 
 from sam4em_live.frames import Calibration
 from sam4em_live.io.frame_readers import GreyReducer, ReplayError, wire_dtype
+from sam4em_live.io.mapped_image import SiblingImageLayout, tiff_image_layout
 from sam4em_live.io.vendor_calibration import tell_missing
 
 if TYPE_CHECKING:
@@ -177,9 +178,10 @@ class FileSeriesReader:
 
     Every file header is checked at open where that is cheap (JPEG/PNG/TIFF), so a folder with frames of
     different sizes fails before streaming; DigitalMicrograph frames are checked as they are read (a bad
-    one is a `ReplayError` the replay counts and skips) and, when they share the first file's layout,
-    read directly at its image offset (`vendor_readers.DmImageLayout`). Pixels are decoded on each
-    `read`: memory stays one frame, whatever the number of files.
+    one is a `ReplayError` the replay counts and skips). DigitalMicrograph and TIFF files that share the
+    first file's layout are mapped at its image offset (`mapped_image.SiblingImageLayout`: read-only
+    views, no decoding); others are decoded on each `read`. Memory stays the frames in flight, whatever
+    the number of files.
     """
 
     def __init__(self, path: Path, files: list[Path], fmt: str, metadata: dict[str, Any],
@@ -198,12 +200,8 @@ class FileSeriesReader:
             if len(sizes) > 1:
                 raise ReplayError(f"{path}: mixed frame sizes: " + ", ".join(
                     f"{name} is {w}x{h}" for (h, w), name in sizes.items()))
-        self._dm_layout = None
-        if fmt == "gatan-dm":
-            from sam4em_live.io.vendor_readers import dm_image_layout
-
-            self._dm_layout = dm_image_layout(files[0])
-        self.fast_reads = 0  # DigitalMicrograph frames read through the first file's layout
+        self._layout = _first_file_layout(files[0], fmt)
+        self.fast_reads = 0  # frames mapped at the first file's image offset (`mapped_image`)
         first = self._grey(decode_frame_file(files[0], fmt))
         if first.ndim != 2:
             raise ReplayError(f"{files[0]}: frame of shape {first.shape} is not a 2-D image")
@@ -214,12 +212,13 @@ class FileSeriesReader:
             calibration, found, missing = file_calibration(files[0], fmt)
             metadata = {**metadata, "calibration_from": found, "calibration_missing": missing}
         self.calibration = calibration
+        # frames of the first file's layout are mapped, not decoded: read on the consumer's thread (replay)
         self.metadata: dict[str, Any] = {"first_file": files[0].name, "last_file": files[-1].name,
-                                         "memory_mapped": False, **metadata}
+                                         "memory_mapped": self._layout is not None, **metadata}
 
     def read(self, i: int) -> np.ndarray:
         path = self.files[i]
-        pixels = self._dm_layout.read(path) if self._dm_layout is not None else None
+        pixels = self._layout.read(path) if self._layout is not None else None
         if pixels is None:
             pixels = self._grey(decode_frame_file(path, self.format))
         else:
@@ -235,6 +234,15 @@ class FileSeriesReader:
 
     def close(self) -> None:
         pass
+
+
+def _first_file_layout(path: Path, fmt: str) -> SiblingImageLayout | None:
+    """Where the first file's image lies, for mapping its siblings there (DigitalMicrograph, TIFF), else None."""
+    if fmt == "gatan-dm":
+        from sam4em_live.io.vendor_readers import dm_image_layout
+
+        return dm_image_layout(path)
+    return tiff_image_layout(path) if fmt == "tiff" else None
 
 
 def open_frame_folder(folder: Path) -> FileSeriesReader:

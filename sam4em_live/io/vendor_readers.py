@@ -19,13 +19,13 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sam4em_live.io.frame_readers import ReplayError, wire_dtype
+from sam4em_live.io.mapped_image import MappedFrames, SiblingImageLayout
 from sam4em_live.io.vendor_calibration import (
     FileCalibration,
     calibration_from_signal,
@@ -193,6 +193,7 @@ class Hdf5FrameChunks:
     hyperslab selection costs ~3.5 ms per 1024² frame, reading the chunk's bytes ~0.3 ms. Used only when
     the dataset is exactly that layout (else `LazyFrames`): one dataset under the lazy array, (rows,
     columns, frames) of the frame size, one chunk per frame, no filters, little-endian.
+    `mapped_hdf5_chunks` maps those chunks in place where it can (no read at all).
     """
 
     def __init__(self, dataset: Any, shape: tuple[int, int]) -> None:
@@ -219,6 +220,39 @@ class Hdf5FrameChunks:
         _, raw = self._dataset.id.read_direct_chunk((0, 0, i))
         return np.frombuffer(raw, dtype=self._dtype).reshape(self._shape)
 
+    def mapped(self) -> MappedFrames | None:
+        """The frames as read-only views of one memory map of the file (HDF5's chunk index), else None.
+
+        An uncompressed chunk is the frame's bytes as they lie in the file, so frame ``i`` is a view at
+        its chunk's offset: no read and no copy, replayed like an MRC or DM4 stack. Velox (and h5py)
+        interleave other chunks (per-frame metadata) with the frames, so each frame has its own offset.
+        Used only if the first and last frames equal the chunk reads above (the reference).
+        """
+        offsets = self._chunk_offsets()
+        if offsets is None:
+            return None
+        try:
+            frames = MappedFrames(self._dataset.file.filename, offsets, self._shape, self._dtype)
+        except (OSError, ValueError):
+            return None
+        last = offsets.size - 1
+        if not (np.array_equal(frames[0], self[0]) and np.array_equal(frames[last], self[last])):
+            frames.close()
+            return None
+        return frames
+
+    def _chunk_offsets(self) -> np.ndarray | None:
+        """Each frame's chunk as a byte offset into the file (HDF5's chunk index), None if one is unwritten."""
+        info = self._dataset.id.get_chunk_info_by_coord
+        frame_bytes = self._dtype.itemsize * self._shape[0] * self._shape[1]
+        offsets = np.empty(int(self._dataset.shape[2]), np.int64)
+        for i in range(offsets.size):  # ~5 us each: 50 ms at open for a 20 GB recording of 1024² frames
+            chunk = info((0, 0, i))
+            if chunk.byte_offset is None or chunk.size != frame_bytes:
+                return None
+            offsets[i] = chunk.byte_offset
+        return offsets
+
     def close(self) -> None:
         self._dataset = None
 
@@ -242,7 +276,9 @@ class VendorStackReader:
         self._wire = wire_dtype(data.dtype, self.path)
         self.dtype = self._wire.str
         chunks = Hdf5FrameChunks.of(data, self.shape) if self.path.suffix.lower() == ".emd" else None
-        self._frames: LazyFrames | Hdf5FrameChunks | np.ndarray = chunks or LazyFrames(data)
+        mapped_chunks = chunks.mapped() if chunks is not None else None
+        self._frames: LazyFrames | Hdf5FrameChunks | MappedFrames | np.ndarray = (
+            mapped_chunks or chunks or LazyFrames(data))
         if self.path.suffix.lower() in (".ser", ".emi") and data.nbytes > _WHOLE_FILE_WARNING_BYTES:
             log.warning("%s: %.1f GB; rosettasciio reads TIA series whole, at the first frame", self.path,
                         data.nbytes / 1e9)
@@ -258,7 +294,7 @@ class VendorStackReader:
             tia_frame_times_s(signal, self.n_frames) if self.path.suffix.lower() in (".ser", ".emi") else ())
         self.metadata: dict[str, Any] = {
             "format": FORMAT_NAMES[self.path.suffix.lower()], "reader": "rosettasciio",
-            "dataset": _title(signal, 0), "memory_mapped": isinstance(self._frames, np.ndarray),
+            "dataset": _title(signal, 0), "memory_mapped": isinstance(self._frames, (np.ndarray, MappedFrames)),
             "calibration_from": self.file_calibration.found,
             "calibration_missing": list(self.file_calibration.missing),
         }
@@ -311,40 +347,19 @@ def single_frame_calibration(path: Path, signal: Mapping[str, Any]) -> FileCalib
 #: complex go through rosettasciio in full).
 _PLAIN_DM_TYPES = {1, 2, 6, 7, 9, 10, 11, 12}
 #: Bytes before the image data compared between sibling files: the data tag's header (name, size,
-#: type info; 51 bytes in DM4) and the end of the tag before it.
+#: type info; 51 bytes in DM4) and the end of the tag before it (`dm_image_layout`).
 _SIGNATURE_BYTES = 64
 
 
-@dataclass(frozen=True, slots=True)
-class DmImageLayout:
-    """Where the image of a one-image DigitalMicrograph file lies, as rosettasciio's parser found it.
+def dm_image_layout(path: Path) -> SiblingImageLayout | None:
+    """Where the image of a file holding one plain 2-D image lies (parsed by rosettasciio), else None.
 
-    A Gatan in-situ capture (or a DigitalMicrograph export) writes every frame file with the same tags;
-    a sibling file of the same size whose bytes just before the image data are the same as this file's
-    has its image at the same place, so it is read directly instead of re-parsing ~1,000 tags per frame
-    (rosettasciio's tag parser takes 10-15 ms per file, too slow for replay at camera rates).
+    A Gatan in-situ capture (or a DigitalMicrograph export) writes every frame file with the same tags, so
+    a sibling file of the same size whose data tag header (the 64 bytes just before the image; 51 in DM4)
+    is the same as this file's has its image at the same place: it is mapped there
+    (`mapped_image.SiblingImageLayout`) instead of re-parsing ~1,000 tags per frame (rosettasciio's tag
+    parser takes 10-15 ms per file, too slow for replay at camera rates).
     """
-
-    offset: int
-    shape: tuple[int, int]
-    dtype: np.dtype
-    file_size: int
-    signature: bytes
-
-    def read(self, path: Path) -> np.ndarray | None:
-        """The image of sibling ``path`` if its layout matches, else None (read it with rosettasciio)."""
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size != self.file_size:
-                return None
-            f.seek(self.offset - len(self.signature))
-            if f.read(len(self.signature)) != self.signature:
-                return None
-            pixels = np.fromfile(f, dtype=self.dtype, count=self.shape[0] * self.shape[1])
-        return pixels.reshape(self.shape) if pixels.size == self.shape[0] * self.shape[1] else None
-
-
-def dm_image_layout(path: Path) -> DmImageLayout | None:
-    """The `DmImageLayout` of a file holding one plain 2-D image (parsed by rosettasciio), else None."""
     from rsciio.digitalmicrograph._api import DigitalMicrographReader, ImageObject
 
     try:
@@ -364,4 +379,4 @@ def dm_image_layout(path: Path) -> DmImageLayout | None:
             size = os.fstat(f.fileno()).st_size
     except Exception:  # anything rosettasciio cannot parse takes the full path, which reports it
         return None
-    return DmImageLayout(offset, (shape[0], shape[1]), np.dtype(image.dtype).newbyteorder("<"), size, signature)
+    return SiblingImageLayout(offset, (shape[0], shape[1]), np.dtype(image.dtype).newbyteorder("<"), size, signature)
