@@ -16,6 +16,7 @@ import pytest
 from sam4em_live.frames import Frame
 from sam4em_live.segment.embedded import batched_search, search
 from sam4em_live.segment.embedded import segmenter as segmenter_module
+from sam4em_live.segment.embedded import window as window_module
 from sam4em_live.segment.embedded.batched_search import NearAnswers, batched_near_searches, prior_penalties
 from sam4em_live.segment.embedded.search import MotionPrior
 from sam4em_live.segment.registry import create_segmenter
@@ -34,7 +35,8 @@ def _clip(name: str) -> tuple[np.ndarray, list]:
 
 
 @pytest.mark.parametrize("clip", ["multi-1024", "crossing", "discs"])
-def test_batched_near_searches_give_the_poses_of_one_search_at_a_time(clip: str) -> None:
+def test_batched_near_searches_give_the_poses_of_one_search_at_a_time(clip: str, monkeypatch) -> None:
+    monkeypatch.setattr(batched_search, "MIN_BATCH", 1)  # batch even two particles
     frames, prompts = _clip(clip)
     segmenter = create_segmenter("embedded", {})
     settled = wider = 0
@@ -68,6 +70,7 @@ def test_batched_near_searches_give_the_poses_of_one_search_at_a_time(clip: str)
 
 @pytest.mark.parametrize("clip", ["multi-1024", "crossing", "discs"])
 def test_tracking_with_the_batched_path_gives_the_masks_of_the_per_particle_path(clip: str, monkeypatch) -> None:
+    monkeypatch.setattr(batched_search, "MIN_BATCH", 1)
     frames, prompts = _clip(clip)
     batched = create_segmenter("embedded", {})
     one_at_a_time = create_segmenter("embedded", {})
@@ -105,6 +108,30 @@ def test_prior_penalties_equal_the_per_search_prior() -> None:
             reference = search._prior_penalty(grid_x[i], grid_y[i], angles[i], prior, period)
             assert together[i].dtype == reference.dtype
             assert np.array_equal(together[i], reference), (period, count, i)
+
+
+def test_stacked_block_darkness_equals_one_window_at_a_time() -> None:
+    rng = np.random.default_rng(11)
+    pixels = rng.poisson(900.0, (200, 220)).astype(np.uint16)
+    pixels[50, 60] = np.iinfo(np.uint16).max  # a saturated pixel: that window is refused, as by block_darkness
+    origins = [(int(x), int(y)) for x, y in rng.integers(-10, 190, (40, 2))] + [(55, 45)]
+    for factor, clip_pixels in ((3, False), (1, True), (2, True), (4, False)):
+        edge = 12 * factor
+        polarities = [float(rng.choice([-1.0, 1.0])) for _ in origins]
+        backgrounds = [float(rng.uniform(700, 1100)) for _ in origins] if clip_pixels else None
+        stacked = window_module.block_darkness_stack(pixels, origins, edge, factor, polarities, backgrounds,
+                                                     clip_pixels)
+        served = 0
+        for i, (x0, y0) in enumerate(origins):
+            one = window_module.block_darkness(pixels, x0, y0, edge, factor, polarities[i],
+                                               None if backgrounds is None else backgrounds[i], clip_pixels)
+            assert (stacked[i] is None) == (one is None), (factor, i)
+            if one is not None:
+                assert stacked[i].background == one.background and stacked[i].valid is None
+                assert stacked[i].contrast.dtype == one.contrast.dtype
+                assert np.array_equal(stacked[i].contrast, one.contrast), (factor, i)
+                served += 1
+        assert 10 < served < len(origins)
 
 
 def test_the_near_acceptance_is_the_segmenters() -> None:

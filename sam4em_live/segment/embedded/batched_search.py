@@ -40,7 +40,7 @@ from sam4em_live.segment.embedded.search import (
     fine_search,
     fine_window_extent,
 )
-from sam4em_live.segment.embedded.window import _integer_max, robust_noise
+from sam4em_live.segment.embedded.window import block_darkness_stack, robust_noise
 
 if TYPE_CHECKING:
     from sam4em_live.segment.embedded.near import NearWindow
@@ -49,6 +49,12 @@ if TYPE_CHECKING:
     from sam4em_live.segment.embedded.templates import FineBank
     from sam4em_live.segment.embedded.tracker import TrackedParticle
 
+#: Fewer searches than this a frame go one at a time: the stacks' set-up then costs more than it saves
+#: (thread CPU per frame, batched / per-particle, interleaved in one process on the 2-core VM: 1.25 with
+#: 4 particles, 1.04 with 16, 0.96 with 50; docs/benchmarks.md "Particles vs speed").
+MIN_BATCH = 24
+#: Fine patches are copied for this many bytes of members at a time (about half a core's L2 cache).
+PATCH_BUFFER_BYTES = 512 * 1024
 #: A near answer stands if its z is at least this fraction of the particle's typical z (`segmenter._search`).
 NEAR_ACCEPT_Z_FRACTION = 0.7
 
@@ -89,10 +95,12 @@ def batched_near_searches(pixels: np.ndarray, tracks: list[TrackedParticle], cla
     near_px = options.near_search_radius_px
     searches = [_Search(t, w, w.prior.within(near_px)) for t in tracks
                 if (w := windows.get(t.particle)) is not None and w.correlation is not None and w.bank is not None]
+    if len(searches) < MIN_BATCH:
+        return NearAnswers({}, {})  # a few particles: the per-particle path is as cheap (see MIN_BATCH)
     for group in _groups(searches, _coarse_key).values():
         _coarse_stage(group)
     started = [s for s in searches if s.start is not None]
-    batchable = [s for s in started if _fine_in_frame(pixels, s, claims)]
+    batchable = [s for s in started if _fine_unclaimed(s, claims)]
     for group in _groups(batchable, _fine_key).values():
         _fine_stage(_fine_levels(pixels, group))
     for s in started:
@@ -230,17 +238,11 @@ def prior_penalties(grid_x: np.ndarray, grid_y: np.ndarray, angles: np.ndarray, 
 # ---------------------------------------------------------------------------------------------- fine
 
 
-def _fine_in_frame(pixels: np.ndarray, s: _Search, claims: list[Placement]) -> bool:
-    """Whether the fine window of ``s`` can be read in a batch: in the frame, integer pixels, nothing claimed.
-
-    Saturation is checked on the stack (`_fine_levels`); the rest here, from the extent alone.
-    """
+def _fine_unclaimed(s: _Search, claims: list[Placement]) -> bool:
+    """Whether nothing of the fine window of ``s`` is claimed (the rest is checked by `block_darkness_stack`)."""
     assert s.start is not None
     x0, y0, edge = fine_window_extent(s.track.memory, s.start.x, s.start.y)
-    rows, cols = pixels.shape
-    background = s.window.level.background
-    return (x0 >= 0 and y0 >= 0 and x0 + edge <= cols and y0 + edge <= rows and pixels.dtype.kind in "ui"
-            and math.isfinite(background) and abs(background) >= 1e-6 and claimed(claims, x0, y0, edge) is None)
+    return not claims or claimed(claims, x0, y0, edge) is None
 
 
 def _fine_alone(pixels: np.ndarray, s: _Search, claims: list[Placement]) -> None:
@@ -262,53 +264,18 @@ def _fine_key(s: _Search) -> tuple[object, ...]:
 
 
 def _fine_levels(pixels: np.ndarray, group: list[_Search]) -> list[_Search]:
-    """`window.block_darkness` (``clip_pixels``) of every member's fine window, stacked; the members it served.
+    """The fine level of every member, read as one stack (`window.block_darkness_stack`); the members served.
 
-    A member whose window holds saturated pixels is left to `_fine_alone` (its ``fine`` stays None).
+    A member whose window leaves the frame or holds saturated pixels is left to `_fine_alone` (``fine`` None).
     """
-    memory0 = group[0].track.memory
-    factor = memory0.fine_factor
     extents = [fine_window_extent(s.track.memory, s.start.x, s.start.y) for s in group]  # type: ignore[union-attr]
-    edge = extents[0].edge
-    offsets = np.arange(edge)
-    rows = np.array([e.y0 for e in extents])[:, None] + offsets
-    cols = np.array([e.x0 for e in extents])[:, None] + offsets
-    raw = pixels[rows[:, :, None], cols[:, None, :]]
-    saturated = np.maximum.reduce(raw.reshape(len(group), -1), axis=1) >= _integer_max(raw.dtype)
-    if saturated.any():
-        keep = ~saturated
-        raw, extents = raw[keep], [e for e, k in zip(extents, keep.tolist(), strict=True) if k]
-        group = [s for s, k in zip(group, keep.tolist(), strict=True) if k]
-        if not group:
-            return []
-    n = len(group)
-    backgrounds = [s.window.level.background for s in group]
-    clipped = np.minimum(raw, np.array([2.0 * b for b in backgrounds], np.float32).reshape(n, 1, 1),
-                         dtype=np.float32)
-    level = _stack_block_mean(clipped, factor)
-    polarity = np.array([s.track.polarity for s in group], np.float32).reshape(n, 1, 1)
-    level *= np.array([-s.track.polarity / b for s, b in zip(group, backgrounds, strict=True)],
-                      np.float32).reshape(n, 1, 1)
-    level += polarity
-    np.minimum(level, np.array(1.0, np.float32), out=level)
-    np.maximum(level, np.array(-1.0, np.float32), out=level)
-    for s, e, contrast in zip(group, extents, level, strict=True):
-        s.fine = FineLevel(e.x0, e.y0, contrast, None)
-    return group
-
-
-def _stack_block_mean(stack: np.ndarray, factor: int) -> np.ndarray:
-    """`window.block_mean` of each image of a float32 stack (N, n, n): the same additions in the same order."""
-    if factor == 1:
-        return stack  # block_mean's float32 copy; ``stack`` is already a new float32 array
-    rows = stack[:, 0::factor].copy()
-    for i in range(1, factor):
-        rows += stack[:, i::factor]
-    out = rows[:, :, 0::factor].copy()
-    for j in range(1, factor):
-        out += rows[:, :, j::factor]
-    out *= np.array(1.0 / (factor * factor), np.float32)
-    return out
+    levels = block_darkness_stack(pixels, [(e.x0, e.y0) for e in extents], extents[0].edge,
+                                  group[0].track.memory.fine_factor, [s.track.polarity for s in group],
+                                  [s.window.level.background for s in group], clip_pixels=True)
+    for s, e, level in zip(group, extents, levels, strict=True):
+        if level is not None:
+            s.fine = FineLevel(e.x0, e.y0, level.contrast, None)
+    return [s for s in group if s.fine is not None]
 
 
 class _FinePlan(NamedTuple):
@@ -379,14 +346,20 @@ def _fine_pass(group: list[_Search], plans: list[_FinePlan], reach: int, step: f
     squares = [_square(p, reach, limit) for p in plans]
     n_rows, n_cols = squares[0][0], squares[0][1]
     count = plans[0].bank.templates.shape[0]
-    patches = np.empty((n, n_rows * n_cols, size * size), np.float32)
-    for k, (s, (_, _, r0, c0)) in enumerate(zip(group, squares, strict=True)):
-        image = s.fine.contrast  # type: ignore[union-attr]
-        s0, s1 = image.strides
-        view = np.ndarray((n_rows, n_cols, size, size), image.dtype, image, r0 * s0 + c0 * s1, (s0, s1, s0, s1))
-        patches[k].reshape(n_rows, n_cols, size, size)[...] = view
-    templates = np.stack([p.bank.templates for p in plans])
-    scores = np.matmul(patches, templates.transpose(0, 2, 1))  # (N, positions, angles): one product per member
+    templates = np.stack([p.bank.templates for p in plans]).transpose(0, 2, 1)  # (N, t², A)
+    scores = np.empty((n, n_rows * n_cols, count), np.float32)  # (N, positions, angles)
+    # Patches are copied a few members at a time into a buffer that stays in the core's cache (the whole
+    # stack, ~170 KB a member, would not: the copy then cost more than the per-member calls it saves).
+    per = max(1, PATCH_BUFFER_BYTES // (n_rows * n_cols * size * size * 4))
+    buffer = np.empty((min(per, n), n_rows * n_cols, size * size), np.float32)
+    for start in range(0, n, per):
+        stop = min(start + per, n)
+        for k in range(start, stop):
+            image, (_, _, r0, c0) = group[k].fine.contrast, squares[k]  # type: ignore[union-attr]
+            s0, s1 = image.strides
+            view = np.ndarray((n_rows, n_cols, size, size), image.dtype, image, r0 * s0 + c0 * s1, (s0, s1, s0, s1))
+            buffer[k - start].reshape(n_rows, n_cols, size, size)[...] = view
+        np.matmul(buffer[: stop - start], templates[start:stop], out=scores[start:stop])  # a product per member
     z = (scores / np.stack([p.denominator for p in plans])[:, None, :]).transpose(0, 2, 1)  # (N, A, P)
     base = np.arange(n_cols, dtype=np.float32) * factor
     base_rows = np.arange(n_rows, dtype=np.float32) * factor

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from sam4em_live.segment.embedded.claims import claimed
 from sam4em_live.segment.embedded.search import MotionPrior, coarse_correlations
-from sam4em_live.segment.embedded.window import BlockLevel, block_darkness, block_mean, frame_window
+from sam4em_live.segment.embedded.window import (
+    BlockLevel,
+    WindowExtent,
+    block_darkness,
+    block_darkness_stack,
+    block_mean,
+    frame_window,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,12 +57,12 @@ def near_windows(pixels: np.ndarray, tracks: list[TrackedParticle], claims: list
     unmasked: list[NearWindow] = []  # correlation None until the stacks are transformed
     particles: list[int] = []  # of the unmasked windows,
     banks: list[CoarseBank] = []  # and their near banks
+    planned: list[tuple[TrackedParticle, MotionPrior, WindowExtent]] = []
     for track in tracks:
         prior = track.prior(options)
-        if not (track.present and 0 < near_px < prior.radius_px):
-            continue
-        x0, y0, edge = track.window_origin(prior.x, prior.y, near=True)
-        level = block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
+        if track.present and 0 < near_px < prior.radius_px:
+            planned.append((track, prior, track.window_origin(prior.x, prior.y, near=True)))
+    for (track, prior, (x0, y0, _)), level in zip(planned, _near_levels(pixels, planned, claims), strict=True):
         if level.valid is not None:  # masked levels are matched (two more transforms) in `coarse_search`
             windows[track.particle] = NearWindow(x0, y0, level, prior, None, None)
             continue
@@ -68,6 +75,23 @@ def near_windows(pixels: np.ndarray, tracks: list[TrackedParticle], claims: list
         # A new tuple: `_replace` costs ~2 us.
         windows[particle] = NearWindow(window.x0, window.y0, window.level, window.prior, window.bank, correlation)
     return windows
+
+
+def _near_levels(pixels: np.ndarray, planned: list[tuple[TrackedParticle, MotionPrior, WindowExtent]],
+                 claims: list[Placement]) -> list[BlockLevel]:
+    """`block_level` of each planned near window: the unclaimed ones of one size and factor as one stack."""
+    levels: list[BlockLevel | None] = [None] * len(planned)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (track, _, (x0, y0, edge)) in enumerate(planned):
+        if claimed(claims, x0, y0, edge) is None:
+            groups.setdefault((edge, track.memory.coarse_factor), []).append(i)
+    for (edge, factor), members in groups.items():
+        stacked = block_darkness_stack(pixels, [(planned[i][2].x0, planned[i][2].y0) for i in members], edge, factor,
+                                       [planned[i][0].polarity for i in members])
+        for i, level in zip(members, stacked, strict=True):
+            levels[i] = level
+    return [level if level is not None else block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
+            for level, (track, _, (x0, y0, edge)) in zip(levels, planned, strict=True)]
 
 
 def block_level(pixels: np.ndarray, track: TrackedParticle, claims: list[Placement], x0: int, y0: int, edge: int,
