@@ -33,13 +33,10 @@ def _recording(folder: Path, name: str, seed: int, n_frames: int = 24) -> Path:
 
 @pytest.fixture(scope="module")
 def client():
-    """Two process workers, as `run_batch` makes them (children allowed; a lost worker forgiven twice)."""
-    import dask
+    """Two process workers, as `run_batch` makes them (children allowed; a lost worker forgiven twice; pinned)."""
+    from sam4em_live.batch.runner import start_local_cluster
 
-    with dask.config.set({"distributed.worker.daemon": False, "distributed.scheduler.allowed-failures": 2}):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=":0", silence_logs=50)
-        c = distributed.Client(cluster)
+    cluster, c = start_local_cluster(2, retries=2)
     yield c
     c.close()
     cluster.close()
@@ -188,6 +185,34 @@ def test_cli_batch_on_a_running_scheduler(tmp_path: Path, client) -> None:
     assert "1 analysed" in result.output and "FAILED lonely" in result.output and "no prompts" in result.output
 
 
+def test_two_workers_are_two_single_threaded_processes_with_pinned_thread_pools(tmp_path: Path, client) -> None:
+    """Parallel for real: separate processes (no shared interpreter lock), one Dask thread each, BLAS/OpenMP/
+    numexpr pools of one thread, and two recordings submitted together run at the same time, one per process."""
+    from sam4em_live.batch import run_batch
+    from sam4em_live.batch.runner import WORKER_THREAD_PINS
+
+    pids = client.run(os.getpid)
+    assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+    assert set(client.nthreads().values()) == {1}
+    pins = client.run(lambda names: {k: os.environ.get(k) for k in names}, list(WORKER_THREAD_PINS))
+    assert all(env == dict.fromkeys(WORKER_THREAD_PINS, "1") for env in pins.values()), pins
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for i in range(2):
+        _recording(archive, f"rec{i}", seed=i, n_frames=60)
+    out = tmp_path / "batch"
+    report = run_batch([archive], out, client=client, progress=False)
+    assert len(report.analysed) == 2 and not report.failed
+    spans = []
+    for name in ("rec0", "rec1"):
+        entries = [json.loads(line) for line in (out / "state" / f"{name}.attempts.jsonl").read_text().splitlines()]
+        spans.append((entries[0]["pid"], entries[0]["time"], entries[-1]["time"]))
+    (pid0, start0, end0), (pid1, start1, end1) = spans
+    assert pid0 != pid1 and {pid0, pid1} == set(pids.values())
+    assert min(end0, end1) > max(start0, start1), f"the two recordings did not overlap in time: {spans}"
+
+
 def test_its_own_local_cluster_writes_masks_and_reports_progress(tmp_path: Path) -> None:
     """No client given: `run_batch` starts (and stops) a LocalCluster whose workers may start the mask writer."""
     from sam4em_live.batch import run_batch
@@ -198,7 +223,7 @@ def test_its_own_local_cluster_writes_masks_and_reports_progress(tmp_path: Path)
     seen: list[tuple[int, int]] = []
     report = run_batch([archive], tmp_path / "b", workers=1, progress=lambda done, total: seen.append((done, total)))
     assert [o.name for o in report.analysed] == ["solo"] and report.workers == 1 and seen == [(1, 1)]
-    assert report.analysed[0].cpu_seconds > 0
+    assert report.analysed[0].cpu_seconds > 0 and report.analysed[0].child_cpu_seconds > 0  # + the mask writer
     assert (tmp_path / "b" / "runs" / "solo" / "masks.tif").is_file()
 
 

@@ -150,6 +150,50 @@ def _gpu_resources(settings: BatchSettings) -> dict[str, float]:
     return {"GPU": 1} if device.startswith("cuda") else {}
 
 
+#: Set in each local worker process before it starts (so before numpy loads): one thread per BLAS/OpenMP/numexpr
+#: pool. A worker runs one recording on one Dask thread, and two workers on two cores must not each start a
+#: pool of threads as wide as the machine (they would compete for the same cores). Dask's defaults pin the
+#: first three already; the rest are added. A remote cluster's workers keep their own environment (docs/batch.md).
+WORKER_THREAD_PINS: dict[str, int] = {
+    "OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1, "NUMEXPR_NUM_THREADS": 1,
+    "NUMEXPR_MAX_THREADS": 1, "VECLIB_MAXIMUM_THREADS": 1, "NUMBA_NUM_THREADS": 1,
+}
+
+
+def _cluster_config(retries: int) -> dict[str, Any]:
+    """Dask settings of a batch (the client's settings apply to a local cluster's scheduler and workers).
+
+    Worker processes may have children (the recorder's mask writer is one), a lost worker costs its task no
+    more tries than an exception would, and each local worker's thread pools are pinned.
+    """
+    import dask
+
+    environ = {**(dask.config.get("distributed.nanny.pre-spawn-environ", default=None) or {}), **WORKER_THREAD_PINS}
+    return {"distributed.worker.daemon": False, "distributed.scheduler.allowed-failures": retries,
+            "distributed.nanny.pre-spawn-environ": environ}
+
+
+def start_local_cluster(n_workers: int, gpu: bool = False, retries: int = 2) -> tuple[Any, Client]:
+    """(cluster, client) of ``n_workers`` process workers, one thread each, as a batch runs on by default.
+
+    Separate processes, so two recordings never share an interpreter lock; one Dask thread per worker, so a
+    worker runs one recording at a time (its service's own threads are the recording's); thread pools pinned
+    (`WORKER_THREAD_PINS`); ``gpu``: each worker offers the resource ``GPU=1``. The caller closes both.
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set(_cluster_config(retries)):
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               resources={"GPU": 1} if gpu else None, dashboard_address=":0",
+                               silence_logs=logging.CRITICAL)
+        try:
+            return cluster, Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
+
+
 def _run_tasks(todo: list[Recording], settings: BatchSettings, out: Path, prints: dict[str, str],
                provenance: dict[str, str], scheduler: str | None, workers: int | None,
                resources: dict[str, float], retries: int, progress: bool | Callable[[int, int], None],
@@ -157,23 +201,17 @@ def _run_tasks(todo: list[Recording], settings: BatchSettings, out: Path, prints
     if not todo:
         return [], [], 0
     import dask
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
-    # Worker processes must be allowed children (the recorder's mask writer is one), and a lost worker costs
-    # its task no more tries than an exception would.
-    with dask.config.set({"distributed.worker.daemon": False,
-                          "distributed.scheduler.allowed-failures": retries}):
+    with dask.config.set(_cluster_config(retries)):
         owned: list[Any] = []
         if client is None:
             if scheduler:
                 client = Client(scheduler)
             else:
-                n = workers or os.cpu_count() or 1
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                       resources={"GPU": 1} if resources.get("GPU") else None,
-                                       dashboard_address=":0", silence_logs=logging.CRITICAL)
+                cluster, client = start_local_cluster(workers or os.cpu_count() or 1, bool(resources.get("GPU")),
+                                                      retries)
                 owned.append(cluster)
-                client = Client(cluster)
             owned.insert(0, client)
         try:
             n_workers = len(client.scheduler_info().get("workers", {}))

@@ -65,6 +65,7 @@ class RecordingOutcome:
     attempts: int
     ensemble: dict[str, Any]
     cpu_seconds: float = 0.0  # the worker process's CPU time for it (all its threads; not the mask writer child)
+    child_cpu_seconds: float = 0.0  # CPU time of its child processes (the recorder's mask writer), where known
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +103,7 @@ def finished(out: Path, recording: Recording, fingerprint: str) -> RecordingOutc
 def analyse_recording(recording: Recording, settings: BatchSettings, out: Path, fingerprint: str,
                       provenance: dict[str, str]) -> RecordingOutcome:
     """Run one recording through ``track``'s pipeline and add it to the batch's datasets (on a worker)."""
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start, cpu_start, child_start = time.perf_counter(), time.process_time(), _children_cpu_s()
     attempt = _log_attempt(out, recording.name, {"event": "start"})
     run_dir = out / RUNS / recording.name
     try:
@@ -111,7 +112,8 @@ def analyse_recording(recording: Recording, settings: BatchSettings, out: Path, 
             _remove(stale)  # an earlier attempt's leftovers (a lost worker, a changed input)
         _run(recording, settings, out, run_dir)
         outcome = _publish(recording, out, run_dir, fingerprint, provenance, attempt,
-                           (time.perf_counter() - start, time.process_time() - cpu_start))
+                           (time.perf_counter() - start, time.process_time() - cpu_start,
+                            _children_cpu_s() - child_start))
     except BaseException as exc:
         _log_attempt(out, recording.name, {"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
@@ -147,7 +149,7 @@ def _run(recording: Recording, settings: BatchSettings, out: Path, run_dir: Path
 
 
 def _publish(recording: Recording, out: Path, run_dir: Path, fingerprint: str, provenance: dict[str, str],
-             attempt: int, seconds: tuple[float, float]) -> RecordingOutcome:
+             attempt: int, seconds: tuple[float, float, float]) -> RecordingOutcome:
     """The recording's Parquet partitions and ensemble row, then its state file (the mark of completion)."""
     from sam4em_live.io.run_folder import RunFolder
 
@@ -170,7 +172,7 @@ def _publish(recording: Recording, out: Path, run_dir: Path, fingerprint: str, p
         frames=int(table["frame"].nunique()), seconds=round(seconds[0], 3), attempts=attempt,
         ensemble={"recording": recording.name, "pixel_size_nm": calibration.pixel_size_nm,
                   "fps": calibration.fps, **ensemble, **provenance},
-        cpu_seconds=round(seconds[1], 3))
+        cpu_seconds=round(seconds[1], 3), child_cpu_seconds=round(seconds[2], 3))
     _write_whole(state_path(out, recording.name),
                  json.dumps({"fingerprint": fingerprint, "outcome": outcome.as_dict()}, indent=1, default=str))
     return outcome
@@ -190,6 +192,16 @@ def _statistics(loaded: Any, calibration: Any) -> tuple[dict[str, Any], pd.DataF
            "median_particle_D": float(result.summary["D"].median()) if "D" in result.summary else None,
            "analysis_error": None}
     return row, result.summary
+
+
+def _children_cpu_s() -> float:
+    """CPU time of this process's finished child processes (the mask writer is joined before its run ends)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows: the children's share is then unknown (0)
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _write_parquet(table: pd.DataFrame, folder: Path) -> None:

@@ -1,12 +1,18 @@
 """Batch re-analysis on Dask (`sam4em_live.batch`): speed-up of 2 workers over 1, scheduling overhead, faults.
 
-``recordings`` equal simulated recordings (``frames`` frames, two moving disks, a prompts file beside each)
-run side by side in one process on a 1-worker and then a 2-worker ``LocalCluster`` (process workers, each
-warmed up by importing the pipeline first, so the figures are the batch's, not the start-up's). Scheduling
-overhead per recording is the 1-worker batch's wall time minus the time its tasks spent inside
-``analyse_recording``, over the recordings (expanding inputs, fingerprints, submission, results, tables).
-The fault run: ``fault_recordings`` good recordings plus one corrupt file on 2 workers, one worker SIGKILLed
-as it starts a recording; then the same batch again, which must recompute nothing.
+``recordings`` equal simulated recordings (``frames`` frames of 96 x 128, two moving disks, a prompts file
+beside each; 800 frames make a task of ~3 s on a free core, as a real recording's seconds-long task, so the
+per-task costs do not dominate the comparison) run side by side in one process on a 1-worker and then a
+2-worker cluster made by `sam4em_live.batch.runner.start_local_cluster` (what ``run_batch`` runs on: process
+workers, one thread each, thread pools pinned). Before the clock starts, each worker runs one short
+recording (imports and first-call costs paid, so the figures are the batch's, not the start-up's) and the
+client has imported the batch runner. Scheduling overhead per recording is the 1-worker batch's wall time
+minus the time its tasks spent inside ``analyse_recording``, over the recordings (expanding inputs,
+fingerprints, submission, results, tables). Parallelism is checked, not assumed: the share of the 2-worker
+batch's wall time during which both workers were inside a task (from the attempts logs, by process id),
+and each worker's thread pins as its process sees them. The fault run: ``fault_recordings`` good
+recordings of ``fault_frames`` frames plus one corrupt file on 2 workers, one worker SIGKILLed as it
+starts a recording; then the same batch again, which must recompute nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +47,11 @@ def _archive(folder: Path, n: int, frames: int) -> Path:
     rows, cols = np.mgrid[0:96, 0:128]
     rng = np.random.default_rng(0)
     stack = np.empty((frames, 96, 128), np.uint16)
-    for t in range(frames):  # dark disks on a bright background, moving 1 px/frame (tests/conftest.disk_video)
-        img = np.full((96, 128), 100.0)
-        for x, y in ((30.0 + 0.5 * t, 40.0 + 0.25 * t), (70.0 + 0.25 * t, 60.0 - 0.25 * t)):
+    for t in range(frames):  # dark disks on a bright background (tests/conftest.disk_video), on slow closed
+        img = np.full((96, 128), 100.0)  # paths that keep them in the field however long the recording
+        phase = 2 * np.pi * t
+        for x, y in ((30.0 + 12 * np.sin(phase / 400), 40.0 + 10 * (1 - np.cos(phase / 400))),
+                     (70.0 + 12 * np.sin(phase / 300), 60.0 - 8 * np.sin(phase / 500))):
             img[(cols - x) ** 2 + (rows - y) ** 2 <= 49] = 60.0
         stack[t] = np.clip(img + rng.normal(0, 4, img.shape), 0, None)
     for i in range(n):
@@ -51,18 +60,51 @@ def _archive(folder: Path, n: int, frames: int) -> Path:
     return folder
 
 
-def _cluster(workers: int) -> tuple[Any, Any, float]:
-    import dask
-    import distributed
+def _cluster(workers: int, warm_up: Path | None = None) -> tuple[Any, Any, float]:
+    """(cluster, client, start-up s) as `run_batch` makes it; with ``warm_up``, each worker runs that recording."""
+    from sam4em_live.batch.runner import start_local_cluster
 
     start = time.perf_counter()
-    with dask.config.set({"distributed.worker.daemon": False, "distributed.scheduler.allowed-failures": 2}):
-        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                           dashboard_address=":0", silence_logs=50)
-        client = distributed.Client(cluster)
-    client.run(lambda: __import__("sam4em_live.batch.task") and __import__("sam4em_live.service.builder")
-               and __import__("sam4em_live.analysis.analyze"))
-    return cluster, client, time.perf_counter() - start
+    cluster, client = start_local_cluster(workers)
+    startup = time.perf_counter() - start
+    if warm_up is not None:
+        client.run(_warm_worker, str(warm_up))  # every worker at once, each its own copy
+    return cluster, client, startup
+
+
+def _warm_worker(archive: str) -> None:
+    """Run one short recording in this worker (imports, first calls), outside any batch's output."""
+    import tempfile
+    from pathlib import Path
+
+    from sam4em_live.batch.inputs import expand_inputs
+    from sam4em_live.batch.task import BatchSettings, analyse_recording
+
+    [recording] = expand_inputs([archive])
+    with tempfile.TemporaryDirectory() as out:
+        analyse_recording(recording, BatchSettings(), Path(out), "warm-up", {})
+
+
+def _worker_pins(client: Any) -> int:
+    """The widest thread pool a worker of ``client`` may start, as its environment says (1 when pinned)."""
+    from sam4em_live.batch.runner import WORKER_THREAD_PINS
+
+    seen = client.run(lambda names: [os.environ.get(k) for k in names], list(WORKER_THREAD_PINS))
+    values = [int(v) if v and v.isdigit() else os.cpu_count() or 1 for env in seen.values() for v in env]
+    return max(values)
+
+
+def _both_busy(out: Path, wall_start: float, wall_end: float) -> float:
+    """Share of [wall_start, wall_end] during which two different worker processes were inside a task."""
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for log in (out / "state").glob("*.attempts.jsonl"):
+        entries = [json.loads(line) for line in log.read_text().splitlines()]
+        spans.setdefault(entries[0]["pid"], []).append((entries[0]["time"], entries[-1]["time"]))
+    if len(spans) < 2:
+        return 0.0
+    first, second = list(spans.values())[:2]
+    both = sum(max(0.0, min(a1, b1) - max(a0, b0)) for a0, a1 in first for b0, b1 in second)
+    return both / (wall_end - wall_start)
 
 
 def _gaps(out: Path, started: float, ended: float) -> tuple[float, float, float]:
@@ -74,23 +116,37 @@ def _gaps(out: Path, started: float, ended: float) -> tuple[float, float, float]
     return sum(gaps) / max(len(gaps), 1), spans[0][0] - started, ended - spans[-1][1]
 
 
-def _timed_batch(archive: Path, out: Path, workers: int) -> tuple[float, float, float, float, tuple[float, ...]]:
-    """(wall s, Σ task s, cluster start-up s, Σ task CPU s, `_gaps`) of the archive on a fresh cluster."""
-    from sam4em_live.batch import run_batch
+@dataclass(frozen=True)
+class _TimedBatch:
+    wall_s: float
+    task_s: float  # Σ over the recordings of the time inside analyse_recording
+    startup_s: float
+    task_cpu_s: float  # Σ CPU of the worker processes and their children (mask writers) inside the tasks
+    gaps: tuple[float, float, float]  # `_gaps`
+    both_busy: float  # `_both_busy`
+    pins: int  # `_worker_pins`
 
-    cluster, client, startup = _cluster(workers)
+
+def _timed_batch(archive: Path, out: Path, workers: int, warm_up: Path) -> _TimedBatch:
+    """The archive's batch on a fresh, warmed cluster of ``workers``."""
+    # the runner is imported here, not on the clock (its imports, pandas and the readers, take ~0.4 s once)
+    from sam4em_live.batch.runner import run_batch
+
+    cluster, client, startup = _cluster(workers, warm_up)
     try:
+        pins = _worker_pins(client)
         started, start = time.time(), time.perf_counter()
         report = run_batch([archive], out, client=client, progress=False)
         wall = time.perf_counter() - start
-        gaps = _gaps(out, started, time.time())
+        ended = time.time()
     finally:
         client.close()
         cluster.close()
     if report.failed or len(report.analysed) != len(list(archive.glob("*.tif"))):
         raise RuntimeError(f"batch of {archive} incomplete: {report.lines()}")
-    return (wall, sum(o.seconds for o in report.analysed), startup,
-            sum(o.cpu_seconds for o in report.analysed), gaps)
+    return _TimedBatch(wall, sum(o.seconds for o in report.analysed), startup,
+                       sum(o.cpu_seconds + o.child_cpu_seconds for o in report.analysed), _gaps(out, started, ended),
+                       _both_busy(out, started, ended), pins)
 
 
 def _kill_when_started(log: Path, killed: list[int], stop: threading.Event) -> None:
@@ -106,16 +162,19 @@ def _kill_when_started(log: Path, killed: list[int], stop: threading.Event) -> N
 
 
 @benchmark("batch", "Dask batch: 2 workers vs 1, scheduling overhead per recording, 20 recordings with faults",
-           {"recordings": 8, "frames": 80, "fault_recordings": 20})
+           {"recordings": 8, "frames": 800, "fault_recordings": 20, "fault_frames": 80},
+           quick={"recordings": 4, "frames": 200, "fault_recordings": 6})
 def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     from sam4em_live.batch import run_batch
 
     n, frames = integer(params, "recordings"), integer(params, "frames")
     archive = _archive(context.scratch / "equal", n, frames)
-    one_wall, one_tasks, one_startup, one_cpu, (gap, before, after) = _timed_batch(archive, context.scratch / "one", 1)
-    two_wall, two_tasks, two_startup, _, _ = _timed_batch(archive, context.scratch / "two", 2)
+    warm_up = _archive(context.scratch / "warm-up", 1, 20) / "rec000.tif"
+    one = _timed_batch(archive, context.scratch / "one", 1, warm_up)
+    two = _timed_batch(archive, context.scratch / "two", 2, warm_up)
+    gap, before, after = one.gaps
 
-    faulty = _archive(context.scratch / "faulty", integer(params, "fault_recordings"), frames)
+    faulty = _archive(context.scratch / "faulty", integer(params, "fault_recordings"), integer(params, "fault_frames"))
     (faulty / "corrupt.tif").write_bytes(b"not a TIFF file")
     (faulty / "corrupt.prompts.json").write_text(json.dumps(PROMPTS))
     out = context.scratch / "fault-run"
@@ -125,7 +184,7 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     killer = threading.Thread(target=_kill_when_started, args=(out / "state" / f"{victim}.attempts.jsonl",
                                                                killed, stop), daemon=True)
     killer.start()
-    cluster, client, _ = _cluster(2)
+    cluster, client, _ = _cluster(2, warm_up)
     try:
         report = run_batch([faulty], out, client=client, progress=False, retries=1)
         stop.set()
@@ -138,15 +197,22 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
         cluster.close()
     faults = len(report.failed) + len(report.retried)
     return Measurement({
-        "one_worker_s": Metric(one_wall, "s", "lower"),
-        "two_workers_s": Metric(two_wall, "s", "lower"),
-        "speedup_2_vs_1": Metric(one_wall / two_wall, "x", "higher"),
+        "one_worker_s": Metric(one.wall_s, "s", "lower"),
+        "two_workers_s": Metric(two.wall_s, "s", "lower"),
+        "speedup_2_vs_1": Metric(one.wall_s / two.wall_s, "x", "higher"),
         # tasks in flight at once on 2 workers (Σ task time / wall): the scheduler keeps both busy; what that buys
         # in wall time is what the machine's CPU gives the batch
-        "concurrency_2_workers": Metric(two_tasks / two_wall, "tasks", "higher"),
-        "cluster_startup_s": Metric(max(one_startup, two_startup), "s", "lower"),
-        "overhead_per_recording_s": Metric((one_wall - one_tasks) / n, "s", "lower"),
-        "task_s_per_recording": Metric(one_tasks / n, "s", "lower"),
+        "concurrency_2_workers": Metric(two.task_s / two.wall_s, "tasks", "higher"),
+        # share of the 2-worker wall time with both worker processes inside a task (attempts logs, by pid)
+        "both_workers_busy": Metric(two.both_busy, "fraction", "higher"),
+        # a task on 2 workers over the same task on 1: 1.0 when the workers do not slow each other down (free
+        # cores, no shared lock); ~2 when they share one core's worth of CPU
+        "task_slowdown_2_vs_1": Metric(two.task_s / one.task_s, "x", "lower"),
+        # the widest BLAS/OpenMP/numexpr pool a worker may start (its environment): 1 = pinned
+        "worker_thread_pool_max": Metric(float(max(one.pins, two.pins)), "threads", "lower"),
+        "cluster_startup_s": Metric(max(one.startup_s, two.startup_s), "s", "lower"),
+        "overhead_per_recording_s": Metric((one.wall_s - one.task_s) / n, "s", "lower"),
+        "task_s_per_recording": Metric(one.task_s / n, "s", "lower"),
         # the overhead's parts: between two tasks on a worker (scheduling proper), and run_batch's own work
         # before the first (inputs, fingerprints, submission) and after the last (tables)
         "gap_between_tasks_s": Metric(gap, "s", "lower"),
@@ -154,7 +220,7 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
         "after_last_task_s": Metric(after, "s", "lower"),
         # above 1: one recording already keeps more than one core busy (the service's threads), which caps what
         # a second worker can add on a 2-core machine
-        "task_cpu_per_wall": Metric(one_cpu / one_tasks, "cores", "none"),
+        "task_cpu_per_wall": Metric(one.task_cpu_s / one.task_s, "cores", "none"),
         "fault_good_analysed": count(len(report.analysed)),
         "fault_faults_reported": count(faults if killed else -1),
         "fault_recomputed_on_resume": count(len(resumed.analysed), better="lower"),
