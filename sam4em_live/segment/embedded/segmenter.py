@@ -24,21 +24,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from sam4em_live.particles import (
-    ParticleEdit,
-    ParticleMask,
-    Prompt,
-    PromptError,
-    RemoveParticle,
-    validate_edit,
-)
-from sam4em_live.segment.base import RejectedEdit, SeededEdits, prompt_key
+from sam4em_live.particles import ParticleEdit, ParticleMask, RemoveParticle
 from sam4em_live.segment.embedded.background import FlatField
 from sam4em_live.segment.embedded.batched_search import batched_near_searches
-from sam4em_live.segment.embedded.claims import claimed, conflicts, paste, unclaimed_area
+from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_area
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
 from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.prompt_landing import PreparedPrompt, PromptLanding, prompt_edit_key
 from sam4em_live.segment.embedded.reacquire import candidate_positions
 from sam4em_live.segment.embedded.search import (
     CoarsePose,
@@ -49,10 +42,7 @@ from sam4em_live.segment.embedded.search import (
     fine_search,
     fine_window_extent,
 )
-from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle, seed_prompts
-from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
-from sam4em_live.segment.embedded.tracker import TrackedParticle
 from sam4em_live.segment.embedded.vetting import ON_STATIC, match_refusal
 from sam4em_live.segment.embedded.window import frame_window
 
@@ -60,12 +50,12 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sam4em_live.frames import Frame
+    from sam4em_live.segment.base import SeededEdits
     from sam4em_live.segment.embedded.raster import Placement
+    from sam4em_live.segment.embedded.tracker import TrackedParticle
 
 logger = logging.getLogger(__name__)
 
-#: A kept memory, placed at the prompt, must overlap the prompt's own segmentation at least this much (IoU).
-CORRECTION_KEEP_IOU = 0.5
 #: Skip appearance learning unless the match is at least this fraction of the particle's typical z.
 LEARN_MIN_Z_FRACTION = 0.6
 #: Appearance is learned only from fully visible, unclaimed particles.
@@ -82,7 +72,6 @@ REACQUIRE_BLOBS = 12
 ABSENT_SCORE_CAP = 0.45
 
 
-
 class SearchOutcome(NamedTuple):
     """A pose search's best estimate (None: nothing within reach) and the background of its window."""
 
@@ -90,15 +79,8 @@ class SearchOutcome(NamedTuple):
     background: float
 
 
-class PreparedPrompt(NamedTuple):
-    """A prompt seeded beside the frame loop (`EmbeddedSegmenter.seed`): its seed and its new, calibrated track."""
-
-    seed: Seed
-    track: TrackedParticle
-
-
-class EmbeddedSegmenter:
-    """The default CPU backend; see docs/embedded_backend.md."""
+class EmbeddedSegmenter(PromptLanding):
+    """The default CPU backend; see docs/embedded_backend.md (prompts: `prompt_landing.PromptLanding`)."""
 
     def __init__(self, options: EmbeddedOptions | None = None) -> None:
         self.options = options or EmbeddedOptions()
@@ -133,13 +115,13 @@ class EmbeddedSegmenter:
         claims: list[Placement] = []
         prepared = seeded.prepared if seeded is not None else {}
         # Raises before any state changes; prompts seeded aside (`seed`) are not seeded again.
-        seeds = self._seed_all(pixels, [e for e in edits if not prepared or _key(e) not in prepared])
+        seeds = self._seed_all(pixels, [e for e in edits if not prepared or prompt_edit_key(e) not in prepared])
         for edit in edits:
             if isinstance(edit, RemoveParticle):
                 self._tracks.pop(edit.particle, None)
                 results.pop(edit.particle, None)
-            elif seeded is not None and _key(edit) in prepared:
-                ready = prepared[_key(edit)]
+            elif seeded is not None and prompt_edit_key(edit) in prepared:
+                ready = prepared[prompt_edit_key(edit)]
                 assert isinstance(ready, PreparedPrompt)
                 results[edit.particle] = self._land_prompt(pixels, edit, ready, frame.index - seeded.frame_index,
                                                            claims)
@@ -171,112 +153,6 @@ class EmbeddedSegmenter:
         self._background.observe(self._frames_seen, frame.pixels, claims, lost_places)
         self._frames_seen += 1
         return [results[pid] for pid in sorted(self._tracks) if pid in results]
-
-    # ------------------------------------------------------------------ prompts
-
-    def _seed_all(self, pixels: np.ndarray, edits: Sequence[ParticleEdit]) -> dict[int, Seed]:
-        """Seed every prompt of this frame first: bad prompts raise `PromptErrors` (each naming its particle)."""
-        return seed_prompts(pixels, edits, self.options)
-
-    def seed(self, frame: Frame, edits: Sequence[ParticleEdit]) -> SeededEdits:
-        """Seed ``edits``' prompts on ``frame`` beside the frame loop (`SeedsAside`; live mode).
-
-        Reads only the frame and the options (safe on a helper thread while `track` runs): each prompt's
-        seed and its new particle, calibrated on this frame, as `_apply_prompt` makes them. A prompt that
-        cannot be seeded is returned in ``rejected`` with its reason.
-        """
-        pixels = self._background.peek(frame.pixels)
-        shape = (int(pixels.shape[0]), int(pixels.shape[1]))
-        kept: list[ParticleEdit] = []
-        rejected: list[RejectedEdit] = []
-        prepared: dict[tuple[object, ...], object] = {}
-        for edit in edits:
-            try:
-                validate_edit(edit, shape)
-                if isinstance(edit, Prompt):
-                    seed = seed_particle(pixels, edit, self.options)
-                    prepared[_key(edit)] = PreparedPrompt(seed, self._fresh_track(pixels, edit, seed))
-            except PromptError as exc:
-                rejected.append(RejectedEdit(edit, str(exc)))
-                continue
-            kept.append(edit)
-        return SeededEdits(frame.index, tuple(kept), tuple(rejected), prepared)
-
-    def _land_prompt(self, pixels: np.ndarray, prompt: Prompt, ready: PreparedPrompt, elapsed: int,
-                     claims: list[Placement]) -> ParticleMask:
-        """A prompt seeded ``elapsed`` frames before this one: brought up to this frame, then started."""
-        if elapsed > 0:
-            self._bring_up(pixels, ready.track, elapsed, claims)
-        return self._start(pixels, prompt, ready.seed, ready.track, claims)
-
-    def _bring_up(self, pixels: np.ndarray, track: TrackedParticle, elapsed: int, claims: list[Placement]) -> None:
-        """Move a new particle from its seed to where it is ``elapsed`` frames later (kept at the seed if not found).
-
-        One full-radius search around the seed, its step and turn priors widened by sqrt(elapsed) (a random
-        walk's spread); no velocity or step is learned from it (it spans several frames).
-        """
-        prior = track.prior(self.options)
-        spread = math.sqrt(elapsed)
-        widened = MotionPrior(prior.x, prior.y, prior.angle_deg, prior.radius_px, prior.step_scale_px * spread,
-                              prior.turn_sigma_deg * spread, prior.step_weight, prior.turn_weight)
-        estimate, _ = self._search_window(pixels, track, claims, widened, widened)
-        if estimate is not None and track.is_detection(estimate, 1.0, self.options):
-            track.x, track.y, track.angle_deg, track.last_z = estimate.x, estimate.y, estimate.angle_deg, estimate.z
-
-    def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, claims: list[Placement]) -> ParticleMask:
-        """Start a particle, or correct one (re-anchor it, keeping its learned shape when that fits the prompt)."""
-        return self._start(pixels, prompt, seed, self._fresh_track(pixels, prompt, seed), claims)
-
-    def _fresh_track(self, pixels: np.ndarray, prompt: Prompt, seed: Seed) -> TrackedParticle:
-        """The particle a seed starts, calibrated on its prompt frame (reads no tracking state)."""
-        appearance, mask = body_from_seed(seed)
-        fresh = TrackedParticle(prompt.particle, ShapeMemory(appearance, mask, self.options), seed.polarity,
-                                seed.x, seed.y, seed.angle_deg, amplitude_ref=seed.contrast,
-                                z_ref=2 * self.options.min_detection_z)
-        self._calibrate(pixels, fresh)
-        return fresh
-
-    def _start(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, fresh: TrackedParticle,
-               claims: list[Placement]) -> ParticleMask:
-        """Track ``fresh``, or keep the existing particle's learned shape when it fits the prompt (a correction)."""
-        existing = self._tracks.get(prompt.particle)
-        if existing is not None and self._keep_memory(pixels, existing, seed):
-            logger.debug("particle %d: correction re-anchored, learned shape kept", prompt.particle)
-            track = existing
-        else:
-            track = self._tracks[prompt.particle] = fresh
-        return self._emit(pixels, track, 1.0, claims)
-
-    def _calibrate(self, pixels: np.ndarray, track: TrackedParticle) -> None:
-        """Take the contrast and z references from matching the new template on its own prompt frame."""
-        estimate, _ = self._search(pixels, track, [], radius_px=_anchor_radius(track, 0.0))
-        if estimate is not None and estimate.amplitude > 0:
-            track.amplitude_ref, track.z_ref, track.last_z = estimate.amplitude, estimate.z, estimate.z
-
-    def _keep_memory(self, pixels: np.ndarray, track: TrackedParticle, seed: Seed) -> bool:
-        """Whether ``track`` keeps its learned shape through a correction at ``seed``.
-
-        It does when that shape, matched at the prompt, overlaps the prompt's own segmentation
-        (IoU >= CORRECTION_KEEP_IOU): a correction usually shows where the same particle is, and averaged
-        memory beats a one-frame segmentation. Otherwise the shape is re-learned from the prompt.
-        """
-        estimate, _ = self._search(pixels, replace_position(track, seed), [],
-                                   radius_px=_anchor_radius(track, 0.5 * seed.radius_px))
-        if estimate is None:
-            return False
-        placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
-        if placed is None:
-            return False
-        (x0, y0, x1, y1), crop = placed.box, placed.crop
-        seed_full = np.zeros(pixels.shape, dtype=bool)
-        paste(seed_full, seed.window.x0, seed.window.y0, seed.mask)
-        inter = int((seed_full[y0:y1, x0:x1] & crop).sum())
-        union = int(seed.mask.sum()) + int(crop.sum()) - inter
-        if inter / max(union, 1) < CORRECTION_KEEP_IOU:
-            return False
-        track.present, track.velocity = True, (0.0, 0.0)
-        track.accept(estimate)
-        return True
 
     # ------------------------------------------------------------------ following
 
@@ -488,18 +364,3 @@ class EmbeddedSegmenter:
                  visible: float) -> str | None:
         """Why a detection may not carry the particle's id (`vetting.match_refusal`); None: it may."""
         return match_refusal(self._static, pixels, track, estimate, placed, visible)
-
-
-def _key(edit: ParticleEdit) -> tuple[object, ...]:
-    return prompt_key(edit) if isinstance(edit, Prompt) else ()
-
-
-def _anchor_radius(track: TrackedParticle, wanted_px: float) -> float:
-    """Search radius around a prompt: at least one coarse cell, so the coarse grid has a candidate."""
-    return max(4.0, 1.5 * track.memory.coarse_factor, wanted_px)
-
-
-def replace_position(track: TrackedParticle, seed: Seed) -> TrackedParticle:
-    """``track`` moved to the seed's position (searched from there, motion forgotten)."""
-    track.x, track.y, track.velocity = seed.x, seed.y, (0.0, 0.0)
-    return track
