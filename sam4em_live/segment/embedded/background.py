@@ -12,7 +12,10 @@ segmenter each frame divided by it, in the frame's own dtype:
 
 - **first frame** (where the prompts are seeded, before anything is learned over time): the map
   is the smooth illumination fitted to that frame alone (`illumination.fit_illumination`: a cubic
-  surface and four quadrant gains, particles rejected as outliers);
+  surface and four quadrant gains, particles rejected as outliers), times the finer texture that the
+  fit leaves (`illumination.fit_texture`: a robust local mean at ~2 map blocks, particles rejected,
+  the places of this frame's prompts held out -- a faint particle in texture of its own contrast is
+  not an outlier, and without them the map would learn it and divide it out);
 - **then** every ``interval`` frames (sooner at first) the frame's blocks, divided by the frame's
   level (so a dose change or a blanked beam does not enter the map), are folded into a per-block
   running mean that starts from that fit. Blocks under a tracked particle's mask (and one block
@@ -36,12 +39,14 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
-from sam4em_live.segment.embedded.illumination import fit_illumination
+from sam4em_live.particles import Prompt
+from sam4em_live.segment.embedded.illumination import fit_illumination, fit_texture
 from sam4em_live.segment.embedded.window import block_mean
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
+    from sam4em_live.particles import ParticleEdit
     from sam4em_live.segment.embedded.raster import Placement
 
 BackgroundMode = Literal["auto", "on", "off"]
@@ -60,6 +65,9 @@ HORIZON_UPDATES = 32
 STRUCTURE_ON, STRUCTURE_OFF = 0.015, 0.01
 #: Blocks within this distance of a tracked particle's mask are left out of an update (its blurred rim).
 WITHHOLD_MARGIN_PX = 3.0
+#: On the first frame, the texture estimate holds out this many map blocks around a prompt's point (32 px at
+#: 256², 64 px at 1024²: a particle up to twice that across) and one block around a prompt's box.
+POINT_HOLD_OUT_BLOCKS, BOX_HOLD_OUT_BLOCKS = 8, 1
 
 
 def map_factor(shape: tuple[int, int]) -> int:
@@ -98,10 +106,11 @@ class FlatField:
 
     # ------------------------------------------------------------------ per frame
 
-    def flatten(self, pixels: np.ndarray) -> np.ndarray:
+    def flatten(self, pixels: np.ndarray, prompts: Sequence[ParticleEdit] = ()) -> np.ndarray:
         """``pixels`` divided by the learned background, same dtype and shape; ``pixels`` itself when off.
 
-        The first frame of a stream (or of a new frame size) starts the map from its fitted illumination.
+        The first frame of a stream (or of a new frame size) starts the map from its fitted illumination and
+        texture, with the places of ``prompts`` (this frame's edits) held out.
         Saturated integer pixels stay saturated (they are read as missing downstream); no other pixel
         becomes saturated.
         """
@@ -109,23 +118,24 @@ class FlatField:
             return pixels
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
         if self.state is None or self.state.shape != shape:
-            self.state = self._started(pixels, shape)
+            self.state = self._started(pixels, shape, prompts)
             self.n_updates = 0
             self.observations = (None if self.state is None
                                  else np.full(self.state.relative.shape, PRIOR_OBSERVATIONS, np.float32))
         return _divided(pixels, self.state)
 
-    def peek(self, pixels: np.ndarray) -> np.ndarray:
+    def peek(self, pixels: np.ndarray, prompts: Sequence[ParticleEdit] = ()) -> np.ndarray:
         """`flatten` without changing anything (safe beside `flatten` and `observe` on another thread).
 
-        Before the first frame (or on a frame of another size) the frame's own fitted illumination is used.
+        Before the first frame (or on a frame of another size) the frame's own fitted background is used,
+        ``prompts`` held out as in `flatten`.
         """
         if self.mode == "off" or pixels.ndim != 2:
             return pixels
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
         state = self.state
         if state is None or state.shape != shape:
-            state = self._started(pixels, shape)
+            state = self._started(pixels, shape, prompts)
         return _divided(pixels, state)
 
     def observe(self, frame_index: int, pixels: np.ndarray, claims: Iterable[Placement],
@@ -164,8 +174,9 @@ class FlatField:
 
     # ------------------------------------------------------------------ internals
 
-    def _started(self, pixels: np.ndarray, shape: tuple[int, int]) -> MapState | None:
-        """A new map from one frame: its fitted illumination at the map's resolution (None: frame too small)."""
+    def _started(self, pixels: np.ndarray, shape: tuple[int, int], prompts: Sequence[ParticleEdit]
+                 ) -> MapState | None:
+        """A new map from one frame: its fitted illumination and texture on the map's grid (None: too small)."""
         factor = map_factor(shape)
         blocks = _blocks(pixels, factor)
         if blocks is None:
@@ -179,6 +190,10 @@ class FlatField:
         rows, cols = min(fine.shape[0], blocks.shape[0]), min(fine.shape[1], blocks.shape[1])
         relative[:rows, :cols] = fine[:rows, :cols]
         _extend_edges(relative, (rows, cols))
+        if self.mode == "on" or fit.structure >= STRUCTURE_ON:  # a flat frame is passed through: no texture
+            ratio = blocks / relative
+            ratio /= np.float32(np.median(ratio))
+            relative *= fit_texture(ratio, _prompt_places(prompts, relative.shape, factor)).astype(np.float32)
         relative /= np.float32(relative.mean())
         return self._state(shape, factor, relative, fit.structure, False)
 
@@ -271,6 +286,24 @@ def _withhold_mask(learn: np.ndarray, claim: Placement, factor: int) -> None:
     ra, rb, ca, cb = max(r0, 0), min(r0 + touched.shape[0], n_rows), max(c0, 0), min(c0 + touched.shape[1], n_cols)
     if ra < rb and ca < cb:
         learn[ra:rb, ca:cb] &= ~touched[ra - r0 : rb - r0, ca - c0 : cb - c0]
+
+
+def _prompt_places(prompts: Sequence[ParticleEdit], grid: tuple[int, ...], factor: int) -> np.ndarray:
+    """Blocks of the map around the prompts' positive points and boxes (held out of the texture estimate)."""
+    free = np.ones(grid, bool)
+    block_y, block_x = (np.mgrid[0 : grid[0], 0 : grid[1]] + 0.5) * factor  # block centres, pixels
+    for prompt in prompts:
+        if not isinstance(prompt, Prompt):
+            continue
+        for (x, y), label in zip(prompt.points, prompt.labels, strict=False):
+            if label != 0:  # a negative point marks background: nothing to hold out
+                reach = POINT_HOLD_OUT_BLOCKS * factor
+                free &= (block_x - x) ** 2 + (block_y - y) ** 2 > reach * reach
+        if prompt.box is not None:
+            x0, y0, x1, y1 = prompt.box
+            margin = BOX_HOLD_OUT_BLOCKS * factor
+            _withhold_box(free, x0 - margin, y0 - margin, x1 + margin, y1 + margin, factor)
+    return ~free
 
 
 def _withhold_box(learn: np.ndarray, x0: float, y0: float, x1: float, y1: float, factor: int) -> None:

@@ -77,7 +77,7 @@ class PromptLanding:
         seed and its new particle, calibrated on this frame, as `_apply_prompt` makes them. A prompt that
         cannot be seeded is returned in ``rejected`` with its reason.
         """
-        pixels = self._background.peek(frame.pixels)
+        pixels = self._background.peek(frame.pixels, edits)
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
         kept: list[ParticleEdit] = []
         rejected: list[RejectedEdit] = []

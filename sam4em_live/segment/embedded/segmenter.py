@@ -108,7 +108,7 @@ class EmbeddedSegmenter(PromptLanding):
 
     def track(self, frame: Frame, edits: Sequence[ParticleEdit] = (), seeded: SeededEdits | None = None
               ) -> list[ParticleMask]:
-        pixels = self._background.flatten(frame.pixels)
+        pixels = self._background.flatten(frame.pixels, edits)
         if pixels.ndim != 2:
             raise ValueError(f"embedded backend needs a 2-D frame, got shape {pixels.shape}")
         results: dict[int, ParticleMask] = {}
