@@ -36,11 +36,10 @@ from sam4em_live.segment.embedded.search import (
     _angle_gap,
     _fine_reach,
     _first_fine_reach,
-    _parabola,
     fine_search,
     fine_window_extent,
 )
-from sam4em_live.segment.embedded.window import block_darkness_stack, robust_noise
+from sam4em_live.segment.embedded.window import WindowExtent, block_darkness_stack, robust_noise
 
 if TYPE_CHECKING:
     from sam4em_live.segment.embedded.near import NearWindow
@@ -82,6 +81,7 @@ class _Search:
     window: NearWindow
     coarse_prior: MotionPrior  # the prior within the near radius
     start: CoarsePose | None = None
+    extent: WindowExtent | None = None  # the fine window at ``start`` (`search.fine_window_extent`)
     fine: FineLevel | None = None
     estimate: PoseEstimate | None = None
 
@@ -100,6 +100,8 @@ def batched_near_searches(pixels: np.ndarray, tracks: list[TrackedParticle], cla
     for group in _groups(searches, _coarse_key).values():
         _coarse_stage(group)
     started = [s for s in searches if s.start is not None]
+    for s in started:
+        s.extent = fine_window_extent(s.track.memory, s.start.x, s.start.y)  # type: ignore[union-attr]
     batchable = [s for s in started if _fine_unclaimed(s, claims)]
     for group in _groups(batchable, _fine_key).values():
         _fine_stage(_fine_levels(pixels, group))
@@ -175,15 +177,33 @@ def _coarse_members(group: list[_Search], denominator: np.ndarray, factor: int, 
     r, c = np.divmod(p, n_valid)
     members = np.arange(len(group))
     surface = objective.reshape(len(group), count, n_valid, n_valid)
-    values = _neighbours(surface, members, k, r, c, n_valid, n_valid)
-    xs, ys = grid_x[members, c].tolist(), grid_y[members, r].tolist()
-    for s, rr, cc, kk, (left, mid, right, up, down), x, y in zip(
-            group, r.tolist(), c.tolist(), k.tolist(), values.tolist(), xs, ys, strict=True):
-        if not math.isfinite(mid):  # nothing within the prior's radius
-            continue
-        dx = _parabola(left, mid, right) if 0 < cc < n_valid - 1 else 0.0
-        dy = _parabola(up, mid, down) if 0 < rr < n_valid - 1 else 0.0
-        s.start = CoarsePose(x + dx * factor, y + dy * factor, float(s.window.bank.angles_deg[kk]))
+    values = _neighbours(surface, members, k, r, c, n_valid, n_valid).astype(np.float64)
+    left, mid, right, up, down = values.T
+    xs = grid_x[members, c] + _parabolas(left, mid, right, _inner(c, n_valid)) * factor
+    ys = grid_y[members, r] + _parabolas(up, mid, down, _inner(r, n_valid)) * factor
+    for s, kk, found, x, y in zip(group, k.tolist(), np.isfinite(mid).tolist(), xs.tolist(), ys.tolist(),
+                                  strict=True):
+        if found:  # else nothing within the prior's radius
+            s.start = CoarsePose(x, y, float(s.window.bank.angles_deg[kk]))  # type: ignore[union-attr]
+
+
+def _inner(index: np.ndarray, n: int) -> np.ndarray:
+    """Whether each index has a neighbour on both sides in 0 .. n - 1 (a parabola can be fitted there)."""
+    return (index > 0) & (index < n - 1)
+
+
+def _parabolas(m: np.ndarray, c: np.ndarray, p: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """`search._parabola` of each member's (m, c, p), 0 where not ``inner``: float64, the same operations.
+
+    The inputs are the float32 (or float64) surface values as float64, as ``tolist`` gives the reference.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):  # -inf neighbours (outside the prior's radius): not fitted
+        denom = m - 2 * c + p
+        fitted = inner & np.isfinite(denom) & (denom < 0)
+        offset = 0.5 * (m - p) / np.where(fitted, denom, -1.0)
+    np.maximum(offset, -0.5, out=offset)
+    np.minimum(offset, 0.5, out=offset)
+    return np.where(fitted, offset, 0.0)
 
 
 def _neighbours(surface: np.ndarray, members: np.ndarray, k: np.ndarray, r: np.ndarray, c: np.ndarray,
@@ -240,16 +260,15 @@ def prior_penalties(grid_x: np.ndarray, grid_y: np.ndarray, angles: np.ndarray, 
 
 def _fine_unclaimed(s: _Search, claims: list[Placement]) -> bool:
     """Whether nothing of the fine window of ``s`` is claimed (the rest is checked by `block_darkness_stack`)."""
-    assert s.start is not None
-    x0, y0, edge = fine_window_extent(s.track.memory, s.start.x, s.start.y)
-    return not claims or claimed(claims, x0, y0, edge) is None
+    assert s.extent is not None
+    return not claims or claimed(claims, *s.extent) is None
 
 
 def _fine_alone(pixels: np.ndarray, s: _Search, claims: list[Placement]) -> None:
     """The reference fine level and search for one member that does not fit a batch."""
-    assert s.start is not None
+    assert s.start is not None and s.extent is not None
     memory = s.track.memory
-    fx0, fy0, fedge = fine_window_extent(memory, s.start.x, s.start.y)
+    fx0, fy0, fedge = s.extent
     fine = block_level(pixels, s.track, claims, fx0, fy0, fedge, memory.fine_factor, s.window.level.background,
                        clip_pixels=True)
     s.fine = FineLevel(fx0, fy0, fine.contrast, fine.valid)
@@ -257,9 +276,9 @@ def _fine_alone(pixels: np.ndarray, s: _Search, claims: list[Placement]) -> None
 
 
 def _fine_key(s: _Search) -> tuple[object, ...]:
+    """What a fine stack shares (the fine reaches follow from the two factors)."""
     memory = s.track.memory
-    return (memory.fine_factor, fine_window_extent(memory, 0.0, 0.0).edge, memory.banks.fine_step_deg(),
-            memory.period_deg, _fine_reach(memory), _first_fine_reach(memory, _fine_reach(memory)),
+    return (memory.fine_factor, s.extent.edge, memory.banks.fine_step_deg(), memory.period_deg,  # type: ignore[union-attr]
             memory.coarse_factor)
 
 
@@ -268,7 +287,7 @@ def _fine_levels(pixels: np.ndarray, group: list[_Search]) -> list[_Search]:
 
     A member whose window leaves the frame or holds saturated pixels is left to `_fine_alone` (``fine`` None).
     """
-    extents = [fine_window_extent(s.track.memory, s.start.x, s.start.y) for s in group]  # type: ignore[union-attr]
+    extents: list[WindowExtent] = [s.extent for s in group]  # type: ignore[misc]
     levels = block_darkness_stack(pixels, [(e.x0, e.y0) for e in extents], extents[0].edge,
                                   group[0].track.memory.fine_factor, [s.track.polarity for s in group],
                                   [s.window.level.background for s in group], clip_pixels=True)
@@ -381,20 +400,16 @@ def _fine_pass(group: list[_Search], plans: list[_FinePlan], reach: int, step: f
     around = _neighbours(surface, members, a, r, c, n_rows, n_cols)
     turns = objective[members[:, None], np.stack([np.maximum(a - 1, 0), np.minimum(a + 1, count - 1)], axis=1),
                       p[:, None]]
-    xs, ys = grid_x[members, c].tolist(), grid_y[members, r].tolist()
-    zs = z[members, a, p].tolist()
-    raw_scores = scores[members, p, a].tolist()
-    interior = []
-    for s, plan, aa, rr, cc, (left, mid, right, up, down), (before, after), x, y, zz, score in zip(
-            group, plans, a.tolist(), r.tolist(), c.tolist(), around.tolist(), turns.tolist(), xs, ys, zs,
-            raw_scores, strict=True):
-        inside = 0 < rr < n_rows - 1 and 0 < cc < n_cols - 1
-        interior.append(inside)
-        dx = _parabola(left, mid, right) if 0 < cc < n_cols - 1 else 0.0
-        dy = _parabola(up, mid, down) if 0 < rr < n_rows - 1 else 0.0
-        da = _parabola(before, mid, after) if 0 < aa < count - 1 else 0.0
-        bank = plan.bank
-        s.estimate = PoseEstimate(x=x + dx * factor, y=y + dy * factor, angle_deg=float(bank.angles_deg[aa]) + da * step,
-                                  z=zz, amplitude=score / max(float(bank.gains[aa]), 1e-9))
-    return interior
+    left, mid, right, up, down = around.astype(np.float64).T
+    before, after = turns.astype(np.float64).T
+    inner_rows, inner_cols = _inner(r, n_rows), _inner(c, n_cols)
+    xs = grid_x[members, c] + _parabolas(left, mid, right, inner_cols) * factor
+    ys = grid_y[members, r] + _parabolas(up, mid, down, inner_rows) * factor
+    turned = angles[members, a] + _parabolas(before, mid, after, _inner(a, count)) * step
+    gains = np.stack([p.bank.gains for p in plans])[members, a].astype(np.float64)
+    amplitudes = scores[members, p, a] / np.maximum(gains, 1e-9)
+    for s, x, y, angle, zz, amplitude in zip(group, xs.tolist(), ys.tolist(), turned.tolist(),
+                                             z[members, a, p].tolist(), amplitudes.tolist(), strict=True):
+        s.estimate = PoseEstimate(x=x, y=y, angle_deg=angle, z=zz, amplitude=amplitude)
+    return (inner_rows & inner_cols).tolist()
 
