@@ -2,8 +2,8 @@
 
 ``recordings`` equal simulated recordings (``frames`` frames of 96 x 128, two moving disks, a prompts file
 beside each; 800 frames make a task of ~3 s on a free core, as a real recording's seconds-long task, so the
-per-task costs do not dominate the comparison) run side by side in one process on a 1-worker and then a
-2-worker cluster made by `sam4em_live.batch.runner.start_local_cluster` (what ``run_batch`` runs on: process
+per-task costs do not dominate the comparison) run side by side in one process, ``rounds`` times in the
+order 1, 2, 2, 1, ... workers (a load that changes during the run weighs on both), on clusters made by `sam4em_live.batch.runner.start_local_cluster` (what ``run_batch`` runs on: process
 workers, one thread each, thread pools pinned). Before the clock starts, each worker runs one short
 recording (imports and first-call costs paid, so the figures are the batch's, not the start-up's) and the
 client has imported the batch runner. Scheduling overhead per recording is the 1-worker batch's wall time
@@ -94,34 +94,42 @@ def _worker_pins(client: Any) -> int:
     return max(values)
 
 
-def _both_busy(out: Path, wall_start: float, wall_end: float) -> float:
-    """Share of [wall_start, wall_end] during which two different worker processes were inside a task."""
-    spans: dict[int, list[tuple[float, float]]] = {}
+def _task_spans(out: Path) -> list[tuple[int, float, float]]:
+    """(worker pid, start, end) of each recording's task, from its attempts log: the whole of
+    ``analyse_recording``, its Parquet partitions and statistics included (a batch without faults)."""
+    spans = []
     for log in (out / "state").glob("*.attempts.jsonl"):
         entries = [json.loads(line) for line in log.read_text().splitlines()]
-        spans.setdefault(entries[0]["pid"], []).append((entries[0]["time"], entries[-1]["time"]))
-    if len(spans) < 2:
+        spans.append((int(entries[0]["pid"]), float(entries[0]["time"]), float(entries[-1]["time"])))
+    return sorted(spans, key=lambda span: span[1])
+
+
+def _both_busy(spans: list[tuple[int, float, float]], wall_start: float, wall_end: float) -> float:
+    """Share of [wall_start, wall_end] during which two different worker processes were inside a task."""
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for pid, start, end in spans:
+        by_pid.setdefault(pid, []).append((start, end))
+    if len(by_pid) < 2:
         return 0.0
-    first, second = list(spans.values())[:2]
+    first, second = list(by_pid.values())[:2]
     both = sum(max(0.0, min(a1, b1) - max(a0, b0)) for a0, a1 in first for b0, b1 in second)
     return both / (wall_end - wall_start)
 
 
-def _gaps(out: Path, started: float, ended: float) -> tuple[float, float, float]:
-    """From the attempts logs of a 1-worker batch: (mean gap between one task's end and the next one's start,
+def _gaps(spans: list[tuple[int, float, float]], started: float, ended: float) -> tuple[float, float, float]:
+    """From the task spans of a 1-worker batch: (mean gap between one task's end and the next one's start,
     run_batch's time before the first task, after the last one), in s."""
-    spans = sorted((entries[0]["time"], entries[-1]["time"]) for entries in (
-        [json.loads(line) for line in log.read_text().splitlines()] for log in (out / "state").glob("*.attempts.jsonl")))
-    gaps = [nxt[0] - prev[1] for prev, nxt in pairwise(spans)]
-    return sum(gaps) / max(len(gaps), 1), spans[0][0] - started, ended - spans[-1][1]
+    gaps = [nxt[1] - prev[2] for prev, nxt in pairwise(spans)]
+    return sum(gaps) / max(len(gaps), 1), spans[0][1] - started, ended - spans[-1][2]
 
 
 @dataclass(frozen=True)
 class _TimedBatch:
     wall_s: float
-    task_s: float  # Σ over the recordings of the time inside analyse_recording
+    task_s: float  # Σ over the recordings of the time inside analyse_recording (attempts logs: start to done)
     startup_s: float
-    task_cpu_s: float  # Σ CPU of the worker processes and their children (mask writers) inside the tasks
+    task_cpu_s: float  # Σ CPU of the worker processes and their children (mask writers) during the runs...
+    run_s: float  # ... and Σ wall time of those runs (`RecordingOutcome.seconds`: before the Parquet writes)
     gaps: tuple[float, float, float]  # `_gaps`
     both_busy: float  # `_both_busy`
     pins: int  # `_worker_pins`
@@ -144,9 +152,19 @@ def _timed_batch(archive: Path, out: Path, workers: int, warm_up: Path) -> _Time
         cluster.close()
     if report.failed or len(report.analysed) != len(list(archive.glob("*.tif"))):
         raise RuntimeError(f"batch of {archive} incomplete: {report.lines()}")
-    return _TimedBatch(wall, sum(o.seconds for o in report.analysed), startup,
-                       sum(o.cpu_seconds + o.child_cpu_seconds for o in report.analysed), _gaps(out, started, ended),
-                       _both_busy(out, started, ended), pins)
+    spans = _task_spans(out)
+    return _TimedBatch(wall, sum(end - start for _, start, end in spans), startup,
+                       sum(o.cpu_seconds + o.child_cpu_seconds for o in report.analysed),
+                       sum(o.seconds for o in report.analysed), _gaps(spans, started, ended),
+                       _both_busy(spans, started, ended), pins)
+
+
+def _summed(batches: list[_TimedBatch]) -> _TimedBatch:
+    """The batches of one configuration added up (times), their extremes where a sum means nothing."""
+    return _TimedBatch(
+        sum(b.wall_s for b in batches), sum(b.task_s for b in batches), max(b.startup_s for b in batches),
+        sum(b.task_cpu_s for b in batches), sum(b.run_s for b in batches), batches[0].gaps,
+        sum(b.both_busy * b.wall_s for b in batches) / sum(b.wall_s for b in batches), max(b.pins for b in batches))
 
 
 def _kill_when_started(log: Path, killed: list[int], stop: threading.Event) -> None:
@@ -162,17 +180,23 @@ def _kill_when_started(log: Path, killed: list[int], stop: threading.Event) -> N
 
 
 @benchmark("batch", "Dask batch: 2 workers vs 1, scheduling overhead per recording, 20 recordings with faults",
-           {"recordings": 8, "frames": 800, "fault_recordings": 20, "fault_frames": 80},
-           quick={"recordings": 4, "frames": 200, "fault_recordings": 6})
+           {"recordings": 8, "frames": 800, "rounds": 2, "fault_recordings": 20, "fault_frames": 80},
+           quick={"recordings": 4, "frames": 200, "rounds": 1, "fault_recordings": 6})
 def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     from sam4em_live.batch import run_batch
 
     n, frames = integer(params, "recordings"), integer(params, "frames")
     archive = _archive(context.scratch / "equal", n, frames)
     warm_up = _archive(context.scratch / "warm-up", 1, 20) / "rec000.tif"
-    one = _timed_batch(archive, context.scratch / "one", 1, warm_up)
-    two = _timed_batch(archive, context.scratch / "two", 2, warm_up)
-    gap, before, after = one.gaps
+    # 1 worker, 2 workers, 2 workers, 1 worker, ...: a load that rises or falls during the run (a shared
+    # machine) weighs on both alike; each batch on a fresh cluster and its own output folder
+    runs: dict[int, list[_TimedBatch]] = {1: [], 2: []}
+    for k in range(integer(params, "rounds")):
+        for workers in ((1, 2) if k % 2 == 0 else (2, 1)):
+            runs[workers].append(_timed_batch(archive, context.scratch / f"w{workers}-{k}", workers, warm_up))
+    one, two = _summed(runs[1]), _summed(runs[2])
+    n *= len(runs[1])  # recordings analysed by each configuration over the rounds
+    gap, before, after = runs[1][0].gaps
 
     faulty = _archive(context.scratch / "faulty", integer(params, "fault_recordings"), integer(params, "fault_frames"))
     (faulty / "corrupt.tif").write_bytes(b"not a TIFF file")
@@ -220,7 +244,7 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
         "after_last_task_s": Metric(after, "s", "lower"),
         # above 1: one recording already keeps more than one core busy (the service's threads), which caps what
         # a second worker can add on a 2-core machine
-        "task_cpu_per_wall": Metric(one.task_cpu_s / one.task_s, "cores", "none"),
+        "task_cpu_per_wall": Metric(one.task_cpu_s / one.run_s, "cores", "none"),
         "fault_good_analysed": count(len(report.analysed)),
         "fault_faults_reported": count(faults if killed else -1),
         "fault_recomputed_on_resume": count(len(resumed.analysed), better="lower"),
