@@ -11,7 +11,9 @@ that differs in either way is read by the maintained reader (`frame_folder.decod
 Frames are read-only views of a memory map of their file (no copy: the consumer's first pass over the
 pixels reads them from the page cache); the map is released when the last view of the frame is dropped,
 so memory stays the frames in flight. The fast paths are tested against the maintained readers
-(tests/test_instrument_formats.py).
+(tests/test_instrument_formats.py). As for every memory-mapped stack (TIFF, MRC, DM4): the files are a
+finished recording; one cut shorter while a frame of it is in use would fault (SIGBUS), so live folders
+being written are read by `sources.watched_folder`, which decodes complete files instead.
 """
 
 from __future__ import annotations
