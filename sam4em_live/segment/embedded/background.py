@@ -26,8 +26,9 @@ segmenter each frame divided by it, in the frame's own dtype:
 Correction is applied only when the map has structure (``mode="auto"``: the fitted illumination
 varies by `STRUCTURE_ON` rms or more, and until it falls below `STRUCTURE_OFF`). A flat stream
 (our simulator's own frames, the SAM4EM presets) is passed through untouched: same pixels, no
-cost beyond the map's upkeep (~0.05 ms a frame at 1024²). Corrected, a 1024² uint16 frame costs
-one multiply and a conversion (~1 ms; docs/embedded_backend.md, "Background").
+cost beyond the map's upkeep (a block mean every 4th frame, the structure test every 32nd: ~0.3 ms a
+frame at 1024², process time on the shared 2-core VM). Corrected, a 1024² uint16 frame costs one
+multiply and a conversion (~1.3 ms), the first frame's fit ~18 ms (docs/embedded_backend.md, "Background").
 
 Coordinates: x = column, y = row, pixels; the map's block (r, c) covers rows r*f .. r*f+f-1.
 """
@@ -63,6 +64,8 @@ FIRST_INTERVAL_FRAMES, FIRST_UPDATES = 2, 8
 HORIZON_UPDATES = 32
 #: Correct when the illumination's rms variation reaches this, stop when it falls below the lower value.
 STRUCTURE_ON, STRUCTURE_OFF = 0.015, 0.01
+#: The map's structure is tested on every this many updates (every 32 frames once updates are every 4th).
+STRUCTURE_EVERY_UPDATES = 8
 #: Blocks within this distance of a tracked particle's mask are left out of an update (its blurred rim).
 WITHHOLD_MARGIN_PX = 3.0
 #: On the first frame, the texture estimate holds out this many map blocks around a prompt's point (32 px at
@@ -168,7 +171,9 @@ class FlatField:
         blocks += state.relative  # a new array: a reader may hold the old one
         blocks /= np.float32(blocks.mean())
         self.n_updates += 1
-        structure = _structure(blocks, state.shape, state.factor)
+        # The structure test is a robust fit (~4 ms at 1024², as much as tracking 4 particles): not every update.
+        due = self.n_updates % STRUCTURE_EVERY_UPDATES == 0
+        structure = _structure(blocks, state.shape, state.factor) if due else None
         self.state = self._state(state.shape, state.factor, blocks, state.structure if structure is None
                                  else structure, state.active)
 
