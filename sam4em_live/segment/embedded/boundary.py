@@ -27,10 +27,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage, special
 from skimage.morphology import convex_hull_image
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 #: Bin width (px) of the mean edge profile.
 PROFILE_STEP_PX = 0.5
@@ -68,6 +72,12 @@ class EdgeFit:
     plateau: float  # P, contrast units of the memory
     model: str  # "plate" or "chord"
     snr: float  # P / its standard error
+    background: float = 0.0  # b, contrast units of the memory
+
+    @property
+    def half_level(self) -> float:
+        """Background + plateau / 2: where a straight step crosses its true edge under any symmetric blur."""
+        return self.background + 0.5 * self.plateau
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +102,25 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
 
 def edge_profile(field: np.ndarray, distance: np.ndarray, inside_px: float = PROFILE_INSIDE_PX) -> EdgeProfile:
     """``field`` averaged in `PROFILE_STEP_PX` bins of the signed ``distance``, from outside to ``inside_px``."""
+    return merged_profile([(field, distance)], inside_px)
+
+
+def merged_profile(pairs: Sequence[tuple[np.ndarray, np.ndarray]], inside_px: float = PROFILE_INSIDE_PX
+                   ) -> EdgeProfile:
+    """One profile (as `edge_profile`) from the pixels of several (field, signed distance) pairs together."""
     lo = -PROFILE_OUTSIDE_PX
-    keep = (distance >= lo) & (distance < inside_px)
-    d = distance[keep].astype(np.float64)
-    index = ((d - lo) / PROFILE_STEP_PX).astype(np.intp)
-    counts = np.bincount(index)
+    bins = int(np.ceil((inside_px - lo) / PROFILE_STEP_PX))
+    counts, sums, distances = np.zeros(bins), np.zeros(bins), np.zeros(bins)
+    for field, distance in pairs:
+        keep = (distance >= lo) & (distance < inside_px)
+        d = distance[keep].astype(np.float64)
+        index = np.minimum(((d - lo) / PROFILE_STEP_PX).astype(np.intp), bins - 1)
+        counts += np.bincount(index, minlength=bins)
+        sums += np.bincount(index, field[keep].astype(np.float64), minlength=bins)
+        distances += np.bincount(index, d, minlength=bins)
     used = counts >= MIN_BIN_PIXELS
-    sums = np.bincount(index, field[keep].astype(np.float64))
-    mean_distance = np.bincount(index, d)
     safe = np.maximum(counts, 1)
-    return EdgeProfile((mean_distance / safe)[used], (sums / safe)[used], counts[used])
+    return EdgeProfile((distances / safe)[used], (sums / safe)[used], counts[used].astype(np.intp))
 
 
 @lru_cache(maxsize=64)
@@ -141,12 +160,23 @@ def fit_edge(memory: np.ndarray, distance: np.ndarray, rounded: bool | None = No
     cleaner contour, or over several refreshes); None: judged on the contour of ``distance``. None is
     returned when the profile does not show a clear edge (too faint, or the contour encloses too little).
     """
-    radius = int(round(float(distance.max()) + 0.5))  # inscribed radius of the provisional mask
+    radius = inscribed_radius(distance)
     if radius < 1:
         return None
-    profile = edge_profile(memory, distance, min(PROFILE_INSIDE_PX, radius + 2.0))
+    if rounded is None:
+        rounded = rounded_outline(distance > 0)
+    return fit_profile(edge_profile(memory, distance, min(PROFILE_INSIDE_PX, radius + 2.0)), radius, rounded)
+
+
+def inscribed_radius(distance: np.ndarray) -> int:
+    """The inscribed radius (px, rounded) of the contour of a signed distance map (`signed_distance`)."""
+    return int(round(float(distance.max()) + 0.5))
+
+
+def fit_profile(profile: EdgeProfile, radius: int, rounded: bool) -> EdgeFit | None:
+    """The edge of a mean edge ``profile`` (`fit_edge`), for a contour of inscribed ``radius`` (px)."""
     s, p, w = profile.distance_px, profile.value, profile.pixels.astype(np.float64)
-    if s.size < 8:
+    if s.size < 8 or radius < 1:
         return None
     fits = {model: _fit_model(model, radius, s, p, w) for model in ("plate", "chord")}
     # A domed (chord) profile is a physical model only for a rounded outline, and for a rounded outline the
@@ -158,8 +188,6 @@ def fit_edge(memory: np.ndarray, distance: np.ndarray, rounded: bool | None = No
     # step and shrank by a quarter), so no edge is reported; on a polygon it is a blurred plate all the same.
     chord_fits = fits["chord"][0] <= CHORD_PREFERENCE * fits["plate"][0]
     plate_unresolved = fits["plate"][3] == len(BLUR_SIGMAS_PX) - 1
-    if rounded is None:
-        rounded = rounded_outline(distance > 0)
     rounded = (chord_fits or plate_unresolved) and rounded
     if rounded and not chord_fits:
         return None
@@ -170,7 +198,9 @@ def fit_edge(memory: np.ndarray, distance: np.ndarray, rounded: bool | None = No
     snr = plateau / np.sqrt(max(variance, 1e-18) / max(spread, 1e-18))
     if not np.isfinite(snr) or snr < MIN_EDGE_SNR:
         return None
-    return EdgeFit(offset, BLUR_SIGMAS_PX[sigma_index], plateau, model, float(snr))
+    values = _model_values(model, radius, s, np.array([offset]))[sigma_index, 0]
+    background = float(np.average(p - plateau * values, weights=w))
+    return EdgeFit(offset, BLUR_SIGMAS_PX[sigma_index], plateau, model, float(snr), background)
 
 
 def _fit_model(model: str, radius: int, s: np.ndarray, p: np.ndarray, w: np.ndarray
