@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from sam4em_live.frames import Frame
-from sam4em_live.segment.embedded import batched_search, search
+from sam4em_live.segment.embedded import batched_raster, batched_search, search
 from sam4em_live.segment.embedded import segmenter as segmenter_module
 from sam4em_live.segment.embedded import window as window_module
 from sam4em_live.segment.embedded.batched_search import NearAnswers, batched_near_searches, prior_penalties
-from sam4em_live.segment.embedded.search import MotionPrior
+from sam4em_live.segment.embedded.search import MotionPrior, PoseEstimate
 from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.sim.video import make_prompts
 from tests.embedded_helpers import preset_video
@@ -71,6 +71,8 @@ def test_batched_near_searches_give_the_poses_of_one_search_at_a_time(clip: str,
 @pytest.mark.parametrize("clip", ["multi-1024", "crossing", "discs"])
 def test_tracking_with_the_batched_path_gives_the_masks_of_the_per_particle_path(clip: str, monkeypatch) -> None:
     monkeypatch.setattr(batched_search, "MIN_BATCH", 1)
+    monkeypatch.setattr(batched_raster, "MIN_STACK", 1)
+    monkeypatch.setattr(batched_raster, "MIN_POSES", 1)
     frames, prompts = _clip(clip)
     batched = create_segmenter("embedded", {})
     one_at_a_time = create_segmenter("embedded", {})
@@ -84,13 +86,47 @@ def test_tracking_with_the_batched_path_gives_the_masks_of_the_per_particle_path
     for index, pixels in enumerate(frames):
         edits = [p for p in prompts if p.frame == index]
         monkeypatch.setattr(segmenter_module, "batched_near_searches", spy)
+        monkeypatch.setattr(segmenter_module, "placements", batched_raster.placements)
         a = batched.track(Frame(clip, index, 0.0, pixels), edits)
         monkeypatch.setattr(segmenter_module, "batched_near_searches", lambda *args, **kwargs: NearAnswers({}, {}))
+        monkeypatch.setattr(segmenter_module, "placements", _one_mask_at_a_time)
         b = one_at_a_time.track(Frame(clip, index, 0.0, pixels), edits)
         assert [(m.particle, m.present, m.score, m.bbox, m.extras) for m in a] == \
             [(m.particle, m.present, m.score, m.bbox, m.extras) for m in b], index
         assert all(x.crop is None or np.array_equal(x.crop, y.crop) for x, y in zip(a, b, strict=True))
     assert sum(answered) >= 10  # the batched path really answered
+
+
+def _one_mask_at_a_time(memories: list, estimates: list, shape: tuple[int, int]) -> list:
+    return [None if e is None else m.rasterize(e.x, e.y, e.angle_deg, shape)
+            for m, e in zip(memories, estimates, strict=True)]
+
+
+@pytest.mark.parametrize("clip", ["multi-1024", "discs"])
+def test_stacked_masks_equal_one_rasterisation_at_a_time(clip: str, monkeypatch) -> None:
+    monkeypatch.setattr(batched_raster, "MIN_STACK", 1)
+    monkeypatch.setattr(batched_raster, "MIN_POSES", 1)
+    frames, prompts = _clip(clip)
+    segmenter = create_segmenter("embedded", {})
+    for index, pixels in enumerate(frames[:6]):  # learned shapes: rods and spheres of a few sizes
+        segmenter.track(Frame(clip, index, 0.0, pixels), [p for p in prompts if p.frame == index])
+    memories = [t.memory for t in segmenter._tracks.values()]
+    rng = np.random.default_rng(2)
+    rows, cols = frames.shape[1:]
+    count = 400  # poses in the frame, across its edges and wholly outside it, at every angle; some None
+    chosen = [memories[i] for i in rng.integers(0, len(memories), count)]
+    estimates = [None if i % 17 == 0 else PoseEstimate(float(rng.uniform(-40, cols + 40)),
+                                                       float(rng.uniform(-40, rows + 40)),
+                                                       float(rng.uniform(-360, 360)), 5.0, 1.0)
+                 for i in range(count)]
+    stacked = batched_raster.placements(chosen, estimates, (rows, cols))
+    reference = _one_mask_at_a_time(chosen, estimates, (rows, cols))
+    for i, (together, one) in enumerate(zip(stacked, reference, strict=True)):
+        assert (together is None) == (one is None), i
+        if one is not None:
+            assert together.box == one.box and together.area_px == one.area_px, i
+            assert together.crop.dtype == one.crop.dtype and np.array_equal(together.crop, one.crop), i
+    assert 0 < sum(p is None for p in reference) < count // 3
 
 
 def test_prior_penalties_equal_the_per_search_prior() -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from sam4em_live.particles import ParticleEdit, ParticleMask, RemoveParticle
 from sam4em_live.segment.embedded.background import FlatField
+from sam4em_live.segment.embedded.batched_raster import placements
 from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_area
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
@@ -228,11 +229,13 @@ class EmbeddedSegmenter(PromptLanding):
             return -(estimate.z if estimate else -np.inf)
 
         order = sorted(tracks, key=best_first)
-        for track in order:
+        # Every mask at its pose in one stacked pass (issue 23; the same as `ShapeMemory.rasterize` one by one).
+        placed_at = placements([t.memory for t in order], [found[t.particle].estimate for t in order], pixels.shape)
+        for track, at in zip(order, placed_at, strict=True):
             estimate, background = found[track.particle]
             placed = None
             if estimate is not None:
-                placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
+                placed = at
                 if placed is not None and claims and conflicts(placed, claims):
                     estimate, background = self._search(pixels, track, claims)
                     placed = None

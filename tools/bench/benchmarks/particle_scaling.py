@@ -24,7 +24,9 @@ than ``warmup_frames`` (45): the embedded backend's frames after a prompt cost 3
 all N: a case whose seeding failed would be cheap for the wrong reason.
 
 ``python -m tools.bench.benchmarks.particle_scaling --profile N SIZE`` prints where one frame's time goes
-with N particles (cProfile of `Segmenter.track` alone, on the same synthetic frames).
+with N particles (cProfile of `Segmenter.track` alone, on the same synthetic frames); ``--ab REV N SIZE``
+compares `Segmenter.track`'s thread CPU with a git revision's, interleaved frame by frame in one process
+(a ratio that holds on a shared machine).
 """
 
 from __future__ import annotations
@@ -282,6 +284,50 @@ def profile_track(particles: int, size: int, frames: int = 40, top: int = 25, se
     return out.getvalue()
 
 
+def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle: int = 45) -> str:
+    """Thread CPU of `Segmenter.track` per frame, the working tree against ``rev``, interleaved frame by frame.
+
+    Both packages load in one process (`embedded_ab.renamed_revision`) and track the same synthetic frames
+    with ``particles``, alternating which goes first, so both see the machine in the same state: the
+    ratio is the code's effect even on a shared machine. Frames whose masks differ are counted.
+    """
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from tools.bench.benchmarks.embedded_ab import RENAMED, _load, _same, renamed_revision
+    from tools.bench.provenance import CACHE_DIR, resolve_revision
+    from tools.bench.registry import RunContext
+
+    clip, centres = particle_clip(size, particles, 16)
+    order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
+    with tempfile.TemporaryDirectory() as scratch:
+        sys.path.insert(0, str(renamed_revision(resolve_revision(rev), RunContext(Path(scratch), CACHE_DIR))))
+        sides = {}
+        for label, name in (("rev", RENAMED), ("tree", "sam4em_live")):
+            create, frame_type, prompt_type = _load(name)
+            prompts = [prompt_type(i + 1, 0, ((float(x), float(y)),), (1,)) for i, (y, x) in enumerate(centres[0])]
+            sides[label] = (create("embedded", {}), frame_type, prompts)
+        cpu_ms: dict[str, list[float]] = {"rev": [], "tree": []}
+        differing = 0
+        for i in range(settle + frames):
+            masks = {}
+            for label in ("rev", "tree") if i % 2 == 0 else ("tree", "rev"):
+                segmenter, frame_type, prompts = sides[label]
+                start = time.thread_time()
+                masks[label] = segmenter.track(frame_type("ab", i, 0.0, clip[order[i % len(order)]]),
+                                               prompts if i == 0 else [])
+                if i >= settle:
+                    cpu_ms[label].append(1e3 * (time.thread_time() - start))
+            differing += len(masks["rev"]) != len(masks["tree"]) or not all(
+                _same(a, b) for a, b in zip(masks["rev"], masks["tree"], strict=True))
+    rev_ms, tree_ms = np.asarray(cpu_ms["rev"]), np.asarray(cpu_ms["tree"])
+    return (f"{particles} particles, {size}², {frames} frames: thread CPU per frame {rev} {rev_ms.mean():.2f} ms "
+            f"(median {np.median(rev_ms):.2f}), tree {tree_ms.mean():.2f} ms (median {np.median(tree_ms):.2f}); "
+            f"tree / {rev}: mean {tree_ms.mean() / rev_ms.mean():.3f}, median "
+            f"{np.median(tree_ms) / np.median(rev_ms):.3f}; frames with different masks: {differing}")
+
+
 def _cases(metrics: Mapping[str, Metric]) -> dict[tuple[int, int], dict[str, float]]:
     """{(size, particles): {figure: value}} from a result's metric names ``sizeS.particlesN.figure``."""
     cases: dict[tuple[int, int], dict[str, float]] = {}
@@ -336,10 +382,13 @@ if __name__ == "__main__":
 
     if len(sys.argv) >= 4 and sys.argv[1] == "--profile":
         print(profile_track(int(sys.argv[2]), int(sys.argv[3])))
+    elif len(sys.argv) >= 5 and sys.argv[1] == "--ab":  # REV PARTICLES SIZE [FRAMES]
+        print(compare_track(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *(int(a) for a in sys.argv[5:6])))
     elif len(sys.argv) >= 4 and sys.argv[1] == "--report":  # RESULT.json PLOT.png [TITLE]
         (record,) = [r for r in load_results(Path(sys.argv[2])) if r.benchmark == "particle-scaling"]
         print(table(record.metrics))
         plot(record.metrics, sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
     else:
         sys.exit("usage: python -m tools.bench.benchmarks.particle_scaling --profile PARTICLES SIZE\n"
+                 "       python -m tools.bench.benchmarks.particle_scaling --ab REV PARTICLES SIZE [FRAMES]\n"
                  "       python -m tools.bench.benchmarks.particle_scaling --report RESULT.json PLOT.png [TITLE]")
