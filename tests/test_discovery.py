@@ -3,6 +3,7 @@ in auto and propose modes, steered over a real ZeroMQ control channel on loopbac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -11,12 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sam4em_live.config import ServiceConfig
+from sam4em_live.config import DiscoveryConfig, ServiceConfig
 from sam4em_live.control.client import ControlClient, ControlError
 from sam4em_live.discover.detector import Candidate, ParticleDetector
-from sam4em_live.discover.policy import CandidateTracks, DiscoveryPolicy
+from sam4em_live.discover.policy import SCORE_RUNS, STILL_WINDOW, CandidateTracks, DiscoveryPolicy
+from sam4em_live.frames import Frame
 from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
+from sam4em_live.service.discovery import STATIC_WARMUP_UPDATES, Discovery
 from sam4em_live.service.particle_ids import ParticleIds
 from sam4em_live.sim.conditions import get_condition
 from sam4em_live.sim.scenario import render_scenario
@@ -199,3 +202,52 @@ def test_a_lost_particle_found_elsewhere_is_proposed_not_given_an_id(tmp_path) -
     one = table[table.particle == 1]
     assert np.hypot(one.x - 50.0, one.y - 60.0).max() < 5.0  # discovery never moved id 1 onto the newcomer
     assert set(table.particle) == {1}
+
+
+# ------------------------------------------------------------------ track scores and the static screen
+
+
+def test_a_track_scores_the_mean_of_its_recent_detections_and_forgets_old_places() -> None:
+    tracks = CandidateTracks()
+    scores = [3.6, 4.4, 5.2, 6.0, 6.8, 7.6, 8.4]
+    for k, score in enumerate(scores):
+        c = _candidate(100.0 + (20.0 if k == 0 else 0.0), 100.0)  # the first detection 20 px away
+        seen, _ = tracks.update([dataclasses.replace(c, score=score)])
+    (track,) = seen
+    assert track.score == pytest.approx(sum(scores[-SCORE_RUNS:]) / SCORE_RUNS)  # a faint start is forgotten
+    assert track.recent_excursion_px > 10.0  # the first place is still among the recent ones
+    for _ in range(STILL_WINDOW):
+        tracks.update([_candidate(100.0, 100.0)])
+    assert track.recent_excursion_px == 0.0  # once it has been still for the window, it counts as still
+
+
+def _wandering_scene(n_frames: int, seed: int = 7) -> np.ndarray:
+    """A static dark disc at (50, 60) and a particle wandering on a 6 px circle around (140, 100) (r = 10 px)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:160, 0:192]
+    frames = np.empty((n_frames, 160, 192), np.uint16)
+    for t in range(n_frames):
+        img = np.full((160, 192), 200.0)
+        img[(cols - 50) ** 2 + (rows - 60) ** 2 <= 100] = 120.0
+        x, y = 140 + 6 * math.cos(2 * math.pi * t / 40), 100 + 6 * math.sin(2 * math.pi * t / 40)
+        img[(cols - x) ** 2 + (rows - y) ** 2 <= 100] = 120.0
+        frames[t] = np.clip(img + rng.normal(0, 20, img.shape), 0, 65535).astype(np.uint16)
+    return frames
+
+
+def test_the_static_screen_hides_a_still_feature_and_not_a_particle_that_barely_moves() -> None:
+    # a particle confined to a few pixels is "explained" by the long-run mean as well: only its motion (more
+    # than a still feature's centroid noise, `STILL_PX`) tells it from one
+    frames = _wandering_scene(140)
+    discovery = Discovery(DiscoveryConfig(mode="propose"), ParticleIds(), lambda e: None)
+    late = []
+    for i, pixels in enumerate(frames):
+        discovery.static.observe(i, pixels, (), ())
+        if i % 2 == 0:
+            found = discovery.candidates(Frame("s", i, 0.0, pixels), [])[0]
+            if i >= 100:
+                late.append([(round(t.candidate.x), round(t.candidate.y)) for t in found])
+    assert discovery.static.n_updates >= STATIC_WARMUP_UPDATES
+    for places in late:
+        assert not any(math.hypot(x - 50, y - 60) < 8 for x, y in places), places  # the still disc: screened
+        assert any(math.hypot(x - 140, y - 100) < 12 for x, y in places), places  # the wandering one: not

@@ -79,11 +79,15 @@ class DetectorSettings:
     """How the detector looks.
 
     ``cells``: the low-resolution image is about this many cells a side (the block factor follows);
-    ``threshold_sigma``: seed level of the matched filter in noise sigmas; ``polarity``: dark, bright or both.
+    ``threshold_sigma``: level of the matched filter in noise sigmas a particle must reach (blobs extend down
+    to `LOW_FRACTION` of it); ``seed_sigma``: blobs are seeded from this level (default: ``threshold_sigma``)
+    — lower, so that a caller averaging scores over frames sees the faint ones; ``polarity``: dark, bright
+    or both.
     """
 
     cells: int = 128
     threshold_sigma: float = 5.0
+    seed_sigma: float | None = None
     polarity: str = "both"
     matched_sigma_px: float = MATCHED_SIGMA_PX
     background_sigma_px: float = BACKGROUND_SIGMA_PX
@@ -143,10 +147,11 @@ class ParticleDetector:
 
     def _blobs(self, z: np.ndarray, contrast: np.ndarray, factor: int, polarity: int) -> list[Candidate]:
         high = self.settings.threshold_sigma
-        labels, n = ndimage.label(z > high * LOW_FRACTION)
+        seed = high if self.settings.seed_sigma is None else min(self.settings.seed_sigma, high)
+        labels, n = ndimage.label(z > min(high * LOW_FRACTION, seed))
         if n == 0:
             return []
-        keep = np.unique(labels[z >= high])  # blobs that hold a seed (cheaper than a per-label maximum)
+        keep = np.unique(labels[z >= seed])  # blobs that hold a seed (cheaper than a per-label maximum)
         out = []
         objects = ndimage.find_objects(labels)
         for label in keep:

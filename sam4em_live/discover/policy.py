@@ -6,7 +6,8 @@ the particles tracked now or recently, not explained by the static map) and has 
 the nearest track of its polarity within `LINK_RADIUS_PX` plus its own radius, so a particle that moves
 between runs keeps its track). A track that has been proposed keeps its proposal id while it lasts; a rejected one is not
 proposed again while it lasts; a track not seen for `FORGET_RUNS` runs is forgotten (its open proposal
-expires).
+expires). A track's score is the mean of its last `SCORE_RUNS` detections' (a faint particle keeps its score
+from run to run, a peak of shot noise does not); its recent places feed the service's static screen.
 
 Discovery never gives a candidate an existing particle id: a lost particle found again elsewhere is a
 new proposal (or, in auto mode, a new particle), never a silent re-identification.
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 #: How far (px, plus the candidate's radius) a candidate may be from its track's last position.
 LINK_RADIUS_PX = 24.0
+#: A track's score is the mean of its last this many detections' scores.
+SCORE_RUNS = 6
+#: Detections over which a track's recent excursion is measured (the static screen's window).
+STILL_WINDOW = 16
 #: Detector runs a track may go unseen before it is forgotten.
 FORGET_RUNS = 3
 
@@ -61,12 +66,34 @@ class CandidateTrack:
     hits: int = 1  # runs in a row it was seen
     missed: int = 0
     age: int = 1  # runs it was seen in all
-    excursion_px: float = 0.0  # farthest it has been from where it was first seen
-    first: tuple[float, float] = (math.nan, math.nan)
     proposal: int | None = None  # its proposal id, once proposed
     rejected: bool = False
     accepted: bool = False
     lost: tuple[int, ...] = ()  # auto mode: lost particles it may be (then proposed, not added)
+    recent_scores: list[float] = field(default_factory=list)  # of its last `SCORE_RUNS` detections
+    recent_places: list[tuple[float, float]] = field(default_factory=list)  # of its last `STILL_WINDOW` ones
+
+    @property
+    def recent_excursion_px(self) -> float:
+        """How far it strayed over its last `STILL_WINDOW` detections: the farthest from their mean (px).
+
+        Recent, not since it was first seen: a static feature that a passing particle once merged with
+        (its centroid pulled away for a run) is still static once the particle has gone.
+        """
+        if not self.recent_places:
+            return 0.0
+        mx = sum(x for x, _ in self.recent_places) / len(self.recent_places)
+        my = sum(y for _, y in self.recent_places) / len(self.recent_places)
+        return max(math.hypot(x - mx, y - my) for x, y in self.recent_places)
+
+    @property
+    def score(self) -> float:
+        """Its candidates' mean score over the last `SCORE_RUNS` runs it was seen in (noise sigmas).
+
+        A particle keeps its score from frame to frame while a peak of shot noise does not: averaging the
+        scores of a track lets a faint particle pass (low dose) without letting the noise through.
+        """
+        return sum(self.recent_scores) / len(self.recent_scores) if self.recent_scores else self.candidate.score
 
 
 @dataclass(slots=True)
@@ -86,11 +113,12 @@ class CandidateTracks:
             if best is not None and _distance(best.candidate, candidate) <= LINK_RADIUS_PX + candidate.diameter_px / 2:
                 free.remove(best)
                 best.candidate, best.hits, best.missed, best.age = candidate, best.hits + 1, 0, best.age + 1
-                best.excursion_px = max(best.excursion_px, math.hypot(candidate.x - best.first[0],
-                                                                      candidate.y - best.first[1]))
+                best.recent_scores = [*best.recent_scores[-(SCORE_RUNS - 1):], candidate.score]
+                best.recent_places = [*best.recent_places[-(STILL_WINDOW - 1):], (candidate.x, candidate.y)]
                 seen.append(best)
             else:
-                track = CandidateTrack(candidate, first=(candidate.x, candidate.y))
+                track = CandidateTrack(candidate, recent_scores=[candidate.score],
+                                       recent_places=[(candidate.x, candidate.y)])
                 self.tracks.append(track)
                 seen.append(track)
         forgotten = []

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tools.bench.benchmarks import discovery_entry  # noqa: F401  (registers ``discovery-entry``)
 from tools.bench.figures import count, integer, strings, text
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
@@ -33,7 +34,7 @@ from tools.bench.schema import Metric, ParamValue
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from sam4em_live.sim.scenario import ScenarioClip
+    from sam4em_live.sim.scenario import Scenario, ScenarioClip
 
 CONDITIONS = ["clean", "low-dose", "bright-on-dark", "jpeg", "gradient-vignette", "stage-drift", "dose-steps",
               "defocus", "static-blobs", "fade-edge-artifact", "leave-field", "foreign-noise"]
@@ -52,11 +53,11 @@ class Scored:
     other: np.ndarray  # (k, 3) particles present but not fully visible (neither right nor wrong to find)
 
 
-def build_clip(condition: str, seed: int, frames: int, motion: str) -> ScenarioClip:
+def build_scenario(condition: str, seed: int, frames: int, motion: str) -> Scenario:
+    """The scene of ``condition`` (a robustness condition, or ``low-dose``)."""
     import dataclasses
 
     from sam4em_live.sim.conditions import get_condition
-    from sam4em_live.sim.scenario import render_scenario
 
     if condition == "low-dose":
         scenario = get_condition("clean").build(seed, frames, motion)
@@ -66,7 +67,13 @@ def build_clip(condition: str, seed: int, frames: int, motion: str) -> ScenarioC
         scenario = dataclasses.replace(scenario, spec=spec, name="low-dose")
     else:
         scenario = get_condition(condition).build(seed, frames, motion)
-    return render_scenario(scenario, seed)
+    return scenario
+
+
+def build_clip(condition: str, seed: int, frames: int, motion: str) -> ScenarioClip:
+    from sam4em_live.sim.scenario import render_scenario
+
+    return render_scenario(build_scenario(condition, seed, frames, motion), seed)
 
 
 def truth_at(clip: ScenarioClip, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,12 +100,14 @@ def ours(clip: ScenarioClip, from_frame: int, step: int, threshold: float) -> tu
         if i % config.every_n_frames:
             continue
         start = time.perf_counter()
-        found = [t.candidate for t in discovery.candidates(frame, [])[0]]
+        found = discovery.candidates(frame, [])[0]
         times.append((time.perf_counter() - start) * 1e3)
         if i < from_frame or (i - from_frame) % step:
             continue
         visible, other = truth_at(clip, i)
-        scored.append(Scored(np.array([[c.x, c.y, c.score] for c in found]).reshape(-1, 3), visible, other))
+        # the score the service decides on: the track's (its last detections' mean)
+        rows = [[t.candidate.x, t.candidate.y, t.score] for t in found]
+        scored.append(Scored(np.array(rows).reshape(-1, 3), visible, other))
     return scored, times
 
 
@@ -156,7 +165,10 @@ def _dark(condition: str) -> bool:
 
 def tune(clips: list[tuple[str, ScenarioClip]], from_frame: int, step: int) -> dict[str, Any]:
     """Both detectors' settings, from the tuning clips (module docstring); trackpy's also per condition."""
-    ours_scored = [s for _, clip in clips for s in ours(clip, from_frame, step, threshold=3.0)[0]]
+    from sam4em_live.service.discovery import SEED_SIGMA
+
+    # permissive: every track the service follows (seeded at SEED_SIGMA), whatever its mean score
+    ours_scored = [s for _, clip in clips for s in ours(clip, from_frame, step, threshold=SEED_SIGMA)[0]]
     ours_threshold, ours_f1 = best_threshold(ours_scored)
     by_diameter = {d: [(name, s) for name, clip in clips for s in trackpy_locate(clip, from_frame, step, d, _dark(name))[0]]
                    for d in TRACKPY_DIAMETERS}
@@ -246,4 +258,51 @@ def discovery(params: Mapping[str, ParamValue], context: RunContext) -> Measurem
     metrics["ours_beats_trackpy_per_condition_everywhere"] = count(
         int(all(r["ours"]["F1"] > r["trackpy_per_condition"]["F1"] for r in rows)))
     metrics["ours_min_F1"] = Metric(min(r["ours"]["F1"] for r in rows), "fraction", "higher")
+    return Measurement(metrics)
+
+
+# ------------------------------------------------------------------ end to end, discovery off and on side by side
+
+PIPELINE_FIGURES = ("fps_after_warmup", "frames_dropped_after_warmup", "latency_ms_p50", "latency_ms_p99",
+                    "stage_discover_ms_mean", "stage_discover_worker_ms_mean", "present_fraction")
+
+
+@benchmark("discovery-pipeline", "end to end (the pipeline benchmark) with discovery off / propose / auto, "
+           "interleaved in one run (issue 21)",
+           {"modes": ["off", "propose", "auto"], "repeats": 2, "every_n_frames": 2, "preset": "multi-1024",
+            "frames": 1000, "rate": 200.0, "backend": "embedded"},
+           quick={"repeats": 1})
+def discovery_pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
+    """`pipeline` (ZeroMQ in, publisher and recorder on) once per mode and repeat, the modes interleaved so that
+    they share the machine's load; per mode the median over repeats of each figure, and the 1-min load average."""
+    import os
+
+    from tools.bench.benchmarks.pipeline import pipeline
+    from tools.bench.registry import get_benchmark
+
+    base = {**get_benchmark("pipeline").defaults, **{k: params[k] for k in ("preset", "frames", "rate", "backend")}}
+    modes = strings(params, "modes")
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    for _ in range(integer(params, "repeats")):
+        for mode in modes:
+            table: dict[str, ParamValue] = {} if mode == "off" else {
+                "mode": mode, "every_n_frames": integer(params, "every_n_frames")}
+            load = os.getloadavg()[0]
+            figures = pipeline({**base, "discovery": table}, context).metrics
+            runs[mode].append({"load": load, **{k: figures[k].value for k in PIPELINE_FIGURES if k in figures}})
+            print(f"# {mode}: " + ", ".join(f"{k} {v:.4g}" for k, v in runs[mode][-1].items()), flush=True)
+    metrics: dict[str, Metric] = {}
+    lines = ["| discovery | fps after warm-up | dropped after warm-up | p50 / p99 latency (ms) | "
+             "`discover` ms a frame (detector thread) | `discover_worker` ms a frame | load (1 min) |", "|" + "---|" * 7]
+    for mode, rows in runs.items():
+        med = {k: float(np.median([r[k] for r in rows if k in r])) for k in rows[0]}
+        for k, v in med.items():
+            metrics[f"{mode}.{k}"] = Metric(v, "", "none")
+        each = " / ".join(f"{r['fps_after_warmup']:.0f}" for r in rows)
+        loads = ", ".join(f"{r['load']:.1f}" for r in rows)
+        lines.append(f"| {mode} | {each} | {med['frames_dropped_after_warmup']:.0f} | {med['latency_ms_p50']:.1f} / "
+                     f"{med['latency_ms_p99']:.1f} | {med.get('stage_discover_ms_mean', 0.0):.2f} | "
+                     f"{med.get('stage_discover_worker_ms_mean', 0.0):.3f} | "
+                     f"{loads} |")
+    print("\n".join(lines), flush=True)
     return Measurement(metrics)
