@@ -23,9 +23,11 @@ from sam4em_live.config import ServiceConfig
 from sam4em_live.control import ControlClient
 from sam4em_live.frames import Frame
 from sam4em_live.particles import Prompt, RemoveParticle
+from sam4em_live.segment.blas_threads import blas_threads
 from sam4em_live.segment.embedded.segmenter import EmbeddedSegmenter
+from sam4em_live.segment.stage import InProcessSegmentStage
 from sam4em_live.service.builder import build_service
-from sam4em_live.service.seeding import SeedingLane
+from sam4em_live.service.seeding import MAX_LANDING_WAIT_FRAMES, SeedingLane, chunks
 from sam4em_live.sources.array_source import ArraySource
 
 # A particle whose statistics snapshot comes two frames after it started makes `stats.fit._solve_linear`
@@ -121,6 +123,7 @@ def land(lane: SeedingLane, pixels: np.ndarray, first: int, timeout_s: float = 3
     index = first
     while time.monotonic() < deadline:
         landing = lane.route(frame(pixels, index), [])
+        lane.frame_done()
         if landing.seeded is not None or landing.edits:
             return index, landing
         index += 1
@@ -146,6 +149,96 @@ def test_edits_due_while_a_batch_is_seeded_wait_for_it_in_order() -> None:
         assert lane.route(frame(pixels, index + 1), [removal]) == ([removal], None)
     finally:
         lane.close()
+
+
+def test_a_batch_is_cut_after_each_prompt_in_order() -> None:
+    p1, p2 = click(1, 10.0, 10.0), click(2, 20.0, 20.0)
+    r3, r4 = RemoveParticle(3, 0), RemoveParticle(4, 0)
+    assert chunks([r3, p1, p2, r4]) == [(r3, p1), (p2, r4)]
+    assert chunks([p1]) == [(p1,)] and chunks([r3]) == [(r3,)]
+
+
+def _route_until(lane: SeedingLane, pixels: np.ndarray, first: int, n_frames: int, backlog: int = 0
+                 ) -> dict[int, Any]:
+    """Route ``n_frames`` empty frames (worker caught up unless ``backlog``): landings by frame index."""
+    landed = {}
+    for index in range(first, first + n_frames):
+        landing = lane.route(frame(pixels, index), [], backlog)
+        lane.frame_done()
+        if landing.edits:
+            landed[index] = landing
+        if not lane.busy:
+            break
+        time.sleep(0.01)
+    return landed
+
+
+class CountingSeeder(EmbeddedSegmenter):
+    """The embedded backend, noting each ``seed`` call's particles (a real seeder, seen from outside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[int]] = []
+
+    def seed(self, frame: Frame, edits: Any) -> Any:
+        self.calls.append([e.particle for e in edits if isinstance(e, Prompt)])
+        return super().seed(frame, edits)
+
+
+def test_a_batch_is_seeded_one_prompt_at_a_time_and_lands_whole_in_order() -> None:
+    centres = grid_centres(3, (192, 256))
+    pixels = disc_frames(1, centres, (192, 256))[0]
+    seeder = CountingSeeder()
+    lane = SeedingLane(seeder)
+    try:
+        prompts = [click(p + 1, x, y) for p, (x, y) in enumerate(centres)]
+        removal = RemoveParticle(9, 0)
+        assert lane.route(frame(pixels, 0), [prompts[0], removal, *prompts[1:]], 0) == ([], None)
+        landed = _route_until(lane, pixels, 1, 3000)
+        assert not lane.busy and seeder.calls == [[1], [2], [3]]
+        ((index, landing),) = landed.items()
+        assert [e.particle for e in landing.edits] == [1, 9, 2, 3]
+        assert landing.seeded is not None and landing.seeded.frame_index == 0 and len(landing.seeded.prepared) == 3
+        assert all(e.frame == index for e in landing.edits)
+    finally:
+        lane.close()
+
+
+def test_a_seeded_batch_waits_for_a_frame_with_no_backlog_but_not_forever() -> None:
+    pixels = disc_frames(1, [(60.0, 60.0), (140.0, 60.0)], (128, 200))[0]
+    for caught_up_after in (MAX_LANDING_WAIT_FRAMES // 2, None):
+        lane = SeedingLane(EmbeddedSegmenter())
+        try:
+            lane.route(frame(pixels, 0), [click(1, 60.0, 60.0), click(2, 140.0, 60.0)], 0)
+            lane.frame_done()
+            deadline = time.monotonic() + 30
+            index = 1
+            while not lane.seeded_waiting and time.monotonic() < deadline:  # seeding, frames waiting behind
+                assert lane.route(frame(pixels, index), [], 5).edits == []
+                index += 1
+                time.sleep(0.01)
+            ready_on = index - 1
+            if caught_up_after is not None:
+                assert _route_until(lane, pixels, index, caught_up_after, backlog=5) == {}
+                ((landed_on, _),) = _route_until(lane, pixels, index + caught_up_after, 1).items()
+                assert landed_on == index + caught_up_after  # the first frame with nothing behind it
+            else:  # never caught up: it lands anyway
+                ((landed_on, _),) = _route_until(lane, pixels, index, 3 * MAX_LANDING_WAIT_FRAMES, 5).items()
+                assert landed_on == ready_on + MAX_LANDING_WAIT_FRAMES
+        finally:
+            lane.close()
+
+
+def test_the_stage_runs_blas_on_one_thread_while_it_is_open() -> None:
+    before = blas_threads()
+    if not before:
+        pytest.skip("no OpenBLAS loaded (numpy built against another BLAS)")
+    stage = InProcessSegmentStage(EmbeddedSegmenter())
+    try:
+        assert set(blas_threads().values()) == {1}
+    finally:
+        stage.close()
+    assert blas_threads() == before
 
 
 def test_only_live_runs_seed_aside() -> None:
@@ -310,3 +403,37 @@ def test_prompts_added_mid_stream_over_the_control_channel_drop_no_frame() -> No
 
     log, _ = _camera_run(frames, 700, tracked, control=True, during=add_particles)
     _assert_seeded_without_a_drop(log, clicked_on[0], set(range(1, 9)), 98)
+
+
+def test_an_accepted_discovery_proposal_is_seeded_aside(tmp_path: Any) -> None:
+    shape = (160, 192)
+    frames = disc_frames(150, [(60.0, 70.0), (130.0, 90.0)], shape, walk_px=0.3)
+    config = ServiceConfig.from_mapping({
+        "recorder": {"out_dir": str(tmp_path / "runs")}, "publisher": {"enabled": False},
+        "control": {"endpoint": "tcp://127.0.0.1:0"},
+        "pipeline": {"backpressure": "latest", "status_interval_s": 0.2},
+        "discovery": {"mode": "propose", "every_n_frames": 2, "persistence_frames": 2},
+    })
+    log = FrameLog()
+    built = build_service(config, source=ArraySource(frames, delay_s=0.02), extra_sinks=[log])
+    assert built.control is not None and built.control.endpoint is not None
+    built.service.start()
+    try:
+        with ControlClient(built.control.endpoint, timeout_s=3.0) as client:
+            deadline = time.monotonic() + 20
+            proposals: list[dict[str, Any]] = []
+            while not proposals and time.monotonic() < deadline:
+                proposals = client.proposals()
+                time.sleep(0.05)
+            assert proposals, "nothing was proposed"
+            ((accepted,),) = [client.accept([proposals[0]["proposal"]])]
+            particle = accepted["particle"]
+            while log.first_with({particle}) is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        built.service.stop()
+        built.close()
+    processor = built.service.processor
+    assert processor is not None and processor.seeding is not None
+    assert processor.seeding.batches == 1  # the proposal went through the lane, as a click does
+    assert log.first_with({particle}) is not None  # and its particle is tracked

@@ -57,8 +57,10 @@ class SegmenterProcessError(SegmentStageError):
 
 
 def _child_main(conn: Connection, backend: str, options: dict[str, Any]) -> None:
+    from sam4em_live.segment.blas_threads import limit_blas_threads
     from sam4em_live.segment.registry import create_segmenter
 
+    limit_blas_threads(1)  # the child is one segmentation loop: BLAS on its own thread (`blas_threads`)
     try:
         segmenter = create_segmenter(backend, options)
     except Exception as exc:

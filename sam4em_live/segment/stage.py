@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sam4em_live.segment.base import BacklogAware, RejectedEdit, SeedsAside, Segmenter, track_with_retries
+from sam4em_live.segment.blas_threads import limit_blas_threads, restore_blas_threads
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -108,6 +109,8 @@ class InProcessSegmentStage:
     """The backend on the caller's thread: ``submit`` segments the frame, ``collect`` hands it back (depth 1).
 
     Nothing overlaps, so results are exactly those of calling the backend frame by frame.
+    While the stage is open, BLAS runs on the calling thread only (`blas_threads`: its own threads
+    doubled the backend's cost in the service on a small machine).
     """
 
     depth = 1
@@ -120,6 +123,7 @@ class InProcessSegmentStage:
         self._frame: Frame | None = None  # submitted, not yet collected
         self._outcome: SegmentOutcome | None = None
         self._failure: Exception | None = None
+        self._blas_before: dict[str, int] | None = limit_blas_threads(1)
 
     @property
     def in_flight(self) -> int:
@@ -165,3 +169,6 @@ class InProcessSegmentStage:
 
     def close(self) -> None:
         self._segmenter.close()
+        if self._blas_before is not None:
+            restore_blas_threads(self._blas_before)
+            self._blas_before = None

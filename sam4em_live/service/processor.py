@@ -160,7 +160,7 @@ class FrameProcessor:
             valid.append(edit)
         seeded = None
         if lane is not None and (valid or lane.busy):
-            valid, seeded = lane.route(frame, valid)
+            valid, seeded = lane.route(frame, valid, backlog)
             for edit, reason in seeded.rejected if seeded is not None else ():  # could not be seeded
                 edit = edit.at_frame(frame.index)
                 self._prompt_errors += 1
@@ -196,7 +196,10 @@ class FrameProcessor:
         for edit, reason in outcome.rejected:
             self._prompt_errors += 1
             self._reject(outcome.frame, edit, reason, pending.events)
-        return self._finish(outcome, pending, status)
+        result = self._finish(outcome, pending, status)
+        if self._seeding is not None:
+            self._seeding.frame_done()  # the seeding helper may take the interpreter now
+        return result
 
     def process(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None,
                 backlog: int | None = None) -> FrameResult:

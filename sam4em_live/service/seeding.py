@@ -3,18 +3,35 @@
 Seeding a prompt (finding the particle under the click, its outline, its first template) costs
 ~15-30 ms a particle on the 2-core machine, 100+ ms for a handful prompted at once: on the worker
 thread that is 20+ frames of a 200 fps camera, dropped in ``latest`` mode. `SeedingLane` moves it to a
-helper thread. A frame's due edits that hold a prompt become a *batch*: the helper seeds its prompts
-on that frame's pixels (`SeedsAside.seed`, which reads no tracking state) while the worker goes on
-tracking the particles it has; on the first frame after the batch is seeded, its edits are handed to
-the backend with the seeds (``track(frame, edits, seeded=...)``), which brings each new particle from
-its seeded position up to that frame. Edits that come due while a batch is seeded wait for it and keep
-their order (a removal of a particle still being seeded lands after it); the next batch starts on the
-frame the previous one lands on.
+helper thread. A frame's due edits that hold a prompt become a *batch*, cut into one *chunk* per prompt
+(`chunks`); the helper seeds the chunks one after another on that frame's pixels (`SeedsAside.seed`,
+which reads no tracking state) while the worker goes on tracking the particles it has. The seeded
+batch is handed to the backend on a later frame (``track(frame, edits, seeded=...)``), which brings
+each new particle from its seeded position up to that frame.
+
+Three things keep the worker at full speed (measured in docs/benchmarks.md, "End to end"):
+
+- **Chunks, gated on the worker.** Seeding is mostly Python: while it runs, the worker gets the
+  interpreter about half the time (the GIL) and its frames take twice as long. The helper starts a
+  chunk only when the worker has finished its frame with no frame waiting (`frame_done`), or after
+  `MAX_YIELD_S`, so one prompt's ~16 ms at most is shared with a worker that is caught up.
+- **Landing when the worker can take it.** A new particle's first ~40 frames cost several times its
+  steady state (its memory fills): a batch landed while frames wait kept the worker behind, and a
+  worker that skips frames sees its particles move further between frames and searches more (measured:
+  +25-40 % a frame). A seeded batch therefore lands on a frame with no frame waiting behind it (at most
+  `MAX_LANDING_WAIT_FRAMES` later). A batch's particles land together: started on successive frames,
+  the embedded backend lost each new particle of a dense field on the next one's frame (reported).
+- **One BLAS thread** (`segment.blas_threads`, set by the stage): the seeding's fits went through
+  OpenBLAS's own threads, which wait for a core that the worker and ZeroMQ hold.
+
+Edits that come due while a batch is seeded wait for all of it and keep their order (a removal of a
+particle still being seeded lands after it); the next batch starts on the frame the previous one lands on.
 
 Only live runs use it (``latest`` backpressure, a backend in process that can seed aside): when a
 prompt lands depends on timing. Every-frame and offline runs seed on the prompt's own frame, on the
 worker, as before, so their results do not change. A batch that lands on the frame it was seeded on
-gives exactly what seeding there would (tests/test_seeding_aside.py).
+gives exactly what seeding there would (tests/test_seeding_aside.py). An accepted discovery proposal
+is a prompt like a click and takes the same lane.
 
 The edits log records a batch's edits at the frame they landed on (``EditRecord.frame``, the edit
 anchored there), which is when they took effect; a prompt the backend cannot seed is reported there
@@ -29,18 +46,25 @@ import threading
 from typing import TYPE_CHECKING, NamedTuple
 
 from sam4em_live.particles import Prompt
+from sam4em_live.segment.base import RejectedEdit, SeededEdits
+from sam4em_live.segment.blas_threads import limit_blas_threads
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sam4em_live.frames import Frame
     from sam4em_live.particles import ParticleEdit
-    from sam4em_live.segment.base import SeededEdits, SeedsAside
+    from sam4em_live.segment.base import SeedsAside
 
 log = logging.getLogger(__name__)
 
-#: Longest wait for the helper thread to finish its batch when the run ends (seconds).
+#: Longest wait for the helper thread to finish its chunk when the run ends (seconds).
 CLOSE_TIMEOUT_S = 5.0
+#: Longest the helper waits for the worker to catch up before it seeds its next prompt anyway (seconds):
+#: a worker that never catches up (a camera faster than the service) still gets its prompts, later.
+MAX_YIELD_S = 0.1
+#: Longest a seeded prompt waits for a frame with no backlog before it lands anyway (frames).
+MAX_LANDING_WAIT_FRAMES = 25
 
 
 class Landing(NamedTuple):
@@ -55,88 +79,178 @@ class Landing(NamedTuple):
     seeded: SeededEdits | None
 
 
-class _Batch(NamedTuple):
+class _Chunk(NamedTuple):
+    """What the helper seeds in one go: a frame's edits up to and including one prompt.
+
+    The last chunk of a batch also holds the edits after its prompt.
+    """
+
     frame: Frame
     edits: tuple[ParticleEdit, ...]
 
 
 class _Done(NamedTuple):
-    batch: _Batch
+    chunk: _Chunk
     seeded: SeededEdits | None  # None: seeding raised (logged); the edits land unseeded
+
+
+def merged(parts: Sequence[_Done]) -> tuple[list[ParticleEdit], SeededEdits | None]:
+    """A batch's seeded chunks as one landing: (its edits in order, their seeds; None if none seeded).
+
+    A chunk whose seeding raised keeps its edits, unseeded: the backend seeds them when they land.
+    """
+    edits: list[ParticleEdit] = []
+    rejected: list[RejectedEdit] = []
+    prepared: dict[tuple[object, ...], object] = {}
+    seeded = [part.seeded for part in parts if part.seeded is not None]
+    for part in parts:
+        edits.extend(part.chunk.edits if part.seeded is None else part.seeded.edits)
+    for one in seeded:
+        rejected.extend(one.rejected)
+        prepared.update(one.prepared)
+    if not seeded:
+        return edits, None
+    return edits, SeededEdits(seeded[0].frame_index, tuple(edits), tuple(rejected), prepared)
+
+
+def chunks(edits: Sequence[ParticleEdit]) -> list[tuple[ParticleEdit, ...]]:
+    """``edits`` cut after each prompt (edits after the last prompt go with it); order kept."""
+    cut: list[tuple[ParticleEdit, ...]] = []
+    current: list[ParticleEdit] = []
+    for edit in edits:
+        current.append(edit)
+        if isinstance(edit, Prompt):
+            cut.append(tuple(current))
+            current = []
+    if current:
+        if cut:
+            cut[-1] = (*cut[-1], *current)
+        else:
+            cut.append(tuple(current))
+    return cut
 
 
 class SeedingLane:
     """Routes each live frame's edits: prompts through a helper thread, everything else in order.
 
-    `route` and `close` are called from the worker thread only; the helper thread only calls
-    ``seeder.seed``. At most one batch is being seeded at a time.
+    `route`, `frame_done` and `close` are called from the worker thread only; the helper thread only
+    calls ``seeder.seed``. At most one batch is being seeded at a time, one prompt (chunk) after another.
     """
 
     def __init__(self, seeder: SeedsAside) -> None:
         self._seeder = seeder
-        self._jobs: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._in_flight: _Batch | None = None
+        self._in_flight = 0  # chunks of the current batch not landed yet (worker thread only)
         self._held: list[ParticleEdit] = []  # came due while a batch was seeded (worker thread only)
-        #: Batches seeded aside so far, and the frames between each batch's frame and its landing (for status).
+        # Set while the worker has no frame waiting and none on its hands: the helper starts a chunk then.
+        self._caught_up = threading.Event()
+        self._caught_up.set()
+        self._behind = False  # frames waited behind the worker's current frame (worker thread only)
+        self._parts: list[_Done] = []  # the batch's chunks seeded so far, in order (worker thread only)
+        self._ready_since: int | None = None  # the frame the whole batch was first seen seeded
+        #: Batches seeded aside so far, and the frames between the last chunk's frame and its landing (status).
         self.batches = 0
         self.last_delay_frames = 0
 
     @property
     def busy(self) -> bool:
         """Whether a batch is being seeded, or edits wait for one."""
-        return self._in_flight is not None or bool(self._held)
+        return self._in_flight > 0 or bool(self._held)
 
-    def route(self, frame: Frame, due: Sequence[ParticleEdit]) -> Landing:
-        """The edits to hand the backend with ``frame`` (validated ``due`` edits in, in order)."""
+    @property
+    def seeded_waiting(self) -> bool:
+        """Whether a seeded batch waits for a frame to land on (one with no backlog)."""
+        return self._ready_since is not None
+
+    def route(self, frame: Frame, due: Sequence[ParticleEdit], backlog: int | None = None) -> Landing:
+        """The edits to hand the backend with ``frame`` (validated ``due`` edits in, in order).
+
+        ``backlog``: frames waiting behind ``frame`` (live mode). The helper starts its next chunk only
+        once the worker is caught up (`frame_done` with no backlog), or after `MAX_YIELD_S`; a seeded
+        batch lands on a frame with no backlog, or `MAX_LANDING_WAIT_FRAMES` after it was seeded.
+        """
+        self._caught_up.clear()  # the worker is busy with this frame until `frame_done`
+        self._behind = bool(backlog)
         landed: SeededEdits | None = None
-        unseeded: list[ParticleEdit] = []
-        if self._in_flight is not None:
-            try:
-                done = self._done.get_nowait()
-            except queue.Empty:
+        now: list[ParticleEdit] = []
+        if self._in_flight:
+            parts = self._landing(frame.index, backlog)
+            if parts is None:  # the batch is being seeded, or waits: everything else waits for it
                 self._held.extend(due)
                 return Landing([], None)
-            self._in_flight = None
-            self.last_delay_frames = frame.index - done.batch.frame.index
-            if done.seeded is None:
-                unseeded = [edit.at_frame(frame.index) for edit in done.batch.edits]
-            else:
-                landed = done.seeded
+            self._in_flight = 0
+            self.last_delay_frames = frame.index - parts[0].chunk.frame.index
+            edits, landed = merged(parts)
+            now = [edit.at_frame(frame.index) for edit in edits]
         waiting = [*self._held, *due]
         self._held = []
-        now = unseeded if landed is None else [edit.at_frame(frame.index) for edit in landed.edits]
         if any(isinstance(edit, Prompt) for edit in waiting):
-            self._start(_Batch(frame, tuple(edit.at_frame(frame.index) for edit in waiting)))
+            self._start(frame, [edit.at_frame(frame.index) for edit in waiting])
         else:  # anchored where they take effect (those held for a batch came due on an earlier frame)
             now.extend(edit.at_frame(frame.index) for edit in waiting)
         return Landing(now, landed)
 
-    def _start(self, batch: _Batch) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._seed_batches, name="sam4em-seeding", daemon=True)
-            self._thread.start()
-        self._in_flight = batch
-        self.batches += 1
-        self._jobs.put(batch)
+    def _landing(self, index: int, backlog: int | None) -> list[_Done] | None:
+        """The batch's seeded chunks, if all are seeded and the worker can take them on frame ``index``.
 
-    def _seed_batches(self) -> None:
-        while True:
-            batch = self._jobs.get()
-            if batch is None:
-                return
+        A new particle's first frames cost several times its steady state: landed while frames wait, a
+        batch keeps the worker behind (and a worker that skips frames searches further, which costs more
+        still). So a seeded batch waits for a frame with nothing behind it, at most `MAX_LANDING_WAIT_FRAMES`.
+        """
+        while len(self._parts) < self._in_flight:
             try:
-                seeded: SeededEdits | None = self._seeder.seed(batch.frame, batch.edits)
+                self._parts.append(self._done.get_nowait())
+            except queue.Empty:
+                return None
+        if self._ready_since is None:
+            self._ready_since = index
+        if backlog and index - self._ready_since < MAX_LANDING_WAIT_FRAMES:
+            return None
+        parts, self._parts, self._ready_since = self._parts, [], None
+        return parts
+
+    def frame_done(self) -> None:
+        """The worker finished its frame (results handed on): the helper may seed now if nothing waits."""
+        if not self._behind:
+            self._caught_up.set()
+
+    def _start(self, frame: Frame, edits: Sequence[ParticleEdit]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._seed_chunks, name="sam4em-seeding", daemon=True)
+            self._thread.start()
+        self.batches += 1
+        for part in chunks(edits):
+            self._in_flight += 1
+            self._jobs.put(_Chunk(frame, part))
+
+    def _seed_chunks(self) -> None:
+        limit_blas_threads(1)  # process-wide; set again in case the lane outlives its stage (`blas_threads`)
+        while True:
+            chunk = self._jobs.get()
+            if chunk is None:
+                return
+            # Seeding holds the interpreter most of the time; started while the worker is behind it would
+            # halve the worker's speed when it can least afford it. Wait (bounded) for it to catch up.
+            self._caught_up.wait(MAX_YIELD_S)
+            try:
+                seeded: SeededEdits | None = self._seeder.seed(chunk.frame, chunk.edits)
             except Exception:
                 log.exception("seeding %d edits of frame %d aside failed; they are seeded on the frame they land on",
-                              len(batch.edits), batch.frame.index)
+                              len(chunk.edits), chunk.frame.index)
                 seeded = None
-            self._done.put(_Done(batch, seeded))
+            self._done.put(_Done(chunk, seeded))
 
     def close(self) -> None:
-        """Stop the helper thread (a batch it is seeding is finished first, then dropped with the run)."""
+        """Stop the helper thread (a chunk it is seeding is finished first, the rest dropped with the run)."""
         if self._thread is not None:
+            while True:  # drop the chunks not started
+                try:
+                    self._jobs.get_nowait()
+                except queue.Empty:
+                    break
             self._jobs.put(None)
+            self._caught_up.set()
             self._thread.join(CLOSE_TIMEOUT_S)
             self._thread = None

@@ -14,6 +14,8 @@ frame-0 prompts land), ``prompt_mask_delay_frames`` (the most frames, over the f
 first frame processed and the first with that particle's mask: 0 when every prompt is seeded on its own
 frame; live runs seed prompts beside the frame loop and they land a few frames later) and, with
 ``late_prompt_frame``, ``late_prompt_mask_delay_frames`` (frames from the late prompt's frame to its first mask).
+``baseline`` (true) first runs the same stream without any prompt and reports its drops as
+``baseline_*`` (the shared machine drops frames of its own; a click's cost is the difference).
 """
 
 
@@ -39,15 +41,54 @@ if TYPE_CHECKING:
            {"backend": "embedded", "options": {}, "preset": "multi-1024", "clip": 150, "frames": 2000,
             "rate": 0.0, "policy": "latest", "queue_frames": 8, "record": True, "masks": True,
             "switch_interval_s": 0.0005, "seed": 0, "worker_cpu": None, "own_process": False, "recycle": True,
-            "late_prompt_frame": None, "warmup_frames": 100, "dump": None, "discovery": {}},
+            "late_prompt_frame": None, "warmup_frames": 100, "dump": None, "discovery": {},
+            "baseline": False},
            quick={"frames": 1000, "rate": 200.0})
 def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
+    clip = simulated_clip(context.cache, text(params, "preset"), integer(params, "clip"), integer(params, "seed"))
+    late = params["late_prompt_frame"]
+    late_frame = None if late is None else integer(params, "late_prompt_frame")
+    prompts = _prompts(clip, late_frame)
+    metrics: dict[str, Metric] = {}
+    if params["baseline"]:  # the same stream without prompts first: drops that are the machine's, not a click's
+        latency, status, _ = _run_service(params, context, clip, [], "baseline")
+        base = _figures(latency, integer(params, "warmup_frames"), integer(params, "frames"))
+        metrics.update({f"baseline_{k}": base[k] for k in ("frames_processed", "fps_after_warmup", "latency_ms_p99",
+                                                            "frames_dropped_after_warmup", "stage_segment_ms_mean")})
+        metrics["baseline_frames_dropped"] = count(status.frames_dropped, "frames", "lower")
+        metrics["baseline_frames_dropped_at_start"] = count(
+            status.frames_dropped - base["frames_dropped_after_warmup"].value, "frames", "lower")
+        if late_frame is not None:
+            metrics["baseline_late_prompt_frames_lost"] = _late_prompt(latency, late_frame)["late_prompt_frames_lost"]
+    latency, status, run_dir = _run_service(params, context, clip, prompts, "prompted")
+    n_sent = integer(params, "frames")
+    if params["dump"]:
+        latency.dump(Path(text(params, "dump")))
+    metrics.update(_figures(latency, integer(params, "warmup_frames"), n_sent))
+    metrics["frames_dropped"] = count(status.frames_dropped, "frames", "lower")
+    metrics["frames_dropped_at_start"] = count(status.frames_dropped - metrics["frames_dropped_after_warmup"].value,
+                                               "frames", "lower")
+    metrics["particles"] = count(len(prompts))
+    first = latency.indices[0] if latency.indices else 0
+    early = [latency.first_mask.get(p.particle, n_sent) - first for p in prompts if (p.frame or 0) == 0]
+    metrics["prompt_mask_delay_frames"] = count(max(early, default=0), "frames", "lower")
+    present = _present_fraction(run_dir, len(latency.latencies_ms), len(prompts))
+    if present is not None:
+        metrics["present_fraction"] = Metric(present, "fraction", "higher")
+    if late_frame is not None:
+        metrics.update(_late_prompt(latency, late_frame))
+        last = max(p.particle for p in prompts)
+        metrics["late_prompt_mask_delay_frames"] = count(latency.first_mask.get(last, n_sent) - late_frame,
+                                                         "frames", "lower")
+    return Measurement(metrics)
+
+
+def _run_service(params: Mapping[str, ParamValue], context: RunContext, clip: Any, prompts: list[Any],
+                 name: str) -> tuple[LatencySink, Any, Path | None]:
+    """One run of the service fed by the sender process: (latency sink, final status, run folder)."""
     from sam4em_live.config import ServiceConfig
     from sam4em_live.service.builder import build_service
 
-    clip = simulated_clip(context.cache, text(params, "preset"), integer(params, "clip"), integer(params, "seed"))
-    late = params["late_prompt_frame"]
-    prompts = _prompts(clip, None if late is None else integer(params, "late_prompt_frame"))
     config = ServiceConfig.from_mapping({
         "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
         "segmenter": {"backend": text(params, "backend"), "options": mapping(params, "options"),
@@ -56,7 +97,7 @@ def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measureme
                      "gil_switch_interval_s": number(params, "switch_interval_s"),
                      "worker_cpu": params["worker_cpu"], "recycle_frame_buffers": bool(params["recycle"])},
         "publisher": {"endpoint": "tcp://127.0.0.1:0"},
-        "recorder": {"enabled": bool(params["record"]), "out_dir": str(context.scratch / "runs"),
+        "recorder": {"enabled": bool(params["record"]), "out_dir": str(context.scratch / f"runs-{name}"),
                      "write_masks": bool(params["masks"])},
         "control": {"enabled": False},
         "discovery": mapping(params, "discovery"),  # e.g. {"mode": "propose"} (issue 21)
@@ -74,27 +115,7 @@ def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measureme
     built.service.wait(120)
     built.service.stop()
     built.close()
-    status = built.service.status()
-    if params["dump"]:
-        latency.dump(Path(text(params, "dump")))
-    metrics = _figures(latency, integer(params, "warmup_frames"), n_sent)
-    metrics["frames_dropped"] = count(status.frames_dropped, "frames", "lower")
-    metrics["frames_dropped_at_start"] = count(status.frames_dropped - metrics["frames_dropped_after_warmup"].value,
-                                               "frames", "lower")
-    metrics["particles"] = count(len(prompts))
-    first = latency.indices[0] if latency.indices else 0
-    early = [latency.first_mask.get(p.particle, n_sent) - first for p in prompts if (p.frame or 0) == 0]
-    metrics["prompt_mask_delay_frames"] = count(max(early, default=0), "frames", "lower")
-    present = _present_fraction(built.run_dir, len(latency.latencies_ms), len(prompts))
-    if present is not None:
-        metrics["present_fraction"] = Metric(present, "fraction", "higher")
-    if late is not None:
-        late_frame = integer(params, "late_prompt_frame")
-        metrics.update(_late_prompt(latency, late_frame))
-        last = max(p.particle for p in prompts)
-        metrics["late_prompt_mask_delay_frames"] = count(latency.first_mask.get(last, n_sent) - late_frame,
-                                                         "frames", "lower")
-    return Measurement(metrics)
+    return latency, built.service.status(), built.run_dir
 
 
 def _bound_endpoint(source: Any, timeout_s: float = 30.0) -> str:
