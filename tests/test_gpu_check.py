@@ -86,3 +86,23 @@ def test_wheel_tags_and_the_torch_closure() -> None:
     closure = requirement_closure("torch")
     assert "torch" in closure and "sympy" in closure  # what the device has with its torch
     assert "hydra-core" not in closure and "pyzmq" not in closure  # what must travel as wheels
+
+
+@pytest.mark.slow
+def test_a_plan_larger_than_its_budget_still_finishes_within_it(tmp_path: Path) -> None:
+    """The 8-minute guarantee at a tiny size: 6 cases of 2,000 frames in a 30 s budget are cut, not overrun."""
+    budget_s = 30.0
+    options = ["--device", "cpu", "--image-size-px", "128", "--frame-px", "256", "--fill-frames", "2",
+               "--models", "t", "--particles", "1,4", "--modes", "fp32,bf16", "--service-models", "t",
+               "--service-particles", "1,2", "--service-modes", "bf16", "--frames", "2000", "--sample-every", "5",
+               "--budget-s", str(budget_s), "--threads", "1", "--out", str(tmp_path)]
+    done = subprocess.run([sys.executable, "-m", "tools.gpu_check", *options], cwd=REPO, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["complete"] is True and report["failed"] == []
+    # Each case stops at its share (a case already running finishes its frame, a service case its stream).
+    assert report["wall_s"] < budget_s + 20.0, report["wall_s"]
+    measured = {c["case"]: c for c in report["cases"]}
+    assert len(measured) + len(report["skipped"]) == 6
+    assert measured and all(c["cut"] and c["frames"] < 2000 for c in measured.values())
