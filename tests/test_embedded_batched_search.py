@@ -36,7 +36,8 @@ def _clip(name: str) -> tuple[np.ndarray, list]:
 
 @pytest.mark.parametrize("clip", ["multi-1024", "crossing", "discs"])
 def test_batched_near_searches_give_the_poses_of_one_search_at_a_time(clip: str, monkeypatch) -> None:
-    monkeypatch.setattr(batched_search, "MIN_BATCH", 1)  # batch even two particles
+    monkeypatch.setattr(batched_search, "MIN_BATCH", 1)
+    monkeypatch.setattr(batched_search, "MIN_GROUP", 1)  # batch even two particles
     frames, prompts = _clip(clip)
     segmenter = create_segmenter("embedded", {})
     settled = wider = 0
@@ -68,9 +69,12 @@ def test_batched_near_searches_give_the_poses_of_one_search_at_a_time(clip: str,
     assert settled >= 10, (settled, wider)  # crossing: near the small frame's edge most windows are masked
 
 
+@pytest.mark.parametrize("min_group", [1, 3])  # 3: stacks of one or two go through the reference functions
 @pytest.mark.parametrize("clip", ["multi-1024", "crossing", "discs"])
-def test_tracking_with_the_batched_path_gives_the_masks_of_the_per_particle_path(clip: str, monkeypatch) -> None:
+def test_tracking_with_the_batched_path_gives_the_masks_of_the_per_particle_path(clip: str, min_group: int,
+                                                                                 monkeypatch) -> None:
     monkeypatch.setattr(batched_search, "MIN_BATCH", 1)
+    monkeypatch.setattr(batched_search, "MIN_GROUP", min_group)
     monkeypatch.setattr(batched_raster, "MIN_STACK", 1)
     monkeypatch.setattr(batched_raster, "MIN_POSES", 1)
     frames, prompts = _clip(clip)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from sam4em_live.segment.embedded.claims import claimed
-from sam4em_live.segment.embedded.near import block_level
+from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, block_level
 from sam4em_live.segment.embedded.search import (
     CoarsePose,
     FineLevel,
@@ -36,6 +36,7 @@ from sam4em_live.segment.embedded.search import (
     _angle_gap,
     _fine_reach,
     _first_fine_reach,
+    coarse_search,
     fine_search,
     fine_window_extent,
 )
@@ -52,6 +53,10 @@ if TYPE_CHECKING:
 #: (thread CPU per frame, batched / per-particle, interleaved in one process on the 2-core VM: 1.25 with
 #: 4 particles, 1.04 with 16, 0.96 with 50; docs/benchmarks.md "Particles vs speed").
 MIN_BATCH = 24
+#: Searches that share fewer array shapes than this go one at a time (a stack of one or two members
+#: costs ~0.15 ms of set-up, more than the reference functions; particles' learned sizes differ a little,
+#: so 50 particles make ~3 coarse and ~3 fine stacks a frame, some of one member).
+MIN_GROUP = 3
 #: Fine patches are copied for this many bytes of members at a time (about half a core's L2 cache).
 PATCH_BUFFER_BYTES = 512 * 1024
 #: A near answer stands if its z is at least this fraction of the particle's typical z (`segmenter._search`).
@@ -98,13 +103,18 @@ def batched_near_searches(pixels: np.ndarray, tracks: list[TrackedParticle], cla
     if len(searches) < MIN_BATCH:
         return NearAnswers({}, {})  # a few particles: the per-particle path is as cheap (see MIN_BATCH)
     for group in _groups(searches, _coarse_key).values():
-        _coarse_stage(group)
+        if len(group) >= MIN_GROUP:
+            _coarse_stage(group)
+        else:
+            for s in group:
+                _coarse_alone(s)
     started = [s for s in searches if s.start is not None]
     for s in started:
         s.extent = fine_window_extent(s.track.memory, s.start.x, s.start.y)  # type: ignore[union-attr]
     batchable = [s for s in started if _fine_unclaimed(s, claims)]
     for group in _groups(batchable, _fine_key).values():
-        _fine_stage(_fine_levels(pixels, group))
+        if len(group) >= MIN_GROUP:  # else left to `_fine_alone`
+            _fine_stage(_fine_levels(pixels, group))
     for s in started:
         if s.fine is None:  # not batchable: the reference reader and search (one noise call, as ever)
             _fine_alone(pixels, s, claims)
@@ -135,6 +145,13 @@ def _coarse_key(s: _Search) -> tuple[object, ...]:
     assert bank is not None
     return (s.window.level.contrast.shape[0], bank.angles_deg.size, bank.size, memory.coarse_factor,
             memory.period_deg)
+
+
+def _coarse_alone(s: _Search) -> None:
+    """The reference coarse search of one near window (as `segmenter._search_window` with it prepared)."""
+    s.start = coarse_search(s.window.level.contrast, s.window.x0, s.window.y0, s.track.memory, s.coarse_prior,
+                            None, max_turn_deg=NEAR_MAX_TURN_DEG, correlation=s.window.correlation,
+                            bank=s.window.bank)
 
 
 def _coarse_stage(group: list[_Search]) -> None:
