@@ -437,3 +437,14 @@ def test_an_accepted_discovery_proposal_is_seeded_aside(tmp_path: Any) -> None:
     assert processor is not None and processor.seeding is not None
     assert processor.seeding.batches == 1  # the proposal went through the lane, as a click does
     assert log.first_with({particle}) is not None  # and its particle is tracked
+
+
+def test_two_open_stages_keep_one_blas_thread_until_both_close() -> None:
+    before = blas_threads()
+    if not before:
+        pytest.skip("no OpenBLAS loaded (numpy built against another BLAS)")
+    first, second = InProcessSegmentStage(EmbeddedSegmenter()), InProcessSegmentStage(EmbeddedSegmenter())
+    first.close()
+    assert set(blas_threads().values()) == {1}  # the second service still runs
+    second.close()
+    assert blas_threads() == before

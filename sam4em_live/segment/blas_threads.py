@@ -35,6 +35,8 @@ _SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_thread
             ("openblas_set_num_threads", "openblas_get_num_threads"))
 
 _lock = threading.Lock()
+_holders = 0  # open `limit_blas_threads` calls not restored yet
+_original: dict[str, int] = {}  # the thread counts the first holder found
 
 
 class _Library:
@@ -72,13 +74,21 @@ def _loaded_openblas() -> list[_Library]:
 
 
 def limit_blas_threads(n: int = 1) -> dict[str, int]:
-    """Limit every loaded OpenBLAS to ``n`` threads; returns what each had (for `restore_blas_threads`)."""
+    """Limit every loaded OpenBLAS to ``n`` threads; returns what each had (for `restore_blas_threads`).
+
+    Holders nest: each call must be matched by one `restore_blas_threads`, and the counts the first
+    holder found come back only when the last holder restores (two services in one process).
+    """
     import numpy  # noqa: F401  (numpy's OpenBLAS must be loaded to be found)
 
-    before: dict[str, int] = {}
+    global _holders, _original
     with _lock:
-        for library in _loaded_openblas():
-            before[library.path] = library.threads()
+        libraries = _loaded_openblas()
+        before = {library.path: library.threads() for library in libraries}
+        if _holders == 0:
+            _original = dict(before)
+        _holders += 1
+        for library in libraries:
             library.set_threads(n)
     if before:
         log.debug("BLAS threads limited to %d (were %s)", n, before)
@@ -86,12 +96,17 @@ def limit_blas_threads(n: int = 1) -> dict[str, int]:
 
 
 def restore_blas_threads(before: dict[str, int]) -> None:
-    """Give each OpenBLAS the thread count it had before `limit_blas_threads`."""
+    """Release a `limit_blas_threads`; the last holder gives each OpenBLAS its thread count back."""
+    global _holders
     with _lock:
+        _holders = max(_holders - 1, 0)
+        if _holders:
+            return
+        original = _original or before
         for library in _loaded_openblas():
-            if library.path in before:
+            if library.path in original:
                 with contextlib.suppress(Exception):
-                    library.set_threads(before[library.path])
+                    library.set_threads(original[library.path])
 
 
 def blas_threads() -> dict[str, int]:

@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from sam4em_live.particles import Prompt
 from sam4em_live.segment.base import RejectedEdit, SeededEdits
-from sam4em_live.segment.blas_threads import limit_blas_threads
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -226,7 +225,6 @@ class SeedingLane:
             self._jobs.put(_Chunk(frame, part))
 
     def _seed_chunks(self) -> None:
-        limit_blas_threads(1)  # process-wide; set again in case the lane outlives its stage (`blas_threads`)
         while True:
             chunk = self._jobs.get()
             if chunk is None:
