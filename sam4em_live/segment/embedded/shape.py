@@ -72,10 +72,12 @@ LUMPY_DISC_MARGIN = 0.08
 #: The edge profile's reference contours are drawn at this fraction of the particle's equivalent radius of
 #: smoothing, at most the second value (px), never less than ``mask_smoothing_px`` (`ShapeMemory._reference_sigma`).
 REFERENCE_SMOOTHING = (0.2, 4.0)
-#: A plate's mask is the half-height contour (`boundary.EdgeFit.half_level`) of the memory smoothed by this
-#: much (px): read back across the references instead, the level was too high by the corners (where the
-#: smoothed reference contour cuts inside the true corner) and cubes shrank by 3-5 %; less smoothing
+#: A polygonal plate's mask is the half-height contour (`boundary.EdgeFit.half_level`) of the memory smoothed
+#: by this much (px): read back across the references instead, the level was too high by the corners (where
+#: the smoothed reference contour cuts inside the true corner) and cubes shrank by 3-5 %; less smoothing
 #: (``mask_smoothing_px`` is 2.5) rounds the corners less (a 40 px cube: -5 % at 2.5 px, -3 % at 1 px).
+#: A rounded outline fitted as a plate keeps the readback: it is mostly a dome whose faint or jittered
+#: profile the chord model missed, and its half height lies far inside (sam4em-150nm's rod: -20 %).
 PLATE_SMOOTHING_PX = 1.0
 #: The outline's roundness is averaged over this many refreshes (`ShapeMemory._rounded`).
 OUTLINE_JUDGEMENTS = 8
@@ -230,10 +232,11 @@ class ShapeMemory:
         radius = min(inscribed_radius(distance) for _, _, distance in references)
         inside = min(PROFILE_INSIDE_PX, radius + 2.0)
         profile = merged_profile([(self._halves[read][crop], distance) for read, crop, distance in references], inside)
-        self.edge = fit_profile(profile, radius, self._rounded(smooth, peak))
+        rounded = self._rounded(smooth, peak)
+        self.edge = fit_profile(profile, radius, rounded)
         if self.edge is None:
             return smooth, provisional_level
-        if self.edge.model == "plate":  # a step crosses its edge at half height under any symmetric smoothing
+        if self.edge.model == "plate" and not rounded:  # a polygon: a step crosses its edge at half height
             return ndimage.gaussian_filter(self.appearance, PLATE_SMOOTHING_PX), self.edge.half_level
         readback = merged_profile([(field[crop], distance) for _, crop, distance in references], inside)
         return field, readback.at(self.edge.offset_px)
