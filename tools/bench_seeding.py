@@ -49,10 +49,12 @@ def score(pixels: np.ndarray, truth: np.ndarray, prompt: Prompt) -> tuple[float,
     return float((mask & truth).sum() / max(union, 1)), float(mask.sum() / truth.sum() - 1)
 
 
-def prompts_table(seeds: list[int]) -> None:
+def prompts_table(seeds: list[int], conditions: list[str] | None = None) -> None:
     print("| condition | " + " | ".join(PROMPT_KINDS) + " |")
     print("|---|" + "---|" * len(PROMPT_KINDS))
     for name, info in CONDITIONS.items():
+        if conditions and name not in conditions:
+            continue
         cells = []
         clips = [render_scenario(info.build(seed, 2, info.motions[0]), seed) for seed in seeds]
         for kind in PROMPT_KINDS:
@@ -124,9 +126,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("prompts", "sweep", "timing", "all"), default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("-c", "--conditions", nargs="+", choices=sorted(CONDITIONS),
+                        help="only these conditions in the prompts table (default: all)")
     args = parser.parse_args()
     if args.part in ("prompts", "all"):
-        prompts_table(args.seeds)
+        prompts_table(args.seeds, args.conditions)
     if args.part in ("sweep", "all"):
         sweep_table(args.seeds)
     if args.part in ("timing", "all"):

@@ -32,6 +32,8 @@ CLIP_ITERATIONS = 4
 SPLIT_SIGMAS = 4.0
 #: ... and this fraction of the particle's level (a noisy plateau is one particle, not many).
 SPLIT_FRACTION = 0.25
+#: Fraction of the prompt's level that marks the particle's core (its peak contrast is read there).
+REGION_FRACTION = 0.5
 #: Edge thresholds tried, as fractions of the particle's peak contrast.
 EDGE_FRACTIONS = tuple(np.round(np.arange(0.10, 0.71, 0.05), 2))
 #: The edge threshold stays this many noise sigmas above the background (a contour in the noise is no edge).
@@ -253,3 +255,47 @@ def _half_slope(values: np.ndarray, position: np.ndarray) -> float:
         return 0.0
     run = float(position[high].mean() - position[low].mean())
     return (float(np.median(values[high])) - float(np.median(values[low]))) / max(run, 1e-9)
+
+
+def filled(mask: np.ndarray) -> np.ndarray:
+    """``binary_fill_holes`` on the mask's bounding box only (the window is much larger than a particle)."""
+    rows, cols = ndimage.find_objects(mask.astype(np.int32))[0]
+    out = np.zeros_like(mask)
+    out[rows, cols] = ndimage.binary_fill_holes(mask[rows, cols])
+    return out
+
+
+def component_at(region: np.ndarray, seed_rc: tuple[int, int]) -> np.ndarray | None:
+    """The connected component of ``region`` at ``seed_rc`` (or the nearest one); None if ``region`` is empty."""
+    labels, count = ndimage.label(region)
+    if count == 0:
+        return None
+    label = labels[seed_rc]
+    if label == 0:  # seed pixel just outside: take the nearest component
+        dist = ndimage.distance_transform_edt(labels == 0, return_indices=True)[1]
+        label = labels[dist[0][seed_rc], dist[1][seed_rc]]
+    return labels == label
+
+
+def coarse_territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[int, int],
+                     allowed: np.ndarray, pixel_noise: float, reach_px: int) -> Territory:
+    """The prompted particle's territory, found at ``scale`` (twice the segmentation scale, or that scale).
+
+    At the fine scale a click's strongest pixel can be a noise bump (near a corner, say) that the
+    watershed would make a particle of its own; at twice the scale noise is halved and a 2 px gap
+    between neighbours is still a valley. The territory is widened back by the scale (not into a
+    neighbour's) so the fine outline is not cut by the coarse one. The peak is looked for within
+    ``reach_px`` (or the scale) of ``seed_rc``.
+    """
+    coarse = smoothed(window, scale)
+    background = robust_background(coarse, usable, white_noise_after(pixel_noise, scale))
+    signal = coarse - np.float32(background.level)
+    reach = max(reach_px, int(math.ceil(scale)))
+    r, c = seed_rc
+    rows = slice(max(r - reach, 0), r + reach + 1)
+    cols = slice(max(c - reach, 0), c + reach + 1)
+    k = int(np.argmax(signal[rows, cols]))
+    peak_rc = (rows.start + k // signal[rows, cols].shape[1], cols.start + k % signal[rows, cols].shape[1])
+    coarse_territory = particle_territory(signal, peak_rc, float(signal[peak_rc]), background.noise, allowed)
+    widened = ndimage.binary_dilation(coarse_territory.own, iterations=int(math.ceil(scale)) + 1)
+    return Territory(widened & allowed & ~coarse_territory.neighbours, coarse_territory.neighbours)

@@ -1,0 +1,259 @@
+"""The outlines LPTEM particles have, fitted to one noisy frame by matched filtering: the seed's shape.
+
+LPTEM particles are rigid bodies of a few shapes: rods, spheres, cubes and triangular
+plates. On one frame at per-pixel CNR ~1 a thresholded or smoothed outline is either
+ragged or rounded (a triangle's corners smoothed at 4-6 px lose a fifth of its area:
+seed IoU ~0.8 on the dense field, and 0.65 for its best ellipse), while a fitted
+outline integrates every pixel of the particle. Here: a triangle (equilateral: the
+plates grow so) and a rectangle (cubes, and rods seen side on), each fitted by local
+ascent on the z of a flat template over the raw contrast, as `ellipse.matched_ellipse`
+fits an ellipse; `best_outline` picks, among these and any other candidate (the
+smoothed contour, the ellipse), the one that explains the raw contrast best.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+
+from sam4em_live.segment.embedded.ellipse import matched_ellipse
+from sam4em_live.segment.embedded.seed_region import REGION_FRACTION, Territory, component_at, filled
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+#: Relative sizes tried around the size implied by the start region's area ...
+SIZE_SCALES = (0.85, 0.93, 1.0, 1.08, 1.17, 1.3, 1.45)
+#: ... and, inside a box prompt's bounds (the region found in a box can fill its slack), smaller ones too.
+BOUNDED_SIZE_SCALES = (0.55, 0.65, 0.75)
+#: Orientations scanned (degrees) over each shape's symmetry period before the local ascent.
+ANGLE_STEP_DEG = 7.5
+#: A fitted polygon replaces a smooth candidate only if its z is higher by this factor: on a disc or a
+#: rounded rod the polygons' corners fit noise, and a smooth outline is the safer seed.
+POLYGON_MARGIN = 1.03
+
+#: The fits start from the region above this fraction of the peak (as seeds always did) ...
+START_FRACTION = 0.25
+#: ... grown after a click by at most this fraction of the core's radius.
+GROWTH_FRACTION = 0.3
+#: Smoothing above this fraction of the particle's radius rounds its outline: an ellipse is fitted instead.
+ELLIPSE_SCALE_FRACTION = 0.4
+
+Params = list[float]  # xc, yc (window pixels), angle (rad), then the shape's sizes (pixels)
+
+
+def _half_planes(params: Params, sides: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit normals (sides x 2) and distances from the centre of a regular triangle or a rectangle's edges."""
+    angle = params[2]
+    if sides == 3:  # apothem params[3]
+        turns = angle + np.arange(3) * (2 * math.pi / 3)
+        distances = np.full(3, params[3])
+    else:  # half length params[3] along the angle, half width params[4] across it
+        turns = angle + np.arange(4) * (math.pi / 2)
+        distances = np.array([params[3], params[4], params[3], params[4]])
+    return np.stack([np.cos(turns), np.sin(turns)], axis=1), distances
+
+
+def polygon_inside(params: Params, sides: int, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Fraction (0..1, a 1 px soft edge) of each pixel centre (gx, gy) inside the polygon."""
+    normals, distances = _half_planes(params, sides)
+    dx, dy = gx - params[0], gy - params[1]
+    depth = np.min(distances[:, None] - (normals[:, 0:1] * dx.ravel() + normals[:, 1:2] * dy.ravel()), axis=0)
+    return np.clip(depth.reshape(gx.shape) + 0.5, 0.0, 1.0)
+
+
+def _corners(cands: np.ndarray, sides: int) -> tuple[np.ndarray, np.ndarray]:
+    """The polygons' corners' x and y (K x sides) for candidates (K x params)."""
+    xc, yc, angle = cands[:, 0:1], cands[:, 1:2], cands[:, 2:3]
+    if sides == 3:  # the corners lie on the bisectors between the edge normals, at twice the apothem
+        turns = angle + np.arange(3) * (2 * math.pi / 3) + math.pi / 3
+        reach = 2.0 * cands[:, 3:4]
+        return xc + reach * np.cos(turns), yc + reach * np.sin(turns)
+    ux, uy = np.cos(angle), np.sin(angle)
+    along, across = cands[:, 3:4] * np.array([1.0, -1.0, -1.0, 1.0]), cands[:, 4:5] * np.array([1.0, 1.0, -1.0, -1.0])
+    return xc + along * ux - across * uy, yc + along * uy + across * ux
+
+
+def _z_batch(cands: np.ndarray, sides: int, xs: np.ndarray, ys: np.ndarray, vs: np.ndarray,
+             bounds: tuple[float, float, float, float] | None) -> np.ndarray:
+    """The z of each candidate polygon (K x params) over the pixels (xs, ys) of contrast vs: -inf off bounds."""
+    params = cands.astype(np.float32)
+    dx = xs[None, :] - params[:, 0:1]
+    dy = ys[None, :] - params[:, 1:2]
+    depth: np.ndarray | None = None
+    for k in range(sides):
+        turn = params[:, 2:3] + np.float32(k * (2 * math.pi / sides))
+        distance = params[:, 3:4] if sides == 3 or k % 2 == 0 else params[:, 4:5]
+        side = distance + np.float32(0.5) - np.cos(turn) * dx - np.sin(turn) * dy
+        depth = side if depth is None else np.minimum(depth, side, out=depth)
+    assert depth is not None
+    inside = np.clip(depth, 0.0, 1.0, out=depth)
+    n = xs.size
+    mean = inside.mean(axis=1)
+    dot = inside @ vs - mean * float(vs.sum())
+    norm = np.sqrt(np.maximum((inside * inside).sum(axis=1) - n * mean * mean, 0.0))
+    z = dot / np.maximum(norm, 1e-9)
+    if bounds is not None:
+        cx, cy = _corners(cands, sides)
+        fits = ((cx.min(axis=1) >= bounds[0]) & (cx.max(axis=1) <= bounds[2])
+                & (cy.min(axis=1) >= bounds[1]) & (cy.max(axis=1) <= bounds[3]))
+        z = np.where(fits, z, -np.inf)
+    return z
+
+
+def matched_polygon(darkness: np.ndarray, mask: np.ndarray, sides: int, support: np.ndarray | None = None,
+                    bounds: tuple[float, float, float, float] | None = None) -> np.ndarray | None:
+    """The triangle (``sides`` 3) or rectangle (4) that best matches the raw contrast, started from ``mask``.
+
+    ``support`` (bool, like ``mask``) limits the pixels the match looks at (a box; not a
+    neighbour's territory); ``bounds`` (x0, y0, x1, y1, ``mask`` pixels) limits the polygons
+    tried to those inside it (a box as drawn). None if no polygon fits the bounds. Every
+    step scores its candidates at once (`_z_batch`): a fit is a dozen array operations.
+    """
+    rows, cols = np.nonzero(mask)
+    area = float(rows.size)
+    xc, yc = float(cols.mean()), float(rows.mean())
+    reach = int(math.ceil(2.2 * math.sqrt(area / math.pi) + 8))  # the largest start's corners
+    r0, r1 = max(int(yc) - reach, 0), min(int(yc) + reach + 1, mask.shape[0])
+    c0, c1 = max(int(xc) - reach, 0), min(int(xc) + reach + 1, mask.shape[1])
+    gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    keep = (gx - xc) ** 2 + (gy - yc) ** 2 <= reach**2
+    if support is not None:
+        keep &= support[r0:r1, c0:c1]
+    px, py, values = gx[keep], gy[keep], darkness[r0:r1, c0:c1][keep].astype(np.float32)
+    sparse = ((gx % 2 == 0) & (gy % 2 == 0))[keep]  # the scan looks at every other row and column: 4x cheaper
+
+    def z(cands: np.ndarray) -> np.ndarray:
+        return _z_batch(cands, sides, px, py, values, bounds)
+
+    starts = np.asarray(_starts(mask, sides, xc, yc, area,
+                                SIZE_SCALES if bounds is None else BOUNDED_SIZE_SCALES + SIZE_SCALES))
+    scan = _z_batch(starts, sides, px[sparse], py[sparse], values[sparse], bounds)
+    best = starts[int(np.argmax(scan))]
+    if not np.isfinite(z(best[None, :])[0]):
+        return None
+    best = _ascend(best, sides, z)
+    out = np.zeros_like(mask)
+    out[r0:r1, c0:c1] = polygon_inside(list(best), sides, gx, gy) >= 0.5
+    return out if out.sum() >= 6 else None
+
+
+def _starts(mask: np.ndarray, sides: int, xc: float, yc: float, area: float,
+            scales: tuple[float, ...]) -> list[Params]:
+    """Polygons of the start region's area (and sizes around it) at every orientation of the scan."""
+    if sides == 3:  # area = 3 sqrt(3) apothem^2
+        apothem = math.sqrt(area / (3 * math.sqrt(3)))
+        period = 2 * math.pi / 3
+        return [[xc, yc, math.radians(a), apothem * s]
+                for a in np.arange(0.0, math.degrees(period), ANGLE_STEP_DEG) for s in scales]
+    rows, cols = np.nonzero(mask)
+    cov = np.cov(np.stack([cols, rows]).astype(float)) + np.eye(2) / 12
+    eigval, eigvec = np.linalg.eigh(cov)
+    axis = math.atan2(eigvec[1, 1], eigvec[0, 1])
+    half_length, half_width = math.sqrt(3 * eigval[1]), math.sqrt(3 * eigval[0])  # a uniform rectangle's moments
+    return [[xc, yc, axis + math.radians(a), half_length * s, half_width * t]
+            for a in np.arange(-45.0, 45.0, ANGLE_STEP_DEG) for s in scales for t in (0.93, 1.08)]
+
+
+def _ascend(best: np.ndarray, sides: int, z: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Coordinate ascent: orientation, position, size, three times (`matched_ellipse` does it twice)."""
+    turns = np.radians(np.arange(-6, 7, 2, dtype=float))
+    shifts = np.array([(dx, dy) for dx in (-1.5, -0.5, 0, 0.5, 1.5) for dy in (-1.5, -0.5, 0, 0.5, 1.5)])
+    sizes = np.array([(0.95, 1.0), (1.0, 1.0), (1.05, 1.0)] if sides == 3 else
+                     [(a, b) for a in (0.95, 1.0, 1.05) for b in (0.95, 1.0, 1.05)])
+    for _ in range(3):
+        cands = np.repeat(best[None, :], turns.size, axis=0)
+        cands[:, 2] += turns
+        best = cands[int(np.argmax(z(cands)))]
+        cands = np.repeat(best[None, :], len(shifts), axis=0)
+        cands[:, :2] += shifts
+        best = cands[int(np.argmax(z(cands)))]
+        cands = np.repeat(best[None, :], len(sizes), axis=0)
+        cands[:, 3] *= sizes[:, 0]
+        if sides == 4:
+            cands[:, 4] *= sizes[:, 1]
+        best = cands[int(np.argmax(z(cands)))]
+    return best
+
+
+def outline_z(darkness: np.ndarray, template: np.ndarray, region: tuple[slice, slice],
+              support: np.ndarray | None) -> float:
+    """The z of the flat template ``template`` against the contrast over ``region`` (and ``support``)."""
+    t = template[region].astype(np.float32)
+    d = darkness[region]
+    if support is not None:
+        keep = support[region]
+        t, d = t[keep], d[keep]
+    t = t - t.mean()
+    return float((t * d).sum()) / max(float(np.linalg.norm(t)), 1e-9)
+
+
+def best_outline(darkness: np.ndarray, smooth: list[np.ndarray], polygons: list[np.ndarray],
+                 support: np.ndarray | None = None) -> np.ndarray:
+    """The candidate outline that explains the raw contrast best, all scored on the same pixels.
+
+    ``smooth`` candidates (the smoothed contour, the ellipse) win ties; a polygon must beat the best of
+    them by `POLYGON_MARGIN`. The pixels are those of every candidate plus a ring of half their radius.
+    """
+    union = np.zeros_like(smooth[0])
+    for candidate in (*smooth, *polygons):
+        union |= candidate
+    rows, cols = np.nonzero(union)
+    pad = int(math.ceil(0.5 * math.sqrt(rows.size / math.pi))) + 3
+    region = (slice(max(int(rows.min()) - pad, 0), int(rows.max()) + pad + 1),
+              slice(max(int(cols.min()) - pad, 0), int(cols.max()) + pad + 1))
+    best = max(smooth, key=lambda m: outline_z(darkness, m, region, support))
+    best_z = outline_z(darkness, best, region, support)
+    for polygon in polygons:
+        z = outline_z(darkness, polygon, region, support)
+        if z > POLYGON_MARGIN * best_z and z > 0:
+            best, best_z = polygon, z / POLYGON_MARGIN
+    return best
+
+
+def seed_outline(darkness: np.ndarray, territory: Territory, contour: np.ndarray, seed_rc: tuple[int, int],
+                 signal: np.ndarray, level: float, peak: float, scale: float, box: np.ndarray | None,
+                 bounds: tuple[float, float, float, float] | None) -> np.ndarray:
+    """The seed's outline: the smoothed ``contour``, or the fitted shape that explains the raw contrast better.
+
+    The fits (an ellipse, a triangle, a rectangle) start from the region grown to a quarter of the
+    peak (`_fit_start`) -- large enough for their local ascent to reach a faint rod's ends -- and see
+    only the pixels not given to a neighbour (within the loosened ``box``, if one was drawn); only
+    shapes within ``bounds`` (the box as drawn + a margin, window pixels) are tried: at CNR < 1 a
+    fit can swell into a loose box's slack. At coarse smoothing the contour is rounded anyway and only
+    the fits compete; the round and elongated particles' thinning rim pulls the steepest contour
+    inwards, where the ellipse explains more. ``signal`` is the contrast smoothed at ``scale``,
+    ``level`` its value at the prompt pixel ``seed_rc``, ``peak`` the particle's.
+    """
+    start = _fit_start(territory, seed_rc, signal, level, peak, box)
+    start = start if start is not None else contour
+    support = ~ndimage.binary_dilation(territory.neighbours, iterations=1)
+    if box is not None:
+        support &= box
+    ellipse = matched_ellipse(darkness, start, support, bounds)
+    polygons = [p for p in (matched_polygon(darkness, start, sides, support, bounds) for sides in (3, 4))
+                if p is not None]
+    coarse = scale > ELLIPSE_SCALE_FRACTION * math.sqrt(contour.sum() / math.pi)
+    return best_outline(darkness, [ellipse] if coarse else [contour, ellipse], polygons, support)
+
+
+def _fit_start(territory: Territory, seed_rc: tuple[int, int], signal: np.ndarray, level: float,
+               peak: float, box: np.ndarray | None) -> np.ndarray | None:
+    """The region the fits start from, grown as seeds always were (the fits are local ascents).
+
+    The region above `REGION_FRACTION` of the prompt's level, grown to `START_FRACTION` of its peak:
+    within a box, or by at most `GROWTH_FRACTION` of its radius after a click; never out of the
+    particle's territory.
+    """
+    core = component_at(territory.own & (signal > REGION_FRACTION * level), seed_rc)
+    if core is None:
+        return None
+    grown = territory.own & (signal > START_FRACTION * peak)
+    if box is None:
+        reach = max(3, int(round(GROWTH_FRACTION * math.sqrt(core.sum() / math.pi))))
+        grown &= ndimage.binary_dilation(core, iterations=reach)
+    start = component_at(grown | core, seed_rc)
+    return filled(start) if start is not None and start.sum() >= 6 else None
