@@ -90,6 +90,8 @@ AMBIGUOUS_DEPTH_PX = 1.0
 #: A click followed to a peak must lie this deep (pixels) in the outline seeded there: a seed the click only
 #: touches may be the neighbour whose edge is 2 px from the click's corner.
 CLICK_DEPTH_PX = 1.2
+#: ... or, when nothing is seeded at the click itself and only one particle is this close (pixels), that one.
+CLICK_NEAR_PX = 2.0
 #: Fewest background pixels outside a box; a box that fills its window falls back to the whole window.
 MIN_BACKGROUND_PX = 200
 
@@ -148,8 +150,10 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
     click = single_click(prompt)
     peaks = [] if click is None else click_peaks(pixels, prompt, options)
     found: list[tuple[float, Seed]] = []
+    near: list[Seed] = []  # seeds the click lies just outside of (an undersized rod's rim)
     for peak in peaks:
-        if any(depth_in_mask(seed.mask, peak, seed.window.x0, seed.window.y0) > 0 for _, seed in found):
+        if any(depth_in_mask(seed.mask, peak, seed.window.x0, seed.window.y0) > 0
+               for seed in [*near, *(held for _, held in found)]):
             continue  # a peak of a particle already seeded
         try:
             seed = _seed_at_prompt(pixels, moved_click(prompt, peak), options)
@@ -159,6 +163,8 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
         depth = depth_in_mask(seed.mask, click, seed.window.x0, seed.window.y0)
         if depth >= CLICK_DEPTH_PX:
             found.append((depth, seed))
+        elif depth >= -CLICK_NEAR_PX:
+            near.append(seed)
     found.sort(key=lambda held: -held[0])
     first, second = (found[0][1], found[1][1]) if len(found) > 1 else (None, None)
     if (first is not None and second is not None and found[1][0] > found[0][0] - AMBIGUOUS_DEPTH_PX
@@ -172,6 +178,8 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) 
     except PromptError:
         if found:
             return found[0][1]
+        if len(near) == 1:  # nothing at the click itself, and one particle right beside it: that one
+            return near[0]
         raise
     if click is not None and depth_in_mask(direct.mask, click, direct.window.x0, direct.window.y0) < -POINT_REACH_PX:
         if found:

@@ -212,7 +212,7 @@ def click_peaks(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) ->
     radius //= 2
     x0, y0 = int(math.floor(cx)) - radius, int(math.floor(cy)) - radius
     raw = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
-    if not raw.valid.all():  # at the frame's edge: the seeding at the click copes (noise_gain)
+    if not raw.valid[min(max(int(round(cy)) - y0, 0), 2 * radius), min(max(int(round(cx)) - x0, 0), 2 * radius)]:
         return []
     window = flattened(raw, raw.valid)
     pixel_noise = robust_noise(window.darkness, window.valid.astype(np.float32)) or 0.0
@@ -228,7 +228,8 @@ def click_peaks(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) ->
         signal = smooth - np.float32(background.level)
         sign = {"dark": 1.0, "bright": -1.0}.get(options.polarity, 0.0)
         if sign == 0.0:
-            centred = signal[::2, ::2] - signal[::2, ::2].mean()
+            sample = signal[::2, ::2][raw.valid[::2, ::2]]  # outside the frame: no pixels, not zeros
+            centred = sample - sample.mean()
             sign = 1.0 if float((centred**3).mean()) >= 0 else -1.0
         peaks = sorted({climb(sign * signal, rc) for rc in starts}, key=lambda rc: -sign * float(signal[rc]))
         if sign * float(signal[peaks[0]]) < PEAK_SNR_FACTOR * options.seed_min_snr * white_noise_after(
