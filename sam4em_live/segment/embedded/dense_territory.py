@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed
 
 from sam4em_live.segment.embedded.seed_region import Territory, robust_background, smoothed, white_noise_after
@@ -35,6 +36,8 @@ NEIGHBOUR_FRACTION = 0.25
 BORDER_SCALE_FRACTION = 0.2
 #: The old territory is taken to have merged neighbours when it is this many times the particle's area.
 MERGED_AREA_FACTOR = 2.0
+#: ... unless it fills this fraction of its convex hull (particles are convex; several with gaps between are not).
+CONVEX_SOLIDITY = 0.9
 
 
 class BlobSize(NamedTuple):
@@ -154,10 +157,14 @@ def merged_region(darkness: np.ndarray, region: np.ndarray, scale: float) -> boo
 
     The size is the scale-normalised LoG's (`blob_size`) at the region's centroid;
     a region spread over several particles has its centroid between them, where nothing that
-    large responds.
+    large responds. A rod responds as its width, so a convex region (solidity `CONVEX_SOLIDITY`:
+    one particle, however elongated) is never taken for several.
     """
     rows, cols = np.nonzero(region)
     if rows.size == 0:
+        return False
+    crop = region[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    if rows.size >= CONVEX_SOLIDITY * float(convex_hull_image(crop).sum()):
         return False
     size = blob_size(darkness, (int(round(rows.mean())), int(round(cols.mean()))), min_sigma=scale)
     if size is not None and size.sigma >= largest_sigma(darkness.shape):
