@@ -143,6 +143,7 @@ class SeedingLane:
         self._thread: threading.Thread | None = None
         self._in_flight = 0  # chunks of the current batch not landed yet (worker thread only)
         self._held: list[ParticleEdit] = []  # came due while a batch was seeded (worker thread only)
+        self._held_since: Frame | None = None  # the frame the first of them came due on (their pixels)
         # Set while the worker has no frame waiting and none on its hands: the helper starts a chunk then.
         self._caught_up = threading.Event()
         self._caught_up.set()
@@ -177,6 +178,8 @@ class SeedingLane:
         if self._in_flight:
             parts = self._landing(frame.index, backlog)
             if parts is None:  # the batch is being seeded, or waits: everything else waits for it
+                if due and not self._held:
+                    self._held_since = frame
                 self._held.extend(due)
                 return Landing([], None)
             self._in_flight = 0
@@ -184,9 +187,12 @@ class SeedingLane:
             edits, landed = merged(parts)
             now = [edit.at_frame(frame.index) for edit in edits]
         waiting = [*self._held, *due]
-        self._held = []
+        # Held prompts are seeded on the frame they came due on, not this one: a click shows where the
+        # particle was then (seeded on a later frame, a moving particle may no longer be under it).
+        source = self._held_since if self._held and self._held_since is not None else frame
+        self._held, self._held_since = [], None
         if any(isinstance(edit, Prompt) for edit in waiting):
-            self._start(frame, [edit.at_frame(frame.index) for edit in waiting])
+            self._start(source, [edit.at_frame(source.index) for edit in waiting])
         else:  # anchored where they take effect (those held for a batch came due on an earlier frame)
             now.extend(edit.at_frame(frame.index) for edit in waiting)
         return Landing(now, landed)

@@ -216,7 +216,15 @@ def _blocks(pixels: np.ndarray, factor: int) -> np.ndarray | None:
     rows, cols = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
     if rows < FIT_FACTOR * factor or cols < FIT_FACTOR * factor:
         return None
-    return block_mean(pixels[:rows, :cols], factor)
+    crop = pixels[:rows, :cols]
+    if crop.dtype.kind in "ui":
+        top = np.iinfo(crop.dtype).max
+        if np.maximum.reduce(crop, axis=None) >= top:
+            # Saturated pixels (hot pixels, a streak) are no measure of the background: one hot pixel in a
+            # block of 64 raised its mean ~2x and bent the fitted illumination (and then the seed) around it.
+            saturated = crop >= top
+            crop = np.where(saturated, np.median(crop[~saturated]) if not saturated.all() else top, crop)
+    return block_mean(crop, factor)
 
 
 def _structure(relative: np.ndarray, shape: tuple[int, int], factor: int) -> float | None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from sam4em_live.segment.embedded.options import EmbeddedOptions
     from sam4em_live.segment.embedded.raster import Placement
     from sam4em_live.segment.embedded.search import PoseEstimate
+    from sam4em_live.segment.embedded.static_map import StaticMap
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class PromptLanding:
     options: EmbeddedOptions
     _tracks: dict[int, TrackedParticle]
     _background: FlatField
+    _static: StaticMap
 
     if TYPE_CHECKING:  # the segmenter's own (its pose search and emission)
         def _search(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
@@ -108,10 +110,15 @@ class PromptLanding:
         walk's spread); no velocity or step is learned from it (it spans several frames).
         """
         prior = track.prior(self.options)
-        spread = math.sqrt(elapsed)
-        widened = MotionPrior(prior.x, prior.y, prior.angle_deg, prior.radius_px, prior.step_scale_px * spread,
-                              prior.turn_sigma_deg * spread, prior.step_weight, prior.turn_weight)
-        estimate, _ = self._search_window(pixels, track, claims, widened, widened)
+        # First with the ordinary prior: a particle still near its seed is found there. Only if it is not
+        # is the prior widened; widened at once, it pulled new particles of a crowded field onto
+        # neighbours (two swapped identities in tests/test_prompt_rejection_e2e.py).
+        estimate, _ = self._search_window(pixels, track, claims, prior, prior)
+        if estimate is None or not track.is_detection(estimate, 1.0, self.options):
+            spread = math.sqrt(elapsed)
+            widened = MotionPrior(prior.x, prior.y, prior.angle_deg, prior.radius_px, prior.step_scale_px * spread,
+                                  prior.turn_sigma_deg * spread, prior.step_weight, prior.turn_weight)
+            estimate, _ = self._search_window(pixels, track, claims, widened, widened)
         if estimate is not None and track.is_detection(estimate, 1.0, self.options):
             track.x, track.y, track.angle_deg, track.last_z = estimate.x, estimate.y, estimate.angle_deg, estimate.z
 
@@ -137,6 +144,7 @@ class PromptLanding:
             track = existing
         else:
             track = self._tracks[prompt.particle] = fresh
+        self._static.forget(seed.x, seed.y, seed.radius_px)
         return self._emit(pixels, track, 1.0, claims)
 
     def _calibrate(self, pixels: np.ndarray, track: TrackedParticle) -> None:

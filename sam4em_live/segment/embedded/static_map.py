@@ -51,6 +51,8 @@ FEATURE_SURROUND_BLOCKS = 10.0
 FEATURE_SIGMAS = 4.0
 FEATURE_MIN_CONTRAST = 0.01
 FEATURE_MARGIN_BLOCKS = 1
+#: Prompted places kept out of the map (`StaticMap.forget`), most recent first out.
+VOUCHED_KEPT = 256
 
 
 def map_factor(shape: tuple[int, int]) -> int:
@@ -68,6 +70,7 @@ class StaticMap:
         self.mean: np.ndarray | None = None
         self.updates: np.ndarray | None = None
         self.features: np.ndarray | None = None  # blocks on or next to a static feature (`near_feature`)
+        self.vouched: list[tuple[float, float, float]] = []  # discs (x, y, r) where a user prompted a particle
 
     def observe(self, frame_index: int, pixels: np.ndarray, claims: Iterable[Placement],
                 keep_out: Iterable[tuple[float, float, float]] = ()) -> None:
@@ -87,7 +90,7 @@ class StaticMap:
         learn = np.ones(blocks.shape, bool)
         for claim in claims:
             _withhold_mask(learn, claim, factor)
-        for x, y, r in keep_out:
+        for x, y, r in (*keep_out, *self.vouched):
             reach = r + factor
             learn[max(int((y - reach) // factor), 0) : max(int((y + reach) // factor) + 1, 0),
                   max(int((x - reach) // factor), 0) : max(int((x + reach) // factor) + 1, 0)] = False
@@ -97,6 +100,24 @@ class StaticMap:
         blocks -= self.mean
         blocks *= weight
         self.mean += blocks
+        self.features = _features(self.mean, self.updates >= MIN_UPDATES)
+
+    def forget(self, x: float, y: float, radius_px: float) -> None:
+        """Unlearn the blocks of a disc (x, y, r) plus one block: a user has prompted a particle there.
+
+        A particle that sat still before anyone prompted it is in the map as a static feature; left
+        there, the identity gate would refuse every match of the particle the user just pointed at
+        (reported absent from its second frame on). The disc is not learned again (`VOUCHED_KEPT` most
+        recent prompts): an immobile particle would otherwise be relearned the first frame it is lost.
+        """
+        self.vouched = [*self.vouched[-(VOUCHED_KEPT - 1):], (x, y, radius_px)]
+        if self.mean is None or self.updates is None:
+            return
+        f, reach = self.factor, radius_px + self.factor
+        rows = slice(max(int((y - reach) // f), 0), max(int((y + reach) // f) + 1, 0))
+        cols = slice(max(int((x - reach) // f), 0), max(int((x + reach) // f) + 1, 0))
+        self.updates[rows, cols] = 0
+        self.mean[rows, cols] = 0.0
         self.features = _features(self.mean, self.updates >= MIN_UPDATES)
 
     def near_feature(self, placed: Placement) -> bool:
