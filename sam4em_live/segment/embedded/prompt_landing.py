@@ -106,14 +106,15 @@ class PromptLanding:
     def _bring_up(self, pixels: np.ndarray, track: TrackedParticle, elapsed: int, claims: list[Placement]) -> None:
         """Move a new particle from its seed to where it is ``elapsed`` frames later (kept at the seed if not found).
 
-        One full-radius search around the seed, its step and turn priors widened by sqrt(elapsed) (a random
-        walk's spread); no velocity or step is learned from it (it spans several frames).
+        A search within half its radius of the seed; where that finds nothing, one full-radius search around
+        the seed, its step and turn priors widened by sqrt(elapsed) (a random walk's spread); no velocity or
+        step is learned from it (it spans several frames).
         """
         prior = track.prior(self.options)
-        # First with the ordinary prior: a particle still near its seed is found there. Only if it is not
-        # is the prior widened; widened at once, it pulled new particles of a crowded field onto
-        # neighbours (two swapped identities in tests/test_prompt_rejection_e2e.py).
-        estimate, _ = self._search_window(pixels, track, claims, prior, prior)
+        # First within half its radius of the seed: a particle still there is kept there. Only if it is not
+        # is the search widened; widened at once, the young template (one frame's seed) often matched a
+        # neighbour of a crowded field better than itself (two swapped ids, tests/test_prompt_rejection_e2e.py).
+        estimate, _ = self._search(pixels, track, claims, radius_px=_anchor_radius(track, 0.5 * track.memory.radius_px))
         if estimate is None or not track.is_detection(estimate, 1.0, self.options):
             spread = math.sqrt(elapsed)
             widened = MotionPrior(prior.x, prior.y, prior.angle_deg, prior.radius_px, prior.step_scale_px * spread,
