@@ -42,7 +42,7 @@ import numpy as np
 
 from sam4em_live.particles import Prompt
 from sam4em_live.segment.embedded.illumination import fit_illumination, fit_texture
-from sam4em_live.segment.embedded.window import block_mean
+from sam4em_live.segment.embedded.window import _integer_max, _saturated, block_mean
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -217,14 +217,16 @@ def _blocks(pixels: np.ndarray, factor: int) -> np.ndarray | None:
     if rows < FIT_FACTOR * factor or cols < FIT_FACTOR * factor:
         return None
     crop = pixels[:rows, :cols]
-    if crop.dtype.kind in "ui":
-        top = np.iinfo(crop.dtype).max
-        if np.maximum.reduce(crop, axis=None) >= top:
-            # Saturated pixels (hot pixels, a streak) are no measure of the background: one hot pixel in a
-            # block of 64 raised its mean ~2x and bent the fitted illumination (and then the seed) around it.
-            saturated = crop >= top
-            crop = np.where(saturated, np.median(crop[~saturated]) if not saturated.all() else top, crop)
-    return block_mean(crop, factor)
+    if crop.dtype.kind not in "ui" or not _saturated(crop):
+        return block_mean(crop, factor)
+    # Saturated pixels (hot pixels, a streak) are no measure of the background: one hot pixel in a block of
+    # 64 raised its mean ~2x and bent the fitted illumination (and then the seed) around it. Each block's
+    # mean is taken over its unsaturated pixels (a wholly saturated block keeps the saturated level).
+    top = _integer_max(crop.dtype)
+    valid = crop < top
+    sums = block_mean(np.where(valid, crop, 0), factor)
+    share = block_mean(valid.astype(np.float32), factor)
+    return np.where(share > 0, sums / np.maximum(share, np.float32(1e-6)), np.float32(top)).astype(np.float32)
 
 
 def _structure(relative: np.ndarray, shape: tuple[int, int], factor: int) -> float | None:
