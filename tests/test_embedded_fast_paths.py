@@ -56,7 +56,7 @@ def test_zero_padded_equals_np_pad() -> None:
 
 def test_symmetry_period_samples_all_rotations_as_one_at_a_time() -> None:
     """The batched symmetry test gives, exactly, the IoUs of turning the mask by one rotation at a time."""
-    from sam4em_live.segment.embedded import shape as shape_module
+    from sam4em_live.segment.embedded import body_frame
 
     rng = np.random.default_rng(11)
     for _ in range(12):
@@ -65,12 +65,12 @@ def test_symmetry_period_samples_all_rotations_as_one_at_a_time() -> None:
         area = max(memory.mask.sum(), 1)
         padded = np.pad(memory.mask.astype(np.float32), 1)
         expected = {}
-        for period in (*shape_module.ISOTROPY_TEST_DEG, *shape_module.SYMMETRY_CANDIDATES_DEG):
+        for period in (*body_frame.ISOTROPY_TEST_DEG, *body_frame.SYMMETRY_CANDIDATES_DEG):
             c, s = np.float32(math.cos(math.radians(period))), np.float32(math.sin(math.radians(period)))
             u, v = memory._u * c + memory._v * s, memory._v * c - memory._u * s
             turned = bilinear(padded, v + memory.half, u + memory.half) > 0.5
             expected[period] = (turned & memory.mask).sum() / max((turned | memory.mask).sum(), area)
-        assert memory._rotation_ious() == expected
+        assert body_frame.rotation_ious(memory.mask, memory._u, memory._v) == expected
 
 
 _SPECIAL = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -1.0, 1e-30, -1e-30, 1 + 1e-7, -(1 + 1e-7), 0.5]

@@ -1,9 +1,8 @@
 """Bounded appearance memory of one rigid particle, in its own body frame.
 
 The memory is one exponential average of the particle's relative contrast,
-sampled on a square grid that moves and turns with the particle (body frame:
-u along the pose angle, v across; grid index (r, c) <-> v = r - half,
-u = c - half). Every accepted frame is warped into this frame and averaged in,
+sampled on a square grid that moves and turns with the particle (the body
+frame, `body_frame`: u along the pose angle, v across). Every accepted frame is warped into this frame and averaged in,
 so the noise of the memory falls as 1/sqrt(frames) up to ``memory_frames``,
 after which it follows slow real change (etching, growth) with that horizon.
 The mask (the memory's measured edge: `boundary.fit_profile` of one half of
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from sam4em_live.segment.embedded.body_frame import body_offsets, cell_axis, symmetry_period
 from sam4em_live.segment.embedded.boundary import (
     PROFILE_INSIDE_PX,
     PROFILE_OUTSIDE_PX,
@@ -37,7 +37,7 @@ from sam4em_live.segment.embedded.templates import TemplateBanks
 from sam4em_live.segment.embedded.window import bilinear, bilinear_inside, zero_padded
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from sam4em_live.segment.embedded.options import EmbeddedOptions
 
@@ -57,18 +57,6 @@ MIN_FRAMES_FOR_EDGE_FIT = 16
 MAX_AREA_CHANGE = 1.25
 #: ... and a refreshed mask may move its boundary by at most this many pixels (no runaway growth).
 MAX_BOUNDARY_STEP_PX = 2
-#: Rotations tried to detect shape symmetry (degrees) and the IoU that counts as symmetric.
-SYMMETRY_CANDIDATES_DEG = (90.0, 120.0, 180.0)
-SYMMETRY_IOU = 0.85
-#: A mask unchanged (IoU >= SYMMETRY_IOU) by this odd rotation is treated as isotropic (discs) ...
-ISOTROPY_TEST_DEG = (37.0,)
-#: ... and so is one with round second moments (axis ratio <= LUMPY_DISC_MAX_AXIS_RATIO) that the odd
-#: rotation maps onto itself (IoU >= LUMPY_DISC_MIN_IOU) within LUMPY_DISC_MARGIN as well as the best
-#: symmetric rotation does: a noisy disc, not a rod or a cube (the margin allows for quarter and half
-#: turns being exact on the pixel grid while odd ones are interpolated).
-LUMPY_DISC_MAX_AXIS_RATIO = 1.25
-LUMPY_DISC_MIN_IOU = 0.7
-LUMPY_DISC_MARGIN = 0.08
 #: The edge profile's reference contours are drawn at this fraction of the particle's equivalent radius of
 #: smoothing, at most the second value (px), never less than ``mask_smoothing_px`` (`ShapeMemory._reference_sigma`).
 REFERENCE_SMOOTHING = (0.2, 4.0)
@@ -83,28 +71,6 @@ PLATE_SMOOTHING_PX = 1.0
 OUTLINE_JUDGEMENTS = 8
 #: Grid axes kept per memory (`ShapeMemory.cell_axis`); a handful are in use at a time.
 MAX_CELL_AXES = 64
-
-
-def cell_axis(cells: int, factor: int, offset: float) -> np.ndarray:
-    """Pixel coordinates (float32, read-only) of ``cells`` grid cells ``factor`` apart from ``offset``."""
-    axis = np.arange(cells, dtype=np.float32) * factor + np.float32(offset)
-    axis.flags.writeable = False
-    return axis
-
-
-def body_offsets(half: int) -> tuple[np.ndarray, np.ndarray]:
-    """(u, v) body coordinates of the (2 half + 1)² grid, each of shape (S, S)."""
-    axis = np.arange(-half, half + 1, dtype=np.float32)
-    return np.broadcast_to(axis[None, :], (axis.size, axis.size)), np.broadcast_to(axis[:, None], (axis.size, axis.size))
-
-
-def frame_to_body(dx: np.ndarray, dy: np.ndarray, angles_deg: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Body (u, v) of frame offsets (dx, dy) from the particle centre at each pose angle: (A, *dx.shape) each."""
-    turns = [math.radians(a) for a in angles_deg]
-    axes = (len(turns),) + (1,) * dx.ndim
-    c = np.array([math.cos(t) for t in turns], np.float32).reshape(axes)
-    s = np.array([math.sin(t) for t in turns], np.float32).reshape(axes)
-    return dx * c + dy * s, dy * c - dx * s
 
 
 class ShapeMemory:
@@ -162,7 +128,7 @@ class ShapeMemory:
         self.support_px = min(self.half - 1.0, self.radius_px + max(3.0, 0.25 * self.radius_px))
         self._build_template()
         if self.n_obs <= self.options.memory_frames or not hasattr(self, "period_deg"):
-            self.period_deg = self._symmetry_period()  # settled once the memory is full
+            self.period_deg = symmetry_period(self.mask, self._u, self._v)  # settled once the memory is full
         self.banks = TemplateBanks(self._template_body, self.half, self.support_px, self.period_deg,
                                    self.coarse_factor, self.fine_factor, self.options)
         self._mask_lookup = self._rasterize_lookup()
@@ -321,39 +287,6 @@ class ShapeMemory:
         else:
             body = ndimage.gaussian_filter(self.mask.astype(np.float32), 1.0)
         self._template_body = body.astype(np.float32)
-
-    def _symmetry_period(self) -> float:
-        """Smallest rotation (degrees) mapping the mask onto itself; 0 if isotropic, 360 if none.
-
-        A small particle's learned mask is a lumpy disc: no rotation maps it onto
-        itself exactly, but an odd one does as well as any symmetric one does, so
-        it counts as isotropic (one template angle instead of a full turn of them).
-        """
-        ious = self._rotation_ious()
-        odd = min(ious[p] for p in ISOTROPY_TEST_DEG)
-        best_symmetric = max(ious[p] for p in SYMMETRY_CANDIDATES_DEG)
-        lumpy_disc = (odd >= LUMPY_DISC_MIN_IOU and odd >= best_symmetric - LUMPY_DISC_MARGIN
-                      and self._axis_ratio() <= LUMPY_DISC_MAX_AXIS_RATIO)
-        if odd >= SYMMETRY_IOU or lumpy_disc:
-            return 0.0
-        return next((p for p in SYMMETRY_CANDIDATES_DEG if ious[p] >= SYMMETRY_IOU), 360.0)
-
-    def _rotation_ious(self) -> dict[float, float]:
-        """IoU of the mask with itself turned by each tested rotation (degrees); one sampling for all."""
-        area = max(self.mask.sum(), 1)
-        periods = (*ISOTROPY_TEST_DEG, *SYMMETRY_CANDIDATES_DEG)
-        u, v = frame_to_body(self._u, self._v, periods)
-        turned = bilinear(zero_padded(self.mask.astype(np.float32)), v + self.half, u + self.half) > 0.5
-        return {period: (one & self.mask).sum() / max((one | self.mask).sum(), area)
-                for period, one in zip(periods, turned, strict=True)}
-
-    def _axis_ratio(self) -> float:
-        """Major / minor axis of the mask's second moments (1 for a disc or a square)."""
-        u, v = self._u[self.mask], self._v[self.mask]
-        if u.size < 3:
-            return 1.0
-        eig = np.linalg.eigvalsh(np.cov(np.stack([u, v])))
-        return float(np.sqrt(max(eig[1], 1e-9) / max(eig[0], 1e-9)))
 
     def _rasterize_lookup(self) -> MaskLookup:
         level = self._level
