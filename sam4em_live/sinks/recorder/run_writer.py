@@ -30,16 +30,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.frames import AcquisitionClock
-from sam4em_live.io.edits_log import EDITS_LOG, edit_log_entry
+from sam4em_live.io.edits_log import edit_log_entry
 from sam4em_live.io.napari_tracks import NAPARI_TRACKS, write_napari_tracks
-from sam4em_live.io.run_manifest import (
-    ABORTED,
-    COMPLETE,
-    INCOMPLETE,
-    RUNNING,
-    FrameRanges,
-    utc_now,
-)
+from sam4em_live.io.run_manifest import INCOMPLETE, RUNNING, FrameRanges, utc_now
 from sam4em_live.sinks.mask_process import MaskWriterDied
 from sam4em_live.sinks.recorder.files import (
     JsonlWriter,
@@ -47,6 +40,20 @@ from sam4em_live.sinks.recorder.files import (
     MaskPagesWriter,
     TrajectoriesCsvWriter,
 )
+from sam4em_live.sinks.recorder.run_layout import (
+    ANNOTATIONS,
+    EDITS,
+    EVENTS,
+    MANIFEST,
+    MANIFEST_INTERVAL_S,
+    MASKS,
+    RECORDING_STOPPED,
+    STATUS,
+    TRAJECTORIES,
+    files_entry,
+    series_list_entry,
+)
+from sam4em_live.sinks.recorder.run_outcome import RunProblems
 from sam4em_live.sinks.series_segments import SeriesSegments
 
 if TYPE_CHECKING:
@@ -62,18 +69,6 @@ if TYPE_CHECKING:
     from sam4em_live.sinks.series_segments import SeriesSegment
 
 log = logging.getLogger(__name__)
-
-TRAJECTORIES = "trajectories.csv"
-MASKS = "masks.tif"
-EVENTS = "events.jsonl"
-STATUS = "status.jsonl"
-ANNOTATIONS = "annotations.jsonl"
-EDITS = EDITS_LOG
-MANIFEST = "run.json"
-#: run.json is rewritten at every status snapshot (about once a second) and, without them, at least this often.
-MANIFEST_INTERVAL_S = 2.0
-#: The ``events.jsonl`` kind of the line that says the recording (or one file of it) stopped early.
-RECORDING_STOPPED = "recording_stopped"
 
 
 class RunDirectoryWriter:
@@ -98,7 +93,7 @@ class RunDirectoryWriter:
         self.finished = False
         #: Why the whole recording stopped early (run.json ``recording_stopped``), or None.
         self.stopped: dict[str, Any] | None = None
-        self._problems: list[str] = []  # why the files hold less than the run: run.json ``reason``
+        self._problems = RunProblems()  # why the files hold less than the run: run.json ``reason``
         self._latest_status: dict[str, Any] | None = None
         self._last_frame: int | None = None
         self._manifest_due = 0.0
@@ -137,7 +132,7 @@ class RunDirectoryWriter:
             self.masks.open()
         except OSError as exc:
             self.counts.write_errors += 1
-            self._problems.append(f"{MASKS} not written ({exc})")
+            self._problems.add(f"{MASKS} not written ({exc})")
             log.exception("recorder: masks.tif cannot be written; recording the run without it")
 
     def write_result(self, message: ResultMessage) -> None:
@@ -253,7 +248,7 @@ class RunDirectoryWriter:
         self._close_files()
         self._write_napari_tracks()
         self.manifest.release_reserve()  # its space, for the final run.json on a disk that filled up
-        status, reason = self._final_status()
+        status, reason = self._problems.final_status(self._latest_status, self.counts)
         try:
             self._write_manifest(status, utc_now(), reason)
         except Exception:
@@ -270,7 +265,7 @@ class RunDirectoryWriter:
             write_napari_tracks(self.run_dir / TRAJECTORIES, self.run_dir / NAPARI_TRACKS)
         except (OSError, ValueError, KeyError) as exc:
             self.counts.write_errors += 1
-            self._problems.append(f"{NAPARI_TRACKS} not written ({exc})")
+            self._problems.add(f"{NAPARI_TRACKS} not written ({exc})")
             log.exception("recorder: %s not written", NAPARI_TRACKS)
             return
         self._tracks_written = True
@@ -289,7 +284,7 @@ class RunDirectoryWriter:
                         "after_frame": self._last_frame, "utc": utc_now()}
         reason = (f"recording stopped: {name}: {exc.strerror or exc}; the files end at the last whole record "
                   "written before it")
-        self._problems.insert(0, reason)
+        self._problems.add(reason, first=True)
         log.error("recorder: %s (the service goes on without recording)", reason)
         if self.masks is not None:
             try:
@@ -301,7 +296,7 @@ class RunDirectoryWriter:
         self._append_stop_event(name, reason)
         self._sync_counts()
         try:
-            self._write_manifest(INCOMPLETE, reason=self._reason())
+            self._write_manifest(INCOMPLETE, reason=self._problems.reason(self.counts))
         except OSError:
             self.counts.write_errors += 1
             log.exception("recorder: run.json could not say that the recording stopped")
@@ -319,7 +314,7 @@ class RunDirectoryWriter:
         frames = self.masks.frames
         last = frames.ranges[-1][1] if frames.ranges else None
         reason = f"{self.masks.path.name} stops after {len(frames)} pages (last frame {last}): {exc}"
-        self._problems.append(reason)
+        self._problems.add(reason)
         log.error("recorder: %s; recording goes on without masks", reason)
         self._jsonl[EVENTS].write({"kind": RECORDING_STOPPED, "frame": self._last_frame, "particle": None,
                                    "detail": {"file": self.masks.path.name, "reason": reason}, "wall_time_s": time.time()})
@@ -335,33 +330,11 @@ class RunDirectoryWriter:
         except OSError:
             log.warning("recorder: no room for the %s event either", RECORDING_STOPPED)
 
-    def _final_status(self) -> tuple[str, str | None]:
-        latest = self._latest_status or {}
-        error = latest.get("error") or ("the service ended in error" if latest.get("state") == "errored" else None)
-        reason = self._reason()
-        if error:
-            return ABORTED, f"service error: {error}" + (f"; {reason}" if reason else "")
-        return (INCOMPLETE, reason) if reason else (COMPLETE, None)
-
-    def _reason(self) -> str | None:
-        problems = list(self._problems)
-        lost = self.counts.results_lost + self.counts.results_after_stop
-        if lost:
-            problems.append(f"{lost} results or notes not recorded")
-        return "; ".join(problems) or None
-
     # ------------------------------------------------------------- internals
 
     def files(self) -> dict[str, str | None]:
-        """run.json ``files``: masks is null while there is no such file (disabled, not created yet, or failed).
-
-        ``masks`` is the first series' file; ``series_list`` names every series' own.
-        """
-        first = self._mask_files.get(0)
-        masks = MASKS if first is not None and first.created else None
-        return {"trajectories": TRAJECTORIES, "masks": masks, "events": EVENTS, "status": STATUS,
-                "annotations": ANNOTATIONS, "edits": EDITS,
-                "napari_tracks": NAPARI_TRACKS if self._tracks_written else None}  # written at close
+        """run.json ``files`` (`run_layout.files_entry`)."""
+        return files_entry(self._mask_files, self._tracks_written)
 
     def _sync_counts(self) -> None:
         """The files' counts: what each file holds (not what is still pending)."""
@@ -378,7 +351,7 @@ class RunDirectoryWriter:
 
     def _write_running_manifest(self) -> None:
         try:
-            self._write_manifest(RUNNING, reason=self._reason())
+            self._write_manifest(RUNNING, reason=self._problems.reason(self.counts))
         except OSError as exc:
             self._stop(MANIFEST, exc)
 
@@ -386,7 +359,7 @@ class RunDirectoryWriter:
         first = self._mask_files.get(0)
         mask_frames = first.on_disk() if first is not None else FrameRanges()
         self.manifest.write(status, self.files(), self.counts.as_dict(), mask_frames, self._latest_status,
-                            closed_utc, reason, self.stopped, self._series_list())
+                            closed_utc, reason, self.stopped, series_list_entry(self.series, self._mask_files))
         self._manifest_due = time.monotonic() + MANIFEST_INTERVAL_S
 
     def _close_files(self) -> None:
@@ -401,23 +374,13 @@ class RunDirectoryWriter:
                 writer.close()
             except OSError as exc:
                 self.counts.write_errors += 1
-                self._problems.append(f"{name} ends early ({exc.strerror or exc}, at close)")
+                self._problems.add(f"{name} ends early ({exc.strerror or exc}, at close)")
                 log.exception("recorder: closing %s failed", name)
         if self.masks is not None:
             try:
                 self.counts.masks_not_drawn += self.masks.close()
             except OSError as exc:
                 self.counts.write_errors += 1
-                self._problems.append(f"{MASKS} ends early ({exc})")
+                self._problems.add(f"{MASKS} ends early ({exc})")
                 log.exception("recorder: closing masks.tif failed")
         self._sync_counts()
-
-    def _series_list(self) -> list[dict[str, Any]]:
-        """run.json ``series_list``: every series with its masks file and the pages that file holds."""
-        out = []
-        for segment in self.series.segments:
-            writer = self._mask_files.get(segment.number)
-            created = writer is not None and writer.created
-            out.append(segment.as_manifest(segment.masks_name if created else None,
-                                           writer.pages_on_disk if writer is not None and created else 0))
-        return out

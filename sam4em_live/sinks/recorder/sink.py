@@ -41,7 +41,8 @@ from sam4em_live.sinks.recorder.messages import (
     ResultMessage,
     StatusMessage,
 )
-from sam4em_live.sinks.recorder.run_writer import MASKS, RunDirectoryWriter
+from sam4em_live.sinks.recorder.run_layout import MASKS
+from sam4em_live.sinks.recorder.run_writer import RunDirectoryWriter
 from sam4em_live.sinks.recorder.writer_thread import WriterThread
 from sam4em_live.sinks.series_segments import first_series_layout
 
