@@ -17,7 +17,8 @@ from sam4em_live.frames import Frame
 from sam4em_live.segment.embedded import batched_raster, batched_search, search
 from sam4em_live.segment.embedded import segmenter as segmenter_module
 from sam4em_live.segment.embedded import window as window_module
-from sam4em_live.segment.embedded.batched_search import NearAnswers, batched_near_searches, prior_penalties
+from sam4em_live.segment.embedded.batched_search import NearAnswers, batched_near_searches
+from sam4em_live.segment.embedded.batched_surface import prior_penalties
 from sam4em_live.segment.embedded.search import MotionPrior, PoseEstimate
 from sam4em_live.segment.registry import create_segmenter
 from sam4em_live.sim.video import make_prompts

@@ -26,6 +26,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from sam4em_live.segment.embedded.batched_surface import (
+    inner_cells,
+    parabola_offsets,
+    prior_penalties,
+    surface_neighbours,
+)
 from sam4em_live.segment.embedded.claims import claimed
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, block_level
 from sam4em_live.segment.embedded.search import (
@@ -33,7 +39,6 @@ from sam4em_live.segment.embedded.search import (
     FineLevel,
     MotionPrior,
     PoseEstimate,
-    _angle_gap,
     _fine_reach,
     _first_fine_reach,
     coarse_search,
@@ -194,82 +199,14 @@ def _coarse_members(group: list[_Search], denominator: np.ndarray, factor: int, 
     r, c = np.divmod(p, n_valid)
     members = np.arange(len(group))
     surface = objective.reshape(len(group), count, n_valid, n_valid)
-    values = _neighbours(surface, members, k, r, c, n_valid, n_valid).astype(np.float64)
+    values = surface_neighbours(surface, members, k, r, c, n_valid, n_valid).astype(np.float64)
     left, mid, right, up, down = values.T
-    xs = grid_x[members, c] + _parabolas(left, mid, right, _inner(c, n_valid)) * factor
-    ys = grid_y[members, r] + _parabolas(up, mid, down, _inner(r, n_valid)) * factor
+    xs = grid_x[members, c] + parabola_offsets(left, mid, right, inner_cells(c, n_valid)) * factor
+    ys = grid_y[members, r] + parabola_offsets(up, mid, down, inner_cells(r, n_valid)) * factor
     for s, kk, found, x, y in zip(group, k.tolist(), np.isfinite(mid).tolist(), xs.tolist(), ys.tolist(),
                                   strict=True):
         if found:  # else nothing within the prior's radius
             s.start = CoarsePose(x, y, float(s.window.bank.angles_deg[kk]))  # type: ignore[union-attr]
-
-
-def _inner(index: np.ndarray, n: int) -> np.ndarray:
-    """Whether each index has a neighbour on both sides in 0 .. n - 1 (a parabola can be fitted there)."""
-    return (index > 0) & (index < n - 1)
-
-
-def _parabolas(m: np.ndarray, c: np.ndarray, p: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """`search._parabola` of each member's (m, c, p), 0 where not ``inner``: float64, the same operations.
-
-    The inputs are the float32 (or float64) surface values as float64, as ``tolist`` gives the reference.
-    """
-    with np.errstate(invalid="ignore", over="ignore"):  # -inf neighbours (outside the prior's radius): not fitted
-        denom = m - 2 * c + p
-        fitted = inner & np.isfinite(denom) & (denom < 0)
-        offset = 0.5 * (m - p) / np.where(fitted, denom, -1.0)
-    np.maximum(offset, -0.5, out=offset)
-    np.minimum(offset, 0.5, out=offset)
-    return np.where(fitted, offset, 0.0)
-
-
-def _neighbours(surface: np.ndarray, members: np.ndarray, k: np.ndarray, r: np.ndarray, c: np.ndarray,
-                n_rows: int, n_cols: int) -> np.ndarray:
-    """(N, 5): each member's surface at (r, c - 1), (r, c), (r, c + 1), (r - 1, c), (r + 1, c), indices clipped."""
-    left, right = np.maximum(c - 1, 0), np.minimum(c + 1, n_cols - 1)
-    up, down = np.maximum(r - 1, 0), np.minimum(r + 1, n_rows - 1)
-    rows = np.stack([r, r, r, up, down], axis=1)
-    cols = np.stack([left, c, right, c, c], axis=1)
-    return surface[members[:, None], k[:, None], rows, cols]
-
-
-def prior_penalties(grid_x: np.ndarray, grid_y: np.ndarray, angles: np.ndarray, priors: list[MotionPrior],
-                    period: float) -> np.ndarray:
-    """`search._prior_penalty` of N searches at once: (N, A, rows * cols), or (N, 1, rows * cols) if isotropic.
-
-    ``grid_x`` (N, cols), ``grid_y`` (N, rows), ``angles`` (N, A) float32. The same floats, member by member:
-    the same float32 operations, the per-member scalars as float32 columns; the radius cut is applied
-    everywhere (the reference skips it only where no grid point lies outside).
-    """
-    n = len(priors)
-    column = np.array  # float32 columns of per-member scalars
-
-    def scalars(values: list[float]) -> np.ndarray:
-        return column(values, np.float32).reshape(n, 1)
-
-    dy2 = grid_y - scalars([p.y for p in priors])
-    np.square(dy2, out=dy2)
-    dx2 = grid_x - scalars([p.x for p in priors])
-    np.square(dx2, out=dx2)
-    dist2 = dy2[:, :, None] + dx2[:, None, :]
-    pos = dist2 * scalars([1.0 / p.step_scale_px**2 for p in priors])[:, :, None]
-    np.log1p(pos, out=pos)
-    pos *= scalars([p.step_weight for p in priors])[:, :, None]
-    radius2 = scalars([p.radius_px**2 if math.isfinite(p.radius_px) else math.inf for p in priors])
-    pos[dist2 > radius2[:, :, None]] = np.inf
-    pos = pos.reshape(n, 1, -1)
-    if period <= 0:
-        return pos
-    if angles.shape[1] > 4:  # the reference's vectorised float32 expression
-        gap = angles - scalars([p.angle_deg - period / 2 for p in priors])
-        np.remainder(gap, np.array(period, np.float32), out=gap)
-        gap -= np.array(period / 2, np.float32)
-        np.abs(gap, out=gap)
-        turn = scalars([p.turn_weight / (2 * p.turn_sigma_deg**2) for p in priors]) * np.square(gap)
-    else:  # the reference's Python floats, rounded to float32
-        turn = np.array([[p.turn_weight / (2 * p.turn_sigma_deg**2) * _angle_gap(a, p.angle_deg, period) ** 2
-                          for a in row] for p, row in zip(priors, angles.tolist(), strict=True)], np.float32)
-    return turn[:, :, None] + pos
 
 
 # ---------------------------------------------------------------------------------------------- fine
@@ -414,15 +351,15 @@ def _fine_pass(group: list[_Search], plans: list[_FinePlan], reach: int, step: f
     r, c = np.divmod(p, n_cols)
     members = np.arange(n)
     surface = objective.reshape(n, count, n_rows, n_cols)
-    around = _neighbours(surface, members, a, r, c, n_rows, n_cols)
+    around = surface_neighbours(surface, members, a, r, c, n_rows, n_cols)
     turns = objective[members[:, None], np.stack([np.maximum(a - 1, 0), np.minimum(a + 1, count - 1)], axis=1),
                       p[:, None]]
     left, mid, right, up, down = around.astype(np.float64).T
     before, after = turns.astype(np.float64).T
-    inner_rows, inner_cols = _inner(r, n_rows), _inner(c, n_cols)
-    xs = grid_x[members, c] + _parabolas(left, mid, right, inner_cols) * factor
-    ys = grid_y[members, r] + _parabolas(up, mid, down, inner_rows) * factor
-    turned = angles[members, a] + _parabolas(before, mid, after, _inner(a, count)) * step
+    inner_rows, inner_cols = inner_cells(r, n_rows), inner_cells(c, n_cols)
+    xs = grid_x[members, c] + parabola_offsets(left, mid, right, inner_cols) * factor
+    ys = grid_y[members, r] + parabola_offsets(up, mid, down, inner_rows) * factor
+    turned = angles[members, a] + parabola_offsets(before, mid, after, inner_cells(a, count)) * step
     gains = np.stack([p.bank.gains for p in plans])[members, a].astype(np.float64)
     amplitudes = scores[members, p, a] / np.maximum(gains, 1e-9)
     for s, x, y, angle, zz, amplitude in zip(group, xs.tolist(), ys.tolist(), turned.tolist(),
