@@ -31,6 +31,7 @@ from sam4em_live.service.processor import EventStage, FrameProcessor, StatsStage
 from sam4em_live.service.realtime import isolate_current_thread, recycle_large_buffers, release_all
 from sam4em_live.service.seeding import SeedingLane
 from sam4em_live.service.state import check_transition
+from sam4em_live.service.status_side import ServiceStatusSide
 from sam4em_live.sinks.base import AnnotationSink, CountingSink, Sink, require_sink
 from sam4em_live.sources.base import EndOfStream, FrameSource
 from sam4em_live.versions import package_versions
@@ -53,8 +54,8 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-class Service(ServiceControlSide):
-    """Owns the threads and the state machine; implements `ServiceControl` (`ServiceControlSide`)."""
+class Service(ServiceControlSide, ServiceStatusSide):
+    """Owns the threads and the state machine: `ServiceControl` in `ServiceControlSide`, status in `ServiceStatusSide`."""
 
     def __init__(
         self,
@@ -374,54 +375,3 @@ class Service(ServiceControlSide):
         if self._cpus_before_pinning is not None:
             release_all(self._cpus_before_pinning)
         self._set_state(ServiceState.STOPPED)
-
-    # ---------------------------------------------------------------- status
-
-    def _publish_status(self) -> None:
-        self._status = self._snapshot()
-        s = self._status
-        if self._shed_load and s.live and s.state is ServiceState.STREAMING and s.frames_processed:
-            # Live: new particles from clients are admitted only while the worker has room for them (offline,
-            # as fast as possible, the worker is always busy and a slower run loses nothing).
-            self._quotas.note_worker_load(s.worker_busy, len(s.particles))
-        if s.live:
-            log.info(
-                "%s: cam %.1f fps, proc %.1f fps, latency p50 %.1f / p99 %.1f ms, queue %d, dropped %d, gaps %d, "
-                "rejected %d", s.state.value, s.camera_fps, s.processed_fps, s.latency_ms_p50, s.latency_ms_p99,
-                s.queue_depth, s.frames_dropped, s.frames_gap, s.messages_rejected,
-            )
-        else:  # offline: no camera, and the latency would be time spent queued
-            log.info("%s: proc %.1f fps, %d frames processed, queue %d, rejected %d", s.state.value,
-                     s.processed_fps, s.frames_processed, s.queue_depth, s.messages_rejected)
-        status = s.as_dict()
-        for sink in self.sinks:
-            try:
-                sink.on_status(status)
-            except Exception:
-                self._sink_errors += 1
-                log.exception("sink %s failed on status", type(sink).__name__)
-
-    def _snapshot(self, error: str | None = None) -> StatusSnapshot:
-        counters = self.source.counters
-        backend = self.stage.describe() if self._sinks_open else {}
-        rates = self._meter.roll()
-        return StatusSnapshot(
-            state=self._state, run_id=self.run_id,
-            series_id=self.source.series.series_id if self.source.series else None,
-            backend=backend.get("backend"), random_weights=bool(backend.get("random_weights", False)),
-            frames_received=self._meter.received_total, frames_processed=self._processed,
-            frames_dropped=self.queue.dropped, frames_spilled=self.queue.spilled, frames_gap=counters.gaps,
-            dropped_by_reason=dict(self.queue.dropped_by_reason), frames_repaired=self._screen.repaired,
-            messages_rejected=counters.rejected + self._screen.rejected,
-            rejected_by_reason={**counters.rejected_by_reason,
-                                **({"non_finite": self._screen.rejected} if self._screen.rejected else {})},
-            segmentation_errors=self._seg_errors, sink_errors=self._sink_errors,
-            queue_depth=len(self.queue), paused=self._paused.is_set(), error=error,
-            particles=tuple(self.stage.particles()), sinks=self._sink_counters(),
-            refused_by_quota=self._quotas.refused, wall_time_s=time.time(),
-            live=self.source.series.live if self.source.series else True, **rates,
-        )
-
-    def _sink_counters(self) -> dict[str, dict[str, int]]:
-        """Each `CountingSink`'s counters (copied), keyed by sink class name."""
-        return {type(sink).__name__: dict(sink.counters) for sink in self._counting_sinks}
