@@ -38,7 +38,7 @@ MATCHED_SIGMA_PX = 4.0
 LOW_FRACTION = 0.45
 #: Candidates whose centroid is closer than this to the frame's border are left out (px).
 EDGE_MARGIN_PX = 8.0
-#: A candidate overlapping one of the other polarity this many times stronger is its halo (`_without_halos`).
+#: A candidate overlapping one of the other polarity this many times stronger is its halo (`_BlobTable.halos`).
 HALO_RATIO = 2.0
 #: Matched-filter scales, in units of ``matched_sigma_px``.
 MATCHED_SCALES = (1.0, 2.0)
@@ -122,14 +122,16 @@ class ParticleDetector:
                 response /= noise
                 z = np.where(np.abs(response) > np.abs(z), response, z)
         # dark particles absorb: relative < 0 → positive "darkness" z
-        out: list[Candidate] = []
-        for polarity in _polarities(s.polarity):
-            out.extend(self._blobs(polarity * -z, polarity * -relative, factor, polarity))
-        out = _without_halos(out)
+        blobs = [self._blobs(polarity * -z, polarity * -relative, factor, polarity) for polarity in _polarities(s.polarity)]
+        found = _BlobTable.concat([b for b in blobs if b is not None])
+        if found is None:
+            return []
         # the flat field is least sure at the border: a centroid that close is more often its error than a
         # particle (one entering the field is found a frame or two later, once it is further in)
         margin = EDGE_MARGIN_PX
-        out = [c for c in out if margin <= c.x <= cols - 1 - margin and margin <= c.y <= rows - 1 - margin]
+        keep = (~found.halos() & (found.x >= margin) & (found.x <= cols - 1 - margin)
+                & (found.y >= margin) & (found.y <= rows - 1 - margin))
+        out = found.candidates(np.flatnonzero(keep))
         out.sort(key=lambda c: -c.score)
         return out
 
@@ -145,33 +147,135 @@ class ParticleDetector:
         objects = _inner(ndimage.binary_dilation(np.abs(smooth) > OBJECT_SIGMA * noise, iterations=2))
         return _relative(low, _wide_background(low, sigma_cells, (~objects).astype(np.float32)))
 
-    def _blobs(self, z: np.ndarray, contrast: np.ndarray, factor: int, polarity: int) -> list[Candidate]:
+    def _blobs(self, z: np.ndarray, contrast: np.ndarray, factor: int, polarity: int) -> _BlobTable | None:
         high = self.settings.threshold_sigma
         seed = high if self.settings.seed_sigma is None else min(self.settings.seed_sigma, high)
         labels, n = ndimage.label(z > min(high * LOW_FRACTION, seed))
         if n == 0:
-            return []
-        keep = np.unique(labels[z >= seed])  # blobs that hold a seed (cheaper than a per-label maximum)
-        out = []
-        objects = ndimage.find_objects(labels)
-        for label in keep:
-            sl = objects[label - 1]
-            if sl is None:
-                continue
-            blob = labels[sl] == label
-            out.append(_candidate(blob, sl, z[sl], contrast[sl], factor, polarity))
-        return out
+            return None
+        # blobs that hold a seed (a lookup table by label, cheaper than a per-label maximum)
+        keep = np.zeros(n + 1, bool)
+        keep[labels[z >= seed]] = True
+        keep[0] = False
+        return _BlobTable.measure(labels, keep, z, contrast, factor, polarity)
 
 
-def _without_halos(candidates: list[Candidate]) -> list[Candidate]:
-    """Candidates that are not another one's halo.
+@dataclass(frozen=True, slots=True)
+class _BlobTable:
+    """The blobs of one run as columns (one row per blob), measured in a few whole-array passes.
 
-    Around a strong dark particle the background estimate and the filter leave a faint bright ring (and
-    the reverse): a candidate overlapping one of the other polarity `HALO_RATIO` times stronger is that.
+    Why columns: a frame holds tens of blobs (the faint seeds are kept for the caller's score mean), and
+    measuring each with its own small numpy calls cost ~10 ms a run at 1024², nearly all of it holding the
+    GIL the frame loop needs; per-label sums (`numpy.bincount`) measure them all at once. Units:
+    low-resolution cells unless noted; cell i covers full-resolution pixels i*f .. i*f+f-1.
     """
-    return [c for c in candidates
-            if not any(o.polarity != c.polarity and o.score >= HALO_RATIO * c.score
-                       and math.hypot(o.x - c.x, o.y - c.y) < (o.diameter_px + c.diameter_px) / 2 for o in candidates)]
+
+    factor: int
+    polarity: np.ndarray  # (n,) +1 dark, -1 bright
+    cx: np.ndarray  # response-weighted centroid, cells
+    cy: np.ndarray
+    cells: np.ndarray  # area, cells
+    score: np.ndarray  # peak response, noise sigmas
+    contrast: np.ndarray  # mean relative deviation, signed by polarity
+    elongation: np.ndarray
+    box: np.ndarray  # (n, 4) x0, y0, x1, y1, full-resolution pixels
+    reach: np.ndarray  # (n, OUTLINE_DIRECTIONS) farthest cell edge from the centroid per sector, cells
+
+    @property
+    def x(self) -> np.ndarray:
+        """Centroid column, full-resolution pixels (a cell's centre is at i*f + (f-1)/2)."""
+        return np.asarray(self.cx * self.factor + (self.factor - 1) / 2)
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.asarray(self.cy * self.factor + (self.factor - 1) / 2)
+
+    @property
+    def diameter_px(self) -> np.ndarray:
+        """Equivalent diameter of the blob's area, full-resolution pixels."""
+        return np.asarray(2.0 * np.sqrt(self.cells * self.factor * self.factor / math.pi))
+
+    @staticmethod
+    def measure(labels: np.ndarray, keep: np.ndarray, z: np.ndarray, contrast: np.ndarray, factor: int,
+                polarity: int) -> _BlobTable | None:
+        """The blobs of ``labels`` whose ``keep`` entry (by label) is set, in label order."""
+        ys, xs = np.nonzero(keep[labels])
+        if len(ys) == 0:
+            return None
+        kept = np.flatnonzero(keep)
+        row_of = np.zeros(len(keep), np.intp)
+        row_of[kept] = np.arange(len(kept))
+        row = row_of[labels[ys, xs]]
+        n = len(kept)
+        zs = z[ys, xs].astype(np.float64)
+        cells = np.bincount(row, minlength=n).astype(np.float64)
+        weights = np.clip(zs, 0, None) + 1e-9
+        total = np.bincount(row, weights, n)
+        cx = np.bincount(row, weights * xs, n) / total
+        cy = np.bincount(row, weights * ys, n) / total
+        score = np.full(n, -np.inf)
+        np.maximum.at(score, row, zs)
+        mean_contrast = np.bincount(row, contrast[ys, xs].astype(np.float64), n) / cells
+        dx, dy = xs - cx[row], ys - cy[row]
+        # rough outline: in each sector around the centroid, the farthest cell edge
+        sector = ((np.arctan2(dy, dx) + math.pi) / (2 * math.pi) * OUTLINE_DIRECTIONS).astype(int) % OUTLINE_DIRECTIONS
+        reach = np.zeros(n * OUTLINE_DIRECTIONS)
+        np.maximum.at(reach, row * OUTLINE_DIRECTIONS + sector, np.hypot(dx, dy) + 0.5)
+        slices = ndimage.find_objects(labels)
+        bounds = np.array([(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+                           for sl in (slices[label - 1] for label in kept) if sl is not None], dtype=np.float64)
+        box = np.column_stack([bounds[:, 0] * factor, bounds[:, 1] * factor,
+                               bounds[:, 2] * factor - 1, bounds[:, 3] * factor - 1])
+        return _BlobTable(factor, np.full(n, polarity), cx, cy, cells, score, mean_contrast,
+                          _elongation(row, dx, dy, cells, n), box, reach.reshape(n, OUTLINE_DIRECTIONS))
+
+    @staticmethod
+    def concat(tables: list[_BlobTable]) -> _BlobTable | None:
+        if len(tables) <= 1:
+            return tables[0] if tables else None
+        columns = [np.concatenate([getattr(t, name) for t in tables]) for name in
+                   ("polarity", "cx", "cy", "cells", "score", "contrast", "elongation", "box", "reach")]
+        return _BlobTable(tables[0].factor, *columns)
+
+    def halos(self) -> np.ndarray:
+        """Which blobs are another one's halo.
+
+        Around a strong dark particle the background estimate and the filter leave a faint bright ring (and
+        the reverse): a blob overlapping one of the other polarity `HALO_RATIO` times stronger is that.
+        """
+        x, y, d = self.x, self.y, self.diameter_px
+        other = self.polarity[:, None] != self.polarity[None, :]
+        stronger = self.score[None, :] >= HALO_RATIO * self.score[:, None]
+        overlaps = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :]) < (d[:, None] + d[None, :]) / 2
+        return np.asarray((other & stronger & overlaps).any(axis=1))
+
+    def candidates(self, rows: np.ndarray) -> list[Candidate]:
+        """`Candidate` records of the blobs in ``rows`` (full-resolution pixels)."""
+        f = self.factor
+        theta = -math.pi + (np.arange(OUTLINE_DIRECTIONS) + 0.5) * 2 * math.pi / OUTLINE_DIRECTIONS
+        reach = np.where(self.reach[rows] > 0, self.reach[rows], 0.5)
+        ox = (self.cx[rows, None] + reach * np.cos(theta)) * f + (f - 1) / 2
+        oy = (self.cy[rows, None] + reach * np.sin(theta)) * f + (f - 1) / 2
+        columns = zip(self.x[rows].tolist(), self.y[rows].tolist(), self.score[rows].tolist(),
+                      self.contrast[rows].tolist(), self.polarity[rows].tolist(), (self.cells[rows] * f * f).tolist(),
+                      self.diameter_px[rows].tolist(), self.elongation[rows].tolist(), self.box[rows].tolist(),
+                      np.stack([ox, oy], axis=-1).tolist(), strict=True)
+        return [Candidate(x, y, score, contrast, int(polarity), area, diameter, elongation, (b[0], b[1], b[2], b[3]),
+                          tuple((p[0], p[1]) for p in outline))
+                for x, y, score, contrast, polarity, area, diameter, elongation, b, outline in columns]
+
+
+def _elongation(row: np.ndarray, dx: np.ndarray, dy: np.ndarray, cells: np.ndarray, n: int) -> np.ndarray:
+    """Ratio of the principal axes of each blob's cells: their sample covariance plus a cell's own extent."""
+    mx, my = np.bincount(row, dx, n) / cells, np.bincount(row, dy, n) / cells
+    ex, ey = dx - mx[row], dy - my[row]
+    dof = np.maximum(cells - 1, 1)
+    sxx, syy = np.bincount(row, ex * ex, n) / dof, np.bincount(row, ey * ey, n) / dof
+    sxy = np.bincount(row, ex * ey, n) / dof
+    few = cells <= 2  # too few cells for a covariance: a round quarter-cell spread
+    sxx, syy, sxy = np.where(few, 0.25, sxx) + 1 / 12, np.where(few, 0.25, syy) + 1 / 12, np.where(few, 0.0, sxy)
+    half_sum, half_diff = (sxx + syy) / 2, np.hypot((sxx - syy) / 2, sxy)
+    return np.asarray(np.sqrt((half_sum + half_diff) / np.maximum(half_sum - half_diff, 1e-9)))
 
 
 def _wide_background(low: np.ndarray, sigma_cells: float, weights: np.ndarray | None = None) -> np.ndarray:
@@ -196,8 +300,7 @@ def _wide_background(low: np.ndarray, sigma_cells: float, weights: np.ndarray | 
     coarse = ndimage.gaussian_filter(ratio * w, sigma, mode="reflect")
     coarse /= np.maximum(ndimage.gaussian_filter(w, sigma, mode="reflect"), np.float32(1e-3))
     coarse *= surface
-    # back to cells: linear interpolation between coarse-cell centres, one small matrix product per axis
-    # linear interpolation between coarse-cell centres, one axis at a time (ndimage.zoom: ~10x slower)
+    # back to cells: linear interpolation between coarse-cell centres, one axis at a time (ndimage.zoom: ~10x slower)
     coarse = np.pad(coarse, ((0, 1), (0, 1)), mode="edge")  # so that the last cells have a right neighbour
     left, frac = _interpolation(rows, coarse_rows, step)
     half = coarse[left] * (1 - frac)[:, None] + coarse[left + 1] * frac[:, None]
@@ -208,15 +311,33 @@ def _wide_background(low: np.ndarray, sigma_cells: float, weights: np.ndarray | 
 def _quadratic_surface(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The weighted least-squares polynomial surface (`SURFACE_ORDER`) through a (small, coarse) image."""
     rows, cols = values.shape
-    basis = _surface_basis(rows, cols)
-    # Normal equations with einsum, not lstsq: a multi-threaded BLAS on a busy machine took ~200 ms for this
-    # 15-term fit (measured); the sums are ~30 k multiply-adds.
-    w = np.clip(weights, 0, None).reshape(-1).astype(np.float64)
-    weighted = basis * w[:, None]
-    gram = np.einsum("ki,kj->ij", weighted, basis) + np.eye(basis.shape[1]) * 1e-9
-    rhs = np.einsum("ki,k->i", weighted, values.reshape(-1).astype(np.float64))
-    coef = np.linalg.solve(gram, rhs)
-    return np.einsum("ki,i->k", basis, coef).reshape(rows, cols).astype(np.float32)
+    py, px = _powers(rows), _powers(cols)
+    low_py, low_px = py[:, : SURFACE_ORDER + 1], px[:, : SURFACE_ORDER + 1]
+    # Normal equations from separable moments: every sum of w·x^i·y^j over the grid is one entry of
+    # Y^T W X, a product of (9 x 43) (43 x 43) (43 x 9) matrices, ~15x cheaper than summing over the
+    # (cells x terms) basis; no large product either (a multi-threaded BLAS on a busy machine took ~200 ms
+    # for an lstsq of this fit, measured).
+    w = np.clip(weights, 0, None).astype(np.float64)
+    moments = py.T @ w @ px  # [q, p]: sum of w y^q x^p
+    first = low_py.T @ (w * values.astype(np.float64)) @ low_px  # [j, i]: sum of w v y^j x^i
+    xi, yj = _SURFACE_TERMS
+    gram = moments[yj[:, None] + yj[None, :], xi[:, None] + xi[None, :]] + np.eye(len(xi)) * 1e-9
+    coef = np.linalg.solve(gram, first[yj, xi])
+    grid = np.zeros((SURFACE_ORDER + 1, SURFACE_ORDER + 1))
+    grid[yj, xi] = coef
+    return np.asarray(low_py @ grid @ low_px.T, dtype=np.float32)
+
+
+#: The surface's monomials x^i y^j with i + j <= `SURFACE_ORDER`: (exponents of x, exponents of y).
+_SURFACE_TERMS = (np.array([i for i in range(SURFACE_ORDER + 1) for _ in range(SURFACE_ORDER + 1 - i)]),
+                  np.array([j for i in range(SURFACE_ORDER + 1) for j in range(SURFACE_ORDER + 1 - i)]))
+
+
+@functools.lru_cache(maxsize=16)
+def _powers(n: int) -> np.ndarray:
+    """(n, 2 * `SURFACE_ORDER` + 1): t^k for n points t spread over [-0.5, 0.5] (rows or columns of the grid)."""
+    t = np.arange(n, dtype=np.float64) / max(n - 1, 1) - 0.5
+    return np.asarray(t[:, None] ** np.arange(2 * SURFACE_ORDER + 1))
 
 
 @functools.lru_cache(maxsize=16)
@@ -227,24 +348,16 @@ def _interpolation(n: int, n_coarse: int, step: int) -> tuple[np.ndarray, np.nda
     return left, (pos - left).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=8)
-def _surface_basis(rows: int, cols: int) -> np.ndarray:
-    """Monomials x^i y^j (i + j <= `SURFACE_ORDER`) on a rows x cols grid scaled to [-0.5, 0.5]: (rows*cols, terms)."""
-    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
-    yy, xx = yy / max(rows - 1, 1) - 0.5, xx / max(cols - 1, 1) - 0.5
-    terms = [xx**i * yy**j for i in range(SURFACE_ORDER + 1) for j in range(SURFACE_ORDER + 1 - i)]
-    return np.stack(terms, axis=-1).reshape(-1, len(terms))
-
-
 def _inner(objects: np.ndarray) -> np.ndarray:
     """The objects that do not touch the border.
 
     There, what stands out is mostly the flat field's own error (a vignette's corner), which masking would
     carry on inwards instead of correcting.
     """
-    labels, _ = ndimage.label(objects)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return objects & ~np.isin(labels, border[border > 0])
+    labels, n = ndimage.label(objects)
+    touching = np.zeros(n + 1, bool)  # by label (a lookup table: np.isin sorts)
+    touching[labels[0]] = touching[labels[-1]] = touching[labels[:, 0]] = touching[labels[:, -1]] = True
+    return objects & ~touching[labels]
 
 
 def _relative(low: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -268,42 +381,3 @@ def _robust_sigma(values: np.ndarray, detrend_cells: float) -> float:
     sample = (sub - ndimage.gaussian_filter(sub, detrend_cells / 2, mode="nearest")).ravel()
     median = float(np.median(sample))
     return 1.4826 * float(np.median(np.abs(sample - median)))
-
-
-def _candidate(blob: np.ndarray, sl: tuple[slice, ...], z: np.ndarray, contrast: np.ndarray, factor: int,
-               polarity: int) -> Candidate:
-    """Measure one blob (low-resolution cells) in full-resolution pixels."""
-    ys, xs = np.nonzero(blob)
-    weights = np.clip(z[ys, xs], 0, None).astype(np.float64) + 1e-9
-    r0, c0 = sl[0].start, sl[1].start
-    cy = float(np.average(ys, weights=weights)) + r0
-    cx = float(np.average(xs, weights=weights)) + c0
-    # cell (i) covers full pixels i*f .. i*f+f-1: its centre is at i*f + (f-1)/2
-    to_px = lambda v: v * factor + (factor - 1) / 2  # noqa: E731
-    area = float(len(ys)) * factor * factor
-    dy, dx = ys + r0 - cy, xs + c0 - cx
-    cov = np.cov(np.vstack([dx, dy])) if len(ys) > 2 else np.eye(2) * 0.25
-    eig = np.linalg.eigvalsh(cov + np.eye(2) * (1 / 12))  # a cell's own extent
-    elongation = float(math.sqrt(eig[1] / max(eig[0], 1e-9)))
-    box = (float(c0 * factor), float(r0 * factor), float((sl[1].stop) * factor - 1), float((sl[0].stop) * factor - 1))
-    return Candidate(
-        x=to_px(cx), y=to_px(cy), score=float(z[blob].max()), contrast=float(contrast[blob].mean()),
-        polarity=polarity, area_px=area, diameter_px=2.0 * math.sqrt(area / math.pi), elongation=elongation,
-        box=box, outline=_outline(dx, dy, cx, cy, factor),
-    )
-
-
-def _outline(dx: np.ndarray, dy: np.ndarray, cx: float, cy: float, factor: int) -> tuple[tuple[float, float], ...]:
-    """Star polygon: in each of `OUTLINE_DIRECTIONS` sectors, the farthest cell edge from the centroid."""
-    angles = np.arctan2(dy, dx)
-    radii = np.hypot(dx, dy) + 0.5
-    sector = ((angles + math.pi) / (2 * math.pi) * OUTLINE_DIRECTIONS).astype(int) % OUTLINE_DIRECTIONS
-    reach = np.zeros(OUTLINE_DIRECTIONS)
-    np.maximum.at(reach, sector, radii)
-    points = []
-    for k in range(OUTLINE_DIRECTIONS):
-        theta = -math.pi + (k + 0.5) * 2 * math.pi / OUTLINE_DIRECTIONS
-        r = reach[k] if reach[k] > 0 else 0.5
-        points.append(((cx + r * math.cos(theta)) * factor + (factor - 1) / 2,
-                       (cy + r * math.sin(theta)) * factor + (factor - 1) / 2))
-    return tuple(points)
