@@ -72,6 +72,7 @@ class CandidateTrack:
     rejected: bool = False
     accepted: bool = False
     lost: tuple[int, ...] = ()  # auto mode: lost particles it may be (then proposed, not added)
+    before_map: bool = False  # first seen before the static map knew the scene (held until judged)
     recent_scores: list[float] = field(default_factory=list)  # of its last `SCORE_RUNS` detections
     recent_places: list[tuple[float, float]] = field(default_factory=list)  # of its last `STILL_WINDOW` ones
 

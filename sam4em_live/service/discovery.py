@@ -41,7 +41,7 @@ from sam4em_live.discover.detector import DetectorSettings, ParticleDetector
 from sam4em_live.discover.policy import STILL_WINDOW, CandidateTrack, CandidateTracks, DiscoveryPolicy
 from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.results import ServiceEvent
-from sam4em_live.segment.embedded.static_map import FIRST_INTERVAL_FRAMES, FIRST_UPDATES, StaticMap
+from sam4em_live.segment.embedded.static_map import StaticMap
 from sam4em_live.service.discovery_thread import DetectionJob, DetectionOutcome, DetectorThread
 
 if TYPE_CHECKING:
@@ -284,7 +284,8 @@ class Discovery:
             for track in forgotten:
                 if track.proposal is not None and not (track.accepted or track.rejected):
                     events.append(ServiceEvent("proposal_expired", frame.index, None, {"proposal": track.proposal}))
-            ready = [t for t in seen if t.hits >= self.policy.persistence_frames and t.proposal is None]
+            ready = [t for t in seen if t.hits >= self.policy.persistence_frames and t.proposal is None
+                     and self._judged(frame, t)]
             ready = ready[: self.config.max_proposals]
             for track in ready:
                 track.proposal = self._next_proposal
@@ -296,8 +297,12 @@ class Discovery:
                                 (started - job.offered_s) * 1e3)
 
     def _observe_static(self, frame: Frame, keep_out: tuple[tuple[float, float, float], ...]) -> None:
-        """Fold the frame into the static map on the map's own schedule (in frames), whichever frames come."""
-        due = FIRST_INTERVAL_FRAMES if self.static.n_updates < FIRST_UPDATES else self.static.interval
+        """Fold the frame into the static map, whichever frames come.
+
+        Every run until the map can screen (`STATIC_WARMUP_UPDATES`: start-up tracks are judged within ~8 runs,
+        `_judged`), then on the map's own schedule (in frames).
+        """
+        due = 0 if self.static.n_updates < STATIC_WARMUP_UPDATES else self.static.interval
         last = self._static_last
         if last is None or frame.index - last >= due or frame.index < last:
             self._static_last = frame.index
@@ -309,8 +314,33 @@ class Discovery:
         found = [c for c in self.detector.detect(frame.pixels) if self.policy.refusal(c, keep_out) is None]
         with self._lock:
             seen, forgotten = self._tracks.update(found)
+        unknown = self.static.n_updates < STATIC_WARMUP_UPDATES
+        for track in seen:
+            if track.age == 1:
+                track.before_map = unknown
         threshold = self.detector.settings.threshold_sigma
         return [t for t in seen if t.score >= threshold and not self._static(frame, t)], forgotten
+
+    def _judged(self, frame: Frame, track: CandidateTrack) -> bool:
+        """Auto mode: whether a track may be added yet (held: first seen before the static map knew the scene).
+
+        At start-up every immobile feature looks like a particle (the map has not learned it yet); auto mode
+        added them as particles, whose ids the tracker later handed to newcomers. (Propose mode proposes them
+        at once: a person decides, and a proposal that is not judged yet costs nothing.) Released when the track
+        moves (its recent places stray beyond `STILL_PX`), when the warm map does not explain it (it was not
+        there while the map learned), or, after `STILL_RUNS` detections, by the ordinary static screen (a track
+        that reaches this point has passed it). An immobile particle present from the start waits for the
+        screen like a static feature (and, being still, is screened: a client prompts it).
+        """
+        if (self.config.mode != "auto" or not (track.before_map and self.config.ignore_static)
+                or track.recent_excursion_px > STILL_PX):
+            return True
+        if self.static.n_updates < STATIC_WARMUP_UPDATES:
+            return False
+        if track.age >= STILL_RUNS:
+            return True
+        c = track.candidate
+        return self.static.explains(frame.pixels, c.x, c.y, c.diameter_px / 2, float(c.polarity)) < STATIC_EXPLAINED
 
     def _static(self, frame: Frame, track: CandidateTrack) -> bool:
         """A static feature: it has not moved for `STILL_RUNS` runs, and the long-run mean explains it."""
