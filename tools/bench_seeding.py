@@ -7,13 +7,18 @@ bias, and the time to seed 50 prompts at once. Prints markdown tables (docs/benc
 Only the prompt frame is rendered and only `seed_prompts` runs (no tracking): a prompt is **seeded** if it
 is not refused, its **IoU** is the seed mask's against the truth on that frame, and **area bias** is
 (seed area - true area) / true area. Conditions and prompt kinds are those of the robustness benchmark
-(`sam4em_live.sim.conditions`, `ScenarioClip.prompts`).
+(`sam4em_live.sim.conditions`, `ScenarioClip.prompts`), and so is the prompt frame: a scenario's paths depend
+on its length, so it is built for ``--frames`` (the robustness benchmark's 100 by default) and rendered up to
+its prompt frame only. ``--list`` also prints every seed that takes in more than its particle (area over
+`SUSPECT_AREA` x the truth) or misses it (IoU under `SUSPECT_IOU`), and every refusal.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import sys
 import time
 
 import numpy as np
@@ -22,11 +27,22 @@ from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.seed import Seed, seed_particle, seed_prompts
 from sam4em_live.sim.conditions import CONDITIONS
-from sam4em_live.sim.scenario import PROMPT_KINDS, render_scenario
+from sam4em_live.sim.scenario import PROMPT_KINDS, ScenarioClip, render_scenario
 from sam4em_live.sim.spec import ImagingSpec, LiquidCellSpec, ParticleSpec, SimulationSpec
 from sam4em_live.sim.video import mask_box, simulate_video
 
 OPTIONS = EmbeddedOptions()
+#: ``--list`` prints a seed whose area exceeds this multiple of its particle's (it took in a neighbour) ...
+SUSPECT_AREA = 1.2
+#: ... or whose IoU with its particle is below this.
+SUSPECT_IOU = 0.6
+
+
+def prompt_clip(condition: str, seed: int, frames: int, motion: str | None = None) -> ScenarioClip:
+    """The clip of ``condition`` built for ``frames`` frames (its paths depend on it), rendered to its prompt frame."""
+    info = CONDITIONS[condition]
+    scenario = info.build(seed, frames, motion or info.motions[0])
+    return render_scenario(dataclasses.replace(scenario, n_frames=scenario.prompt_frame + 1), seed)
 
 
 def seed_on_frame(seed: Seed, shape: tuple[int, int]) -> np.ndarray:
@@ -39,30 +55,38 @@ def seed_on_frame(seed: Seed, shape: tuple[int, int]) -> np.ndarray:
     return full
 
 
-def score(pixels: np.ndarray, truth: np.ndarray, prompt: Prompt) -> tuple[float, float] | None:
-    """(IoU, area bias) of the seed of ``prompt``; None if it was refused."""
+def score(pixels: np.ndarray, truth: np.ndarray, prompt: Prompt, label: str | None = None
+          ) -> tuple[float, float] | None:
+    """(IoU, area bias) of the seed of ``prompt``; None if it was refused. With ``label``, suspects are printed."""
     try:
         mask = seed_on_frame(seed_particle(pixels, prompt, OPTIONS), pixels.shape)
-    except PromptError:
+    except PromptError as exc:
+        if label is not None:
+            print(f"    {label} particle {prompt.particle}: refused ({exc})", file=sys.stderr)
         return None
-    union = (mask | truth).sum()
-    return float((mask & truth).sum() / max(union, 1)), float(mask.sum() / truth.sum() - 1)
+    iou = float((mask & truth).sum() / max((mask | truth).sum(), 1))
+    if label is not None and (mask.sum() > SUSPECT_AREA * truth.sum() or iou < SUSPECT_IOU):
+        print(f"    {label} particle {prompt.particle}: seed {int(mask.sum())} px for {int(truth.sum())} px, "
+              f"IoU {100 * iou:.0f}", file=sys.stderr)
+    return iou, float(mask.sum() / truth.sum() - 1)
 
 
-def prompts_table(seeds: list[int], conditions: list[str] | None = None) -> None:
+def prompts_table(seeds: list[int], conditions: list[str] | None = None, frames: int = 100,
+                  listing: bool = False) -> None:
     print("| condition | " + " | ".join(PROMPT_KINDS) + " |")
     print("|---|" + "---|" * len(PROMPT_KINDS))
-    for name, info in CONDITIONS.items():
+    for name in CONDITIONS:
         if conditions and name not in conditions:
             continue
         cells = []
-        clips = [render_scenario(info.build(seed, 2, info.motions[0]), seed) for seed in seeds]
+        clips = [prompt_clip(name, seed, frames) for seed in seeds]
         for kind in PROMPT_KINDS:
             results = []
             for clip in clips:
                 frame = clip.scenario.prompt_frame
                 for prompt in clip.prompts(kind):
-                    results.append(score(clip.frames[frame], clip.gt_labels[frame] == prompt.particle, prompt))
+                    label = f"{name} seed {clip.seed} {kind}" if listing else None
+                    results.append(score(clip.frames[frame], clip.gt_labels[frame] == prompt.particle, prompt, label))
             seeded = [r for r in results if r is not None]
             iou = np.mean([r[0] for r in seeded]) if seeded else float("nan")
             bias = np.median([r[1] for r in seeded]) if seeded else float("nan")
@@ -102,7 +126,7 @@ def sweep_table(seeds: list[int]) -> None:
 
 def timing_table() -> None:
     """Seconds to seed 10, 25 and 50 point prompts at once on the dense field's prompt frame."""
-    clip = render_scenario(CONDITIONS["dense"].build(0, 2, "chen"), 0)
+    clip = prompt_clip("dense", 0, 2, "chen")
     prompts = clip.prompts("point")
     more = [Prompt(p.particle + 100, 0, p.points, p.labels) for p in clip.prompts("point-edge")]
     prompts = (prompts + more)[:50]
@@ -128,9 +152,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("-c", "--conditions", nargs="+", choices=sorted(CONDITIONS),
                         help="only these conditions in the prompts table (default: all)")
+    parser.add_argument("-n", "--frames", type=int, default=100,
+                        help="length the scenarios are built for (the robustness benchmark's; paths depend on it)")
+    parser.add_argument("--list", action="store_true",
+                        help="print (stderr) every refusal and every seed that takes in a neighbour or misses")
     args = parser.parse_args()
     if args.part in ("prompts", "all"):
-        prompts_table(args.seeds, args.conditions)
+        prompts_table(args.seeds, args.conditions, args.frames, args.list)
     if args.part in ("sweep", "all"):
         sweep_table(args.seeds)
     if args.part in ("timing", "all"):
