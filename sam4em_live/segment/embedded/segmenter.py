@@ -71,6 +71,9 @@ NEAR_ACCEPT_Z_FRACTION = 0.7
 REACQUIRE_BLOBS = 12
 #: A particle reported absent scores below this (the documented threshold `CONFIDENT_SCORE` is 0.5).
 ABSENT_SCORE_CAP = 0.45
+#: The static map is updated this many frames off the background map's phase: both on one frame (every
+#: 16th) made one of the costliest frames (issue 23: p99 latency follows such synchronised work).
+STATIC_MAP_PHASE_FRAMES = 2
 
 
 class SearchOutcome(NamedTuple):
@@ -150,7 +153,7 @@ class EmbeddedSegmenter(PromptLanding):
             if found is not None:
                 results[track.particle] = found
         lost_places = [(t.x, t.y, t.memory.radius_px) for t in self._tracks.values() if not t.present]
-        self._static.observe(self._frames_seen, pixels, claims, lost_places)
+        self._static.observe(self._frames_seen + STATIC_MAP_PHASE_FRAMES, pixels, claims, lost_places)
         self._background.observe(self._frames_seen, frame.pixels, claims, lost_places)
         self._frames_seen += 1
         return [results[pid] for pid in sorted(self._tracks) if pid in results]

@@ -92,6 +92,9 @@ class ShapeMemory:
         self.n_obs = 1
         self._noise: dict[int, float] = {}
         self._noise_calls: dict[int, int] = {}
+        # Which of the `NOISE_REMEASURE_CALLS` calls re-measures: set per particle by its track so tens of
+        # particles do not all re-measure on the same frame (a latency spike every 8th frame, issue 23).
+        self.noise_phase = 0
         self._u, self._v = body_offsets(self.half)
         self._axis = np.arange(-self.half, self.half + 1, dtype=np.float32)
         # The searches ask for the same few grid axes frame after frame: kept per memory (C-level lookup).
@@ -312,7 +315,7 @@ class ShapeMemory:
         """
         calls = self._noise_calls.get(factor, 0)
         self._noise_calls[factor] = calls + 1
-        if calls % NOISE_REMEASURE_CALLS == 0 or factor not in self._noise:
+        if (calls + self.noise_phase) % NOISE_REMEASURE_CALLS == 0 or factor not in self._noise:
             measured = measure()
             if measured is not None:
                 self._noise[factor] = measured

@@ -29,6 +29,9 @@ VELOCITY_DAMPING = 0.5
 #: Refresh the derived shape every this many observations (more often while the memory is young).
 REFRESH_EVERY_YOUNG, REFRESH_EVERY = 2, 8
 YOUNG_MEMORY_FRAMES = 16
+#: A shape refresh moves the pose with the memory's new centre by at most this fraction of the radius
+#: (and at least this many px): a larger re-centring is left to the next search and its identity gate.
+MAX_RECENTRE_RADII, MAX_RECENTRE_PX = 0.25, 2.0
 
 
 def clip_to_unit_interval(value: float) -> float:
@@ -68,6 +71,7 @@ class TrackedParticle:
         self.steps = StepModel(options.step_prior_scale_px)
         self.window_cells = self._window_cells(options.search_radius_px)
         self.near_window_cells = self._window_cells(min(options.near_search_radius_px, options.search_radius_px))
+        self.memory.noise_phase = self.particle - 1  # particle 1 keeps the schedule of the figures so far
 
     def _window_cells(self, search_radius_px: float) -> int:
         reach = search_radius_px + self.memory.half
@@ -151,9 +155,32 @@ class TrackedParticle:
             due = REFRESH_EVERY_YOUNG
         else:
             due = REFRESH_EVERY if self.memory.n_obs < self.memory.options.memory_frames else 4 * REFRESH_EVERY
+        if self.memory.n_obs == self.memory.options.memory_frames:  # the memory is full: steady refreshes
+            self.frames_since_update = (self.frames_since_update + self.refresh_phase()) % due
         if self.frames_since_update >= due:
             self.frames_since_update = 0
             du, dv = self.memory.refresh()
+            # The pose follows the re-centred memory by at most `MAX_RECENTRE_RADII` of its radius: a young
+            # memory that split (a seed that took in a neighbour) re-centred by 25-35 px onto one of the
+            # pair, and moving the pose there was a jump no gate saw. The rest is found by the next
+            # frame's search, where a large jump meets the identity gate like any other.
+            shift = math.hypot(du, dv)
+            cap = max(MAX_RECENTRE_PX, MAX_RECENTRE_RADII * self.memory.radius_px)
+            if shift > cap:
+                du, dv = du * cap / shift, dv * cap / shift
             t = math.radians(self.angle_deg)
             self.x += du * math.cos(t) - dv * math.sin(t)
             self.y += du * math.sin(t) + dv * math.cos(t)
+
+    def refresh_phase(self) -> int:
+        """Learns added to the count towards the first steady refresh: particles prompted together spread out.
+
+        Once the memory is full a particle learns every ``appearance_update_interval_frames`` frames on its
+        own phase (particle id mod the interval, `EmbeddedSegmenter._learning_due`) and re-derives its shape
+        every ``4 * REFRESH_EVERY`` learns. Particles prompted on one frame fill their memories in step, so
+        without this their refreshes (the costliest step, ~2-6 ms each) fell on the same few frames every
+        128 frames (50 particles: 55-86 ms frames, issue 23). Consecutive ids share a learning phase every
+        ``interval`` ids, and these get consecutive counts: up to 128 particles refresh one per frame.
+        """
+        interval = self.memory.options.appearance_update_interval_frames
+        return ((self.particle - 1) // interval) % (4 * REFRESH_EVERY)
