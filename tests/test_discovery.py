@@ -251,3 +251,18 @@ def test_the_static_screen_hides_a_still_feature_and_not_a_particle_that_barely_
     for places in late:
         assert not any(math.hypot(x - 50, y - 60) < 8 for x, y in places), places  # the still disc: screened
         assert any(math.hypot(x - 140, y - 100) < 12 for x, y in places), places  # the wandering one: not
+
+
+def test_auto_mode_at_start_up_adds_the_particle_that_moves_not_the_static_feature(tmp_path) -> None:
+    # both there from frame 0, before the static map knows anything: the still disc is held until the map can
+    # judge it (and then screened), the wandering particle is added once it has moved
+    frames = _wandering_scene(80)
+    built = build_service(_config(tmp_path, "auto"), source=ArraySource(frames))
+    try:
+        built.service.run()
+    finally:
+        built.close()
+    added = [e for e in _events(built.run_dir) if e["kind"] == "auto_added"]
+    assert len(added) == 1, added
+    detail = added[0]["detail"]
+    assert math.hypot(detail["x"] - 140, detail["y"] - 100) < 12 and added[0]["frame"] <= 30

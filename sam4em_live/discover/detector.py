@@ -144,7 +144,7 @@ class ParticleDetector:
         noise = _robust_sigma(smooth, max(4 * self.settings.matched_sigma_px / factor, 3.0))
         if noise <= 0:
             return relative
-        objects = _inner(ndimage.binary_dilation(np.abs(smooth) > OBJECT_SIGMA * noise, iterations=2))
+        objects = _inner(_dilated(np.abs(smooth) > OBJECT_SIGMA * noise, 2))
         return _relative(low, _wide_background(low, sigma_cells, (~objects).astype(np.float32)))
 
     def _blobs(self, z: np.ndarray, contrast: np.ndarray, factor: int, polarity: int) -> _BlobTable | None:
@@ -348,6 +348,19 @@ def _interpolation(n: int, n_coarse: int, step: int) -> tuple[np.ndarray, np.nda
     return left, (pos - left).astype(np.float32)
 
 
+def _dilated(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``ndimage.binary_dilation(mask, iterations=steps)`` (4-connected steps), by shifted ORs: ~20x cheaper."""
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
 def _inner(objects: np.ndarray) -> np.ndarray:
     """The objects that do not touch the border.
 
@@ -379,5 +392,15 @@ def _robust_sigma(values: np.ndarray, detrend_cells: float) -> float:
     """
     sub = values[::2, ::2]
     sample = (sub - ndimage.gaussian_filter(sub, detrend_cells / 2, mode="nearest")).ravel()
-    median = float(np.median(sample))
-    return 1.4826 * float(np.median(np.abs(sample - median)))
+    sample -= _median(sample)
+    return 1.4826 * _median(np.abs(sample, out=sample))
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D array, without its generic machinery (a third of its time on 4 k values); reorders it."""
+    n = len(values)
+    if n == 0:
+        return math.nan
+    half = n // 2
+    values.partition([half - 1, half] if n % 2 == 0 else [half])
+    return float(values[half]) if n % 2 else float((values[half - 1] + values[half]) / 2)

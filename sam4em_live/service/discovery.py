@@ -33,7 +33,6 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.control_api import QuotaExceeded
@@ -42,7 +41,7 @@ from sam4em_live.discover.policy import STILL_WINDOW, CandidateTrack, CandidateT
 from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.results import ServiceEvent
 from sam4em_live.segment.embedded.static_map import StaticMap
-from sam4em_live.service.discovery_thread import DetectionJob, DetectionOutcome, DetectorThread
+from sam4em_live.service.discovery_thread import DetectionJob, DetectionOutcome, DetectorThread, DiscoveryCost
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -91,31 +90,8 @@ REFIND_WINDOW_FRAMES = 400
 EDGE_PX = 8.0
 #: Longest a lockstep worker waits for the detector's outcome before it goes on without it.
 LOCKSTEP_TIMEOUT_S = 30.0
-
-
-@dataclass(slots=True)
-class DiscoveryCost:
-    """The detector's cost so far (ms on its own thread) and how far it keeps up with the frames."""
-
-    runs: int = 0
-    total_ms: float = 0.0
-    max_ms: float = 0.0
-    offered: int = 0  # frames offered to the thread
-    lag_frames: int = 0  # sum over runs of (frame applied on - frame detected on)
-    wait_ms: float = 0.0  # sum over runs of offer -> run start
-
-    def add(self, outcome: DetectionOutcome, applied_on: int) -> None:
-        self.runs += 1
-        self.total_ms += outcome.cost_ms
-        self.max_ms = max(self.max_ms, outcome.cost_ms)
-        self.lag_frames += applied_on - outcome.frame_index
-        self.wait_ms += outcome.wait_ms
-
-    def as_dict(self, superseded: int, errors: int) -> dict[str, float | int]:
-        n = max(self.runs, 1)
-        return {"runs": self.runs, "ms_per_run": round(self.total_ms / n, 3), "ms_max": round(self.max_ms, 3),
-                "frames_offered": self.offered, "frames_superseded": superseded, "errors": errors,
-                "lag_frames_mean": round(self.lag_frames / n, 2), "wait_ms_mean": round(self.wait_ms / n, 3)}
+#: Live, the detector thread uses at most this share of one core (`DetectorThread`): it rests between runs.
+LIVE_CPU_SHARE = 0.25
 
 
 class Discovery:
@@ -176,7 +152,7 @@ class Discovery:
 
     def _detector_thread(self) -> DetectorThread:
         if self._thread is None:
-            self._thread = DetectorThread(self.detect)
+            self._thread = DetectorThread(self.detect, cpu_share=None if self.lockstep else LIVE_CPU_SHARE)
             self._thread.start()
         return self._thread
 
@@ -264,7 +240,8 @@ class Discovery:
     def cost_report(self) -> dict[str, float | int]:
         """The detector's cost and lag so far (the ``discovery_cost`` event's detail)."""
         thread = self._thread
-        return self.cost.as_dict(thread.jobs.superseded if thread else 0, thread.errors if thread else 0)
+        return self.cost.as_dict(thread.jobs.superseded if thread else 0, thread.errors if thread else 0,
+                                 thread.paced_s if thread else 0.0)
 
     def close(self) -> None:
         """End the detector thread (teardown; idempotent)."""

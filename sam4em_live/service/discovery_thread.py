@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -61,6 +62,33 @@ class DetectionOutcome:
     wait_ms: float
 
 
+@dataclass(slots=True)
+class DiscoveryCost:
+    """The detector's cost so far (ms on its own thread) and how far it keeps up with the frames."""
+
+    runs: int = 0
+    total_ms: float = 0.0
+    max_ms: float = 0.0
+    offered: int = 0  # frames offered to the thread
+    lag_frames: int = 0  # sum over runs of (frame applied on - frame detected on)
+    wait_ms: float = 0.0  # sum over runs of offer -> run start
+
+    def add(self, outcome: DetectionOutcome, applied_on: int) -> None:
+        self.runs += 1
+        self.total_ms += outcome.cost_ms
+        self.max_ms = max(self.max_ms, outcome.cost_ms)
+        self.lag_frames += applied_on - outcome.frame_index
+        self.wait_ms += outcome.wait_ms
+
+    def as_dict(self, superseded: int, errors: int, paced_s: float = 0.0) -> dict[str, float | int]:
+        """The ``discovery_cost`` event's detail; ``paced_s``: the thread's rest so far (`DetectorThread`)."""
+        n = max(self.runs, 1)
+        return {"runs": self.runs, "ms_per_run": round(self.total_ms / n, 3), "ms_max": round(self.max_ms, 3),
+                "frames_offered": self.offered, "frames_superseded": superseded, "errors": errors,
+                "lag_frames_mean": round(self.lag_frames / n, 2), "wait_ms_mean": round(self.wait_ms / n, 3),
+                "rest_s": round(paced_s, 3)}
+
+
 class LatestJob(Generic[T]):
     """A mailbox of one: `offer` replaces what was not taken yet and never blocks; `take` waits."""
 
@@ -88,13 +116,20 @@ class LatestJob(Generic[T]):
 class DetectorThread:
     """Runs ``detect`` on each job taken from a `LatestJob` and queues its outcome (bounded).
 
+    ``cpu_share`` (live runs): after each run the thread rests so that it uses at most this share of one
+    core (`_rest`); the frame loop keeps the rest of the machine, and discovery runs less often on a busy
+    one instead of slowing tracking. None (lockstep runs): no rest.
+
     Every job taken gives exactly one outcome, in order, so a caller in lockstep may wait for it. An
     exception in ``detect`` is logged and counted (``errors``) and gives an empty outcome: a detector
     bug must not end tracking. Started by `start`, ended by `close` (joins; idempotent).
     """
 
-    def __init__(self, detect: Callable[[DetectionJob], DetectionOutcome], name: str = "sam4em-discovery") -> None:
+    def __init__(self, detect: Callable[[DetectionJob], DetectionOutcome], name: str = "sam4em-discovery",
+                 cpu_share: float | None = None) -> None:
         self._detect = detect
+        self.cpu_share = cpu_share
+        self.paced_s = 0.0  # time spent resting to keep within ``cpu_share``
         self.jobs: LatestJob[DetectionJob] = LatestJob()
         self.outcomes: queue.Queue[DetectionOutcome] = queue.Queue(OUTCOME_QUEUE)
         self._stop = threading.Event()
@@ -122,6 +157,7 @@ class DetectorThread:
             job = self.jobs.take(POLL_S)
             if job is None:
                 continue
+            cpu_started = time.thread_time()
             try:
                 outcome = self._detect(job)
             except Exception:
@@ -134,3 +170,17 @@ class DetectorThread:
                     break
                 except queue.Full:
                     continue
+            self._rest(time.thread_time() - cpu_started)
+
+    def _rest(self, cpu_s: float) -> None:
+        """After a run that used ``cpu_s`` of CPU, rest so that the thread's share stays within ``cpu_share``.
+
+        Offers made meanwhile replace each other (`LatestJob`): the next run takes the newest frame. CPU time,
+        not wall time: on a busy machine a run's wall time is mostly waiting for a core, which is not what
+        the frame loop loses.
+        """
+        if self.cpu_share is None or self.cpu_share >= 1.0:
+            return
+        rest_s = cpu_s * (1.0 / self.cpu_share - 1.0)
+        self.paced_s += rest_s
+        self._stop.wait(rest_s)
