@@ -26,6 +26,7 @@ from sam4em_live.particles import Prompt, RemoveParticle
 from sam4em_live.segment.blas_threads import blas_threads
 from sam4em_live.segment.embedded.segmenter import EmbeddedSegmenter
 from sam4em_live.segment.stage import InProcessSegmentStage
+from sam4em_live.service import seeding
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.seeding import MAX_LANDING_WAIT_FRAMES, SeedingLane, chunks
 from sam4em_live.sources.array_source import ArraySource
@@ -227,6 +228,47 @@ def test_a_seeded_batch_waits_for_a_frame_with_no_backlog_but_not_forever() -> N
                 assert landed_on == ready_on + MAX_LANDING_WAIT_FRAMES
         finally:
             lane.close()
+
+
+class SteppingSeeder(EmbeddedSegmenter):
+    """The embedded backend whose seeding first takes many small Python steps (noted), as real seeding does."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps, self.taken = steps, 0
+        self.started = threading.Event()
+
+    def _step(self) -> None:
+        self.taken += 1
+        time.sleep(0.001)  # C: no Python call, so the lane can pause the helper only between steps
+
+    def seed(self, frame: Frame, edits: Any) -> Any:
+        for _ in range(self.steps):
+            self._step()
+            self.started.set()
+        return super().seed(frame, edits)
+
+
+def test_the_helper_seeds_only_while_the_worker_is_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeding shares the interpreter: once the worker takes a frame the helper pauses mid-seed until it is done."""
+    monkeypatch.setattr(seeding, "MAX_YIELD_S", 30.0)  # no forced slice within the test
+    pixels = disc_frames(1, [(60.0, 60.0)], (128, 200))[0]
+    seeder = SteppingSeeder(steps=400)
+    lane = SeedingLane(seeder)
+    try:
+        assert lane.route(frame(pixels, 0), [click(1, 60.0, 60.0)], 0) == ([], None)
+        lane.frame_done()  # idle: the helper seeds
+        assert seeder.started.wait(30)
+        lane.route(frame(pixels, 1), [], 0)  # the worker holds frame 1
+        time.sleep(0.02)  # the helper reaches its next step and pauses there
+        paused_at = seeder.taken
+        time.sleep(0.2)  # 200 steps' time: none taken while the worker holds the frame
+        assert seeder.taken == paused_at < seeder.steps
+        lane.frame_done()
+        landed = _route_until(lane, pixels, 2, 3000)
+        assert seeder.taken == seeder.steps and len(landed) == 1
+    finally:
+        lane.close()
 
 
 def test_the_stage_runs_blas_on_one_thread_while_it_is_open() -> None:

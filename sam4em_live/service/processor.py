@@ -196,10 +196,16 @@ class FrameProcessor:
         for edit, reason in outcome.rejected:
             self._prompt_errors += 1
             self._reject(outcome.frame, edit, reason, pending.events)
-        result = self._finish(outcome, pending, status)
+        return self._finish(outcome, pending, status)
+
+    def frame_delivered(self) -> None:
+        """The worker handed a frame's result on (sinks too): the seeding helper may take the interpreter now.
+
+        Called after the sinks, not at `collect`: the helper seeds only while the worker is idle, and the
+        sinks (publish, record) are the worker's work as much as the segmentation.
+        """
         if self._seeding is not None:
-            self._seeding.frame_done()  # the seeding helper may take the interpreter now
-        return result
+            self._seeding.frame_done()
 
     def process(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None,
                 backlog: int | None = None) -> FrameResult:
@@ -209,6 +215,7 @@ class FrameProcessor:
         self.submit(frame, edits, backlog)
         result = self.collect(None, status)
         assert result is not None  # collect(None) waits for the frame
+        self.frame_delivered()
         return result
 
     def _finish(self, outcome: SegmentOutcome, pending: _PendingFrame, status: Any) -> FrameResult:

@@ -11,10 +11,15 @@ each new particle from its seeded position up to that frame.
 
 Three things keep the worker at full speed (measured in docs/benchmarks.md, "End to end"):
 
-- **Chunks, gated on the worker.** Seeding is mostly Python: while it runs, the worker gets the
-  interpreter about half the time (the GIL) and its frames take twice as long. The helper starts a
-  chunk only when the worker has finished its frame with no frame waiting (`frame_done`), or after
-  `MAX_YIELD_S`, so one prompt's ~16 ms at most is shared with a worker that is caught up.
+- **Seeding only while the worker is idle.** Seeding is mostly Python: while it runs, the worker gets
+  the interpreter about half the time (the GIL) and its frames take twice as long. A prompt's seeding
+  (~20-50 ms of CPU) run whole beside a 200 fps stream (5 ms a frame) put the worker 10+ frames behind
+  and dropped frames (issue 23: 12 for one particle added mid-stream). So the helper seeds only while
+  the worker has finished its frame and handed the result on with no frame waiting (`frame_done`):
+  a trace hook on the helper thread (`_pause_while_worker_busy`, called at each of its Python function
+  calls) waits while the worker holds a frame, so the worker loses at most one GIL switch interval a
+  frame. A worker that never catches up still gets the prompt seeded: after waiting `MAX_YIELD_S` the
+  helper runs `FORCED_SLICE_S` regardless.
 - **Landing when the worker can take it.** A new particle's first ~40 frames cost several times its
   steady state (its memory fills): a batch landed while frames wait kept the worker behind, and a
   worker that skips frames sees its particles move further between frames and searches more (measured:
@@ -42,14 +47,19 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
-from typing import TYPE_CHECKING, NamedTuple
+import time
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from sam4em_live.particles import Prompt
 from sam4em_live.segment.base import RejectedEdit, SeededEdits
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from types import FrameType
+
+    from _typeshed import TraceFunction
 
     from sam4em_live.frames import Frame
     from sam4em_live.particles import ParticleEdit
@@ -57,11 +67,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TraceEvent = Literal["call", "line", "return", "exception", "opcode"]  # what `sys.settrace`'s hook is told
+
 #: Longest wait for the helper thread to finish its chunk when the run ends (seconds).
 CLOSE_TIMEOUT_S = 5.0
 #: Longest the helper waits for the worker to catch up before it seeds its next prompt anyway (seconds):
 #: a worker that never catches up (a camera faster than the service) still gets its prompts, later.
 MAX_YIELD_S = 0.1
+#: After waiting `MAX_YIELD_S` for a worker that stays behind, the helper seeds this long before it checks again.
+FORCED_SLICE_S = 0.02
 #: Longest a seeded prompt waits for a frame with no backlog before it lands anyway (frames).
 MAX_LANDING_WAIT_FRAMES = 25
 
@@ -150,6 +164,7 @@ class SeedingLane:
         self._behind = False  # frames waited behind the worker's current frame (worker thread only)
         self._parts: list[_Done] = []  # the batch's chunks seeded so far, in order (worker thread only)
         self._ready_since: int | None = None  # the frame the whole batch was first seen seeded
+        self._forced_until = 0.0  # the helper seeds regardless until then (monotonic s; helper thread only)
         #: Batches seeded aside so far, and the frames between the last chunk's frame and its landing (status).
         self.batches = 0
         self.last_delay_frames = 0
@@ -231,13 +246,19 @@ class SeedingLane:
             self._jobs.put(_Chunk(frame, part))
 
     def _seed_chunks(self) -> None:
+        # Seeding holds the interpreter most of the time; run while the worker has a frame it would halve the
+        # worker's speed. The hook pauses it at its next Python call until the worker is idle (module doc).
+        outer = sys.gettrace()  # a coverage or debugger tracer of this thread, kept working
+
+        def pause(frame: FrameType, event: TraceEvent, arg: object) -> TraceFunction | None:
+            self._pause_while_worker_busy()
+            return outer(frame, event, arg) if outer is not None else None
+
+        sys.settrace(pause)
         while True:
             chunk = self._jobs.get()
             if chunk is None:
                 return
-            # Seeding holds the interpreter most of the time; started while the worker is behind it would
-            # halve the worker's speed when it can least afford it. Wait (bounded) for it to catch up.
-            self._caught_up.wait(MAX_YIELD_S)
             try:
                 seeded: SeededEdits | None = self._seeder.seed(chunk.frame, chunk.edits)
             except Exception:
@@ -245,6 +266,13 @@ class SeedingLane:
                               len(chunk.edits), chunk.frame.index)
                 seeded = None
             self._done.put(_Done(chunk, seeded))
+
+    def _pause_while_worker_busy(self) -> None:
+        """Wait while the worker holds a frame (helper thread, at each Python call of the seeding; bounded)."""
+        if self._caught_up.is_set() or time.monotonic() < self._forced_until:
+            return
+        if not self._caught_up.wait(MAX_YIELD_S):  # the worker stays behind: seed a slice anyway
+            self._forced_until = time.monotonic() + FORCED_SLICE_S
 
     def close(self) -> None:
         """Stop the helper thread (a chunk it is seeding is finished first, the rest dropped with the run)."""

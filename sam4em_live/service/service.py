@@ -303,8 +303,10 @@ class Service(ServiceControlSide, ServiceStatusSide):
         except Exception:
             self._seg_errors += 1
             log.exception("segmentation failed; continuing")
+            processor.frame_delivered()  # nothing to deliver: the worker is done with the frame
             return
         self._deliver(result)
+        processor.frame_delivered()
 
     def _finish_in_flight(self) -> None:
         while self.stage.in_flight:
