@@ -17,9 +17,10 @@ from sam4em_live.control.client import ControlClient, ControlError
 from sam4em_live.discover.detector import Candidate, ParticleDetector
 from sam4em_live.discover.policy import SCORE_RUNS, STILL_WINDOW, CandidateTracks, DiscoveryPolicy
 from sam4em_live.frames import Frame
-from sam4em_live.particles import Prompt
+from sam4em_live.particles import ParticleMeasurement, Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.discovery import STATIC_WARMUP_UPDATES, Discovery
+from sam4em_live.service.discovery_places import PENDING_WAIT_FRAMES, TrackedPlaces
 from sam4em_live.service.particle_ids import ParticleIds
 from sam4em_live.sim.conditions import get_condition
 from sam4em_live.sim.scenario import render_scenario
@@ -266,3 +267,29 @@ def test_auto_mode_at_start_up_adds_the_particle_that_moves_not_the_static_featu
     assert len(added) == 1, added
     detail = added[0]["detail"]
     assert math.hypot(detail["x"] - 140, detail["y"] - 100) < 12 and added[0]["frame"] <= 30
+
+
+def test_auto_mode_keeps_out_of_prompts_that_have_not_landed_yet() -> None:
+    # live, prompts are seeded beside the loop and land frames later: meanwhile the particle is not tracked,
+    # and auto mode must not give it a second id (a client's prompt: nothing is added until it lands;
+    # discovery's own addition: its place is kept out until it is seen present)
+    ids = ParticleIds([1])  # a client prompted particle 1 at start
+    places = TrackedPlaces(ids)
+    shape = (160, 192)
+    places.update(0, shape, {}, [])
+    assert places.prompts_waiting(0)
+    present = {1: ParticleMeasurement(1, 5, True, x=50.0, y=60.0, area_px=300, major_axis_px=20.0)}
+    places.update(5, shape, present, [1])
+    assert not places.prompts_waiting(5) and places.keep_out() == ((50.0, 60.0, 10.0),)
+    own = ids.allocate()
+    places.place_own(own, (120.0, 100.0, 9.0))
+    ids.note(own)  # the service notes every prompted id, discovery's own too
+    places.update(6, shape, present, [1])
+    assert not places.prompts_waiting(6) and (120.0, 100.0, 9.0) in places.keep_out()
+    both = {**present, own: ParticleMeasurement(own, 7, True, x=121.0, y=100.0, area_px=250, major_axis_px=18.0)}
+    places.update(7, shape, both, [1, own])
+    assert (120.0, 100.0, 9.0) not in places.keep_out() and len(places.keep_out()) == 2
+    ids.note(9)  # a client's prompt the segmenter never starts (refused): waited for, but not for ever
+    places.update(8, shape, both, [1, own])
+    assert places.prompts_waiting(8) and not places.prompts_waiting(9 + PENDING_WAIT_FRAMES)
+

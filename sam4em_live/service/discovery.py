@@ -20,16 +20,16 @@ offered and superseded, lag in frames) lands in ``events.jsonl``.
 Every decision is an event of the frame it was applied on (``proposed``, ``accepted``, ``rejected``,
 ``auto_added``, ``proposal_expired``). Ids come from the service's `ParticleIds`: discovery never reuses
 one and never gives a candidate the id of a lost particle. In auto mode a candidate that appears while a
-particle is lost inside the field (for at most `REFIND_WINDOW_FRAMES`) may be that particle found again
+particle is lost inside the field (for at most `discovery_places.REFIND_WINDOW_FRAMES`) may be that particle found again
 elsewhere: it is proposed (its ``lost`` field names the lost particles), not added, so a client decides —
-accepting it under the lost id, or as a new particle.
+accepting it under the lost id, or as a new particle. Auto mode also adds nothing where its own additions
+have not landed yet, nor while a client's prompt has not (`TrackedPlaces`, ``discovery_places.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import queue
 import threading
 import time
@@ -41,6 +41,7 @@ from sam4em_live.discover.policy import STILL_WINDOW, CandidateTrack, CandidateT
 from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.results import ServiceEvent
 from sam4em_live.segment.embedded.static_map import StaticMap
+from sam4em_live.service.discovery_places import TrackedPlaces
 from sam4em_live.service.discovery_thread import DetectionJob, DetectionOutcome, DetectorThread, DiscoveryCost
 
 if TYPE_CHECKING:
@@ -84,10 +85,6 @@ def settings_of(config: DiscoveryConfig) -> tuple[DetectorSettings, DiscoveryPol
 
 #: A ``discovery_cost`` event every this many detector runs (its figures cover those runs).
 COST_EVENT_RUNS = 250
-#: How long (frames) a particle lost inside the field makes a newcomer in auto mode a proposal, not a particle.
-REFIND_WINDOW_FRAMES = 400
-#: A particle whose last centre was within its radius plus this of the border left the field: not "lost inside".
-EDGE_PX = 8.0
 #: Longest a lockstep worker waits for the detector's outcome before it goes on without it.
 LOCKSTEP_TIMEOUT_S = 30.0
 #: Live, the detector thread uses at most this share of one core (`DetectorThread`): it rests between runs.
@@ -123,8 +120,7 @@ class Discovery:
         self._last_frame = 0
         self._detect_ms = 0.0  # detector time of the outcomes applied since the last result
         self._worker_ms = 0.0  # discovery's own time on the worker since the last result
-        self._known: dict[int, tuple[float, float, float]] = {}  # particle -> last (x, y, radius) seen present
-        self._lost_since: dict[int, int] = {}  # particle lost inside the field -> frame it was first missed
+        self.places = TrackedPlaces(ids)  # where discovery adds nothing (worker thread; `_add` from any)
         self.cost = DiscoveryCost()
 
     @property
@@ -139,8 +135,8 @@ class Discovery:
             return
         started = time.perf_counter()
         self._last_frame = frame.index
-        self._remember(frame, measurements, tracked)
-        keep_out = tuple(self._known.values())
+        self.places.update(frame.index, frame.shape, measurements, tracked)
+        keep_out = self.places.keep_out()
         self._apply_outcomes(frame.index, keep_out)
         self._frames_seen += 1
         if (self._frames_seen - 1) % self.config.every_n_frames == 0:
@@ -199,7 +195,11 @@ class Discovery:
             # a weaker candidate of the same run on the same place): never a second id for one particle
             track.accepted = True
             return
-        lost = tuple(sorted(pid for pid, since in self._lost_since.items() if index - since <= REFIND_WINDOW_FRAMES))
+        if self.places.prompts_waiting(index):  # it may be the particle a client's prompt is about to start
+            with self._lock:
+                track.proposal = None  # ready again at the next run
+            return
+        lost = self.places.lost(index)
         if lost:
             with self._lock:
                 track.lost = lost
@@ -207,24 +207,6 @@ class Discovery:
             return
         self._add(track, None, "auto_added", index)
         occupied.append((c.x, c.y, c.diameter_px / 2))
-
-    def _remember(self, frame: Frame, measurements: Mapping[int, ParticleMeasurement], tracked: Sequence[int]) -> None:
-        """Last place of every particle tracked now (candidates there are that particle), and which are lost."""
-        current = set(tracked)
-        for pid in set(self._known) - current:
-            del self._known[pid]
-        for pid in set(self._lost_since) - current:
-            del self._lost_since[pid]
-        rows, cols = frame.shape
-        for pid in current:
-            m = measurements.get(pid)
-            if m is not None and m.present:
-                self._known[pid] = (m.x, m.y, max(m.major_axis_px / 2, math.sqrt(m.area_px / math.pi), 1.0))
-                self._lost_since.pop(pid, None)
-            elif pid in self._known and pid not in self._lost_since:
-                x, y, r = self._known[pid]
-                if min(x, y, cols - 1 - x, rows - 1 - y) > r + EDGE_PX:  # lost inside the field, not gone out
-                    self._lost_since[pid] = frame.index
 
     def annotate_result(self, result: FrameResult) -> FrameResult:
         """The result with the decisions applied since the last one and their cost (ms)."""
@@ -376,6 +358,7 @@ class Discovery:
         prompt = Prompt(pid, None, ((c.x, c.y),), (1,), c.box, origin="discovery")
         track.accepted = True
         detail = {**_detail(track), "particle": pid}
+        self.places.place_own(pid, (c.x, c.y, c.diameter_px / 2))
         try:
             self._submit(prompt)
         except (PromptError, QuotaExceeded) as exc:

@@ -20,7 +20,9 @@ class ParticleIds:
 
     def __init__(self, used: Iterable[int] = ()) -> None:
         self._lock = threading.Lock()
-        self._highest = max((int(pid) for pid in used), default=0)
+        # ids a client chose itself (prompted at start or noted since), in order (a dict: an ordered set)
+        self._named: dict[int, None] = dict.fromkeys(int(pid) for pid in used)
+        self._highest = max(self._named, default=0)
         self._allocated: list[int] = []
 
     def allocate(self) -> int:
@@ -34,9 +36,20 @@ class ParticleIds:
         """Record an id a client chose itself, so that `allocate` never hands it out."""
         with self._lock:
             self._highest = max(self._highest, int(particle))
+            self._named.setdefault(int(particle), None)
 
     @property
     def allocated(self) -> tuple[int, ...]:
         """Ids handed out by `allocate`, in order (a copy)."""
         with self._lock:
             return tuple(self._allocated)
+
+    @property
+    def named(self) -> tuple[int, ...]:
+        """Ids a client named itself (in the start-up prompts, or noted since), in order (a copy).
+
+        Discovery reads them to know which prompts may not have landed yet (`Discovery` holds its auto-adds
+        while one has not: the candidate it sees may be that particle).
+        """
+        with self._lock:
+            return tuple(self._named)
