@@ -138,6 +138,9 @@ class RecorderConfig(FrozenModel):
     out_dir: Path = Path("runs")
     write_masks: bool = True
     queue_frames: PositiveInt = 4096
+    # Who writes masks.tif: "process", a child process (live: off the segmenting process); "thread", the
+    # recorder's writer thread (batch workers: one core a recording, no child; the same file).
+    mask_writer: Literal["process", "thread"] = "process"
 
 
 class StatsConfig(FrozenModel):

@@ -86,6 +86,12 @@ def test_inputs_from_globs_folders_manifests_and_run_folders(tmp_path: Path) -> 
         expand_inputs([tmp_path / "bad.json"])
 
 
+def _masks_bytes(run: Path) -> bytes:
+    """masks.tif's bytes, its run's random series id (in the ImageJ description) made a placeholder."""
+    series_id = json.loads((run / "run.json").read_text())["series"]["series_id"].encode()
+    return (run / "masks.tif").read_bytes().replace(series_id, b"#" * len(series_id))
+
+
 def test_batch_matches_track_isolates_a_bad_file_and_resumes(tmp_path: Path, client) -> None:
     import sam4em_live as s4
 
@@ -101,12 +107,15 @@ def test_batch_matches_track_isolates_a_bad_file_and_resumes(tmp_path: Path, cli
     assert "not a readable TIFF" in report.failed[0].reason
     assert any("FAILED corrupt" in line for line in report.lines())
 
-    # identical to `track` on the same input
+    # identical to `track` on the same input: the trajectories, and masks.tif byte for byte but the run's own
+    # series id (the batch's is written by the recorder's thread, track's by its child process)
     for path in good:
         with s4.track(path, path.with_name(path.stem + ".prompts.json"), progress=False) as run:
-            batch_run = RunFolder.open(out / "runs" / path.stem).trajectories().table
-            pd.testing.assert_frame_equal(batch_run.reset_index(drop=True),
+            batch_folder = RunFolder.open(out / "runs" / path.stem)
+            pd.testing.assert_frame_equal(batch_folder.trajectories().table.reset_index(drop=True),
                                           run.trajectories.reset_index(drop=True), check_like=True)
+            assert _masks_bytes(batch_folder.path) == _masks_bytes(run.folder)
+            assert batch_folder.manifest["config"]["recorder"]["mask_writer"] == "thread"
 
     # the Parquet dataset: partitioned by recording, with calibration and provenance
     data = pd.read_parquet(out / "trajectories")
@@ -214,7 +223,7 @@ def test_two_workers_are_two_single_threaded_processes_with_pinned_thread_pools(
 
 
 def test_its_own_local_cluster_writes_masks_and_reports_progress(tmp_path: Path) -> None:
-    """No client given: `run_batch` starts (and stops) a LocalCluster whose workers may start the mask writer."""
+    """No client given: `run_batch` starts (and stops) a LocalCluster; its worker writes masks.tif itself."""
     from sam4em_live.batch import run_batch
 
     archive = tmp_path / "archive"
@@ -223,8 +232,10 @@ def test_its_own_local_cluster_writes_masks_and_reports_progress(tmp_path: Path)
     seen: list[tuple[int, int]] = []
     report = run_batch([archive], tmp_path / "b", workers=1, progress=lambda done, total: seen.append((done, total)))
     assert [o.name for o in report.analysed] == ["solo"] and report.workers == 1 and seen == [(1, 1)]
-    assert report.analysed[0].cpu_seconds > 0 and report.analysed[0].child_cpu_seconds > 0  # + the mask writer
-    assert (tmp_path / "b" / "runs" / "solo" / "masks.tif").is_file()
+    assert report.analysed[0].cpu_seconds > 0
+    folder = RunFolder.open(tmp_path / "b" / "runs" / "solo")
+    assert folder.mask_pages().pages == 8  # by the recorder's own thread: no mask-writer child a recording
+    assert folder.manifest["config"]["recorder"]["mask_writer"] == "thread"
 
 
 def test_a_recording_without_prompts_is_discovered_when_asked(tmp_path: Path) -> None:

@@ -142,10 +142,13 @@ def wait_for(condition, timeout_s: float = 20.0) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("space, masks", [("freed_again", True), ("staying_full", True), ("freed_again", False)])
-def test_disk_full_stops_the_recording_cleanly_and_run_json_says_so(tmpfs, space, masks):
+@pytest.mark.parametrize("space, masks, mask_writer", [
+    ("freed_again", True, "process"), ("staying_full", True, "process"), ("freed_again", False, "process"),
+    ("freed_again", True, "thread"), ("staying_full", True, "thread"),  # masks.tif from the writer thread (batch)
+])
+def test_disk_full_stops_the_recording_cleanly_and_run_json_says_so(tmpfs, space, masks, mask_writer):
     disk = tmpfs("disk", "size=1m")
-    recorder = Recorder(disk / "runs", write_masks=masks)
+    recorder = Recorder(disk / "runs", write_masks=masks, mask_writer=mask_writer)
     recorder.open(run_info(calibration=CAL))
     filler = fill(disk, leave=48 << 10)  # a few hundred frames' room, then full
     index = 0
@@ -226,7 +229,7 @@ FSIZE_CHILD = textwrap.dedent("""
 
     resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))  # the mask-writer child inherits it
     cal = Calibration(pixel_size_nm=2.0, fps=100.0)
-    recorder = Recorder(Path({root!r}))
+    recorder = Recorder(Path({root!r}), mask_writer={mask_writer!r})
     recorder.open(run_info(calibration=cal))
     i = 0
     while recorder.counters["write_errors"] == 0 and i < 20000:
@@ -244,9 +247,11 @@ FSIZE_CHILD = textwrap.dedent("""
 
 
 @pytest.mark.timeout(120)
-def test_a_file_size_limit_stops_the_recording_with_whole_records(tmp_path):
+@pytest.mark.parametrize("mask_writer", ["process", "thread"])
+def test_a_file_size_limit_stops_the_recording_with_whole_records(tmp_path, mask_writer):
     limit = 96 << 10
-    script = FSIZE_CHILD.format(repo=str(Path(__file__).parents[1]), root=str(tmp_path), limit=limit)
+    script = FSIZE_CHILD.format(repo=str(Path(__file__).parents[1]), root=str(tmp_path), limit=limit,
+                                mask_writer=mask_writer)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
     counters = json.loads(done.stdout.splitlines()[-1])

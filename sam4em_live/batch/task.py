@@ -29,6 +29,10 @@ TRAJECTORIES = "trajectories"  # the Parquet dataset, one partition a recording 
 PARTICLES = "particles"  # per-particle statistics, partitioned alike
 STATE = "state"  # <name>.json: fingerprint + outcome of a finished recording; <name>.attempts.jsonl
 PARTITION_KEY = "recording"
+#: Service settings of every batch recording on top of ``track``'s, none of which changes a result or a file's
+#: content: masks.tif is written by the recorder's own thread instead of a child process (the same pages through
+#: the same writer), so a recording keeps to about one core of its worker (docs/batch.md, "Clusters").
+RUN_OVERRIDES: dict[str, Any] = {"recorder.mask_writer": "thread"}
 
 
 class BatchTaskError(RuntimeError):
@@ -127,16 +131,16 @@ def _run(recording: Recording, settings: BatchSettings, out: Path, run_dir: Path
 
     (out / RUNS).mkdir(parents=True, exist_ok=True)
     if recording.replay is not None:
-        run_replay(recording.path, recording.replay, run_dir, progress=False)
+        run_replay(recording.path, recording.replay, run_dir, progress=False, overrides=RUN_OVERRIDES)
     else:
-        prompts, overrides = recording.prompts, None
+        prompts, overrides = recording.prompts, dict(RUN_OVERRIDES)
         if prompts is None:
             if not recording.discover:
                 raise BatchTaskError(f"{recording.path}: no prompts (no <name>.prompts.json beside it, no manifest "
                                      "entry, no previous run); give some or ask for --discover")
             prompts = out / STATE / f"{recording.name}.no-prompts.json"  # discovery finds the particles
             prompts.write_text(json.dumps({"prompts": []}))
-            overrides = {"discovery.mode": "auto"}
+            overrides["discovery.mode"] = "auto"
         run_track(recording.path, prompts, run_dir, backend=settings.backend,
                   fps=recording.fps if recording.fps is not None else settings.fps,
                   pixel_size_nm=recording.pixel_size_nm if recording.pixel_size_nm is not None

@@ -138,7 +138,8 @@ def _assemble(config: ServiceConfig, source: FrameSource, built: BuiltService, e
 
         try:  # an unwritable out_dir refuses the start: never stream unrecorded when recording was asked for
             built.recorder = Recorder(config.recorder.out_dir, write_masks=config.recorder.write_masks,
-                                      queue_frames=config.recorder.queue_frames)
+                                      queue_frames=config.recorder.queue_frames,
+                                      mask_writer=config.recorder.mask_writer)
         except RecorderError as exc:
             raise ConfigError(f"recorder.out_dir: {exc} (or set recorder.enabled = false)") from exc
         sinks.append(built.recorder)

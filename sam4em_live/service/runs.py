@@ -229,7 +229,8 @@ def replay_config(manifest: dict[str, Any], input: Path, out: Path) -> ServiceCo
     })
 
 
-def run_replay(input: Path, replay: Path, out: Path, progress: bool = True) -> Path:
+def run_replay(input: Path, replay: Path, out: Path, progress: bool = True,
+               overrides: Mapping[str, Any] | None = None) -> Path:
     """Re-run the live session recorded in the run folder ``replay`` on its recording ``input``; returns the run.
 
     The live run's config (backend and its options, quotas, statistics, calibration) and its edits at the same
@@ -238,6 +239,8 @@ def run_replay(input: Path, replay: Path, out: Path, progress: bool = True) -> P
     refusals decided before their frame (quotas, on the client's request) are reported again as recorded.
     Every frame from the live run's first result to its last is processed (every-frame): for a live run that
     was itself every-frame and lost no frame, the trajectories are identical (tests/test_provenance_replay.py).
+    ``overrides`` (dotted config keys) apply on top, for settings that do not change results (the batch's
+    ``recorder.mask_writer``).
     """
     from sam4em_live.service.builder import build_service, build_source
 
@@ -256,7 +259,7 @@ def run_replay(input: Path, replay: Path, out: Path, progress: bool = True) -> P
     _warn_if_frames_were_lost(manifest, run_dir)
     first, last = _recorded_frames(manifest, run_dir)
     _, n_frames = probe_frames(input)
-    cfg = replay_config(manifest, input, out)
+    cfg = replay_config(manifest, input, out).with_overrides(dict(overrides or {}))
     out.parent.mkdir(parents=True, exist_ok=True)
     source = build_source(cfg)
     max_frames = None if last is None else last - first + 1

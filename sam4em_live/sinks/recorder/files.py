@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from sam4em_live.io.label_stack_layout import LabelStackLayout
     from sam4em_live.particles import ParticleMask
     from sam4em_live.results import RunInfo
-    from sam4em_live.sinks.mask_process import MaskWriterProcess
+    from sam4em_live.sinks.recorder.mask_writers import MaskWriter
     from sam4em_live.sinks.recorder.messages import ResultMessage
 
 #: Least space held back for the last words of a run on a full disk (run.json and one events line).
@@ -98,6 +98,8 @@ class TrajectoriesCsvWriter:
         self.series = 0
         self.rows = 0
         self.frames = 0
+        #: Frames whose rows a refused write dropped (`flush`): results the file will never hold.
+        self.frames_dropped = 0
         self._pending_rows = 0
         self._pending_frames = 0
         self._buffer = io.StringIO()
@@ -127,12 +129,16 @@ class TrajectoriesCsvWriter:
         return len(rows)
 
     def flush(self) -> None:
-        """Append the pending rows (raises OSError, the pending rows dropped, the file as before)."""
+        """Append the pending rows (raises OSError, the pending rows dropped and counted, the file as before)."""
         text = self._buffer.getvalue()
         rows, frames = self._pending_rows, self._pending_frames
         self.discard()
         if text:
-            self._file.append(text.encode("utf-8"))
+            try:
+                self._file.append(text.encode("utf-8"))
+            except OSError:
+                self.frames_dropped += frames
+                raise
         self.rows += rows
         self.frames += frames
 
@@ -257,9 +263,10 @@ class ManifestWriter:
 
 
 class MaskPagesWriter:
-    """``masks.tif`` through the mask-writer child process (`sinks.mask_process`).
+    """``masks.tif`` through a `mask_writers.MaskWriter` (the "child" below; the writer thread itself in batch).
 
-    The child is started with the recorder; `open` (on the writer thread) waits for it to create the
+    The writer is the mask-writer child process (`sinks.mask_process`), or with ``recorder.mask_writer =
+    "thread"`` the recorder's writer thread, which then does what the child would. The child is started with the recorder; `open` (on the writer thread) waits for it to create the
     file. Until `open` succeeded nothing is written; if it fails, `failed` is set and the run goes on
     without masks. `frames` holds each page's frame index as sent; `on_disk` those of the pages the
     file holds (``run.json`` ``mask_frames``): the child's last report while it runs, exact once closed.
@@ -269,7 +276,7 @@ class MaskPagesWriter:
     One writer per file: a run with several series has one per series, all through the one child.
     """
 
-    def __init__(self, process: MaskWriterProcess, path: Path, layout: LabelStackLayout | None = None) -> None:
+    def __init__(self, process: MaskWriter, path: Path, layout: LabelStackLayout | None = None) -> None:
         self.path = path
         self.layout = layout
         self.frames = FrameRanges()

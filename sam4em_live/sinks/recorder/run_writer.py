@@ -276,7 +276,8 @@ class RunDirectoryWriter:
         """Stop the whole recording after ``name`` refused a write (module docstring)."""
         self.counts.write_errors += 1
         assert self._trajectories is not None
-        self.counts.results_after_stop += self._trajectories.pending_frames  # rows dropped with the stop
+        # rows dropped with the stop: those still pending, and those of the refused write if it was this file's
+        self.counts.results_after_stop += self._trajectories.pending_frames + self._trajectories.frames_dropped
         self._trajectories.discard()
         for jsonl in self._jsonl.values():
             jsonl.discard()

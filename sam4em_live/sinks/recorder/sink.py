@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam4em_live.io.run_manifest import utc_now
-from sam4em_live.sinks.mask_process import MaskWriterProcess
 from sam4em_live.sinks.recorder.files import RESERVE_MIN_BYTES, MaskPagesWriter
+from sam4em_live.sinks.recorder.mask_writers import make_mask_writer
 from sam4em_live.sinks.recorder.messages import (
     AnnotationMessage,
     RecorderCounts,
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from sam4em_live.results import FrameResult, RunInfo
+    from sam4em_live.sinks.recorder.mask_writers import MaskWriterKind
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,14 @@ class Recorder:
     queue_frames
         Capacity of the writer queue in results (each holds measurements and
         mask crops only, a few kB).
+    mask_writer
+        Who draws and compresses the ``masks.tif`` pages: ``process``, a child process (live: off the
+        segmenting process), or ``thread``, the writer thread itself (a batch worker: one core a
+        recording, no child to start); the file is the same (`mask_writers`).
     """
 
-    def __init__(self, out_dir_root: str | Path, write_masks: bool = True, queue_frames: int = 4096) -> None:
+    def __init__(self, out_dir_root: str | Path, write_masks: bool = True, queue_frames: int = 4096,
+                 mask_writer: MaskWriterKind = "process") -> None:
         self.out_dir_root = check_out_dir(out_dir_root)
         self.write_masks = write_masks
         self._counts = RecorderCounts()
@@ -114,8 +120,8 @@ class Recorder:
         self._run_writer: RunDirectoryWriter | None = None
         self._close_lock = threading.Lock()
         self._closed = False
-        # Started now, not at the first frame: spawning the child takes ~0.3 s.
-        self._mask_process = MaskWriterProcess() if write_masks else None
+        # Started now, not at the first frame: spawning a child takes ~0.3 s.
+        self._mask_process = make_mask_writer(mask_writer) if write_masks else None
 
     @property
     def run_dir(self) -> Path | None:
