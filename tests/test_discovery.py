@@ -16,8 +16,10 @@ from sam4em_live.config import DiscoveryConfig, ServiceConfig
 from sam4em_live.control.client import ControlClient, ControlError
 from sam4em_live.discover.detector import Candidate, ParticleDetector
 from sam4em_live.discover.policy import SCORE_RUNS, STILL_WINDOW, CandidateTracks, DiscoveryPolicy
+from sam4em_live.discover.readout import quadrant_gains
 from sam4em_live.frames import Frame
 from sam4em_live.particles import ParticleMeasurement, Prompt
+from sam4em_live.segment.embedded.window import block_mean
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.discovery import STATIC_WARMUP_UPDATES, Discovery
 from sam4em_live.service.discovery_places import PENDING_WAIT_FRAMES, TrackedPlaces
@@ -292,4 +294,26 @@ def test_auto_mode_keeps_out_of_prompts_that_have_not_landed_yet() -> None:
     ids.note(9)  # a client's prompt the segmenter never starts (refused): waited for, but not for ever
     places.update(8, shape, both, [1, own])
     assert places.prompts_waiting(8) and not places.prompts_waiting(9 + PENDING_WAIT_FRAMES)
+
+
+@pytest.mark.parametrize("gains", [(0.97, 1.02, 1.0, 1.04), (1.0, 1.0, 1.0, 1.0)])
+def test_the_quadrant_gains_of_a_4_port_camera_are_measured_and_divided_out(gains) -> None:
+    # a ramp (not a step) across the midlines, noise and a dark particle on a midline; quadrant gains or none
+    rng = np.random.default_rng(4)
+    rows, cols = np.mgrid[0:256, 0:256]
+    image = 1000.0 * (1.0 + 0.3 * cols / 256) * np.where((cols - 128) ** 2 + (rows - 60) ** 2 <= 144, 0.9, 1.0)
+    gain = np.select([(rows < 128) & (cols < 128), rows < 128, cols < 128], gains[:3], gains[3])
+    pixels = rng.poisson(image * gain).astype(np.uint16)
+    low = block_mean(pixels, 2)
+    measured = quadrant_gains(low, pixels.shape, 2)
+    if gains == (1.0, 1.0, 1.0, 1.0):
+        assert measured is None  # nothing stands out: the frame is left exactly as it is
+        return
+    assert measured is not None
+    expected = np.array(gains) / np.mean(gains)
+    corners = np.array([measured[0, 0], measured[0, -1], measured[-1, 0], measured[-1, -1]])
+    assert np.abs(corners - expected).max() < 0.004
+    # and the detector sees the particle, not the steps (uncorrected: 4 more candidates along the midlines)
+    found = ParticleDetector().detect(pixels)
+    assert [(round(c.x), round(c.y)) for c in found] == [(128, 60)]
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from sam4em_live.discover.readout import quadrant_gains
 from sam4em_live.segment.embedded.window import block_mean
 
 #: Directions of the rough outline (a star polygon: the farthest pixel of the blob in each direction).
@@ -112,6 +113,9 @@ class ParticleDetector:
         if rows < 4 * factor or cols < 4 * factor:
             return []
         low = block_mean(pixels[:rows, :cols], factor)
+        gains = quadrant_gains(low, (int(pixels.shape[0]), int(pixels.shape[1])), factor)
+        if gains is not None:  # a 4-port camera's gain steps: a particle's contrast, which the flat field cannot follow
+            low /= gains
         relative = self._flat_field(low, factor)
         z = np.zeros_like(relative)
         for scale in MATCHED_SCALES:  # small and large particles: the best of two matched filters, each in sigmas
