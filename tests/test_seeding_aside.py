@@ -252,6 +252,7 @@ class SteppingSeeder(EmbeddedSegmenter):
 def test_the_helper_seeds_only_while_the_worker_is_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """Seeding shares the interpreter: once the worker takes a frame the helper pauses mid-seed until it is done."""
     monkeypatch.setattr(seeding, "MAX_YIELD_S", 30.0)  # no forced slice within the test
+    monkeypatch.setattr(seeding, "SEEDING_PATIENCE_S", 30.0)
     pixels = disc_frames(1, [(60.0, 60.0)], (128, 200))[0]
     seeder = SteppingSeeder(steps=400)
     lane = SeedingLane(seeder)

@@ -19,7 +19,8 @@ Three things keep the worker at full speed (measured in docs/benchmarks.md, "End
   a trace hook on the helper thread (`_pause_while_worker_busy`, called at each of its Python function
   calls) waits while the worker holds a frame, so the worker loses at most one GIL switch interval a
   frame. A worker that never catches up still gets the prompt seeded: after waiting `MAX_YIELD_S` the
-  helper runs `FORCED_SLICE_S` regardless.
+  helper runs `FORCED_SLICE_S` regardless, and after `SEEDING_PATIENCE_S` on one batch it no longer
+  pauses (the prompt's mask would otherwise come seconds late on a worker that is seldom idle).
 - **Landing when the worker can take it.** A new particle's first ~40 frames cost several times its
   steady state (its memory fills): a batch landed while frames wait kept the worker behind, and a
   worker that skips frames sees its particles move further between frames and searches more (measured:
@@ -76,6 +77,10 @@ CLOSE_TIMEOUT_S = 5.0
 MAX_YIELD_S = 0.1
 #: After waiting `MAX_YIELD_S` for a worker that stays behind, the helper seeds this long before it checks again.
 FORCED_SLICE_S = 0.02
+#: A batch seeded only in the worker's idle moments for this long is then seeded on regardless (sharing the
+#: interpreter, as before this lane paused): a worker that is seldom idle still gets it within about this
+#: long plus the seeding (seconds; at 200 fps, 100 frames).
+SEEDING_PATIENCE_S = 0.5
 #: Longest a seeded prompt waits for a frame with no backlog before it lands anyway (frames).
 MAX_LANDING_WAIT_FRAMES = 25
 
@@ -165,6 +170,7 @@ class SeedingLane:
         self._parts: list[_Done] = []  # the batch's chunks seeded so far, in order (worker thread only)
         self._ready_since: int | None = None  # the frame the whole batch was first seen seeded
         self._forced_until = 0.0  # the helper seeds regardless until then (monotonic s; helper thread only)
+        self._patient_until = 0.0  # the helper pauses for the worker until then, this batch (helper thread only)
         #: Batches seeded aside so far, and the frames between the last chunk's frame and its landing (status).
         self.batches = 0
         self.last_delay_frames = 0
@@ -255,10 +261,14 @@ class SeedingLane:
             return outer(frame, event, arg) if outer is not None else None
 
         sys.settrace(pause)
+        batch_frame: Frame | None = None
         while True:
             chunk = self._jobs.get()
             if chunk is None:
                 return
+            if chunk.frame is not batch_frame:  # a new batch: its prompts get the patience together
+                batch_frame = chunk.frame
+                self._patient_until = time.monotonic() + SEEDING_PATIENCE_S
             try:
                 seeded: SeededEdits | None = self._seeder.seed(chunk.frame, chunk.edits)
             except Exception:
@@ -269,7 +279,10 @@ class SeedingLane:
 
     def _pause_while_worker_busy(self) -> None:
         """Wait while the worker holds a frame (helper thread, at each Python call of the seeding; bounded)."""
-        if self._caught_up.is_set() or time.monotonic() < self._forced_until:
+        if self._caught_up.is_set():
+            return
+        now = time.monotonic()
+        if now < self._forced_until or now > self._patient_until:
             return
         if not self._caught_up.wait(MAX_YIELD_S):  # the worker stays behind: seed a slice anyway
             self._forced_until = time.monotonic() + FORCED_SLICE_S
