@@ -13,22 +13,27 @@ segmenter each frame divided by it, in the frame's own dtype:
 - **first frame** (where the prompts are seeded, before anything is learned over time): the map
   is the smooth illumination fitted to that frame alone (`illumination.fit_illumination`: a cubic
   surface and four quadrant gains, particles rejected as outliers), times the finer texture that the
-  fit leaves (`illumination.fit_texture`: a robust local mean at ~2 map blocks, particles rejected,
-  the places of this frame's prompts held out -- a faint particle in texture of its own contrast is
-  not an outlier, and without them the map would learn it and divide it out);
-- **then** every ``interval`` frames (sooner at first) the frame's blocks, divided by the frame's
-  level (so a dose change or a blanked beam does not enter the map), are folded into a per-block
-  running mean that starts from that fit. Blocks under a tracked particle's mask (and one block
-  around it) and around a lost particle's last position are not updated, so the map never learns
-  a particle; anything that stays put -- texture, gain steps, static blobs -- is learned at the
-  map's resolution and divided out.
+  fit leaves (`illumination.fit_texture`: a robust local mean at ~2 map blocks, particles rejected).
+  The places of this frame's prompts -- a disc round each point grown to the particle's own extent,
+  and each box (`prompt_hold_out`) -- are held out of both: a faint particle in texture of its own
+  contrast is no outlier and would be divided out, and a large faint one bent the fit round its rim;
+- **then** every ``interval`` frames (every frame for the first `FIRST_UPDATES` while correcting)
+  the frame's blocks, divided by the frame's level (so a dose change or a blanked beam does not
+  enter the map), are folded into a per-block running mean that starts from that fit. The pixels
+  of a tracked particle's mask grown by 3 px, and the blocks round a lost particle's last position,
+  are not learned (`withholding`): the map never learns a particle, but learns the background right
+  beside one that barely moves; anything that stays put -- texture, gain steps, static blobs -- is
+  learned at the map's resolution and divided out. While few frames are averaged, the map served is
+  the running mean smoothed by ``SMOOTHING_BLOCKS / sqrt(observations)`` blocks (one frame's block
+  means are noisy, and the early frames shape the particles' memories).
 
 Correction is applied only when the map has structure (``mode="auto"``: the fitted illumination
-varies by `STRUCTURE_ON` rms or more, and until it falls below `STRUCTURE_OFF`). A flat stream
-(our simulator's own frames, the SAM4EM presets) is passed through untouched: same pixels, no
-cost beyond the map's upkeep (a block mean every 4th frame, the structure test every 32nd: ~0.3 ms a
-frame at 1024², process time on the shared 2-core VM). Corrected, a 1024² uint16 frame costs one
-multiply and a conversion (~1.3 ms), the first frame's fit ~18 ms (docs/embedded_backend.md, "Background").
+varies by `STRUCTURE_ON` rms or more beyond the fit's own noise, and until it falls below
+`STRUCTURE_OFF`). A flat stream (our simulator's own frames, the SAM4EM presets) is passed through
+untouched: same pixels, no cost beyond the map's upkeep (a block mean every 4th frame, every 2nd for
+the first 32 updates, the structure test every 8th update: ~0.3-0.5 ms a frame at 1024², process
+time on the shared 2-core VM). Corrected, a 1024² uint16 frame costs one multiply and a conversion
+(~1.3 ms), the first frame's fit ~20-30 ms (docs/embedded_backend.md, "Background").
 
 Coordinates: x = column, y = row, pixels; the map's block (r, c) covers rows r*f .. r*f+f-1.
 """
@@ -39,10 +44,12 @@ import math
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
+from scipy import ndimage
 
-from sam4em_live.particles import Prompt
 from sam4em_live.segment.embedded.illumination import fit_illumination, fit_texture
+from sam4em_live.segment.embedded.prompt_hold_out import prompt_places
 from sam4em_live.segment.embedded.window import _integer_max, _saturated, block_mean
+from sam4em_live.segment.embedded.withholding import learn_beside, withhold_disc
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -58,19 +65,24 @@ MAP_CELLS, MIN_FACTOR = 128, 4
 FIT_FACTOR = 4
 #: The fitted illumination counts as this many observations of each block (a prior for the running mean).
 PRIOR_OBSERVATIONS = 2
-#: Update every this many frames, faster for the first `FIRST_UPDATES` updates; forget with this horizon.
+#: Update every this many frames, on every frame for the first `FIRST_UPDATES` updates (the early frames
+#: shape the particles' memories: measured on foreign-noise, the true map on frames 0-9 alone was worth as
+#: much as the true map throughout); forget with this horizon.
 UPDATE_INTERVAL_FRAMES = 4
-FIRST_INTERVAL_FRAMES, FIRST_UPDATES = 2, 8
+FIRST_INTERVAL_FRAMES, FIRST_UPDATES = 1, 32
+#: The first updates' interval while the frames are passed through (the map serves the structure test only).
+PASSIVE_FIRST_INTERVAL_FRAMES = 2
 HORIZON_UPDATES = 32
 #: Correct when the illumination's rms variation reaches this, stop when it falls below the lower value.
 STRUCTURE_ON, STRUCTURE_OFF = 0.015, 0.01
 #: The map's structure is tested on every this many updates (every 32 frames once updates are every 4th).
 STRUCTURE_EVERY_UPDATES = 8
-#: Blocks within this distance of a tracked particle's mask are left out of an update (its blurred rim).
-WITHHOLD_MARGIN_PX = 3.0
-#: On the first frame, the texture estimate holds out this many map blocks around a prompt's point (32 px at
-#: 256², 64 px at 1024²: a particle up to twice that across) and one block around a prompt's box.
-POINT_HOLD_OUT_BLOCKS, BOX_HOLD_OUT_BLOCKS = 8, 1
+#: Rounds of (the prompted particles' extent, the illumination fitted without them) on the first frame.
+HOLD_OUT_ROUNDS = 2
+#: While few frames are averaged, the map served is the running mean smoothed by this many blocks over the
+#: square root of the observations (prior included), down to `MIN_SMOOTHING_BLOCKS`: one frame's block means
+#: are noisy (2.9 % rms at 4 px on foreign-noise), and a noisy map's errors enter the young memories.
+SMOOTHING_BLOCKS, MIN_SMOOTHING_BLOCKS = 2.0, 0.3
 
 
 def map_factor(shape: tuple[int, int]) -> int:
@@ -101,6 +113,7 @@ class FlatField:
         self.mode, self.interval, self.horizon = mode, interval, horizon
         self.state: MapState | None = None
         self.observations: np.ndarray | None = None  # per block, the prior included (track thread only)
+        self.mean: np.ndarray | None = None  # the running mean per block, before smoothing (track thread only)
         self.n_updates = 0
 
     @property
@@ -123,6 +136,7 @@ class FlatField:
         if self.state is None or self.state.shape != shape:
             self.state = self._started(pixels, shape, prompts)
             self.n_updates = 0
+            self.mean = None
             self.observations = (None if self.state is None
                                  else np.full(self.state.relative.shape, PRIOR_OBSERVATIONS, np.float32))
         return _divided(pixels, self.state)
@@ -147,33 +161,41 @@ class FlatField:
         state, observations = self.state, self.observations
         if self.mode == "off" or state is None or observations is None or state.shape != pixels.shape:
             return
-        if frame_index % (FIRST_INTERVAL_FRAMES if self.n_updates < FIRST_UPDATES else self.interval):
+        first = FIRST_INTERVAL_FRAMES if state.active or self.mode == "on" else PASSIVE_FIRST_INTERVAL_FRAMES
+        if frame_index % (first if self.n_updates < FIRST_UPDATES else self.interval):
             return
         blocks = _blocks(pixels, state.factor)
         if blocks is None or blocks.shape != state.relative.shape:
             return
         learn = np.ones(blocks.shape, bool)
-        for claim in claims:
-            _withhold_mask(learn, claim, state.factor)
+        learn_beside(blocks, learn, pixels, list(claims), state.factor)
         for x, y, r in keep_out:
-            _withhold_disc(learn, x, y, r + state.factor, state.factor)
+            withhold_disc(learn, x, y, r + state.factor, state.factor)
         if not learn.any():
             return
+        mean = self.mean if self.mean is not None and self.mean.shape == blocks.shape else state.relative
         # The frame's level, robust to what is in it: a dose change must not enter the (relative) map.
-        level = float(np.median(blocks[learn] / state.relative[learn]))
+        level = float(np.median(blocks[learn] / mean[learn]))
         if not math.isfinite(level) or level <= 0:
             return
         observations += learn
-        weight = learn / np.minimum(observations, self.horizon).astype(np.float32)
+        weight = learn / np.clip(observations, 1, self.horizon).astype(np.float32)
         blocks *= np.float32(1.0 / level)
-        blocks -= state.relative
+        blocks -= mean
         blocks *= weight
-        blocks += state.relative  # a new array: a reader may hold the old one
+        blocks += mean  # a new array: a reader may hold the old one
         blocks /= np.float32(blocks.mean())
+        self.mean = blocks
         self.n_updates += 1
         # The structure test is a robust fit (~4 ms at 1024², as much as tracking 4 particles): not every update.
         due = self.n_updates % STRUCTURE_EVERY_UPDATES == 0
         structure = _structure(blocks, state.shape, state.factor) if due else None
+        sigma = SMOOTHING_BLOCKS / math.sqrt(self.n_updates + PRIOR_OBSERVATIONS)
+        if sigma >= MIN_SMOOTHING_BLOCKS and (state.active or self.mode == "on"):
+            # A normalised Gaussian mean, blocks seen more often counting more (only what divides is smoothed).
+            norm = ndimage.gaussian_filter(observations, sigma, mode="nearest")
+            smooth = ndimage.gaussian_filter(blocks * observations, sigma, mode="nearest")
+            blocks = (smooth / np.maximum(norm, np.float32(1e-6))).astype(np.float32)
         self.state = self._state(state.shape, state.factor, blocks, state.structure if structure is None
                                  else structure, state.active)
 
@@ -187,18 +209,30 @@ class FlatField:
         if blocks is None:
             return None
         step = FIT_FACTOR * factor
-        fit = fit_illumination(_coarse(blocks, FIT_FACTOR), shape[0] / 2 / step, shape[1] / 2 / step)
+        quadrants = (shape[0] / 2 / step, shape[1] / 2 / step)
+        coarse = _coarse(blocks, FIT_FACTOR)
+        fit = fit_illumination(coarse, *quadrants)
         if fit is None:
             return None
-        fine = fit.relative(FIT_FACTOR)
-        relative = np.ones(blocks.shape, np.float32)
-        rows, cols = min(fine.shape[0], blocks.shape[0]), min(fine.shape[1], blocks.shape[1])
-        relative[:rows, :cols] = fine[:rows, :cols]
-        _extend_edges(relative, (rows, cols))
+        relative = _on_grid(fit.relative(FIT_FACTOR), blocks.shape)
+        held = np.zeros(blocks.shape, bool)
+        for _ in range(HOLD_OUT_ROUNDS if prompts else 0):
+            # The particles' extent against a fit that bent round them, then the fit without them: a large
+            # faint particle is no outlier near its rim, so the first fit takes part of it.
+            places = prompt_places(prompts, blocks / relative, factor, blocks.shape)
+            if not places.any() or (places <= held).all():
+                break
+            held |= places
+            held_coarse = _coarse(held.astype(np.float32), FIT_FACTOR) > 0
+            refit = fit_illumination(np.where(held_coarse, np.nan, coarse), *quadrants)
+            if refit is None:
+                break
+            fit = refit
+            relative = _on_grid(fit.relative(FIT_FACTOR), blocks.shape)
         if self.mode == "on" or fit.structure >= STRUCTURE_ON:  # a flat frame is passed through: no texture
             ratio = blocks / relative
             ratio /= np.float32(np.median(ratio))
-            relative *= fit_texture(ratio, _prompt_places(prompts, relative.shape, factor)).astype(np.float32)
+            relative *= fit_texture(ratio, held).astype(np.float32)
         relative /= np.float32(relative.mean())
         return self._state(shape, factor, relative, fit.structure, False)
 
@@ -272,6 +306,15 @@ def _coarse(blocks: np.ndarray, k: int) -> np.ndarray:
     return blocks[:rows, :cols].reshape(rows // k, k, cols // k, k).mean(axis=(1, 3), dtype=np.float64)
 
 
+def _on_grid(fine: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
+    """``fine`` (float32) on the map's grid: cropped, or its last row / column repeated beyond it."""
+    relative = np.ones(grid, np.float32)
+    rows, cols = min(fine.shape[0], grid[0]), min(fine.shape[1], grid[1])
+    relative[:rows, :cols] = fine[:rows, :cols]
+    _extend_edges(relative, (rows, cols))
+    return relative
+
+
 def _extend_edges(grid: np.ndarray, filled: tuple[int, ...]) -> None:
     """Copy the last filled row / column of ``grid`` into the rows / columns beyond ``filled``."""
     rows, cols = min(filled[0], grid.shape[0]), min(filled[1], grid.shape[1])
@@ -279,55 +322,3 @@ def _extend_edges(grid: np.ndarray, filled: tuple[int, ...]) -> None:
         grid[rows:, :] = grid[rows - 1 : rows, :]
     if cols < grid.shape[1]:
         grid[:, cols:] = grid[:, cols - 1 : cols]
-
-
-def _withhold_mask(learn: np.ndarray, claim: Placement, factor: int) -> None:
-    """Clear ``learn`` on every block within `WITHHOLD_MARGIN_PX` (at least one block) of a claimed mask."""
-    x0, y0, _, _ = claim.box
-    ys, xs = np.nonzero(claim.crop)
-    if ys.size == 0:
-        return
-    grow = max(1, math.ceil(WITHHOLD_MARGIN_PX / factor))
-    rows, cols = (ys + y0) // factor, (xs + x0) // factor
-    r0, c0 = int(rows.min()) - grow, int(cols.min()) - grow
-    touched = np.zeros((int(rows.max()) + grow + 1 - r0, int(cols.max()) + grow + 1 - c0), bool)
-    touched[rows - r0, cols - c0] = True
-    for _ in range(grow):  # one block further, to the 8 neighbours: shifted ors of a small array
-        touched[1:] |= touched[:-1].copy()
-        touched[:-1] |= touched[1:].copy()
-        touched[:, 1:] |= touched[:, :-1].copy()
-        touched[:, :-1] |= touched[:, 1:].copy()
-    n_rows, n_cols = learn.shape
-    ra, rb, ca, cb = max(r0, 0), min(r0 + touched.shape[0], n_rows), max(c0, 0), min(c0 + touched.shape[1], n_cols)
-    if ra < rb and ca < cb:
-        learn[ra:rb, ca:cb] &= ~touched[ra - r0 : rb - r0, ca - c0 : cb - c0]
-
-
-def _prompt_places(prompts: Sequence[ParticleEdit], grid: tuple[int, ...], factor: int) -> np.ndarray:
-    """Blocks of the map around the prompts' positive points and boxes (held out of the texture estimate)."""
-    free = np.ones(grid, bool)
-    block_y, block_x = (np.mgrid[0 : grid[0], 0 : grid[1]] + 0.5) * factor  # block centres, pixels
-    for prompt in prompts:
-        if not isinstance(prompt, Prompt):
-            continue
-        for (x, y), label in zip(prompt.points, prompt.labels, strict=False):
-            if label != 0:  # a negative point marks background: nothing to hold out
-                reach = POINT_HOLD_OUT_BLOCKS * factor
-                free &= (block_x - x) ** 2 + (block_y - y) ** 2 > reach * reach
-        if prompt.box is not None:
-            x0, y0, x1, y1 = prompt.box
-            margin = BOX_HOLD_OUT_BLOCKS * factor
-            _withhold_box(free, x0 - margin, y0 - margin, x1 + margin, y1 + margin, factor)
-    return ~free
-
-
-def _withhold_box(learn: np.ndarray, x0: float, y0: float, x1: float, y1: float, factor: int) -> None:
-    """Clear ``learn`` on every block that the pixel rectangle [x0, x1) x [y0, y1) touches."""
-    r0, r1 = max(int(y0 // factor), 0), max(int(-(-y1 // factor)), 0)
-    c0, c1 = max(int(x0 // factor), 0), max(int(-(-x1 // factor)), 0)
-    learn[r0:r1, c0:c1] = False
-
-
-def _withhold_disc(learn: np.ndarray, x: float, y: float, reach: float, factor: int) -> None:
-    """Clear ``learn`` on the blocks of the square around (x, y) with half-size ``reach`` (pixels)."""
-    _withhold_box(learn, x - reach, y - reach, x + reach + 1, y + reach + 1, factor)
