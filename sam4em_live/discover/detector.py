@@ -291,11 +291,11 @@ def _wide_background(low: np.ndarray, sigma_cells: float, weights: np.ndarray | 
     step = max(1, round(max(low.shape) / COARSE_CELLS))
     rows, cols = low.shape
     coarse_rows, coarse_cols = -(-rows // step), -(-cols // step)
-    pad = ((0, coarse_rows * step - rows), (0, coarse_cols * step - cols))
+    pad = (coarse_rows * step - rows, coarse_cols * step - cols)
     sigma = sigma_cells / step
     w = np.ones((coarse_rows, coarse_cols), np.float32) if weights is None else block_mean(
-        np.pad(weights, pad, mode="edge"), step)
-    values = block_mean(np.pad(low if weights is None else low * weights, pad, mode="edge"), step)
+        _edge_padded(weights, *pad), step)
+    values = block_mean(_edge_padded(low if weights is None else low * weights, *pad), step)
     values /= np.maximum(w, np.float32(1e-3))
     # A Gaussian reflected at the border flattens a ramp there (bias ~ slope x sigma): smooth only what a
     # quadratic surface leaves, so gradients and vignettes reach the border intact.
@@ -305,11 +305,23 @@ def _wide_background(low: np.ndarray, sigma_cells: float, weights: np.ndarray | 
     coarse /= np.maximum(ndimage.gaussian_filter(w, sigma, mode="reflect"), np.float32(1e-3))
     coarse *= surface
     # back to cells: linear interpolation between coarse-cell centres, one axis at a time (ndimage.zoom: ~10x slower)
-    coarse = np.pad(coarse, ((0, 1), (0, 1)), mode="edge")  # so that the last cells have a right neighbour
+    coarse = _edge_padded(coarse, 1, 1)  # so that the last cells have a right neighbour
     left, frac = _interpolation(rows, coarse_rows, step)
     half = coarse[left] * (1 - frac)[:, None] + coarse[left + 1] * frac[:, None]
     left, frac = _interpolation(cols, coarse_cols, step)
     return half[:, left] * (1 - frac) + half[:, left + 1] * frac
+
+
+def _edge_padded(image: np.ndarray, rows_after: int, cols_after: int) -> np.ndarray:
+    """``np.pad(image, ((0, rows_after), (0, cols_after)), mode="edge")`` without its generic machinery (~10x)."""
+    if rows_after == 0 and cols_after == 0:
+        return image
+    rows, cols = image.shape
+    out = np.empty((rows + rows_after, cols + cols_after), image.dtype)
+    out[:rows, :cols] = image
+    out[rows:, :cols] = image[-1:]
+    out[:, cols:] = out[:, cols - 1 : cols]
+    return out
 
 
 def _quadratic_surface(values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -38,10 +38,10 @@ def quadrant_gains(low: np.ndarray, full_shape: tuple[int, int], factor: int) ->
                                                                   and 2 * k <= mid_col <= cols - 2 * k):
         return None
     r2, c2 = int(mid_row), int(mid_col)
-    log_low = np.log(np.maximum(low, np.float32(1e-6)))
     # log-steps across the vertical midline (top half, bottom half) and the horizontal one (left, right half)
-    steps = [_step(log_low[:r2, c2 - 2 * k : c2 + 2 * k]), _step(log_low[r2:, c2 - 2 * k : c2 + 2 * k]),
-             _step(log_low[r2 - 2 * k : r2 + 2 * k, :c2].T), _step(log_low[r2 - 2 * k : r2 + 2 * k, c2:].T)]
+    across_columns = _log(low[:, c2 - 2 * k : c2 + 2 * k])
+    across_rows = _log(low[r2 - 2 * k : r2 + 2 * k, :]).T
+    steps = [_step(across_columns[:r2]), _step(across_columns[r2:]), _step(across_rows[:c2]), _step(across_rows[c2:])]
     if not any(abs(step) > max(MIN_STEP, STEP_SIGMAS * error) for step, error in steps):
         return None
     # log-gains of top-right, bottom-left, bottom-right against top-left, by least squares over the four steps:
@@ -54,6 +54,10 @@ def quadrant_gains(low: np.ndarray, full_shape: tuple[int, int], factor: int) ->
     out = np.empty(low.shape, np.float32)
     out[:r2, :c2], out[:r2, c2:], out[r2:, :c2], out[r2:, c2:] = gain
     return out
+
+
+def _log(cells: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(cells, np.float32(1e-6)))
 
 
 def _step(strip: np.ndarray) -> tuple[float, float]:
