@@ -24,9 +24,10 @@ than ``warmup_frames`` (45): the embedded backend's frames after a prompt cost 3
 all N: a case whose seeding failed would be cheap for the wrong reason.
 
 ``python -m tools.bench.benchmarks.particle_scaling --profile N SIZE`` prints where one frame's time goes
-with N particles (cProfile of `Segmenter.track` alone, on the same synthetic frames); ``--ab REV N SIZE``
-compares `Segmenter.track`'s thread CPU with a git revision's, interleaved frame by frame in one process
-(a ratio that holds on a shared machine).
+with N particles (cProfile of `Segmenter.track` alone, on the same synthetic frames); ``--ab REV N SIZE
+[FRAMES]`` compares `Segmenter.track`'s thread CPU per frame (mean, median, p99, max) with a git revision's,
+interleaved frame by frame in one process (a ratio that holds on a shared machine; use FRAMES >= 300 for a
+p99 that includes the 128-frame shape refresh cycle).
 """
 
 from __future__ import annotations
@@ -322,10 +323,14 @@ def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle
             differing += len(masks["rev"]) != len(masks["tree"]) or not all(
                 _same(a, b) for a, b in zip(masks["rev"], masks["tree"], strict=True))
     rev_ms, tree_ms = np.asarray(cpu_ms["rev"]), np.asarray(cpu_ms["tree"])
-    return (f"{particles} particles, {size}², {frames} frames: thread CPU per frame {rev} {rev_ms.mean():.2f} ms "
-            f"(median {np.median(rev_ms):.2f}), tree {tree_ms.mean():.2f} ms (median {np.median(tree_ms):.2f}); "
-            f"tree / {rev}: mean {tree_ms.mean() / rev_ms.mean():.3f}, median "
-            f"{np.median(tree_ms) / np.median(rev_ms):.3f}; frames with different masks: {differing}")
+
+    def spread(ms: np.ndarray) -> str:  # the p99 is what periodic work does (shape refreshes, map updates)
+        return f"{ms.mean():.2f} ms (median {np.median(ms):.2f}, p99 {np.percentile(ms, 99):.2f}, max {ms.max():.2f})"
+
+    return (f"{particles} particles, {size}², {frames} frames: thread CPU per frame {rev} {spread(rev_ms)}, "
+            f"tree {spread(tree_ms)}; tree / {rev}: mean {tree_ms.mean() / rev_ms.mean():.3f}, median "
+            f"{np.median(tree_ms) / np.median(rev_ms):.3f}, p99 "
+            f"{np.percentile(tree_ms, 99) / np.percentile(rev_ms, 99):.3f}; frames with different masks: {differing}")
 
 
 def _cases(metrics: Mapping[str, Metric]) -> dict[tuple[int, int], dict[str, float]]:
