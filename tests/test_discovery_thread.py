@@ -7,6 +7,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,13 @@ from sam4em_live.frames import Calibration, Frame
 from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.discovery import STATIC_WARMUP_UPDATES
-from sam4em_live.service.discovery_thread import DetectionJob, DetectionOutcome, DetectorThread
+from sam4em_live.service.discovery_thread import (
+    GATE_STALE_FRAMES,
+    DetectionJob,
+    DetectionOutcome,
+    DetectorThread,
+    WorkerGate,
+)
 from tests.paced_source import PacedSource
 
 CALIBRATION = Calibration(pixel_size_nm=1.0, fps=80.0)
@@ -64,10 +71,10 @@ class SlowDetector(ParticleDetector):
         self.delay_s = delay_s
         self.runs = 0
 
-    def detect(self, pixels: np.ndarray) -> list[Candidate]:
+    def detect(self, pixels: np.ndarray, pause: Callable[[], None] | None = None) -> list[Candidate]:
         time.sleep(self.delay_s)
         self.runs += 1
-        return super().detect(pixels)
+        return super().detect(pixels, pause)
 
 
 def test_the_worker_keeps_the_camera_rate_while_a_slow_detector_runs(tmp_path) -> None:
@@ -146,12 +153,13 @@ def test_a_lost_particle_found_elsewhere_is_proposed_in_auto_mode_not_given_an_i
     assert not [e for e in events if e["kind"] == "auto_added"]
     proposed = [e for e in events if e["kind"] == "proposed"]
     cost = built.service.discovery.cost_report()
-    # live, the detector runs as often as the machine lets it (every 2nd frame at most; it rests between runs):
-    # the newcomer needs 2 runs (persistence) plus the one in flight, and the static map's warm-up runs if it
-    # was not warm by frame 30 (a track first seen before is held until the map can judge it)
+    # live, the detector runs as often as the machine lets it (every 2nd frame at most; it rests between runs
+    # and waits for an idle worker): the newcomer needs 2 runs (persistence) plus the one in flight, and the
+    # static map's warm-up runs if it was not warm by frame 30 (a track first seen before is held until the
+    # map can judge it); runs are not evenly spread (3 runs' slack)
     frames_per_run = max(len(frames) / max(cost["runs"], 1), 2.0)
     warmup_left = max(STATIC_WARMUP_UPDATES - 30 / frames_per_run, 0.0)
-    allowed = 30 + 6 + math.ceil((3 + warmup_left) * frames_per_run)
+    allowed = 30 + math.ceil((6 + warmup_left) * frames_per_run)
     assert len(proposed) == 1 and proposed[0]["detail"]["lost"] == [1] and 30 <= proposed[0]["frame"] <= allowed, cost
     assert [p["lost"] for p in open_proposals] == [[1]]  # open: a client accepts it (under id 1 or a new one)
     table = pd.read_csv(built.run_dir / "trajectories.csv")
@@ -226,4 +234,31 @@ def test_a_paced_detector_thread_rests_its_share_of_each_run() -> None:
             thread.close()
         rests.append(thread.paced_s)
     assert rests[0] >= 0.02 and rests[1] == 0.0
+
+
+def test_the_worker_gate_holds_the_detector_stages_while_the_worker_has_a_frame() -> None:
+    gate = WorkerGate()
+    gate.wait()  # idle worker: no wait at all
+    assert gate.waited_s == 0.0
+    gate.busy(5)
+    released = threading.Event()
+
+    def stage() -> None:
+        gate.wait()
+        released.set()
+
+    waiter = threading.Thread(target=stage)
+    waiter.start()
+    gate.idle(5)  # the worker delivered its frame: the stage goes on (within its bounded wait either way)
+    assert released.wait(5.0)
+    waiter.join()
+    gate.busy(6)  # frame 6's segmentation fails: it is never delivered
+    gate.busy(6 + GATE_STALE_FRAMES)
+    gate.idle(6 + GATE_STALE_FRAMES)  # frame 6 is stale by now: the worker counts as idle
+    before = gate.waited_s
+    gate.wait()
+    assert gate.waited_s == before
+    gate.busy(30)
+    gate.wait()  # a worker that stays busy: the stage runs after the bounded wait
+    assert gate.waited_s > before
 

@@ -16,12 +16,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from sam4em_live.discover.readout import quadrant_gains
 from sam4em_live.segment.embedded.window import block_mean
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Directions of the rough outline (a star polygon: the farthest pixel of the blob in each direction).
 OUTLINE_DIRECTIONS = 16
@@ -94,6 +98,10 @@ class DetectorSettings:
     background_sigma_px: float = BACKGROUND_SIGMA_PX
 
 
+def _go_on() -> None:
+    """No pause between the detector's stages."""
+
+
 def block_factor(shape: tuple[int, int], cells: int) -> int:
     """The block factor for a frame: about ``cells`` cells along the longer side, at least 1."""
     return max(1, math.ceil(max(shape) / cells))
@@ -105,8 +113,12 @@ class ParticleDetector:
     def __init__(self, settings: DetectorSettings | None = None) -> None:
         self.settings = settings or DetectorSettings()
 
-    def detect(self, pixels: np.ndarray) -> list[Candidate]:
-        """Candidates on ``pixels`` (2-D, any real dtype), strongest first."""
+    def detect(self, pixels: np.ndarray, pause: Callable[[], None] | None = None) -> list[Candidate]:
+        """Candidates on ``pixels`` (2-D, any real dtype), strongest first.
+
+        ``pause`` is called between the stages (a caller on another thread may wait there for its turn).
+        """
+        between = pause or _go_on
         s = self.settings
         factor = block_factor((int(pixels.shape[0]), int(pixels.shape[1])), s.cells)
         rows, cols = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
@@ -116,7 +128,9 @@ class ParticleDetector:
         gains = quadrant_gains(low, (int(pixels.shape[0]), int(pixels.shape[1])), factor)
         if gains is not None:  # a 4-port camera's gain steps: a particle's contrast, which the flat field cannot follow
             low /= gains
+        between()
         relative = self._flat_field(low, factor)
+        between()
         z = np.zeros_like(relative)
         for scale in MATCHED_SCALES:  # small and large particles: the best of two matched filters, each in sigmas
             sigma = max(scale * s.matched_sigma_px / factor, 0.7)
@@ -125,6 +139,7 @@ class ParticleDetector:
             if noise > 0:
                 response /= noise
                 z = np.where(np.abs(response) > np.abs(z), response, z)
+        between()
         # dark particles absorb: relative < 0 → positive "darkness" z
         blobs = [self._blobs(polarity * -z, polarity * -relative, factor, polarity) for polarity in _polarities(s.polarity)]
         found = _BlobTable.concat([b for b in blobs if b is not None])

@@ -42,7 +42,13 @@ from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.results import ServiceEvent
 from sam4em_live.segment.embedded.static_map import StaticMap
 from sam4em_live.service.discovery_places import TrackedPlaces
-from sam4em_live.service.discovery_thread import DetectionJob, DetectionOutcome, DetectorThread, DiscoveryCost
+from sam4em_live.service.discovery_thread import (
+    DetectionJob,
+    DetectionOutcome,
+    DetectorThread,
+    DiscoveryCost,
+    WorkerGate,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -122,6 +128,8 @@ class Discovery:
         self._worker_ms = 0.0  # discovery's own time on the worker since the last result
         self.places = TrackedPlaces(ids)  # where discovery adds nothing (worker thread; `_add` from any)
         self.cost = DiscoveryCost()
+        # live: the detector's stages wait while the worker holds a frame (lockstep: the worker waits for them)
+        self.gate = None if lockstep else WorkerGate()
 
     @property
     def enabled(self) -> bool:
@@ -134,6 +142,8 @@ class Discovery:
         if not self.enabled:
             return
         started = time.perf_counter()
+        if self.gate is not None:
+            self.gate.busy(frame.index)
         self._last_frame = frame.index
         self.places.update(frame.index, frame.shape, measurements, tracked)
         keep_out = self.places.keep_out()
@@ -212,6 +222,8 @@ class Discovery:
         """The result with the decisions applied since the last one and their cost (ms)."""
         if not self.enabled:
             return result
+        if self.gate is not None:
+            self.gate.idle(result.index)
         with self._lock:
             events, self._events = self._events, []
         timings = {"discover": self._detect_ms, "discover_worker": self._worker_ms}
@@ -223,7 +235,7 @@ class Discovery:
         """The detector's cost and lag so far (the ``discovery_cost`` event's detail)."""
         thread = self._thread
         return self.cost.as_dict(thread.jobs.superseded if thread else 0, thread.errors if thread else 0,
-                                 thread.paced_s if thread else 0.0)
+                                 thread.paced_s if thread else 0.0, self.gate.waited_s if self.gate else 0.0)
 
     def close(self) -> None:
         """End the detector thread (teardown; idempotent)."""
@@ -270,7 +282,10 @@ class Discovery:
     def candidates(self, frame: Frame, keep_out: list[tuple[float, float, float]]
                    ) -> tuple[list[CandidateTrack], list[CandidateTrack]]:
         """Detect, apply the policy's rules, link into tracks: (tracks seen now and not static, forgotten)."""
-        found = [c for c in self.detector.detect(frame.pixels) if self.policy.refusal(c, keep_out) is None]
+        pause = self.gate.wait if self.gate is not None else None
+        found = [c for c in self.detector.detect(frame.pixels, pause) if self.policy.refusal(c, keep_out) is None]
+        if pause is not None:
+            pause()  # the tracks and the policy are Python: their turn too
         with self._lock:
             seen, forgotten = self._tracks.update(found)
         unknown = self.static.n_updates < STATIC_WARMUP_UPDATES

@@ -3,9 +3,9 @@
 Discovery never gives a second id to one particle. It keeps out of the last place of every tracked particle
 (present, or lost), and of two kinds of particle the segmenter does not track *yet*:
 
-- its own additions (auto mode, or an accepted proposal) until they are seen present: live, a prompt is
-  seeded beside the frame loop and lands a few frames later (`service.seeding`), and meanwhile the same
-  place must not be added again by another track;
+- its own additions (auto mode, or an accepted proposal) until they land (the segmenter tracks them):
+  live, a prompt is seeded beside the frame loop and lands a few frames later (`service.seeding`), and
+  meanwhile the same place must not be added again by another track;
 - a client's prompts (ids a client named, `ParticleIds.named`) that have not landed: their places are not
   known here (only their ids), so auto mode adds nothing while one waits, for at most
   `PENDING_WAIT_FRAMES` (a prompt the segmenter refused never lands). Live, the benchmark's four start-up
@@ -48,11 +48,11 @@ class TrackedPlaces:
         self.lost_since: dict[int, int] = {}  # particle lost inside the field -> frame it was first missed
         self._own: dict[int, tuple[Place, int | None]] = {}  # discovery's additions -> (place, frame first waited)
         self._own_ids: set[int] = set()  # every id discovery added (never a client's prompt waiting to land)
-        self._ever_present: set[int] = set()
+        self._landed: set[int] = set()  # ids the segmenter has tracked at some point
         self._waiting_since: dict[int, int] = {}  # a client's prompt not landed -> frame first seen waiting
 
     def place_own(self, particle: int, place: Place) -> None:
-        """Discovery has just submitted ``particle`` at ``place``: keep out of it until it is seen present."""
+        """Discovery has just submitted ``particle`` at ``place``: keep out of it until it lands."""
         with self._lock:
             self._own[particle] = (place, None)
             self._own_ids.add(particle)
@@ -61,6 +61,7 @@ class TrackedPlaces:
                tracked: Sequence[int]) -> None:
         """Frame ``index``'s measurements of the particles ``tracked`` now."""
         current = set(tracked)
+        self._landed |= current
         for pid in set(self.known) - current:
             del self.known[pid]
         for pid in set(self.lost_since) - current:
@@ -71,20 +72,19 @@ class TrackedPlaces:
             if m is not None and m.present:
                 self.known[pid] = (m.x, m.y, max(m.major_axis_px / 2, math.sqrt(m.area_px / math.pi), 1.0))
                 self.lost_since.pop(pid, None)
-                self._ever_present.add(pid)
             elif pid in self.known and pid not in self.lost_since:
                 x, y, r = self.known[pid]
                 if min(x, y, cols - 1 - x, rows - 1 - y) > r + EDGE_PX:  # lost inside the field, not gone out
                     self.lost_since[pid] = index
         with self._lock:
             for pid, (place, since) in list(self._own.items()):
-                if pid in self._ever_present or (since is not None and index - since > PENDING_WAIT_FRAMES):
+                if pid in self._landed or (since is not None and index - since > PENDING_WAIT_FRAMES):
                     del self._own[pid]
                 elif since is None:
                     self._own[pid] = (place, index)
             own = set(self._own_ids)
         for pid in self._ids.named:
-            if pid not in self._ever_present and pid not in own:
+            if pid not in self._landed and pid not in own:
                 self._waiting_since.setdefault(pid, index)
             else:
                 self._waiting_since.pop(pid, None)

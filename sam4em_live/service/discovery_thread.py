@@ -80,13 +80,61 @@ class DiscoveryCost:
         self.lag_frames += applied_on - outcome.frame_index
         self.wait_ms += outcome.wait_ms
 
-    def as_dict(self, superseded: int, errors: int, paced_s: float = 0.0) -> dict[str, float | int]:
-        """The ``discovery_cost`` event's detail; ``paced_s``: the thread's rest so far (`DetectorThread`)."""
+    def as_dict(self, superseded: int, errors: int, paced_s: float = 0.0, gated_s: float = 0.0
+                ) -> dict[str, float | int]:
+        """The ``discovery_cost`` event's detail.
+
+        ``paced_s``: the thread's rests so far (`DetectorThread`); ``gated_s``: its waits for an idle worker.
+        """
         n = max(self.runs, 1)
         return {"runs": self.runs, "ms_per_run": round(self.total_ms / n, 3), "ms_max": round(self.max_ms, 3),
                 "frames_offered": self.offered, "frames_superseded": superseded, "errors": errors,
                 "lag_frames_mean": round(self.lag_frames / n, 2), "wait_ms_mean": round(self.wait_ms / n, 3),
-                "rest_s": round(paced_s, 3)}
+                "rest_s": round(paced_s, 3), "gate_wait_s": round(gated_s, 3)}
+
+
+#: Longest the detector thread waits at a stage for the worker to be idle before it runs that stage anyway.
+GATE_MAX_WAIT_S = 0.05
+#: A frame the worker took this many frames ago without a result (its segmentation failed) no longer counts.
+GATE_STALE_FRAMES = 8
+
+
+class WorkerGate:
+    """Lets the detector thread run its stages while the worker has no frame on its hands (live runs).
+
+    The detector's stages are short numpy calls with Python between them: run while the worker segments a
+    frame, each hand-over of the interpreter (the GIL) between the two costs the worker up to a switch
+    interval, and the worker's frame takes longer. So the detector waits at each stage boundary (`wait`)
+    while the worker holds a frame (`busy` .. `idle`, worker thread), at most `GATE_MAX_WAIT_S` (a worker
+    that never catches up still gets its discovery, slower). As the seeding lane does for prompts
+    (`service.seeding`), at a coarser grain: between stages, not at every Python call.
+    """
+
+    def __init__(self) -> None:
+        self._idle = threading.Event()
+        self._idle.set()
+        self._held: set[int] = set()  # frames the worker holds (worker thread only)
+        self.waited_s = 0.0  # the detector thread's waits so far
+
+    def busy(self, frame_index: int) -> None:
+        """The worker has taken frame ``frame_index`` (worker thread)."""
+        self._held = {i for i in self._held if frame_index - i < GATE_STALE_FRAMES}
+        self._held.add(frame_index)
+        self._idle.clear()
+
+    def idle(self, frame_index: int) -> None:
+        """The worker has delivered frame ``frame_index`` (worker thread)."""
+        self._held.discard(frame_index)
+        if not self._held:
+            self._idle.set()
+
+    def wait(self) -> None:
+        """Until the worker is idle, at most `GATE_MAX_WAIT_S` (detector thread, between stages)."""
+        if self._idle.is_set():
+            return
+        started = time.perf_counter()
+        self._idle.wait(GATE_MAX_WAIT_S)
+        self.waited_s += time.perf_counter() - started
 
 
 class LatestJob(Generic[T]):
