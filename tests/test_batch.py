@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from sam4em_live.batch.inputs import BatchInputError, expand_inputs
+from sam4em_live.batch.task import read_attempts
 from sam4em_live.io.run_folder import RunFolder
 from sam4em_live.io.tiff_io import write_tiff_stack
 from tests.conftest import disk_video
@@ -158,6 +159,7 @@ def test_a_killed_workers_recording_is_rerun(tmp_path: Path, client) -> None:
 
     archive = tmp_path / "archive"
     archive.mkdir()
+    _recording(archive, "early", seed=2, n_frames=8)  # done first: its worker then takes the victim
     _recording(archive, "other", seed=3)
     _recording(archive, "victim", seed=4, n_frames=60)
     out = tmp_path / "batch"
@@ -171,12 +173,17 @@ def test_a_killed_workers_recording_is_rerun(tmp_path: Path, client) -> None:
         stop.set()
         killer.join(5)
     assert killed, "the victim's worker was never seen starting"
-    assert sorted(o.name for o in report.analysed) == ["other", "victim"] and not report.failed
+    assert sorted(o.name for o in report.analysed) == ["early", "other", "victim"] and not report.failed
     assert len(report.retried["victim"]) == 1  # one attempt lost, the second finished
     assert "worker lost" in report.retried["victim"][0] and str(killed[0]) in report.retried["victim"][0]
     victim = next(o for o in report.analysed if o.name == "victim")
     assert victim.attempts == 2 and RunFolder.open(out / "runs" / "victim").status == "complete"
     assert victim.frames == 60
+    # the recordings finished before the kill stay finished: not run again (Dask would recompute a result held
+    # on the dead worker), and a resume finds every one complete
+    assert [read_attempts(out, name)[0] for name in ("early", "other")] == [1, 1]
+    again = run_batch([archive], out, client=client, progress=False, retries=0)
+    assert not again.analysed and len(again.skipped) == 3
 
 
 def test_cli_batch_on_a_running_scheduler(tmp_path: Path, client) -> None:

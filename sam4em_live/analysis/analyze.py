@@ -99,7 +99,7 @@ def compute(loaded: Trajectories, calibration: Calibration, max_lag: int | None 
     distributions = [displacement_distribution(disp, lag) for lag, disp in shifts.items()]
     return AnalysisResult(
         source=loaded.source, calibration=calibration, table=table,
-        summary=particle_summary(table, calibration.fps, calibration.pixel_size_nm, max_lag, fit_points),
+        summary=particle_summary(table, calibration.fps, calibration.pixel_size_nm, max_lag, fit_points, msds),
         msds=msds, fits=fits, ensemble=ens,
         ensemble_fit=fit_msd(measured.lag_frames, measured.msd, measured.n, points=fit_points),
         ensemble_fit_linear=fit_msd_linear(measured.lag_frames, measured.msd, measured.n, points=fit_points),

@@ -239,12 +239,15 @@ def _run_tasks(todo: list[Recording], settings: BatchSettings, out: Path, prints
             analysed, failed = [], []
             bar = _progress_bar(len(todo), progress)
             for future in as_completed(futures):
-                r = futures[future]
+                r = futures.pop(future)
                 try:
                     analysed.append(future.result())
                 except Exception as exc:  # a failure of this recording only: reported, the others go on
                     failed.append(_failure(out, r, exc))
                     log.warning("%s failed: %s", r.name, failed[-1].reason)
+                # Let the scheduler forget it now: a result held for this client on a worker that dies later
+                # in the batch would otherwise be recomputed (the recording run again) to keep it available.
+                future.release()
                 bar(len(analysed) + len(failed), len(todo))
             return analysed, failed, n_workers
         finally:

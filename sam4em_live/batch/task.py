@@ -106,7 +106,15 @@ def finished(out: Path, recording: Recording, fingerprint: str) -> RecordingOutc
 
 def analyse_recording(recording: Recording, settings: BatchSettings, out: Path, fingerprint: str,
                       provenance: dict[str, str]) -> RecordingOutcome:
-    """Run one recording through ``track``'s pipeline and add it to the batch's datasets (on a worker)."""
+    """Run one recording through ``track``'s pipeline and add it to the batch's datasets (on a worker).
+
+    A recording already finished with this fingerprint is not run again: its stored outcome is returned. The
+    client submits only unfinished ones, but Dask may run a task once more after it finished (its result was
+    held on a worker that died before the client took it): that costs a look at the state file, not a rerun.
+    """
+    done = finished(out, recording, fingerprint)
+    if done is not None:
+        return done
     start, cpu_start, child_start = time.perf_counter(), time.process_time(), _children_cpu_s()
     attempt = _log_attempt(out, recording.name, {"event": "start"})
     run_dir = out / RUNS / recording.name

@@ -19,7 +19,7 @@ from sam4em_live.stats.msd import TrackMsd, tmsd
 from sam4em_live.stats.rotation import rotational_msd
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
 
 def iter_tracks(table: pd.DataFrame) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -54,7 +54,8 @@ def _fit_columns(prefix: str, fit: MsdFit, unit: str) -> dict[str, float]:
 
 
 def particle_summary(table: pd.DataFrame, fps: float | None = None, pixel_size_nm: float | None = None,
-                     max_lag: int | None = None, fit_points: int | None = None) -> pd.DataFrame:
+                     max_lag: int | None = None, fit_points: int | None = None,
+                     msds: Mapping[int, TrackMsd] | None = None) -> pd.DataFrame:
     """One row per particle: track extent and fits of translational and rotational MSD.
 
     Columns (NaN where not determinable): ``particle, n_positions, first_frame,
@@ -66,14 +67,16 @@ def particle_summary(table: pd.DataFrame, fps: float | None = None, pixel_size_n
     ``Drot_deg2_per_frame, Drot_err_deg2_per_frame`` (alpha = 1 fit of the
     rotational MSD, 2 D_r tau + offset) and, with fps, ``Drot_deg2_per_s``;
     with an ``eccentricity`` column also ``eccentricity_median`` (the angle,
-    hence Drot, is meaningless for near-round particles).
+    hence Drot, is meaningless for near-round particles). ``msds``: each particle's tMSD of this table and
+    ``max_lag``, when the caller has them already (not computed twice).
     """
     rows = []
     angles = table.set_index(["particle", "frame"])["angle"] if "angle" in table.columns else None
     for pid, f, xy in iter_tracks(table):
         row: dict[str, Any] = {"particle": pid, "n_positions": int(f.size),
                                "first_frame": int(f[0]) if f.size else -1, "last_frame": int(f[-1]) if f.size else -1}
-        m = tmsd(f, xy[:, 0], xy[:, 1], max_lag=max_lag).measured() if f.size else None
+        known = msds.get(pid) if msds is not None else None
+        m = (known or tmsd(f, xy[:, 0], xy[:, 1], max_lag=max_lag)).measured() if f.size else None
         fit = fit_msd(m.lag_frames, m.msd, m.n, points=fit_points) if m is not None else None
         lin = fit_msd_linear(m.lag_frames, m.msd, m.n, points=fit_points) if m is not None else None
         if fit is not None and lin is not None:

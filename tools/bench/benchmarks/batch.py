@@ -13,6 +13,10 @@ batch's wall time during which both workers were inside a task (from the attempt
 and each worker's thread pins as its process sees them. The fault run: ``fault_recordings`` good
 recordings of ``fault_frames`` frames plus one corrupt file on 2 workers, one worker SIGKILLed as it
 starts a recording; then the same batch again, which must recompute nothing.
+
+``compare_before=1`` runs every round a second time, interleaved, with the settings a batch had before session
+10 (`_BEFORE`: masks.tif by a child process a recording, Dask's default periodic work), and reports those as
+``before_*``: the change measured side by side under the same load.
 """
 
 from __future__ import annotations
@@ -60,16 +64,39 @@ def _archive(folder: Path, n: int, frames: int) -> Path:
     return folder
 
 
-def _cluster(workers: int, warm_up: Path | None = None) -> tuple[Any, Any, float]:
-    """(cluster, client, start-up s) as `run_batch` makes it; with ``warm_up``, each worker runs that recording."""
-    from sam4em_live.batch.runner import start_local_cluster
+#: What `compare_before` changes back: the recorder's mask writer of a batch recording, and Dask's settings
+#: that `start_local_cluster` makes quiet (their defaults then apply).
+_BEFORE = {"mask_writer": "process"}
+
+
+def _cluster(workers: int, warm_up: Path | None = None, before: bool = False) -> tuple[Any, Any, float]:
+    """(cluster, client, start-up s) as `run_batch` makes it; with ``warm_up``, each worker runs that recording.
+
+    ``before``: with the settings of `_BEFORE` (a measurement only: module constants changed for this cluster).
+    """
+    from sam4em_live.batch import runner
 
     start = time.perf_counter()
-    cluster, client = start_local_cluster(workers)
+    quiet = dict(runner.QUIET_WORKERS)
+    if before:
+        runner.QUIET_WORKERS.clear()  # read by start_local_cluster while it starts the cluster
+    try:
+        cluster, client = runner.start_local_cluster(workers)
+    finally:
+        runner.QUIET_WORKERS.update(quiet)
     startup = time.perf_counter() - start
+    if before:
+        client.run(_use_mask_writer, _BEFORE["mask_writer"])
     if warm_up is not None:
         client.run(_warm_worker, str(warm_up))  # every worker at once, each its own copy
     return cluster, client, startup
+
+
+def _use_mask_writer(kind: str) -> None:
+    """In a worker: its batch recordings' masks.tif written by ``kind`` (`recorder.mask_writer`)."""
+    from sam4em_live.batch import task
+
+    task.RUN_OVERRIDES["recorder.mask_writer"] = kind
 
 
 def _warm_worker(archive: str) -> None:
@@ -135,12 +162,12 @@ class _TimedBatch:
     pins: int  # `_worker_pins`
 
 
-def _timed_batch(archive: Path, out: Path, workers: int, warm_up: Path) -> _TimedBatch:
-    """The archive's batch on a fresh, warmed cluster of ``workers``."""
+def _timed_batch(archive: Path, out: Path, workers: int, warm_up: Path, before: bool = False) -> _TimedBatch:
+    """The archive's batch on a fresh, warmed cluster of ``workers`` (``before``: `_cluster`)."""
     # the runner is imported here, not on the clock (its imports, pandas and the readers, take ~0.4 s once)
     from sam4em_live.batch.runner import run_batch
 
-    cluster, client, startup = _cluster(workers, warm_up)
+    cluster, client, startup = _cluster(workers, warm_up, before)
     try:
         pins = _worker_pins(client)
         started, start = time.time(), time.perf_counter()
@@ -180,7 +207,8 @@ def _kill_when_started(log: Path, killed: list[int], stop: threading.Event) -> N
 
 
 @benchmark("batch", "Dask batch: 2 workers vs 1, scheduling overhead per recording, 20 recordings with faults",
-           {"recordings": 8, "frames": 800, "rounds": 2, "fault_recordings": 20, "fault_frames": 80},
+           {"recordings": 8, "frames": 800, "rounds": 2, "fault_recordings": 20, "fault_frames": 80,
+            "compare_before": 0},
            quick={"recordings": 4, "frames": 200, "rounds": 1, "fault_recordings": 6})
 def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     from sam4em_live.batch import run_batch
@@ -190,13 +218,16 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     warm_up = _archive(context.scratch / "warm-up", 1, 20) / "rec000.tif"
     # 1 worker, 2 workers, 2 workers, 1 worker, ...: a load that rises or falls during the run (a shared
     # machine) weighs on both alike; each batch on a fresh cluster and its own output folder
-    runs: dict[int, list[_TimedBatch]] = {1: [], 2: []}
+    variants = (False, True) if integer(params, "compare_before") else (False,)
+    runs: dict[tuple[bool, int], list[_TimedBatch]] = {(v, w): [] for v in variants for w in (1, 2)}
     for k in range(integer(params, "rounds")):
-        for workers in ((1, 2) if k % 2 == 0 else (2, 1)):
-            runs[workers].append(_timed_batch(archive, context.scratch / f"w{workers}-{k}", workers, warm_up))
-    one, two = _summed(runs[1]), _summed(runs[2])
-    n *= len(runs[1])  # recordings analysed by each configuration over the rounds
-    gap, before, after = runs[1][0].gaps
+        for earlier in (variants if k % 2 == 0 else variants[::-1]):
+            for workers in ((1, 2) if k % 2 == 0 else (2, 1)):
+                out = context.scratch / f"w{workers}-{k}{'-before' if earlier else ''}"
+                runs[earlier, workers].append(_timed_batch(archive, out, workers, warm_up, earlier))
+    one, two = _summed(runs[False, 1]), _summed(runs[False, 2])
+    n *= len(runs[False, 1])  # recordings analysed by each configuration over the rounds
+    gap, before, after = runs[False, 1][0].gaps
 
     faulty = _archive(context.scratch / "faulty", integer(params, "fault_recordings"), integer(params, "fault_frames"))
     (faulty / "corrupt.tif").write_bytes(b"not a TIFF file")
@@ -220,7 +251,17 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
         client.close()
         cluster.close()
     faults = len(report.failed) + len(report.retried)
+    compared: dict[str, Metric] = {}
+    if True in variants:  # the same rounds with the earlier settings, interleaved with these
+        old_one, old_two = _summed(runs[True, 1]), _summed(runs[True, 2])
+        compared = {
+            "before_one_worker_s": Metric(old_one.wall_s, "s", "lower"),
+            "before_two_workers_s": Metric(old_two.wall_s, "s", "lower"),
+            "before_speedup_2_vs_1": Metric(old_one.wall_s / old_two.wall_s, "x", "higher"),
+            "before_task_cpu_per_wall": Metric(old_one.task_cpu_s / old_one.run_s, "cores", "none"),
+        }
     return Measurement({
+        **compared,
         "one_worker_s": Metric(one.wall_s, "s", "lower"),
         "two_workers_s": Metric(two.wall_s, "s", "lower"),
         "speedup_2_vs_1": Metric(one.wall_s / two.wall_s, "x", "higher"),
