@@ -259,6 +259,7 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
             "before_two_workers_s": Metric(old_two.wall_s, "s", "lower"),
             "before_speedup_2_vs_1": Metric(old_one.wall_s / old_two.wall_s, "x", "higher"),
             "before_task_cpu_per_wall": Metric(old_one.task_cpu_s / old_one.run_s, "cores", "none"),
+            "before_cpu_s_per_recording": Metric(old_one.task_cpu_s / n, "s", "lower"),
         }
     return Measurement({
         **compared,
@@ -286,6 +287,9 @@ def batch(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
         # above 1: one recording already keeps more than one core busy (the service's threads), which caps what
         # a second worker can add on a 2-core machine
         "task_cpu_per_wall": Metric(one.task_cpu_s / one.run_s, "cores", "none"),
+        # CPU a recording's run costs its worker (all its threads and child processes, the 1-worker batches): the
+        # work two workers share out on two cores, less sensitive to a loaded machine than wall times
+        "cpu_s_per_recording": Metric(one.task_cpu_s / n, "s", "lower"),
         "fault_good_analysed": count(len(report.analysed)),
         "fault_faults_reported": count(faults if killed else -1),
         "fault_recomputed_on_resume": count(len(resumed.analysed), better="lower"),
