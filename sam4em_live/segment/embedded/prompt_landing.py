@@ -133,6 +133,7 @@ class PromptLanding:
         fresh = TrackedParticle(prompt.particle, ShapeMemory(appearance, mask, self.options), seed.polarity,
                                 seed.x, seed.y, seed.angle_deg, amplitude_ref=seed.contrast,
                                 z_ref=2 * self.options.min_detection_z)
+        fresh.memory.anchor = point_in_body(prompt, seed)
         self._calibrate(pixels, fresh)
         return fresh
 
@@ -183,6 +184,16 @@ class PromptLanding:
 def prompt_edit_key(edit: ParticleEdit) -> tuple[object, ...]:
     """A prompt's key among the prepared ones (`SeededEdits.prepared`); other edits have none."""
     return prompt_key(edit) if isinstance(edit, Prompt) else ()
+
+
+def point_in_body(prompt: Prompt, seed: Seed) -> tuple[float, float] | None:
+    """The prompt's first positive point in the seed's body frame (u along its angle, v across; px); None if none."""
+    point = next((p for p, label in zip(prompt.points, prompt.labels, strict=False) if label == 1), None)
+    if point is None:
+        return None
+    dx, dy = point[0] - seed.x, point[1] - seed.y
+    t = math.radians(seed.angle_deg)
+    return dx * math.cos(t) + dy * math.sin(t), dy * math.cos(t) - dx * math.sin(t)
 
 
 def _anchor_radius(track: TrackedParticle, wanted_px: float) -> float:

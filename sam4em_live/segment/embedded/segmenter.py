@@ -44,7 +44,7 @@ from sam4em_live.segment.embedded.search import (
     fine_window_extent,
 )
 from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
-from sam4em_live.segment.embedded.vetting import ON_STATIC, match_refusal
+from sam4em_live.segment.embedded.vetting import ON_STATIC, match_refusal, ordinary_reach_px, young_large_jump
 from sam4em_live.segment.embedded.window import frame_window
 
 if TYPE_CHECKING:
@@ -136,8 +136,10 @@ class EmbeddedSegmenter(PromptLanding):
             self._frames_seen += 1
             return [results.get(pid) or ParticleMask.absent(pid) for pid in sorted(self._tracks)]
         pending = [t for t in self._tracks.values() if t.particle not in results]
-        self._follow_jointly(pixels, [t for t in pending if t.present], claims, results)
+        # Lost before this frame: a particle lost in the joint pass (a refused jump) is not searched again
+        # as a re-acquisition in the same frame (its budget, widened for a lost frame, let the refused jump in).
         lost = [t for t in pending if not t.present]
+        self._follow_jointly(pixels, [t for t in pending if t.present], claims, results)
         for track in self._lost_to_search(lost):
             results[track.particle] = self._follow(pixels, track, claims, strict=True)
         for track in lost:  # not searched this frame (live and behind): absent, one more frame lost
@@ -266,6 +268,12 @@ class EmbeddedSegmenter(PromptLanding):
         visible = 0.0 if placed is None else unclaimed_area(placed, claims) / max(placed.area_px, 1)
         refused = None
         if placed is not None and track.is_detection(estimate, visible, self.options, strict):
+            if static_at is None and young_large_jump(track, estimate.x, estimate.y):
+                # Before a young track's large jump: is it still where it was, dimmed (`vetting.young_large_jump`)?
+                near, near_background = self._search(pixels, track, [*claims, placed], radius_px=ordinary_reach_px(track))
+                if near is not None and track.is_detection(near, 1.0, self.options, strict):
+                    return self._conclude(pixels, track, near, near_background, claims, strict,
+                                          static_at=(estimate.x, estimate.y))
             refused = self._refused(pixels, track, estimate, placed, visible)
             if refused is None and static_at is not None and (math.hypot(estimate.x - static_at[0], estimate.y
                                                                          - static_at[1]) < track.memory.radius_px):

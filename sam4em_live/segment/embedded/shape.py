@@ -71,6 +71,8 @@ PLATE_SMOOTHING_PX = 1.0
 OUTLINE_JUDGEMENTS = 8
 #: Grid axes kept per memory (`ShapeMemory.cell_axis`); a handful are in use at a time.
 MAX_CELL_AXES = 64
+#: The prompt's point picks the part of a splitting memory (`ShapeMemory.anchor`) up to this many frames.
+ANCHOR_FRAMES = 16
 
 
 class ShapeMemory:
@@ -87,6 +89,10 @@ class ShapeMemory:
         self._half_counts = [1, 1]
         self._level: np.ndarray | None = None
         self.edge: EdgeFit | None = None  # the last fitted edge (None: none yet, or no clear one)
+        # Where the user pointed (body u, v px; None: a box, or no longer needed), while the memory is young:
+        # a seed that took in a neighbour splits at a refresh, and the part under the point is the particle
+        # the user meant (the part overlapping the old mask most was the neighbour, 25-35 px away, in `dense`).
+        self.anchor: tuple[float, float] | None = None
         self.corner_loss = 0.0  # `boundary.corner_loss` of the outline, averaged over refreshes (`_rounded`)
         self._outline_judgements = 0
         self.n_obs = 1
@@ -262,9 +268,21 @@ class ShapeMemory:
         labels, count = ndimage.label(region)
         if count == 0:
             return None
+        anchored = self._anchored_label(labels)
+        if anchored:
+            return labels == anchored
         overlap = np.bincount(labels[self.mask], minlength=count + 1)
         overlap[0] = 0
         return labels == int(np.argmax(overlap))
+
+    def _anchored_label(self, labels: np.ndarray) -> int:
+        """The label under the anchor while the memory is young (`ANCHOR_FRAMES`); 0 if none."""
+        if self.anchor is None or self.n_obs >= ANCHOR_FRAMES:
+            return 0
+        row, col = round(self.anchor[1] + self.half), round(self.anchor[0] + self.half)
+        if not (0 <= row < labels.shape[0] and 0 <= col < labels.shape[1]):
+            return 0
+        return int(labels[row, col])
 
     def _recentre(self) -> tuple[float, float]:
         if not self.mask.any():
@@ -278,6 +296,8 @@ class ShapeMemory:
         self.mask = ndimage.shift(self.mask.astype(np.float32), (-dv, -du), order=1) > 0.5
         if self._level is not None:
             self._level = ndimage.shift(self._level, (-dv, -du), order=1, mode="nearest")
+        if self.anchor is not None:
+            self.anchor = (self.anchor[0] - du, self.anchor[1] - dv)
         return du, dv
 
     def _build_template(self) -> None:

@@ -32,6 +32,9 @@ YOUNG_MEMORY_FRAMES = 16
 #: A shape refresh moves the pose with the memory's new centre by at most this fraction of the radius
 #: (and at least this many px): a larger re-centring is left to the next search and its identity gate.
 MAX_RECENTRE_RADII, MAX_RECENTRE_PX = 0.25, 2.0
+#: A refresh that changes the mask's area by more than this factor changed what the memory describes (a seed
+#: of several particles split onto one): its contrast and z references are taken afresh from the next match.
+RECALIBRATE_AREA_FACTOR = 2.0
 
 
 def clip_to_unit_interval(value: float) -> float:
@@ -62,6 +65,7 @@ class TrackedParticle:
     velocity: tuple[float, float] = (0.0, 0.0)
     frames_since_update: int = 0
     learning_deferred: int = 0
+    references_stale: bool = False  # `RECALIBRATE_AREA_FACTOR`: the next accepted match sets the references
     window_cells: int = field(init=False)
     near_window_cells: int = field(init=False)
     steps: StepModel = field(init=False)  # its own step lengths: the identity gate's motion model
@@ -133,11 +137,14 @@ class TrackedParticle:
             self.velocity = (0.0, 0.0)
         self.x, self.y, self.angle_deg = estimate.x, estimate.y, estimate.angle_deg
         self.present, self.frames_lost, self.last_z = True, 0, estimate.z
+        if self.references_stale:  # references of a memory that described more than this particle
+            self.amplitude_ref, self.z_ref, self.references_stale = estimate.amplitude, estimate.z, False
 
     def history(self) -> History:
         """The particle's side of the identity gate (`identity.refusal`)."""
         budget = self.steps.budget_px(self.memory.radius_px, self.frames_lost)
-        return History(self.x, self.y, self.present, self.frames_lost, self.z_ref, self.amplitude_ref, budget)
+        return History(self.x, self.y, self.present, self.frames_lost, self.z_ref, self.amplitude_ref, budget,
+                       self.steps.youth)
 
     def learn_references(self, estimate: PoseEstimate) -> None:
         self.amplitude_ref += REFERENCE_WEIGHT * (estimate.amplitude - self.amplitude_ref)
@@ -159,7 +166,10 @@ class TrackedParticle:
             self.frames_since_update = (self.frames_since_update + self.refresh_phase()) % due
         if self.frames_since_update >= due:
             self.frames_since_update = 0
+            area = self.memory.area_px
             du, dv = self.memory.refresh()
+            if not 1 / RECALIBRATE_AREA_FACTOR <= self.memory.area_px / max(area, 1) <= RECALIBRATE_AREA_FACTOR:
+                self.references_stale = True
             # The pose follows the re-centred memory by at most `MAX_RECENTRE_RADII` of its radius: a young
             # memory that split (a seed that took in a neighbour) re-centred by 25-35 px onto one of the
             # pair, and moving the pose there was a jump no gate saw. The rest is found by the next

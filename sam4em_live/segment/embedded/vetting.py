@@ -61,6 +61,21 @@ def is_large_jump(track: TrackedParticle, x: float, y: float) -> bool:
     return step_in_scales(track, x, y) > PLAUSIBLE_JUMP
 
 
+def young_large_jump(track: TrackedParticle, x: float, y: float) -> bool:
+    """A large jump (`is_large_jump`) of a present particle whose step model is still young (`StepModel.youth`).
+
+    Such a track has not shown how far it moves: before it jumps, the caller looks for it where it was
+    (`ordinary_reach_px`, the jump's pixels withheld). A look-alike appearing 45 px away while the particle
+    dims took a 3-frame-old track's id (8 step scales of the option's scale: appearance cannot tell them apart).
+    """
+    return track.steps.youth > 0 and is_large_jump(track, x, y)
+
+
+def ordinary_reach_px(track: TrackedParticle) -> float:
+    """How far an ordinary step of a present particle goes (`identity.PLAUSIBLE_JUMP` of its step scales)."""
+    return PLAUSIBLE_JUMP * track.steps.budget_px(track.memory.radius_px, 0)
+
+
 def match_refusal(static: StaticMap, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate,
                   placed: Placement, visible: float) -> str | None:
     """Why a detection may not carry the particle's id (None: it may; see the module docstring)."""
