@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from sam4em_live.segment.embedded import search
 from sam4em_live.segment.embedded import window as window_module
-from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes
+from sam4em_live.segment.embedded.morphology import dilate_cross, dilate_disc, fill_holes
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.raster import rasterize_mask
 from sam4em_live.segment.embedded.shape import ShapeMemory
@@ -43,6 +43,19 @@ def test_morphology_equals_scipy_and_numpy() -> None:
     ring[2:7, 2:7] = True
     ring[4, 4] = False  # a hole
     assert fill_holes(ring)[4, 4] and not fill_holes(np.zeros((5, 5), bool)).any()
+
+
+@pytest.mark.parametrize("radius", [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 3.7, 5.0, 40.0])
+def test_dilate_disc_equals_scipy_with_a_disc(radius: float) -> None:
+    rng = np.random.default_rng(int(radius * 10))
+    reach = math.ceil(radius)
+    yy, xx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    disc = xx * xx + yy * yy <= radius * radius
+    for shape, density in (((30, 41), 0.03), ((9, 7), 0.2), ((1, 12), 0.3), ((25, 25), 0.0)):
+        mask = rng.random(shape) < density
+        if mask.size > 20:
+            mask[0, -1] = mask[-1, 0] = True  # touching the border
+        assert np.array_equal(dilate_disc(mask, radius), ndimage.binary_dilation(mask, disc))
 
 
 def test_zero_padded_equals_np_pad() -> None:

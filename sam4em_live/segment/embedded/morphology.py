@@ -10,6 +10,8 @@ frame that also tracks every other particle).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage
 
@@ -24,6 +26,42 @@ def dilate_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
         grown[:, 1:] |= out[:, :-1]
         grown[:, :-1] |= out[:, 1:]
         out = grown
+    return out
+
+
+def dilate_disc(mask: np.ndarray, radius: float) -> np.ndarray:
+    """``ndimage.binary_dilation(mask, disc)`` for the disc ``dx² + dy² <= radius²`` (integer offsets, zero border).
+
+    The disc is a column of centred rows, ``|dx| <= half_width(dy)``: each row is the mask dilated along
+    its rows by that half-width (grown one column at a time) and shifted by ``dy``. A dozen slice operations
+    for radius 3, against scipy's ~30 us of set-up a call (the background model dilates every tracked
+    particle's mask at each map update: 50 particles, ~1.5 ms of set-up, issue 23).
+    """
+    grid = mask.astype(bool, copy=False)
+    rows = grid.shape[0]
+    limit = radius * radius
+    half_widths: dict[int, int] = {}
+    for dy in range(math.ceil(radius) + 1):
+        width = -1
+        while (width + 1) ** 2 + dy * dy <= limit:
+            width += 1
+        if width >= 0:
+            half_widths[dy] = width
+    along = [grid]  # along[k]: dilated along the rows by half-width k
+    for k in range(1, max(half_widths.values(), default=0) + 1):
+        grown = along[-1].copy()
+        if k < grid.shape[1]:
+            grown[:, k:] |= grid[:, :-k]
+            grown[:, :-k] |= grid[:, k:]
+        along.append(grown)
+    out = np.zeros(grid.shape, bool)
+    for dy, width in half_widths.items():
+        row = along[width]
+        if dy == 0:
+            out |= row
+        elif dy < rows:
+            out[dy:] |= row[:-dy]
+            out[:-dy] |= row[dy:]
     return out
 
 
