@@ -121,9 +121,12 @@ def test_auto_mode_at_80_fps_gives_an_entering_particle_an_id_within_five_frames
     # The target holds where a detector run takes less than a frame period (12.5 ms). On a machine so busy that
     # it does not (this 2-core VM under load 8-12: 30-60 ms a run, the slowest 170 ms), allow the run under way
     # when the particle came in (at worst the slowest) plus the two that persistence needs.
+    # A run's period is its own time plus the thread's rest after it and its waits for an idle worker: the
+    # spacing of the runs over the frames offered (every frame here).
     cost = built.service.discovery.cost_report()
-    slow = cost["ms_max"] + 2 * cost["ms_per_run"]
-    allowed = 5 + (0 if cost["ms_per_run"] < 12.5 else math.ceil(slow / 12.5))
+    frames_per_run = cost["frames_offered"] / max(cost["runs"], 1)
+    slow = 0 if frames_per_run <= 1.5 else math.ceil(cost["ms_max"] / 12.5 + 2 * frames_per_run)
+    allowed = 5 + slow
     assert added[0]["frame"] - entered <= allowed, (added[0]["frame"], entered, cost)
     table = pd.read_csv(built.run_dir / "trajectories.csv")
     one, two = table[table.particle == 1], table[table.particle == 2]
@@ -156,10 +159,10 @@ def test_a_lost_particle_found_elsewhere_is_proposed_in_auto_mode_not_given_an_i
     # live, the detector runs as often as the machine lets it (every 2nd frame at most; it rests between runs
     # and waits for an idle worker): the newcomer needs 2 runs (persistence) plus the one in flight, and the
     # static map's warm-up runs if it was not warm by frame 30 (a track first seen before is held until the
-    # map can judge it); runs are not evenly spread (3 runs' slack)
+    # map can judge it); runs are not evenly spread on a busy machine (5 runs' slack)
     frames_per_run = max(len(frames) / max(cost["runs"], 1), 2.0)
     warmup_left = max(STATIC_WARMUP_UPDATES - 30 / frames_per_run, 0.0)
-    allowed = 30 + math.ceil((6 + warmup_left) * frames_per_run)
+    allowed = 30 + math.ceil((8 + warmup_left) * frames_per_run)
     assert len(proposed) == 1 and proposed[0]["detail"]["lost"] == [1] and 30 <= proposed[0]["frame"] <= allowed, cost
     assert [p["lost"] for p in open_proposals] == [[1]]  # open: a client accepts it (under id 1 or a new one)
     table = pd.read_csv(built.run_dir / "trajectories.csv")
@@ -259,6 +262,10 @@ def test_the_worker_gate_holds_the_detector_stages_while_the_worker_has_a_frame(
     gate.wait()
     assert gate.waited_s == before
     gate.busy(30)
-    gate.wait()  # a worker that stays busy: the stage runs after the bounded wait
+    gate.new_run()
+    gate.wait()  # a worker that stays busy: the stage runs after the run's bounded wait
     assert gate.waited_s > before
+    spent = gate.waited_s
+    gate.wait()  # the run's budget is spent: its other stages do not wait
+    assert gate.waited_s == spent
 

@@ -6,22 +6,24 @@ offered (older ones not taken yet are dropped), runs the detector and the policy
 decided through a bounded queue. The worker applies those outcomes at the start of a frame: their events
 go into the next result delivered, and auto-adds are prompted so they apply to that frame.
 
-Live (``backpressure = "latest"``) the worker drains outcomes without waiting. In an every-frame run
-(offline, replay) results must not depend on timing, so the worker runs in lockstep: the outcome of the
-frame offered last is waited for at the next frame, while the detector ran in parallel with that frame's
-segmentation.
+Live (``backpressure = "latest"``) the worker drains outcomes without waiting, and the detector thread
+keeps out of the frame loop's way twice over: it rests after each run so that it uses at most
+`LIVE_CPU_SHARE` of a core, and its stages wait while the worker holds a frame (`WorkerGate`: the GIL is
+not handed back and forth mid-frame). In an every-frame run (offline, replay) results must not depend on
+timing, so the worker runs in lockstep: the outcome of the frame offered last is waited for at the next
+frame, while the detector ran in parallel with that frame's segmentation (no rest, no gate).
 
 Cost, reported three ways: ``timings_ms["discover"]`` of each result is the detector thread's time
 for the runs applied on that frame (so the status's ``stage_ms.discover`` is its mean per frame, off the
 worker), ``timings_ms["discover_worker"]`` what discovery cost the worker itself (offer, drain,
 auto-adds); and every `COST_EVENT_RUNS` runs a ``discovery_cost`` event (runs, ms per run, frames
-offered and superseded, lag in frames) lands in ``events.jsonl``.
+offered and superseded, lag in frames, rests and gate waits) lands in ``events.jsonl``.
 
 Every decision is an event of the frame it was applied on (``proposed``, ``accepted``, ``rejected``,
 ``auto_added``, ``proposal_expired``). Ids come from the service's `ParticleIds`: discovery never reuses
 one and never gives a candidate the id of a lost particle. In auto mode a candidate that appears while a
-particle is lost inside the field (for at most `discovery_places.REFIND_WINDOW_FRAMES`) may be that particle found again
-elsewhere: it is proposed (its ``lost`` field names the lost particles), not added, so a client decides —
+particle is lost inside the field (for at most `discovery_places.REFIND_WINDOW_FRAMES`) may be that
+particle found again elsewhere: it is proposed (its ``lost`` field names the lost particles), not added, so a client decides —
 accepting it under the lost id, or as a new particle. Auto mode also adds nothing where its own additions
 have not landed yet, nor while a client's prompt has not (`TrackedPlaces`, ``discovery_places.py``).
 """
@@ -247,6 +249,10 @@ class Discovery:
     def detect(self, job: DetectionJob) -> DetectionOutcome:
         """One detector run: candidates, tracks, the static screen, proposals (propose mode) or ready tracks."""
         started = time.perf_counter()
+        gated_s = 0.0
+        if self.gate is not None:
+            self.gate.new_run()
+            gated_s = self.gate.waited_s
         frame = job.frame
         self._observe_static(frame, job.keep_out)
         seen, forgotten = self.candidates(frame, list(job.keep_out))
@@ -264,7 +270,9 @@ class Discovery:
                 if self.config.mode == "propose":
                     events.append(ServiceEvent("proposed", frame.index, None, _detail(track)))
         auto = tuple(ready) if self.config.mode == "auto" else ()
-        return DetectionOutcome(frame.index, auto, tuple(events), (time.perf_counter() - started) * 1e3,
+        # the run's cost: its wall time less its waits for an idle worker (`WorkerGate`), reported apart
+        gated_s = (self.gate.waited_s if self.gate is not None else 0.0) - gated_s
+        return DetectionOutcome(frame.index, auto, tuple(events), (time.perf_counter() - started - gated_s) * 1e3,
                                 (started - job.offered_s) * 1e3)
 
     def _observe_static(self, frame: Frame, keep_out: tuple[tuple[float, float, float], ...]) -> None:

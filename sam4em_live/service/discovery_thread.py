@@ -7,6 +7,9 @@ decides comes back as a `DetectionOutcome` through a bounded queue the worker dr
 the worker does not drain it (an every-frame run in lockstep, or a stalled worker) the detector thread
 waits for room, never the worker.
 
+Live, the thread also keeps its hands off the frame loop's share of the machine: it rests after each run
+(``cpu_share``, by its own CPU time) and its stages wait while the worker holds a frame (`WorkerGate`).
+
 Frames are handed over by reference, not copied: a `Frame`'s pixels are never written after it is made
 (the pipeline's rule: a buffer ZeroMQ may still be sending is never mutated).
 """
@@ -93,8 +96,9 @@ class DiscoveryCost:
                 "rest_s": round(paced_s, 3), "gate_wait_s": round(gated_s, 3)}
 
 
-#: Longest the detector thread waits at a stage for the worker to be idle before it runs that stage anyway.
-GATE_MAX_WAIT_S = 0.05
+#: Longest a detector run waits, over all its stages, for the worker to be idle (then its stages run regardless):
+#: on a machine whose worker is never idle, discovery slows by at most this a run instead of stopping.
+GATE_MAX_WAIT_S = 0.02
 #: A frame the worker took this many frames ago without a result (its segmentation failed) no longer counts.
 GATE_STALE_FRAMES = 8
 
@@ -105,8 +109,8 @@ class WorkerGate:
     The detector's stages are short numpy calls with Python between them: run while the worker segments a
     frame, each hand-over of the interpreter (the GIL) between the two costs the worker up to a switch
     interval, and the worker's frame takes longer. So the detector waits at each stage boundary (`wait`)
-    while the worker holds a frame (`busy` .. `idle`, worker thread), at most `GATE_MAX_WAIT_S` (a worker
-    that never catches up still gets its discovery, slower). As the seeding lane does for prompts
+    while the worker holds a frame (`busy` .. `idle`, worker thread), at most `GATE_MAX_WAIT_S` in all a
+    run (`new_run`; a worker that never catches up still gets its discovery, slower). As the seeding lane does for prompts
     (`service.seeding`), at a coarser grain: between stages, not at every Python call.
     """
 
@@ -114,6 +118,7 @@ class WorkerGate:
         self._idle = threading.Event()
         self._idle.set()
         self._held: set[int] = set()  # frames the worker holds (worker thread only)
+        self._budget_s = GATE_MAX_WAIT_S  # what the current run may still wait (detector thread only)
         self.waited_s = 0.0  # the detector thread's waits so far
 
     def busy(self, frame_index: int) -> None:
@@ -128,13 +133,19 @@ class WorkerGate:
         if not self._held:
             self._idle.set()
 
+    def new_run(self) -> None:
+        """A detector run starts: it may wait `GATE_MAX_WAIT_S` in all (detector thread)."""
+        self._budget_s = GATE_MAX_WAIT_S
+
     def wait(self) -> None:
-        """Until the worker is idle, at most `GATE_MAX_WAIT_S` (detector thread, between stages)."""
-        if self._idle.is_set():
+        """Until the worker is idle, within the run's budget (detector thread, between stages)."""
+        if self._idle.is_set() or self._budget_s <= 0:
             return
         started = time.perf_counter()
-        self._idle.wait(GATE_MAX_WAIT_S)
-        self.waited_s += time.perf_counter() - started
+        self._idle.wait(self._budget_s)
+        waited = time.perf_counter() - started
+        self._budget_s -= waited
+        self.waited_s += waited
 
 
 class LatestJob(Generic[T]):
