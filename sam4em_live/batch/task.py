@@ -68,8 +68,9 @@ class RecordingOutcome:
     seconds: float
     attempts: int
     ensemble: dict[str, Any]
-    cpu_seconds: float = 0.0  # the worker process's CPU time for it (all its threads; not the mask writer child)
-    child_cpu_seconds: float = 0.0  # CPU time of its child processes (the recorder's mask writer), where known
+    cpu_seconds: float = 0.0  # the worker process's CPU time for it (all its threads, masks.tif's pages included)
+    # CPU time of its child processes, where known: none but a backend in its own process (segmenter.own_process)
+    child_cpu_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,7 +208,7 @@ def _statistics(loaded: Any, calibration: Any) -> tuple[dict[str, Any], pd.DataF
 
 
 def _children_cpu_s() -> float:
-    """CPU time of this process's finished child processes (the mask writer is joined before its run ends)."""
+    """CPU time of this process's finished child processes (a run joins its children before it ends)."""
     try:
         import resource
     except ImportError:  # not on Windows: the children's share is then unknown (0)
