@@ -291,9 +291,16 @@ def test_auto_mode_keeps_out_of_prompts_that_have_not_landed_yet() -> None:
     both = {**present, own: ParticleMeasurement(own, 7, True, x=121.0, y=100.0, area_px=250, major_axis_px=18.0)}
     places.update(7, shape, both, [1, own])
     assert (120.0, 100.0, 9.0) not in places.keep_out() and len(places.keep_out()) == 2
-    ids.note(9)  # a client's prompt the segmenter never starts (refused): waited for, but not for ever
+    ids.note(9)  # a client's prompt the segmenter never starts: waited for, but not for ever
     places.update(8, shape, both, [1, own])
     assert places.prompts_waiting(8) and not places.prompts_waiting(9 + PENDING_WAIT_FRAMES)
+    places.refused(9)  # ... nor once its refusal is reported (``prompt_rejected``)
+    places.update(9, shape, both, [1, own])
+    assert not places.prompts_waiting(9)
+    refused = ids.allocate()  # discovery's own addition, refused by the segmenter: its place is free again
+    places.place_own(refused, (20.0, 20.0, 5.0))
+    places.refused(refused)
+    assert (20.0, 20.0, 5.0) not in places.keep_out()
 
 
 @pytest.mark.parametrize("gains", [(0.97, 1.02, 1.0, 1.04), (1.0, 1.0, 1.0, 1.0)])

@@ -226,6 +226,9 @@ class Discovery:
             return result
         if self.gate is not None:
             self.gate.idle(result.index)
+        for event in result.events:
+            if event.kind == "prompt_rejected" and event.particle is not None:
+                self.places.refused(event.particle)  # it will never land
         with self._lock:
             events, self._events = self._events, []
         timings = {"discover": self._detect_ms, "discover_worker": self._worker_ms}

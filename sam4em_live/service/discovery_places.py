@@ -49,6 +49,7 @@ class TrackedPlaces:
         self._own: dict[int, tuple[Place, int | None]] = {}  # discovery's additions -> (place, frame first waited)
         self._own_ids: set[int] = set()  # every id discovery added (never a client's prompt waiting to land)
         self._landed: set[int] = set()  # ids the segmenter has tracked at some point
+        self._resolved: set[int] = set()  # ids whose prompt the segmenter refused (guarded by ``_lock``)
         self._waiting_since: dict[int, int] = {}  # a client's prompt not landed -> frame first seen waiting
 
     def place_own(self, particle: int, place: Place) -> None:
@@ -56,6 +57,16 @@ class TrackedPlaces:
         with self._lock:
             self._own[particle] = (place, None)
             self._own_ids.add(particle)
+
+    def refused(self, particle: int) -> None:
+        """The segmenter refused ``particle``'s prompt (``prompt_rejected``): it will not land; stop waiting for it.
+
+        A refused addition of discovery's own kept its place out for `PENDING_WAIT_FRAMES` and delayed a
+        newcomer passing there by 8 frames (`discovery-entry`, stage-drift).
+        """
+        with self._lock:
+            self._own.pop(particle, None)
+            self._resolved.add(particle)
 
     def update(self, index: int, shape: tuple[int, int], measurements: Mapping[int, ParticleMeasurement],
                tracked: Sequence[int]) -> None:
@@ -82,7 +93,7 @@ class TrackedPlaces:
                     del self._own[pid]
                 elif since is None:
                     self._own[pid] = (place, index)
-            own = set(self._own_ids)
+            own = self._own_ids | self._resolved
         for pid in self._ids.named:
             if pid not in self._landed and pid not in own:
                 self._waiting_since.setdefault(pid, index)
