@@ -36,8 +36,9 @@ MIN_FIT_CELLS = 40
 class IlluminationFit(NamedTuple):
     """A fitted illumination: a polynomial surface times one gain per quadrant, on the fitted cell grid.
 
-    ``structure`` is the standard deviation of the fitted illumination's log over the grid: about its
-    relative rms variation (0.01 = 1 %); a flat simulated frame fits to ~0.1-0.3 %.
+    ``structure`` is the standard deviation of the fitted illumination's log over the cells with data, less
+    what a fit to the residual noise alone would show (see `fit_illumination`): about its relative rms
+    variation (0.01 = 1 %); a flat simulated frame fits to ~0-0.3 %, whatever its dose.
     """
 
     coefficients: np.ndarray  # of the surface's monomials (`_monomials`)
