@@ -147,3 +147,18 @@ def test_axial_unwrap_and_rotational_msd():
     with_nan = folded.copy()
     with_nan[5] = np.nan
     assert unwrap_axial_deg(np.arange(truth.size), with_nan)[0].size == truth.size - 1
+
+
+@pytest.mark.parametrize("msd", [
+    np.full(10, 3.0),  # a still particle's localisation offset only: alpha is not determined
+    np.r_[np.zeros(6), np.full(4, 1e-300)],  # below the float resolution of positions: a still particle's zero
+    np.full(10, 1e-190),
+    np.r_[np.zeros(9), 0.5],  # one non-zero lag
+])
+def test_degenerate_msd_fits_are_nan_or_finite_never_a_warning(msd):
+    """A still particle's MSD once raised a RuntimeWarning from the normal equations inside the worker (pytest
+    turns warnings into errors; the service counted a segmentation error). Such fits are NaN or finite."""
+    lags, n = np.arange(1, 11.0), np.full(10, 40)
+    for fit in (fit_msd(lags, msd, n), fit_msd_linear(lags, msd, n)):
+        values = (fit.D, fit.alpha, fit.offset)
+        assert all(math.isnan(v) for v in values) or all(math.isfinite(v) for v in values), fit

@@ -81,6 +81,10 @@ def fit_point_count(n_lags: int, fraction: float = 0.1, min_points: int = 4) -> 
     return min(n_lags, max(min_points, math.ceil(fraction * n_lags)))
 
 
+#: The smallest MSD a fit reads as data (px^2; see `_weights`).
+MSD_RESOLUTION_PX2 = 1e-24
+
+
 def _nan_fit(model: str, n: int, lags: np.ndarray) -> MsdFit:
     lo = float(lags[0]) if lags.size else math.nan
     hi = float(lags[-1]) if lags.size else math.nan
@@ -184,7 +188,10 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 def _weights(lag_frames: np.ndarray, msd: np.ndarray, n: np.ndarray, memo: FitMemo | None) -> np.ndarray | None:
     """Inverse variances ``N_eff / MSD^2`` (see module docstring); None if MSD is all zero."""
-    scale = np.abs(msd)
+    # Positions are float64 pixels (magnitude <= 1e5), so a displacement is resolved to ~1e-11 px and an MSD to
+    # ~1e-22 px^2: anything below MSD_RESOLUTION_PX2 is a still particle's zero, not data (and would overflow
+    # the normal equations' sums of 1/MSD^2 weights).
+    scale = np.where(np.abs(msd) < MSD_RESOLUTION_PX2, 0.0, np.abs(msd))
     if not np.any(scale > 0):
         return None
     floor = 1e-12 * float(scale.max())
@@ -225,6 +232,20 @@ def _solve_linear(basis: np.ndarray, data: _Weighted, with_offset: bool, basis_s
     a = (sby * sw - sb * sy) / det
     c = (sbb * sy - sb * sby) / det
     return a, c, syy - a * sby - c * sy
+
+
+def _final_solve(basis: np.ndarray, data: _Weighted, with_offset: bool) -> tuple[float, float, float] | None:
+    """(a, c, rss) of one basis, or None when the data cannot determine them.
+
+    A still particle's MSD can be (nearly) constant or sit near the float limits: the normal equations are then
+    singular or overflow. Such a fit is reported as NaN (no estimate), never as a warning raised inside a
+    worker or a number made of infinities.
+    """
+    with np.errstate(all="ignore"):
+        a, c, rss = (float(v[0]) for v in _solve_linear(basis[None, :], data, with_offset))
+    if not (math.isfinite(a) and math.isfinite(c) and math.isfinite(rss)):
+        return None
+    return a, c, rss
 
 
 def _covariance(jac: np.ndarray, w: np.ndarray, rss: float) -> np.ndarray:
@@ -313,7 +334,10 @@ def _fit_anomalous(lag: np.ndarray, data: _Weighted | None, dims: int, with_offs
     log_lag = np.log(lag)
     alpha = _best_alpha(log_lag, data, with_offset, memo)
     basis = np.exp(alpha * log_lag)
-    a, c, rss = (float(v[0]) for v in _solve_linear(basis[None, :], data, with_offset))
+    solved = _final_solve(basis, data, with_offset)
+    if solved is None:
+        return _nan_fit("anomalous", int(lag.size), lag)
+    a, c, rss = solved
     scale = 2.0 * dims
     cols = [basis * scale, a * basis * log_lag] + ([np.ones_like(lag)] if with_offset else [])
     cov = _covariance(np.column_stack(cols), w, rss)
@@ -327,7 +351,10 @@ def _fit_linear(lag: np.ndarray, data: _Weighted | None, dims: int, with_offset:
     if data is None:
         return _nan_fit("linear", int(lag.size), lag)
     w = data.w
-    a, c, rss = (float(v[0]) for v in _solve_linear(lag[None, :], data, with_offset))
+    solved = _final_solve(lag, data, with_offset)
+    if solved is None:
+        return _nan_fit("linear", int(lag.size), lag)
+    a, c, rss = solved
     scale = 2.0 * dims
     cols = [lag * scale] + ([np.ones_like(lag)] if with_offset else [])
     cov = _covariance(np.column_stack(cols), w, rss)
