@@ -186,7 +186,9 @@ def noise_gain(valid: np.ndarray, scale: float, at: tuple[int, int]) -> float:
     weight = np.exp(-(rows**2 + cols**2) / (2 * scale**2)) * patch
     full = np.exp(-(rows**2 + cols**2) / (2 * scale**2))
     inside = float((full**2).sum()) / float(full.sum()) ** 2  # an interior pixel, same kernel
-    here = float((weight**2).sum()) / max(float(weight.sum()), 1e-12) ** 2
+    if not float(weight.sum()) > 0:
+        return math.inf  # no pixel of the frame within reach: nothing was measured there
+    here = float((weight**2).sum()) / float(weight.sum()) ** 2
     return math.sqrt(here / inside)
 
 
