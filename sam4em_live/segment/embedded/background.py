@@ -14,9 +14,9 @@ segmenter each frame divided by it, in the frame's own dtype:
   is the smooth illumination fitted to that frame alone (`illumination.fit_illumination`: a cubic
   surface and four quadrant gains, particles rejected as outliers), times the finer texture that the
   fit leaves (`illumination.fit_texture`: a robust local mean at ~2 map blocks, particles rejected).
-  The places of this frame's prompts -- a disc round each point grown to the particle's own extent,
-  and each box (`prompt_hold_out`) -- are held out of both: a faint particle in texture of its own
-  contrast is no outlier and would be divided out, and a large faint one bent the fit round its rim;
+  The places of this frame's prompts -- a disc round each point and each box (`prompt_hold_out`) --
+  are held out of both: a faint particle in texture of its own contrast is no outlier and would be
+  divided out, and a large faint one bent the fit round its rim;
 - **then** every ``interval`` frames (every frame for the first `FIRST_UPDATES` while correcting)
   the frame's blocks, divided by the frame's level (so a dose change or a blanked beam does not
   enter the map), are folded into a per-block running mean that starts from that fit. The pixels
@@ -77,8 +77,6 @@ HORIZON_UPDATES = 32
 STRUCTURE_ON, STRUCTURE_OFF = 0.015, 0.01
 #: The map's structure is tested on every this many updates (every 32 frames once updates are every 4th).
 STRUCTURE_EVERY_UPDATES = 8
-#: Rounds of (the prompted particles' extent, the illumination fitted without them) on the first frame.
-HOLD_OUT_ROUNDS = 2
 #: While few frames are averaged, the map served is the running mean smoothed by this many blocks over the
 #: square root of the observations (prior included), down to `MIN_SMOOTHING_BLOCKS`: one frame's block means
 #: are noisy (2.9 % rms at 4 px on foreign-noise), and a noisy map's errors enter the young memories.
@@ -214,27 +212,23 @@ class FlatField:
         fit = fit_illumination(coarse, *quadrants)
         if fit is None:
             return None
-        relative = _on_grid(fit.relative(FIT_FACTOR), blocks.shape)
-        held = np.zeros(blocks.shape, bool)
-        for _ in range(HOLD_OUT_ROUNDS if prompts else 0):
-            # The particles' extent against a fit that bent round them, then the fit without them: a large
-            # faint particle is no outlier near its rim, so the first fit takes part of it.
-            places = prompt_places(prompts, blocks / relative, factor, blocks.shape)
-            if not places.any() or (places <= held).all():
-                break
-            held |= places
+        held = prompt_places(prompts, factor, blocks.shape)
+        structure = fit.structure
+        if held.any():
+            # Whether the frame has structure is judged without the prompted particles: a large faint one is
+            # no outlier near its rim, the fit bent round it and read as structure (the correction switched on
+            # for a flat frame and took a third of an 80-120 px particle). The map keeps the fit with particles
+            # rejected: using the refit for it too refused a point prompt at a particle's edge (foreign-noise).
             held_coarse = _coarse(held.astype(np.float32), FIT_FACTOR) > 0
             refit = fit_illumination(np.where(held_coarse, np.nan, coarse), *quadrants)
-            if refit is None:
-                break
-            fit = refit
-            relative = _on_grid(fit.relative(FIT_FACTOR), blocks.shape)
-        if self.mode == "on" or fit.structure >= STRUCTURE_ON:  # a flat frame is passed through: no texture
+            structure = structure if refit is None else refit.structure
+        relative = _on_grid(fit.relative(FIT_FACTOR), blocks.shape)
+        if self.mode == "on" or structure >= STRUCTURE_ON:  # a flat frame is passed through: no texture
             ratio = blocks / relative
             ratio /= np.float32(np.median(ratio))
             relative *= fit_texture(ratio, held).astype(np.float32)
         relative /= np.float32(relative.mean())
-        return self._state(shape, factor, relative, fit.structure, False)
+        return self._state(shape, factor, relative, structure, False)
 
     def _state(self, shape: tuple[int, int], factor: int, relative: np.ndarray, structure: float,
                was_active: bool) -> MapState:
