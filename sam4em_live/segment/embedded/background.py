@@ -15,8 +15,9 @@ segmenter each frame divided by it, in the frame's own dtype:
   surface and four quadrant gains, particles rejected as outliers), times the finer texture that the
   fit leaves (`illumination.fit_texture`: a robust local mean at ~2 map blocks, particles rejected).
   The places of this frame's prompts -- a disc round each point and each box (`prompt_hold_out`) --
-  are held out of both: a faint particle in texture of its own contrast is no outlier and would be
-  divided out, and a large faint one bent the fit round its rim;
+  are held out of the texture (a faint particle in texture of its own contrast is no outlier and would
+  be divided out), and whether the frame has structure is judged on the illumination fitted without
+  them (a large faint particle bent the fit round its rim);
 - **then** every ``interval`` frames (every frame for the first `FIRST_UPDATES` while correcting)
   the frame's blocks, divided by the frame's level (so a dose change or a blanked beam does not
   enter the map), are folded into a per-block running mean that starts from that fit. The pixels
