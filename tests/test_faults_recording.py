@@ -154,7 +154,15 @@ def test_disk_full_stops_the_recording_cleanly_and_run_json_says_so(tmpfs, space
     index = 0
 
     def stopped() -> bool:
-        return recorder.counters["write_errors"] > 0
+        # The stop is over once run.json says so (written with the room the stop's reserve gives back). Filling
+        # the disk as soon as the error is counted raced the stop itself: with the mask-writer child its close
+        # takes a while, and the refill took the reserve before run.json was written ('running' stayed).
+        if recorder.counters["write_errors"] == 0:
+            return False
+        try:
+            return json.loads((recorder.run_dir / "run.json").read_text())["status"] == "incomplete"
+        except (OSError, ValueError, KeyError):
+            return False
 
     while not stopped():
         assert index < 20_000, "the disk never filled"

@@ -14,6 +14,7 @@ import functools
 import numpy as np
 from scipy import ndimage
 
+from sam4em_live.segment.embedded.morphology import dilate_cross
 from sam4em_live.segment.embedded.window import block_mean, float32_median
 
 #: Cells above this many noise sigmas in the first pass are left out of the second pass's background.
@@ -33,7 +34,7 @@ def flat_field(low: np.ndarray, factor: int, background_sigma_px: float, matched
     noise = robust_sigma(smooth, max(4 * matched_sigma_px / factor, 3.0))
     if noise <= 0:
         return relative
-    objects = _inner(_dilated(np.abs(smooth) > OBJECT_SIGMA * noise, 2))
+    objects = _inner(dilate_cross(np.abs(smooth) > OBJECT_SIGMA * noise, 2))
     return _relative(low, _wide_background(low, sigma_cells, (~objects).astype(np.float32)))
 
 
@@ -117,19 +118,6 @@ def _interpolation(n: int, n_coarse: int, step: int) -> tuple[np.ndarray, np.nda
     pos = np.clip((np.arange(n, dtype=np.float32) - (step - 1) / 2) / step, 0, n_coarse - 1)
     left = np.floor(pos).astype(np.intp)  # the coarse image is padded by one: left + 1 is always there
     return left, (pos - left).astype(np.float32)
-
-
-def _dilated(mask: np.ndarray, steps: int) -> np.ndarray:
-    """``ndimage.binary_dilation(mask, iterations=steps)`` (4-connected steps), by shifted ORs: ~20x cheaper."""
-    out = mask.copy()
-    for _ in range(steps):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
 
 
 def _inner(objects: np.ndarray) -> np.ndarray:

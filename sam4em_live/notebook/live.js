@@ -79,6 +79,7 @@ function render({ model, el }) {
     if (mine !== token) return;
     frameCanvas.width = bitmap.width; frameCanvas.height = bitmap.height;
     frameCanvas.getContext("2d").drawImage(bitmap, 0, 0);
+    el.dataset.drawn = String(model.get("frame"));  // a preview is on the canvas (decoding is async), for tests
     drawMarks();
   };
   const drawMarks = () => {

@@ -207,6 +207,8 @@ def _live_view(page) -> None:
     live = page.locator(".s4-live")
     live.wait_for(timeout=30_000)
     page.wait_for_function("() => Number(document.querySelector('.s4-live')?.dataset.frame) > 0", timeout=30_000)
+    # the frame number shows as soon as a result arrives; its preview is decoded asynchronously after it
+    page.wait_for_function("() => document.querySelector('.s4-live')?.dataset.drawn !== undefined", timeout=30_000)
     rows, cols = (int(v) for v in page.evaluate(
         "() => { const c = document.querySelector('.s4-live .s4-frame'); return [c.height, c.width]; }"))
     assert rows > 0 and cols <= 128  # the service's decimated preview was drawn
