@@ -175,16 +175,25 @@ def dense_field(seed: int, count: int = 57, edge_px: float = 40.0, gap_px: float
         if placed == count:
             break
         cx, cy = rng.uniform(half + 5, shape[1] - half - 5), rng.uniform(half + 5, shape[0] - half - 5)
-        x0, y0 = int(cx) - half, int(cy) - half
-        patch = footprint("triangle", edge_px, (2 * half, 2 * half), (cx - x0, cy - y0), rng.uniform(0, 120))
-        occupied = labels[y0 - 4 : y0 + 2 * half + 4, x0 - 4 : x0 + 2 * half + 4] > 0
-        clearance = ndimage.distance_transform_edt(~occupied)[4:-4, 4:-4]
-        if (clearance[patch > 0] <= gap_px).any():
-            continue
-        placed += 1
-        labels[y0 : y0 + 2 * half, x0 : x0 + 2 * half][patch >= 0.5] = placed
-        cover[y0 : y0 + 2 * half, x0 : x0 + 2 * half] += patch
+        placed += place_plate(labels, cover, rng, (cx, cy), edge_px, gap_px, placed + 1)
     return render(np.minimum(cover, 1.0), cnr, seed), labels
+
+
+def place_plate(labels: np.ndarray, cover: np.ndarray, rng: np.random.Generator, centre: tuple[float, float],
+                edge_px: float, gap_px: float, label: int) -> bool:
+    """Draw a triangular plate (random turn) at ``centre`` into ``labels``/``cover`` unless it comes within
+    ``gap_px`` of a plate already there; whether it was placed."""
+    cx, cy = centre
+    half = int(edge_px * 0.6) + 2
+    x0, y0 = int(cx) - half, int(cy) - half
+    patch = footprint("triangle", edge_px, (2 * half, 2 * half), (cx - x0, cy - y0), rng.uniform(0, 120))
+    occupied = labels[y0 - 4 : y0 + 2 * half + 4, x0 - 4 : x0 + 2 * half + 4] > 0
+    clearance = ndimage.distance_transform_edt(~occupied)[4:-4, 4:-4]
+    if (clearance[patch > 0] <= gap_px).any():
+        return False
+    labels[y0 : y0 + 2 * half, x0 : x0 + 2 * half][patch >= 0.5] = label
+    cover[y0 : y0 + 2 * half, x0 : x0 + 2 * half] += patch
+    return True
 
 
 def gaps(labels: np.ndarray) -> np.ndarray:

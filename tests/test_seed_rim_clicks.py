@@ -16,7 +16,7 @@ from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.segment.embedded.seed import seed_particle
 from sam4em_live.segment.embedded.seed_prompt import click_peaks, frame_polarity
 from sam4em_live.segment.embedded.seed_region import noise_gain
-from tests.test_embedded_seeding import BACKGROUND, OPTIONS, dense_field, footprint, render
+from tests.test_embedded_seeding import BACKGROUND, OPTIONS, dense_field, place_plate, render
 
 
 def _packed_cluster(seed: int, edge_px: float = 60.0, region_px: float = 200.0, shape: tuple[int, int] = (384, 384),
@@ -29,20 +29,11 @@ def _packed_cluster(seed: int, edge_px: float = 60.0, region_px: float = 200.0, 
     rng = np.random.default_rng(seed)
     labels = np.zeros(shape, dtype=np.int32)
     cover = np.zeros(shape)
-    half = int(edge_px * 0.6) + 2
     low, high = shape[0] / 2 - region_px / 2, shape[0] / 2 + region_px / 2
     placed = 0
     for _ in range(20000):
         cx, cy = rng.uniform(low, high), rng.uniform(low, high)
-        x0, y0 = int(cx) - half, int(cy) - half
-        patch = footprint("triangle", edge_px, (2 * half, 2 * half), (cx - x0, cy - y0), rng.uniform(0, 120))
-        occupied = labels[y0 - 4 : y0 + 2 * half + 4, x0 - 4 : x0 + 2 * half + 4] > 0
-        clearance = ndimage.distance_transform_edt(~occupied)[4:-4, 4:-4]
-        if (clearance[patch > 0] <= gap_px).any():
-            continue
-        placed += 1
-        labels[y0 : y0 + 2 * half, x0 : x0 + 2 * half][patch >= 0.5] = placed
-        cover[y0 : y0 + 2 * half, x0 : x0 + 2 * half] += patch
+        placed += place_plate(labels, cover, rng, (cx, cy), edge_px, gap_px, placed + 1)
     return render(np.minimum(cover, 1.0), cnr, seed), labels
 
 
