@@ -19,12 +19,13 @@ from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.discovery import STATIC_WARMUP_UPDATES
 from sam4em_live.service.discovery_thread import (
-    GATE_STALE_FRAMES,
+    GATE_MAX_WAIT_S,
     DetectionJob,
     DetectionOutcome,
     DetectorThread,
-    WorkerGate,
+    StagePauses,
 )
+from sam4em_live.service.worker_idle import WorkerIdle
 from tests.paced_source import PacedSource
 
 CALIBRATION = Calibration(pixel_size_nm=1.0, fps=80.0)
@@ -239,33 +240,34 @@ def test_a_paced_detector_thread_rests_its_share_of_each_run() -> None:
     assert rests[0] >= 0.02 and rests[1] == 0.0
 
 
-def test_the_worker_gate_holds_the_detector_stages_while_the_worker_has_a_frame() -> None:
-    gate = WorkerGate()
-    gate.wait()  # idle worker: no wait at all
-    assert gate.waited_s == 0.0
-    gate.busy(5)
+def test_the_detector_stages_pause_while_the_worker_has_a_frame_within_a_budget_a_run() -> None:
+    worker = WorkerIdle()
+    pauses = StagePauses(worker)
+    pauses.pause()  # idle worker: no wait at all
+    assert pauses.waited_s == 0.0
+    worker.took()
     released = threading.Event()
 
     def stage() -> None:
-        gate.wait()
+        pauses.new_run()
+        pauses.pause()
         released.set()
 
     waiter = threading.Thread(target=stage)
     waiter.start()
-    gate.idle(5)  # the worker delivered its frame: the stage goes on (within its bounded wait either way)
+    time.sleep(0.005)
+    assert not released.is_set()  # held while the worker has its frame
+    worker.delivered(0)  # the worker delivered its frame: the stage goes on
     assert released.wait(5.0)
     waiter.join()
-    gate.busy(6)  # frame 6's segmentation fails: it is never delivered
-    gate.busy(6 + GATE_STALE_FRAMES)
-    gate.idle(6 + GATE_STALE_FRAMES)  # frame 6 is stale by now: the worker counts as idle
-    before = gate.waited_s
-    gate.wait()
-    assert gate.waited_s == before
-    gate.busy(30)
-    gate.new_run()
-    gate.wait()  # a worker that stays busy: the stage runs after the run's bounded wait
-    assert gate.waited_s > before
-    spent = gate.waited_s
-    gate.wait()  # the run's budget is spent: its other stages do not wait
-    assert gate.waited_s == spent
-
+    worker.took()  # a worker that stays busy: the stage runs after the run's bounded wait
+    pauses.new_run()
+    before = pauses.waited_s
+    pauses.pause()
+    assert GATE_MAX_WAIT_S * 0.9 <= pauses.waited_s - before < 1.0
+    spent = pauses.waited_s
+    pauses.pause()  # the run's budget is spent: its other stages do not wait
+    assert pauses.waited_s == spent
+    pauses.new_run()  # a new run may wait again
+    pauses.pause()
+    assert pauses.waited_s > spent

@@ -29,6 +29,7 @@ from sam4em_live.segment.stage import InProcessSegmentStage
 from sam4em_live.service import seeding
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.seeding import MAX_LANDING_WAIT_FRAMES, SeedingLane, chunks
+from sam4em_live.service.worker_idle import WorkerIdle
 from sam4em_live.sources.array_source import ArraySource
 
 # A particle whose statistics snapshot comes two frames after it started makes `stats.fit._solve_linear`
@@ -124,7 +125,6 @@ def land(lane: SeedingLane, pixels: np.ndarray, first: int, timeout_s: float = 3
     index = first
     while time.monotonic() < deadline:
         landing = lane.route(frame(pixels, index), [])
-        lane.frame_done()
         if landing.seeded is not None or landing.edits:
             return index, landing
         index += 1
@@ -165,7 +165,6 @@ def _route_until(lane: SeedingLane, pixels: np.ndarray, first: int, n_frames: in
     landed = {}
     for index in range(first, first + n_frames):
         landing = lane.route(frame(pixels, index), [], backlog)
-        lane.frame_done()
         if landing.edits:
             landed[index] = landing
         if not lane.busy:
@@ -211,7 +210,6 @@ def test_a_seeded_batch_waits_for_a_frame_with_no_backlog_but_not_forever() -> N
         lane = SeedingLane(EmbeddedSegmenter())
         try:
             lane.route(frame(pixels, 0), [click(1, 60.0, 60.0), click(2, 140.0, 60.0)], 0)
-            lane.frame_done()
             deadline = time.monotonic() + 30
             index = 1
             while not lane.seeded_waiting and time.monotonic() < deadline:  # seeding, frames waiting behind
@@ -255,18 +253,26 @@ def test_the_helper_seeds_only_while_the_worker_is_idle(monkeypatch: pytest.Monk
     monkeypatch.setattr(seeding, "SEEDING_PATIENCE_S", 30.0)
     pixels = disc_frames(1, [(60.0, 60.0)], (128, 200))[0]
     seeder = SteppingSeeder(steps=400)
-    lane = SeedingLane(seeder)
+    worker = WorkerIdle()  # as the service drives it: took at each frame, delivered after the sinks
+    lane = SeedingLane(seeder, worker)
     try:
+        worker.took()
         assert lane.route(frame(pixels, 0), [click(1, 60.0, 60.0)], 0) == ([], None)
-        lane.frame_done()  # idle: the helper seeds
+        worker.delivered(0)  # idle: the helper seeds
         assert seeder.started.wait(30)
+        worker.took()
         lane.route(frame(pixels, 1), [], 0)  # the worker holds frame 1
         time.sleep(0.02)  # the helper reaches its next step and pauses there
         paused_at = seeder.taken
         time.sleep(0.2)  # 200 steps' time: none taken while the worker holds the frame
         assert seeder.taken == paused_at < seeder.steps
-        lane.frame_done()
-        landed = _route_until(lane, pixels, 2, 3000)
+        worker.delivered(3)  # frame 1 delivered, 3 frames wait behind it: still not idle
+        time.sleep(0.1)
+        assert seeder.taken == paused_at
+        worker.took()
+        lane.route(frame(pixels, 2), [], 2)
+        worker.delivered(0)  # caught up
+        landed = _route_until(lane, pixels, 3, 3000)
         assert seeder.taken == seeder.steps and len(landed) == 1
     finally:
         lane.close()

@@ -8,8 +8,8 @@ go into the next result delivered, and auto-adds are prompted so they apply to t
 
 Live (``backpressure = "latest"``) the worker drains outcomes without waiting, and the detector thread
 keeps out of the frame loop's way twice over: it rests after each run so that it uses at most
-`LIVE_CPU_SHARE` of a core, and its stages wait while the worker holds a frame (`WorkerGate`: the GIL is
-not handed back and forth mid-frame). In an every-frame run (offline, replay) results must not depend on
+`LIVE_CPU_SHARE` of a core, and its stages wait while the worker holds a frame (`StagePauses` on the
+service's `WorkerIdle`: the GIL is not handed back and forth mid-frame). In an every-frame run (offline, replay) results must not depend on
 timing, so the worker runs in lockstep: the outcome of the frame offered last is waited for at the next
 frame, while the detector ran in parallel with that frame's segmentation (no rest, no gate).
 
@@ -49,7 +49,7 @@ from sam4em_live.service.discovery_thread import (
     DetectionOutcome,
     DetectorThread,
     DiscoveryCost,
-    WorkerGate,
+    StagePauses,
 )
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from sam4em_live.particles import ParticleEdit, ParticleMeasurement
     from sam4em_live.results import FrameResult
     from sam4em_live.service.particle_ids import ParticleIds
+    from sam4em_live.service.worker_idle import WorkerIdle
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,12 @@ class Discovery:
 
     `on_frame`, `annotate_result` and `close` run on the worker thread; `detect` on the detector thread;
     the `DiscoveryControl` methods (`proposals`, `accept`, `reject`, `accept_all`) on any thread.
-    ``lockstep``: wait for each detector outcome at the next frame (every-frame runs: timing-independent).
+    ``lockstep``: wait for each detector outcome at the next frame (every-frame runs: timing-independent);
+    else (live) the detector's stages wait while ``worker`` (the service's) holds a frame.
     """
 
     def __init__(self, config: DiscoveryConfig, ids: ParticleIds, submit: Callable[[ParticleEdit], None],
-                 lockstep: bool = False) -> None:
+                 lockstep: bool = False, worker: WorkerIdle | None = None) -> None:
         self.config = config
         detector, self.policy = settings_of(config)
         self.detector = ParticleDetector(detector)
@@ -131,7 +133,7 @@ class Discovery:
         self.places = TrackedPlaces(ids)  # where discovery adds nothing (worker thread; `_add` from any)
         self.cost = DiscoveryCost()
         # live: the detector's stages wait while the worker holds a frame (lockstep: the worker waits for them)
-        self.gate = None if lockstep else WorkerGate()
+        self.gate = None if lockstep or worker is None else StagePauses(worker)
 
     @property
     def enabled(self) -> bool:
@@ -144,8 +146,6 @@ class Discovery:
         if not self.enabled:
             return
         started = time.perf_counter()
-        if self.gate is not None:
-            self.gate.busy(frame.index)
         self._last_frame = frame.index
         self.places.update(frame.index, frame.shape, measurements, tracked)
         keep_out = self.places.keep_out()
@@ -224,8 +224,6 @@ class Discovery:
         """The result with the decisions applied since the last one and their cost (ms)."""
         if not self.enabled:
             return result
-        if self.gate is not None:
-            self.gate.idle(result.index)
         for event in result.events:
             if event.kind == "prompt_rejected" and event.particle is not None:
                 self.places.refused(event.particle)  # it will never land
@@ -273,7 +271,7 @@ class Discovery:
                 if self.config.mode == "propose":
                     events.append(ServiceEvent("proposed", frame.index, None, _detail(track)))
         auto = tuple(ready) if self.config.mode == "auto" else ()
-        # the run's cost: its wall time less its waits for an idle worker (`WorkerGate`), reported apart
+        # the run's cost: its wall time less its waits for an idle worker (`StagePauses`), reported apart
         gated_s = (self.gate.waited_s if self.gate is not None else 0.0) - gated_s
         return DetectionOutcome(frame.index, auto, tuple(events), (time.perf_counter() - started - gated_s) * 1e3,
                                 (started - job.offered_s) * 1e3)
@@ -293,7 +291,7 @@ class Discovery:
     def candidates(self, frame: Frame, keep_out: list[tuple[float, float, float]]
                    ) -> tuple[list[CandidateTrack], list[CandidateTrack]]:
         """Detect, apply the policy's rules, link into tracks: (tracks seen now and not static, forgotten)."""
-        pause = self.gate.wait if self.gate is not None else None
+        pause = self.gate.pause if self.gate is not None else None
         found = [c for c in self.detector.detect(frame.pixels, pause) if self.policy.refusal(c, keep_out) is None]
         if pause is not None:
             pause()  # the tracks and the policy are Python: their turn too

@@ -8,7 +8,8 @@ the worker does not drain it (an every-frame run in lockstep, or a stalled worke
 waits for room, never the worker.
 
 Live, the thread also keeps its hands off the frame loop's share of the machine: it rests after each run
-(``cpu_share``, by its own CPU time) and its stages wait while the worker holds a frame (`WorkerGate`).
+(``cpu_share``, by its own CPU time) and its stages wait while the worker holds a frame (`StagePauses`, on
+the service's `WorkerIdle`).
 
 Frames are handed over by reference, not copied: a `Frame`'s pixels are never written after it is made
 (the pipeline's rule: a buffer ZeroMQ may still be sending is never mutated).
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from sam4em_live.discover.policy import CandidateTrack
     from sam4em_live.frames import Frame
     from sam4em_live.results import ServiceEvent
+    from sam4em_live.service.worker_idle import WorkerIdle
 
 log = logging.getLogger(__name__)
 
@@ -99,51 +101,32 @@ class DiscoveryCost:
 #: Longest a detector run waits, over all its stages, for the worker to be idle (then its stages run regardless):
 #: on a machine whose worker is never idle, discovery slows by at most this a run instead of stopping.
 GATE_MAX_WAIT_S = 0.02
-#: A frame the worker took this many frames ago without a result (its segmentation failed) no longer counts.
-GATE_STALE_FRAMES = 8
 
 
-class WorkerGate:
-    """Lets the detector thread run its stages while the worker has no frame on its hands (live runs).
+class StagePauses:
+    """The detector's pause points: between its stages it waits while the worker holds a frame (live runs).
 
     The detector's stages are short numpy calls with Python between them: run while the worker segments a
     frame, each hand-over of the interpreter (the GIL) between the two costs the worker up to a switch
-    interval, and the worker's frame takes longer. So the detector waits at each stage boundary (`wait`)
-    while the worker holds a frame (`busy` .. `idle`, worker thread), at most `GATE_MAX_WAIT_S` in all a
-    run (`new_run`; a worker that never catches up still gets its discovery, slower). As the seeding lane does for prompts
-    (`service.seeding`), at a coarser grain: between stages, not at every Python call.
+    interval. So at each stage boundary (`pause`) the detector waits for the service's `WorkerIdle`, at most
+    `GATE_MAX_WAIT_S` in all a run (`new_run`; a worker that never catches up still gets its discovery,
+    slower). The seeding helper waits on the same signal at a finer grain (`service.seeding`).
     """
 
-    def __init__(self) -> None:
-        self._idle = threading.Event()
-        self._idle.set()
-        self._held: set[int] = set()  # frames the worker holds (worker thread only)
+    def __init__(self, worker: WorkerIdle) -> None:
+        self._worker = worker
         self._budget_s = GATE_MAX_WAIT_S  # what the current run may still wait (detector thread only)
         self.waited_s = 0.0  # the detector thread's waits so far
-
-    def busy(self, frame_index: int) -> None:
-        """The worker has taken frame ``frame_index`` (worker thread)."""
-        self._held = {i for i in self._held if frame_index - i < GATE_STALE_FRAMES}
-        self._held.add(frame_index)
-        self._idle.clear()
-
-    def idle(self, frame_index: int) -> None:
-        """The worker has delivered frame ``frame_index`` (worker thread)."""
-        self._held.discard(frame_index)
-        if not self._held:
-            self._idle.set()
 
     def new_run(self) -> None:
         """A detector run starts: it may wait `GATE_MAX_WAIT_S` in all (detector thread)."""
         self._budget_s = GATE_MAX_WAIT_S
 
-    def wait(self) -> None:
+    def pause(self) -> None:
         """Until the worker is idle, within the run's budget (detector thread, between stages)."""
-        if self._idle.is_set() or self._budget_s <= 0:
+        if self._budget_s <= 0:
             return
-        started = time.perf_counter()
-        self._idle.wait(self._budget_s)
-        waited = time.perf_counter() - started
+        waited = self._worker.wait(self._budget_s)
         self._budget_s -= waited
         self.waited_s += waited
 

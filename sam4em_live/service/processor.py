@@ -198,15 +198,6 @@ class FrameProcessor:
             self._reject(outcome.frame, edit, reason, pending.events)
         return self._finish(outcome, pending, status)
 
-    def frame_delivered(self) -> None:
-        """The worker handed a frame's result on (sinks too): the seeding helper may take the interpreter now.
-
-        Called after the sinks, not at `collect`: the helper seeds only while the worker is idle, and the
-        sinks (publish, record) are the worker's work as much as the segmentation.
-        """
-        if self._seeding is not None:
-            self._seeding.frame_done()
-
     def process(self, frame: Frame, edits: Sequence[ParticleEdit], status: Any = None,
                 backlog: int | None = None) -> FrameResult:
         """One frame start to finish: `submit` then `collect` (nothing else may be in flight)."""
@@ -215,7 +206,6 @@ class FrameProcessor:
         self.submit(frame, edits, backlog)
         result = self.collect(None, status)
         assert result is not None  # collect(None) waits for the frame
-        self.frame_delivered()
         return result
 
     def _finish(self, outcome: SegmentOutcome, pending: _PendingFrame, status: Any) -> FrameResult:

@@ -15,10 +15,10 @@ Three things keep the worker at full speed (measured in docs/benchmarks.md, "End
   the interpreter about half the time (the GIL) and its frames take twice as long. A prompt's seeding
   (~20-50 ms of CPU) run whole beside a 200 fps stream (5 ms a frame) put the worker 10+ frames behind
   and dropped frames (issue 23: 12 for one particle added mid-stream). So the helper seeds only while
-  the worker has finished its frame and handed the result on with no frame waiting (`frame_done`):
-  a trace hook on the helper thread (`_pause_while_worker_busy`, called at each of its Python function
-  calls) waits while the worker holds a frame, so the worker loses at most one GIL switch interval a
-  frame. A worker that never catches up still gets the prompt seeded: after waiting `MAX_YIELD_S` the
+  the worker has finished its frame and handed the result on with no frame waiting (the service's
+  `WorkerIdle`, which the discovery detector waits on too): a trace hook on the helper thread
+  (`_pause_while_worker_busy`, called at each of its Python function calls) waits while the worker holds
+  a frame, so the worker loses at most one GIL switch interval a frame. A worker that never catches up still gets the prompt seeded: after waiting `MAX_YIELD_S` the
   helper runs `FORCED_SLICE_S` regardless, and after `SEEDING_PATIENCE_S` on one batch it no longer
   pauses (the prompt's mask would otherwise come seconds late on a worker that is seldom idle).
 - **Landing when the worker can take it.** A new particle's first ~40 frames cost several times its
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from sam4em_live.frames import Frame
     from sam4em_live.particles import ParticleEdit
     from sam4em_live.segment.base import SeedsAside
+    from sam4em_live.service.worker_idle import WorkerIdle
 
 log = logging.getLogger(__name__)
 
@@ -151,22 +152,21 @@ def chunks(edits: Sequence[ParticleEdit]) -> list[tuple[ParticleEdit, ...]]:
 class SeedingLane:
     """Routes each live frame's edits: prompts through a helper thread, everything else in order.
 
-    `route`, `frame_done` and `close` are called from the worker thread only; the helper thread only
-    calls ``seeder.seed``. At most one batch is being seeded at a time, one prompt (chunk) after another.
+    `route` and `close` are called from the worker thread only; the helper thread only calls ``seeder.seed``.
+    At most one batch is being seeded at a time, one prompt (chunk) after another. The helper pauses while
+    ``worker`` (the service's `WorkerIdle`) says the worker holds a frame; without one it never pauses.
     """
 
-    def __init__(self, seeder: SeedsAside) -> None:
+    def __init__(self, seeder: SeedsAside, worker: WorkerIdle | None = None) -> None:
         self._seeder = seeder
+        self._worker = worker
         self._jobs: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._in_flight = 0  # chunks of the current batch not landed yet (worker thread only)
         self._held: list[ParticleEdit] = []  # came due while a batch was seeded (worker thread only)
         self._held_since: Frame | None = None  # the frame the first of them came due on (their pixels)
-        # Set while the worker has no frame waiting and none on its hands: the helper starts a chunk then.
-        self._caught_up = threading.Event()
-        self._caught_up.set()
-        self._behind = False  # frames waited behind the worker's current frame (worker thread only)
+        self._closing = False  # set by `close`: the helper no longer pauses
         self._parts: list[_Done] = []  # the batch's chunks seeded so far, in order (worker thread only)
         self._ready_since: int | None = None  # the frame the whole batch was first seen seeded
         self._forced_until = 0.0  # the helper seeds regardless until then (monotonic s; helper thread only)
@@ -188,12 +188,10 @@ class SeedingLane:
     def route(self, frame: Frame, due: Sequence[ParticleEdit], backlog: int | None = None) -> Landing:
         """The edits to hand the backend with ``frame`` (validated ``due`` edits in, in order).
 
-        ``backlog``: frames waiting behind ``frame`` (live mode). The helper starts its next chunk only
-        once the worker is caught up (`frame_done` with no backlog), or after `MAX_YIELD_S`; a seeded
-        batch lands on a frame with no backlog, or `MAX_LANDING_WAIT_FRAMES` after it was seeded.
+        ``backlog``: frames waiting behind ``frame`` (live mode). The helper seeds only while the worker is
+        idle (`WorkerIdle`), or after `MAX_YIELD_S`; a seeded batch lands on a frame with no backlog, or
+        `MAX_LANDING_WAIT_FRAMES` after it was seeded.
         """
-        self._caught_up.clear()  # the worker is busy with this frame until `frame_done`
-        self._behind = bool(backlog)
         landed: SeededEdits | None = None
         now: list[ParticleEdit] = []
         if self._in_flight:
@@ -237,11 +235,6 @@ class SeedingLane:
         parts, self._parts, self._ready_since = self._parts, [], None
         return parts
 
-    def frame_done(self) -> None:
-        """The worker finished its frame (results handed on): the helper may seed now if nothing waits."""
-        if not self._behind:
-            self._caught_up.set()
-
     def _start(self, frame: Frame, edits: Sequence[ParticleEdit]) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._seed_chunks, name="sam4em-seeding", daemon=True)
@@ -279,12 +272,14 @@ class SeedingLane:
 
     def _pause_while_worker_busy(self) -> None:
         """Wait while the worker holds a frame (helper thread, at each Python call of the seeding; bounded)."""
-        if self._caught_up.is_set():
+        worker = self._worker
+        if worker is None or worker.idle or self._closing:
             return
         now = time.monotonic()
         if now < self._forced_until or now > self._patient_until:
             return
-        if not self._caught_up.wait(MAX_YIELD_S):  # the worker stays behind: seed a slice anyway
+        worker.wait(MAX_YIELD_S)
+        if not worker.idle:  # the worker stays behind: seed a slice anyway
             self._forced_until = time.monotonic() + FORCED_SLICE_S
 
     def close(self) -> None:
@@ -296,6 +291,6 @@ class SeedingLane:
                 except queue.Empty:
                     break
             self._jobs.put(None)
-            self._caught_up.set()
+            self._closing = True
             self._thread.join(CLOSE_TIMEOUT_S)
             self._thread = None

@@ -32,6 +32,7 @@ from sam4em_live.service.realtime import isolate_current_thread, recycle_large_b
 from sam4em_live.service.seeding import SeedingLane
 from sam4em_live.service.state import check_transition
 from sam4em_live.service.status_side import ServiceStatusSide
+from sam4em_live.service.worker_idle import WorkerIdle
 from sam4em_live.sinks.base import AnnotationSink, CountingSink, Sink, require_sink
 from sam4em_live.sources.base import EndOfStream, FrameSource
 from sam4em_live.versions import package_versions
@@ -83,9 +84,11 @@ class Service(ServiceControlSide, ServiceStatusSide):
         self._quotas = ServiceQuotas(config.quotas)  # edits (through the inbox) and annotations
         self.edits = EditInbox(edits, self._quotas)
         self.ids = ParticleIds(edit.particle for edit in edits)  # the service owns particle ids (issue 21)
+        # Whether the worker holds a frame: the seeding helper and the detector wait for it (service/worker_idle.py)
+        self.worker_idle = WorkerIdle()
         # docs/discovery.md: the detector runs on its own thread; every-frame runs wait for it (lockstep)
         self.discovery = Discovery(config.discovery, self.ids, self.submit_edit,
-                                   lockstep=config.pipeline.backpressure != "latest")
+                                   lockstep=config.pipeline.backpressure != "latest", worker=self.worker_idle)
         # Statistics need the series calibration (fps, pixel size), known only at the first frame:
         # the processor that owns them is built then (`_new_processor`).
         self._stats_factory = stats_factory
@@ -272,6 +275,7 @@ class Service(ServiceControlSide, ServiceStatusSide):
         processor = self.processor
         assert processor is not None  # built with the sinks at the first frame
         self._frame_shape = frame.shape
+        self.worker_idle.took()  # until delivered: the side threads hold back
         if self.discovery.enabled:  # before the frame's edits: an auto-added particle starts on this frame
             self.discovery.on_frame(frame, processor.last_measurements, self.stage.particles())
         edits, refused = self.edits.due(frame.index, frame.shape, self.stage.particles)
@@ -286,6 +290,7 @@ class Service(ServiceControlSide, ServiceStatusSide):
         except Exception:
             self._seg_errors += 1
             log.exception("segmentation failed on frame %d; continuing", frame.index)
+            self.worker_idle.delivered(len(self.queue))  # never in flight: the worker is done with it
 
     def _collect(self) -> None:
         """Wait for the oldest frame in flight and deliver it to the sinks."""
@@ -303,10 +308,10 @@ class Service(ServiceControlSide, ServiceStatusSide):
         except Exception:
             self._seg_errors += 1
             log.exception("segmentation failed; continuing")
-            processor.frame_delivered()  # nothing to deliver: the worker is done with the frame
+            self.worker_idle.delivered(len(self.queue))  # nothing to deliver: the worker is done with the frame
             return
         self._deliver(result)
-        processor.frame_delivered()
+        self.worker_idle.delivered(len(self.queue))  # after the sinks: they are the worker's work too
 
     def _finish_in_flight(self) -> None:
         while self.stage.in_flight:
@@ -332,7 +337,7 @@ class Service(ServiceControlSide, ServiceStatusSide):
         seeder = self.stage.seeds_aside if self._shed_load else None
         return FrameProcessor(self.stage, stats, self._events, self.config.stats.publish_every_frames,
                               self.config.pipeline.intensity_weighted_centroid,
-                              SeedingLane(seeder) if seeder is not None else None)
+                              SeedingLane(seeder, self.worker_idle) if seeder is not None else None)
 
     def _open_sinks(self, frame: Frame) -> None:
         series = self.source.series or SeriesInfo(frame.series_id, frame.shape, frame.pixels.dtype.str, frame.calibration)

@@ -1,0 +1,111 @@
+"""The service's one "the worker holds a frame" signal (`service/worker_idle.py`), which the seeding helper and the
+discovery detector wait on: busy from the moment the worker takes a frame until its sinks have the result (a frame
+the backend fails on included), idle only with no frame waiting; a side thread's wait is bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from sam4em_live.config import ServiceConfig
+from sam4em_live.frames import Frame
+from sam4em_live.particles import ParticleEdit, ParticleMask, Prompt
+from sam4em_live.segment.stage import InProcessSegmentStage
+from sam4em_live.segment.threshold import ThresholdSegmenter
+from sam4em_live.service.service import Service
+from sam4em_live.service.worker_idle import WorkerIdle
+from sam4em_live.sources.array_source import ArraySource
+from tests.conftest import disk_video
+
+
+def test_idle_only_with_no_frame_held_and_none_waiting() -> None:
+    worker = WorkerIdle()
+    assert worker.idle and worker.wait(1.0) == 0.0
+    worker.took()
+    worker.took()  # a segmentation process: two frames in flight
+    worker.delivered(0)
+    assert not worker.idle and worker.held == 1
+    worker.delivered(2)  # the last one delivered, but two frames wait in the queue
+    assert not worker.idle and worker.held == 0
+    started = time.perf_counter()
+    waited = worker.wait(0.05)  # bounded: a side thread goes on after its timeout
+    assert waited >= 0.04 and time.perf_counter() - started < 1.0
+    worker.took()
+    worker.delivered(0)
+    assert worker.idle
+    worker.took()
+    worker.release()  # teardown
+    assert worker.idle and worker.held == 0
+
+
+def test_a_waiting_side_thread_goes_on_when_the_worker_delivers() -> None:
+    worker = WorkerIdle()
+    worker.took()
+    waited: list[float] = []
+    side = threading.Thread(target=lambda: waited.append(worker.wait(10.0)))
+    side.start()
+    time.sleep(0.05)
+    assert not waited  # still waiting while the worker holds its frame
+    worker.delivered(0)
+    side.join(5.0)
+    assert waited and 0.04 <= waited[0] < 5.0
+
+
+class _SeesTheWorker(ThresholdSegmenter):
+    """The threshold backend noting, at each frame, whether the service's worker counted as idle; fails on one frame."""
+
+    def __init__(self, bad_frame: int) -> None:
+        super().__init__()
+        self.bad_frame = bad_frame
+        self.worker: WorkerIdle | None = None
+        self.idle_while_tracking: list[bool] = []
+
+    def track(self, frame: Frame, edits: Sequence[ParticleEdit] = ()) -> list[ParticleMask]:
+        assert self.worker is not None
+        self.idle_while_tracking.append(self.worker.idle)
+        if frame.index == self.bad_frame:
+            raise ValueError("cannot segment this frame")
+        return super().track(frame, edits)
+
+
+class _SinkSeesTheWorker:
+    """A sink noting whether the worker counted as idle while it consumed each result."""
+
+    def __init__(self) -> None:
+        self.worker: WorkerIdle | None = None
+        self.idle_while_consuming: list[bool] = []
+
+    def open(self, run: Any) -> None:
+        pass
+
+    def consume(self, result: Any) -> None:
+        assert self.worker is not None
+        self.idle_while_consuming.append(self.worker.idle)
+
+    def on_status(self, status: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("backpressure", ["latest", "every-frame"])
+def test_the_worker_is_busy_from_taking_a_frame_until_its_sinks_have_it(backpressure: str) -> None:
+    frames, _ = disk_video(n_frames=8)
+    backend = _SeesTheWorker(bad_frame=3)
+    config = ServiceConfig.from_mapping({"recorder": {"enabled": False}, "publisher": {"enabled": False},
+                                         "pipeline": {"backpressure": backpressure}})
+    prompt = Prompt(1, 0, ((float(frames.shape[2]) / 2, float(frames.shape[1]) / 2),), (1,))
+    sink = _SinkSeesTheWorker()
+    service = Service(config, ArraySource(frames, delay_s=0.01), InProcessSegmentStage(backend), [sink],
+                      edits=[prompt])
+    backend.worker = sink.worker = service.worker_idle
+    status = service.run()
+    assert status.frames_processed == len(sink.idle_while_consuming) >= 4
+    assert backend.idle_while_tracking and not any(backend.idle_while_tracking)
+    assert not any(sink.idle_while_consuming)  # delivered only after the sinks
+    assert service.worker_idle.held == 0 and service.worker_idle.idle  # the failed frame too
