@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tools.bench import thread_cpu
 from tools.bench.benchmarks.particle_scaling import particle_centres, particle_clip
 from tools.bench.provenance import REPO_ROOT
 from tools.bench.schema import load_results
@@ -51,6 +54,11 @@ def test_tiny_run_reports_every_case_and_tracks_every_particle(tmp_path: Path) -
         assert metrics["tracked_fraction"].value == 1.0  # every prompted particle present on every measured frame
         assert 0 < metrics["camera_latency_ms_p50"].value <= metrics["camera_latency_ms_p99"].value
         assert metrics["camera_frames"].value >= 4 and metrics["camera_frames_dropped"].value >= 0
+        # Where the frame's time went: the worker's stages, and the CPU of the service's worker thread.
+        assert record.metrics[f"{key}.stage_segment_ms_mean"].value > 0
+        cpu = {name.removeprefix(f"{key}.cpu_ms_per_frame."): m.value for name, m in record.metrics.items()
+               if name.startswith(f"{key}.cpu_ms_per_frame.")}
+        assert cpu["all"] > 0 and cpu["all"] >= cpu.get("sam4em-service", 0.0)
 
 
 def test_a_case_with_too_few_frames_fails_the_run(tmp_path: Path) -> None:
@@ -58,3 +66,21 @@ def test_a_case_with_too_few_frames_fails_the_run(tmp_path: Path) -> None:
     done = run_bench(*TINY, "-p", "particles=[1]", "-p", "max_frames=2", out=tmp_path / "run.json")
     assert done.returncode != 0
     assert "frames processed" in done.stdout + done.stderr
+
+
+def test_thread_cpu_names_a_busy_thread_and_counts_only_its_own_time() -> None:
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    before = thread_cpu.sample()
+    busy = threading.Thread(target=spin, args=(0.3,), name="busy-probe")
+    idle = threading.Thread(target=time.sleep, args=(0.3,), name="idle-probe")
+    busy.start(), idle.start()
+    time.sleep(0.2)  # both alive: their names are read from threading while they run
+    during = thread_cpu.sample()
+    busy.join(), idle.join()
+    spent = thread_cpu.difference(during, before)
+    assert 0.05 <= spent["busy-probe"] <= 0.35
+    assert spent["idle-probe"] < 0.05

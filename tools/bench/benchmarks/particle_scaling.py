@@ -21,9 +21,14 @@ the frames finished in the first ``warmup_s`` after the first result (sinks star
 than ``warmup_frames`` (45): the embedded backend's frames after a prompt cost 3-6x its steady state for
 ~40 frames (16 particles at 1024², thread CPU per frame in blocks of 10: 31, 17, 18, 16, then 4-6 ms).
 ``tracked_fraction`` (particles present per frame / N after the warm-up) says the backend really tracked
-all N: a case whose seeding failed would be cheap for the wrong reason.
+all N: a case whose seeding failed would be cheap for the wrong reason. The every-frame run also reports
+where a frame's time goes outside the backend: the worker's stage means (``stage_segment_ms_mean``,
+``measure``, ``stats``, ``events``: wall ms) and the CPU per frame of each thread and child process
+(``cpu_ms_per_frame.<thread>``: the service's worker ``sam4em-service``, ZeroMQ's I/O, the recorder, the
+sender and mask-writer processes ``child:python``; `tools.bench.thread_cpu`), so a change outside
+`Segmenter.track` shows where it lands.
 
-``python -m tools.bench.benchmarks.particle_scaling --profile N SIZE`` prints where one frame's time goes
+``python -m tools.bench.benchmarks.particle_scaling --profile N SIZE`` (`particle_probes`) prints where one frame's time goes
 with N particles (cProfile of `Segmenter.track` alone, on the same synthetic frames); ``--ab REV N SIZE
 [FRAMES]`` compares `Segmenter.track`'s thread CPU per frame (mean, median, p99, max) with a git revision's,
 interleaved frame by frame in one process (a ratio that holds on a shared machine; use FRAMES >= 300 for a
@@ -38,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tools.bench import thread_cpu
 from tools.bench.benchmarks.pipeline import _bound_endpoint
 from tools.bench.figures import count, distribution, integer, number, strings
 from tools.bench.registry import Measurement, RunContext, benchmark
@@ -89,6 +95,10 @@ def _prompts(centres: np.ndarray) -> list[Any]:
     return [Prompt(i + 1, 0, ((float(x), float(y)),), (1,)) for i, (y, x) in enumerate(centres)]
 
 
+#: Frames between two samples of the threads' CPU time (a sample reads /proc for each thread: ~0.2 ms).
+CPU_SAMPLE_FRAMES = 20
+
+
 class ScalingSink:
     """The last sink: latency acquisition -> published-and-recorded, and particles present, per frame.
 
@@ -96,13 +106,17 @@ class ScalingSink:
     stays a fixed number of frames ahead of the service.
     """
 
-    def __init__(self, credits: Any, processed: Any) -> None:
+    def __init__(self, credits: Any, processed: Any, cpu_every: int = CPU_SAMPLE_FRAMES) -> None:
         self.credits = credits
+        self.cpu_every = cpu_every
         self.processed = processed
         self.latencies_ms: list[float] = []
         self.done_s: list[float] = []
         self.indices: list[int] = []
         self.present: list[int] = []
+        self.stage_ms: dict[str, list[float]] = {}
+        #: (frames finished, CPU seconds by thread) every ``cpu_every`` frames: where the CPU goes.
+        self.cpu_samples: list[tuple[int, dict[str, float]]] = []
 
     def open(self, run: Any) -> None:
         pass
@@ -113,6 +127,10 @@ class ScalingSink:
         self.done_s.append(now)
         self.indices.append(result.frame.index)
         self.present.append(sum(1 for mask in result.masks if mask.present))
+        for stage, ms in result.timings_ms.items():
+            self.stage_ms.setdefault(stage, []).append(ms)
+        if len(self.done_s) % self.cpu_every == 0:
+            self.cpu_samples.append((len(self.done_s), thread_cpu.sample()))
         with self.processed.get_lock():
             self.processed.value += 1
         if self.credits is not None:
@@ -182,7 +200,7 @@ def _run(params: Mapping[str, ParamValue], context: RunContext, clip: np.ndarray
     })
     credits = mp.Semaphore(ahead) if policy == "every-frame" else None
     processed = mp.Value("i", 0)
-    sink = ScalingSink(credits, processed)
+    sink = ScalingSink(credits, processed, min(CPU_SAMPLE_FRAMES, max(integer(params, "warmup_frames"), 1)))
     built = build_service(config, edits=prompts, extra_sinks=[sink], stop_at_series_end=True)
     built.service.start()
     ready = mp.Event()
@@ -209,6 +227,24 @@ def _warmup_frames(done_s: list[float], at_least: int, seconds: float) -> int:
     return max(at_least, within)
 
 
+def _cpu_per_frame(sink: ScalingSink, warmup: int, least_share: float = 0.01) -> list[tuple[str, float]]:
+    """CPU ms per frame finished after the warm-up, by thread (and child process), largest first.
+
+    Between the first CPU sample at or after the warm-up's end and the last one; threads with less than
+    ``least_share`` of the total are summed as ``other``; ``all`` is the total of this process and its
+    children (the sender process included: it shares the cores).
+    """
+    samples = [(n, cpu) for n, cpu in sink.cpu_samples if n >= warmup]
+    if len(samples) < 2 or not samples[0][1]:
+        return []
+    (n0, first), (n1, last) = samples[0], samples[-1]
+    spent = {name: 1e3 * s / (n1 - n0) for name, s in thread_cpu.difference(last, first).items()}
+    total = sum(spent.values())
+    named = sorted(((name, ms) for name, ms in spent.items() if ms >= least_share * total), key=lambda p: -p[1])
+    other = total - sum(ms for _, ms in named)
+    return [("all", total), *[(name.replace(" ", "_"), ms) for name, ms in named], ("other", other)]
+
+
 def _case_figures(key: str, sink: ScalingSink, status: Any, params: Mapping[str, ParamValue], particles: int,
                   paced: bool) -> dict[str, Metric]:
     n = len(sink.done_s)
@@ -222,7 +258,10 @@ def _case_figures(key: str, sink: ScalingSink, status: Any, params: Mapping[str,
     if not paced:
         return {f"{key}.max_fps": Metric(fps, "frames/s", "higher"),
                 f"{key}.max_fps_frames": count(n - warmup, "frames"),
-                f"{key}.tracked_fraction": Metric(tracked, "fraction", "higher")}
+                f"{key}.tracked_fraction": Metric(tracked, "fraction", "higher"),
+                **{f"{key}.stage_{stage}_ms_mean": Metric(float(np.mean(ms[warmup:])), "ms")
+                   for stage, ms in sink.stage_ms.items()},
+                **{f"{key}.cpu_ms_per_frame.{name}": Metric(ms, "ms") for name, ms in _cpu_per_frame(sink, warmup)}}
     metrics = {f"{key}.camera_processed_fps": Metric(fps, "frames/s", "higher"),
                f"{key}.camera_frames": count(n - warmup, "frames"),
                # Frames lost between the first and the last measured one (the warm-up's drops are not counted).
@@ -253,84 +292,6 @@ def particle_scaling(params: Mapping[str, ParamValue], context: RunContext) -> M
             sink, status = _run(params, context, clip, prompts, "latest", number(params, "rate"))
             metrics.update(_case_figures(key, sink, status, params, particles, paced=True))
     return Measurement(metrics)
-
-
-def profile_track(particles: int, size: int, frames: int = 40, top: int = 25, settle: int = 45) -> str:
-    """cProfile of the embedded `Segmenter.track`: ``frames`` frames with ``particles``, after the prompt frame
-    and ``settle`` frames (the backend's post-prompt transient) unprofiled."""
-    import cProfile
-    import io
-    import pstats
-
-    from sam4em_live.frames import Frame
-    from sam4em_live.segment.registry import create_segmenter
-
-    clip, centres = particle_clip(size, particles, 16)
-    order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])  # ping-pong, as the sender
-    segmenter: Any = create_segmenter("embedded", {})
-    segmenter.track(Frame("profile", 0, 0.0, clip[0]), _prompts(centres[0]))
-    for i in range(1, settle + 1):
-        segmenter.track(Frame("profile", i, 0.0, clip[order[i % len(order)]]), [])
-    profiler = cProfile.Profile()
-    start, cpu = time.perf_counter(), time.thread_time()
-    profiler.enable()
-    for i in range(settle + 1, settle + frames + 1):
-        segmenter.track(Frame("profile", i, 0.0, clip[order[i % len(order)]]), [])
-    profiler.disable()
-    wall_ms, cpu_ms = (1e3 * (time.perf_counter() - start) / frames, 1e3 * (time.thread_time() - cpu) / frames)
-    out = io.StringIO()
-    out.write(f"{particles} particles, {size}²: {wall_ms:.1f} ms wall, {cpu_ms:.1f} ms thread CPU per frame "
-              "(profiled)\n")
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
-    return out.getvalue()
-
-
-def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle: int = 45) -> str:
-    """Thread CPU of `Segmenter.track` per frame, the working tree against ``rev``, interleaved frame by frame.
-
-    Both packages load in one process (`embedded_ab.renamed_revision`) and track the same synthetic frames
-    with ``particles``, alternating which goes first, so both see the machine in the same state: the
-    ratio is the code's effect even on a shared machine. Frames whose masks differ are counted.
-    """
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    from tools.bench.benchmarks.embedded_ab import RENAMED, _load, _same, renamed_revision
-    from tools.bench.provenance import CACHE_DIR, resolve_revision
-    from tools.bench.registry import RunContext
-
-    clip, centres = particle_clip(size, particles, 16)
-    order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
-    with tempfile.TemporaryDirectory() as scratch:
-        sys.path.insert(0, str(renamed_revision(resolve_revision(rev), RunContext(Path(scratch), CACHE_DIR))))
-        sides = {}
-        for label, name in (("rev", RENAMED), ("tree", "sam4em_live")):
-            create, frame_type, prompt_type = _load(name)
-            prompts = [prompt_type(i + 1, 0, ((float(x), float(y)),), (1,)) for i, (y, x) in enumerate(centres[0])]
-            sides[label] = (create("embedded", {}), frame_type, prompts)
-        cpu_ms: dict[str, list[float]] = {"rev": [], "tree": []}
-        differing = 0
-        for i in range(settle + frames):
-            masks = {}
-            for label in ("rev", "tree") if i % 2 == 0 else ("tree", "rev"):
-                segmenter, frame_type, prompts = sides[label]
-                start = time.thread_time()
-                masks[label] = segmenter.track(frame_type("ab", i, 0.0, clip[order[i % len(order)]]),
-                                               prompts if i == 0 else [])
-                if i >= settle:
-                    cpu_ms[label].append(1e3 * (time.thread_time() - start))
-            differing += len(masks["rev"]) != len(masks["tree"]) or not all(
-                _same(a, b) for a, b in zip(masks["rev"], masks["tree"], strict=True))
-    rev_ms, tree_ms = np.asarray(cpu_ms["rev"]), np.asarray(cpu_ms["tree"])
-
-    def spread(ms: np.ndarray) -> str:  # the p99 is what periodic work does (shape refreshes, map updates)
-        return f"{ms.mean():.2f} ms (median {np.median(ms):.2f}, p99 {np.percentile(ms, 99):.2f}, max {ms.max():.2f})"
-
-    return (f"{particles} particles, {size}², {frames} frames: thread CPU per frame {rev} {spread(rev_ms)}, "
-            f"tree {spread(tree_ms)}; tree / {rev}: mean {tree_ms.mean() / rev_ms.mean():.3f}, median "
-            f"{np.median(tree_ms) / np.median(rev_ms):.3f}, p99 "
-            f"{np.percentile(tree_ms, 99) / np.percentile(rev_ms, 99):.3f}; frames with different masks: {differing}")
 
 
 def _cases(metrics: Mapping[str, Metric]) -> dict[tuple[int, int], dict[str, float]]:
@@ -383,6 +344,7 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
+    from tools.bench.benchmarks.particle_probes import compare_track, profile_track
     from tools.bench.schema import load_results
 
     if len(sys.argv) >= 4 and sys.argv[1] == "--profile":
