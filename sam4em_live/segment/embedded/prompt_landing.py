@@ -17,6 +17,7 @@ import numpy as np
 from sam4em_live.particles import ParticleEdit, Prompt, PromptError, validate_edit
 from sam4em_live.segment.base import RejectedEdit, SeededEdits, prompt_key
 from sam4em_live.segment.embedded.claims import paste
+from sam4em_live.segment.embedded.prompt_split import split_seed
 from sam4em_live.segment.embedded.search import MotionPrior
 from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle, seed_prompts
 from sam4em_live.segment.embedded.shape import ShapeMemory
@@ -88,7 +89,7 @@ class PromptLanding:
             try:
                 validate_edit(edit, shape)
                 if isinstance(edit, Prompt):
-                    seed = seed_particle(pixels, edit, self.options)
+                    seed = split_seed(seed_particle(pixels, edit, self.options), edit, self.options.mask_smoothing_px)
                     prepared[prompt_edit_key(edit)] = PreparedPrompt(seed, self._fresh_track(pixels, edit, seed))
             except PromptError as exc:
                 rejected.append(RejectedEdit(edit, str(exc)))
@@ -124,7 +125,11 @@ class PromptLanding:
             track.x, track.y, track.angle_deg, track.last_z = estimate.x, estimate.y, estimate.angle_deg, estimate.z
 
     def _apply_prompt(self, pixels: np.ndarray, prompt: Prompt, seed: Seed, claims: list[Placement]) -> ParticleMask:
-        """Start a particle, or correct one (re-anchor it, keeping its learned shape when that fits the prompt)."""
+        """Start a particle, or correct one (re-anchor it, keeping its learned shape when that fits the prompt).
+
+        A seed that holds several particles is first cut down to the one the prompt is on (`prompt_split`).
+        """
+        seed = split_seed(seed, prompt, self.options.mask_smoothing_px)
         return self._start(pixels, prompt, seed, self._fresh_track(pixels, prompt, seed), claims)
 
     def _fresh_track(self, pixels: np.ndarray, prompt: Prompt, seed: Seed) -> TrackedParticle:
