@@ -86,6 +86,31 @@ def test_symmetry_period_samples_all_rotations_as_one_at_a_time() -> None:
         assert body_frame.rotation_ious(memory.mask, memory._u, memory._v) == expected
 
 
+def test_symmetry_ious_of_a_small_mask_turned_on_its_own_square_equal_those_of_the_whole_grid() -> None:
+    """Compact masks far smaller than the grid (the square around their disc is turned): the same IoUs, exactly."""
+    from sam4em_live.segment.embedded import body_frame
+
+    rng = np.random.default_rng(12)
+    memory = _rod_memory()
+    half = memory.half
+    for _ in range(20):
+        radius = float(rng.uniform(1.0, half / 2))
+        du, dv = rng.uniform(-half / 3, half / 3, 2)
+        blob = (memory._u - du) ** 2 / radius**2 + (memory._v - dv) ** 2 / (0.5 * radius) ** 2 <= 1.0
+        mask = blob & (ndimage.gaussian_filter(rng.random(blob.shape), 1.0) > 0.45)
+        padded = np.pad(mask.astype(np.float32), 1)
+        area = max(mask.sum(), 1)
+        expected = {}
+        for period in (*body_frame.ISOTROPY_TEST_DEG, *body_frame.SYMMETRY_CANDIDATES_DEG):
+            c, s = np.float32(math.cos(math.radians(period))), np.float32(math.sin(math.radians(period)))
+            u, v = memory._u * c + memory._v * s, memory._v * c - memory._u * s
+            turned = bilinear(padded, v + half, u + half) > 0.5
+            expected[period] = (turned & mask).sum() / max((turned | mask).sum(), area)
+        assert body_frame.rotation_ious(mask, memory._u, memory._v) == expected
+    empty = np.zeros_like(memory.mask)
+    assert set(body_frame.rotation_ious(empty, memory._u, memory._v).values()) == {0.0}
+
+
 _SPECIAL = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, -1.0, 1e-30, -1e-30, 1 + 1e-7, -(1 + 1e-7), 0.5]
 
 

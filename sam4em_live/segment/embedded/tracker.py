@@ -154,19 +154,34 @@ class TrackedParticle:
         self.present, self.velocity, self.last_z = False, (0.0, 0.0), 0.0
         self.frames_lost += 1
 
-    def learn_shape(self, darkness: np.ndarray, x_win: float, y_win: float) -> None:
-        """Fold this frame's aligned appearance into memory; re-derive the shape when due."""
-        self.memory.update(self.memory.observe(darkness, x_win, y_win, self.angle_deg))
-        self.frames_since_update += 1
-        if self.memory.n_obs < YOUNG_MEMORY_FRAMES:
+    def next_refresh_overdue(self) -> int | None:
+        """Learns by which the next learn's shape refresh is overdue (0: just due); None if it is not due."""
+        count, due = self._schedule_after_next_learn()
+        return count - due if count >= due else None
+
+    def _schedule_after_next_learn(self) -> tuple[int, int]:
+        """(learns counted towards the next refresh, learns between refreshes) once one more is folded in."""
+        n_obs = self.memory.n_obs + 1
+        count = self.frames_since_update + 1
+        if n_obs < YOUNG_MEMORY_FRAMES:
             due = REFRESH_EVERY_YOUNG
         else:
-            due = REFRESH_EVERY if self.memory.n_obs < self.memory.options.memory_frames else 4 * REFRESH_EVERY
-        if self.memory.n_obs == self.memory.options.memory_frames:  # the memory is full: steady refreshes
-            self.frames_since_update = (self.frames_since_update + self.refresh_phase()) % due
-        elif self.memory.n_obs in (2, YOUNG_MEMORY_FRAMES):  # a schedule starts (first learn, or grown up): out of step
-            self.frames_since_update = (self.frames_since_update + self.particle - 1) % due
-        if self.frames_since_update >= due:
+            due = REFRESH_EVERY if n_obs < self.memory.options.memory_frames else 4 * REFRESH_EVERY
+        if n_obs == self.memory.options.memory_frames:  # the memory is full: steady refreshes
+            count = (count + self.refresh_phase()) % due
+        elif n_obs in (2, YOUNG_MEMORY_FRAMES):  # a schedule starts (first learn, or grown up): out of step
+            count = (count + self.particle - 1) % due
+        return count, due
+
+    def learn_shape(self, darkness: np.ndarray, x_win: float, y_win: float, may_refresh: bool = True) -> bool:
+        """Fold this frame's aligned appearance into memory; re-derive the shape when due. True if it did.
+
+        ``may_refresh`` False puts a due refresh off: it stays due and is made at a later learn (the
+        segmenter spreads the refreshes of memories filling together over frames, `EmbeddedSegmenter._learn`).
+        """
+        self.frames_since_update, due = self._schedule_after_next_learn()
+        self.memory.update(self.memory.observe(darkness, x_win, y_win, self.angle_deg))
+        if self.frames_since_update >= due and may_refresh:
             self.frames_since_update = 0
             area = self.memory.area_px
             du, dv = self.memory.refresh()
@@ -183,6 +198,8 @@ class TrackedParticle:
             t = math.radians(self.angle_deg)
             self.x += du * math.cos(t) - dv * math.sin(t)
             self.y += du * math.sin(t) + dv * math.cos(t)
+            return True
+        return False
 
     def refresh_phase(self) -> int:
         """Learns added to the count towards the first steady refresh: particles prompted together spread out.
