@@ -5,11 +5,18 @@ A refresh is seen from the outside as a new `TemplateBanks` object on the partic
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
+
+import pytest
 
 from sam4em_live.frames import Frame
 from sam4em_live.segment.embedded.options import EmbeddedOptions
-from sam4em_live.segment.embedded.segmenter import FILLING_REFRESH_SPACING_FRAMES, EmbeddedSegmenter
+from sam4em_live.segment.embedded.segmenter import (
+    FILLING_MEMORIES_PER_REFRESH,
+    FILLING_REFRESH_SPACING_FRAMES,
+    EmbeddedSegmenter,
+)
 from sam4em_live.segment.embedded.tracker import REFRESH_EVERY_YOUNG, YOUNG_MEMORY_FRAMES
 from tools.bench.benchmarks.particle_scaling import _prompts, particle_clip
 
@@ -37,11 +44,14 @@ def _refresh_frames(clip: np.ndarray, prompts: list, frames: int = FRAMES) -> di
     return refreshed
 
 
-def test_memories_filling_together_refresh_one_at_a_time_on_odd_frames_and_none_is_starved() -> None:
-    clip, centres = particle_clip(384, 4, 12, seed=3)
+@pytest.mark.parametrize("particles, size", [(4, 384), (9, 512)])
+def test_memories_filling_together_refresh_a_few_at_a_time_on_odd_frames_and_none_is_starved(particles: int,
+                                                                                              size: int) -> None:
+    clip, centres = particle_clip(size, particles, 12, seed=3)
     refreshed = _refresh_frames(clip, _prompts(centres[0]))
     frames = [f for fs in refreshed.values() for f in fs]
-    assert len(frames) == len(set(frames)), f"two filling memories refreshed on one frame: {refreshed}"
+    per_frame = -(-particles // FILLING_MEMORIES_PER_REFRESH)  # 1 for 4 memories, 3 for 9
+    assert max(Counter(frames).values()) <= per_frame, f"too many filling memories refreshed on one frame: {refreshed}"
     assert all(f % FILLING_REFRESH_SPACING_FRAMES == 1 for f in frames)  # off the maps' (even) update frames
     # Each memory is refreshed several times while filling (young, then with the edge fit), none left behind.
     assert all(len(fs) >= 3 for fs in refreshed.values()), refreshed

@@ -72,11 +72,14 @@ REACQUIRE_BLOBS = 12
 #: A particle reported absent scores below this (the documented threshold `CONFIDENT_SCORE` is 0.5).
 ABSENT_SCORE_CAP = 0.45
 #: While several memories fill together, their shape refreshes are made only on frames ``k *
-#: FILLING_REFRESH_SPACING_FRAMES + 1``, one a frame, the most overdue first (issue 23, a click at 200 fps):
-#: 4 particles prompted together each refreshed every 2nd frame while young (2-8 ms a refresh at 1024²):
-#: ~13 ms frames for their first ~15 frames, and frames dropped. Those are odd frames: the background and
-#: static maps update on even ones. A lone filling memory (one click mid-stream) refreshes when due.
+#: FILLING_REFRESH_SPACING_FRAMES + 1``, one a frame for every `FILLING_MEMORIES_PER_REFRESH` filling
+#: memories (or fewer), the most overdue first (issue 23, a click at 200 fps): 4 particles prompted together
+#: each refreshed every 2nd frame while young (2-8 ms a refresh at 1024²): ~13 ms frames for their first
+#: ~15 frames, and frames dropped. Those are odd frames: the background and static maps update on even ones.
+#: Many particles prompted together get proportionally more turns (each memory is refreshed about as often
+#: as 4 are). A lone filling memory (one click mid-stream) refreshes when due.
 FILLING_REFRESH_SPACING_FRAMES = 2
+FILLING_MEMORIES_PER_REFRESH = 4
 #: The static map is updated this many frames off the background map's phase: both on one frame (every
 #: 16th) made one of the costliest frames (issue 23: p99 latency follows such synchronised work).
 STATIC_MAP_PHASE_FRAMES = 2
@@ -103,8 +106,8 @@ class EmbeddedSegmenter(PromptLanding):
         self._background = FlatField(self.options.background_model, self.options.background_update_interval_frames)
         self._behind = False  # set by note_backlog (live mode only)
         self._lost_turn = 0  # which lost particle is searched while behind (round robin)
-        # `FILLING_REFRESH_SPACING_FRAMES`: the particle whose filling memory may refresh on this frame.
-        self._filling_refresh_turn: int | None = None
+        # `FILLING_REFRESH_SPACING_FRAMES`: the particles whose filling memories may refresh on this frame.
+        self._filling_refresh_turns: frozenset[int] = frozenset()
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "embedded", "random_weights": False, "model": "prompt-seeded template matching",
@@ -144,7 +147,7 @@ class EmbeddedSegmenter(PromptLanding):
             self._frames_seen += 1
             return [results.get(pid) or ParticleMask.absent(pid) for pid in sorted(self._tracks)]
         pending = [t for t in self._tracks.values() if t.particle not in results]
-        self._filling_refresh_turn = self._filling_refresh_due()
+        self._filling_refresh_turns = self._filling_refreshes_due()
         # Lost before this frame: a particle lost in the joint pass (a refused jump) is not searched again
         # as a re-acquisition in the same frame (its budget, widened for a lost frame, let the refused jump in).
         lost = [t for t in pending if not t.present]
@@ -323,19 +326,21 @@ class EmbeddedSegmenter(PromptLanding):
         track.learning_deferred = 0
         return True
 
-    def _filling_refresh_due(self) -> int | None:
-        """The particle whose filling memory may refresh its shape on this frame (`FILLING_REFRESH_SPACING_FRAMES`).
+    def _filling_refreshes_due(self) -> frozenset[int]:
+        """The particles whose filling memories may refresh their shapes on this frame (`FILLING_REFRESH_SPACING_FRAMES`).
 
-        A lone filling memory, whenever due. Of several, on a refresh frame, the one overdue by the most learns
-        (then the lowest id) among those whose next learn makes a refresh due; None on other frames.
+        A lone filling memory, whenever due. Of several, on a refresh frame, those overdue by the most learns
+        (then the lowest ids) among those whose next learn makes a refresh due, one for every
+        `FILLING_MEMORIES_PER_REFRESH` filling memories; none on other frames.
         """
         filling = [t for t in self._tracks.values() if t.memory.n_obs < self.options.memory_frames]
         if len(filling) == 1:
-            return filling[0].particle
+            return frozenset({filling[0].particle})
         if self._frames_seen % FILLING_REFRESH_SPACING_FRAMES != 1:
-            return None
-        due = [(overdue, t.particle) for t in filling if (overdue := t.next_refresh_overdue()) is not None]
-        return min(due, key=lambda d: (-d[0], d[1]))[1] if due else None
+            return frozenset()
+        due = sorted((-overdue, t.particle) for t in filling if (overdue := t.next_refresh_overdue()) is not None)
+        turns = -(-len(filling) // FILLING_MEMORIES_PER_REFRESH)
+        return frozenset(particle for _, particle in due[:turns])
 
     def _lost_to_search(self, lost: list[TrackedParticle]) -> list[TrackedParticle]:
         """Every lost particle, or while live frames queue up (`note_backlog`) one of them, in turn.
@@ -359,7 +364,7 @@ class EmbeddedSegmenter(PromptLanding):
         window = frame_window(pixels, x0, y0, 2 * half + 1, 2 * half + 1, track.polarity,
                               claimed(claims, x0, y0, 2 * half + 1), background)
         filling = track.memory.n_obs < self.options.memory_frames
-        may_refresh = not filling or track.particle == self._filling_refresh_turn
+        may_refresh = not filling or track.particle in self._filling_refresh_turns
         track.learn_shape(window.darkness, track.x - x0, track.y - y0, may_refresh)
 
     def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Placement],
