@@ -19,6 +19,7 @@ from sam4em_live.particles import Prompt
 from sam4em_live.service.builder import build_service
 from sam4em_live.service.discovery import STATIC_WARMUP_UPDATES
 from sam4em_live.service.discovery_thread import (
+    BEHIND_CPU_SHARE,
     GATE_MAX_WAIT_S,
     DetectionJob,
     DetectionOutcome,
@@ -240,6 +241,38 @@ def test_a_paced_detector_thread_rests_its_share_of_each_run() -> None:
     assert rests[0] >= 0.02 and rests[1] == 0.0
 
 
+def test_the_detector_thread_rests_longer_after_a_run_during_which_the_worker_fell_behind() -> None:
+    # cpu_share 0.5 rests about c after a run of c s of CPU; with the worker behind, BEHIND_CPU_SHARE (0.08): ~11.5 c
+    worker = WorkerIdle()
+    falls_behind = threading.Event()
+
+    def busy(job: DetectionJob) -> DetectionOutcome:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.01:
+            sum(range(1000))
+        if falls_behind.is_set():  # the worker takes a frame with two more waiting while the detector runs
+            worker.took(2)
+            worker.delivered()
+        return DetectionOutcome(job.frame.index, (), (), 0.0, 0.0)
+
+    rests, backoffs = [], []
+    for behind in (False, True):
+        if behind:
+            falls_behind.set()
+        thread = DetectorThread(busy, cpu_share=0.5, behind=StagePauses(worker).behind)
+        thread.start()
+        try:
+            thread.offer(DetectionJob(Frame("t", 0, 0.0, np.zeros((8, 8), np.uint16)), (), time.perf_counter()))
+            assert thread.outcomes.get(timeout=10.0).frame_index == 0
+            time.sleep(0.05)  # the rest is noted before it starts
+        finally:
+            thread.close()
+        rests.append(thread.paced_s)
+        backoffs.append(thread.backoffs)
+    assert backoffs == [0, 1] and worker.behind == 1
+    assert 0.01 <= rests[0] < 0.05 and rests[1] >= (1 / BEHIND_CPU_SHARE - 1) * 0.01
+
+
 def test_the_detector_stages_pause_while_the_worker_has_a_frame_within_a_budget_a_run() -> None:
     worker = WorkerIdle()
     pauses = StagePauses(worker)
@@ -257,7 +290,7 @@ def test_the_detector_stages_pause_while_the_worker_has_a_frame_within_a_budget_
     waiter.start()
     time.sleep(0.005)
     assert not released.is_set()  # held while the worker has its frame
-    worker.delivered(0)  # the worker delivered its frame: the stage goes on
+    worker.delivered()  # the worker delivered its frame: the stage goes on
     assert released.wait(5.0)
     waiter.join()
     worker.took()  # a worker that stays busy: the stage runs after the run's bounded wait

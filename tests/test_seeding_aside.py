@@ -256,22 +256,22 @@ def test_the_helper_seeds_only_while_the_worker_is_idle(monkeypatch: pytest.Monk
     worker = WorkerIdle()  # as the service drives it: took at each frame, delivered after the sinks
     lane = SeedingLane(seeder, worker)
     try:
-        worker.took()
+        worker.took(0)
         assert lane.route(frame(pixels, 0), [click(1, 60.0, 60.0)], 0) == ([], None)
-        worker.delivered(0)  # idle: the helper seeds
+        worker.delivered()  # idle: the helper seeds
         assert seeder.started.wait(30)
-        worker.took()
-        lane.route(frame(pixels, 1), [], 0)  # the worker holds frame 1
+        worker.took(3)
+        lane.route(frame(pixels, 1), [], 3)  # the worker holds frame 1, 3 more wait behind it
         time.sleep(0.02)  # the helper reaches its next step and pauses there
         paused_at = seeder.taken
         time.sleep(0.2)  # 200 steps' time: none taken while the worker holds the frame
         assert seeder.taken == paused_at < seeder.steps
-        worker.delivered(3)  # frame 1 delivered, 3 frames wait behind it: still not idle
+        worker.delivered()  # frame 1 delivered, but frames waited behind it: not idle yet
         time.sleep(0.1)
         assert seeder.taken == paused_at
-        worker.took()
-        lane.route(frame(pixels, 2), [], 2)
-        worker.delivered(0)  # caught up
+        worker.took(0)
+        lane.route(frame(pixels, 2), [], 0)
+        worker.delivered()  # caught up
         landed = _route_until(lane, pixels, 3, 3000)
         assert seeder.taken == seeder.steps and len(landed) == 1
     finally:

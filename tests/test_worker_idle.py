@@ -1,6 +1,6 @@
 """The service's one "the worker holds a frame" signal (`service/worker_idle.py`), which the seeding helper and the
 discovery detector wait on: busy from the moment the worker takes a frame until its sinks have the result (a frame
-the backend fails on included), idle only with no frame waiting; a side thread's wait is bounded."""
+the backend fails on included), idle only when no frame waited behind the last one taken; a side thread's wait is bounded."""
 
 from __future__ import annotations
 
@@ -26,17 +26,17 @@ def test_idle_only_with_no_frame_held_and_none_waiting() -> None:
     worker = WorkerIdle()
     assert worker.idle and worker.wait(1.0) == 0.0
     worker.took()
-    worker.took()  # a segmentation process: two frames in flight
-    worker.delivered(0)
+    worker.took(2)  # a segmentation process: two frames in flight, and two more wait in the queue
+    worker.delivered()
     assert not worker.idle and worker.held == 1
-    worker.delivered(2)  # the last one delivered, but two frames wait in the queue
-    assert not worker.idle and worker.held == 0
+    worker.delivered()  # the last one delivered, but two frames waited behind it
+    assert not worker.idle and worker.held == 0 and worker.behind == 1  # behind its camera once
     started = time.perf_counter()
     waited = worker.wait(0.05)  # bounded: a side thread goes on after its timeout
     assert waited >= 0.04 and time.perf_counter() - started < 1.0
-    worker.took()
-    worker.delivered(0)
-    assert worker.idle
+    worker.took(0)
+    worker.delivered()
+    assert worker.idle and worker.behind == 1
     worker.took()
     worker.release()  # teardown
     assert worker.idle and worker.held == 0
@@ -50,7 +50,7 @@ def test_a_waiting_side_thread_goes_on_when_the_worker_delivers() -> None:
     side.start()
     time.sleep(0.05)
     assert not waited  # still waiting while the worker holds its frame
-    worker.delivered(0)
+    worker.delivered()
     side.join(5.0)
     assert waited and 0.04 <= waited[0] < 5.0
 

@@ -160,7 +160,8 @@ class Discovery:
 
     def _detector_thread(self) -> DetectorThread:
         if self._thread is None:
-            self._thread = DetectorThread(self.detect, cpu_share=None if self.lockstep else LIVE_CPU_SHARE)
+            self._thread = DetectorThread(self.detect, cpu_share=None if self.lockstep else LIVE_CPU_SHARE,
+                                          behind=self.gate.behind if self.gate is not None else None)
             self._thread.start()
         return self._thread
 
@@ -238,7 +239,8 @@ class Discovery:
         """The detector's cost and lag so far (the ``discovery_cost`` event's detail)."""
         thread = self._thread
         return self.cost.as_dict(thread.jobs.superseded if thread else 0, thread.errors if thread else 0,
-                                 thread.paced_s if thread else 0.0, self.gate.waited_s if self.gate else 0.0)
+                                 thread.paced_s if thread else 0.0, self.gate.waited_s if self.gate else 0.0,
+                                 thread.backoffs if thread else 0)
 
     def close(self) -> None:
         """End the detector thread (teardown; idempotent)."""

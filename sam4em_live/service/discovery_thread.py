@@ -8,8 +8,8 @@ the worker does not drain it (an every-frame run in lockstep, or a stalled worke
 waits for room, never the worker.
 
 Live, the thread also keeps its hands off the frame loop's share of the machine: it rests after each run
-(``cpu_share``, by its own CPU time) and its stages wait while the worker holds a frame (`StagePauses`, on
-the service's `WorkerIdle`).
+(``cpu_share``, by its own CPU time; `BEHIND_CPU_SHARE` after a run during which the worker fell behind its
+camera) and its stages wait while the worker holds a frame (`StagePauses`, on the service's `WorkerIdle`).
 
 Frames are handed over by reference, not copied: a `Frame`'s pixels are never written after it is made
 (the pipeline's rule: a buffer ZeroMQ may still be sending is never mutated).
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05
 #: Outcomes waiting for the worker at most; beyond it the detector thread waits for room.
 OUTCOME_QUEUE = 8
+#: The detector thread's CPU share (of one core) after a run during which the worker had frames waiting: on a
+#: machine whose frame loop cannot keep up, every core-second the detector takes is frames lost (the detector
+#: does not hold the interpreter in its numpy and SciPy calls: what it takes from the worker is cores, measured in
+#: docs/discovery.md). A newcomer then waits longer for its id; the frames do not.
+BEHIND_CPU_SHARE = 0.08
 
 T = TypeVar("T")
 
@@ -85,17 +90,18 @@ class DiscoveryCost:
         self.lag_frames += applied_on - outcome.frame_index
         self.wait_ms += outcome.wait_ms
 
-    def as_dict(self, superseded: int, errors: int, paced_s: float = 0.0, gated_s: float = 0.0
-                ) -> dict[str, float | int]:
+    def as_dict(self, superseded: int, errors: int, paced_s: float = 0.0, gated_s: float = 0.0,
+                backoffs: int = 0) -> dict[str, float | int]:
         """The ``discovery_cost`` event's detail.
 
-        ``paced_s``: the thread's rests so far (`DetectorThread`); ``gated_s``: its waits for an idle worker.
+        ``paced_s``: the thread's rests so far (`DetectorThread`); ``gated_s``: its waits for an idle worker;
+        ``backoffs``: runs after which it rested longer because the worker fell behind.
         """
         n = max(self.runs, 1)
         return {"runs": self.runs, "ms_per_run": round(self.total_ms / n, 3), "ms_max": round(self.max_ms, 3),
                 "frames_offered": self.offered, "frames_superseded": superseded, "errors": errors,
                 "lag_frames_mean": round(self.lag_frames / n, 2), "wait_ms_mean": round(self.wait_ms / n, 3),
-                "rest_s": round(paced_s, 3), "gate_wait_s": round(gated_s, 3)}
+                "rest_s": round(paced_s, 3), "gate_wait_s": round(gated_s, 3), "backoffs": backoffs}
 
 
 #: Longest a detector run waits, over all its stages, for the worker to be idle (then its stages run regardless):
@@ -117,6 +123,10 @@ class StagePauses:
         self._worker = worker
         self._budget_s = GATE_MAX_WAIT_S  # what the current run may still wait (detector thread only)
         self.waited_s = 0.0  # the detector thread's waits so far
+
+    def behind(self) -> int:
+        """The frames the worker has taken so far with frames waiting behind them (`WorkerIdle.behind`)."""
+        return self._worker.behind
 
     def new_run(self) -> None:
         """A detector run starts: it may wait `GATE_MAX_WAIT_S` in all (detector thread)."""
@@ -160,7 +170,9 @@ class DetectorThread:
 
     ``cpu_share`` (live runs): after each run the thread rests so that it uses at most this share of one
     core (`_rest`); the frame loop keeps the rest of the machine, and discovery runs less often on a busy
-    one instead of slowing tracking. None (lockstep runs): no rest.
+    one instead of slowing tracking. None (lockstep runs): no rest. ``behind`` (live runs): a counter of the
+    frames the worker took with frames waiting behind (`WorkerIdle.behind`); a run during which it grew rests for
+    `BEHIND_CPU_SHARE` instead (counted in ``backoffs``).
 
     Every job taken gives exactly one outcome, in order, so a caller in lockstep may wait for it. An
     exception in ``detect`` is logged and counted (``errors``) and gives an empty outcome: a detector
@@ -168,10 +180,12 @@ class DetectorThread:
     """
 
     def __init__(self, detect: Callable[[DetectionJob], DetectionOutcome], name: str = "sam4em-discovery",
-                 cpu_share: float | None = None) -> None:
+                 cpu_share: float | None = None, behind: Callable[[], int] | None = None) -> None:
         self._detect = detect
         self.cpu_share = cpu_share
+        self._behind = behind
         self.paced_s = 0.0  # time spent resting to keep within ``cpu_share``
+        self.backoffs = 0  # runs after which the thread rested for `BEHIND_CPU_SHARE` (the worker fell behind)
         self.jobs: LatestJob[DetectionJob] = LatestJob()
         self.outcomes: queue.Queue[DetectionOutcome] = queue.Queue(OUTCOME_QUEUE)
         self._stop = threading.Event()
@@ -200,6 +214,7 @@ class DetectorThread:
             if job is None:
                 continue
             cpu_started = time.thread_time()
+            behind_before = self._behind() if self._behind is not None else 0
             try:
                 outcome = self._detect(job)
             except Exception:
@@ -212,17 +227,24 @@ class DetectorThread:
                     break
                 except queue.Full:
                     continue
-            self._rest(time.thread_time() - cpu_started)
+            fell_behind = self._behind is not None and self._behind() != behind_before
+            self._rest(time.thread_time() - cpu_started, fell_behind)
 
-    def _rest(self, cpu_s: float) -> None:
-        """After a run that used ``cpu_s`` of CPU, rest so that the thread's share stays within ``cpu_share``.
+    def _rest(self, cpu_s: float, fell_behind: bool = False) -> None:
+        """After a run that used ``cpu_s`` of CPU, rest so that the thread keeps within its share of a core.
 
-        Offers made meanwhile replace each other (`LatestJob`): the next run takes the newest frame. CPU time,
+        The share is ``cpu_share``, or `BEHIND_CPU_SHARE` if the worker fell behind meanwhile. Offers made meanwhile replace each other (`LatestJob`): the next run takes the newest frame. CPU time,
         not wall time: on a busy machine a run's wall time is mostly waiting for a core, which is not what
         the frame loop loses.
         """
-        if self.cpu_share is None or self.cpu_share >= 1.0:
+        share = self.cpu_share
+        if share is None:
             return
-        rest_s = cpu_s * (1.0 / self.cpu_share - 1.0)
+        if fell_behind and share > BEHIND_CPU_SHARE:
+            share = BEHIND_CPU_SHARE
+            self.backoffs += 1
+        if share >= 1.0:
+            return
+        rest_s = cpu_s * (1.0 / share - 1.0)
         self.paced_s += rest_s
         self._stop.wait(rest_s)

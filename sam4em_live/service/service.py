@@ -275,7 +275,7 @@ class Service(ServiceControlSide, ServiceStatusSide):
         processor = self.processor
         assert processor is not None  # built with the sinks at the first frame
         self._frame_shape = frame.shape
-        self.worker_idle.took()  # until delivered: the side threads hold back
+        self.worker_idle.took(len(self.queue))  # until delivered: the side threads hold back
         if self.discovery.enabled:  # before the frame's edits: an auto-added particle starts on this frame
             self.discovery.on_frame(frame, processor.last_measurements, self.stage.particles())
         edits, refused = self.edits.due(frame.index, frame.shape, self.stage.particles)
@@ -290,7 +290,7 @@ class Service(ServiceControlSide, ServiceStatusSide):
         except Exception:
             self._seg_errors += 1
             log.exception("segmentation failed on frame %d; continuing", frame.index)
-            self.worker_idle.delivered(len(self.queue))  # never in flight: the worker is done with it
+            self.worker_idle.delivered()  # never in flight: the worker is done with it
 
     def _collect(self) -> None:
         """Wait for the oldest frame in flight and deliver it to the sinks."""
@@ -308,10 +308,10 @@ class Service(ServiceControlSide, ServiceStatusSide):
         except Exception:
             self._seg_errors += 1
             log.exception("segmentation failed; continuing")
-            self.worker_idle.delivered(len(self.queue))  # nothing to deliver: the worker is done with the frame
+            self.worker_idle.delivered()  # nothing to deliver: the worker is done with the frame
             return
         self._deliver(result)
-        self.worker_idle.delivered(len(self.queue))  # after the sinks: they are the worker's work too
+        self.worker_idle.delivered()  # after the sinks: they are the worker's work too
 
     def _finish_in_flight(self) -> None:
         while self.stage.in_flight:
