@@ -264,7 +264,8 @@ def discovery(params: Mapping[str, ParamValue], context: RunContext) -> Measurem
 # ------------------------------------------------------------------ end to end, discovery off and on side by side
 
 PIPELINE_FIGURES = ("fps_after_warmup", "frames_dropped_after_warmup", "latency_ms_p50", "latency_ms_p99",
-                    "stage_discover_ms_mean", "stage_discover_worker_ms_mean", "present_fraction")
+                    "stage_segment_ms_mean", "stage_discover_ms_mean", "stage_discover_worker_ms_mean",
+                    "present_fraction")
 
 
 @benchmark("discovery-pipeline", "end to end (the pipeline benchmark) with discovery off / propose / auto, "
@@ -274,9 +275,15 @@ PIPELINE_FIGURES = ("fps_after_warmup", "frames_dropped_after_warmup", "latency_
            quick={"repeats": 1})
 def discovery_pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     """`pipeline` (ZeroMQ in, publisher and recorder on) once per mode and repeat, the modes interleaved so that
-    they share the machine's load; per mode the median over repeats of each figure, and the 1-min load average."""
+    they share the machine's load; per mode the median over repeats of each figure, and the 1-min load average.
+
+    A mode ``propose:fixed`` / ``auto:fixed`` runs without the detector's back-off (its CPU share stays at
+    `LIVE_CPU_SHARE` when the worker falls behind): the back-off's effect, side by side. ``stage_segment_ms_mean``
+    is the worker's segment stage a frame (what the detector's CPU takes from it shows there first).
+    """
     import os
 
+    from sam4em_live.service import discovery_thread
     from tools.bench.benchmarks.pipeline import pipeline
     from tools.bench.registry import get_benchmark
 
@@ -285,15 +292,22 @@ def discovery_pipeline(params: Mapping[str, ParamValue], context: RunContext) ->
     runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     for _ in range(integer(params, "repeats")):
         for mode in modes:
-            table: dict[str, ParamValue] = {} if mode == "off" else {
-                "mode": mode, "every_n_frames": integer(params, "every_n_frames")}
+            name, _, variant = mode.partition(":")
+            table: dict[str, ParamValue] = {} if name == "off" else {
+                "mode": name, "every_n_frames": integer(params, "every_n_frames")}
             load = os.getloadavg()[0]
-            figures = pipeline({**base, "discovery": table}, context).metrics
+            backoff = discovery_thread.BEHIND_CPU_SHARE
+            if variant == "fixed":
+                discovery_thread.BEHIND_CPU_SHARE = 1.0  # never below the share it has: no back-off
+            try:
+                figures = pipeline({**base, "discovery": table}, context).metrics
+            finally:
+                discovery_thread.BEHIND_CPU_SHARE = backoff
             runs[mode].append({"load": load, **{k: figures[k].value for k in PIPELINE_FIGURES if k in figures}})
             print(f"# {mode}: " + ", ".join(f"{k} {v:.4g}" for k, v in runs[mode][-1].items()), flush=True)
     metrics: dict[str, Metric] = {}
-    lines = ["| discovery | fps after warm-up | dropped after warm-up | p50 / p99 latency (ms) | "
-             "`discover` ms a frame (detector thread) | `discover_worker` ms a frame | load (1 min) |", "|" + "---|" * 7]
+    lines = ["| discovery | fps after warm-up | dropped after warm-up | p50 / p99 latency (ms) | segment stage ms | "
+             "`discover` ms a frame (detector thread) | `discover_worker` ms a frame | load (1 min) |", "|" + "---|" * 8]
     for mode, rows in runs.items():
         med = {k: float(np.median([r[k] for r in rows if k in r])) for k in rows[0]}
         for k, v in med.items():
@@ -301,7 +315,8 @@ def discovery_pipeline(params: Mapping[str, ParamValue], context: RunContext) ->
         each = " / ".join(f"{r['fps_after_warmup']:.0f}" for r in rows)
         loads = ", ".join(f"{r['load']:.1f}" for r in rows)
         lines.append(f"| {mode} | {each} | {med['frames_dropped_after_warmup']:.0f} | {med['latency_ms_p50']:.1f} / "
-                     f"{med['latency_ms_p99']:.1f} | {med.get('stage_discover_ms_mean', 0.0):.2f} | "
+                     f"{med['latency_ms_p99']:.1f} | {med.get('stage_segment_ms_mean', 0.0):.2f} | "
+                     f"{med.get('stage_discover_ms_mean', 0.0):.2f} | "
                      f"{med.get('stage_discover_worker_ms_mean', 0.0):.3f} | "
                      f"{loads} |")
     print("\n".join(lines), flush=True)
