@@ -18,7 +18,7 @@ from sam4em_live.segment.embedded.segmenter import (
     EmbeddedSegmenter,
 )
 from sam4em_live.segment.embedded.tracker import REFRESH_EVERY_YOUNG, YOUNG_MEMORY_FRAMES
-from tools.bench.benchmarks.particle_scaling import _prompts, particle_clip
+from tools.bench.benchmarks.particle_clips import _prompts, particle_clip
 
 if TYPE_CHECKING:
     import numpy as np

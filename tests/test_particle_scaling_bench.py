@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tools.bench import thread_cpu
-from tools.bench.benchmarks.particle_scaling import particle_centres, particle_clip
+from tools.bench.benchmarks.particle_clips import particle_centres, particle_clip
 from tools.bench.provenance import REPO_ROOT
 from tools.bench.schema import load_results
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.bench.benchmarks.particle_scaling import _prompts, particle_clip
+from tools.bench.benchmarks.particle_clips import _prompts, particle_clip
 
 
 def profile_track(particles: int, size: int, frames: int = 40, top: int = 25, settle: int = 45) -> str:
