@@ -39,13 +39,19 @@ if TYPE_CHECKING:
 #: Bin width (px) of the mean edge profile.
 PROFILE_STEP_PX = 0.5
 #: The profile reaches this far outside the provisional contour (px): the blurred edge and background ...
-PROFILE_OUTSIDE_PX = 4.0
+#: 4 px (until session 10) left the background inside the blurred edge of faint memories under a soft MTF:
+#: the alignment's jitter and the soft MTF's long tails raise the profile 4 px out to 10 % of the plateau
+#: (fitted as background: the level too high, a 120 px sphere at CNR 0.3 -10 %).
+PROFILE_OUTSIDE_PX = 12.0
 #: ... and this far inside (px, or to the inscribed radius): enough to tell a step from a chord.
 PROFILE_INSIDE_PX = 14.0
 #: Candidate edge offsets from the provisional contour (px; > 0 inside): a coarse grid, then a fine one.
 MAX_OFFSET_PX, COARSE_OFFSET_STEP_PX, FINE_OFFSET_STEP_PX = 4.0, 0.25, 0.025
-#: Candidate Gaussian widths of the blur (px).
-BLUR_SIGMAS_PX: tuple[float, ...] = (0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
+#: Candidate Gaussian widths of the blur (px): the detector's, a defocus, the alignment's jitter together.
+#: Faint memories under a soft MTF need more than 3 px (fitted: 3.5-4 px on 80-120 px particles at CNR 0.3).
+BLUR_SIGMAS_PX: tuple[float, ...] = (0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)
+#: A plate (step) fit that needs at least this blur does not resolve the edge of a rounded outline (`fit_profile`).
+UNRESOLVED_STEP_BLUR_PX = 3.0
 #: Fine grid (px) on which the blurred chord model is tabulated.
 MODEL_STEP_PX = 0.1
 #: The fitted plateau must stand this many standard errors above zero, else no edge is reported.
@@ -184,11 +190,11 @@ def fit_profile(profile: EdgeProfile, radius: int, rounded: bool) -> EdgeFit | N
     # likelier one (spheres and rods are, flat discs are not, common): it stands unless the plate fits clearly
     # better. Near-equal costs are common in faint, blurred memories, where a flip to the plate model would
     # shrink a sphere by ~1-2 px.
-    # A step that needs the widest blur of the grid is not resolved either: on a rounded outline it is a faint
-    # sphere whose averaged edge is wider than the chord model allows (multi-1024's 30 nm sphere read as such a
-    # step and shrank by a quarter), so no edge is reported; on a polygon it is a blurred plate all the same.
+    # A step that needs a blur of `UNRESOLVED_STEP_BLUR_PX` or more is not resolved either: on a rounded outline it
+    # is a faint sphere whose averaged edge is wider than the chord model allows (multi-1024's 30 nm sphere read as
+    # such a step and shrank by a quarter), so no edge is reported; on a polygon it is a blurred plate all the same.
     chord_fits = fits["chord"][0] <= CHORD_PREFERENCE * fits["plate"][0]
-    plate_unresolved = fits["plate"][3] == len(BLUR_SIGMAS_PX) - 1
+    plate_unresolved = BLUR_SIGMAS_PX[fits["plate"][3]] >= UNRESOLVED_STEP_BLUR_PX
     rounded = (chord_fits or plate_unresolved) and rounded
     if rounded and not chord_fits:
         return None
