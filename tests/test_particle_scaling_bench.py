@@ -52,6 +52,9 @@ def test_tiny_run_reports_every_case_and_tracks_every_particle(tmp_path: Path) -
             "camera_frames_dropped", "camera_frames")}
         assert metrics["max_fps"].value > 5 and metrics["max_fps"].unit == "frames/s"
         assert metrics["tracked_fraction"].value == 1.0  # every prompted particle present on every measured frame
+        # Live, the prompts land frames after frame 0: the camera run measures only frames after that.
+        assert record.metrics[f"{key}.camera_tracked_fraction"].value == 1.0
+        assert record.metrics[f"{key}.camera_landed_after_frames"].value >= 0
         assert 0 < metrics["camera_latency_ms_p50"].value <= metrics["camera_latency_ms_p99"].value
         assert metrics["camera_frames"].value >= 4 and metrics["camera_frames_dropped"].value >= 0
         # Where the frame's time went: the worker's stages, and the CPU of the service's worker thread.

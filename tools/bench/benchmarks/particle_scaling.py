@@ -14,8 +14,11 @@ loopback) from a sender process that plays the clip forwards then backwards. Two
   published and recorded (p50/p99/max), the processed rate and the frames dropped; queue ``queue_frames``
   (``serve``'s default 8).
 
-Each run sends for ``seconds`` and on until the service has processed ``warmup_frames + min_frames``
-frames (at most ``max_frames`` and ``max_seconds``), so a slow case is measured on fewer frames (a 100-particle 2048² case on
+Live (``latest``) the prompts are seeded beside the frame loop and land frames later (`service.seeding`;
+50 prompts: seconds on a busy worker): the frames before the first with all N present are cheap for the
+wrong reason and are part of the warm-up (``camera_landed_after_frames`` says how many; before this, the
+50- and 100-particle camera rows measured frames with no particle yet). Each run sends for ``seconds`` and
+on until the service has processed ``warmup_frames + min_frames`` frames after the landing (at most ``max_frames`` and ``max_seconds``), so a slow case is measured on fewer frames (a 100-particle 2048² case on
 a loaded 2-core machine: ~15 frames; its p99 is its maximum). The warm-up is left out of every figure:
 the frames finished in the first ``warmup_s`` after the first result (sinks starting), and never fewer
 than ``warmup_frames`` (45): the embedded backend's frames after a prompt cost 3-6x its steady state for
@@ -65,10 +68,14 @@ class ScalingSink:
     stays a fixed number of frames ahead of the service.
     """
 
-    def __init__(self, credits: Any, processed: Any, cpu_every: int = CPU_SAMPLE_FRAMES) -> None:
+    def __init__(self, credits: Any, processed: Any, particles: int, cpu_every: int = CPU_SAMPLE_FRAMES) -> None:
         self.credits = credits
         self.cpu_every = cpu_every
-        self.processed = processed
+        self.processed = processed  # frames finished since every prompt landed (the sender's stop criterion)
+        self.particles = particles
+        #: Frames finished before the first one with every particle present (live, prompts are seeded beside
+        #: the frame loop and land frames later; until then frames are cheap for the wrong reason).
+        self.landed_after: int | None = None
         self.latencies_ms: list[float] = []
         self.done_s: list[float] = []
         self.indices: list[int] = []
@@ -86,12 +93,15 @@ class ScalingSink:
         self.done_s.append(now)
         self.indices.append(result.frame.index)
         self.present.append(sum(1 for mask in result.masks if mask.present))
+        if self.landed_after is None and self.present[-1] >= self.particles:
+            self.landed_after = len(self.present) - 1
         for stage, ms in result.timings_ms.items():
             self.stage_ms.setdefault(stage, []).append(ms)
         if len(self.done_s) % self.cpu_every == 0:
             self.cpu_samples.append((len(self.done_s), thread_cpu.sample()))
-        with self.processed.get_lock():
-            self.processed.value += 1
+        if self.landed_after is not None:
+            with self.processed.get_lock():
+                self.processed.value += 1
         if self.credits is not None:
             self.credits.release()
 
@@ -159,7 +169,7 @@ def _run(params: Mapping[str, ParamValue], context: RunContext, clip: np.ndarray
     })
     credits = mp.Semaphore(ahead) if policy == "every-frame" else None
     processed = mp.Value("i", 0)
-    sink = ScalingSink(credits, processed, min(CPU_SAMPLE_FRAMES, max(integer(params, "warmup_frames"), 1)))
+    sink = ScalingSink(credits, processed, len(prompts), min(CPU_SAMPLE_FRAMES, max(integer(params, "warmup_frames"), 1)))
     built = build_service(config, edits=prompts, extra_sinks=[sink], stop_at_series_end=True)
     built.service.start()
     ready = mp.Event()
@@ -180,10 +190,11 @@ def _run(params: Mapping[str, ParamValue], context: RunContext, clip: np.ndarray
     return sink, built.service.status()
 
 
-def _warmup_frames(done_s: list[float], at_least: int, seconds: float) -> int:
-    """Frames finished in the first ``seconds`` after the first result, and never fewer than ``at_least``."""
+def _warmup_frames(done_s: list[float], at_least: int, seconds: float, landed_after: int = 0) -> int:
+    """Frames finished in the first ``seconds`` after the first result, and never fewer than ``at_least``
+    frames after the prompts landed (``landed_after`` frames finished before the first with all of them)."""
     within = int(np.searchsorted(np.asarray(done_s) - done_s[0], seconds)) if done_s else 0
-    return max(at_least, within)
+    return max(landed_after + at_least, within)
 
 
 def _cpu_per_frame(sink: ScalingSink, warmup: int, least_share: float = 0.01) -> list[tuple[str, float]]:
@@ -207,7 +218,10 @@ def _cpu_per_frame(sink: ScalingSink, warmup: int, least_share: float = 0.01) ->
 def _case_figures(key: str, sink: ScalingSink, status: Any, params: Mapping[str, ParamValue], particles: int,
                   paced: bool) -> dict[str, Metric]:
     n = len(sink.done_s)
-    warmup = _warmup_frames(sink.done_s, integer(params, "warmup_frames"), number(params, "warmup_s"))
+    if sink.landed_after is None:
+        raise RuntimeError(f"{key}: the {particles} prompts never all showed on a frame ({n} frames processed)")
+    warmup = _warmup_frames(sink.done_s, integer(params, "warmup_frames"), number(params, "warmup_s"),
+                            sink.landed_after)
     if n < warmup + 2:
         raise RuntimeError(f"{key}: only {n} frames processed, fewer than the warm-up + 2 = {warmup + 2}; "
                            "give it more seconds or min_frames")
@@ -223,6 +237,8 @@ def _case_figures(key: str, sink: ScalingSink, status: Any, params: Mapping[str,
                 **{f"{key}.cpu_ms_per_frame.{name}": Metric(ms, "ms") for name, ms in _cpu_per_frame(sink, warmup)}}
     metrics = {f"{key}.camera_processed_fps": Metric(fps, "frames/s", "higher"),
                f"{key}.camera_frames": count(n - warmup, "frames"),
+               f"{key}.camera_tracked_fraction": Metric(tracked, "fraction", "higher"),
+               f"{key}.camera_landed_after_frames": count(sink.landed_after, "frames"),
                # Frames lost between the first and the last measured one (the warm-up's drops are not counted).
                f"{key}.camera_frames_dropped": count(sink.indices[-1] - sink.indices[warmup] + 1 - (n - warmup),
                                                      "frames", "lower"),
