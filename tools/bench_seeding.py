@@ -3,6 +3,7 @@ bias, and the time to seed 50 prompts at once. Prints markdown tables (docs/benc
 
     python tools/bench_seeding.py                 # all three parts (~2 min on the 2-core VM)
     python tools/bench_seeding.py --part prompts --seeds 0 1 2
+    python tools/bench_seeding.py --part timing --baseline /tmp/parent   # before/after, side by side
 
 Only the prompt frame is rendered and only `seed_prompts` runs (no tracking): a prompt is **seeded** if it
 is not refused, its **IoU** is the seed mask's against the truth on that frame, and **area bias** is
@@ -18,8 +19,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -124,13 +129,17 @@ def sweep_table(seeds: list[int]) -> None:
         print(f"| {shape} | " + " | ".join(cells) + " |", flush=True)
 
 
-def timing_table() -> None:
-    """Seconds to seed 10, 25 and 50 point prompts at once on the dense field's prompt frame."""
+def timing_prompts() -> tuple[np.ndarray, list[Prompt]]:
+    """The dense field's prompt frame (seed 0) and 50 point prompts on it: 35 centre clicks, then 15 rim clicks."""
     clip = prompt_clip("dense", 0, 2, "chen")
     prompts = clip.prompts("point")
     more = [Prompt(p.particle + 100, 0, p.points, p.labels) for p in clip.prompts("point-edge")]
-    prompts = (prompts + more)[:50]
-    pixels = clip.frames[0]
+    return clip.frames[0], (prompts + more)[:50]
+
+
+def timing_table() -> None:
+    """Seconds to seed 10, 25 and 50 point prompts at once on the dense field's prompt frame."""
+    pixels, prompts = timing_prompts()
     seed_prompts(pixels, prompts[:2], OPTIONS)  # first-call costs
     print("| prompts | seconds | ms per prompt |")
     print("|---|---|---|")
@@ -146,6 +155,55 @@ def _timed(pixels: np.ndarray, prompts: list[Prompt]) -> float:
     return time.perf_counter() - start
 
 
+#: Run by `side_by_side` in a child process whose ``sam4em_live`` is one tree's: seeds the 50 prompts
+#: saved in argv[1] once (after a warm-up on two) and prints wall and CPU seconds.
+_CHILD = """
+import contextlib, sys, time
+import numpy as np
+from sam4em_live.particles import Prompt, PromptError
+from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.seed import seed_prompts
+saved = np.load(sys.argv[1])
+pixels = saved["pixels"]
+prompts = [Prompt(int(p), 0, ((float(x), float(y)),), (1,)) for p, x, y in saved["points"]]
+with contextlib.suppress(PromptError):
+    seed_prompts(pixels, prompts[:2], EmbeddedOptions())
+wall, cpu = time.perf_counter(), time.process_time()
+with contextlib.suppress(PromptError):
+    seed_prompts(pixels, prompts, EmbeddedOptions())
+print(time.perf_counter() - wall, time.process_time() - cpu)
+"""
+
+
+def side_by_side(baseline: str, rounds: int) -> None:
+    """`timing_prompts` seeded by the ``baseline`` tree's package and by this one, alternately, ``rounds`` times.
+
+    Each run is a fresh process importing ``sam4em_live`` from its tree (``baseline``: e.g. a
+    ``git worktree`` of the parent revision), so on a loaded machine both see the same load;
+    the load average is printed with each run.
+    """
+    pixels, prompts = timing_prompts()
+    this = str(Path(__file__).resolve().parents[1])
+    with tempfile.TemporaryDirectory() as folder:
+        saved = str(Path(folder) / "prompts.npz")
+        np.savez(saved, pixels=pixels, points=np.array([(p.particle, *p.points[0]) for p in prompts]))
+        print("| run | tree | wall s | CPU s | load (1 min) |")
+        print("|---|---|---|---|---|")
+        ratios = []
+        for run in range(rounds):
+            walls = {}
+            for name, tree in (("before", baseline), ("after", this)):
+                load = Path("/proc/loadavg").read_text().split()[0]
+                env = {**os.environ, "PYTHONPATH": tree}
+                out = subprocess.run([sys.executable, "-c", _CHILD, saved], env=env, cwd=tree, check=True,
+                                     capture_output=True, text=True).stdout.split()
+                walls[name] = float(out[0])
+                print(f"| {run + 1} | {name} ({tree}) | {float(out[0]):.2f} | {float(out[1]):.2f} | {load} |",
+                      flush=True)
+            ratios.append(walls["before"] / walls["after"])
+        print(f"\nbefore / after, wall: {', '.join(f'{r:.2f}' for r in ratios)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("prompts", "sweep", "timing", "all"), default="all")
@@ -156,13 +214,20 @@ def main() -> None:
                         help="length the scenarios are built for (the robustness benchmark's; paths depend on it)")
     parser.add_argument("--list", action="store_true",
                         help="print (stderr) every refusal and every seed that takes in a neighbour or misses")
+    parser.add_argument("--baseline", metavar="TREE",
+                        help="with --part timing: time 50 prompts with TREE's package (e.g. a git worktree of the "
+                             "parent revision) and this one's, alternately, in fresh processes")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of --baseline (default 3)")
     args = parser.parse_args()
     if args.part in ("prompts", "all"):
         prompts_table(args.seeds, args.conditions, args.frames, args.list)
     if args.part in ("sweep", "all"):
         sweep_table(args.seeds)
     if args.part in ("timing", "all"):
-        timing_table()
+        if args.baseline:
+            side_by_side(args.baseline, args.rounds)
+        else:
+            timing_table()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from sam4em_live.particles import Prompt, PromptError, validate_edit
 from sam4em_live.segment.base import PromptErrors
+from sam4em_live.segment.embedded.seed_frame import SeedFrame, shared_extent
 from sam4em_live.segment.embedded.seed_prompt import (
     POINT_REACH_PX,
     box_region,
@@ -38,11 +39,19 @@ from sam4em_live.segment.embedded.seed_prompt import (
     edge_contrast,
     frame_polarity,
     moved_click,
+    prompt_centre,
     same_particle,
     single_click,
 )
 from sam4em_live.segment.embedded.seed_region import Territory, filled
-from sam4em_live.segment.embedded.seed_window import BOX_SEED_MARGIN_PX, Seed, seed_at_prompt, seed_from_mask
+from sam4em_live.segment.embedded.seed_window import (
+    BOX_SEED_MARGIN_PX,
+    SMOOTHING_SCALES,
+    TERRITORY_SCALE_FACTOR,
+    Seed,
+    seed_at_prompt,
+    seed_from_mask,
+)
 from sam4em_live.segment.embedded.shape import body_offsets
 
 if TYPE_CHECKING:
@@ -81,19 +90,23 @@ def seed_prompts(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: Emb
     Every edit is tried before anything is refused, so all the refusals of the frame go back in
     one `PromptErrors` (each `PromptError` naming its particle) and the pipeline tracks the frame
     once more without them -- two passes however many prompts are bad, and seeding stays linear
-    in the number of prompts.
+    in the number of prompts. The prompts share the frame's preparation (`prepared_frame`).
     """
     seeds: dict[int, Seed] = {}
     refused: list[PromptError] = []
     shape = (int(pixels.shape[0]), int(pixels.shape[1]))
-    frame_sign: float | None = None  # read once a frame (`frame_polarity`), when a prompt needs it
+    valid: list[ParticleEdit] = []
     for edit in edits:
         try:
             validate_edit(edit, shape)
+            valid.append(edit)
+        except PromptError as exc:
+            refused.append(exc if exc.particle is not None else PromptError(str(exc), edit.particle))
+    frame = prepared_frame(pixels, [edit for edit in valid if isinstance(edit, Prompt)], options)
+    for edit in valid:
+        try:
             if isinstance(edit, Prompt):
-                if frame_sign is None and options.polarity not in ("dark", "bright"):
-                    frame_sign = frame_polarity(pixels)
-                seeds[id(edit)] = seed_particle(pixels, edit, options, frame_sign)
+                seeds[id(edit)] = seed_particle(pixels, edit, options, frame)
         except PromptError as exc:
             refused.append(exc if exc.particle is not None else PromptError(str(exc), edit.particle))
     if refused:
@@ -101,8 +114,31 @@ def seed_prompts(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: Emb
     return seeds
 
 
+def prepared_frame(pixels: np.ndarray, prompts: Sequence[Prompt], options: EmbeddedOptions) -> SeedFrame:
+    """The preparation ``prompts`` share on this frame (`seed_frame.SeedFrame`): its smoothing over their windows.
+
+    Each prompt's windows reach twice ``seed_window_radius_px`` (a point's largest window) or its
+    box's window from its centre, and half the base radius more around a peak a click was followed to.
+    """
+    radius = options.seed_window_radius_px
+    windows = [(x, y, max(r, 2 * radius) + radius // 2)
+               for x, y, r in (prompt_centre(prompt, options) for prompt in prompts)]
+    max_scale = options.seed_smoothing_px * max(SMOOTHING_SCALES) * TERRITORY_SCALE_FACTOR
+    extent = shared_extent(windows, (int(pixels.shape[0]), int(pixels.shape[1])), max_scale, radius)
+    return SeedFrame(pixels, extent, max_scale)
+
+
+def frame_sign(frame: SeedFrame, options: EmbeddedOptions) -> float:
+    """The frame's particle polarity for ``click_peaks``: the options' if set, else read once a frame."""
+    if options.polarity in ("dark", "bright"):
+        return 1.0 if options.polarity == "dark" else -1.0
+    if frame.sign is None:
+        frame.sign = frame_polarity(frame.pixels)
+    return frame.sign
+
+
 def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
-                  frame_sign: float | None = None) -> Seed:
+                  frame: SeedFrame | None = None) -> Seed:
     """Segment the particle at ``prompt`` on this frame; raise `PromptError` naming its particle if there is none.
 
     A click may be anywhere on the particle. One far from its particle's core (near the rim, in a
@@ -112,15 +148,14 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
     if two particles hold the click about as deeply it is refused ("lost beats wrong"). Among
     these and the seed at the click itself, the one whose outline stands out most from the pixels
     just outside it (`seed_prompt.edge_contrast`: a fragment of the particle has particle outside,
-    a seed merged with neighbours has their gaps inside) is the particle. ``frame_sign``: the frame's
-    `frame_polarity` (read here if not given: `seed_prompts` reads it once for all prompts of a frame).
+    a seed merged with neighbours has their gaps inside) is the particle. ``frame``: what the prompts
+    of a batch share (`prepared_frame`; `seed_prompts` prepares it once for all prompts of a frame).
     """
+    frame = frame if frame is not None else SeedFrame(pixels)
     if prompt.box is not None and 1 not in prompt.labels:
-        return _seed_in_box(pixels, prompt, options, frame_sign)
+        return _seed_in_box(pixels, prompt, options, frame)
     click = single_click(prompt)
-    if click is not None and frame_sign is None and options.polarity not in ("dark", "bright"):
-        frame_sign = frame_polarity(pixels)
-    peaks = [] if click is None else click_peaks(pixels, prompt, options, frame_sign or 0.0)
+    peaks = [] if click is None else click_peaks(pixels, prompt, options, frame_sign(frame, options), frame)
     found: list[tuple[float, Seed]] = []
     near: list[Seed] = []  # seeds the click lies just outside of (an undersized rod's rim)
     for peak in peaks:
@@ -128,7 +163,7 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
                for seed in [*near, *(held for _, held in found)]):
             continue  # a peak of a particle already seeded
         try:
-            seed, territory = seed_at_prompt(pixels, moved_click(prompt, peak), options)
+            seed, territory = seed_at_prompt(pixels, moved_click(prompt, peak), options, frame)
         except PromptError:
             continue
         assert click is not None
@@ -146,7 +181,7 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
         raise PromptError(f"particle {prompt.particle} at ({click[0]:.1f}, {click[1]:.1f}): the click lies between "
                           f"two particles; click nearer the particle's centre or draw a box", prompt.particle)
     try:
-        direct = seed_at_prompt(pixels, prompt, options).seed
+        direct = seed_at_prompt(pixels, prompt, options, frame).seed
     except PromptError:
         if found:
             return found[0][1]
@@ -185,7 +220,7 @@ def in_basin(territory: Territory, click: tuple[float, float], window: Window) -
     return depth_in_mask(territory.own, click, window.x0, window.y0) >= -BASIN_SLACK_PX
 
 
-def _seed_in_box(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions, frame_sign: float | None) -> Seed:
+def _seed_in_box(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions, frame: SeedFrame) -> Seed:
     """A box alone: seeded in the box's window, and as a click at the box's centre kept to the box.
 
     In a dense field the background around a box is half neighbours, and the box's own window can
@@ -198,14 +233,14 @@ def _seed_in_box(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions, f
     candidates: list[Seed] = []
     refusal: PromptError | None = None
     try:
-        candidates.append(seed_at_prompt(pixels, prompt, options).seed)
+        candidates.append(seed_at_prompt(pixels, prompt, options, frame).seed)
     except PromptError as exc:
         refusal = exc
     negatives = tuple(p for p, label in zip(prompt.points, prompt.labels, strict=False) if label == 0)
     click = Prompt(prompt.particle, prompt.frame, (((bx0 + bx1) / 2, (by0 + by1) / 2), *negatives),
                    (1, *(0,) * len(negatives)))
     try:
-        seed = seed_particle(pixels, click, options, frame_sign)
+        seed = seed_particle(pixels, click, options, frame)
         kept = seed.mask & box_region(prompt, seed.mask.shape, seed.window.x0, seed.window.y0, fraction=0.0,
                                       margin_px=BOX_SEED_MARGIN_PX)
         if kept.sum() >= max(6.0, BOX_INSIDE_FRACTION * seed.mask.sum()):

@@ -18,12 +18,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.seed_region import flattened, robust_background, smoothed, white_noise_after
+from sam4em_live.segment.embedded.seed_frame import WindowSmoothing
+from sam4em_live.segment.embedded.seed_region import (
+    background_surface,
+    flattened,
+    robust_background,
+    white_noise_after,
+    without_surface,
+)
 from sam4em_live.segment.embedded.window import Window, block_mean, frame_window, robust_noise
 
 if TYPE_CHECKING:
     from sam4em_live.particles import Prompt
     from sam4em_live.segment.embedded.options import EmbeddedOptions
+    from sam4em_live.segment.embedded.seed_frame import SeedFrame
 
 #: Radius (pixels) around a positive point searched for the particle's darkest smoothed value.
 POINT_REACH_PX = 4
@@ -226,7 +234,7 @@ def frame_polarity(pixels: np.ndarray) -> float:
 
 
 def click_peaks(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
-                frame_sign: float = 0.0) -> list[tuple[float, float]]:
+                frame_sign: float = 0.0, frame: SeedFrame | None = None) -> list[tuple[float, float]]:
     """Where the click's particle may be (x, y): peaks of the smoothed contrast climbed from around the click.
 
     Climbed (`climb`) from the click and from 8 points at each of `CLIMB_SPREADS_PX` around it, at
@@ -239,6 +247,7 @@ def click_peaks(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
     end there), and where it cannot tell (0), the tail the window's smoothed contrast is skewed to.
     Empty when nothing stands out, or the click is on its particle's core: the
     climb from it ends within `POINT_REACH_PX`, or the click reads `CORE_FRACTION` of the peak's contrast.
+    ``frame``: the frame's smoothing shared by a batch of prompts (`seed_frame`).
     """
     cx, cy, radius = prompt_centre(prompt, options)
     radius //= 2
@@ -246,7 +255,9 @@ def click_peaks(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
     raw = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
     if not raw.valid[min(max(int(round(cy)) - y0, 0), 2 * radius), min(max(int(round(cx)) - x0, 0), 2 * radius)]:
         return []
-    window = flattened(raw, raw.valid)
+    surface = background_surface(raw, raw.valid)
+    window = raw if surface is None else without_surface(raw, surface)
+    smooth_at = WindowSmoothing(frame, raw, surface, window)
     pixel_noise = robust_noise(window.darkness, window.valid.astype(np.float32)) or 0.0
     start = (int(round(cy)) - y0, int(round(cx)) - x0)
     turns = np.radians(np.arange(0, 360, 45))
@@ -255,7 +266,7 @@ def click_peaks(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
                         for spread in CLIMB_SPREADS_PX for t in turns]
     for factor in CLIMB_SCALES:
         scale = factor * options.seed_smoothing_px
-        smooth = smoothed(window, scale)
+        smooth = smooth_at(scale)
         background = robust_background(smooth, raw.valid, white_noise_after(pixel_noise, scale))
         signal = smooth - np.float32(background.level)
         sign = {"dark": 1.0, "bright": -1.0}.get(options.polarity, frame_sign)

@@ -13,14 +13,17 @@ and rods thin towards their rim: a fixed fraction would inherit their profile).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from sam4em_live.segment.embedded.window import Window, block_mean
+from sam4em_live.segment.embedded.window import Window, block_mean, float32_median
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Pixels sampled for the background's level and noise (medians of a whole window cost more than the rest).
 BACKGROUND_SAMPLES = 3000
@@ -68,22 +71,37 @@ def robust_background(smooth: np.ndarray, usable: np.ndarray, white_noise: float
     values = smooth[::step, ::step][usable[::step, ::step]]
     if values.size < 16:  # a window that is all prompt: the whole window is the best there is
         values = smooth.ravel()
-    low, high = np.percentile(values, (1.0, 99.0))
+    # Sorted once: the percentiles, the histogram's counts and the clipped medians are then read off it
+    # (the same floats as np.percentile, np.histogram and np.median; a window costs ~10 of these a scale).
+    ordered = np.sort(values.astype(np.float32, copy=False))
+    low, high = _percentile(ordered, 1.0), _percentile(ordered, 99.0)
     if not high > low:
         return Background(float(low), max(white_noise, 1e-6))
     bins = int(np.clip((high - low) / (0.5 * white_noise), 16, 256)) if white_noise > 0 else 64
-    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    edges = np.linspace(low, high, bins + 1)
+    counts = np.diff(np.searchsorted(ordered, edges, side="left"))
+    counts[-1] += int(np.searchsorted(ordered, high, side="right") - np.searchsorted(ordered, high, side="left"))
     counts = ndimage.uniform_filter1d(counts.astype(float), 3 if bins <= 64 else 5)
     level = float(0.5 * (edges[np.argmax(counts)] + edges[np.argmax(counts) + 1]))
-    noise = white_noise if white_noise > 0 else 1.4826 * float(np.median(np.abs(values - level)))
+    noise = white_noise if white_noise > 0 else 1.4826 * float32_median(np.abs(ordered - level))
     for _ in range(CLIP_ITERATIONS):
-        kept = values[np.abs(values - level) < CLIP_SIGMAS * max(noise, 1e-9)]
+        kept = ordered[np.abs(ordered - level) < CLIP_SIGMAS * max(noise, 1e-9)]  # still sorted
         if kept.size < 16:
             break
-        level = float(np.median(kept))
+        half = kept.size // 2
+        level = float(kept[half] if kept.size % 2 else np.add.reduce(kept[half - 1 : half + 1]) / 2)
         # The MAD of a normal clipped at 2.5 sigma is 1.5 % below the unclipped one.
-        noise = max(white_noise, 1.4826 * 1.015 * float(np.median(np.abs(kept - level))))
+        noise = max(white_noise, 1.4826 * 1.015 * float32_median(np.abs(kept - level)))
     return Background(level, max(noise, 1e-6))
+
+
+def _percentile(ordered: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation) of the sorted float32 ``ordered``, as a float."""
+    at = q / 100.0 * (ordered.size - 1)
+    below = math.floor(at)
+    above = min(below + 1, ordered.size - 1)
+    a, b, t = float(ordered[below]), float(ordered[above]), at - below
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 class Territory(NamedTuple):
@@ -195,6 +213,21 @@ def noise_gain(valid: np.ndarray, scale: float, at: tuple[int, int]) -> float:
 def flattened(window: Window, usable: np.ndarray, particle_left_out: bool = False) -> Window:
     """Remove a smooth background (a quadratic: gradients and vignetting) fitted to the background pixels.
 
+    `background_surface`, subtracted from the window's in-frame pixels (those outside read 0).
+    """
+    surface = background_surface(window, usable, particle_left_out)
+    return window if surface is None else without_surface(window, surface)
+
+
+def without_surface(window: Window, surface: np.ndarray) -> Window:
+    """``window`` less its background ``surface`` (float32, on the window); pixels outside the frame read 0."""
+    flat = np.where(window.valid, window.darkness - surface, 0.0).astype(np.float32)
+    return Window(window.x0, window.y0, flat, window.valid, window.background)
+
+
+def background_surface(window: Window, usable: np.ndarray, particle_left_out: bool = False) -> np.ndarray | None:
+    """The window's smooth background (a quadratic: gradients and vignetting), fitted to the background pixels.
+
     Fitted to 4 x 4 block means of ``usable`` pixels (not the prompt's box). A least-squares fit
     over the window would tilt towards a large particle off the window's centre (a click near its
     rim), so the plane starts from the medians of the window's halves (a gradient) and, again, from
@@ -209,7 +242,7 @@ def flattened(window: Window, usable: np.ndarray, particle_left_out: bool = Fals
     pairs = full[:, 1:] & full[:, :-1]
     rows, cols = np.nonzero(full)
     if rows.size < 16 or pairs.sum() < 16:
-        return window
+        return None  # too few background blocks: nothing is removed
     centre_px = 0.5 * (PLANE_BLOCK_PX - 1)
     r_px, c_px = PLANE_BLOCK_PX * rows + centre_px, PLANE_BLOCK_PX * cols + centre_px
     values = blocks[rows, cols]
@@ -243,10 +276,8 @@ def flattened(window: Window, usable: np.ndarray, particle_left_out: bool = Fals
             coeffs = curved
     r, c = np.ogrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
     u_all, v_all = (r - half) / half, (c - half) / half
-    plane = (coeffs[0] + coeffs[1] * r + coeffs[2] * c
-             + coeffs[3] * u_all * u_all + coeffs[4] * u_all * v_all + coeffs[5] * v_all * v_all).astype(np.float32)
-    flat = np.where(window.valid, window.darkness - plane, 0.0).astype(np.float32)
-    return Window(window.x0, window.y0, flat, window.valid, window.background)
+    return (coeffs[0] + coeffs[1] * r + coeffs[2] * c
+            + coeffs[3] * u_all * u_all + coeffs[4] * u_all * v_all + coeffs[5] * v_all * v_all).astype(np.float32)
 
 
 def _half_slope(values: np.ndarray, position: np.ndarray) -> float:
@@ -280,16 +311,18 @@ def component_at(region: np.ndarray, seed_rc: tuple[int, int]) -> np.ndarray | N
 
 
 def coarse_territory(window: Window, usable: np.ndarray, scale: float, seed_rc: tuple[int, int],
-                     allowed: np.ndarray, pixel_noise: float, reach_px: int) -> Territory:
+                     allowed: np.ndarray, pixel_noise: float, reach_px: int,
+                     smooth: Callable[[float], np.ndarray] | None = None) -> Territory:
     """The prompted particle's territory, found at ``scale`` (twice the segmentation scale, or that scale).
 
     At the fine scale a click's strongest pixel can be a noise bump (near a corner, say) that the
     watershed would make a particle of its own; at twice the scale noise is halved and a 2 px gap
     between neighbours is still a valley. The territory is widened back by the scale (not into a
     neighbour's) so the fine outline is not cut by the coarse one. The peak is looked for within
-    ``reach_px`` (or the scale) of ``seed_rc``.
+    ``reach_px`` (or the scale) of ``seed_rc``. ``smooth``: the window smoothed at a scale, if not by
+    `smoothed` (`seed_frame.WindowSmoothing`: a crop of the frame's).
     """
-    coarse = smoothed(window, scale)
+    coarse = smoothed(window, scale) if smooth is None else smooth(scale)
     background = robust_background(coarse, usable, white_noise_after(pixel_noise, scale))
     signal = coarse - np.float32(background.level)
     reach = max(reach_px, int(math.ceil(scale)))

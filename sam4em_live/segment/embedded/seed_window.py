@@ -21,6 +21,7 @@ import numpy as np
 from sam4em_live.particles import PromptError
 from sam4em_live.segment.embedded.dense_territory import blob_size, marked_territory, merged_region
 from sam4em_live.segment.embedded.outline_fit import seed_outline
+from sam4em_live.segment.embedded.seed_frame import WindowSmoothing
 from sam4em_live.segment.embedded.seed_prompt import (
     POINT_REACH_PX,
     box_region,
@@ -35,21 +36,22 @@ from sam4em_live.segment.embedded.seed_region import (
     REGION_FRACTION,
     Background,
     Territory,
+    background_surface,
     coarse_territory,
     component_at,
     edge_threshold,
     filled,
-    flattened,
     noise_gain,
     robust_background,
-    smoothed,
     white_noise_after,
+    without_surface,
 )
 from sam4em_live.segment.embedded.window import Window, frame_window, robust_noise
 
 if TYPE_CHECKING:
     from sam4em_live.particles import Prompt
     from sam4em_live.segment.embedded.options import EmbeddedOptions
+    from sam4em_live.segment.embedded.seed_frame import SeedFrame
 
 #: A box-prompted seed stays within the box as drawn plus this margin (pixels).
 BOX_SEED_MARGIN_PX = 2.0
@@ -86,21 +88,22 @@ class Seeded(NamedTuple):
     territory: Territory
 
 
-def seed_at_prompt(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions) -> Seeded:
+def seed_at_prompt(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
+                   frame: SeedFrame | None = None) -> Seeded:
     """`seed.seed_particle` at the prompt as given (no click followed, no box's centre tried), with its territory.
 
     A point prompt is first analysed in a window of half the ``seed_window_radius_px`` (cheap: most
     particles are far smaller); a region that reaches its edge or a particle not found there (one
     that fills the window leaves no background) is analysed again in a window twice as large, up to
     twice ``seed_window_radius_px``; a region that still reaches the edge is no isolated particle.
-    A box sets its own window.
+    A box sets its own window. ``frame``: the frame's smoothing shared by a batch of prompts (`seed_frame`).
     """
     cx, cy, radius = prompt_centre(prompt, options)
     radii = [radius] if prompt.box is not None else [radius // 2, radius, 2 * radius]
     refusal: PromptError | None = None
     for tried in radii:
         try:
-            seed = _seed_in_window(pixels, prompt, options, cx, cy, tried)
+            seed = _seed_in_window(pixels, prompt, options, cx, cy, tried, frame)
         except PromptError as exc:  # a particle that fills the small window leaves no background in it
             refusal = exc
             continue
@@ -116,7 +119,7 @@ def seed_at_prompt(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions)
 
 
 def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions, cx: float, cy: float,
-                    radius: int) -> Seeded | None:
+                    radius: int, frame: SeedFrame | None) -> Seeded | None:
     """`seed_at_prompt` in the window of half-size ``radius`` around (cx, cy) (None: reaches its edge)."""
     x0, y0 = int(math.floor(cx)) - radius, int(math.floor(cy)) - radius
     raw = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
@@ -126,15 +129,18 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     usable = raw.valid if box is None else raw.valid & ~box
     if usable.sum() < MIN_BACKGROUND_PX:
         usable = raw.valid
-    window = flattened(raw, usable, particle_left_out=box is not None and usable is not raw.valid)
+    surface = background_surface(raw, usable, particle_left_out=box is not None and usable is not raw.valid)
+    window = raw if surface is None else without_surface(raw, surface)
+    smooth = WindowSmoothing(frame, raw, surface, window)
     pixel_noise = robust_noise(window.darkness, window.valid.astype(np.float32)) or 0.0
-    found = _significant_scale(window, prompt, options, usable, pixel_noise)
+    found = _significant_scale(window, smooth, prompt, options, usable, pixel_noise)
     if found is None:
         raise PromptError(f"{where}: nothing to seed (the window lies outside the frame)", prompt.particle)
     scale, signal, background, level, seed_rc = found
     polarity = {"dark": 1.0, "bright": -1.0}.get(options.polarity, 1.0 if level >= 0 else -1.0)
     if polarity < 0:  # the same window read for a bright particle: the contrast is affine in the intensity
         window = Window(window.x0, window.y0, -window.darkness, window.valid, window.background)
+        smooth = smooth.negated()
         signal, level = -signal, -level
     if not level > options.seed_min_snr * background.noise:
         raise PromptError(
@@ -143,9 +149,9 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
     allowed = np.ones(signal.shape, dtype=bool) if box is None else box.copy()
     exclude_negatives(allowed, prompt, x0, y0, seed_rc)
     territory = coarse_territory(window, usable, TERRITORY_SCALE_FACTOR * scale, seed_rc, allowed, pixel_noise,
-                                 POINT_REACH_PX)
+                                 POINT_REACH_PX, smooth)
     if not (territory.own & (signal > REGION_FRACTION * level)).any():  # background structure at that scale
-        territory = coarse_territory(window, usable, scale, seed_rc, allowed, pixel_noise, POINT_REACH_PX)
+        territory = coarse_territory(window, usable, scale, seed_rc, allowed, pixel_noise, POINT_REACH_PX, smooth)
     contour = _contour(territory, signal, level, seed_rc, background.noise)
     if merged_region(window.darkness, territory.own if contour is None else contour[0], scale):
         # Merged with its neighbours at this smoothing (a dense field): markers from its size, borders fine.
@@ -181,7 +187,7 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
             mask &= tight
     # The contrast the tracker's presence test compares with: read at ``seed_smoothing_px`` whatever the
     # scale the particle was found at (heavier smoothing lowers a small particle's peak).
-    reference = smoothed(window, options.seed_smoothing_px)
+    reference = smooth(options.seed_smoothing_px)
     reference -= np.float32(robust_background(reference, usable, white_noise_after(pixel_noise, options.seed_smoothing_px)).level)
     return Seeded(seed_from_mask(window, mask, polarity, float(np.percentile(reference[mask], 90))), territory)
 
@@ -198,8 +204,8 @@ def _contour(territory: Territory, signal: np.ndarray, level: float, seed_rc: tu
     return None if mask is None else (filled(mask), peak)
 
 
-def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions, usable: np.ndarray,
-                       pixel_noise: float) -> tuple[float, np.ndarray, Background, float, tuple[int, int]] | None:
+def _significant_scale(window: Window, smooth: WindowSmoothing, prompt: Prompt, options: EmbeddedOptions,
+                       usable: np.ndarray, pixel_noise: float) -> tuple[float, np.ndarray, Background, float, tuple[int, int]] | None:
     """(scale px, smoothed contrast above background, background, level at the prompt, its pixel).
 
     The smallest smoothing at which the prompt stands `SEGMENT_SNR_FACTOR` x ``seed_min_snr``
@@ -213,9 +219,9 @@ def _significant_scale(window: Window, prompt: Prompt, options: EmbeddedOptions,
     best_snr = -math.inf
     for factor in SMOOTHING_SCALES:
         scale = options.seed_smoothing_px * factor
-        smooth = smoothed(window, scale)
-        background = robust_background(smooth, usable, white_noise_after(pixel_noise, scale))
-        signal = smooth - np.float32(background.level)
+        smoothed = smooth(scale)
+        background = robust_background(smoothed, usable, white_noise_after(pixel_noise, scale))
+        signal = smoothed - np.float32(background.level)
         level, seed_rc = prompt_level(signal, prompt, window.x0, window.y0)
         if not window.valid.all():  # near the frame's edge fewer pixels are averaged: more noise
             background = Background(background.level, background.noise * noise_gain(window.valid, scale, seed_rc))
