@@ -46,12 +46,14 @@ def profile_track(particles: int, size: int, frames: int = 40, top: int = 25, se
     return out.getvalue()
 
 
-def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle: int = 45) -> str:
-    """Thread CPU of `Segmenter.track` per frame, the working tree against ``rev``, interleaved frame by frame.
+def _interleaved(rev: str, clip: np.ndarray, points: list[tuple[int, tuple[float, float]]], frames: int
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Thread CPU (ms) of `Segmenter.track` on frames 0 .. ``frames - 1`` for ``rev`` and the working tree, and
+    the frames whose masks differ.
 
-    Both packages load in one process (`embedded_ab.renamed_revision`) and track the same synthetic frames
-    with ``particles``, alternating which goes first, so both see the machine in the same state: the
-    ratio is the code's effect even on a shared machine. Frames whose masks differ are counted.
+    Both packages load in one process (`embedded_ab.renamed_revision`) and track the same frames (``clip``
+    played ping-pong, point prompts ``(particle, (x, y))`` on frame 0), alternating which goes first, so
+    both see the machine in the same state: the ratio is the code's effect even on a shared machine.
     """
     import sys
     import tempfile
@@ -61,29 +63,36 @@ def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle
     from tools.bench.provenance import CACHE_DIR, resolve_revision
     from tools.bench.registry import RunContext
 
-    clip, centres = particle_clip(size, particles, 16)
     order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
     with tempfile.TemporaryDirectory() as scratch:
         sys.path.insert(0, str(renamed_revision(resolve_revision(rev), RunContext(Path(scratch), CACHE_DIR))))
         sides = {}
         for label, name in (("rev", RENAMED), ("tree", "sam4em_live")):
             create, frame_type, prompt_type = _load(name)
-            prompts = [prompt_type(i + 1, 0, ((float(x), float(y)),), (1,)) for i, (y, x) in enumerate(centres[0])]
+            prompts = [prompt_type(pid, 0, (point,), (1,)) for pid, point in points]
             sides[label] = (create("embedded", {}), frame_type, prompts)
         cpu_ms: dict[str, list[float]] = {"rev": [], "tree": []}
         differing = 0
-        for i in range(settle + frames):
+        for i in range(frames):
             masks = {}
             for label in ("rev", "tree") if i % 2 == 0 else ("tree", "rev"):
                 segmenter, frame_type, prompts = sides[label]
                 start = time.thread_time()
                 masks[label] = segmenter.track(frame_type("ab", i, 0.0, clip[order[i % len(order)]]),
                                                prompts if i == 0 else [])
-                if i >= settle:
-                    cpu_ms[label].append(1e3 * (time.thread_time() - start))
+                cpu_ms[label].append(1e3 * (time.thread_time() - start))
             differing += len(masks["rev"]) != len(masks["tree"]) or not all(
                 _same(a, b) for a, b in zip(masks["rev"], masks["tree"], strict=True))
-    rev_ms, tree_ms = np.asarray(cpu_ms["rev"]), np.asarray(cpu_ms["tree"])
+    return np.asarray(cpu_ms["rev"]), np.asarray(cpu_ms["tree"]), differing
+
+
+def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle: int = 45) -> str:
+    """Thread CPU of `Segmenter.track` per frame with ``particles`` discs, the working tree against ``rev``
+    (`_interleaved`), over ``frames`` frames after ``settle`` (the post-prompt transient)."""
+    clip, centres = particle_clip(size, particles, 16)
+    points = [(i + 1, (float(x), float(y))) for i, (y, x) in enumerate(centres[0])]
+    rev_all, tree_all, differing = _interleaved(rev, clip, points, settle + frames)
+    rev_ms, tree_ms = rev_all[settle:], tree_all[settle:]
 
     def spread(ms: np.ndarray) -> str:  # the p99 is what periodic work does (shape refreshes, map updates)
         return f"{ms.mean():.2f} ms (median {np.median(ms):.2f}, p99 {np.percentile(ms, 99):.2f}, max {ms.max():.2f})"
@@ -92,3 +101,29 @@ def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle
             f"tree {spread(tree_ms)}; tree / {rev}: mean {tree_ms.mean() / rev_ms.mean():.3f}, median "
             f"{np.median(tree_ms) / np.median(rev_ms):.3f}, p99 "
             f"{np.percentile(tree_ms, 99) / np.percentile(rev_ms, 99):.3f}; frames with different masks: {differing}")
+
+
+#: Blocks of frames after the prompts that `compare_landing` reports: the young memories (refreshed every 2nd
+#: learn), the rest of the filling (every 8th, with the edge fit), then the steady state.
+LANDING_BLOCKS = ((1, 15), (16, 40), (41, 80), (81, 150))
+
+
+def compare_landing(rev: str, preset: str = "multi-1024", frames: int = 450) -> str:
+    """What the particles prompted together on frame 0 of a simulated ``preset`` cost in the frames after it:
+    `Segmenter.track`'s thread CPU per frame (mean, p99, max) by block (`LANDING_BLOCKS`), the working tree
+    against ``rev``, interleaved (`_interleaved`). A click at 200 fps: no frame may cost much more than 5 ms."""
+    from tools.bench.data import simulated_clip
+    from tools.bench.provenance import CACHE_DIR
+
+    clip = simulated_clip(CACHE_DIR, preset, 150, 0)
+    points = [(p.particle, p.points[0]) for p in clip.prompts((0,), "point")]
+    rev_ms, tree_ms, differing = _interleaved(rev, clip.pixels, points, frames + 1)
+    lines = [f"{preset}, {len(points)} point prompts on frame 0, frames 1-{frames}: thread CPU per frame (ms) "
+             f"{rev} / tree; frames with different masks: {differing}"]
+    for lo, hi in (*LANDING_BLOCKS, (1, frames)):
+        old, new = rev_ms[lo:hi + 1], tree_ms[lo:hi + 1]
+        if old.size:
+            lines.append(f"  frames {lo}-{hi}: mean {old.mean():.2f} / {new.mean():.2f} (x{new.mean() / old.mean():.3f}), "
+                         f"p99 {np.percentile(old, 99):.1f} / {np.percentile(new, 99):.1f}, "
+                         f"max {old.max():.1f} / {new.max():.1f}")
+    return "\n".join(lines)

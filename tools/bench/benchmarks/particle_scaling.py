@@ -319,11 +319,14 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    from tools.bench.benchmarks.particle_probes import compare_track, profile_track
+    from tools.bench.benchmarks.particle_probes import compare_landing, compare_track, profile_track
     from tools.bench.schema import load_results
 
     if len(sys.argv) >= 4 and sys.argv[1] == "--profile":
         print(profile_track(int(sys.argv[2]), int(sys.argv[3])))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "--ab-landing":  # REV [PRESET [FRAMES]]
+        landing = sys.argv[2:] + ["multi-1024", "450"][len(sys.argv) - 3:]
+        print(compare_landing(landing[0], landing[1], int(landing[2])))
     elif len(sys.argv) >= 5 and sys.argv[1] == "--ab":  # REV PARTICLES SIZE [FRAMES]
         print(compare_track(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *(int(a) for a in sys.argv[5:6])))
     elif len(sys.argv) >= 4 and sys.argv[1] == "--report":  # RESULT.json PLOT.png [TITLE]
@@ -333,4 +336,5 @@ if __name__ == "__main__":
     else:
         sys.exit("usage: python -m tools.bench.benchmarks.particle_scaling --profile PARTICLES SIZE\n"
                  "       python -m tools.bench.benchmarks.particle_scaling --ab REV PARTICLES SIZE [FRAMES]\n"
+                 "       python -m tools.bench.benchmarks.particle_scaling --ab-landing REV [PRESET [FRAMES]]\n"
                  "       python -m tools.bench.benchmarks.particle_scaling --report RESULT.json PLOT.png [TITLE]")
