@@ -87,3 +87,12 @@ def test_thread_cpu_names_a_busy_thread_and_counts_only_its_own_time() -> None:
     spent = thread_cpu.difference(during, before)
     assert 0.05 <= spent["busy-probe"] <= 0.35
     assert spent["idle-probe"] < 0.05
+
+
+def test_a_revision_against_itself_tracks_the_same_masks_interleaved() -> None:
+    # The --ab probe loads two packages in one process (imports renamed): the same code gives the same masks.
+    from tools.bench.benchmarks.particle_probes import compare_track
+
+    report = compare_track("HEAD..HEAD", 2, 128, frames=3, settle=2)
+    assert report.endswith("frames with different masks: 0"), report
+    assert "HEAD / HEAD: mean" in report

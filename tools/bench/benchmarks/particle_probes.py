@@ -9,11 +9,14 @@ docstring).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tools.bench.benchmarks.particle_clips import _prompts, particle_clip
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def profile_track(particles: int, size: int, frames: int = 40, top: int = 25, settle: int = 45) -> str:
@@ -46,10 +49,26 @@ def profile_track(particles: int, size: int, frames: int = 40, top: int = 25, se
     return out.getvalue()
 
 
+def _renamed(rev: str, name: str, into: Path) -> str:
+    """The package at ``rev`` copied into ``into`` as ``name`` (imports rewritten, as `embedded_ab`); its name."""
+    import re
+    import shutil
+
+    from tools.bench.provenance import resolve_revision
+    from tools.bench.runner import extract_revision
+
+    package = into / name
+    shutil.copytree(extract_revision(resolve_revision(rev)) / "sam4em_live", package)
+    pattern = re.compile(r"\bsam4em_live\b")
+    for path in package.rglob("*.py"):
+        path.write_text(pattern.sub(name, path.read_text()))
+    return name
+
+
 def _interleaved(rev: str, clip: np.ndarray, points: list[tuple[int, tuple[float, float]]], frames: int
                  ) -> tuple[np.ndarray, np.ndarray, int]:
     """Thread CPU (ms) of `Segmenter.track` on frames 0 .. ``frames - 1`` for ``rev`` and the working tree, and
-    the frames whose masks differ.
+    the frames whose masks differ. ``rev`` ``A..B`` compares revision B (in the tree's place) with A.
 
     Both packages load in one process (`embedded_ab.renamed_revision`) and track the same frames (``clip``
     played ping-pong, point prompts ``(particle, (x, y))`` on frame 0), alternating which goes first, so
@@ -59,15 +78,16 @@ def _interleaved(rev: str, clip: np.ndarray, points: list[tuple[int, tuple[float
     import tempfile
     from pathlib import Path
 
-    from tools.bench.benchmarks.embedded_ab import RENAMED, _load, _same, renamed_revision
-    from tools.bench.provenance import CACHE_DIR, resolve_revision
-    from tools.bench.registry import RunContext
+    from tools.bench.benchmarks.embedded_ab import _load, _same
 
     order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
+    old_rev, _, new_rev = rev.partition("..")
     with tempfile.TemporaryDirectory() as scratch:
-        sys.path.insert(0, str(renamed_revision(resolve_revision(rev), RunContext(Path(scratch), CACHE_DIR))))
+        sys.path.insert(0, scratch)
+        names = {"rev": _renamed(old_rev, "sam4em_live_old", Path(scratch)),
+                 "tree": _renamed(new_rev, "sam4em_live_new", Path(scratch)) if new_rev else "sam4em_live"}
         sides = {}
-        for label, name in (("rev", RENAMED), ("tree", "sam4em_live")):
+        for label, name in names.items():
             create, frame_type, prompt_type = _load(name)
             prompts = [prompt_type(pid, 0, (point,), (1,)) for pid, point in points]
             sides[label] = (create("embedded", {}), frame_type, prompts)
@@ -88,7 +108,7 @@ def _interleaved(rev: str, clip: np.ndarray, points: list[tuple[int, tuple[float
 
 def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle: int = 45) -> str:
     """Thread CPU of `Segmenter.track` per frame with ``particles`` discs, the working tree against ``rev``
-    (`_interleaved`), over ``frames`` frames after ``settle`` (the post-prompt transient)."""
+    (or ``A..B``: B against A; `_interleaved`), over ``frames`` frames after ``settle`` (the post-prompt transient)."""
     clip, centres = particle_clip(size, particles, 16)
     points = [(i + 1, (float(x), float(y))) for i, (y, x) in enumerate(centres[0])]
     rev_all, tree_all, differing = _interleaved(rev, clip, points, settle + frames)
@@ -97,8 +117,10 @@ def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle
     def spread(ms: np.ndarray) -> str:  # the p99 is what periodic work does (shape refreshes, map updates)
         return f"{ms.mean():.2f} ms (median {np.median(ms):.2f}, p99 {np.percentile(ms, 99):.2f}, max {ms.max():.2f})"
 
-    return (f"{particles} particles, {size}², {frames} frames: thread CPU per frame {rev} {spread(rev_ms)}, "
-            f"tree {spread(tree_ms)}; tree / {rev}: mean {tree_ms.mean() / rev_ms.mean():.3f}, median "
+    old, _, new = rev.partition("..")
+    new = new or "tree"
+    return (f"{particles} particles, {size}², {frames} frames: thread CPU per frame {old} {spread(rev_ms)}, "
+            f"{new} {spread(tree_ms)}; {new} / {old}: mean {tree_ms.mean() / rev_ms.mean():.3f}, median "
             f"{np.median(tree_ms) / np.median(rev_ms):.3f}, p99 "
             f"{np.percentile(tree_ms, 99) / np.percentile(rev_ms, 99):.3f}; frames with different masks: {differing}")
 
@@ -119,7 +141,7 @@ def compare_landing(rev: str, preset: str = "multi-1024", frames: int = 450) -> 
     points = [(p.particle, p.points[0]) for p in clip.prompts((0,), "point")]
     rev_ms, tree_ms, differing = _interleaved(rev, clip.pixels, points, frames + 1)
     lines = [f"{preset}, {len(points)} point prompts on frame 0, frames 1-{frames}: thread CPU per frame (ms) "
-             f"{rev} / tree; frames with different masks: {differing}"]
+             f"{rev.partition('..')[0]} / {rev.partition('..')[2] or 'tree'}; frames with different masks: {differing}"]
     for lo, hi in (*LANDING_BLOCKS, (1, frames)):
         old, new = rev_ms[lo:hi + 1], tree_ms[lo:hi + 1]
         if old.size:

@@ -33,7 +33,8 @@ sender and mask-writer processes ``child:python``; `tools.bench.thread_cpu`), so
 
 ``python -m tools.bench.benchmarks.particle_scaling --profile N SIZE`` (`particle_probes`) prints where one frame's time goes
 with N particles (cProfile of `Segmenter.track` alone, on the same synthetic frames); ``--ab REV N SIZE
-[FRAMES]`` compares `Segmenter.track`'s thread CPU per frame (mean, median, p99, max) with a git revision's,
+[FRAMES]`` compares `Segmenter.track`'s thread CPU per frame (mean, median, p99, max) with a git revision's
+(``A..B``: two revisions),
 interleaved frame by frame in one process (a ratio that holds on a shared machine; use FRAMES >= 300 for a
 p99 that includes the 128-frame shape refresh cycle).
 """
