@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from sam4em_live.config import ServiceConfig
 from sam4em_live.discover.detector import Candidate, ParticleDetector
@@ -21,6 +23,7 @@ from sam4em_live.service.discovery import STATIC_WARMUP_UPDATES
 from sam4em_live.service.discovery_thread import (
     BEHIND_CPU_SHARE,
     GATE_MAX_WAIT_S,
+    LIVE_NICE,
     DetectionJob,
     DetectionOutcome,
     DetectorThread,
@@ -304,3 +307,25 @@ def test_the_detector_stages_pause_while_the_worker_has_a_frame_within_a_budget_
     pauses.new_run()  # a new run may wait again
     pauses.pause()
     assert pauses.waited_s > spent
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priority: Linux")
+def test_a_live_detector_thread_yields_a_shared_core_to_the_frame_loop() -> None:
+    # live (a CPU share): the thread runs LIVE_NICE nicer than the service; lockstep (no share): at the service's own
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+
+    def note(job: DetectionJob) -> DetectionOutcome:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return DetectionOutcome(job.frame.index, (), (), 0.0, 0.0)
+
+    for share in (0.5, None):
+        thread = DetectorThread(note, cpu_share=share)
+        thread.start()
+        try:
+            thread.offer(DetectionJob(Frame("t", 0, 0.0, np.zeros((8, 8), np.uint16)), (), time.perf_counter()))
+            thread.outcomes.get(timeout=10.0)
+        finally:
+            thread.close()
+    assert seen == [min(own + LIVE_NICE, 19), own]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller's thread untouched

@@ -18,6 +18,7 @@ Frames are handed over by reference, not copied: a `Frame`'s pixels are never wr
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -43,6 +44,10 @@ OUTCOME_QUEUE = 8
 #: does not hold the interpreter in its numpy and SciPy calls: what it takes from the worker is cores, measured in
 #: docs/discovery.md). A newcomer then waits longer for its id; the frames do not.
 BEHIND_CPU_SHARE = 0.08
+#: Live, the detector thread runs at this niceness (Linux; per thread): where it and the frame loop compete for a
+#: core, the scheduler gives the core to the frame loop (nice 10 weighs ~1/10 of nice 0); a spare core it still
+#: gets whole. 0: the service's own priority.
+LIVE_NICE = 10
 
 T = TypeVar("T")
 
@@ -209,6 +214,8 @@ class DetectorThread:
         self.jobs.offer(job)
 
     def _loop(self) -> None:
+        if self.cpu_share is not None and LIVE_NICE > 0:
+            _lower_priority(LIVE_NICE)
         while not self._stop.is_set():
             job = self.jobs.take(POLL_S)
             if job is None:
@@ -248,3 +255,14 @@ class DetectorThread:
         rest_s = cpu_s * (1.0 / share - 1.0)
         self.paced_s += rest_s
         self._stop.wait(rest_s)
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by ``nice`` (Linux: a thread's own; elsewhere, or refused, unchanged)."""
+    if not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as exc:
+        log.warning("discovery: could not lower the detector thread's priority (%s)", exc)

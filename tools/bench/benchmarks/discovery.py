@@ -278,7 +278,8 @@ def discovery_pipeline(params: Mapping[str, ParamValue], context: RunContext) ->
     they share the machine's load; per mode the median over repeats of each figure, and the 1-min load average.
 
     A mode ``propose:fixed`` / ``auto:fixed`` runs without the detector's back-off (its CPU share stays at
-    `LIVE_CPU_SHARE` when the worker falls behind): the back-off's effect, side by side. ``stage_segment_ms_mean``
+    `LIVE_CPU_SHARE` when the worker falls behind), ``…:nonice`` with the detector thread at the service's own
+    priority (`discovery_thread.LIVE_NICE` 0), ``…:fixed+nonice`` both: their effects, side by side. ``stage_segment_ms_mean``
     is the worker's segment stage a frame (what the detector's CPU takes from it shows there first).
     """
     import os
@@ -296,13 +297,15 @@ def discovery_pipeline(params: Mapping[str, ParamValue], context: RunContext) ->
             table: dict[str, ParamValue] = {} if name == "off" else {
                 "mode": name, "every_n_frames": integer(params, "every_n_frames")}
             load = os.getloadavg()[0]
-            backoff = discovery_thread.BEHIND_CPU_SHARE
-            if variant == "fixed":
+            backoff, nice = discovery_thread.BEHIND_CPU_SHARE, discovery_thread.LIVE_NICE
+            if "fixed" in variant.split("+"):
                 discovery_thread.BEHIND_CPU_SHARE = 1.0  # never below the share it has: no back-off
+            if "nonice" in variant.split("+"):
+                discovery_thread.LIVE_NICE = 0
             try:
                 figures = pipeline({**base, "discovery": table}, context).metrics
             finally:
-                discovery_thread.BEHIND_CPU_SHARE = backoff
+                discovery_thread.BEHIND_CPU_SHARE, discovery_thread.LIVE_NICE = backoff, nice
             runs[mode].append({"load": load, **{k: figures[k].value for k in PIPELINE_FIGURES if k in figures}})
             print(f"# {mode}: " + ", ".join(f"{k} {v:.4g}" for k, v in runs[mode][-1].items()), flush=True)
     metrics: dict[str, Metric] = {}
