@@ -7,10 +7,10 @@ decided through a bounded queue. The worker applies those outcomes at the start 
 go into the next result delivered, and auto-adds are prompted so they apply to that frame.
 
 Live (``backpressure = "latest"``) the worker drains outcomes without waiting, and the detector thread
-keeps out of the frame loop's way twice over: it rests after each run so that it uses at most
-`LIVE_CPU_SHARE` of a core, and its stages wait while the worker holds a frame (`StagePauses` on the
-service's `WorkerIdle`: the GIL is not handed back and forth mid-frame). In an every-frame run (offline, replay) results must not depend on
-timing, so the worker runs in lockstep: the outcome of the frame offered last is waited for at the next
+keeps out of the frame loop's way (`discovery_thread.py`): it rests after each run to use at most
+`LIVE_CPU_SHARE` of a core (less while the worker is behind), runs at a lower priority, and its stages wait
+while the worker holds a frame (`StagePauses` on the service's `WorkerIdle`). In an every-frame run (offline,
+replay) results must not depend on timing, so the worker runs in lockstep: the outcome of the frame offered last is waited for at the next
 frame, while the detector ran in parallel with that frame's segmentation (no rest, no gate).
 
 Cost, reported three ways: ``timings_ms["discover"]`` of each result is the detector thread's time
