@@ -75,3 +75,30 @@ def test_snapshots_are_put_off_one_turn_at_most_while_behind() -> None:
     for pid in particles:  # what is published is never more than two intervals old
         assert 60 - 20 < published[60][pid].frames_seen <= 61
         assert 50 - 20 < published[50][pid].frames_seen <= 41
+
+
+def test_many_particles_take_at_most_a_few_snapshots_a_frame_and_each_is_published_in_turn() -> None:
+    # 48 particles (more than 10 frames x MAX_SNAPSHOTS_PER_FRAME turns): each turn every 24 frames, at most 2
+    # snapshots on any frame (48 at once on the first publishing frame before), every particle published.
+    from sam4em_live.service.processor import MAX_SNAPSHOTS_PER_FRAME
+    from tools.bench.benchmarks.particle_clips import _prompts, particle_clip
+
+    clip, centres = particle_clip(640, 48, 8, seed=5)
+    prompts = _prompts(centres[0])
+    stats = _CountingStats()
+    processor = FrameProcessor(InProcessSegmentStage(create_segmenter("threshold", {})), stats=stats,
+                               stats_every_frames=10)
+    published = {}
+    order = [*range(len(clip)), *range(len(clip) - 2, 0, -1)]
+    for i in range(61):
+        stats.frame = i
+        result = processor.process(Frame("many", i, time.time(), clip[order[i % len(order)]]), prompts if i == 0 else [])
+        if result.stats:
+            published[i] = result.stats
+    per_frame = [sum(1 for f, _ in stats.calls if f == i) for i in range(61)]
+    assert max(per_frame) <= MAX_SNAPSHOTS_PER_FRAME
+    particles = sorted(p.particle for p in prompts)
+    assert stats.particles() == particles
+    assert sorted(published[30]) == particles  # every one has had its turn (24 frames) by the third publication
+    for pid in particles:  # and what is published is at most one turn (24 frames) old
+        assert 60 - 24 <= published[60][pid].frames_seen - 1 <= 60

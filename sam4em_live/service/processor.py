@@ -61,6 +61,11 @@ class EventStage(Protocol):
 
 #: Live mode: while at least this many frames wait, a particle's statistics snapshot may be put off one turn.
 BACKLOG_DEFER_FRAMES = 2
+#: At most this many statistics snapshots a frame (~0.2-0.4 ms each, two MSD fits; issue 23, many particles):
+#: with more than ``stats_every_frames`` x this particles, each one's turn comes every ceil(N / this) frames
+#: instead of once an interval (50 particles: every 25 frames, where 5 snapshots a frame cost ~1.7 ms at
+#: load; the MSDs span the whole window, so a snapshot that much older differs little).
+MAX_SNAPSHOTS_PER_FRAME = 2
 
 
 class _PendingFrame(NamedTuple):
@@ -251,27 +256,37 @@ class FrameProcessor:
         interval old (its ``frames_seen`` says how old). Live, while
         `BACKLOG_DEFER_FRAMES` frames wait, a particle's turn is skipped (never
         twice in a row) so the pipeline catches up sooner: that snapshot is then
-        at most two intervals old.
+        at most two intervals old. With more than `MAX_SNAPSHOTS_PER_FRAME` turns a
+        frame (over 20 particles at the default interval) the turns spread over
+        ceil(N / `MAX_SNAPSHOTS_PER_FRAME`) frames: snapshots are up to that old, and
+        a new particle's statistics are published once it has had one.
         """
         every = self._stats_every_frames
         particles = stats.particles()
-        phase = index % every
+        cycle = max(every, -(-len(particles) // MAX_SNAPSHOTS_PER_FRAME))  # frames between a particle's turns
+        phase = index % cycle
         behind = backlog is not None and backlog >= BACKLOG_DEFER_FRAMES
+        taken = 0
         for j, pid in enumerate(particles):
-            if (j * every) // len(particles) == phase:
+            if (j * cycle) // len(particles) == phase:
                 if behind and pid in self._stats_cache and pid not in self._snapshots_deferred:
                     self._snapshots_deferred.add(pid)
                     continue
                 self._snapshots_deferred.discard(pid)
                 self._stats_cache.update(stats.snapshot(pid))
-        if phase != 0:
+                taken += 1
+        if index % every != 0:
             return {}
         for pid in set(self._stats_cache) - set(particles):
             del self._stats_cache[pid]
             self._snapshots_deferred.discard(pid)
+        # Particles new since their turn came: all of them while the turns fit in an interval; with more
+        # particles (many landing at once) a few a frame, the others published after their own turn.
+        budget = len(particles) if cycle == every else MAX_SNAPSHOTS_PER_FRAME - taken
         for pid in particles:
-            if pid not in self._stats_cache:  # new since its turn came
+            if pid not in self._stats_cache and budget > 0:
                 self._stats_cache.update(stats.snapshot(pid))
+                budget -= 1
         return {pid: self._stats_cache[pid] for pid in particles if pid in self._stats_cache}
 
     def _reject(self, frame: Frame, edit: ParticleEdit, reason: str | Exception, events: list[ServiceEvent]) -> None:
