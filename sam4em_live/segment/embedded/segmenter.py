@@ -29,6 +29,7 @@ from sam4em_live.segment.embedded.background import FlatField
 from sam4em_live.segment.embedded.batched_raster import placements
 from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_area
+from sam4em_live.segment.embedded.edge_entries import EdgeEntries
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
 from sam4em_live.segment.embedded.options import EmbeddedOptions
@@ -101,6 +102,7 @@ class EmbeddedSegmenter(PromptLanding):
         self._frames_seen = 0
         self._reacquire_turn = 0
         self._static = StaticMap()  # what never moves: no re-acquisition there (`identity`)
+        self._entries = EdgeEntries()  # newcomers through the frame's edge: not a lost particle (`edge_entries`)
         self._exposure = Exposure()  # a blanked beam: every particle absent
         # The stream's fixed background, divided out before seeding and matching (`background`).
         self._background = FlatField(self.options.background_model, self.options.background_update_interval_frames)
@@ -365,7 +367,9 @@ class EmbeddedSegmenter(PromptLanding):
                               claimed(claims, x0, y0, 2 * half + 1), background)
         filling = track.memory.n_obs < self.options.memory_frames
         may_refresh = not filling or track.particle in self._filling_refresh_turns
-        track.learn_shape(window.darkness, track.x - x0, track.y - y0, may_refresh)
+        # An appearance seen on a background the map only guessed (under a prompted particle) counts less.
+        weight = self._background.known_fraction(track.x, track.y, track.memory.radius_px)
+        track.learn_shape(window.darkness, track.x - x0, track.y - y0, may_refresh, weight)
 
     def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Placement],
               placed: Placement | None = None) -> ParticleMask:
@@ -407,4 +411,4 @@ class EmbeddedSegmenter(PromptLanding):
     def _refused(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate, placed: Placement,
                  visible: float) -> str | None:
         """Why a detection may not carry the particle's id (`vetting.match_refusal`); None: it may."""
-        return match_refusal(self._static, pixels, track, estimate, placed, visible)
+        return match_refusal(self._static, pixels, track, estimate, placed, visible, self._entries, self._frames_seen)

@@ -13,7 +13,9 @@ the frame and the static map, and decides *which* matches are judged at all:
   static feature;
 - an ordinary step longer than the particle's typical one (`STATIC_CHECK_STEP` step scales: ~1 frame in
   5) must not land on a static feature either: a heavy-tailed hopper re-entering the field took a static
-  look-alike 25 px away in one "ordinary" step.
+  look-alike 25 px away in one "ordinary" step;
+- a lost particle's candidate must not be a newcomer that came in through the frame's edge away from where
+  the particle was lost (`edge_entries`).
 
 The per-frame path stays cheap: a short interior step of a present particle is not judged.
 """
@@ -29,6 +31,7 @@ from sam4em_live.segment.embedded.identity import PLAUSIBLE_JUMP, STATIC_FRACTIO
 if TYPE_CHECKING:
     import numpy as np
 
+    from sam4em_live.segment.embedded.edge_entries import EdgeEntries
     from sam4em_live.segment.embedded.raster import Placement
     from sam4em_live.segment.embedded.search import PoseEstimate
     from sam4em_live.segment.embedded.static_map import StaticMap
@@ -77,8 +80,12 @@ def ordinary_reach_px(track: TrackedParticle) -> float:
 
 
 def match_refusal(static: StaticMap, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate,
-                  placed: Placement, visible: float) -> str | None:
-    """Why a detection may not carry the particle's id (None: it may; see the module docstring)."""
+                  placed: Placement, visible: float, entries: EdgeEntries | None = None, frame: int = 0
+                  ) -> str | None:
+    """Why a detection may not carry the particle's id (None: it may; see the module docstring).
+
+    ``entries``: the newcomers seen so far (`edge_entries.EdgeEntries`, updated here); ``frame``: the frame count.
+    """
     in_frame = in_frame_fraction(placed)
     step = step_in_scales(track, estimate.x, estimate.y)
     if step <= STATIC_CHECK_STEP and in_frame >= EDGE_CUT_VISIBLE and not static.near_feature(placed):
@@ -90,6 +97,8 @@ def match_refusal(static: StaticMap, pixels: np.ndarray, track: TrackedParticle,
         reason = refusal(candidate, track.history())
     if reason is None and static.explains_mask(pixels, placed, track.polarity) >= STATIC_FRACTION:
         reason = ON_STATIC
+    if reason is None and entries is not None and not track.present:
+        reason = entries.refusal(track, estimate.x, estimate.y, in_frame, EDGE_CUT_VISIBLE, pixels.shape, frame)
     if reason is not None:
         logger.debug("particle %d: match at (%.0f, %.0f) refused: %s", track.particle, estimate.x, estimate.y,
                      reason)
