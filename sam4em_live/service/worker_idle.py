@@ -70,8 +70,3 @@ class WorkerIdle:
         started = time.perf_counter()
         self._idle.wait(timeout_s)
         return time.perf_counter() - started
-
-    def release(self) -> None:
-        """Count as idle from now on (teardown: nothing waits for a worker that has stopped)."""
-        self._held = 0
-        self._idle.set()
