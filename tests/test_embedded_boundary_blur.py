@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.boundary import BLUR_SIGMAS_PX, PROFILE_OUTSIDE_PX
+from sam4em_live.segment.embedded.boundary import (
+    NEAR_OUTSIDE_PX,
+    EdgeProfile,
+    edge_profile,
+    fit_profile,
+    inscribed_radius,
+    signed_distance,
+)
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.shape import ShapeMemory
 from tests.test_embedded_mask_bias import blurred_contrast
@@ -61,7 +68,19 @@ def test_other_shapes_keep_their_area_through_the_same_blur(shape: str, size_px:
         assert abs(bias) <= 0.05, f"{shape} seed {seed}: {bias:+.3f}"
 
 
-def test_the_profile_reaches_past_the_blurred_edge() -> None:
-    """The profile sees the background 2 widest blurs out of the contour (4 px was inside a 4 px blur's edge)."""
-    assert max(BLUR_SIGMAS_PX) >= 5.0
-    assert 2 * max(BLUR_SIGMAS_PX) <= PROFILE_OUTSIDE_PX
+@pytest.mark.parametrize("blur_px, reads_far", [(1.0, False), (4.0, True)])
+def test_only_a_widely_blurred_edge_reads_the_profile_far_outside(blur_px: float, reads_far: bool) -> None:
+    """A sharp memory's fit sees 4 px outside its contour, as before (a fixed 12 px let sam4em-150nm's rod
+    read its surroundings: J&F 87.85 -> 86.48); a 4 px blur's fit reads 10 px out, past its edge."""
+    yy, xx = np.mgrid[-60:61, -60:61]
+    disc = (np.hypot(xx, yy) <= 40).astype(np.float32)
+    rng = np.random.default_rng(0)
+    image = ndimage.gaussian_filter(disc, blur_px) + 0.01 * rng.standard_normal(disc.shape).astype(np.float32)
+    distance = signed_distance(np.hypot(xx, yy) <= 38)
+    profile = edge_profile(image, distance)
+    far = profile.distance_px < -NEAR_OUTSIDE_PX - 0.5
+    assert far.any()
+    raised = EdgeProfile(profile.distance_px, np.where(far, profile.value + 0.05, profile.value), profile.pixels)
+    fits = [fit_profile(p, inscribed_radius(distance), False) for p in (profile, raised)]
+    assert fits[0] is not None and fits[1] is not None
+    assert (fits[0] != fits[1]) is reads_far
