@@ -78,6 +78,13 @@ HORIZON_UPDATES = 32
 STRUCTURE_ON, STRUCTURE_OFF = 0.015, 0.01
 #: The map's structure is tested on every this many updates (every 32 frames once updates are every 4th).
 STRUCTURE_EVERY_UPDATES = 8
+#: A block counts as known once it has been observed this many times (the first frame's fit counts as
+#: `PRIOR_OBSERVATIONS` where it saw data, as none in its prompts' places, which it only interpolated).
+KNOWN_OBSERVATIONS = 4.0
+#: `known_fraction` reads the blocks within this fraction of a particle's radius (its interior), and is at least
+#: `MIN_KNOWN_FRACTION` (an observation on a guessed background still counts a little: a particle that never
+#: moves has no other).
+INTERIOR_FRACTION, MIN_KNOWN_FRACTION = 0.7, 0.1
 #: While few frames are averaged, the map served is the running mean smoothed by this many blocks over the
 #: square root of the observations (prior included), down to `MIN_SMOOTHING_BLOCKS`: one frame's block means
 #: are noisy (2.9 % rms at 4 px on foreign-noise), and a noisy map's errors enter the young memories.
@@ -113,6 +120,9 @@ class FlatField:
         self.state: MapState | None = None
         self.observations: np.ndarray | None = None  # per block, the prior included (track thread only)
         self.mean: np.ndarray | None = None  # the running mean per block, before smoothing (track thread only)
+        # Per block, how often the background itself was seen: the observations less the prior where the first
+        # frame only interpolated it (its prompts' places). Track thread only (`known_fraction`).
+        self.direct: np.ndarray | None = None
         self.n_updates = 0
 
     @property
@@ -138,6 +148,9 @@ class FlatField:
             self.mean = None
             self.observations = (None if self.state is None
                                  else np.full(self.state.relative.shape, PRIOR_OBSERVATIONS, np.float32))
+            self.direct = (None if self.state is None else
+                           np.where(prompt_places(prompts, self.state.factor, self.state.relative.shape),
+                                    np.float32(0), np.float32(PRIOR_OBSERVATIONS)).astype(np.float32))
         return _divided(pixels, self.state)
 
     def peek(self, pixels: np.ndarray, prompts: Sequence[ParticleEdit] = ()) -> np.ndarray:
@@ -178,6 +191,8 @@ class FlatField:
         if not math.isfinite(level) or level <= 0:
             return
         observations += learn
+        if self.direct is not None and self.direct.shape == learn.shape:
+            self.direct += learn
         weight = learn / np.clip(observations, 1, self.horizon).astype(np.float32)
         blocks *= np.float32(1.0 / level)
         blocks -= mean
@@ -197,6 +212,30 @@ class FlatField:
             blocks = (smooth / np.maximum(norm, np.float32(1e-6))).astype(np.float32)
         self.state = self._state(state.shape, state.factor, blocks, state.structure if structure is None
                                  else structure, state.active)
+
+    def known_fraction(self, x: float, y: float, radius_px: float) -> float:
+        """How well the background under a particle at (x, y) is known: 1 seen often, down to `MIN_KNOWN_FRACTION`.
+
+        The mean over the blocks within `INTERIOR_FRACTION` of ``radius_px`` of min(seen / `KNOWN_OBSERVATIONS`,
+        1). Under a prompted particle the first frame's map is an interpolation from around it, and the map
+        learns those blocks only once the particle has moved off them; an appearance learned there meanwhile
+        carries the interpolation's error (1/f texture: 2-4 % under a 5 % particle), so the segmenter weighs
+        the particle's appearance observations by this (`ShapeMemory.update`). 1.0 while nothing is divided.
+        """
+        state, direct = self.state, self.direct
+        if state is None or not state.active or direct is None or direct.shape != state.relative.shape:
+            return 1.0
+        factor, reach = state.factor, max(INTERIOR_FRACTION * radius_px, 0.0)
+        r0, r1 = max(int((y - reach) // factor), 0), min(int((y + reach) // factor) + 1, direct.shape[0])
+        c0, c1 = max(int((x - reach) // factor), 0), min(int((x + reach) // factor) + 1, direct.shape[1])
+        if r0 >= r1 or c0 >= c1:
+            return 1.0
+        centre_y = (np.arange(r0, r1, dtype=np.float32) + 0.5) * factor - np.float32(y)
+        centre_x = (np.arange(c0, c1, dtype=np.float32) + 0.5) * factor - np.float32(x)
+        inside = centre_y[:, None] ** 2 + centre_x[None, :] ** 2 <= max(reach * reach, factor * factor / 2)
+        seen = direct[r0:r1, c0:c1][inside] if inside.any() else direct[r0:r1, c0:c1]
+        known = float(np.minimum(seen / np.float32(KNOWN_OBSERVATIONS), 1.0).mean())
+        return max(known, MIN_KNOWN_FRACTION)
 
     # ------------------------------------------------------------------ internals
 

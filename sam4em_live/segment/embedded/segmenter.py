@@ -367,7 +367,9 @@ class EmbeddedSegmenter(PromptLanding):
                               claimed(claims, x0, y0, 2 * half + 1), background)
         filling = track.memory.n_obs < self.options.memory_frames
         may_refresh = not filling or track.particle in self._filling_refresh_turns
-        track.learn_shape(window.darkness, track.x - x0, track.y - y0, may_refresh)
+        # An appearance seen on a background the map only guessed (under a prompted particle) counts less.
+        weight = self._background.known_fraction(track.x, track.y, track.memory.radius_px)
+        track.learn_shape(window.darkness, track.x - x0, track.y - y0, may_refresh, weight)
 
     def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Placement],
               placed: Placement | None = None) -> ParticleMask:

@@ -86,7 +86,7 @@ class ShapeMemory:
         # Two halves of the memory, each of every other observation: one draws the contour, the other's
         # profile is read across it (`_edge_level`), so the contour's noise is not in the profile.
         self._halves = np.stack([self.appearance, self.appearance])
-        self._half_counts = [1, 1]
+        self._weight_total, self._half_weights = 1.0, [1.0, 1.0]  # observations counted (`update`'s weights)
         self._level: np.ndarray | None = None
         self.edge: EdgeFit | None = None  # the last fitted edge (None: none yet, or no clear one)
         # Where the user pointed (body u, v px; None: a box, or no longer needed), while the memory is young:
@@ -373,15 +373,24 @@ class ShapeMemory:
         body -= np.add.outer(coeffs[0] + coeffs[2] * axis, coeffs[1] * axis)
         return body
 
-    def update(self, observation: np.ndarray) -> None:
-        """Fold one aligned observation into the exponential memory."""
+    def update(self, observation: np.ndarray, weight: float = 1.0) -> None:
+        """Fold one aligned observation into the exponential memory, counting ``weight`` (0-1) observations.
+
+        ``weight`` < 1: the background under this observation is partly guessed (`FlatField.known_fraction`); the
+        memory's running mean counts it so much less, and later observations on a known background outweigh it.
+        The seed counts as much as the first observation after it (seen on the same guessed background). With
+        ``weight`` 1 throughout, the plain running mean over the last `memory_frames`.
+        """
         self.n_obs += 1
-        weight = 1.0 / min(self.n_obs, self.options.memory_frames)
-        self.appearance += np.array(weight, np.float32) * (observation - self.appearance)  # 0-d: see window._ONE
+        if self.n_obs == 2:
+            self._weight_total, self._half_weights = weight, [weight, weight]
+        self._weight_total += weight
+        share = weight / min(self._weight_total, self.options.memory_frames)
+        self.appearance += np.array(share, np.float32) * (observation - self.appearance)  # 0-d: see window._ONE
         half = self.n_obs % 2
-        self._half_counts[half] += 1
-        weight = 1.0 / min(self._half_counts[half], max(self.options.memory_frames // 2, 1))  # the same horizon
-        self._halves[half] += np.array(weight, np.float32) * (observation - self._halves[half])
+        self._half_weights[half] += weight
+        share = weight / min(self._half_weights[half], max(self.options.memory_frames // 2, 1))  # the same horizon
+        self._halves[half] += np.array(share, np.float32) * (observation - self._halves[half])
 
     def rasterize(self, x: float, y: float, angle_deg: float, shape: tuple[int, int]) -> Placement | None:
         """The mask placed at a pose, clipped to a frame of ``shape`` (see `rasterize_mask`); None if outside."""

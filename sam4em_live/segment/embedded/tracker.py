@@ -173,14 +173,16 @@ class TrackedParticle:
             count = (count + self.particle - 1) % due
         return count, due
 
-    def learn_shape(self, darkness: np.ndarray, x_win: float, y_win: float, may_refresh: bool = True) -> bool:
+    def learn_shape(self, darkness: np.ndarray, x_win: float, y_win: float, may_refresh: bool = True,
+                    weight: float = 1.0) -> bool:
         """Fold this frame's aligned appearance into memory; re-derive the shape when due. True if it did.
 
         ``may_refresh`` False puts a due refresh off: it stays due and is made at a later learn (the
         segmenter spreads the refreshes of memories filling together over frames, `EmbeddedSegmenter._learn`).
+        ``weight``: how much this observation counts in the memory (`ShapeMemory.update`).
         """
         self.frames_since_update, due = self._schedule_after_next_learn()
-        self.memory.update(self.memory.observe(darkness, x_win, y_win, self.angle_deg))
+        self.memory.update(self.memory.observe(darkness, x_win, y_win, self.angle_deg), weight)
         if self.frames_since_update >= due and may_refresh:
             self.frames_since_update = 0
             area = self.memory.area_px
