@@ -44,10 +44,11 @@ OUTCOME_QUEUE = 8
 #: does not hold the interpreter in its numpy and SciPy calls: what it takes from the worker is cores, measured in
 #: docs/discovery.md). A newcomer then waits longer for its id; the frames do not.
 BEHIND_CPU_SHARE = 0.08
-#: Live, the detector thread runs at this niceness (Linux; per thread): where it and the frame loop compete for a
-#: core, the scheduler gives the core to the frame loop (nice 10 weighs ~1/10 of nice 0); a spare core it still
-#: gets whole. 0: the service's own priority.
-LIVE_NICE = 10
+#: Live, the detector thread runs this much nicer than the service (Linux; per thread; 0: the same priority).
+#: Off: at 10 the frame loop kept more frames on the loaded VM (docs/benchmarks.md, "Discovery", session 11), but
+#: the detector then starved there, and a newcomer at 80 fps no longer got its id within 5 frames
+#: (tests/test_discovery_thread.py: 3 of 3 runs failed at nice 10, 2 of 3 at 5, none at 0).
+LIVE_NICE = 0
 
 T = TypeVar("T")
 
@@ -139,9 +140,11 @@ class StagePauses:
 
     def pause(self) -> None:
         """Until the worker is idle, within the run's budget (detector thread, between stages)."""
-        if self._budget_s <= 0:
+        if self._budget_s <= 0 or self._worker.idle:
             return
-        waited = self._worker.wait(self._budget_s)
+        started = time.perf_counter()
+        self._worker.wait(self._budget_s)
+        waited = time.perf_counter() - started
         self._budget_s -= waited
         self.waited_s += waited
 

@@ -284,8 +284,7 @@ class SeedingLane:
         now = time.monotonic()
         if now < self._forced_until or now > self._patient_until:
             return
-        worker.wait(MAX_YIELD_S)
-        if not worker.idle:  # the worker stays behind: seed a slice anyway
+        if not worker.wait(MAX_YIELD_S):  # the worker stays behind: seed a slice anyway
             self._forced_until = time.monotonic() + FORCED_SLICE_S
 
     def close(self) -> None:

@@ -23,7 +23,6 @@ prompt landed hundreds of frames later, with frames lost meanwhile: tests/test_s
 from __future__ import annotations
 
 import threading
-import time
 
 
 class WorkerIdle:
@@ -63,10 +62,14 @@ class WorkerIdle:
         if self._held == 0 and not self._behind_last:
             self._idle.set()
 
-    def wait(self, timeout_s: float) -> float:
-        """Wait until the worker is idle, at most ``timeout_s``: the seconds waited (0.0 if it was idle)."""
-        if self._idle.is_set() or timeout_s <= 0:
-            return 0.0
-        started = time.perf_counter()
-        self._idle.wait(timeout_s)
-        return time.perf_counter() - started
+    def wait(self, timeout_s: float) -> bool:
+        """Wait until the worker is idle, at most ``timeout_s``: whether it was idle (False: timed out).
+
+        True means it was idle when the wait ended, not that it still is: by the time a side thread has the
+        interpreter back the worker may have taken its next frame. A caller that asks `idle` again instead
+        of trusting the return value takes a worker that went idle and busy again for one that never caught
+        up (the seeding helper then seeded a forced slice beside every frame).
+        """
+        if timeout_s <= 0:
+            return self._idle.is_set()
+        return self._idle.wait(timeout_s)

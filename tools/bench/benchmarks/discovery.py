@@ -278,8 +278,9 @@ def discovery_pipeline(params: Mapping[str, ParamValue], context: RunContext) ->
     they share the machine's load; per mode the median over repeats of each figure, and the 1-min load average.
 
     A mode ``propose:fixed`` / ``auto:fixed`` runs without the detector's back-off (its CPU share stays at
-    `LIVE_CPU_SHARE` when the worker falls behind), ``…:nonice`` with the detector thread at the service's own
-    priority (`discovery_thread.LIVE_NICE` 0), ``…:fixed+nonice`` both: their effects, side by side. ``stage_segment_ms_mean``
+    `LIVE_CPU_SHARE` when the worker falls behind), ``…:nice`` with the detector thread 10 nicer than the service
+    (`discovery_thread.LIVE_NICE`, off by default), ``…:nonice`` at the service's own priority, ``…:fixed+nice``
+    both: their effects, side by side. ``stage_segment_ms_mean``
     is the worker's segment stage a frame (what the detector's CPU takes from it shows there first).
     """
     import os
@@ -302,6 +303,8 @@ def discovery_pipeline(params: Mapping[str, ParamValue], context: RunContext) ->
                 discovery_thread.BEHIND_CPU_SHARE = 1.0  # never below the share it has: no back-off
             if "nonice" in variant.split("+"):
                 discovery_thread.LIVE_NICE = 0
+            if "nice" in variant.split("+"):
+                discovery_thread.LIVE_NICE = 10
             try:
                 figures = pipeline({**base, "discovery": table}, context).metrics
             finally:
