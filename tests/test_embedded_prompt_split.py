@@ -1,6 +1,6 @@
 """A seed that took in a neighbour is cut down to the particle the prompt is on (`prompt_split`).
 
-Synthetic contrast windows with known truth: two discs 4 px apart (the dense field's gaps), blurred and
+Synthetic contrast windows with known truth: two discs 6 px apart (the dense field's gaps), blurred and
 noisy, seeded as one region (as the dense field's 2 merged seeds were); a single rod, which must stay whole.
 """
 
@@ -16,7 +16,7 @@ from sam4em_live.segment.embedded.seed_window import seed_from_mask
 from sam4em_live.segment.embedded.window import Window
 
 SIZE = 120
-LEFT, RIGHT = (44.0, 60.0), (76.0, 60.0)  # two discs of radius 14: a 4 px gap
+LEFT, RIGHT = (43.0, 60.0), (77.0, 60.0)  # two discs of radius 14: a 6 px gap
 RADIUS = 14.0
 SMOOTHING_PX = 2.5
 
@@ -37,7 +37,7 @@ def _pair_seed(seed: int):
     """Both discs and the gap between them as one seed (what the merged dense seeds were)."""
     left, right = _disc(*LEFT, RADIUS), _disc(*RIGHT, RADIUS)
     bridge = np.zeros((SIZE, SIZE), dtype=bool)
-    bridge[52:69, 55:67] = True
+    bridge[54:67, 56:64] = True  # the gap, seeded with the pair
     window = _window(left | right, seed)
     return seed_from_mask(window, left | right | bridge, 1.0, 1.0)
 
@@ -74,6 +74,17 @@ def test_a_single_particle_is_never_cut(seed: int) -> None:
         single = seed_from_mask(_window(truth, seed), ndimage.binary_dilation(truth, iterations=2), 1.0, 1.0)
         assert bodies(single, SMOOTHING_PX) is None
         assert split_seed(single, Prompt(1, 0, ((50.0, 60.0),), (1,)), SMOOTHING_PX) is single
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_dip_inside_one_particle_is_not_a_gap(seed: int) -> None:
+    """A rod whose middle is only 0.45 as dark (background texture across it, `foreign-noise`) stays whole."""
+    rows, cols = np.indices((SIZE, SIZE))
+    rod = ((cols - 60) / 26.0) ** 2 + ((rows - 60) / 9.0) ** 2 <= 1
+    window = _window(rod, seed)
+    window.darkness[:, 57:63] -= 0.55 * ndimage.gaussian_filter(rod.astype(np.float32), 1.0)[:, 57:63]
+    single = seed_from_mask(window, ndimage.binary_dilation(rod, iterations=2), 1.0, 1.0)
+    assert split_seed(single, Prompt(1, 0, ((45.0, 60.0),), (1,)), SMOOTHING_PX) is single
 
 
 def test_without_the_split_the_pair_is_one_seed() -> None:
