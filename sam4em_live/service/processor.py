@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from sam4em_live.measure import measure_mask
+from sam4em_live.measure import measure_masks
 from sam4em_live.particles import (
     APPLIED,
     REFUSED_BY_QUOTA,
@@ -217,9 +217,7 @@ class FrameProcessor:
         """Measurement, statistics and events of a segmented frame."""
         frame = outcome.frame
         t1 = time.perf_counter()
-        measurements = tuple(
-            measure_mask(m, frame.index, frame.pixels, self._intensity_weighted_centroid) for m in outcome.masks
-        )
+        measurements = measure_masks(outcome.masks, frame.index, frame.pixels, self._intensity_weighted_centroid)
         t2 = time.perf_counter()
         stats: dict[int, ParticleStatistics] = {}
         if self._stats is not None:
