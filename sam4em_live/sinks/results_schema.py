@@ -48,6 +48,38 @@ def rle_encode(crop: np.ndarray) -> list[int]:
     return [0, *runs] if flat[0] else runs
 
 
+def rle_encode_many(crops: Sequence[np.ndarray]) -> list[list[int]]:
+    """`rle_encode` of each crop, in one pass over all of them laid end to end (a frame's masks; issue 23).
+
+    Every crop's last pixel ends a run, so runs never join across crops; each crop's runs are then the
+    differences of consecutive run ends, as in `rle_encode` (integers: the same lists).
+    """
+    flats = [np.ascontiguousarray(crop, dtype=bool).ravel() for crop in crops]
+    sizes = np.array([flat.size for flat in flats], dtype=np.intp)
+    if sizes.size == 0 or not sizes.any():
+        return [[] for _ in flats]
+    every = np.concatenate(flats)
+    last = np.cumsum(sizes) - 1
+    ends_run = np.empty(every.size, dtype=bool)
+    np.not_equal(every[1:], every[:-1], out=ends_run[:-1])
+    ends_run[last[sizes > 0]] = True
+    ends = ends_run.nonzero()[0]
+    runs = np.empty_like(ends)
+    runs[0] = ends[0] + 1
+    runs[1:] = ends[1:] - ends[:-1]
+    cut = np.searchsorted(ends, last, side="right").tolist()
+    counts = runs.tolist()
+    out: list[list[int]] = []
+    start = 0
+    for flat, stop in zip(flats, cut, strict=True):
+        if flat.size == 0:
+            out.append([])
+            continue
+        out.append([0, *counts[start:stop]] if flat[0] else counts[start:stop])
+        start = stop
+    return out
+
+
 def rle_decode(counts: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
     """Inverse of `rle_encode`; raises ValueError if the counts do not fill ``shape``."""
     total = shape[0] * shape[1]
@@ -64,8 +96,12 @@ def _num(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def particle_entry(m: ParticleMeasurement, mask: ParticleMask, include_mask: bool) -> dict[str, Any]:
-    """One particle of a results message (measurement, score and, if asked, the RLE mask)."""
+def particle_entry(m: ParticleMeasurement, mask: ParticleMask, include_mask: bool,
+                   mask_rle: list[int] | None = None) -> dict[str, Any]:
+    """One particle of a results message (measurement, score and, if asked, the RLE mask).
+
+    ``mask_rle``: the crop's `rle_encode` when the caller has it already (`rle_encode_many`).
+    """
     entry: dict[str, Any] = {
         "id": m.particle, "present": m.present, "score": float(m.score),
         "x": _num(m.x), "y": _num(m.y), "angle_deg": _num(m.angle_deg), "area_px": m.area_px,
@@ -78,7 +114,7 @@ def particle_entry(m: ParticleMeasurement, mask: ParticleMask, include_mask: boo
     if mask.present and mask.bbox is not None:
         entry["bbox"] = list(mask.bbox)
         if include_mask and mask.crop is not None:
-            entry["mask_rle"] = rle_encode(mask.crop)
+            entry["mask_rle"] = rle_encode(mask.crop) if mask_rle is None else mask_rle
     return entry
 
 
@@ -118,13 +154,20 @@ def event_entry(event: ServiceEvent) -> dict[str, Any]:
 def result_message(result: FrameResult, run_id: str, backend: dict[str, Any], include_masks: bool) -> dict[str, Any]:
     """The whole results message body of one frame (docs/results.md)."""
     frame = result.frame
+    rles: list[list[int] | None] = [None] * len(result.masks)
+    if include_masks:  # all of the frame's masks encoded in one pass
+        encoded = [(i, k.crop) for i, k in enumerate(result.masks)
+                   if k.present and k.bbox is not None and k.crop is not None]
+        for (i, _), rle in zip(encoded, rle_encode_many([crop for _, crop in encoded]), strict=True):
+            rles[i] = rle
     msg: dict[str, Any] = {
         "schema": SCHEMA_ID, "version": SCHEMA_VERSION, "type": "result",
         "run_id": run_id, "series_id": frame.series_id, "frame": frame.index,
         "timestamp_s": frame.timestamp_s, "processed_s": result.processed_s,
         "shape": list(frame.shape), "calibration": frame.calibration.as_dict(),
         "backend": backend.get("backend"), "random_weights": bool(backend.get("random_weights", False)),
-        "particles": [particle_entry(m, k, include_masks) for m, k in zip(result.measurements, result.masks, strict=False)],
+        "particles": [particle_entry(m, k, include_masks, rle)
+                      for m, k, rle in zip(result.measurements, result.masks, rles, strict=False)],
         "stats": {str(pid): statistics_entry(s) for pid, s in result.stats.items()},
         "events": [event_entry(e) for e in result.events],
         "timings_ms": dict(result.timings_ms),
