@@ -5,7 +5,8 @@ bias, and the time to seed 50 prompts at once. Prints markdown tables (docs/benc
     python tools/bench_seeding.py --part prompts --seeds 0 1 2
     python tools/bench_seeding.py --part timing --baseline /tmp/parent   # before/after, side by side
 
-Only the prompt frame is rendered and only `seed_prompts` runs (no tracking): a prompt is **seeded** if it
+Only the prompt frame is rendered and only seeding runs (no tracking; each clip's prompts of one kind at
+once, as `seed_each` seeds a user's batch, or with ``--alone`` one by one): a prompt is **seeded** if it
 is not refused, its **IoU** is the seed mask's against the truth on that frame, and **area bias** is
 (seed area - true area) / true area. Conditions and prompt kinds are those of the robustness benchmark
 (`sam4em_live.sim.conditions`, `ScenarioClip.prompts`), and so is the prompt frame: a scenario's paths depend
@@ -30,7 +31,7 @@ import numpy as np
 
 from sam4em_live.particles import Prompt, PromptError
 from sam4em_live.segment.embedded.options import EmbeddedOptions
-from sam4em_live.segment.embedded.seed import Seed, seed_particle, seed_prompts
+from sam4em_live.segment.embedded.seed import Seed, seed_each, seed_particle, seed_prompts
 from sam4em_live.sim.conditions import CONDITIONS
 from sam4em_live.sim.scenario import PROMPT_KINDS, ScenarioClip, render_scenario
 from sam4em_live.sim.spec import ImagingSpec, LiquidCellSpec, ParticleSpec, SimulationSpec
@@ -60,15 +61,22 @@ def seed_on_frame(seed: Seed, shape: tuple[int, int]) -> np.ndarray:
     return full
 
 
-def score(pixels: np.ndarray, truth: np.ndarray, prompt: Prompt, label: str | None = None
-          ) -> tuple[float, float] | None:
-    """(IoU, area bias) of the seed of ``prompt``; None if it was refused. With ``label``, suspects are printed."""
-    try:
-        mask = seed_on_frame(seed_particle(pixels, prompt, OPTIONS), pixels.shape)
-    except PromptError as exc:
+def score(pixels: np.ndarray, truth: np.ndarray, prompt: Prompt, label: str | None = None,
+          seeded: Seed | PromptError | None = None) -> tuple[float, float] | None:
+    """(IoU, area bias) of the seed of ``prompt``; None if it was refused. With ``label``, suspects are printed.
+
+    ``seeded``: the prompt's seed or refusal from a batch (`seed_each`); None: seeded here on its own.
+    """
+    if seeded is None:
+        try:
+            seeded = seed_particle(pixels, prompt, OPTIONS)
+        except PromptError as exc:
+            seeded = exc
+    if isinstance(seeded, PromptError):
         if label is not None:
-            print(f"    {label} particle {prompt.particle}: refused ({exc})", file=sys.stderr)
+            print(f"    {label} particle {prompt.particle}: refused ({seeded})", file=sys.stderr)
         return None
+    mask = seed_on_frame(seeded, pixels.shape)
     iou = float((mask & truth).sum() / max((mask | truth).sum(), 1))
     if label is not None and (mask.sum() > SUSPECT_AREA * truth.sum() or iou < SUSPECT_IOU):
         print(f"    {label} particle {prompt.particle}: seed {int(mask.sum())} px for {int(truth.sum())} px, "
@@ -76,8 +84,15 @@ def score(pixels: np.ndarray, truth: np.ndarray, prompt: Prompt, label: str | No
     return iou, float(mask.sum() / truth.sum() - 1)
 
 
+def seeded_together(pixels: np.ndarray, prompts: list[Prompt]) -> list[Seed | PromptError]:
+    """Each prompt's seed or refusal, the prompts seeded at once as a user's batch is (`seed_each`)."""
+    seeds, refused = seed_each(pixels, prompts, OPTIONS)
+    by_particle = {exc.particle: exc for exc in refused}
+    return [seeds[id(p)] if id(p) in seeds else by_particle[p.particle] for p in prompts]
+
+
 def prompts_table(seeds: list[int], conditions: list[str] | None = None, frames: int = 100,
-                  listing: bool = False) -> None:
+                  listing: bool = False, alone: bool = False) -> None:
     print("| condition | " + " | ".join(PROMPT_KINDS) + " |")
     print("|---|" + "---|" * len(PROMPT_KINDS))
     for name in CONDITIONS:
@@ -89,13 +104,16 @@ def prompts_table(seeds: list[int], conditions: list[str] | None = None, frames:
             results = []
             for clip in clips:
                 frame = clip.scenario.prompt_frame
-                for prompt in clip.prompts(kind):
+                prompts = clip.prompts(kind)
+                batch = [None] * len(prompts) if alone else seeded_together(clip.frames[frame], prompts)
+                for prompt, seeded in zip(prompts, batch, strict=True):
                     label = f"{name} seed {clip.seed} {kind}" if listing else None
-                    results.append(score(clip.frames[frame], clip.gt_labels[frame] == prompt.particle, prompt, label))
-            seeded = [r for r in results if r is not None]
-            iou = np.mean([r[0] for r in seeded]) if seeded else float("nan")
-            bias = np.median([r[1] for r in seeded]) if seeded else float("nan")
-            cells.append(f"{len(seeded)}/{len(results)}, IoU {100 * iou:.0f}, {100 * bias:+.0f} %")
+                    results.append(score(clip.frames[frame], clip.gt_labels[frame] == prompt.particle, prompt,
+                                         label, seeded))
+            seeded_ok = [r for r in results if r is not None]
+            iou = np.mean([r[0] for r in seeded_ok]) if seeded_ok else float("nan")
+            bias = np.median([r[1] for r in seeded_ok]) if seeded_ok else float("nan")
+            cells.append(f"{len(seeded_ok)}/{len(results)}, IoU {100 * iou:.0f}, {100 * bias:+.0f} %")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -218,9 +236,12 @@ def main() -> None:
                         help="with --part timing: time 50 prompts with TREE's package (e.g. a git worktree of the "
                              "parent revision) and this one's, alternately, in fresh processes")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of --baseline (default 3)")
+    parser.add_argument("--alone", action="store_true",
+                        help="prompts table: seed each prompt on its own (`seed_particle`), not the frame's "
+                             "prompts of a kind at once (`seed_each`, sharing the frame's preparation)")
     args = parser.parse_args()
     if args.part in ("prompts", "all"):
-        prompts_table(args.seeds, args.conditions, args.frames, args.list)
+        prompts_table(args.seeds, args.conditions, args.frames, args.list, args.alone)
     if args.part in ("sweep", "all"):
         sweep_table(args.seeds)
     if args.part in ("timing", "all"):

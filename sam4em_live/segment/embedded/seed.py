@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from sam4em_live.segment.embedded.options import EmbeddedOptions
     from sam4em_live.segment.embedded.window import Window
 
-__all__ = ["Seed", "body_from_seed", "seed_particle", "seed_prompts"]
+__all__ = ["Seed", "body_from_seed", "seed_each", "seed_particle", "seed_prompts"]
 
 #: A box's centre seeded as a click counts if this fraction of its seed lies in the box.
 BOX_INSIDE_FRACTION = 0.8
@@ -90,7 +90,19 @@ def seed_prompts(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: Emb
     Every edit is tried before anything is refused, so all the refusals of the frame go back in
     one `PromptErrors` (each `PromptError` naming its particle) and the pipeline tracks the frame
     once more without them -- two passes however many prompts are bad, and seeding stays linear
-    in the number of prompts. The prompts share the frame's preparation (`prepared_frame`).
+    in the number of prompts. The prompts share the frame's preparation (`seed_each`).
+    """
+    seeds, refused = seed_each(pixels, edits, options)
+    if refused:
+        raise PromptErrors(refused)
+    return seeds
+
+
+def seed_each(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: EmbeddedOptions
+              ) -> tuple[dict[int, Seed], list[PromptError]]:
+    """Validate every edit of a frame and seed every prompt: (``{id(prompt): Seed}``, the refusals).
+
+    The prompts share the frame's preparation (`prepared_frame`); each refusal names its particle.
     """
     seeds: dict[int, Seed] = {}
     refused: list[PromptError] = []
@@ -109,9 +121,7 @@ def seed_prompts(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: Emb
                 seeds[id(edit)] = seed_particle(pixels, edit, options, frame)
         except PromptError as exc:
             refused.append(exc if exc.particle is not None else PromptError(str(exc), edit.particle))
-    if refused:
-        raise PromptErrors(refused)
-    return seeds
+    return seeds, refused
 
 
 def prepared_frame(pixels: np.ndarray, prompts: Sequence[Prompt], options: EmbeddedOptions) -> SeedFrame:
@@ -119,10 +129,12 @@ def prepared_frame(pixels: np.ndarray, prompts: Sequence[Prompt], options: Embed
 
     Each prompt's windows reach twice ``seed_window_radius_px`` (a point's largest window) or its
     box's window from its centre, and half the base radius more around a peak a click was followed to.
+    Prompts need not be validated (`validate_edit`): one without a box or a positive point is left out.
     """
     radius = options.seed_window_radius_px
     windows = [(x, y, max(r, 2 * radius) + radius // 2)
-               for x, y, r in (prompt_centre(prompt, options) for prompt in prompts)]
+               for x, y, r in (prompt_centre(prompt, options) for prompt in prompts
+                               if prompt.box is not None or 1 in prompt.labels)]
     max_scale = options.seed_smoothing_px * max(SMOOTHING_SCALES) * TERRITORY_SCALE_FACTOR
     extent = shared_extent(windows, (int(pixels.shape[0]), int(pixels.shape[1])), max_scale, radius)
     return SeedFrame(pixels, extent, max_scale)
@@ -141,6 +153,26 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
                   frame: SeedFrame | None = None) -> Seed:
     """Segment the particle at ``prompt`` on this frame; raise `PromptError` naming its particle if there is none.
 
+    ``frame``: what the prompts of a batch share (`prepared_frame`; `seed_each` prepares it once for all
+    prompts of a frame). A prompt the shared smoothing cannot seed is tried once more on its own windows
+    (`_seed_particle` with no region), and refused only if that fails too: a window smoothed on its own
+    repeats its edge pixels where the frame's crop reads the neighbours beyond it, and on the dense
+    field either can miss a rim click or a faint box the other seeds (`docs/benchmarks.md`, "Seeding").
+    """
+    frame = frame if frame is not None else SeedFrame(pixels)
+    try:
+        return _seed_particle(pixels, prompt, options, frame)
+    except PromptError:
+        if frame.extent is None:
+            raise
+        alone = SeedFrame(pixels)
+        alone.sign = frame.sign
+        return _seed_particle(pixels, prompt, options, alone)
+
+
+def _seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions, frame: SeedFrame) -> Seed:
+    """`seed_particle` with the frame's preparation ``frame``.
+
     A click may be anywhere on the particle. One far from its particle's core (near the rim, in a
     triangle's corner) is also followed up the smoothed contrast to the peaks it can lead to
     (`seed_prompt.click_peaks`: in a dense field a corner's tip can lead to a neighbour as well) and the
@@ -148,10 +180,8 @@ def seed_particle(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
     if two particles hold the click about as deeply it is refused ("lost beats wrong"). Among
     these and the seed at the click itself, the one whose outline stands out most from the pixels
     just outside it (`seed_prompt.edge_contrast`: a fragment of the particle has particle outside,
-    a seed merged with neighbours has their gaps inside) is the particle. ``frame``: what the prompts
-    of a batch share (`prepared_frame`; `seed_prompts` prepares it once for all prompts of a frame).
+    a seed merged with neighbours has their gaps inside) is the particle.
     """
-    frame = frame if frame is not None else SeedFrame(pixels)
     if prompt.box is not None and 1 not in prompt.labels:
         return _seed_in_box(pixels, prompt, options, frame)
     click = single_click(prompt)
@@ -240,7 +270,7 @@ def _seed_in_box(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions, f
     click = Prompt(prompt.particle, prompt.frame, (((bx0 + bx1) / 2, (by0 + by1) / 2), *negatives),
                    (1, *(0,) * len(negatives)))
     try:
-        seed = seed_particle(pixels, click, options, frame)
+        seed = _seed_particle(pixels, click, options, frame)
         kept = seed.mask & box_region(prompt, seed.mask.shape, seed.window.x0, seed.window.y0, fraction=0.0,
                                       margin_px=BOX_SEED_MARGIN_PX)
         if kept.sum() >= max(6.0, BOX_INSIDE_FRACTION * seed.mask.sum()):

@@ -89,9 +89,12 @@ def robust_background(smooth: np.ndarray, usable: np.ndarray, white_noise: float
         if kept.size < 16:
             break
         half = kept.size // 2
+        previous = (level, noise)
         level = float(kept[half] if kept.size % 2 else np.add.reduce(kept[half - 1 : half + 1]) / 2)
         # The MAD of a normal clipped at 2.5 sigma is 1.5 % below the unclipped one.
         noise = max(white_noise, 1.4826 * 1.015 * float32_median(np.abs(kept - level)))
+        if (level, noise) == previous:  # converged: the next clip keeps the same values
+            break
     return Background(level, max(noise, 1e-6))
 
 
@@ -276,8 +279,11 @@ def background_surface(window: Window, usable: np.ndarray, particle_left_out: bo
             coeffs = curved
     r, c = np.ogrid[0 : window.darkness.shape[0], 0 : window.darkness.shape[1]]
     u_all, v_all = (r - half) / half, (c - half) / half
-    return (coeffs[0] + coeffs[1] * r + coeffs[2] * c
-            + coeffs[3] * u_all * u_all + coeffs[4] * u_all * v_all + coeffs[5] * v_all * v_all).astype(np.float32)
+    # Summed as a row part and a column part (the window's size in passes, not six): the same surface.
+    surface = (coeffs[0] + coeffs[1] * r + coeffs[3] * u_all * u_all) + (coeffs[2] * c + coeffs[5] * v_all * v_all)
+    if coeffs[4] != 0.0:
+        surface += (coeffs[4] * u_all) * v_all
+    return surface.astype(np.float32)
 
 
 def _half_slope(values: np.ndarray, position: np.ndarray) -> float:
