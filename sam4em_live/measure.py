@@ -250,9 +250,10 @@ def _or_measured(done: ParticleMeasurement | None, mask: ParticleMask, frame_ind
     return done if done is not None else measure_mask(mask, frame_index)
 
 
-#: Fewer masks than this are measured one by one: the batched pass's fixed cost (~20 array operations)
-#: is more than it saves on a few masks (4 discs: 1.2x the per-mask calls, measured at load 8).
-_BATCH_MIN_MASKS = 8
+#: Fewer masks than this are measured one by one: the batched pass's fixed cost (~45 array operations a
+#: batch) is more than it saves on a few masks (disc masks of 615 px, interleaved in the worker's stages at
+#: load 5-8: 16 masks 1.06-1.09x the per-mask calls, 50 masks 0.92-0.96x; `tools.bench.benchmarks.outside_probes`).
+_BATCH_MIN_MASKS = 24
 #: Crop pixels measured in one batch: the batch's per-pixel arrays stay under ~128 KiB, where malloc hands
 #: out heap memory; larger ones are fresh pages from the kernel on every frame, and the page faults cost
 #: more than the batching saves (50 disc masks of 961 px in one batch: 2.0 ms, in batches of 16: 0.7 ms).
