@@ -254,50 +254,56 @@ def _or_measured(done: ParticleMeasurement | None, mask: ParticleMask, frame_ind
 #: batch) is more than it saves on a few masks (disc masks of 615 px, interleaved in the worker's stages at
 #: load 5-8: 16 masks 1.06-1.09x the per-mask calls, 50 masks 0.92-0.96x; `tools.bench.benchmarks.outside_probes`).
 _BATCH_MIN_MASKS = 24
-#: Crop pixels measured in one batch: the batch's per-pixel arrays stay under ~128 KiB, where malloc hands
-#: out heap memory; larger ones are fresh pages from the kernel on every frame, and the page faults cost
-#: more than the batching saves (50 disc masks of 961 px in one batch: 2.0 ms, in batches of 16: 0.7 ms).
-_BATCH_CROP_PIXELS = 12_000
+#: Padded crop pixels measured in one batch (crops x their common rows x columns): the batch's per-pixel
+#: arrays stay near ~128 KiB, where malloc hands out heap memory; larger ones are fresh pages from the kernel
+#: on every frame, whose faults cost more than the batching saves (50 disc crops of 31 x 31 px, load 5-8:
+#: 0.97-1.0x the per-mask calls in batches of 6,000 px, 0.75-0.8x at 12,000-24,000, 1.3-1.7x at 48,000 and more).
+_BATCH_CROP_PIXELS = 24_000
 
 
 def _measure_boolean_crops(masks: list[ParticleMask], frame_index: int) -> dict[int, ParticleMeasurement]:
     """`measure_mask` of present masks with non-empty boolean 2-D crops, keyed by ``id(mask)``; empty crops left out."""
     out: dict[int, ParticleMeasurement] = {}
     batch: list[ParticleMask] = []
-    pixels = 0
+    height = width = 0
     for mask in masks:
         assert mask.crop is not None
-        if batch and pixels + mask.crop.size > _BATCH_CROP_PIXELS:
+        grown_h, grown_w = max(height, mask.crop.shape[0]), max(width, mask.crop.shape[1])
+        if batch and (len(batch) + 1) * grown_h * grown_w > _BATCH_CROP_PIXELS:
             _measure_batch(batch, frame_index, out)
-            batch, pixels = [], 0
+            batch, grown_h, grown_w = [], mask.crop.shape[0], mask.crop.shape[1]
         batch.append(mask)
-        pixels += mask.crop.size
+        height, width = grown_h, grown_w
     _measure_batch(batch, frame_index, out)
     return out
 
 
 def _measure_batch(masks: list[ParticleMask], frame_index: int, out: dict[int, ParticleMeasurement]) -> None:
+    """One batch: the crops padded to a common shape in one (crop, row, column) stack."""
     crops = [m.crop for m in masks if m.crop is not None]
-    widths = np.array([c.shape[1] for c in crops], dtype=np.intp)
-    offsets = np.zeros(len(crops) + 1, dtype=np.intp)
-    np.cumsum([c.size for c in crops], out=offsets[1:])
-    # Pixel indices of all crops laid end to end (row-major within each, as `_pixel_indices`).
-    flat_index = np.concatenate([c.ravel() for c in crops]).nonzero()[0]
-    if flat_index.size == 0:
+    height, width = max(c.shape[0] for c in crops), max(c.shape[1] for c in crops)
+    stack = np.zeros((len(crops), height, width), dtype=bool)
+    for k, crop in enumerate(crops):
+        stack[k, : crop.shape[0], : crop.shape[1]] = crop
+    # Pixel indices, crop by crop and row-major within each crop (`_pixel_indices`' order); a crop's rows
+    # and columns are those of its own pixels (the padding is empty).
+    index = stack.ravel().nonzero()[0]
+    if index.size == 0:
         return
-    starts = np.searchsorted(flat_index, offsets)  # each crop's first pixel; starts[-1] = all pixels
-    areas = np.diff(starts)
-    owner = np.repeat(np.arange(len(crops)), areas)
-    local = flat_index - offsets[owner]
-    width = widths[owner]
-    rows = local // width
-    cols = local - rows * width
-    pieced = _one_piece_by_runs(local + rows, starts, areas, widths)
+    stacked_rows = index // width  # crop * height + row
+    rows = stacked_rows % height
+    cols = index - stacked_rows * width
+    row_counts = stack.sum(axis=2)  # (crop, row)
+    areas = row_counts.sum(axis=1)
+    starts = np.zeros(len(crops) + 1, dtype=np.intp)
+    np.cumsum(areas, out=starts[1:])
+    # Each crop widened by an empty column, as in `_is_one_component` (a common width changes no pair's verdict).
+    pieced = _one_piece_by_runs(index + stacked_rows, starts, areas, np.full(len(crops), width))
     # Centroids and centred coordinates as `_moments_measurement` computes them: integer sums (exact in any
     # order), then each pixel minus its crop's centroid.
     area_div = np.maximum(areas, 1)
-    row_means = _segment_sums(rows, starts) / area_div
-    col_means = _segment_sums(cols, starts) / area_div
+    row_means = (row_counts @ np.arange(height)) / area_div
+    col_means = (stack.sum(axis=1) @ np.arange(width)) / area_div
     dy_all = rows - np.repeat(row_means, areas)
     dx_all = cols - np.repeat(col_means, areas)
     bounds, piece_shown = starts.tolist(), pieced.tolist()
@@ -305,19 +311,16 @@ def _measure_batch(masks: list[ParticleMask], frame_index: int, out: dict[int, P
         lo, hi = bounds[k], bounds[k + 1]
         if lo == hi:
             continue  # absent: measure_mask says so
-        if not piece_shown[k] and not _is_one_component(crops[k], local[lo:hi], rows[lo:hi], cols[lo:hi]):
-            crop, split = largest_component(crops[k])
-            if split:
-                _, r, c = _pixel_indices(crop)
-                out[id(mask)] = _moments_measurement(mask, frame_index, r, c, int(r.size), True)
-                continue
+        if not piece_shown[k]:
+            crop = crops[k]
+            r, c = rows[lo:hi], cols[lo:hi]
+            if not _is_one_component(crop, r * crop.shape[1] + c, r, c):
+                crop, split = largest_component(crop)
+                if split:
+                    _, r, c = _pixel_indices(crop)
+                    out[id(mask)] = _moments_measurement(mask, frame_index, r, c, int(r.size), True)
+                    continue
         out[id(mask)] = _measurement(mask, frame_index, hi - lo, False, yc, xc, dy_all[lo:hi], dx_all[lo:hi])
-
-def _segment_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Sums of ``values[starts[k]:starts[k + 1]]`` (integers: exact); empty segments sum to 0."""
-    running = np.zeros(values.size + 1, dtype=values.dtype)
-    np.cumsum(values, out=running[1:])
-    return running[starts[1:]] - running[starts[:-1]]
 
 
 def _one_piece_by_runs(padded: np.ndarray, starts: np.ndarray, areas: np.ndarray, widths: np.ndarray) -> np.ndarray:

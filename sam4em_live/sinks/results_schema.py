@@ -54,6 +54,8 @@ def rle_encode_many(crops: Sequence[np.ndarray]) -> list[list[int]]:
     Every crop's last pixel ends a run, so runs never join across crops; each crop's runs are then the
     differences of consecutive run ends, as in `rle_encode` (integers: the same lists).
     """
+    if len(crops) < 8:  # the pass's fixed cost is more than it saves (4 discs: 1.2x, 16: 0.6x, 50: 0.5x)
+        return [rle_encode(crop) for crop in crops]
     flats = [np.ascontiguousarray(crop, dtype=bool).ravel() for crop in crops]
     sizes = np.array([flat.size for flat in flats], dtype=np.intp)
     if sizes.size == 0 or not sizes.any():
