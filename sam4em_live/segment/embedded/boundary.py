@@ -38,15 +38,10 @@ if TYPE_CHECKING:
 
 #: Bin width (px) of the mean edge profile.
 PROFILE_STEP_PX = 0.5
-#: The profile is taken this far outside the provisional contour (px): the blurred edge and background ...
-PROFILE_OUTSIDE_PX = 12.0
-#: ... of which the fit uses `OUTSIDE_BLURS` fitted blur widths, at least `NEAR_OUTSIDE_PX` (`fit_profile`). A
-#: fixed 4 px (until session 10) left the background inside the blurred edge of faint memories under a soft
-#: MTF (the alignment's jitter and the MTF's long tails: fitted blurs of 3-4 px, the profile 4 px out at 10 %
-#: of the plateau, taken for background: the level too high, spheres of 80-120 px at CNR 0.3 -9 to -10 %);
-#: a fixed 12 px let a sharp memory's background variation into the fit (sam4em-150nm's rod, blur 1.25-1.5 px:
-#: J&F 87.85 -> 86.48).
-NEAR_OUTSIDE_PX, OUTSIDE_BLURS = 4.0, 2.5
+#: The profile reaches this far outside the provisional contour (px): the blurred edge and background ...
+#: (12 px, or 2.5 fitted blur widths, were tried in session 11: a 20 px cube at CNR 0.5 with defocus read
+#: its surroundings, +2 -> +42 %, and a fixed 12 px cost sam4em-150nm 1.4 points of J&F.)
+PROFILE_OUTSIDE_PX = 4.0
 #: ... and this far inside (px, or to the inscribed radius): enough to tell a step from a chord.
 PROFILE_INSIDE_PX = 14.0
 #: Candidate edge offsets from the provisional contour (px; > 0 inside): a coarse grid, then a fine one.
@@ -185,23 +180,8 @@ def inscribed_radius(distance: np.ndarray) -> int:
 
 
 def fit_profile(profile: EdgeProfile, radius: int, rounded: bool) -> EdgeFit | None:
-    """The edge of a mean edge ``profile`` (`fit_edge`), for a contour of inscribed ``radius`` (px).
-
-    Fitted on the profile from `NEAR_OUTSIDE_PX` outside; an edge blurred so much that this does not reach
-    `OUTSIDE_BLURS` of its width past it is fitted again on a profile reaching that far (at most
-    `PROFILE_OUTSIDE_PX`), so the background is read beyond the blurred edge, not on it.
-    """
-    near = _fit_within(profile, NEAR_OUTSIDE_PX, radius, rounded)
-    reach = min(PROFILE_OUTSIDE_PX, OUTSIDE_BLURS * near.blur_px) if near is not None else 0.0
-    if near is None or reach <= NEAR_OUTSIDE_PX:
-        return near
-    return _fit_within(profile, reach, radius, rounded)
-
-
-def _fit_within(profile: EdgeProfile, outside_px: float, radius: int, rounded: bool) -> EdgeFit | None:
-    """`fit_profile` on the bins of ``profile`` from ``outside_px`` outside the contour inwards."""
-    keep = profile.distance_px >= -outside_px
-    s, p, w = profile.distance_px[keep], profile.value[keep], profile.pixels[keep].astype(np.float64)
+    """The edge of a mean edge ``profile`` (`fit_edge`), for a contour of inscribed ``radius`` (px)."""
+    s, p, w = profile.distance_px, profile.value, profile.pixels.astype(np.float64)
     if s.size < 8 or radius < 1:
         return None
     fits = {model: _fit_model(model, radius, s, p, w) for model in ("plate", "chord")}
