@@ -21,7 +21,7 @@ from sam4em_live.frames import Frame
 from sam4em_live.particles import Prompt, PromptError, RemoveParticle
 from sam4em_live.segment.base import PromptErrors, track_with_retries
 from sam4em_live.segment.embedded.options import EmbeddedOptions
-from sam4em_live.segment.embedded.seed import seed_particle, seed_prompts
+from sam4em_live.segment.embedded.seed import seed_each, seed_particle, seed_prompts
 from sam4em_live.segment.registry import create_segmenter
 
 BACKGROUND = 1000.0
@@ -254,6 +254,11 @@ def test_bad_prompts_are_refused_together_naming_each_particle() -> None:
     with pytest.raises(PromptErrors) as info:
         seed_prompts(pixels, [good[0], on_background, good[1], outside, good[2]], OPTIONS)
     assert sorted(e.particle for e in info.value.errors) == [11, 12]
+    # The same batch through `seed_each`: the good prompts' seeds beside the refusals, each on its particle.
+    seeds, refused = seed_each(pixels, [good[0], on_background, good[1], outside, good[2]], OPTIONS)
+    assert sorted(e.particle for e in refused) == [11, 12]
+    assert set(seeds) == {id(p) for p in good}
+    assert all(labels[round(seeds[id(p)].y), round(seeds[id(p)].x)] == p.particle for p in good)
 
 
 class CountingSegmenter:

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from sam4em_live.particles import Prompt
 from sam4em_live.segment.embedded.options import EmbeddedOptions
-from sam4em_live.segment.embedded.seed import prepared_frame, seed_each, seed_particle, seed_prompts
+from sam4em_live.segment.embedded.seed import prepared_frame, seed_particle, seed_prompts
 from sam4em_live.segment.embedded.seed_frame import SeedFrame, WindowSmoothing, shared_extent
 from sam4em_live.segment.embedded.seed_region import (
     Background,
@@ -160,16 +160,3 @@ def test_a_dense_batch_seeds_what_its_prompts_seed_one_by_one() -> None:
         assert (a & b).sum() / (a | b).sum() >= 0.95, prompt.particle
         assert math.hypot(alone.x - batch.x, alone.y - batch.y) < 1.0
 
-
-def test_seed_each_returns_the_seeds_beside_the_refusals_each_naming_its_particle() -> None:
-    pixels, labels = dense_field(seed=7, count=20)
-    good = [prompts_for(labels == p, p)["centre"] for p in (1, 2, 3)]
-    rows, cols = np.nonzero(ndimage.distance_transform_edt(labels == 0) > 20)
-    on_background = Prompt(11, 0, ((float(cols[0]), float(rows[0])),), (1,))
-    outside = Prompt(12, 0, box=(600.0, 600.0, 640.0, 640.0))
-    seeds, refused = seed_each(pixels, [good[0], on_background, good[1], outside, good[2]], OPTIONS)
-    assert sorted(exc.particle for exc in refused) == [11, 12]
-    assert set(seeds) == {id(p) for p in good}
-    for prompt in good:
-        seed = seeds[id(prompt)]
-        assert labels[int(round(seed.y)), int(round(seed.x))] == prompt.particle
