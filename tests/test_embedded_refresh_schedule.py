@@ -5,6 +5,7 @@ A refresh is seen from the outside as a new `TemplateBanks` object on the partic
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -65,3 +66,15 @@ def test_a_lone_filling_memory_refreshes_on_its_own_schedule() -> None:
     (frames,) = _refresh_frames(clip, _prompts(centres[0])).values()
     young = [f for f in frames if f < YOUNG_MEMORY_FRAMES]
     assert young == list(range(REFRESH_EVERY_YOUNG, YOUNG_MEMORY_FRAMES, REFRESH_EVERY_YOUNG))
+
+
+def test_two_filling_memories_refresh_on_their_own_schedules() -> None:
+    # Two particles prompted together keep the schedule of a lone memory: the turns of many cost two-particle
+    # clips 0.3-1.1 J&F in every condition of the robustness matrix (their refreshes came every 4th frame).
+    clip, centres = particle_clip(256, 2, 12, seed=5)
+    refreshed = _refresh_frames(clip, _prompts(centres[0]))
+    assert len(refreshed) == 2
+    for frames in refreshed.values():
+        young = [f for f in frames if f < YOUNG_MEMORY_FRAMES]
+        assert len(young) >= len(range(REFRESH_EVERY_YOUNG, YOUNG_MEMORY_FRAMES, REFRESH_EVERY_YOUNG)) - 1, refreshed
+        assert all(b - a == REFRESH_EVERY_YOUNG for a, b in itertools.pairwise(young)), refreshed

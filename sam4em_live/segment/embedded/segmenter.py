@@ -78,9 +78,13 @@ ABSENT_SCORE_CAP = 0.45
 #: each refreshed every 2nd frame while young (2-8 ms a refresh at 1024²): ~13 ms frames for their first
 #: ~15 frames, and frames dropped. Those are odd frames: the background and static maps update on even ones.
 #: Many particles prompted together get proportionally more turns (each memory is refreshed about as often
-#: as 4 are). A lone filling memory (one click mid-stream) refreshes when due.
+#: as 4 are). One or two filling memories (a click or two mid-stream) refresh when due.
 FILLING_REFRESH_SPACING_FRAMES = 2
 FILLING_MEMORIES_PER_REFRESH = 4
+#: Up to this many filling memories refresh whenever due: each particle's own phase already spreads their
+#: refreshes (at most two a frame), and the turns above cost two-particle clips 0.3-1.1 J&F in every condition
+#: of the robustness matrix (docs/benchmarks.md, "Session 11: filling memories' turns").
+FILLING_MEMORIES_ON_OWN_PHASES = 2
 #: The static map is updated this many frames off the background map's phase: both on one frame (every
 #: 16th) made one of the costliest frames (issue 23: p99 latency follows such synchronised work).
 STATIC_MAP_PHASE_FRAMES = 2
@@ -331,13 +335,14 @@ class EmbeddedSegmenter(PromptLanding):
     def _filling_refreshes_due(self) -> frozenset[int]:
         """The particles whose filling memories may refresh their shapes on this frame (`FILLING_REFRESH_SPACING_FRAMES`).
 
-        A lone filling memory, whenever due. Of several, on a refresh frame, those overdue by the most learns
+        One or two filling memories, whenever due (their own phases keep them to at most two refreshes a frame).
+        Of more, on a refresh frame, those overdue by the most learns
         (then the lowest ids) among those whose next learn makes a refresh due, one for every
         `FILLING_MEMORIES_PER_REFRESH` filling memories; none on other frames.
         """
         filling = [t for t in self._tracks.values() if t.memory.n_obs < self.options.memory_frames]
-        if len(filling) == 1:
-            return frozenset({filling[0].particle})
+        if len(filling) <= FILLING_MEMORIES_ON_OWN_PHASES:
+            return frozenset(t.particle for t in filling)
         if self._frames_seen % FILLING_REFRESH_SPACING_FRAMES != 1:
             return frozenset()
         due = sorted((-overdue, t.particle) for t in filling if (overdue := t.next_refresh_overdue()) is not None)
