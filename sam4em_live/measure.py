@@ -255,26 +255,25 @@ def _or_measured(done: ParticleMeasurement | None, mask: ParticleMask, frame_ind
 #: load 5-8: 16 masks 1.06-1.09x the per-mask calls, 50 masks 0.92-0.96x; `tools.bench.benchmarks.outside_probes`).
 _BATCH_MIN_MASKS = 24
 #: Padded crop pixels measured in one batch (crops x their common rows x columns): the batch's per-pixel
-#: arrays stay near ~128 KiB, where malloc hands out heap memory; larger ones are fresh pages from the kernel
-#: on every frame, whose faults cost more than the batching saves (50 disc crops of 31 x 31 px, load 5-8:
-#: 0.97-1.0x the per-mask calls in batches of 6,000 px, 0.75-0.8x at 12,000-24,000, 1.3-1.7x at 48,000 and more).
-_BATCH_CROP_PIXELS = 24_000
+#: int64 arrays stay under ~128 KiB, where malloc hands out heap memory; larger ones are fresh pages from the
+#: kernel on every frame, whose faults cost more than the batching saves (50 disc crops of 31 x 31 px in
+#: balanced batches, load 2-4: 0.75x the per-mask calls at 16,000 and 0.7x at 24,000, 1.3-1.5x at 32,000).
+_BATCH_CROP_PIXELS = 16_000
 
 
 def _measure_boolean_crops(masks: list[ParticleMask], frame_index: int) -> dict[int, ParticleMeasurement]:
-    """`measure_mask` of present masks with non-empty boolean 2-D crops, keyed by ``id(mask)``; empty crops left out."""
+    """`measure_mask` of present masks with non-empty boolean 2-D crops, keyed by ``id(mask)``; empty crops left out.
+
+    Batches of equal counts (50 masks in 17, 17, 16 rather than 24, 24, 2: each batch has a fixed cost), as
+    many as keep each under `_BATCH_CROP_PIXELS` when padded to the largest crop's rows and columns.
+    """
+    shapes = [m.crop.shape for m in masks if m.crop is not None]
+    padded = max(h for h, _ in shapes) * max(w for _, w in shapes)
+    batches = -(-len(masks) // max(1, _BATCH_CROP_PIXELS // padded))
+    size = -(-len(masks) // batches)
     out: dict[int, ParticleMeasurement] = {}
-    batch: list[ParticleMask] = []
-    height = width = 0
-    for mask in masks:
-        assert mask.crop is not None
-        grown_h, grown_w = max(height, mask.crop.shape[0]), max(width, mask.crop.shape[1])
-        if batch and (len(batch) + 1) * grown_h * grown_w > _BATCH_CROP_PIXELS:
-            _measure_batch(batch, frame_index, out)
-            batch, grown_h, grown_w = [], mask.crop.shape[0], mask.crop.shape[1]
-        batch.append(mask)
-        height, width = grown_h, grown_w
-    _measure_batch(batch, frame_index, out)
+    for start in range(0, len(masks), size):
+        _measure_batch(masks[start : start + size], frame_index, out)
     return out
 
 

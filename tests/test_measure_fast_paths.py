@@ -89,13 +89,13 @@ def test_batched_run_test_never_accepts_a_split_crop_and_matches_the_single_crop
 
 def test_a_frame_larger_than_one_batch_is_measured_in_several(monkeypatch):
     masks = _masks(13, 200)
-    monkeypatch.setattr(measure_module, "_BATCH_CROP_PIXELS", 900)  # a few crops a batch, some alone
+    monkeypatch.setattr(measure_module, "_BATCH_CROP_PIXELS", 5000)  # a few crops of up to 39 x 39 px a batch
     batches: list[int] = []
     real = measure_module._measure_batch
     monkeypatch.setattr(measure_module, "_measure_batch",
                         lambda batch, index, out: (batches.append(len(batch)), real(batch, index, out)))
     assert [_bits(m) for m in measure_masks(masks, 1)] == [_bits(measure_mask(m, 1)) for m in masks]
-    assert len(batches) > 10 and max(batches) > 1
+    assert len(batches) > 10 and max(batches) > 1 and max(batches) - min(batches) <= 1  # balanced
 
 
 def _bits(m) -> tuple:
