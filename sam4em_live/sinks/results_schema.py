@@ -48,8 +48,13 @@ def rle_encode(crop: np.ndarray) -> list[int]:
     return [0, *runs] if flat[0] else runs
 
 
+#: Crop pixels run-length encoded in one pass: the pass's temporaries (two boolean arrays of this many bytes)
+#: stay well under malloc's 128 KiB, above which they are fresh, page-faulted memory on every frame.
+_RLE_PASS_PIXELS = 32_000
+
+
 def rle_encode_many(crops: Sequence[np.ndarray]) -> list[list[int]]:
-    """`rle_encode` of each crop, in one pass over all of them laid end to end (a frame's masks; issue 23).
+    """`rle_encode` of each crop, in passes over several of them laid end to end (a frame's masks; issue 23).
 
     Every crop's last pixel ends a run, so runs never join across crops; each crop's runs are then the
     differences of consecutive run ends, as in `rle_encode` (integers: the same lists).
@@ -57,8 +62,21 @@ def rle_encode_many(crops: Sequence[np.ndarray]) -> list[list[int]]:
     if len(crops) < 8:  # the pass's fixed cost is more than it saves (4 discs: 1.2x, 16: 0.6x, 50: 0.5x)
         return [rle_encode(crop) for crop in crops]
     flats = [np.ascontiguousarray(crop, dtype=bool).ravel() for crop in crops]
+    out: list[list[int]] = []
+    start = pixels = 0
+    for stop, flat in enumerate(flats):
+        if pixels + flat.size > _RLE_PASS_PIXELS and stop > start:
+            out.extend(_rle_pass(flats[start:stop]))
+            start, pixels = stop, 0
+        pixels += flat.size
+    out.extend(_rle_pass(flats[start:]))
+    return out
+
+
+def _rle_pass(flats: list[np.ndarray]) -> list[list[int]]:
+    """`rle_encode` of each flattened crop, all in one pass."""
     sizes = np.array([flat.size for flat in flats], dtype=np.intp)
-    if sizes.size == 0 or not sizes.any():
+    if not sizes.any():
         return [[] for _ in flats]
     every = np.concatenate(flats)
     last = np.cumsum(sizes) - 1
