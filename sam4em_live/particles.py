@@ -100,6 +100,15 @@ class EditRecord:
         return self.edit.origin
 
 
+def has_finite_coordinates(prompt: Prompt) -> bool:
+    """Whether every coordinate of ``prompt`` (points and box) is a finite number.
+
+    For code that reads a frame's prompts before each is validated (`validate_edit` refuses the others,
+    naming their particle): one NaN must not take the frame's other prompts down with it.
+    """
+    return all(math.isfinite(v) for v in (*(prompt.box or ()), *(c for point in prompt.points for c in point)))
+
+
 def validate_edit(edit: ParticleEdit, shape: tuple[int, int]) -> None:
     """Raise `PromptError` naming the problem if ``edit`` cannot apply to a frame of ``shape``."""
     if not isinstance(edit.particle, int) or isinstance(edit.particle, bool) or edit.particle < 1:

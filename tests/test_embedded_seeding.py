@@ -261,6 +261,19 @@ def test_bad_prompts_are_refused_together_naming_each_particle() -> None:
     assert all(labels[round(seeds[id(p)].y), round(seeds[id(p)].x)] == p.particle for p in good)
 
 
+@pytest.mark.parametrize("bad", [Prompt(11, 0, ((math.nan, 3.0),), (1,)),
+                                 Prompt(11, 0, box=(math.inf, 0.0, 5.0, 5.0))], ids=["nan-point", "inf-box"])
+def test_a_prompt_with_a_non_finite_coordinate_is_refused_alone_beside_the_loop(bad: Prompt) -> None:
+    # The batch's shared frame preparation reads every prompt's centre before each is validated: a NaN or an
+    # infinity there must not take the frame's other prompts down with it (issue 16, requirement 4).
+    pixels, labels = dense_field(seed=7, count=20)
+    good = [prompts_for(labels == p, p)["centre"] for p in (1, 2)]
+    segmenter = create_segmenter("embedded", {})
+    seeded = segmenter.seed(Frame("t", 0, 0.0, pixels), [good[0], bad, good[1]])
+    assert [r.edit.particle for r in seeded.rejected] == [11]
+    assert sorted(e.particle for e in seeded.edits) == [1, 2]
+
+
 class CountingSegmenter:
     """The real embedded segmenter, counting its ``track`` calls (the retry loop's passes)."""
 

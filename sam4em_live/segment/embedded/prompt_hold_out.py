@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sam4em_live.particles import Prompt
+from sam4em_live.particles import Prompt, has_finite_coordinates
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -39,8 +39,8 @@ def prompt_places(prompts: Sequence[ParticleEdit], factor: int, grid: tuple[int,
     held = np.zeros(grid, bool)
     block_y, block_x = (np.mgrid[0 : grid[0], 0 : grid[1]] + 0.5) * factor  # block centres, pixels
     for prompt in prompts:
-        if not isinstance(prompt, Prompt):
-            continue
+        if not isinstance(prompt, Prompt) or not has_finite_coordinates(prompt):
+            continue  # not validated yet: its seeding refuses it
         for (x, y), label in zip(prompt.points, prompt.labels, strict=False):
             if label == 0:  # a negative point marks background: nothing to hold out
                 continue

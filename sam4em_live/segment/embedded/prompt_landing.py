@@ -19,7 +19,13 @@ from sam4em_live.segment.base import RejectedEdit, SeededEdits, prompt_key
 from sam4em_live.segment.embedded.claims import paste
 from sam4em_live.segment.embedded.prompt_split import split_seed
 from sam4em_live.segment.embedded.search import MotionPrior
-from sam4em_live.segment.embedded.seed import Seed, body_from_seed, seed_particle, seed_prompts
+from sam4em_live.segment.embedded.seed import (
+    Seed,
+    body_from_seed,
+    prepared_frame,
+    seed_particle,
+    seed_prompts,
+)
 from sam4em_live.segment.embedded.shape import ShapeMemory
 from sam4em_live.segment.embedded.tracker import TrackedParticle
 
@@ -85,11 +91,13 @@ class PromptLanding:
         kept: list[ParticleEdit] = []
         rejected: list[RejectedEdit] = []
         prepared: dict[tuple[object, ...], object] = {}
+        shared = prepared_frame(pixels, [edit for edit in edits if isinstance(edit, Prompt)], self.options)
         for edit in edits:
             try:
                 validate_edit(edit, shape)
                 if isinstance(edit, Prompt):
-                    seed = split_seed(seed_particle(pixels, edit, self.options), edit, self.options.mask_smoothing_px)
+                    seed = split_seed(seed_particle(pixels, edit, self.options, shared), edit,
+                                      self.options.mask_smoothing_px)
                     prepared[prompt_edit_key(edit)] = PreparedPrompt(seed, self._fresh_track(pixels, edit, seed))
             except PromptError as exc:
                 rejected.append(RejectedEdit(edit, str(exc)))

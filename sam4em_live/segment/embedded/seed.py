@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.particles import Prompt, PromptError, validate_edit
+from sam4em_live.particles import Prompt, PromptError, has_finite_coordinates, validate_edit
 from sam4em_live.segment.base import PromptErrors
 from sam4em_live.segment.embedded.seed_frame import SeedFrame, shared_extent
 from sam4em_live.segment.embedded.seed_prompt import (
@@ -129,12 +129,15 @@ def prepared_frame(pixels: np.ndarray, prompts: Sequence[Prompt], options: Embed
 
     Each prompt's windows reach twice ``seed_window_radius_px`` (a point's largest window) or its
     box's window from its centre, and half the base radius more around a peak a click was followed to.
-    Prompts need not be validated (`validate_edit`): one without a box or a positive point is left out.
+    Prompts need not be validated (`validate_edit`): one without a box or a positive point, or with a
+    coordinate that is not a finite number, is left out (its own seeding refuses it, naming its particle;
+    the others of the batch go through).
     """
     radius = options.seed_window_radius_px
+    usable = [prompt for prompt in prompts
+              if (prompt.box is not None or 1 in prompt.labels) and has_finite_coordinates(prompt)]
     windows = [(x, y, max(r, 2 * radius) + radius // 2)
-               for x, y, r in (prompt_centre(prompt, options) for prompt in prompts
-                               if prompt.box is not None or 1 in prompt.labels)]
+               for x, y, r in (prompt_centre(prompt, options) for prompt in usable)]
     max_scale = options.seed_smoothing_px * max(SMOOTHING_SCALES) * TERRITORY_SCALE_FACTOR
     extent = shared_extent(windows, (int(pixels.shape[0]), int(pixels.shape[1])), max_scale, radius)
     return SeedFrame(pixels, extent, max_scale)
