@@ -13,7 +13,8 @@ Both sides then run their own `RollingTrackStats` (update, and the processor's s
 `MAX_SNAPSHOTS_PER_FRAME` a frame), `EventDetector` and `ResultsPublisher` (a real PUB socket on port 0). The
 outputs of both are compared (measurements and statistics equal, or the probe fails). The events stage is
 the same code on both sides: its ratio shows the probe's noise. Thread CPU per frame
-(`time.thread_time`), after ``warmup`` frames (statistics window filling).
+(`time.thread_time`), after ``warmup`` frames (statistics window filling); garbage collection runs between
+frames, untimed (in a stage it falls on whichever side made the 700th container).
 
     python -m tools.bench.benchmarks.outside_probes PARTICLES [PARTICLES ...] [--frames N] [--profile]
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import pstats
 import time
@@ -127,17 +129,24 @@ def compare(particles: int, frames: int = 400, warmup: int = 100, profile: bool 
 
     sides = {"reference": _Side(reference, clip.shape[1:], reference=True), "fast": _Side(measure_masks, clip.shape[1:])}
     profiler = cProfile.Profile() if profile else None
-    for i in range(frames):
-        step = i % len(walk)
-        # The walk repeats every len(walk) frames; shift it so that positions keep moving (statistics).
-        shifted = [_shifted(m, i // len(walk)) for m in masks[step]]
-        pixels = clip[order[step]]
-        for name in (("reference", "fast") if i % 2 else ("fast", "reference")):  # alternate who goes first
-            if profiler is not None and name == "fast" and i >= warmup:
-                profiler.enable()
-            sides[name].frame(i, pixels, shifted, i >= warmup)
-            if profiler is not None:
-                profiler.disable()
+    # Garbage collection off while timing, a young-generation collection between frames: a collection
+    # otherwise lands in whichever stage makes the 700th container, whichever side's objects it walks.
+    gc.disable()
+    try:
+        for i in range(frames):
+            gc.collect(0)
+            step = i % len(walk)
+            # The walk repeats every len(walk) frames; shift it so that positions keep moving (statistics).
+            shifted = [_shifted(m, i // len(walk)) for m in masks[step]]
+            pixels = clip[order[step]]
+            for name in (("reference", "fast") if i % 2 else ("fast", "reference")):  # alternate who goes first
+                if profiler is not None and name == "fast" and i >= warmup:
+                    profiler.enable()
+                sides[name].frame(i, pixels, shifted, i >= warmup)
+                if profiler is not None:
+                    profiler.disable()
+    finally:
+        gc.enable()
     for side in sides.values():
         side.publisher.close()
     if sides["reference"].outputs != sides["fast"].outputs:
