@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from sam4em_live.frames import Frame
-from sam4em_live.segment.embedded.options import EmbeddedOptions
-from sam4em_live.segment.embedded.segmenter import (
+from sam4em_live.segment.embedded.learning_schedule import (
     FILLING_MEMORIES_PER_REFRESH,
     FILLING_REFRESH_SPACING_FRAMES,
-    EmbeddedSegmenter,
 )
+from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.segmenter import EmbeddedSegmenter
 from sam4em_live.segment.embedded.tracker import REFRESH_EVERY_YOUNG, YOUNG_MEMORY_FRAMES
 from tools.bench.benchmarks.particle_clips import _prompts, particle_clip
 

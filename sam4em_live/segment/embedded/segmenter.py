@@ -31,6 +31,7 @@ from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_area
 from sam4em_live.segment.embedded.edge_entries import EdgeEntries
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
+from sam4em_live.segment.embedded.learning_schedule import filling_refreshes_due, learning_due
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.prompt_landing import PreparedPrompt, PromptLanding, prompt_edit_key
@@ -64,27 +65,12 @@ LEARN_MIN_Z_FRACTION = 0.6
 LEARN_MIN_VISIBLE = 0.98
 #: Candidates verified per lost particle in a full-frame re-acquisition pass.
 REACQUIRE_CANDIDATES = 4
-#: While the pipeline is behind, a particle's due appearance update is skipped at most this many times in a row.
-MAX_DEFERRED_LEARNING = 3
 #: A near-window match is kept (no full-radius search) if its z is at least this fraction of the typical z.
 NEAR_ACCEPT_Z_FRACTION = 0.7
 #: Blob candidates looked at per lost particle in a full-frame pass; static ones are dropped before verifying.
 REACQUIRE_BLOBS = 12
 #: A particle reported absent scores below this (the documented threshold `CONFIDENT_SCORE` is 0.5).
 ABSENT_SCORE_CAP = 0.45
-#: While several memories fill together, their shape refreshes are made only on frames ``k *
-#: FILLING_REFRESH_SPACING_FRAMES + 1``, one a frame for every `FILLING_MEMORIES_PER_REFRESH` filling
-#: memories (or fewer), the most overdue first (issue 23, a click at 200 fps): 4 particles prompted together
-#: each refreshed every 2nd frame while young (2-8 ms a refresh at 1024²): ~13 ms frames for their first
-#: ~15 frames, and frames dropped. Those are odd frames: the background and static maps update on even ones.
-#: Many particles prompted together get proportionally more turns (each memory is refreshed about as often
-#: as 4 are). One or two filling memories (a click or two mid-stream) refresh when due.
-FILLING_REFRESH_SPACING_FRAMES = 2
-FILLING_MEMORIES_PER_REFRESH = 4
-#: Up to this many filling memories refresh whenever due: each particle's own phase already spreads their
-#: refreshes (at most two a frame), and the turns above cost two-particle clips 0.3-1.1 J&F in every condition
-#: of the robustness matrix (docs/benchmarks.md, "Session 11: filling memories' turns").
-FILLING_MEMORIES_ON_OWN_PHASES = 2
 #: The static map is updated this many frames off the background map's phase: both on one frame (every
 #: 16th) made one of the costliest frames (issue 23: p99 latency follows such synchronised work).
 STATIC_MAP_PHASE_FRAMES = 2
@@ -112,7 +98,7 @@ class EmbeddedSegmenter(PromptLanding):
         self._background = FlatField(self.options.background_model, self.options.background_update_interval_frames)
         self._behind = False  # set by note_backlog (live mode only)
         self._lost_turn = 0  # which lost particle is searched while behind (round robin)
-        # `FILLING_REFRESH_SPACING_FRAMES`: the particles whose filling memories may refresh on this frame.
+        # `learning_schedule.filling_refreshes_due`: the particles whose filling memories may refresh on this frame.
         self._filling_refresh_turns: frozenset[int] = frozenset()
 
     def describe(self) -> dict[str, Any]:
@@ -313,41 +299,12 @@ class EmbeddedSegmenter(PromptLanding):
         return self._emit(pixels, track, track.confidence(estimate, visible, self.options), claims, placed)
 
     def _learning_due(self, track: TrackedParticle) -> bool:
-        """Learn every frame while the memory fills, then every ``appearance_update_interval_frames``.
-
-        Each particle learns on its own phase of the interval (offset by its id), so the
-        learning (and the shape refreshes it triggers) of several particles is spread
-        over frames instead of landing on the same one: a flat per-frame cost, not spikes.
-        Live and behind (`note_backlog`), a due update is skipped at most `MAX_DEFERRED_LEARNING`
-        times in a row, a filling memory's too: its every-frame learning and frequent shape
-        refreshes made a new particle's first ~40 frames cost 3-6x the steady state, enough to
-        drop frames of a 200 fps camera after a click (issue 23); it then fills over more frames.
-        """
-        filling = track.memory.n_obs < self.options.memory_frames
-        if not filling and (self._frames_seen + track.particle) % self.options.appearance_update_interval_frames:
-            return False
-        if self._behind and track.learning_deferred < MAX_DEFERRED_LEARNING:
-            track.learning_deferred += 1  # one update less (or later) changes little
-            return False
-        track.learning_deferred = 0
-        return True
+        """Whether ``track`` learns its appearance on this frame (`learning_schedule.learning_due`)."""
+        return learning_due(track, self._frames_seen, self.options, self._behind)
 
     def _filling_refreshes_due(self) -> frozenset[int]:
-        """The particles whose filling memories may refresh their shapes on this frame (`FILLING_REFRESH_SPACING_FRAMES`).
-
-        One or two filling memories, whenever due (their own phases keep them to at most two refreshes a frame).
-        Of more, on a refresh frame, those overdue by the most learns
-        (then the lowest ids) among those whose next learn makes a refresh due, one for every
-        `FILLING_MEMORIES_PER_REFRESH` filling memories; none on other frames.
-        """
-        filling = [t for t in self._tracks.values() if t.memory.n_obs < self.options.memory_frames]
-        if len(filling) <= FILLING_MEMORIES_ON_OWN_PHASES:
-            return frozenset(t.particle for t in filling)
-        if self._frames_seen % FILLING_REFRESH_SPACING_FRAMES != 1:
-            return frozenset()
-        due = sorted((-overdue, t.particle) for t in filling if (overdue := t.next_refresh_overdue()) is not None)
-        turns = -(-len(filling) // FILLING_MEMORIES_PER_REFRESH)
-        return frozenset(particle for _, particle in due[:turns])
+        """The particles whose filling memories may refresh on this frame (`learning_schedule`)."""
+        return filling_refreshes_due(list(self._tracks.values()), self._frames_seen, self.options.memory_frames)
 
     def _lost_to_search(self, lost: list[TrackedParticle]) -> list[TrackedParticle]:
         """Every lost particle, or while live frames queue up (`note_backlog`) one of them, in turn.

@@ -212,7 +212,7 @@ class TrackedParticle:
         every 2nd and 8th frame after they landed, 20-60 frames dropped at a 200 fps camera (issue 23).
 
         Once the memory is full a particle learns every ``appearance_update_interval_frames`` frames on its
-        own phase (particle id mod the interval, `EmbeddedSegmenter._learning_due`) and re-derives its shape
+        own phase (particle id mod the interval, `learning_schedule.learning_due`) and re-derives its shape
         every ``4 * REFRESH_EVERY`` learns. Particles prompted on one frame fill their memories in step, so
         without this their refreshes (the costliest step, ~2-6 ms each) fell on the same few frames every
         128 frames (50 particles: 55-86 ms frames, issue 23). Consecutive ids share a learning phase every
