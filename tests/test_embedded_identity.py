@@ -20,6 +20,7 @@ import pytest
 from sam4em_live.particles import Prompt
 from sam4em_live.segment.embedded.identity import (
     MAX_JUMP,
+    STATIC_FRACTION,
     Candidate,
     History,
     StepModel,
@@ -264,3 +265,22 @@ def test_a_young_memory_that_splits_does_not_carry_the_pose_onto_one_of_the_pair
         moved = max(moved, math.hypot(track.x - before[0], track.y - before[1]))
     assert memory.area_px < 0.7 * int(dumbbell.sum()), "the memory split onto one of the pair"
     assert moved <= max(2.0, MAX_RECENTRE_RADII * memory.radius_px) + 1e-6, f"the pose jumped {moved:.1f} px"
+
+
+def test_a_dose_step_does_not_make_a_tracked_particles_place_a_static_feature() -> None:
+    """The map is learned on exposure-normalised frames: blocks withheld under a particle keep the old dose's
+    level, and a raw map showed them as a static feature after a x1.6 dose step (the particle refused there).
+    """
+    n = 64
+    still = Body(np.full(n, 200.0), np.full(n, 250.0), np.full(n, 0.35))
+    empty = render([], n, seed=12)
+    with_particle = render([still], n, seed=12)
+    static = StaticMap()
+    for i in range(16):  # the whole frame learned at the first dose, nobody tracked yet
+        static.observe(i, empty[i], [])
+    for i in range(16, n):  # a tracked particle sits there (kept out) while the dose steps up x1.6
+        brighter = np.clip(with_particle[i] * 1.6, 0, 255).astype(np.uint8)
+        static.observe(i, brighter, [], keep_out=[(200.0, 250.0, 14.0)])
+    now = np.clip(with_particle[-1] * 1.6, 0, 255).astype(np.uint8)
+    assert static.explains(now, 200.0, 250.0, 12.0, 1.0) < STATIC_FRACTION
+    assert static.features is not None and not static.features.any()

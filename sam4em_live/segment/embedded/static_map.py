@@ -8,7 +8,8 @@ resolution holds them at full contrast, while anything that moves is averaged aw
 
 Cheap by construction: every ``interval`` frames (every `FIRST_INTERVAL_FRAMES` for the first
 `FIRST_UPDATES` updates, so the map knows the scene within a few frames) the frame is block-averaged
-``factor`` x (strided sums, ~0.3 ms for 1024², i.e. ~0.02 ms a frame) and folded into the mean with
+``factor`` x (strided sums, ~0.3 ms for 1024², i.e. ~0.02 ms a frame), divided by its mean level (a dose
+step must not turn the blocks withheld under a tracked particle into a feature) and folded into the mean with
 weight ``1 / min(n, horizon)`` per block (a running mean at first: a feature present from frame 0 is
 at full contrast in the map from the first update on). Blocks under a
 tracked particle, or around a lost particle's last position, are not updated: the map must never
@@ -82,6 +83,13 @@ class StaticMap:
         if rows == 0 or cols == 0:
             return
         blocks = block_mean(pixels[:rows, :cols], factor)
+        # Exposure-normalised: a dose step changes every block at once, but blocks withheld under a particle
+        # keep the old level, so a raw map would show each tracked particle's last place as a bright or dark
+        # "static feature" after the step (dose-steps: the particle refused on it for ~30 frames a clip).
+        level = float(blocks.mean())
+        if not level > 0:
+            return
+        blocks /= np.float32(level)
         if self.mean is None or self.updates is None or self.mean.shape != blocks.shape or factor != self.factor:
             self.factor = factor
             self.mean = np.zeros_like(blocks)
