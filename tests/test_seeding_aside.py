@@ -403,8 +403,14 @@ def _bound(source: Any, timeout_s: float = 10.0) -> str:
     raise TimeoutError("the service did not bind its ZeroMQ source")
 
 
-def _assert_seeded_without_a_drop(log: FrameLog, prompted_on: int, good: set[int], bad: int) -> int:
-    """No frame lost from the prompts' frame to their landing; the bad one named; returns the landing frame."""
+def _assert_seeded_without_a_drop(log: FrameLog, prompted_on: int, good: set[int], bad: int,
+                                  one_batch: bool = True) -> int:
+    """No frame lost from the prompts' frame to their landing; the bad one named; returns the landing frame.
+
+    ``one_batch``: the prompts were sent as one batch, so the bad one is refused on the good ones' landing
+    frame. Prompts sent one by one over the control channel may be seeded in more than one batch (the lane
+    takes what has arrived when the worker is idle), so the refusal may come on a later landing.
+    """
     landed = log.first_with(good)
     assert landed is not None, "the prompts never landed"
     processed = sorted(f for f in log.present if prompted_on <= f <= landed)
@@ -412,7 +418,7 @@ def _assert_seeded_without_a_drop(log: FrameLog, prompted_on: int, good: set[int
         f"frames lost while seeding: {sorted(set(range(prompted_on, landed + 1)) - set(processed))[:20]}")
     assert landed - prompted_on < 400  # bounded (reported by the pipeline benchmark)
     ((frame_index, _, reason),) = [r for r in log.rejected if r[1] == bad]
-    assert frame_index == landed and f"particle {bad} " in reason
+    assert (frame_index == landed if one_batch else frame_index >= prompted_on) and f"particle {bad} " in reason
     later = [f for f in log.present if landed < f <= landed + 20]
     assert later and all(good <= log.present[f] for f in later)  # and they are tracked
     return landed
@@ -456,7 +462,7 @@ def test_prompts_added_mid_stream_over_the_control_channel_drop_no_frame() -> No
             client.close()
 
     log, _ = _camera_run(frames, 700, tracked, control=True, during=add_particles)
-    _assert_seeded_without_a_drop(log, clicked_on[0], set(range(1, 9)), 98)
+    _assert_seeded_without_a_drop(log, clicked_on[0], set(range(1, 9)), 98, one_batch=False)
 
 
 def test_an_accepted_discovery_proposal_is_seeded_aside(tmp_path: Any) -> None:
