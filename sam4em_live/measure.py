@@ -25,6 +25,7 @@ Conventions (used by every module; stated here in full, summarised in `sam4em_li
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -164,36 +165,16 @@ def measure_mask(
         if split:
             flat_index, rows, cols = _pixel_indices(crop)
             area = int(flat_index.size)
-    x0, y0, _, _ = mask.bbox
-    yc = float(rows.sum()) / area
-    xc = float(cols.sum()) / area
-    dy = rows - yc
-    dx = cols - xc
-    # Second central moments (with the 1/12 of a unit pixel so single pixels have size); dot products
-    # because this runs for every particle on every frame.
-    major, minor, angle, ecc = _axes_and_angle(float(dx @ dx) / area + 1 / 12, float(dy @ dy) / area + 1 / 12,
-                                               float(dx @ dy) / area)
+    measurement = _moments_measurement(mask, frame_index, rows, cols, area, split)
     if intensity_weighted and pixels is not None:
+        x0, y0, _, _ = mask.bbox
         patch = np.asarray(pixels[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]], dtype=np.float64)
         values = patch[rows, cols]
         weights = values.max() - values
-        if weights.sum() > 0:
-            xc = float(np.average(cols, weights=weights))
-            yc = float(np.average(rows, weights=weights))
-    return ParticleMeasurement(
-        particle=mask.particle,
-        frame=frame_index,
-        present=True,
-        x=float(xc) + x0,
-        y=float(yc) + y0,
-        angle_deg=float(angle),
-        area_px=area,
-        major_axis_px=major,
-        minor_axis_px=minor,
-        eccentricity=ecc,
-        score=mask.score,
-        split=split,
-    )
+        if weights.sum() > 0:  # the centroid weighted by contrast; the shape moments stay binary
+            measurement = replace(measurement, x=float(np.average(cols, weights=weights)) + x0,
+                                  y=float(np.average(rows, weights=weights)) + y0)
+    return measurement
 
 
 def measure_label_image(labels: np.ndarray, frame_index: int, pixels: np.ndarray | None = None,
@@ -354,7 +335,7 @@ def _one_piece_by_runs(padded: np.ndarray, starts: np.ndarray, areas: np.ndarray
 
 def _moments_measurement(mask: ParticleMask, frame_index: int, rows: np.ndarray, cols: np.ndarray, area: int,
                          split: bool) -> ParticleMeasurement:
-    """`measure_mask`'s unweighted geometry from a crop's pixel rows and columns (the same operations)."""
+    """The unweighted geometry of a crop from its pixel rows and columns (`measure_mask`, the batch's split crops)."""
     yc = float(rows.sum()) / area
     xc = float(cols.sum()) / area
     return _measurement(mask, frame_index, area, split, yc, xc, rows - yc, cols - xc)
@@ -365,6 +346,8 @@ def _measurement(mask: ParticleMask, frame_index: int, area: int, split: bool, y
     """The measurement from the centroid (crop pixels) and the pixels' offsets from it."""
     assert mask.bbox is not None
     x0, y0, _, _ = mask.bbox
+    # Second central moments (with the 1/12 of a unit pixel so single pixels have size); dot products
+    # because this runs for every particle on every frame.
     major, minor, angle, ecc = _axes_and_angle(float(dx @ dx) / area + 1 / 12, float(dy @ dy) / area + 1 / 12,
                                                float(dx @ dy) / area)
     return ParticleMeasurement(
