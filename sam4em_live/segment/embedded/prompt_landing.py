@@ -17,7 +17,7 @@ import numpy as np
 from sam4em_live.particles import ParticleEdit, Prompt, PromptError, validate_edit
 from sam4em_live.segment.base import RejectedEdit, SeededEdits, prompt_key
 from sam4em_live.segment.embedded.claims import paste
-from sam4em_live.segment.embedded.prompt_split import split_seed
+from sam4em_live.segment.embedded.prompt_split import batch_body_px, split_seed, trimmed_to_body
 from sam4em_live.segment.embedded.search import MotionPrior
 from sam4em_live.segment.embedded.seed import (
     Seed,
@@ -61,6 +61,8 @@ class PromptLanding:
     _tracks: dict[int, TrackedParticle]
     _background: FlatField
     _static: StaticMap
+    #: The typical seed area of the last batch of prompts (`prompt_split.batch_body_px`; None: it cannot tell).
+    _batch_body_px: float | None = None
 
     if TYPE_CHECKING:  # the segmenter's own (its pose search and emission)
         def _search(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
@@ -77,7 +79,9 @@ class PromptLanding:
 
     def _seed_all(self, pixels: np.ndarray, edits: Sequence[ParticleEdit]) -> dict[int, Seed]:
         """Seed every prompt of this frame first: bad prompts raise `PromptErrors` (each naming its particle)."""
-        return seed_prompts(pixels, edits, self.options)
+        seeds = seed_prompts(pixels, edits, self.options)
+        self._batch_body_px = batch_body_px(seeds.values())
+        return seeds
 
     def seed(self, frame: Frame, edits: Sequence[ParticleEdit]) -> SeededEdits:
         """Seed ``edits``' prompts on ``frame`` beside the frame loop (`SeedsAside`; live mode).
@@ -92,17 +96,25 @@ class PromptLanding:
         rejected: list[RejectedEdit] = []
         prepared: dict[tuple[object, ...], object] = {}
         shared = prepared_frame(pixels, [edit for edit in edits if isinstance(edit, Prompt)], self.options)
+        seeds: dict[int, Seed] = {}
         for edit in edits:
             try:
                 validate_edit(edit, shape)
                 if isinstance(edit, Prompt):
-                    seed = split_seed(seed_particle(pixels, edit, self.options, shared), edit,
-                                      self.options.mask_smoothing_px)
-                    prepared[prompt_edit_key(edit)] = PreparedPrompt(seed, self._fresh_track(pixels, edit, seed))
+                    seeds[id(edit)] = seed_particle(pixels, edit, self.options, shared)
             except PromptError as exc:
                 rejected.append(RejectedEdit(edit, str(exc)))
                 continue
             kept.append(edit)
+        # Split and trimmed once the whole batch is seeded: its typical seed stands for a body (`prompt_split`).
+        body_px = batch_body_px(seeds.values())
+        for edit in [e for e in kept if isinstance(e, Prompt)]:
+            try:
+                seed = trimmed_to_body(split_seed(seeds[id(edit)], edit, self.options.mask_smoothing_px), edit, body_px)
+                prepared[prompt_edit_key(edit)] = PreparedPrompt(seed, self._fresh_track(pixels, edit, seed))
+            except PromptError as exc:
+                rejected.append(RejectedEdit(edit, str(exc)))
+                kept.remove(edit)
         return SeededEdits(frame.index, tuple(kept), tuple(rejected), prepared)
 
     def _land_prompt(self, pixels: np.ndarray, prompt: Prompt, ready: PreparedPrompt, elapsed: int,
@@ -137,7 +149,7 @@ class PromptLanding:
 
         A seed that holds several particles is first cut down to the one the prompt is on (`prompt_split`).
         """
-        seed = split_seed(seed, prompt, self.options.mask_smoothing_px)
+        seed = trimmed_to_body(split_seed(seed, prompt, self.options.mask_smoothing_px), prompt, self._batch_body_px)
         return self._start(pixels, prompt, seed, self._fresh_track(pixels, prompt, seed), claims)
 
     def _fresh_track(self, pixels: np.ndarray, prompt: Prompt, seed: Seed) -> TrackedParticle:

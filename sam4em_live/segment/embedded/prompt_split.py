@@ -9,6 +9,13 @@ stays one body (or sheds a few noise pixels) at every level tried (`SPLIT_LEVELS
 peak: texture inside one particle dips less deep). The seed is then partitioned between the bodies (each
 pixel to the nearest one) and the part the prompt is on is kept: the part under the point, or for a box
 the part the box holds. A seed that is one body is returned unchanged.
+
+Where two touching particles leave no valley, a batch of prompts can still tell: in a field of like particles
+prompted together (`batch_body_px`: at least `MIN_BATCH` seeds whose areas agree), a seed much larger than the
+batch's typical one (`OVERSIZED`) holds more than its particle, and it is trimmed to a disc of the typical area
+around the prompt's point (`trimmed_to_body`): the young memory grows its true outline from there (robustness
+`dense`, seed 1: a 9816 px seed cut to 3020 px by the valley held its 1559 px prism and pieces of three
+neighbours with no valley between them; its mask drifted 24 px off by frame 5).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from sam4em_live.segment.embedded.morphology import fill_holes
 from sam4em_live.segment.embedded.seed_window import seed_from_mask
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from sam4em_live.particles import Prompt
     from sam4em_live.segment.embedded.seed_window import Seed
 
@@ -38,6 +47,13 @@ MIN_BODY_SHARE = 0.3
 MIN_BODY_PX = 30
 #: A box keeps the part it holds most of, if the other part lies less than this fraction inside it.
 BOX_OTHER_INSIDE = 0.5
+#: Fewest seeds of one batch for their typical area to stand for a body ...
+MIN_BATCH = 5
+#: ... and how far their middle half may spread (interquartile range over the median): like particles.
+MAX_BATCH_SPREAD = 0.5
+#: A seed larger than this multiple of the batch's typical area is trimmed to it (`trimmed_to_body`). The dense
+#: field's single prisms are 0.86-1.09 of their batch's median, the merged seed 1.96.
+OVERSIZED = 1.5
 
 
 def bodies(seed: Seed, smoothing_px: float) -> np.ndarray | None:
@@ -108,3 +124,32 @@ def split_seed(seed: Seed, prompt: Prompt, smoothing_px: float) -> Seed:
     if kept == 0:
         return seed
     return seed_from_mask(seed.window, fill_holes(parts == kept), seed.polarity, seed.contrast)
+
+
+def batch_body_px(seeds: Iterable[Seed]) -> float | None:
+    """The typical area (px) of a batch of seeds of like particles; None when the batch cannot tell (see above)."""
+    areas = np.array([float(seed.mask.sum()) for seed in seeds])
+    if areas.size < MIN_BATCH:
+        return None
+    q1, median, q3 = np.percentile(areas, [25, 50, 75])
+    if median <= 0 or (q3 - q1) > MAX_BATCH_SPREAD * median:
+        return None
+    return float(median)
+
+
+def trimmed_to_body(seed: Seed, prompt: Prompt, body_px: float | None) -> Seed:
+    """``seed`` cut to a disc of ``body_px`` around the prompt's point when it is `OVERSIZED`; else ``seed``.
+
+    Only for a point prompt (a box already bounds its particle) and a batch that knows its body size.
+    """
+    point = next((p for p, label in zip(prompt.points, prompt.labels, strict=False) if label == 1), None)
+    if body_px is None or point is None or seed.mask.sum() <= OVERSIZED * body_px:
+        return seed
+    rows, cols = np.ogrid[: seed.mask.shape[0], : seed.mask.shape[1]]
+    near = np.hypot(cols + seed.window.x0 - point[0], rows + seed.window.y0 - point[1]) <= np.sqrt(body_px / np.pi)
+    labels, count = ndimage.label(seed.mask & near)
+    if count == 0:
+        return seed
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return seed_from_mask(seed.window, fill_holes(labels == int(np.argmax(sizes))), seed.polarity, seed.contrast)
