@@ -311,10 +311,15 @@ def test_only_live_runs_seed_aside() -> None:
 # up with (here ~2x its rate, on a loaded CI machine too); the 200 fps figure is the pipeline benchmark's
 # (docs/benchmarks.md "End to end"), since at 200 fps on 2 shared cores the margin is the machine's load.
 CAMERA_FPS = 100.0
+#: Frames processed after the prompts' landing before the camera stops (the checks look at 20 of them).
+SETTLED_FRAMES = 30
 
 
-def _send(endpoint: str, frames: np.ndarray, n_frames: int, fps: float, go: Any) -> None:
-    """A camera over ZeroMQ (PUSH): ``n_frames`` at ``fps`` (``frames`` forwards, then backwards), then the end."""
+def _send(endpoint: str, frames: np.ndarray, n_frames: int, fps: float, go: Any, stop: Any, sent: Any) -> None:
+    """A camera over ZeroMQ (PUSH): up to ``n_frames`` at ``fps`` (``frames`` forwards, then backwards), then the end.
+
+    It ends early once ``stop`` is set; ``sent`` holds the number of frames sent.
+    """
     import zmq
 
     from sam4em_live.wire import encode_frame, encode_series_end
@@ -326,12 +331,15 @@ def _send(endpoint: str, frames: np.ndarray, n_frames: int, fps: float, go: Any)
     order = [*range(len(frames)), *range(len(frames) - 2, 0, -1)]  # continuous paths, played to and fro
     go.wait()
     start = time.perf_counter()
-    for i in range(n_frames):
+    i = 0
+    while i < n_frames and not stop.is_set():
         delay = start + i / fps - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         socket.send_multipart(encode_frame(frames[order[i % len(order)]], "camera", i, time.time()), copy=False)
-    socket.send_multipart(encode_series_end("camera", n_frames))
+        i += 1
+    sent.value = i
+    socket.send_multipart(encode_series_end("camera", i))
     socket.close(linger=-1)
     context.term()
 
@@ -362,16 +370,28 @@ class FrameLog:
     def close(self) -> None:
         pass
 
+    def settled(self, particles: set[int]) -> bool:
+        """Whether the prompts of ``particles`` have all landed or been refused, `SETTLED_FRAMES` processed frames ago."""
+        with self.lock:
+            decided = {**self.applied, **{p: f for f, p, _ in self.rejected if p is not None}}
+            if not particles <= set(decided):
+                return False
+            landed = max(decided[p] for p in particles)
+            return sum(1 for f in self.present if f > landed) >= SETTLED_FRAMES
+
     def first_with(self, particles: set[int]) -> int | None:
         with self.lock:
             return min((f for f, present in self.present.items() if particles <= present), default=None)
 
 
 def _camera_run(frames: np.ndarray, n_frames: int, edits: list[Prompt], control: bool = False,
-                during: Any = None) -> tuple[FrameLog, Any, LossLedger]:
+                during: Any = None, settled: set[int] | None = None) -> tuple[FrameLog, Any, LossLedger, int]:
     """The live service (embedded, ``latest``, queue 8) fed over ZeroMQ at ``CAMERA_FPS`` by a sender process.
 
-    Returns the frames' log, the final status and the queue's ledger of the frames it dropped (`LossLedger`).
+    The camera stops once the prompts of the ``settled`` particles have landed and `SETTLED_FRAMES` more
+    frames were processed (or after ``n_frames``): the test lasts as long as the machine needs to seed them,
+    neither cut off on a slow machine nor longer than that on a fast one. Returns the frames' log, the final
+    status, the queue's ledger of the frames it dropped (`LossLedger`) and the number of frames sent.
     """
     config = ServiceConfig.from_mapping({
         "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
@@ -384,13 +404,17 @@ def _camera_run(frames: np.ndarray, n_frames: int, edits: list[Prompt], control:
     built = build_service(config, edits=edits, extra_sinks=[log], stop_at_series_end=True)
     ledger = built.service.queue = LossLedger(CAMERA_FPS, 8)
     built.service.start()
-    go = mp.Event()
-    sender = mp.Process(target=_send, args=(_bound(built.service.source), frames, n_frames, CAMERA_FPS, go))
+    go, stop, sent = mp.Event(), mp.Event(), mp.Value("i", 0)
+    sender = mp.Process(target=_send, args=(_bound(built.service.source), frames, n_frames, CAMERA_FPS, go, stop,
+                                            sent))
     sender.start()
     try:
         go.set()
         if during is not None:
             during(built, log)
+        while settled is not None and sender.is_alive() and not log.settled(settled):
+            time.sleep(0.02)
+        stop.set()
         sender.join(60)
         assert built.service.wait(60)
     finally:
@@ -398,7 +422,7 @@ def _camera_run(frames: np.ndarray, n_frames: int, edits: list[Prompt], control:
             sender.kill()
         built.service.stop()
         built.close()
-    return log, built.service.status(), ledger
+    return log, built.service.status(), ledger, int(sent.value)
 
 
 def _bound(source: Any, timeout_s: float = 10.0) -> str:
@@ -449,9 +473,9 @@ def test_a_dozen_prompts_at_once_drop_no_frame_of_a_fast_camera() -> None:
     good = {p + 1 for p in range(12)}
     edits = [click(p + 1, x, y, at=10) for p, (x, y) in enumerate(centres)]
     edits.append(click(99, 32.0, 300.0, at=10))  # empty background: cannot be seeded
-    log, status, ledger = _camera_run(frames, 500, edits)
+    log, status, ledger, sent = _camera_run(frames, 1500, edits, settled={*good, 99})
     _assert_seeded_without_a_drop(log, ledger, 10, good, 99)
-    assert status.frames_received == 500 and status.segmentation_errors == 0
+    assert status.frames_received == sent and status.segmentation_errors == 0
 
 
 @pytest.mark.slow
@@ -478,7 +502,8 @@ def test_prompts_added_mid_stream_over_the_control_channel_drop_no_frame() -> No
         finally:
             client.close()
 
-    log, _, ledger = _camera_run(frames, 700, tracked, control=True, during=add_particles)
+    log, _, ledger, _ = _camera_run(frames, 1500, tracked, control=True, during=add_particles,
+                                    settled={*range(1, 9), 98})
     _assert_seeded_without_a_drop(log, ledger, clicked_on[0], set(range(1, 9)), 98, one_batch=False)
 
 
