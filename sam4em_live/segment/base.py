@@ -72,6 +72,19 @@ class BacklogAware(Protocol):
     def note_backlog(self, frames_waiting: int) -> None: ...
 
 
+@runtime_checkable
+class DefersUpkeep(Protocol):
+    """A segmenter that can leave work its frame's masks do not need for after them (issue 23: latency).
+
+    ``upkeep()`` runs that work; the pipeline calls it once a frame's result has gone to the sinks, on the
+    thread that calls ``track``. Until the first call ``track`` does it all itself; from then on it leaves it
+    queued, and the caller keeps each frame's pixels unchanged until the next ``upkeep`` or ``track`` (which
+    runs what is left first: the masks are the same either way). It raises what that work raises.
+    """
+
+    def upkeep(self) -> None: ...
+
+
 def prompt_key(prompt: Prompt) -> tuple[object, ...]:
     """What identifies a prompt across re-anchoring: its particle, points, labels and box (not its frame)."""
     return (prompt.particle, prompt.points, prompt.labels, prompt.box)

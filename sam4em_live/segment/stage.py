@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from sam4em_live.segment.base import BacklogAware, RejectedEdit, SeedsAside, Segmenter, track_with_retries
+from sam4em_live.segment.base import (
+    BacklogAware,
+    DefersUpkeep,
+    RejectedEdit,
+    SeedsAside,
+    Segmenter,
+    track_with_retries,
+)
 from sam4em_live.segment.blas_threads import limit_blas_threads, restore_blas_threads
 
 if TYPE_CHECKING:
@@ -120,6 +127,7 @@ class InProcessSegmentStage:
         # Checked once: a runtime Protocol check per frame costs more than the call it guards.
         self._backlog_aware: BacklogAware | None = segmenter if isinstance(segmenter, BacklogAware) else None
         self._seeds_aside: SeedsAside | None = segmenter if isinstance(segmenter, SeedsAside) else None
+        self._defers_upkeep: DefersUpkeep | None = segmenter if isinstance(segmenter, DefersUpkeep) else None
         self._frame: Frame | None = None  # submitted, not yet collected
         self._outcome: SegmentOutcome | None = None
         self._failure: Exception | None = None
@@ -160,6 +168,14 @@ class InProcessSegmentStage:
         if failure is not None:
             raise SegmentationFailed(frame.index, f"{type(failure).__name__}: {failure}") from failure
         return outcome
+
+    def upkeep(self) -> None:
+        """The backend's work left from the frames collected so far (`DefersUpkeep`), after their sinks.
+
+        Nothing while a frame is in flight. Raises what the backend's ``upkeep`` raises.
+        """
+        if self._defers_upkeep is not None and self._frame is None:
+            self._defers_upkeep.upkeep()
 
     def describe(self) -> dict[str, Any]:
         return self._segmenter.describe()

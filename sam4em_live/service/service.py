@@ -19,7 +19,7 @@ from sam4em_live.control.quotas import ServiceQuotas
 from sam4em_live.control_api import ServiceState, StatusSnapshot
 from sam4em_live.frames import Calibration, Frame, SeriesInfo
 from sam4em_live.results import FrameResult, RunInfo
-from sam4em_live.segment.stage import SegmentStage, SegmentStageError
+from sam4em_live.segment.stage import InProcessSegmentStage, SegmentStage, SegmentStageError
 from sam4em_live.service.control_side import ServiceControlSide
 from sam4em_live.service.discovery import Discovery
 from sam4em_live.service.edits import EditInbox
@@ -311,7 +311,23 @@ class Service(ServiceControlSide, ServiceStatusSide):
             self.worker_idle.delivered()  # nothing to deliver: the worker is done with the frame
             return
         self._deliver(result)
+        self._upkeep()
         self.worker_idle.delivered()  # after the sinks: they are the worker's work too
+
+    def _upkeep(self) -> None:
+        """The backend's work that the frame's masks did not wait for (`DefersUpkeep`: map updates, learning).
+
+        After the sinks, so it is not in the frame's latency (issue 23: it set the p99 at an 80 fps camera);
+        before `WorkerIdle.delivered`, so the side threads still hold back while it runs. A backend in its own
+        process runs it at its next frame.
+        """
+        if not isinstance(self.stage, InProcessSegmentStage):
+            return
+        try:
+            self.stage.upkeep()
+        except Exception:
+            self._seg_errors += 1
+            log.exception("the backend's upkeep after the last frame failed; continuing")
 
     def _finish_in_flight(self) -> None:
         while self.stage.in_flight:

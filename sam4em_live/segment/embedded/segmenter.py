@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -31,7 +32,11 @@ from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_area
 from sam4em_live.segment.embedded.edge_entries import EdgeEntries
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
-from sam4em_live.segment.embedded.learning_schedule import filling_refreshes_due, learning_due
+from sam4em_live.segment.embedded.learning_schedule import (
+    filling_refreshes_due,
+    learning_due,
+    refreshes_on_learn,
+)
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.prompt_landing import PreparedPrompt, PromptLanding, prompt_edit_key
@@ -46,6 +51,7 @@ from sam4em_live.segment.embedded.search import (
     fine_window_extent,
 )
 from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
+from sam4em_live.segment.embedded.upkeep import FrameUpkeep
 from sam4em_live.segment.embedded.vetting import ON_STATIC, match_refusal, ordinary_reach_px, young_large_jump
 from sam4em_live.segment.embedded.window import frame_window
 
@@ -100,6 +106,10 @@ class EmbeddedSegmenter(PromptLanding):
         self._lost_turn = 0  # which lost particle is searched while behind (round robin)
         # `learning_schedule.filling_refreshes_due`: the particles whose filling memories may refresh on this frame.
         self._filling_refresh_turns: frozenset[int] = frozenset()
+        # Work of a frame that its masks do not wait for, run after they went out (`upkeep`; issue 23).
+        self._upkeep = FrameUpkeep()
+        self._learning_later = False  # whether `_conclude` queues a learn (never while prompts land)
+        self._deferring = False  # set by the first `upkeep` call: its caller keeps each frame's pixels until then
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "embedded", "random_weights": False, "model": "prompt-seeded template matching",
@@ -109,12 +119,20 @@ class EmbeddedSegmenter(PromptLanding):
         return sorted(self._tracks)
 
     def close(self) -> None:
+        self._upkeep.clear()
         self._tracks.clear()
+
+    def upkeep(self) -> None:
+        """The last frame's queued work (`DefersUpkeep`; `upkeep`); from now on `track` leaves it queued."""
+        self._deferring = True
+        self._upkeep.run()
 
     # ------------------------------------------------------------------ frame loop
 
     def track(self, frame: Frame, edits: Sequence[ParticleEdit] = (), seeded: SeededEdits | None = None
               ) -> list[ParticleMask]:
+        self._upkeep.run()  # the last frame's, unless the pipeline has run it: this frame starts from its state
+        self._learning_later = False  # (a frame that raised may have left it set)
         pixels = self._background.flatten(frame.pixels, edits)
         if pixels.ndim != 2:
             raise ValueError(f"embedded backend needs a 2-D frame, got shape {pixels.shape}")
@@ -143,6 +161,7 @@ class EmbeddedSegmenter(PromptLanding):
         # Lost before this frame: a particle lost in the joint pass (a refused jump) is not searched again
         # as a re-acquisition in the same frame (its budget, widened for a lost frame, let the refused jump in).
         lost = [t for t in pending if not t.present]
+        self._learning_later = self._deferring  # each particle is concluded once from here on: learning can wait
         self._follow_jointly(pixels, [t for t in pending if t.present], claims, results)
         for track in self._lost_to_search(lost):
             results[track.particle] = self._follow(pixels, track, claims, strict=True)
@@ -158,9 +177,14 @@ class EmbeddedSegmenter(PromptLanding):
             found = self._reacquire(pixels, track, claims)
             if found is not None:
                 results[track.particle] = found
+        self._learning_later = False
         lost_places = [(t.x, t.y, t.memory.radius_px) for t in self._tracks.values() if not t.present]
-        self._static.observe(self._frames_seen + STATIC_MAP_PHASE_FRAMES, pixels, claims, lost_places)
-        self._background.observe(self._frames_seen, frame.pixels, claims, lost_places)
+        # Their next use is the next frame's: after this frame's masks have gone out (`upkeep`).
+        self._upkeep.defer(partial(self._static.observe, self._frames_seen + STATIC_MAP_PHASE_FRAMES, pixels,
+                                   claims, lost_places))
+        self._upkeep.defer(partial(self._background.observe, self._frames_seen, frame.pixels, claims, lost_places))
+        if not self._deferring:  # a caller that never asked may reuse the frame's buffer (a child process does)
+            self._upkeep.run()
         self._frames_seen += 1
         return [results[pid] for pid in sorted(self._tracks) if pid in results]
 
@@ -295,7 +319,7 @@ class EmbeddedSegmenter(PromptLanding):
         if visible >= LEARN_MIN_VISIBLE and estimate.z >= LEARN_MIN_Z_FRACTION * track.z_ref:
             track.learn_references(estimate)
             if self._learning_due(track):
-                self._learn(pixels, track, background, claims)
+                self._learn_now_or_later(pixels, track, background, claims)
         return self._emit(pixels, track, track.confidence(estimate, visible, self.options), claims, placed)
 
     def _learning_due(self, track: TrackedParticle) -> bool:
@@ -321,6 +345,18 @@ class EmbeddedSegmenter(PromptLanding):
         """Live mode: defer due appearance updates while ``defer_learning_backlog_frames`` frames wait."""
         limit = self.options.defer_learning_backlog_frames
         self._behind = limit > 0 and frames_waiting >= limit
+
+    def _learn_now_or_later(self, pixels: np.ndarray, track: TrackedParticle, background: float,
+                            claims: list[Placement]) -> None:
+        """`_learn` now, or queued for after the frame's masks (`upkeep`) from the joint pass on.
+
+        From there on each particle is concluded once: nothing of this frame reads its memory again. A learn
+        that re-derives the shape stays on the frame: the refresh moves the pose reported with the mask.
+        """
+        if self._learning_later and not refreshes_on_learn(track, self.options, self._filling_refresh_turns):
+            self._upkeep.defer(partial(self._learn, pixels, track, background, list(claims)))
+        else:
+            self._learn(pixels, track, background, claims)
 
     def _learn(self, pixels: np.ndarray, track: TrackedParticle, background: float, claims: list[Placement]) -> None:
         half = track.memory.observe_reach_px(track.angle_deg)  # the whole turned grid: no bounds checks

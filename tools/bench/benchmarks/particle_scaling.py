@@ -156,7 +156,9 @@ def _run(params: Mapping[str, ParamValue], context: RunContext, clip: np.ndarray
     ahead = integer(params, "ahead")
     config = ServiceConfig.from_mapping({
         "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0", "socket": "pull", "mode": "bind"},
-        "segmenter": {"backend": "embedded"},
+        # own_process: the backend in a child process (`segment.process_host`), segmenting the next frame
+        # while this one is measured, published and recorded (the second core's share, issue 23).
+        "segmenter": {"backend": "embedded", "own_process": bool(params["own_process"])},
         # every-frame: the queue holds the `ahead` frames in flight; latest: the configured queue (serve's 8).
         "pipeline": {"backpressure": policy,
                      "queue_frames": max(ahead, 2) if policy == "every-frame" else integer(params, "queue_frames"),
@@ -254,7 +256,7 @@ def _case_figures(key: str, sink: ScalingSink, status: Any, params: Mapping[str,
            {"sizes": [1024, 2048], "particles": [1, 4, 16, 50, 100], "rate": 80.0, "seconds": 5.0, "max_seconds": 150.0,
             "min_frames": 15, "max_frames": 20000, "warmup_frames": 45, "warmup_s": 1.0, "ahead": 4, "queue_frames": 8,
             "clip_frames": 16, "record": True,
-            "switch_interval_s": 0.0005, "seed": 0})
+            "switch_interval_s": 0.0005, "seed": 0, "own_process": False})
 def particle_scaling(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     metrics: dict[str, Metric] = {}
     for size in (int(s) for s in strings(params, "sizes")):
