@@ -367,6 +367,9 @@ class EmbeddedSegmenter(PromptLanding):
         may_refresh = not filling or track.particle in self._filling_refresh_turns
         # An appearance seen on a background the map only guessed (under a prompted particle) counts less.
         weight = self._background.known_fraction(track.x, track.y, track.memory.radius_px)
+        # Its first observations are re-divided as the map under them is learned, before a refresh (`early_memory`).
+        track.memory.early.before_learn(track.memory, self._background.state, track.x, track.y, track.angle_deg,
+                                        track.polarity, may_refresh and track.next_refresh_overdue() is not None)
         track.learn_shape(window.darkness, track.x - x0, track.y - y0, may_refresh, weight)
 
     def _emit(self, pixels: np.ndarray, track: TrackedParticle, score: float, claims: list[Placement],

@@ -31,6 +31,7 @@ from sam4em_live.segment.embedded.boundary import (
     merged_profile,
     signed_distance,
 )
+from sam4em_live.segment.embedded.early_memory import EarlyObservations
 from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes
 from sam4em_live.segment.embedded.raster import MaskLookup, Placement, mask_lookup, rasterize_mask
 from sam4em_live.segment.embedded.templates import TemplateBanks
@@ -96,6 +97,7 @@ class ShapeMemory:
         self.corner_loss = 0.0  # `boundary.corner_loss` of the outline, averaged over refreshes (`_rounded`)
         self._outline_judgements = 0
         self.n_obs = 1
+        self.early = EarlyObservations()  # the first observations, re-divided as the background is learned
         self._noise: dict[int, float] = {}
         self._noise_calls: dict[int, int] = {}
         # Which of the `NOISE_REMEASURE_CALLS` calls re-measures: set per particle by its track so tens of
@@ -298,6 +300,7 @@ class ShapeMemory:
             self._level = ndimage.shift(self._level, (-dv, -du), order=1, mode="nearest")
         if self.anchor is not None:
             self.anchor = (self.anchor[0] - du, self.anchor[1] - dv)
+        self.early.moved(du, dv)
         return du, dv
 
     def _build_template(self) -> None:
@@ -368,10 +371,18 @@ class ShapeMemory:
             body = bilinear_inside(darkness, rows, cols)
         else:
             body = bilinear(zero_padded(darkness), rows, cols)
-        # Remove the local background plane (gradients) measured on the ring around the particle.
+        return self.remove_plane(body)
+
+    def remove_plane(self, body: np.ndarray) -> np.ndarray:
+        """Remove (in place) the local background plane (gradients) measured on the ring around the particle."""
         coeffs = self._ring_pinv @ body.ravel()[self._ring_index]
-        body -= np.add.outer(coeffs[0] + coeffs[2] * axis, coeffs[1] * axis)
+        body -= np.add.outer(coeffs[0] + coeffs[2] * self._axis, coeffs[1] * self._axis)
         return body
+
+    def correct(self, memory: np.ndarray, halves: np.ndarray) -> None:
+        """Add a correction of past observations (`early_memory`) to the memory and to each half."""
+        self.appearance += memory
+        self._halves += halves
 
     def update(self, observation: np.ndarray, weight: float = 1.0) -> None:
         """Fold one aligned observation into the exponential memory, counting ``weight`` (0-1) observations.
@@ -389,8 +400,9 @@ class ShapeMemory:
         self.appearance += np.array(share, np.float32) * (observation - self.appearance)  # 0-d: see window._ONE
         half = self.n_obs % 2
         self._half_weights[half] += weight
-        share = weight / min(self._half_weights[half], max(self.options.memory_frames // 2, 1))  # the same horizon
-        self._halves[half] += np.array(share, np.float32) * (observation - self._halves[half])
+        half_share = weight / min(self._half_weights[half], max(self.options.memory_frames // 2, 1))  # same horizon
+        self._halves[half] += np.array(half_share, np.float32) * (observation - self._halves[half])
+        self.early.fold(share, half, half_share)
 
     def rasterize(self, x: float, y: float, angle_deg: float, shape: tuple[int, int]) -> Placement | None:
         """The mask placed at a pose, clipped to a frame of ``shape`` (see `rasterize_mask`); None if outside."""
