@@ -14,12 +14,12 @@ smoothed contour, the ellipse), the one that explains the raw contrast best.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.ellipse import matched_ellipse
+from sam4em_live.segment.embedded.ellipse import BOUNDED_SCALES, ELLIPSE_SCALES
 from sam4em_live.segment.embedded.seed_region import REGION_FRACTION, Territory, component_at, filled
 
 if TYPE_CHECKING:
@@ -80,13 +80,64 @@ def _corners(cands: np.ndarray, sides: int) -> tuple[np.ndarray, np.ndarray]:
     return xc + along * ux - across * uy, yc + along * uy + across * ux
 
 
-def _z_batch(cands: np.ndarray, sides: int, xs: np.ndarray, ys: np.ndarray, vs: np.ndarray,
+class FitPixels(NamedTuple):
+    """The pixels a fit scores its candidates on, nearest its centre first.
+
+    A candidate's soft template is 0 beyond its outline (+ half a pixel), and the pixels there enter
+    its z only through their count and their contrast's sum (the template's mean): so a batch of
+    candidates is scored on the first pixels, out to the farthest candidate's reach, with ``n_pixels``
+    and ``total`` standing for the rest -- the z of every pixel of the support, at a fraction of the
+    work (the support reaches twice a particle's radius; the candidates of an ascent little more than it).
+    """
+
+    xs: np.ndarray  # float32, window pixels, by distance from (xc, yc)
+    ys: np.ndarray
+    values: np.ndarray  # float32 contrast
+    distance: np.ndarray  # float32 distance from (xc, yc) rounded down to a quarter pixel, ascending
+    xc: float
+    yc: float
+    n_pixels: int  # all the pixels, the far ones too
+    total: float  # sum of ``values``
+
+
+def fit_pixels(xs: np.ndarray, ys: np.ndarray, values: np.ndarray, xc: float, yc: float) -> FitPixels:
+    """`FitPixels` of the pixels (xs, ys) with contrast ``values``, ordered by distance from (xc, yc)."""
+    # Ordered by quarter pixels (a radix sort of small integers: a sixth of a float sort's time); a bucket's
+    # lower edge stands for its distances, so a prefix out to a reach holds every pixel within it.
+    quarters = (np.hypot(xs - np.float32(xc), ys - np.float32(yc)) * 4).astype(np.int16)
+    order = np.argsort(quarters, kind="stable")
+    values = values.astype(np.float32)
+    return FitPixels(xs[order], ys[order], values[order], quarters[order] * np.float32(0.25), xc, yc,
+                     int(values.size), float(values.sum()))
+
+
+def _within(pixels: FitPixels, cands: np.ndarray, reach: np.ndarray) -> int:
+    """How many of ``pixels`` (from the nearest) hold every pixel that candidate centres + ``reach`` cover."""
+    far = np.hypot(cands[:, 0] - pixels.xc, cands[:, 1] - pixels.yc) + reach
+    return int(np.searchsorted(pixels.distance, float(far.max()) + 1.0, side="right"))
+
+
+def _z_of(inside: np.ndarray, pixels: FitPixels) -> np.ndarray:
+    """The z of K soft templates ``inside`` (K x m: on the first m of ``pixels``, 0 on the rest)."""
+    m = inside.shape[1]
+    mean = inside.sum(axis=1) / np.float32(pixels.n_pixels)
+    # Summed without BLAS: its threads spin between the many small products of a batch of prompts.
+    dot = np.einsum("kn,n->k", inside, pixels.values[:m]) - mean * pixels.total
+    norm = np.sqrt(np.maximum(np.einsum("kn,kn->k", inside, inside) - pixels.n_pixels * mean * mean, 0.0))
+    return dot / np.maximum(norm, 1e-9)
+
+
+def _z_batch(cands: np.ndarray, sides: int, pixels: FitPixels,
              bounds: tuple[float, float, float, float] | None) -> np.ndarray:
-    """The z of each candidate polygon (K x params) over the pixels (xs, ys) of contrast vs: -inf off bounds."""
+    """The z of each candidate polygon (K x params) over ``pixels``: -inf off bounds."""
     params = cands.astype(np.float32)
+    # The soft edge reaches half a pixel beyond each side: the corners of the polygon grown by it.
+    reach = (2.0 * (cands[:, 3] + 0.5) if sides == 3
+             else np.hypot(cands[:, 3] + 0.5, cands[:, 4] + 0.5))
+    m = _within(pixels, cands, reach)
+    xs, ys = pixels.xs[:m], pixels.ys[:m]
     # An edge's depth d + 1/2 - n . (p - c) is (d + 1/2 + n . c) - n . p: a per-candidate offset less two
-    # K x N products, three passes an edge instead of six (seeding a batch of prompts spent a third of its
-    # time here; no BLAS product: its threads spin between the many small calls of a batch).
+    # K x N products, three passes an edge instead of six.
     depth: np.ndarray | None = None
     for k in range(sides):
         turn = params[:, 2] + np.float32(k * (2 * math.pi / sides))
@@ -96,12 +147,7 @@ def _z_batch(cands: np.ndarray, sides: int, xs: np.ndarray, ys: np.ndarray, vs: 
         side -= sin[:, None] * ys
         depth = side if depth is None else np.minimum(depth, side, out=depth)
     assert depth is not None
-    inside = np.clip(depth, 0.0, 1.0, out=depth)
-    n = xs.size
-    mean = inside.mean(axis=1)
-    dot = inside @ vs - mean * float(vs.sum())
-    norm = np.sqrt(np.maximum((inside * inside).sum(axis=1) - n * mean * mean, 0.0))
-    z = dot / np.maximum(norm, 1e-9)
+    z = _z_of(np.clip(depth, 0.0, 1.0, out=depth), pixels)
     if bounds is not None:
         cx, cy = _corners(cands, sides)
         fits = ((cx.min(axis=1) >= bounds[0]) & (cx.max(axis=1) <= bounds[2])
@@ -129,15 +175,16 @@ def matched_polygon(darkness: np.ndarray, mask: np.ndarray, sides: int, support:
     keep = (gx - xc) ** 2 + (gy - yc) ** 2 <= reach**2
     if support is not None:
         keep &= support[r0:r1, c0:c1]
-    px, py, values = gx[keep], gy[keep], darkness[r0:r1, c0:c1][keep].astype(np.float32)
+    px, py, values = gx[keep], gy[keep], darkness[r0:r1, c0:c1][keep]
     sparse = ((gx % 2 == 0) & (gy % 2 == 0))[keep]  # the scan looks at every other row and column: 4x cheaper
+    every = fit_pixels(px, py, values, xc, yc)
 
     def z(cands: np.ndarray) -> np.ndarray:
-        return _z_batch(cands, sides, px, py, values, bounds)
+        return _z_batch(cands, sides, every, bounds)
 
     starts = np.asarray(_starts(mask, sides, xc, yc, area,
                                 SIZE_SCALES if bounds is None else BOUNDED_SIZE_SCALES + SIZE_SCALES))
-    scan = _z_batch(starts, sides, px[sparse], py[sparse], values[sparse], bounds)
+    scan = _z_batch(starts, sides, fit_pixels(px[sparse], py[sparse], values[sparse], xc, yc), bounds)
     best = starts[int(np.argmax(scan))]
     if not np.isfinite(z(best[None, :])[0]):
         return None
@@ -145,6 +192,91 @@ def matched_polygon(darkness: np.ndarray, mask: np.ndarray, sides: int, support:
     out = np.zeros_like(mask)
     out[r0:r1, c0:c1] = polygon_inside(list(best), sides, gx, gy) >= 0.5
     return out if out.sum() >= 6 else None
+
+
+def fitted_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | None,
+                   bounds: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """`ellipse.matched_ellipse`, every step's candidates scored at once on the pixels they can reach.
+
+    The same start (``mask``'s moments), grid of sizes, ascent and pixels as `matched_ellipse` (see
+    there for ``box`` and ``bounds``); each step's candidates are scored together (`_ellipse_z`), only
+    on the pixels out to the farthest one's outline (`FitPixels`), and a round that moves nothing ends
+    the ascent. The same z but for the order of the sums (float32 rounding).
+    """
+    rows, cols = np.nonzero(mask)
+    cov = np.cov(np.stack([cols, rows]).astype(float)) + np.eye(2) / 12
+    eigval, eigvec = np.linalg.eigh(cov)
+    params = [float(cols.mean()), float(rows.mean()), math.atan2(eigvec[1, 1], eigvec[0, 1]),
+              2 * math.sqrt(eigval[1]), 2 * math.sqrt(eigval[0])]  # xc, yc, angle (rad), semi-axes
+    reach = int(math.ceil(1.5 * params[3] * max(ELLIPSE_SCALES) + 8))
+    r0, r1 = max(int(params[1]) - reach, 0), min(int(params[1]) + reach + 1, mask.shape[0])
+    c0, c1 = max(int(params[0]) - reach, 0), min(int(params[0]) + reach + 1, mask.shape[1])
+    gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    support = (gx - params[0]) ** 2 + (gy - params[1]) ** 2 <= reach**2
+    if box is not None:
+        support &= box[r0:r1, c0:c1]
+    pixels = fit_pixels(gx[support], gy[support], darkness[r0:r1, c0:c1][support], params[0], params[1])
+    scales = ELLIPSE_SCALES if bounds is None else BOUNDED_SCALES + ELLIPSE_SCALES
+    starts = np.array([[*params[:3], max(params[3] * sa, 1.0), max(params[4] * sb, 1.0)]
+                       for sa in scales for sb in scales])
+    scores = _ellipse_z(starts, pixels, bounds)
+    best = starts[int(np.argmax(scores))]
+    if not math.isfinite(float(scores.max())):  # no candidate fits the bounds: keep the thresholded region
+        return mask
+    turns = np.radians(np.arange(-24, 25, 6, dtype=float))
+    shifts = np.array([(dx, dy) for dx in (-2, -1, 0, 1, 2) for dy in (-2, -1, 0, 1, 2)], dtype=float)
+    sizes = np.array([(sa, sb) for sa in (0.93, 1.0, 1.07) for sb in (0.93, 1.0, 1.07)])
+    for _ in range(2):
+        start = best
+        cands = np.repeat(best[None, :], turns.size, axis=0)
+        cands[:, 2] += turns
+        best = cands[int(np.argmax(_ellipse_z(cands, pixels, bounds)))]
+        cands = np.repeat(best[None, :], len(shifts), axis=0)
+        cands[:, :2] += shifts
+        best = cands[int(np.argmax(_ellipse_z(cands, pixels, bounds)))]
+        cands = np.repeat(best[None, :], len(sizes), axis=0)
+        cands[:, 3:5] *= sizes
+        best = cands[int(np.argmax(_ellipse_z(cands, pixels, bounds)))]
+        if np.array_equal(best, start):
+            break
+    ellipse = np.zeros_like(mask)
+    ellipse[r0:r1, c0:c1] = _ellipse_radius(best[None, :], gx.ravel(), gy.ravel()).reshape(gx.shape) <= 1.0
+    return ellipse if ellipse.sum() >= 6 else mask
+
+
+def _ellipse_radius(cands: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Each pixel's elliptical radius (K x N, 1 on the outline) for candidates (K x [xc, yc, angle, a, b])."""
+    params = cands.astype(np.float32)
+    cos, sin = np.cos(cands[:, 2]).astype(np.float32)[:, None], np.sin(cands[:, 2]).astype(np.float32)[:, None]
+    dx, dy = xs - params[:, 0:1], ys - params[:, 1:2]
+    u = dx * cos + dy * sin
+    v = dy * cos - dx * sin
+    u /= params[:, 3:4]
+    v /= params[:, 4:5]
+    u *= u
+    v *= v
+    u += v
+    return np.sqrt(u, out=u)
+
+
+def _ellipse_z(cands: np.ndarray, pixels: FitPixels, bounds: tuple[float, float, float, float] | None) -> np.ndarray:
+    """The z of each candidate ellipse (K x [xc, yc, angle, a, b]) over ``pixels`` (a 1 px soft edge): -inf off bounds."""
+    # The soft edge (1 - r) b + 1/2 is 0 at r = 1 + 1/(2b): along the longer axis, that far from the centre.
+    reach = np.maximum(cands[:, 3], cands[:, 4]) * (1.0 + 0.5 / cands[:, 4])
+    m = _within(pixels, cands, reach)
+    inside = _ellipse_radius(cands, pixels.xs[:m], pixels.ys[:m])
+    np.subtract(np.float32(1.0), inside, out=inside)
+    inside *= cands[:, 4].astype(np.float32)[:, None]
+    inside += np.float32(0.5)
+    z = _z_of(np.clip(inside, 0.0, 1.0, out=inside), pixels)
+    if bounds is not None:
+        cos, sin = np.cos(cands[:, 2]), np.sin(cands[:, 2])
+        half_width = np.hypot(cands[:, 3] * cos, cands[:, 4] * sin)  # the rotated ellipse's half extents
+        half_height = np.hypot(cands[:, 3] * sin, cands[:, 4] * cos)
+        fits = ((cands[:, 0] - half_width >= bounds[0]) & (cands[:, 0] + half_width <= bounds[2])
+                & (cands[:, 1] - half_height >= bounds[1]) & (cands[:, 1] + half_height <= bounds[3]))
+        z = np.where(fits, z, -np.inf)
+    return z
 
 
 def _starts(mask: np.ndarray, sides: int, xc: float, yc: float, area: float,
@@ -165,12 +297,16 @@ def _starts(mask: np.ndarray, sides: int, xc: float, yc: float, area: float,
 
 
 def _ascend(best: np.ndarray, sides: int, z: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Coordinate ascent: orientation, position, size, three times (`matched_ellipse` does it twice)."""
+    """Coordinate ascent: orientation, position, size, three times (`matched_ellipse` does it twice).
+
+    A round that moves nothing ends the ascent: the next would score the same candidates again.
+    """
     turns = np.radians(np.arange(-6, 7, 2, dtype=float))
     shifts = np.array([(dx, dy) for dx in (-1.5, -0.5, 0, 0.5, 1.5) for dy in (-1.5, -0.5, 0, 0.5, 1.5)])
     sizes = np.array([(0.95, 1.0), (1.0, 1.0), (1.05, 1.0)] if sides == 3 else
                      [(a, b) for a in (0.95, 1.0, 1.05) for b in (0.95, 1.0, 1.05)])
     for _ in range(3):
+        start = best
         cands = np.repeat(best[None, :], turns.size, axis=0)
         cands[:, 2] += turns
         best = cands[int(np.argmax(z(cands)))]
@@ -182,6 +318,8 @@ def _ascend(best: np.ndarray, sides: int, z: Callable[[np.ndarray], np.ndarray])
         if sides == 4:
             cands[:, 4] *= sizes[:, 1]
         best = cands[int(np.argmax(z(cands)))]
+        if np.array_equal(best, start):
+            break
     return best
 
 
@@ -240,7 +378,7 @@ def seed_outline(darkness: np.ndarray, territory: Territory, contour: np.ndarray
     support = ~ndimage.binary_dilation(territory.neighbours, iterations=1)
     if box is not None:
         support &= box
-    ellipse = matched_ellipse(darkness, start, support, bounds)
+    ellipse = fitted_ellipse(darkness, start, support, bounds)
     polygons = [(p, margin) for p, margin in ((matched_polygon(darkness, start, 3, support, bounds), POLYGON_MARGIN),
                                               (matched_polygon(darkness, start, 4, support, bounds), RECTANGLE_MARGIN))
                 if p is not None]
