@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tools.bench.benchmarks import discovery_entry  # noqa: F401  (registers ``discovery-entry``)
+from tools.bench.benchmarks.discovery_scenes import HARD_CONDITIONS, build_hard, median_cnr
 from tools.bench.figures import count, integer, strings, text
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
@@ -54,11 +55,13 @@ class Scored:
 
 
 def build_scenario(condition: str, seed: int, frames: int, motion: str) -> Scenario:
-    """The scene of ``condition`` (a robustness condition, or ``low-dose``)."""
+    """The scene of ``condition`` (a robustness condition, ``low-dose``, or a hard scene: `discovery_scenes`)."""
     import dataclasses
 
     from sam4em_live.sim.conditions import get_condition
 
+    if condition in HARD_CONDITIONS:
+        return build_hard(condition, seed, frames, motion)
     if condition == "low-dose":
         scenario = get_condition("clean").build(seed, frames, motion)
         imaging = scenario.spec.imaging
@@ -204,8 +207,10 @@ def evaluate(conditions: list[str], motion: str, tuning_seeds: list[int], seeds:
         ours_ms: list[float] = []
         tp_ms: list[float] = []
         per_s: list[Scored] = []  # trackpy tuned on this condition's own tuning clips
+        cnrs: list[float] = []
         for seed in seeds:
             clip = build_clip(condition, seed, frames, motion)
+            cnrs.append(clip_cnr(clip, from_frame, step))
             s, t = ours(clip, from_frame, step, settings["ours_threshold"])
             ours_s += s
             ours_ms += t
@@ -221,26 +226,42 @@ def evaluate(conditions: list[str], motion: str, tuning_seeds: list[int], seeds:
             tp, fp, fn = counts(scored, threshold)
             row[name] = {"precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1), "F1": f1(tp, fp, fn),
                          "ms_per_frame": float(np.median(ms)) if ms else 0.0, "particles": tp + fn}
+        row["cnr"] = float(np.nanmedian(cnrs)) if np.isfinite(cnrs).any() else math.nan
         progress(f"# {condition}: ours F1 {row['ours']['F1']:.3f}, trackpy F1 {row['trackpy']['F1']:.3f} "
                  f"(tuned per condition {row['trackpy_per_condition']['F1']:.3f})")
         rows.append(row)
     return settings, rows
 
 
+def clip_cnr(clip: ScenarioClip, from_frame: int, step: int) -> float:
+    """Median per-pixel CNR of the scored frames (`discovery_scenes.median_cnr`); NaN under a gradient.
+
+    A gradient or vignette counts as background noise in the CNR's σ: those scenes have their flat
+    sibling's dose (``gradient-vignette``: ``clean``; ``small-gradient``, ``crowd-gradient``: ``small-cnr0.5``).
+    """
+    if "gradient" in clip.scenario.name:
+        return math.nan
+    return abs(median_cnr(clip.frames[from_frame::step], clip.gt_labels[from_frame::step]))
+
+
+def _cnr_text(cnr: float) -> str:
+    return "—" if math.isnan(cnr) else f"{cnr:.2f}"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| condition | particles | ours P | ours R | ours F1 | ours ms | trackpy P | trackpy R | trackpy F1 | "
-             "trackpy ms | trackpy F1, tuned per condition |", "|" + "---|" * 11]
+    lines = ["| condition | particles | CNR | ours P | ours R | ours F1 | ours ms | trackpy P | trackpy R | trackpy F1 | "
+             "trackpy ms | trackpy F1, tuned per condition |", "|" + "---|" * 12]
     for r in rows:
         o, t, pc = r["ours"], r["trackpy"], r["trackpy_per_condition"]
-        lines.append(f"| {r['condition']} | {o['particles']} | {o['precision']:.3f} | {o['recall']:.3f} | "
+        lines.append(f"| {r['condition']} | {o['particles']} | {_cnr_text(r['cnr'])} | {o['precision']:.3f} | {o['recall']:.3f} | "
                      f"**{o['F1']:.3f}** | {o['ms_per_frame']:.1f} | {t['precision']:.3f} | {t['recall']:.3f} | "
                      f"{t['F1']:.3f} | {t['ms_per_frame']:.1f} | {pc['F1']:.3f} |")
     return "\n".join(lines)
 
 
 @benchmark("discovery", "particle discovery vs trackpy.locate: precision, recall, F1, ms per frame (issue 21)",
-           {"conditions": [*CONDITIONS], "motion": "monet", "tuning_seeds": [100, 101], "seeds": [0, 1, 2],
-            "frames": 120, "from_frame": 80, "step": 4},
+           {"conditions": [*CONDITIONS, *HARD_CONDITIONS], "motion": "monet", "tuning_seeds": [100, 101],
+            "seeds": [0, 1, 2], "frames": 120, "from_frame": 80, "step": 4},
            quick={"seeds": [0], "tuning_seeds": [100]}, one_blas_thread=True)
 def discovery(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     settings, rows = evaluate(strings(params, "conditions"), text(params, "motion"),
@@ -254,6 +275,7 @@ def discovery(params: Mapping[str, ParamValue], context: RunContext) -> Measurem
                 metrics[f"{r['condition']}.{name}.{figure}"] = Metric(r[name][figure], "fraction", "higher")
             metrics[f"{r['condition']}.{name}.ms_per_frame"] = Metric(r[name]["ms_per_frame"], "ms")
         metrics[f"{r['condition']}.particles"] = count(r["ours"]["particles"])
+        metrics[f"{r['condition']}.cnr"] = Metric(r["cnr"], "", "none")
     metrics["ours_beats_trackpy_everywhere"] = count(int(all(r["ours"]["F1"] > r["trackpy"]["F1"] for r in rows)))
     metrics["ours_beats_trackpy_per_condition_everywhere"] = count(
         int(all(r["ours"]["F1"] > r["trackpy_per_condition"]["F1"] for r in rows)))
