@@ -71,13 +71,3 @@ def filling_refreshes_due(tracks: Sequence[TrackedParticle], frames_seen: int, m
     turns = -(-len(filling) // FILLING_MEMORIES_PER_REFRESH)
     return frozenset(particle for _, particle in due[:turns])
 
-
-def refreshes_on_learn(track: TrackedParticle, options: EmbeddedOptions, refresh_turns: frozenset[int]) -> bool:
-    """Whether ``track``'s next learn re-derives its shape (`TrackedParticle.learn_shape`).
-
-    It does when a refresh is due and the memory is full or the particle has one of this frame's
-    ``refresh_turns`` (`filling_refreshes_due`), as `EmbeddedSegmenter._learn` decides ``may_refresh``.
-    """
-    if track.next_refresh_overdue() is None:
-        return False
-    return track.memory.n_obs >= options.memory_frames or track.particle in refresh_turns

@@ -32,11 +32,7 @@ from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_area
 from sam4em_live.segment.embedded.edge_entries import EdgeEntries
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
-from sam4em_live.segment.embedded.learning_schedule import (
-    filling_refreshes_due,
-    learning_due,
-    refreshes_on_learn,
-)
+from sam4em_live.segment.embedded.learning_schedule import filling_refreshes_due, learning_due
 from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.prompt_landing import PreparedPrompt, PromptLanding, prompt_edit_key
@@ -351,9 +347,10 @@ class EmbeddedSegmenter(PromptLanding):
         """`_learn` now, or queued for after the frame's masks (`upkeep`) from the joint pass on.
 
         From there on each particle is concluded once: nothing of this frame reads its memory again. A learn
-        that re-derives the shape stays on the frame: the refresh moves the pose reported with the mask.
+        that re-derives the shape re-centres the pose too: the frame's mask then reports (``extras``) the pose
+        it was placed at, not the re-centred one (the next frame starts from that, as before).
         """
-        if self._learning_later and not refreshes_on_learn(track, self.options, self._filling_refresh_turns):
+        if self._learning_later:
             self._upkeep.defer(partial(self._learn, pixels, track, background, list(claims)))
         else:
             self._learn(pixels, track, background, claims)
