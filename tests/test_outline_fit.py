@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from sam4em_live.segment.embedded.ellipse import matched_ellipse
+from sam4em_live.segment.embedded.fit_scoring import ellipse_radius, ellipse_z, fit_pixels, polygon_z
 from sam4em_live.segment.embedded.outline_fit import (
-    fit_pixels,
     fitted_ellipse,
     matched_polygon,
     polygon_inside,
@@ -60,7 +60,7 @@ def test_a_fit_reads_the_pixels_nearest_its_centre_first() -> None:
     xs, ys = rng.uniform(0, 60, 500).astype(np.float32), rng.uniform(0, 60, 500).astype(np.float32)
     values = rng.normal(size=500).astype(np.float32)
     pixels = fit_pixels(xs, ys, values, 30.0, 25.0)
-    distance = np.hypot(pixels.xs - 30.0, pixels.ys - 25.0)
+    distance = np.hypot(pixels.xs, pixels.ys)  # the pixels less the centre
     assert np.all(np.diff(pixels.distance) >= 0)
     assert np.all(pixels.distance <= distance + 1e-4) and np.all(distance < pixels.distance + 0.25 + 1e-4)
     assert pixels.n_pixels == 500 and pixels.total == pytest.approx(float(values.sum()), abs=1e-3)
@@ -73,3 +73,45 @@ def test_matched_polygon_outlines_a_faint_triangle() -> None:
     fitted = matched_polygon(darkness, start, 3)
     assert fitted is not None
     assert (fitted & truth).sum() / (fitted | truth).sum() > 0.85
+
+
+def _z_everywhere(inside: np.ndarray, values: np.ndarray) -> float:
+    """The z of a soft template over every pixel, as the fits define it (no pixel left out)."""
+    centred = inside - inside.mean()
+    return float(centred @ values) / float(np.linalg.norm(centred))
+
+
+@pytest.mark.parametrize("sides", [3, 4])
+def test_polygon_z_scores_every_candidate_as_over_all_its_pixels(sides: int) -> None:
+    """Runs of one orientation (shared projections), each its own orientation, and a mix: z as over every pixel."""
+    rng = np.random.default_rng(9)
+    gy, gx = np.mgrid[0:70, 0:70].astype(np.float32)
+    xs, ys = gx.ravel(), gy.ravel()
+    values = rng.normal(size=xs.size).astype(np.float32)
+    pixels = fit_pixels(xs, ys, values, 34.5, 36.0)
+    size = [9.0] if sides == 3 else [14.0, 6.0]
+    scan = [[34.5, 36.0, a, *(s * f for s in size)] for a in (0.1, 0.5) for f in (0.9, 1.0, 1.2)]
+    shifts = [[34.5 + dx, 36.0 + dy, 0.3, *size] for dx in (-1.5, 0.5) for dy in (-0.5, 1.5)]
+    turns = [[35.0, 35.0, 0.3 + t, *size] for t in (-0.1, 0.0, 0.1)]
+    for cands in (scan, shifts, turns, scan + turns):
+        got = polygon_z(np.array(cands), sides, pixels, None)
+        want = [_z_everywhere(polygon_inside(list(c), sides, xs, ys), values) for c in cands]
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
+    bounds = (17.0, 17.0, 52.5, 52.5)  # the smaller candidates fit, the largest do not
+    got = polygon_z(np.array(scan), sides, pixels, bounds)
+    assert np.isneginf(got).any() and np.isfinite(got).any()
+
+
+def test_ellipse_z_scores_every_candidate_as_over_all_its_pixels() -> None:
+    rng = np.random.default_rng(10)
+    gy, gx = np.mgrid[0:70, 0:70].astype(np.float32)
+    xs, ys = gx.ravel(), gy.ravel()
+    values = rng.normal(size=xs.size).astype(np.float32)
+    pixels = fit_pixels(xs, ys, values, 34.5, 36.0)
+    sizes = [[34.5, 36.0, 0.4, a, b] for a in (8.0, 11.0) for b in (4.0, 6.0)]  # one centre and orientation
+    moved = [[34.5 + dx, 36.0, 0.4 + t, 10.0, 5.0] for dx, t in ((-2.0, 0.0), (1.0, 0.3))]
+    for cands in (sizes, moved):
+        got = ellipse_z(np.array(cands), pixels, None)
+        radius = ellipse_radius(np.array(cands), xs, ys)
+        want = [_z_everywhere(np.clip((1.0 - r) * c[4] + 0.5, 0.0, 1.0), values) for r, c in zip(radius, cands, strict=True)]
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-4)

@@ -14,12 +14,13 @@ smoothed contour, the ellipse), the one that explains the raw contrast best.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from sam4em_live.segment.embedded.ellipse import BOUNDED_SCALES, ELLIPSE_SCALES
+from sam4em_live.segment.embedded.fit_scoring import ellipse_radius, ellipse_z, fit_pixels, polygon_z
 from sam4em_live.segment.embedded.seed_region import REGION_FRACTION, Territory, component_at, filled
 
 if TYPE_CHECKING:
@@ -68,94 +69,6 @@ def polygon_inside(params: Params, sides: int, gx: np.ndarray, gy: np.ndarray) -
     return np.clip(depth.reshape(gx.shape) + 0.5, 0.0, 1.0)
 
 
-def _corners(cands: np.ndarray, sides: int) -> tuple[np.ndarray, np.ndarray]:
-    """The polygons' corners' x and y (K x sides) for candidates (K x params)."""
-    xc, yc, angle = cands[:, 0:1], cands[:, 1:2], cands[:, 2:3]
-    if sides == 3:  # the corners lie on the bisectors between the edge normals, at twice the apothem
-        turns = angle + np.arange(3) * (2 * math.pi / 3) + math.pi / 3
-        reach = 2.0 * cands[:, 3:4]
-        return xc + reach * np.cos(turns), yc + reach * np.sin(turns)
-    ux, uy = np.cos(angle), np.sin(angle)
-    along, across = cands[:, 3:4] * np.array([1.0, -1.0, -1.0, 1.0]), cands[:, 4:5] * np.array([1.0, 1.0, -1.0, -1.0])
-    return xc + along * ux - across * uy, yc + along * uy + across * ux
-
-
-class FitPixels(NamedTuple):
-    """The pixels a fit scores its candidates on, nearest its centre first.
-
-    A candidate's soft template is 0 beyond its outline (+ half a pixel), and the pixels there enter
-    its z only through their count and their contrast's sum (the template's mean): so a batch of
-    candidates is scored on the first pixels, out to the farthest candidate's reach, with ``n_pixels``
-    and ``total`` standing for the rest -- the z of every pixel of the support, at a fraction of the
-    work (the support reaches twice a particle's radius; the candidates of an ascent little more than it).
-    """
-
-    xs: np.ndarray  # float32, window pixels, by distance from (xc, yc)
-    ys: np.ndarray
-    values: np.ndarray  # float32 contrast
-    distance: np.ndarray  # float32 distance from (xc, yc) rounded down to a quarter pixel, ascending
-    xc: float
-    yc: float
-    n_pixels: int  # all the pixels, the far ones too
-    total: float  # sum of ``values``
-
-
-def fit_pixels(xs: np.ndarray, ys: np.ndarray, values: np.ndarray, xc: float, yc: float) -> FitPixels:
-    """`FitPixels` of the pixels (xs, ys) with contrast ``values``, ordered by distance from (xc, yc)."""
-    # Ordered by quarter pixels (a radix sort of small integers: a sixth of a float sort's time); a bucket's
-    # lower edge stands for its distances, so a prefix out to a reach holds every pixel within it.
-    quarters = (np.hypot(xs - np.float32(xc), ys - np.float32(yc)) * 4).astype(np.int16)
-    order = np.argsort(quarters, kind="stable")
-    values = values.astype(np.float32)
-    return FitPixels(xs[order], ys[order], values[order], quarters[order] * np.float32(0.25), xc, yc,
-                     int(values.size), float(values.sum()))
-
-
-def _within(pixels: FitPixels, cands: np.ndarray, reach: np.ndarray) -> int:
-    """How many of ``pixels`` (from the nearest) hold every pixel that candidate centres + ``reach`` cover."""
-    far = np.hypot(cands[:, 0] - pixels.xc, cands[:, 1] - pixels.yc) + reach
-    return int(np.searchsorted(pixels.distance, float(far.max()) + 1.0, side="right"))
-
-
-def _z_of(inside: np.ndarray, pixels: FitPixels) -> np.ndarray:
-    """The z of K soft templates ``inside`` (K x m: on the first m of ``pixels``, 0 on the rest)."""
-    m = inside.shape[1]
-    mean = inside.sum(axis=1) / np.float32(pixels.n_pixels)
-    # Summed without BLAS: its threads spin between the many small products of a batch of prompts.
-    dot = np.einsum("kn,n->k", inside, pixels.values[:m]) - mean * pixels.total
-    norm = np.sqrt(np.maximum(np.einsum("kn,kn->k", inside, inside) - pixels.n_pixels * mean * mean, 0.0))
-    return dot / np.maximum(norm, 1e-9)
-
-
-def _z_batch(cands: np.ndarray, sides: int, pixels: FitPixels,
-             bounds: tuple[float, float, float, float] | None) -> np.ndarray:
-    """The z of each candidate polygon (K x params) over ``pixels``: -inf off bounds."""
-    params = cands.astype(np.float32)
-    # The soft edge reaches half a pixel beyond each side: the corners of the polygon grown by it.
-    reach = (2.0 * (cands[:, 3] + 0.5) if sides == 3
-             else np.hypot(cands[:, 3] + 0.5, cands[:, 4] + 0.5))
-    m = _within(pixels, cands, reach)
-    xs, ys = pixels.xs[:m], pixels.ys[:m]
-    # An edge's depth d + 1/2 - n . (p - c) is (d + 1/2 + n . c) - n . p: a per-candidate offset less two
-    # K x N products, three passes an edge instead of six.
-    depth: np.ndarray | None = None
-    for k in range(sides):
-        turn = params[:, 2] + np.float32(k * (2 * math.pi / sides))
-        distance = params[:, 3] if sides == 3 or k % 2 == 0 else params[:, 4]
-        cos, sin = np.cos(turn), np.sin(turn)
-        side = (distance + np.float32(0.5) + cos * params[:, 0] + sin * params[:, 1])[:, None] - cos[:, None] * xs
-        side -= sin[:, None] * ys
-        depth = side if depth is None else np.minimum(depth, side, out=depth)
-    assert depth is not None
-    z = _z_of(np.clip(depth, 0.0, 1.0, out=depth), pixels)
-    if bounds is not None:
-        cx, cy = _corners(cands, sides)
-        fits = ((cx.min(axis=1) >= bounds[0]) & (cx.max(axis=1) <= bounds[2])
-                & (cy.min(axis=1) >= bounds[1]) & (cy.max(axis=1) <= bounds[3]))
-        z = np.where(fits, z, -np.inf)
-    return z
-
-
 def matched_polygon(darkness: np.ndarray, mask: np.ndarray, sides: int, support: np.ndarray | None = None,
                     bounds: tuple[float, float, float, float] | None = None) -> np.ndarray | None:
     """The triangle (``sides`` 3) or rectangle (4) that best matches the raw contrast, started from ``mask``.
@@ -163,7 +76,7 @@ def matched_polygon(darkness: np.ndarray, mask: np.ndarray, sides: int, support:
     ``support`` (bool, like ``mask``) limits the pixels the match looks at (a box; not a
     neighbour's territory); ``bounds`` (x0, y0, x1, y1, ``mask`` pixels) limits the polygons
     tried to those inside it (a box as drawn). None if no polygon fits the bounds. Every
-    step scores its candidates at once (`_z_batch`): a fit is a dozen array operations.
+    step scores its candidates at once (`fit_scoring.polygon_z`): a fit is a dozen array operations.
     """
     rows, cols = np.nonzero(mask)
     area = float(rows.size)
@@ -180,11 +93,11 @@ def matched_polygon(darkness: np.ndarray, mask: np.ndarray, sides: int, support:
     every = fit_pixels(px, py, values, xc, yc)
 
     def z(cands: np.ndarray) -> np.ndarray:
-        return _z_batch(cands, sides, every, bounds)
+        return polygon_z(cands, sides, every, bounds)
 
     starts = np.asarray(_starts(mask, sides, xc, yc, area,
                                 SIZE_SCALES if bounds is None else BOUNDED_SIZE_SCALES + SIZE_SCALES))
-    scan = _z_batch(starts, sides, fit_pixels(px[sparse], py[sparse], values[sparse], xc, yc), bounds)
+    scan = polygon_z(starts, sides, fit_pixels(px[sparse], py[sparse], values[sparse], xc, yc), bounds)
     best = starts[int(np.argmax(scan))]
     if not np.isfinite(z(best[None, :])[0]):
         return None
@@ -200,7 +113,7 @@ def fitted_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | Non
 
     The same start (``mask``'s moments), grid of sizes, ascent and pixels as `matched_ellipse` (see
     there for ``box`` and ``bounds``); each step's candidates are scored together (`_ellipse_z`), only
-    on the pixels out to the farthest one's outline (`FitPixels`), and a round that moves nothing ends
+    on the pixels out to the farthest one's outline (`fit_scoring.FitPixels`), and a round that moves nothing ends
     the ascent. The same z but for the order of the sums (float32 rounding).
     """
     rows, cols = np.nonzero(mask)
@@ -219,7 +132,7 @@ def fitted_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | Non
     scales = ELLIPSE_SCALES if bounds is None else BOUNDED_SCALES + ELLIPSE_SCALES
     starts = np.array([[*params[:3], max(params[3] * sa, 1.0), max(params[4] * sb, 1.0)]
                        for sa in scales for sb in scales])
-    scores = _ellipse_z(starts, pixels, bounds)
+    scores = ellipse_z(starts, pixels, bounds)
     best = starts[int(np.argmax(scores))]
     if not math.isfinite(float(scores.max())):  # no candidate fits the bounds: keep the thresholded region
         return mask
@@ -230,53 +143,18 @@ def fitted_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | Non
         start = best
         cands = np.repeat(best[None, :], turns.size, axis=0)
         cands[:, 2] += turns
-        best = cands[int(np.argmax(_ellipse_z(cands, pixels, bounds)))]
+        best = cands[int(np.argmax(ellipse_z(cands, pixels, bounds)))]
         cands = np.repeat(best[None, :], len(shifts), axis=0)
         cands[:, :2] += shifts
-        best = cands[int(np.argmax(_ellipse_z(cands, pixels, bounds)))]
+        best = cands[int(np.argmax(ellipse_z(cands, pixels, bounds)))]
         cands = np.repeat(best[None, :], len(sizes), axis=0)
         cands[:, 3:5] *= sizes
-        best = cands[int(np.argmax(_ellipse_z(cands, pixels, bounds)))]
+        best = cands[int(np.argmax(ellipse_z(cands, pixels, bounds)))]
         if np.array_equal(best, start):
             break
     ellipse = np.zeros_like(mask)
-    ellipse[r0:r1, c0:c1] = _ellipse_radius(best[None, :], gx.ravel(), gy.ravel()).reshape(gx.shape) <= 1.0
+    ellipse[r0:r1, c0:c1] = ellipse_radius(best[None, :], gx.ravel(), gy.ravel()).reshape(gx.shape) <= 1.0
     return ellipse if ellipse.sum() >= 6 else mask
-
-
-def _ellipse_radius(cands: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Each pixel's elliptical radius (K x N, 1 on the outline) for candidates (K x [xc, yc, angle, a, b])."""
-    params = cands.astype(np.float32)
-    cos, sin = np.cos(cands[:, 2]).astype(np.float32)[:, None], np.sin(cands[:, 2]).astype(np.float32)[:, None]
-    dx, dy = xs - params[:, 0:1], ys - params[:, 1:2]
-    u = dx * cos + dy * sin
-    v = dy * cos - dx * sin
-    u /= params[:, 3:4]
-    v /= params[:, 4:5]
-    u *= u
-    v *= v
-    u += v
-    return np.sqrt(u, out=u)
-
-
-def _ellipse_z(cands: np.ndarray, pixels: FitPixels, bounds: tuple[float, float, float, float] | None) -> np.ndarray:
-    """The z of each candidate ellipse (K x [xc, yc, angle, a, b]) over ``pixels`` (a 1 px soft edge): -inf off bounds."""
-    # The soft edge (1 - r) b + 1/2 is 0 at r = 1 + 1/(2b): along the longer axis, that far from the centre.
-    reach = np.maximum(cands[:, 3], cands[:, 4]) * (1.0 + 0.5 / cands[:, 4])
-    m = _within(pixels, cands, reach)
-    inside = _ellipse_radius(cands, pixels.xs[:m], pixels.ys[:m])
-    np.subtract(np.float32(1.0), inside, out=inside)
-    inside *= cands[:, 4].astype(np.float32)[:, None]
-    inside += np.float32(0.5)
-    z = _z_of(np.clip(inside, 0.0, 1.0, out=inside), pixels)
-    if bounds is not None:
-        cos, sin = np.cos(cands[:, 2]), np.sin(cands[:, 2])
-        half_width = np.hypot(cands[:, 3] * cos, cands[:, 4] * sin)  # the rotated ellipse's half extents
-        half_height = np.hypot(cands[:, 3] * sin, cands[:, 4] * cos)
-        fits = ((cands[:, 0] - half_width >= bounds[0]) & (cands[:, 0] + half_width <= bounds[2])
-                & (cands[:, 1] - half_height >= bounds[1]) & (cands[:, 1] + half_height <= bounds[3]))
-        z = np.where(fits, z, -np.inf)
-    return z
 
 
 def _starts(mask: np.ndarray, sides: int, xc: float, yc: float, area: float,
