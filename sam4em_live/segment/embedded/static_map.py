@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.window import block_mean
+from sam4em_live.segment.embedded.window import _integer_max, _saturated, block_mean
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from sam4em_live.segment.embedded.raster import Placement
 
@@ -52,6 +52,9 @@ FEATURE_SURROUND_BLOCKS = 10.0
 FEATURE_SIGMAS = 4.0
 FEATURE_MIN_CONTRAST = 0.01
 FEATURE_MARGIN_BLOCKS = 1
+#: `StaticMap.divided_out` divides a feature where its blocks that no particle covers still show at least
+#: `STILL_THERE` of their contrast in the map, or where less than `HIDDEN_SHARE` of its contrast is uncovered.
+STILL_THERE, HIDDEN_SHARE = 0.5, 0.2
 #: Prompted places kept out of the map (`StaticMap.forget`), most recent first out.
 VOUCHED_KEPT = 256
 
@@ -71,6 +74,9 @@ class StaticMap:
         self.mean: np.ndarray | None = None
         self.updates: np.ndarray | None = None
         self.features: np.ndarray | None = None  # blocks on or next to a static feature (`near_feature`)
+        self.relief: np.ndarray | None = None  # the features' map / local background (1 elsewhere; `divided_out`)
+        self.surround: np.ndarray | None = None  # the map's local background (`divided_out`)
+        self.feature_blocks: np.ndarray | None = None  # per block, the size (blocks) of its feature (0: none)
         self.vouched: list[tuple[float, float, float]] = []  # discs (x, y, r) where a user prompted a particle
 
     def observe(self, frame_index: int, pixels: np.ndarray, claims: Iterable[Placement],
@@ -108,7 +114,11 @@ class StaticMap:
         blocks -= self.mean
         blocks *= weight
         self.mean += blocks
-        self.features = _features(self.mean, self.updates >= MIN_UPDATES)
+        self._find_features()
+
+    def _find_features(self) -> None:
+        assert self.mean is not None and self.updates is not None
+        self.features, self.relief, self.surround, self.feature_blocks = _features(self.mean, self.updates)
 
     def forget(self, x: float, y: float, radius_px: float) -> None:
         """Unlearn the blocks of a disc (x, y, r) plus one block: a user has prompted a particle there.
@@ -126,7 +136,7 @@ class StaticMap:
         cols = slice(max(int((x - reach) // f), 0), max(int((x + reach) // f) + 1, 0))
         self.updates[rows, cols] = 0
         self.mean[rows, cols] = 0.0
-        self.features = _features(self.mean, self.updates >= MIN_UPDATES)
+        self._find_features()
 
     def near_feature(self, placed: Placement) -> bool:
         """Whether a placed mask's box touches a block of a static feature (cheap: a slice of a boolean map).
@@ -138,6 +148,68 @@ class StaticMap:
         f = self.factor
         x0, y0, x1, y1 = placed.box
         return bool(self.features[y0 // f : (y1 - 1) // f + 1, x0 // f : (x1 - 1) // f + 1].any())
+
+    def divided_out(self, pixels: np.ndarray, x0: int, y0: int, x1: int, y1: int, polarity: float = 1.0,
+                    min_area_px: float = 0.0, covers: Sequence[Placement] = ()) -> np.ndarray | None:
+        """A copy of ``pixels`` with the static features in columns x0..x1-1, rows y0..y1-1 divided out.
+
+        Each pixel there is divided by the features' relief (the map over its local background, bilinear
+        between block centres; 1 off the features), so what never moved reads as background and a particle
+        lying over it keeps its own contrast (multiplicative: thicknesses add, transmissions multiply).
+        A feature is divided only if it has the particle's ``polarity`` (1: darker than its surroundings;
+        a bright one does not pull a dark particle's match, and dividing a saturated streak's rim at the map's
+        block resolution paints dark lines that do), is at least ``min_area_px`` (the blurred rim of a slow particle,
+        learned beside its withheld mask, is a thin arc of blocks, not a body that pulls a match onto
+        itself) and is still there: its blocks outside ``covers`` (the particles' masks) show at least
+        `STILL_THERE` of their contrast in the map (or it is almost all covered). Where it has gone -- an unprompted
+        particle that rested and moved on, a field that drifted -- dividing would paint its negative, and
+        a particle now on its place would be divided out with it. None when nothing is divided (nor where
+        the rectangle holds saturated pixels): the caller keeps ``pixels``. Integer frames stay in their
+        dtype, below its maximum (that reads as saturated).
+        """
+        if self.relief is None or self.surround is None or self.feature_blocks is None:
+            return None
+        f = self.factor
+        n_rows, n_cols = self.relief.shape
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, n_cols * f), min(y1, n_rows * f)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        r0, r1, c0, c1 = y0 // f, (y1 - 1) // f + 1, x0 // f, (x1 - 1) // f + 1
+        relief = self.relief[r0:r1, c0:c1]
+        large = self.feature_blocks[r0:r1, c0:c1] * (f * f) >= max(min_area_px, 1.0)
+        depth = np.where(large & ((1.0 - relief) * polarity > 0), 1.0 - relief, np.float32(0.0))  # > 0: dark
+        if not depth.any():
+            return None
+        level = float(pixels[::f, ::f].mean())
+        raw = pixels[y0:y1, x0:x1]
+        if not level > 0 or (pixels.dtype.kind in "ui" and _saturated(raw)):
+            return None  # the map's blocks hold saturated pixels as values: its relief there is not the scene's
+        now = block_mean(pixels[r0 * f : r1 * f, c0 * f : c1 * f], f) / (np.float32(level) * self.surround[r0:r1, c0:c1])
+        shown, expected = (1.0 - now) * np.sign(depth), np.abs(depth)  # its contrast now, and in the map
+        open_blocks = ~_covered(covers, r0, c0, relief.shape, f)
+        labels, count = ndimage.label(depth != 0)
+        keep = np.zeros(count + 1, bool)
+        for k, part in enumerate(ndimage.find_objects(labels), start=1):
+            if part is None:
+                continue
+            own = labels[part] == k
+            seen = own & open_blocks[part]
+            whole, visible = float(expected[part][own].sum()), float(expected[part][seen].sum())
+            # Mostly covered (a particle lying over it): nothing tells it has gone, and it had been there.
+            keep[k] = (visible < HIDDEN_SHARE * whole
+                       or float(shown[part][seen].sum()) >= STILL_THERE * visible)
+        if not keep.any():
+            return None
+        used = np.where(keep[labels], relief, np.float32(1.0))
+        yy = (np.arange(y0, y1, dtype=np.float32) - (f - 1) / 2) / f - r0
+        xx = (np.arange(x0, x1, dtype=np.float32) - (f - 1) / 2) / f - c0
+        smooth = ndimage.map_coordinates(used, np.meshgrid(yy, xx, indexing="ij"), order=1, mode="nearest")
+        out = pixels.copy()
+        region = raw.astype(np.float32) / np.maximum(smooth, np.float32(1e-3))
+        if pixels.dtype.kind in "ui":
+            region = np.clip(np.rint(region), 0, _integer_max(pixels.dtype) - 1)  # the maximum reads as missing
+        out[y0:y1, x0:x1] = region.astype(pixels.dtype)
+        return out
 
     def explains(self, pixels: np.ndarray, x: float, y: float, radius_px: float, polarity: float) -> float:
         """Fraction (0..) of the contrast at (x, y) now that the long-run mean already shows there.
@@ -204,23 +276,34 @@ class StaticMap:
         return max(_contrast(past, footprint & known, ring & known, polarity), 0.0) / contrast_now
 
 
-def _features(mean: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Blocks of the map that stand out from their surroundings (static features), widened by a margin.
+def _features(mean: np.ndarray, updates: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Static features (blocks standing out from their surroundings, widened by a margin) and what `divided_out` needs.
 
     The map is smoothed a little (`FEATURE_SMOOTHING_BLOCKS`: single blocks are noisy early on) and compared
-    with a heavily smoothed copy (`FEATURE_SURROUND_BLOCKS`: the local background, gradients included).
+    with a heavily smoothed copy (`FEATURE_SURROUND_BLOCKS`: the local background, gradients included). Then
+    the relief (the map over that background on the features, 1 elsewhere), the background, and per block
+    the size (blocks) of its feature (0 off the features); these three are None without a feature.
     """
+    known = updates >= MIN_UPDATES
     if not known.any():
-        return np.zeros(mean.shape, bool)
+        return np.zeros(mean.shape, bool), None, None, None
     filled = np.where(known, mean, np.float32(np.median(mean[known])))
     smooth = ndimage.gaussian_filter(filled, FEATURE_SMOOTHING_BLOCKS, mode="nearest")
-    surround = ndimage.gaussian_filter(filled, FEATURE_SURROUND_BLOCKS, mode="nearest")
-    contrast = np.abs(1.0 - smooth / np.maximum(surround, 1e-6))
+    surround = np.maximum(ndimage.gaussian_filter(filled, FEATURE_SURROUND_BLOCKS, mode="nearest"), 1e-6)
+    contrast = np.abs(1.0 - smooth / surround)
     values = contrast[known]
     centre = float(np.median(values))
     spread = 1.4826 * float(np.median(np.abs(values - centre)))
     standing = known & (contrast > max(centre + FEATURE_SIGMAS * spread, FEATURE_MIN_CONTRAST))
-    return ndimage.binary_dilation(standing, iterations=FEATURE_MARGIN_BLOCKS) if standing.any() else standing
+    if not standing.any():
+        return standing, None, None, None
+    features = ndimage.binary_dilation(standing, iterations=FEATURE_MARGIN_BLOCKS)
+    relief = np.where(features & known, filled / surround, np.float32(1.0)).astype(np.float32)
+    labels, count = ndimage.label(features & known)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1).astype(np.int32)
+    sizes[0] = 0
+    return features, relief, surround.astype(np.float32), sizes[labels]
 
 
 def _block_coverage(crop: np.ndarray, x0: int, y0: int, factor: int, margin: int) -> np.ndarray:
@@ -232,6 +315,20 @@ def _block_coverage(crop: np.ndarray, x0: int, y0: int, factor: int, margin: int
     padded = np.zeros((rows * factor, cols * factor), np.float32)
     padded[oy : oy + crop.shape[0], ox : ox + crop.shape[1]] = crop
     return padded.reshape(rows, factor, cols, factor).mean(axis=(1, 3))
+
+
+def _covered(placements: Sequence[Placement], r0: int, c0: int, shape: tuple[int, ...], factor: int) -> np.ndarray:
+    """Blocks (of the map rectangle from block (r0, c0), ``shape``) that any of ``placements`` touches."""
+    out = np.zeros(shape, bool)
+    for placed in placements:
+        x0, y0, _, _ = placed.box
+        touched = _block_coverage(placed.crop, x0, y0, factor, 0) > 0
+        top, left = y0 // factor - r0, x0 // factor - c0
+        ya, yb = max(top, 0), min(top + touched.shape[0], shape[0])
+        xa, xb = max(left, 0), min(left + touched.shape[1], shape[1])
+        if ya < yb and xa < xb:
+            out[ya:yb, xa:xb] |= touched[ya - top : yb - top, xa - left : xb - left]
+    return out
 
 
 def _withhold_mask(learn: np.ndarray, claim: Placement, factor: int) -> None:
