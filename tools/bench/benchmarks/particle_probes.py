@@ -134,9 +134,9 @@ def compare_track(rev: str, particles: int, size: int, frames: int = 100, settle
     return (f"{particles} particles, {size}², {frames} frames: thread CPU per frame {old} {spread(rev_ms)}, "
             f"{new} {spread(tree_ms)}; {new} / {old}: mean {tree_ms.mean() / rev_ms.mean():.3f}, median "
             f"{np.median(tree_ms) / np.median(rev_ms):.3f}, p99 "
-            f"{np.percentile(tree_ms, 99) / np.percentile(rev_ms, 99):.3f}; frames with different masks: {differing}"
-            f"\n  with the upkeep after the masks (`DefersUpkeep`): {old} {spread(rev_total)}, {new} {spread(tree_total)};"
-            f" mean {tree_total.mean() / rev_total.mean():.3f}")
+            f"{np.percentile(tree_ms, 99) / np.percentile(rev_ms, 99):.3f};\n  with the upkeep after the masks "
+            f"(`DefersUpkeep`): {old} {spread(rev_total)}, {new} {spread(tree_total)}; mean "
+            f"{tree_total.mean() / rev_total.mean():.3f}; frames with different masks: {differing}")
 
 
 #: Blocks of frames after the prompts that `compare_landing` reports: the young memories (refreshed every 2nd
