@@ -22,11 +22,15 @@ seeded raises `PromptError` naming its particle.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
+from threadpoolctl import ThreadpoolController
 
 from sam4em_live.particles import Prompt, PromptError, has_finite_coordinates, validate_edit
 from sam4em_live.segment.base import PromptErrors
@@ -103,7 +107,15 @@ def seed_each(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: Embedd
     """Validate every edit of a frame and seed every prompt: (``{id(prompt): Seed}``, the refusals).
 
     The prompts share the frame's preparation (`prepared_frame`); each refusal names its particle.
+    BLAS runs on the calling thread meanwhile (`one_blas_thread`).
     """
+    with one_blas_thread():
+        return _seed_each(pixels, edits, options)
+
+
+def _seed_each(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: EmbeddedOptions
+               ) -> tuple[dict[int, Seed], list[PromptError]]:
+    """`seed_each`, with BLAS on the calling thread."""
     seeds: dict[int, Seed] = {}
     refused: list[PromptError] = []
     shape = (int(pixels.shape[0]), int(pixels.shape[1]))
@@ -122,6 +134,26 @@ def seed_each(pixels: np.ndarray, edits: Sequence[ParticleEdit], options: Embedd
         except PromptError as exc:
             refused.append(exc if exc.particle is not None else PromptError(str(exc), edit.particle))
     return seeds, refused
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The loaded BLAS libraries (found once: a search of the process's libraries costs milliseconds)."""
+    import numpy  # noqa: F401  (numpy's BLAS must be loaded to be found)
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def one_blas_thread() -> AbstractContextManager[object]:
+    """BLAS on the calling thread while a batch is seeded, unless it already is (the service's stage sets it).
+
+    A batch makes thousands of small least-squares fits and products; OpenBLAS splits each between
+    its threads, which spin between the calls: 50 prompts took ~1.4x the CPU time and more wall time
+    with a second thread than without (`segment.blas_threads`: the service seeds with one already).
+    """
+    if all(library.num_threads == 1 for library in _blas().lib_controllers):
+        return contextlib.nullcontext()
+    return _blas().limit(limits=1, user_api="blas")
 
 
 def prepared_frame(pixels: np.ndarray, prompts: Sequence[Prompt], options: EmbeddedOptions) -> SeedFrame:
