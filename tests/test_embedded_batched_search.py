@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sam4em_live.frames import Frame
-from sam4em_live.segment.embedded import batched_raster, batched_search, search
+from sam4em_live.segment.embedded import batched_raster, batched_search, pose_search, search
 from sam4em_live.segment.embedded import segmenter as segmenter_module
 from sam4em_live.segment.embedded import window as window_module
 from sam4em_live.segment.embedded.batched_search import NearAnswers, batched_near_searches
@@ -176,4 +176,4 @@ def test_stacked_block_darkness_equals_one_window_at_a_time() -> None:
 
 
 def test_the_near_acceptance_is_the_segmenters() -> None:
-    assert batched_search.NEAR_ACCEPT_Z_FRACTION == segmenter_module.NEAR_ACCEPT_Z_FRACTION
+    assert batched_search.NEAR_ACCEPT_Z_FRACTION == pose_search.NEAR_ACCEPT_Z_FRACTION

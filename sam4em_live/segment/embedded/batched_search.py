@@ -64,7 +64,7 @@ MIN_BATCH = 24
 MIN_GROUP = 3
 #: Fine patches are copied for this many bytes of members at a time (about half a core's L2 cache).
 PATCH_BUFFER_BYTES = 512 * 1024
-#: A near answer stands if its z is at least this fraction of the particle's typical z (`segmenter._search`).
+#: A near answer stands if its z is at least this fraction of the particle's typical z (`pose_search`).
 NEAR_ACCEPT_Z_FRACTION = 0.7
 
 __all__ = ["NEAR_ACCEPT_Z_FRACTION", "NearAnswers", "batched_near_searches"]

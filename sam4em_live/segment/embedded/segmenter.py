@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,19 +33,11 @@ from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_ar
 from sam4em_live.segment.embedded.edge_entries import EdgeEntries
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
 from sam4em_live.segment.embedded.learning_schedule import filling_refreshes_due, learning_due
-from sam4em_live.segment.embedded.near import NEAR_MAX_TURN_DEG, NearWindow, block_level, near_windows
+from sam4em_live.segment.embedded.near import NearWindow, near_windows
 from sam4em_live.segment.embedded.options import EmbeddedOptions
+from sam4em_live.segment.embedded.pose_search import PoseSearches, SearchOutcome
 from sam4em_live.segment.embedded.prompt_landing import PreparedPrompt, PromptLanding, prompt_edit_key
 from sam4em_live.segment.embedded.reacquire import candidate_positions
-from sam4em_live.segment.embedded.search import (
-    CoarsePose,
-    FineLevel,
-    MotionPrior,
-    PoseEstimate,
-    coarse_search,
-    fine_search,
-    fine_window_extent,
-)
 from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
 from sam4em_live.segment.embedded.static_overlap import static_divided_window
 from sam4em_live.segment.embedded.upkeep import FrameUpkeep
@@ -58,6 +50,7 @@ if TYPE_CHECKING:
     from sam4em_live.frames import Frame
     from sam4em_live.segment.base import SeededEdits
     from sam4em_live.segment.embedded.raster import Placement
+    from sam4em_live.segment.embedded.search import PoseEstimate
     from sam4em_live.segment.embedded.tracker import TrackedParticle
 
 logger = logging.getLogger(__name__)
@@ -68,8 +61,6 @@ LEARN_MIN_Z_FRACTION = 0.6
 LEARN_MIN_VISIBLE = 0.98
 #: Candidates verified per lost particle in a full-frame re-acquisition pass.
 REACQUIRE_CANDIDATES = 4
-#: A near-window match is kept (no full-radius search) if its z is at least this fraction of the typical z.
-NEAR_ACCEPT_Z_FRACTION = 0.7
 #: Blob candidates looked at per lost particle in a full-frame pass; static ones are dropped before verifying.
 REACQUIRE_BLOBS = 12
 #: A particle reported absent scores below this (the documented threshold `CONFIDENT_SCORE` is 0.5).
@@ -79,14 +70,7 @@ ABSENT_SCORE_CAP = 0.45
 STATIC_MAP_PHASE_FRAMES = 2
 
 
-class SearchOutcome(NamedTuple):
-    """A pose search's best estimate (None: nothing within reach) and the background of its window."""
-
-    estimate: PoseEstimate | None
-    background: float
-
-
-class EmbeddedSegmenter(PromptLanding):
+class EmbeddedSegmenter(PoseSearches, PromptLanding):
     """The default CPU backend; see docs/embedded_backend.md (prompts: `prompt_landing.PromptLanding`)."""
 
     def __init__(self, options: EmbeddedOptions | None = None) -> None:
@@ -186,53 +170,6 @@ class EmbeddedSegmenter(PromptLanding):
         return [results[pid] for pid in sorted(self._tracks) if pid in results]
 
     # ------------------------------------------------------------------ following
-
-    def _search(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
-                radius_px: float | None = None, centre: tuple[float, float] | None = None,
-                prepared: NearWindow | None = None) -> SearchOutcome:
-        """Coarse-to-fine pose search near the prediction (or ``centre``): the estimate and its window's background.
-
-        A present particle is first searched within ``near_search_radius_px``; that
-        answer stands if it is clear (z >= NEAR_ACCEPT_Z_FRACTION of the particle's
-        typical z) and interior (not on the near window's rim, where the best
-        match may lie further out). Otherwise the full radius is searched.
-        ``prepared`` is the near window when `_near_windows` made it.
-        """
-        prior = prepared.prior if prepared is not None else track.prior(self.options, reacquire=centre is not None)
-        if radius_px is not None:
-            prior = prior.within(radius_px)
-        near_px = self.options.near_search_radius_px
-        if centre is None and radius_px is None and track.present and 0 < near_px < prior.radius_px:
-            near = self._search_window(pixels, track, claims, prior.within(near_px), prior, near=True,
-                                       prepared=prepared)
-            estimate = near.estimate
-            if (estimate is not None and estimate.z >= NEAR_ACCEPT_Z_FRACTION * track.z_ref
-                    and math.hypot(estimate.x - prior.x, estimate.y - prior.y)
-                    <= near_px - track.memory.coarse_factor):
-                return near
-        return self._search_window(pixels, track, claims, prior, prior, centre=centre)
-
-    def _search_window(self, pixels: np.ndarray, track: TrackedParticle, claims: list[Placement],
-                       coarse_prior: MotionPrior, fine_prior: MotionPrior, near: bool = False,
-                       centre: tuple[float, float] | None = None, prepared: NearWindow | None = None
-                       ) -> SearchOutcome:
-        if prepared is None:
-            cx, cy = centre if centre is not None else (coarse_prior.x, coarse_prior.y)
-            x0, y0, edge = track.window_origin(cx, cy, near=near)
-            coarse = block_level(pixels, track, claims, x0, y0, edge, track.memory.coarse_factor)
-            bank, correlation = None, None
-        else:
-            x0, y0, coarse, _, bank, correlation = prepared
-        start: CoarsePose | None = coarse_search(coarse.contrast, x0, y0, track.memory, coarse_prior, coarse.valid,
-                                                 max_turn_deg=NEAR_MAX_TURN_DEG if near else None,
-                                                 correlation=correlation, bank=bank)
-        if start is None:
-            return SearchOutcome(None, coarse.background)
-        fx0, fy0, fedge = fine_window_extent(track.memory, start.x, start.y)
-        fine = block_level(pixels, track, claims, fx0, fy0, fedge, track.memory.fine_factor, coarse.background,
-                            clip_pixels=True)
-        level = FineLevel(fx0, fy0, fine.contrast, fine.valid)
-        return SearchOutcome(fine_search(level, track.memory, start, fine_prior), coarse.background)
 
     def _follow_jointly(self, pixels: np.ndarray, tracks: list[TrackedParticle], claims: list[Placement],
                         results: dict[int, ParticleMask]) -> None:
