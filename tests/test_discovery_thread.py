@@ -145,30 +145,62 @@ def test_auto_mode_at_80_fps_gives_an_entering_particle_an_id_within_five_frames
     assert set(inside) <= set(two.frame), sorted(set(inside) - set(two.frame))
 
 
+class SceneSwitch(PacedSource):
+    """A camera whose scene changes at the first frame from ``earliest`` on where ``ready()`` holds (noted)."""
+
+    def __init__(self, before: np.ndarray, after: np.ndarray, fps: float, earliest: int) -> None:
+        super().__init__(before, fps, CALIBRATION)
+        self.after, self.earliest = after, earliest
+        self.ready: Callable[[], bool] = lambda: True
+        self.switched_at: int | None = None
+
+    def next_frame(self, timeout_s: float) -> Frame | None:
+        frame = super().next_frame(timeout_s)
+        if frame is None:
+            return None
+        if self.switched_at is None and frame.index >= self.earliest and self.ready():
+            self.switched_at = frame.index
+        if self.switched_at is None:
+            return frame
+        return Frame(frame.series_id, frame.index, frame.timestamp_s, self.after[frame.index % len(self.after)],
+                     frame.calibration)
+
+
 def test_a_lost_particle_found_elsewhere_is_proposed_in_auto_mode_not_given_an_id(tmp_path) -> None:
-    frames = _disc_scene(90, [(60.0, 60.0, 0.0, 0)], (192, 224), seed=2)
-    elsewhere = _disc_scene(90, [(160.0, 130.0, 0.0, 0)], (192, 224), seed=3)
-    frames[30:] = elsewhere[30:]  # particle 1 vanishes at frame 30 (inside the field); a particle shows up far away
-    source = PacedSource(frames, 80.0, CALIBRATION)
+    # Particle 1 vanishes (inside the field) and a still particle shows up far away, from frame 30 or, if
+    # discovery's static map is not warm by then, once it is. A still newcomer that comes while the map learns
+    # is learned with the scene and screened as static (docs/discovery.md, "Start-up in auto mode"): on the
+    # shared VM under load 9-10 the detector ran 6-7 times in 90 frames (it rests between runs, longer while
+    # the worker is behind), the map was not warm at frame 30 and nothing was proposed. The run stops 20
+    # frames after the first proposal (at most 600 frames, 7.5 s).
+    source = SceneSwitch(_disc_scene(60, [(60.0, 60.0, 0.0, 0)], (192, 224), seed=2),
+                         _disc_scene(60, [(160.0, 130.0, 0.0, 0)], (192, 224), seed=3), 80.0, earliest=30)
     built = build_service(_live_config(tmp_path, "auto"), source=source, edits=[Prompt(1, 0, ((60.0, 60.0),), (1,))],
-                          max_frames=len(frames))
+                          max_frames=600)
+    static = built.service.discovery.static
+    source.ready = lambda: static.n_updates >= STATIC_WARMUP_UPDATES
+    built.service.start()
     try:
-        built.service.run()
+        open_proposals: list[dict] = []
+        deadline = time.monotonic() + 30
+        while not open_proposals and not built.service.wait(0.02) and time.monotonic() < deadline:
+            open_proposals = built.service.proposals()
+        built.service.wait(20 / 80.0)
         open_proposals = built.service.proposals()
     finally:
+        built.service.stop()
         built.close()
+    assert built.service.error is None and source.switched_at is not None
     events = _events(built.run_dir)
     assert not [e for e in events if e["kind"] == "auto_added"]
     proposed = [e for e in events if e["kind"] == "proposed"]
     cost = built.service.discovery.cost_report()
-    # live, the detector runs as often as the machine lets it (every 2nd frame at most; it rests between runs
-    # and waits for an idle worker): the newcomer needs 2 runs (persistence) plus the one in flight, and the
-    # static map's warm-up runs if it was not warm by frame 30 (a track first seen before is held until the
-    # map can judge it); runs are not evenly spread on a busy machine (5 runs' slack)
-    frames_per_run = max(len(frames) / max(cost["runs"], 1), 2.0)
-    warmup_left = max(STATIC_WARMUP_UPDATES - 30 / frames_per_run, 0.0)
-    allowed = 30 + math.ceil((8 + warmup_left) * frames_per_run)
-    assert len(proposed) == 1 and proposed[0]["detail"]["lost"] == [1] and 30 <= proposed[0]["frame"] <= allowed, cost
+    # live, the detector runs as often as the machine lets it (every 2nd frame at most): the newcomer needs 2
+    # runs (persistence) plus the one in flight; runs are not evenly spread on a busy machine (5 runs' slack)
+    frames_per_run = max(built.service.status().frames_processed / max(cost["runs"], 1), 2.0)
+    switched, allowed = source.switched_at, math.ceil(8 * frames_per_run)
+    assert len(proposed) == 1 and proposed[0]["detail"]["lost"] == [1], cost
+    assert switched <= proposed[0]["frame"] <= switched + allowed, (switched, cost)
     assert [p["lost"] for p in open_proposals] == [[1]]  # open: a client accepts it (under id 1 or a new one)
     table = pd.read_csv(built.run_dir / "trajectories.csv")
     one = table[table.particle == 1]
