@@ -2,20 +2,22 @@
 
 A live test that says "no frame lost" claims that the service keeps up with a camera the machine can keep
 up with. On the shared 2-core test machine a frame can also be lost for reasons that are not the service's
-(measured: docs/benchmarks.md, "Frames lost in the live tests"):
+(measured: docs/benchmarks.md, "Discovery (issue 21)", session 12):
 
-- **the machine**: other processes held both cores and the worker thread, runnable, waited for one. Under
-  load 5-7 the worker waited for a core 30-80 % of the time a dropped frame had spent in the queue, and
-  every loss of the seeding and discovery tests came with such waits;
+- **the machine**: other processes held both cores and the worker thread (or the ingest thread that queues
+  frames), runnable, waited for one. Under load 5-7 the worker waited for a core 30-80 % of the time a
+  dropped frame had spent in the queue;
 - **the camera**: the sender process (on the same two cores) was late, then sent what it owed at once; a
   burst of more frames than the queue holds loses frames however fast the worker is.
 
 `LossLedger` is the run's real `FrameQueue` (``latest`` policy) that notes each frame it drops: how long the
 frame had waited in the queue and, over that time, how long the worker thread (the one that takes frames)
-waited for a core, read from Linux's per-thread scheduler statistics (``/proc/self/task/<tid>/schedstat``:
-time runnable but not running; waiting for the interpreter lock is sleeping, not counted). A test asserts
-on `Loss.service_lost` only: a loss while the worker had the machine to itself and the frames came at the
-camera's pace. Where the statistics cannot be read every loss counts against the service.
+and the ingest thread (the one that queues them) waited for a core, read from Linux's per-thread scheduler
+statistics (``/proc/self/task/<tid>/schedstat``: time runnable but not running; waiting for the interpreter
+lock is sleeping, not counted), and over how long the frames that pushed it out were sent (their capture
+timestamps). A test asserts on `Loss.service_lost` only: a loss while both threads had the cores they asked
+for and the frames were sent at the camera's pace. Where the statistics cannot be read every loss counts
+against the service.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
 #: time in the queue: with the default 8 frames of queue, 2 frame periods of the camera, about the work of
 #: 2-4 frames of these tests' worker; without the machine's load the worker would have reached the frame.
 MACHINE_WAIT_FRACTION = 0.25
-#: A loss is the camera's when the frames that pushed it out came at more than twice the camera's rate:
-#: the dropped frame waited less than this fraction of the time ``capacity`` frames take at that rate.
+#: A loss is the camera's when the frames that pushed it out were sent at more than twice the camera's rate:
+#: from the dropped frame's capture to the capture of the one that pushed it out, less than this fraction of
+#: the time ``capacity`` frames take at that rate (capture: the frame's timestamp, set by the sender).
 BURST_FRACTION = 0.5
 
 
@@ -50,6 +53,10 @@ def _waited_for_a_core_s(native_id: int | None) -> float | None:
         return None
 
 
+def _since(now: float | None, then: float | None) -> float | None:
+    return None if now is None or then is None else now - then
+
+
 @dataclass(frozen=True)
 class Loss:
     """A frame dropped by the queue, with what the worker and the camera did while it waited (seconds)."""
@@ -57,27 +64,33 @@ class Loss:
     frame: int
     waited_s: float  # from its arrival to its drop
     worker_core_wait_s: float | None  # the worker runnable but not running meanwhile (None: not measured)
+    ingest_core_wait_s: float | None  # the thread that queues frames, the same
+    sent_span_s: float  # from its capture to the capture of the frame that pushed it out
     camera_period_s: float
     capacity: int
 
     @property
     def machine_lost(self) -> bool:
-        """The worker waited for a core (other processes held both) a large part of the frame's wait."""
-        return (self.worker_core_wait_s is not None
-                and self.worker_core_wait_s >= MACHINE_WAIT_FRACTION * self.waited_s)
+        """The worker, or the thread queueing frames, waited for a core a large part of the frame's wait."""
+        bound = MACHINE_WAIT_FRACTION * self.waited_s
+        return any(wait is not None and wait >= bound for wait in (self.worker_core_wait_s, self.ingest_core_wait_s))
 
     @property
     def camera_lost(self) -> bool:
-        """The frames behind it came in a burst (the sender late, then catching up)."""
-        return self.waited_s < BURST_FRACTION * self.capacity * self.camera_period_s
+        """The frames behind it were sent in a burst (the sender late, then catching up)."""
+        return self.sent_span_s < BURST_FRACTION * self.capacity * self.camera_period_s
 
     @property
     def service_lost(self) -> bool:
         return not (self.machine_lost or self.camera_lost)
 
     def describe(self) -> str:
-        wait = "?" if self.worker_core_wait_s is None else f"{self.worker_core_wait_s * 1e3:.0f}"
-        return f"frame {self.frame} (waited {self.waited_s * 1e3:.0f} ms, the worker {wait} ms of it for a core)"
+        def ms(wait: float | None) -> str:
+            return "?" if wait is None else f"{wait * 1e3:.0f}"
+
+        return (f"frame {self.frame} (waited {self.waited_s * 1e3:.0f} ms, the worker {ms(self.worker_core_wait_s)} "
+                f"and ingest {ms(self.ingest_core_wait_s)} ms of it for a core; the frames behind it sent over "
+                f"{self.sent_span_s * 1e3:.0f} ms)")
 
 
 class LossLedger(FrameQueue):
@@ -89,20 +102,23 @@ class LossLedger(FrameQueue):
     def __init__(self, camera_fps: float, capacity: int = 8) -> None:
         super().__init__("latest", capacity)
         self._period_s = 1.0 / camera_fps
-        self._arrived: dict[int, tuple[float, float | None]] = {}  # frame -> (monotonic s, worker core wait s)
+        #: frame -> (arrival, monotonic s; its capture, s; the worker's and the ingest thread's core wait then, s)
+        self._arrived: dict[int, tuple[float, float, float | None, float | None]] = {}
         self._worker: int | None = None  # the native id of the thread that takes frames
         self.losses: list[Loss] = []
 
     def put(self, frame: Frame) -> None:
-        now, core_wait = time.monotonic(), _waited_for_a_core_s(self._worker)
+        now = time.monotonic()
+        worker, ingest = _waited_for_a_core_s(self._worker), _waited_for_a_core_s(threading.get_native_id())
         with self._cond:  # the queue's own (reentrant) lock: the frame dropped is the oldest one, now
             victim = self._items[0] if len(self._items) >= self.capacity else None
             super().put(frame)
-            self._arrived[frame.index] = (now, core_wait)
+            self._arrived[frame.index] = (now, frame.timestamp_s, worker, ingest)
         if victim is not None:
-            arrived, wait_then = self._arrived.pop(victim.index, (now, None))
-            waited = (core_wait - wait_then) if core_wait is not None and wait_then is not None else None
-            self.losses.append(Loss(victim.index, now - arrived, waited, self._period_s, self.capacity))
+            arrived, captured, worker_then, ingest_then = self._arrived.pop(
+                victim.index, (now, frame.timestamp_s, None, None))
+            self.losses.append(Loss(victim.index, now - arrived, _since(worker, worker_then), _since(ingest, ingest_then),
+                                    frame.timestamp_s - captured, self._period_s, self.capacity))
 
     def get(self, timeout_s: float) -> Frame | None:
         if self._worker is None:
