@@ -138,3 +138,53 @@ def test_the_stage_runs_the_upkeep_only_between_frames() -> None:
         assert len(segmenter._upkeep) == 0
     finally:
         stage.close()
+
+
+class _MaskSink:
+    """The last sink: keeps every frame's masks (and whether the backend still had work queued then)."""
+
+    def __init__(self, segmenter: Any) -> None:
+        self.segmenter = segmenter
+        self.masks: list[list[ParticleMask]] = []
+        self.queued: list[int] = []
+
+    def open(self, run: Any) -> None:
+        pass
+
+    def consume(self, result: Any) -> None:
+        self.masks.append(list(result.masks))
+        self.queued.append(len(self.segmenter._upkeep))
+
+    def on_status(self, status: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_service_runs_the_upkeep_after_the_sinks(tmp_path) -> None:
+    from sam4em_live.config import ServiceConfig
+    from sam4em_live.service.builder import build_service
+    from sam4em_live.sources.array_source import ArraySource
+
+    frames, centres = particle_clip(256, 4, 40, seed=5)
+    prompts = _prompts(centres[0])
+    config = ServiceConfig.from_mapping({
+        "source": {"kind": "zmq", "endpoint": "tcp://127.0.0.1:0"}, "segmenter": {"backend": "embedded"},
+        "recorder": {"enabled": False}, "publisher": {"enabled": False}, "control": {"enabled": False},
+        "pipeline": {"backpressure": "every-frame"}})
+    built = build_service(config, source=ArraySource(frames), edits=prompts)
+    stage = built.service.stage
+    assert isinstance(stage, InProcessSegmentStage)
+    sink = _MaskSink(stage._segmenter)
+    built.service.sinks.append(sink)
+    try:
+        status = built.service.run()
+    finally:
+        built.close()
+    assert status.frames_processed == len(frames) == len(sink.masks)
+    assert sum(n > 0 for n in sink.queued[1:]) == len(frames) - 1  # work still queued when each result went out
+    reference = _InlineSegmenter()
+    for index, pixels in enumerate(frames):
+        expected = reference.track(Frame("array", index, 0.0, pixels), prompts if index == 0 else [])
+        assert len(sink.masks[index]) == len(expected) and all(map(_same, sink.masks[index], expected)), index
