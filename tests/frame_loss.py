@@ -22,6 +22,7 @@ against the service.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass
@@ -64,7 +65,8 @@ class Loss:
     frame: int
     waited_s: float  # from its arrival to its drop
     worker_core_wait_s: float | None  # the worker runnable but not running meanwhile (None: not measured)
-    ingest_core_wait_s: float | None  # the thread that queues frames, the same
+    since_capture_s: float  # from its capture (the sender's timestamp) to its drop
+    ingest_core_wait_s: float | None  # the thread that queues frames runnable but not running meanwhile
     sent_span_s: float  # from its capture to the capture of the frame that pushed it out
     camera_period_s: float
     capacity: int
@@ -72,8 +74,8 @@ class Loss:
     @property
     def machine_lost(self) -> bool:
         """The worker, or the thread queueing frames, waited for a core a large part of the frame's wait."""
-        bound = MACHINE_WAIT_FRACTION * self.waited_s
-        return any(wait is not None and wait >= bound for wait in (self.worker_core_wait_s, self.ingest_core_wait_s))
+        return any(wait is not None and wait >= MACHINE_WAIT_FRACTION * span for wait, span in (
+            (self.worker_core_wait_s, self.waited_s), (self.ingest_core_wait_s, self.since_capture_s)))
 
     @property
     def camera_lost(self) -> bool:
@@ -88,9 +90,9 @@ class Loss:
         def ms(wait: float | None) -> str:
             return "?" if wait is None else f"{wait * 1e3:.0f}"
 
-        return (f"frame {self.frame} (waited {self.waited_s * 1e3:.0f} ms, the worker {ms(self.worker_core_wait_s)} "
-                f"and ingest {ms(self.ingest_core_wait_s)} ms of it for a core; the frames behind it sent over "
-                f"{self.sent_span_s * 1e3:.0f} ms)")
+        return (f"frame {self.frame} (queued {self.waited_s * 1e3:.0f} ms, the worker {ms(self.worker_core_wait_s)} ms "
+                f"of it waiting for a core; {self.since_capture_s * 1e3:.0f} ms since its capture, the ingest thread "
+                f"{ms(self.ingest_core_wait_s)} ms of it; the frames behind it sent over {self.sent_span_s * 1e3:.0f} ms)")
 
 
 class LossLedger(FrameQueue):
@@ -102,23 +104,30 @@ class LossLedger(FrameQueue):
     def __init__(self, camera_fps: float, capacity: int = 8) -> None:
         super().__init__("latest", capacity)
         self._period_s = 1.0 / camera_fps
-        #: frame -> (arrival, monotonic s; its capture, s; the worker's and the ingest thread's core wait then, s)
-        self._arrived: dict[int, tuple[float, float, float | None, float | None]] = {}
+        #: frame -> (its arrival, monotonic s; its capture, s; the worker's core wait then, s)
+        self._arrived: dict[int, tuple[float, float, float | None]] = {}
         self._worker: int | None = None  # the native id of the thread that takes frames
+        self._ingest_waits: collections.deque[tuple[float, float | None]] = collections.deque(maxlen=256)
         self.losses: list[Loss] = []
 
     def put(self, frame: Frame) -> None:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         worker, ingest = _waited_for_a_core_s(self._worker), _waited_for_a_core_s(threading.get_native_id())
         with self._cond:  # the queue's own (reentrant) lock: the frame dropped is the oldest one, now
             victim = self._items[0] if len(self._items) >= self.capacity else None
             super().put(frame)
-            self._arrived[frame.index] = (now, frame.timestamp_s, worker, ingest)
+            self._arrived[frame.index] = (now, frame.timestamp_s, worker)
         if victim is not None:
-            arrived, captured, worker_then, ingest_then = self._arrived.pop(
-                victim.index, (now, frame.timestamp_s, None, None))
-            self.losses.append(Loss(victim.index, now - arrived, _since(worker, worker_then), _since(ingest, ingest_then),
-                                    frame.timestamp_s - captured, self._period_s, self.capacity))
+            arrived, captured, worker_then = self._arrived.pop(victim.index, (now, frame.timestamp_s, None))
+            since_capture = wall - captured
+            # the ingest thread's waits since the victim's capture: from its last sample before then (a late
+            # ingest thread queues the frames it owes at once, so the victim itself may have waited ~0 ms)
+            before = [w for t, w in self._ingest_waits if t <= now - since_capture]
+            ingest_then = before[-1] if before else (self._ingest_waits[0][1] if self._ingest_waits else None)
+            self.losses.append(Loss(victim.index, now - arrived, _since(worker, worker_then), since_capture,
+                                    _since(ingest, ingest_then), frame.timestamp_s - captured, self._period_s,
+                                    self.capacity))
+        self._ingest_waits.append((now, ingest))
 
     def get(self, timeout_s: float) -> Frame | None:
         if self._worker is None:
