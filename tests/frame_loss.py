@@ -6,7 +6,7 @@ up with. On the shared 2-core test machine a frame can also be lost for reasons 
 
 - **the machine**: other processes held both cores and the worker thread (or the ingest thread that queues
   frames), runnable, waited for one. Under load 5-7 the worker waited for a core 30-80 % of the time a
-  dropped frame had spent in the queue;
+  dropped frame had spent in the queue; on a quiet machine it waits ~0.5 ms a frame;
 - **the camera**: the sender process (on the same two cores) was late, then sent what it owed at once; a
   burst of more frames than the queue holds loses frames however fast the worker is.
 
@@ -16,7 +16,8 @@ and the ingest thread (the one that queues them) waited for a core, read from Li
 statistics (``/proc/self/task/<tid>/schedstat``: time runnable but not running; waiting for the interpreter
 lock is sleeping, not counted), and over how long the frames that pushed it out were sent (their capture
 timestamps). A test asserts on `Loss.service_lost` only: a loss while both threads had the cores they asked
-for and the frames were sent at the camera's pace. Where the statistics cannot be read every loss counts
+for (the worker's waits shorter than one of its frames' time, the ingest thread's than 2 camera periods) and
+the frames were sent at the camera's pace. Where the statistics cannot be read every loss counts
 against the service.
 """
 
@@ -33,10 +34,9 @@ from sam4em_live.service.frame_queue import FrameQueue
 if TYPE_CHECKING:
     from sam4em_live.frames import Frame
 
-#: A loss is the machine's when the worker waited for a core at least this fraction of the dropped frame's
-#: time in the queue: with the default 8 frames of queue, 2 frame periods of the camera, about the work of
-#: 2-4 frames of these tests' worker; without the machine's load the worker would have reached the frame.
-MACHINE_WAIT_FRACTION = 0.25
+#: A loss is the machine's when the ingest thread waited for a core this many camera periods since the
+#: dropped frame's capture (the frames it queued that late came at once).
+INGEST_WAIT_PERIODS = 2.0
 #: A loss is the camera's when the frames that pushed it out were sent at more than twice the camera's rate:
 #: from the dropped frame's capture to the capture of the one that pushed it out, less than this fraction of
 #: the time ``capacity`` frames take at that rate (capture: the frame's timestamp, set by the sender).
@@ -64,6 +64,7 @@ class Loss:
 
     frame: int
     waited_s: float  # from its arrival to its drop
+    taken: int  # frames the worker took meanwhile
     worker_core_wait_s: float | None  # the worker runnable but not running meanwhile (None: not measured)
     since_capture_s: float  # from its capture (the sender's timestamp) to its drop
     ingest_core_wait_s: float | None  # the thread that queues frames runnable but not running meanwhile
@@ -73,9 +74,11 @@ class Loss:
 
     @property
     def machine_lost(self) -> bool:
-        """The worker, or the thread queueing frames, waited for a core a large part of the frame's wait."""
-        return any(wait is not None and wait >= MACHINE_WAIT_FRACTION * span for wait, span in (
-            (self.worker_core_wait_s, self.waited_s), (self.ingest_core_wait_s, self.since_capture_s)))
+        """The machine held the worker off the cores for at least one of its frames' time while the frame
+        waited (it would have reached the frame), or the ingest thread for `INGEST_WAIT_PERIODS`."""
+        worker, ingest = self.worker_core_wait_s, self.ingest_core_wait_s
+        return ((worker is not None and worker >= self.waited_s / max(self.taken, 1))
+                or (ingest is not None and ingest >= INGEST_WAIT_PERIODS * self.camera_period_s))
 
     @property
     def camera_lost(self) -> bool:
@@ -90,8 +93,8 @@ class Loss:
         def ms(wait: float | None) -> str:
             return "?" if wait is None else f"{wait * 1e3:.0f}"
 
-        return (f"frame {self.frame} (queued {self.waited_s * 1e3:.0f} ms, the worker {ms(self.worker_core_wait_s)} ms "
-                f"of it waiting for a core; {self.since_capture_s * 1e3:.0f} ms since its capture, the ingest thread "
+        return (f"frame {self.frame} (queued {self.waited_s * 1e3:.0f} ms, {self.taken} frames taken meanwhile, the "
+                f"worker {ms(self.worker_core_wait_s)} ms of it waiting for a core; {self.since_capture_s * 1e3:.0f} ms since its capture, the ingest thread "
                 f"{ms(self.ingest_core_wait_s)} ms of it; the frames behind it sent over {self.sent_span_s * 1e3:.0f} ms)")
 
 
@@ -104,9 +107,10 @@ class LossLedger(FrameQueue):
     def __init__(self, camera_fps: float, capacity: int = 8) -> None:
         super().__init__("latest", capacity)
         self._period_s = 1.0 / camera_fps
-        #: frame -> (its arrival, monotonic s; its capture, s; the worker's core wait then, s)
-        self._arrived: dict[int, tuple[float, float, float | None]] = {}
+        #: frame -> (its arrival, monotonic s; its capture, s; the worker's core wait then, s; frames taken then)
+        self._arrived: dict[int, tuple[float, float, float | None, int]] = {}
         self._worker: int | None = None  # the native id of the thread that takes frames
+        self._taken = 0  # frames taken so far
         self._ingest_waits: collections.deque[tuple[float, float | None]] = collections.deque(maxlen=256)
         self.losses: list[Loss] = []
 
@@ -116,17 +120,18 @@ class LossLedger(FrameQueue):
         with self._cond:  # the queue's own (reentrant) lock: the frame dropped is the oldest one, now
             victim = self._items[0] if len(self._items) >= self.capacity else None
             super().put(frame)
-            self._arrived[frame.index] = (now, frame.timestamp_s, worker)
+            self._arrived[frame.index] = (now, frame.timestamp_s, worker, self._taken)
         if victim is not None:
-            arrived, captured, worker_then = self._arrived.pop(victim.index, (now, frame.timestamp_s, None))
+            arrived, captured, worker_then, taken_then = self._arrived.pop(
+                victim.index, (now, frame.timestamp_s, None, self._taken))
             since_capture = wall - captured
             # the ingest thread's waits since the victim's capture: from its last sample before then (a late
             # ingest thread queues the frames it owes at once, so the victim itself may have waited ~0 ms)
             before = [w for t, w in self._ingest_waits if t <= now - since_capture]
             ingest_then = before[-1] if before else (self._ingest_waits[0][1] if self._ingest_waits else None)
-            self.losses.append(Loss(victim.index, now - arrived, _since(worker, worker_then), since_capture,
-                                    _since(ingest, ingest_then), frame.timestamp_s - captured, self._period_s,
-                                    self.capacity))
+            self.losses.append(Loss(victim.index, now - arrived, self._taken - taken_then, _since(worker, worker_then),
+                                    since_capture, _since(ingest, ingest_then), frame.timestamp_s - captured,
+                                    self._period_s, self.capacity))
         self._ingest_waits.append((now, ingest))
 
     def get(self, timeout_s: float) -> Frame | None:
@@ -136,6 +141,7 @@ class LossLedger(FrameQueue):
         if frame is not None:
             with self._cond:
                 self._arrived.pop(frame.index, None)
+                self._taken += 1
         return frame
 
     def lost(self, first: int, last: int) -> list[Loss]:
