@@ -2,7 +2,9 @@
 
 Clips: the robustness conditions (`sam4em_live.sim.conditions`, real-trajectory ``monet`` motion by default)
 plus ``low-dose``, the clean scene at a dose that brings the median per-pixel CNR from ≈ 1.4 to ≈ 0.5
-(shot noise: CNR ∝ √dose). Truth: the particles the simulator tracks (all ≥ 15 px across), where visible;
+(shot noise: CNR ∝ √dose), plus the hard scenes of `discovery_scenes` (15–20 px particles at CNR 0.5 and 0.4,
+with a gradient, touching, under foreign noise, in a crowd), where the robustness conditions left both
+detectors at F1 1.000. Truth: the particles the simulator tracks (all ≥ 15 px across), where visible;
 a detection on a particle that is partly out of the field or hidden is neither right nor wrong; any other
 detection is a false positive (static blobs included: ours must have learned them from the stream).
 Conditions with untracked moving particles (``distractors``, ``touching``, ``dense``) are left out: their
