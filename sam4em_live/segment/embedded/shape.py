@@ -22,16 +22,15 @@ from scipy import ndimage
 from sam4em_live.segment.embedded.body_frame import body_offsets, cell_axis, symmetry_period
 from sam4em_live.segment.embedded.boundary import (
     PROFILE_INSIDE_PX,
-    PROFILE_OUTSIDE_PX,
     ROUNDED_MAX_LOSS,
     EdgeFit,
     corner_loss,
     fit_profile,
     inscribed_radius,
     merged_profile,
-    signed_distance,
 )
 from sam4em_live.segment.embedded.early_memory import EarlyObservations
+from sam4em_live.segment.embedded.edge_references import crossed_references, reference_sigma
 from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes
 from sam4em_live.segment.embedded.raster import MaskLookup, Placement, mask_lookup, rasterize_mask
 from sam4em_live.segment.embedded.templates import TemplateBanks
@@ -58,9 +57,6 @@ MIN_FRAMES_FOR_EDGE_FIT = 16
 MAX_AREA_CHANGE = 1.25
 #: ... and a refreshed mask may move its boundary by at most this many pixels (no runaway growth).
 MAX_BOUNDARY_STEP_PX = 2
-#: The edge profile's reference contours are drawn at this fraction of the particle's equivalent radius of
-#: smoothing, at most the second value (px), never less than ``mask_smoothing_px`` (`ShapeMemory._reference_sigma`).
-REFERENCE_SMOOTHING = (0.2, 4.0)
 #: A polygonal plate's mask is the half-height contour (`boundary.EdgeFit.half_level`) of the memory smoothed
 #: by this much (px): read back across the references instead, the level was too high by the corners (where
 #: the smoothed reference contour cuts inside the true corner) and cubes shrank by 3-5 %; less smoothing
@@ -193,7 +189,7 @@ class ShapeMemory:
         The provisional contour is the part of ``smooth > edge_fraction * peak`` that
         overlaps the current mask; it stands (``smooth`` at that level) when the
         profile shows no clear edge or the memory is younger than `MIN_FRAMES_FOR_EDGE_FIT`.
-        Otherwise the edge profile is cross-fitted (`_crossed_references`): each half of the
+        Otherwise the edge profile is cross-fitted (`edge_references.crossed_references`): each half of the
         memory is read across the other half's contour, and the level is read back at the fitted
         offset on the memory smoothed as the references were, across both contours.
         """
@@ -201,8 +197,8 @@ class ShapeMemory:
         provisional = self._overlapping(smooth > provisional_level)
         if provisional is None or self.n_obs < MIN_FRAMES_FOR_EDGE_FIT:
             return smooth, provisional_level
-        sigma = self._reference_sigma(provisional)
-        references = self._crossed_references(sigma)
+        sigma = reference_sigma(provisional, self.options.mask_smoothing_px)
+        references = crossed_references(self._halves, self.mask, sigma, self.options.edge_fraction, self._overlapping)
         if references is None:
             return smooth, provisional_level
         field = smooth if sigma == self.options.mask_smoothing_px else ndimage.gaussian_filter(self.appearance, sigma)
@@ -217,39 +213,6 @@ class ShapeMemory:
             return ndimage.gaussian_filter(self.appearance, PLATE_SMOOTHING_PX), self.edge.half_level
         readback = merged_profile([(field[crop], distance) for _, crop, distance in references], inside)
         return field, readback.at(self.edge.offset_px)
-
-    def _reference_sigma(self, provisional: np.ndarray) -> float:
-        """Smoothing (px) of the contours the profile is taken across: `REFERENCE_SMOOTHING` of the size.
-
-        A smoother contour follows less noise; the offset is measured from it and the level read
-        back on the same smoothing, so the scale does not enter the mask's size.
-        """
-        fraction, largest = REFERENCE_SMOOTHING
-        sigma = min(largest, fraction * math.sqrt(float(provisional.sum()) / math.pi))
-        return max(sigma, self.options.mask_smoothing_px)
-
-    def _crossed_references(self, sigma: float) -> list[tuple[int, tuple[slice, slice], np.ndarray]] | None:
-        """For each half of the memory: the other half, the crop around its contour, signed distances on it.
-
-        The contour is the ``edge_fraction`` contour of one half smoothed by ``sigma``. Read on the
-        memory that drew it, a contour is ragged with that memory's noise: pixels just inside were let
-        in by noise above the level, those just outside kept out by noise below it, and that false
-        step pulled the fitted edge of faint rods and spheres 0.5-1 px outwards (+5 to +15 % area).
-        The other half's noise is independent of the contour. None if a half has no contour.
-        """
-        references = []
-        pad = int(PROFILE_OUTSIDE_PX) + 2
-        for drawn in (0, 1):
-            smoother = ndimage.gaussian_filter(self._halves[drawn], sigma)
-            peak = float(np.percentile(smoother[self.mask], 90))
-            contour = self._overlapping(smoother > self.options.edge_fraction * peak) if peak > 0 else None
-            if contour is None:
-                return None
-            # Only the contour's surroundings enter the profile: distances on that crop alone (cost).
-            rows, cols = np.flatnonzero(contour.any(axis=1)), np.flatnonzero(contour.any(axis=0))
-            crop = (slice(max(rows[0] - pad, 0), rows[-1] + pad + 1), slice(max(cols[0] - pad, 0), cols[-1] + pad + 1))
-            references.append((1 - drawn, crop, signed_distance(contour[crop])))
-        return references
 
     def _rounded(self, smooth: np.ndarray, peak: float) -> bool:
         """Whether the particle's outline is rounded (`boundary.rounded_outline`), judged over refreshes.
