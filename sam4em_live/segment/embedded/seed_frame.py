@@ -21,14 +21,14 @@ smoothed on its own as before (`SeedFrame.smoothed` returns None).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.seed_region import smoothed
-from sam4em_live.segment.embedded.window import Window, frame_window
+from sam4em_live.segment.embedded.seed_region import background_surface, smoothed, without_surface
+from sam4em_live.segment.embedded.window import Window, frame_window, robust_noise
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -62,6 +62,8 @@ class SeedFrame:
         self._contrast: Window | None = None
         self._spectra: tuple[np.ndarray, np.ndarray | None, tuple[int, int]] | None = None
         self._smoothed: dict[float, tuple[np.ndarray, np.ndarray | None]] = {}
+        #: A click's window prepared by `seed_prompt.click_peaks`, kept for the click's own seed (`point_window`).
+        self.point_windows: dict[tuple[int, int, int], PointWindow] = {}
 
     def smoothed(self, window: Window, surface: np.ndarray | None, scale: float) -> np.ndarray | None:
         """``seed_region.smoothed`` of ``window`` less its background ``surface`` (None: none removed), cropped.
@@ -156,6 +158,35 @@ def _separable(valid: np.ndarray) -> bool:
     """Whether ``valid`` is a rectangle (the frame's part of the region; no saturated pixel in it)."""
     rows, cols = np.any(valid, axis=1), np.any(valid, axis=0)
     return bool(np.array_equal(valid, np.outer(rows, cols)))
+
+
+class PointWindow(NamedTuple):
+    """A point prompt's window as cut from the frame, its background surface, the window less it, its pixel noise."""
+
+    raw: Window
+    surface: np.ndarray | None
+    flat: Window
+    pixel_noise: float
+
+
+def point_window(pixels: np.ndarray, x0: int, y0: int, size: int, frame: SeedFrame | None,
+                 keep: bool = False) -> PointWindow:
+    """The ``size``² window at (x0, y0) of a point prompt (no box: its background is fitted to all of it).
+
+    A click's smallest window is prepared twice -- to follow the click to its peaks and to seed the
+    click itself -- the same pixels, surface and noise: with ``keep`` it stays in ``frame`` for the
+    next call for it, which takes it (each prepared window serves one seed).
+    """
+    key = (x0, y0, size)
+    if frame is not None and key in frame.point_windows:
+        return frame.point_windows[key] if keep else frame.point_windows.pop(key)
+    raw = frame_window(pixels, x0, y0, size, size, polarity=1.0)
+    surface = background_surface(raw, raw.valid)
+    flat = raw if surface is None else without_surface(raw, surface)
+    prepared = PointWindow(raw, surface, flat, robust_noise(flat.darkness, flat.valid.astype(np.float32)) or 0.0)
+    if frame is not None and keep:
+        frame.point_windows[key] = prepared
+    return prepared
 
 
 class WindowSmoothing:

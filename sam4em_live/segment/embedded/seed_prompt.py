@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.seed_frame import WindowSmoothing
+from sam4em_live.segment.embedded.seed_frame import WindowSmoothing, point_window
 from sam4em_live.segment.embedded.seed_region import (
-    background_surface,
+    eroded,
     flattened,
     robust_background,
     white_noise_after,
-    without_surface,
 )
-from sam4em_live.segment.embedded.window import Window, block_mean, frame_window, robust_noise
+from sam4em_live.segment.embedded.window import Window, block_mean
 
 if TYPE_CHECKING:
     from sam4em_live.particles import Prompt
@@ -202,7 +201,7 @@ def edge_contrast(darkness: np.ndarray, mask: np.ndarray) -> float:
     r0, c0 = max(int(rows.min()) - 4, 0), max(int(cols.min()) - 4, 0)
     crop = mask[r0 : int(rows.max()) + 5, c0 : int(cols.max()) + 5]
     values = darkness[r0 : r0 + crop.shape[0], c0 : c0 + crop.shape[1]]
-    inner = ndimage.binary_erosion(crop)
+    inner = eroded(crop)
     ring = ndimage.binary_dilation(crop, iterations=2) & ~crop
     if not inner.any() or not ring.any():
         return -math.inf
@@ -252,13 +251,11 @@ def click_peaks(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions,
     cx, cy, radius = prompt_centre(prompt, options)
     radius //= 2
     x0, y0 = int(math.floor(cx)) - radius, int(math.floor(cy)) - radius
-    raw = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
+    # The click's own seed analyses this window first (`seed_window.seed_at_prompt`): kept for it.
+    raw, surface, window, pixel_noise = point_window(pixels, x0, y0, 2 * radius + 1, frame, keep=True)
     if not raw.valid[min(max(int(round(cy)) - y0, 0), 2 * radius), min(max(int(round(cx)) - x0, 0), 2 * radius)]:
         return []
-    surface = background_surface(raw, raw.valid)
-    window = raw if surface is None else without_surface(raw, surface)
     smooth_at = WindowSmoothing(frame, raw, surface, window)
-    pixel_noise = robust_noise(window.darkness, window.valid.astype(np.float32)) or 0.0
     start = (int(round(cy)) - y0, int(round(cx)) - x0)
     turns = np.radians(np.arange(0, 360, 45))
     starts = [start] + [(min(max(start[0] + int(round(spread * math.sin(t))), 0), 2 * radius),

@@ -173,7 +173,7 @@ def edge_threshold(signal: np.ndarray, territory: Territory, seed_rc: tuple[int,
         inside = own & (signal > threshold)
         if not inside[seed_rc]:
             break
-        rim = inside & ~ndimage.binary_erosion(inside)
+        rim = inside & ~eroded(inside)
         rim &= ~shared
         if rim.sum() < 4:
             continue
@@ -181,6 +181,17 @@ def edge_threshold(signal: np.ndarray, territory: Territory, seed_rc: tuple[int,
         if mean_slope > best_slope:
             best, best_slope = threshold, mean_slope
     return best
+
+
+def eroded(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_erosion(mask)`` (a 4-neighbour cross, nothing outside the array) by five slices.
+
+    The same pixels; `edge_threshold` erodes a particle's box a dozen times per seed, and the
+    generic filter's set-up cost more than the erosion.
+    """
+    out = np.zeros_like(mask)
+    out[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    return out
 
 
 def smoothed(window: Window, scale: float) -> np.ndarray:

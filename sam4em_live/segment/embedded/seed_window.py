@@ -21,7 +21,7 @@ import numpy as np
 from sam4em_live.particles import PromptError
 from sam4em_live.segment.embedded.dense_territory import blob_size, marked_territory, merged_region
 from sam4em_live.segment.embedded.outline_fit import seed_outline
-from sam4em_live.segment.embedded.seed_frame import WindowSmoothing
+from sam4em_live.segment.embedded.seed_frame import WindowSmoothing, point_window
 from sam4em_live.segment.embedded.seed_prompt import (
     POINT_REACH_PX,
     box_region,
@@ -122,17 +122,21 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
                     radius: int, frame: SeedFrame | None) -> Seeded | None:
     """`seed_at_prompt` in the window of half-size ``radius`` around (cx, cy) (None: reaches its edge)."""
     x0, y0 = int(math.floor(cx)) - radius, int(math.floor(cy)) - radius
-    raw = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
-    box = box_region(prompt, raw.darkness.shape, x0, y0)
     where = f"particle {prompt.particle} at ({cx:.1f}, {cy:.1f})"
-    # Background is what lies outside the (loosened) box: inside a tight box it is mostly particle.
-    usable = raw.valid if box is None else raw.valid & ~box
-    if usable.sum() < MIN_BACKGROUND_PX:
-        usable = raw.valid
-    surface = background_surface(raw, usable, particle_left_out=box is not None and usable is not raw.valid)
-    window = raw if surface is None else without_surface(raw, surface)
+    if prompt.box is None:  # a click's smallest window may have been prepared to follow it to its peaks
+        raw, surface, window, pixel_noise = point_window(pixels, x0, y0, 2 * radius + 1, frame)
+        box, usable = None, raw.valid
+    else:
+        raw = frame_window(pixels, x0, y0, 2 * radius + 1, 2 * radius + 1, polarity=1.0)
+        box = box_region(prompt, raw.darkness.shape, x0, y0)
+        # Background is what lies outside the (loosened) box: inside a tight box it is mostly particle.
+        usable = raw.valid & ~box if box is not None else raw.valid
+        if usable.sum() < MIN_BACKGROUND_PX:
+            usable = raw.valid
+        surface = background_surface(raw, usable, particle_left_out=usable is not raw.valid)
+        window = raw if surface is None else without_surface(raw, surface)
+        pixel_noise = robust_noise(window.darkness, window.valid.astype(np.float32)) or 0.0
     smooth = WindowSmoothing(frame, raw, surface, window)
-    pixel_noise = robust_noise(window.darkness, window.valid.astype(np.float32)) or 0.0
     found = _significant_scale(window, smooth, prompt, options, usable, pixel_noise)
     if found is None:
         raise PromptError(f"{where}: nothing to seed (the window lies outside the frame)", prompt.particle)
