@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from sam4em_live.segment.embedded.seed_frame import SeedFrame, point_window
-from sam4em_live.segment.embedded.seed_region import background_surface, eroded, without_surface
+from sam4em_live.segment.embedded.seed_region import background_surface, dilated, eroded, without_surface
 from sam4em_live.segment.embedded.window import frame_window, robust_noise
 
 
@@ -36,3 +36,11 @@ def test_a_clicks_window_prepared_for_its_peaks_serves_its_seed_once() -> None:
     again = point_window(pixels, 40, 25, 97, frame)  # ... and the next one prepares its own
     assert again is not kept and np.array_equal(again.flat.darkness, kept.flat.darkness)
     assert point_window(pixels, 40, 25, 97, None, keep=True) is not point_window(pixels, 40, 25, 97, None)
+
+
+@pytest.mark.parametrize("fill", [0.0, 0.002, 0.05, 0.5])
+@pytest.mark.parametrize("iterations", [1, 3, 9])
+def test_dilated_is_binary_dilation(fill: float, iterations: int) -> None:
+    mask = np.random.default_rng(iterations).random((61, 57)) < fill
+    mask[0, 30] = fill > 0  # a pixel on the border: the box meets the array's edge
+    assert np.array_equal(dilated(mask, iterations), ndimage.binary_dilation(mask, iterations=iterations))

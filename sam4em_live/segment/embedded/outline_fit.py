@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from sam4em_live.segment.embedded.ellipse import BOUNDED_SCALES, ELLIPSE_SCALES
 from sam4em_live.segment.embedded.fit_scoring import ellipse_radius, ellipse_z, fit_pixels, polygon_z
-from sam4em_live.segment.embedded.seed_region import REGION_FRACTION, Territory, component_at, filled
+from sam4em_live.segment.embedded.seed_region import REGION_FRACTION, Territory, component_at, dilated, filled
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -278,6 +278,6 @@ def _fit_start(territory: Territory, seed_rc: tuple[int, int], signal: np.ndarra
     grown = territory.own & (signal > START_FRACTION * peak)
     if box is None:
         reach = max(3, int(round(GROWTH_FRACTION * math.sqrt(core.sum() / math.pi))))
-        grown &= ndimage.binary_dilation(core, iterations=reach)
+        grown &= dilated(core, reach)
     start = component_at(grown | core, seed_rc)
     return filled(start) if start is not None and start.sum() >= 6 else None
