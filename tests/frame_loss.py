@@ -10,12 +10,12 @@ up with. On the shared 2-core test machine a frame can also be lost for reasons 
 - **the camera**: the sender process (on the same two cores) was late, then sent what it owed at once; a
   burst of more frames than the queue holds loses frames however fast the worker is.
 
-`LossLedger` is the run's real `FrameQueue` (``latest`` policy) that notes each frame it drops: how long the
-frame had waited in the queue and, over that time, how long the worker thread (the one that takes frames)
-and the ingest thread (the one that queues them) waited for a core, read from Linux's per-thread scheduler
-statistics (``/proc/self/task/<tid>/schedstat``: time runnable but not running; waiting for the interpreter
-lock is sleeping, not counted), and over how long the frames that pushed it out were sent (their capture
-timestamps). A test asserts on `Loss.service_lost` only: a loss while both threads had the cores they asked
+`LossLedger` is the run's real `FrameQueue` (``latest`` policy) that notes each frame it drops: from its
+capture to its drop, how many frames the worker took and how long the worker thread (the one that takes
+frames) and the ingest thread (the one that queues them) waited for a core, read from Linux's per-thread
+scheduler statistics (``/proc/self/task/<tid>/schedstat``: time runnable but not running; waiting for the
+interpreter lock is sleeping, not counted), and over how long the frames that pushed it out were sent
+(their capture timestamps). A test asserts on `Loss.service_lost` only: a loss while both threads had the cores they asked
 for (the worker's waits shorter than one of its frames' time, the ingest thread's than 2 camera periods) and
 the frames were sent at the camera's pace. Where the statistics cannot be read every loss counts
 against the service.
@@ -27,7 +27,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sam4em_live.service.frame_queue import FrameQueue
 
@@ -60,24 +60,30 @@ def _since(now: float | None, then: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Loss:
-    """A frame dropped by the queue, with what the worker and the camera did while it waited (seconds)."""
+    """A frame dropped by the queue, and what the service's threads and the camera did from its capture on.
+
+    Times in seconds. The window is the frame's whole time in the service, from its capture (the sender's
+    timestamp) to its drop: the backlog that pushed it out built up over that time, and a late ingest thread
+    queues what it owes at once (a frame may be dropped 1 ms after it was queued).
+    """
 
     frame: int
-    waited_s: float  # from its arrival to its drop
-    taken: int  # frames the worker took meanwhile
-    worker_core_wait_s: float | None  # the worker runnable but not running meanwhile (None: not measured)
-    since_capture_s: float  # from its capture (the sender's timestamp) to its drop
-    ingest_core_wait_s: float | None  # the thread that queues frames runnable but not running meanwhile
+    since_capture_s: float  # the window
+    queued_s: float  # of which in the queue
+    taken: int  # frames the worker took in the window
+    worker_core_wait_s: float | None  # the worker runnable but not running in the window (None: not measured)
+    ingest_core_wait_s: float | None  # the thread that queues frames, the same
     sent_span_s: float  # from its capture to the capture of the frame that pushed it out
     camera_period_s: float
     capacity: int
 
     @property
     def machine_lost(self) -> bool:
-        """The machine held the worker off the cores for at least one of its frames' time while the frame
-        waited (it would have reached the frame), or the ingest thread for `INGEST_WAIT_PERIODS`."""
+        """The machine held the worker off the cores for at least one of its frames' time in the window (it
+        would have reached the frame), or the ingest thread for `INGEST_WAIT_PERIODS` camera periods."""
         worker, ingest = self.worker_core_wait_s, self.ingest_core_wait_s
-        return ((worker is not None and worker >= self.waited_s / max(self.taken, 1))
+        # one of its frames' time: the window less its waits, over the frames it took
+        return ((worker is not None and worker >= (self.since_capture_s - worker) / max(self.taken, 1))
                 or (ingest is not None and ingest >= INGEST_WAIT_PERIODS * self.camera_period_s))
 
     @property
@@ -93,9 +99,17 @@ class Loss:
         def ms(wait: float | None) -> str:
             return "?" if wait is None else f"{wait * 1e3:.0f}"
 
-        return (f"frame {self.frame} (queued {self.waited_s * 1e3:.0f} ms, {self.taken} frames taken meanwhile, the "
-                f"worker {ms(self.worker_core_wait_s)} ms of it waiting for a core; {self.since_capture_s * 1e3:.0f} ms since its capture, the ingest thread "
-                f"{ms(self.ingest_core_wait_s)} ms of it; the frames behind it sent over {self.sent_span_s * 1e3:.0f} ms)")
+        return (f"frame {self.frame} ({self.since_capture_s * 1e3:.0f} ms from capture to drop, "
+                f"{self.queued_s * 1e3:.0f} of them queued; meanwhile the worker took {self.taken} frames and waited "
+                f"{ms(self.worker_core_wait_s)} ms for a core, the ingest thread {ms(self.ingest_core_wait_s)} ms; "
+                f"the frames behind it sent over {self.sent_span_s * 1e3:.0f} ms)")
+
+
+class _Sample(NamedTuple):
+    at: float  # monotonic s
+    worker_wait: float | None  # the worker's core waits so far, s
+    ingest_wait: float | None
+    taken: int  # frames taken so far
 
 
 class LossLedger(FrameQueue):
@@ -107,32 +121,30 @@ class LossLedger(FrameQueue):
     def __init__(self, camera_fps: float, capacity: int = 8) -> None:
         super().__init__("latest", capacity)
         self._period_s = 1.0 / camera_fps
-        #: frame -> (its arrival, monotonic s; its capture, s; the worker's core wait then, s; frames taken then)
-        self._arrived: dict[int, tuple[float, float, float | None, int]] = {}
+        self._arrived: dict[int, tuple[float, float]] = {}  # frame -> (its arrival, monotonic s; its capture, s)
         self._worker: int | None = None  # the native id of the thread that takes frames
         self._taken = 0  # frames taken so far
-        self._ingest_waits: collections.deque[tuple[float, float | None]] = collections.deque(maxlen=256)
+        self._samples: collections.deque[_Sample] = collections.deque(maxlen=512)  # one at each frame queued
         self.losses: list[Loss] = []
 
     def put(self, frame: Frame) -> None:
         now, wall = time.monotonic(), time.time()
-        worker, ingest = _waited_for_a_core_s(self._worker), _waited_for_a_core_s(threading.get_native_id())
+        sample = _Sample(now, _waited_for_a_core_s(self._worker), _waited_for_a_core_s(threading.get_native_id()),
+                         self._taken)
         with self._cond:  # the queue's own (reentrant) lock: the frame dropped is the oldest one, now
             victim = self._items[0] if len(self._items) >= self.capacity else None
             super().put(frame)
-            self._arrived[frame.index] = (now, frame.timestamp_s, worker, self._taken)
+            self._arrived[frame.index] = (now, frame.timestamp_s)
         if victim is not None:
-            arrived, captured, worker_then, taken_then = self._arrived.pop(
-                victim.index, (now, frame.timestamp_s, None, self._taken))
-            since_capture = wall - captured
-            # the ingest thread's waits since the victim's capture: from its last sample before then (a late
-            # ingest thread queues the frames it owes at once, so the victim itself may have waited ~0 ms)
-            before = [w for t, w in self._ingest_waits if t <= now - since_capture]
-            ingest_then = before[-1] if before else (self._ingest_waits[0][1] if self._ingest_waits else None)
-            self.losses.append(Loss(victim.index, now - arrived, self._taken - taken_then, _since(worker, worker_then),
-                                    since_capture, _since(ingest, ingest_then), frame.timestamp_s - captured,
+            arrived, captured = self._arrived.pop(victim.index, (now, frame.timestamp_s))
+            window = wall - captured
+            before = [x for x in self._samples if x.at <= now - window]  # the last sample before its capture
+            base = before[-1] if before else (self._samples[0] if self._samples else sample)
+            self.losses.append(Loss(victim.index, window, now - arrived, sample.taken - base.taken,
+                                    _since(sample.worker_wait, base.worker_wait),
+                                    _since(sample.ingest_wait, base.ingest_wait), frame.timestamp_s - captured,
                                     self._period_s, self.capacity))
-        self._ingest_waits.append((now, ingest))
+        self._samples.append(sample)
 
     def get(self, timeout_s: float) -> Frame | None:
         if self._worker is None:
