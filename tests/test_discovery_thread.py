@@ -163,9 +163,15 @@ def test_auto_mode_at_80_fps_gives_an_entering_particle_an_id_within_five_frames
     # when the particle came in (at worst the slowest) plus the two that persistence needs.
     # A run's period is its own time plus the thread's rest after it and its waits for an idle worker: the
     # spacing of the runs over the frames offered (every frame here).
+    # While the worker is behind, the thread rests 1 / BEHIND_CPU_SHARE - 1 times a run's CPU after it (its
+    # back-off, docs/discovery.md "Cost"), and such rests make the runs uneven: under load 10 the newcomer
+    # came 36 frames after it entered with 10 runs in 110 frames (allowed without the back-off: 33). Allow
+    # one back-off rest (at most the slowest run's wall time, a bound on its CPU) when there were back-offs.
     cost = built.service.discovery.cost_report()
     frames_per_run = cost["frames_offered"] / max(cost["runs"], 1)
     slow = 0 if frames_per_run <= 1.5 else math.ceil(cost["ms_max"] / 12.5 + 2 * frames_per_run)
+    if slow and cost["backoffs"]:
+        slow += math.ceil((1 / BEHIND_CPU_SHARE - 1) * cost["ms_max"] / 12.5)
     allowed = 5 + slow
     assert added[0]["frame"] - entered <= allowed, (added[0]["frame"], entered, cost)
     table = pd.read_csv(built.run_dir / "trajectories.csv")
