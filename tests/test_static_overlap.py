@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import sam4em_live.segment.embedded.segmenter as segmenter_module
+import sam4em_live.segment.embedded.static_map as static_map_module
 from sam4em_live.segment.embedded.static_map import StaticMap
 from tests.embedded_helpers import run_clip
 from tests.test_embedded_identity import Body, centroid_errors, point_prompt, render
@@ -27,21 +28,30 @@ def _contrast(frame: np.ndarray, x: float, y: float) -> float:
     return 1.0 - float(frame[distance <= 2.5].mean()) / float(frame[(distance > 25) & (distance <= 35)].mean())
 
 
-def test_divided_out_removes_a_static_feature_but_keeps_a_particle_lying_over_it() -> None:
+#: The long axis (30 deg) of `_still_and_mover`'s bodies.
+ALONG = np.array([np.cos(np.radians(30.0)), np.sin(np.radians(30.0))])
+
+
+def _still_and_mover() -> tuple[StaticMap, np.ndarray]:
+    """A map that learned a still body at (200, 200), and the last frame: a mover of its size half over it."""
     n = 48
-    along = np.array([np.cos(np.radians(30.0)), np.sin(np.radians(30.0))])  # the bodies' long axis (30 deg)
     # Bodies of a few map blocks across (the map's blocks are 4 px at 512²: it resolves nothing finer).
     size = (20.0, 10.0)
     still = Body(np.full(n, 200.0), np.full(n, 200.0), np.full(n, 0.35), size)
     # The mover comes back along the long axis and ends 10 px short of the still body's centre: half over it.
-    end = 200.0 + 10 * along
-    path = end + np.outer((n - 1) - np.arange(n, dtype=float), along * 100.0 / (n - 1))
+    end = 200.0 + 10 * ALONG
+    path = end + np.outer((n - 1) - np.arange(n, dtype=float), ALONG * 100.0 / (n - 1))
     mover = Body(path[:, 0], path[:, 1], np.full(n, 0.35), size)
     frames = render([still, mover], n, seed=11)
     static = StaticMap()
     for i, pixels in enumerate(frames[:-1]):
         static.observe(i, pixels, [])
-    last = frames[-1]
+    return static, frames[-1]
+
+
+def test_divided_out_removes_a_static_feature_but_keeps_a_particle_lying_over_it() -> None:
+    along = ALONG
+    static, last = _still_and_mover()
     divided = static.divided_out(last, 150, 150, 250, 250)
     assert divided is not None and divided.dtype == last.dtype
     far_end = (200.0 - 14 * along[0], 200.0 - 14 * along[1])  # the still body only
@@ -53,6 +63,32 @@ def test_divided_out_removes_a_static_feature_but_keeps_a_particle_lying_over_it
     assert 0.3 < _contrast(divided, *overlap) < _contrast(last, *overlap) - 0.1
     # Far from any feature: nothing to divide, the caller keeps its frame.
     assert static.divided_out(last, 400, 400, 500, 500) is None
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_divided_out_interpolates_the_relief_only_near_the_divided_blocks(dtype: type, monkeypatch) -> None:
+    """The relief is interpolated only where a divided block is a pixel's neighbour: the same frame as everywhere.
+
+    Elsewhere it reads 1 and dividing changes nothing (float32 pixels, as the whole rectangle is divided in).
+    """
+    static, last = _still_and_mover()
+    last = last.astype(dtype)
+    runs: list[tuple[int, slice]] = []
+    reached = static_map_module._reached
+
+    def recorded(coords: np.ndarray, divided: np.ndarray) -> slice:
+        runs.append((coords.size, reached(coords, divided)))
+        return runs[-1][1]
+
+    monkeypatch.setattr(static_map_module, "_reached", recorded)
+    near = static.divided_out(last, 100, 100, 300, 300)
+    assert near is not None and len(runs) == 2
+    assert all(run.stop - run.start <= size - 30 for size, run in runs)  # the features leave rows and columns out
+    monkeypatch.setattr(static_map_module, "_reached", lambda coords, divided: slice(0, coords.size))
+    everywhere = static.divided_out(last, 100, 100, 300, 300)
+    assert everywhere is not None and near.dtype == everywhere.dtype == last.dtype
+    assert np.array_equal(near, everywhere)
+    assert not np.array_equal(near, last)
 
 
 def _crossing_clip() -> tuple[np.ndarray, Body]:

@@ -59,6 +59,17 @@ STILL_THERE, HIDDEN_SHARE = 0.5, 0.2
 VOUCHED_KEPT = 256
 
 
+def _reached(coords: np.ndarray, divided: np.ndarray) -> slice:
+    """The run of ``coords`` (pixels in block units, ascending) interpolating between blocks marked ``divided``.
+
+    Linear interpolation reads the blocks floor(c) and floor(c) + 1: a pixel strictly within one block of a
+    divided block's index reads it; the others read only blocks of relief 1.
+    """
+    marked = np.flatnonzero(divided)
+    inside = np.flatnonzero((coords > marked[0] - 1) & (coords < marked[-1] + 1))
+    return slice(int(inside[0]), int(inside[-1]) + 1) if inside.size else slice(0, 0)
+
+
 def map_factor(shape: tuple[int, int]) -> int:
     """Block factor for a frame: about `MAP_CELLS` cells along the longer side, at least 2."""
     return max(2, math.ceil(max(shape) / MAP_CELLS))
@@ -203,9 +214,14 @@ class StaticMap:
         used = np.where(keep[labels], relief, np.float32(1.0))
         yy = (np.arange(y0, y1, dtype=np.float32) - (f - 1) / 2) / f - r0
         xx = (np.arange(x0, x1, dtype=np.float32) - (f - 1) / 2) / f - c0
-        smooth = ndimage.map_coordinates(used, np.meshgrid(yy, xx, indexing="ij"), order=1, mode="nearest")
+        # Interpolated only where a divided block is among a pixel's four neighbours: elsewhere the relief
+        # reads 1 (in float32) and dividing by it changes nothing. The search window is most of a frame's
+        # rectangle and a feature a few blocks: the full interpolation was most of this call's cost.
+        ys, xs = _reached(yy, (used != 1.0).any(axis=1)), _reached(xx, (used != 1.0).any(axis=0))
+        smooth = ndimage.map_coordinates(used, np.meshgrid(yy[ys], xx[xs], indexing="ij"), order=1, mode="nearest")
         out = pixels.copy()
-        region = raw.astype(np.float32) / np.maximum(smooth, np.float32(1e-3))
+        region = raw.astype(np.float32)
+        region[ys, xs] /= np.maximum(smooth, np.float32(1e-3))
         if pixels.dtype.kind in "ui":
             region = np.clip(np.rint(region), 0, _integer_max(pixels.dtype) - 1)  # the maximum reads as missing
         out[y0:y1, x0:x1] = region.astype(pixels.dtype)
