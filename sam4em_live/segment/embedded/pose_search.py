@@ -83,8 +83,7 @@ class PoseSearches:
             x0, y0, coarse, _, bank, correlation = prepared
         start: CoarsePose | None = coarse_search(coarse.contrast, x0, y0, track.memory, coarse_prior, coarse.valid,
                                                  max_turn_deg=NEAR_MAX_TURN_DEG if near else None,
-                                                 correlation=correlation, bank=bank,
-                                                 choose_by_motion=not near and coarse_prior.step_weight > 0)
+                                                 correlation=correlation, bank=bank)
         if start is None:
             return SearchOutcome(None, coarse.background)
         fx0, fy0, fedge = fine_window_extent(track.memory, start.x, start.y)

@@ -148,8 +148,7 @@ MIN_VISIBLE_ENERGY = 0.05
 
 def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, prior: MotionPrior,
                   valid: np.ndarray | None = None, max_turn_deg: float | None = None,
-                  correlation: np.ndarray | None = None, bank: CoarseBank | None = None,
-                  choose_by_motion: bool = False) -> CoarsePose | None:
+                  correlation: np.ndarray | None = None, bank: CoarseBank | None = None) -> CoarsePose | None:
     """Best pose on the coarse grid, or None if no position lies within the prior's radius.
 
     ``coarse`` is the block-mean contrast of the square window whose top-left
@@ -159,8 +158,6 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
     frame is found where it is, not pulled inside. ``max_turn_deg`` limits the
     orientations tried to those within that turn of the prior's angle. ``correlation`` is the
     window's `coarse_correlations` with the bank searched, ``bank`` that bank, when the caller has them already.
-    ``choose_by_motion``: where a second pose away from the best scores nearly as well (`motion_choice`), the
-    one nearer the prior's predicted position is taken.
     """
     factor = memory.coarse_factor
     cells = coarse.shape[0]
@@ -184,51 +181,12 @@ def coarse_search(coarse: np.ndarray, x0: int, y0: int, memory: ShapeMemory, pri
     k, p = divmod(best, n_valid * n_valid)
     if not math.isfinite(float(objective.flat[best])):
         return None
-    if choose_by_motion:
-        best = motion_choice(objective, grid_x, grid_y, memory.radius_px, prior, best)
-        k, p = divmod(best, n_valid * n_valid)
     r, c = divmod(p, n_valid)
     # Sub-cell position from the objective's curvature, so the fine level can start close and search less.
     surface = objective[k].reshape(n_valid, n_valid)
     dx = _parabola(*surface[r, c - 1 : c + 2].tolist()) if 0 < c < n_valid - 1 else 0.0
     dy = _parabola(*surface[r - 1 : r + 2, c].tolist()) if 0 < r < n_valid - 1 else 0.0
     return CoarsePose(float(grid_x[c]) + dx * factor, float(grid_y[r]) + dy * factor, float(angles[k]))
-
-
-#: A second pose is a rival of the best if its objective is at least this fraction of the best's (issue 16).
-RIVAL_FRACTION = 0.8
-#: ... and it lies at least this many of the particle's radii from the best pose (another body, not its slope).
-RIVAL_MIN_RADII = 0.75
-
-
-def motion_choice(objective: np.ndarray, grid_x: np.ndarray, grid_y: np.ndarray, radius_px: float,
-                  prior: MotionPrior, best: int) -> int:
-    """The flat index of ``objective`` (angles x cells) to take: ``best``, or a rival pose nearer the prediction.
-
-    An identical look-alike touching the particle (distractors) scores about as well as the particle
-    itself, and a pose straddling the two can score best: the track then slides onto the look-alike in
-    ordinary steps that no identity gate sees as a jump. Where the best cell off the best pose's body
-    (>= `RIVAL_MIN_RADII` radii away) scores >= `RIVAL_FRACTION` of the best, appearance cannot tell the
-    two apart, so the particle's own motion does: the pose nearer the predicted position (the prior's
-    centre: last position plus damped velocity) is taken.
-    """
-    cells = grid_x.size
-    cell = best % (cells * cells)
-    row, col = divmod(cell, cells)
-    best_x, best_y = float(grid_x[col]), float(grid_y[row])
-    by_cell = objective.max(axis=0)
-    off_body = np.add.outer((grid_y - best_y) ** 2, (grid_x - best_x) ** 2).ravel() > (RIVAL_MIN_RADII * radius_px) ** 2
-    if not off_body.any():
-        return best
-    rival = int(np.where(off_body, by_cell, -np.inf).argmax())
-    score, rival_score = float(objective.flat[best]), float(by_cell[rival])
-    if not math.isfinite(rival_score) or rival_score < RIVAL_FRACTION * score:
-        return best
-    rival_row, rival_col = divmod(rival, cells)
-    if (math.hypot(float(grid_x[rival_col]) - prior.x, float(grid_y[rival_row]) - prior.y)
-            >= math.hypot(best_x - prior.x, best_y - prior.y)):
-        return best
-    return int(objective[:, rival].argmax()) * cells * cells + rival
 
 
 def _parabola(m: float, c: float, p: float) -> float:
