@@ -258,12 +258,8 @@ def touching(seed: int, n: int, motion: str = "scripted") -> Scenario:
     return Scenario("touching", spec, (1, 2), n, notes={"motion": "scripted approach, contact, separation"})
 
 
-def foreign_noise(seed: int, n: int, motion: str) -> Scenario:
-    """Noise not from our model, applied to the noise-free expected image.
-
-    1/f texture (amplitude spectrum ∝ 1/f, power ∝ 1/f², 3 % rms), Poisson, a Gaussian PSF σ 0.8 px
-    instead of our MTF, read noise 4 e⁻, quadrant gains 0.97/1.02/1.0/1.04.
-    """
+def foreign_finish(seed: int) -> Finish:
+    """The foreign detector model (`foreign_noise`) as a finish of a noise-free expected image (uint16)."""
     rng = np.random.default_rng([seed, 21])
     texture = degrade.fractal_texture((FIELD_PX, FIELD_PX), 2.0, rng)
     gains = degrade.quadrant_gains((FIELD_PX, FIELD_PX), (0.97, 1.02, 1.0, 1.04))
@@ -273,8 +269,17 @@ def foreign_noise(seed: int, n: int, motion: str) -> Scenario:
                                              read_noise_e=4.0, gains=gains)
         return degrade.to_uint16(electrons, DEFAULT_ADU_PER_E)
 
+    return finish
+
+
+def foreign_noise(seed: int, n: int, motion: str) -> Scenario:
+    """Noise not from our model, applied to the noise-free expected image.
+
+    1/f texture (amplitude spectrum ∝ 1/f, power ∝ 1/f², 3 % rms), Poisson, a Gaussian PSF σ 0.8 px
+    instead of our MTF, read noise 4 e⁻, quadrant gains 0.97/1.02/1.0/1.04.
+    """
     imaging = base_imaging(shot_noise="none", mtf=False)
-    return _scene("foreign-noise", seed, n, motion, imaging=imaging, finish=finish)
+    return _scene("foreign-noise", seed, n, motion, imaging=imaging, finish=foreign_finish(seed))
 
 
 def _dense(seed: int, n: int, motion: str = "chen") -> Scenario:

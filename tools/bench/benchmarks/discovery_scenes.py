@@ -80,23 +80,6 @@ def _touching_pairs(seed: int, n: int) -> list[ParticleSpec]:
     return out
 
 
-def _foreign_finish(seed: int) -> Finish:
-    from sam4em_live.sim import degrade
-    from sam4em_live.sim.conditions import FIELD_PX
-    from sam4em_live.sim.scenario import DEFAULT_ADU_PER_E
-
-    rng = np.random.default_rng([seed, 21])
-    texture = degrade.fractal_texture((FIELD_PX, FIELD_PX), 2.0, rng)
-    gains = degrade.quadrant_gains((FIELD_PX, FIELD_PX), (0.97, 1.02, 1.0, 1.04))
-
-    def finish(mean: np.ndarray, index: int) -> np.ndarray:
-        electrons = degrade.foreign_detector(mean, rng, texture=texture, texture_fraction=0.03, psf_sigma_px=0.8,
-                                             read_noise_e=4.0, gains=gains)
-        return degrade.to_uint16(electrons, DEFAULT_ADU_PER_E)
-
-    return finish
-
-
 def _lit_finish() -> Finish:
     from sam4em_live.sim import degrade
     from sam4em_live.sim.conditions import FIELD_PX
@@ -149,11 +132,13 @@ def dose_for_cnr(diameters: tuple[float, ...], cnr: float, motion: str) -> float
 
 def build_hard(name: str, seed: int, n: int, motion: str) -> Scenario:
     """The hard scene ``name`` (module doc) for ``seed``, ``n`` frames, ``motion`` (``monet`` or ``sim``)."""
+    from sam4em_live.sim.conditions import foreign_finish
+
     builders: dict[str, Callable[[], Scenario]] = {
         "small-cnr0.5": lambda: _small(name, seed, n, motion, 0.5),
         "small-cnr0.4": lambda: _small(name, seed, n, motion, 0.4),
         "small-gradient": lambda: _small(name, seed, n, motion, 0.5, finish=_lit_finish()),
-        "small-foreign-noise": lambda: _small(name, seed, n, motion, 0.5, finish=_foreign_finish(seed), foreign=True),
+        "small-foreign-noise": lambda: _small(name, seed, n, motion, 0.5, finish=foreign_finish(seed), foreign=True),
         "small-touching": lambda: _scenario(name, _touching_pairs(seed, n), n,
                                             dose_for_cnr(SMALL_DIAMETERS_NM, 0.5, motion),
                                             {"motion": "scripted pairs, touching from 55 % of the clip"}),
