@@ -19,6 +19,28 @@ ELLIPSE_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.45)
 BOUNDED_SCALES = (0.5, 0.6, 0.7)
 
 
+def ellipse_start(mask: np.ndarray, box: np.ndarray | None
+                  ) -> tuple[list[float], tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]:
+    """An ellipse fit's start (``mask``'s moments), its window, the window's x and y, the pixels it looks at.
+
+    The start is [xc, yc, angle (rad), semi-axes]; the window (r0, r1, c0, c1) reaches the largest
+    candidate; x and y are float32; the pixels looked at are those within reach and inside ``box``.
+    """
+    rows, cols = np.nonzero(mask)
+    cov = np.cov(np.stack([cols, rows]).astype(float)) + np.eye(2) / 12
+    eigval, eigvec = np.linalg.eigh(cov)
+    params = [float(cols.mean()), float(rows.mean()), math.atan2(eigvec[1, 1], eigvec[0, 1]),
+              2 * math.sqrt(eigval[1]), 2 * math.sqrt(eigval[0])]
+    reach = int(math.ceil(1.5 * params[3] * max(ELLIPSE_SCALES) + 8))
+    r0, r1 = max(int(params[1]) - reach, 0), min(int(params[1]) + reach + 1, mask.shape[0])
+    c0, c1 = max(int(params[0]) - reach, 0), min(int(params[0]) + reach + 1, mask.shape[1])
+    gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    support = (gx - params[0]) ** 2 + (gy - params[1]) ** 2 <= reach**2
+    if box is not None:
+        support &= box[r0:r1, c0:c1]
+    return params, (r0, r1, c0, c1), gx, gy, support
+
+
 def matched_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | None,
                     bounds: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """The ellipse that best matches the raw contrast, started from ``mask``'s moments.
@@ -35,18 +57,7 @@ def matched_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | No
     with rods, discs, squares and triangles). The appearance memory then learns
     the true outline over the next frames.
     """
-    rows, cols = np.nonzero(mask)
-    cov = np.cov(np.stack([cols, rows]).astype(float)) + np.eye(2) / 12
-    eigval, eigvec = np.linalg.eigh(cov)
-    params = [float(cols.mean()), float(rows.mean()), math.atan2(eigvec[1, 1], eigvec[0, 1]),
-              2 * math.sqrt(eigval[1]), 2 * math.sqrt(eigval[0])]  # xc, yc, angle (rad), semi-axes
-    reach = int(math.ceil(1.5 * params[3] * max(ELLIPSE_SCALES) + 8))
-    r0, r1 = max(int(params[1]) - reach, 0), min(int(params[1]) + reach + 1, mask.shape[0])
-    c0, c1 = max(int(params[0]) - reach, 0), min(int(params[0]) + reach + 1, mask.shape[1])
-    gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-    support = (gx - params[0]) ** 2 + (gy - params[1]) ** 2 <= reach**2
-    if box is not None:
-        support &= box[r0:r1, c0:c1]
+    params, (r0, r1, c0, c1), gx, gy, support = ellipse_start(mask, box)
     gx, gy, values = gx[support], gy[support], darkness[r0:r1, c0:c1][support]
 
     def radius(p: list[float]) -> np.ndarray:

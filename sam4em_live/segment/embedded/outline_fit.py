@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from sam4em_live.segment.embedded.ellipse import BOUNDED_SCALES, ELLIPSE_SCALES
+from sam4em_live.segment.embedded.ellipse import BOUNDED_SCALES, ELLIPSE_SCALES, ellipse_start
 from sam4em_live.segment.embedded.fit_scoring import ellipse_radius, ellipse_z, fit_pixels, polygon_z
 from sam4em_live.segment.embedded.seed_region import REGION_FRACTION, Territory, component_at, dilated, filled
 
@@ -116,18 +116,7 @@ def fitted_ellipse(darkness: np.ndarray, mask: np.ndarray, box: np.ndarray | Non
     on the pixels out to the farthest one's outline (`fit_scoring.FitPixels`), and a round that moves nothing ends
     the ascent. The same z but for the order of the sums (float32 rounding).
     """
-    rows, cols = np.nonzero(mask)
-    cov = np.cov(np.stack([cols, rows]).astype(float)) + np.eye(2) / 12
-    eigval, eigvec = np.linalg.eigh(cov)
-    params = [float(cols.mean()), float(rows.mean()), math.atan2(eigvec[1, 1], eigvec[0, 1]),
-              2 * math.sqrt(eigval[1]), 2 * math.sqrt(eigval[0])]  # xc, yc, angle (rad), semi-axes
-    reach = int(math.ceil(1.5 * params[3] * max(ELLIPSE_SCALES) + 8))
-    r0, r1 = max(int(params[1]) - reach, 0), min(int(params[1]) + reach + 1, mask.shape[0])
-    c0, c1 = max(int(params[0]) - reach, 0), min(int(params[0]) + reach + 1, mask.shape[1])
-    gy, gx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-    support = (gx - params[0]) ** 2 + (gy - params[1]) ** 2 <= reach**2
-    if box is not None:
-        support &= box[r0:r1, c0:c1]
+    params, (r0, r1, c0, c1), gx, gy, support = ellipse_start(mask, box)
     pixels = fit_pixels(gx[support], gy[support], darkness[r0:r1, c0:c1][support], params[0], params[1])
     scales = ELLIPSE_SCALES if bounds is None else BOUNDED_SCALES + ELLIPSE_SCALES
     starts = np.array([[*params[:3], max(params[3] * sa, 1.0), max(params[4] * sb, 1.0)]
