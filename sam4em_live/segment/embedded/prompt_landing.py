@@ -17,7 +17,7 @@ import numpy as np
 from sam4em_live.particles import ParticleEdit, Prompt, PromptError, validate_edit
 from sam4em_live.segment.base import RejectedEdit, SeededEdits, prompt_key
 from sam4em_live.segment.embedded.claims import paste
-from sam4em_live.segment.embedded.prompt_split import batch_body_px, split_seed, trimmed_to_body
+from sam4em_live.segment.embedded.prompt_split import batch_body_px, cut_to_prompt
 from sam4em_live.segment.embedded.search import MotionPrior
 from sam4em_live.segment.embedded.seed import (
     Seed,
@@ -110,7 +110,7 @@ class PromptLanding:
         body_px = batch_body_px(seeds.values())
         for edit in [e for e in kept if isinstance(e, Prompt)]:
             try:
-                seed = trimmed_to_body(split_seed(seeds[id(edit)], edit, self.options.mask_smoothing_px), edit, body_px)
+                seed = cut_to_prompt(seeds[id(edit)], edit, self.options.mask_smoothing_px, body_px)
                 prepared[prompt_edit_key(edit)] = PreparedPrompt(seed, self._fresh_track(pixels, edit, seed))
             except PromptError as exc:
                 rejected.append(RejectedEdit(edit, str(exc)))
@@ -149,7 +149,7 @@ class PromptLanding:
 
         A seed that holds several particles is first cut down to the one the prompt is on (`prompt_split`).
         """
-        seed = trimmed_to_body(split_seed(seed, prompt, self.options.mask_smoothing_px), prompt, self._batch_body_px)
+        seed = cut_to_prompt(seed, prompt, self.options.mask_smoothing_px, self._batch_body_px)
         return self._start(pixels, prompt, seed, self._fresh_track(pixels, prompt, seed), claims)
 
     def _fresh_track(self, pixels: np.ndarray, prompt: Prompt, seed: Seed) -> TrackedParticle:

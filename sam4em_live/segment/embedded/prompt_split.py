@@ -153,3 +153,8 @@ def trimmed_to_body(seed: Seed, prompt: Prompt, body_px: float | None) -> Seed:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return seed_from_mask(seed.window, fill_holes(labels == int(np.argmax(sizes))), seed.polarity, seed.contrast)
+
+
+def cut_to_prompt(seed: Seed, prompt: Prompt, smoothing_px: float, body_px: float | None) -> Seed:
+    """``seed`` cut to the particle ``prompt`` is on (`split_seed`, then `trimmed_to_body`)."""
+    return trimmed_to_body(split_seed(seed, prompt, smoothing_px), prompt, body_px)

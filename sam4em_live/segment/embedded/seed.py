@@ -150,6 +150,9 @@ def one_blas_thread() -> AbstractContextManager[object]:
     A batch makes thousands of small least-squares fits and products; OpenBLAS splits each between
     its threads, which spin between the calls: 50 prompts took ~1.4x the CPU time and more wall time
     with a second thread than without (`segment.blas_threads`: the service seeds with one already).
+    Not `blas_threads.limit_blas_threads`: it searches the process's libraries on every call; calling
+    it here instead lost frames beside a live worker (tests/test_seeding_aside.py, 2 of 2 runs, where
+    this passed 2 of 2; the search is the likely cause). Here the search is made once (`_blas`).
     """
     if all(library.num_threads == 1 for library in _blas().lib_controllers):
         return contextlib.nullcontext()
