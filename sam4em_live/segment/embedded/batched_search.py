@@ -55,9 +55,10 @@ if TYPE_CHECKING:
     from sam4em_live.segment.embedded.tracker import TrackedParticle
 
 #: Fewer searches than this a frame go one at a time: the stacks' set-up then costs more than it saves
-#: (thread CPU per frame, batched / per-particle, interleaved in one process on the 2-core VM: 1.25 with
-#: 4 particles, 1.04 with 16, 0.96 with 50; docs/benchmarks.md "Particles vs speed").
-MIN_BATCH = 24
+#: (thread CPU of `track` per frame, batched / per-particle, interleaved in one process on the loaded 2-core
+#: VM, session 13: 1.40 with 4 particles, 1.10 with 8, 1.01 with 12, 0.92-0.95 with 16; session 10: 1.04
+#: with 16, 0.96 with 50).
+MIN_BATCH = 14
 #: Searches that share fewer array shapes than this go one at a time (a stack of one or two members
 #: costs ~0.15 ms of set-up, more than the reference functions; particles' learned sizes differ a little,
 #: so 50 particles make ~3 coarse and ~3 fine stacks a frame, some of one member).

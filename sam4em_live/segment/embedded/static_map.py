@@ -89,6 +89,8 @@ class StaticMap:
         self.surround: np.ndarray | None = None  # the map's local background (`divided_out`)
         self.feature_blocks: np.ndarray | None = None  # per block, the size (blocks) of its feature (0: none)
         self.vouched: list[tuple[float, float, float]] = []  # discs (x, y, r) where a user prompted a particle
+        self._counted: np.ndarray | None = None  # the features `_counts` was made from (`near_feature`)
+        self._counts: list[list[int]] | None = None
 
     def observe(self, frame_index: int, pixels: np.ndarray, claims: Iterable[Placement],
                 keep_out: Iterable[tuple[float, float, float]] = ()) -> None:
@@ -158,7 +160,30 @@ class StaticMap:
             return False
         f = self.factor
         x0, y0, x1, y1 = placed.box
-        return bool(self.features[y0 // f : (y1 - 1) // f + 1, x0 // f : (x1 - 1) // f + 1].any())
+        r0, r1, c0, c1 = y0 // f, (y1 - 1) // f + 1, x0 // f, (x1 - 1) // f + 1
+        if min(r0, r1, c0, c1) < 0:  # a slice from the end
+            return touches_feature(self.features, f, placed)
+        # Asked twice a particle a frame (the segmenter's and the gate's check): a summed-area table of the
+        # feature blocks answers in four lookups instead of a slice and its reduction (issue 23).
+        counts = self._feature_counts()
+        if counts is None:
+            return False
+        r1, c1 = min(r1, len(counts) - 1), min(c1, len(counts[0]) - 1)
+        if r0 >= r1 or c0 >= c1:
+            return False
+        return counts[r1][c1] - counts[r0][c1] - counts[r1][c0] + counts[r0][c0] > 0
+
+    def _feature_counts(self) -> list[list[int]] | None:
+        """Feature blocks above and left of each block corner (a summed-area table); None: no feature at all."""
+        if self._counted is not self.features:  # rebuilt when the map finds its features anew
+            features = self.features
+            assert features is not None
+            self._counted, self._counts = features, None
+            if features.any():
+                table = np.zeros((features.shape[0] + 1, features.shape[1] + 1), np.int64)
+                np.cumsum(np.cumsum(features, axis=0), axis=1, out=table[1:, 1:])
+                self._counts = table.tolist()
+        return self._counts
 
     def divided_out(self, pixels: np.ndarray, x0: int, y0: int, x1: int, y1: int, polarity: float = 1.0,
                     min_area_px: float = 0.0, covers: Sequence[Placement] = ()) -> np.ndarray | None:
@@ -290,6 +315,12 @@ class StaticMap:
         if contrast_now <= 0:
             return 0.0
         return max(_contrast(past, footprint & known, ring & known, polarity), 0.0) / contrast_now
+
+
+def touches_feature(features: np.ndarray, factor: int, placed: Placement) -> bool:
+    """Whether a placed mask's box touches a feature block: the reference of `StaticMap.near_feature`."""
+    x0, y0, x1, y1 = placed.box
+    return bool(features[y0 // factor : (y1 - 1) // factor + 1, x0 // factor : (x1 - 1) // factor + 1].any())
 
 
 def _features(mean: np.ndarray, updates: np.ndarray
