@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from sam4em_live.segment.embedded.boundary import PROFILE_OUTSIDE_PX, signed_distance
+from sam4em_live.segment.embedded.window import float32_percentile
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,7 +52,7 @@ def crossed_references(halves: np.ndarray, mask: np.ndarray, sigma: float, edge_
     pad = int(PROFILE_OUTSIDE_PX) + 2
     for drawn in (0, 1):
         smoother = ndimage.gaussian_filter(halves[drawn], sigma)
-        peak = float(np.percentile(smoother[mask], 90))
+        peak = float32_percentile(smoother[mask], 90)
         contour = overlapping(smoother > edge_fraction * peak) if peak > 0 else None
         if contour is None:
             return None

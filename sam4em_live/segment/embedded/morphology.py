@@ -15,6 +15,10 @@ import math
 import numpy as np
 from scipy import ndimage
 
+#: The 4-connected cross: ``ndimage.label``'s default structure, made once (it is built anew on each call
+#: without one: ~10-30 us, six labellings a shape refresh).
+CROSS = ndimage.generate_binary_structure(2, 1)
+
 
 def dilate_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
     """``ndimage.binary_dilation(mask, iterations=iterations)`` (4-connected cross, zero border)."""
@@ -70,7 +74,7 @@ def dilate_disc(mask: np.ndarray, radius: float) -> np.ndarray:
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``ndimage.binary_fill_holes(mask)``: background not 4-connected to the border becomes foreground."""
-    background, count = ndimage.label(~mask)
+    background, count = ndimage.label(~mask, CROSS)
     if count == 0:
         return mask.copy()
     outside = np.zeros(count + 1, dtype=bool)

@@ -31,10 +31,10 @@ from sam4em_live.segment.embedded.boundary import (
 )
 from sam4em_live.segment.embedded.early_memory import EarlyObservations
 from sam4em_live.segment.embedded.edge_references import crossed_references, reference_sigma
-from sam4em_live.segment.embedded.morphology import dilate_cross, fill_holes
+from sam4em_live.segment.embedded.morphology import CROSS, dilate_cross, fill_holes
 from sam4em_live.segment.embedded.raster import MaskLookup, Placement, mask_lookup, rasterize_mask
 from sam4em_live.segment.embedded.templates import TemplateBanks
-from sam4em_live.segment.embedded.window import bilinear, bilinear_inside, zero_padded
+from sam4em_live.segment.embedded.window import bilinear, bilinear_inside, float32_percentile, zero_padded
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -161,7 +161,7 @@ class ShapeMemory:
         the shape.
         """
         smooth = self._smoothed()
-        peak = float(np.percentile(smooth[self.mask], 90)) if self.mask.any() else 0.0
+        peak = float32_percentile(smooth[self.mask], 90) if self.mask.any() else 0.0
         if peak <= 0:
             return
         reach = dilate_cross(self.mask, MAX_BOUNDARY_STEP_PX)
@@ -230,7 +230,7 @@ class ShapeMemory:
 
     def _overlapping(self, region: np.ndarray) -> np.ndarray | None:
         """The connected part of ``region`` that overlaps the mask most; None if ``region`` is empty."""
-        labels, count = ndimage.label(region)
+        labels, count = ndimage.label(region, CROSS)
         if count == 0:
             return None
         anchored = self._anchored_label(labels)
@@ -270,7 +270,7 @@ class ShapeMemory:
         """Matching template in the body frame: learned contrast profile once known, else the mask."""
         if self.n_obs >= MIN_FRAMES_FOR_LEARNED_SHAPE:
             smooth = self._smoothed()
-            peak = float(np.percentile(smooth[self.mask], 90))
+            peak = float32_percentile(smooth[self.mask], 90)
             near = dilate_cross(self.mask, 2)
             body = np.where(near, np.clip(smooth / max(peak, 1e-6), 0.0, 1.5), 0.0)
         else:
