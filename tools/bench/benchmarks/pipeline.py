@@ -16,6 +16,13 @@ frame; live runs seed prompts beside the frame loop and they land a few frames l
 ``late_prompt_frame``, ``late_prompt_mask_delay_frames`` (frames from the late prompt's frame to its first mask).
 ``baseline`` (true) first runs the same stream without any prompt and reports its drops as
 ``baseline_*`` (the shared machine drops frames of its own; a click's cost is the difference).
+
+Whose loss (``latest`` with a paced camera): the service's queue is `tests.frame_loss.LossLedger`, which notes
+for every frame it drops whether the machine held the worker or the ingest thread off the cores long enough to
+explain it, or the sender sent in a burst; ``frames_lost_by_service`` counts the rest (the service itself
+too slow), ``frames_lost_by_machine`` and ``frames_lost_by_camera`` the others; ``landing_*`` the same over
+the `LANDING_SPAN_FRAMES` frames from the frame-0 prompts' landing (where the new memories fill) and
+``late_prompt_*`` over the 100 frames from the late prompt's frame.
 """
 
 
@@ -36,6 +43,9 @@ from tools.bench.schema import Metric, ParamValue
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+#: Frames from the frame-0 prompts' landing over which the ``landing_*`` losses are counted (the new memories fill).
+LANDING_SPAN_FRAMES = 150
+
 
 @benchmark("pipeline", "end to end over ZeroMQ with publisher and recorder: fps, latency percentiles",
            {"backend": "embedded", "options": {}, "preset": "multi-1024", "clip": 150, "frames": 2000,
@@ -51,7 +61,7 @@ def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measureme
     prompts = _prompts(clip, late_frame)
     metrics: dict[str, Metric] = {}
     if params["baseline"]:  # the same stream without prompts first: drops that are the machine's, not a click's
-        latency, status, _ = _run_service(params, context, clip, [], "baseline")
+        latency, status, _, _ = _run_service(params, context, clip, [], "baseline")
         base = _figures(latency, integer(params, "warmup_frames"), integer(params, "frames"))
         metrics.update({f"baseline_{k}": base[k] for k in ("frames_processed", "fps_after_warmup", "latency_ms_p99",
                                                             "frames_dropped_after_warmup", "stage_segment_ms_mean")})
@@ -60,7 +70,7 @@ def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measureme
             status.frames_dropped - base["frames_dropped_after_warmup"].value, "frames", "lower")
         if late_frame is not None:
             metrics["baseline_late_prompt_frames_lost"] = _late_prompt(latency, late_frame)["late_prompt_frames_lost"]
-    latency, status, run_dir = _run_service(params, context, clip, prompts, "prompted")
+    latency, status, run_dir, ledger = _run_service(params, context, clip, prompts, "prompted")
     n_sent = integer(params, "frames")
     if params["dump"]:
         latency.dump(Path(text(params, "dump")))
@@ -72,6 +82,10 @@ def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measureme
     first = latency.indices[0] if latency.indices else 0
     early = [latency.first_mask.get(p.particle, n_sent) - first for p in prompts if (p.frame or 0) == 0]
     metrics["prompt_mask_delay_frames"] = count(max(early, default=0), "frames", "lower")
+    if ledger is not None:
+        landed = first + max(early, default=0)
+        metrics.update(_whose_losses(ledger.losses, ""))
+        metrics.update(_whose_losses(ledger.lost(landed, landed + LANDING_SPAN_FRAMES - 1), "landing_"))
     present = _present_fraction(run_dir, len(latency.latencies_ms), len(prompts))
     if present is not None:
         metrics["present_fraction"] = Metric(present, "fraction", "higher")
@@ -80,12 +94,15 @@ def pipeline(params: Mapping[str, ParamValue], context: RunContext) -> Measureme
         last = max(p.particle for p in prompts)
         metrics["late_prompt_mask_delay_frames"] = count(latency.first_mask.get(last, n_sent) - late_frame,
                                                          "frames", "lower")
+        if ledger is not None:
+            metrics.update(_whose_losses(ledger.lost(late_frame, late_frame + 99), "late_prompt_"))
     return Measurement(metrics)
 
 
 def _run_service(params: Mapping[str, ParamValue], context: RunContext, clip: Any, prompts: list[Any],
-                 name: str) -> tuple[LatencySink, Any, Path | None]:
-    """One run of the service fed by the sender process: (latency sink, final status, run folder)."""
+                 name: str) -> tuple[LatencySink, Any, Path | None, Any]:
+    """One run of the service fed by the sender process: (latency sink, final status, run folder, the queue's
+    `LossLedger`, None unless ``latest`` with a paced camera)."""
     from sam4em_live.config import ServiceConfig
     from sam4em_live.service.builder import build_service
 
@@ -105,6 +122,11 @@ def _run_service(params: Mapping[str, ParamValue], context: RunContext, clip: An
     latency = LatencySink()
     n_sent = integer(params, "frames")
     built = build_service(config, edits=prompts, extra_sinks=[latency], stop_at_series_end=True)
+    ledger = None
+    if text(params, "policy") == "latest" and number(params, "rate") > 0:
+        from tests.frame_loss import LossLedger
+
+        ledger = built.service.queue = LossLedger(number(params, "rate"), integer(params, "queue_frames"))
     built.service.start()
     endpoint = _bound_endpoint(built.service.source)
     ready = mp.Event()
@@ -115,7 +137,16 @@ def _run_service(params: Mapping[str, ParamValue], context: RunContext, clip: An
     built.service.wait(120)
     built.service.stop()
     built.close()
-    return latency, built.service.status(), built.run_dir
+    return latency, built.service.status(), built.run_dir, ledger
+
+
+def _whose_losses(losses: list[Any], prefix: str) -> dict[str, Metric]:
+    """Frames dropped by the service itself, for the machine (core waits) and for the camera (bursts)."""
+    machine = sum(loss.machine_lost for loss in losses)
+    camera = sum(loss.camera_lost and not loss.machine_lost for loss in losses)
+    return {f"{prefix}frames_lost_by_service": count(len(losses) - machine - camera, "frames", "lower"),
+            f"{prefix}frames_lost_by_machine": count(machine, "frames"),
+            f"{prefix}frames_lost_by_camera": count(camera, "frames")}
 
 
 def _bound_endpoint(source: Any, timeout_s: float = 30.0) -> str:
