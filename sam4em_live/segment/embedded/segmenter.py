@@ -122,17 +122,18 @@ class EmbeddedSegmenter(PoseSearches, PromptLanding):
         prepared = seeded.prepared if seeded is not None else {}
         # Raises before any state changes; prompts seeded aside (`seed`) are not seeded again.
         seeds = self._seed_all(pixels, [e for e in edits if not prepared or prompt_edit_key(e) not in prepared])
-        for edit in edits:
-            if isinstance(edit, RemoveParticle):
-                self._tracks.pop(edit.particle, None)
-                results.pop(edit.particle, None)
-            elif seeded is not None and prompt_edit_key(edit) in prepared:
-                ready = prepared[prompt_edit_key(edit)]
-                assert isinstance(ready, PreparedPrompt)
-                results[edit.particle] = self._land_prompt(pixels, edit, ready, frame.index - seeded.frame_index,
-                                                           claims)
-            else:
-                results[edit.particle] = self._apply_prompt(pixels, edit, seeds[id(edit)], claims)
+        with self._static.batched_forgets():  # each prompt unlearns its place; the map's features found once
+            for edit in edits:
+                if isinstance(edit, RemoveParticle):
+                    self._tracks.pop(edit.particle, None)
+                    results.pop(edit.particle, None)
+                elif seeded is not None and prompt_edit_key(edit) in prepared:
+                    ready = prepared[prompt_edit_key(edit)]
+                    assert isinstance(ready, PreparedPrompt)
+                    results[edit.particle] = self._land_prompt(pixels, edit, ready,
+                                                               frame.index - seeded.frame_index, claims)
+                else:
+                    results[edit.particle] = self._apply_prompt(pixels, edit, seeds[id(edit)], claims)
         if self._exposure.blanked(pixels):
             # A blanked beam shows nothing: the particles are reported absent, their state is kept.
             self._frames_seen += 1
