@@ -10,8 +10,10 @@ worker's own thread CPU advances, so the other processes on the machine change t
 - the worker takes the oldest waiting frame, tells the segmenter how many wait behind it (`note_backlog`, as
   the live service does), tracks it, measures its masks and runs the backend's upkeep (`DefersUpkeep`); the
   clock advances by that thread CPU plus ``overhead_ms`` (the sinks, statistics and ZeroMQ, not replayed here);
-- the prompts land on frame 0 and their seeding is left off the clock (the live service seeds them aside, in
-  the worker's idle moments, `service/seeding.py`): what is counted is the cost of the memories filling after.
+- the prompts are seeded aside on frame 0 off the clock (the live service seeds them beside the frame loop, in
+  the worker's idle moments, `service/seeding.py`) and land ``landing_delay_frames`` later, on the clock:
+  what is counted is their landing and the memories filling after it (the stream's first frame, where the
+  background and static maps start, is left off the clock too).
 
 The working tree and a git revision run side by side in one process, one frame each in turn (alternating which
 goes first), each on its own clock, so both see the machine in the same state.
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 #: Blocks of the frames after the landing that are reported (the filling memories, then the steady state).
-LANDING_BLOCKS = ((1, 40), (41, 150), (151, 400))
+LANDING_BLOCKS = ((0, 40), (41, 150), (151, 400))
 
 
 @dataclass
@@ -42,6 +44,7 @@ class VirtualCamera:
     cost_ms: dict[int, float] = field(default_factory=dict)  # frame -> the worker's time on it
     waiting: dict[int, int] = field(default_factory=dict)  # frame -> frames waiting behind it when taken
     iou: dict[int, float] = field(default_factory=dict)  # frame -> its masks' mean IoU with the truth
+    seeding_ms: dict[int, float] = field(default_factory=dict)  # frame -> prompts seeded aside on it (off the clock)
     refreshes: dict[int, int] = field(default_factory=dict)  # frame -> shape refreshes made in its upkeep
 
     def take(self) -> tuple[int, int]:
@@ -59,6 +62,7 @@ class VirtualCamera:
         return index, arrived - index
 
     def done(self, index: int, cpu_ms: float, counted: bool = True) -> None:
+        """The worker finished frame ``index`` after ``cpu_ms`` (plus the overhead; nothing if not ``counted``)."""
         cost = cpu_ms + self.overhead_ms if counted else 0.0
         self.cost_ms[index] = cost
         self.now_ms += cost
@@ -75,12 +79,13 @@ def _side(name: str) -> tuple[Any, Any, Any, Any]:
 
 
 def replay_landing(rev: str, preset: str = "multi-1024", frames: int = 400, period_ms: float = 5.0,
-                   overhead_ms: float = 1.0, capacity: int = 8, late_particle_frame: int | None = None
-                   ) -> dict[str, VirtualCamera]:
+                   overhead_ms: float = 1.0, capacity: int = 8, late_particle_frame: int | None = None,
+                   landing_delay_frames: int = 30) -> dict[str, VirtualCamera]:
     """Both sides (``rev``, ``tree``; ``rev`` ``A..B`` puts B in the tree's place) over ``frames`` camera frames.
 
-    ``late_particle_frame``: the last particle is prompted on the first frame taken at or after it instead of
-    frame 0 (a click mid-stream); its seeding is left off the clock as well.
+    The prompts are seeded aside (`SeedsAside.seed`, off the clock) on the first frame taken from frame 0 and
+    land ``landing_delay_frames`` later (on the clock: bringing them up to that frame, as the live service).
+    ``late_particle_frame``: the last particle is clicked then instead of on frame 0 (a click mid-stream).
     """
     import sys
     import tempfile
@@ -112,32 +117,64 @@ def replay_landing(rev: str, preset: str = "multi-1024", frames: int = 400, peri
             create, frame_type, prompt_type, measure = _side(name)
             segmenter = create("embedded", {})
             segmenter.upkeep()  # deferring from the first frame on, as the live service
-            sides[label] = [segmenter, frame_type, prompt_type, measure, late_point, {}]
+            clicks = [Click(0, points)] + ([Click(late_particle_frame or 0, [late_point])] if late_point else [])
+            sides[label] = [segmenter, frame_type, prompt_type, measure, clicks, {}]
         turn = 0
         while any(c.next_frame < frames for c in cameras.values()):
             for label in ("rev", "tree") if turn % 2 == 0 else ("tree", "rev"):
                 camera = cameras[label]
                 if camera.next_frame >= frames:
                     continue
-                segmenter, frame_type, prompt_type, measure, pending, _ = sides[label]
+                segmenter, frame_type, prompt_type, measure, clicks, _ = sides[label]
                 index, behind = camera.take()
-                edits = [prompt_type(pid, index, (pt,), (1,)) for pid, pt in points] if index == 0 else []
-                if pending is not None and late_particle_frame is not None and index >= late_particle_frame:
-                    edits.append(prompt_type(pending[0], index, (pending[1],), (1,)))
-                    sides[label][4] = None
                 pixels_now = pixels[order[index % len(order)]]
+                frame = frame_type("landing", index, 0.0, pixels_now)
+                edits, seeded, seeding_ms = _click_due(segmenter, prompt_type, frame, clicks, landing_delay_frames)
                 segmenter.note_backlog(behind)
                 start = time.thread_time()
-                masks = segmenter.track(frame_type("landing", index, 0.0, pixels_now), edits)
+                masks = segmenter.track(frame, edits, seeded)
                 measure(masks, index, pixels_now)
                 segmenter.upkeep()
-                camera.done(index, 1e3 * (time.thread_time() - start), counted=not edits)
+                camera.done(index, 1e3 * (time.thread_time() - start), counted=index > 0)  # not the maps' start
                 camera.iou[index] = _mean_iou(masks, labels[order[index % len(order)]])
                 banks = {pid: id(t.memory.banks) for pid, t in segmenter._tracks.items()}
                 camera.refreshes[index] = sum(banks[p] != b for p, b in sides[label][5].items() if p in banks)
                 sides[label][5] = banks
+                if seeding_ms:
+                    camera.seeding_ms[index] = seeding_ms
             turn += 1
     return cameras
+
+
+@dataclass
+class Click:
+    """Prompts clicked on ``frame``: seeded aside on the first frame taken from it, landed ``delay`` frames on."""
+
+    frame: int
+    points: list[tuple[int, Any]]
+    prompts: list[Any] = field(default_factory=list)
+    seeded: Any = None
+    landed: bool = False
+
+
+def _click_due(segmenter: Any, prompt_type: Any, frame: Any, clicks: list[Click], delay: int
+               ) -> tuple[list[Any], Any, float]:
+    """This frame's landing edits and their seeds, seeding due clicks aside first (off the clock, as the lane).
+
+    Returns (edits, seeded edits or None, thread CPU of the seeding in ms).
+    """
+    edits: list[Any] = []
+    seeded, seeding_ms = None, 0.0
+    for click in clicks:
+        if click.seeded is None and frame.index >= click.frame:
+            click.prompts = [prompt_type(pid, frame.index, (pt,), (1,)) for pid, pt in click.points]
+            start = time.thread_time()
+            click.seeded = segmenter.seed(frame, click.prompts)
+            seeding_ms += 1e3 * (time.thread_time() - start)
+            click.frame = frame.index + delay
+        elif click.seeded is not None and not click.landed and frame.index >= click.frame and seeded is None:
+            edits, seeded, click.landed = list(click.prompts), click.seeded, True
+    return edits, seeded, seeding_ms
 
 
 def _mean_iou(masks: Any, truth: np.ndarray) -> float:
@@ -159,7 +196,9 @@ def report(cameras: dict[str, VirtualCamera], rev: str, landing: int = 0) -> str
     """Frames dropped and the worker's time per frame by block after ``landing``, both sides."""
     old, _, new = rev.partition("..")
     labels = {"rev": old, "tree": new or "tree"}
-    lines = []
+    lines = ["  landing frame (the first taken from frame " + str(landing) + "): " + "; ".join(
+        f"{labels[label]} {next((c for i, c in sorted(camera.cost_ms.items()) if i >= landing), float('nan')):.1f} ms"
+        for label, camera in cameras.items())]
     for lo, hi in LANDING_BLOCKS:
         lo, hi = landing + lo, landing + hi
         parts = []
@@ -185,11 +224,12 @@ if __name__ == "__main__":
     parser.add_argument("--period-ms", type=float, nargs="+", default=[5.0])
     parser.add_argument("--overhead-ms", type=float, default=1.0)
     parser.add_argument("--late", type=int, default=None, help="prompt the last particle on this frame")
+    parser.add_argument("--landing-delay", type=int, default=30, help="frames from seeding aside to landing")
     args = parser.parse_args()
     for period in args.period_ms:
         result = replay_landing(args.rev, args.preset, args.frames, period, args.overhead_ms,
-                                late_particle_frame=args.late)
+                                late_particle_frame=args.late, landing_delay_frames=args.landing_delay)
         print(f"{args.preset}, camera period {period} ms (+{args.overhead_ms} ms a frame besides the backend), "
               f"{'1 particle added on frame ' + str(args.late) if args.late else 'prompts on frame 0'}: "
               + ", ".join(f"{k} lost {len(c.dropped)} of {args.frames}" for k, c in result.items()))
-        print(report(result, args.rev, args.late or 0))
+        print(report(result, args.rev, (args.late or 0) + args.landing_delay))
