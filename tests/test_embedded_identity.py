@@ -221,7 +221,7 @@ def test_a_young_track_does_not_jump_to_a_look_alike_appearing_far_away_while_it
 
     A 3-frame-old track took such a jump on the option's 6 px step scale (7.5 scales: a look-alike passes
     any appearance test). Dimmed to under half its contrast for 6 frames, it is looked for where it was
-    before the jump (`vetting.young_large_jump`) and stays; gone for a frame, the jump needs more than a
+    before the jump (`vetting.vetted_jump`) and stays; gone for a frame, the jump needs more than a
     look-alike's z from a young track (`identity.YOUNG_COST_GAIN`): absent, not moved.
     """
     n = 30

