@@ -7,6 +7,8 @@ gradients and dose steps into a flat field of relative contrast; a Gaussian matc
 particle's size then lifts particles well above the noise, whose level is measured on the frame itself
 (median absolute deviation), so one threshold in noise sigmas works at every dose. Dark (gold) and bright
 (low-density pockets, inverted contrast) particles are found alike, with their sign as ``polarity``.
+Following a stream (``carry_decay`` > 0), a blob's seed and score come from the evidence carried from run to
+run (`evidence.CarriedEvidence`), its extent and centroid from this frame.
 
 Coordinates are full-resolution pixels: x = column, y = row, origin at the centre of the top-left pixel.
 """
@@ -20,8 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from sam4em_live.discover.evidence import CarriedEvidence
 from sam4em_live.discover.flat_field import flat_field, robust_sigma
 from sam4em_live.discover.readout import quadrant_gains
+from sam4em_live.discover.touching import split_touching
 from sam4em_live.segment.embedded.window import block_mean
 
 if TYPE_CHECKING:
@@ -81,7 +85,8 @@ class DetectorSettings:
     ``threshold_sigma``: level of the matched filter in noise sigmas a particle must reach (blobs extend down
     to `LOW_FRACTION` of it); ``seed_sigma``: blobs are seeded from this level (default: ``threshold_sigma``)
     — lower, so that a caller averaging scores over frames sees the faint ones; ``polarity``: dark, bright
-    or both.
+    or both; ``carry_decay``, ``carry_reach_px``, ``carry_cap``: evidence carried from run to run
+    (`evidence.CarriedEvidence`; a decay of 0, the default, judges each frame alone).
     """
 
     cells: int = 128
@@ -90,6 +95,9 @@ class DetectorSettings:
     polarity: str = "both"
     matched_sigma_px: float = MATCHED_SIGMA_PX
     background_sigma_px: float = BACKGROUND_SIGMA_PX
+    carry_decay: float = 0.0
+    carry_reach_px: float = 6.0
+    carry_cap: float = 6.0
 
 
 def _go_on() -> None:
@@ -102,10 +110,16 @@ def block_factor(shape: tuple[int, int], cells: int) -> int:
 
 
 class ParticleDetector:
-    """Finds `Candidate` particles on a frame (stateless apart from its settings; one thread at a time)."""
+    """Finds `Candidate` particles on a frame (one thread at a time).
+
+    Stateless apart from its settings, unless they carry evidence from run to run (``carry_decay`` > 0):
+    then it follows one stream, and its candidates' scores include what earlier frames showed.
+    """
 
     def __init__(self, settings: DetectorSettings | None = None) -> None:
         self.settings = settings or DetectorSettings()
+        self._evidence = CarriedEvidence(self.settings.carry_decay, self.settings.carry_reach_px,
+                                         self.settings.carry_cap)
 
     def detect(self, pixels: np.ndarray, pause: Callable[[], None] | None = None) -> list[Candidate]:
         """Candidates on ``pixels`` (2-D, any real dtype), strongest first.
@@ -135,7 +149,12 @@ class ParticleDetector:
                 z = np.where(np.abs(response) > np.abs(z), response, z)
         between()
         # dark particles absorb: relative < 0 → positive "darkness" z
-        blobs = [self._blobs(polarity * -z, polarity * -relative, factor, polarity) for polarity in _polarities(s.polarity)]
+        # blobs are this frame's (their extent and centroid), their seeds and scores the carried evidence's
+        blobs = []
+        for polarity in _polarities(s.polarity):
+            darkness = polarity * -z
+            evidence = self._evidence.update(darkness, polarity, factor)
+            blobs.append(self._blobs(darkness, polarity * -relative, factor, polarity, evidence))
         found = _BlobTable.concat([b for b in blobs if b is not None])
         if found is None:
             return []
@@ -148,17 +167,23 @@ class ParticleDetector:
         out.sort(key=lambda c: -c.score)
         return out
 
-    def _blobs(self, z: np.ndarray, contrast: np.ndarray, factor: int, polarity: int) -> _BlobTable | None:
+    def _blobs(self, z: np.ndarray, contrast: np.ndarray, factor: int, polarity: int,
+               score: np.ndarray) -> _BlobTable | None:
+        """Blobs of ``z`` (this frame, sigmas) above the low threshold that hold a seed of ``score`` (evidence).
+
+        A blob with two separate peaks is split between them (`touching`).
+        """
         high = self.settings.threshold_sigma
         seed = high if self.settings.seed_sigma is None else min(self.settings.seed_sigma, high)
         labels, n = ndimage.label(z > min(high * LOW_FRACTION, seed))
         if n == 0:
             return None
+        labels, n = split_touching(labels, n, z, score, seed, factor)  # neighbours in one blob: a blob each
         # blobs that hold a seed (a lookup table by label, cheaper than a per-label maximum)
         keep = np.zeros(n + 1, bool)
-        keep[labels[z >= seed]] = True
+        keep[labels[score >= seed]] = True
         keep[0] = False
-        return _BlobTable.measure(labels, keep, z, contrast, factor, polarity)
+        return _BlobTable.measure(labels, keep, z, contrast, factor, polarity, score)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +223,11 @@ class _BlobTable:
 
     @staticmethod
     def measure(labels: np.ndarray, keep: np.ndarray, z: np.ndarray, contrast: np.ndarray, factor: int,
-                polarity: int) -> _BlobTable | None:
-        """The blobs of ``labels`` whose ``keep`` entry (by label) is set, in label order."""
+                polarity: int, score_map: np.ndarray) -> _BlobTable | None:
+        """The blobs of ``labels`` whose ``keep`` entry (by label) is set, in label order.
+
+        Centroids are weighted by ``z``; a blob's score is the peak of ``score_map`` over its cells.
+        """
         ys, xs = np.nonzero(keep[labels])
         if len(ys) == 0:
             return None
@@ -215,7 +243,7 @@ class _BlobTable:
         cx = np.bincount(row, weights * xs, n) / total
         cy = np.bincount(row, weights * ys, n) / total
         score = np.full(n, -np.inf)
-        np.maximum.at(score, row, zs)
+        np.maximum.at(score, row, score_map[ys, xs].astype(np.float64))
         mean_contrast = np.bincount(row, contrast[ys, xs].astype(np.float64), n) / cells
         dx, dy = xs - cx[row], ys - cy[row]
         # rough outline: in each sector around the centroid, the farthest cell edge

@@ -12,9 +12,10 @@ truth is incomplete.
 
 Fair tuning, both sides alike: on held-in tuning clips (the same conditions, other seeds), each detector
 runs once with a permissive threshold and its one threshold (ours: the matched filter's score in noise
-sigmas; trackpy: ``minmass``, for each ``diameter`` of a grid, with ``separation`` = diameter and the
-polarity given, ``invert`` for dark particles) is set where the F1 over the tuning clips is highest; the
-evaluation clips are then scored unchanged. trackpy is also tuned per condition (on that condition's tuning
+sigmas; trackpy: ``minmass``, for each ``diameter`` of a grid, with ``separation`` = diameter) is set where
+the F1 over the tuning clips is highest. Both are told the particles' polarity (trackpy: ``invert`` for dark
+particles; ours: ``polarity = "dark"`` or ``"bright"``; until session 13 ours looked for both, so every
+bright halo or bubble counted against it alone). The evaluation clips are then scored unchanged. trackpy is also tuned per condition (on that condition's tuning
 clips only, a generous setting no live user has) as a second column. Frames are scored from ``from_frame`` on (the static map has
 learned the scene by then: ~1 s at 80 fps) every ``step`` frames. Time per frame: one thread, median.
 """
@@ -89,14 +90,18 @@ def truth_at(clip: ScenarioClip, index: int) -> tuple[np.ndarray, np.ndarray]:
     return visible, other
 
 
-def ours(clip: ScenarioClip, from_frame: int, step: int, threshold: float) -> tuple[list[Scored], list[float]]:
-    """Our detector as the service runs it: the static map learns every frame, candidates are screened."""
+def ours(clip: ScenarioClip, from_frame: int, step: int, threshold: float, polarity: str = "both"
+         ) -> tuple[list[Scored], list[float]]:
+    """Our detector as the service runs it: the static map learns every frame, candidates are screened.
+
+    ``polarity``: ``dark``, ``bright`` or ``both`` (`DiscoveryConfig.polarity`).
+    """
     from sam4em_live.config import DiscoveryConfig
     from sam4em_live.frames import Frame
     from sam4em_live.service.discovery import Discovery
     from sam4em_live.service.particle_ids import ParticleIds
 
-    config = DiscoveryConfig(mode="propose", threshold_sigma=threshold)
+    config = DiscoveryConfig(mode="propose", threshold_sigma=threshold, polarity=polarity)
     discovery = Discovery(config, ParticleIds(), lambda e: None)
     scored, times = [], []
     for i, pixels in enumerate(clip.frames):
@@ -168,12 +173,17 @@ def _dark(condition: str) -> bool:
     return condition != "bright-on-dark"
 
 
+def _polarity(condition: str) -> str:
+    """Ours is told the particles' polarity as trackpy is (``invert``): `DiscoveryConfig.polarity`."""
+    return "dark" if _dark(condition) else "bright"
+
+
 def tune(clips: list[tuple[str, ScenarioClip]], from_frame: int, step: int) -> dict[str, Any]:
     """Both detectors' settings, from the tuning clips (module docstring); trackpy's also per condition."""
     from sam4em_live.service.discovery import SEED_SIGMA
 
     # permissive: every track the service follows (seeded at SEED_SIGMA), whatever its mean score
-    ours_scored = [s for _, clip in clips for s in ours(clip, from_frame, step, threshold=SEED_SIGMA)[0]]
+    ours_scored = [s for name, clip in clips for s in ours(clip, from_frame, step, SEED_SIGMA, _polarity(name))[0]]
     ours_threshold, ours_f1 = best_threshold(ours_scored)
     by_diameter = {d: [(name, s) for name, clip in clips for s in trackpy_locate(clip, from_frame, step, d, _dark(name))[0]]
                    for d in TRACKPY_DIAMETERS}
@@ -213,7 +223,7 @@ def evaluate(conditions: list[str], motion: str, tuning_seeds: list[int], seeds:
         for seed in seeds:
             clip = build_clip(condition, seed, frames, motion)
             cnrs.append(clip_cnr(clip, from_frame, step))
-            s, t = ours(clip, from_frame, step, settings["ours_threshold"])
+            s, t = ours(clip, from_frame, step, settings["ours_threshold"], _polarity(condition))
             ours_s += s
             ours_ms += t
             s, t = trackpy_locate(clip, from_frame, step, settings["trackpy_diameter"], _dark(condition))
