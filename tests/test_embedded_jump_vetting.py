@@ -1,9 +1,9 @@
 """A present particle's large jump is vetted by looking where it was first (`vetting.vetted_jump`).
 
-Robustness `distractors`, held-out seeds 2-4: a tracked sphere 44 px from an unprompted look-alike
-moved 15-20 px while its near search found no clear answer; the full search scored the look-alike
-2.7 z above it (the step prior's 1.1 z does not outweigh that) and the identity gate passed the
-44 px jump (5.5 step scales of a mature track: a look-alike passes any appearance test). Before
+Robustness `distractors`, held-out sim seed 4, frame 55: a tracked sphere 44 px from an unprompted
+look-alike stepped 14 px and its near search found no clear answer; the full search scored the
+look-alike 2.7 z above it (the step prior's difference is ~1.4 z) and the identity gate passed the
+44 px jump (a mature track's large jump: a look-alike passes any appearance test). Before
 such a jump the particle is now searched for within its ordinary reach with the jump's pixels
 withheld, at any age of its step model (before: only while it was young).
 """
