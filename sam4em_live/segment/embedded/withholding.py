@@ -154,7 +154,7 @@ def _learn_regions_together(blocks: np.ndarray, learn: np.ndarray, pixels: np.nd
 
 
 def learn_beside_reference(blocks: np.ndarray, learn: np.ndarray, pixels: np.ndarray, claims: list[Placement],
-                 factor: int) -> None:
+                           factor: int) -> None:
     """`learn_beside` one claim and one region at a time: the reference its batched steps are tested against."""
     n_rows, n_cols = learn.shape
     grow = math.ceil(WITHHOLD_MARGIN_PX)
