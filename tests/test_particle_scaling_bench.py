@@ -104,3 +104,15 @@ def test_a_revision_against_itself_tracks_the_same_masks_interleaved() -> None:
     report = compare_track("HEAD..HEAD", 2, 128, frames=3, settle=2)
     assert report.endswith("frames with different masks: 0"), report
     assert "HEAD / HEAD: mean" in report
+
+
+def test_the_costliest_frames_are_listed_with_their_parts_and_the_methods_restored() -> None:
+    from sam4em_live.segment.embedded.shape import ShapeMemory
+    from tools.bench.benchmarks.particle_probes import costliest_frames
+
+    refresh = ShapeMemory.refresh
+    report = costliest_frames(2, 128, frames=12, top=3, settle=2)
+    lines = report.splitlines()
+    assert lines[0].startswith("2 particles, 128²") and len(lines) == 4, report
+    assert "learning" in report  # the young memories learn on every frame
+    assert ShapeMemory.refresh is refresh

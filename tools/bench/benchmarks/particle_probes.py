@@ -163,3 +163,66 @@ def compare_landing(rev: str, preset: str = "multi-1024", frames: int = 450) -> 
                          f"p99 {np.percentile(old, 99):.1f} / {np.percentile(new, 99):.1f}, "
                          f"max {old.max():.1f} / {new.max():.1f}")
     return "\n".join(lines)
+
+
+#: What `costliest_frames` times inside a frame: (owner module, class, method) -> label.
+FRAME_PARTS = {
+    ("sam4em_live.segment.embedded.shape", "ShapeMemory", "refresh"): "shape refresh",
+    ("sam4em_live.segment.embedded.segmenter", "EmbeddedSegmenter", "_learn"): "learning",
+    ("sam4em_live.segment.embedded.background", "FlatField", "observe"): "background map",
+    ("sam4em_live.segment.embedded.static_map", "StaticMap", "observe"): "static map",
+}
+
+
+def costliest_frames(particles: int, size: int, frames: int = 400, top: int = 8, settle: int = 60) -> str:
+    """The ``top`` costliest frames of `Segmenter.track` and its upkeep (thread CPU), and what each held.
+
+    The p99 latency at a camera rate the worker keeps up with is set by such frames (issue 23): each is
+    listed with the time of `FRAME_PARTS` in it (a learn includes its refresh). The methods are wrapped
+    for the run only.
+    """
+    import functools
+    import importlib
+
+    from sam4em_live.frames import Frame
+    from sam4em_live.segment.registry import create_segmenter
+
+    spent: dict[str, float] = {}
+    originals = []
+    for (module, owner, method), label in FRAME_PARTS.items():
+        cls = getattr(importlib.import_module(module), owner)
+        original = getattr(cls, method)
+        originals.append((cls, method, original))
+
+        def timed(*args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent[_label] = spent.get(_label, 0.0) + 1e3 * (time.thread_time() - start)
+
+        setattr(cls, method, functools.wraps(original)(timed))
+    try:
+        clip, centres = particle_clip(size, particles, 16)
+        order = np.concatenate([np.arange(len(clip)), np.arange(len(clip) - 2, 0, -1)])
+        segmenter: Any = create_segmenter("embedded", {})
+        rows = []
+        for i in range(settle + frames):
+            spent.clear()
+            start = time.thread_time()
+            segmenter.track(Frame("spikes", i, 0.0, clip[order[i % len(order)]]), _prompts(centres[0]) if i == 0 else [])
+            masks_ms = 1e3 * (time.thread_time() - start)
+            segmenter.upkeep()
+            if i >= settle:
+                rows.append((1e3 * (time.thread_time() - start), masks_ms, i, dict(spent)))
+    finally:
+        for cls, method, original in originals:
+            setattr(cls, method, original)
+    total = np.array([row[0] for row in rows])
+    lines = [f"{particles} particles, {size}², frames {settle}-{settle + frames - 1}: track + upkeep thread CPU per "
+             f"frame mean {total.mean():.2f} ms, median {np.median(total):.2f}, p99 {np.percentile(total, 99):.2f}; "
+             f"the {top} costliest:"]
+    for ms, masks_ms, index, parts in sorted(rows, key=lambda row: -row[0])[:top]:
+        held = ", ".join(f"{label} {value:.2f}" for label, value in parts.items() if value >= 0.05)
+        lines.append(f"  frame {index}: {ms:.2f} ms (to masks {masks_ms:.2f}){'; ' + held if held else ''}")
+    return "\n".join(lines)

@@ -36,7 +36,9 @@ with N particles (cProfile of `Segmenter.track` alone, on the same synthetic fra
 [FRAMES]`` compares `Segmenter.track`'s thread CPU per frame (mean, median, p99, max) with a git revision's
 (``A..B``: two revisions),
 interleaved frame by frame in one process (a ratio that holds on a shared machine; use FRAMES >= 300 for a
-p99 that includes the 128-frame shape refresh cycle).
+p99 that includes the 128-frame shape refresh cycle). ``--spikes N SIZE [FRAMES]`` lists the costliest frames
+of `Segmenter.track` and its upkeep and what each held (shape refreshes, learning, the two maps' updates):
+what sets the p99 at a camera rate the worker keeps up with.
 """
 
 from __future__ import annotations
@@ -322,7 +324,12 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    from tools.bench.benchmarks.particle_probes import compare_landing, compare_track, profile_track
+    from tools.bench.benchmarks.particle_probes import (
+        compare_landing,
+        compare_track,
+        costliest_frames,
+        profile_track,
+    )
     from tools.bench.schema import load_results
 
     if len(sys.argv) >= 4 and sys.argv[1] == "--profile":
@@ -332,6 +339,8 @@ if __name__ == "__main__":
         print(compare_landing(landing[0], landing[1], int(landing[2])))
     elif len(sys.argv) >= 5 and sys.argv[1] == "--ab":  # REV PARTICLES SIZE [FRAMES]
         print(compare_track(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *(int(a) for a in sys.argv[5:6])))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--spikes":  # PARTICLES SIZE [FRAMES]
+        print(costliest_frames(int(sys.argv[2]), int(sys.argv[3]), *(int(a) for a in sys.argv[4:5])))
     elif len(sys.argv) >= 4 and sys.argv[1] == "--report":  # RESULT.json PLOT.png [TITLE]
         (record,) = [r for r in load_results(Path(sys.argv[2])) if r.benchmark == "particle-scaling"]
         print(table(record.metrics))
@@ -340,4 +349,5 @@ if __name__ == "__main__":
         sys.exit("usage: python -m tools.bench.benchmarks.particle_scaling --profile PARTICLES SIZE\n"
                  "       python -m tools.bench.benchmarks.particle_scaling --ab REV PARTICLES SIZE [FRAMES]\n"
                  "       python -m tools.bench.benchmarks.particle_scaling --ab-landing REV [PRESET [FRAMES]]\n"
+                 "       python -m tools.bench.benchmarks.particle_scaling --spikes PARTICLES SIZE [FRAMES]\n"
                  "       python -m tools.bench.benchmarks.particle_scaling --report RESULT.json PLOT.png [TITLE]")
