@@ -207,6 +207,29 @@ def test_a_lost_particle_found_elsewhere_is_proposed_not_given_an_id(tmp_path) -
     assert set(table.particle) == {1}
 
 
+def test_a_newcomer_proposed_while_a_particle_was_lost_is_added_once_that_one_is_found(tmp_path) -> None:
+    # auto mode: particle 1 is hidden for frames 24-39 and comes back where it was; a newcomer shows up far
+    # away at frame 26, while 1 is lost: proposed (it may be 1); once 1 is tracked again, it gets an id of its own
+    frames = _scene(90, [(50.0, 60.0, 0.0, 0), (140.0, 110.0, 0.0, 26)], seed=2)
+    hidden = _scene(90, [(140.0, 110.0, 0.0, 26)], seed=3)
+    frames[24:40] = hidden[24:40]
+    built = build_service(_config(tmp_path, "auto"), source=ArraySource(frames),
+                          edits=[Prompt(1, 0, ((50.0, 60.0),), (1,))])
+    try:
+        built.service.run()
+    finally:
+        built.close()
+    events = _events(built.run_dir)
+    proposed = [e for e in events if e["kind"] == "proposed"]
+    assert proposed and proposed[0]["detail"]["lost"] == [1]
+    added = [e for e in events if e["kind"] == "auto_added"]
+    assert len(added) == 1 and added[0]["particle"] == 2 and added[0]["frame"] > proposed[0]["frame"]
+    assert math.hypot(added[0]["detail"]["x"] - 140.0, added[0]["detail"]["y"] - 110.0) < 5.0
+    table = pd.read_csv(built.run_dir / "trajectories.csv")
+    one = table[table.particle == 1]
+    assert np.hypot(one.x - 50.0, one.y - 60.0).max() < 5.0  # id 1 never moved onto the newcomer
+
+
 # ------------------------------------------------------------------ track scores and the static screen
 
 

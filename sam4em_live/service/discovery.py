@@ -136,6 +136,7 @@ class Discovery:
         self._last_frame = 0
         self._detect_ms = 0.0  # detector time of the outcomes applied since the last result
         self._worker_ms = 0.0  # discovery's own time on the worker since the last result
+        self._held_for_lost = False  # auto mode: some track was proposed because a particle was lost
         self.places = TrackedPlaces(ids)  # where discovery adds nothing (worker thread; `_add` from any)
         self.cost = DiscoveryCost()
         # live: the detector's stages wait while the worker holds a frame (lockstep: the worker waits for them)
@@ -177,6 +178,8 @@ class Discovery:
         Live, only what is back already; in lockstep, first the outcome still out (the detector ran while
         the worker segmented the previous frame).
         """
+        if self._held_for_lost and not self.places.lost(index):
+            self._release_held(index)
         while (outcome := self._next_outcome()) is not None:
             self.cost.add(outcome, index)
             self._detect_ms += outcome.cost_ms
@@ -220,12 +223,29 @@ class Discovery:
             return
         lost = self.places.lost(index)
         if lost:
+            self._held_for_lost = True
             with self._lock:
                 track.lost = lost
                 self._events.append(ServiceEvent("proposed", index, None, _detail(track)))
             return
         self._add(track, None, "auto_added", index)
         occupied.append((c.x, c.y, c.diameter_px / 2))
+
+    def _release_held(self, index: int) -> None:
+        """Auto mode, no particle lost any more: the tracks proposed as maybe-lost ones may be added again.
+
+        Their proposals close (``proposal_expired``, reason ``none_lost``); the next detector run finds such a
+        track ready as any other, and `_decide` adds it unless it is now near a tracked particle (the lost one
+        found there by the segmenter). Without this a newcomer first seen while a particle was lost (the rod
+        of ``dose-steps`` during its beam-blanked frames) stayed a proposal for good.
+        """
+        self._held_for_lost = False
+        with self._lock:
+            for track in self._tracks.tracks:
+                if track.lost and track.proposal is not None and not (track.accepted or track.rejected):
+                    self._events.append(ServiceEvent("proposal_expired", index, None,
+                                                     {"proposal": track.proposal, "reason": "none_lost"}))
+                    track.proposal, track.lost = None, ()
 
     def annotate_result(self, result: FrameResult) -> FrameResult:
         """The result with the decisions applied since the last one and their cost (ms)."""
