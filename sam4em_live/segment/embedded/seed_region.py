@@ -85,7 +85,7 @@ def robust_background(smooth: np.ndarray, usable: np.ndarray, white_noise: float
     level = float(0.5 * (edges[np.argmax(counts)] + edges[np.argmax(counts) + 1]))
     noise = white_noise if white_noise > 0 else 1.4826 * float32_median(np.abs(ordered - level))
     for _ in range(CLIP_ITERATIONS):
-        kept = ordered[np.abs(ordered - level) < CLIP_SIGMAS * max(noise, 1e-9)]  # still sorted
+        kept = clipped(ordered, level, CLIP_SIGMAS * max(noise, 1e-9))
         if kept.size < 16:
             break
         half = kept.size // 2
@@ -96,6 +96,32 @@ def robust_background(smooth: np.ndarray, usable: np.ndarray, white_noise: float
         if (level, noise) == previous:  # converged: the next clip keeps the same values
             break
     return Background(level, max(noise, 1e-6))
+
+
+def clipped(ordered: np.ndarray, level: float, bound: float) -> np.ndarray:
+    """``ordered[np.abs(ordered - level) < bound]`` of the sorted float32 ``ordered``, as the slice it is.
+
+    The deviation (float32, as the array expression rounds it) grows with the value, so the values kept
+    are a run of ``ordered``: two binary searches find it, and the expression itself, read at the run's
+    ends, settles the values the searches' rounding may misplace. The same values, without a pass over all.
+    """
+
+    def inside(i: int) -> bool:
+        return bool(np.abs(ordered[i : i + 1] - level)[0] < bound)
+
+    lo = int(np.searchsorted(ordered, level - bound, side="left"))
+    hi = int(np.searchsorted(ordered, level + bound, side="right"))
+    lo, hi = min(lo, ordered.size), max(min(hi, ordered.size), 0)
+    while lo > 0 and inside(lo - 1):
+        lo -= 1
+    while lo < hi and not inside(lo):
+        lo += 1
+    hi = max(hi, lo)
+    while hi < ordered.size and inside(hi):
+        hi += 1
+    while hi > lo and not inside(hi - 1):
+        hi -= 1
+    return ordered[lo:hi]
 
 
 def _percentile(ordered: np.ndarray, q: float) -> float:
@@ -131,7 +157,7 @@ def particle_territory(signal: np.ndarray, seed_rc: tuple[int, int], level: floa
     territory, neighbours = np.zeros_like(region), np.zeros_like(region)
     if labels[seed_rc] == 0:
         return Territory(territory, neighbours)
-    rows, cols = ndimage.find_objects((labels == labels[seed_rc]).astype(np.int32))[0]
+    rows, cols = bounding_box(labels == labels[seed_rc])
     component = labels[rows, cols] == labels[seed_rc]
     patch = np.where(component, signal[rows, cols], low)
     height = max(SPLIT_SIGMAS * noise, SPLIT_FRACTION * level)
@@ -157,7 +183,7 @@ def edge_threshold(signal: np.ndarray, territory: Territory, seed_rc: tuple[int,
     at the edge itself, so the chosen contour is the particle's outline whatever its
     profile and whatever the smoothing (within the smoothing's rounding of corners).
     """
-    rows, cols = ndimage.find_objects(territory.own.astype(np.int32))[0]
+    rows, cols = bounding_box(territory.own)
     rows = slice(max(rows.start - 2, 0), rows.stop + 2)  # the work is on the particle's bounding box
     cols = slice(max(cols.start - 2, 0), cols.stop + 2)
     signal, own = signal[rows, cols], territory.own[rows, cols]
@@ -201,10 +227,9 @@ def dilated(mask: np.ndarray, iterations: int) -> np.ndarray:
     of its window (each pass of the generic filter runs over all of it).
     """
     out = np.zeros_like(mask)
-    boxes = ndimage.find_objects(mask.astype(np.int8))
-    if not boxes or boxes[0] is None:
+    if not mask.any():
         return out
-    rows, cols = boxes[0]
+    rows, cols = bounding_box(mask)
     rows = slice(max(rows.start - iterations, 0), min(rows.stop + iterations, mask.shape[0]))
     cols = slice(max(cols.start - iterations, 0), min(cols.stop + iterations, mask.shape[1]))
     out[rows, cols] = ndimage.binary_dilation(mask[rows, cols], iterations=iterations)
@@ -290,11 +315,13 @@ def background_surface(window: Window, usable: np.ndarray, particle_left_out: bo
     best, best_keep = tilted[:3], np.zeros(values.size, dtype=bool)
     for coeffs in (np.array([mode, 0.0, 0.0]), tilted[:3]):
         keep = np.zeros(values.size, dtype=bool)
+        fitted: np.ndarray | None = None  # the blocks ``coeffs`` was fitted to
         for _ in range(4):
             keep = np.abs(values - plane @ coeffs) < 3.0 * max(noise, 1e-9)
-            if keep.sum() < 8:
-                break
+            if keep.sum() < 8 or (fitted is not None and np.array_equal(keep, fitted)):
+                break  # too few, or the blocks of the last fit: every further round fits them again
             coeffs = np.linalg.lstsq(plane[keep], values[keep], rcond=None)[0]
+            fitted = keep
         if keep.sum() > TILT_MARGIN * best_keep.sum():  # the flat start refits to a gradient too: it wins ties
             best, best_keep = coeffs, keep
     coeffs = np.array([*best, 0.0, 0.0, 0.0])
@@ -326,10 +353,16 @@ def _half_slope(values: np.ndarray, position: np.ndarray) -> float:
 
 def filled(mask: np.ndarray) -> np.ndarray:
     """``binary_fill_holes`` on the mask's bounding box only (the window is much larger than a particle)."""
-    rows, cols = ndimage.find_objects(mask.astype(np.int32))[0]
+    rows, cols = bounding_box(mask)
     out = np.zeros_like(mask)
     out[rows, cols] = ndimage.binary_fill_holes(mask[rows, cols])
     return out
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice]:
+    """The slices of a non-empty bool mask's bounding box (`ndimage.find_objects`' for it, without an int copy)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def component_at(region: np.ndarray, seed_rc: tuple[int, int]) -> np.ndarray | None:
