@@ -21,6 +21,7 @@ import numpy as np
 from sam4em_live.particles import PromptError
 from sam4em_live.segment.embedded.dense_territory import blob_size, marked_territory, merged_region
 from sam4em_live.segment.embedded.outline_fit import seed_outline
+from sam4em_live.segment.embedded.seed_edge import measured_edge
 from sam4em_live.segment.embedded.seed_frame import WindowSmoothing, point_window
 from sam4em_live.segment.embedded.seed_prompt import (
     POINT_REACH_PX,
@@ -39,6 +40,7 @@ from sam4em_live.segment.embedded.seed_region import (
     background_surface,
     coarse_territory,
     component_at,
+    dilated,
     edge_threshold,
     filled,
     noise_gain,
@@ -185,6 +187,7 @@ def _seed_in_window(pixels: np.ndarray, prompt: Prompt, options: EmbeddedOptions
                           f"or draw a box", prompt.particle)
     mask = seed_outline(window.darkness, territory, mask, seed_rc, signal, level, peak, scale, box,
                         drawn_bounds(prompt, x0, y0, BOX_SEED_MARGIN_PX))
+    mask = measured_edge(window.darkness, mask, window.valid & ~dilated(territory.neighbours, 1))
     if box is not None:  # the seed keeps to the box as drawn (plus a margin): a box bounds its particle
         tight = box_region(prompt, mask.shape, x0, y0, fraction=0.0, margin_px=BOX_SEED_MARGIN_PX)
         if (mask & tight).sum() >= 6:
