@@ -6,7 +6,9 @@ is brought up to the landing frame. Lane: edits that come due while a batch is s
 order. Service, end to end over real ZeroMQ sockets (port 0) from a sender process pacing a camera at
 100 fps: a dozen prompts at once (one on empty background) and prompts added mid-stream over the
 control channel drop no frame while they are seeded, the bad one comes back as ``prompt_rejected``
-naming its particle, the others land within a bounded number of frames and are tracked.
+naming its particle, the others land within the seeding helper's own time on them plus a bounded number of
+frames a batch (`HelperTimeline`), the helper yields to the worker no longer than its patience, and they are
+tracked.
 """
 
 from __future__ import annotations
@@ -435,24 +437,91 @@ def _bound(source: Any, timeout_s: float = 10.0) -> str:
     raise TimeoutError("the service did not bind its ZeroMQ source")
 
 
-def _landing_limit(pixels: np.ndarray, prompts: list[Prompt]) -> int:
-    """Frames within which seeding ``prompts`` aside must land: 400, or more on a machine too busy for that.
+#: Frames a batch may take beyond the helper's time on it: its wait for a frame with no backlog
+#: (`MAX_LANDING_WAIT_FRAMES`), the worker's lag behind the camera when it routes the prompts and when it takes
+#: the first frame after they are seeded (up to the queue's 8 frames each), and 30 frames (0.3 s) for the
+#: hand-offs between threads, the worker's frame in progress and a prompt's trip over the control channel.
+LANE_FRAMES_PER_BATCH = MAX_LANDING_WAIT_FRAMES + 2 * 8 + 30
+#: The helper yields to a busy worker for at most `seeding.SEEDING_PATIENCE_S` a batch; its last wait may
+#: straddle the end of the patience (`seeding.MAX_YIELD_S`), and the thread may get a core late to notice it.
+MAX_YIELDED_PER_BATCH_S = seeding.SEEDING_PATIENCE_S + seeding.MAX_YIELD_S + 0.1
+#: The seeding helper's thread (`SeedingLane`).
+HELPER_THREAD = "sam4em-seeding"
+#: The camera's frames at most (it stops once the prompts have settled: a bound for a run that never does).
+MAX_CAMERA_FRAMES = 3000
 
-    Seeding aside takes what the machine gives the helper: it waits for the worker's idle moments for up to
-    `seeding.SEEDING_PATIENCE_S`, then shares the interpreter with it (about half of it), and the batch waits
-    up to `MAX_LANDING_WAIT_FRAMES` for a frame with no backlog. The seeding's own time is measured here, on
-    the same machine at the same moment (on the shared VM under load 9-10 a dozen prompts landed 550-600
-    frames after their frame, with nothing lost).
+
+class HelperTimeline:
+    """What the seeding helper thread did in a run: its seed calls and its waits for the worker, timed.
+
+    Installed over `EmbeddedSegmenter.seed` and `WorkerIdle.wait` (``monkeypatch``); only calls from the
+    helper thread (`SeedingLane`, thread ``sam4em-seeding``) are noted. A batch is the calls for one frame.
     """
-    started = time.perf_counter()
-    EmbeddedSegmenter().seed(frame(pixels, 0), [p.at_frame(0) for p in prompts])
-    seed_s = time.perf_counter() - started
-    needed_s = seeding.SEEDING_PATIENCE_S + 2 * seed_s
-    return max(400, round(needed_s * CAMERA_FPS) + MAX_LANDING_WAIT_FRAMES + 100)
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.lock = threading.Lock()
+        self.busy_s: dict[int, float] = {}  # batch (its frame) -> wall time in seed calls (their waits included)
+        self.yielded_s: dict[int, float] = {}  # batch -> of which waiting for the worker, and just before them
+        self._batch: int | None = None
+        self._yielded_outside = 0.0  # waits before a seed call (the trace hook's pause at its call event)
+        seed, wait = EmbeddedSegmenter.seed, WorkerIdle.wait
+
+        def timed_seed(segmenter: EmbeddedSegmenter, at: Frame, edits: Any) -> Any:
+            if threading.current_thread().name != HELPER_THREAD:
+                return seed(segmenter, at, edits)
+            with self.lock:
+                self._batch = at.index
+                yielded_before, self._yielded_outside = self._yielded_outside, 0.0
+                self.yielded_s[at.index] = self.yielded_s.get(at.index, 0.0) + yielded_before
+            started = time.perf_counter()
+            try:
+                return seed(segmenter, at, edits)
+            finally:
+                with self.lock:
+                    self.busy_s[at.index] = self.busy_s.get(at.index, 0.0) + yielded_before + (
+                        time.perf_counter() - started)
+                    self._batch = None
+
+        def timed_wait(idle: WorkerIdle, timeout_s: float) -> bool:
+            if threading.current_thread().name != HELPER_THREAD:
+                return wait(idle, timeout_s)
+            started = time.perf_counter()
+            try:
+                return wait(idle, timeout_s)
+            finally:
+                with self.lock:
+                    waited = time.perf_counter() - started
+                    if self._batch is None:
+                        self._yielded_outside += waited
+                    else:
+                        self.yielded_s[self._batch] = self.yielded_s.get(self._batch, 0.0) + waited
+
+        monkeypatch.setattr(EmbeddedSegmenter, "seed", timed_seed)
+        monkeypatch.setattr(WorkerIdle, "wait", timed_wait)
+
+    def landing_limit(self, since: int) -> int:
+        """Frames from frame ``since`` within which the batches seeded for frames from it must have landed.
+
+        The helper's own time on them (the seeding as this machine runs it now, its yields to the worker
+        included) at the camera's rate, plus `LANE_FRAMES_PER_BATCH` a batch: the lane's waits, which are
+        bounded. What is not bounded by the lane (the seeding's speed on a loaded machine) is measured, so a
+        lane that stalls (a batch not started, a seeded batch that never lands) fails on any machine.
+        """
+        with self.lock:
+            batches = [b for b in self.busy_s if b >= since]
+            busy_s = sum(self.busy_s[b] for b in batches)
+        assert batches, "no prompt was seeded on the helper thread"
+        return round(busy_s * CAMERA_FPS) + LANE_FRAMES_PER_BATCH * len(batches)
+
+    def assert_patient(self) -> None:
+        """No batch waited for the worker longer than the lane's patience (then it seeds regardless)."""
+        with self.lock:
+            too_long = {b: round(s, 3) for b, s in self.yielded_s.items() if s > MAX_YIELDED_PER_BATCH_S}
+        assert not too_long, f"the helper yielded to the worker past its patience (batch frame: s): {too_long}"
 
 
 def _assert_seeded_without_a_drop(log: FrameLog, ledger: LossLedger, prompted_on: int, good: set[int], bad: int,
-                                  one_batch: bool = True, limit: int = 400) -> int:
+                                  timeline: HelperTimeline, one_batch: bool = True) -> int:
     """No frame lost to the service from the prompts' frame to their landing; the bad one named; the landing frame.
 
     The landing is the frame the last of the ``good`` prompts was applied on (the edits' records), not the
@@ -473,7 +542,11 @@ def _assert_seeded_without_a_drop(log: FrameLog, ledger: LossLedger, prompted_on
     assert sorted({*processed, *(loss.frame for loss in lost)}) == list(range(prompted_on, landed + 1))
     to_service = [loss.describe() for loss in lost if loss.service_lost]
     assert not to_service, f"frames lost while seeding: {to_service[:10]}"
-    assert landed - prompted_on < limit  # bounded (`_landing_limit`; reported by the pipeline benchmark)
+    # The landing is bounded by the helper's own time on the prompts, not a frame count at the camera's rate
+    # (which a loaded machine stretched past any fixed limit: 404 frames once, with nothing lost).
+    timeline.assert_patient()
+    limit = timeline.landing_limit(prompted_on)
+    assert landed - prompted_on < limit, f"landed {landed - prompted_on} frames after the prompts (limit {limit})"
     ((frame_index, _, reason),) = [r for r in log.rejected if r[1] == bad]
     assert (frame_index == landed if one_batch else frame_index >= prompted_on) and f"particle {bad} " in reason
     # and they are tracked: the next 20 frames processed (under load 10 the 20 frames after the landing were all
@@ -485,21 +558,21 @@ def _assert_seeded_without_a_drop(log: FrameLog, ledger: LossLedger, prompted_on
 
 
 @pytest.mark.slow
-def test_a_dozen_prompts_at_once_drop_no_frame_of_a_fast_camera() -> None:
+def test_a_dozen_prompts_at_once_drop_no_frame_of_a_fast_camera(monkeypatch: pytest.MonkeyPatch) -> None:
     shape = (320, 448)
     centres = grid_centres(12, shape)
     frames = disc_frames(60, centres, shape, walk_px=1.5)
     good = {p + 1 for p in range(12)}
     edits = [click(p + 1, x, y, at=10) for p, (x, y) in enumerate(centres)]
     edits.append(click(99, 32.0, 300.0, at=10))  # empty background: cannot be seeded
-    limit = _landing_limit(frames[10], edits)
-    log, status, ledger, sent = _camera_run(frames, limit + 100, edits, settled={*good, 99})
-    _assert_seeded_without_a_drop(log, ledger, 10, good, 99, limit=limit)
+    timeline = HelperTimeline(monkeypatch)
+    log, status, ledger, sent = _camera_run(frames, MAX_CAMERA_FRAMES, edits, settled={*good, 99})
+    _assert_seeded_without_a_drop(log, ledger, 10, good, 99, timeline)
     assert status.frames_received == sent and status.segmentation_errors == 0
 
 
 @pytest.mark.slow
-def test_prompts_added_mid_stream_over_the_control_channel_drop_no_frame() -> None:
+def test_prompts_added_mid_stream_over_the_control_channel_drop_no_frame(monkeypatch: pytest.MonkeyPatch) -> None:
     shape = (320, 448)
     centres = grid_centres(8, shape)
     # The clicks below are on the frame-0 centres but land on whatever frame is next: the discs wander
@@ -522,10 +595,10 @@ def test_prompts_added_mid_stream_over_the_control_channel_drop_no_frame() -> No
         finally:
             client.close()
 
-    limit = _landing_limit(frames[0], [click(p, x, y) for p, (x, y) in enumerate(centres[2:], start=3)])
-    log, _, ledger, _ = _camera_run(frames, limit + 300, tracked, control=True, during=add_particles,
+    timeline = HelperTimeline(monkeypatch)
+    log, _, ledger, _ = _camera_run(frames, MAX_CAMERA_FRAMES, tracked, control=True, during=add_particles,
                                     settled={*range(1, 9), 98})
-    _assert_seeded_without_a_drop(log, ledger, clicked_on[0], set(range(1, 9)), 98, one_batch=False, limit=limit)
+    _assert_seeded_without_a_drop(log, ledger, clicked_on[0], set(range(1, 9)), 98, timeline, one_batch=False)
 
 
 def test_an_accepted_discovery_proposal_is_seeded_aside(tmp_path: Any) -> None:

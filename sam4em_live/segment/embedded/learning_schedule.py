@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from sam4em_live.segment.embedded.options import EmbeddedOptions
     from sam4em_live.segment.embedded.tracker import TrackedParticle
 
-#: While the pipeline is behind, a particle's due appearance update is skipped at most this many times in a row.
+#: While the pipeline is behind, a particle's due appearance update is skipped at most this many times in a row
+#: (a filling memory's once more where that would end on an even frame, `learning_due`).
 MAX_DEFERRED_LEARNING = 3
 #: While several memories fill together, their shape refreshes are made only on frames ``k *
 #: FILLING_REFRESH_SPACING_FRAMES + 1``, one a frame for every `FILLING_MEMORIES_PER_REFRESH` filling
@@ -43,11 +44,21 @@ def learning_due(track: TrackedParticle, frames_seen: int, options: EmbeddedOpti
     `MAX_DEFERRED_LEARNING` times in a row, a filling memory's too: its every-frame learning and frequent
     shape refreshes made a new particle's first ~40 frames cost 3-6x the steady state, enough to
     drop frames of a 200 fps camera after a click (issue 23); it then fills over more frames.
+
+    A filling memory whose deferral ends on an even frame is put off once more, to the next (odd) frame.
+    Memories filling together refresh only on odd frames (`filling_refreshes_due`): learning every 4th
+    frame while behind, those whose learns fell on even frames were never refreshed until the backlog
+    cleared (4 particles landed on a 6-8 ms virtual camera: 0-1 refreshes in 150 frames, masks' IoU 0.64-0.72
+    against 0.80-0.84; issue 23). Refreshing them on their even learns instead would stack the refresh on
+    the frames where the background and static maps update; this way no learn is added (one fewer) and the
+    learns of filling memories while behind fall beside their refresh turns, off the maps' frames.
     """
     filling = track.memory.n_obs < options.memory_frames
     if not filling and (frames_seen + track.particle) % options.appearance_update_interval_frames:
         return False
-    if behind and track.learning_deferred < MAX_DEFERRED_LEARNING:
+    if behind and (track.learning_deferred < MAX_DEFERRED_LEARNING
+                   or (filling and track.learning_deferred == MAX_DEFERRED_LEARNING
+                       and frames_seen % FILLING_REFRESH_SPACING_FRAMES != 1)):
         track.learning_deferred += 1  # one update less (or later) changes little
         return False
     track.learning_deferred = 0
@@ -59,15 +70,31 @@ def filling_refreshes_due(tracks: Sequence[TrackedParticle], frames_seen: int, m
 
     One or two filling memories, whenever due (their own phases keep them to at most two refreshes a frame).
     Of more, on a refresh frame, those overdue by the most learns (then the lowest ids) among those whose
-    next learn makes a refresh due, one for every `FILLING_MEMORIES_PER_REFRESH` filling memories; none on
-    other frames.
+    next learn makes a refresh due and who take turns on it (`_takes_turns`), one for every
+    `FILLING_MEMORIES_PER_REFRESH` filling memories; none on other frames.
     """
     filling = [t for t in tracks if t.memory.n_obs < memory_frames]
     if len(filling) <= FILLING_MEMORIES_ON_OWN_PHASES:
         return frozenset(t.particle for t in filling)
     if frames_seen % FILLING_REFRESH_SPACING_FRAMES != 1:
         return frozenset()
-    due = sorted((-overdue, t.particle) for t in filling if (overdue := t.next_refresh_overdue()) is not None)
+    due = sorted((-overdue, t.particle) for t in filling
+                 if _takes_turns(t, frames_seen) and (overdue := t.next_refresh_overdue()) is not None)
     turns = -(-len(filling) // FILLING_MEMORIES_PER_REFRESH)
     return frozenset(particle for _, particle in due[:turns])
 
+
+def _takes_turns(track: TrackedParticle, frames_seen: int) -> bool:
+    """Whether ``track``'s filling memory takes part in this (refresh) frame's turns.
+
+    A memory learning every frame does, on every refresh frame (every 2nd of its learns). One whose learns
+    the backlog puts off (`learning_due`) learns on every 4th frame, an odd one: it takes part on every
+    second of its learns only, so that while the worker is behind the memories get as many turns per learn
+    as when it is not, and no more (taking part at each learn, young memories got twice as many turns per
+    learn: their refresh work did not shrink with their learning). Between its learns it takes no part: a
+    turn given to a memory that skips its learn is lost to the others.
+    """
+    if track.learning_deferred == 0:
+        return True
+    learns_apart = MAX_DEFERRED_LEARNING + 1
+    return track.learning_deferred >= MAX_DEFERRED_LEARNING and (frames_seen // learns_apart) % 2 == 1
