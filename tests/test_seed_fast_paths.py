@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
-from skimage.morphology import convex_hull_image
 
-from sam4em_live.segment.embedded.dense_territory import CONVEX_SOLIDITY, convex_enough
-from sam4em_live.segment.embedded.seed_region import bounding_box, clipped
+from sam4em_live.segment.embedded.seed_region import bounding_box
 
 
 def _random_region(rng: np.random.Generator) -> np.ndarray:
@@ -24,33 +22,6 @@ def _random_region(rng: np.random.Generator) -> np.ndarray:
         v = (rows - y0) * np.cos(angle) - (cols - x0) * np.sin(angle)
         region |= (u / a) ** 2 + (v / b) ** 2 < 1 if rng.random() < 0.5 else (np.abs(u) < a) & (np.abs(v) < b)
     return region
-
-
-def test_clipped_keeps_the_values_of_the_expression() -> None:
-    rng = np.random.default_rng(0)
-    for _ in range(3000):
-        n = int(rng.integers(1, 300))
-        ordered = np.sort((rng.normal(0, rng.uniform(0.001, 2), n) + rng.choice([0.0, 0.3])).astype(np.float32))
-        if rng.random() < 0.3:  # ties, and values exactly at the bound
-            ordered = np.sort(np.round(ordered, int(rng.integers(1, 3))).astype(np.float32))
-        level = float(ordered[rng.integers(0, n)]) + float(rng.normal(0, 0.01)) * float(rng.random() < 0.5)
-        bound = float(abs(rng.normal(0, 0.5))) + 1e-9
-        if rng.random() < 0.3:
-            bound = float(abs(ordered[rng.integers(0, n)] - np.float32(level)))
-        expected = ordered[np.abs(ordered - level) < bound]
-        assert np.array_equal(clipped(ordered, level, bound), expected)
-
-
-def test_convex_enough_is_the_hull_test() -> None:
-    rng = np.random.default_rng(1)
-    for _ in range(300):
-        region = _random_region(rng)
-        if not region.any():
-            continue
-        rows, cols = np.nonzero(region)
-        crop = region[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-        expected = rows.size >= CONVEX_SOLIDITY * float(convex_hull_image(crop).sum())
-        assert convex_enough(crop, rows.size) == expected
 
 
 @pytest.mark.parametrize("seed", range(20))

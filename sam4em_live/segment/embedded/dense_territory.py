@@ -152,28 +152,6 @@ def marked_territory(window: Window, usable: np.ndarray, signal: np.ndarray, lev
     return Territory(own, neighbours)
 
 
-def convex_enough(crop: np.ndarray, area: int) -> bool:
-    """Whether ``area`` (``crop``'s pixels) is at least `CONVEX_SOLIDITY` of its convex hull's (`convex_hull_image`).
-
-    The hull is bounded first, both ways, at a fraction of its cost: it lies within the octagon of the
-    region's extents along the rows, the columns and the two diagonals (each grown by the half pixel the
-    hull's pixel corners reach), and holds every row's and column's span between its outermost pixels.
-    Only between the two bounds is the hull itself needed (a rod at an angle, mostly).
-    """
-    r, c = np.nonzero(crop)
-    rr, cc = np.ogrid[0 : crop.shape[0], 0 : crop.shape[1]]
-    diagonal, anti = r + c, r - c
-    octagon = ((rr + cc >= diagonal.min() - 0.5) & (rr + cc <= diagonal.max() + 0.5)
-               & (rr - cc >= anti.min() - 0.5) & (rr - cc <= anti.max() + 0.5))
-    if area >= CONVEX_SOLIDITY * float(np.count_nonzero(octagon)):
-        return True
-    spans = np.maximum.accumulate(crop, axis=1) & np.maximum.accumulate(crop[:, ::-1], axis=1)[:, ::-1]
-    spans |= np.maximum.accumulate(crop, axis=0) & np.maximum.accumulate(crop[::-1], axis=0)[::-1]
-    if area < CONVEX_SOLIDITY * float(np.count_nonzero(spans)):
-        return False
-    return area >= CONVEX_SOLIDITY * float(convex_hull_image(crop).sum())
-
-
 def merged_region(darkness: np.ndarray, region: np.ndarray, scale: float) -> bool:
     """Whether ``region`` is more than one particle: larger than the particle its own centre responds as.
 
@@ -186,7 +164,7 @@ def merged_region(darkness: np.ndarray, region: np.ndarray, scale: float) -> boo
     if rows.size == 0:
         return False
     crop = region[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    if convex_enough(crop, rows.size):
+    if rows.size >= CONVEX_SOLIDITY * float(convex_hull_image(crop).sum()):
         return False
     size = blob_size(darkness, (int(round(rows.mean())), int(round(cols.mean()))), min_sigma=scale)
     if size is not None and size.sigma >= largest_sigma(darkness.shape):

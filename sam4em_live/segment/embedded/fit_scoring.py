@@ -71,12 +71,6 @@ def _z_of(inside: np.ndarray, pixels: FitPixels) -> np.ndarray:
     return dot / np.maximum(norm, 1e-9)
 
 
-def _unit_clipped(inside: np.ndarray) -> np.ndarray:
-    """``np.clip(inside, 0, 1, out=inside)``: the same floats, without `np.clip`'s Python layers (~2x faster here)."""
-    np.maximum(inside, np.float32(0.0), out=inside)
-    return np.minimum(inside, np.float32(1.0), out=inside)
-
-
 def _by_orientation(angles: np.ndarray) -> list[slice]:
     """Runs of candidates that share an orientation (radians, compared exactly): a scan's sizes, a step's shifts."""
     starts = [0, *(np.flatnonzero(angles[1:] != angles[:-1]) + 1).tolist(), angles.size]
@@ -102,7 +96,7 @@ def polygon_z(cands: np.ndarray, sides: int, pixels: FitPixels, bounds: Bounds |
         inside = _depths_apart(cands, sides, xs, ys, pixels)
     else:
         inside = _depths_shared(cands, sides, xs, ys, pixels, groups)
-    z = _z_of(_unit_clipped(inside), pixels)
+    z = _z_of(np.clip(inside, 0.0, 1.0, out=inside), pixels)
     if bounds is not None:
         cx, cy = polygon_corners(cands, sides)
         fits = ((cx.min(axis=1) >= bounds[0]) & (cx.max(axis=1) <= bounds[2])
@@ -210,7 +204,7 @@ def ellipse_z(cands: np.ndarray, pixels: FitPixels, bounds: Bounds | None) -> np
     np.subtract(np.float32(1.0), inside, out=inside)
     inside *= cands[:, 4].astype(np.float32)[:, None]
     inside += np.float32(0.5)
-    z = _z_of(_unit_clipped(inside), pixels)
+    z = _z_of(np.clip(inside, 0.0, 1.0, out=inside), pixels)
     if bounds is not None:
         cos64, sin64 = np.cos(cands[:, 2]), np.sin(cands[:, 2])
         half_width = np.hypot(cands[:, 3] * cos64, cands[:, 4] * sin64)  # the rotated ellipse's half extents

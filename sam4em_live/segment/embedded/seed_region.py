@@ -85,7 +85,7 @@ def robust_background(smooth: np.ndarray, usable: np.ndarray, white_noise: float
     level = float(0.5 * (edges[np.argmax(counts)] + edges[np.argmax(counts) + 1]))
     noise = white_noise if white_noise > 0 else 1.4826 * float32_median(np.abs(ordered - level))
     for _ in range(CLIP_ITERATIONS):
-        kept = clipped(ordered, level, CLIP_SIGMAS * max(noise, 1e-9))
+        kept = ordered[np.abs(ordered - level) < CLIP_SIGMAS * max(noise, 1e-9)]  # still sorted
         if kept.size < 16:
             break
         half = kept.size // 2
@@ -96,32 +96,6 @@ def robust_background(smooth: np.ndarray, usable: np.ndarray, white_noise: float
         if (level, noise) == previous:  # converged: the next clip keeps the same values
             break
     return Background(level, max(noise, 1e-6))
-
-
-def clipped(ordered: np.ndarray, level: float, bound: float) -> np.ndarray:
-    """``ordered[np.abs(ordered - level) < bound]`` of the sorted float32 ``ordered``, as the slice it is.
-
-    The deviation (float32, as the array expression rounds it) grows with the value, so the values kept
-    are a run of ``ordered``: two binary searches find it, and the expression itself, read at the run's
-    ends, settles the values the searches' rounding may misplace. The same values, without a pass over all.
-    """
-
-    def inside(i: int) -> bool:
-        return bool(np.abs(ordered[i : i + 1] - level)[0] < bound)
-
-    lo = int(np.searchsorted(ordered, level - bound, side="left"))
-    hi = int(np.searchsorted(ordered, level + bound, side="right"))
-    lo, hi = min(lo, ordered.size), max(min(hi, ordered.size), 0)
-    while lo > 0 and inside(lo - 1):
-        lo -= 1
-    while lo < hi and not inside(lo):
-        lo += 1
-    hi = max(hi, lo)
-    while hi < ordered.size and inside(hi):
-        hi += 1
-    while hi > lo and not inside(hi - 1):
-        hi -= 1
-    return ordered[lo:hi]
 
 
 def _percentile(ordered: np.ndarray, q: float) -> float:
