@@ -4,6 +4,7 @@ bias, and the time to seed 50 prompts at once. Prints markdown tables (docs/benc
     python tools/bench_seeding.py                 # all three parts (~2 min on the 2-core VM)
     python tools/bench_seeding.py --part prompts --seeds 0 1 2
     python tools/bench_seeding.py --part timing --baseline /tmp/parent   # before/after, side by side
+    python tools/bench_seeding.py --part timing --baseline /tmp/parent --together   # both at once (loaded VM)
 
 Only the prompt frame is rendered and only seeding runs (no tracking; each clip's prompts of one kind at
 once, as `seed_each` seeds a user's batch, or with ``--alone`` one by one): a prompt is **seeded** if it
@@ -193,33 +194,49 @@ print(time.perf_counter() - wall, time.process_time() - cpu)
 """
 
 
-def side_by_side(baseline: str, rounds: int) -> None:
-    """`timing_prompts` seeded by the ``baseline`` tree's package and by this one, alternately, ``rounds`` times.
+def side_by_side(baseline: str, rounds: int, together: bool = False) -> None:
+    """`timing_prompts` seeded by the ``baseline`` tree's package and by this one, ``rounds`` times.
 
     Each run is a fresh process importing ``sam4em_live`` from its tree (``baseline``: e.g. a
-    ``git worktree`` of the parent revision), so on a loaded machine both see the same load;
-    the load average is printed with each run.
+    ``git worktree`` of the parent revision), the two alternated; the load average is printed with
+    each run. ``together``: the two trees' processes run at the same time instead, so that on a
+    loaded machine each round's pair shares the same load (alternated runs a few seconds apart
+    scattered by +-15 % CPU and 0.5-1.6x wall at load 6-16); compare their CPU seconds.
     """
     pixels, prompts = timing_prompts()
     this = str(Path(__file__).resolve().parents[1])
+    trees = (("before", baseline), ("after", this))
     with tempfile.TemporaryDirectory() as folder:
         saved = str(Path(folder) / "prompts.npz")
         np.savez(saved, pixels=pixels, points=np.array([(p.particle, *p.points[0]) for p in prompts]))
         print("| run | tree | wall s | CPU s | load (1 min) |")
         print("|---|---|---|---|---|")
-        ratios = []
+        ratios, cpu_ratios = [], []
         for run in range(rounds):
-            walls = {}
-            for name, tree in (("before", baseline), ("after", this)):
-                load = Path("/proc/loadavg").read_text().split()[0]
-                env = {**os.environ, "PYTHONPATH": tree}
-                out = subprocess.run([sys.executable, "-c", _CHILD, saved], env=env, cwd=tree, check=True,
-                                     capture_output=True, text=True).stdout.split()
-                walls[name] = float(out[0])
-                print(f"| {run + 1} | {name} ({tree}) | {float(out[0]):.2f} | {float(out[1]):.2f} | {load} |",
+            load = Path("/proc/loadavg").read_text().split()[0]
+            children = {name: _timed_child(tree, saved) for name, tree in trees} if together else {}
+            times = {}
+            for name, tree in trees:
+                if not together:
+                    load = Path("/proc/loadavg").read_text().split()[0]
+                child = children[name] if together else _timed_child(tree, saved)
+                out, _ = child.communicate()
+                if child.returncode:
+                    raise RuntimeError(f"the {name} tree's run failed ({child.returncode})")
+                times[name] = (float(out.split()[0]), float(out.split()[1]))
+                print(f"| {run + 1} | {name} ({tree}) | {times[name][0]:.2f} | {times[name][1]:.2f} | {load} |",
                       flush=True)
-            ratios.append(walls["before"] / walls["after"])
-        print(f"\nbefore / after, wall: {', '.join(f'{r:.2f}' for r in ratios)}")
+            ratios.append(times["before"][0] / times["after"][0])
+            cpu_ratios.append(times["before"][1] / times["after"][1])
+        print(f"\nbefore / after, wall: {', '.join(f'{r:.2f}' for r in ratios)}; "
+              f"CPU: {', '.join(f'{r:.2f}' for r in cpu_ratios)}")
+
+
+def _timed_child(tree: str, saved: str) -> subprocess.Popen[str]:
+    """A fresh process seeding the saved prompts with ``tree``'s package (`_CHILD`), started."""
+    env = {**os.environ, "PYTHONPATH": tree}
+    return subprocess.Popen([sys.executable, "-c", _CHILD, saved], env=env, cwd=tree, stdout=subprocess.PIPE,
+                            text=True)
 
 
 def main() -> None:
@@ -236,6 +253,8 @@ def main() -> None:
                         help="with --part timing: time 50 prompts with TREE's package (e.g. a git worktree of the "
                              "parent revision) and this one's, alternately, in fresh processes")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of --baseline (default 3)")
+    parser.add_argument("--together", action="store_true",
+                        help="with --baseline: run the two trees at the same time each round (a loaded machine)")
     parser.add_argument("--alone", action="store_true",
                         help="prompts table: seed each prompt on its own (`seed_particle`), not the frame's "
                              "prompts of a kind at once (`seed_each`, sharing the frame's preparation)")
@@ -246,7 +265,7 @@ def main() -> None:
         sweep_table(args.seeds)
     if args.part in ("timing", "all"):
         if args.baseline:
-            side_by_side(args.baseline, args.rounds)
+            side_by_side(args.baseline, args.rounds, args.together)
         else:
             timing_table()
 
