@@ -29,6 +29,9 @@ VELOCITY_DAMPING = 0.5
 #: Refresh the derived shape every this many observations (more often while the memory is young).
 REFRESH_EVERY_YOUNG, REFRESH_EVERY = 2, 8
 YOUNG_MEMORY_FRAMES = 16
+#: Learns counted towards the first steady refresh, before `TrackedParticle.refresh_phase`: a lone particle 1's
+#: count when its memory fills (its last filling refresh on the learn before), so its schedule is kept.
+FILLED_COUNT = 1
 #: A shape refresh moves the pose with the memory's new centre by at most this fraction of the radius
 #: (and at least this many px): a larger re-centring is left to the next search and its identity gate.
 MAX_RECENTRE_RADII, MAX_RECENTRE_PX = 0.25, 2.0
@@ -168,7 +171,7 @@ class TrackedParticle:
         else:
             due = REFRESH_EVERY if n_obs < self.memory.options.memory_frames else 4 * REFRESH_EVERY
         if n_obs == self.memory.options.memory_frames:  # the memory is full: steady refreshes
-            count = (count + self.refresh_phase()) % due
+            count = (FILLED_COUNT + self.refresh_phase()) % due  # the filling count dropped: `refresh_phase`
         elif n_obs in (2, YOUNG_MEMORY_FRAMES):  # a schedule starts (first learn, or grown up): out of step
             count = (count + self.particle - 1) % due
         return count, due
@@ -217,6 +220,9 @@ class TrackedParticle:
         without this their refreshes (the costliest step, ~2-6 ms each) fell on the same few frames every
         128 frames (50 particles: 55-86 ms frames, issue 23). Consecutive ids share a learning phase every
         ``interval`` ids, and these get consecutive counts: up to 128 particles refresh one per frame.
+        The count a memory had while filling is not carried over: memories filling together take turns
+        (`learning_schedule.filling_refreshes_due`), which leaves their counts unequal, and two ids of one
+        learning phase met (16 particles: two refreshes on one frame on 6 of every 128 frames, the p99).
         """
         interval = self.memory.options.appearance_update_interval_frames
         return ((self.particle - 1) // interval) % (4 * REFRESH_EVERY)
