@@ -155,42 +155,25 @@ def _learn_regions_together(blocks: np.ndarray, learn: np.ndarray, pixels: np.nd
 
 def learn_beside_reference(blocks: np.ndarray, learn: np.ndarray, pixels: np.ndarray, claims: list[Placement],
                            factor: int) -> None:
-    """`learn_beside` one claim and one region at a time: the reference its batched steps are tested against."""
-    n_rows, n_cols = learn.shape
+    """`learn_beside` one claim and one region at a time: the reference its batched steps are tested against.
+
+    Each claim's mask is dilated on its own (not in the stacks of `_withheld`), and the regions are
+    learned one by one (`_learn_regions`, the batched path's fallback for frames whose block sums are not exact).
+    """
     grow = math.ceil(WITHHOLD_MARGIN_PX)
     withheld: np.ndarray | None = None
     regions: list[tuple[int, int, int, int]] = []
     for claim in claims:
-        x0, y0, x1, y1 = claim.box
-        if not claim.crop.any():
-            continue
-        r0, c0 = max((y0 - grow) // factor, 0), max((x0 - grow) // factor, 0)
-        r1, c1 = min(-(-(y1 + grow) // factor), n_rows), min(-(-(x1 + grow) // factor), n_cols)
-        if r0 >= r1 or c0 >= c1:
+        region = _region(claim, learn.shape, factor, grow)
+        if region is None:
             continue
         if withheld is None:  # one array for all claims: regions of neighbours overlap
-            withheld = np.zeros((n_rows * factor, n_cols * factor), bool)
-        grown = dilate_disc(zero_padded(claim.crop, grow), WITHHOLD_MARGIN_PX)  # scipy's, cheaper (issue 23)
-        top, left = y0 - grow, x0 - grow  # the grown crop's origin, pixels
-        ya, yb = max(top, r0 * factor), min(top + grown.shape[0], r1 * factor)
-        xa, xb = max(left, c0 * factor), min(left + grown.shape[1], c1 * factor)
-        if ya < yb and xa < xb:
-            withheld[ya:yb, xa:xb] |= grown[ya - top : yb - top, xa - left : xb - left]
-        regions.append((r0, r1, c0, c1))
-    if withheld is None:
-        return
-    saturated = _integer_max(pixels.dtype) if pixels.dtype.kind in "ui" else None
-    for r0, r1, c0, c1 in regions:
-        rows, cols = slice(r0 * factor, r1 * factor), slice(c0 * factor, c1 * factor)
-        crop = pixels[rows, cols]
-        uncovered = ~withheld[rows, cols]
-        if saturated is not None:
-            uncovered &= crop < saturated
-        share = block_mean(uncovered.astype(np.float32), factor)
-        sums = block_mean(np.where(uncovered, crop, 0).astype(np.float32), factor)
-        enough = share >= MIN_UNCOVERED_SHARE
-        blocks[r0:r1, c0:c1] = np.where(enough, sums / np.maximum(share, np.float32(1e-6)), blocks[r0:r1, c0:c1])
-        learn[r0:r1, c0:c1] &= enough
+            withheld = np.zeros((learn.shape[0] * factor, learn.shape[1] * factor), bool)
+        grown = dilate_disc(zero_padded(claim.crop, grow), WITHHOLD_MARGIN_PX)
+        _paint(withheld, grown, claim.box[1] - grow, claim.box[0] - grow, region, factor)
+        regions.append(region)
+    if withheld is not None:
+        _learn_regions(blocks, learn, pixels, withheld, regions, factor)
 
 
 def withhold_disc(learn: np.ndarray, x: float, y: float, reach: float, factor: int) -> None:
