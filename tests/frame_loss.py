@@ -2,7 +2,7 @@
 
 A live test that says "no frame lost" claims that the service keeps up with a camera the machine can keep
 up with. On the shared 2-core test machine a frame can also be lost for reasons that are not the service's
-(measured: docs/benchmarks.md, "Discovery (issue 21)", session 12):
+(measured: docs/benchmarks.md, "Frames lost in the live tests"):
 
 - **the machine**: other processes held both cores and the worker thread (or the ingest thread that queues
   frames), runnable, waited for one. Under load 5-7 the worker waited for a core 30-80 % of the time a

@@ -174,7 +174,7 @@ def test_a_large_faint_prompted_sphere_leaves_a_flat_frame_untouched() -> None:
 
     The first frame's fit took its faint rim for illumination (and the fit's noise at this dose for
     structure: 1.6 % rms), switched the correction on and divided a third of the sphere's area out
-    (docs/benchmarks.md, "Mask boundary bias": -31 % at 84b5799, +5 % with the model off).
+    (measured at 84b5799: -31 %, +5 % with the model off; docs/benchmarks.md "Mask boundary bias" has the sweep).
     """
     from tools.bench.benchmarks.mask_bias import Condition, run_condition
 

@@ -4,7 +4,7 @@ On the first frame the background map under a prompted particle is an interpolat
 (`prompt_hold_out`); the map learns those blocks only once the particle has moved off them. An appearance
 learned meanwhile carries the interpolation's error, so `FlatField.known_fraction` says how much of the
 background under a particle has been seen, and `ShapeMemory.update` counts an observation by it
-(docs/benchmarks.md, "Background model", session 11).
+(docs/benchmarks.md, "Background model: foreign-noise").
 """
 
 from __future__ import annotations

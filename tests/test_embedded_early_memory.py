@@ -3,7 +3,7 @@
 On a textured stream the first frames are divided by a map that under a prompted particle is only an
 interpolation; the memory learns that error. Once the map there has been learned, the recorded observations
 are corrected in the memory as if they had been divided by the learned map (docs/benchmarks.md, "Background
-model", session 12).
+model: foreign-noise").
 """
 
 from __future__ import annotations

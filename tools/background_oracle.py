@@ -18,7 +18,7 @@ contract) but divides some frames by a map that is the truth in some places and 
 
 ``--scale coarse`` / ``fine`` replace only the true map's part above / below `SCALE_SIGMA_PX` (a Gaussian).
 J&F per clip is `tools.bench.benchmarks.robustness.mask_scores`; clean is run alongside for the ΔJ&F.
-Findings: docs/benchmarks.md, "Background model", session 11.
+Findings: docs/benchmarks.md, "Background model: foreign-noise".
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ OUTCOME_QUEUE = 8
 #: docs/discovery.md). A newcomer then waits longer for its id; the frames do not.
 BEHIND_CPU_SHARE = 0.08
 #: Live, the detector thread runs this much nicer than the service (Linux; per thread; 0: the same priority).
-#: Off: at 10 the frame loop kept more frames on the loaded VM (docs/benchmarks.md, "Discovery", session 11), but
+#: Off: at 10 the loop kept more frames on the loaded VM (docs/benchmarks.md, "What discovery costs"), but
 #: the detector then starved there, and a newcomer at 80 fps no longer got its id within 5 frames
 #: (tests/test_discovery_thread.py: 3 of 3 runs failed at nice 10, 2 of 3 at 5, none at 0).
 LIVE_NICE = 0

@@ -6,7 +6,7 @@ interpolation from around it (1/f texture: 2-4 % rms under a 30-60 px particle, 
 and the map learns those blocks once the particle has moved off them -- by then the young memory (a
 running mean of its first `memory_frames` observations) has learned the interpolation's error, which
 stays in its mask for the whole clip (foreign-noise: the truth under the particles on frames 0-9 alone
-was worth most of the gap to clean, docs/benchmarks.md "Background model ... session 11").
+was worth most of the gap to clean, docs/benchmarks.md "Background model: foreign-noise").
 
 The error is known afterwards: an observation divided by the map m at the time holds
 d = p (1 - I / (m b)) (`window.frame_window`, p the polarity, b the window's level); divided by a later

@@ -7,7 +7,7 @@ of 0.3) is not rejected as an outlier near its blurred rim, so the fitted illumi
 16, docs/benchmarks.md "Mask boundary bias"). A prompt's place is the blocks near its positive points
 (`POINT_HOLD_OUT_BLOCKS`) and round its box.
 
-Tried and not kept (docs/benchmarks.md, "Background model", session 10): growing a point's place to the
+Tried and not kept (docs/benchmarks.md, "Background model: foreign-noise"): growing a point's place to the
 particle's extent (the connected blocks round the point that stand out with its polarity). In texture of the
 particle's own contrast the extent ran into the texture beside it, and from a point at the particle's edge
 it took the wrong polarity: foreign-noise with points 2 px inside the outline then had 3 hops and a refused
