@@ -1,6 +1,6 @@
 """The background oracle of `tools/background_oracle.py`: it rebuilds `foreign-noise`'s true background.
 
-The session-11 diagnosis of the `foreign-noise` cell (docs/benchmarks.md, "Background model") rests on the
+The session-11 diagnosis of the `foreign-noise` cell (docs/benchmarks.md, "Background model: foreign-noise") rests on the
 oracle dividing frames by the condition's *true* background; if the condition changes and the rebuilt map no
 longer matches it, these tests fail instead of the diagnosis silently measuring something else.
 """

@@ -23,8 +23,8 @@ Three things keep the worker at full speed (measured in docs/benchmarks.md, "End
   two lost the same frames within its scatter, but points at the seeding's ~15 stage functions leave up to
   28 ms of one 1024² prompt's seeding without a pause (p90 17 ms) against 12 ms with the hook (a numpy call),
   2-5 frames of a 200 fps camera that the loaded VM cannot resolve, and they would need a pause callback
-  through the `SeedsAside` protocol and eight modules of the embedded seeding (docs/benchmarks.md, "Discovery
-  (issue 21)", session 11). A worker that never catches up still gets the prompt seeded: after waiting `MAX_YIELD_S` the
+  through the `SeedsAside` protocol and eight modules of the embedded seeding (docs/benchmarks.md, "A click
+  at 200 fps"). A worker that never catches up still gets the prompt seeded: after waiting `MAX_YIELD_S` the
   helper runs `FORCED_SLICE_S` regardless, and after `SEEDING_PATIENCE_S` on one batch it no longer
   pauses (the prompt's mask would otherwise come seconds late on a worker that is seldom idle).
 - **Landing when the worker can take it.** A new particle's first ~40 frames cost several times its
