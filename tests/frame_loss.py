@@ -7,6 +7,9 @@ up with. On the shared 2-core test machine a frame can also be lost for reasons 
 - **the machine**: other processes held both cores and the worker thread (or the ingest thread that queues
   frames), runnable, waited for one. Under load 5-7 the worker waited for a core 30-80 % of the time a
   dropped frame had spent in the queue; on a quiet machine it waits ~0.5 ms a frame;
+- **the hypervisor**: the virtual machine's cores were taken by its host (``steal`` in ``/proc/stat``) for
+  at least one of the worker's frames' time in the window: the development VM's speed varied 2x between
+  sessions, and a loss there showed the worker taking 3 frames in 80 ms with no wait for a core;
 - **the camera**: the sender process (on the same two cores) was late, then sent what it owed at once; a
   burst of more frames than the queue holds loses frames however fast the worker is.
 
@@ -24,6 +27,7 @@ against the service.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -43,13 +47,29 @@ INGEST_WAIT_PERIODS = 2.0
 BURST_FRACTION = 0.5
 
 
-def _waited_for_a_core_s(native_id: int | None) -> float | None:
-    """Seconds thread ``native_id`` of this process has spent runnable but not running (None: unknown)."""
+def _schedstat_s(native_id: int | None, field: int) -> float | None:
+    """Field ``field`` of thread ``native_id``'s scheduler statistics, in seconds (0: time on a core, 1: time
+    runnable but not running; None: unknown)."""
     if native_id is None:
         return None
     try:
         with open(f"/proc/self/task/{native_id}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
+            return int(f.read().split()[field]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _waited_for_a_core_s(native_id: int | None) -> float | None:
+    """Seconds thread ``native_id`` of this process has spent runnable but not running (None: unknown)."""
+    return _schedstat_s(native_id, 1)
+
+
+def _stolen_per_core_s() -> float | None:
+    """Seconds the host has taken this VM's cores since boot, per core (``steal`` in ``/proc/stat``)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK") / max(os.cpu_count() or 1, 1)
     except (OSError, IndexError, ValueError):
         return None
 
@@ -73,17 +93,21 @@ class Loss:
     taken: int  # frames the worker took in the window
     worker_core_wait_s: float | None  # the worker runnable but not running in the window (None: not measured)
     ingest_core_wait_s: float | None  # the thread that queues frames, the same
+    worker_ran_s: float | None  # the worker on a core in the window (its frames' cost, in CPU time)
+    stolen_s: float | None  # the host's steal in the window, per core
     sent_span_s: float  # from its capture to the capture of the frame that pushed it out
     camera_period_s: float
     capacity: int
 
     @property
     def machine_lost(self) -> bool:
-        """The machine held the worker off the cores for at least one of its frames' time in the window (it
-        would have reached the frame), or the ingest thread for `INGEST_WAIT_PERIODS` camera periods."""
-        worker, ingest = self.worker_core_wait_s, self.ingest_core_wait_s
+        """The machine held the worker off the cores (or the host took the VM's) for at least one of its
+        frames' time in the window (it would have reached the frame), or the ingest thread for
+        `INGEST_WAIT_PERIODS` camera periods."""
+        worker, ingest, stolen = self.worker_core_wait_s, self.ingest_core_wait_s, self.stolen_s
         # one of its frames' time: the window less its waits, over the frames it took
-        return ((worker is not None and worker >= (self.since_capture_s - worker) / max(self.taken, 1))
+        held = (worker or 0.0) + (stolen or 0.0)
+        return ((held > 0 and held >= (self.since_capture_s - held) / max(self.taken, 1))
                 or (ingest is not None and ingest >= INGEST_WAIT_PERIODS * self.camera_period_s))
 
     @property
@@ -101,7 +125,8 @@ class Loss:
 
         return (f"frame {self.frame} ({self.since_capture_s * 1e3:.0f} ms from capture to drop, "
                 f"{self.queued_s * 1e3:.0f} of them queued; meanwhile the worker took {self.taken} frames and waited "
-                f"{ms(self.worker_core_wait_s)} ms for a core, the ingest thread {ms(self.ingest_core_wait_s)} ms; "
+                f"{ms(self.worker_core_wait_s)} ms for a core (ran {ms(self.worker_ran_s)} ms), the ingest thread "
+                f"{ms(self.ingest_core_wait_s)} ms, the host stole {ms(self.stolen_s)} ms a core; "
                 f"the frames behind it sent over {self.sent_span_s * 1e3:.0f} ms)")
 
 
@@ -109,6 +134,8 @@ class _Sample(NamedTuple):
     at: float  # monotonic s
     worker_wait: float | None  # the worker's core waits so far, s
     ingest_wait: float | None
+    worker_ran: float | None  # the worker's time on a core so far, s
+    stolen: float | None  # the host's steal so far, per core, s
     taken: int  # frames taken so far
 
 
@@ -130,7 +157,7 @@ class LossLedger(FrameQueue):
     def put(self, frame: Frame) -> None:
         now, wall = time.monotonic(), time.time()
         sample = _Sample(now, _waited_for_a_core_s(self._worker), _waited_for_a_core_s(threading.get_native_id()),
-                         self._taken)
+                         _schedstat_s(self._worker, 0), _stolen_per_core_s(), self._taken)
         with self._cond:  # the queue's own (reentrant) lock: the frame dropped is the oldest one, now
             victim = self._items[0] if len(self._items) >= self.capacity else None
             super().put(frame)
@@ -142,7 +169,9 @@ class LossLedger(FrameQueue):
             base = before[-1] if before else (self._samples[0] if self._samples else sample)
             self.losses.append(Loss(victim.index, window, now - arrived, sample.taken - base.taken,
                                     _since(sample.worker_wait, base.worker_wait),
-                                    _since(sample.ingest_wait, base.ingest_wait), frame.timestamp_s - captured,
+                                    _since(sample.ingest_wait, base.ingest_wait),
+                                    _since(sample.worker_ran, base.worker_ran), _since(sample.stolen, base.stolen),
+                                    frame.timestamp_s - captured,
                                     self._period_s, self.capacity))
         self._samples.append(sample)
 
