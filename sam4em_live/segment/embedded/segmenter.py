@@ -31,6 +31,7 @@ from sam4em_live.segment.embedded.batched_raster import placements
 from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_area
 from sam4em_live.segment.embedded.edge_entries import EdgeEntries
+from sam4em_live.segment.embedded.exposure import Exposure
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
 from sam4em_live.segment.embedded.learning_schedule import filling_refreshes_due, learning_due
 from sam4em_live.segment.embedded.near import NearWindow, near_windows
@@ -38,7 +39,7 @@ from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.pose_search import PoseSearches, SearchOutcome
 from sam4em_live.segment.embedded.prompt_landing import PreparedPrompt, PromptLanding, prompt_edit_key
 from sam4em_live.segment.embedded.reacquire import candidate_positions
-from sam4em_live.segment.embedded.static_map import Exposure, StaticMap
+from sam4em_live.segment.embedded.static_map import StaticMap
 from sam4em_live.segment.embedded.static_overlap import static_divided_window
 from sam4em_live.segment.embedded.upkeep import FrameUpkeep
 from sam4em_live.segment.embedded.vetting import ON_STATIC, match_refusal, ordinary_reach_px, vetted_jump

@@ -17,6 +17,9 @@ learn a tracked particle as "static" (it would then refuse its re-acquisition wh
 
 `StaticMap.explains` answers the one question the identity gate asks: of the contrast seen now at a
 candidate position, how much was already there on average (1 = all of it: a static feature)?
+
+The features found in the map and the block geometry of masks on it are in `static_features`; a blanked
+beam (`exposure.Exposure`) was here too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from sam4em_live.segment.embedded.static_features import (
+    MIN_UPDATES,
+    block_coverage,
+    covered_blocks,
+    find_features,
+    touches_feature,
+    withhold_mask,
+)
 from sam4em_live.segment.embedded.window import _integer_max, _saturated, block_mean
 
 if TYPE_CHECKING:
@@ -42,17 +53,6 @@ UPDATE_INTERVAL_FRAMES = 16
 HORIZON_UPDATES = 24
 #: The first updates come sooner (a particle may fade a few frames after its prompt).
 FIRST_INTERVAL_FRAMES, FIRST_UPDATES = 4, 4
-#: A footprint cell counts only once it has been updated this often.
-MIN_UPDATES = 1
-#: A map block is a static feature where its contrast (the map smoothed at `FEATURE_SMOOTHING_BLOCKS` against
-#: the map smoothed at `FEATURE_SURROUND_BLOCKS`) stands `FEATURE_SIGMAS` robust sigmas of that contrast and
-#: `FEATURE_MIN_CONTRAST` out (either polarity); features are widened by `FEATURE_MARGIN_BLOCKS` so a match
-#: touching one is checked.
-FEATURE_SMOOTHING_BLOCKS = 1.5
-FEATURE_SURROUND_BLOCKS = 10.0
-FEATURE_SIGMAS = 4.0
-FEATURE_MIN_CONTRAST = 0.01
-FEATURE_MARGIN_BLOCKS = 1
 #: `StaticMap.divided_out` divides a feature where its blocks that no particle covers still show at least
 #: `STILL_THERE` of their contrast in the map, or where less than `HIDDEN_SHARE` of its contrast is uncovered.
 STILL_THERE, HIDDEN_SHARE = 0.5, 0.2
@@ -119,7 +119,7 @@ class StaticMap:
             self.n_updates = 0
         learn = np.ones(blocks.shape, bool)
         for claim in claims:
-            _withhold_mask(learn, claim, factor)
+            withhold_mask(learn, claim, factor)
         for x, y, r in (*keep_out, *self.vouched):
             reach = r + factor
             learn[max(int((y - reach) // factor), 0) : max(int((y + reach) // factor) + 1, 0),
@@ -134,7 +134,7 @@ class StaticMap:
 
     def _find_features(self) -> None:
         assert self.mean is not None and self.updates is not None
-        self.features, self.relief, self.surround, self.feature_blocks = _features(self.mean, self.updates)
+        self.features, self.relief, self.surround, self.feature_blocks = find_features(self.mean, self.updates)
 
     def forget(self, x: float, y: float, radius_px: float) -> None:
         """Unlearn the blocks of a disc (x, y, r) plus one block: a user has prompted a particle there.
@@ -245,7 +245,7 @@ class StaticMap:
             return None  # the map's blocks hold saturated pixels as values: its relief there is not the scene's
         now = block_mean(pixels[r0 * f : r1 * f, c0 * f : c1 * f], f) / (np.float32(level) * self.surround[r0:r1, c0:c1])
         shown, expected = (1.0 - now) * np.sign(depth), np.abs(depth)  # its contrast now, and in the map
-        open_blocks = ~_covered(covers, r0, c0, relief.shape, f)
+        open_blocks = ~covered_blocks(covers, r0, c0, relief.shape, f)
         labels, count = ndimage.label(depth != 0)
         keep = np.zeros(count + 1, bool)
         for k, part in enumerate(ndimage.find_objects(labels), start=1):
@@ -311,7 +311,7 @@ class StaticMap:
             return 0.0
         f = self.factor
         x0, y0, _, _ = placed.box
-        coverage = _block_coverage(placed.crop, x0, y0, f, 2)
+        coverage = block_coverage(placed.crop, x0, y0, f, 2)
         bx0, by0 = x0 // f - 2, y0 // f - 2
         n_rows, n_cols = self.mean.shape
         r0, c0 = max(by0, 0), max(bx0, 0)
@@ -340,110 +340,6 @@ class StaticMap:
         return max(_contrast(past, footprint & known, ring & known, polarity), 0.0) / contrast_now
 
 
-def touches_feature(features: np.ndarray, factor: int, placed: Placement) -> bool:
-    """Whether a placed mask's box touches a feature block: the reference of `StaticMap.near_feature`."""
-    x0, y0, x1, y1 = placed.box
-    return bool(features[y0 // factor : (y1 - 1) // factor + 1, x0 // factor : (x1 - 1) // factor + 1].any())
-
-
-def _features(mean: np.ndarray, updates: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Static features (blocks standing out from their surroundings, widened by a margin) and what `divided_out` needs.
-
-    The map is smoothed a little (`FEATURE_SMOOTHING_BLOCKS`: single blocks are noisy early on) and compared
-    with a heavily smoothed copy (`FEATURE_SURROUND_BLOCKS`: the local background, gradients included). Then
-    the relief (the map over that background on the features, 1 elsewhere), the background, and per block
-    the size (blocks) of its feature (0 off the features); these three are None without a feature.
-    """
-    known = updates >= MIN_UPDATES
-    if not known.any():
-        return np.zeros(mean.shape, bool), None, None, None
-    filled = np.where(known, mean, np.float32(np.median(mean[known])))
-    smooth = ndimage.gaussian_filter(filled, FEATURE_SMOOTHING_BLOCKS, mode="nearest")
-    surround = np.maximum(ndimage.gaussian_filter(filled, FEATURE_SURROUND_BLOCKS, mode="nearest"), 1e-6)
-    contrast = np.abs(1.0 - smooth / surround)
-    values = contrast[known]
-    centre = float(np.median(values))
-    spread = 1.4826 * float(np.median(np.abs(values - centre)))
-    standing = known & (contrast > max(centre + FEATURE_SIGMAS * spread, FEATURE_MIN_CONTRAST))
-    if not standing.any():
-        return standing, None, None, None
-    features = ndimage.binary_dilation(standing, iterations=FEATURE_MARGIN_BLOCKS)
-    relief = np.where(features & known, filled / surround, np.float32(1.0)).astype(np.float32)
-    labels, count = ndimage.label(features & known)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1).astype(np.int32)
-    sizes[0] = 0
-    return features, relief, surround.astype(np.float32), sizes[labels]
-
-
-def _block_coverage(crop: np.ndarray, x0: int, y0: int, factor: int, margin: int) -> np.ndarray:
-    """Fraction of each map block covered by a mask at (x0, y0), with ``margin`` empty blocks on every side."""
-    bx0, by0 = x0 // factor, y0 // factor
-    oy, ox = y0 - by0 * factor + margin * factor, x0 - bx0 * factor + margin * factor
-    rows = -(-(oy + crop.shape[0]) // factor) + margin
-    cols = -(-(ox + crop.shape[1]) // factor) + margin
-    padded = np.zeros((rows * factor, cols * factor), np.float32)
-    padded[oy : oy + crop.shape[0], ox : ox + crop.shape[1]] = crop
-    return padded.reshape(rows, factor, cols, factor).mean(axis=(1, 3))
-
-
-def _covered(placements: Sequence[Placement], r0: int, c0: int, shape: tuple[int, ...], factor: int) -> np.ndarray:
-    """Blocks (of the map rectangle from block (r0, c0), ``shape``) that any of ``placements`` touches."""
-    out = np.zeros(shape, bool)
-    for placed in placements:
-        x0, y0, _, _ = placed.box
-        touched = _block_coverage(placed.crop, x0, y0, factor, 0) > 0
-        top, left = y0 // factor - r0, x0 // factor - c0
-        ya, yb = max(top, 0), min(top + touched.shape[0], shape[0])
-        xa, xb = max(left, 0), min(left + touched.shape[1], shape[1])
-        if ya < yb and xa < xb:
-            out[ya:yb, xa:xb] |= touched[ya - top : yb - top, xa - left : xb - left]
-    return out
-
-
-def _withhold_mask(learn: np.ndarray, claim: Placement, factor: int) -> None:
-    """Clear ``learn`` on every block a claimed mask touches.
-
-    The mask, not its box: in a dense field the box covers the neighbours, which must stay learnable
-    (they may be the static features a lost particle must not be re-acquired on).
-    """
-    x0, y0, _, _ = claim.box
-    bx0, by0 = x0 // factor, y0 // factor
-    touched = _block_coverage(claim.crop, x0, y0, factor, 0) > 0
-    rows, cols = touched.shape
-    n_rows, n_cols = learn.shape
-    rows, cols = min(rows, n_rows - by0), min(cols, n_cols - bx0)
-    if rows > 0 and cols > 0:
-        learn[by0 : by0 + rows, bx0 : bx0 + cols] &= ~touched[:rows, :cols]
-
-
 def _contrast(blocks: np.ndarray, footprint: np.ndarray, ring: np.ndarray, polarity: float) -> float:
     background = float(blocks[ring].mean())
     return polarity * (1.0 - float(blocks[footprint].mean()) / background) if background > 0 else 0.0
-
-
-#: A frame whose sampled mean falls below this fraction of the recent level is a blanked (or nearly
-#: blanked) beam: it carries no information about where particles are.
-BLANK_FRACTION = 0.15
-#: Rows sampled for the exposure level (whole rows: contiguous memory, ~10 us for 1024²; a strided
-#: every-16th-pixel sample cost ~0.2 ms in cache misses) and its running weight.
-EXPOSURE_ROWS, EXPOSURE_WEIGHT = 16, 0.1
-
-
-class Exposure:
-    """The frame's overall intensity, followed over time, to recognise a blanked beam."""
-
-    def __init__(self) -> None:
-        self.level: float | None = None
-
-    def blanked(self, pixels: np.ndarray) -> bool:
-        """Whether this frame is far darker than the recent ones (dose steps of x0.45 or x1.6 are not)."""
-        sample = float(pixels[:: max(pixels.shape[0] // EXPOSURE_ROWS, 1)].mean())
-        if self.level is None:
-            self.level = sample
-            return False
-        if sample < BLANK_FRACTION * self.level:
-            return True
-        self.level += EXPOSURE_WEIGHT * (sample - self.level)
-        return False
-
