@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -27,26 +28,45 @@ if TYPE_CHECKING:
     from sam4em_live.segment.embedded.templates import CoarseBank
 from sam4em_live.segment.embedded.window import WindowExtent, robust_noise
 
+try:  # pocketfft itself: what `scipy.fft` calls once its argument handling is done (a private module: no stubs)
+    _pocketfft: Any = importlib.import_module("scipy.fft._pocketfft.pypocketfft")
+except ImportError:  # pragma: no cover - another scipy layout: the public functions below
+    _pocketfft = None
+
+#: Real float dtypes `scipy.fft` hands to pocketfft as they are (native byte order; an aligned array is not copied).
+_DIRECT_REAL = (np.dtype(np.float32), np.dtype(np.float64))
+_DIRECT_COMPLEX = (np.dtype(np.complex64), np.dtype(np.complex128))
+
 
 def _rfft2(image: np.ndarray) -> np.ndarray:
-    """2-D real FFT of a window: `scipy.fft.rfftn`, a dispatch level cheaper than ``rfft2`` (same floats)."""
+    """2-D real FFT of a window: `scipy.fft.rfftn`'s floats (``workers=1``, norm "backward").
+
+    Issue 23: scipy.fft's dispatch and argument handling cost ~20 us a call, more than transforming
+    a 24-32 cell window; for an aligned float window they end in this one pocketfft call, made here
+    directly (the same call, so the same floats: tests/test_embedded_fast_paths.py). Anything else
+    goes through `scipy.fft.rfftn`.
+    """
+    if _pocketfft is not None and image.ndim == 2 and image.dtype in _DIRECT_REAL and image.flags.aligned:
+        return _pocketfft.r2c(image, (0, 1), True, 0, None, 1)
     return sfft.rfftn(image, workers=1)
 
 
 def _rfft2_stack(images: np.ndarray) -> np.ndarray:
-    """`_rfft2` of each image of a stack (N, n, n), in one call.
-
-    ``rfft2``: on a stack it beats ``rfftn`` with ``axes`` (whose axes normalisation costs ~2 us more).
-    """
+    """`_rfft2` of each image of a stack (N, n, n), in one call: ``scipy.fft.rfft2``'s floats, as `_rfft2`."""
+    if _pocketfft is not None and images.ndim == 3 and images.dtype in _DIRECT_REAL and images.flags.aligned:
+        return _pocketfft.r2c(images, (1, 2), True, 0, None, 1)
     return sfft.rfft2(images, workers=1)
 
 
 def _irfft2(spectra: np.ndarray, n: int) -> np.ndarray:
     """Inverse of `_rfft2` over the last two axes of a stack of spectra, to ``n`` x ``n``.
 
-    ``irfftn`` with ``s`` and no ``axes`` (``s`` alone names the last two axes): ~1 us a call
-    less than ``irfft2``, whose default ``axes`` are normalised again; the same floats (tested).
+    `scipy.fft.irfftn` with ``s=(n, n)``'s floats; spectra of that shape (the last axis ``n // 2 + 1``,
+    nothing to crop or pad) in its one pocketfft call made directly, as in `_rfft2`.
     """
+    if (_pocketfft is not None and spectra.ndim >= 2 and spectra.shape[-2:] == (n, n // 2 + 1)
+            and spectra.dtype in _DIRECT_COMPLEX and spectra.flags.aligned):
+        return _pocketfft.c2r(spectra, (spectra.ndim - 2, spectra.ndim - 1), n, False, 2, None, 1)
     return sfft.irfftn(spectra, s=(n, n), workers=1)
 
 
