@@ -45,6 +45,7 @@ from sam4em_live.segment.embedded.search import (
     fine_search,
     fine_window_extent,
 )
+from sam4em_live.segment.embedded.stacking import stack, stack_columns
 from sam4em_live.segment.embedded.window import WindowExtent, block_darkness_stack, robust_noise
 
 if TYPE_CHECKING:
@@ -181,17 +182,17 @@ def _by_dtype(group: list[_Search], values: list[np.ndarray]) -> list[tuple[list
     kinds: dict[np.dtype, list[int]] = {}
     for i, value in enumerate(values):
         kinds.setdefault(value.dtype, []).append(i)
-    return [([group[i] for i in index], np.stack([values[i] for i in index])) for index in kinds.values()]
+    return [([group[i] for i in index], stack([values[i] for i in index])) for index in kinds.values()]
 
 
 def _coarse_members(group: list[_Search], denominator: np.ndarray, factor: int, n_valid: int, size: int) -> None:
     memory0 = group[0].track.memory
-    corr = np.stack([s.window.correlation[:, :n_valid, :n_valid] for s in group])  # type: ignore[index]
+    corr = stack([s.window.correlation[:, :n_valid, :n_valid] for s in group])  # type: ignore[index]
     z = corr / denominator[:, :, None, None]
     axis = memory0.cell_axis(n_valid, factor, (size - 1) / 2 * factor + (factor - 1) / 2)
     grid_x = axis[None, :] + np.array([s.window.x0 for s in group], np.float32)[:, None]
     grid_y = axis[None, :] + np.array([s.window.y0 for s in group], np.float32)[:, None]
-    angles = np.stack([s.window.bank.angles_deg for s in group])  # type: ignore[union-attr]
+    angles = stack([s.window.bank.angles_deg for s in group])  # type: ignore[union-attr]
     count = angles.shape[1]
     penalty = prior_penalties(grid_x, grid_y, angles, [s.coarse_prior for s in group], memory0.period_deg)
     objective = z.reshape(len(group), count, -1) - penalty
@@ -320,7 +321,7 @@ def _fine_pass(group: list[_Search], plans: list[_FinePlan], reach: int, step: f
     squares = [_square(p, reach, limit) for p in plans]
     n_rows, n_cols = squares[0][0], squares[0][1]
     count = plans[0].bank.templates.shape[0]
-    templates = np.stack([p.bank.templates for p in plans]).transpose(0, 2, 1)  # (N, t², A)
+    templates = stack([p.bank.templates for p in plans]).transpose(0, 2, 1)  # (N, t², A)
     scores = np.empty((n, n_rows * n_cols, count), np.float32)  # (N, positions, angles)
     # Patches are copied a few members at a time into a buffer that stays in the core's cache (the whole
     # stack, ~170 KB a member, would not: the copy then cost more than the per-member calls it saves).
@@ -334,7 +335,7 @@ def _fine_pass(group: list[_Search], plans: list[_FinePlan], reach: int, step: f
             view = np.ndarray((n_rows, n_cols, size, size), image.dtype, image, r0 * s0 + c0 * s1, (s0, s1, s0, s1))
             buffer[k - start].reshape(n_rows, n_cols, size, size)[...] = view
         np.matmul(buffer[: stop - start], templates[start:stop], out=scores[start:stop])  # a product per member
-    z = (scores / np.stack([p.denominator for p in plans])[:, None, :]).transpose(0, 2, 1)  # (N, A, P)
+    z = (scores / stack([p.denominator for p in plans])[:, None, :]).transpose(0, 2, 1)  # (N, A, P)
     base = np.arange(n_cols, dtype=np.float32) * factor
     base_rows = np.arange(n_rows, dtype=np.float32) * factor
     x0s = np.array([s.fine.x0 for s in group], np.float32)[:, None]  # type: ignore[union-attr]
@@ -343,7 +344,7 @@ def _fine_pass(group: list[_Search], plans: list[_FinePlan], reach: int, step: f
               ) + x0s
     grid_y = (base_rows[None, :] + np.array([(r0 + half) * factor + offset for _, _, r0, _ in squares],
                                             np.float32)[:, None]) + y0s
-    angles = np.stack([p.bank.angles_deg for p in plans])
+    angles = stack([p.bank.angles_deg for p in plans])
     priors = [s.window.prior for s in group]
     objective = z - prior_penalties(grid_x, grid_y, angles, priors, group[0].track.memory.period_deg)
     best = objective.reshape(n, -1).argmax(axis=1)
@@ -353,7 +354,7 @@ def _fine_pass(group: list[_Search], plans: list[_FinePlan], reach: int, step: f
     members = np.arange(n)
     surface = objective.reshape(n, count, n_rows, n_cols)
     around = surface_neighbours(surface, members, a, r, c, n_rows, n_cols)
-    turns = objective[members[:, None], np.stack([np.maximum(a - 1, 0), np.minimum(a + 1, count - 1)], axis=1),
+    turns = objective[members[:, None], stack_columns([np.maximum(a - 1, 0), np.minimum(a + 1, count - 1)]),
                       p[:, None]]
     left, mid, right, up, down = around.astype(np.float64).T
     before, after = turns.astype(np.float64).T
@@ -361,7 +362,7 @@ def _fine_pass(group: list[_Search], plans: list[_FinePlan], reach: int, step: f
     xs = grid_x[members, c] + parabola_offsets(left, mid, right, inner_cols) * factor
     ys = grid_y[members, r] + parabola_offsets(up, mid, down, inner_rows) * factor
     turned = angles[members, a] + parabola_offsets(before, mid, after, inner_cells(a, count)) * step
-    gains = np.stack([p.bank.gains for p in plans])[members, a].astype(np.float64)
+    gains = stack([p.bank.gains for p in plans])[members, a].astype(np.float64)
     amplitudes = scores[members, p, a] / np.maximum(gains, 1e-9)
     for s, x, y, angle, zz, amplitude in zip(group, xs.tolist(), ys.tolist(), turned.tolist(),
                                              z[members, a, p].tolist(), amplitudes.tolist(), strict=True):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sam4em_live.segment.embedded.search import _angle_gap
+from sam4em_live.segment.embedded.stacking import stack_columns
 
 if TYPE_CHECKING:
     from sam4em_live.segment.embedded.search import MotionPrior
@@ -45,8 +46,8 @@ def surface_neighbours(surface: np.ndarray, members: np.ndarray, k: np.ndarray, 
     """(N, 5): each member's surface at (r, c - 1), (r, c), (r, c + 1), (r - 1, c), (r + 1, c), indices clipped."""
     left, right = np.maximum(c - 1, 0), np.minimum(c + 1, n_cols - 1)
     up, down = np.maximum(r - 1, 0), np.minimum(r + 1, n_rows - 1)
-    rows = np.stack([r, r, r, up, down], axis=1)
-    cols = np.stack([left, c, right, c, c], axis=1)
+    rows = stack_columns([r, r, r, up, down])
+    cols = stack_columns([left, c, right, c, c])
     return surface[members[:, None], k[:, None], rows, cols]
 
 

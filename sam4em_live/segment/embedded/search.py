@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from sam4em_live.segment.embedded.shape import ShapeMemory
     from sam4em_live.segment.embedded.templates import CoarseBank
+from sam4em_live.segment.embedded.stacking import stack
 from sam4em_live.segment.embedded.window import WindowExtent, robust_noise
 
 try:  # pocketfft itself: what `scipy.fft` calls once its argument handling is done (a private module: no stubs)
@@ -147,7 +148,7 @@ def coarse_correlations(windows: Sequence[np.ndarray], banks: Sequence[CoarseBan
             i = members[0]
             out[i] = _irfft2(banks[i].spectra * _rfft2(windows[i]), cells)
             continue
-        spectra = _rfft2_stack(np.stack([windows[i] for i in members]))
+        spectra = _rfft2_stack(stack([windows[i] for i in members]))
         counts = [banks[i].spectra.shape[0] for i in members]
         products = np.empty((sum(counts), *spectra.shape[1:]), spectra.dtype)
         start = 0

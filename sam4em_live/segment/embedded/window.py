@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sam4em_live.segment.embedded.stacking import stack
+
 
 class WindowExtent(NamedTuple):
     """A square frame window: top-left pixel (x0, y0), frame coordinates (may lie outside), and edge (pixels)."""
@@ -213,7 +215,7 @@ def block_darkness_stack(pixels: np.ndarray, origins: list[tuple[int, int]], edg
         inside = [i for i in inside if math.isfinite(backgrounds[i]) and abs(backgrounds[i]) >= 1e-6]
     if not inside:
         return out
-    raw = np.stack([pixels[origins[i][1] : origins[i][1] + edge, origins[i][0] : origins[i][0] + edge]
+    raw = stack([pixels[origins[i][1] : origins[i][1] + edge, origins[i][0] : origins[i][0] + edge]
                     for i in inside])
     if integer:
         unsaturated = (np.maximum.reduce(raw.reshape(len(inside), -1), axis=1) < _integer_max(raw.dtype)).tolist()
