@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ def _same(got: np.ndarray, want: np.ndarray) -> None:
 def test_stack_equals_np_stack() -> None:
     rng = np.random.default_rng(7)
     frame = rng.integers(0, 2**16, (200, 200)).astype(np.uint16)
-    cases = [
+    cases: list[list[Any]] = [
         [rng.standard_normal((32, 32)).astype(np.float32) for _ in range(16)],
         [rng.standard_normal((3, 27, 27)).astype(np.float32)[:, :20, :20] for _ in range(5)],  # views
         [frame[i : i + 40, 2 * i : 2 * i + 40] for i in range(7)],  # windows of a frame
@@ -46,4 +48,5 @@ def test_what_np_stack_refuses_it_refuses() -> None:
         stack([np.zeros((2, 3)), np.zeros((1, 3)), np.zeros((3, 3))])  # sizes that add up: still refused
     with pytest.raises(ValueError, match="at least one array"):
         stack([])
-    _same(stack([np.float32(1.0), np.float32(2.0)]), np.stack([np.float32(1.0), np.float32(2.0)]))  # 0-d
+    scalars: list[Any] = [np.float32(1.0), np.float32(2.0)]
+    _same(stack(scalars), np.stack(scalars))  # 0-d
