@@ -46,6 +46,12 @@ def test_what_np_stack_refuses_it_refuses() -> None:
         stack([np.zeros((2, 3)), np.zeros((4, 3))])
     with pytest.raises(ValueError, match="same shape"):
         stack([np.zeros((2, 3)), np.zeros((1, 3)), np.zeros((3, 3))])  # sizes that add up: still refused
+    with pytest.raises(ValueError, match="same shape"):
+        stack([np.zeros((2, 3)), np.zeros((2, 4))])  # another length of a later axis
+    with pytest.raises(ValueError, match="same shape"):
+        stack([np.zeros((2, 3)), np.zeros((2, 3, 1))])  # another number of axes
+    with pytest.raises(ValueError, match="same shape"):
+        stack([np.zeros(2), np.array(1.0)])  # a 0-d array further on
     with pytest.raises(ValueError, match="at least one array"):
         stack([])
     scalars: list[Any] = [np.float32(1.0), np.float32(2.0)]

@@ -20,11 +20,21 @@ __all__ = ["stack", "stack_columns"]
 
 
 def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """``np.stack(arrays)`` (a new first axis)."""
-    shape = arrays[0].shape if arrays else ()
-    if not shape or any(a.shape != shape for a in arrays):
+    """``np.stack(arrays)`` (a new first axis).
+
+    One shape is checked without reading each array's shape tuple (~0.25 us an array, with 50 particles a
+    tenth of the saving): equal lengths (``len``, mapped in C), and `np.concatenate` refuses any other axis
+    that differs.
+    """
+    if not arrays or not arrays[0].ndim:
         return np.stack(arrays)
-    return np.concatenate(arrays).reshape(len(arrays), *shape)
+    first = arrays[0]
+    try:
+        if list(map(len, arrays)).count(len(first)) == len(arrays):
+            return np.concatenate(arrays).reshape(len(arrays), *first.shape)
+    except (TypeError, ValueError):  # a 0-d array further on, or another number or length of axes
+        pass
+    return np.stack(arrays)  # the same result, or np.stack's own error
 
 
 def stack_columns(arrays: Sequence[np.ndarray]) -> np.ndarray:
