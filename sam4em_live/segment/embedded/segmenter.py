@@ -30,7 +30,7 @@ from sam4em_live.segment.embedded.background import FlatField
 from sam4em_live.segment.embedded.batched_raster import placements
 from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_area
-from sam4em_live.segment.embedded.edge_entries import EdgeEntries
+from sam4em_live.segment.embedded.edge_entries import EdgeEntries, exit_refusal
 from sam4em_live.segment.embedded.exposure import Exposure
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
 from sam4em_live.segment.embedded.learning_schedule import filling_refreshes_due, learning_due
@@ -368,4 +368,5 @@ class EmbeddedSegmenter(PoseSearches, PromptLanding):
     def _refused(self, pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate, placed: Placement,
                  visible: float) -> str | None:
         """Why a detection may not carry the particle's id (`vetting.match_refusal`); None: it may."""
-        return match_refusal(self._static, pixels, track, estimate, placed, visible, self._entries, self._frames_seen)
+        return (match_refusal(self._static, pixels, track, estimate, placed, visible, self._entries, self._frames_seen)
+                or exit_refusal(track, estimate, placed, self.options))
