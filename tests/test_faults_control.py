@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,14 @@ import zmq
 
 from sam4em_live.config import FrozenModel, PublisherConfig, ServiceConfig
 from sam4em_live.control import ControlClient, ControlError, ControlServer
-from sam4em_live.control.quotas import RateLimit, ServiceQuotas, bound_prompt
+from sam4em_live.control.quotas import (
+    FILLING_FRAMES,
+    LOAD_WINDOW_S,
+    PENDING_EXPIRY_S,
+    RateLimit,
+    ServiceQuotas,
+    bound_prompt,
+)
 from sam4em_live.control.schema import encode_request
 from sam4em_live.control_api import QuotaExceeded
 from sam4em_live.frames import Calibration, Frame
@@ -396,31 +404,59 @@ def test_publisher_beyond_loopback_warns_loudly(endpoint: str, loud: bool, caplo
 
 
 def test_a_new_particle_is_refused_while_the_worker_has_no_room_for_it() -> None:
-    quotas = ServiceQuotas(ServiceConfig.from_mapping({}).quotas)  # max_worker_load 0.8 by default
+    now = [0.0]
+    quotas = ServiceQuotas(ServiceConfig.from_mapping({}).quotas, clock=lambda: now[0])  # max_worker_load 0.8
+
+    def measured(busy: float, tracked: set[int], frames: int, after_s: float = LOAD_WINDOW_S + 0.1) -> None:
+        now[0] += after_s  # by default the next interval's load is measured alone
+        quotas.note_worker_load(busy, tracked, frames)
+
     new = Prompt(9, points=((20.0, 20.0),), labels=(1,))
     assert quotas.admit_edit(new, SHAPE, {1, 2}, 0) == new  # no load measured yet (offline): admitted
-    quotas.note_worker_load(0.6, 2)  # 0.3 a particle, under the limit: one more goes in (-> ~0.9)
-    assert quotas.admit_edit(new, SHAPE, {1, 2}, 0) == new
-    with pytest.raises(QuotaExceeded, match="max_worker_load") as refused:  # then 0.6 x 3/2 = 0.9 >= 0.8
-        quotas.admit_edit(Prompt(10, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0)
-    quotas.note_worker_load(0.2, 2)
-    assert quotas.admit_edit(new, SHAPE, {1, 2}, 0) == new
-    with pytest.raises(QuotaExceeded, match="once its cost is measured"):  # one new particle per measurement
-        quotas.admit_edit(Prompt(10, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0)
+    now[0] += PENDING_EXPIRY_S  # and never seen tracked (refused when seeded): no longer pending
+    measured(0.4, {1, 2}, 100)  # a share of 0.2; filling: 0.4 + 0.2 < 1
+    assert quotas.admit_edit(Prompt(10, points=((20.0, 20.0),), labels=(1,)), SHAPE, {1, 2}, 0).particle == 10
+    # Pending (admitted, not yet tracked): no other new particle until its cost shows in the load.
+    with pytest.raises(QuotaExceeded, match="particle 10, admitted before, is not yet tracked") as refused:
+        quotas.admit_edit(Prompt(11, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0)
     assert refused.value.quota == "max_worker_load"
-    correction = Prompt(1, points=((30.0, 30.0),), labels=(1,))
-    assert quotas.admit_edit(correction, SHAPE, {1, 2}, 0) == correction  # corrections are never refused
-    assert quotas.admit_edit(RemoveParticle(2), SHAPE, {1, 2}, 0) == RemoveParticle(2)
-    quotas.note_worker_load(0.2, 2)  # a new measurement starts the count of admitted particles afresh
-    assert quotas.admit_edit(Prompt(10, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0).particle == 10
-    quotas.note_worker_load(0.85, 3)  # already over the limit: nothing new
-    with pytest.raises(QuotaExceeded, match="busy 85% of the time with 3 particles"):
+    measured(0.5, {1, 2, 10}, 110)  # landed: now filling, still no other
+    with pytest.raises(QuotaExceeded, match="its memory still fills"):
         quotas.admit_edit(Prompt(11, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2, 10}, 0)
-    quotas.note_worker_load(0.9, 0)  # nothing tracked: the share of one particle is unknown, the first goes in
-    assert quotas.admit_edit(new, SHAPE, set(), 0) == new
+    correction = Prompt(1, points=((30.0, 30.0),), labels=(1,))
+    assert quotas.admit_edit(correction, SHAPE, {1, 2, 10}, 0) == correction  # corrections: never refused
+    tracked = {1, 2, 9, 10}
+    measured(0.5, tracked, 110 + FILLING_FRAMES)  # filled: its cost is measured
+    assert quotas.admit_edit(Prompt(11, points=((30.0, 30.0),), labels=(1,)), SHAPE, tracked, 0).particle == 11
+    now[0] += PENDING_EXPIRY_S  # 11 never seen tracked
+    measured(0.5, tracked, 300)
+    # A prompt on a particle present now displaces it (lost, searched each frame): 3 shares of 0.125 -> 0.875.
+    placed = [(1, (50, 50, 71, 71))]
+    on_one = Prompt(12, points=((60.0, 60.0),), labels=(1,))
+    with pytest.raises(QuotaExceeded, match="the prompt is on particle 1, tracked now"):
+        quotas.admit_edit(on_one, SHAPE, tracked, 0, placed)
+    with pytest.raises(QuotaExceeded, match="on particle 1"):
+        quotas.admit_edit(Prompt(12, box=(40.0, 40.0, 80.0, 80.0)), SHAPE, tracked, 0, placed)
+    assert quotas.admit_edit(Prompt(12, points=((75.0, 60.0),), labels=(1,)), SHAPE, tracked, 0, placed).particle == 12
+    assert quotas.admit_edit(RemoveParticle(12), SHAPE, tracked, 0) == RemoveParticle(12)  # no longer pending
+    measured(0.2, tracked, 310)  # an idle worker has room for the search
+    assert quotas.admit_edit(on_one, SHAPE, tracked, 0, placed) == on_one
+    assert quotas.admit_edit(RemoveParticle(12), SHAPE, tracked, 0) == RemoveParticle(12)
+    measured(0.7, {1, 2}, 400)  # under the limit, but a share of 0.35: filling, 0.7 + 0.35 >= 1
+    with pytest.raises(QuotaExceeded, match="its memory filling"):
+        quotas.admit_edit(Prompt(13, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0)
+    measured(1.0, {1, 2}, 440)  # the load is that of the last ~1 s: one low reading among saturated ones is
+    measured(0.4, {1, 2}, 480, after_s=0.2)  # not room (0.7 + 0.35 >= 1; 0.4 alone would admit)
+    with pytest.raises(QuotaExceeded, match="busy 70% of the time"):
+        quotas.admit_edit(Prompt(13, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0)
+    measured(0.85, {1, 2, 10}, 500)  # already over the limit: nothing new
+    with pytest.raises(QuotaExceeded, match="busy 85% of the time with 3 particles"):
+        quotas.admit_edit(Prompt(14, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2, 10}, 0)
+    measured(0.9, set(), 600)  # nothing tracked: the share of one particle is unknown, the first goes in
+    assert quotas.admit_edit(Prompt(15, points=((30.0, 30.0),), labels=(1,)), SHAPE, set(), 0).particle == 15
     off = ServiceQuotas(ServiceConfig.from_mapping({"quotas": {"max_worker_load": 1.0}}).quotas)
-    off.note_worker_load(1.0, 2)
-    assert off.admit_edit(new, SHAPE, {1, 2}, 0) == new
+    off.note_worker_load(1.0, {1, 2}, 10)
+    assert off.admit_edit(new, SHAPE, {1, 2}, 0, placed) == new
 
 
 def test_a_client_adding_particles_cannot_push_the_service_below_its_rate(video) -> None:
@@ -433,12 +469,14 @@ def test_a_client_adding_particles_cannot_push_the_service_below_its_rate(video)
         time.sleep(1.5)
         t1 = time.monotonic()
         answers: dict[str, int] = {}
+        admitted: list[int] = []
         with ControlClient(endpoint, timeout_s=3.0) as client:
             for k in range(60):  # as fast as max_edits_per_s lets it: new ids on the particles of the field
                 x, y = CENTRES[k % len(CENTRES)]
                 try:
                     client.add_prompt(100 + k, points=[[x + k % 3, y]])
                     answers["ok"] = answers.get("ok", 0) + 1
+                    admitted.append(100 + k)
                 except ControlError as exc:
                     code = exc.code
                     answers[code] = answers.get(code, 0) + 1
@@ -452,13 +490,19 @@ def test_a_client_adding_particles_cannot_push_the_service_below_its_rate(video)
         built.close()
     base_fps = log.fps_between(t0, t1)
     after_fps = log.fps_between(t2, t3)
-    print(f"\nadding particles: {answers}; processed {base_fps:.1f} fps before, {after_fps:.1f} after "
+    print(f"\nadding particles: {answers} {admitted}; processed {base_fps:.1f} fps before, {after_fps:.1f} after "
           f"({after_fps / base_fps:.1%}); {len(status['particles'])} particles; busy {status['worker_busy']:.2f}; "
           f"refused {status['refused_by_quota']}")
     assert answers.get("ok", 0) > 0  # particles were added while there was room
     assert status["refused_by_quota"].get("max_worker_load", 0) > 0  # and refused once there was none
-    # Without the load quota and the lost-particle round robin this fell to 0.31x (measured); the 90 % target
-    # is the chaos benchmark's figure (docs/benchmarks.md), the margin here is for the test machine: on the
-    # development VM of 2026-12-08 (about 2x slower than before; 1-2 particles admitted, then the worker at busy
-    # 1.0 while their memories fill) the ratio was 0.60, 0.73, 0.81 and 0.99 in four runs, so 0.7 failed there.
-    assert after_fps >= 0.5 * base_fps, f"{after_fps:.1f} fps after the additions vs {base_fps:.1f} fps before"
+    # Without the load quota and the lost-particle round robin this fell to 0.31x (measured; 0.17-0.37 in 2026-12-08's
+    # runs); the 90 % target is the chaos benchmark's figure (docs/benchmarks.md), the margin here is for the test
+    # machine. Two of every three prompts here are on a particle tracked already: admitted, each left that one lost
+    # and searched for on every frame (the backend's CPU time a frame 1.2 -> 2.9 ms with one such prompt), and
+    # the worker, at busy ~0.5 with 2 particles, fell behind for good (1-2 were admitted, on a single low reading
+    # of the load, before the first had landed); the quota now charges that search, a new particle's filling
+    # memory, and the particles admitted but not yet landed, on the load of the last ~1 s.
+    # A machine loaded by other work moves the ratio by itself: the message says what was admitted and the load.
+    assert after_fps >= 0.7 * base_fps, (f"{after_fps:.1f} fps after the additions vs {base_fps:.1f} fps before; "
+                                         f"admitted {admitted}; load average {os.getloadavg()[0]:.1f} "
+                                         f"on {os.cpu_count()} cores")

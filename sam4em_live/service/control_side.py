@@ -70,8 +70,11 @@ class ServiceControlSide:
         self.ids.note(edit.particle)  # a client's own id is never allocated to another particle
         series = self.source.series
         shape = self._frame_shape or (series.shape if series is not None else None)
-        # the worker's last snapshot of the particles: stage.particles() is not thread-safe
-        self.edits.submit(edit, shape, set(self._status.particles))
+        # the worker's last snapshot of the particles: stage.particles() is not thread-safe; the last result's
+        # present masks say where they are (a new particle prompted on one of them displaces it)
+        last = self.last_result
+        placed = [(m.particle, m.bbox) for m in last.masks if m.present and m.bbox is not None] if last else []
+        self.edits.submit(edit, shape, set(self._status.particles), placed)
 
     def pause(self) -> None:
         self._paused.set()

@@ -97,14 +97,15 @@ class EditInbox:
         #: Refusals not reported because more than `MAX_REFUSALS_KEPT` came between two frames.
         self.unreported = 0
 
-    def submit(self, edit: ParticleEdit, shape: tuple[int, int] | None, tracked: Collection[int]) -> None:
+    def submit(self, edit: ParticleEdit, shape: tuple[int, int] | None, tracked: Collection[int],
+               placed: Sequence[tuple[int, tuple[int, int, int, int]]] = ()) -> None:
         """Queue ``edit`` (its box clipped) or raise `PromptError` / `QuotaExceeded`; nothing is queued then.
 
         ``shape`` is the frame shape known so far (None before the first frame), ``tracked`` the particles
-        tracked now.
+        tracked now, ``placed`` (particle, bbox) of those present on the last frame (`ServiceQuotas.admit_edit`).
         """
         try:
-            admitted = self.quotas.admit_edit(edit, shape, tracked, len(self.schedule))
+            admitted = self.quotas.admit_edit(edit, shape, tracked, len(self.schedule), placed)
         except PromptError as exc:
             self._keep(Refusal(edit, str(exc), "submit"))
             raise

@@ -54,7 +54,7 @@ class ServiceStatusSide:
         if self._shed_load and s.live and s.state is ServiceState.STREAMING and s.frames_processed:
             # Live: new particles from clients are admitted only while the worker has room for them (offline,
             # as fast as possible, the worker is always busy and a slower run loses nothing).
-            self._quotas.note_worker_load(s.worker_busy, len(s.particles))
+            self._quotas.note_worker_load(s.worker_busy, s.particles, s.frames_processed)
         if s.live:
             log.info(
                 "%s: cam %.1f fps, proc %.1f fps, latency p50 %.1f / p99 %.1f ms, queue %d, dropped %d, gaps %d, "
