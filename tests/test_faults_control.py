@@ -414,7 +414,7 @@ def test_a_new_particle_is_refused_while_the_worker_has_no_room_for_it() -> None
     new = Prompt(9, points=((20.0, 20.0),), labels=(1,))
     assert quotas.admit_edit(new, SHAPE, {1, 2}, 0) == new  # no load measured yet (offline): admitted
     now[0] += PENDING_EXPIRY_S  # and never seen tracked (refused when seeded): no longer pending
-    measured(0.4, {1, 2}, 100)  # a share of 0.2; filling: 0.4 + 0.2 < 1
+    measured(0.4, {1, 2}, 100)  # a share of 0.2; filling: 0.4 + 0.7 x 0.2 < 1
     assert quotas.admit_edit(Prompt(10, points=((20.0, 20.0),), labels=(1,)), SHAPE, {1, 2}, 0).particle == 10
     # Pending (admitted, not yet tracked): no other new particle until its cost shows in the load.
     with pytest.raises(QuotaExceeded, match="particle 10, admitted before, is not yet tracked") as refused:
@@ -442,12 +442,12 @@ def test_a_new_particle_is_refused_while_the_worker_has_no_room_for_it() -> None
     measured(0.2, tracked, 310)  # an idle worker has room for the search
     assert quotas.admit_edit(on_one, SHAPE, tracked, 0, placed) == on_one
     assert quotas.admit_edit(RemoveParticle(12), SHAPE, tracked, 0) == RemoveParticle(12)
-    measured(0.7, {1, 2}, 400)  # under the limit, but a share of 0.35: filling, 0.7 + 0.35 >= 1
+    measured(0.75, {1, 2}, 400)  # under the limit, but filling: 0.75 + 0.7 x 0.375 >= 1
     with pytest.raises(QuotaExceeded, match="its memory filling"):
         quotas.admit_edit(Prompt(13, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0)
     measured(1.0, {1, 2}, 440)  # the load is that of the last ~1 s: one low reading among saturated ones is
-    measured(0.4, {1, 2}, 480, after_s=0.2)  # not room (0.7 + 0.35 >= 1; 0.4 alone would admit)
-    with pytest.raises(QuotaExceeded, match="busy 70% of the time"):
+    measured(0.5, {1, 2}, 480, after_s=0.2)  # not room (0.75 + 0.7 x 0.375 >= 1; 0.5 alone would admit)
+    with pytest.raises(QuotaExceeded, match="busy 75% of the time"):
         quotas.admit_edit(Prompt(13, points=((30.0, 30.0),), labels=(1,)), SHAPE, {1, 2}, 0)
     measured(0.85, {1, 2, 10}, 500)  # already over the limit: nothing new
     with pytest.raises(QuotaExceeded, match="busy 85% of the time with 3 particles"):
