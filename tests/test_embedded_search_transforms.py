@@ -55,3 +55,23 @@ def test_direct_transforms_of_views_and_fallbacks_equal_scipy_fft() -> None:
                                                                           workers=1))
     stacked = np.stack([wide[:, :cells], wide[:, cells:]])[:, ::-1]  # negative strides
     assert np.array_equal(search._rfft2_stack(stacked), sfft.rfft2(stacked, workers=1))
+
+
+def test_a_pocketfft_whose_call_changed_is_not_used(monkeypatch: Any) -> None:
+    class Changed:  # a later scipy's pocketfft: another signature, or other floats
+        @staticmethod
+        def r2c(*args: Any) -> Any:
+            raise TypeError("r2c() takes 4 positional arguments")
+
+    class Other:
+        @staticmethod
+        def r2c(image: Any, axes: Any, *rest: Any) -> Any:
+            return sfft.rfft2(image, workers=1) * 2
+
+        c2r = staticmethod(lambda *args: None)
+
+    for module in (Changed, Other):
+        monkeypatch.setattr(search.importlib, "import_module", lambda name, m=module: m)
+        assert search._checked_pocketfft() is None
+    monkeypatch.undo()
+    assert search._checked_pocketfft() is not None

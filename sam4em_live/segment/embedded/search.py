@@ -29,10 +29,29 @@ if TYPE_CHECKING:
 from sam4em_live.segment.embedded.stacking import stack
 from sam4em_live.segment.embedded.window import WindowExtent, robust_noise
 
-try:  # pocketfft itself: what `scipy.fft` calls once its argument handling is done (a private module: no stubs)
-    _pocketfft: Any = importlib.import_module("scipy.fft._pocketfft.pypocketfft")
-except ImportError:  # pragma: no cover - another scipy layout: the public functions below
-    _pocketfft = None
+
+def _checked_pocketfft() -> Any:
+    """The pocketfft module itself (what `scipy.fft` calls once its argument handling is done), or None.
+
+    A private module of scipy: its place or its call could change with a scipy release. It is used only if
+    it is there and its two calls, made as below, give `scipy.fft`'s floats on a probe window here, at import;
+    otherwise every transform goes through the public functions (the same floats, ~20 us a call more), never
+    an error in the frame loop.
+    """
+    try:
+        module: Any = importlib.import_module("scipy.fft._pocketfft.pypocketfft")
+        probe = np.random.default_rng(0).standard_normal((2, 8, 8)).astype(np.float32)
+        forward = module.r2c(probe, (1, 2), True, 0, None, 1)
+        back = module.c2r(forward, (1, 2), 8, False, 2, None, 1)
+        if (np.array_equal(forward, sfft.rfft2(probe, workers=1))
+                and np.array_equal(back, sfft.irfftn(forward, s=(8, 8), workers=1))):
+            return module
+    except Exception:  # any failure means: use the public functions
+        pass
+    return None
+
+
+_pocketfft = _checked_pocketfft()
 
 #: Real float dtypes `scipy.fft` hands to pocketfft as they are (native byte order; an aligned array is not copied).
 _DIRECT_REAL = (np.dtype(np.float32), np.dtype(np.float64))
@@ -44,7 +63,7 @@ def _rfft2(image: np.ndarray) -> np.ndarray:
 
     Issue 23: scipy.fft's dispatch and argument handling cost ~20 us a call, more than transforming
     a 24-32 cell window; for an aligned float window they end in this one pocketfft call, made here
-    directly (the same call, so the same floats: tests/test_embedded_fast_paths.py). Anything else
+    directly (the same call, so the same floats: tests/test_embedded_search_transforms.py). Anything else
     goes through `scipy.fft.rfftn`.
     """
     if _pocketfft is not None and image.ndim == 2 and image.dtype in _DIRECT_REAL and image.flags.aligned:
