@@ -12,8 +12,8 @@ truth is incomplete.
 
 Fair tuning, both sides alike: on held-in tuning clips (the same conditions, other seeds), each detector
 runs once with a permissive threshold and its one threshold (ours: the matched filter's score in noise
-sigmas; trackpy: ``minmass``, for each ``diameter`` of a grid, with ``separation`` = diameter) is set where
-the F1 over the tuning clips is highest. Both are told the particles' polarity (trackpy: ``invert`` for dark
+sigmas, for each smallest blob ``min_diameter_px`` of a grid; trackpy: ``minmass``, for each ``diameter`` of a
+grid, with ``separation`` = diameter) is set where the F1 over the tuning clips is highest. Both are told the particles' polarity (trackpy: ``invert`` for dark
 particles; ours: ``polarity = "dark"`` or ``"bright"``; until session 13 ours looked for both, so every
 bright halo or bubble counted against it alone). The evaluation clips are then scored unchanged. trackpy is also tuned per condition (on that condition's tuning
 clips only, a generous setting no live user has) as a second column. Frames are scored from ``from_frame`` on (the static map has
@@ -45,6 +45,9 @@ CONDITIONS = ["clean", "low-dose", "bright-on-dark", "jpeg", "gradient-vignette"
 #: Dose factor of ``low-dose``: (0.5 / 1.4)² of the base scene's dose.
 LOW_DOSE_FACTOR = (0.5 / 1.4) ** 2
 TRACKPY_DIAMETERS = (15, 21, 31, 41)
+#: Ours: the policy's ``min_diameter_px`` (the blob's equivalent diameter) is tuned over these, as trackpy's
+#: ``diameter`` is over `TRACKPY_DIAMETERS`: each detector tunes one size and one threshold.
+OURS_MIN_DIAMETERS = (5.0, 8.0, 10.0, 12.0)
 MIN_DIAMETER_PX = 15.0
 
 
@@ -52,7 +55,7 @@ MIN_DIAMETER_PX = 15.0
 class Scored:
     """Detections of one detector on one frame: (x, y, score) rows, and the frame's truth."""
 
-    detections: np.ndarray  # (n, 3)
+    detections: np.ndarray  # (n, 3): x, y, score (ours: (n, 4), the blob's equivalent diameter last)
     visible: np.ndarray  # (m, 3) x, y, radius of particles to find
     other: np.ndarray  # (k, 3) particles present but not fully visible (neither right nor wrong to find)
 
@@ -90,18 +93,20 @@ def truth_at(clip: ScenarioClip, index: int) -> tuple[np.ndarray, np.ndarray]:
     return visible, other
 
 
-def ours(clip: ScenarioClip, from_frame: int, step: int, threshold: float, polarity: str = "both"
-         ) -> tuple[list[Scored], list[float]]:
+def ours(clip: ScenarioClip, from_frame: int, step: int, threshold: float, polarity: str = "both",
+         min_diameter_px: float = 5.0) -> tuple[list[Scored], list[float]]:
     """Our detector as the service runs it: the static map learns every frame, candidates are screened.
 
-    ``polarity``: ``dark``, ``bright`` or ``both`` (`DiscoveryConfig.polarity`).
+    ``polarity``: ``dark``, ``bright`` or ``both`` (`DiscoveryConfig.polarity`); ``min_diameter_px``: the
+    policy's smallest blob (`DiscoveryConfig.min_diameter_px`).
     """
     from sam4em_live.config import DiscoveryConfig
     from sam4em_live.frames import Frame
     from sam4em_live.service.discovery import Discovery
     from sam4em_live.service.particle_ids import ParticleIds
 
-    config = DiscoveryConfig(mode="propose", threshold_sigma=threshold, polarity=polarity)
+    config = DiscoveryConfig(mode="propose", threshold_sigma=threshold, polarity=polarity,
+                             min_diameter_px=min_diameter_px)
     discovery = Discovery(config, ParticleIds(), lambda e: None)
     scored, times = [], []
     for i, pixels in enumerate(clip.frames):
@@ -116,8 +121,8 @@ def ours(clip: ScenarioClip, from_frame: int, step: int, threshold: float, polar
             continue
         visible, other = truth_at(clip, i)
         # the score the service decides on: the track's (its last detections' mean)
-        rows = [[t.candidate.x, t.candidate.y, t.score] for t in found]
-        scored.append(Scored(np.array(rows).reshape(-1, 3), visible, other))
+        rows = [[t.candidate.x, t.candidate.y, t.score, t.candidate.diameter_px] for t in found]
+        scored.append(Scored(np.array(rows).reshape(-1, 4), visible, other))
     return scored, times
 
 
@@ -182,18 +187,33 @@ def tune(clips: list[tuple[str, ScenarioClip]], from_frame: int, step: int) -> d
     """Both detectors' settings, from the tuning clips (module docstring); trackpy's also per condition."""
     from sam4em_live.service.discovery import SEED_SIGMA
 
-    # permissive: every track the service follows (seeded at SEED_SIGMA), whatever its mean score
+    # permissive: every track the service follows (seeded at SEED_SIGMA), whatever its mean score or size
     ours_scored = [s for name, clip in clips for s in ours(clip, from_frame, step, SEED_SIGMA, _polarity(name))[0]]
-    ours_threshold, ours_f1 = best_threshold(ours_scored)
+    ours_f1, ours_threshold, ours_min_diameter = tune_ours(ours_scored)
     by_diameter = {d: [(name, s) for name, clip in clips for s in trackpy_locate(clip, from_frame, step, d, _dark(name))[0]]
                    for d in TRACKPY_DIAMETERS}
     best = _best_trackpy(by_diameter, None)
-    settings: dict[str, Any] = {"ours_threshold": ours_threshold, "ours_tuning_f1": ours_f1,
+    settings: dict[str, Any] = {"ours_threshold": ours_threshold, "ours_min_diameter_px": ours_min_diameter,
+                                "ours_tuning_f1": ours_f1,
                                 "trackpy_diameter": best[1], "trackpy_minmass": best[2], "trackpy_tuning_f1": best[0]}
     for name in sorted({name for name, _ in clips}):
         _, diameter, minmass = _best_trackpy(by_diameter, name)
         settings[f"trackpy_diameter.{name}"], settings[f"trackpy_minmass.{name}"] = diameter, minmass
     return settings
+
+
+def tune_ours(scored: list[Scored]) -> tuple[float, float, float]:
+    """(tuning F1, threshold, ``min_diameter_px``) at our best: for each size of `OURS_MIN_DIAMETERS`, the
+    detections the policy would pass at that size (the blob's diameter, the detections' 4th column), their best
+    threshold; the first size of the highest F1.
+    """
+    best: tuple[float, float, float] = (-1.0, 0.0, OURS_MIN_DIAMETERS[0])
+    for min_diameter in OURS_MIN_DIAMETERS:
+        threshold, score = best_threshold([Scored(s.detections[s.detections[:, 3] >= min_diameter], s.visible, s.other)
+                                           for s in scored])
+        if score > best[0]:
+            best = (score, threshold, min_diameter)
+    return best
 
 
 def _best_trackpy(by_diameter: dict[int, list[tuple[str, Scored]]], condition: str | None) -> tuple[float, int, float]:
@@ -223,7 +243,8 @@ def evaluate(conditions: list[str], motion: str, tuning_seeds: list[int], seeds:
         for seed in seeds:
             clip = build_clip(condition, seed, frames, motion)
             cnrs.append(clip_cnr(clip, from_frame, step))
-            s, t = ours(clip, from_frame, step, settings["ours_threshold"], _polarity(condition))
+            s, t = ours(clip, from_frame, step, settings["ours_threshold"], _polarity(condition),
+                        settings["ours_min_diameter_px"])
             ours_s += s
             ours_ms += t
             s, t = trackpy_locate(clip, from_frame, step, settings["trackpy_diameter"], _dark(condition))
