@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sam4em_live.config import DiscoveryConfig
 from tools.bench.figures import count, integer, number, strings, text
 from tools.bench.registry import Measurement, RunContext, benchmark
 from tools.bench.schema import Metric, ParamValue
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
     from sam4em_live.sim.scenario import ScenarioClip
 
+#: The service's default ``[discovery] threshold_sigma``: the benchmark measures what a user gets.
+DEFAULT_THRESHOLD_SIGMA = float(DiscoveryConfig.model_fields["threshold_sigma"].default)
 #: The newcomer waits this far (px) to the right of its real path before it enters.
 OFFSET_PX = 120.0
 #: Fraction of its full footprint in the field from which the newcomer is "wholly in".
@@ -197,7 +200,7 @@ def _summary(values: list[float]) -> str:
                            "dose-steps", "defocus", "static-blobs", "fade-edge-artifact", "leave-field",
                            "foreign-noise"],
             "motion": "monet", "seeds": [0, 1], "frames": 120, "enter_from": 30, "enter_frames": 40,
-            "threshold_sigma": 5.0, "every_n_frames": 2, "hop_frames": 3},
+            "threshold_sigma": DEFAULT_THRESHOLD_SIGMA, "every_n_frames": 2, "hop_frames": 3},
            quick={"conditions": ["clean", "low-dose", "foreign-noise"], "seeds": [0]}, one_blas_thread=True)
 def discovery_entry(params: Mapping[str, ParamValue], context: RunContext) -> Measurement:
     """Per condition: entry delay (max over seeds), start-up delay, false adds, duplicate ids, hops."""
