@@ -30,6 +30,7 @@ from sam4em_live.segment.embedded.background import FlatField
 from sam4em_live.segment.embedded.batched_raster import placements
 from sam4em_live.segment.embedded.batched_search import batched_near_searches
 from sam4em_live.segment.embedded.claims import claimed, conflicts, unclaimed_area
+from sam4em_live.segment.embedded.contact import ContactBook, Verdict
 from sam4em_live.segment.embedded.edge_entries import EdgeEntries, exit_refusal
 from sam4em_live.segment.embedded.exposure import Exposure
 from sam4em_live.segment.embedded.identity import STATIC_FRACTION
@@ -82,6 +83,7 @@ class EmbeddedSegmenter(PoseSearches, PromptLanding):
         self._static = StaticMap()  # what never moves: no re-acquisition there (`identity`)
         self._entries = EdgeEntries()  # newcomers through the frame's edge: not a lost particle (`edge_entries`)
         self._exposure = Exposure()  # a blanked beam: every particle absent
+        self._contacts = ContactBook()  # particles a look-alike came over (`contact`)
         # The stream's fixed background, divided out before seeding and matching (`background`).
         self._background = FlatField(self.options.background_model, self.options.background_update_interval_frames)
         self._behind = False  # set by note_backlog (live mode only)
@@ -125,6 +127,7 @@ class EmbeddedSegmenter(PoseSearches, PromptLanding):
         seeds = self._seed_all(pixels, [e for e in edits if not prepared or prompt_edit_key(e) not in prepared])
         with self._static.batched_forgets():  # each prompt unlearns its place; the map's features found once
             for edit in edits:
+                self._contacts.forget(edit.particle)
                 if isinstance(edit, RemoveParticle):
                     self._tracks.pop(edit.particle, None)
                     results.pop(edit.particle, None)
@@ -260,8 +263,18 @@ class EmbeddedSegmenter(PoseSearches, PromptLanding):
             track.lose()  # lost beats wrong: reported absent, with a score below the confident threshold
             return ParticleMask.absent(track.particle,
                                        min(track.confidence(estimate, visible, self.options), ABSENT_SCORE_CAP))
+        judged = self._contacts.judge(self, pixels, track, estimate, background, placed, claims)
+        if judged.verdict is Verdict.SWITCH and judged.estimate is not None:  # the other body is ours
+            estimate, background = judged.estimate, judged.background
+            placed = track.memory.rasterize(estimate.x, estimate.y, estimate.angle_deg, pixels.shape)
+            visible = 0.0 if placed is None else unclaimed_area(placed, claims) / max(placed.area_px, 1)
+        if judged.verdict is Verdict.ABSENT or placed is None:
+            track.lose()  # which body is ours is unclear (`contact`): absent, searched again next frame
+            return ParticleMask.absent(track.particle,
+                                       min(track.confidence(estimate, visible, self.options), ABSENT_SCORE_CAP))
         track.accept(estimate)
-        if visible >= LEARN_MIN_VISIBLE and estimate.z >= LEARN_MIN_Z_FRACTION * track.z_ref:
+        if (judged.verdict is Verdict.FOLLOW and visible >= LEARN_MIN_VISIBLE
+                and estimate.z >= LEARN_MIN_Z_FRACTION * track.z_ref):
             track.learn_references(estimate)
             if self._learning_due(track):
                 self._learn_now_or_later(pixels, track, background, claims)
