@@ -430,7 +430,7 @@ def test_a_new_particle_is_refused_while_the_worker_has_no_room_for_it() -> None
     assert quotas.admit_edit(Prompt(11, points=((30.0, 30.0),), labels=(1,)), SHAPE, tracked, 0).particle == 11
     now[0] += PENDING_EXPIRY_S  # 11 never seen tracked
     measured(0.5, tracked, 300)
-    # A prompt on a particle present now displaces it (lost, searched each frame): 3 shares of 0.125 -> 0.875.
+    # A prompt on a particle present now displaces it (lost, searched each frame): 5 shares of 0.125 -> 1.125.
     placed = [(1, (50, 50, 71, 71))]
     on_one = Prompt(12, points=((60.0, 60.0),), labels=(1,))
     with pytest.raises(QuotaExceeded, match="the prompt is on particle 1, tracked now"):
