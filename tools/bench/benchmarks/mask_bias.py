@@ -240,6 +240,7 @@ def mask_bias(params: Mapping[str, ParamValue], context: RunContext) -> Measurem
         metrics[f"{key}.boundary_offset_px"] = Metric(float(offset), "px", "none")
         metrics[f"{key}.boundary_distance_px"] = Metric(distance, "px")
         metrics[f"{key}.missed"] = count(missed, "frames", "lower")
+        metrics[f"{key}.scored"] = count(len(scores), "frames", "higher")
         metrics[f"{key}.centroid_error_px"] = Metric(off_centre, "px", "lower")
         if condition.size_px >= 20 and scores and off_centre <= OFF_PARTICLE_FRACTION * condition.size_px:
             worst = max(worst, abs(float(np.median(bias))))
@@ -247,7 +248,49 @@ def mask_bias(params: Mapping[str, ParamValue], context: RunContext) -> Measurem
               f"p90 {np.percentile(bias, 90):+.1f}), offset {offset:+.2f} px, distance {distance:.2f} px, "
               f"missed {missed}, centroid error {off_centre:.1f} px", flush=True)
     metrics["worst_abs_area_bias_ge20px"] = Metric(worst, "%")
+    scorable = len(seeds) * max(integer(params, "frames") - integer(params, "settle"), 1)
+    cells = {c: cell_text(c, {k: m.value for k, m in metrics.items()}, scorable) for c in conditions}
+    print(markdown_table(conditions, cells), flush=True)
     return Measurement(metrics)
+
+
+def cell_text(condition: Condition, values: Mapping[str, float], scorable: int) -> tuple[str, bool | None]:
+    """A cell of docs/benchmarks.md's table and whether it is within ±5 % (None: not tracked on the particle).
+
+    ``refused``: not seeded; ``lost (n)``: fewer than half the ``scorable`` frames scored (n frames without a
+    mask); ``off (n)``: the masks' median centroid error above `OFF_PARTICLE_FRACTION` of the size (n the area
+    error, %); else the median area error (%), with ``ᵐn`` for n frames without a mask.
+    """
+    key = condition.name
+    if not values.get(f"{key}.seeded"):
+        return "refused", None
+    bias, missed = values[f"{key}.area_bias"], int(values[f"{key}.missed"])
+    if values.get(f"{key}.scored", 0) < scorable / 2 or not math.isfinite(bias):
+        return f"lost ({missed})", None
+    if values[f"{key}.centroid_error_px"] > OFF_PARTICLE_FRACTION * condition.size_px:
+        return f"off ({bias:+.0f})", None
+    superscript = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+    return f"{bias:+.0f}" + (f"ᵐ{missed}".translate(superscript) if missed else ""), abs(bias) <= 5
+
+
+def markdown_table(conditions: list[Condition], cells: Mapping[Condition, tuple[str, bool | None]]) -> str:
+    """The sweep as docs/benchmarks.md shows it (a row per shape and size, a column per blur and CNR), and per
+    CNR the cells of particles >= 20 px tracked on the particle that are within ±5 %."""
+    columns = sorted({(c.blur, c.cnr) for c in conditions}, key=lambda bc: (BLURS.index(bc[0]), bc[1]))
+    rows = list(dict.fromkeys((c.shape, c.size_px) for c in conditions))
+    by_key = {(c.shape, c.size_px, c.blur, c.cnr): c for c in conditions}
+    lines = ["| particle | " + " | ".join(f"CNR {cnr:g} {blur}" for blur, cnr in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for shape, size in rows:
+        texts = [cells[by_key[(shape, size, *column)]][0] if (shape, size, *column) in by_key else ""
+                 for column in columns]
+        lines.append(f"| {shape} {size:g} px | " + " | ".join(texts) + " |")
+    for cnr in sorted({c.cnr for c in conditions}):
+        judged = [cells[c][1] for c in conditions if c.cnr == cnr and c.size_px >= 20]
+        tracked = [ok for ok in judged if ok is not None]
+        lines.append(f"CNR {cnr:g}: {sum(tracked)}/{len(tracked)} cells >= 20 px tracked on the particle within "
+                     f"±5 % ({len(judged)} run)")
+    return "\n".join(lines)
 
 
 def _true_area(condition: Condition) -> float:
