@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sam4em_live.particles import Prompt, PromptError
+from sam4em_live.segment.embedded.background import FlatField
 from sam4em_live.segment.embedded.options import EmbeddedOptions
 from sam4em_live.segment.embedded.seed import Seed, seed_each, seed_particle, seed_prompts
 from sam4em_live.sim.conditions import CONDITIONS
@@ -106,10 +107,12 @@ def prompts_table(seeds: list[int], conditions: list[str] | None = None, frames:
             for clip in clips:
                 frame = clip.scenario.prompt_frame
                 prompts = clip.prompts(kind)
-                batch = [None] * len(prompts) if alone else seeded_together(clip.frames[frame], prompts)
+                # The frame as the backend seeds it: divided by its first-frame background map (`FlatField`).
+                pixels = FlatField(OPTIONS.background_model).peek(clip.frames[frame], prompts)
+                batch = [None] * len(prompts) if alone else seeded_together(pixels, prompts)
                 for prompt, seeded in zip(prompts, batch, strict=True):
                     label = f"{name} seed {clip.seed} {kind}" if listing else None
-                    results.append(score(clip.frames[frame], clip.gt_labels[frame] == prompt.particle, prompt,
+                    results.append(score(pixels, clip.gt_labels[frame] == prompt.particle, prompt,
                                          label, seeded))
             seeded_ok = [r for r in results if r is not None]
             iou = np.mean([r[0] for r in seeded_ok]) if seeded_ok else float("nan")
