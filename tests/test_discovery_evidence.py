@@ -1,4 +1,4 @@
-"""Discovery's detector, session 13: evidence carried from run to run, and neighbours in one blob split."""
+"""Discovery's detector: evidence carried from run to run, and neighbours in one blob split."""
 
 from __future__ import annotations
 

@@ -57,9 +57,8 @@ if TYPE_CHECKING:
 
 #: Fewer searches than this a frame go one at a time: the stacks' set-up then costs more than it saves
 #: (thread CPU of `track` per frame, batched / per-particle, interleaved in one process on the loaded 2-core
-#: VM, session 13: 1.40 with 4 particles, 1.10 with 8, 1.01 with 12, 0.92-0.95 with 16; session 10: 1.04
-#: with 16, 0.96 with 50; session 14, with the FFTs and stacks cheaper on both paths, load 16-19: 1.15 with 8,
-#: 1.11 with 12, 1.00 with 14, 1.01-1.03 with 16, 0.97 with 18, 0.96 with 20, 0.91 with 24).
+#: VM at load 16-19: 1.15 with 8 particles, 1.11 with 12, 1.00 with 14, 1.01-1.03 with 16, 0.97 with 18, 0.96
+#: with 20, 0.91 with 24).
 MIN_BATCH = 17
 #: Searches that share fewer array shapes than this go one at a time (a stack of one or two members
 #: costs ~0.15 ms of set-up, more than the reference functions; particles' learned sizes differ a little,

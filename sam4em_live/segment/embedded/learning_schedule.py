@@ -30,7 +30,7 @@ FILLING_REFRESH_SPACING_FRAMES = 2
 FILLING_MEMORIES_PER_REFRESH = 4
 #: Up to this many filling memories refresh whenever due: each particle's own phase already spreads their
 #: refreshes (at most two a frame), and the turns above cost two-particle clips 0.3-1.1 J&F in every condition
-#: of the robustness matrix (measured in session 11: the git history of docs/benchmarks.md holds it).
+#: of the robustness matrix (the measurement is in the git history of docs/benchmarks.md).
 FILLING_MEMORIES_ON_OWN_PHASES = 2
 
 

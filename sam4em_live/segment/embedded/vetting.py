@@ -73,8 +73,7 @@ def vetted_jump(track: TrackedParticle, x: float, y: float) -> bool:
     appearance test, and the step prior (a few z) does not outweigh a z difference of a few units: a
     3-frame-old track jumped 45 px onto one while its particle dimmed, and mature tracks (robustness
     `distractors`, held-out seeds 2-4) jumped 28-44 px onto unprompted look-alikes while their particles
-    were still in reach. Until session 13 only a young track's jump was vetted; a lost particle's
-    re-acquisition still is only while its step model is young (vetting every one delayed a rod fading
+    were still in reach. A lost particle's re-acquisition is vetted only while its step model is young (vetting every one delayed a rod fading
     back in by 2 frames in `fade-edge-artifact`: the gate and `edge_entries` judge re-acquisitions).
     """
     return (track.present or track.steps.youth > 0) and is_large_jump(track, x, y)

@@ -14,8 +14,8 @@ Fair tuning, both sides alike: on held-in tuning clips (the same conditions, oth
 runs once with a permissive threshold and its one threshold (ours: the matched filter's score in noise
 sigmas, for each smallest blob ``min_diameter_px`` of a grid; trackpy: ``minmass``, for each ``diameter`` of a
 grid, with ``separation`` = diameter) is set where the F1 over the tuning clips is highest. Both are told the particles' polarity (trackpy: ``invert`` for dark
-particles; ours: ``polarity = "dark"`` or ``"bright"``; until session 13 ours looked for both, so every
-bright halo or bubble counted against it alone). The evaluation clips are then scored unchanged. trackpy is also tuned per condition (on that condition's tuning
+particles; ours: ``polarity = "dark"`` or ``"bright"``; looking for both, every bright halo or bubble
+counted against ours alone). The evaluation clips are then scored unchanged. trackpy is also tuned per condition (on that condition's tuning
 clips only, a generous setting no live user has) as a second column. Frames are scored from ``from_frame`` on (the static map has
 learned the scene by then: ~1 s at 80 fps) every ``step`` frames. Time per frame: one thread, median.
 """

@@ -1,4 +1,4 @@
-"""Hard scenes for the discovery benchmark (issue 21, session 12): where detection itself is hard.
+"""Hard scenes for the discovery benchmark (issue 21): where detection itself is hard.
 
 The robustness conditions (`sam4em_live.sim.conditions`) show two particles 32–61 px across at a median
 per-pixel CNR ≈ 1.4; on most of them every detector tuned at all finds everything (F1 1.000 for ours and
