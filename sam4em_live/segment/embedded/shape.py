@@ -57,6 +57,12 @@ MIN_FRAMES_FOR_EDGE_FIT = 16
 MAX_AREA_CHANGE = 1.25
 #: ... and a refreshed mask may move its boundary by at most this many pixels (no runaway growth).
 MAX_BOUNDARY_STEP_PX = 2
+#: The first mask at a measured dome (chord) edge may shrink by this factor (growth stays at `MAX_AREA_CHANGE` and
+#: `MAX_BOUNDARY_STEP_PX`): it replaces the provisional ``edge_fraction`` contours, the seed's outline grown by
+#: the blur and the 2.5 px smoothing (a 20 px rod under the soft MTF: +128 %), which at 1.25x a refresh was still
+#: +14 % when its memory filled. Growing 1.9x and 4 px at once too, a particle of the robustness `distractors`
+#: (sim, seed 0) hopped to a look-alike for 137 frames.
+FIRST_EDGE_AREA_CHANGE = 1.9
 #: A polygonal plate's mask is the half-height contour (`boundary.EdgeFit.half_level`) of the memory smoothed
 #: by this much (px): read back across the references instead, the level was too high by the corners (where
 #: the smoothed reference contour cuts inside the true corner) and cubes shrank by 3-5 %; less smoothing
@@ -86,6 +92,7 @@ class ShapeMemory:
         self._weight_total, self._half_weights = 1.0, [1.0, 1.0]  # observations counted (`update`'s weights)
         self._level: np.ndarray | None = None
         self.edge: EdgeFit | None = None  # the last fitted edge (None: none yet, or no clear one)
+        self.measured = False  # whether the mask has been drawn at a measured edge (`_derive_mask`)
         # Where the user pointed (body u, v px; None: a box, or no longer needed), while the memory is young:
         # a seed that took in a neighbour splits at a refresh, and the part under the point is the particle
         # the user meant (the part overlapping the old mask most was the neighbour, 25-35 px away, in `dense`).
@@ -158,17 +165,22 @@ class ShapeMemory:
         stands. The boundary may move by `MAX_BOUNDARY_STEP_PX` and the area by a
         factor `MAX_AREA_CHANGE` per refresh (the threshold is shifted to respect it),
         so a bad seed converges over a few refreshes and a few bad frames cannot swing
-        the shape.
+        the shape; the first measured (dome) edge, which replaces the provisional contours,
+        may shrink it by `FIRST_EDGE_AREA_CHANGE`.
         """
         smooth = self._smoothed()
         peak = float32_percentile(smooth[self.mask], 90) if self.mask.any() else 0.0
         if peak <= 0:
             return
+        field, threshold, measured = self._edge_level(smooth, peak)
+        # Only a dome (chord) edge: a plate fitted on the first, single judgement of the outline is as often a
+        # faint sphere read as a polygon (a 40 px sphere at CNR 0.3: -27 % at once, -9 % when scored).
+        first = measured and not self.measured and self.edge is not None and self.edge.model == "chord"
         reach = dilate_cross(self.mask, MAX_BOUNDARY_STEP_PX)
-        field, threshold = self._edge_level(smooth, peak)
         old_area = int(self.mask.sum())
         area = int((reach & (field > threshold)).sum())
-        target = int(np.clip(area, old_area / MAX_AREA_CHANGE, old_area * MAX_AREA_CHANGE))
+        target = int(np.clip(area, old_area / (FIRST_EDGE_AREA_CHANGE if first else MAX_AREA_CHANGE),
+                             old_area * MAX_AREA_CHANGE))
         if target != area:  # clamp the change: the threshold giving the target area inside the reach
             values = np.sort(field[reach])[::-1]
             threshold = float(values[min(max(target, 1), values.size) - 1])
@@ -179,12 +191,15 @@ class ShapeMemory:
         if candidate.sum() < 6:
             return
         self.mask = candidate
+        self.measured = self.measured or measured
         # Signed level (> 0 inside) for sub-pixel boundaries when rasterising.
         level = field - np.float32(threshold)
         self._level = np.where(candidate, np.maximum(level, 1e-6), np.minimum(level, -1e-6)).astype(np.float32)
 
-    def _edge_level(self, smooth: np.ndarray, peak: float) -> tuple[np.ndarray, float]:
-        """A smoothed memory and the level whose contour lies on its fitted edge (`boundary.fit_profile`).
+    def _edge_level(self, smooth: np.ndarray, peak: float) -> tuple[np.ndarray, float, bool]:
+        """A smoothed memory, the level of its contour at the fitted edge, and whether that edge was measured.
+
+        False: the provisional level (`boundary.fit_profile` found no edge, or the memory is young).
 
         The provisional contour is the part of ``smooth > edge_fraction * peak`` that
         overlaps the current mask; it stands (``smooth`` at that level) when the
@@ -196,11 +211,11 @@ class ShapeMemory:
         provisional_level = self.options.edge_fraction * peak
         provisional = self._overlapping(smooth > provisional_level)
         if provisional is None or self.n_obs < MIN_FRAMES_FOR_EDGE_FIT:
-            return smooth, provisional_level
+            return smooth, provisional_level, False
         sigma = reference_sigma(provisional, self.options.mask_smoothing_px)
         references = crossed_references(self._halves, self.mask, sigma, self.options.edge_fraction, self._overlapping)
         if references is None:
-            return smooth, provisional_level
+            return smooth, provisional_level, False
         field = smooth if sigma == self.options.mask_smoothing_px else ndimage.gaussian_filter(self.appearance, sigma)
         radius = min(inscribed_radius(distance) for _, _, distance in references)
         inside = min(PROFILE_INSIDE_PX, radius + 2.0)
@@ -208,11 +223,11 @@ class ShapeMemory:
         rounded = self._rounded(smooth, peak)
         self.edge = fit_profile(profile, radius, rounded)
         if self.edge is None:
-            return smooth, provisional_level
+            return smooth, provisional_level, False
         if self.edge.model == "plate" and not rounded:  # a polygon: a step crosses its edge at half height
-            return ndimage.gaussian_filter(self.appearance, PLATE_SMOOTHING_PX), self.edge.half_level
+            return ndimage.gaussian_filter(self.appearance, PLATE_SMOOTHING_PX), self.edge.half_level, True
         readback = merged_profile([(field[crop], distance) for _, crop, distance in references], inside)
-        return field, readback.at(self.edge.offset_px)
+        return field, readback.at(self.edge.offset_px), True
 
     def _rounded(self, smooth: np.ndarray, peak: float) -> bool:
         """Whether the particle's outline is rounded (`boundary.rounded_outline`), judged over refreshes.
