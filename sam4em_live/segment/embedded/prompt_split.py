@@ -10,6 +10,9 @@ peak: texture inside one particle dips less deep). The seed is then partitioned 
 pixel to the nearest one) and the part the prompt is on is kept: the part under the point, or for a box
 the part the box holds. A seed that is one body is returned unchanged.
 
+Where two touching particles leave no valley but the seed's outline has a neck, and one side of it is a disc
+(a sphere with a look-alike touching it on the prompt frame), the seed is cut at the neck (`necked_bodies`).
+
 Where two touching particles leave no valley, a batch of prompts can still tell: in a field of like particles
 prompted together (`batch_body_px`: at least `MIN_BATCH` seeds whose areas agree), a seed much larger than the
 batch's typical one (`OVERSIZED`) holds more than its particle, and it is trimmed to a disc of the typical area
@@ -54,6 +57,17 @@ MAX_BATCH_SPREAD = 0.5
 #: A seed larger than this multiple of the batch's typical area is trimmed to it (`trimmed_to_body`). The dense
 #: field's single prisms are 0.86-1.09 of their batch's median, the merged seed 1.96.
 OVERSIZED = 1.5
+#: Two touching bodies leave no valley in the contrast but a neck in the outline: the distance to the seed's
+#: outline (its inscribed radius) peaks once in each body and dips at the neck (`necked_bodies`). Two bodies when
+#: the neck's inscribed radius is at most this fraction of the smaller body's peak ...
+NECK_RATIO = 0.75
+#: ... and the smaller body's peak is at least this fraction of the larger one's (a bump on the outline is no body) ...
+NECK_PEAK_SHARE = 0.6
+#: ... and at least one of them is a disc: its area at most this multiple of its inscribed disc's. A rod with a
+#: waist has a neck as deep as two touching spheres (a `foreign-noise` rod: 0.7 of its peak) but both its halves
+#: are elongated (1.58x), as are a dense field's prisms (1.44-2.63x); the sphere that robustness `distractors`
+#: MoNet seed 2 seeded with the end of a look-alike rod touching it: 1.18x (the rod's part 1.89x).
+DISC_FILL = 1.3
 
 
 def bodies(seed: Seed, smoothing_px: float) -> np.ndarray | None:
@@ -86,6 +100,38 @@ def bodies(seed: Seed, smoothing_px: float) -> np.ndarray | None:
         out = np.zeros(seed.mask.shape, dtype=np.int32)
         out[r0:r1, c0:c1] = parts
         return out
+    return necked_bodies(seed)
+
+
+def necked_bodies(seed: Seed) -> np.ndarray | None:
+    """The seed's pixels split at a neck of its outline between two disc-like bodies (see `NECK_RATIO`); else None."""
+    mask = fill_holes(seed.mask)
+    inscribed = ndimage.distance_transform_edt(mask)
+    top = float(inscribed.max())
+    if top <= 0:
+        return None
+    # Rising through the inscribed radii: the first level at which the seed's core falls apart into two
+    # bodies, each with a peak comparable to the other's and well above that level (the neck).
+    for level in np.arange(0.3, NECK_RATIO + 1e-6, 0.05) * top:
+        labels, count = ndimage.label(inscribed > level)
+        if count < 2:
+            continue
+        peaks = np.asarray(ndimage.maximum(inscribed, labels, np.arange(1, count + 1)))
+        order = np.argsort(peaks)[::-1]
+        first, second = peaks[order[0]], peaks[order[1]]
+        if second < NECK_PEAK_SHARE * first or level > NECK_RATIO * second:
+            continue
+        keep = order[:2] + 1
+        sizes = np.bincount(labels.ravel())[keep]
+        if sizes.min() < MIN_BODY_PX:
+            continue
+        markers = np.where(np.isin(labels, keep), labels, 0)
+        _, (near_r, near_c) = ndimage.distance_transform_edt(markers == 0, return_indices=True)
+        parts = np.where(mask, markers[near_r, near_c], 0).astype(np.int32)
+        areas = np.bincount(parts.ravel(), minlength=int(keep.max()) + 1)[keep]
+        if np.all(areas > DISC_FILL * np.pi * peaks[keep - 1] ** 2):
+            return None  # no disc on either side: a rod's waist, or a pair of rods (the shape cannot tell)
+        return parts
     return None
 
 
