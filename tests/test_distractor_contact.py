@@ -64,3 +64,15 @@ def test_masks_touch_within_the_gap_and_not_beyond() -> None:
     far = Placement((25, 10, 30, 15), square, 25)  # 10 px gap
     assert _touch(a, near)
     assert not _touch(a, far)
+
+
+def test_after_parting_ours_is_the_body_that_looks_like_it_or_the_only_one_like_it_at_all() -> None:
+    from sam4em_live.segment.embedded.contact import ours_after_parting
+
+    assert ours_after_parting(0.85, 0.70)  # like itself, and clearly more than the other
+    assert not ours_after_parting(0.85, 0.82)  # two look-alikes: undecided, absent
+    assert not ours_after_parting(0.60, 0.50)  # neither reads like it did
+    # a body unlike the particle before the contact (a grown seed) beside a body unlike any particle (texture)
+    assert ours_after_parting(0.596, -0.363)
+    assert not ours_after_parting(0.586, -0.134) and not ours_after_parting(0.565, 0.141)  # within the clear margin
+    assert not ours_after_parting(0.45, -0.9)  # too little like itself, whatever the other

