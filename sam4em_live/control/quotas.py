@@ -178,8 +178,8 @@ class ServiceQuotas:
         self._lock = threading.Lock()
         self._refused: dict[str, int] = {}
         # The worker's measured load (busy fraction over `LOAD_WINDOW_S`, particles tracked at the last status
-        # interval, frames processed so far): None until the service reports one (offline runs never do).
-        self._load: tuple[float, int, int] | None = None
+        # interval): None until the service reports one (offline runs never do).
+        self._load: tuple[float, int] | None = None
         self._busy: list[tuple[float, float]] = []  # (when noted, busy fraction) of the intervals in the window
         # New particles admitted whose cost the load does not show yet: id -> when admitted (not yet tracked:
         # being seeded or waiting to land) and id -> frames processed when first seen tracked (filling).
@@ -211,7 +211,7 @@ class ServiceQuotas:
                 self._busy = [(t, b) for t, b in self._busy if t > now - LOAD_WINDOW_S]
                 self._busy.append((now, max(float(busy_fraction), 0.0)))
                 busy = sum(b for _, b in self._busy) / len(self._busy)  # the intervals are about equally long
-                self._load = (busy, len(tracked), frames_processed)
+                self._load = (busy, len(tracked))
             for pid, since in list(self._pending.items()):
                 if pid in tracked:
                     del self._pending[pid]
@@ -247,7 +247,7 @@ class ServiceQuotas:
             load, waiting = self._load, sorted(self._pending) + sorted(self._filling)
         if load is None or load[1] == 0:
             return None
-        busy, particles, _ = load
+        busy, particles = load
         if waiting:
             return (f"particle {waiting[0]}, admitted before, is not yet tracked or its memory still fills (its "
                     f"first {FILLING_FRAMES} frames cost more than later ones); the next new particle is "
